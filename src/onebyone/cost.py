@@ -1,0 +1,223 @@
+"""Exact costs of conv, 1x1 conv, dense and pooling layers: pure integer functions of shapes.
+
+Counting convention (the same in every table, the analyzer and the README):
+
+* ``macs``: multiply-accumulates of weights with inputs. The bias add is NOT a MAC.
+* ``flops``: ``2 * macs``, its own field, never mixed up with ``macs``.
+* ``weight_params`` and ``bias_params`` are reported separately; ``params`` is their sum.
+* ``activations``: number of output elements.
+* ``bytes_read``: input elements + parameters, ``bytes_written``: output elements, each at the
+  dtype's item size. This is the minimum traffic of a layer that reads its operands once.
+* Pooling multiplies no weights: ``macs == 0``; its comparisons or additions (one per window
+  element per output) go to ``other_ops``.
+
+Shapes include the batch axis: ``(N, C, *spatial)`` for ``layout="NCHW"``,
+``(N, *spatial, C)`` for ``layout="NHWC"``; dense inputs are ``(..., in_features)``.
+
+>>> c = conv_cost((1, 192, 28, 28), 32, 5, padding="same")
+>>> c.output_shape, c.macs, c.flops
+((1, 32, 28, 28), 120422400, 240844800)
+>>> conv_cost((1, 6, 6, 3), 2, 3, layout="NHWC").params
+56
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import OneByOneError, check_choice, check_int, check_layout
+
+CONVENTION = "MACs = multiply-accumulates, bias excluded; FLOPs = 2 x MACs"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one layer costs. See the module docstring for the convention."""
+
+    output_shape: tuple
+    weight_params: int
+    bias_params: int
+    macs: int
+    flops: int
+    activations: int
+    bytes_read: int
+    bytes_written: int
+    other_ops: int = 0
+
+    @property
+    def params(self) -> int:
+        return self.weight_params + self.bias_params
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["output_shape"] = list(self.output_shape)
+        d["params"] = self.params
+        return d
+
+
+def itemsize(dtype) -> int:
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError as e:
+        raise OneByOneError(f"dtype must be a NumPy dtype name such as 'float32', got {dtype!r}") from e
+
+
+def pad_amounts(size: int, kernel: int, stride: int = 1, padding=0, dilation: int = 1) -> tuple[int, int]:
+    """Padding before and after one spatial axis.
+
+    ``padding`` is an int, an explicit ``(before, after)`` pair, ``"valid"`` (none) or ``"same"``
+    (output = ceil(size / stride), the extra pixel going after, as Keras and PyTorch do).
+
+    >>> pad_amounts(28, 5, padding="same"), pad_amounts(7, 2, stride=2, padding="same")
+    ((2, 2), (0, 1))
+    """
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        effective = dilation * (kernel - 1) + 1
+        total = max((math.ceil(size / stride) - 1) * stride + effective - size, 0)
+        return total // 2, total - total // 2
+    if isinstance(padding, tuple) and len(padding) == 2:
+        return check_int(padding[0], "padding", 0), check_int(padding[1], "padding", 0)
+    if isinstance(padding, str):
+        raise OneByOneError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    p = check_int(padding, "padding", minimum=0)
+    return p, p
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
+    """Output length of one spatial axis; raises when the kernel does not fit.
+
+    >>> conv_output_size(6, 3), conv_output_size(28, 5, padding="same"), conv_output_size(7, 3, stride=2)
+    (4, 28, 3)
+    """
+    lo, hi = pad_amounts(size, kernel, stride, padding, dilation)
+    effective = dilation * (kernel - 1) + 1
+    if effective > size + lo + hi:
+        raise OneByOneError(
+            f"kernel {kernel} (dilation {dilation}, effective extent {effective}) is larger than the "
+            f"padded input {size + lo + hi} (input {size}, padding {lo}+{hi})"
+        )
+    return (size + lo + hi - effective) // stride + 1
+
+
+def _per_axis(value, n: int, name: str, minimum: int = 1) -> tuple:
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise OneByOneError(f"{name} must be an int or {n} ints, got {value!r}")
+        return tuple(value if isinstance(v, str) else check_int(v, name, minimum) for v in value)
+    if isinstance(value, str):
+        return (value,) * n
+    return (check_int(value, name, minimum),) * n
+
+
+def _split(shape, layout: str) -> tuple[int, int, tuple]:
+    """(N, C, spatial) from a batched shape in the given layout."""
+    check_layout(layout)
+    shape = tuple(check_int(s, "input_shape entries") for s in shape)
+    if len(shape) < 3:
+        raise OneByOneError(f"input_shape must be (N, C, *spatial) or (N, *spatial, C), got {shape}")
+    if layout == "NCHW":
+        return shape[0], shape[1], shape[2:]
+    return shape[0], shape[-1], shape[1:-1]
+
+
+def _join(n: int, c: int, spatial: tuple, layout: str) -> tuple:
+    return (n, c, *spatial) if layout == "NCHW" else (n, *spatial, c)
+
+
+def conv_cost(input_shape, out_channels: int, kernel_size, *, stride=1, padding=0, dilation=1,
+              groups: int = 1, bias: bool = True, layout: str = "NCHW", dtype="float32") -> Cost:
+    """Cost of a convolution with any number of spatial axes (Conv1d, Conv2d, Conv3d).
+
+    Each output element needs ``(C_in / groups) * prod(kernel)`` MACs.
+    """
+    n, c, spatial = _split(input_shape, layout)
+    d = len(spatial)
+    out_channels = check_int(out_channels, "out_channels")
+    groups = check_int(groups, "groups")
+    if c % groups or out_channels % groups:
+        raise OneByOneError(
+            f"groups={groups} must divide both in_channels={c} and out_channels={out_channels}"
+        )
+    k, s, dl = _per_axis(kernel_size, d, "kernel_size"), _per_axis(stride, d, "stride"), _per_axis(dilation, d, "dilation")
+    p = _per_axis(padding, d, "padding", minimum=0)
+    out_spatial = tuple(conv_output_size(*args) for args in zip(spatial, k, s, p, dl))
+    out_shape = _join(n, out_channels, out_spatial, layout)
+    weight_params = out_channels * (c // groups) * math.prod(k)
+    bias_params = out_channels if bias else 0
+    activations = math.prod(out_shape)
+    macs = activations * (c // groups) * math.prod(k)
+    size = itemsize(dtype)
+    return Cost(out_shape, weight_params, bias_params, macs, 2 * macs, activations,
+                (math.prod(input_shape) + weight_params + bias_params) * size, activations * size)
+
+
+def conv1x1_cost(input_shape, out_channels: int, *, stride=1, groups: int = 1, bias: bool = True,
+                 layout: str = "NCHW", dtype="float32") -> Cost:
+    """Cost of a 1x1 (pointwise) convolution: a (C_out x C_in/groups) matrix at every output pixel.
+
+    >>> c = conv1x1_cost((1, 192, 28, 28), 16)
+    >>> c.macs == 28 * 28 * 16 * 192, c.params
+    (True, 3088)
+    """
+    return conv_cost(input_shape, out_channels, 1, stride=stride, groups=groups, bias=bias,
+                     layout=layout, dtype=dtype)
+
+
+def dense_cost(input_shape, out_features: int, *, bias: bool = True, dtype="float32") -> Cost:
+    """Cost of a dense (Linear) layer applied over the last axis of ``(..., in_features)``.
+
+    A dense layer applied at every pixel of (N, H, W, C) costs exactly what a 1x1 conv costs.
+
+    >>> dense_cost((1, 784), 784).params, dense_cost((2, 7, 7, 32), 10).macs == conv1x1_cost((2, 7, 7, 32), 10, layout="NHWC").macs
+    (615440, True)
+    """
+    input_shape = tuple(check_int(s, "input_shape entries") for s in input_shape)
+    if not input_shape:
+        raise OneByOneError("input_shape must be (..., in_features), got ()")
+    out_features = check_int(out_features, "out_features")
+    in_features = input_shape[-1]
+    out_shape = (*input_shape[:-1], out_features)
+    weight_params, bias_params = out_features * in_features, (out_features if bias else 0)
+    activations = math.prod(out_shape)
+    macs = activations * in_features
+    size = itemsize(dtype)
+    return Cost(out_shape, weight_params, bias_params, macs, 2 * macs, activations,
+                (math.prod(input_shape) + weight_params + bias_params) * size, activations * size)
+
+
+def pool_cost(input_shape, kernel_size, *, stride=None, padding=0, op: str = "max",
+              layout: str = "NCHW", dtype="float32") -> Cost:
+    """Cost of a max or average pool (``stride`` defaults to the kernel size, as in PyTorch).
+
+    ``kernel_size="global"`` pools every spatial position into one.
+
+    >>> pool_cost((1, 8, 4, 4), 2).output_shape, pool_cost((1, 8, 4, 4), "global", op="avg").other_ops
+    ((1, 8, 2, 2), 128)
+    """
+    check_choice(op, ("max", "avg"), "op")
+    n, c, spatial = _split(input_shape, layout)
+    if kernel_size == "global":
+        kernel_size, stride, padding = tuple(spatial), 1, 0
+    d = len(spatial)
+    k = _per_axis(kernel_size, d, "kernel_size")
+    s = k if stride is None else _per_axis(stride, d, "stride")
+    p = _per_axis(padding, d, "padding", minimum=0)
+    out_spatial = tuple(conv_output_size(sz, kk, ss, pp) for sz, kk, ss, pp in zip(spatial, k, s, p))
+    out_shape = _join(n, c, out_spatial, layout)
+    activations = math.prod(out_shape)
+    size = itemsize(dtype)
+    return Cost(out_shape, 0, 0, 0, 0, activations, math.prod(input_shape) * size, activations * size,
+                other_ops=activations * math.prod(k))
+
+
+def add_costs(costs, output_shape=None) -> Cost:
+    """Sum of several layers' costs (a block); ``output_shape`` is the block's output."""
+    costs = list(costs)
+    fields = ("weight_params", "bias_params", "macs", "flops", "activations", "bytes_read",
+              "bytes_written", "other_ops")
+    sums = {f: sum(getattr(c, f) for c in costs) for f in fields}
+    return Cost(tuple(output_shape if output_shape is not None else costs[-1].output_shape), **sums)

@@ -1,0 +1,146 @@
+"""Lessons on the equivalent forms (sliding dense, FC as conv, class maps, shared MLP) and on cost."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import cost, forms, ops
+from . import blocks
+from .core import lesson
+from .lessons_basics import SEED_ARTICLE, SEED_POST, SEED_QA, relu
+
+
+@lesson("kxk-sliding", "A k x k conv is a small dense layer that slides", SEED_POST, """
+    A 3x3 filter on a grey image is a fully connected unit that sees only 9 neighbouring pixels,
+    moved to every position. Written as an explicit loop (slice the neighbourhood, flatten it, apply
+    a dense layer) it gives exactly the convolution, with 9 weights where a fully connected layer on
+    a 28x28 image needs 784 x 784.""")
+def kxk_sliding(L, rng):
+    x, w, b = rng.standard_normal((1, 1, 28, 28)), rng.standard_normal((1, 1, 3, 3)), rng.standard_normal(1)
+    wd = forms.conv_to_patch_dense(w)  # (1, 9)
+    L.close("sliding a 9-input dense unit == conv2d with a 3x3 kernel", ops.conv2d(x, w, b), forms.sliding_dense(x, wd, b, 3))
+    L.equal("weights of the sliding unit", 9, wd.size)
+    L.equal("weights of a fully connected 784 -> 784 layer", 614_656, cost.dense_cost((1, 784), 784).weight_params)
+    x4, w4 = rng.standard_normal((2, 4, 9, 9)), rng.standard_normal((5, 4, 3, 3))
+    got = forms.sliding_dense(x4, forms.conv_to_patch_dense(w4), None, 3, stride=2, padding=1)
+    L.close("also with 4 channels, 5 filters, stride 2 and padding 1", ops.conv2d(x4, w4, stride=2, padding=1), got)
+
+
+@lesson("fc-as-conv", "A fully connected layer written as a convolution", SEED_POST, """
+    A dense layer of 784 units on a 28x28 image (y = sum_i w_i x_i + b per unit) can be written as
+    (a) 784 filters, each one 28x28 kernel covering the whole image, or (b) a reshape of the image
+    to 1x1x784 followed by 784 filters of 784 1x1 kernels. All three produce the same 784 outputs
+    from the same 614,656 weights (plus 784 biases) and cost the same 614,656 MACs. Replacing the
+    dense layer with a 1x1 conv on the un-reshaped image does not work: the reshape is required.""")
+def fc_as_conv(L, rng):
+    x = rng.random((1, 1, 28, 28))  # (N, C, H, W)
+    wd, b = rng.standard_normal((784, 784)) / 28, rng.standard_normal(784)
+    y_dense = ops.dense(forms.flatten(x), wd, b)  # (1, 784)
+    L.close("unit 0 == sum_i w_i x_i + b", float(np.dot(wd[0], x.ravel()) + b[0]), y_dense[0, 0])
+    wk = forms.dense_to_full_kernel(wd, (1, 28, 28))  # (784, 1, 28, 28)
+    y_full = ops.conv2d(x, wk, b)  # (1, 784, 1, 1)
+    w1 = forms.dense_to_conv1x1(wd)  # (784, 784, 1, 1)
+    y_1x1 = ops.conv1x1(forms.flatten_to_pixel(x), w1, b)  # (1, 784, 1, 1)
+    L.close("(a) 784 full 28x28 kernels == dense", y_dense, y_full.reshape(1, 784))
+    L.close("(b) reshape to 1x1x784, then 784 1x1 filters == dense", y_dense, y_1x1.reshape(1, 784))
+    costs = {"dense": cost.dense_cost((1, 784), 784), "(a) full kernel": cost.conv_cost(x.shape, 784, 28),
+             "(b) reshape + 1x1": cost.conv1x1_cost((1, 784, 1, 1), 784)}
+    for (name, c), arr in zip(costs.items(), (wd, wk, w1)):
+        L.equal(f"{name}: weights, from cost", 614_656, c.weight_params)
+        L.equal(f"{name}: weights, counted in the array", c.weight_params, arr.size)
+        L.equal(f"{name}: biases and MACs", (784, 614_656), (c.bias_params, c.macs))
+    naive = ops.conv1x1(x, wd[:, :1], b)  # 784 1x1 filters on the 1-channel image
+    L.holds("a plain 1x1 conv on the 28x28x1 image gives a different shape", naive.shape != y_full.shape,
+            list(naive.shape), f"not {list(y_full.shape)}")
+
+
+@lesson("class-maps", "Class maps from 1x1 filters", SEED_POST, """
+    Ten 1x1 filters over a feature map give ten maps, one per class, each pixel scoring how much it
+    looks like that class. Summing (or averaging) each map over space gives the same scores as a
+    dense layer on the summed (averaged) features, with the bias counted once per pixel for the
+    sum: a third way to write a fully connected layer with convolutions.""")
+def class_maps(L, rng):
+    x = rng.standard_normal((2, 32, 7, 7))  # features after a conv trunk
+    w, b = rng.standard_normal((10, 32)), rng.standard_normal(10)
+    maps = ops.conv1x1(x, w, b)
+    L.equal("one map per class", (2, 10, 7, 7), maps.shape)
+    for pool in ("sum", "mean"):
+        L.close(f"{pool} of each class map == dense on the {pool} of the features",
+                forms.pooled_dense_scores(x, w, b, pool=pool), forms.class_map_scores(x, w, b, pool=pool))
+    dense = forms.pooled_dense_scores(x, w, b, pool="mean")
+    L.equal("the predicted class is the same either way", dense.argmax(1).tolist(), maps.mean(axis=(2, 3)).argmax(1).tolist())
+
+
+@lesson("shared-mlp", "PointNet's shared MLP is a 1x1 convolution", SEED_POST, """
+    PointNet runs one small MLP on every point of a cloud with the same weights (a 'shared MLP').
+    That is a dense layer over the last axis of (B, N, C), and also a Conv1d with kernel size 1 over
+    (B, C, N): three writings of one computation. Sharing the weights makes the per-point features
+    follow any reordering of the points, and a max over points is then order-independent.""")
+def shared_mlp(L, rng):
+    pts = rng.standard_normal((2, 128, 3))  # (B, N, xyz)
+    layers = [(rng.standard_normal((64, 3)), rng.standard_normal(64)), (rng.standard_normal((128, 64)) / 8, rng.standard_normal(128))]
+    per_point = forms.shared_mlp_per_point(pts, layers)  # (B, N, 128), one point at a time
+    conv = forms.shared_mlp_conv1d(pts.transpose(0, 2, 1), layers).transpose(0, 2, 1)  # (B, C, N) -> (B, N, C)
+    dense = relu(ops.dense(relu(ops.dense(pts, *layers[0])), *layers[1]))
+    L.close("per-point MLP == Conv1d(k=1) stack on (B, C, N)", per_point, conv)
+    L.close("per-point MLP == dense layers over the last axis of (B, N, C)", per_point, dense)
+    perm = rng.permutation(128)
+    shuffled = forms.shared_mlp_conv1d(pts[:, perm].transpose(0, 2, 1), layers).transpose(0, 2, 1)
+    L.close("reordering the points reorders the features the same way", conv[:, perm], shuffled)
+    L.close("the max over points does not depend on their order", conv.max(axis=1), shuffled.max(axis=1))
+
+
+@lesson("bottleneck", "The 1x1 bottleneck in front of a 5x5 conv", SEED_ARTICLE, """
+    On a 28x28x192 map, a 5x5 'same' conv with 32 filters costs 28*28*32*5*5*192 = 120,422,400 MACs.
+    Reducing to 16 channels with a 1x1 conv first costs 2,408,448, and the 5x5 conv on 16 channels
+    10,035,200: 12,443,648 in all, about 9.68x fewer, for the same output shape.""")
+def bottleneck(L, rng):
+    shape = (1, 192, 28, 28)
+    direct = cost.conv_cost(shape, 32, 5, padding="same")
+    reduce = cost.conv1x1_cost(shape, 16)
+    after = cost.conv_cost(reduce.output_shape, 32, 5, padding="same")
+    L.equal("5x5 conv, 32 filters: MACs", 120_422_400, direct.macs)
+    L.equal("1x1 reduction to 16: MACs", 2_408_448, reduce.macs)
+    L.equal("5x5 conv 16 -> 32: MACs", 10_035_200, after.macs)
+    L.equal("bottleneck total", 12_443_648, reduce.macs + after.macs)
+    L.equal("ratio, to two decimals", 9.68, round(direct.macs / (reduce.macs + after.macs), 2))
+    x = rng.standard_normal(shape)
+    plain, narrow = blocks.Runner(rng), blocks.Runner(rng)
+    y1 = plain.conv(x, 32, 5, padding=2, relu=False)
+    y2 = narrow.conv(narrow.conv(x, 16, 1), 32, 5, padding=2, relu=False)
+    L.equal("both paths give a 28x28x32 map", list(y1.shape), list(y2.shape))
+    L.equal("MACs counted while running the 5x5 conv", direct.macs, plain.counted_macs)
+    L.equal("MACs counted while running the bottleneck", reduce.macs + after.macs, narrow.counted_macs)
+    L.note(f"parameters: {direct.params:,} direct vs {reduce.params + after.params:,} with the bottleneck.")
+
+
+@lesson("blocks", "The blocks built on 1x1 convolutions", SEED_ARTICLE + "; " + SEED_QA, """
+    Network in Network put small MLPs (1x1 convs) after each conv; SqueezeNet's fire module
+    squeezes with 1x1 before expanding with 1x1 and 3x3; GoogLeNet's Inception module reduces with
+    1x1 before its 3x3 and 5x5 branches; MobileNet splits a conv into a depthwise 3x3 and a 1x1.
+    Each block is run here on real arrays, and its parameters and MACs from onebyone.cost match the
+    ones counted from the arrays it used.""")
+def blocks_lesson(L, rng):
+    cases = {  # name: (block, input shape, the plain alternative, what that alternative is)
+        "NiN mlpconv (32x32x3)": (blocks.mlpconv, (1, 3, 32, 32), lambda r, x: r.conv(x, 96, 5, padding=2),
+                                  "the 5x5 conv alone, no per-pixel MLP"),
+        "SqueezeNet fire2 (55x55x96)": (blocks.fire, (1, 96, 55, 55), lambda r, x: r.conv(x, 128, 3, padding=1),
+                                        "one 3x3 conv 96 -> 128"),
+        "Inception 3a (28x28x192)": (blocks.inception, (1, 192, 28, 28), blocks.inception_naive,
+                                     "the same branches without 1x1 reductions"),
+        "depthwise-separable (56x56x64)": (blocks.separable, (1, 64, 56, 56), lambda r, x: r.conv(x, 64, 3, padding=1),
+                                           "a standard 3x3 conv 64 -> 64"),
+    }
+    for name, (block, shape, plain, plain_name) in cases.items():
+        r = blocks.Runner(rng)
+        y = block(r, rng.standard_normal(shape))
+        total = r.total(y.shape)
+        L.equal(f"{name}: output shape, cost == run", list(total.output_shape), list(y.shape))
+        L.equal(f"{name}: params, cost == counted", total.params, r.counted_params)
+        L.equal(f"{name}: MACs, cost == counted", total.macs, r.counted_macs)
+        base = blocks.Runner(rng)
+        base_macs = base.total(plain(base, rng.standard_normal(shape)).shape).macs
+        L.note(f"{name}: {total.params:,} params, {total.macs:,} MACs; {plain_name}: {base_macs:,} MACs "
+               f"({base_macs / total.macs:.2f}x).")
+    sep, std = cost.add_costs([cost.conv_cost((1, 64, 56, 56), 64, 3, padding=1, groups=64),
+                               cost.conv1x1_cost((1, 64, 56, 56), 128)]), cost.conv_cost((1, 64, 56, 56), 128, 3, padding=1)
+    L.close("separable / standard MACs == 1/C_out + 1/k^2 (closed form)", 1 / 128 + 1 / 9, sep.macs / std.macs, tol=1e-12)

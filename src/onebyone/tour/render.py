@@ -1,0 +1,48 @@
+"""The tour in the terminal (plain text, colour on a tty) and as JSON."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+from ..cost import CONVENTION
+from .core import summarize
+
+
+def _fmt(value) -> str:
+    v = summarize(value)
+    if isinstance(v, dict) and "shape" in v:
+        return f"array{tuple(v['shape'])}"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, int) and abs(v) >= 10_000:
+        return f"{v:,}"
+    return str(v)
+
+
+def text(lessons, color: bool = False, width: int = 100) -> str:
+    """Every lesson: title, claim, checks with PASS/FAIL, expected, got and max abs error."""
+    paint = (lambda s, c: f"\033[{c}m{s}\033[0m") if color else (lambda s, c: s)
+    out = []
+    for i, L in enumerate(lessons, 1):
+        mark = paint("PASS", "32") if L.passed else paint("FAIL", "31;1")
+        out.append(f"{paint(f'{i:2d}. {L.title}', '1')}  [{L.id}]  {mark}")
+        out += textwrap.wrap(L.claim, width, initial_indent="    ", subsequent_indent="    ")
+        out.append(paint(f"    source: {L.source}", "2"))
+        for c in L.checks:
+            status = paint("PASS", "32") if c.passed else paint("FAIL", "31;1")
+            if c.max_abs_error is not None:
+                detail = f"max abs err {c.max_abs_error:.2e} (tol {c.tolerance:.0e})"
+            else:
+                detail = f"expected {_fmt(c.expected)}, got {_fmt(c.got)}"
+            out.append(f"    {status}  {c.name}: {detail}")
+        out += [f"    - {n}" for n in L.notes]
+        out.append("")
+    n_pass = sum(L.passed for L in lessons)
+    n_checks = sum(len(L.checks) for L in lessons)
+    n_failed = sum(not c.passed for L in lessons for c in L.checks)
+    out.append(f"{n_pass}/{len(lessons)} lessons pass, {n_checks - n_failed}/{n_checks} checks pass.  ({CONVENTION})")
+    return "\n".join(out)
+
+
+def to_json(lessons) -> str:
+    return json.dumps([L.to_dict() for L in lessons], indent=2)

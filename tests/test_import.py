@@ -1,0 +1,15 @@
+import subprocess
+import sys
+
+
+def test_import_onebyone_loads_numpy_only():
+    code = ("import sys, onebyone, onebyone.tour, onebyone.cli; "
+            "heavy = [m for m in ('torch', 'keras', 'matplotlib', 'tensorflow', 'jax') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import onebyone pulled in: {out.stdout.strip()}"
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "onebyone", "lessons"], capture_output=True, text=True, check=True)
+    assert "bottleneck" in out.stdout and "fc-as-conv" in out.stdout

@@ -1,0 +1,84 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from onebyone import OneByOneError
+from onebyone.cli import main
+from onebyone.tour import lesson_ids, run_tour
+from onebyone.tour import core
+
+REQUIRED = {"shapes", "one-channel", "many-channels", "full-depth", "params", "bottleneck", "fc-as-conv",
+            "class-maps", "shared-mlp", "blocks", "kxk-sliding", "weight-layout", "channel-reduction", "nonlinearity"}
+
+
+@pytest.fixture(scope="module")
+def lessons():
+    return run_tour()
+
+
+def test_every_lesson_passes(lessons):
+    assert REQUIRED <= set(lesson_ids())
+    failed = [(L.id, c.name, c.got) for L in lessons for c in L.checks if not c.passed]
+    assert failed == []
+    assert all(len(L.checks) >= 2 for L in lessons)
+
+
+def test_lessons_report_the_numbers_they_computed(lessons):
+    by_id = {L.id: L for L in lessons}
+    got = {c.name: c.got for c in by_id["bottleneck"].checks}
+    assert got["5x5 conv, 32 filters: MACs"] == 120_422_400 and got["bottleneck total"] == 12_443_648
+    params = {c.name: c.got for c in by_id["params"].checks}
+    assert params["3x3 parameters, from cost"] == 56 and params["1x1 parameters, from cost"] == 8
+    assert any("Keras count_params()" in c.name for c in by_id["params"].checks)  # keras is installed in the test env
+
+
+def test_a_lesson_that_breaks_is_reported_as_failed(monkeypatch):
+    def broken(L, rng):
+        L.equal("a claim that does not hold", 3, 4)
+
+    def crashing(L, rng):
+        raise RuntimeError("boom")
+
+    spec = core.LessonSpec("broken", "t", "c", "s", broken)
+    L = core.run_lesson(spec)
+    assert not L.passed and L.checks[0].to_dict() == {"name": "a claim that does not hold", "expected": 3, "got": 4, "pass": False}
+    L = core.run_lesson(core.LessonSpec("crash", "t", "c", "s", crashing))
+    assert not L.passed and "RuntimeError: boom" in L.checks[0].got
+    monkeypatch.setattr(core, "REGISTRY", core.REGISTRY + [spec])
+    monkeypatch.setattr("onebyone.tour.REGISTRY", core.REGISTRY)
+    assert main(["tour", "--lesson", "broken"]) == 1  # a failing check gives a non-zero exit status
+
+
+def test_close_checks_catch_shape_and_value_differences():
+    L = core.Lesson("x", "t", "c", "s")
+    assert L.close("values", np.zeros(3), np.array([0, 0, 1e-3])) == pytest.approx(1e-3)
+    L.close("shapes", np.zeros(3), np.zeros(4))
+    assert [c.passed for c in L.checks] == [False, False]
+
+
+def test_cli_json_has_ids_titles_and_checks():
+    out = subprocess.run([sys.executable, "-m", "onebyone", "tour", "--json", "--lesson", "fc-as-conv", "--lesson", "one-channel"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert [d["id"] for d in data] == ["one-channel", "fc-as-conv"]
+    for d in data:
+        assert d["title"] and d["checks"]
+        for c in d["checks"]:
+            assert {"name", "expected", "got", "pass"} <= set(c) and c["pass"] is True
+
+
+def test_cli_text_shows_pass_and_errors(capsys):
+    assert main(["tour", "--lesson", "many-channels"]) == 0
+    text = capsys.readouterr().out
+    assert "PASS" in text and "max abs err" in text and "1/1 lessons pass" in text
+
+
+def test_unknown_lesson_is_a_clear_error(capsys):
+    with pytest.raises(OneByOneError, match=r"unknown lesson id\(s\) \['nope'\]; expected some of \['shapes'"):
+        run_tour(only=["nope"])
+    assert main(["tour", "--lesson", "nope"]) == 2
+    assert "unknown lesson" in capsys.readouterr().err
