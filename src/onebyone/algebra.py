@@ -1,0 +1,88 @@
+"""Framework-free weight algebra behind the exact rewrites: fold an affine (BatchNorm) into a layer,
+merge two linear layers, and factorize one by truncated SVD.
+
+Weights are (O, ...) arrays whose first axis is the output channel (PyTorch order). All functions
+return new arrays in float64 unless the input is float32.
+
+>>> w, b = np.array([[1.0, 2.0]]), np.array([0.5])
+>>> fold_affine_after(w, b, np.array([2.0]), np.array([1.0]))
+(array([[2., 4.]]), array([2.]))
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import OneByOneError, as_float_array, check_int
+
+
+def batchnorm_affine(mean, var, gamma, beta, eps: float):
+    """BatchNorm in eval mode as ``scale * x + shift`` per channel."""
+    mean, var = as_float_array(mean, "running_mean"), as_float_array(var, "running_var")
+    scale = as_float_array(gamma, "weight") / np.sqrt(var + eps)
+    return scale, as_float_array(beta, "bias") - mean * scale
+
+
+def fold_affine_after(w, b, scale, shift):
+    """``scale * (W x + b) + shift`` as one layer: W' = scale[o] * W[o], b' = scale * b + shift."""
+    w = as_float_array(w, "w")
+    b = np.zeros(w.shape[0], w.dtype) if b is None else as_float_array(b, "b")
+    if scale.shape != (w.shape[0],):
+        raise OneByOneError(f"the affine must have one scale per output channel ({w.shape[0]}), got shape {scale.shape}")
+    return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), b * scale + shift
+
+
+def fold_affine_before(w, b, scale, shift, groups: int = 1):
+    """``W (scale * x + shift) + b`` as one layer, for a 1x1 / dense weight (O, I/g[, 1, 1]).
+
+    W'[o, i] = W[o, i] * scale[input channel of i]; b' = b + sum_i W[o, i] * shift[...].
+    """
+    w = as_float_array(w, "w")
+    groups = check_int(groups, "groups")
+    o, cg = w.shape[:2]
+    if any(s != 1 for s in w.shape[2:]):
+        raise OneByOneError(f"an affine before a layer folds only into 1x1 or dense weights, got shape {w.shape}")
+    if scale.shape != (cg * groups,):
+        raise OneByOneError(f"the affine must have one scale per input channel ({cg * groups}), got shape {scale.shape}")
+    m = w.reshape(o, cg)  # (O, I/g)
+    rows = np.arange(o) // (o // groups)  # group of each output channel
+    s = scale.reshape(groups, cg)[rows]  # (O, I/g): the scale each weight meets
+    t = shift.reshape(groups, cg)[rows]
+    b = np.zeros(o, w.dtype) if b is None else as_float_array(b, "b")
+    return (m * s).reshape(w.shape), b + (m * t).sum(axis=1)
+
+
+def merge_linear(w1, b1, w2, b2):
+    """Two linear maps in a row (``W2 (W1 x + b1) + b2``) as one: W2 @ W1 and W2 @ b1 + b2."""
+    w1, w2 = as_float_array(w1, "w1", ndim=2), as_float_array(w2, "w2", ndim=2)
+    if w2.shape[1] != w1.shape[0]:
+        raise OneByOneError(f"cannot merge: the second layer reads {w2.shape[1]} channels, the first writes {w1.shape[0]}")
+    b1 = np.zeros(w1.shape[0]) if b1 is None else as_float_array(b1, "b1")
+    b2 = np.zeros(w2.shape[0]) if b2 is None else as_float_array(b2, "b2")
+    return w2 @ w1, w2 @ b1 + b2
+
+
+def choose_rank(singular_values, energy: float) -> int:
+    """Smallest r whose leading singular values keep ``energy`` of the squared Frobenius norm."""
+    if not 0.0 < energy <= 1.0:
+        raise OneByOneError(f"energy must be in (0, 1], got {energy}")
+    e = np.cumsum(np.asarray(singular_values, np.float64) ** 2)
+    return int(np.searchsorted(e / e[-1], energy - 1e-12) + 1)
+
+
+def truncated_svd(w2d, rank=None, energy=None):
+    """W (O, K) ~= B @ A with A (r, K) and B (O, r), by truncated SVD.
+
+    Returns (A, B, rank, kept_energy). Exactly one of ``rank`` / ``energy`` is given.
+    """
+    w2d = as_float_array(w2d, "w", ndim=2)
+    if (rank is None) == (energy is None):
+        raise OneByOneError(f"give exactly one of rank / energy, got rank={rank!r}, energy={energy!r}")
+    u, s, vt = np.linalg.svd(w2d, full_matrices=False)  # (O, m), (m,), (m, K)
+    limit = s.size
+    if rank is None:
+        rank = choose_rank(s, energy)
+    rank = check_int(rank, "rank")
+    if rank > limit:
+        raise OneByOneError(f"rank must be <= min(out, in) = {limit} for a weight of shape {w2d.shape}, got {rank}")
+    kept = float(np.sum(s[:rank] ** 2) / np.sum(s ** 2)) if np.any(s) else 1.0
+    return vt[:rank], u[:, :rank] * s[:rank], rank, kept

@@ -1,0 +1,124 @@
+"""Kernels for the 1x1 conv in PyTorch, and the choice between them.
+
+The same line, ``y = W @ x + b`` over channels, can run as a conv (NCHW or channels_last, where
+oneDNN is fast on CPUs), a batched matmul, or ``F.linear``. Which is fastest depends on the layout,
+the widths and the machine, so each input signature is timed once on the real call and the winner
+is cached (``choices()`` shows the cache). While tracing, exporting or compiling, the static
+default is used and nothing is timed.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+_CACHE: dict = {}
+_MIN_MACS_TO_TIME = 200_000  # below this every kernel takes microseconds: use the default
+
+
+def _strided(x, stride: int, spatial):
+    if stride == 1:
+        return x
+    return x[tuple(slice(None, None, stride) if a in spatial else slice(None) for a in range(x.dim()))]
+
+
+# --- candidates: each takes (x, w4, b, stride, groups) with w4 (O, C/g, 1, 1) --------------------
+
+def _conv2d(x, w, b, stride, groups):  # (B, C, H, W), any memory format
+    return F.conv2d(x, w, b, stride, 0, 1, groups)
+
+
+def _conv2d_cl(x, w, b, stride, groups):  # (B, C, H, W) moved to channels_last first
+    return F.conv2d(x.contiguous(memory_format=torch.channels_last), w, b, stride, 0, 1, groups)
+
+
+def _bmm(x, w, b, stride, groups):  # (B, C, *S): W (O, C) @ x (B, C, P)
+    x = _strided(x, stride, range(2, x.dim()))
+    y = torch.matmul(w.flatten(1), x.flatten(2))  # (O, C) @ (B, C, P) -> (B, O, P)
+    if b is not None:
+        y = y + b[:, None]
+    return y.view(x.shape[0], w.shape[0], *x.shape[2:])
+
+
+def _conv1d(x, w, b, stride, groups):  # (B, C, L)
+    return F.conv1d(x, w[..., 0], b, stride, 0, 1, groups)
+
+
+def _conv1d_as_cl2d(x, w, b, stride, groups):  # (B, C, L) as a channels_last (B, C, L, 1) image
+    x4 = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x4, w, b, (stride, 1), 0, 1, groups).squeeze(-1)
+
+
+def _linear(x, w, b, stride, groups):  # (..., C)
+    return F.linear(x, w.flatten(1), b)
+
+
+def _last_as_cl2d(x, w, b, stride, groups):  # (..., C) viewed as a channels_last (1, C, M, 1) image
+    lead = x.shape[:-1]
+    x4 = x.reshape(1, -1, 1, x.shape[-1]).permute(0, 3, 1, 2)  # (M, C) -> (1, C, M, 1), channels_last strides
+    y = F.conv2d(x4, w, b, 1, 0, 1, groups)  # (1, O, M, 1)
+    return y.permute(0, 2, 3, 1).reshape(*lead, w.shape[0])  # -> (..., O)
+
+
+def _candidates(kind: str, groups: int):
+    table = {
+        "nchw": [_conv2d_cl, _conv2d] + ([_bmm] if groups == 1 else []),
+        "channels_last": [_conv2d],
+        "ncl": [_conv1d_as_cl2d, _conv1d] + ([_bmm] if groups == 1 else []),
+        "nc": [_linear] if groups == 1 else [_last_as_cl2d],
+        "last": [_last_as_cl2d] + ([_linear] if groups == 1 else []),
+    }
+    return table[kind]
+
+
+def _kind(x, channel_dim: int) -> str:
+    if channel_dim == -1:
+        return "last"
+    if x.dim() == 4:
+        return "channels_last" if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else "nchw"
+    return {2: "nc", 3: "ncl"}.get(x.dim(), "nd")
+
+
+def _quiet() -> bool:
+    """True while tracing, exporting or compiling, or when gradients are being recorded."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+            or torch.is_grad_enabled())
+
+
+def _time(fn, args, repeat: int = 3) -> float:
+    fn(*args)  # warm up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(*args)
+        if args[0].is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
+    """The 1x1 conv of x with weight (O, C/g, 1, 1), on the fastest kernel for this input."""
+    kind = _kind(x, channel_dim)
+    if kind == "nd":  # (B, C, D, H, W) and beyond: go through channel-last
+        y = pointwise(_strided(x, stride, range(2, x.dim())).movedim(1, -1), weight, bias, 1, groups, -1)
+        return y.movedim(-1, 1)
+    if kind in ("last", "nc"):
+        x = _strided(x, stride, range(1, x.dim() - 1)) if kind == "last" else x
+        stride = 1
+    cands = _candidates(kind, groups)
+    macs = x.numel() // x.shape[channel_dim] * weight.shape[0] * weight.shape[1]
+    if len(cands) == 1 or _quiet() or macs < _MIN_MACS_TO_TIME:
+        return cands[0](x, weight, bias, stride, groups)
+    key = (kind, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), bias is not None, stride, groups)
+    if key not in _CACHE:
+        times = {fn.__name__: _time(fn, (x, weight, bias, stride, groups)) for fn in cands}
+        _CACHE[key] = min(times, key=times.get)
+    fn = next(f for f in cands if f.__name__ == _CACHE[key])
+    return fn(x, weight, bias, stride, groups)
+
+
+def choices() -> dict:
+    """The kernel chosen for each input signature timed so far."""
+    return dict(_CACHE)

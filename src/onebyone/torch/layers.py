@@ -1,0 +1,131 @@
+"""``Pointwise`` (the 1x1 conv as a layer), ``ChannelBatchNorm`` and ``SharedMLP``."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import OneByOneError, check_choice, check_int
+from . import engine
+
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU,
+               "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity, None: nn.Identity}
+
+
+def _check_channel_dim(channel_dim) -> int:
+    if channel_dim not in (1, -1):
+        raise OneByOneError(f"channel_dim must be 1 (channels-first) or -1 (channels-last), got {channel_dim!r}")
+    return channel_dim
+
+
+class Pointwise(nn.Module):
+    """A 1x1 convolution: ``y[:, o] = sum_c W[o, c] x[:, c] + b[o]`` at every position.
+
+    Its state_dict equals ``nn.Conv2d(in_channels, out_channels, kernel_size=1)``'s (weight
+    (O, I/g, 1, 1), bias (O,)) and so does its default init. Inputs: (B, C, H, W) in either memory
+    format, (B, C, L), (B, C) and (B, C, D, H, W) with ``channel_dim=1``; any (..., C) with
+    ``channel_dim=-1``. Each call runs on the fastest kernel for its input (see ``engine``).
+
+    >>> Pointwise(8, 16, bias=False, channel_dim=-1)
+    Pointwise(8, 16, bias=False, channel_dim=-1)
+    >>> Pointwise(8, 16)(torch.zeros(2, 8, 5, 5)).shape
+    torch.Size([2, 16, 5, 5])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, groups: int = 1, stride: int = 1,
+                 channel_dim: int = 1, device=None, dtype=None):
+        super().__init__()
+        self.in_channels, self.out_channels = check_int(in_channels, "in_channels"), check_int(out_channels, "out_channels")
+        self.groups, self.stride = check_int(groups, "groups"), check_int(stride, "stride")
+        self.channel_dim = _check_channel_dim(channel_dim)
+        if in_channels % groups or out_channels % groups:
+            raise OneByOneError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, 1, **kw))
+        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Conv2d's default init: Kaiming-uniform weights, bias uniform in +-1/sqrt(fan_in)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_channels // self.groups)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        if x.dim() < (1 if self.channel_dim == -1 else 2) or x.shape[self.channel_dim] != self.in_channels:
+            where = "last" if self.channel_dim == -1 else "1"
+            raise OneByOneError(f"{self!r} expects {self.in_channels} channels on dim {where}, got input of shape {tuple(x.shape)}")
+        return engine.pointwise(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
+
+    def __repr__(self) -> str:
+        extra = [f"{k}={v}" for k, v, default in (("bias", self.bias is not None, True), ("groups", self.groups, 1),
+                                                  ("stride", self.stride, 1), ("channel_dim", self.channel_dim, 1)) if v != default]
+        return f"Pointwise({', '.join([str(self.in_channels), str(self.out_channels)] + extra)})"
+
+
+class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the channel axis of an input of any rank (``channel_dim`` 1 or -1).
+
+    Same parameters and buffers as nn.BatchNorm1d/2d, so checkpoints load either way.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, channel_dim: int = 1, **kw):
+        super().__init__(num_features, eps, momentum, **kw)
+        self.channel_dim = _check_channel_dim(channel_dim)
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise OneByOneError(f"ChannelBatchNorm expects (B, C, ...) or (..., C) input, got shape {tuple(x.shape)}")
+
+    def forward(self, x):
+        if self.channel_dim == -1:
+            return super().forward(x.movedim(-1, 1)).movedim(1, -1)
+        return super().forward(x)
+
+
+class SharedMLP(nn.Module):
+    """PointNet's shared MLP: the same small MLP at every point (or pixel), as 1x1 convs.
+
+    Args:
+        widths: channel widths, input first, e.g. (3, 64, 64, 128, 1024).
+        activation: after every layer; one of relu, relu6, gelu, leaky_relu, tanh, sigmoid, identity.
+        norm: None or "batch" (BatchNorm after each conv, before the activation).
+        pool: None, "max" or "avg" over all points/pixels at the end: (B, C_out).
+        channel_dim: 1 for (B, C, N) / (B, C, H, W), -1 for (B, N, C).
+
+    >>> SharedMLP((3, 64, 128), pool="max")(torch.zeros(2, 3, 100)).shape
+    torch.Size([2, 128])
+    """
+
+    def __init__(self, widths, activation="relu", norm=None, pool=None, channel_dim: int = 1):
+        super().__init__()
+        widths = [check_int(w, "widths entries") for w in widths]
+        if len(widths) < 2:
+            raise OneByOneError(f"widths must list at least an input and an output width, got {widths}")
+        check_choice(activation, ACTIVATIONS, "activation")
+        self.norm, self.pool = check_choice(norm, (None, "batch"), "norm"), check_choice(pool, (None, "max", "avg"), "pool")
+        self.widths, self.activation, self.channel_dim = tuple(widths), activation, _check_channel_dim(channel_dim)
+        layers = []
+        for cin, cout in zip(widths, widths[1:]):
+            layers.append(Pointwise(cin, cout, bias=norm is None, channel_dim=channel_dim))
+            if norm == "batch":
+                layers.append(ChannelBatchNorm(cout, channel_dim=channel_dim))
+            layers.append(ACTIVATIONS[activation]())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.layers(x)  # (B, C_out, *S) or (B, *S, C_out)
+        if self.pool is None:
+            return x
+        if self.channel_dim == 1:
+            x = x.flatten(2)  # (B, C, *S) -> (B, C, P)
+            return x.amax(dim=2) if self.pool == "max" else x.mean(dim=2)
+        x = x.flatten(1, -2)  # (B, *S, C) -> (B, P, C)
+        return x.amax(dim=1) if self.pool == "max" else x.mean(dim=1)
+
+    def __repr__(self) -> str:
+        args = [repr(self.widths)] + [f"{k}={v!r}" for k, v, d in (("activation", self.activation, "relu"), ("norm", self.norm, None),
+                                                               ("pool", self.pool, None), ("channel_dim", self.channel_dim, 1)) if v != d]
+        return f"SharedMLP({', '.join(args)})"
