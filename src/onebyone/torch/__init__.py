@@ -1,7 +1,13 @@
 """PyTorch adapters: the ``Pointwise`` layer, ``SharedMLP`` and exact model rewrites.
 
-Importing this module imports torch; ``import onebyone`` alone does not.
+Importing this module imports torch; ``import onebyone`` alone does not. Every rewrite returns
+``(new_model, RewriteReport)`` and leaves the given model untouched unless ``inplace=True``.
 """
+from .convolutionalize import convolutionalize
+from .factorize import factorize
 from .layers import ChannelBatchNorm, Pointwise, SharedMLP
+from .report import RewriteReport
+from .rewrites import conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1, merge_pointwise
 
-__all__ = ["ChannelBatchNorm", "Pointwise", "SharedMLP"]
+__all__ = ["ChannelBatchNorm", "Pointwise", "RewriteReport", "SharedMLP", "conv1x1_to_linear", "convolutionalize",
+           "factorize", "fold_batchnorm", "linear_to_conv1x1", "merge_pointwise"]

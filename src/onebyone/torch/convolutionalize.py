@@ -1,0 +1,166 @@
+"""``convolutionalize``: Flatten -> Linear (-> act -> Linear ...) heads become convolutions.
+
+The first Linear reads a flattened (C, H, W) map: it becomes a conv with one H x W kernel per unit
+(``forms.dense_to_full_kernel``); the Linears after it become 1x1 convs (``forms.dense_to_conv1x1``).
+At ``input_size`` the model gives the same logits, as a (B, K, 1, 1) grid; on a larger input it
+slides the whole classifier and returns (B, K, h, w), one score vector per window position, at the
+trunk's total stride. A global-average-pool head (pool -> flatten -> Linear) becomes 1x1 class maps
+followed by the pool, and keeps returning (B, K).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from .. import forms
+from ..errors import OneByOneError
+from . import graph as G
+from .layers import Pointwise
+from .report import RewriteReport, finish, numpy64, probe_input, tensor
+from .rewrites import is_flatten
+
+SPATIAL = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d, Pointwise)
+
+
+def _is_gap(gm, node) -> bool:
+    m = G.module(gm, node)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return m.output_size in (1, (1, 1))
+    return node.op == "call_function" and getattr(node.target, "__name__", "") == "adaptive_avg_pool2d" and node.args[1] in (1, (1, 1))
+
+
+def _head(gm, flat):
+    """The chain after a flatten: [('linear' | 'elem', node), ...], and why it stops (None at the output)."""
+    chain, cur = [], flat
+    while True:
+        users = list(cur.users)
+        if len(users) != 1:
+            return chain, f"`{cur.name}` feeds {len(users)} nodes"
+        u = users[0]
+        if u.op == "output":
+            return chain, None
+        if isinstance(G.module(gm, u), nn.Linear):
+            chain.append(("linear", u))
+        elif G.is_elementwise(gm, u):
+            chain.append(("elem", u))
+        else:
+            return chain, f"the head continues into `{u.name}` ({u.target if u.op != 'call_module' else type(G.module(gm, u)).__name__}), which would receive a (B, K, h, w) grid"
+        cur = u
+
+
+def _trunk(gm, node):
+    """(total stride, padded?) of the feature extractor that feeds ``node``."""
+    stride, padded = {}, {}
+    for n in gm.graph.nodes:
+        ins = [a for a in n.all_input_nodes]
+        s = max((stride.get(a, (1, 1)) for a in ins), default=(1, 1))
+        p = any(padded.get(a, False) for a in ins)
+        m = G.module(gm, n)
+        if isinstance(m, SPATIAL):
+            st = (m.stride,) if isinstance(m.stride, int) else tuple(m.stride)
+            st = (st * 2)[-2:]  # (s,) -> (s, s); (sh, sw) stays
+            s = (s[0] * st[0], s[1] * st[1])
+            pad = getattr(m, "padding", 0)
+            p = p or pad == "same" or (pad != "valid" and any(v != 0 for v in ((pad,) if isinstance(pad, int) else pad)))
+            p = p or bool(getattr(m, "ceil_mode", False))
+        stride[n], padded[n] = s, p
+        if n is node:
+            return s, p
+    return (1, 1), False
+
+
+def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
+    """Turn the model's fully connected head(s) into convolutions (see the module docstring).
+
+    Args:
+        input_size: (C, H, W), the size the model was built for.
+
+    Returns:
+        (model, report). ``report.notes`` give the total stride and whether each output cell equals
+        the original model run on the matching crop exactly (no padding in the trunk) or not.
+    """
+    if len(tuple(input_size)) != 3:
+        raise OneByOneError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+    x = probe_input(model, None, input_size)
+    try:
+        with torch.no_grad():
+            copy.deepcopy(model).eval()(x)
+    except Exception as e:  # noqa: BLE001
+        raise OneByOneError(f"{type(model).__name__} cannot run on input_size {tuple(input_size)}: {type(e).__name__}: {e}") from e
+    report = RewriteReport("convolutionalize")
+    work = copy.deepcopy(model)
+    gm = G.trace(work, x)
+    counts = G.call_counts(work, gm)
+    functional_flatten = []
+    heads = 0
+    for flat in [n for n in gm.graph.nodes if is_flatten(gm, n)]:
+        src = flat.args[0]
+        chain, stop = _head(gm, flat)
+        linears = [n for kind, n in chain if kind == "linear"]
+        if not linears:
+            report.skipped.append((flat.name, "flatten not followed by a Linear"))
+            continue
+        if stop is not None:
+            report.skipped.append((linears[0].target, stop))
+            continue
+        if any(counts[id(G.module(gm, n))] > 1 for n in linears):
+            report.skipped.append((linears[0].target, "a Linear of this head is called at several places"))
+            continue
+        fmap = G.shape(src)
+        if fmap is None or len(fmap) != 4:
+            report.skipped.append((linears[0].target, f"the flatten reads a {fmap} tensor, not a (B, C, H, W) map"))
+            continue
+        first = G.module(gm, linears[0])
+        _, c, h, w = fmap
+        if _is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]:
+            maps = Pointwise(c, first.out_features, bias=first.bias is not None).to(first.weight)
+            maps.weight.data.copy_(tensor(forms.dense_to_conv1x1(numpy64(first.weight)), first.weight))
+            if first.bias is not None:
+                maps.bias.data.copy_(first.bias.data)
+            G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
+            G.replace_module(work, linears[0].target, nn.Identity())
+            report.changed.append(f"{linears[0].target}: Linear after global average pool -> 1x1 class maps ({src.target}.0) before the pool")
+            if len(linears) > 1:
+                report.notes.append(f"{[n.target for n in linears[1:]]} stay Linear: they follow a nonlinearity after the pool")
+            heads += 1
+            continue
+        conv = nn.Conv2d(c, first.out_features, (h, w), bias=first.bias is not None).to(first.weight)
+        conv.weight.data.copy_(tensor(forms.dense_to_full_kernel(numpy64(first.weight), (c, h, w)), first.weight))
+        if first.bias is not None:
+            conv.bias.data.copy_(first.bias.data)
+        G.replace_module(work, linears[0].target, conv)
+        for n in linears[1:]:
+            lin = G.module(gm, n)
+            pw = Pointwise(lin.in_features, lin.out_features, bias=lin.bias is not None).to(lin.weight)
+            pw.weight.data.copy_(tensor(forms.dense_to_conv1x1(numpy64(lin.weight)), lin.weight))
+            if lin.bias is not None:
+                pw.bias.data.copy_(lin.bias.data)
+            G.replace_module(work, n.target, pw)
+        if isinstance(G.module(gm, flat), nn.Flatten):
+            G.replace_module(work, flat.target, nn.Identity())
+        else:
+            functional_flatten.append(flat.name)
+        stride, padded = _trunk(gm, src)
+        report.changed.append(f"{', '.join(n.target for n in linears)}: Linear head on a {c}x{h}x{w} map -> "
+                              f"{h}x{w} conv" + (f" + {len(linears) - 1} 1x1 conv(s)" if len(linears) > 1 else ""))
+        report.notes.append(f"window {tuple(input_size[1:])}, total stride {stride}: an input of H x W gives a grid of "
+                            f"((H - {input_size[1]}) // {stride[0]} + 1) x ((W - {input_size[2]}) // {stride[1]} + 1)")
+        report.notes.append("no padding in the feature extractor: each cell equals the original model run on its crop"
+                            if not padded else "the feature extractor pads: cells see real neighbours where a lone crop saw "
+                            "zeros, so cells near crop borders differ from running the crop alone")
+        heads += 1
+    if heads == 0:
+        raise OneByOneError(f"no convertible Flatten -> Linear head found in {type(model).__name__}; skipped: {report.skipped}")
+    result = work
+    if functional_flatten:
+        result = G.trace(work)  # the traced graph holds the swapped modules; drop the flatten nodes
+        for node in list(result.graph.nodes):
+            if node.name in functional_flatten:
+                node.replace_all_uses_with(node.args[0])
+                result.graph.erase_node(node)
+        result.recompile()
+    return finish(report, model, result, x, tol, inplace, reshape=lambda t, ref: t.reshape(ref.shape))
+

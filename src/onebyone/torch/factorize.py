@@ -1,0 +1,123 @@
+"""``factorize``: a layer W (O x K) becomes two, B (O x r) after A (r x K), by truncated SVD.
+
+A 1x1 conv or Linear becomes two 1x1 convs or Linears; a k x k conv becomes a k x k conv to r
+channels followed by a 1x1 conv. The change to the outputs is by design: what is guaranteed is the
+energy kept, ||W_r||_F^2 / ||W||_F^2 >= ``energy`` (so the relative weight error is at most
+sqrt(1 - energy)); the report also measures each layer's relative output error on the probe.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .. import algebra
+from ..errors import OneByOneError, check_choice
+from . import graph as G
+from .count import layer_cost
+from .layers import Pointwise
+from .report import RewriteReport, finish, numpy64, probe_input, tensor
+from .rewrites import is_pointwise, pointwise_layer
+
+KINDS = ("pointwise", "dense", "conv")
+
+
+def _kind(m) -> str | None:
+    if isinstance(m, nn.Linear):
+        return "dense"
+    if isinstance(m, (Pointwise,) + G.CONVS):
+        return "pointwise" if is_pointwise(m) else "conv"
+    return None
+
+
+def _pair(m, a, b) -> nn.Sequential:
+    """(first, second) modules for W ~= b @ a, a (r, K) and b (O, r)."""
+    r = a.shape[0]
+    bias = numpy64(m.bias) if m.bias is not None else 0.0 * b[:, 0]
+    if isinstance(m, nn.Linear) or is_pointwise(m):
+        first = pointwise_layer(m, a, 0.0 * a[:, 0])
+        first.bias = None
+        return nn.Sequential(first, pointwise_layer(m, b, bias, stride=1))
+    first = type(m)(m.in_channels, r, m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                    bias=False, padding_mode=m.padding_mode).to(m.weight)
+    first.weight = nn.Parameter(tensor(a, m.weight).reshape(first.weight.shape))
+    second = type(m)(r, m.out_channels, 1).to(m.weight) if not isinstance(m, nn.Conv2d) else Pointwise(r, m.out_channels).to(m.weight)
+    second.weight = nn.Parameter(tensor(b, m.weight).reshape(second.weight.shape))
+    second.bias = nn.Parameter(tensor(bias, m.weight))
+    return nn.Sequential(first, second)
+
+
+def _layer_io(model, names, x):
+    """Each named layer's input and output on x, in float64."""
+    seen = {}
+
+    def keep(name):
+        def hook(m, inputs, output):
+            seen.setdefault(name, (inputs[0], output))  # first call only; returns None: output unchanged
+        return hook
+
+    hooks = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *, example=None, input_size=None,
+              inplace=False):
+    """Factorize every layer of the given kinds ("pointwise", "dense", "conv") by truncated SVD.
+
+    Exactly one of ``rank`` (the same rank for every layer) or ``energy`` (0 < energy <= 1, the
+    smallest rank per layer that keeps that share of the squared Frobenius norm) is given. Layers
+    that a factorization would not make smaller are skipped under ``energy``; an explicit ``rank``
+    above min(O, K) is an error. A single layer comes back as ``nn.Sequential(first, second)``.
+    """
+    for k in kinds:
+        check_choice(k, KINDS, "kinds entries")
+    single = _kind(model_or_layer) is not None
+    model = nn.Sequential(model_or_layer) if single else model_or_layer
+    x = probe_input(model, example, input_size)
+    work, report = copy.deepcopy(model), RewriteReport("factorize")
+    names = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) == 1]
+    skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
+    report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
+    io_before = _layer_io(copy.deepcopy(work).double().eval(), names, x.double())
+    done = []
+    for name in names:
+        m = work.get_submodule(name)
+        w = numpy64(m.weight).reshape(m.weight.shape[0], -1)  # (O, K)
+        try:
+            a, b, r, kept = algebra.truncated_svd(w, rank=rank, energy=energy)
+        except OneByOneError as e:
+            raise OneByOneError(f"layer `{name}` ({type(m).__name__}, weight {tuple(m.weight.shape)}): {e}") from None
+        o, k = w.shape
+        if energy is not None and r * (o + k) >= o * k:
+            report.skipped.append((name, f"rank {r} keeps {energy:.0%} of the energy but saves nothing ({r}*({o}+{k}) >= {o}*{k})"))
+            continue
+        G.replace_module(work, name, _pair(m, a, b))
+        done.append((name, m, r, kept))
+    io_after = _layer_io(copy.deepcopy(work).double().eval(), [n for n, *_ in done], x.double())
+    for name, m, r, kept in done:
+        xin, y = io_before[name]
+        y_new = io_after[name][1]
+        before = layer_cost(m, xin)
+        after = sum(layer_cost(s, t).macs for s, t in _chain_inputs(work.get_submodule(name), xin))
+        report.layers.append({"name": name, "rank": r, "energy_kept": kept, "params_before": before.params,
+                              "params_after": sum(p.numel() for p in work.get_submodule(name).parameters()),
+                              "macs_saved": before.macs - after, "relative_error": float((y_new - y).norm() / y.norm())})
+        report.changed.append(f"{name}: {type(m).__name__} -> rank {r} pair (energy kept {kept:.4f})")
+    if energy is not None:
+        report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")
+    out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
+    return (out[0] if single else out), report
+
+
+def _chain_inputs(seq: nn.Sequential, x):
+    """(module, input) for the two layers of a factorized pair, to cost them."""
+    with torch.no_grad():
+        h = seq[0](x.to(seq[0].weight.dtype))
+    return [(seq[0], x), (seq[1], h)]

@@ -1,0 +1,75 @@
+"""torch.fx helpers for the rewrites: trace with shapes, find who calls what, swap modules by name."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import OneByOneError
+from .layers import ChannelBatchNorm, Pointwise
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid,
+                       nn.Hardswish, nn.Dropout, nn.Identity)
+ELEMENTWISE_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.gelu,
+                         torch.nn.functional.silu, torch.nn.functional.dropout, torch.sigmoid, torch.tanh}
+ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh"}
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, (Pointwise, ChannelBatchNorm)) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module, example=None) -> fx.GraphModule:
+    """Trace ``model`` (its submodules kept by reference) and record each node's output shape
+    (when an ``example`` input is given)."""
+    try:
+        gm = fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as e:  # noqa: BLE001 - fx raises many kinds
+        raise OneByOneError(f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}") from e
+    if example is not None:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    return gm
+
+
+def shape(node) -> tuple | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+
+def module(gm, node):
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def is_elementwise(gm, node) -> bool:
+    if node.op == "call_module":
+        return isinstance(module(gm, node), ELEMENTWISE_MODULES)
+    if node.op == "call_function":
+        return node.target in ELEMENTWISE_FUNCTIONS
+    return node.op == "call_method" and node.target in ELEMENTWISE_METHODS
+
+
+def call_counts(root: nn.Module, gm) -> dict:
+    """id(module) -> number of places that call it (graph call sites, and names it is registered under)."""
+    calls = defaultdict(int)
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[id(gm.get_submodule(n.target))] += 1
+    names = defaultdict(set)
+    for name, m in root.named_modules(remove_duplicate=False):
+        names[id(m)].add(name)
+    return {k: max(calls.get(k, 0), len(names.get(k, ()))) for k in set(calls) | set(names)}
+
+
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, last = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, last, new)
+
+
+def only_user(node):
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None

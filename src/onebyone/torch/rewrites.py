@@ -1,0 +1,277 @@
+"""Exact rewrites: Linear <-> 1x1 conv, fold BatchNorm, merge consecutive pointwise layers.
+
+Each returns ``(new_model, RewriteReport)``. The graph is read with torch.fx; the changes are module
+swaps by qualified name on a deep copy, so the model keeps its class and its ``forward``. Every
+rewrite then checks itself on a probe input in float64 and raises if the outputs moved.
+"""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .. import algebra, forms
+from ..errors import OneByOneError
+from . import graph as G
+from .layers import ChannelBatchNorm, Pointwise
+from .report import RewriteReport, finish, numpy64, probe_input, tensor
+
+
+def channel_axis(m) -> str:
+    """'first' when the layer reads channels on dim 1, 'last' when on the last dim."""
+    if isinstance(m, nn.Linear) or (isinstance(m, (Pointwise, ChannelBatchNorm)) and m.channel_dim == -1):
+        return "last"
+    return "first"
+
+
+def is_pointwise(m) -> bool:
+    """A Linear, a Pointwise, or a Conv with a 1x1 kernel and no padding."""
+    if isinstance(m, (nn.Linear, Pointwise)):
+        return True
+    return (isinstance(m, G.CONVS) and all(k == 1 for k in m.kernel_size)
+            and (m.padding == "valid" or all(p == 0 for p in m.padding)))
+
+
+def groups(m) -> int:
+    return getattr(m, "groups", 1)
+
+
+def with_weights(m: nn.Module, w, b) -> nn.Module:
+    """A copy of layer m holding the NumPy weights w (reshaped to m's weight shape) and bias b."""
+    new = copy.deepcopy(m)
+    new.weight = nn.Parameter(tensor(w, m.weight).reshape(m.weight.shape), requires_grad=m.weight.requires_grad)
+    new.bias = nn.Parameter(tensor(b, m.weight))
+    return new
+
+
+def pointwise_layer(like: nn.Module, w2d, b, stride=None) -> nn.Module:
+    """A pointwise layer of the same family as ``like`` (Linear, Pointwise or ConvNd) for an (O, I) matrix."""
+    o, i = w2d.shape
+    if isinstance(like, nn.Linear):
+        new = nn.Linear(i, o)
+    elif isinstance(like, Pointwise):
+        new = Pointwise(i, o, stride=stride or like.stride, channel_dim=like.channel_dim)
+    else:
+        new = type(like)(i, o, 1, stride=stride or like.stride)
+    new = new.to(device=like.weight.device, dtype=like.weight.dtype)
+    return with_weights(new, w2d, b)
+
+
+def _matrix(m):
+    return numpy64(m.weight).reshape(m.weight.shape[0], -1)  # (O, I/g, 1, 1) -> (O, I/g)
+
+
+# --- Linear <-> 1x1 ------------------------------------------------------------------------------
+
+
+def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
+    """Every ``nn.Linear`` becomes a ``Pointwise(channel_dim=-1)``: the same map over the last axis."""
+    x = probe_input(model, example, input_size)
+    work, report = copy.deepcopy(model), RewriteReport("linear_to_conv1x1")
+    done = {}
+    for name, m in list(work.named_modules(remove_duplicate=False)):
+        if type(m) is not nn.Linear:
+            continue
+        if isinstance(work.get_submodule(name.rpartition(".")[0]) if "." in name else work, nn.MultiheadAttention):
+            report.skipped.append((name, "inside nn.MultiheadAttention, which calls F.linear on the weight directly"))
+            continue
+        if id(m) not in done:
+            w = forms.dense_to_conv1x1(numpy64(m.weight))  # (O, I) -> (O, I, 1, 1)
+            p = Pointwise(m.in_features, m.out_features, bias=m.bias is not None, channel_dim=-1,
+                          device=m.weight.device, dtype=m.weight.dtype)
+            p.weight.data.copy_(tensor(w, m.weight))
+            if m.bias is not None:
+                p.bias.data.copy_(m.bias.data)
+            done[id(m)] = p
+        G.replace_module(work, name, done[id(m)])
+        report.changed.append(f"{name}: Linear({m.in_features}, {m.out_features}) -> {done[id(m)]!r}")
+    return finish(report, model, work, x, tol, inplace)
+
+
+def is_flatten(gm, node) -> bool:
+    """A node that flattens (B, ...) to (B, features)."""
+    m = G.module(gm, node)
+    if isinstance(m, nn.Flatten):
+        return m.start_dim == 1 and m.end_dim == -1
+    args = list(node.args[1:]) + list(node.kwargs.values())
+    if node.op == "call_function" and node.target.__name__ == "flatten" or node.op == "call_method" and node.target == "flatten":
+        return args[:1] == [1] and len(args) == 1
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        before, after = G.shape(node.args[0]), G.shape(node)
+        return before is not None and after is not None and len(after) == 2 and after[0] == before[0]
+    return False
+
+
+def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
+    """1x1 convs become ``nn.Linear`` where that is valid.
+
+    Valid: a channels-last ``Pointwise`` (same map over the last axis), and a 1x1 conv whose input is
+    spatially 1 x 1 and whose output is flattened (it becomes Flatten -> Linear). Elsewhere the
+    channels sit on dim 1 of a spatial map, where nn.Linear cannot act: skipped, with the reason.
+    """
+    x = probe_input(model, example, input_size)
+    work, report = copy.deepcopy(model), RewriteReport("conv1x1_to_linear")
+    gm = G.trace(work, x)
+    counts = G.call_counts(work, gm)
+    for node in gm.graph.nodes:
+        m = G.module(gm, node)
+        if isinstance(m, nn.Linear) or not (m is not None and is_pointwise(m)):
+            continue
+        if groups(m) != 1:
+            report.skipped.append((node.target, f"groups={groups(m)}: a grouped 1x1 conv is block-diagonal, not one Linear"))
+            continue
+        if counts[id(m)] > 1:
+            report.skipped.append((node.target, f"called at {counts[id(m)]} places with possibly different layouts"))
+            continue
+        w, b = _matrix(m), numpy64(m.bias)
+        lin = pointwise_layer(nn.Linear(1, 1).to(m.weight), w, b if b is not None else 0 * w[:, 0])
+        if channel_axis(m) == "last" and getattr(m, "stride", 1) == 1:
+            G.replace_module(work, node.target, lin)
+            report.changed.append(f"{node.target}: {m!r} -> Linear({w.shape[1]}, {w.shape[0]})")
+            continue
+        spatial = (G.shape(node.args[0]) or (0, 0, 0))[2:]
+        user = G.only_user(node)
+        if channel_axis(m) == "first" and spatial and all(s == 1 for s in spatial) and user is not None and is_flatten(gm, user):
+            G.replace_module(work, node.target, nn.Sequential(nn.Flatten(1), lin))
+            report.changed.append(f"{node.target}: {type(m).__name__} on a 1x1 map, then flatten -> Flatten + Linear")
+            continue
+        report.skipped.append((node.target, f"channels on dim 1 of a {G.shape(node.args[0])} tensor: nn.Linear acts on the "
+                                            "last dim, so a swap is valid only on a 1x1 map that is then flattened"))
+    return finish(report, model, work, x, tol, inplace)
+
+
+# --- BatchNorm folding ------------------------------------------------------------------------
+
+
+def _check_eval(model):
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.training:
+            raise OneByOneError(f"BatchNorm `{name}` is in training mode: its output depends on the batch, so it cannot be "
+                                "folded; call model.eval() first")
+
+
+def _bn_axis(bn, node) -> str | None:
+    if isinstance(bn, ChannelBatchNorm):
+        return "last" if bn.channel_dim == -1 else "first"
+    return "first"
+
+
+def _axis_matches(layer, bn, in_or_out_shape) -> bool:
+    """Does the layer's channel axis coincide with the BatchNorm's?"""
+    want = channel_axis(layer)
+    have = _bn_axis(bn, None)
+    if want == have:
+        return True
+    return want == "last" and have == "first" and in_or_out_shape is not None and len(in_or_out_shape) == 2
+
+
+def fold_all(work: nn.Module, x, report: RewriteReport) -> None:
+    """Fold every eval-mode BatchNorm that sits next to a layer it can fold into (in place on ``work``)."""
+    gm = G.trace(work, x)
+    counts = G.call_counts(work, gm)
+    for node in gm.graph.nodes:
+        bn = G.module(gm, node)
+        if not isinstance(bn, _BatchNorm):
+            continue
+        if bn.running_mean is None:
+            report.skipped.append((node.target, "track_running_stats=False: no running statistics to fold"))
+            continue
+        scale, shift = algebra.batchnorm_affine(numpy64(bn.running_mean), numpy64(bn.running_var),
+                                                numpy64(bn.weight) if bn.affine else 1.0, numpy64(bn.bias) if bn.affine else 0.0, bn.eps)
+        prev, user = node.args[0], G.only_user(node)
+        layer = work.get_submodule(prev.target) if getattr(prev, "op", None) == "call_module" else None
+        nxt = work.get_submodule(user.target) if user is not None and user.op == "call_module" else None
+        if (isinstance(layer, G.CONVS + (nn.Linear, Pointwise)) and len(prev.users) == 1
+                and counts[id(gm.get_submodule(prev.target))] == 1 and counts[id(bn)] == 1 and _axis_matches(layer, bn, G.shape(prev))):
+            w, b = algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift)
+            G.replace_module(work, prev.target, with_weights(layer, w, b))
+            G.replace_module(work, node.target, nn.Identity())
+            report.changed.append(f"{prev.target} + {node.target}: {type(layer).__name__} + {type(bn).__name__} folded")
+            continue
+        if (nxt is not None and is_pointwise(nxt) and user.args[0] is node and counts[id(gm.get_submodule(user.target))] == 1
+                and counts[id(bn)] == 1 and _axis_matches(nxt, bn, G.shape(node))):
+            w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
+            G.replace_module(work, user.target, with_weights(nxt, w, b))
+            G.replace_module(work, node.target, nn.Identity())
+            report.changed.append(f"{node.target} + {user.target}: {type(bn).__name__} folded into the {type(nxt).__name__} after it")
+            continue
+        if layer is not None and counts[id(gm.get_submodule(prev.target))] > 1:
+            why = f"`{prev.target}` is called at {counts[id(gm.get_submodule(prev.target))]} places: folding would change the other call too"
+        elif counts[id(bn)] > 1:
+            why = f"the BatchNorm itself is called at {counts[id(bn)]} places"
+        else:
+            why = (f"follows `{getattr(prev, 'name', prev)}` and precedes `{getattr(user, 'name', user)}`: no single-use conv or "
+                   "linear to fold into (a BatchNorm before a k x k conv with padding does not fold exactly)")
+        report.skipped.append((node.target, why))
+
+
+def fold_batchnorm(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
+    """Fold eval-mode BatchNorms into the Conv1d/2d/3d, Linear or Pointwise before them, or into the
+    1x1 conv / Linear after them. A BatchNorm in training mode is an error; a layer called at two
+    places is left alone and reported."""
+    _check_eval(model)
+    x = probe_input(model, example, input_size)
+    work, report = copy.deepcopy(model), RewriteReport("fold_batchnorm")
+    fold_all(work, x, report)
+    return finish(report, model, work, x, tol, inplace)
+
+
+# --- merging ------------------------------------------------------------------------------------
+
+
+def _params(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _next_through_identity(gm, node):
+    user = G.only_user(node)
+    while user is not None and isinstance(G.module(gm, user), nn.Identity):
+        user = G.only_user(user)
+    return user
+
+
+def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, input_size=None, inplace=False, tol=1e-6):
+    """Consecutive 1x1 convs / Linears with nothing nonlinear between them become one layer
+    (eval BatchNorms between them are folded first). A pair whose merged layer would hold more
+    parameters than the two (a bottleneck) is kept unless ``force=True``."""
+    _check_eval(model)
+    x = probe_input(model, example, input_size)
+    work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
+    fold_all(work, x, report)
+    seen = set()
+    while True:
+        gm = G.trace(work, x)
+        counts = G.call_counts(work, gm)
+        merged = False
+        for node in gm.graph.nodes:
+            a = G.module(gm, node)
+            user = _next_through_identity(gm, node) if a is not None else None
+            b = G.module(gm, user) if user is not None else None
+            if not (a is not None and b is not None and is_pointwise(a) and is_pointwise(b)):
+                continue
+            pair = f"{node.target} + {user.target}"
+            if groups(a) != 1 or groups(b) != 1 or channel_axis(a) != channel_axis(b) or counts[id(a)] > 1 or counts[id(b)] > 1:
+                if pair not in seen:
+                    seen.add(pair)
+                    report.skipped.append((pair, "grouped, called at several places, or reading channels on different axes"))
+                continue
+            w, bias = algebra.merge_linear(_matrix(a), numpy64(a.bias), _matrix(b), numpy64(b.bias))
+            if w.size + w.shape[0] > _params(a) + _params(b) and not force:
+                if pair not in seen:
+                    seen.add(pair)
+                    report.skipped.append((pair, f"a bottleneck: one merged layer would hold {w.size + w.shape[0]:,} params "
+                                                 f"against {_params(a) + _params(b):,} for the pair (force=True merges anyway)"))
+                continue
+            stride = None
+            if not isinstance(a, nn.Linear):
+                sa, sb = a.stride, b.stride
+                stride = sa * sb if isinstance(sa, int) else tuple(p * q for p, q in zip(sa, sb))
+            G.replace_module(work, node.target, pointwise_layer(a, w, bias, stride=stride))
+            G.replace_module(work, user.target, nn.Identity())
+            report.changed.append(f"{pair}: merged into one {type(a).__name__} ({w.shape[1]} -> {w.shape[0]})")
+            merged = True
+            break
+        if not merged:
+            break
+    return finish(report, model, work, x, tol, inplace)
