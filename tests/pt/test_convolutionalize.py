@@ -1,0 +1,99 @@
+"""convolutionalize: identical logits at the base size, and every grid cell == the original on its crop."""
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError
+from onebyone.torch import Pointwise, convolutionalize
+
+
+def digits_classifier():
+    """A digits-sized (1x8x8) classifier with an unpadded feature extractor and a two-layer head."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10)).eval()
+
+
+def test_base_size_logits_are_identical():
+    model = digits_classifier()
+    conv, report = convolutionalize(model, (1, 8, 8))
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        ref, got = model(x), conv(x)
+    assert got.shape == (5, 10, 1, 1)
+    assert torch.allclose(got.flatten(1), ref, atol=1e-6)
+    assert not any(isinstance(m, nn.Linear) for m in conv.modules())
+    assert any("each cell equals the original model run on its crop" in n for n in report.notes)
+    assert any("total stride (2, 2)" in n for n in report.notes)
+
+
+def test_every_cell_equals_the_original_on_its_crop():
+    model = digits_classifier()
+    conv, _ = convolutionalize(model, (1, 8, 8))
+    img = torch.randn(1, 1, 16, 20)
+    with torch.no_grad():
+        grid = conv(img)
+        assert grid.shape == (1, 10, (16 - 8) // 2 + 1, (20 - 8) // 2 + 1)
+        for i in range(grid.shape[2]):
+            for j in range(grid.shape[3]):
+                crop = img[:, :, 2 * i:2 * i + 8, 2 * j:2 * j + 8]
+                assert torch.allclose(grid[0, :, i, j], model(crop)[0], atol=1e-5), (i, j)
+
+
+def test_vgg_like_multi_fc_non_square_and_padded():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(8 * 3 * 5, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 7)).eval()
+    conv, report = convolutionalize(model, (3, 6, 10))
+    x = torch.randn(2, 3, 6, 10)
+    with torch.no_grad():
+        assert torch.allclose(conv(x).flatten(1), model(x), atol=1e-6)
+        assert conv(torch.randn(1, 3, 12, 14)).shape == (1, 7, 4, 3)
+    assert sum(isinstance(m, Pointwise) for m in conv.modules()) == 2
+    assert any("the feature extractor pads" in n for n in report.notes)
+
+
+def test_global_average_pool_head_becomes_class_maps_and_a_pool():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+    conv, report = convolutionalize(model, (3, 8, 8))
+    for size in (8, 13):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(conv(x), model(x), atol=1e-6)
+    assert isinstance(conv[2][0], Pointwise) and "class maps" in report.changed[0]
+
+
+class FunctionalHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.fc1, self.fc2 = nn.Linear(4 * 4 * 4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.c(x))
+        x = torch.flatten(x, 1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_general_modules_are_traced_with_fx():
+    model = FunctionalHead().eval()
+    conv, _ = convolutionalize(model, (1, 6, 6))
+    x = torch.randn(1, 1, 9, 6)
+    with torch.no_grad():
+        grid = conv(x)
+        assert grid.shape == (1, 3, 4, 1)
+        for i in range(4):
+            assert torch.allclose(grid[0, :, i, 0], model(x[:, :, i:i + 6])[0], atol=1e-5)
+
+
+def test_heads_it_cannot_convert_and_bad_input():
+    with pytest.raises(OneByOneError, match="no convertible Flatten -> Linear head"):
+        convolutionalize(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 8, 8))
+    with pytest.raises(OneByOneError, match=r"cannot run on input_size \(1, 6, 6\): RuntimeError"):
+        convolutionalize(digits_classifier(), (1, 6, 6))
+    with pytest.raises(OneByOneError, match=r"input_size must be \(C, H, W\)"):
+        convolutionalize(digits_classifier(), (8, 8))
+    softmax_head = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3), nn.BatchNorm1d(3)).eval()
+    with pytest.raises(OneByOneError, match="would receive a .B, K, h, w. grid"):
+        convolutionalize(softmax_head, (1, 8, 8))

@@ -1,0 +1,127 @@
+"""Pointwise and SharedMLP against nn.Conv2d / Conv1d / Linear and the NumPy shared-MLP form."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError, forms
+from onebyone.torch import ChannelBatchNorm, Pointwise, SharedMLP, engine
+
+
+def test_state_dict_and_init_equal_conv2d_kernel_1():
+    torch.manual_seed(7)
+    conv = nn.Conv2d(12, 20, 1, groups=4)
+    torch.manual_seed(7)
+    pw = Pointwise(12, 20, groups=4)
+    sd_c, sd_p = conv.state_dict(), pw.state_dict()
+    assert {k: v.shape for k, v in sd_c.items()} == {k: v.shape for k, v in sd_p.items()}
+    assert all(torch.equal(sd_c[k], sd_p[k]) for k in sd_c)  # same default init, same RNG draws
+    other = Pointwise(12, 20, groups=4)
+    other.load_state_dict(conv.state_dict())  # loads a Conv2d checkpoint
+    assert torch.equal(other.weight, conv.weight)
+
+
+@pytest.mark.parametrize("groups,stride", [(1, 1), (2, 1), (1, 2), (4, 3)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_pointwise_equals_the_torch_layers(groups, stride, dtype, tol):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 12, 1, groups=groups, stride=stride).to(dtype)
+    pw = Pointwise(8, 12, groups=groups, stride=stride).to(dtype)
+    pw.load_state_dict(conv.state_dict())
+    x = torch.randn(3, 8, 9, 7, dtype=dtype)
+    with torch.no_grad():
+        ref = conv(x)
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+            assert (pw(inp) - ref).abs().max() <= tol * ref.abs().max()
+        pts = torch.randn(2, 8, 50, dtype=dtype)
+        c1 = nn.Conv1d(8, 12, 1, groups=groups, stride=stride).to(dtype)
+        c1.weight.copy_(conv.weight[..., 0]), c1.bias.copy_(conv.bias)
+        assert (pw(pts) - c1(pts)).abs().max() <= tol * 10
+        last = Pointwise(8, 12, groups=groups, stride=stride, channel_dim=-1).to(dtype)
+        last.load_state_dict(conv.state_dict())
+        got = last(x.permute(0, 2, 3, 1))  # (B, H, W, C)
+        assert (got.permute(0, 3, 1, 2) - ref).abs().max() <= tol * ref.abs().max()
+
+
+def test_every_kernel_candidate_computes_the_same(monkeypatch):
+    x = torch.randn(2, 16, 30, 30)
+    w, b = torch.randn(24, 16, 1, 1), torch.randn(24)
+    ref = torch.nn.functional.conv2d(x, w, b)
+    for kind, inp in [("nchw", x), ("ncl", x.flatten(2))]:
+        for fn in engine._candidates(kind, 1):
+            y = fn(inp, w, b, 1, 1)
+            assert (y.reshape(ref.shape) - ref).abs().max() < 1e-4, fn.__name__
+    last = x.permute(0, 2, 3, 1)
+    for fn in engine._candidates("last", 1):
+        assert (fn(last, w, b, 1, 1).permute(0, 3, 1, 2) - ref).abs().max() < 1e-4, fn.__name__
+
+
+def test_the_kernel_choice_is_timed_once_and_cached():
+    pw = Pointwise(32, 64).eval()
+    x = torch.randn(4, 32, 40, 40)
+    with torch.no_grad():
+        pw(x)
+    keys = [k for k in engine.choices() if k[3] == (4, 32, 40, 40)]
+    assert len(keys) == 1 and engine.choices()[keys[0]] in {f.__name__ for f in engine._candidates("nchw", 1)}
+
+
+def test_gradients_and_double_backward():
+    torch.manual_seed(0)
+    pw = Pointwise(3, 4, groups=1).double()
+    conv = nn.Conv2d(3, 4, 1).double()
+    conv.load_state_dict(pw.state_dict())
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    g1 = torch.autograd.grad(pw(x).square().sum(), [x, pw.weight, pw.bias])
+    g2 = torch.autograd.grad(conv(x).square().sum(), [x, conv.weight, conv.bias])
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g1, g2))
+    for cd, shape in ((1, (2, 3, 4, 4)), (1, (2, 3, 6)), (-1, (2, 5, 3))):
+        layer = Pointwise(3, 2, channel_dim=cd).double()
+        inp = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(layer, (inp,))
+        assert torch.autograd.gradgradcheck(layer, (inp,))
+
+
+def test_pointwise_bad_input():
+    with pytest.raises(OneByOneError, match=r"Pointwise\(8, 4\) expects 8 channels on dim 1, got input of shape \(2, 5, 3, 3\)"):
+        Pointwise(8, 4)(torch.zeros(2, 5, 3, 3))
+    with pytest.raises(OneByOneError, match=r"expects 8 channels on dim last, got input of shape \(2, 3, 5\)"):
+        Pointwise(8, 4, channel_dim=-1)(torch.zeros(2, 3, 5))
+    with pytest.raises(OneByOneError, match="groups=3 must divide in_channels=8"):
+        Pointwise(8, 4, groups=3)
+    with pytest.raises(OneByOneError, match="channel_dim must be 1 .* or -1 .*, got 2"):
+        Pointwise(8, 4, channel_dim=2)
+    assert repr(Pointwise(8, 4, bias=False, stride=2)) == "Pointwise(8, 4, bias=False, stride=2)"
+
+
+def _layers(mlp):
+    pws = [m for m in mlp.modules() if isinstance(m, Pointwise)]
+    return [(p.weight.detach().double().numpy()[:, :, 0, 0], p.bias.detach().double().numpy()) for p in pws]
+
+
+@pytest.mark.parametrize("pool", [None, "max", "avg"])
+def test_shared_mlp_equals_the_per_point_numpy_form(pool):
+    torch.manual_seed(0)
+    mlp = SharedMLP((3, 16, 32), pool=pool).double().eval()
+    pts = torch.randn(2, 40, 3, dtype=torch.float64)  # (B, N, C)
+    ref = forms.shared_mlp_per_point(pts.numpy(), _layers(mlp))  # (B, N, 32), one point at a time
+    ref = {None: ref, "max": ref.max(axis=1), "avg": ref.mean(axis=1)}[pool]
+    with torch.no_grad():
+        first = mlp(pts.transpose(1, 2)).numpy()  # channels on dim 1
+        last_mlp = SharedMLP((3, 16, 32), pool=pool, channel_dim=-1).double().eval()
+        last_mlp.load_state_dict(mlp.state_dict())
+        last = last_mlp(pts).numpy()
+    np.testing.assert_allclose(first if pool else first.transpose(0, 2, 1), ref, atol=1e-10)
+    np.testing.assert_allclose(last, ref, atol=1e-10)
+
+
+def test_shared_mlp_with_batch_norm_on_images_and_errors():
+    mlp = SharedMLP((4, 8, 8), norm="batch", activation="gelu", pool="max")
+    assert mlp(torch.randn(3, 4, 5, 5)).shape == (3, 8)
+    assert isinstance(mlp.layers[1], ChannelBatchNorm) and mlp.layers[0].bias is None
+    assert repr(mlp) == "SharedMLP((4, 8, 8), activation='gelu', norm='batch', pool='max')"
+    with pytest.raises(OneByOneError, match="activation must be one of"):
+        SharedMLP((3, 4), activation="swish")
+    with pytest.raises(OneByOneError, match="pool must be one of"):
+        SharedMLP((3, 4), pool="sum")
+    with pytest.raises(OneByOneError, match="at least an input and an output width"):
+        SharedMLP((3,))

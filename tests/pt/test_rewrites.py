@@ -1,0 +1,163 @@
+"""fold_batchnorm, merge_pointwise, linear <-> 1x1: exact against the original model."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError
+from onebyone.torch import (ChannelBatchNorm, Pointwise, conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1,
+                            merge_pointwise)
+
+
+def randomize_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g))
+    return model.eval()
+
+
+def assert_same(a, b, x, tol):
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert ya.shape == yb.shape
+    assert float((ya - yb).abs().max()) <= tol * max(1.0, float(ya.abs().max()))
+
+
+class Functional(nn.Module):
+    """A model with a forward of its own (traced with torch.fx), functional ops and a BN before a 1x1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.pre = nn.BatchNorm2d(8)
+        self.pw = nn.Conv2d(8, 16, 1, groups=2)
+        self.head = nn.Linear(16, 5)
+        self.bn_head = nn.BatchNorm1d(5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = self.pw(self.pre(x))
+        x = x.mean(dim=(2, 3))
+        return self.bn_head(self.head(x))
+
+
+MODELS = {
+    "sequential-2d": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                            nn.Conv2d(8, 8, 3, groups=4), nn.BatchNorm2d(8)), (2, 3, 9, 9)),
+    "sequential-1d": (lambda: nn.Sequential(nn.Conv1d(3, 16, 1), nn.BatchNorm1d(16), nn.ReLU(), nn.BatchNorm1d(16),
+                                            nn.Conv1d(16, 4, 1)), (2, 3, 20)),
+    "linear": (lambda: nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.BatchNorm1d(10),
+                                     nn.Linear(10, 3)), (4, 6)),
+    "pointwise-last": (lambda: nn.Sequential(Pointwise(3, 8, channel_dim=-1), ChannelBatchNorm(8, channel_dim=-1),
+                                             nn.GELU()), (2, 7, 3)),
+    "functional": (Functional, (2, 3, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_fold_batchnorm_is_exact_and_removes_every_batchnorm(name, dtype, tol):
+    build, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = randomize_bn(build()).to(dtype)
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(*shape, dtype=dtype)
+    folded, report = fold_batchnorm(model, example=x)
+    assert_same(model, folded, x, tol)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules()), report.skipped
+    assert report.params_after < report.params_before and report.changed and report.skipped == []
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+    assert type(folded) is type(model)
+
+
+def test_fold_batchnorm_channels_last_input():
+    model = randomize_bn(nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU()))
+    x = torch.randn(2, 4, 10, 10).contiguous(memory_format=torch.channels_last)
+    folded, _ = fold_batchnorm(model, example=x)
+    assert_same(model, folded, x, 1e-5)
+
+
+def test_fold_batchnorm_inplace_changes_the_given_model():
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+    ref = copy.deepcopy(model)
+    out, _ = fold_batchnorm(model, input_size=(3, 8, 8), inplace=True)
+    assert out is model and isinstance(model[1], nn.Identity)
+    assert_same(ref, model, torch.randn(2, 3, 8, 8), 1e-5)
+
+
+def test_fold_batchnorm_refuses_training_mode_and_reports_shared_convs():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    with pytest.raises(OneByOneError, match=r"BatchNorm `1` is in training mode.*call model.eval\(\)"):
+        fold_batchnorm(model, input_size=(3, 8, 8))
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + self.conv(x)
+
+    shared = randomize_bn(Shared())
+    out, report = fold_batchnorm(shared, input_size=(4, 5, 5))
+    assert report.changed == [] and "`conv` is called at 2 places" in report.skipped[0][1]
+    assert_same(shared, out, torch.randn(2, 4, 5, 5), 1e-6)
+
+
+def test_merge_pointwise_through_batchnorm_and_its_bottleneck_rule():
+    model = randomize_bn(nn.Sequential(nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.Conv2d(16, 4, 1, stride=2), nn.ReLU(),
+                                       nn.Conv2d(4, 16, 1), nn.Conv2d(16, 2, 1), nn.Conv2d(2, 16, 1)))
+    x = torch.randn(2, 8, 9, 9)
+    merged, report = merge_pointwise(model, example=x)
+    assert_same(model, merged, x, 1e-5)
+    assert any("0 + 2: merged" in c for c in report.changed)
+    assert any("a bottleneck" in why for _, why in report.skipped)  # (4 -> 2) + (2 -> 16) is kept
+    convs = [m for m in merged.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and convs[0].stride == (2, 2)
+    forced, report = merge_pointwise(model, force=True, example=x)
+    assert_same(model, forced, x, 1e-5)
+    assert len([m for m in forced.modules() if isinstance(m, nn.Conv2d)]) == 2
+
+
+def test_merge_pointwise_linear_float64_and_nonlinearity_kept():
+    model = nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 7), nn.Tanh(), nn.Linear(7, 2)).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    merged, report = merge_pointwise(model, example=x, force=True)
+    assert_same(model, merged, x, 1e-10)
+    assert len([m for m in merged.modules() if isinstance(m, nn.Linear)]) == 2
+
+
+def test_linear_to_conv1x1_and_back():
+    model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4))
+    x = torch.randn(2, 5, 6)  # a Linear per point of (B, N, C)
+    conv, report = linear_to_conv1x1(model, example=x)
+    assert_same(model, conv, x, 1e-6)
+    assert [type(m) for m in conv] == [Pointwise, nn.ReLU, Pointwise] and len(report.changed) == 2
+    back, report = conv1x1_to_linear(conv, example=x)
+    assert_same(model, back, x, 1e-6)
+    assert [type(m) for m in back] == [nn.Linear, nn.ReLU, nn.Linear]
+
+
+def test_conv1x1_to_linear_only_where_the_layout_allows():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 5, 1), nn.Flatten())
+    x = torch.randn(2, 3, 6, 6)
+    out, report = conv1x1_to_linear(model, example=x)
+    assert_same(model, out, x, 1e-6)
+    assert report.changed == ["3: Conv2d on a 1x1 map, then flatten -> Flatten + Linear"]
+    assert report.skipped[0][0] == "0" and "nn.Linear acts on the last dim" in report.skipped[0][1]
+
+
+def test_rewrites_need_an_input_they_can_guess_or_are_given():
+    class NoParams(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(OneByOneError, match="cannot guess an input for NoParams: pass example= or input_size="):
+        fold_batchnorm(NoParams())
