@@ -13,3 +13,9 @@ def test_import_onebyone_loads_numpy_only():
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "onebyone", "lessons"], capture_output=True, text=True, check=True)
     assert "bottleneck" in out.stdout and "fc-as-conv" in out.stdout
+
+
+def test_the_torch_adapters_load_only_when_asked():
+    code = "import sys, onebyone; print('onebyone.torch' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
