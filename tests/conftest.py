@@ -14,3 +14,23 @@ settings.load_profile("onebyone")
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite the golden files from the current output")
+
+
+@pytest.fixture
+def golden(request):
+    """compare(text, name): the text must equal tests/golden/<name>; --update-golden rewrites it."""
+    from pathlib import Path
+
+    def compare(text, name):
+        path = Path(__file__).parent / "golden" / name
+        if request.config.getoption("--update-golden"):
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"no golden file {path}: run pytest --update-golden"
+        assert text == path.read_text(), f"{name} changed; if intended, run pytest --update-golden"
+
+    return compare

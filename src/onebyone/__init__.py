@@ -8,9 +8,10 @@ Importing onebyone imports NumPy and nothing heavier; the PyTorch and Keras part
 when asked for.
 """
 from . import cost, forms, layout, ops
+from .analyzer import analyze
 from .cost import Cost
 from .errors import OneByOneError
 from .ops import conv1x1, conv2d, dense
 
 __version__ = "0.1.0"
-__all__ = ["Cost", "OneByOneError", "conv1x1", "conv2d", "cost", "dense", "forms", "layout", "ops"]
+__all__ = ["Cost", "analyze", "OneByOneError", "conv1x1", "conv2d", "cost", "dense", "forms", "layout", "ops"]

@@ -26,6 +26,71 @@ def _lessons(args) -> int:
     return 0
 
 
+def load_model(spec: str):
+    """A zoo name or ``package.module:factory`` -> (model, default input size or None)."""
+    import importlib
+
+    if ":" not in spec:
+        from .zoo import model_info  # imports torch
+
+        info = model_info(spec)  # an unknown name lists the zoo
+        return info.fn(), info.input_size
+    mod_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001
+        raise OneByOneError(f"could not import module {mod_name!r} (from {spec!r}): {type(e).__name__}: {e}") from e
+    if not hasattr(module, attr):
+        raise OneByOneError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
+    try:
+        model = getattr(module, attr)()
+    except Exception as e:  # noqa: BLE001
+        raise OneByOneError(f"calling {spec}() failed: {type(e).__name__}: {e}") from e
+    return model, getattr(model, "default_input_size", None)
+
+
+def _print_rich(stats, depth) -> bool:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return False
+    rows = stats.rows if depth is None else stats.grouped(depth)
+    t = Table(title=f"{stats.model}: batch {stats.batch_size}, {stats.dtype}", show_footer=False)
+    for col, right in (("layer", False), ("type", False), ("kind", False), ("input", False), ("output", False),
+                       ("params", True), ("MACs", True), ("FLOPs/byte", True)):
+        t.add_column(col, justify="right" if right else "left")
+    shape = lambda s: "x".join(map(str, s))  # noqa: E731
+    for r in rows:
+        t.add_row(r.name, r.type, r.kind, shape(r.input_shape), shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}", f"{r.intensity:.1f}")
+    tot = stats.totals()
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(t)
+    console.print(f"total: {tot['params']:,} params ({tot['weights']:,} weights), {tot['macs']:,} MACs = {tot['flops']:,} FLOPs")
+    console.print(stats.footer())
+    from .cost import CONVENTION
+
+    console.print(f"({CONVENTION})")
+    for name, typ, why in stats.uncounted:
+        console.print(f"[yellow]not counted[/yellow]: {name} ({typ}): {why}")
+    return True
+
+
+def _summary(args) -> int:
+    from .analyzer import analyze
+
+    model, default_size = load_model(args.model)
+    size = tuple(args.input_size) if args.input_size else default_size
+    stats = analyze(model, input_size=size, batch_size=args.batch_size)
+    if args.json:
+        print(stats.to_json())
+    elif args.csv:
+        print(stats.to_csv(), end="")
+    elif not _print_rich(stats, args.depth):
+        print(stats.table(args.depth))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onebyone", description="The 1x1 convolution, understood and used.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -34,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lesson", action="append", metavar="ID", help="run only this lesson (repeatable)")
     t.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
     t.set_defaults(fn=_tour)
+    sm = sub.add_parser("summary", help="params, MACs and memory per layer of a model, and the 1x1 share")
+    sm.add_argument("model", help="a zoo name (see `onebyone summary --list`) or package.module:factory")
+    sm.add_argument("--input-size", type=int, nargs="+", metavar="N", help="one sample's shape, e.g. 3 224 224")
+    sm.add_argument("--batch-size", type=int, default=1)
+    sm.add_argument("--depth", type=int, default=None, help="fold rows deeper than this many name levels")
+    fmt = sm.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    sm.set_defaults(fn=_summary)
     ls = sub.add_parser("lessons", help="list the lesson ids")
     ls.set_defaults(fn=_lessons)
     return p

@@ -8,9 +8,10 @@ from .. import cost
 from .layers import Pointwise
 
 
-def layer_cost(m: nn.Module, x: torch.Tensor) -> cost.Cost | None:
-    """The cost of one call of a Conv / Linear / Pointwise module on input x (None for other modules)."""
-    shape, dtype = tuple(x.shape), str(x.dtype).removeprefix("torch.")
+def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None) -> cost.Cost | None:
+    """The cost of one call of a Conv / Linear / Pointwise module on input x (None for other modules);
+    bytes at ``dtype`` (default: x's dtype)."""
+    shape, dtype = tuple(x.shape), dtype or str(x.dtype).removeprefix("torch.")
     if isinstance(m, Pointwise):
         kw = dict(stride=m.stride, groups=m.groups, bias=m.bias is not None, dtype=dtype)
         if m.channel_dim == 1 and x.dim() >= 3:

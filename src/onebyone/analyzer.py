@@ -1,0 +1,27 @@
+"""``onebyone.analyze``: one entry point for PyTorch and Keras models; imports neither until it sees one."""
+from __future__ import annotations
+
+from .errors import OneByOneError
+
+
+def _framework(model) -> str | None:
+    roots = {c.__module__.split(".")[0] for c in type(model).__mro__}
+    # keras first: on the torch backend a Keras layer is also a torch.nn.Module
+    return "keras" if "keras" in roots else "torch" if "torch" in roots else None
+
+
+def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: str = "float32"):
+    """Per-layer params, MACs, FLOPs, activations, bytes and arithmetic intensity of a model.
+
+    Returns a ``ModelStats`` (rows, totals, ``share(by="kind")``, the ops it could not count,
+    ``to_dict()`` / ``to_json()`` / ``table()``). MACs are multiply-accumulates, bias excluded;
+    FLOPs = 2 x MACs.
+    """
+    framework = _framework(model)
+    if framework == "torch":
+        from .torch.analyze import analyze as run
+    elif framework == "keras":
+        from .keras.analyze import analyze as run
+    else:
+        raise OneByOneError(f"expected a torch.nn.Module or a keras.Model, got {type(model).__name__}")
+    return run(model, input_size=input_size, example=example, batch_size=batch_size, dtype=dtype)

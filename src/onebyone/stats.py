@@ -1,0 +1,160 @@
+"""LayerStats and ModelStats: what the analyzer collects, aggregates and renders. NumPy-free, framework-free.
+
+Convention (as in ``onebyone.cost``): ``macs`` are multiply-accumulates of weights with inputs, bias
+excluded, for every layer type alike; ``flops = 2 * macs``. ``weights`` are the multiplicative
+parameters (conv / dense kernels): biases and normalization parameters are excluded, which is how
+the MobileNet paper counts its shares. Normalization, activation and pooling layers have no MACs (an
+eval-mode norm is a per-channel affine that folds into the conv next to it). ``params`` counts every parameter once, however often its
+module is called; MACs count every call.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+
+from .cost import CONVENTION
+
+KINDS = ("pointwise", "depthwise", "grouped", "conv", "dense", "norm", "activation", "pool", "other")
+KIND_LABELS = {"pointwise": "1x1 convolutions", "depthwise": "depthwise convolutions", "grouped": "grouped convolutions",
+               "conv": "k x k convolutions", "dense": "dense layers", "norm": "normalization", "activation": "activations",
+               "pool": "pooling", "other": "other"}
+
+
+def conv_kind(kernel_size, groups: int, in_channels: int) -> str:
+    """pointwise (every kernel side 1), depthwise (one group per input channel), grouped, or conv."""
+    if all(k == 1 for k in kernel_size):
+        return "pointwise"
+    if groups > 1 and groups == in_channels:
+        return "depthwise"
+    return "grouped" if groups > 1 else "conv"
+
+
+@dataclass
+class LayerStats:
+    name: str
+    type: str
+    kind: str
+    input_shape: tuple
+    output_shape: tuple
+    params: int = 0
+    weights: int = 0
+    macs: int = 0
+    activations: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    depth: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity: FLOPs per byte moved."""
+        moved = self.bytes_read + self.bytes_written
+        return self.flops / moved if moved else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(input_shape=list(self.input_shape), output_shape=list(self.output_shape), flops=self.flops,
+                 intensity=round(self.intensity, 4))
+        return d
+
+
+@dataclass
+class ModelStats:
+    model: str
+    rows: list
+    params: int  # every parameter of the model, once
+    uncounted: list = field(default_factory=list)  # (name, type, why)
+    batch_size: int = 1
+    dtype: str = "float32"
+
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def weights(self) -> int:
+        return sum(r.weights for r in self.rows)
+
+    def totals(self) -> dict:
+        return {"params": self.params, "weights": self.weights, "macs": self.macs, "flops": self.flops,
+                "activations": sum(r.activations for r in self.rows), "bytes_read": sum(r.bytes_read for r in self.rows),
+                "bytes_written": sum(r.bytes_written for r in self.rows)}
+
+    def share(self, by: str = "kind") -> dict:
+        """Percent of MACs, params and weights per kind (or per ``type``), rounded to 2 decimals."""
+        if by not in ("kind", "type"):
+            from .errors import OneByOneError
+            raise OneByOneError(f"by must be 'kind' or 'type', got {by!r}")
+        out = {}
+        for r in self.rows:
+            acc = out.setdefault(getattr(r, by), {"macs": 0, "params": 0, "weights": 0})
+            acc["macs"] += r.macs
+            acc["params"] += r.params
+            acc["weights"] += r.weights
+        total = {"macs": self.macs, "params": self.params, "weights": self.weights}
+        return {k: {m: round(100 * v[m] / total[m], 2) if total[m] else 0.0 for m in v} for k, v in out.items()}
+
+    def grouped(self, depth: int) -> list:
+        """Rows folded into their ancestor at ``depth`` (name components); order of first appearance."""
+        merged = {}
+        for r in self.rows:
+            key = ".".join(r.name.split(".")[:depth + 1]) if depth >= 0 else r.name
+            if key not in merged:
+                merged[key] = LayerStats(key, r.type if key == r.name else "(block)", r.kind if key == r.name else "other",
+                                         r.input_shape, r.output_shape, depth=min(r.depth, depth))
+            m = merged[key]
+            m.output_shape = r.output_shape
+            for f in ("params", "weights", "macs", "activations", "bytes_read", "bytes_written"):
+                setattr(m, f, getattr(m, f) + getattr(r, f))
+        return list(merged.values())
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "batch_size": self.batch_size, "dtype": self.dtype, "convention": CONVENTION,
+                "totals": self.totals(), "share_by_kind": self.share(), "rows": [r.to_dict() for r in self.rows],
+                "uncounted": [list(u) for u in self.uncounted]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        cols = ["name", "type", "kind", "input_shape", "output_shape", "params", "weights", "macs", "flops",
+                "activations", "bytes_read", "bytes_written", "intensity"]
+        w = csv.DictWriter(buf, cols, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({**r.to_dict(), "input_shape": "x".join(map(str, r.input_shape)),
+                        "output_shape": "x".join(map(str, r.output_shape))})
+        return buf.getvalue()
+
+    def footer(self) -> str:
+        s = self.share().get("pointwise", {"macs": 0.0, "weights": 0.0, "params": 0.0})
+        return (f"1x1 convolutions: {s['macs']:.1f}% of MACs, {s['weights']:.1f}% of weights "
+                f"({s['params']:.1f}% of all params)")
+
+    def table(self, depth: int | None = None) -> str:
+        """A plain-text table (the CLI draws the same rows with rich when it is installed)."""
+        rows = self.rows if depth is None else self.grouped(depth)
+        head = ("layer", "type", "kind", "output", "params", "MACs", "FLOPs/B")
+        body = [(r.name, r.type, r.kind, "x".join(map(str, r.output_shape)), f"{r.params:,}", f"{r.macs:,}",
+                 f"{r.intensity:.1f}") for r in rows]
+        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+        fmt = lambda cells: "  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+        lines = [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(b) for b in body]
+        t = self.totals()
+        lines += ["-" * len(lines[1]),
+                  f"total: {t['params']:,} params ({t['weights']:,} weights), {t['macs']:,} MACs = {t['flops']:,} FLOPs, "
+                  f"batch {self.batch_size}, {self.dtype}",
+                  self.footer(), f"({CONVENTION})"]
+        if self.uncounted:
+            lines.append("not counted: " + "; ".join(f"{n} ({t}): {why}" for n, t, why in self.uncounted))
+        return "\n".join(lines)

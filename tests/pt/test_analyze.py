@@ -1,0 +1,166 @@
+"""The analyzer on torch models: the rules peers get wrong, published numbers, golden table, bad input."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onebyone import OneByOneError, analyze, cost
+from onebyone.cli import main
+from onebyone.zoo import create_model, list_models
+
+
+def test_macs_and_flops_are_both_shown_and_never_confused():
+    s = analyze(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Linear(6, 4)), (3, 8, 8))
+    d = s.to_dict()
+    assert d["totals"]["flops"] == 2 * d["totals"]["macs"] > 0
+    assert all(r["flops"] == 2 * r["macs"] for r in d["rows"])
+    assert "bias excluded" in d["convention"] and "FLOPs = 2 x MACs" in s.table()
+
+
+@pytest.mark.parametrize("layer,size", [(lambda b: nn.Conv2d(4, 6, 3, bias=b), (4, 7, 7)), (lambda b: nn.Linear(5, 3, bias=b), (2, 5)),
+                                        (lambda b: nn.Conv1d(4, 6, 1, bias=b), (4, 9))])
+def test_bias_is_excluded_from_macs_for_every_layer_type(layer, size):
+    with_bias, without = analyze(layer(True), size), analyze(layer(False), size)
+    assert with_bias.macs == without.macs and with_bias.params > without.params
+
+
+def test_a_linear_per_pixel_counts_what_the_1x1_conv_counts():
+    per_pixel = analyze(nn.Linear(16, 32), (7, 9, 16), batch_size=2)  # (B, H, W, C)
+    conv = analyze(nn.Conv2d(16, 32, 1), (16, 7, 9), batch_size=2)
+    assert per_pixel.macs == conv.macs == 2 * 7 * 9 * 32 * 16
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8, 32])
+def test_grouped_and_depthwise_divide_by_groups_once(groups):
+    s = analyze(nn.Conv2d(32, 64, 3, padding=1, groups=groups), (32, 10, 10))
+    assert s.macs == 64 * 10 * 10 * (32 // groups) * 9
+    assert s.rows[0].kind == {1: "conv", 32: "depthwise"}.get(groups, "grouped")
+
+
+def test_shared_modules_count_per_call_and_params_once():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.block(torch.relu(self.block(x)))
+
+    model = Twice()
+    s = analyze(model, (8, 6, 6))
+    assert s.macs == 2 * 8 * 36 * 8 * 9
+    assert s.params == sum(p.numel() for p in model.parameters()) == sum(r.params for r in s.rows)
+
+
+def test_functional_ops_count_too():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.k = nn.Parameter(torch.randn(10, 6)), nn.Parameter(torch.randn(6, 3, 3, 3))
+
+        def forward(self, x):  # (B, 3, 8, 8)
+            h = F.conv2d(x, self.k, padding=1)  # (B, 6, 8, 8)
+            h = F.linear(h.permute(0, 2, 3, 1), self.w)  # (B, 8, 8, 10)
+            return torch.einsum("bhwc,cd->bhwd", h, torch.ones(10, 2)) @ torch.ones(2, 5)
+
+    model = Functional()
+    s = analyze(model, (3, 8, 8))
+    by_type = {r.type: r.macs for r in s.rows}
+    assert by_type == {"F.conv2d": 6 * 64 * 27, "F.linear": 64 * 10 * 6, "F.einsum": 64 * 10 * 2, "F.matmul": 64 * 5 * 2}
+    assert s.params == 60 + 162 and s.uncounted == []
+
+
+def test_unknown_layers_with_parameters_are_listed_not_dropped():
+    class Mystery(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x * self.scale
+
+    s = analyze(nn.Sequential(Mystery(), nn.Linear(4, 2)), (4,))
+    assert s.uncounted == [("0", "Mystery", "4 params in a layer type the analyzer does not know")]
+    assert s.params == 14 and sum(r.params for r in s.rows) == 14  # rows still sum to the total
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "squeezenet1_0", "squeezenet1_1"])
+def test_param_totals_equal_torch(name):
+    model = create_model(name)
+    assert analyze(model, (3, 224, 224)).params == sum(p.numel() for p in model.parameters())
+
+
+def test_mobilenet_v1_table_2():
+    s = analyze(create_model("mobilenet_v1"), (3, 224, 224))
+    share = s.share()
+    assert s.macs == 568_740_352
+    assert (share["pointwise"]["macs"], share["pointwise"]["weights"]) == (94.86, 74.59)
+    assert share["conv"]["macs"] == 1.91  # the paper's table prints 1.19%
+    assert s.footer().startswith("1x1 convolutions: 94.9% of MACs, 74.6% of weights")
+
+
+def test_squeezenet_params_and_the_inception_bottleneck():
+    assert analyze(create_model("squeezenet1_0"), (3, 224, 224)).params == 1_248_424
+    assert analyze(create_model("squeezenet1_1"), (3, 224, 224)).params == 1_235_496
+    direct = analyze(nn.Conv2d(192, 32, 5, padding=2), (192, 28, 28))
+    bottleneck = analyze(nn.Sequential(nn.Conv2d(192, 16, 1), nn.Conv2d(16, 32, 5, padding=2)), (192, 28, 28))
+    assert (direct.macs, bottleneck.macs) == (120_422_400, 12_443_648)
+    assert [r.macs for r in bottleneck.rows] == [2_408_448, 10_035_200]
+
+
+def small_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                         nn.Conv2d(16, 32, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def test_golden_table_and_rows_sum_to_totals(golden):
+    s = analyze(small_model(), (3, 32, 32), batch_size=2)
+    golden(s.table() + "\n", "summary_small.txt")
+    t = s.totals()
+    for field in ("params", "weights", "macs", "activations", "bytes_read", "bytes_written"):
+        assert sum(getattr(r, field) for r in s.rows) == t[field], field
+    by_formula = [cost.conv_cost((2, 3, 32, 32), 16, 3, padding=1), cost.conv_cost((2, 16, 32, 32), 16, 3, padding=1, groups=16),
+                  cost.conv1x1_cost((2, 16, 32, 32), 32), cost.conv1x1_cost((2, 32, 16, 16), 10)]
+    assert t["macs"] == sum(c.macs for c in by_formula)
+    grouped = s.grouped(0)
+    assert sum(r.macs for r in grouped) == t["macs"]
+
+
+def test_bad_input_gets_clear_errors(capsys):
+    with pytest.raises(OneByOneError, match=r"Sequential failed at `1` on input of shape \(1, 3, 8, 8\): RuntimeError"):
+        analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2)), (3, 8, 8))
+    with pytest.raises(OneByOneError, match=r"needs an input to be analyzed: pass input_size=\(C, H, W\) or example="):
+        analyze(nn.Linear(3, 2))
+    with pytest.raises(OneByOneError, match="expected a torch.nn.Module or a keras.Model, got object"):
+        analyze(object())
+    assert main(["summary", "no_such_model"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'no_such_model'; the zoo has: " + ", ".join(list_models()) in err
+    assert main(["summary", "nosuch.module:f"]) == 2
+    assert "could not import module 'nosuch.module'" in capsys.readouterr().err
+    assert main(["summary", "json:no_factory"]) == 2
+    assert "module 'json' has no attribute 'no_factory'" in capsys.readouterr().err
+
+
+def test_cli_summary_formats(capsys):
+    assert main(["summary", "squeezenet1_1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["totals"]["params"] == 1_235_496 and d["share_by_kind"]["pointwise"]["macs"] > 0
+    assert main(["summary", "squeezenet1_1", "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("name,type,kind") and len(lines) > 20
+    assert main(["summary", "mobilenet_v1", "--depth", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "1x1 convolutions: 94.9% of MACs, 74.6% of weights" in text and "568,740,352" in text
+    assert main(["summary", "tests.pt.test_analyze:small_model", "--input-size", "3", "16", "16"]) == 0
+    assert "MaxPool2d" in capsys.readouterr().out
+
+
+def test_dtype_sets_the_bytes():
+    a = analyze(nn.Conv2d(4, 4, 1), (4, 5, 5), dtype="float32").rows[0]
+    b = analyze(nn.Conv2d(4, 4, 1), (4, 5, 5), dtype="float16").rows[0]
+    assert a.bytes_read == 2 * b.bytes_read and a.bytes_written == 100 * 4 and math.isclose(b.intensity, 2 * a.intensity)
