@@ -10,7 +10,6 @@ followed by the pool, and keeps returning (B, K).
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from ..errors import OneByOneError
 from . import graph as G
 from .layers import Pointwise
 from .report import RewriteReport, finish, numpy64, probe_input, tensor
-from .rewrites import is_flatten
+from .rewrites import is_flatten, pointwise_from
 
 SPATIAL = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d, Pointwise)
 
@@ -116,10 +115,7 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         first = G.module(gm, linears[0])
         _, c, h, w = fmap
         if _is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]:
-            maps = Pointwise(c, first.out_features, bias=first.bias is not None).to(first.weight)
-            maps.weight.data.copy_(tensor(forms.dense_to_conv1x1(numpy64(first.weight)), first.weight))
-            if first.bias is not None:
-                maps.bias.data.copy_(first.bias.data)
+            maps = pointwise_from(numpy64(first.weight), numpy64(first.bias), first.weight)
             G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
             G.replace_module(work, linears[0].target, nn.Identity())
             report.changed.append(f"{linears[0].target}: Linear after global average pool -> 1x1 class maps ({src.target}.0) before the pool")
@@ -134,11 +130,7 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         G.replace_module(work, linears[0].target, conv)
         for n in linears[1:]:
             lin = G.module(gm, n)
-            pw = Pointwise(lin.in_features, lin.out_features, bias=lin.bias is not None).to(lin.weight)
-            pw.weight.data.copy_(tensor(forms.dense_to_conv1x1(numpy64(lin.weight)), lin.weight))
-            if lin.bias is not None:
-                pw.bias.data.copy_(lin.bias.data)
-            G.replace_module(work, n.target, pw)
+            G.replace_module(work, n.target, pointwise_from(numpy64(lin.weight), numpy64(lin.bias), lin.weight))
         if isinstance(G.module(gm, flat), nn.Flatten):
             G.replace_module(work, flat.target, nn.Identity())
         else:

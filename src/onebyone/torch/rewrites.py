@@ -58,6 +58,16 @@ def pointwise_layer(like: nn.Module, w2d, b, stride=None) -> nn.Module:
     return with_weights(new, w2d, b)
 
 
+def pointwise_from(w2d, b, like, channel_dim: int = 1) -> Pointwise:
+    """A Pointwise holding the (O, I) NumPy matrix ``w2d`` and bias ``b`` (None: no bias), in ``like``'s dtype and device."""
+    o, i = w2d.shape
+    p = Pointwise(i, o, bias=b is not None, channel_dim=channel_dim, device=like.device, dtype=like.dtype)
+    p.weight.data.copy_(tensor(forms.dense_to_conv1x1(w2d), like))  # (O, I) -> (O, I, 1, 1)
+    if b is not None:
+        p.bias.data.copy_(tensor(b, like))
+    return p
+
+
 def _matrix(m):
     return numpy64(m.weight).reshape(m.weight.shape[0], -1)  # (O, I/g, 1, 1) -> (O, I/g)
 
@@ -77,13 +87,7 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
             report.skipped.append((name, "inside nn.MultiheadAttention, which calls F.linear on the weight directly"))
             continue
         if id(m) not in done:
-            w = forms.dense_to_conv1x1(numpy64(m.weight))  # (O, I) -> (O, I, 1, 1)
-            p = Pointwise(m.in_features, m.out_features, bias=m.bias is not None, channel_dim=-1,
-                          device=m.weight.device, dtype=m.weight.dtype)
-            p.weight.data.copy_(tensor(w, m.weight))
-            if m.bias is not None:
-                p.bias.data.copy_(m.bias.data)
-            done[id(m)] = p
+            done[id(m)] = pointwise_from(numpy64(m.weight), numpy64(m.bias), m.weight, channel_dim=-1)
         G.replace_module(work, name, done[id(m)])
         report.changed.append(f"{name}: Linear({m.in_features}, {m.out_features}) -> {done[id(m)]!r}")
     return finish(report, model, work, x, tol, inplace)
