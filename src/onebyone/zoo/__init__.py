@@ -20,15 +20,18 @@ class ModelInfo:
     name: str
     fn: Callable
     input_size: tuple  # one sample's (C, H, W) or (C, N)
+    params: int  # with the default arguments, as stated in the family's docstring
+    macs: int  # at input_size, batch 1 (multiply-accumulates, bias excluded)
 
 
 _REGISTRY: dict = {}
 
 
-def register_model(input_size):
-    """Register ``fn(**kwargs) -> nn.Module`` under its function name, with its default input size."""
+def register_model(input_size, params: int, macs: int):
+    """Register ``fn(**kwargs) -> nn.Module`` under its function name, with its default input size and
+    the params and MACs its docstring states (the zoo test checks them with the analyzer)."""
     def wrap(fn):
-        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, tuple(input_size))
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, tuple(input_size), params, macs)
         return fn
     return wrap
 
@@ -48,6 +51,6 @@ def create_model(name: str, **kwargs):
     return model_info(name).fn(**kwargs)
 
 
-from . import mobilenet, squeezenet  # noqa: E402,F401  (register the families)
+from . import googlenet, mobilenet, nin, pointnet, squeezenet  # noqa: E402,F401  (register the families)
 
 __all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]

@@ -39,7 +39,7 @@ class MobileNetV1(nn.Module):
         return self.fc(self.flatten(self.pool(self.features(x))))
 
 
-@register_model(input_size=(3, 224, 224))
+@register_model(input_size=(3, 224, 224), params=4_231_976, macs=568_740_352)
 def mobilenet_v1(num_classes: int = 1000, alpha: float = 1.0, resolution: int = 224, **kw) -> MobileNetV1:
     """MobileNet v1 with width multiplier ``alpha``; ``resolution`` only sets the default input size."""
     model = MobileNetV1(num_classes, alpha, **kw)

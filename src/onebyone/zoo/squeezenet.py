@@ -2,7 +2,8 @@
 fire modules (1x1 squeeze, then 1x1 and 3x3 expands concatenated), max pools that round up, and a
 1x1 conv to the class maps followed by a global average pool (no fully connected layer).
 
-Parameters with 1000 classes: 1,248,424 (1.0) and 1,235,496 (1.1).
+With 1000 classes at 224 x 224: 1,248,424 params and 818,924,576 MACs (1.0), 1,235,496 params and
+349,151,936 MACs (1.1); the parameter counts are torchvision's published ones.
 """
 from __future__ import annotations
 
@@ -50,11 +51,11 @@ class SqueezeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(input_size=(3, 224, 224))
+@register_model(input_size=(3, 224, 224), params=1_248_424, macs=818_924_576)
 def squeezenet1_0(num_classes: int = 1000, **kw) -> SqueezeNet:
     return SqueezeNet("1_0", num_classes, **kw)
 
 
-@register_model(input_size=(3, 224, 224))
+@register_model(input_size=(3, 224, 224), params=1_235_496, macs=349_151_936)
 def squeezenet1_1(num_classes: int = 1000, **kw) -> SqueezeNet:
     return SqueezeNet("1_1", num_classes, **kw)

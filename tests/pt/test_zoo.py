@@ -1,0 +1,48 @@
+"""One parametrised test over every registered model, plus the registry itself."""
+import sys
+
+import pytest
+import torch
+
+from onebyone import OneByOneError, analyze
+from onebyone.torch import Pointwise
+from onebyone.zoo import create_model, list_models, model_info
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_runs_and_trains(name):
+    torch.manual_seed(0)
+    info = model_info(name)
+    model = create_model(name, num_classes=7)
+    x = torch.randn(2, *info.input_size)
+    y = model(x)  # train mode: BatchNorm needs the batch of 2
+    assert y.shape == (2, 7) and torch.isfinite(y).all()
+    y.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == [], f"no gradient reached {missing}"
+    stats = analyze(model, info.input_size)
+    assert stats.params == sum(p.numel() for p in model.parameters()) and stats.uncounted == []
+    assert any(isinstance(m, Pointwise) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_params_and_macs_are_the_documented_ones(name):
+    info = model_info(name)
+    model = create_model(name)
+    stats = analyze(model, info.input_size)
+    assert (stats.params, stats.macs) == (info.params, info.macs)
+    family_doc = sys.modules[type(model).__module__].__doc__
+    assert f"{info.params:,}" in family_doc and f"{info.macs:,}" in family_doc  # the docstring states them
+
+
+def test_registry_lookups():
+    assert list_models("squeezenet*") == ["squeezenet1_0", "squeezenet1_1"]
+    assert {"nin_cifar", "nin_digits", "googlenet", "mobilenet_v1", "pointnet_cls", "pointnet_vanilla"} <= set(list_models())
+    with pytest.raises(OneByOneError, match="unknown model 'resnet'; the zoo has: googlenet, mobilenet_v1"):
+        create_model("resnet")
+    half = create_model("mobilenet_v1", alpha=0.5, num_classes=10)
+    assert half.fc.in_features == 512
+
+
+def test_nin_digits_also_takes_28x28():
+    assert create_model("nin_digits")(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
