@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[torch,keras,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[torch,keras,data,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from onebyone import OneByOneError, data
+from onebyone.data.split import resize_bilinear
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    xtr, ytr = data.load("digits", "train")
+    xte, yte = data.load("digits", "test")
+    assert xtr.shape == (1438, 1, 8, 8) and xte.shape == (359, 1, 8, 8) and xtr.dtype == np.float32
+    assert 0.0 <= xtr.min() and xtr.max() == 1.0 and set(np.unique(ytr)) == set(range(10))
+    both = np.concatenate([xtr, xte]).reshape(1797, -1)
+    assert len(np.unique(both, axis=0)) == len(np.unique(np.concatenate([xtr, xte]).reshape(1797, -1), axis=0))
+    from sklearn.datasets import load_digits
+
+    assert sorted(np.concatenate([ytr, yte]).tolist()) == sorted(load_digits().target.tolist())
+    again, _ = data.load("digits", "train")
+    assert np.array_equal(again, xtr)
+
+
+def test_digits_upscaled_to_28_keeps_corners_and_mean():
+    x8, _ = data.load("digits", "test")
+    x28, _ = data.load("digits", "test", size=28)
+    assert x28.shape == (359, 1, 28, 28)
+    assert np.allclose(x28[..., 0, 0], x8[..., 0, 0]) and np.allclose(x28[..., -1, -1], x8[..., -1, -1])
+    from scipy.ndimage import zoom  # an independent bilinear resize with the same corner-aligned grid
+
+    ref = zoom(x8[:5, 0].astype(np.float64), (1, 28 / 8, 28 / 8), order=1, grid_mode=False)
+    assert np.abs(ref - x28[:5, 0]).max() < 1e-5
+
+
+def test_resize_bilinear_is_exact_on_a_linear_ramp():
+    ramp = np.arange(4, dtype=np.float64)[None, None, None, :].repeat(4, axis=2)  # (1, 1, 4, 4), x-ramp
+    out = resize_bilinear(ramp, 7)
+    assert np.allclose(out[0, 0, 0], np.linspace(0, 3, 7))
+
+
+def test_shapes3d_is_deterministic_balanced_and_centred():
+    x, y = data.load("shapes3d", "test", n_points=256)
+    assert x.shape == (8 * 50, 3, 256) and np.bincount(y).tolist() == [50] * 8 and len(data.SHAPES) >= 8
+    assert np.abs(x.mean(axis=2)).max() < 1e-5
+    x2, y2 = data.load("shapes3d", "test", n_points=256)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    xtr, _ = data.load("shapes3d", "train", n_points=256, per_class=5)
+    assert xtr.shape == (40, 3, 256) and not np.array_equal(xtr[:5], x[:5])
+
+
+def test_user_npz_and_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "set.npz", x=rng.random((20, 1, 4, 4)), y=np.arange(20) % 3)
+    x, y = data.load(str(tmp_path / "set.npz"), "train")
+    assert x.shape == (16, 1, 4, 4) and y.dtype == np.int64
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray((rng.random((6, 5)) * 255).astype(np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    x, y = data.load(str(tmp_path / "imgs"), "test")
+    assert x.shape == (2, 1, 6, 5) and set(y.tolist()) <= {0, 1}
+
+
+def test_bad_names_and_paths(tmp_path):
+    with pytest.raises(OneByOneError, match=r"unknown dataset 'mnist'; expected one of \('digits', 'shapes3d'\)"):
+        data.load("mnist")
+    with pytest.raises(OneByOneError, match="dataset path .*nothing.npz does not exist"):
+        data.load(str(tmp_path / "nothing.npz"))
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 3)))
+    with pytest.raises(OneByOneError, match=r"must hold arrays 'x' and 'y'; missing \['x', 'y'\], found \['images'\]"):
+        data.load(str(tmp_path / "bad.npz"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OneByOneError, match="must contain one subfolder of images per class"):
+        data.load(str(tmp_path / "empty"))
+    with pytest.raises(OneByOneError, match="split must be one of"):
+        data.load("digits", "valid")
+    with pytest.raises(OneByOneError, match="size must be one of"):
+        data.load("digits", size=16)
