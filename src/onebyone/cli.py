@@ -91,6 +91,30 @@ def _summary(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .train import TrainConfig, train
+
+    out = Path(args.out)
+    if args.resume:
+        if not (out / "config.json").exists():
+            raise OneByOneError(f"--resume needs {out / 'config.json'} from an earlier run")
+        cfg = TrainConfig(**json.loads((out / "config.json").read_text()))
+        cfg.epochs = args.epochs or cfg.epochs
+    else:
+        kw = {"size": args.size} if args.size else {}
+        kw.update({"n_points": args.points} if args.points else {})
+        cfg = TrainConfig(args.model, args.data, args.epochs or 30, args.batch_size, args.lr, seed=args.seed, data_kwargs=kw)
+    _, metrics = train(cfg, out=out, resume=args.resume, progress=not args.quiet)
+    if metrics:
+        last = metrics[-1]
+        print(f"{cfg.model} on {cfg.data}: epoch {last['epoch']}, test accuracy {last['test_acc']:.4f}; "
+              f"checkpoint in {out}/ (model.safetensors, config.json, metrics.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onebyone", description="The 1x1 convolution, understood and used.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     sm.set_defaults(fn=_summary)
+    tr = sub.add_parser("train", help="train a zoo model on an offline dataset (also under torchrun for DDP)")
+    tr.add_argument("model", help="a zoo name, e.g. nin_digits or pointnet_cls")
+    tr.add_argument("--data", required=True, help="digits, shapes3d, a folder of class subfolders, or an .npz")
+    tr.add_argument("--epochs", type=int, default=None, help="default 30 (with --resume: the total to reach)")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--size", type=int, default=None, help="digits only: 8 or 28")
+    tr.add_argument("--points", type=int, default=None, help="shapes3d only: points per cloud (default 1024)")
+    tr.add_argument("--out", default="runs/latest", help="checkpoint folder (default runs/latest)")
+    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=_train)
     ls = sub.add_parser("lessons", help="list the lesson ids")
     ls.set_defaults(fn=_lessons)
     return p
