@@ -63,16 +63,10 @@ def _print_rich(stats, depth) -> bool:
     shape = lambda s: "x".join(map(str, s))  # noqa: E731
     for r in rows:
         t.add_row(r.name, r.type, r.kind, shape(r.input_shape), shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}", f"{r.intensity:.1f}")
-    tot = stats.totals()
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(t)
-    console.print(f"total: {tot['params']:,} params ({tot['weights']:,} weights), {tot['macs']:,} MACs = {tot['flops']:,} FLOPs")
-    console.print(stats.footer())
-    from .cost import CONVENTION
-
-    console.print(f"({CONVENTION})")
-    for name, typ, why in stats.uncounted:
-        console.print(f"[yellow]not counted[/yellow]: {name} ({typ}): {why}")
+    for line in stats.summary_lines():
+        console.print(line, markup=False)
     return True
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import ops
 from .errors import OneByOneError, as_float_array, check_choice, check_finite, check_int, check_layout, check_pair
-from .layout import pointwise_matrix
+from .layout import convert, pointwise_matrix
 
 # --- 1. a 1x1 conv is a dense layer at every pixel ---------------------------------------------
 
@@ -225,7 +225,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NCHW") ->
     """Every neighbourhood as a row: (N, Ho, Wo, kH*kW*C), flattened in (kH, kW, C) order."""
     layout = check_layout(layout)
     x = as_float_array(x, "x", ndim=4)
-    x_nhwc = x if layout == "NHWC" else x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    x_nhwc = convert(x, layout, "NHWC")  # (N, C, H, W) -> (N, H, W, C)
     cols = ops.windows(x_nhwc, kernel_size, stride, padding, dilation)  # (N, Ho, Wo, kH, kW, C)
     return cols.reshape(cols.shape[:3] + (-1,))  # copy: (N, Ho, Wo, kH*kW*C)
 
@@ -236,7 +236,7 @@ def sliding_dense(x, wd, b=None, kernel_size=3, *, stride=1, padding=0, dilation
     """
     layout = check_layout(layout)
     x = as_float_array(x, "x", ndim=4)
-    x_nhwc = x if layout == "NHWC" else x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    x_nhwc = convert(x, layout, "NHWC")  # (N, C, H, W) -> (N, H, W, C)
     (kh, kw), (sh, sw), (dh, dw) = (check_pair(v, n) for v, n in
                                     ((kernel_size, "kernel_size"), (stride, "stride"), (dilation, "dilation")))
     pads = ops.padding_pairs(padding, x_nhwc.shape[1:3], (kh, kw), (sh, sw), (dh, dw))
@@ -250,4 +250,4 @@ def sliding_dense(x, wd, b=None, kernel_size=3, *, stride=1, padding=0, dilation
         for j in range(wo):
             patch = xp[:, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw, :]
             y[:, i, j] = ops.dense(patch.reshape(x.shape[0], -1), wd, b)  # (N, kH*kW*C) -> (N, O)
-    return y if layout == "NHWC" else y.transpose(0, 3, 1, 2)  # (N, Ho, Wo, O) -> (N, O, Ho, Wo)
+    return convert(y, "NHWC", layout)  # (N, Ho, Wo, O) -> (N, O, Ho, Wo)

@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import as_strided
 from . import cost
 from .errors import (OneByOneError, as_float_array, check_bias, check_choice, check_int, check_layout,
                      check_pair, result_dtype)
-from .layout import conv_weight, pointwise_matrix
+from .layout import conv_weight, convert, pointwise_matrix
 
 
 def _check_groups(c: int, o: int, cg: int, groups: int, x_shape, w_shape, layout: str) -> None:
@@ -79,7 +79,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, layout="N
     x = as_float_array(x, "x", ndim=4)
     w = as_float_array(w, "w", ndim=4)
     dtype = result_dtype(x, w)
-    x_nhwc = x if layout == "NHWC" else x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    x_nhwc = convert(x, layout, "NHWC")  # (N, C, H, W) -> (N, H, W, C)
     w_hwio = conv_weight(w, layout, "NHWC")  # (kH, kW, C/g, O)
     kh, kw, cg, o = w_hwio.shape
     _check_groups(x_nhwc.shape[3], o, cg, groups, x.shape, w.shape, layout)
@@ -94,7 +94,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, layout="N
         y[..., g * og:(g + 1) * og] = (patch @ kernel).reshape(n, ho, wo, og)
     if b is not None:
         y += b
-    return y if layout == "NHWC" else y.transpose(0, 3, 1, 2)  # (N, Ho, Wo, O) -> (N, O, Ho, Wo)
+    return convert(y, "NHWC", layout)  # (N, Ho, Wo, O) -> (N, O, Ho, Wo)
 
 
 def _pointwise_operands(x, w, stride, groups, layout):
@@ -206,9 +206,9 @@ def pool2d(x, kernel_size, *, stride=None, padding=0, op="max", layout="NCHW") -
     layout = check_layout(layout)
     check_choice(op, ("max", "avg"), "op")
     x = as_float_array(x, "x", ndim=4)
-    x_nhwc = x if layout == "NHWC" else x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    x_nhwc = convert(x, layout, "NHWC")  # (N, C, H, W) -> (N, H, W, C)
     kernel = check_pair(kernel_size, "kernel_size")
     cols = windows(x_nhwc, kernel, kernel if stride is None else stride, padding,
                    pad_value=-np.inf if op == "max" else 0.0)  # (N, Ho, Wo, kH, kW, C)
     y = cols.max(axis=(3, 4)) if op == "max" else cols.mean(axis=(3, 4))
-    return y if layout == "NHWC" else y.transpose(0, 3, 1, 2)  # (N, Ho, Wo, C) -> (N, C, Ho, Wo)
+    return convert(y, "NHWC", layout)  # (N, Ho, Wo, C) -> (N, C, Ho, Wo)

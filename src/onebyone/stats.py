@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .cost import CONVENTION
+from .errors import OneByOneError
 
 KINDS = ("pointwise", "depthwise", "grouped", "conv", "dense", "norm", "activation", "pool", "other")
 KIND_LABELS = {"pointwise": "1x1 convolutions", "depthwise": "depthwise convolutions", "grouped": "grouped convolutions",
@@ -92,7 +93,6 @@ class ModelStats:
     def share(self, by: str = "kind") -> dict:
         """Percent of MACs, params and weights per kind (or per ``type``), rounded to 2 decimals."""
         if by not in ("kind", "type"):
-            from .errors import OneByOneError
             raise OneByOneError(f"by must be 'kind' or 'type', got {by!r}")
         out = {}
         for r in self.rows:
@@ -141,6 +141,15 @@ class ModelStats:
         return (f"1x1 convolutions: {s['macs']:.1f}% of MACs, {s['weights']:.1f}% of weights "
                 f"({s['params']:.1f}% of all params)")
 
+    def summary_lines(self) -> list:
+        """The totals, the 1x1 footer and the counting convention, as shown under every table."""
+        t = self.totals()
+        lines = [f"total: {t['params']:,} params ({t['weights']:,} weights), {t['macs']:,} MACs = {t['flops']:,} FLOPs, "
+                 f"batch {self.batch_size}, {self.dtype}", self.footer(), f"({CONVENTION})"]
+        if self.uncounted:
+            lines.append("not counted: " + "; ".join(f"{n} ({t}): {why}" for n, t, why in self.uncounted))
+        return lines
+
     def table(self, depth: int | None = None) -> str:
         """A plain-text table (the CLI draws the same rows with rich when it is installed)."""
         rows = self.rows if depth is None else self.grouped(depth)
@@ -150,11 +159,4 @@ class ModelStats:
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
         fmt = lambda cells: "  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
         lines = [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(b) for b in body]
-        t = self.totals()
-        lines += ["-" * len(lines[1]),
-                  f"total: {t['params']:,} params ({t['weights']:,} weights), {t['macs']:,} MACs = {t['flops']:,} FLOPs, "
-                  f"batch {self.batch_size}, {self.dtype}",
-                  self.footer(), f"({CONVENTION})"]
-        if self.uncounted:
-            lines.append("not counted: " + "; ".join(f"{n} ({t}): {why}" for n, t, why in self.uncounted))
-        return "\n".join(lines)
+        return "\n".join(lines + ["-" * len(lines[1])] + self.summary_lines())

@@ -1,4 +1,4 @@
-"""Params and MACs of a torch model from forward hooks, every number from ``onebyone.cost``."""
+"""The cost of one call of a torch layer, from ``onebyone.cost``."""
 from __future__ import annotations
 
 import torch
@@ -26,24 +26,3 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None) -> cost.Cost | None:
     if isinstance(m, nn.Linear):
         return cost.dense_cost(shape, m.out_features, bias=m.bias is not None, dtype=dtype)
     return None
-
-
-def count(model: nn.Module, example) -> tuple[int, int]:
-    """(params, MACs) of one forward pass on ``example``; a module called N times counts N times in MACs."""
-    macs = [0]
-
-    def hook(m, inputs, output):
-        c = layer_cost(m, inputs[0])
-        macs[0] += c.macs if c is not None else 0
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, Pointwise, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return sum(p.numel() for p in model.parameters()), macs[0]

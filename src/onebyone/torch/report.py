@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from ..errors import OneByOneError
-from .count import count
 from .layers import Pointwise
 
 
@@ -101,8 +100,11 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     if check and diff > report.tolerance:
         raise OneByOneError(f"{report.rewrite} changed the outputs by {diff:.3g} (> tolerance {report.tolerance:.3g}); "
                             f"changes: {report.changed}")
-    report.params_before, report.macs_before = count(original, example)
-    report.params_after, report.macs_after = count(rewritten, example)
+    from .analyze import analyze
+
+    before, after = analyze(original, example=example), analyze(rewritten, example=example)
+    report.params_before, report.macs_before = before.params, before.macs
+    report.params_after, report.macs_after = after.params, after.macs
     if inplace and type(rewritten) is type(original):
         original.__dict__.update(rewritten.__dict__)
         return original, report

@@ -155,16 +155,9 @@ def _check_eval(model):
                                 "folded; call model.eval() first")
 
 
-def _bn_axis(bn, node) -> str | None:
-    if isinstance(bn, ChannelBatchNorm):
-        return "last" if bn.channel_dim == -1 else "first"
-    return "first"
-
-
 def _axis_matches(layer, bn, in_or_out_shape) -> bool:
     """Does the layer's channel axis coincide with the BatchNorm's?"""
-    want = channel_axis(layer)
-    have = _bn_axis(bn, None)
+    want, have = channel_axis(layer), channel_axis(bn)
     if want == have:
         return True
     return want == "last" and have == "first" and in_or_out_shape is not None and len(in_or_out_shape) == 2

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from .. import cost, ops
+from ..forms import dense_per_pixel
 from ..layout import hwio_to_oihw, oihw_to_hwio, to_channels_first, to_channels_last
 from .core import lesson
 
@@ -69,7 +70,6 @@ def many_channels(L, rng):
     x = rng.standard_normal((1, 3, 16, 16))  # (N, C, H, W)
     w, b = rng.standard_normal((8, 3)), rng.standard_normal(8)
     y = ops.conv1x1(x, w, b)  # (1, 8, 16, 16)
-    from ..forms import dense_per_pixel
     L.close("conv1x1 == ops.dense applied pixel by pixel (256 separate calls)", dense_per_pixel(x, w, b), y)
     col = x[0, :, 5, 7]
     L.close("output[0, 0, 5, 7] == sum_c W[0, c] * x[c, 5, 7] + b[0]", sum(w[0, c] * col[c] for c in range(3)) + b[0], y[0, 0, 5, 7])
