@@ -19,3 +19,11 @@ def test_the_torch_adapters_load_only_when_asked():
     code = "import sys, onebyone; print('onebyone.torch' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_analyze_imports_no_framework_it_does_not_need():
+    code = ("import sys, onebyone\n"
+            "try:\n    onebyone.analyze(object())\nexcept onebyone.OneByOneError as e:\n    print('error:', e)\n"
+            "print('torch' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["error: expected a torch.nn.Module or a keras.Model, got object", "False False"]

@@ -133,6 +133,8 @@ def test_golden_table_and_rows_sum_to_totals(golden):
 def test_bad_input_gets_clear_errors(capsys):
     with pytest.raises(OneByOneError, match=r"Sequential failed at `1` on input of shape \(1, 3, 8, 8\): RuntimeError"):
         analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2)), (3, 8, 8))
+    with pytest.raises(OneByOneError, match=r"`1` \(Linear\) received \(1, 4, 6, 6\)$"):
+        analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2)), (3, 8, 8))
     with pytest.raises(OneByOneError, match=r"needs an input to be analyzed: pass input_size=\(C, H, W\) or example="):
         analyze(nn.Linear(3, 2))
     with pytest.raises(OneByOneError, match="expected a torch.nn.Module or a keras.Model, got object"):

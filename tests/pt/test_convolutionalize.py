@@ -97,3 +97,15 @@ def test_heads_it_cannot_convert_and_bad_input():
     softmax_head = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3), nn.BatchNorm1d(3)).eval()
     with pytest.raises(OneByOneError, match="would receive a .B, K, h, w. grid"):
         convolutionalize(softmax_head, (1, 8, 8))
+
+
+def test_float64_and_channels_last_are_exact():
+    model = digits_classifier().double()
+    conv, report = convolutionalize(model, (1, 8, 8))
+    assert report.max_abs_diff <= 1e-10
+    img = torch.randn(1, 1, 12, 12, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        grid = conv(img)
+        for i in range(grid.shape[2]):
+            for j in range(grid.shape[3]):
+                assert torch.allclose(grid[0, :, i, j], model(img[:, :, 2 * i:2 * i + 8, 2 * j:2 * j + 8])[0], atol=1e-10)

@@ -161,3 +161,35 @@ def test_rewrites_need_an_input_they_can_guess_or_are_given():
 
     with pytest.raises(OneByOneError, match="cannot guess an input for NoParams: pass example= or input_size="):
         fold_batchnorm(NoParams())
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_linear_swaps_are_exact_in_both_precisions(dtype, tol):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 4)).to(dtype)
+    x = torch.randn(3, 7, 6, dtype=dtype)
+    conv, _ = linear_to_conv1x1(model, example=x)
+    back, _ = conv1x1_to_linear(conv, example=x)
+    assert_same(model, conv, x, tol)
+    assert_same(model, back, x, tol)
+
+
+class TracedPointwise(nn.Module):
+    """Conv1d k=1 layers in a forward of its own, with an eval BatchNorm between two of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b, self.c = nn.Conv1d(3, 16, 1), nn.BatchNorm1d(16), nn.Conv1d(16, 8, 1), nn.Conv1d(8, 5, 1)
+
+    def forward(self, x):
+        return torch.tanh(self.c(self.b(self.bn(self.a(x)))))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_merge_pointwise_on_a_traced_conv1d_model(dtype, tol):
+    model = randomize_bn(TracedPointwise()).to(dtype)
+    x = torch.randn(2, 3, 30, dtype=dtype).contiguous()
+    merged, report = merge_pointwise(model, example=x)
+    assert_same(model, merged, x, tol)
+    assert type(merged) is TracedPointwise and len(report.changed) == 3  # bn folded, then a+b, then (a+b)+c
+    assert sum(isinstance(m, nn.Conv1d) for m in merged.modules()) == 1

@@ -78,7 +78,7 @@ class _Collector:
         self.names = {}
         for name, m in model.named_modules():
             self.names.setdefault(id(m), name or type(model).__name__)
-        self.stack, self.rows, self.inside_counted = [], [], 0
+        self.stack, self.shapes, self.rows, self.inside_counted = [], [], [], 0
         self.claimed, self.functional_in = set(), set()
 
     def _params(self, tensors) -> int:
@@ -91,11 +91,13 @@ class _Collector:
 
     def pre(self, m, inputs):
         self.stack.append(self.names.get(id(m), type(m).__name__))
+        self.shapes.append((type(m).__name__, tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None))
         if isinstance(m, LAYERS + NORMS + ACTS + POOLS):
             self.inside_counted += 1
 
     def post(self, m, inputs, output):
         name = self.stack.pop()
+        self.shapes.pop()
         if not isinstance(m, LAYERS + NORMS + ACTS + POOLS + SILENT):
             return
         if isinstance(m, LAYERS + NORMS + ACTS + POOLS):
@@ -165,8 +167,9 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
                 raise
             except Exception as e:  # noqa: BLE001 - name the layer that failed
                 where = c.stack[-1] if c.stack else type(model).__name__
+                layer = f"; `{where}` ({c.shapes[-1][0]}) received {c.shapes[-1][1]}" if c.shapes else ""
                 raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input of shape {tuple(example.shape)}: "
-                                    f"{type(e).__name__}: {e}") from e
+                                    f"{type(e).__name__}: {e}{layer}") from e
     finally:
         for h in hooks:
             h.remove()
