@@ -109,6 +109,55 @@ def _train(args) -> int:
     return 0
 
 
+def _images(spec: str, xte):
+    """IMAGE as a list of (C, H, W) arrays: ``test:N[,M...]`` picks test samples, anything else is a file."""
+    import numpy as np
+
+    from .data import read_image
+
+    if spec.startswith("test:"):
+        try:
+            idx = [int(i) for i in spec[5:].split(",")]
+        except ValueError:
+            raise OneByOneError(f"expected test:N or test:N,M,... (indices into the test split), got {spec!r}") from None
+        bad = [i for i in idx if not 0 <= i < len(xte)]
+        if bad:
+            raise OneByOneError(f"test indices must be in [0, {len(xte)}), got {bad}")
+        return [np.asarray(xte[i]) for i in idx], False
+    return [read_image(spec)], True
+
+
+def _maps(args) -> int:
+    from . import data
+    from .torch.maps import draw_canvas, draw_maps
+    from .train import load_model as load_checkpoint
+
+    model, cfg = load_checkpoint(args.checkpoint)
+    xte, _ = data.load(cfg.data, "test", **cfg.data_kwargs)
+    size = tuple(xte.shape[1:])
+    if len(size) != 3:
+        raise OneByOneError(f"maps need an image model; {cfg.model} on {cfg.data} takes samples of shape {size}")
+    images, from_file = _images(args.image, xte)
+    labels = data.class_names(cfg.data, cfg.num_classes)
+    want = "x".join(map(str, size))
+    got = "x".join(map(str, images[0].shape))
+    if images[0].shape[0] != size[0]:
+        raise OneByOneError(f"{cfg.model} takes {size[0]}-channel images ({want}); {args.image} has {images[0].shape[0]} channel(s) ({got})")
+    if args.canvas:
+        canvas = images[0] if from_file else data.compose_canvas(images, seed=args.seed)
+        if canvas.shape[1] < size[1] or canvas.shape[2] < size[2]:
+            raise OneByOneError(f"a canvas must be at least {want}; {args.image} is {got}")
+        path, probs = draw_canvas(model, canvas, size, args.out or "canvas.png", labels)
+        print(f"wrote {path}: {probs.shape[1]}x{probs.shape[2]} windows of {size[1]}x{size[2]}, {len(labels)} classes")
+        return 0
+    if len(images) != 1 or images[0].shape != size:
+        raise OneByOneError(f"{cfg.model} takes one {want} image (channels x height x width); got "
+                            f"{len(images)} image(s) of {got} (use --canvas for larger images or several digits)")
+    path, probs = draw_maps(model, images[0], args.out or "maps.png", labels)
+    print(f"wrote {path}: predicted {labels[int(probs.argmax())]} ({probs.max():.1%})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onebyone", description="The 1x1 convolution, understood and used.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -139,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=_train)
+    mp = sub.add_parser("maps", help="draw the class maps of a trained model with a 1x1-conv head (PNG)")
+    mp.add_argument("checkpoint", help="a folder written by `onebyone train`")
+    mp.add_argument("image", help="an image file (.png, .jpg, .npy) or test:N (sample N of the test split); "
+                    "with --canvas, test:N,M,... places several samples on one canvas")
+    mp.add_argument("--out", default=None, help="PNG to write (default maps.png, or canvas.png with --canvas)")
+    mp.add_argument("--canvas", action="store_true", help="slide the classifier over a larger canvas and show where each class fires")
+    mp.add_argument("--seed", type=int, default=0, help="where the samples land on the canvas")
+    mp.set_defaults(fn=_maps)
     ls = sub.add_parser("lessons", help="list the lesson ids")
     ls.set_defaults(fn=_lessons)
     return p

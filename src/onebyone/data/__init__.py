@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import OneByOneError, check_choice
 from .digits import load_digits
 from .shapes3d import SHAPES, load_shapes3d
-from .user import load_path
+from .user import load_path, read_image
 
 NAMES = ("digits", "shapes3d")
 
@@ -40,6 +40,40 @@ def num_classes(name: str, y=None) -> int:
     return {"digits": 10, "shapes3d": len(SHAPES)}.get(name) or int(np.max(y)) + 1
 
 
+def class_names(name: str, k: int) -> list[str]:
+    """Names of the k classes: the digits, the shapes, a folder's subfolder names, else the indices."""
+    if name == "shapes3d":
+        return list(SHAPES)
+    path = Path(str(name))
+    if name != "digits" and path.is_dir():
+        return sorted(p.name for p in path.iterdir() if p.is_dir())
+    return [str(i) for i in range(k)]
+
+
+def compose_canvas(images, grid: int = 3, gap=None, seed: int = 0) -> np.ndarray:
+    """Images (C, h, w) placed in distinct, randomly chosen cells of a grid x grid canvas, with ``gap``
+    blank pixels (default h // 2) around every image: (C, grid*(h+gap)+gap, grid*(w+gap)+gap).
+
+    >>> canvas = compose_canvas([np.ones((1, 2, 2))] * 3, grid=2)  # gap 1 around every 2x2 image
+    >>> canvas.shape, int(canvas.sum())
+    ((1, 7, 7), 12)
+    """
+    images = [np.asarray(im, dtype=np.float32) for im in images]
+    if not images or len(images) > grid * grid:
+        raise OneByOneError(f"a {grid}x{grid} canvas holds 1 to {grid * grid} images, got {len(images)}")
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1 or len(images[0].shape) != 3:
+        raise OneByOneError(f"canvas images must all be (C, h, w) of one shape, got {sorted(shapes)}")
+    c, h, w = images[0].shape
+    gap = h // 2 if gap is None else gap
+    canvas = np.zeros((c, grid * (h + gap) + gap, grid * (w + gap) + gap), np.float32)
+    cells = np.random.default_rng(seed).permutation(grid * grid)[:len(images)]
+    for im, cell in zip(images, cells):
+        top, left = gap + (cell // grid) * (h + gap), gap + (cell % grid) * (w + gap)
+        canvas[:, top:top + h, left:left + w] = im
+    return canvas
+
+
 def as_dataset(x, y):
     """The arrays as a torch TensorDataset (imports torch)."""
     import torch
@@ -47,4 +81,4 @@ def as_dataset(x, y):
     return torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
 
 
-__all__ = ["NAMES", "SHAPES", "as_dataset", "load", "num_classes"]
+__all__ = ["NAMES", "SHAPES", "as_dataset", "class_names", "compose_canvas", "load", "num_classes", "read_image"]

@@ -25,9 +25,31 @@ def _npz(path: Path):
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def _folder(path: Path):
-    from PIL import Image
+def read_image(path, gray: bool = False) -> np.ndarray:
+    """An image file as (C, H, W) float32 in [0, 1]: C = 1 for grayscale, 3 for colour (alpha dropped),
+    or 1 always with ``gray``. A ``.npy`` file holds (H, W) or (C, H, W) values as they are."""
+    path = Path(path)
+    if not path.is_file():
+        raise OneByOneError(f"image file {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        a = np.load(path, allow_pickle=False).astype(np.float32)
+        if a.ndim not in (2, 3):
+            raise OneByOneError(f"{path} holds an array of shape {a.shape}; expected (H, W) or (C, H, W)")
+        return a[None] if a.ndim == 2 else a
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise OneByOneError("reading images needs pillow: pip install 'onebyone[data]'") from e
+    try:
+        img = Image.open(path)
+        img = img.convert("L" if gray or img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    except OSError as e:
+        raise OneByOneError(f"{path} is not a readable image ({', '.join(sorted(IMAGE_SUFFIXES))} or .npy): {e}") from e
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    return a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)  # (H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)
 
+
+def _folder(path: Path):
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if not classes:
         raise OneByOneError(f"{path} must contain one subfolder of images per class; found none")
@@ -37,7 +59,7 @@ def _folder(path: Path):
         if not files:
             raise OneByOneError(f"class folder {path / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for f in files:
-            img = np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255.0
+            img = read_image(f, gray=True)[0]  # (H, W)
             if xs and img.shape != xs[0].shape[1:]:
                 raise OneByOneError(f"{f} is {img.shape[1]}x{img.shape[0]}, but earlier images are {xs[0].shape[2]}x{xs[0].shape[1]}")
             xs.append(img[None])  # (H, W) -> (1, H, W)

@@ -136,6 +136,7 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         else:
             functional_flatten.append(flat.name)
         stride, padded = _trunk(gm, src)
+        report.layers.append({"head": [n.target for n in linears], "window": tuple(input_size[1:]), "stride": stride, "padded": padded})
         report.changed.append(f"{', '.join(n.target for n in linears)}: Linear head on a {c}x{h}x{w} map -> "
                               f"{h}x{w} conv" + (f" + {len(linears) - 1} 1x1 conv(s)" if len(linears) > 1 else ""))
         report.notes.append(f"window {tuple(input_size[1:])}, total stride {stride}: an input of H x W gives a grid of "

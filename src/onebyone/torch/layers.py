@@ -42,7 +42,8 @@ class Pointwise(nn.Module):
         if in_channels % groups or out_channels % groups:
             raise OneByOneError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         kw = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, 1, **kw))
+        # channels_last strides: the layout of the gradient the fast conv kernels return (DDP buckets match it)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, 1, memory_format=torch.channels_last, **kw))
         self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
         self.reset_parameters()
 
@@ -82,6 +83,8 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x):
         if self.channel_dim == -1:
             return super().forward(x.movedim(-1, 1)).movedim(1, -1)
+        if x.dim() == 3 and x.stride(1) == 1 and x.shape[2] > 1:  # channels-last strided (B, C, L): 3x faster as a 4-D image
+            return super().forward(x.unsqueeze(-1)).squeeze(-1)
         return super().forward(x)
 
 
@@ -116,14 +119,18 @@ class SharedMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.layers(x)  # (B, C_out, *S) or (B, *S, C_out)
+        if self.channel_dim == 1 and x.dim() == 3:  # (B, C, N): run as a channels_last (B, C, N, 1) image, where
+            x = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)  # oneDNN's conv and BatchNorm are fast
+            x = self.layers(x).squeeze(-1)  # (B, C_out, N)
+        else:
+            x = self.layers(x)  # (B, C_out, *S) or (B, *S, C_out)
         if self.pool is None:
             return x
         if self.channel_dim == 1:
             x = x.flatten(2)  # (B, C, *S) -> (B, C, P)
-            return x.amax(dim=2) if self.pool == "max" else x.mean(dim=2)
+            return x.max(dim=2).values if self.pool == "max" else x.mean(dim=2)  # max keeps indices: a cheap backward
         x = x.flatten(1, -2)  # (B, *S, C) -> (B, P, C)
-        return x.amax(dim=1) if self.pool == "max" else x.mean(dim=1)
+        return x.max(dim=1).values if self.pool == "max" else x.mean(dim=1)
 
     def __repr__(self) -> str:
         args = [repr(self.widths)] + [f"{k}={v!r}" for k, v, d in (("activation", self.activation, "relu"), ("norm", self.norm, None),

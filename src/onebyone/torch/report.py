@@ -25,7 +25,7 @@ class RewriteReport:
     macs_before: int = 0
     macs_after: int = 0
     notes: list = field(default_factory=list)
-    layers: list = field(default_factory=list)  # per-layer details (factorize)
+    layers: list = field(default_factory=list)  # per-layer details (factorize: ranks; convolutionalize: window, stride)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,131 @@
+"""Figures drawn with matplotlib from computed arrays (NumPy in, PNG out; no framework imports).
+
+Each function takes the arrays to draw and a path, writes a PNG and returns the path. matplotlib is
+imported inside, through its object API (``matplotlib.figure.Figure``), so no GUI backend or global
+pyplot state is touched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OneByOneError
+
+INK = "#1f2933"
+ACCENT = "#d9480f"
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise OneByOneError("figures need matplotlib: pip install 'onebyone[data]'") from e
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, facecolor="white")
+    return path
+
+
+def _image(ax, img, title="", cmap="gray_r", **kw):
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (1, 3):  # (C, H, W) -> (H, W[, C])
+        img = img[0] if img.shape[0] == 1 else np.clip(np.moveaxis(img, 0, -1), 0, 1)
+    im = ax.imshow(img, cmap=cmap, interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9, color=INK)
+    return im
+
+
+def class_maps_figure(image, maps, probs, path, labels=None) -> Path:
+    """The input next to its K class maps (K, h, w), one panel per class, on one colour scale
+    centred at zero; each panel is titled with the class and its probability."""
+    maps, probs = np.asarray(maps, dtype=float), np.asarray(probs, dtype=float)
+    k = maps.shape[0]
+    labels = [str(i) for i in range(k)] if labels is None else list(labels)
+    cols = min(k, 5)
+    rows = -(-k // cols)
+    fig = _figure(2.0 + 1.6 * cols, 1.8 * rows + 0.4)
+    grid = fig.add_gridspec(rows, cols + 2, width_ratios=[1.6, 0.25] + [1] * cols)
+    _image(fig.add_subplot(grid[:, 0]), image, "input")
+    lim = float(np.abs(maps).max()) or 1.0
+    best = int(np.argmax(probs))
+    for i in range(k):
+        ax = fig.add_subplot(grid[i // cols, 2 + i % cols])
+        im = _image(ax, maps[i], f"{labels[i]}: {probs[i]:.0%}", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        if i == best:
+            for side in ax.spines.values():
+                side.set_edgecolor(ACCENT)
+                side.set_linewidth(2.5)
+    fig.colorbar(im, ax=fig.axes[1:], shrink=0.8, label="class score at each position")
+    fig.suptitle(f"class maps: the 1x1 head's score for each class at every position (predicted {labels[best]})",
+                 fontsize=10, color=INK)
+    return save(fig, path)
+
+
+def detections(canvas, probs, stride, window, threshold: float = 0.8, min_ink: float = 0.5) -> list:
+    """Objects found on a canvas: [(class, probability, top, left), ...].
+
+    A classifier with no background class names some class on every window, even an empty or
+    half-filled one, so windows are ranked by how much input they hold (sum of |x|) and taken
+    greedily (non-maximum suppression, at most an eighth of a window's area shared with a kept one);
+    a window counts when it holds at least ``min_ink`` of the fullest window's input and its winning
+    class has probability >= ``threshold``.
+    """
+    canvas, probs = np.asarray(canvas, dtype=float), np.asarray(probs, dtype=float)
+    (sy, sx), (wh, ww) = stride, window
+    k, gh, gw = probs.shape
+    ink = np.abs(canvas).sum(0)  # (H, W)
+    energy = np.array([[ink[i * sy:i * sy + wh, j * sx:j * sx + ww].sum() for j in range(gw)] for i in range(gh)])
+    best, cls = probs.max(0), probs.argmax(0)  # (h, w) each
+    kept, taken = [], []
+    for flat in np.argsort(-energy, axis=None, kind="stable"):
+        i, j = divmod(int(flat), gw)
+        if energy[i, j] < min_ink * energy.max() or energy[i, j] == 0:
+            break
+        top, left = i * sy, j * sx
+        overlap = lambda t, l: max(0, wh - abs(t - top)) * max(0, ww - abs(l - left))  # noqa: E731
+        if any(overlap(t, l) > wh * ww / 8 for t, l in taken):
+            continue
+        taken.append((top, left))
+        if best[i, j] >= threshold:
+            kept.append((int(cls[i, j]), float(best[i, j]), top, left))
+    return kept
+
+
+def canvas_figure(canvas, probs, stride, window, path, labels=None, threshold: float = 0.8) -> Path:
+    """A canvas with its detections boxed, and per class the probability of that class at every
+    window position (K, h, w), each cell drawn at the centre of its window."""
+    canvas, probs = np.asarray(canvas, dtype=float), np.asarray(probs, dtype=float)
+    k, gh, gw = probs.shape
+    labels = [str(i) for i in range(k)] if labels is None else list(labels)
+    (sy, sx), (wh, ww) = stride, window
+    cols = min(k, 5)
+    rows = -(-k // cols)
+    fig = _figure(3.4 + 1.6 * cols, max(3.4, 1.7 * rows + 0.5))
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[2.2] + [1] * cols)
+    ax = fig.add_subplot(grid[:, 0])
+    _image(ax, canvas, "canvas and detections")
+    from matplotlib.patches import Rectangle
+
+    for c, p, top, left in detections(canvas, probs, stride, window, threshold):
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), ww, wh, fill=False, edgecolor=ACCENT, linewidth=1.5))
+        ax.text(left - 0.3, top + wh - 0.7, f"{labels[c]} {p:.0%}", color="white", fontsize=7,
+                bbox={"facecolor": ACCENT, "edgecolor": "none", "pad": 1.0})
+    left, top = ww / 2 - sx / 2 - 0.5, wh / 2 - sy / 2 - 0.5  # cell (i, j) drawn at its window's centre
+    extent = (left, left + gw * sx, top + gh * sy, top)
+    for c in range(k):
+        ax = fig.add_subplot(grid[c // cols, 1 + c % cols])
+        _image(ax, canvas, f"p({labels[c]})", alpha=0.35)
+        im = ax.imshow(probs[c], cmap="Reds", vmin=0, vmax=1, extent=extent, interpolation="nearest", alpha=0.75)
+        ax.set_xlim(-0.5, canvas.shape[-1] - 0.5)
+        ax.set_ylim(canvas.shape[-2] - 0.5, -0.5)
+    fig.colorbar(im, ax=fig.axes[1:], shrink=0.8, label="probability of the window centred here")
+    fig.suptitle("the classifier slid over the canvas in one pass: one window per cell", fontsize=10, color=INK)
+    return save(fig, path)

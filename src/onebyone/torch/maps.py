@@ -1,0 +1,117 @@
+"""Class maps: what a 1x1-conv head says at every pixel, and a classifier slid over a larger canvas.
+
+A head made of a 1x1 conv to K channels and a global average pool scores the image as the mean of K
+maps, one per class; the maps themselves show where each class is read. ``class_maps`` returns them.
+``canvas_scores`` runs a classifier over every window of a larger canvas in one pass: for such a
+head, a K-channel average over each window-sized patch of the maps; for a Flatten -> Linear head,
+the ``convolutionalize``-d model. With padding in the trunk, a window sees its real neighbours
+where a lone crop saw zeros, so scores near window borders differ a little from cropping.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import OneByOneError
+from . import graph as G
+from .convolutionalize import _is_gap, convolutionalize
+from .layers import ChannelBatchNorm, Pointwise
+
+_PASS_THROUGH = (nn.BatchNorm2d, ChannelBatchNorm)
+
+
+class _Grab(fx.Interpreter):
+    """Runs the graph and keeps the value of one node."""
+
+    def __init__(self, gm, node):
+        super().__init__(gm)
+        self.node, self.value = node, None
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if n is self.node:
+            self.value = out
+        return out
+
+
+def _is_1x1(m) -> bool:
+    return isinstance(m, Pointwise) or (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1))
+
+
+def _map_node(gm):
+    """The node holding the class maps: the input of a global average pool that a 1x1 conv feeds
+    (through BatchNorm / elementwise layers), and the pool's only path to the output is a flatten."""
+    for node in gm.graph.nodes:
+        if not _is_gap(gm, node):
+            continue
+        src, cur = node.args[0], node.args[0]
+        while cur.op != "placeholder" and not _is_1x1(G.module(gm, cur)):
+            if not (G.is_elementwise(gm, cur) or isinstance(G.module(gm, cur), _PASS_THROUGH)):
+                break
+            cur = cur.args[0]
+        if _is_1x1(G.module(gm, cur)):
+            return src
+    return None
+
+
+def class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The K class maps (B, K, h, w) that a model's global-average-pooled 1x1 head averages into its logits.
+
+    >>> from onebyone.zoo import create_model
+    >>> class_maps(create_model("nin_digits").eval(), torch.zeros(1, 1, 8, 8)).shape
+    torch.Size([1, 10, 4, 4])
+    """
+    if x.dim() != 4:
+        raise OneByOneError(f"class maps need a (B, C, H, W) image batch, got shape {tuple(x.shape)}")
+    gm = G.trace(model)
+    node = _map_node(gm)
+    if node is None:
+        raise OneByOneError(f"{type(model).__name__} has no head of a 1x1 conv followed by a global average pool, "
+                            "so it has no class maps (a Flatten -> Linear head can be slid with canvas_scores)")
+    grab = _Grab(gm, node)
+    with torch.no_grad():
+        grab.run(x)
+    return grab.value
+
+
+def canvas_scores(model: nn.Module, canvas: torch.Tensor, input_size) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The classifier's logits at every window of ``input_size`` (C, H, W) over a larger ``canvas``.
+
+    Returns (scores (B, K, h, w), stride (sy, sx)): cell (i, j) scores the window whose top-left
+    corner is at (i * sy, j * sx) in the canvas.
+    """
+    c, h, w = input_size
+    if canvas.dim() != 4 or canvas.shape[1] != c or canvas.shape[2] < h or canvas.shape[3] < w:
+        raise OneByOneError(f"the canvas must be (B, {c}, H >= {h}, W >= {w}) for a model of input {c}x{h}x{w}, "
+                            f"got shape {tuple(canvas.shape)}")
+    model = model.eval()
+    if _map_node(G.trace(model)) is not None:
+        base = class_maps(model, torch.zeros(1, c, h, w, dtype=canvas.dtype))  # (1, K, mh, mw): one window's maps
+        mh, mw = base.shape[2:]
+        maps = class_maps(model, canvas)  # (B, K, Mh, Mw)
+        return F.avg_pool2d(maps, (mh, mw), stride=1), (h // mh, w // mw)
+    conv, report = convolutionalize(model, input_size)
+    with torch.no_grad():
+        return conv.eval()(canvas), tuple(report.layers[0]["stride"])
+
+
+def draw_maps(model: nn.Module, image, path, labels=None):
+    """Write a PNG of ``image`` (C, H, W) next to its class maps; returns (path, probabilities (K,))."""
+    from ..figures import class_maps_figure
+
+    x = torch.as_tensor(image, dtype=torch.float32)[None]  # (C, H, W) -> (1, C, H, W)
+    model = model.eval()
+    maps = class_maps(model, x)[0]  # (K, h, w)
+    with torch.no_grad():
+        probs = model(x).softmax(-1)[0]  # (K,)
+    return class_maps_figure(image, maps.numpy(), probs.numpy(), path, labels), probs.numpy()
+
+
+def draw_canvas(model: nn.Module, canvas, input_size, path, labels=None):
+    """Write a PNG of ``canvas`` (C, H, W) with the classifier slid over it; returns (path, probabilities (K, h, w))."""
+    from ..figures import canvas_figure
+
+    scores, stride = canvas_scores(model, torch.as_tensor(canvas, dtype=torch.float32)[None], input_size)
+    probs = scores[0].softmax(0).numpy()  # (K, h, w)
+    return canvas_figure(canvas, probs, stride, tuple(input_size[1:]), path, labels), probs

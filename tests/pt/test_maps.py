@@ -1,0 +1,109 @@
+"""Class maps and the canvas: the maps average to the logits, the slid classifier equals cropping, the PNGs get written."""
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError
+from onebyone.cli import main
+from onebyone.data import compose_canvas
+from onebyone.figures import detections
+from onebyone.torch import Pointwise
+from onebyone.torch.maps import canvas_scores, class_maps
+from onebyone.train import TrainConfig, train
+from onebyone.zoo import create_model
+
+
+def unpadded(head: str) -> nn.Module:
+    """A trunk with no padding (so a slid window equals its crop) and a GAP or a Flatten -> Linear head."""
+    torch.manual_seed(0)
+    trunk = [nn.Conv2d(1, 6, 3), nn.ReLU(), nn.MaxPool2d(2)]  # 10x10 -> 8x8 -> 4x4, total stride 2
+    if head == "gap":
+        return nn.Sequential(*trunk, Pointwise(6, 5), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    return nn.Sequential(*trunk, nn.Flatten(), nn.Linear(6 * 16, 12), nn.ReLU(), nn.Linear(12, 5)).eval()
+
+
+def test_class_maps_average_to_the_logits():
+    model = create_model("nin_digits").eval()
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    maps = class_maps(model, x)
+    assert maps.shape == (3, 10, 4, 4)
+    torch.testing.assert_close(maps.mean((2, 3)), model(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["gap", "linear"])
+def test_canvas_scores_equal_the_classifier_on_every_crop(head):
+    model = unpadded(head)
+    canvas = torch.randn(2, 1, 22, 18, generator=torch.Generator().manual_seed(1))
+    scores, stride = canvas_scores(model, canvas, (1, 10, 10))
+    assert stride == (2, 2) and scores.shape == (2, 5, (22 - 10) // 2 + 1, (18 - 10) // 2 + 1)
+    with torch.no_grad():
+        for i in range(scores.shape[2]):
+            for j in range(scores.shape[3]):
+                crop = canvas[:, :, 2 * i:2 * i + 10, 2 * j:2 * j + 10]
+                torch.testing.assert_close(scores[:, :, i, j], model(crop).reshape(2, 5), rtol=1e-5, atol=1e-5)
+
+
+def test_maps_need_a_1x1_head_and_a_canvas_big_enough():
+    with pytest.raises(OneByOneError, match="no head of a 1x1 conv"):
+        class_maps(unpadded("linear"), torch.zeros(1, 1, 10, 10))
+    with pytest.raises(OneByOneError, match=r"\(B, 1, H >= 10, W >= 10\).*\(1, 1, 8, 30\)"):
+        canvas_scores(unpadded("gap"), torch.zeros(1, 1, 8, 30), (1, 10, 10))
+
+
+def test_detections_find_the_objects_and_skip_empty_windows():
+    canvas = compose_canvas([np.ones((1, 4, 4)), np.ones((1, 4, 4))], grid=2, seed=0)  # (1, 14, 14), gap 2
+    gh = gw = (14 - 4) // 2 + 1
+    probs = np.zeros((3, gh, gw))
+    probs[1] = 0.95  # the classifier says "1" everywhere, empty windows included
+    probs[0] = 0.05
+    found = detections(canvas, probs, (2, 2), (4, 4))
+    ink = [(t, l) for t in range(0, 11, 2) for l in range(0, 11, 2) if canvas[0, t:t + 4, l:l + 4].sum() == 16]
+    assert sorted((t, l) for _, _, t, l in found) == sorted(ink) and len(found) == 2
+    assert all(c == 1 and p == pytest.approx(0.95) for c, p, _, _ in found)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nin")
+    train(TrainConfig("nin_digits", "digits", epochs=2, lr=1e-2), out=out, progress=False)
+    return out
+
+
+def is_png(path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and im.size[0] > 200 and im.size[1] > 100
+
+
+def test_cli_maps_and_canvas_write_pngs(checkpoint, tmp_path, capsys):
+    assert main(["maps", str(checkpoint), "test:0", "--out", str(tmp_path / "m.png")]) == 0
+    assert "predicted" in capsys.readouterr().out and is_png(tmp_path / "m.png")
+    assert main(["maps", str(checkpoint), "test:0,1,2", "--canvas", "--out", str(tmp_path / "c.png")]) == 0
+    assert "17x17 windows of 8x8" in capsys.readouterr().out and is_png(tmp_path / "c.png")
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "digit.png")
+    assert main(["maps", str(checkpoint), str(tmp_path / "digit.png"), "--out", str(tmp_path / "f.png")]) == 0
+    assert is_png(tmp_path / "f.png")
+
+
+def test_cli_maps_bad_images(checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "small.png")
+    cases = [(["rgb.png"], r"takes 1-channel images \(1x8x8\); .* has 3 channel"),
+             (["big.png"], "takes one 1x8x8 image .* 1x10x12 .*--canvas"),
+             (["small.png", "--canvas"], "at least 1x8x8; .* is 1x5x5"),
+             (["missing.png"], "does not exist"),
+             (["test:99999"], r"test indices must be in \[0, 359\)")]
+    for args, message in cases:
+        path = args[0] if args[0].startswith("test:") else str(tmp_path / args[0])
+        assert main(["maps", str(checkpoint), path, *args[1:], "--out", str(tmp_path / "x.png")]) == 2
+        assert re.search(message, capsys.readouterr().err), args
+    assert not (tmp_path / "x.png").exists()
