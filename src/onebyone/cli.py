@@ -158,6 +158,20 @@ def _maps(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .torch import bench
+
+    bad = set(args.sections) - set(bench.SECTIONS)
+    if bad:
+        raise OneByOneError(f"--sections takes letters from {bench.SECTIONS!r}, got {args.sections!r}")
+    result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile)
+    bench.write(result, args.json, args.png)
+    print("\n".join(bench.summary(result)))
+    if args.json:
+        print(f"wrote {args.json}" + (f" and {args.png}" if args.png else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onebyone", description="The 1x1 convolution, understood and used.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -196,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--canvas", action="store_true", help="slide the classifier over a larger canvas and show where each class fires")
     mp.add_argument("--seed", type=int, default=0, help="where the samples land on the canvas")
     mp.set_defaults(fn=_maps)
+    bn = sub.add_parser("bench", help="measure the speed claims side by side; ratios, JSON and a roofline PNG")
+    bn.add_argument("--json", default=None, metavar="OUT", help="write every measurement to this JSON file")
+    bn.add_argument("--png", default=None, metavar="OUT", help="write the roofline plot (PNG)")
+    bn.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
+    bn.add_argument("--sections", default="abcde", help="which of a b c d e to run (default all)")
+    bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
+    bn.set_defaults(fn=_bench)
     ls = sub.add_parser("lessons", help="list the lesson ids")
     ls.set_defaults(fn=_lessons)
     return p

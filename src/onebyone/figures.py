@@ -129,3 +129,31 @@ def canvas_figure(canvas, probs, stride, window, path, labels=None, threshold: f
     fig.colorbar(im, ax=fig.axes[1:], shrink=0.8, label="probability of the window centred here")
     fig.suptitle("the classifier slid over the canvas in one pass: one window per cell", fontsize=10, color=INK)
     return save(fig, path)
+
+
+def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, machine: str = "") -> Path:
+    """Achieved GFLOP/s against arithmetic intensity (FLOPs per byte moved), under the roofs
+    min(peak, bandwidth * intensity); ``points`` are dicts with name, intensity, gflops, section."""
+    if not points:
+        raise OneByOneError("a roofline needs at least one measured point")
+    fig = _figure(7.5, 4.6)
+    ax = fig.add_subplot()
+    xs = np.logspace(np.log10(min(p["intensity"] for p in points) / 2), np.log10(max(p["intensity"] for p in points) * 2), 200)
+    ax.plot(xs, np.minimum(peak_gflops, bandwidth_gbs * xs), color=INK, lw=1.5,
+            label=f"roof: {peak_gflops:.0f} GFLOP/s peak, {bandwidth_gbs:.1f} GB/s")
+    colors = {"a": "#1c7ed6", "b": ACCENT}
+    for sec, label in (("a", "1x1 conv (Pointwise), widths 3..1024"), ("b", "PointNet shared MLP")):
+        pts = [p for p in points if p["section"] == sec]
+        if pts:
+            ax.scatter([p["intensity"] for p in pts], [p["gflops"] for p in pts], s=28, color=colors[sec], label=label, zorder=3)
+    for p in points:
+        if p["section"] == "b":
+            ax.annotate(p["name"].split()[-1], (p["intensity"], p["gflops"]), textcoords="offset points", xytext=(5, -3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte of input, weights and output)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.set_title(f"roofline{': ' + machine if machine else ''}", fontsize=9, color=INK)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    return save(fig, path)

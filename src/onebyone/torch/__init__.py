@@ -5,9 +5,11 @@ Importing this module imports torch; ``import onebyone`` alone does not. Every r
 """
 from .convolutionalize import convolutionalize
 from .factorize import factorize
+from .fused import FusedPointwiseChain
 from .layers import ChannelBatchNorm, Pointwise, SharedMLP
 from .report import RewriteReport
+from .optimize import optimize
 from .rewrites import conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1, merge_pointwise
 
-__all__ = ["ChannelBatchNorm", "Pointwise", "RewriteReport", "SharedMLP", "conv1x1_to_linear", "convolutionalize",
-           "factorize", "fold_batchnorm", "linear_to_conv1x1", "merge_pointwise"]
+__all__ = ["ChannelBatchNorm", "FusedPointwiseChain", "Pointwise", "RewriteReport", "SharedMLP", "conv1x1_to_linear", "convolutionalize",
+           "factorize", "fold_batchnorm", "linear_to_conv1x1", "merge_pointwise", "optimize"]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 _CACHE: dict = {}
+_FAST: dict = {}  # the full signature of a call -> its kernel, for the calls after the first
 _MIN_MACS_TO_TIME = 200_000  # below this every kernel takes microseconds: use the default
 
 
@@ -61,10 +62,16 @@ def _last_as_cl2d(x, w, b, stride, groups):  # (..., C) viewed as a channels_las
     return y.permute(0, 2, 3, 1).reshape(*lead, w.shape[0])  # -> (..., O)
 
 
+def _cl_rows(x, w, b, stride, groups):  # channels_last (B, C, H, W) as rows (B*H*W, C) @ (C, O)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view: channels_last memory is row-major (B, H, W, C)
+    y = torch.ops.mkldnn._linear_pointwise(rows, w.flatten(1), b, "none", [], "")  # oneDNN matmul, bias fused
+    return y.view(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)  # (B, H, W, O) -> channels_last (B, O, H, W)
+
+
 def _candidates(kind: str, groups: int):
     table = {
         "nchw": [_conv2d_cl, _conv2d] + ([_bmm] if groups == 1 else []),
-        "channels_last": [_conv2d],
+        "channels_last": [_conv2d] + ([_cl_rows] if groups == 1 else []),
         "ncl": [_conv1d_as_cl2d, _conv1d] + ([_bmm] if groups == 1 else []),
         "nc": [_linear] if groups == 1 else [_last_as_cl2d],
         "last": [_last_as_cl2d] + ([_linear] if groups == 1 else []),
@@ -80,10 +87,14 @@ def _kind(x, channel_dim: int) -> str:
     return {2: "nc", 3: "ncl"}.get(x.dim(), "nd")
 
 
+def tracing() -> bool:
+    """True while tracing, exporting or compiling: run the static default, time nothing."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
 def _quiet() -> bool:
     """True while tracing, exporting or compiling, or when gradients are being recorded."""
-    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-            or torch.is_grad_enabled())
+    return tracing() or torch.is_grad_enabled()
 
 
 def _time(fn, args, repeat: int = 3) -> float:
@@ -100,6 +111,9 @@ def _time(fn, args, repeat: int = 3) -> float:
 
 def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
     """The 1x1 conv of x with weight (O, C/g, 1, 1), on the fastest kernel for this input."""
+    fast = _FAST.get((x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim))
+    if fast is not None and not torch.is_grad_enabled() and not tracing():  # a signature timed before: no more checks
+        return fast(x, weight, bias, stride, groups)
     kind = _kind(x, channel_dim)
     if kind == "nd":  # (B, C, D, H, W) and beyond: go through channel-last
         y = pointwise(_strided(x, stride, range(2, x.dim())).movedim(1, -1), weight, bias, 1, groups, -1)
@@ -110,12 +124,23 @@ def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_di
     cands = _candidates(kind, groups)
     macs = x.numel() // x.shape[channel_dim] * weight.shape[0] * weight.shape[1]
     if len(cands) == 1 or _quiet() or macs < _MIN_MACS_TO_TIME:
+        if not _quiet() and kind not in ("last", "nc"):
+            _FAST[(x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim)] = cands[0]
         return cands[0](x, weight, bias, stride, groups)
     key = (kind, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), bias is not None, stride, groups)
+    if kind == "channels_last" and stride != 1:
+        cands = cands[:1]
     if key not in _CACHE:
-        times = {fn.__name__: _time(fn, (x, weight, bias, stride, groups)) for fn in cands}
+        times = {}
+        for fn in cands:
+            try:
+                times[fn.__name__] = _time(fn, (x, weight, bias, stride, groups))
+            except (RuntimeError, NotImplementedError):  # e.g. no oneDNN matmul for this dtype
+                continue
         _CACHE[key] = min(times, key=times.get)
     fn = next(f for f in cands if f.__name__ == _CACHE[key])
+    if kind not in ("last", "nc"):  # x is the caller's tensor as it came: the signature alone picks fn
+        _FAST[(x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim)] = fn
     return fn(x, weight, bias, stride, groups)
 
 

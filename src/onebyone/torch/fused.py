@@ -1,0 +1,226 @@
+"""``FusedPointwiseChain``: a run of 1x1 convs (and an optional pool) executed tile by tile.
+
+The plan (widths, activations, pool, tile size, the tile walk) is ``onebyone.fuse``'s; this module
+only holds the weights and runs each tile's matrix products on the fastest of three engines, timed
+once per (tile, C_in, C_out, dtype, activation) and cached: oneDNN's matmul with the bias and the
+activation fused into it (``torch.ops.mkldnn._linear_pointwise``, what inductor emits on CPUs),
+oneDNN's channels_last conv over a (1, C, T, 1) view of the tile's rows, or ``addmm``. Under autograd (or while tracing, exporting,
+compiling) it runs the plain layer-by-layer path instead, which autograd can differentiate.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import algebra, fuse
+from ..errors import OneByOneError
+from . import engine
+from .layers import ChannelBatchNorm, Pointwise, SharedMLP
+from .report import numpy64, tensor
+
+_TORCH_ACTS = {"identity": lambda h: h, "relu": torch.relu_, "relu6": lambda h: h.clamp_(0, 6), "gelu": F.gelu}
+_PLAIN_ACTS = {"identity": lambda h: h, "relu": F.relu, "relu6": F.relu6, "gelu": F.gelu}
+_ACT_NAMES = {nn.Identity: "identity", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.GELU: "gelu"}
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)
+_ENGINE: dict = {}
+
+
+# --- engines: each computes act(rows @ W.T + b) for rows (T, C), W (O, C, 1, 1) ---------------------
+
+def _conv(h, w4, b, act):  # rows (T, C) viewed as a channels_last (1, C, T, 1) image -> rows (T, O)
+    return _TORCH_ACTS[act](F.conv2d(h.t()[None, :, :, None], w4, b)[0, :, :, 0].t())
+
+
+def _addmm(h, w4, b, act):  # rows (T, C) @ (C, O)
+    wt = w4.flatten(1).t()
+    return _TORCH_ACTS[act](torch.mm(h, wt) if b is None else torch.addmm(b, h, wt))
+
+
+_MKLDNN_ATTR = {"identity": ("none", [], ""), "relu": ("relu", [], ""), "relu6": ("hardtanh", [0.0, 6.0], ""),
+                "gelu": ("gelu", [], "none")}
+
+
+def _mkldnn(h, w4, b, act):  # oneDNN's matmul with the bias and activation fused into it (what inductor calls)
+    attr, scalars, algo = _MKLDNN_ATTR[act]
+    return torch.ops.mkldnn._linear_pointwise(h, w4.flatten(1), b, attr, scalars, algo)
+
+
+ENGINES = (_mkldnn, _conv, _addmm)
+
+
+def _engine(h, w4, b, act):
+    key = (h.shape[0], w4.shape[1], w4.shape[0], h.dtype, h.device.type, b is None, act)
+    if key not in _ENGINE:
+        times = {}
+        for fn in ENGINES:
+            try:
+                times[fn] = min(_time(fn, h, w4, b, act) for _ in range(3))
+            except (RuntimeError, AttributeError, NotImplementedError):  # e.g. no oneDNN op for float64
+                continue
+        _ENGINE[key] = min(times, key=times.get)
+    return _ENGINE[key]
+
+
+def _time(fn, *args) -> float:
+    fn(*args)
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def engines() -> dict:
+    """The engine chosen for each (tile, C_in, C_out, dtype, device, no-bias) timed so far."""
+    return {k: v.__name__.strip("_") for k, v in _ENGINE.items()}
+
+
+class FusedPointwiseChain(nn.Module):
+    """Pointwise layers with activations, optionally ending in a max / mean pool, run tile by tile.
+
+    Input (B, C, *S) with ``channel_dim=1`` (any memory format) or (..., C) with ``channel_dim=-1``;
+    output the same layout with C_out channels, or (B, C_out) with a pool over all points / pixels.
+    Build it with ``from_shared_mlp`` or ``from_layers``.
+
+    >>> chain = FusedPointwiseChain.from_shared_mlp(SharedMLP((3, 64, 128), pool="max"))
+    >>> chain
+    FusedPointwiseChain((3, 64, 128), acts=('relu', 'relu'), pool='max', tile=4096)
+    >>> with torch.no_grad():
+    ...     chain(torch.randn(2, 3, 500)).shape
+    torch.Size([2, 128])
+    """
+
+    def __init__(self, weights, biases, acts, pool=None, channel_dim: int = 1, tile=None):
+        super().__init__()
+        widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+        for i, (w, w_next) in enumerate(zip(weights, weights[1:])):
+            if w_next.shape[1] != w.shape[0]:
+                raise OneByOneError(f"layer {i + 1} of the chain reads {w_next.shape[1]} channels but layer {i} writes {w.shape[0]}")
+        self.plan = fuse.make_plan(widths, acts, pool, tile, itemsize=weights[0].element_size())
+        if channel_dim not in (1, -1):
+            raise OneByOneError(f"channel_dim must be 1 or -1, got {channel_dim!r}")
+        self.channel_dim = channel_dim
+        self.weights = nn.ParameterList(nn.Parameter(w.detach().reshape(w.shape[0], w.shape[1], 1, 1).clone()) for w in weights)
+        self.biases = nn.ParameterList(nn.Parameter(b.detach().clone() if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
+                                       for w, b in zip(weights, biases))
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_shared_mlp(cls, mlp: SharedMLP, tile=None) -> "FusedPointwiseChain":
+        pool = {"avg": "mean"}.get(mlp.pool, mlp.pool)
+        return cls.from_layers(list(mlp.layers), pool=pool, tile=tile)
+
+    @classmethod
+    def from_layers(cls, layers, pool=None, tile=None) -> "FusedPointwiseChain":
+        """From Pointwise / Conv1d / Conv2d (1x1) / Linear layers, each optionally followed by an
+        eval-mode BatchNorm (folded in) and one of ReLU, ReLU6, GELU, Identity, Dropout (eval)."""
+        weights, acts, dims = [], [], set()  # weights: [w (O, C) float64, b, the torch weight]
+        for i, m in enumerate(layers):
+            where = f"layer {i} ({type(m).__name__})"
+            if _is_1x1(m):
+                w, b = numpy64(m.weight).reshape(m.weight.shape[0], -1), numpy64(m.bias)
+                weights.append([w, b, m.weight])
+                acts.append("identity")
+                dims.add(-1 if isinstance(m, nn.Linear) else getattr(m, "channel_dim", 1))
+            elif not weights:
+                raise OneByOneError(f"a chain must start with a pointwise layer; {where} comes first")
+            elif isinstance(m, _NORMS):
+                if m.training or not m.track_running_stats:
+                    raise OneByOneError(f"{where} is in training mode (or keeps no running stats): call .eval() before fusing")
+                if acts[-1] != "identity":
+                    raise OneByOneError(f"{where} follows an activation; only BatchNorm right after a pointwise layer folds")
+                scale, shift = algebra.batchnorm_affine(numpy64(m.running_mean), numpy64(m.running_var),
+                                                        numpy64(m.weight), numpy64(m.bias), m.eps)
+                weights[-1][0], weights[-1][1] = algebra.fold_affine_after(weights[-1][0], weights[-1][1], scale, shift)
+            elif type(m) in _ACT_NAMES or isinstance(m, nn.Dropout):
+                name = "identity" if isinstance(m, nn.Dropout) else _ACT_NAMES[type(m)]
+                if isinstance(m, nn.Dropout) and m.training:
+                    raise OneByOneError(f"{where} is in training mode: call .eval() before fusing")
+                if name != "identity" and acts[-1] != "identity":
+                    raise OneByOneError(f"{where}: two activations in a row cannot be fused")
+                acts[-1] = name if name != "identity" else acts[-1]
+            else:
+                raise OneByOneError(f"cannot fuse {where}: a chain holds Pointwise / Conv(k=1) / Linear layers, eval "
+                                    f"BatchNorm, and ReLU / ReLU6 / GELU / Identity / Dropout between them")
+        if not weights:
+            raise OneByOneError("a chain needs at least one pointwise layer, got none")
+        if len(dims) > 1:
+            raise OneByOneError("the layers read channels on different axes (Linear: last; convs: dim 1); convert them first")
+        ws = [tensor(w, like) for w, _, like in weights]
+        bs = [None if b is None else tensor(b, like) for _, b, like in weights]
+        return cls(ws, bs, acts, pool, dims.pop(), tile)
+
+    def __repr__(self) -> str:
+        p = self.plan
+        return f"FusedPointwiseChain({p.widths}, acts={p.acts}, pool={p.pool!r}, tile={p.tile}" + (
+            ", channel_dim=-1)" if self.channel_dim == -1 else ")")
+
+    # --- execution ---------------------------------------------------------------------------
+
+    def _rows(self, x):
+        """(B, C, *S) or (..., C) -> rows (B, P, C), row-major (a view where the layout allows)."""
+        c = self.plan.widths[0]
+        if x.dim() < 2 or x.shape[self.channel_dim] != c:
+            raise OneByOneError(f"{self!r} expects {c} channels on dim {self.channel_dim}, got input of shape {tuple(x.shape)}")
+        if self.channel_dim == -1:
+            return x.reshape(x.shape[0] if self.plan.pool else 1, -1, c)
+        return x.movedim(1, -1).reshape(x.shape[0], -1, c)  # (B, C, *S) -> (B, *S, C) -> (B, P, C)
+
+    def _shape_back(self, out, x):  # rows (B*P, O) -> the input's layout
+        o = out.shape[-1]
+        if self.channel_dim == -1:
+            return out.view(*x.shape[:-1], o)
+        return out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S)
+
+    def plain(self, x):
+        """Layer by layer, through ``engine.pointwise``: what autograd runs."""
+        for w, b, act in zip(self.weights, self.biases, self.plan.acts):
+            x = engine.pointwise(x, w, b, 1, 1, self.channel_dim)
+            x = _PLAIN_ACTS[act](x)
+        if self.plan.pool is None:
+            return x
+        rows = x.movedim(1, -1).flatten(1, -2) if self.channel_dim == 1 else x.flatten(1, -2)  # (B, P, O)
+        return rows.amax(1) if self.plan.pool == "max" else rows.mean(1)
+
+    def forward(self, x):
+        autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return self.plain(x) if autograd or engine.tracing() else self.fused(x)
+
+    def fused(self, x):
+        """Tile by tile (see ``onebyone.fuse``); only the output (or the pooled output) is written."""
+        plan = self.plan
+        rows3 = self._rows(x)  # (B, P, C)
+        nb, npts, _ = rows3.shape
+        rows = rows3.reshape(-1, rows3.shape[-1]).contiguous()  # (B*P, C)
+        last = len(self.weights) - 1
+        o = plan.widths[-1]
+        if plan.pool is None:
+            out = torch.empty(rows.shape[0], o, dtype=rows.dtype, device=rows.device)
+        else:
+            out = torch.full((nb, o), -torch.inf if plan.pool == "max" else 0.0, dtype=rows.dtype, device=rows.device)
+        for r0, n, s0, k in fuse.tiles(nb, npts, plan.tile):
+            h = rows[r0:r0 + n]  # (T, C)
+            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+                b, act = (None, "identity") if i == last and plan.pool_first else (b, plan.acts[i])
+                h = _engine(h, w, b, act)(h, w, b, act)  # (T, C_i) -> (T, C_i+1)
+            if plan.pool is None:
+                out[r0:r0 + n] = h
+            elif plan.pool == "max":
+                torch.maximum(out[s0:s0 + k], h.reshape(k, -1, o).amax(1), out=out[s0:s0 + k])
+            else:
+                out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
+        if plan.pool_first:
+            out = _TORCH_ACTS[plan.acts[-1]](out + self.biases[-1])
+        return out if plan.pool else self._shape_back(out, x)
+
+
+def _is_1x1(m) -> bool:
+    if isinstance(m, (nn.Linear, Pointwise)):
+        return getattr(m, "groups", 1) == 1 and getattr(m, "stride", 1) == 1
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return (all(k == 1 for k in m.kernel_size) and all(s == 1 for s in m.stride) and m.groups == 1
+                and m.padding in ("valid", (0,), (0, 0), 0) and all(d == 1 for d in m.dilation))
+    return False
+

@@ -1,0 +1,146 @@
+"""FusedPointwiseChain and optimize(): the same numbers as the plain layers, on every layout, pool and tile."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from onebyone import OneByOneError, fuse
+from onebyone.cli import main
+from onebyone.torch import ChannelBatchNorm, FusedPointwiseChain, Pointwise, SharedMLP, optimize
+from onebyone.zoo import create_model, list_models, model_info
+
+ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "identity": nn.Identity}
+
+
+def chain_layers(widths, acts, norm, seed):
+    torch.manual_seed(seed)
+    layers = []
+    for i, o, a in zip(widths, widths[1:], acts):
+        layers.append(Pointwise(i, o))
+        if norm:
+            bn = ChannelBatchNorm(o)
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.normal_()
+            layers.append(bn)
+        layers.append(ACTS[a]())
+    return nn.Sequential(*layers).eval()
+
+
+def plain(seq, x, pool):
+    y = seq(x)  # (B, O, *S)
+    if pool is None:
+        return y
+    y = y.flatten(2)
+    return y.amax(2) if pool == "max" else y.mean(2)
+
+
+@given(widths=st.lists(st.integers(1, 40), min_size=2, max_size=5), acts=st.data(), pool=st.sampled_from([None, "max", "mean"]),
+       tile=st.sampled_from([1, 7, 64, 4096]), spatial=st.sampled_from([(13,), (5, 6), (1,)]), norm=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 99))
+def test_fused_equals_plain(widths, acts, pool, tile, spatial, norm, dtype, seed):
+    acts = acts.draw(st.lists(st.sampled_from(list(ACTS)), min_size=len(widths) - 1, max_size=len(widths) - 1))
+    seq = chain_layers(widths, acts, norm, seed).to(dtype)
+    x = torch.randn(3, widths[0], *spatial, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    fused = FusedPointwiseChain.from_layers(list(seq), pool=pool, tile=tile)
+    with torch.no_grad():
+        want, got = plain(seq, x, pool), fused(x)
+    assert got.shape == want.shape
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol * max(1.0, float(want.abs().max())))
+
+
+def test_fused_reference_plan_and_channels_last_and_autograd():
+    seq = chain_layers((5, 16, 8), ("relu", "gelu"), True, 0)
+    fused = FusedPointwiseChain.from_layers(list(seq), pool="max", tile=32)
+    x = torch.randn(2, 5, 9, 7)
+    rows = x.movedim(1, -1).reshape(2, -1, 5).double().numpy()  # (B, P, C)
+    ws = [w.detach().double().flatten(1).numpy() for w in fused.weights]
+    bs = [b.detach().double().numpy() for b in fused.biases]
+    with torch.no_grad():
+        ref = fuse.run_chain(rows, ws, bs, fused.plan)  # the NumPy executor of the same plan
+        np.testing.assert_allclose(fused(x).numpy(), ref, rtol=1e-5, atol=1e-5)
+        cl = x.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fused(cl), fused(x))
+    xg = x.clone().requires_grad_(True)
+    y = fused(xg)  # autograd: the plain path, differentiable
+    y.sum().backward()
+    assert xg.grad is not None and fused.weights[0].grad is not None
+    torch.testing.assert_close(y.detach(), plain(seq, x, "max"), rtol=1e-5, atol=1e-5)
+
+
+def test_shared_mlp_channel_last_and_linear_chains():
+    torch.manual_seed(0)
+    mlp = SharedMLP((3, 32, 64), norm="batch", pool="avg", channel_dim=-1).eval()
+    x = torch.randn(4, 100, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(FusedPointwiseChain.from_shared_mlp(mlp, tile=16)(x), mlp(x), rtol=1e-5, atol=1e-5)
+        lin = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Dropout(0.5), nn.Linear(12, 3)).eval()
+        z = torch.randn(2, 5, 6)
+        torch.testing.assert_close(FusedPointwiseChain.from_layers(list(lin), tile=4)(z), lin(z), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_chains_are_named():
+    with pytest.raises(OneByOneError, match=r"cannot fuse layer 1 \(MaxPool2d\)"):
+        FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.MaxPool2d(2)])
+    with pytest.raises(OneByOneError, match="training mode"):
+        FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.BatchNorm2d(4)])
+    with pytest.raises(OneByOneError, match="must start with a pointwise layer"):
+        FusedPointwiseChain.from_layers([nn.ReLU(), Pointwise(3, 4)])
+    with pytest.raises(OneByOneError, match=r"start with a pointwise layer; layer 0 \(Conv2d\) comes first"):
+        FusedPointwiseChain.from_layers([nn.Conv2d(3, 4, 3)])
+    chain = FusedPointwiseChain.from_layers([Pointwise(3, 4)])
+    with pytest.raises(OneByOneError, match=r"expects 3 channels on dim 1, got input of shape \(2, 5, 8\)"):
+        with torch.no_grad():
+            chain(torch.zeros(2, 5, 8))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_optimize_is_exact_on_every_zoo_model(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so folding is really tested
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, *model_info(name).input_size)
+    opt, report = optimize(model, x, channels_last=True)
+    with torch.no_grad():
+        want, got = model(x), opt(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(want.abs().max())))
+    assert report.max_abs_diff <= report.tolerance and report.changed
+
+
+def test_optimize_fuses_pointnet_and_refuses_training_models():
+    model = create_model("pointnet_vanilla").eval()
+    opt, report = optimize(model, torch.randn(2, 3, 256))
+    assert sum(isinstance(m, FusedPointwiseChain) for m in opt.modules()) == 2
+    assert any("SharedMLP" in c for c in report.changed)
+    with pytest.raises(OneByOneError, match=r"eval-mode model .*\.eval\(\)"):
+        optimize(create_model("nin_digits"), torch.randn(1, 1, 8, 8))
+
+
+def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
+    import json
+
+    assert main(["bench", "--quick", "--sections", "a", "--no-compile", "--json", str(tmp_path / "a.json"), "--png", str(tmp_path / "a.png")]) == 0
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert [r["c_in"] for r in result["pointwise_op"]] == [3, 64, 256, 1024] and result["peak_gflops"] > 0
+    assert all(r["pointwise_cl"] > 0 and 0 < r["roofline"][1]["fraction_of_peak"] for r in result["pointwise_op"])
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and "Pointwise vs best" in capsys.readouterr().out
+    assert main(["bench", "--quick", "--sections", "d", "--no-compile", "--json", str(tmp_path / "b.json"),
+                 "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: a clear error
+    assert "roofline needs at least one measured point" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--sections", "x"]) == 2
+    assert "--sections takes letters from 'abcde'" in capsys.readouterr().err
+
+
+def test_tiles_cover_every_row_once():
+    for n_samples, n_points, tile in [(3, 10, 4), (5, 3, 7), (1, 1, 1), (4, 8, 8)]:
+        seen = []
+        for r0, n, s0, k in fuse.tiles(n_samples, n_points, tile):
+            assert n <= max(tile, n_points) and (k == 1 or n == k * n_points)
+            seen += list(range(r0, r0 + n))
+        assert seen == list(range(n_samples * n_points))
