@@ -13,6 +13,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ..errors import OneByOneError
+
 _CACHE: dict = {}
 _FAST: dict = {}  # the full signature of a call -> its kernel, for the calls after the first
 _MIN_MACS_TO_TIME = 200_000  # below this every kernel takes microseconds: use the default
@@ -68,10 +70,10 @@ def _cl_rows(x, w, b, stride, groups):  # channels_last (B, C, H, W) as rows (B*
     return y.view(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)  # (B, H, W, O) -> channels_last (B, O, H, W)
 
 
-def _candidates(kind: str, groups: int):
+def _candidates(kind: str, groups: int, stride: int = 1):
     table = {
         "nchw": [_conv2d_cl, _conv2d] + ([_bmm] if groups == 1 else []),
-        "channels_last": [_conv2d] + ([_cl_rows] if groups == 1 else []),
+        "channels_last": [_conv2d] + ([_cl_rows] if groups == 1 and stride == 1 else []),
         "ncl": [_conv1d_as_cl2d, _conv1d] + ([_bmm] if groups == 1 else []),
         "nc": [_linear] if groups == 1 else [_last_as_cl2d],
         "last": [_last_as_cl2d] + ([_linear] if groups == 1 else []),
@@ -97,21 +99,36 @@ def _quiet() -> bool:
     return tracing() or torch.is_grad_enabled()
 
 
-def _time(fn, args, repeat: int = 3) -> float:
-    fn(*args)  # warm up
+def seconds(fn, *args, repeat: int = 3) -> float:
+    """Best of ``repeat`` timed calls of ``fn(*args)`` after one warm-up call (CUDA synchronised)."""
+    fn(*args)
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn(*args)
-        if args[0].is_cuda:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
+def fastest(cands, *args):
+    """The candidate that runs ``args`` fastest; candidates that raise (no kernel for this dtype...) drop out."""
+    times = {}
+    for fn in cands:
+        try:
+            times[fn] = seconds(fn, *args)
+        except (RuntimeError, NotImplementedError, AttributeError):
+            continue
+    if not times:
+        raise OneByOneError(f"no kernel among {[f.__name__ for f in cands]} runs on inputs {[getattr(a, 'shape', a) for a in args]}")
+    return min(times, key=times.get)
+
+
 def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
     """The 1x1 conv of x with weight (O, C/g, 1, 1), on the fastest kernel for this input."""
-    fast = _FAST.get((x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim))
+    sig = (x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim)
+    fast = _FAST.get(sig)
     if fast is not None and not torch.is_grad_enabled() and not tracing():  # a signature timed before: no more checks
         return fast(x, weight, bias, stride, groups)
     kind = _kind(x, channel_dim)
@@ -121,26 +138,17 @@ def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_di
     if kind in ("last", "nc"):
         x = _strided(x, stride, range(1, x.dim() - 1)) if kind == "last" else x
         stride = 1
-    cands = _candidates(kind, groups)
+    cands = _candidates(kind, groups, stride)
     macs = x.numel() // x.shape[channel_dim] * weight.shape[0] * weight.shape[1]
     if len(cands) == 1 or _quiet() or macs < _MIN_MACS_TO_TIME:
-        if not _quiet() and kind not in ("last", "nc"):
-            _FAST[(x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim)] = cands[0]
-        return cands[0](x, weight, bias, stride, groups)
-    key = (kind, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), bias is not None, stride, groups)
-    if kind == "channels_last" and stride != 1:
-        cands = cands[:1]
-    if key not in _CACHE:
-        times = {}
-        for fn in cands:
-            try:
-                times[fn.__name__] = _time(fn, (x, weight, bias, stride, groups))
-            except (RuntimeError, NotImplementedError):  # e.g. no oneDNN matmul for this dtype
-                continue
-        _CACHE[key] = min(times, key=times.get)
-    fn = next(f for f in cands if f.__name__ == _CACHE[key])
-    if kind not in ("last", "nc"):  # x is the caller's tensor as it came: the signature alone picks fn
-        _FAST[(x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim)] = fn
+        fn = cands[0]
+    else:
+        key = (kind, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), bias is not None, stride, groups)
+        if key not in _CACHE:
+            _CACHE[key] = fastest(cands, x, weight, bias, stride, groups).__name__
+        fn = next(f for f in cands if f.__name__ == _CACHE[key])
+    if not _quiet() and kind not in ("last", "nc"):  # x came as the caller passed it: the signature alone picks fn
+        _FAST[sig] = fn
     return fn(x, weight, bias, stride, groups)
 
 

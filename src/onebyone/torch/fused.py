@@ -9,8 +9,6 @@ compiling) it runs the plain layer-by-layer path instead, which autograd can dif
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,8 +16,9 @@ from torch import nn
 from .. import algebra, fuse
 from ..errors import OneByOneError
 from . import engine
-from .layers import ChannelBatchNorm, Pointwise, SharedMLP
+from .layers import ChannelBatchNorm, SharedMLP
 from .report import numpy64, tensor
+from .rewrites import groups, is_pointwise
 
 _TORCH_ACTS = {"identity": lambda h: h, "relu": torch.relu_, "relu6": lambda h: h.clamp_(0, 6), "gelu": F.gelu}
 _PLAIN_ACTS = {"identity": lambda h: h, "relu": F.relu, "relu6": F.relu6, "gelu": F.gelu}
@@ -54,21 +53,8 @@ ENGINES = (_mkldnn, _conv, _addmm)
 def _engine(h, w4, b, act):
     key = (h.shape[0], w4.shape[1], w4.shape[0], h.dtype, h.device.type, b is None, act)
     if key not in _ENGINE:
-        times = {}
-        for fn in ENGINES:
-            try:
-                times[fn] = min(_time(fn, h, w4, b, act) for _ in range(3))
-            except (RuntimeError, AttributeError, NotImplementedError):  # e.g. no oneDNN op for float64
-                continue
-        _ENGINE[key] = min(times, key=times.get)
+        _ENGINE[key] = engine.fastest(ENGINES, h, w4, b, act)
     return _ENGINE[key]
-
-
-def _time(fn, *args) -> float:
-    fn(*args)
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
 
 
 def engines() -> dict:
@@ -217,10 +203,10 @@ class FusedPointwiseChain(nn.Module):
 
 
 def _is_1x1(m) -> bool:
-    if isinstance(m, (nn.Linear, Pointwise)):
-        return getattr(m, "groups", 1) == 1 and getattr(m, "stride", 1) == 1
-    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        return (all(k == 1 for k in m.kernel_size) and all(s == 1 for s in m.stride) and m.groups == 1
-                and m.padding in ("valid", (0,), (0, 0), 0) and all(d == 1 for d in m.dilation))
-    return False
+    """A pointwise layer (``rewrites.is_pointwise``) that the chain can run: ungrouped, stride 1, no dilation."""
+    return (is_pointwise(m) and groups(m) == 1 and all(s == 1 for s in _pair(getattr(m, "stride", 1)))
+            and all(d == 1 for d in _pair(getattr(m, "dilation", 1))))
 
+
+def _pair(v) -> tuple:
+    return (v,) if isinstance(v, int) else tuple(v)

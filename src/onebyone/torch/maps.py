@@ -16,7 +16,8 @@ from torch import fx, nn
 from ..errors import OneByOneError
 from . import graph as G
 from .convolutionalize import _is_gap, convolutionalize
-from .layers import ChannelBatchNorm, Pointwise
+from .layers import ChannelBatchNorm
+from .rewrites import is_pointwise
 
 _PASS_THROUGH = (nn.BatchNorm2d, ChannelBatchNorm)
 
@@ -36,7 +37,7 @@ class _Grab(fx.Interpreter):
 
 
 def _is_1x1(m) -> bool:
-    return isinstance(m, Pointwise) or (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1))
+    return m is not None and is_pointwise(m) and not isinstance(m, nn.Linear)
 
 
 def _map_node(gm):

@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 from torch import nn
 
 from ..errors import OneByOneError
+from . import engine
 from .fused import FusedPointwiseChain, _is_1x1
 from .layers import ChannelBatchNorm, SharedMLP
 from .report import RewriteReport, finish, probe_input
@@ -77,17 +77,6 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
     return model
 
 
-def _seconds(model, x, repeat: int = 3) -> float:
-    with torch.no_grad():
-        model(x)
-        best = float("inf")
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None):
     """An eval model rewritten for speed, with the same outputs; returns (model, RewriteReport).
 
@@ -112,7 +101,9 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     has_conv = any(isinstance(m, nn.Conv2d) or getattr(m, "channel_dim", None) == 1 for m in work.modules()) and x.dim() == 4
     if has_conv and channels_last is not False:
         cl = ChannelsLast(copy.deepcopy(work).to(memory_format=torch.channels_last))
-        if channels_last or _seconds(cl, x) < _seconds(work, x):
+        with torch.no_grad():
+            faster = channels_last or engine.seconds(cl, x) < engine.seconds(work, x)
+        if faster:
             work = cl
             report.changed.append("model and input moved to channels_last")
         else:
