@@ -1,11 +1,12 @@
 # Two commands from nothing: `make demo` and `make test`. Both create .venv and install the package
-# with every extra; torch is pinned through constraints.txt (2.13.0, a CPU build here).
+# with every extra; torch is pinned through constraints.txt (2.13.0, a CPU build here). `make test`
+# also installs Debian's chromium for the browser tests (Playwright drives it; no browser download).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +14,19 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/onebyone tour
+	$(VENV)/bin/onebyone tour --html tour_html
+	@echo "open tour_html/index.html in a browser for the same lessons with figures"
 
-test: $(STAMP)
+# apt-get as root, or through passwordless sudo; where neither works the browser tests skip and say why.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null ) \
+	    || echo "chromium could not be installed: the browser tests will skip"; \
+	fi
+
+test: $(STAMP) chromium
 	KERAS_BACKEND=torch $(PY) -m pytest -q
 
 clean:

@@ -34,3 +34,19 @@ def golden(request):
         assert text == path.read_text(), f"{name} changed; if intended, run pytest --update-golden"
 
     return compare
+
+
+@pytest.fixture(scope="session")
+def tour_lessons():
+    """Every lesson, run once for the session (the tour and page tests share it)."""
+    from onebyone.tour import run_tour
+
+    return run_tour()
+
+
+@pytest.fixture(scope="session")
+def tour_page(tour_lessons, tmp_path_factory):
+    """The tour written as HTML once for the session: the path of its index.html."""
+    from onebyone.tour.html import write_tour
+
+    return write_tour(tour_lessons, tmp_path_factory.mktemp("tour") / "html")

@@ -14,9 +14,9 @@ REQUIRED = {"shapes", "one-channel", "many-channels", "full-depth", "params", "b
             "class-maps", "shared-mlp", "blocks", "kxk-sliding", "weight-layout", "channel-reduction", "nonlinearity"}
 
 
-@pytest.fixture(scope="module")
-def lessons():
-    return run_tour()
+@pytest.fixture
+def lessons(tour_lessons):
+    return tour_lessons
 
 
 def test_every_lesson_passes(lessons):

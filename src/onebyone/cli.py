@@ -15,6 +15,10 @@ def _tour(args) -> int:
         print(render.to_json(lessons))
     else:
         print(render.text(lessons, color=sys.stdout.isatty()))
+    if args.html:
+        from .tour.html import write_tour
+
+        print(f"wrote {write_tour(lessons, args.html)}", file=sys.stderr if args.json else sys.stdout)
     return 0 if all(L.passed for L in lessons) else 1
 
 
@@ -82,6 +86,27 @@ def _summary(args) -> int:
         print(stats.to_csv(), end="")
     elif not _print_rich(stats, args.depth):
         print(stats.table(args.depth))
+    return 0
+
+
+def _report(args) -> int:
+    import json
+
+    from .analyzer import analyze
+    from .report import write_report
+
+    bench = None
+    if args.bench:
+        try:
+            with open(args.bench) as f:
+                bench = json.load(f)
+        except (OSError, ValueError) as e:
+            raise OneByOneError(f"--bench expects the JSON written by `onebyone bench --json`; reading {args.bench} failed: {e}") from None
+    model, default_size = load_model(args.model)
+    size = tuple(args.input_size) if args.input_size else default_size
+    stats = analyze(model, input_size=size, batch_size=args.batch_size)
+    path = write_report(stats, args.html, bench)
+    print(f"wrote {path}: {stats.footer()}")
     return 0
 
 
@@ -179,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the lessons and checks as JSON")
     t.add_argument("--lesson", action="append", metavar="ID", help="run only this lesson (repeatable)")
     t.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
+    t.add_argument("--html", default=None, metavar="DIR", help="write DIR/index.html with a figure per lesson")
     t.set_defaults(fn=_tour)
     sm = sub.add_parser("summary", help="params, MACs and memory per layer of a model, and the 1x1 share")
     sm.add_argument("model", help="a zoo name (see `onebyone summary --list`) or package.module:factory")
@@ -189,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     sm.set_defaults(fn=_summary)
+    rp = sub.add_parser("report", help="an HTML page for a model: table, MACs and params by kind, dominating layers")
+    rp.add_argument("model", help="a zoo name or package.module:factory")
+    rp.add_argument("--html", required=True, metavar="DIR", help="write DIR/index.html and DIR/figures/")
+    rp.add_argument("--input-size", type=int, nargs="+", metavar="N", help="one sample's shape, e.g. 3 224 224")
+    rp.add_argument("--batch-size", type=int, default=1)
+    rp.add_argument("--bench", default=None, metavar="JSON", help="a file from `onebyone bench --json`: adds its roofline")
+    rp.set_defaults(fn=_report)
     tr = sub.add_parser("train", help="train a zoo model on an offline dataset (also under torchrun for DDP)")
     tr.add_argument("model", help="a zoo name, e.g. nin_digits or pointnet_cls")
     tr.add_argument("--data", required=True, help="digits, shapes3d, a folder of class subfolders, or an .npz")

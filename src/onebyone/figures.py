@@ -16,7 +16,7 @@ INK = "#1f2933"
 ACCENT = "#d9480f"
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -31,7 +31,7 @@ def save(fig, path) -> Path:
     return path
 
 
-def _image(ax, img, title="", cmap="gray_r", **kw):
+def show_image(ax, img, title="", cmap="gray_r", **kw):
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[0] in (1, 3):  # (C, H, W) -> (H, W[, C])
         img = img[0] if img.shape[0] == 1 else np.clip(np.moveaxis(img, 0, -1), 0, 1)
@@ -46,19 +46,26 @@ def _image(ax, img, title="", cmap="gray_r", **kw):
 def class_maps_figure(image, maps, probs, path, labels=None) -> Path:
     """The input next to its K class maps (K, h, w), one panel per class, on one colour scale
     centred at zero; each panel is titled with the class and its probability."""
+    cols = min(len(maps), 5)
+    fig = new_figure(2.0 + 1.6 * cols, 1.8 * -(-len(maps) // cols) + 0.4)
+    draw_class_maps(fig, image, maps, probs, labels)
+    return save(fig, path)
+
+
+def draw_class_maps(fig, image, maps, probs, labels=None) -> None:
+    """``class_maps_figure``'s panels, drawn into ``fig``."""
     maps, probs = np.asarray(maps, dtype=float), np.asarray(probs, dtype=float)
     k = maps.shape[0]
     labels = [str(i) for i in range(k)] if labels is None else list(labels)
     cols = min(k, 5)
     rows = -(-k // cols)
-    fig = _figure(2.0 + 1.6 * cols, 1.8 * rows + 0.4)
     grid = fig.add_gridspec(rows, cols + 2, width_ratios=[1.6, 0.25] + [1] * cols)
-    _image(fig.add_subplot(grid[:, 0]), image, "input")
+    show_image(fig.add_subplot(grid[:, 0]), image, "input")
     lim = float(np.abs(maps).max()) or 1.0
     best = int(np.argmax(probs))
     for i in range(k):
         ax = fig.add_subplot(grid[i // cols, 2 + i % cols])
-        im = _image(ax, maps[i], f"{labels[i]}: {probs[i]:.0%}", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        im = show_image(ax, maps[i], f"{labels[i]}: {probs[i]:.0%}", cmap="RdBu_r", vmin=-lim, vmax=lim)
         if i == best:
             for side in ax.spines.values():
                 side.set_edgecolor(ACCENT)
@@ -66,7 +73,6 @@ def class_maps_figure(image, maps, probs, path, labels=None) -> Path:
     fig.colorbar(im, ax=fig.axes[1:], shrink=0.8, label="class score at each position")
     fig.suptitle(f"class maps: the 1x1 head's score for each class at every position (predicted {labels[best]})",
                  fontsize=10, color=INK)
-    return save(fig, path)
 
 
 def detections(canvas, probs, stride, window, threshold: float = 0.8, min_ink: float = 0.5) -> list:
@@ -108,10 +114,10 @@ def canvas_figure(canvas, probs, stride, window, path, labels=None, threshold: f
     (sy, sx), (wh, ww) = stride, window
     cols = min(k, 5)
     rows = -(-k // cols)
-    fig = _figure(3.4 + 1.6 * cols, max(3.4, 1.7 * rows + 0.5))
+    fig = new_figure(3.4 + 1.6 * cols, max(3.4, 1.7 * rows + 0.5))
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=[2.2] + [1] * cols)
     ax = fig.add_subplot(grid[:, 0])
-    _image(ax, canvas, "canvas and detections")
+    show_image(ax, canvas, "canvas and detections")
     from matplotlib.patches import Rectangle
 
     for c, p, top, left in detections(canvas, probs, stride, window, threshold):
@@ -122,7 +128,7 @@ def canvas_figure(canvas, probs, stride, window, path, labels=None, threshold: f
     extent = (left, left + gw * sx, top + gh * sy, top)
     for c in range(k):
         ax = fig.add_subplot(grid[c // cols, 1 + c % cols])
-        _image(ax, canvas, f"p({labels[c]})", alpha=0.35)
+        show_image(ax, canvas, f"p({labels[c]})", alpha=0.35)
         im = ax.imshow(probs[c], cmap="Reds", vmin=0, vmax=1, extent=extent, interpolation="nearest", alpha=0.75)
         ax.set_xlim(-0.5, canvas.shape[-1] - 0.5)
         ax.set_ylim(canvas.shape[-2] - 0.5, -0.5)
@@ -136,7 +142,7 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
     min(peak, bandwidth * intensity); ``points`` are dicts with name, intensity, gflops, section."""
     if not points:
         raise OneByOneError("a roofline needs at least one measured point")
-    fig = _figure(7.5, 4.6)
+    fig = new_figure(7.5, 4.6)
     ax = fig.add_subplot()
     xs = np.logspace(np.log10(min(p["intensity"] for p in points) / 2), np.log10(max(p["intensity"] for p in points) * 2), 200)
     ax.plot(xs, np.minimum(peak_gflops, bandwidth_gbs * xs), color=INK, lw=1.5,
@@ -156,4 +162,47 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
     ax.set_title(f"roofline{': ' + machine if machine else ''}", fontsize=9, color=INK)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
+    return save(fig, path)
+
+
+def si(v: float) -> str:
+    """A count with an SI suffix: 1.2K, 3.4M, 5G (no suffix below 1000)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def bench_roofline(result: dict, path) -> Path:
+    """The roofline of a result of ``onebyone bench`` (the dict its ``--json`` file holds)."""
+    try:
+        points = [r for row in result.get("pointwise_op", []) for r in row["roofline"]] + result.get("shared_mlp", {}).get("roofline", [])
+        peak, bandwidth, machine = result["peak_gflops"], result["bandwidth_gbs"], result.get("machine", "")
+    except (KeyError, TypeError) as e:
+        raise OneByOneError(f"expected the JSON written by `onebyone bench --json` (with peak_gflops, bandwidth_gbs and "
+                            f"measured sections), got one without {e}") from None
+    return roofline_figure(points, peak, bandwidth, path, machine)
+
+
+def kinds_figure(by_kind: dict, path, labels: dict | None = None) -> Path:
+    """MACs and parameters per layer kind, side by side: ``by_kind`` maps kind -> {"macs", "params", "macs_pct",
+    "params_pct"}; the 1x1 ("pointwise") bars are drawn in the accent colour."""
+    from matplotlib.ticker import MaxNLocator
+
+    kinds = [k for k in by_kind if by_kind[k]["macs"] or by_kind[k]["params"]]
+    fig = new_figure(10, 0.45 * len(kinds) + 1.4)
+    names = [(labels or {}).get(k, k) for k in kinds]
+    colors = [ACCENT if k == "pointwise" else INK for k in kinds]
+    for i, (key, title) in enumerate((("macs", "MACs"), ("params", "parameters"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        values = [by_kind[k][key] for k in kinds]
+        ax.barh(range(len(kinds)), values, color=colors)
+        for y, (v, k) in enumerate(zip(values, kinds)):
+            ax.text(v, y, f"  {by_kind[k][key + '_pct']:.1f}%", va="center", fontsize=8)
+        ax.set_yticks(range(len(kinds)), names if i == 0 else [""] * len(kinds), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(values + [1]) * 1.25)
+        ax.xaxis.set_major_formatter(lambda v, _: si(v))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.set_title(f"{title} by layer kind", fontsize=10, color=INK)
     return save(fig, path)

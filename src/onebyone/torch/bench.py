@@ -281,9 +281,8 @@ def write(result: dict, json_path=None, png_path=None) -> None:
         with open(json_path, "w") as f:
             json.dump(result, f, indent=2)
     if png_path:
-        from ..figures import roofline_figure
+        from ..figures import bench_roofline
 
-        points = [r for row in result.get("pointwise_op", []) for r in row["roofline"]] + result.get("shared_mlp", {}).get("roofline", [])
-        roofline_figure(points, result["peak_gflops"], result["bandwidth_gbs"], png_path, result["machine"])
+        bench_roofline(result, png_path)
 
 

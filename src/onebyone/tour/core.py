@@ -53,6 +53,7 @@ class Lesson:
     source: str
     checks: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    arrays: dict = field(default_factory=dict, repr=False)  # what the lesson computed, for its figure
 
     @property
     def passed(self) -> bool:
@@ -82,6 +83,10 @@ class Lesson:
     def note(self, text: str) -> None:
         """A line of computed explanation shown under the checks."""
         self.notes.append(text)
+
+    def keep(self, **arrays) -> None:
+        """Keep computed arrays for the lesson's figure (the HTML page draws them; the checks never read them)."""
+        self.arrays.update(arrays)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "title": self.title, "claim": self.claim, "source": self.source,

@@ -40,6 +40,7 @@ def shapes(L, rng):
     L.close("NCHW and NHWC compute the same numbers", y, to_channels_last(yc))
     L.equal("cost.conv1x1_cost predicts the shape", (1, 28, 28, 16), cost.conv1x1_cost(x.shape, 16, layout="NHWC").output_shape)
     L.close("the general im2col conv2d agrees with the 1x1 fast path", y, ops.conv2d(x, w, b, layout="NHWC"))
+    L.keep(x=x[0, :, :, 0], y=y[0])  # (28, 28), (28, 28, 16)
 
 
 @lesson("one-channel", "One input channel: every output is a rescaled copy", SEED_QA, """
@@ -60,6 +61,7 @@ def one_channel(L, rng):
     L.holds("the 16 bias-free channels span a single direction (rank 1)", s[1] / s[0] < 1e-12,
             float(s[1] / s[0]), "second / first singular value < 1e-12")
     L.note(f"alpha = {np.array2string(alpha[:4], precision=3)} ...: each output channel is the digit times one number.")
+    L.keep(x=x[0, :, :, 0], y=y[0], alpha=alpha, b=b)
 
 
 @lesson("many-channels", "Several channels: a dense layer at every pixel", SEED_QA, """
@@ -79,6 +81,7 @@ def many_channels(L, rng):
     L.holds("no output channel is proportional to any input channel", resid.min() > 0.05, float(resid.min()),
             "smallest relative residual of a best proportional fit > 0.05")
     L.equal("the 8 bias-free outputs span only 3 directions (rank = input channels)", 3, int(np.linalg.matrix_rank(centred)))
+    L.keep(x=x[0], w=w, b=b, y=y[0], pixel=(5, 7))
 
 
 @lesson("full-depth", "Filters reach through the full depth", SEED_QA, """
@@ -95,6 +98,7 @@ def full_depth(L, rng):
     L.close("summing the three per-channel products gives filter 0's map", (x * w[0, 0, :, 0]).sum(axis=-1), y[..., 0])
     c = cost.conv1x1_cost(x.shape, 4, layout="NHWC")
     L.equal("MACs per output value == input depth", 3, c.macs // c.activations)
+    L.keep(x=x[0], w=w[0, 0], y=y[0])  # (32, 32, 3), (3, 4), (32, 32, 4)
 
 
 @lesson("weight-layout", "Where the channel axes go", SEED_POST, """
@@ -109,8 +113,10 @@ def weight_layout(L, rng):
     wt = hwio_to_oihw(wk)
     L.equal("PyTorch shape after conversion", (128, 3, 3, 3), wt.shape)
     x = rng.standard_normal((1, 10, 10, 3))
-    L.close("both layouts give the same outputs", ops.conv2d(x, wk, layout="NHWC"),
-            to_channels_last(ops.conv2d(to_channels_first(x), wt, layout="NCHW")))
+    y_keras = ops.conv2d(x, wk, layout="NHWC")  # (1, 8, 8, 128)
+    y_torch = to_channels_last(ops.conv2d(to_channels_first(x), wt, layout="NCHW"))
+    L.close("both layouts give the same outputs", y_keras, y_torch)
+    L.keep(w_keras=wk[..., 0], w_torch=wt[0], y_keras=y_keras[0, ..., 0], y_torch=y_torch[0, ..., 0])
     L.equal("HWIO -> OIHW -> HWIO round-trips exactly", True, bool(np.array_equal(oihw_to_hwio(wt), wk)))
 
 
@@ -146,6 +152,7 @@ def params(L, rng):
     L.equal("ReLU applications per filter after the 3x3", 16, y3[..., 0].size)
     L.equal("ReLU applications per filter after the 1x1", 36, y1[..., 0].size)
     L.note(f"MACs: 3x3 {c3.macs}, 1x1 {c1.macs}; parameters {c3.params / c1.params:.1f}x fewer with 1x1.")
+    L.keep(y3=y3[0], y1=y1[0], params=(c3.params, c1.params))
     keras = _keras()
     if keras is None:
         L.note("Keras is not installed: the count_params() cross-check was skipped.")
@@ -170,6 +177,7 @@ def channel_reduction(L, rng):
     L.equal("cost predicts the 1x1 shape", y.shape, cost.conv1x1_cost(x.shape, 16).output_shape)
     L.equal("cost predicts the pool shape", p.shape, cost.pool_cost(x.shape, 2).output_shape)
     L.note(f"activations: input {x.size}, after 1x1 {y.size} ({x.size / y.size:.0f}x fewer), after pool {p.size}.")
+    L.keep(x=x[0], y=y[0], p=p[0])
 
 
 @lesson("nonlinearity", "A 1x1 layer adds a nonlinearity per pixel", SEED_ARTICLE, """
@@ -188,3 +196,4 @@ def nonlinearity(L, rng):
     fit, *_ = np.linalg.lstsq(X.T, Y.T, rcond=None)
     rel = float(np.linalg.norm(X.T @ fit - Y.T) / np.linalg.norm(Y))
     L.holds("with a ReLU between: the best single linear map leaves a large residual", rel > 0.05, rel, "relative residual > 0.05")
+    L.keep(linear=linear.ravel(), merged=ops.conv1x1(x, w2 @ w1, w2 @ b1 + b2).ravel(), mlp=Y.ravel(), fit=(X.T @ fit).T.ravel())

@@ -1,11 +1,14 @@
 """Lessons on the equivalent forms (sliding dense, FC as conv, class maps, shared MLP) and on cost."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from .. import cost, forms, ops
-from . import blocks
+from . import blocks, digits
 from .core import lesson
+from ..data.shapes3d import SHAPES
 from .lessons_basics import SEED_ARTICLE, SEED_POST, SEED_QA, relu
 
 
@@ -23,6 +26,7 @@ def kxk_sliding(L, rng):
     x4, w4 = rng.standard_normal((2, 4, 9, 9)), rng.standard_normal((5, 4, 3, 3))
     got = forms.sliding_dense(x4, forms.conv_to_patch_dense(w4), None, 3, stride=2, padding=1)
     L.close("also with 4 channels, 5 filters, stride 2 and padding 1", ops.conv2d(x4, w4, stride=2, padding=1), got)
+    L.keep(x=x[0, 0], w=w[0, 0], y=ops.conv2d(x, w, b)[0, 0], b=float(b[0]))  # (28, 28), (3, 3), (26, 26)
 
 
 @lesson("fc-as-conv", "A fully connected layer written as a convolution", SEED_POST, """
@@ -48,6 +52,7 @@ def fc_as_conv(L, rng):
         L.equal(f"{name}: weights, from cost", 614_656, c.weight_params)
         L.equal(f"{name}: weights, counted in the array", c.weight_params, arr.size)
         L.equal(f"{name}: biases and MACs", (784, 614_656), (c.bias_params, c.macs))
+    L.keep(x=x[0, 0], dense=y_dense[0], full=y_full.ravel(), pointwise=y_1x1.ravel())
     naive = ops.conv1x1(x, wd[:, :1], b)  # 784 1x1 filters on the 1-channel image
     L.holds("a plain 1x1 conv on the 28x28x1 image gives a different shape", naive.shape != y_full.shape,
             list(naive.shape), f"not {list(y_full.shape)}")
@@ -68,6 +73,19 @@ def class_maps(L, rng):
                 forms.pooled_dense_scores(x, w, b, pool=pool), forms.class_map_scores(x, w, b, pool=pool))
     dense = forms.pooled_dense_scores(x, w, b, pool="mean")
     L.equal("the predicted class is the same either way", dense.argmax(1).tolist(), maps.mean(axis=(2, 3)).argmax(1).tolist())
+    if importlib.util.find_spec("sklearn") is None:
+        L.note("scikit-learn is not installed: the trained digits model was skipped.")
+        return
+    model, p_test, x_test, y_test = digits.train(rng)  # a 5x5 conv, a 1x1 conv and a 1x1 class-map head
+    model, p_test = digits.DigitsModel([a.astype(np.float64) for a in model.params]), p_test.astype(np.float64)
+    feats = model.features(p_test)[1].transpose(0, 3, 1, 2)  # (N, 8, 8, 32) -> (N, 32, 8, 8)
+    trained = ops.conv1x1(feats, *model.params[4:])  # (N, 10, 8, 8): the head run as a 1x1 conv
+    logits = model.logits(p_test)
+    L.close("trained digits model: the mean of each class map is its logit", logits, trained.mean(axis=(2, 3)))
+    accuracy = float(np.mean(logits.argmax(1) == y_test))
+    L.holds("the trained model reads held-out digits", accuracy > 0.9, round(accuracy, 4), "test accuracy > 0.9")
+    i = int(np.flatnonzero(logits.argmax(1) == y_test)[0])  # the first test digit it gets right
+    L.keep(image=x_test[i], maps=trained[i], probs=digits.softmax(logits[i]), label=int(y_test[i]), accuracy=accuracy)
 
 
 @lesson("shared-mlp", "PointNet's shared MLP is a 1x1 convolution", SEED_POST, """
@@ -76,17 +94,18 @@ def class_maps(L, rng):
     (B, C, N): three writings of one computation. Sharing the weights makes the per-point features
     follow any reordering of the points, and a max over points is then order-independent.""")
 def shared_mlp(L, rng):
-    pts = rng.standard_normal((2, 128, 3))  # (B, N, xyz)
+    pts = np.stack([SHAPES[s](rng, 256) for s in ("torus", "helix")])  # (B, N, xyz): two point clouds
     layers = [(rng.standard_normal((64, 3)), rng.standard_normal(64)), (rng.standard_normal((128, 64)) / 8, rng.standard_normal(128))]
     per_point = forms.shared_mlp_per_point(pts, layers)  # (B, N, 128), one point at a time
     conv = forms.shared_mlp_conv1d(pts.transpose(0, 2, 1), layers).transpose(0, 2, 1)  # (B, C, N) -> (B, N, C)
     dense = relu(ops.dense(relu(ops.dense(pts, *layers[0])), *layers[1]))
     L.close("per-point MLP == Conv1d(k=1) stack on (B, C, N)", per_point, conv)
     L.close("per-point MLP == dense layers over the last axis of (B, N, C)", per_point, dense)
-    perm = rng.permutation(128)
+    perm = rng.permutation(256)
     shuffled = forms.shared_mlp_conv1d(pts[:, perm].transpose(0, 2, 1), layers).transpose(0, 2, 1)
     L.close("reordering the points reorders the features the same way", conv[:, perm], shuffled)
     L.close("the max over points does not depend on their order", conv.max(axis=1), shuffled.max(axis=1))
+    L.keep(points=pts[0], features=conv[0], pooled=conv[0].max(axis=0), pooled_shuffled=shuffled[0].max(axis=0))
 
 
 @lesson("bottleneck", "The 1x1 bottleneck in front of a 5x5 conv", SEED_ARTICLE, """
@@ -111,6 +130,7 @@ def bottleneck(L, rng):
     L.equal("MACs counted while running the 5x5 conv", direct.macs, plain.counted_macs)
     L.equal("MACs counted while running the bottleneck", reduce.macs + after.macs, narrow.counted_macs)
     L.note(f"parameters: {direct.params:,} direct vs {reduce.params + after.params:,} with the bottleneck.")
+    L.keep(direct=plain.counted_macs, reduce=reduce.macs, after=after.macs)
 
 
 @lesson("blocks", "The blocks built on 1x1 convolutions", SEED_ARTICLE + "; " + SEED_QA, """
@@ -130,6 +150,7 @@ def blocks_lesson(L, rng):
         "depthwise-separable (56x56x64)": (blocks.separable, (1, 64, 56, 56), lambda r, x: r.conv(x, 64, 3, padding=1),
                                            "a standard 3x3 conv 64 -> 64"),
     }
+    bars = []  # (block, its MACs, the plain alternative's MACs, what that is)
     for name, (block, shape, plain, plain_name) in cases.items():
         r = blocks.Runner(rng)
         y = block(r, rng.standard_normal(shape))
@@ -141,6 +162,8 @@ def blocks_lesson(L, rng):
         base_macs = base.total(plain(base, rng.standard_normal(shape)).shape).macs
         L.note(f"{name}: {total.params:,} params, {total.macs:,} MACs; {plain_name}: {base_macs:,} MACs "
                f"({base_macs / total.macs:.2f}x).")
+        bars.append((name, total.macs, base_macs, plain_name))
+    L.keep(bars=bars)
     sep, std = cost.add_costs([cost.conv_cost((1, 64, 56, 56), 64, 3, padding=1, groups=64),
                                cost.conv1x1_cost((1, 64, 56, 56), 128)]), cost.conv_cost((1, 64, 56, 56), 128, 3, padding=1)
     L.close("separable / standard MACs == 1/C_out + 1/k^2 (closed form)", 1 / 128 + 1 / 9, sep.macs / std.macs, tol=1e-12)

@@ -8,7 +8,7 @@ from ..cost import CONVENTION
 from .core import summarize
 
 
-def _fmt(value) -> str:
+def fmt_value(value) -> str:
     v = summarize(value)
     if isinstance(v, dict) and "shape" in v:
         return f"array{tuple(v['shape'])}"
@@ -33,7 +33,7 @@ def text(lessons, color: bool = False, width: int = 100) -> str:
             if c.max_abs_error is not None:
                 detail = f"max abs err {c.max_abs_error:.2e} (tol {c.tolerance:.0e})"
             else:
-                detail = f"expected {_fmt(c.expected)}, got {_fmt(c.got)}"
+                detail = f"expected {fmt_value(c.expected)}, got {fmt_value(c.got)}"
             out.append(f"    {status}  {c.name}: {detail}")
         out += [f"    - {n}" for n in L.notes]
         out.append("")

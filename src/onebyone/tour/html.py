@@ -1,0 +1,58 @@
+"""The tour as one HTML page: per lesson its claim, its figure and its checks with PASS/FAIL."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import page
+from ..page import esc
+from .figures import draw
+from .render import fmt_value
+
+ONE_IDEA = "y[n, o, h, w] = sum_c W[o, c] * x[n, c, h, w] + b[o]"
+
+
+def _check_row(c) -> tuple:
+    if c.max_abs_error is not None:
+        detail = f"max abs error {c.max_abs_error:.2e} (tolerance {c.tolerance:.0e})"
+    else:
+        detail = f"expected {fmt_value(c.expected)}, got {fmt_value(c.got)}"
+    return (page.badge(c.passed), c.name, detail)
+
+
+def section(i: int, lesson, figure_src: str | None) -> str:
+    checks = page.table(("", "check", "computed"), [_check_row(c) for c in lesson.checks])
+    notes = "".join(f"<li>{esc(n)}</li>" for n in lesson.notes)
+    fig = page.figure(figure_src, f"figure of the lesson {lesson.title}") if figure_src else ""
+    return f"""<section class="card lesson" id="{esc(lesson.id)}" data-pass="{str(lesson.passed).lower()}">
+<h2>{i}. {esc(lesson.title)} {page.badge(lesson.passed)}</h2>
+<p class="claim">{esc(lesson.claim)}</p>
+<p class="source">Source: {esc(lesson.source)}</p>
+{fig}
+{checks}
+{f'<ul class="notes">{notes}</ul>' if notes else ''}
+</section>"""
+
+
+def write_tour(lessons, folder) -> Path:
+    """Draw every lesson's figure into ``folder/figures`` and write ``folder/index.html``; returns its path."""
+    folder = Path(folder)
+    sections = []
+    for i, L in enumerate(lessons, 1):
+        src = None
+        if L.arrays:
+            draw(L, folder / "figures" / f"{L.id}.png")
+            src = f"figures/{L.id}.png"
+        sections.append(section(i, L, src))
+    n_pass = sum(L.passed for L in lessons)
+    n_checks = sum(len(L.checks) for L in lessons)
+    n_ok = sum(c.passed for L in lessons for c in L.checks)
+    ok = n_pass == len(lessons)
+    nav = "".join(f'<li><a href="#{esc(L.id)}">{esc(L.title)}</a> {page.badge(L.passed)}</li>' for L in lessons)
+    header = f"""<h1>The 1x1 convolution, computed and checked</h1>
+<p>Every claim below was computed on real arrays by onebyone when this page was made, and checked; the figures
+are drawn from those arrays. A 1x1 convolution is a matrix product over the channels, at every pixel:</p>
+<p><code class="formula">{esc(ONE_IDEA)}</code></p>
+<p class="summary" id="summary"><strong class="{'' if ok else 'bad'}">{n_pass}/{len(lessons)} lessons pass</strong>,
+{n_ok}/{n_checks} checks pass.</p>
+<nav><ol>{nav}</ol></nav>"""
+    return page.write(folder, page.document("onebyone: the 1x1 convolution tour", header, "\n".join(sections)))

@@ -1,0 +1,116 @@
+"""The HTML pages without a browser: structure, figures, self-containment, the report's numbers, errors."""
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onebyone import OneByOneError
+from onebyone.cli import main
+from onebyone.tour import core, lesson_ids
+from onebyone.tour.figures import FIGURES, draw
+from onebyone.tour.html import write_tour
+
+
+def _sections(text):
+    return re.findall(r'<section class="card lesson" id="([^"]+)" data-pass="(true|false)"', text)
+
+
+def test_tour_page_has_a_section_figure_and_pass_per_lesson(tour_page):
+    text = tour_page.read_text()
+    assert [(i, "true") for i in lesson_ids()] == _sections(text)
+    assert set(FIGURES) == set(lesson_ids())  # every lesson has a figure
+    for lid in lesson_ids():
+        with Image.open(tour_page.parent / "figures" / f"{lid}.png") as im:
+            assert im.width > 300 and im.height > 150
+    assert f"{len(lesson_ids())}/{len(lesson_ids())} lessons pass" in text
+
+
+def test_pages_load_nothing_from_outside(tour_page):
+    text = tour_page.read_text()
+    srcs = re.findall(r'(?:src|href)="([^"]+)"', text)
+    assert srcs and all(s.startswith(("figures/", "#")) for s in srcs), srcs
+    assert not re.search(r"@import|url\(|<link|https?://", text)
+    assert "<style>" in text and "<script>" in text  # CSS and JS are inline
+
+
+def test_a_failing_lesson_is_shown_as_failed(tmp_path):
+    L = core.Lesson("broken", "A broken lesson", "a claim", "nowhere")
+    L.equal("three is four", 3, 4)
+    path = write_tour([L], tmp_path)
+    text = path.read_text()
+    assert _sections(text) == [("broken", "false")]
+    assert 'class="badge fail">FAIL' in text and "0/1 lessons pass" in text
+    assert not (tmp_path / "figures").exists()  # nothing kept, nothing drawn
+
+
+def test_figures_refuse_what_they_cannot_draw(tmp_path):
+    with pytest.raises(OneByOneError, match="no figure for lesson 'nope'"):
+        draw(core.Lesson("nope", "t", "c", "s"), tmp_path / "x.png")
+    with pytest.raises(OneByOneError, match="kept no arrays"):
+        draw(core.Lesson("shapes", "t", "c", "s"), tmp_path / "x.png")
+
+
+def test_lessons_keep_the_arrays_they_verified(tour_lessons):
+    by_id = {L.id: L for L in tour_lessons}
+    a = by_id["one-channel"].arrays
+    np.testing.assert_allclose(a["y"], a["x"][..., None] * a["alpha"] + a["b"], atol=1e-12)  # what the figure shows
+    b = by_id["bottleneck"].arrays
+    assert (b["direct"], b["reduce"] + b["after"]) == (120_422_400, 12_443_648)
+    fc = by_id["fc-as-conv"].arrays
+    np.testing.assert_allclose(fc["full"], fc["dense"], atol=1e-10)
+    maps = by_id["class-maps"].arrays
+    assert maps["maps"].shape == (10, 8, 8) and maps["accuracy"] > 0.9 and int(np.argmax(maps["probs"])) == maps["label"]
+
+
+def test_report_numbers_come_from_the_analyzer(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from onebyone.analyzer import analyze
+    from onebyone.report import by_kind, dominating
+    from onebyone.zoo import create_model
+
+    stats = analyze(create_model("squeezenet1_1"), input_size=(3, 224, 224))
+    kinds = by_kind(stats)
+    assert sum(v["macs"] for v in kinds.values()) == stats.macs  # rows add up to the totals
+    assert kinds["pointwise"]["macs_pct"] == stats.share()["pointwise"]["macs"]
+    top = dominating(stats)
+    assert [r.macs for r, _, _ in top] == sorted((r.macs for r in stats.rows), reverse=True)[:10]
+    assert top[-1][2] == pytest.approx(sum(p for _, p, _ in top))
+
+    assert main(["report", "squeezenet1_1", "--html", str(tmp_path)]) == 0
+    text = (tmp_path / "index.html").read_text()
+    assert f"{stats.macs:,} MACs" in text and stats.footer() in text
+    assert text.count('<tr class="pointwise">') >= sum(r.kind == "pointwise" for r in stats.rows)
+    assert (tmp_path / "figures" / "kinds.png").stat().st_size > 0
+    assert not (tmp_path / "figures" / "roofline.png").exists()  # no bench JSON, no roofline
+
+
+def test_report_with_a_bench_json_draws_the_roofline(tmp_path):
+    pytest.importorskip("torch")
+    bench = {"machine": "test machine", "peak_gflops": 200.0, "bandwidth_gbs": 10.0,
+             "pointwise_op": [{"roofline": [{"name": "pointwise 64->64 cl", "intensity": 8.0, "gflops": 60.0, "section": "a"}]}]}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    assert main(["report", "nin_digits", "--html", str(tmp_path / "out"), "--bench", str(tmp_path / "bench.json")]) == 0
+    assert 'id="roofline"' in (tmp_path / "out" / "index.html").read_text()
+    with Image.open(tmp_path / "out" / "figures" / "roofline.png") as im:
+        assert im.width > 300
+
+
+def test_report_bad_input_is_a_clear_error(tmp_path, capsys):
+    pytest.importorskip("torch")
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["report", "nin_digits", "--html", str(tmp_path), "--bench", str(tmp_path / "bad.json")]) == 2
+    assert "expected the JSON written by `onebyone bench --json`" in capsys.readouterr().err
+    assert main(["report", "nin_digits", "--html", str(tmp_path), "--bench", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["report", "no_such_model", "--html", str(tmp_path)]) == 2
+    assert "nin_digits" in capsys.readouterr().err  # the error lists the zoo
+
+
+def test_cli_tour_html_prints_the_lessons_and_writes_the_page(tmp_path, capsys):
+    assert main(["tour", "--lesson", "bottleneck", "--html", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1/1 lessons pass" in out and f"wrote {tmp_path / 'index.html'}" in out
+    assert _sections((tmp_path / "index.html").read_text()) == [("bottleneck", "true")]
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["bottleneck.png"]
