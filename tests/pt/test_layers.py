@@ -125,3 +125,18 @@ def test_shared_mlp_with_batch_norm_on_images_and_errors():
         SharedMLP((3, 4), pool="sum")
     with pytest.raises(OneByOneError, match="at least an input and an output width"):
         SharedMLP((3,))
+
+
+def test_pointwise_uses_parametrized_weights():
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    layer = Pointwise(4, 6, bias=False).eval()
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        plain = layer(x)
+        parametrize.register_parametrization(layer, "weight", Double())
+        torch.testing.assert_close(layer(x), 2 * plain)
