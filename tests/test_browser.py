@@ -42,6 +42,8 @@ class Visit:
         self.page.on("request", lambda r: r.url.startswith(("file:", "data:")) or self.outside.append(r.url))
         self.context.route(lambda url: not url.startswith(("file:", "data:")), lambda route: route.abort())
         self.page.goto(path.resolve().as_uri(), wait_until="load")
+        self.page.wait_for_load_state("networkidle")  # let late requests and console messages arrive
+        self.page.evaluate("0")  # a round trip: events sent before it are delivered by now
 
     def images(self) -> list:
         return self.page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth, e.naturalHeight])")

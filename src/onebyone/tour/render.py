@@ -19,6 +19,20 @@ def fmt_value(value) -> str:
     return str(v)
 
 
+def detail(c) -> str:
+    """What a check computed, in one line: the error and tolerance, or what was expected and got."""
+    if c.max_abs_error is not None:
+        return f"max abs err {c.max_abs_error:.2e} (tol {c.tolerance:.0e})"
+    return f"expected {fmt_value(c.expected)}, got {fmt_value(c.got)}"
+
+
+def tally(lessons) -> str:
+    """'L/N lessons pass, C/M checks pass'."""
+    n_checks = sum(len(L.checks) for L in lessons)
+    n_ok = sum(c.passed for L in lessons for c in L.checks)
+    return f"{sum(L.passed for L in lessons)}/{len(lessons)} lessons pass, {n_ok}/{n_checks} checks pass"
+
+
 def text(lessons, color: bool = False, width: int = 100) -> str:
     """Every lesson: title, claim, checks with PASS/FAIL, expected, got and max abs error."""
     paint = (lambda s, c: f"\033[{c}m{s}\033[0m") if color else (lambda s, c: s)
@@ -30,17 +44,10 @@ def text(lessons, color: bool = False, width: int = 100) -> str:
         out.append(paint(f"    source: {L.source}", "2"))
         for c in L.checks:
             status = paint("PASS", "32") if c.passed else paint("FAIL", "31;1")
-            if c.max_abs_error is not None:
-                detail = f"max abs err {c.max_abs_error:.2e} (tol {c.tolerance:.0e})"
-            else:
-                detail = f"expected {fmt_value(c.expected)}, got {fmt_value(c.got)}"
-            out.append(f"    {status}  {c.name}: {detail}")
+            out.append(f"    {status}  {c.name}: {detail(c)}")
         out += [f"    - {n}" for n in L.notes]
         out.append("")
-    n_pass = sum(L.passed for L in lessons)
-    n_checks = sum(len(L.checks) for L in lessons)
-    n_failed = sum(not c.passed for L in lessons for c in L.checks)
-    out.append(f"{n_pass}/{len(lessons)} lessons pass, {n_checks - n_failed}/{n_checks} checks pass.  ({CONVENTION})")
+    out.append(f"{tally(lessons)}.  ({CONVENTION})")
     return "\n".join(out)
 
 
