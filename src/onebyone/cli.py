@@ -74,12 +74,17 @@ def _print_rich(stats, depth) -> bool:
     return True
 
 
-def _summary(args) -> int:
+def _analyze(args):
+    """The ModelStats of ``args.model`` at ``--input-size`` (default: the zoo's) and ``--batch-size``."""
     from .analyzer import analyze
 
     model, default_size = load_model(args.model)
     size = tuple(args.input_size) if args.input_size else default_size
-    stats = analyze(model, input_size=size, batch_size=args.batch_size)
+    return analyze(model, input_size=size, batch_size=args.batch_size)
+
+
+def _summary(args) -> int:
+    stats = _analyze(args)
     if args.json:
         print(stats.to_json())
     elif args.csv:
@@ -92,7 +97,6 @@ def _summary(args) -> int:
 def _report(args) -> int:
     import json
 
-    from .analyzer import analyze
     from .report import write_report
 
     bench = None
@@ -102,9 +106,7 @@ def _report(args) -> int:
                 bench = json.load(f)
         except (OSError, ValueError) as e:
             raise OneByOneError(f"--bench expects the JSON written by `onebyone bench --json`; reading {args.bench} failed: {e}") from None
-    model, default_size = load_model(args.model)
-    size = tuple(args.input_size) if args.input_size else default_size
-    stats = analyze(model, input_size=size, batch_size=args.batch_size)
+    stats = _analyze(args)
     path = write_report(stats, args.html, bench)
     print(f"wrote {path}: {stats.footer()}")
     return 0
@@ -197,6 +199,13 @@ def _bench(args) -> int:
     return 0
 
 
+def _model_args(p) -> None:
+    """MODEL, --input-size and --batch-size, as `summary` and `report` take them."""
+    p.add_argument("model", help="a zoo name or package.module:factory")
+    p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="one sample's shape, e.g. 3 224 224")
+    p.add_argument("--batch-size", type=int, default=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onebyone", description="The 1x1 convolution, understood and used.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -207,19 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--html", default=None, metavar="DIR", help="write DIR/index.html with a figure per lesson")
     t.set_defaults(fn=_tour)
     sm = sub.add_parser("summary", help="params, MACs and memory per layer of a model, and the 1x1 share")
-    sm.add_argument("model", help="a zoo name (see `onebyone summary --list`) or package.module:factory")
-    sm.add_argument("--input-size", type=int, nargs="+", metavar="N", help="one sample's shape, e.g. 3 224 224")
-    sm.add_argument("--batch-size", type=int, default=1)
+    _model_args(sm)
     sm.add_argument("--depth", type=int, default=None, help="fold rows deeper than this many name levels")
     fmt = sm.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     sm.set_defaults(fn=_summary)
     rp = sub.add_parser("report", help="an HTML page for a model: table, MACs and params by kind, dominating layers")
-    rp.add_argument("model", help="a zoo name or package.module:factory")
+    _model_args(rp)
     rp.add_argument("--html", required=True, metavar="DIR", help="write DIR/index.html and DIR/figures/")
-    rp.add_argument("--input-size", type=int, nargs="+", metavar="N", help="one sample's shape, e.g. 3 224 224")
-    rp.add_argument("--batch-size", type=int, default=1)
     rp.add_argument("--bench", default=None, metavar="JSON", help="a file from `onebyone bench --json`: adds its roofline")
     rp.set_defaults(fn=_report)
     tr = sub.add_parser("train", help="train a zoo model on an offline dataset (also under torchrun for DDP)")

@@ -43,11 +43,17 @@ def show_image(ax, img, title="", cmap="gray_r", **kw):
     return im
 
 
+def panel_grid(k: int, most: int = 5) -> tuple[int, int]:
+    """(columns, rows) of a grid of k panels, at most ``most`` to a row."""
+    cols = min(k, most)
+    return cols, -(-k // cols)
+
+
 def class_maps_figure(image, maps, probs, path, labels=None) -> Path:
     """The input next to its K class maps (K, h, w), one panel per class, on one colour scale
     centred at zero; each panel is titled with the class and its probability."""
-    cols = min(len(maps), 5)
-    fig = new_figure(2.0 + 1.6 * cols, 1.8 * -(-len(maps) // cols) + 0.4)
+    cols, rows = panel_grid(len(maps))
+    fig = new_figure(2.0 + 1.6 * cols, 1.8 * rows + 0.4)
     draw_class_maps(fig, image, maps, probs, labels)
     return save(fig, path)
 
@@ -57,8 +63,7 @@ def draw_class_maps(fig, image, maps, probs, labels=None) -> None:
     maps, probs = np.asarray(maps, dtype=float), np.asarray(probs, dtype=float)
     k = maps.shape[0]
     labels = [str(i) for i in range(k)] if labels is None else list(labels)
-    cols = min(k, 5)
-    rows = -(-k // cols)
+    cols, rows = panel_grid(k)
     grid = fig.add_gridspec(rows, cols + 2, width_ratios=[1.6, 0.25] + [1] * cols)
     show_image(fig.add_subplot(grid[:, 0]), image, "input")
     lim = float(np.abs(maps).max()) or 1.0
@@ -112,8 +117,7 @@ def canvas_figure(canvas, probs, stride, window, path, labels=None, threshold: f
     k, gh, gw = probs.shape
     labels = [str(i) for i in range(k)] if labels is None else list(labels)
     (sy, sx), (wh, ww) = stride, window
-    cols = min(k, 5)
-    rows = -(-k // cols)
+    cols, rows = panel_grid(k)
     fig = new_figure(3.4 + 1.6 * cols, max(3.4, 1.7 * rows + 0.5))
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=[2.2] + [1] * cols)
     ax = fig.add_subplot(grid[:, 0])

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
+from .engine import medians
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
 
@@ -32,17 +32,11 @@ def _progress(i: int, n: int, what: str) -> None:
 
 
 def timeit(fns: dict, repeat: int = 5) -> dict:
-    """Median seconds of each callable, runs interleaved (A B C A B C ...) so drift hits all alike."""
+    """Median seconds of each callable under no_grad, after a warm-up call, runs interleaved (``engine.medians``)."""
     with torch.no_grad():
         for f in fns.values():
             f()
-        times = {k: [] for k in fns}
-        for _ in range(repeat):
-            for k, f in fns.items():
-                t0 = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t0)
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        return medians(fns, repeat)
 
 
 def peak(repeat: int = 5) -> dict:

@@ -24,13 +24,6 @@ from .rewrites import is_flatten, pointwise_from
 SPATIAL = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d, Pointwise)
 
 
-def _is_gap(gm, node) -> bool:
-    m = G.module(gm, node)
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return m.output_size in (1, (1, 1))
-    return node.op == "call_function" and getattr(node.target, "__name__", "") == "adaptive_avg_pool2d" and node.args[1] in (1, (1, 1))
-
-
 def _head(gm, flat):
     """The chain after a flatten: [('linear' | 'elem', node), ...], and why it stops (None at the output)."""
     chain, cur = [], flat
@@ -114,7 +107,7 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
             continue
         first = G.module(gm, linears[0])
         _, c, h, w = fmap
-        if _is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]:
+        if G.is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]:
             maps = pointwise_from(numpy64(first.weight), numpy64(first.bias), first.weight)
             G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
             G.replace_module(work, linears[0].target, nn.Identity())

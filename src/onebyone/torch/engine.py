@@ -125,19 +125,27 @@ def fastest(cands, *args, budget: float = 0.05):
     each) and compared by their median: one-shot timings of sub-millisecond kernels are decided by
     where the allocator put the output, and picked different kernels from run to run.
     """
-    times = {}
+    first = {}
     for fn in cands:
         try:
-            times[fn] = [seconds(fn, *args, repeat=1)]  # a warm-up call, then one timed call
+            first[fn] = seconds(fn, *args, repeat=1)  # a warm-up call, then one timed call
         except (RuntimeError, NotImplementedError, AttributeError):
             continue
-    if not times:
+    if not first:
         raise OneByOneError(f"no kernel among {[f.__name__ for f in cands]} runs on inputs {[getattr(a, 'shape', a) for a in args]}")
-    rounds = max(3, min(15, int(budget / max(min(t[0] for t in times.values()), 1e-6))))
-    for _ in range(rounds - 1):
-        for fn, t in times.items():
-            t.append(_once(fn, *args))
-    return min(times, key=lambda fn: sorted(times[fn])[len(times[fn]) // 2])
+    rounds = max(3, min(15, int(budget / max(min(first.values()), 1e-6))))
+    times = medians({fn: (lambda fn=fn: fn(*args)) for fn in first}, rounds)
+    return min(times, key=times.get)
+
+
+def medians(fns: dict, rounds: int) -> dict:
+    """Median seconds of each no-argument callable over ``rounds`` interleaved rounds (A B C A B C ...),
+    so that drift and the allocator's moods hit every candidate alike."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k].append(_once(f))
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def _once(fn, *args) -> float:

@@ -180,7 +180,9 @@ class FusedPointwiseChain(nn.Module):
         rows3 = self._rows(x)  # (B, P, C)
         nb, npts, _ = rows3.shape
         rows = rows3.reshape(-1, rows3.shape[-1]).contiguous()  # (B*P, C)
-        last = len(self.weights) - 1
+        layers = list(zip(self.weights, self.biases, plan.acts))  # once, not per tile: ParameterList indexing is slow
+        if plan.pool_first:  # the last bias and activation wait until after the pool
+            layers[-1] = (layers[-1][0], None, "identity")
         o = plan.widths[-1]
         if plan.pool is None:
             out = torch.empty(rows.shape[0], o, dtype=rows.dtype, device=rows.device)
@@ -188,8 +190,7 @@ class FusedPointwiseChain(nn.Module):
             out = torch.full((nb, o), -torch.inf if plan.pool == "max" else 0.0, dtype=rows.dtype, device=rows.device)
         for r0, n, s0, k in fuse.tiles(nb, npts, plan.tile):
             h = rows[r0:r0 + n]  # (T, C)
-            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-                b, act = (None, "identity") if i == last and plan.pool_first else (b, plan.acts[i])
+            for w, b, act in layers:
                 h = _engine(h, w, b, act)(h, w, b, act)  # (T, C_i) -> (T, C_i+1)
             if plan.pool is None:
                 out[r0:r0 + n] = h

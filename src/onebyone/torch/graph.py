@@ -45,6 +45,14 @@ def module(gm, node):
     return gm.get_submodule(node.target) if node.op == "call_module" else None
 
 
+def is_gap(gm, node) -> bool:
+    """A global average pool: AdaptiveAvgPool2d or F.adaptive_avg_pool2d to 1 x 1."""
+    m = module(gm, node)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return m.output_size in (1, (1, 1))
+    return node.op == "call_function" and getattr(node.target, "__name__", "") == "adaptive_avg_pool2d" and node.args[1] in (1, (1, 1))
+
+
 def is_elementwise(gm, node) -> bool:
     if node.op == "call_module":
         return isinstance(module(gm, node), ELEMENTWISE_MODULES)

@@ -15,7 +15,7 @@ from torch import fx, nn
 
 from ..errors import OneByOneError
 from . import graph as G
-from .convolutionalize import _is_gap, convolutionalize
+from .convolutionalize import convolutionalize
 from .layers import ChannelBatchNorm
 from .rewrites import is_pointwise
 
@@ -44,7 +44,7 @@ def _map_node(gm):
     """The node holding the class maps: the input of a global average pool that a 1x1 conv feeds
     (through BatchNorm / elementwise layers), and the pool's only path to the output is a flatten."""
     for node in gm.graph.nodes:
-        if not _is_gap(gm, node):
+        if not G.is_gap(gm, node):
             continue
         src, cur = node.args[0], node.args[0]
         while cur.op != "placeholder" and not _is_1x1(G.module(gm, cur)):
@@ -70,6 +70,11 @@ def class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if node is None:
         raise OneByOneError(f"{type(model).__name__} has no head of a 1x1 conv followed by a global average pool, "
                             "so it has no class maps (a Flatten -> Linear head can be slid with canvas_scores)")
+    return _grab(gm, node, x)
+
+
+def _grab(gm, node, x) -> torch.Tensor:
+    """The value of ``node`` when the traced model runs on ``x``."""
     grab = _Grab(gm, node)
     with torch.no_grad():
         grab.run(x)
@@ -87,10 +92,11 @@ def canvas_scores(model: nn.Module, canvas: torch.Tensor, input_size) -> tuple[t
         raise OneByOneError(f"the canvas must be (B, {c}, H >= {h}, W >= {w}) for a model of input {c}x{h}x{w}, "
                             f"got shape {tuple(canvas.shape)}")
     model = model.eval()
-    if _map_node(G.trace(model)) is not None:
-        base = class_maps(model, torch.zeros(1, c, h, w, dtype=canvas.dtype))  # (1, K, mh, mw): one window's maps
-        mh, mw = base.shape[2:]
-        maps = class_maps(model, canvas)  # (B, K, Mh, Mw)
+    gm = G.trace(model)  # traced once for both runs below
+    node = _map_node(gm)
+    if node is not None:
+        mh, mw = _grab(gm, node, torch.zeros(1, c, h, w, dtype=canvas.dtype)).shape[2:]  # one window's maps
+        maps = _grab(gm, node, canvas)  # (B, K, Mh, Mw)
         return F.avg_pool2d(maps, (mh, mw), stride=1), (h // mh, w // mw)
     conv, report = convolutionalize(model, input_size)
     with torch.no_grad():

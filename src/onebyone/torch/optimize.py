@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import OneByOneError
 from . import engine
+from . import graph as G
 from .fused import FusedPointwiseChain, _is_1x1
 from .layers import ChannelBatchNorm, SharedMLP
 from .report import RewriteReport, finish, probe_input
@@ -58,8 +59,7 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
             except OneByOneError as e:
                 report.skipped.append((name, str(e)))
                 continue
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, chain)
+            G.replace_module(model, name, chain)
             report.changed.append(f"{name}: SharedMLP {m.widths} -> FusedPointwiseChain (tile {chain.plan.tile})")
         elif isinstance(m, nn.Sequential):
             for i, j in list(_runs(m)):

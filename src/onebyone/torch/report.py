@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .layers import Pointwise
 
@@ -34,7 +35,7 @@ class RewriteReport:
         lines = [f"{self.rewrite}: {len(self.changed)} change(s), {len(self.skipped)} skipped; "
                  f"max abs diff {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})",
                  f"  params {self.params_before:,} -> {self.params_after:,}; MACs {self.macs_before:,} -> {self.macs_after:,} "
-                 "(MACs = multiply-accumulates, bias excluded)"]
+                 f"({CONVENTION})"]
         lines += [f"  changed  {c}" for c in self.changed]
         lines += [f"  skipped  {n}: {r}" for n, r in self.skipped]
         lines += [f"  note     {n}" for n in self.notes]

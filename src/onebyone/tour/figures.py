@@ -174,8 +174,6 @@ def nonlinearity(a, fig):
 
 def draw(lesson, path):
     """Write the figure of ``lesson`` (which has run) to ``path``; returns the path."""
-    from . import figures_forms  # noqa: F401  (registers the figures of the forms and costs)
-
     if lesson.id not in FIGURES:
         raise OneByOneError(f"no figure for lesson {lesson.id!r}; figures exist for {sorted(FIGURES)}")
     if not lesson.arrays:
@@ -184,3 +182,6 @@ def draw(lesson, path):
     fig = new_figure(*size)
     fn(lesson.arrays, fig)
     return save(fig, path)
+
+
+from . import figures_forms  # noqa: E402, F401  (registers the figures of the forms and costs, after FIGURES exists)
