@@ -114,3 +114,16 @@ def test_cli_tour_html_prints_the_lessons_and_writes_the_page(tmp_path, capsys):
     assert "1/1 lessons pass" in out and f"wrote {tmp_path / 'index.html'}" in out
     assert _sections((tmp_path / "index.html").read_text()) == [("bottleneck", "true")]
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["bottleneck.png"]
+
+
+def test_report_takes_a_factory_and_an_input_size(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    (tmp_path / "my_models.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["report", "my_models:make", "--input-size", "3", "16", "16", "--html", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "index.html").read_text()
+    macs = 8 * 14 * 14 * 27 + 4 * 14 * 14 * 8  # the 3x3 conv and the 1x1 conv at 16 x 16, closed form
+    assert f"{macs:,} MACs" in text and "<h1>Sequential</h1>" in text
