@@ -3,6 +3,7 @@
 Importing this module imports torch; ``import onebyone`` alone does not. Every rewrite returns
 ``(new_model, RewriteReport)`` and leaves the given model untouched unless ``inplace=True``.
 """
+from .convact import ConvAct
 from .convolutionalize import convolutionalize
 from .factorize import factorize
 from .fused import FusedPointwiseChain
@@ -11,5 +12,5 @@ from .report import RewriteReport
 from .optimize import optimize
 from .rewrites import conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1, merge_pointwise
 
-__all__ = ["ChannelBatchNorm", "FusedPointwiseChain", "Pointwise", "RewriteReport", "SharedMLP", "conv1x1_to_linear", "convolutionalize",
+__all__ = ["ChannelBatchNorm", "ConvAct", "FusedPointwiseChain", "Pointwise", "RewriteReport", "SharedMLP", "conv1x1_to_linear", "convolutionalize",
            "factorize", "fold_batchnorm", "linear_to_conv1x1", "merge_pointwise", "optimize"]

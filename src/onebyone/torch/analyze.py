@@ -17,6 +17,8 @@ from .. import cost
 from ..errors import OneByOneError
 from ..stats import LayerStats, ModelStats, conv_kind
 from .count import layer_cost
+from .convact import ConvAct
+from .fused import FusedPointwiseChain
 from .layers import Pointwise
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -24,7 +26,7 @@ ACTS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU, nn.Tanh, nn.S
         nn.Softmax, nn.LogSoftmax, nn.PReLU)
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, Pointwise)
+LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, Pointwise, ConvAct, FusedPointwiseChain)
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 FUNCTIONS = {F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d", torch.matmul: "matmul",
              torch.Tensor.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.mm: "mm", torch.bmm: "bmm",
@@ -111,9 +113,9 @@ class _Collector:
         row.activations, row.bytes_read, row.bytes_written = output.numel(), (x.numel() + row.params) * size, output.numel() * size
         if isinstance(m, LAYERS):
             c = layer_cost(m, x, self.dtype)
-            row.kind = "dense" if isinstance(m, nn.Linear) else "pointwise" if isinstance(m, Pointwise) else \
+            row.kind = "dense" if isinstance(m, nn.Linear) else "pointwise" if isinstance(m, (Pointwise, FusedPointwiseChain)) else \
                 conv_kind(m.kernel_size, m.groups, m.in_channels)
-            row.weights, row.macs, row.bytes_read = m.weight.numel() if row.params else 0, c.macs, c.bytes_read
+            row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read
         elif isinstance(m, NORMS):
             row.kind = "norm"  # no weight-input MACs: an eval norm is a per-channel affine that folds into a conv
         elif isinstance(m, ACTS):

@@ -67,10 +67,12 @@ def pointwise_op(quick: bool, repeat: int) -> list:
         w, bias = layer.weight, layer.bias
         x = torch.randn(b, c, s, s)
         xcl = x.contiguous(memory_format=torch.channels_last)
+        # each layout's three timed among themselves: the ratio is within a layout, and NCHW's large
+        # matmul outputs would otherwise evict and unmap what the channels_last calls use
         t = timeit({"pointwise_nchw": lambda: layer(x), "conv2d_nchw": lambda: F.conv2d(x, w, bias),
-                    "matmul_nchw": lambda: torch.matmul(w.flatten(1), x.flatten(2)) + bias[:, None],
-                    "pointwise_cl": lambda: layer(xcl), "conv2d_cl": lambda: F.conv2d(xcl, w, bias),
-                    "matmul_cl": lambda: torch.matmul(xcl.permute(0, 2, 3, 1), w.flatten(1).t()) + bias}, repeat)
+                    "matmul_nchw": lambda: torch.matmul(w.flatten(1), x.flatten(2)) + bias[:, None]}, repeat)
+        t |= timeit({"pointwise_cl": lambda: layer(xcl), "conv2d_cl": lambda: F.conv2d(xcl, w, bias),
+                     "matmul_cl": lambda: torch.matmul(xcl.permute(0, 2, 3, 1), w.flatten(1).t()) + bias}, repeat)
         flops = 2 * cost.conv1x1_cost((b, c, s, s), o).macs
         bytes_ = 4 * (b * s * s * (c + o) + c * o)
         row = {"c_in": c, "c_out": o, "batch": b, "size": s, **{k: v * 1e3 for k, v in t.items()}}

@@ -8,6 +8,7 @@ default is used and nothing is timed.
 """
 from __future__ import annotations
 
+import random
 import time
 
 import torch
@@ -16,6 +17,18 @@ import torch.nn.functional as F
 from ..errors import OneByOneError
 
 _CACHE: dict = {}
+# the activations a oneDNN call can fuse after its product: name -> (attr, scalars, algorithm), and plain torch
+MKLDNN_ACTS = {"identity": ("none", [], ""), "relu": ("relu", [], ""), "relu6": ("hardtanh", [0.0, 6.0], ""),
+               "gelu": ("gelu", [], "none")}
+PLAIN_ACTS = {"identity": lambda h: h, "relu": F.relu, "relu6": F.relu6, "gelu": F.gelu}
+
+
+def act_name(m) -> str | None:
+    """The ``MKLDNN_ACTS`` name of an activation module (eval Dropout and Identity: "identity"), else None."""
+    if isinstance(m, torch.nn.GELU):
+        return "gelu" if m.approximate == "none" else None  # oneDNN's gelu here is the erf one
+    names = {torch.nn.Identity: "identity", torch.nn.Dropout: "identity", torch.nn.ReLU: "relu", torch.nn.ReLU6: "relu6"}
+    return names.get(type(m))
 _FAST: dict = {}  # the full signature of a call -> its kernel, for the calls after the first
 _MIN_MACS_TO_TIME = 200_000  # below this every kernel takes microseconds: use the default
 
@@ -72,7 +85,7 @@ def _cl_rows(x, w, b, stride, groups):  # channels_last (B, C, H, W) as rows (B*
 
 def _candidates(kind: str, groups: int, stride: int = 1):
     table = {
-        "nchw": [_conv2d_cl, _conv2d] + ([_bmm] if groups == 1 else []),
+        "nchw": [_conv2d, _conv2d_cl] + ([_bmm] if groups == 1 else []),
         "channels_last": [_conv2d] + ([_cl_rows] if groups == 1 and stride == 1 else []),
         "ncl": [_conv1d_as_cl2d, _conv1d] + ([_bmm] if groups == 1 else []),
         "nc": [_linear] if groups == 1 else [_last_as_cl2d],
@@ -118,12 +131,14 @@ def seconds(fn, *args, repeat: int = 3) -> float:
     return min(_once(fn, *args) for _ in range(repeat))
 
 
-def fastest(cands, *args, budget: float = 0.05):
+def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1):
     """The candidate that runs ``args`` fastest; candidates that raise (no kernel for this dtype...) drop out.
 
     The candidates are timed in interleaved rounds (3 to 15, as many as fit in about ``budget`` seconds
     each) and compared by their median: one-shot timings of sub-millisecond kernels are decided by
-    where the allocator put the output, and picked different kernels from run to run.
+    where the allocator put the output, and picked different kernels from run to run. The first
+    candidate (the static default, what tracing runs) keeps its place unless another beats it by
+    more than ``margin``: between kernels within noise of each other, a switch is a coin toss.
     """
     first = {}
     for fn in cands:
@@ -135,16 +150,21 @@ def fastest(cands, *args, budget: float = 0.05):
         raise OneByOneError(f"no kernel among {[f.__name__ for f in cands]} runs on inputs {[getattr(a, 'shape', a) for a in args]}")
     rounds = max(3, min(15, int(budget / max(min(first.values()), 1e-6))))
     times = medians({fn: (lambda fn=fn: fn(*args)) for fn in first}, rounds)
-    return min(times, key=times.get)
+    best = min(times, key=times.get)
+    default = next(iter(times))
+    return best if times[best] < (1 - margin) * times[default] else default
 
 
 def medians(fns: dict, rounds: int) -> dict:
-    """Median seconds of each no-argument callable over ``rounds`` interleaved rounds (A B C A B C ...),
-    so that drift and the allocator's moods hit every candidate alike."""
-    times = {k: [] for k in fns}
+    """Median seconds of each no-argument callable over ``rounds`` interleaved rounds, so that drift
+    and the allocator's moods hit every candidate alike. Each round runs them in a new (seeded)
+    random order: a call right after a large one finds its input out of cache and its output pages
+    unmapped, and a fixed order (or a rotation of one) would charge that to the same candidate."""
+    keys, order = list(fns), random.Random(0)
+    times = {k: [] for k in keys}
     for _ in range(rounds):
-        for k, f in fns.items():
-            times[k].append(_once(f))
+        for k in order.sample(keys, len(keys)):
+            times[k].append(_once(fns[k]))
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 

@@ -21,8 +21,6 @@ from .report import numpy64, tensor
 from .rewrites import groups, is_pointwise
 
 _TORCH_ACTS = {"identity": lambda h: h, "relu": torch.relu_, "relu6": lambda h: h.clamp_(0, 6), "gelu": F.gelu}
-_PLAIN_ACTS = {"identity": lambda h: h, "relu": F.relu, "relu6": F.relu6, "gelu": F.gelu}
-_ACT_NAMES = {nn.Identity: "identity", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.GELU: "gelu"}
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)
 _ENGINE: dict = {}
 
@@ -38,12 +36,8 @@ def _addmm(h, w4, b, act):  # rows (T, C) @ (C, O)
     return _TORCH_ACTS[act](torch.mm(h, wt) if b is None else torch.addmm(b, h, wt))
 
 
-_MKLDNN_ATTR = {"identity": ("none", [], ""), "relu": ("relu", [], ""), "relu6": ("hardtanh", [0.0, 6.0], ""),
-                "gelu": ("gelu", [], "none")}
-
-
 def _mkldnn(h, w4, b, act):  # oneDNN's matmul with the bias and activation fused into it (what inductor calls)
-    attr, scalars, algo = _MKLDNN_ATTR[act]
+    attr, scalars, algo = engine.MKLDNN_ACTS[act]
     return torch.ops.mkldnn._linear_pointwise(h, w4.flatten(1), b, attr, scalars, algo)
 
 
@@ -120,8 +114,8 @@ class FusedPointwiseChain(nn.Module):
                 scale, shift = algebra.batchnorm_affine(numpy64(m.running_mean), numpy64(m.running_var),
                                                         numpy64(m.weight), numpy64(m.bias), m.eps)
                 weights[-1][0], weights[-1][1] = algebra.fold_affine_after(weights[-1][0], weights[-1][1], scale, shift)
-            elif type(m) in _ACT_NAMES or isinstance(m, nn.Dropout):
-                name = "identity" if isinstance(m, nn.Dropout) else _ACT_NAMES[type(m)]
+            elif engine.act_name(m) is not None:
+                name = engine.act_name(m)
                 if isinstance(m, nn.Dropout) and m.training:
                     raise OneByOneError(f"{where} is in training mode: call .eval() before fusing")
                 if name != "identity" and acts[-1] != "identity":
@@ -129,7 +123,7 @@ class FusedPointwiseChain(nn.Module):
                 acts[-1] = name if name != "identity" else acts[-1]
             else:
                 raise OneByOneError(f"cannot fuse {where}: a chain holds Pointwise / Conv(k=1) / Linear layers, eval "
-                                    f"BatchNorm, and ReLU / ReLU6 / GELU / Identity / Dropout between them")
+                                    f"BatchNorm, and ReLU / ReLU6 / GELU (erf) / Identity / Dropout between them")
         if not weights:
             raise OneByOneError("a chain needs at least one pointwise layer, got none")
         if len(dims) > 1:
@@ -164,7 +158,7 @@ class FusedPointwiseChain(nn.Module):
         """Layer by layer, through ``engine.pointwise``: what autograd runs."""
         for w, b, act in zip(self.weights, self.biases, self.plan.acts):
             x = engine.pointwise(x, w, b, 1, 1, self.channel_dim)
-            x = _PLAIN_ACTS[act](x)
+            x = engine.PLAIN_ACTS[act](x)
         if self.plan.pool is None:
             return x
         rows = x.movedim(1, -1).flatten(1, -2) if self.channel_dim == 1 else x.flatten(1, -2)  # (B, P, O)

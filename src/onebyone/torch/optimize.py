@@ -3,8 +3,11 @@
 1. fold eval BatchNorms and merge linear pairs (``merge_pointwise``, which folds first);
 2. replace every ``SharedMLP``, and every run of two or more 1x1 convs (with the BatchNorm /
    activation / dropout between them) inside an ``nn.Sequential``, by a ``FusedPointwiseChain``;
-3. move the model and its input to channels_last when that runs faster on ``example`` (timed);
-4. check the outputs against the original (float64, within ``tol`` of the output scale).
+3. run every Conv2d / Pointwise and the activation after it as one oneDNN call with packed weights
+   (``ConvAct``);
+4. move the model and its input to channels_last when that runs faster on ``example`` (timed);
+5. check the outputs against the original, in float64 and in the example's dtype (the oneDNN path),
+   within ``tol`` of the output scale.
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from ..errors import OneByOneError
 from . import engine
 from . import graph as G
 from .fused import FusedPointwiseChain, _is_1x1
-from .layers import ChannelBatchNorm, SharedMLP
-from .report import RewriteReport, finish, probe_input
+from .convact import ConvAct
+from .layers import ChannelBatchNorm, Pointwise, SharedMLP
+from .report import RewriteReport, finish, max_difference, probe_input
 from .rewrites import merge_pointwise
 
 _BETWEEN = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm, nn.ReLU, nn.ReLU6, nn.GELU, nn.Identity, nn.Dropout)
@@ -52,7 +56,10 @@ def _runs(seq: nn.Sequential):
 
 def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
     """Swap SharedMLPs and 1x1 runs in Sequentials for FusedPointwiseChains (in place)."""
+    gone = ()  # names of replaced SharedMLPs: their old insides are no longer in the model
     for name, m in list(model.named_modules()):
+        if name.startswith(gone):
+            continue
         if isinstance(m, SharedMLP):
             try:
                 chain = FusedPointwiseChain.from_shared_mlp(m)
@@ -60,6 +67,7 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
                 report.skipped.append((name, str(e)))
                 continue
             G.replace_module(model, name, chain)
+            gone += (name + ".",)
             report.changed.append(f"{name}: SharedMLP {m.widths} -> FusedPointwiseChain (tile {chain.plan.tile})")
         elif isinstance(m, nn.Sequential):
             for i, j in list(_runs(m)):
@@ -75,6 +83,36 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
                     m[k] = nn.Identity()
                 report.changed.append(f"{name or 'model'}[{i}:{j}]: {j - i} layers -> FusedPointwiseChain {chain.plan.widths}")
     return model
+
+
+def fuse_conv_acts(model: nn.Module, report: RewriteReport) -> nn.Module:
+    """Swap every Conv2d / channels-first Pointwise for a ``ConvAct`` (in place), taking in the activation
+    that follows it inside an ``nn.Sequential`` (past Identity and eval Dropout)."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.Sequential):
+            mods = list(m)
+            for i, conv in enumerate(mods):
+                if not _conv_like(conv):
+                    continue
+                j = i + 1
+                while j < len(mods) and engine.act_name(mods[j]) == "identity":
+                    j += 1
+                act = engine.act_name(mods[j]) if j < len(mods) else None
+                m[i] = ConvAct(conv, act or "identity")
+                if act:
+                    m[j] = nn.Identity()
+                report.changed.append(f"{name or 'model'}[{i}]: {type(conv).__name__}{' + ' + type(mods[j]).__name__ if act else ''} "
+                                      f"-> ConvAct (one oneDNN call, packed weights)")
+    for name, m in list(model.named_modules()):  # convs outside Sequentials: the conv alone
+        if _conv_like(m) and name:
+            G.replace_module(model, name, ConvAct(m))
+            report.changed.append(f"{name}: {type(m).__name__} -> ConvAct (one oneDNN call, packed weights)")
+    return model
+
+
+def _conv_like(m) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not (m.padding == "same" and any(
+        d * (k - 1) % 2 for d, k in zip(m.dilation, m.kernel_size)))) or (isinstance(m, Pointwise) and m.channel_dim == 1)
 
 
 def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None):
@@ -97,15 +135,26 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     except OneByOneError as e:  # e.g. a model fx cannot trace: fusing by module structure still works
         work = copy.deepcopy(model)
         report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
-    work = fuse_chains(work, report)
-    has_conv = any(isinstance(m, nn.Conv2d) or getattr(m, "channel_dim", None) == 1 for m in work.modules()) and x.dim() == 4
+    work = fuse_conv_acts(fuse_chains(work, report), report)
+    has_conv = any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1 for m in work.modules()) and x.dim() == 4
     if has_conv and channels_last is not False:
         cl = ChannelsLast(copy.deepcopy(work).to(memory_format=torch.channels_last))
-        with torch.no_grad():
-            faster = channels_last or engine.seconds(cl, x) < engine.seconds(work, x)
-        if faster:
+        if channels_last or _faster(cl, work, x):
             work = cl
             report.changed.append("model and input moved to channels_last")
         else:
             report.notes.append("channels_last was timed and ran slower: kept the input's layout")
-    return finish(report, model, work, x, tol, inplace=False)
+    work, report = finish(report, model, work, x, tol, inplace=False)
+    diff, scale = max_difference(model, work, x, dtype=None)  # the fast path itself: oneDNN runs float32 only
+    if diff > tol * max(scale, 1.0):
+        raise OneByOneError(f"optimize changed the {x.dtype} outputs by {diff:.3g} (> tolerance {tol * max(scale, 1.0):.3g})")
+    report.notes.append(f"checked in {str(x.dtype).replace('torch.', '')} on the fast path too: max abs diff {diff:.3g}")
+    return work, report
+
+
+def _faster(a: nn.Module, b: nn.Module, x, rounds: int = 5) -> bool:
+    """Does ``a`` run ``x`` faster than ``b``? Medians of interleaved calls (after a warm-up of each)."""
+    with torch.no_grad():
+        a(x), b(x)
+        t = engine.medians({"a": lambda: a(x), "b": lambda: b(x)}, rounds)
+    return t["a"] < t["b"]

@@ -78,10 +78,13 @@ def _outputs(y) -> list:
     raise OneByOneError(f"model outputs must be tensors, tuples, lists or dicts of them, got {type(y).__name__}")
 
 
-def max_difference(before: nn.Module, after: nn.Module, example, reshape=None) -> tuple[float, float]:
-    """(max abs difference, max abs output) of the two models on ``example``, in float64 on copies."""
-    a, b = copy.deepcopy(before).double().eval(), copy.deepcopy(after).double().eval()
-    x = example.double()
+def max_difference(before: nn.Module, after: nn.Module, example, reshape=None, dtype=torch.float64) -> tuple[float, float]:
+    """(max abs difference, max abs output) of the two models on ``example``, in ``dtype`` on copies
+    (``dtype=None``: the models and the example as they are)."""
+    a, b, x = before, after, example
+    if dtype is not None:
+        a, b = copy.deepcopy(before).to(dtype).eval(), copy.deepcopy(after).to(dtype).eval()
+        x = example.to(dtype)
     with torch.no_grad():
         ya, yb = _outputs(a(x)), _outputs(b(x))
     if reshape is not None:

@@ -1,0 +1,117 @@
+"""``ConvAct``: a 2-D conv and the activation after it as one oneDNN call, its weights packed once.
+
+This is what ``torch.compile`` emits on CPUs for a frozen eval model: ``mkldnn._convolution_pointwise``
+with the bias and the activation fused into the conv, and (for channels_last inputs) the weight
+reordered once per input shape into oneDNN's blocked layout, where eager ``F.conv2d`` reorders it on
+every call and writes the conv's output before the activation reads it back. A stride-1 1x1 conv
+on a channels_last input may instead run as oneDNN's matmul over rows (timed once per shape, kept
+only when clearly faster). Under autograd, while tracing, on other devices or dtypes, it runs
+``F.conv2d`` and the activation: the same numbers.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import OneByOneError
+from . import engine
+from .layers import Pointwise
+
+_PACKED_SHAPES = 8  # packed weights kept per layer (one per input shape seen)
+
+
+def _packed_conv(x, w, b, geom, act):  # geom: (padding, stride, dilation, groups)
+    attr, scalars, algo = engine.MKLDNN_ACTS[act]
+    return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, attr, scalars, algo)
+
+
+def _rows_linear(x, w, b, geom, act):  # channels_last (B, C, H, W) as rows (B*H*W, C) @ (C, O)
+    attr, scalars, algo = engine.MKLDNN_ACTS[act]
+    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view of channels_last memory
+    y = torch.ops.mkldnn._linear_pointwise(rows, w.flatten(1), b, attr, scalars, algo)  # (B*H*W, O)
+    return y.view(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)
+
+
+class ConvAct(nn.Module):
+    """A Conv2d or Pointwise layer and the activation that follows it (relu, relu6, gelu or identity).
+
+    >>> ConvAct(nn.Conv2d(3, 8, 3, padding=1), "relu")
+    ConvAct(3, 8, kernel=(3, 3), stride=(1, 1), padding=(1, 1), act='relu')
+    """
+
+    def __init__(self, conv: nn.Module, act: str = "identity"):
+        super().__init__()
+        if act not in engine.MKLDNN_ACTS:
+            raise OneByOneError(f"act must be one of {sorted(engine.MKLDNN_ACTS)}, got {act!r}")
+        self.act = act
+        if isinstance(conv, Pointwise) and conv.channel_dim == 1:
+            self.stride, self.padding, self.dilation = (conv.stride,) * 2, (0, 0), (1, 1)
+        elif isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros":
+            self.stride, self.dilation = tuple(conv.stride), tuple(conv.dilation)
+            self.padding = _padding(conv)
+        else:
+            raise OneByOneError(f"ConvAct takes an nn.Conv2d with zero padding or a channels-first Pointwise, got {conv!r}")
+        self.groups, self.any_rank = conv.groups, isinstance(conv, Pointwise)  # Pointwise also takes (B, C), (B, C, L)...
+        self.out_channels, self.in_channels = conv.weight.shape[0], conv.weight.shape[1] * conv.groups  # as nn.Conv2d's,
+        self.kernel_size = tuple(conv.weight.shape[2:])  # for the analyzer
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
+        self._packed: dict = {}  # (input shape, weight pointer, weight version) -> packed weight; not state
+
+    def __getstate__(self):  # copies and pickles leave the packed weights behind (oneDNN tensors have no storage)
+        return {**self.__dict__, "_packed": {}}
+
+    def _geom(self):
+        return list(self.padding), list(self.stride), list(self.dilation), self.groups
+
+    def plain(self, x):
+        if self.any_rank and x.dim() != 4:
+            return engine.PLAIN_ACTS[self.act](engine.pointwise(x, self.weight, self.bias, self.stride[0], self.groups))
+        return engine.PLAIN_ACTS[self.act](F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+
+    def forward(self, x):
+        w = self.weight
+        fast = (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+                and torch.backends.mkldnn.is_available() and not engine.tracing()
+                and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
+        if not fast:
+            return self.plain(x)
+        if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():  # NCHW: packing would
+            return _packed_conv(x, w, self.bias, self._geom(), self.act)  # return channels_last; fuse the act only
+        key = (tuple(x.shape), w.data_ptr(), w._version)
+        if key not in self._packed:
+            if len(self._packed) >= _PACKED_SHAPES:
+                self._packed.clear()
+            self._packed[key] = self._choose(x)
+        fn, packed = self._packed[key]
+        return fn(x, packed, self.bias, self._geom(), self.act)
+
+    def _choose(self, x):
+        """(kernel, its weight): the packed conv, or for a stride-1 1x1 conv oneDNN's matmul on rows if clearly faster."""
+        geom = self._geom()
+        packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight.detach(), *geom, list(x.shape))
+        one_by_one = self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
+        if not one_by_one:
+            return _packed_conv, packed
+        w, b, act = self.weight.detach(), self.bias, self.act
+        runs = {(lambda: _packed_conv(x, packed, b, geom, act)): (_packed_conv, packed),
+                (lambda: _rows_linear(x, w, b, geom, act)): (_rows_linear, w)}
+        return runs[engine.fastest(list(runs))]
+
+    def __repr__(self) -> str:
+        extra = f", groups={self.groups}" if self.groups != 1 else ""
+        return (f"ConvAct({self.in_channels}, {self.out_channels}, kernel={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                f"{extra}, act={self.act!r})")
+
+
+def _padding(conv: nn.Conv2d) -> tuple:
+    """Symmetric (top, left) padding of a Conv2d; 'same' with an even effective kernel pads unevenly: refused."""
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        if any(t % 2 for t in total):
+            raise OneByOneError(f"{conv!r}: padding='same' with an even kernel pads one side more; ConvAct pads both alike")
+        return tuple(t // 2 for t in total)
+    return tuple(conv.padding)

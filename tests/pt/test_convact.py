@@ -1,0 +1,89 @@
+"""ConvAct: a conv and its activation as one oneDNN call with packed weights, the same numbers as F.conv2d."""
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError
+from onebyone.torch import ConvAct, Pointwise, optimize
+from onebyone.torch.analyze import analyze
+
+ACTS = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "gelu": nn.GELU(), "identity": nn.Identity()}
+CONVS = [  # (conv, input channels, input size)
+    (lambda: nn.Conv2d(6, 12, 3, padding=1), 6, 11),
+    (lambda: nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False), 8, 13),  # depthwise, strided
+    (lambda: nn.Conv2d(12, 6, 5, padding="same", dilation=2, groups=3), 12, 9),
+    (lambda: nn.Conv2d(4, 10, (1, 3), stride=(2, 1), padding="valid"), 4, 10),
+    (lambda: Pointwise(16, 24), 16, 7),
+    (lambda: Pointwise(16, 8, stride=2, bias=False), 16, 7),
+]
+
+
+@pytest.mark.parametrize("make,cin,size", CONVS)
+@pytest.mark.parametrize("act", list(ACTS))
+def test_convact_equals_conv_then_activation(make, cin, size, act):
+    torch.manual_seed(0)
+    conv = make().eval()
+    fused = ConvAct(conv, act).eval()
+    x = torch.randn(3, cin, size, size)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        with torch.no_grad():
+            want = ACTS[act](conv(xl))
+            for _ in range(2):  # the first call packs (and for 1x1 times the kernels), the second reuses
+                got = fused(xl)
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_convact_repacks_after_a_weight_change_and_copies_and_pickles():
+    conv = nn.Conv2d(4, 8, 3, padding=1).eval()
+    fused = ConvAct(conv, "relu")
+    x = torch.randn(2, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fused(x)
+        fused.weight.mul_(2)  # in place: the packed copy is stale now
+        conv.weight.mul_(2)
+        torch.testing.assert_close(fused(x), torch.relu(conv(x)), rtol=1e-5, atol=1e-5)
+        for other in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+            torch.testing.assert_close(other(x), fused(x))
+    assert set(fused.state_dict()) == {"weight", "bias"}  # the packed weights are not state
+
+
+def test_convact_autograd_and_float64_take_the_plain_path():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3)
+    fused = ConvAct(conv, "relu6")
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    fused(x).square().sum().backward()
+    gx, gw = x.grad.clone(), fused.weight.grad.clone()
+    x.grad = None
+    torch.nn.functional.relu6(conv(x)).square().sum().backward()
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gw, conv.weight.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(ConvAct(conv.double(), "relu6")(x.double()), torch.nn.functional.relu6(conv(x.double())))
+
+
+def test_convact_refuses_what_it_cannot_run_alike():
+    with pytest.raises(OneByOneError, match="even kernel"):
+        ConvAct(nn.Conv2d(3, 4, 4, padding="same"))
+    with pytest.raises(OneByOneError, match="zero padding"):
+        ConvAct(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(OneByOneError, match="act must be one of"):
+        ConvAct(nn.Conv2d(3, 4, 3), "swish")
+
+
+def test_optimize_fuses_conv_activation_pairs_and_leaves_odd_convs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout(0.1), nn.ReLU(), nn.Conv2d(8, 8, 4, padding="same"), nn.GELU("tanh"),
+                          nn.Conv2d(8, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU6()).eval()
+    x = torch.randn(2, 3, 12, 12)
+    opt, report = optimize(model, x)
+    seq = opt.model if hasattr(opt, "model") else opt  # (inside ChannelsLast when that was timed faster)
+    assert [type(m).__name__ for m in seq] == ["ConvAct", "Dropout", "Identity", "Conv2d", "GELU", "Conv2d", "ReLU6"]
+    assert seq[0].act == "relu"
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
+    assert report.macs_after == report.macs_before == analyze(model, example=x).macs
