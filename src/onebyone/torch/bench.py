@@ -222,7 +222,7 @@ def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, pr
         elif step == "d":
             result["bottleneck"] = bottleneck(quick, repeat)
         else:
-            result["optimize"] = optimized_models(quick, repeat, compile_)
+            result["optimize"] = optimized_models(quick, repeat + 4, compile_)  # whole models: the noisiest ratios
     if "pointwise_op" in result:  # the large channels_last 1x1 convs of (a) count towards the peak too
         sizes = [(r, 2 * cost.conv1x1_cost((r["batch"], r["c_in"], r["size"], r["size"]), r["c_out"]).macs) for r in result["pointwise_op"]]
         result["peak_gflops"] = max([result["peak_gflops"]] + [f / r["conv2d_cl"] * 1e3 / 1e9 for r, f in sizes])

@@ -26,11 +26,8 @@ def _packed_conv(x, w, b, geom, act):  # geom: (padding, stride, dilation, group
     return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, attr, scalars, algo)
 
 
-def _rows_linear(x, w, b, geom, act):  # channels_last (B, C, H, W) as rows (B*H*W, C) @ (C, O)
-    attr, scalars, algo = engine.MKLDNN_ACTS[act]
-    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view of channels_last memory
-    y = torch.ops.mkldnn._linear_pointwise(rows, w.flatten(1), b, attr, scalars, algo)  # (B*H*W, O)
-    return y.view(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)
+def _rows_linear(x, w, b, geom, act):  # a stride-1 1x1 conv as oneDNN's matmul over channels_last rows
+    return engine.rows_linear(x, w, b, act)
 
 
 class ConvAct(nn.Module):

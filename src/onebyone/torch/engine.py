@@ -77,10 +77,14 @@ def _last_as_cl2d(x, w, b, stride, groups):  # (..., C) viewed as a channels_las
     return y.permute(0, 2, 3, 1).reshape(*lead, w.shape[0])  # -> (..., O)
 
 
-def _cl_rows(x, w, b, stride, groups):  # channels_last (B, C, H, W) as rows (B*H*W, C) @ (C, O)
+def rows_linear(x, w, b, act: str = "identity"):  # channels_last (B, C, H, W) as rows (B*H*W, C) @ (C, O)
     rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view: channels_last memory is row-major (B, H, W, C)
-    y = torch.ops.mkldnn._linear_pointwise(rows, w.flatten(1), b, "none", [], "")  # oneDNN matmul, bias fused
+    y = torch.ops.mkldnn._linear_pointwise(rows, w.flatten(1), b, *MKLDNN_ACTS[act])  # oneDNN matmul, bias and act fused
     return y.view(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)  # (B, H, W, O) -> channels_last (B, O, H, W)
+
+
+def _cl_rows(x, w, b, stride, groups):
+    return rows_linear(x, w, b)
 
 
 def _candidates(kind: str, groups: int, stride: int = 1):
