@@ -87,3 +87,20 @@ def test_optimize_fuses_conv_activation_pairs_and_leaves_odd_convs():
     with torch.no_grad():
         torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
     assert report.macs_after == report.macs_before == analyze(model, example=x).macs
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+def test_both_kernels_of_a_1x1_convact_agree(act):
+    from onebyone.torch import convact
+
+    torch.manual_seed(0)
+    layer = Pointwise(24, 40).eval()
+    x = torch.randn(2, 24, 6, 5).contiguous(memory_format=torch.channels_last)
+    m = ConvAct(layer, act)
+    geom = m._geom()
+    packed_conv = torch.ops.mkldnn._reorder_convolution_weight(m.weight.detach(), *geom, list(x.shape))
+    packed_lin = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().flatten(1), 60)
+    with torch.no_grad():
+        want = ACTS[act](layer(x))
+        for fn, w in ((convact._packed_conv, packed_conv), (convact._rows_linear, packed_lin), (convact._rows_linear, m.weight)):
+            torch.testing.assert_close(fn(x, w, m.bias, geom, act), want, rtol=1e-5, atol=1e-5)

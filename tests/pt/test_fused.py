@@ -9,6 +9,7 @@ from torch import nn
 from onebyone import OneByOneError, fuse
 from onebyone.cli import main
 from onebyone.torch import ChannelBatchNorm, FusedPointwiseChain, Pointwise, SharedMLP, optimize
+from onebyone.torch import fused as FU
 from onebyone.zoo import create_model, list_models, model_info
 
 ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "identity": nn.Identity}
@@ -69,6 +70,28 @@ def test_fused_reference_plan_and_channels_last_and_autograd():
     y.sum().backward()
     assert xg.grad is not None and fused.weights[0].grad is not None
     torch.testing.assert_close(y.detach(), plain(seq, x, "max"), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_repacks_after_a_weight_edit_and_copies_and_pickles():
+    import copy
+    import pickle
+
+    seq = chain_layers((5, 16, 8), ("relu", "identity"), False, 0)
+    chain = FusedPointwiseChain.from_layers(list(seq), pool="max", tile=32)
+    x = torch.randn(2, 5, 50)
+    rows = x.movedim(1, -1).reshape(-1, 5)
+    with torch.no_grad():
+        chain(x)  # packs the float32 weights for oneDNN
+        chain.weights[0].mul_(2)  # in place: the packed copies are stale now
+        seq[0].weight.mul_(2)
+        torch.testing.assert_close(chain(x), plain(seq, x, "max"), rtol=1e-5, atol=1e-5)
+        w, b, packed = chain.weights[0], chain.biases[0], chain._packs(rows)[0]
+        want = torch.relu(rows @ seq[0].weight.flatten(1).t() + b)
+        for run in (FU._packed,) + FU.ENGINES:  # every engine the tile loop may pick, on the edited weights
+            torch.testing.assert_close(run(rows.clone(), w, b, "relu", packed), want, rtol=1e-5, atol=1e-5)
+        for other in (copy.deepcopy(chain), pickle.loads(pickle.dumps(chain))):
+            torch.testing.assert_close(other(x), chain(x))
+    assert all(not k.startswith("_packed") for k in chain.state_dict())
 
 
 def test_shared_mlp_channel_last_and_linear_chains():

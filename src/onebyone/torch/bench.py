@@ -7,7 +7,7 @@ Sections (each a function returning rows of plain dicts):
   d  the 5x5 bottleneck: measured speedup vs the MAC ratio
   e  optimize() on zoo models: vs eager and vs torch.compile
 ``peak`` (GFLOP/s of a large channels_last 1x1 conv) and ``bandwidth`` (GB/s of a large copy) are
-measured in the same run. Times are medians of interleaved repeats after a warm-up.
+measured in the same run. Times are the best of interleaved repeats after a warm-up (see ``timeit``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
-from .engine import medians
+from .engine import timings
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
 
@@ -32,11 +32,13 @@ def _progress(i: int, n: int, what: str) -> None:
 
 
 def timeit(fns: dict, repeat: int = 5) -> dict:
-    """Median seconds of each callable under no_grad, after a warm-up call, runs interleaved (``engine.medians``)."""
+    """Best seconds of each callable under no_grad over ``repeat`` interleaved rounds after a warm-up call
+    (``engine.timings``). The best, not the median: on a shared machine other tenants only ever add time,
+    in bursts longer than a round, and the median of a few rounds moved by 30% from run to run."""
     with torch.no_grad():
         for f in fns.values():
             f()
-        return medians(fns, repeat)
+        return {k: min(v) for k, v in timings(fns, repeat).items()}
 
 
 def peak(repeat: int = 5) -> dict:
@@ -191,8 +193,9 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=("nin_cifar
             comp = torch.compile(model)
             fns["compile"] = lambda: comp(x)
         t = timeit(fns, repeat)
+        flops = 2 * 8 * model_info(name).macs
         row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()}, "vs_eager": t["eager"] / t["optimized"],
-               "changes": len(report.changed), "max_abs_diff": report.max_abs_diff}
+               "gflops": {k: flops / v / 1e9 for k, v in t.items()}, "changes": len(report.changed), "max_abs_diff": report.max_abs_diff}
         if compile_:
             row["vs_compile"] = t["compile"] / t["optimized"]
         rows.append(row)
@@ -231,6 +234,8 @@ def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, pr
                 r["fraction_of_peak"] = r["gflops"] / result["peak_gflops"]
     if "shared_mlp" in result:  # against the final peak, which (a) may have raised
         result["shared_mlp"]["fraction_of_peak"] = result["shared_mlp"]["gflops"]["fused"] / result["peak_gflops"]
+    for row in result.get("optimize", []):
+        row["fraction_of_peak"] = {k: v / result["peak_gflops"] for k, v in row["gflops"].items()}
     if progress:
         _progress(len(steps), len(steps), "done")
     return result
@@ -268,7 +273,8 @@ def summary(result: dict) -> list[str]:
         lines.append(f"(d) 5x5 bottleneck: {d['speedup']:.2f}x faster for a {d['mac_ratio']:.2f}x MAC ratio ({d['speedup_vs_mac_ratio']:.2f} of it)")
     for row in result.get("optimize", []):
         lines.append(f"(e) optimize({row['model']}), batch 8: {row['vs_eager']:.2f}x eager"
-                     + (f", {row['vs_compile']:.2f}x torch.compile" if "vs_compile" in row else ""))
+                     + (f", {row['vs_compile']:.2f}x torch.compile" if "vs_compile" in row else "")
+                     + "; " + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items()) + " of peak")
     return lines
 
 

@@ -18,9 +18,6 @@ from ..errors import OneByOneError
 from . import engine
 from .layers import Pointwise
 
-_PACKED_SHAPES = 8  # packed weights kept per layer (one per input shape seen)
-
-
 def _packed_conv(x, w, b, geom, act):  # geom: (padding, stride, dilation, groups)
     attr, scalars, algo = engine.MKLDNN_ACTS[act]
     return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, attr, scalars, algo)
@@ -54,10 +51,7 @@ class ConvAct(nn.Module):
         self.kernel_size = tuple(conv.weight.shape[2:])  # for the analyzer
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
-        self._packed: dict = {}  # (input shape, weight pointer, weight version) -> packed weight; not state
-
-    def __getstate__(self):  # copies and pickles leave the packed weights behind (oneDNN tensors have no storage)
-        return {**self.__dict__, "_packed": {}}
+        self._packed = engine.PackedWeights()  # (input shape, weight pointer, version) -> (kernel, its weight)
 
     def _geom(self):
         return list(self.padding), list(self.stride), list(self.dilation), self.groups
@@ -76,24 +70,20 @@ class ConvAct(nn.Module):
             return self.plain(x)
         if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():  # NCHW: packing would
             return _packed_conv(x, w, self.bias, self._geom(), self.act)  # return channels_last; fuse the act only
-        key = (tuple(x.shape), w.data_ptr(), w._version)
-        if key not in self._packed:
-            if len(self._packed) >= _PACKED_SHAPES:
-                self._packed.clear()
-            self._packed[key] = self._choose(x)
-        fn, packed = self._packed[key]
+        fn, packed = self._packed.get_or_make((tuple(x.shape), w.data_ptr(), w._version), lambda: self._choose(x))
         return fn(x, packed, self.bias, self._geom(), self.act)
 
     def _choose(self, x):
-        """(kernel, its weight): the packed conv, or for a stride-1 1x1 conv oneDNN's matmul on rows if clearly faster."""
+        """(kernel, its packed weight): the conv, or for a stride-1 1x1 conv oneDNN's matmul on rows if clearly faster."""
         geom = self._geom()
         packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight.detach(), *geom, list(x.shape))
         one_by_one = self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
         if not one_by_one:
             return _packed_conv, packed
-        w, b, act = self.weight.detach(), self.bias, self.act
+        lin = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().flatten(1), x.numel() // x.shape[1])
+        b, act = self.bias, self.act
         runs = {(lambda: _packed_conv(x, packed, b, geom, act)): (_packed_conv, packed),
-                (lambda: _rows_linear(x, w, b, geom, act)): (_rows_linear, w)}
+                (lambda: _rows_linear(x, lin, b, geom, act)): (_rows_linear, lin)}
         return runs[engine.fastest(list(runs))]
 
     def __repr__(self) -> str:

@@ -33,6 +33,29 @@ _FAST: dict = {}  # the full signature of a call -> its kernel, for the calls af
 _MIN_MACS_TO_TIME = 200_000  # below this every kernel takes microseconds: use the default
 
 
+class PackedWeights(dict):
+    """Weights reordered once into oneDNN's blocked layout, keyed by what they were packed for (input
+    shape, the weights' pointers and versions, so an in-place edit repacks); at most ``size`` entries.
+    Not module state: copies and pickles start empty (oneDNN tensors have no storage to copy)."""
+
+    def __init__(self, size: int = 8):
+        super().__init__()
+        self.size = size
+
+    def get_or_make(self, key, make):
+        if key not in self:
+            if len(self) >= self.size:
+                self.clear()
+            self[key] = make()
+        return self[key]
+
+    def __deepcopy__(self, memo):
+        return PackedWeights(self.size)
+
+    def __reduce__(self):
+        return PackedWeights, (self.size,)
+
+
 def _strided(x, stride: int, spatial):
     if stride == 1:
         return x
@@ -79,7 +102,8 @@ def _last_as_cl2d(x, w, b, stride, groups):  # (..., C) viewed as a channels_las
 
 def rows_linear(x, w, b, act: str = "identity"):  # channels_last (B, C, H, W) as rows (B*H*W, C) @ (C, O)
     rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view: channels_last memory is row-major (B, H, W, C)
-    y = torch.ops.mkldnn._linear_pointwise(rows, w.flatten(1), b, *MKLDNN_ACTS[act])  # oneDNN matmul, bias and act fused
+    w = w if w.dim() == 2 else w.flatten(1)  # (O, C, 1, 1) -> (O, C); a packed (O, C) oneDNN weight as it is
+    y = torch.ops.mkldnn._linear_pointwise(rows, w, b, *MKLDNN_ACTS[act])  # oneDNN matmul, bias and act fused
     return y.view(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)  # (B, H, W, O) -> channels_last (B, O, H, W)
 
 
@@ -160,7 +184,12 @@ def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1):
 
 
 def medians(fns: dict, rounds: int) -> dict:
-    """Median seconds of each no-argument callable over ``rounds`` interleaved rounds, so that drift
+    """Median seconds of each no-argument callable over ``rounds`` interleaved rounds (``timings``)."""
+    return {k: sorted(v)[len(v) // 2] for k, v in timings(fns, rounds).items()}
+
+
+def timings(fns: dict, rounds: int) -> dict:
+    """Seconds of each no-argument callable in each of ``rounds`` interleaved rounds, so that drift
     and the allocator's moods hit every candidate alike. Each round runs them in a new (seeded)
     random order: a call right after a large one finds its input out of cache and its output pages
     unmapped, and a fixed order (or a rotation of one) would charge that to the same candidate."""
@@ -169,7 +198,7 @@ def medians(fns: dict, rounds: int) -> dict:
     for _ in range(rounds):
         for k in order.sample(keys, len(keys)):
             times[k].append(_once(fns[k]))
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return times
 
 
 def _once(fn, *args) -> float:
