@@ -191,7 +191,7 @@ def _bench(args) -> int:
     bad = set(args.sections) - set(bench.SECTIONS)
     if bad:
         raise OneByOneError(f"--sections takes letters from {bench.SECTIONS!r}, got {args.sections!r}")
-    result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile)
+    result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile, runs=args.runs)
     bench.write(result, args.json, args.png)
     print("\n".join(bench.summary(result)))
     if args.json:
@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     bn.add_argument("--sections", default="abcde", help="which of a b c d e to run (default all)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
+    bn.add_argument("--runs", type=int, default=1, help="run everything this many times; headlines are medians (with ranges)")
     bn.set_defaults(fn=_bench)
     ls = sub.add_parser("lessons", help="list the lesson ids")
     ls.set_defaults(fn=_lessons)

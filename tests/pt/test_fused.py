@@ -171,14 +171,22 @@ def test_optimize_fuses_pointnet_and_refuses_training_models():
 def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     import json
 
-    assert main(["bench", "--quick", "--sections", "a", "--no-compile", "--json", str(tmp_path / "a.json"), "--png", str(tmp_path / "a.png")]) == 0
+    assert main(["bench", "--quick", "--sections", "a", "--no-compile", "--runs", "2", "--json", str(tmp_path / "a.json"),
+                 "--png", str(tmp_path / "a.png")]) == 0
     result = json.loads((tmp_path / "a.json").read_text())
     assert [r["c_in"] for r in result["pointwise_op"]] == [3, 64, 256, 1024] and result["peak_gflops"] > 0
+    assert len(result["runs"]) == 2 and set(result["headlines"]) == set(result["spread"]) == set(result["runs"][0])
+    for name, (lo, hi) in result["spread"].items():  # the median of two runs lies between them
+        assert [r[name] for r in result["runs"]] in ([lo, hi], [hi, lo]) and lo <= result["headlines"][name] <= hi
+    out = capsys.readouterr().out
+    assert "over 2 runs, median (min - max): a 3 nchw" in out and "Pointwise vs best" in out
     assert all(r["pointwise_cl"] > 0 and 0 < r["roofline"][1]["fraction_of_peak"] for r in result["pointwise_op"])
-    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and "Pointwise vs best" in capsys.readouterr().out
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["bench", "--quick", "--sections", "d", "--no-compile", "--json", str(tmp_path / "b.json"),
                  "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: a clear error
     assert "roofline needs at least one measured point" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--sections", "a", "--runs", "0"]) == 2
+    assert "runs must be at least 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--quick", "--sections", "x"]) == 2
     assert "--sections takes letters from 'abcde'" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ measured in the same run. Times are the best of interleaved repeats after a warm
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cost
+from ..errors import OneByOneError
 from .engine import timings
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
@@ -205,14 +207,50 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=("nin_cifar
 SECTIONS = "abcde"
 
 
-def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True) -> dict:
-    """Run the chosen sections; returns one JSON-able dict (machine, peak, then a key per section)."""
+def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1) -> dict:
+    """Run the chosen sections ``runs`` times; returns one JSON-able dict: the last run (machine, peak,
+    then a key per section) and ``headlines``, each headline ratio's median over the runs, with
+    ``spread`` (its min and max) and ``runs`` (every run's headlines) when there was more than one."""
+    if runs < 1:
+        raise OneByOneError(f"runs must be at least 1, got {runs}")
+    every = []
+    for i in range(runs):
+        result = _run_once(sections, quick, compile_, progress and f"run {i + 1}/{runs} " if runs > 1 else progress and "")
+        every.append(headlines(result))
+    result["headlines"] = {k: statistics.median(r[k] for r in every) for k in every[0]}
+    if runs > 1:
+        result["spread"] = {k: [min(r[k] for r in every), max(r[k] for r in every)] for k in every[0]}
+        result["runs"] = every
+    return result
+
+
+def headlines(result: dict) -> dict:
+    """The ratios the README table quotes, by name, from one run."""
+    out = {}
+    for row in result.get("pointwise_op", []):
+        out[f"a {row['c_in']} nchw"], out[f"a {row['c_in']} channels_last"] = row["pointwise_vs_best_nchw"], row["pointwise_vs_best_cl"]
+    if "shared_mlp" in result:
+        s = result["shared_mlp"]
+        out["b vs eager"], out["b fraction of peak"] = s["fused_vs_eager"], s["fraction_of_peak"]
+        out |= {"b vs compile": s["fused_vs_compile"]} if "fused_vs_compile" in s else {}
+    if "dense_prediction" in result:
+        out["c vs each crop"] = result["dense_prediction"]["speedup"]
+    if "bottleneck" in result:
+        out["d of the MAC ratio"] = result["bottleneck"]["speedup_vs_mac_ratio"]
+    for row in result.get("optimize", []):
+        out[f"e {row['model']} vs eager"] = row["vs_eager"]
+        out |= {f"e {row['model']} vs compile": row["vs_compile"]} if "vs_compile" in row else {}
+    return out
+
+
+def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
+    """One run of the sections; ``progress``: False, or a prefix for the progress bar."""
     repeat = 3 if quick else 7
     steps = ["peak"] + [s for s in SECTIONS if s in sections]
     result = {"machine": _machine(), "quick": quick, "threads": torch.get_num_threads(), "torch": torch.__version__}
     for i, step in enumerate(steps):
-        if progress:
-            _progress(i, len(steps), {"peak": "peak and bandwidth", "a": "(a) pointwise op", "b": "(b) shared MLP",
+        if progress is not False:
+            _progress(i, len(steps), progress + {"peak": "peak and bandwidth", "a": "(a) pointwise op", "b": "(b) shared MLP",
                                       "c": "(c) dense prediction", "d": "(d) bottleneck", "e": "(e) optimize() on zoo models"}[step])
         if step == "peak":
             result.update(peak(repeat))
@@ -236,8 +274,8 @@ def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, pr
         result["shared_mlp"]["fraction_of_peak"] = result["shared_mlp"]["gflops"]["fused"] / result["peak_gflops"]
     for row in result.get("optimize", []):
         row["fraction_of_peak"] = {k: v / result["peak_gflops"] for k, v in row["gflops"].items()}
-    if progress:
-        _progress(len(steps), len(steps), "done")
+    if progress is not False:
+        _progress(len(steps), len(steps), progress + "done")
     return result
 
 
@@ -252,7 +290,8 @@ def _machine() -> str:
 
 
 def summary(result: dict) -> list[str]:
-    """The headline ratios as lines of text (what the README table shows)."""
+    """The last run's measurements as lines of text, then (after several runs) each headline ratio's
+    median and range over the runs (what the README table shows)."""
     lines = [f"machine: {result['machine']}; peak {result['peak_gflops']:.0f} GFLOP/s (channels_last 1x1 conv), "
              f"copy bandwidth {result['bandwidth_gbs']:.1f} GB/s"]
     for row in result.get("pointwise_op", []):
@@ -275,7 +314,14 @@ def summary(result: dict) -> list[str]:
         lines.append(f"(e) optimize({row['model']}), batch 8: {row['vs_eager']:.2f}x eager"
                      + (f", {row['vs_compile']:.2f}x torch.compile" if "vs_compile" in row else "")
                      + "; " + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items()) + " of peak")
+    if "spread" in result:
+        lines.append(f"over {len(result['runs'])} runs, median (min - max): " + "; ".join(
+            f"{k} {_ratio(k, v)} ({_ratio(k, lo)} - {_ratio(k, hi)})" for (k, v), (lo, hi) in zip(result["headlines"].items(), result["spread"].values())))
     return lines
+
+
+def _ratio(name: str, v: float) -> str:
+    return f"{v:.0%}" if "fraction" in name else f"{v:.2f}x"
 
 
 def write(result: dict, json_path=None, png_path=None) -> None:
