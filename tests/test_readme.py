@@ -1,6 +1,8 @@
 import doctest
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -18,14 +20,24 @@ def test_readme_quick_start_is_the_two_make_commands():
 def test_readme_speed_table_is_the_published_bench_run():
     import json
 
+    pytest.importorskip("torch")
+    from onebyone.torch.bench import cell
+
     bench = json.loads((README.parent / "benchmarks" / "bench.json").read_text())
     rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in README.read_text().splitlines()
             if line.startswith("| (")}
-    b = bench["shared_mlp"]
-    assert rows["(b) shared MLP 3-64-64-64-128-1024 + max pool, B=32 N=1024: fused vs eager `Conv1d`"].startswith(f"{b['fused_vs_eager']:.2f}x")
-    assert rows["(b) fused vs `torch.compile`"].startswith(f"{b['fused_vs_compile']:.2f}x")
-    assert rows["(d) 5x5 bottleneck speedup vs its 9.68x MAC ratio"].startswith(f"{bench['bottleneck']['speedup']:.2f}x")
+    want = {"(b) shared MLP 3-64-64-64-128-1024 + max pool, B=32 N=1024: fused vs eager `Conv1d`": cell(bench, "b vs eager"),
+            "(b) fused vs `torch.compile`": cell(bench, "b vs compile"),
+            "(b) fused as a fraction of the run's peak": cell(bench, "b fraction of peak"),
+            "(c) convolutionalized classifier vs the classifier on each of 3,249 crops (28x28, stride 4, 252x252)": cell(bench, "c vs each crop"),
+            "(d) 5x5 bottleneck speedup as a fraction of its 9.68x MAC ratio": cell(bench, "d of the MAC ratio")}
     for m in bench["optimize"]:
-        key = f"(e) `optimize({m['model']})`, batch 8, vs eager / vs `torch.compile`"
-        assert rows[key] == f"{m['vs_eager']:.2f}x / {m['vs_compile']:.2f}x"
-    assert f"{bench['dense_prediction']['speedup']:.0f}x crop by crop" in rows[next(k for k in rows if k.startswith("(c)"))]
+        want[f"(e) `optimize({m['model']})`, batch 8, vs eager"] = cell(bench, f"e {m['model']} vs eager")
+        want[f"(e) `optimize({m['model']})`, batch 8, vs `torch.compile`"] = cell(bench, f"e {m['model']} vs compile")
+    for r in bench["pointwise_op"]:
+        c = r["c_in"]
+        label = f"(a) `Pointwise` vs the best of `F.conv2d` and matmul, {c} -> {r['c_out']} channels, NCHW / channels_last"
+        want[label] = cell(bench, f"a {c} nchw") + " / " + cell(bench, f"a {c} channels_last")
+    assert {k: rows.get(k) for k in want} == want
+    mem = bench["shared_mlp"]["peak_extra_bytes"]
+    assert rows["(b) peak extra memory, fused vs eager"] == f"{mem['fused'] / 1e6:.1f} MB vs {mem['eager'] / 1e6:.1f} MB"

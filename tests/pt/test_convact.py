@@ -84,6 +84,8 @@ def test_optimize_fuses_conv_activation_pairs_and_leaves_odd_convs():
     seq = opt.model if hasattr(opt, "model") else opt  # (inside ChannelsLast when that was timed faster)
     assert [type(m).__name__ for m in seq] == ["ConvAct", "Dropout", "Identity", "Conv2d", "GELU", "Conv2d", "ReLU6"]
     assert seq[0].act == "relu"
+    assert [name for name, _ in report.skipped] == ["3", "5"]  # 'same' with an even kernel; reflect padding
+    assert "even kernel" in report.skipped[0][1] and "zero padding" in report.skipped[1][1]
     with torch.no_grad():
         torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
     assert report.macs_after == report.macs_before == analyze(model, example=x).macs

@@ -315,13 +315,15 @@ def summary(result: dict) -> list[str]:
                      + (f", {row['vs_compile']:.2f}x torch.compile" if "vs_compile" in row else "")
                      + "; " + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items()) + " of peak")
     if "spread" in result:
-        lines.append(f"over {len(result['runs'])} runs, median (min - max): " + "; ".join(
-            f"{k} {_ratio(k, v)} ({_ratio(k, lo)} - {_ratio(k, hi)})" for (k, v), (lo, hi) in zip(result["headlines"].items(), result["spread"].values())))
+        lines.append(f"over {len(result['runs'])} runs, median (min - max): " + "; ".join(f"{k} {cell(result, k)}" for k in result["headlines"]))
     return lines
 
 
-def _ratio(name: str, v: float) -> str:
-    return f"{v:.0%}" if "fraction" in name else f"{v:.2f}x"
+def cell(result: dict, name: str) -> str:
+    """One headline as the README table writes it: the median, and its range when there were several runs."""
+    fmt = (lambda v: f"{v:.0%}") if "fraction" in name else (lambda v: f"{v:.2f}") if " of the " in name else (lambda v: f"{v:.2f}x")
+    lo, hi = result.get("spread", {}).get(name, (None, None))
+    return fmt(result["headlines"][name]) + (f" ({fmt(lo)} - {fmt(hi)})" if lo is not None else "")
 
 
 def write(result: dict, json_path=None, png_path=None) -> None:

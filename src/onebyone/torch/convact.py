@@ -18,6 +18,7 @@ from ..errors import OneByOneError
 from . import engine
 from .layers import Pointwise
 
+
 def _packed_conv(x, w, b, geom, act):  # geom: (padding, stride, dilation, groups)
     attr, scalars, algo = engine.MKLDNN_ACTS[act]
     return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, attr, scalars, algo)

@@ -86,33 +86,31 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
 
 
 def fuse_conv_acts(model: nn.Module, report: RewriteReport) -> nn.Module:
-    """Swap every Conv2d / channels-first Pointwise for a ``ConvAct`` (in place), taking in the activation
-    that follows it inside an ``nn.Sequential`` (past Identity and eval Dropout)."""
+    """Swap every Conv2d / Pointwise for a ``ConvAct`` (in place), taking in the activation that follows
+    it inside an ``nn.Sequential`` (past Identity and eval Dropout); what ConvAct cannot run is skipped."""
     for name, m in list(model.named_modules()):
-        if isinstance(m, nn.Sequential):
-            mods = list(m)
-            for i, conv in enumerate(mods):
-                if not _conv_like(conv):
-                    continue
-                j = i + 1
-                while j < len(mods) and engine.act_name(mods[j]) == "identity":
-                    j += 1
-                act = engine.act_name(mods[j]) if j < len(mods) else None
-                m[i] = ConvAct(conv, act or "identity")
-                if act:
-                    m[j] = nn.Identity()
-                report.changed.append(f"{name or 'model'}[{i}]: {type(conv).__name__}{' + ' + type(mods[j]).__name__ if act else ''} "
-                                      f"-> ConvAct (one oneDNN call, packed weights)")
-    for name, m in list(model.named_modules()):  # convs outside Sequentials: the conv alone
-        if _conv_like(m) and name:
-            G.replace_module(model, name, ConvAct(m))
+        if not isinstance(m, (nn.Conv2d, Pointwise)) or not name:
+            continue
+        parent_name, _, last = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        after = None  # the name of the activation right after it in a Sequential (past Identity / eval Dropout)
+        if isinstance(parent, nn.Sequential):
+            keys = list(parent._modules)
+            k = next((k for k in keys[keys.index(last) + 1:] if engine.act_name(parent._modules[k]) != "identity"), None)
+            after = k if k is not None and engine.act_name(parent._modules[k]) is not None else None
+        try:
+            new = ConvAct(m, engine.act_name(parent._modules[after]) if after else "identity")
+        except OneByOneError as e:
+            report.skipped.append((name, str(e)))
+            continue
+        G.replace_module(model, name, new)
+        if after:
+            report.changed.append(f"{name} + {parent_name or 'model'}.{after}: {type(m).__name__} + {type(parent._modules[after]).__name__} "
+                                  f"-> ConvAct (one oneDNN call, packed weights)")
+            setattr(parent, after, nn.Identity())
+        else:
             report.changed.append(f"{name}: {type(m).__name__} -> ConvAct (one oneDNN call, packed weights)")
     return model
-
-
-def _conv_like(m) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not (m.padding == "same" and any(
-        d * (k - 1) % 2 for d, k in zip(m.dilation, m.kernel_size)))) or (isinstance(m, Pointwise) and m.channel_dim == 1)
 
 
 def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None):
