@@ -38,3 +38,19 @@ def test_folded_model_in_onnxruntime(tmp_path):
     with torch.no_grad():
         ref = model(x).numpy()
     assert np.abs(export_and_run(folded, x, tmp_path) - ref).max() < 1e-5
+
+
+def test_optimized_model_in_onnxruntime(tmp_path):
+    """ConvAct and FusedPointwiseChain export their plain path (oneDNN calls are for eager runs)."""
+    from onebyone.torch import ConvAct, FusedPointwiseChain, Pointwise, optimize
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU6(), Pointwise(16, 32), nn.ReLU(), Pointwise(32, 8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, stride=2, groups=8), nn.ReLU()).eval()
+    x = torch.randn(2, 3, 12, 12)
+    opt, _ = optimize(model, x, channels_last=True)
+    kinds = {type(m) for m in opt.modules()}
+    assert ConvAct in kinds and FusedPointwiseChain in kinds
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(export_and_run(opt, x, tmp_path) - ref).max() < 1e-5
