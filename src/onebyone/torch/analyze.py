@@ -20,6 +20,7 @@ from .count import layer_cost
 from .convact import ConvAct
 from .fused import FusedPointwiseChain
 from .layers import Pointwise
+from .report import input_kw
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 ACTS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,
@@ -151,9 +152,7 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
     if example is None:
         if input_size is None:
             raise OneByOneError(f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) or example=")
-        p = next(model.parameters(), None)
-        example = torch.zeros((batch_size, *input_size), dtype=p.dtype if p is not None else torch.float32,
-                              device=p.device if p is not None else "cpu")
+        example = torch.zeros((batch_size, *input_size), **input_kw(model))
     c = _Collector(model, dtype)
     hooks = []
     was_training = model.training

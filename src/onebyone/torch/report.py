@@ -42,12 +42,16 @@ class RewriteReport:
         return "\n".join(lines)
 
 
+def input_kw(model: nn.Module) -> dict:
+    """The dtype and device an input of ``model`` should have: its first parameter's (float32 on the CPU without one)."""
+    p = next(model.parameters(), None)
+    return {"dtype": p.dtype if p is not None and p.is_floating_point() else torch.float32, "device": p.device if p is not None else "cpu"}
+
+
 def probe_input(model: nn.Module, example=None, input_size=None, batch: int = 2) -> torch.Tensor:
     """The input the rewrite is traced and checked on: ``example``, else a seeded random tensor of
     ``(batch, *input_size)``, else one guessed from the first Linear / Conv / Pointwise."""
-    p = next(model.parameters(), None)
-    kw = {"dtype": p.dtype if p is not None and p.is_floating_point() else torch.float32,
-          "device": p.device if p is not None else "cpu"}
+    kw = input_kw(model)
     if example is not None:
         if not isinstance(example, torch.Tensor):
             raise OneByOneError(f"example must be a torch.Tensor, got {type(example).__name__}")
