@@ -215,7 +215,8 @@ def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, pr
         raise OneByOneError(f"runs must be at least 1, got {runs}")
     every = []
     for i in range(runs):
-        result = _run_once(sections, quick, compile_, progress and f"run {i + 1}/{runs} " if runs > 1 else progress and "")
+        prefix = f"run {i + 1}/{runs} " if runs > 1 else ""
+        result = _run_once(sections, quick, compile_, prefix if progress else False)
         every.append(headlines(result))
     result["headlines"] = {k: statistics.median(r[k] for r in every) for k in every[0]}
     if runs > 1:
