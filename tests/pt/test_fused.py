@@ -110,6 +110,8 @@ def test_bad_chains_are_named():
         FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.MaxPool2d(2)])
     with pytest.raises(OneByOneError, match="training mode"):
         FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.BatchNorm2d(4)])
+    with pytest.raises(OneByOneError, match=r"cannot fuse layer 1 \(GELU\).*GELU \(erf\)"):  # oneDNN's gelu is the erf one
+        FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.GELU(approximate="tanh")])
     with pytest.raises(OneByOneError, match="must start with a pointwise layer"):
         FusedPointwiseChain.from_layers([nn.ReLU(), Pointwise(3, 4)])
     with pytest.raises(OneByOneError, match=r"start with a pointwise layer; layer 0 \(Conv2d\) comes first"):
