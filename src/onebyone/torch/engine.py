@@ -188,25 +188,29 @@ def medians(fns: dict, rounds: int) -> dict:
     return {k: sorted(v)[len(v) // 2] for k, v in timings(fns, rounds).items()}
 
 
-def timings(fns: dict, rounds: int) -> dict:
-    """Seconds of each no-argument callable in each of ``rounds`` interleaved rounds, so that drift
-    and the allocator's moods hit every candidate alike. Each round runs them in a new (seeded)
+def timings(fns: dict, rounds: int, calls=None) -> dict:
+    """Seconds per call of each no-argument callable in each of ``rounds`` interleaved rounds, so that
+    drift and the allocator's moods hit every candidate alike. Each round runs them in a new (seeded)
     random order: a call right after a large one finds its input out of cache and its output pages
-    unmapped, and a fixed order (or a rotation of one) would charge that to the same candidate."""
-    keys, order = list(fns), random.Random(0)
+    unmapped, and a fixed order (or a rotation of one) would charge that to the same candidate.
+    ``calls`` (name -> n, default 1): time n calls in a row and divide, so that a short call pays that
+    toll once per n rather than on every sample."""
+    keys, order, calls = list(fns), random.Random(0), calls or {}
     times = {k: [] for k in keys}
     for _ in range(rounds):
         for k in order.sample(keys, len(keys)):
-            times[k].append(_once(fns[k]))
+            times[k].append(_once(fns[k], n=calls.get(k, 1)))
     return times
 
 
-def _once(fn, *args) -> float:
+def _once(fn, *args, n: int = 1) -> float:
+    """Seconds per call of ``n`` calls of ``fn(*args)`` in a row (CUDA synchronised)."""
     t0 = time.perf_counter()
-    fn(*args)
+    for _ in range(n):
+        fn(*args)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return (time.perf_counter() - t0) / n
 
 
 def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
