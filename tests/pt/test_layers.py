@@ -140,3 +140,26 @@ def test_pointwise_uses_parametrized_weights():
         plain = layer(x)
         parametrize.register_parametrization(layer, "weight", Double())
         torch.testing.assert_close(layer(x), 2 * plain)
+
+
+def test_pointwise_reuses_its_kernel_only_for_inputs_like_the_last():
+    from torch.nn.utils import parametrize
+
+    class Shift(torch.nn.Module):
+        def forward(self, b):
+            return b + 1
+
+    torch.manual_seed(0)
+    layer = Pointwise(5, 7).eval()
+    x = torch.randn(2, 5, 6, 6)
+    with torch.no_grad():
+        for inp in (x, x, x.contiguous(memory_format=torch.channels_last), x[:1], x, x.flatten(2)):
+            torch.testing.assert_close(layer(inp), torch.nn.functional.conv2d(inp.reshape(inp.shape[0], 5, 6, -1), layer.weight, layer.bias).reshape(
+                inp.shape[0], 7, *inp.shape[2:]), rtol=1e-5, atol=1e-5)
+        plain = layer(x)
+        parametrize.register_parametrization(layer, "bias", Shift())  # after the kernel was kept: it must see the new bias
+        torch.testing.assert_close(layer(x), plain + 1)
+    layer.train()
+    xg = x.clone().requires_grad_(True)
+    layer(xg).sum().backward()  # autograd takes the full path
+    assert xg.grad is not None

@@ -262,7 +262,7 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
         elif step == "a":
             result["pointwise_op"] = pointwise_op(quick, repeat)
         elif step == "b":
-            result["shared_mlp"] = shared_mlp(quick, repeat, compile_)
+            result["shared_mlp"] = shared_mlp(quick, repeat + 8, compile_)  # the flagship ratio: more rounds
         elif step == "c":
             result["dense_prediction"] = dense_prediction(quick, repeat)
         elif step == "d":

@@ -213,9 +213,19 @@ def _once(fn, *args, n: int = 1) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def _signature(x, weight, bias, stride, groups, channel_dim) -> tuple:
+    return x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim
+
+
+def picked(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
+    """The kernel ``pointwise`` keeps for calls like this one (None until it has run one outside
+    autograd and tracing): ``kernel(x, weight, bias, stride, groups)``."""
+    return _FAST.get(_signature(x, weight, bias, stride, groups, channel_dim))
+
+
 def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
     """The 1x1 conv of x with weight (O, C/g, 1, 1), on the fastest kernel for this input."""
-    sig = (x.shape, x.stride(), x.dtype, x.device, weight.shape, bias is None, stride, groups, channel_dim)
+    sig = _signature(x, weight, bias, stride, groups, channel_dim)
     fast = _FAST.get(sig)
     if fast is not None and not torch.is_grad_enabled() and not tracing():  # a signature timed before: no more checks
         return fast(x, weight, bias, stride, groups)
