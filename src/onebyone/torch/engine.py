@@ -5,6 +5,10 @@ oneDNN is fast on CPUs), a batched matmul, or ``F.linear``. Which is fastest dep
 the widths and the machine, so each input signature is timed once on the real call and the winner
 is cached (``choices()`` shows the cache). While tracing, exporting or compiling, the static
 default is used and nothing is timed.
+
+It also holds what the oneDNN fast paths (``ConvAct``, ``FusedPointwiseChain``) share: the activations
+oneDNN fuses into a product (``MKLDNN_ACTS``), the cache of packed weights (``PackedWeights``), and
+the interleaved timer (``timings``) that the kernel choice and ``onebyone bench`` both use.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import torch.nn.functional as F
 from ..errors import OneByOneError
 
 _CACHE: dict = {}
+_FAST: dict = {}  # the full signature of a call -> its kernel, for the calls after the first
+_MIN_MACS_TO_TIME = 200_000  # below this every kernel takes microseconds: use the default
 # the activations a oneDNN call can fuse after its product: name -> (attr, scalars, algorithm), and plain torch
 MKLDNN_ACTS = {"identity": ("none", [], ""), "relu": ("relu", [], ""), "relu6": ("hardtanh", [0.0, 6.0], ""),
                "gelu": ("gelu", [], "none")}
@@ -29,8 +35,6 @@ def act_name(m) -> str | None:
         return "gelu" if m.approximate == "none" else None  # oneDNN's gelu here is the erf one
     names = {torch.nn.Identity: "identity", torch.nn.Dropout: "identity", torch.nn.ReLU: "relu", torch.nn.ReLU6: "relu6"}
     return names.get(type(m))
-_FAST: dict = {}  # the full signature of a call -> its kernel, for the calls after the first
-_MIN_MACS_TO_TIME = 200_000  # below this every kernel takes microseconds: use the default
 
 
 class PackedWeights(dict):
