@@ -99,7 +99,7 @@ def test_both_kernels_of_a_1x1_convact_agree(act):
     layer = Pointwise(24, 40).eval()
     x = torch.randn(2, 24, 6, 5).contiguous(memory_format=torch.channels_last)
     m = ConvAct(layer, act)
-    geom = m._geom()
+    geom = m._geom
     packed_conv = torch.ops.mkldnn._reorder_convolution_weight(m.weight.detach(), *geom, list(x.shape))
     packed_lin = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().flatten(1), 60)
     with torch.no_grad():

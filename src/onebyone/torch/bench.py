@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import cost
 from ..errors import OneByOneError
-from .engine import _once, timings
+from .engine import timings
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
 
@@ -42,8 +42,7 @@ def timeit(fns: dict, repeat: int = 5, block: float = 0.005) -> dict:
     with torch.no_grad():
         for f in fns.values():
             f()  # the warm-up (a first call may pick kernels, pack weights, compile)
-        once = {k: _once(f) for k, f in fns.items()}
-        calls = {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, t in once.items()}
+        calls = {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, (t,) in timings(fns, 1).items()}
         return {k: min(v) for k, v in timings(fns, repeat, calls).items()}
 
 

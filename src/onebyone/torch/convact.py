@@ -53,9 +53,7 @@ class ConvAct(nn.Module):
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
         self._packed = engine.PackedWeights()  # (input shape, weight pointer, version) -> (kernel, its weight)
-
-    def _geom(self):
-        return list(self.padding), list(self.stride), list(self.dilation), self.groups
+        self._geom = (list(self.padding), list(self.stride), list(self.dilation), self.groups)  # as the oneDNN ops take it
 
     def plain(self, x):
         if self.any_rank and x.dim() != 4:
@@ -70,13 +68,13 @@ class ConvAct(nn.Module):
         if not fast:
             return self.plain(x)
         if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():  # NCHW: packing would
-            return _packed_conv(x, w, self.bias, self._geom(), self.act)  # return channels_last; fuse the act only
+            return _packed_conv(x, w, self.bias, self._geom, self.act)  # return channels_last; fuse the act only
         fn, packed = self._packed.get_or_make((tuple(x.shape), w.data_ptr(), w._version), lambda: self._choose(x))
-        return fn(x, packed, self.bias, self._geom(), self.act)
+        return fn(x, packed, self.bias, self._geom, self.act)
 
     def _choose(self, x):
         """(kernel, its packed weight): the conv, or for a stride-1 1x1 conv oneDNN's matmul on rows if clearly faster."""
-        geom = self._geom()
+        geom = self._geom
         packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight.detach(), *geom, list(x.shape))
         one_by_one = self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
         if not one_by_one:

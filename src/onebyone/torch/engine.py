@@ -152,15 +152,10 @@ def tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or _onnx_exporting()
 
 
-def _quiet() -> bool:
-    """True while tracing, exporting or compiling, or when gradients are being recorded."""
-    return tracing() or torch.is_grad_enabled()
-
-
-def seconds(fn, *args, repeat: int = 3) -> float:
-    """Best of ``repeat`` timed calls of ``fn(*args)`` after one warm-up call (CUDA synchronised)."""
-    fn(*args)
-    return min(_once(fn, *args) for _ in range(repeat))
+def quiet() -> bool:
+    """True when gradients are being recorded, or while tracing, exporting or compiling: no kernel
+    choice, no cached fast path."""
+    return torch.is_grad_enabled() or tracing()
 
 
 def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1):
@@ -175,7 +170,8 @@ def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1):
     first = {}
     for fn in cands:
         try:
-            first[fn] = seconds(fn, *args, repeat=1)  # a warm-up call, then one timed call
+            fn(*args)  # a warm-up call, then one timed call
+            first[fn] = _once(fn, *args)
         except (RuntimeError, NotImplementedError, AttributeError):
             continue
     if not first:
@@ -231,7 +227,7 @@ def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_di
     """The 1x1 conv of x with weight (O, C/g, 1, 1), on the fastest kernel for this input."""
     sig = _signature(x, weight, bias, stride, groups, channel_dim)
     fast = _FAST.get(sig)
-    if fast is not None and not torch.is_grad_enabled() and not tracing():  # a signature timed before: no more checks
+    if fast is not None and not quiet():  # a signature timed before: no more checks
         return fast(x, weight, bias, stride, groups)
     kind = _kind(x, channel_dim)
     if kind == "nd":  # (B, C, D, H, W) and beyond: go through channel-last
@@ -242,14 +238,14 @@ def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_di
         stride = 1
     cands = _candidates(kind, groups, stride)
     macs = x.numel() // x.shape[channel_dim] * weight.shape[0] * weight.shape[1]
-    if len(cands) == 1 or _quiet() or macs < _MIN_MACS_TO_TIME:
+    if len(cands) == 1 or quiet() or macs < _MIN_MACS_TO_TIME:
         fn = cands[0]
     else:
         key = (kind, x.device.type, x.dtype, tuple(x.shape), tuple(weight.shape), bias is not None, stride, groups)
         if key not in _CACHE:
             _CACHE[key] = fastest(cands, x, weight, bias, stride, groups).__name__
         fn = next(f for f in cands if f.__name__ == _CACHE[key])
-    if not _quiet() and kind not in ("last", "nc"):  # x came as the caller passed it: the signature alone picks fn
+    if not quiet() and kind not in ("last", "nc"):  # x came as the caller passed it: the signature alone picks fn
         _FAST[sig] = fn
     return fn(x, weight, bias, stride, groups)
 

@@ -87,9 +87,9 @@ class FusedPointwiseChain(nn.Module):
             raise OneByOneError(f"channel_dim must be 1 or -1, got {channel_dim!r}")
         self.channel_dim = channel_dim
         self.weights = nn.ParameterList(nn.Parameter(w.detach().reshape(w.shape[0], w.shape[1], 1, 1).clone()) for w in weights)
-        self._packed = engine.PackedWeights(2)  # the weights as oneDNN's matmul wants them (see _packs)
         self.biases = nn.ParameterList(nn.Parameter(b.detach().clone() if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
                                        for w, b in zip(weights, biases))
+        self._packed = engine.PackedWeights(2)  # the weights as oneDNN's matmul wants them (see _packs)
 
     # --- construction ------------------------------------------------------------------------
 

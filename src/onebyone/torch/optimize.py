@@ -93,13 +93,14 @@ def fuse_conv_acts(model: nn.Module, report: RewriteReport) -> nn.Module:
             continue
         parent_name, _, last = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        after = None  # the name of the activation right after it in a Sequential (past Identity / eval Dropout)
+        after, act = None, None  # the activation right after it in a Sequential (past Identity / eval Dropout)
         if isinstance(parent, nn.Sequential):
             keys = list(parent._modules)
-            k = next((k for k in keys[keys.index(last) + 1:] if engine.act_name(parent._modules[k]) != "identity"), None)
-            after = k if k is not None and engine.act_name(parent._modules[k]) is not None else None
+            names = ((k, engine.act_name(parent._modules[k])) for k in keys[keys.index(last) + 1:])
+            after, act = next(((k, a) for k, a in names if a != "identity"), (None, None))
+            after = after if act else None  # the first other module is no activation oneDNN fuses
         try:
-            new = ConvAct(m, engine.act_name(parent._modules[after]) if after else "identity")
+            new = ConvAct(m, act or "identity")
         except OneByOneError as e:
             report.skipped.append((name, str(e)))
             continue
