@@ -163,3 +163,50 @@ def test_pointwise_reuses_its_kernel_only_for_inputs_like_the_last():
     xg = x.clone().requires_grad_(True)
     layer(xg).sum().backward()  # autograd takes the full path
     assert xg.grad is not None
+
+
+def test_pointwise_fast_call_still_runs_hooks_added_later():
+    torch.manual_seed(0)
+    layer = Pointwise(4, 3).eval()
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        plain = layer(x)
+        assert layer._last is not None  # the next call like this one takes the fast path
+        torch.testing.assert_close(layer(x), plain)
+        seen = []
+        h1 = layer.register_forward_pre_hook(lambda m, args: (2 * args[0],))
+        h2 = layer.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+        torch.testing.assert_close(layer(x), layer.forward(2 * x))  # the pre-hook doubled the input
+        assert seen == [(2, 3, 5, 5)]
+        h1.remove(), h2.remove()
+        g = nn.modules.module.register_module_forward_hook(lambda m, args, out: out + 1)  # a global hook
+        try:
+            torch.testing.assert_close(layer(x), plain + 1)
+        finally:
+            g.remove()
+        torch.testing.assert_close(layer(x), plain)
+        torch.testing.assert_close(layer(x=x), plain)  # keywords go through nn.Module.__call__
+
+
+def test_kernel_choice_keeps_the_default_unless_another_is_clearly_faster(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock[0])
+
+    def kernel(cost, name, calls):
+        def run():
+            clock[0] += cost
+            calls.append(name)
+        run.__name__ = name
+        return run
+
+    calls = []
+    default, close, fast = kernel(1e-4, "default", calls), kernel(0.95e-4, "close", calls), kernel(0.5e-4, "fast", calls)
+    assert engine.fastest([default, close]) is default  # 5% faster: within the 10% margin
+    assert engine.fastest([default, close, fast]) is fast
+    assert calls.count("default") > 15 * 10  # a 0.1 ms kernel is timed in blocks of ~1 ms, over many rounds
+
+    def broken():
+        raise RuntimeError("no kernel for this dtype")
+    assert engine.fastest([broken, close]) is close  # a candidate that raises drops out
+    with pytest.raises(OneByOneError, match="no kernel among"):
+        engine.fastest([broken])

@@ -33,17 +33,21 @@ def _progress(i: int, n: int, what: str) -> None:
     sys.stderr.flush()
 
 
-def timeit(fns: dict, repeat: int = 5, block: float = 0.005) -> dict:
-    """Best seconds per call of each callable under no_grad over ``repeat`` interleaved rounds after a
-    warm-up call (``engine.timings``). The best, not the median: on a shared machine other tenants only
-    ever add time, in bursts longer than a round, and the median of a few rounds moved by 30% from run
-    to run. A callable faster than ``block`` seconds is timed over as many calls in a row as fill it:
-    a 1 ms conv timed right after a 5 ms one ran 30-50% slower than in a row of its own."""
+def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1) -> dict:
+    """Best seconds per call of each callable under no_grad over interleaved rounds after a warm-up
+    call (``engine.timings``). The best, not the median: on a shared machine other tenants only ever
+    add time, in bursts longer than a round, and the median of a few rounds moved by 30% from run to
+    run. A callable faster than ``block`` seconds is timed over as many calls in a row as fill it: a
+    1 ms conv timed right after a 5 ms one ran 30-50% slower than in a row of its own. Rounds:
+    ``repeat``, or more (up to 25) while each callable's rounds fit in ``budget`` seconds, so that
+    short calls, whose best of 5 moved by 10% between runs, are sampled as often as they cheaply can."""
     with torch.no_grad():
         for f in fns.values():
             f()  # the warm-up (a first call may pick kernels, pack weights, compile)
-        calls = {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, (t,) in timings(fns, 1).items()}
-        return {k: min(v) for k, v in timings(fns, repeat, calls).items()}
+        once = {k: t for k, (t,) in timings(fns, 1).items()}
+        calls = {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, t in once.items()}
+        rounds = max(repeat, min(25, int(budget / max(calls[k] * t for k, t in once.items()))))
+        return {k: min(v) for k, v in timings(fns, rounds, calls).items()}
 
 
 def peak(repeat: int = 5) -> dict:
