@@ -187,6 +187,12 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     assert main(["bench", "--quick", "--sections", "d", "--no-compile", "--json", str(tmp_path / "b.json"),
                  "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: a clear error
     assert "roofline needs at least one measured point" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--sections", "b", "--no-compile", "--json", str(tmp_path / "b.json")]) == 0
+    b = json.loads((tmp_path / "b.json").read_text())
+    s = b["shared_mlp"]  # the ceiling: eager's time over its FLOPs' time at the run's peak
+    assert s["ceiling_vs_eager"] == pytest.approx(b["peak_gflops"] / s["gflops"]["eager"]) and s["ceiling_vs_eager"] > 1
+    assert b["headlines"]["b ceiling vs eager"] == s["ceiling_vs_eager"] and s["max_abs_diff"]["fused"] < 1e-3
+    assert f"(ceiling {s['ceiling_vs_eager']:.2f}x eager)" in capsys.readouterr().out
     assert main(["bench", "--quick", "--sections", "a", "--runs", "0"]) == 2
     assert "runs must be at least 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--quick", "--sections", "x"]) == 2
