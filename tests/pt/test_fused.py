@@ -183,6 +183,8 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "over 2 runs, median (min - max): a 3 nchw" in out and "Pointwise vs best" in out
     assert all(r["pointwise_cl"] > 0 and 0 < r["roofline"][1]["fraction_of_peak"] for r in result["pointwise_op"])
+    controls = [v for r in result["pointwise_op"] for v in r["control_vs_best"].values()]  # F.conv2d against itself
+    assert len(controls) == 8 and all(v > 0 for v in controls) and result["runs"][-1]["a control"] == min(controls)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["bench", "--quick", "--sections", "d", "--no-compile", "--json", str(tmp_path / "b.json"),
                  "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: a clear error

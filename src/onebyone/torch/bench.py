@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import cost
 from ..errors import OneByOneError
-from .engine import timings
+from .engine import per_block, timings
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
 
@@ -45,7 +45,7 @@ def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1
         for f in fns.values():
             f()  # the warm-up (a first call may pick kernels, pack weights, compile)
         once = {k: t for k, (t,) in timings(fns, 1).items()}
-        calls = {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, t in once.items()}
+        calls = per_block(once, block)
         rounds = max(repeat, min(25, int(budget / max(calls[k] * t for k, t in once.items()))))
         return {k: min(v) for k, v in timings(fns, rounds, calls).items()}
 
@@ -78,17 +78,21 @@ def pointwise_op(quick: bool, repeat: int) -> list:
         w, bias = layer.weight, layer.bias
         x = torch.randn(b, c, s, s)
         xcl = x.contiguous(memory_format=torch.channels_last)
-        # each layout's three timed among themselves: the ratio is within a layout, and NCHW's large
-        # matmul outputs would otherwise evict and unmap what the channels_last calls use
+        # each layout's contenders timed among themselves: the ratio is within a layout, and NCHW's large
+        # matmul outputs would otherwise evict and unmap what the channels_last calls use. The control is
+        # F.conv2d a second time: its ratio shows how far the timer alone moves a ratio (an A/A test)
         t = timeit({"pointwise_nchw": lambda: layer(x), "conv2d_nchw": lambda: F.conv2d(x, w, bias),
-                    "matmul_nchw": lambda: torch.matmul(w.flatten(1), x.flatten(2)) + bias[:, None]}, repeat)
+                    "matmul_nchw": lambda: torch.matmul(w.flatten(1), x.flatten(2)) + bias[:, None],
+                    "control_nchw": lambda: F.conv2d(x, w, bias)}, repeat)
         t |= timeit({"pointwise_cl": lambda: layer(xcl), "conv2d_cl": lambda: F.conv2d(xcl, w, bias),
-                     "matmul_cl": lambda: torch.matmul(xcl.permute(0, 2, 3, 1), w.flatten(1).t()) + bias}, repeat)
+                     "matmul_cl": lambda: torch.matmul(xcl.permute(0, 2, 3, 1), w.flatten(1).t()) + bias,
+                     "control_cl": lambda: F.conv2d(xcl, w, bias)}, repeat)
         flops = 2 * cost.conv1x1_cost((b, c, s, s), o).macs
         bytes_ = 4 * (b * s * s * (c + o) + c * o)
         row = {"c_in": c, "c_out": o, "batch": b, "size": s, **{k: v * 1e3 for k, v in t.items()}}
         row["pointwise_vs_best_nchw"] = min(t["conv2d_nchw"], t["matmul_nchw"]) / t["pointwise_nchw"]
         row["pointwise_vs_best_cl"] = min(t["conv2d_cl"], t["matmul_cl"]) / t["pointwise_cl"]
+        row["control_vs_best"] = {k: min(t[f"conv2d_{k}"], t[f"matmul_{k}"]) / t[f"control_{k}"] for k in ("nchw", "cl")}
         row["roofline"] = [_roof(f"pointwise {c}->{o} {k}", flops, bytes_, t[k], "a") for k in ("pointwise_nchw", "pointwise_cl")]
         rows.append(row)
     return rows
@@ -237,6 +241,8 @@ def headlines(result: dict) -> dict:
     out = {}
     for row in result.get("pointwise_op", []):
         out[f"a {row['c_in']} nchw"], out[f"a {row['c_in']} channels_last"] = row["pointwise_vs_best_nchw"], row["pointwise_vs_best_cl"]
+    if "pointwise_op" in result:  # the lowest A/A reading of the run: ratios above it are within the timer's reach
+        out["a control"] = min(v for row in result["pointwise_op"] for v in row["control_vs_best"].values())
     if "shared_mlp" in result:
         s = result["shared_mlp"]
         out["b vs eager"], out["b fraction of peak"] = s["fused_vs_eager"], s["fraction_of_peak"]
@@ -311,6 +317,8 @@ def summary(result: dict) -> list[str]:
     for row in result.get("pointwise_op", []):
         lines.append(f"(a) {row['c_in']:>4}->{row['c_out']:<4} Pointwise vs best of conv2d/matmul: NCHW {row['pointwise_vs_best_nchw']:.2f}x, "
                      f"channels_last {row['pointwise_vs_best_cl']:.2f}x; {row['roofline'][1]['fraction_of_peak']:.0%} of peak")
+    if "pointwise_op" in result:
+        lines.append(f"(a) control, F.conv2d timed as a contender against itself: lowest ratio {headlines(result)['a control']:.2f}x")
     if "shared_mlp" in result:
         s = result["shared_mlp"]
         lines.append(f"(b) shared MLP, B={s['batch']} N={s['points']}: fused {s['fused_vs_eager']:.2f}x eager"

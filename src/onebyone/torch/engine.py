@@ -178,12 +178,17 @@ def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1, block: floa
             continue
     if not first:
         raise OneByOneError(f"no kernel among {[f.__name__ for f in cands]} runs on inputs {[getattr(a, 'shape', a) for a in args]}")
-    calls = {fn: max(1, min(50, int(block / max(t, 1e-7)))) for fn, t in first.items()}  # blocks of >= ``block`` s
+    calls = per_block(first, block)
     rounds = max(3, min(15, int(budget / max(block, min(first.values())))))
     times = medians({fn: (lambda fn=fn: fn(*args)) for fn in first}, rounds, calls)
     best = min(times, key=times.get)
     default = next(iter(times))
     return best if times[best] < (1 - margin) * times[default] else default
+
+
+def per_block(seconds: dict, block: float) -> dict:
+    """Calls in a row (1 to 50) that fill ``block`` seconds, for each callable's seconds per call."""
+    return {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, t in seconds.items()}
 
 
 def medians(fns: dict, rounds: int, calls=None) -> dict:
