@@ -40,6 +40,7 @@ def test_readme_speed_table_is_the_published_bench_run():
         c = r["c_in"]
         label = f"(a) `Pointwise` vs the best of `F.conv2d` and matmul, {c} -> {r['c_out']} channels, NCHW / channels_last"
         want[label] = cell(bench, f"a {c} nchw") + " / " + cell(bench, f"a {c} channels_last")
+    want["(a) control: `F.conv2d` against itself, the run's lowest ratio over widths and layouts"] = cell(bench, "a control")
     assert {k: rows.get(k) for k in want} == want
     mem = bench["shared_mlp"]["peak_extra_bytes"]
     assert rows["(b) peak extra memory, fused vs eager"] == f"{mem['fused'] / 1e6:.1f} MB vs {mem['eager'] / 1e6:.1f} MB"
