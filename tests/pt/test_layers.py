@@ -210,3 +210,34 @@ def test_kernel_choice_keeps_the_default_unless_another_is_clearly_faster(monkey
     assert engine.fastest([broken, close]) is close  # a candidate that raises drops out
     with pytest.raises(OneByOneError, match="no kernel among"):
         engine.fastest([broken])
+
+
+def test_hold_freed_memory_stops_page_faults_of_reused_activations():
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        from onebyone.torch import hold_freed_memory
+        assert hold_freed_memory() is False
+        return
+    # in a fresh process: first glibc's low-threshold state (every 20 MB block mmapped, unmapped when
+    # freed), then after hold_freed_memory(): the same loop must stop faulting its pages in again
+    code = """
+import ctypes, resource, torch
+from onebyone.torch import hold_freed_memory
+ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)
+def faults():
+    torch.empty(5 << 20).fill_(1.0)  # a warm-up block
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.empty(5 << 20).fill_(1.0)  # 20 MB, written, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+before = faults()
+assert hold_freed_memory() is True
+print(before, faults())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after = int(out[0]), int(out[1])
+    assert before > 5 * 2000  # ~5,120 pages a block while glibc maps and unmaps it
+    assert after < before / 20

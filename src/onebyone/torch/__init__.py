@@ -5,6 +5,7 @@ Importing this module imports torch; ``import onebyone`` alone does not. Every r
 """
 from .convact import ConvAct
 from .convolutionalize import convolutionalize
+from .engine import hold_freed_memory
 from .factorize import factorize
 from .fused import FusedPointwiseChain
 from .layers import ChannelBatchNorm, Pointwise, SharedMLP
@@ -13,4 +14,4 @@ from .optimize import optimize
 from .rewrites import conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1, merge_pointwise
 
 __all__ = ["ChannelBatchNorm", "ConvAct", "FusedPointwiseChain", "Pointwise", "RewriteReport", "SharedMLP", "conv1x1_to_linear", "convolutionalize",
-           "factorize", "fold_batchnorm", "linear_to_conv1x1", "merge_pointwise", "optimize"]
+           "factorize", "fold_batchnorm", "hold_freed_memory", "linear_to_conv1x1", "merge_pointwise", "optimize"]
