@@ -1,32 +1,116 @@
 """What limits the bench targets that are not met (README, Speed): the measurements behind each reason.
 
-Run: .venv/bin/python benchmarks/limits.py [pointnet] [bottleneck] [mobilenet]   (all three by default; ~1 min)
+Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet]   (all by default; ~1 min)
 
+- peaks: the bench's peak (its best large channels_last 1x1 conv) beside 3x3 and 5x5 convs and a large
+  torch.mm: how far the machine goes past the 1x1 peak that the bench's ceilings are computed from.
 - pointnet: where the fused shared MLP's time goes (torch profiler over 5 calls): the oneDNN matmuls
   against the max over points.
 - bottleneck: the 5x5 bottleneck of (d) in NCHW and channels_last, and each conv of the pair alone, in
   GFLOP/s; the pair's ceiling is its time at each conv's own speed against the direct conv.
-- mobilenet: eager, optimize()d, and optimize()d with the 13 depthwise convs removed (a strided slice
-  where they stride), timed side by side: the most optimize() could gain with free depthwise convs;
-  then each depthwise conv's GFLOP/s in channels_last, NCHW and oneDNN's blocked layout.
+- nin: the optimize()d nin_cifar layer by layer (forward hooks): the KxK convs, the fused 1x1 chains and
+  the rest, in ms and GFLOP/s, and what the chains would have to run at for 1.5x eager.
+- mobilenet: the optimize()d mobilenet_v1 layer by layer as for nin; eager, optimize()d, and optimize()d
+  with the 13 depthwise convs removed (a strided slice where they stride), timed side by side: the most
+  optimize() could gain with free depthwise convs; then each depthwise conv's GFLOP/s in channels_last,
+  NCHW and oneDNN's blocked layout.
 All timings are bench.timeit's (interleaved rounds, best round, with hold_freed_memory()).
 """
 import copy
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils import mkldnn
 
-from onebyone.torch import hold_freed_memory, optimize
-from onebyone.torch.bench import _pointnet_parts, timeit
+from onebyone.torch import FusedPointwiseChain, hold_freed_memory, optimize
+from onebyone.torch.bench import _pointnet_parts, peak, timeit
 from onebyone.torch.convact import ConvAct
 from onebyone.zoo import create_model, model_info
 
 
 def ms(t: dict) -> str:
     return ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in t.items())
+
+
+def peaks():
+    torch.manual_seed(0)
+    a = torch.randn(4096, 4096)
+    x3, w3 = torch.randn(8, 256, 56, 56), torch.randn(256, 256, 3, 3)
+    x5, w5 = torch.randn(8, 192, 28, 28), torch.randn(32, 192, 5, 5)
+    x3, w3, x5, w5 = (t.contiguous(memory_format=torch.channels_last) for t in (x3, w3, x5, w5))
+    flops = {"mm 4096": 2 * 4096 ** 3, "3x3 conv 256->256 at 56x56": 2 * 8 * 3136 * 256 * 256 * 9, "5x5 conv 192->32 at 28x28": 2 * 8 * 784 * 192 * 32 * 25}
+    with torch.no_grad():
+        best = peak(5)["peak_gflops"]
+        t = timeit({"mm 4096": lambda: torch.mm(a, a), "3x3 conv 256->256 at 56x56": lambda: F.conv2d(x3, w3, padding=1),
+                    "5x5 conv 192->32 at 28x28": lambda: F.conv2d(x5, w5, padding=2)}, 5)
+    print(f"peaks: the bench's 1x1 peak {best:.0f} GFLOP/s; " + ", ".join(f"{k} {flops[k] / v / 1e9:.0f}" for k, v in t.items()))
+
+
+def _macs(m, x, y) -> int:
+    if isinstance(m, ConvAct):
+        return y.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+    if isinstance(m, FusedPointwiseChain):
+        return x.numel() // m.plan.widths[0] * m.plan.macs_per_point()
+    return 0
+
+
+def layer_times(model, x, calls: int = 7) -> list:
+    """[(name, kind, best seconds, MACs)] for each ConvAct, FusedPointwiseChain and other leaf layer, from
+    forward hooks over ``calls`` calls of the whole model: each layer timed where it runs, caches as it finds them."""
+    rows, start = {}, {}
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (ConvAct, FusedPointwiseChain))
+              or (not list(m.children()) and not isinstance(m, nn.Identity))]
+    layers = [(n, m) for n, m in layers if not any(n.startswith(o + ".") for o, _ in layers)]  # not inside a chain
+    hooks = []
+    for n, m in layers:
+        kind = ("depthwise" if m.groups > 1 else "1x1" if m.kernel_size == (1, 1) else "KxK") if isinstance(m, ConvAct) \
+            else "fused 1x1 chain" if isinstance(m, FusedPointwiseChain) else "other"
+        hooks.append(m.register_forward_pre_hook(lambda m, a, n=n: start.__setitem__(n, time.perf_counter())))
+        hooks.append(m.register_forward_hook(lambda m, a, y, n=n, kind=kind: rows.setdefault(n, [kind, [], _macs(m, a[0], y)])[1]
+                                             .append(time.perf_counter() - start[n])))
+    with torch.no_grad():
+        for _ in range(calls):
+            model(x)
+    for h in hooks:
+        h.remove()
+    return [(n, kind, min(ts), macs) for n, (kind, ts, macs) in rows.items()]
+
+
+def by_kind(rows) -> dict:
+    """{kind: (seconds, MACs, lowest GFLOP/s, highest GFLOP/s)} over the rows of ``layer_times``."""
+    out = {}
+    for _, kind, t, macs in rows:
+        s, m, lo, hi = out.get(kind, (0.0, 0, float("inf"), 0.0))
+        g = 2 * macs / t / 1e9
+        out[kind] = (s + t, m + macs, min(lo, g) if macs else lo, max(hi, g))
+    return out
+
+
+def show(name, rows) -> dict:
+    kinds = by_kind(rows)
+    for kind, (t, macs, lo, hi) in kinds.items():
+        rate = f", {2 * macs / t / 1e9:.0f} GFLOP/s overall ({lo:.0f} - {hi:.0f} layer by layer)" if macs else ""
+        print(f"{name}: {kind:16s} {t * 1e3:6.2f} ms{rate}")
+    return kinds
+
+
+def nin():
+    torch.manual_seed(0)
+    model = create_model("nin_cifar").eval()
+    x = torch.randn(8, *model_info("nin_cifar").input_size)
+    opt, _ = optimize(model, x)
+    kinds = show("nin_cifar, optimized", layer_times(opt, x, 15))
+    with torch.no_grad():
+        t = timeit({"eager": lambda: model(x), "optimized": lambda: opt(x)}, 11)
+    rest = sum(v[0] for k, v in kinds.items() if k != "fused 1x1 chain")
+    budget = t["eager"] / 1.5 - rest  # what the chains may take for 1.5x, everything else as it is
+    chains = kinds.get("fused 1x1 chain", (0, 0))
+    need = f"{2 * chains[1] / budget / 1e9:.0f} GFLOP/s" if budget > 0 else "less than nothing"
+    print(f"nin_cifar: {ms(t)}, optimized {t['eager'] / t['optimized']:.2f}x eager; for 1.5x the fused chains "
+          f"({chains[0] * 1e3:.2f} ms now) would have to run at {need}")
 
 
 def pointnet():
@@ -82,6 +166,7 @@ def mobilenet():
             if isinstance(m, ConvAct) and m.groups > 1:
                 depthwise.append(m)
                 setattr(parent, name, _Strided() if m.stride == (2, 2) else nn.Identity())
+    show("mobilenet_v1, optimized", layer_times(opt, x))
     with torch.no_grad():
         bare(x)
         for _ in range(3):
@@ -107,5 +192,6 @@ def mobilenet():
 
 if __name__ == "__main__":
     hold_freed_memory()
-    for part in sys.argv[1:] or ["pointnet", "bottleneck", "mobilenet"]:
-        {"pointnet": pointnet, "bottleneck": bottleneck, "mobilenet": mobilenet}[part]()
+    parts = {"peaks": peaks, "pointnet": pointnet, "bottleneck": bottleneck, "nin": nin, "mobilenet": mobilenet}
+    for part in sys.argv[1:] or list(parts):
+        parts[part]()

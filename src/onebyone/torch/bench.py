@@ -287,8 +287,9 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
         for row in result["pointwise_op"]:
             for r in row["roofline"]:
                 r["fraction_of_peak"] = r["gflops"] / result["peak_gflops"]
-    # against the final peak, which (a) may have raised; the ceiling is the most any implementation could
-    # gain over eager here: eager's time over the time of its FLOPs at the peak (peak / eager's GFLOP/s)
+    # against the final peak, which (a) may have raised; the ceiling is eager's time over the time of its FLOPs
+    # at that peak (peak / eager's GFLOP/s): the most an implementation whose products run no faster than the
+    # best large 1x1 conv could gain (KxK convs ran up to 15% faster here: benchmarks/limits.py peaks)
     if "shared_mlp" in result:
         s = result["shared_mlp"]
         s["fraction_of_peak"] = s["gflops"]["fused"] / result["peak_gflops"]
