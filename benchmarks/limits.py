@@ -41,7 +41,8 @@ def peaks():
     x3, w3 = torch.randn(8, 256, 56, 56), torch.randn(256, 256, 3, 3)
     x5, w5 = torch.randn(8, 192, 28, 28), torch.randn(32, 192, 5, 5)
     x3, w3, x5, w5 = (t.contiguous(memory_format=torch.channels_last) for t in (x3, w3, x5, w5))
-    flops = {"mm 4096": 2 * 4096 ** 3, "3x3 conv 256->256 at 56x56": 2 * 8 * 3136 * 256 * 256 * 9, "5x5 conv 192->32 at 28x28": 2 * 8 * 784 * 192 * 32 * 25}
+    flops = {"mm 4096": 2 * 4096 ** 3, "3x3 conv 256->256 at 56x56": 2 * 8 * 3136 * 256 * 256 * 9,
+             "5x5 conv 192->32 at 28x28": 2 * 8 * 784 * 192 * 32 * 25}
     with torch.no_grad():
         best = peak(5)["peak_gflops"]
         t = timeit({"mm 4096": lambda: torch.mm(a, a), "3x3 conv 256->256 at 56x56": lambda: F.conv2d(x3, w3, padding=1),
@@ -138,11 +139,14 @@ def bottleneck():
     def pair(x, a, b):
         return F.conv2d(F.relu(F.conv2d(x, a, b1)), b, b2, padding=2)
 
-    t = timeit({"direct nchw": lambda: F.conv2d(xn, w5, b2, padding=2), "direct cl": lambda: F.conv2d(cl["x"], cl["w5"], b2, padding=2),
+    t = timeit({"direct nchw": lambda: F.conv2d(xn, w5, b2, padding=2),
+                "direct cl": lambda: F.conv2d(cl["x"], cl["w5"], b2, padding=2),
                 "pair nchw": lambda: pair(xn, w1, w2), "pair cl": lambda: pair(cl["x"], cl["w1"], cl["w2"]),
-                "1x1 cl": lambda: F.conv2d(cl["x"], cl["w1"], b1), "5x5 16->32 cl": lambda: F.conv2d(y, cl["w2"], b2, padding=2)}, 7)
+                "1x1 cl": lambda: F.conv2d(cl["x"], cl["w1"], b1),
+                "5x5 16->32 cl": lambda: F.conv2d(y, cl["w2"], b2, padding=2)}, 7)
     print("bottleneck:", ms(t))
-    flops = {"direct cl": 2 * 8 * 784 * 192 * 32 * 25, "1x1 cl": 2 * 8 * 784 * 192 * 16, "5x5 16->32 cl": 2 * 8 * 784 * 16 * 32 * 25}
+    flops = {"direct cl": 2 * 8 * 784 * 192 * 32 * 25, "1x1 cl": 2 * 8 * 784 * 192 * 16,
+             "5x5 16->32 cl": 2 * 8 * 784 * 16 * 32 * 25}
     print("bottleneck:", ", ".join(f"{k} {f / t[k] / 1e9:.0f} GFLOP/s" for k, f in flops.items()))
     mac_ratio = (192 * 32 * 25) / (192 * 16 + 16 * 32 * 25)
     print(f"bottleneck: measured {t['direct cl'] / t['pair cl'] / mac_ratio:.2f} of the MAC ratio; with each conv at its own"
