@@ -164,7 +164,13 @@ def mobilenet():
     x = torch.randn(8, *model_info("mobilenet_v1").input_size)
     opt, _ = optimize(model, x)
     bare = copy.deepcopy(opt)
-    depthwise = []
+    depthwise, shapes = [], {}  # shapes: each depthwise conv's input shape, recorded on one call
+    hooks = [m.register_forward_pre_hook(lambda m, a: shapes.update({m: tuple(a[0].shape)}))  # returns None: input kept
+             for m in bare.modules() if isinstance(m, ConvAct) and m.groups > 1]
+    with torch.no_grad():
+        bare(x)
+    for h in hooks:
+        h.remove()
     for parent in list(bare.modules()):
         for name, m in list(parent.named_children()):
             if isinstance(m, ConvAct) and m.groups > 1:
@@ -179,17 +185,18 @@ def mobilenet():
                   f" {len(depthwise)} depthwise convs {t['eager'] / t['optimized, no depthwise']:.2f}x")
         seen = set()
         for m in depthwise:
-            c, s = m.in_channels, {32: 112, 64: 112, 128: 56, 256: 28, 512: 14, 1024: 7}[m.in_channels]
-            if (c, s, m.stride) in seen:
+            shape = shapes[m]
+            if (shape, m.stride) in seen:
                 continue
-            seen.add((c, s, m.stride))
-            xn = torch.randn(8, c, s, s)
+            seen.add((shape, m.stride))
+            xn = torch.randn(shape)
+            c, s = shape[1], shape[2]
             xc = xn.contiguous(memory_format=torch.channels_last)
             conv = nn.Conv2d(c, c, 3, m.stride, 1, groups=c).eval()
             conv.weight.data, conv.bias.data = m.weight.data.clone(), m.bias.data.clone()
             blocked, xb = mkldnn.MkldnnConv2d(conv, torch.float), xn.to_mkldnn()
             t = timeit({"channels_last": lambda: m(xc), "nchw": lambda: m(xn), "blocked": lambda: blocked(xb)}, 7)
-            flops = 2 * 9 * 8 * c * (s // m.stride[0]) ** 2
+            flops = 2 * 9 * m(xc).numel()  # 9 multiply-adds per output value
             print(f"depthwise {c:4d} ch at {s:3d}x{s:<3d} stride {m.stride[0]}: "
                   + ", ".join(f"{k} {flops / v / 1e9:5.1f} GFLOP/s" for k, v in t.items()))
 

@@ -27,7 +27,7 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None) -> cost.Cost | None:
         widths = m.plan.widths
         points = x.numel() // widths[0]
         out = (x.shape[0], widths[-1]) if m.plan.pool else (points, widths[-1])
-        w, b = sum(i * o for i, o in zip(widths, widths[1:])), sum(widths[1:])
+        w, b = m.plan.macs_per_point(), sum(widths[1:])  # weights (one per MAC of a point), biases
         size = cost.itemsize(dtype)
         return cost.Cost(out, w, b, points * w, 2 * points * w, math.prod(out), (x.numel() + w + b) * size, math.prod(out) * size)
     if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, ConvAct)):
