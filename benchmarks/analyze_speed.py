@@ -18,7 +18,11 @@ class Bottleneck(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out))
-        self.down = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out)) if stride != 1 or cin != out else nn.Identity()
+        self.down = (
+            nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            if stride != 1 or cin != out
+            else nn.Identity()
+        )
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.down(x))

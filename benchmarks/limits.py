@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import mkldnn
 
+from onebyone.bench import _pointnet_parts, peak, timeit
 from onebyone.torch import FusedPointwiseChain, hold_freed_memory, optimize
-from onebyone.torch.bench import _pointnet_parts, peak, timeit
-from onebyone.torch.convact import ConvAct
+from onebyone.torch.fast.convact import ConvAct
 from onebyone.zoo import create_model, model_info
 
 
@@ -45,9 +45,18 @@ def peaks():
              "5x5 conv 192->32 at 28x28": 2 * 8 * 784 * 192 * 32 * 25}
     with torch.no_grad():
         best = peak(5)["peak_gflops"]
-        t = timeit({"mm 4096": lambda: torch.mm(a, a), "3x3 conv 256->256 at 56x56": lambda: F.conv2d(x3, w3, padding=1),
-                    "5x5 conv 192->32 at 28x28": lambda: F.conv2d(x5, w5, padding=2)}, 5)
-    print(f"peaks: the bench's 1x1 peak {best:.0f} GFLOP/s; " + ", ".join(f"{k} {flops[k] / v / 1e9:.0f}" for k, v in t.items()))
+        t = timeit(
+            {
+                "mm 4096": lambda: torch.mm(a, a),
+                "3x3 conv 256->256 at 56x56": lambda: F.conv2d(x3, w3, padding=1),
+                "5x5 conv 192->32 at 28x28": lambda: F.conv2d(x5, w5, padding=2),
+            },
+            5,
+        )
+    print(
+        f"peaks: the bench's 1x1 peak {best:.0f} GFLOP/s; "
+        + ", ".join(f"{k} {flops[k] / v / 1e9:.0f}" for k, v in t.items())
+    )
 
 
 def _macs(m, x, y) -> int:
@@ -67,11 +76,21 @@ def layer_times(model, x, calls: int = 7) -> list:
     layers = [(n, m) for n, m in layers if not any(n.startswith(o + ".") for o, _ in layers)]  # not inside a chain
     hooks = []
     for n, m in layers:
-        kind = ("depthwise" if m.groups > 1 else "1x1" if m.kernel_size == (1, 1) else "KxK") if isinstance(m, ConvAct) \
-            else "fused 1x1 chain" if isinstance(m, FusedPointwiseChain) else "other"
+        kind = (
+            ("depthwise" if m.groups > 1 else "1x1" if m.kernel_size == (1, 1) else "KxK")
+            if isinstance(m, ConvAct)
+            else "fused 1x1 chain"
+            if isinstance(m, FusedPointwiseChain)
+            else "other"
+        )
         hooks.append(m.register_forward_pre_hook(lambda m, a, n=n: start.__setitem__(n, time.perf_counter())))
-        hooks.append(m.register_forward_hook(lambda m, a, y, n=n, kind=kind: rows.setdefault(n, [kind, [], _macs(m, a[0], y)])[1]
-                                             .append(time.perf_counter() - start[n])))
+        hooks.append(
+            m.register_forward_hook(
+                lambda m, a, y, n=n, kind=kind: rows.setdefault(n, [kind, [], _macs(m, a[0], y)])[1].append(
+                    time.perf_counter() - start[n]
+                )
+            )
+        )
     with torch.no_grad():
         for _ in range(calls):
             model(x)
@@ -125,7 +144,10 @@ def pointnet():
     rows = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
     total = sum(rows.values())
     for key in ("mkldnn::_linear_pointwise", "aten::amax", "aten::maximum"):
-        print(f"pointnet fused: {key:28s} {rows.get(key, 0) / 5e3:6.2f} ms a call, {rows.get(key, 0) / total:5.1%} of the time")
+        print(
+            f"pointnet fused: {key:28s} {rows.get(key, 0) / 5e3:6.2f} ms a call, "
+            f"{rows.get(key, 0) / total:5.1%} of the time"
+        )
 
 
 def bottleneck():
@@ -149,8 +171,11 @@ def bottleneck():
              "5x5 16->32 cl": 2 * 8 * 784 * 16 * 32 * 25}
     print("bottleneck:", ", ".join(f"{k} {f / t[k] / 1e9:.0f} GFLOP/s" for k, f in flops.items()))
     mac_ratio = (192 * 32 * 25) / (192 * 16 + 16 * 32 * 25)
-    print(f"bottleneck: measured {t['direct cl'] / t['pair cl'] / mac_ratio:.2f} of the MAC ratio; with each conv at its own"
-          f" speed and nothing else, {t['direct cl'] / (t['1x1 cl'] + t['5x5 16->32 cl']) / mac_ratio:.2f}")
+    print(
+        f"bottleneck: measured {t['direct cl'] / t['pair cl'] / mac_ratio:.2f} of the MAC ratio; "
+        "with each conv at its own"
+        f" speed and nothing else, {t['direct cl'] / (t['1x1 cl'] + t['5x5 16->32 cl']) / mac_ratio:.2f}"
+    )
 
 
 class _Strided(nn.Module):  # what a stride-2 depthwise conv does to the shape, at the cost of a copy
@@ -180,7 +205,9 @@ def mobilenet():
     with torch.no_grad():
         bare(x)
         for _ in range(3):
-            t = timeit({"eager": lambda: model(x), "optimized": lambda: opt(x), "optimized, no depthwise": lambda: bare(x)}, 11)
+            t = timeit(
+                {"eager": lambda: model(x), "optimized": lambda: opt(x), "optimized, no depthwise": lambda: bare(x)}, 11
+            )
             print(f"mobilenet_v1: {ms(t)}; optimized {t['eager'] / t['optimized']:.2f}x eager, without its"
                   f" {len(depthwise)} depthwise convs {t['eager'] / t['optimized, no depthwise']:.2f}x")
         seen = set()

@@ -47,6 +47,6 @@ def tour_lessons():
 @pytest.fixture(scope="session")
 def tour_page(tour_lessons, tmp_path_factory):
     """The tour written as HTML once for the session: the path of its index.html."""
-    from onebyone.tour.html import write_tour
+    from onebyone.tour.tour_page import write_tour
 
     return write_tour(tour_lessons, tmp_path_factory.mktemp("tour") / "html")

@@ -23,7 +23,9 @@ def browser(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium is not installed (Debian package 'chromium'; `make test` installs it with apt-get "
                     "when it runs as root or with passwordless sudo)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing: pip install -e '.[dev]'")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is missing: pip install -e '.[dev]'"
+    )
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # headless, with a new empty profile
         yield b
@@ -46,7 +48,9 @@ class Visit:
         self.page.evaluate("0")  # a round trip: events sent before it are delivered by now
 
     def images(self) -> list:
-        return self.page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth, e.naturalHeight])")
+        return self.page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth, e.naturalHeight])"
+        )
 
     def check_clean(self):
         assert self.errors == [], self.errors
@@ -66,7 +70,9 @@ def test_tour_page_in_a_browser(browser, tour_page):
     v = Visit(browser, tour_page)
     v.check_clean()
     assert len(v.images()) == len(lesson_ids())
-    badges = v.page.eval_on_selector_all("section.lesson", "els => els.map(e => [e.id, e.querySelector('h2 .badge').textContent])")
+    badges = v.page.eval_on_selector_all(
+        "section.lesson", "els => els.map(e => [e.id, e.querySelector('h2 .badge').textContent])"
+    )
     assert badges == [[i, "PASS"] for i in lesson_ids()]
     assert v.page.locator("section.lesson .badge.fail").count() == 0
     v.screenshot("tour.png")
@@ -119,7 +125,9 @@ def test_calculator_agrees_with_cost(browser, tour_page):
         h, w, cin, cout, k, s, p, g = case
         _fill(v.page, case)
         got = {key: v.page.get_attribute(f"#calc-{key}", "data-value") for key in ("shape", "params", "macs", "flops")}
-        want = cost.conv_cost((1, cin, h, w), cout, k, stride=s, padding=p if p in ("same", "valid") else int(p), groups=g)
+        want = cost.conv_cost(
+            (1, cin, h, w), cout, k, stride=s, padding=p if p in ("same", "valid") else int(p), groups=g
+        )
         assert got == {"shape": " x ".join(map(str, want.output_shape)), "params": str(want.params),
                        "macs": str(want.macs), "flops": str(want.flops)}, case
         assert v.page.inner_text("#calc-error") == ""

@@ -55,9 +55,13 @@ def test_the_seed_numbers():
 def mobilenet_v1_rows():
     shape, rows = (1, 3, 224, 224), []
     rows.append(("conv", cost.conv_cost(shape, 32, 3, stride=2, padding=1, bias=False)))
-    for out, stride in [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]:
+    for out, stride in (
+        [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+    ):
         c = rows[-1][1].output_shape[1]
-        rows.append(("dw", cost.conv_cost(rows[-1][1].output_shape, c, 3, stride=stride, padding=1, groups=c, bias=False)))
+        rows.append(
+            ("dw", cost.conv_cost(rows[-1][1].output_shape, c, 3, stride=stride, padding=1, groups=c, bias=False))
+        )
         rows.append(("pw", cost.conv1x1_cost(rows[-1][1].output_shape, out, bias=False)))
     rows.append(("fc", cost.dense_cost((1, 1024), 1000)))
     return rows
@@ -69,8 +73,13 @@ def test_mobilenet_v1_table_2():
     macs = sum(c.macs for _, c in rows)
     weights = sum(c.weight_params for _, c in rows)
     assert macs == 568_740_352
-    share = {k: (round(100 * sum(c.macs for n, c in rows if n == k) / macs, 2),
-                 round(100 * sum(c.weight_params for n, c in rows if n == k) / weights, 2)) for k in ("conv", "dw", "pw", "fc")}
+    share = {
+        k: (
+            round(100 * sum(c.macs for n, c in rows if n == k) / macs, 2),
+            round(100 * sum(c.weight_params for n, c in rows if n == k) / weights, 2),
+        )
+        for k in ("conv", "dw", "pw", "fc")
+    }
     assert share["pw"] == (94.86, 74.59)
     assert share["dw"] == (3.06, 1.06)
     assert share["fc"] == (0.18, 24.33)

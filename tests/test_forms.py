@@ -45,7 +45,15 @@ def test_shared_mlp_three_ways(b, c, n, depth, seed):
     np.testing.assert_allclose(h, per_point, atol=1e-10)
 
 
-@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 6), LAYOUTS, st.integers(0, 999))
+@given(
+    st.integers(1, 2),
+    st.integers(1, 3),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.integers(1, 6),
+    LAYOUTS,
+    st.integers(0, 999),
+)
 def test_dense_on_flatten_is_a_full_kernel_conv_and_a_reshaped_1x1(n, c, h, w, units, lay, seed):
     rng = np.random.default_rng(seed)
     x = image(rng, n, c, h, w, lay)

@@ -31,8 +31,20 @@ def conv_case(draw):
         stride = (1, 1)  # torch allows 'same' only with stride 1
     h = draw(st.integers(dilation[0] * (kh - 1) + 1, 9))
     w = draw(st.integers(dilation[1] * (kw - 1) + 1, 9))
-    return dict(n=draw(st.integers(1, 2)), cin=cin, cout=cout, k=(kh, kw), h=h, w=w, stride=stride,
-                padding=padding, dilation=dilation, groups=groups, bias=draw(st.booleans()), seed=draw(st.integers(0, 99)))
+    return dict(
+        n=draw(st.integers(1, 2)),
+        cin=cin,
+        cout=cout,
+        k=(kh, kw),
+        h=h,
+        w=w,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=draw(st.booleans()),
+        seed=draw(st.integers(0, 99)),
+    )
 
 
 @given(conv_case(), st.sampled_from(["NCHW", "NHWC"]))
@@ -125,7 +137,9 @@ def test_dense_backward_matches_autograd(rng):
         np.testing.assert_allclose(got, want, atol=1e-10)
 
 
-@pytest.mark.parametrize("op,kw", [("max", {}), ("avg", {}), ("max", {"stride": 1, "padding": 1}), ("avg", {"stride": 2, "padding": 1})])
+@pytest.mark.parametrize(
+    "op,kw", [("max", {}), ("avg", {}), ("max", {"stride": 1, "padding": 1}), ("avg", {"stride": 2, "padding": 1})]
+)
 def test_pool2d_matches_torch(op, kw, rng):
     x = rng.standard_normal((2, 3, 7, 6))
     fn = F.max_pool2d if op == "max" else F.avg_pool2d

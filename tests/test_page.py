@@ -9,8 +9,7 @@ from PIL import Image
 from onebyone import OneByOneError
 from onebyone.cli import main
 from onebyone.tour import core, lesson_ids
-from onebyone.tour.figures import FIGURES, draw
-from onebyone.tour.html import write_tour
+from onebyone.tour.tour_page import FIGURES, draw, write_tour
 
 
 def _sections(text):
@@ -61,13 +60,15 @@ def test_lessons_keep_the_arrays_they_verified(tour_lessons):
     fc = by_id["fc-as-conv"].arrays
     np.testing.assert_allclose(fc["full"], fc["dense"], atol=1e-10)
     maps = by_id["class-maps"].arrays
-    assert maps["maps"].shape == (10, 8, 8) and maps["accuracy"] > 0.9 and int(np.argmax(maps["probs"])) == maps["label"]
+    assert (
+        maps["maps"].shape == (10, 8, 8) and maps["accuracy"] > 0.9 and int(np.argmax(maps["probs"])) == maps["label"]
+    )
 
 
 def test_report_numbers_come_from_the_analyzer(tmp_path, capsys):
     pytest.importorskip("torch")
     from onebyone.analyzer import analyze
-    from onebyone.report import by_kind, dominating
+    from onebyone.model_page import by_kind, dominating
     from onebyone.zoo import create_model
 
     stats = analyze(create_model("squeezenet1_1"), input_size=(3, 224, 224))
@@ -88,8 +89,14 @@ def test_report_numbers_come_from_the_analyzer(tmp_path, capsys):
 
 def test_report_with_a_bench_json_draws_the_roofline(tmp_path):
     pytest.importorskip("torch")
-    bench = {"machine": "test machine", "peak_gflops": 200.0, "bandwidth_gbs": 10.0,
-             "pointwise_op": [{"roofline": [{"name": "pointwise 64->64 cl", "intensity": 8.0, "gflops": 60.0, "section": "a"}]}]}
+    bench = {
+        "machine": "test machine",
+        "peak_gflops": 200.0,
+        "bandwidth_gbs": 10.0,
+        "pointwise_op": [
+            {"roofline": [{"name": "pointwise 64->64 cl", "intensity": 8.0, "gflops": 60.0, "section": "a"}]}
+        ],
+    }
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     assert main(["report", "nin_digits", "--html", str(tmp_path / "out"), "--bench", str(tmp_path / "bench.json")]) == 0
     assert 'id="roofline"' in (tmp_path / "out" / "index.html").read_text()

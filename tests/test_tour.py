@@ -7,8 +7,7 @@ import pytest
 
 from onebyone import OneByOneError
 from onebyone.cli import main
-from onebyone.tour import lesson_ids, run_tour
-from onebyone.tour import core
+from onebyone.tour import core, lesson_ids, run_tour
 
 REQUIRED = {"shapes", "one-channel", "many-channels", "full-depth", "params", "bottleneck", "fc-as-conv",
             "class-maps", "shared-mlp", "blocks", "kxk-sliding", "weight-layout", "channel-reduction", "nonlinearity"}
@@ -44,7 +43,12 @@ def test_a_lesson_that_breaks_is_reported_as_failed(monkeypatch):
 
     spec = core.LessonSpec("broken", "t", "c", "s", broken)
     L = core.run_lesson(spec)
-    assert not L.passed and L.checks[0].to_dict() == {"name": "a claim that does not hold", "expected": 3, "got": 4, "pass": False}
+    assert not L.passed and L.checks[0].to_dict() == {
+        "name": "a claim that does not hold",
+        "expected": 3,
+        "got": 4,
+        "pass": False,
+    }
     L = core.run_lesson(core.LessonSpec("crash", "t", "c", "s", crashing))
     assert not L.passed and "RuntimeError: boom" in L.checks[0].got
     monkeypatch.setattr(core, "REGISTRY", core.REGISTRY + [spec])
@@ -60,8 +64,11 @@ def test_close_checks_catch_shape_and_value_differences():
 
 
 def test_cli_json_has_ids_titles_and_checks():
-    out = subprocess.run([sys.executable, "-m", "onebyone", "tour", "--json", "--lesson", "fc-as-conv", "--lesson", "one-channel"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "onebyone", "tour", "--json", "--lesson", "fc-as-conv", "--lesson", "one-channel"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert [d["id"] for d in data] == ["one-channel", "fc-as-conv"]

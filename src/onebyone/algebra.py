@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import OneByOneError, as_float_array, check_int
+from .checks import as_float_array, check_int
+from .errors import OneByOneError
 
 
 def batchnorm_affine(mean, var, gamma, beta, eps: float):
@@ -27,7 +28,9 @@ def fold_affine_after(w, b, scale, shift):
     w = as_float_array(w, "w")
     b = np.zeros(w.shape[0], w.dtype) if b is None else as_float_array(b, "b")
     if scale.shape != (w.shape[0],):
-        raise OneByOneError(f"the affine must have one scale per output channel ({w.shape[0]}), got shape {scale.shape}")
+        raise OneByOneError(
+            f"the affine must have one scale per output channel ({w.shape[0]}), got shape {scale.shape}"
+        )
     return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), b * scale + shift
 
 
@@ -42,7 +45,9 @@ def fold_affine_before(w, b, scale, shift, groups: int = 1):
     if any(s != 1 for s in w.shape[2:]):
         raise OneByOneError(f"an affine before a layer folds only into 1x1 or dense weights, got shape {w.shape}")
     if scale.shape != (cg * groups,):
-        raise OneByOneError(f"the affine must have one scale per input channel ({cg * groups}), got shape {scale.shape}")
+        raise OneByOneError(
+            f"the affine must have one scale per input channel ({cg * groups}), got shape {scale.shape}"
+        )
     m = w.reshape(o, cg)  # (O, I/g)
     rows = np.arange(o) // (o // groups)  # group of each output channel
     s = scale.reshape(groups, cg)[rows]  # (O, I/g): the scale each weight meets
@@ -55,7 +60,9 @@ def merge_linear(w1, b1, w2, b2):
     """Two linear maps in a row (``W2 (W1 x + b1) + b2``) as one: W2 @ W1 and W2 @ b1 + b2."""
     w1, w2 = as_float_array(w1, "w1", ndim=2), as_float_array(w2, "w2", ndim=2)
     if w2.shape[1] != w1.shape[0]:
-        raise OneByOneError(f"cannot merge: the second layer reads {w2.shape[1]} channels, the first writes {w1.shape[0]}")
+        raise OneByOneError(
+            f"cannot merge: the second layer reads {w2.shape[1]} channels, the first writes {w1.shape[0]}"
+        )
     b1 = np.zeros(w1.shape[0]) if b1 is None else as_float_array(b1, "b1")
     b2 = np.zeros(w2.shape[0]) if b2 is None else as_float_array(b2, "b2")
     return w2 @ w1, w2 @ b1 + b2

@@ -19,9 +19,9 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
     """
     framework = _framework(model)
     if framework == "torch":
-        from .torch.analyze import analyze as run
+        from .torch.collect import analyze as run
     elif framework == "keras":
-        from .keras.analyze import analyze as run
+        from .keras.collect import analyze as run
     else:
         raise OneByOneError(f"expected a torch.nn.Module or a keras.Model, got {type(model).__name__}")
     return run(model, input_size=input_size, example=example, batch_size=batch_size, dtype=dtype)

@@ -16,7 +16,7 @@ def _tour(args) -> int:
     else:
         print(render.text(lessons, color=sys.stdout.isatty()))
     if args.html:
-        from .tour.html import write_tour
+        from .tour.tour_page import write_tour
 
         print(f"wrote {write_tour(lessons, args.html)}", file=sys.stderr if args.json else sys.stdout)
     return 0 if all(L.passed for L in lessons) else 1
@@ -30,45 +30,13 @@ def _lessons(args) -> int:
     return 0
 
 
-def load_model(spec: str):
-    """A zoo name or ``package.module:factory`` -> (model, default input size or None)."""
-    import importlib
-
-    if ":" not in spec:
-        from .zoo import model_info  # imports torch
-
-        info = model_info(spec)  # an unknown name lists the zoo
-        return info.fn(), info.input_size
-    mod_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001
-        raise OneByOneError(f"could not import module {mod_name!r} (from {spec!r}): {type(e).__name__}: {e}") from e
-    if not hasattr(module, attr):
-        raise OneByOneError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
-    try:
-        model = getattr(module, attr)()
-    except Exception as e:  # noqa: BLE001
-        raise OneByOneError(f"calling {spec}() failed: {type(e).__name__}: {e}") from e
-    return model, getattr(model, "default_input_size", None)
-
-
 def _print_rich(stats, depth) -> bool:
     try:
         from rich.console import Console
-        from rich.table import Table
     except ImportError:
         return False
-    rows = stats.rows if depth is None else stats.grouped(depth)
-    t = Table(title=f"{stats.model}: batch {stats.batch_size}, {stats.dtype}", show_footer=False)
-    for col, right in (("layer", False), ("type", False), ("kind", False), ("input", False), ("output", False),
-                       ("params", True), ("MACs", True), ("FLOPs/byte", True)):
-        t.add_column(col, justify="right" if right else "left")
-    shape = lambda s: "x".join(map(str, s))  # noqa: E731
-    for r in rows:
-        t.add_row(r.name, r.type, r.kind, shape(r.input_shape), shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}", f"{r.intensity:.1f}")
     console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(t)
+    console.print(stats.rich_table(depth))
     for line in stats.summary_lines():
         console.print(line, markup=False)
     return True
@@ -77,8 +45,9 @@ def _print_rich(stats, depth) -> bool:
 def _analyze(args):
     """The ModelStats of ``args.model`` at ``--input-size`` (default: the zoo's) and ``--batch-size``."""
     from .analyzer import analyze
+    from .zoo import from_spec  # imports torch
 
-    model, default_size = load_model(args.model)
+    model, default_size = from_spec(args.model)
     size = tuple(args.input_size) if args.input_size else default_size
     return analyze(model, input_size=size, batch_size=args.batch_size)
 
@@ -97,7 +66,7 @@ def _summary(args) -> int:
 def _report(args) -> int:
     import json
 
-    from .report import write_report
+    from .model_page import write_report
 
     bench = None
     if args.bench:
@@ -105,7 +74,9 @@ def _report(args) -> int:
             with open(args.bench) as f:
                 bench = json.load(f)
         except (OSError, ValueError) as e:
-            raise OneByOneError(f"--bench expects the JSON written by `onebyone bench --json`; reading {args.bench} failed: {e}") from None
+            raise OneByOneError(
+                f"--bench expects the JSON written by `onebyone bench --json`; reading {args.bench} failed: {e}"
+            ) from None
     stats = _analyze(args)
     path = write_report(stats, args.html, bench)
     print(f"wrote {path}: {stats.footer()}")
@@ -127,7 +98,9 @@ def _train(args) -> int:
     else:
         kw = {"size": args.size} if args.size else {}
         kw.update({"n_points": args.points} if args.points else {})
-        cfg = TrainConfig(args.model, args.data, args.epochs or 30, args.batch_size, args.lr, seed=args.seed, data_kwargs=kw)
+        cfg = TrainConfig(
+            args.model, args.data, args.epochs or 30, args.batch_size, args.lr, seed=args.seed, data_kwargs=kw
+        )
     _, metrics = train(cfg, out=out, resume=args.resume, progress=not args.quiet)
     if metrics:
         last = metrics[-1]
@@ -136,40 +109,25 @@ def _train(args) -> int:
     return 0
 
 
-def _images(spec: str, xte):
-    """IMAGE as a list of (C, H, W) arrays: ``test:N[,M...]`` picks test samples, anything else is a file."""
-    import numpy as np
-
-    from .data import read_image
-
-    if spec.startswith("test:"):
-        try:
-            idx = [int(i) for i in spec[5:].split(",")]
-        except ValueError:
-            raise OneByOneError(f"expected test:N or test:N,M,... (indices into the test split), got {spec!r}") from None
-        bad = [i for i in idx if not 0 <= i < len(xte)]
-        if bad:
-            raise OneByOneError(f"test indices must be in [0, {len(xte)}), got {bad}")
-        return [np.asarray(xte[i]) for i in idx], False
-    return [read_image(spec)], True
-
-
 def _maps(args) -> int:
     from . import data
     from .torch.maps import draw_canvas, draw_maps
-    from .train import load_model as load_checkpoint
+    from .train import load_checkpoint
 
     model, cfg = load_checkpoint(args.checkpoint)
     xte, _ = data.load(cfg.data, "test", **cfg.data_kwargs)
     size = tuple(xte.shape[1:])
     if len(size) != 3:
         raise OneByOneError(f"maps need an image model; {cfg.model} on {cfg.data} takes samples of shape {size}")
-    images, from_file = _images(args.image, xte)
+    images, from_file = data.images_from_spec(args.image, xte)
     labels = data.class_names(cfg.data, cfg.num_classes)
     want = "x".join(map(str, size))
     got = "x".join(map(str, images[0].shape))
     if images[0].shape[0] != size[0]:
-        raise OneByOneError(f"{cfg.model} takes {size[0]}-channel images ({want}); {args.image} has {images[0].shape[0]} channel(s) ({got})")
+        raise OneByOneError(
+            f"{cfg.model} takes {size[0]}-channel images ({want}); "
+            f"{args.image} has {images[0].shape[0]} channel(s) ({got})"
+        )
     if args.canvas:
         canvas = images[0] if from_file else data.compose_canvas(images, seed=args.seed)
         if canvas.shape[1] < size[1] or canvas.shape[2] < size[2]:
@@ -186,7 +144,7 @@ def _maps(args) -> int:
 
 
 def _bench(args) -> int:
-    from .torch import bench
+    from . import bench
 
     bad = set(args.sections) - set(bench.SECTIONS)
     if bad:
@@ -225,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="an HTML page for a model: table, MACs and params by kind, dominating layers")
     _model_args(rp)
     rp.add_argument("--html", required=True, metavar="DIR", help="write DIR/index.html and DIR/figures/")
-    rp.add_argument("--bench", default=None, metavar="JSON", help="a file from `onebyone bench --json`: adds its roofline")
+    rp.add_argument(
+        "--bench", default=None, metavar="JSON", help="a file from `onebyone bench --json`: adds its roofline"
+    )
     rp.set_defaults(fn=_report)
     tr = sub.add_parser("train", help="train a zoo model on an offline dataset (also under torchrun for DDP)")
     tr.add_argument("model", help="a zoo name, e.g. nin_digits or pointnet_cls")
@@ -245,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("image", help="an image file (.png, .jpg, .npy) or test:N (sample N of the test split); "
                     "with --canvas, test:N,M,... places several samples on one canvas")
     mp.add_argument("--out", default=None, help="PNG to write (default maps.png, or canvas.png with --canvas)")
-    mp.add_argument("--canvas", action="store_true", help="slide the classifier over a larger canvas and show where each class fires")
+    mp.add_argument(
+        "--canvas",
+        action="store_true",
+        help="slide the classifier over a larger canvas and show where each class fires",
+    )
     mp.add_argument("--seed", type=int, default=0, help="where the samples land on the canvas")
     mp.set_defaults(fn=_maps)
     bn = sub.add_parser("bench", help="measure the speed claims side by side; ratios, JSON and a roofline PNG")
@@ -254,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     bn.add_argument("--sections", default="abcde", help="which of a b c d e to run (default all)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
-    bn.add_argument("--runs", type=int, default=1, help="run everything this many times; headlines are medians (with ranges)")
+    bn.add_argument(
+        "--runs", type=int, default=1, help="run everything this many times; headlines are medians (with ranges)"
+    )
     bn.set_defaults(fn=_bench)
     ls = sub.add_parser("lessons", help="list the lesson ids")
     ls.set_defaults(fn=_lessons)

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import OneByOneError, check_choice, check_int, check_layout
+from .checks import check_choice, check_int, check_layout
+from .errors import OneByOneError
 
 CONVENTION = "MACs = multiply-accumulates, bias excluded; FLOPs = 2 x MACs"
 
@@ -142,7 +143,11 @@ def conv_cost(input_shape, out_channels: int, kernel_size, *, stride=1, padding=
         raise OneByOneError(
             f"groups={groups} must divide both in_channels={c} and out_channels={out_channels}"
         )
-    k, s, dl = _per_axis(kernel_size, d, "kernel_size"), _per_axis(stride, d, "stride"), _per_axis(dilation, d, "dilation")
+    k, s, dl = (
+        _per_axis(kernel_size, d, "kernel_size"),
+        _per_axis(stride, d, "stride"),
+        _per_axis(dilation, d, "dilation"),
+    )
     p = _per_axis(padding, d, "padding", minimum=0)
     out_spatial = tuple(conv_output_size(*args) for args in zip(spatial, k, s, p, dl))
     out_shape = _join(n, out_channels, out_spatial, layout)
@@ -172,7 +177,8 @@ def dense_cost(input_shape, out_features: int, *, bias: bool = True, dtype="floa
 
     A dense layer applied at every pixel of (N, H, W, C) costs exactly what a 1x1 conv costs.
 
-    >>> dense_cost((1, 784), 784).params, dense_cost((2, 7, 7, 32), 10).macs == conv1x1_cost((2, 7, 7, 32), 10, layout="NHWC").macs
+    >>> per_pixel = conv1x1_cost((2, 7, 7, 32), 10, layout="NHWC").macs
+    >>> dense_cost((1, 784), 784).params, dense_cost((2, 7, 7, 32), 10).macs == per_pixel
     (615440, True)
     """
     input_shape = tuple(check_int(s, "input_shape entries") for s in input_shape)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
-from .errors import OneByOneError, as_float_array, check_choice, check_finite, check_int, check_layout, check_pair
+from .checks import as_float_array, check_choice, check_finite, check_int, check_layout, check_pair
+from .errors import OneByOneError
 from .layout import convert, pointwise_matrix
 
 # --- 1. a 1x1 conv is a dense layer at every pixel ---------------------------------------------
@@ -109,7 +110,9 @@ def shared_mlp_conv1d(points_bcn, layers, *, final_activation=True) -> np.ndarra
 
 def _map_shape(input_shape, layout):
     if len(input_shape) != 3:
-        raise OneByOneError(f"input_shape must be one sample's (C, H, W) for NCHW or (H, W, C) for NHWC, got {tuple(input_shape)}")
+        raise OneByOneError(
+            f"input_shape must be one sample's (C, H, W) for NCHW or (H, W, C) for NHWC, got {tuple(input_shape)}"
+        )
     c, h, w = input_shape if layout == "NCHW" else (input_shape[2], input_shape[0], input_shape[1])
     return check_int(c, "C"), check_int(h, "H"), check_int(w, "W")
 
@@ -124,7 +127,9 @@ def dense_to_full_kernel(w, input_shape, *, layout="NCHW") -> np.ndarray:
     w = check_finite(as_float_array(w, "w", ndim=2), "w")
     c, h, wd = _map_shape(input_shape, layout)
     if w.shape[1] != c * h * wd:
-        raise OneByOneError(f"w must have C*H*W={c * h * wd} input columns for a {tuple(input_shape)} map, got shape {w.shape}")
+        raise OneByOneError(
+            f"w must have C*H*W={c * h * wd} input columns for a {tuple(input_shape)} map, got shape {w.shape}"
+        )
     if layout == "NCHW":
         return w.reshape(w.shape[0], c, h, wd)  # (U, C*H*W) -> (U, C, H, W)
     return w.reshape(w.shape[0], h, wd, c).transpose(1, 2, 3, 0)  # (U, H*W*C) -> (H, W, C, U)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import OneByOneError, as_float_array, check_finite, check_int, check_layout
+from .checks import as_float_array, check_finite, check_int, check_layout
+from .errors import OneByOneError
 
 
 def to_channels_last(x) -> np.ndarray:

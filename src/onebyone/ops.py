@@ -21,17 +21,21 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import cost
-from .errors import (OneByOneError, as_float_array, check_bias, check_choice, check_int, check_layout,
-                     check_pair, result_dtype)
+from .checks import as_float_array, check_bias, check_choice, check_int, check_layout, check_pair, result_dtype
+from .errors import OneByOneError
 from .layout import conv_weight, convert, pointwise_matrix
 
 
 def _check_groups(c: int, o: int, cg: int, groups: int, x_shape, w_shape, layout: str) -> None:
     groups = check_int(groups, "groups")
     if c % groups:
-        raise OneByOneError(f"channels not divisible by groups: x has {c} channels ({layout} shape {x_shape}), groups={groups}")
+        raise OneByOneError(
+            f"channels not divisible by groups: x has {c} channels ({layout} shape {x_shape}), groups={groups}"
+        )
     if o % groups:
-        raise OneByOneError(f"output channels not divisible by groups: w has {o} output channels (shape {w_shape}), groups={groups}")
+        raise OneByOneError(
+            f"output channels not divisible by groups: w has {o} output channels (shape {w_shape}), groups={groups}"
+        )
     if cg * groups != c:
         raise OneByOneError(
             f"channel mismatch: x has {c} channels ({layout} shape {x_shape}) but w expects "
@@ -49,7 +53,11 @@ def padding_pairs(padding, hw, kernel, stride, dilation) -> tuple:
 def windows(x_nhwc, kernel, stride=1, padding=0, dilation=1, pad_value=0.0) -> np.ndarray:
     """Every k x k neighbourhood of an (N, H, W, C) array, as a strided view (N, Ho, Wo, kH, kW, C)."""
     x = as_float_array(x_nhwc, "x", ndim=4)
-    kernel, stride, dilation = check_pair(kernel, "kernel_size"), check_pair(stride, "stride"), check_pair(dilation, "dilation")
+    kernel, stride, dilation = (
+        check_pair(kernel, "kernel_size"),
+        check_pair(stride, "stride"),
+        check_pair(dilation, "dilation"),
+    )
     pads = padding_pairs(padding, x.shape[1:3], kernel, stride, dilation)
     out_hw = [cost.conv_output_size(size, k, st, lohi, d)
               for size, k, st, d, lohi in zip(x.shape[1:3], kernel, stride, dilation, pads)]
@@ -183,7 +191,10 @@ def dense(x, w, b=None) -> np.ndarray:
     x = as_float_array(x, "x")
     w = as_float_array(w, "w", ndim=2)
     if x.shape[-1] != w.shape[1]:
-        raise OneByOneError(f"channel mismatch: x has {x.shape[-1]} features (shape {x.shape}) but w (out, in) expects {w.shape[1]} (w shape {w.shape})")
+        raise OneByOneError(
+            f"channel mismatch: x has {x.shape[-1]} features (shape {x.shape}) "
+            f"but w (out, in) expects {w.shape[1]} (w shape {w.shape})"
+        )
     dtype = result_dtype(x, w)
     b = check_bias(b, w.shape[0], dtype)
     y = x.astype(dtype, copy=False) @ w.astype(dtype, copy=False).T  # (..., in) @ (in, out) -> (..., out)

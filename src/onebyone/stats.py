@@ -4,8 +4,8 @@ Convention (as in ``onebyone.cost``): ``macs`` are multiply-accumulates of weigh
 excluded, for every layer type alike; ``flops = 2 * macs``. ``weights`` are the multiplicative
 parameters (conv / dense kernels): biases and normalization parameters are excluded, which is how
 the MobileNet paper counts its shares. Normalization, activation and pooling layers have no MACs (an
-eval-mode norm is a per-channel affine that folds into the conv next to it). ``params`` counts every parameter once, however often its
-module is called; MACs count every call.
+eval-mode norm is a per-channel affine that folds into the conv next to it). ``params`` counts every
+parameter once, however often its module is called; MACs count every call.
 """
 from __future__ import annotations
 
@@ -18,9 +18,17 @@ from .cost import CONVENTION
 from .errors import OneByOneError
 
 KINDS = ("pointwise", "depthwise", "grouped", "conv", "dense", "norm", "activation", "pool", "other")
-KIND_LABELS = {"pointwise": "1x1 convolutions", "depthwise": "depthwise convolutions", "grouped": "grouped convolutions",
-               "conv": "k x k convolutions", "dense": "dense layers", "norm": "normalization", "activation": "activations",
-               "pool": "pooling", "other": "other"}
+KIND_LABELS = {
+    "pointwise": "1x1 convolutions",
+    "depthwise": "depthwise convolutions",
+    "grouped": "grouped convolutions",
+    "conv": "k x k convolutions",
+    "dense": "dense layers",
+    "norm": "normalization",
+    "activation": "activations",
+    "pool": "pooling",
+    "other": "other",
+}
 
 
 def conv_kind(kernel_size, groups: int, in_channels: int) -> str:
@@ -86,9 +94,15 @@ class ModelStats:
         return sum(r.weights for r in self.rows)
 
     def totals(self) -> dict:
-        return {"params": self.params, "weights": self.weights, "macs": self.macs, "flops": self.flops,
-                "activations": sum(r.activations for r in self.rows), "bytes_read": sum(r.bytes_read for r in self.rows),
-                "bytes_written": sum(r.bytes_written for r in self.rows)}
+        return {
+            "params": self.params,
+            "weights": self.weights,
+            "macs": self.macs,
+            "flops": self.flops,
+            "activations": sum(r.activations for r in self.rows),
+            "bytes_read": sum(r.bytes_read for r in self.rows),
+            "bytes_written": sum(r.bytes_written for r in self.rows),
+        }
 
     def share(self, by: str = "kind") -> dict:
         """Percent of MACs, params and weights per kind (or per ``type``), rounded to 2 decimals."""
@@ -109,8 +123,14 @@ class ModelStats:
         for r in self.rows:
             key = ".".join(r.name.split(".")[:depth + 1]) if depth >= 0 else r.name
             if key not in merged:
-                merged[key] = LayerStats(key, r.type if key == r.name else "(block)", r.kind if key == r.name else "other",
-                                         r.input_shape, r.output_shape, depth=min(r.depth, depth))
+                merged[key] = LayerStats(
+                    key,
+                    r.type if key == r.name else "(block)",
+                    r.kind if key == r.name else "other",
+                    r.input_shape,
+                    r.output_shape,
+                    depth=min(r.depth, depth),
+                )
             m = merged[key]
             m.output_shape = r.output_shape
             for f in ("params", "weights", "macs", "activations", "bytes_read", "bytes_written"):
@@ -144,19 +164,43 @@ class ModelStats:
     def summary_lines(self) -> list:
         """The totals, the 1x1 footer and the counting convention, as shown under every table."""
         t = self.totals()
-        lines = [f"total: {t['params']:,} params ({t['weights']:,} weights), {t['macs']:,} MACs = {t['flops']:,} FLOPs, "
-                 f"batch {self.batch_size}, {self.dtype}", self.footer(), f"({CONVENTION})"]
+        lines = [
+            f"total: {t['params']:,} params ({t['weights']:,} weights), {t['macs']:,} MACs = {t['flops']:,} FLOPs, "
+            f"batch {self.batch_size}, {self.dtype}",
+            self.footer(),
+            f"({CONVENTION})",
+        ]
         if self.uncounted:
             lines.append("not counted: " + "; ".join(f"{n} ({t}): {why}" for n, t, why in self.uncounted))
         return lines
 
-    def table(self, depth: int | None = None) -> str:
-        """A plain-text table (the CLI draws the same rows with rich when it is installed)."""
+    def cells(self, depth: int | None = None) -> tuple[tuple, list]:
+        """(header, rows of strings) of the per-layer table, rows folded at ``depth`` if given; the
+        columns from "params" on are numbers (right-aligned)."""
         rows = self.rows if depth is None else self.grouped(depth)
-        head = ("layer", "type", "kind", "output", "params", "MACs", "FLOPs/B")
-        body = [(r.name, r.type, r.kind, "x".join(map(str, r.output_shape)), f"{r.params:,}", f"{r.macs:,}",
+        shape = lambda s: "x".join(map(str, s))  # noqa: E731
+        body = [(r.name, r.type, r.kind, shape(r.input_shape), shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}",
                  f"{r.intensity:.1f}") for r in rows]
+        return ("layer", "type", "kind", "input", "output", "params", "MACs", "FLOPs/B"), body
+
+    def table(self, depth: int | None = None) -> str:
+        """The per-layer table as plain text, then ``summary_lines``."""
+        head, body = self.cells(depth)
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-        fmt = lambda cells: "  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+        numeric = head.index("params")
+        fmt = lambda cells: "  ".join(c.rjust(w) if i >= numeric else c.ljust(w)  # noqa: E731
+                                      for i, (c, w) in enumerate(zip(cells, widths)))
         lines = [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(b) for b in body]
         return "\n".join(lines + ["-" * len(lines[1])] + self.summary_lines())
+
+    def rich_table(self, depth: int | None = None):
+        """The same table as a ``rich.table.Table`` (rich is imported here, not by onebyone)."""
+        from rich.table import Table
+
+        head, body = self.cells(depth)
+        t = Table(title=f"{self.model}: batch {self.batch_size}, {self.dtype}")
+        for i, col in enumerate(head):
+            t.add_column(col, justify="right" if i >= head.index("params") else "left")
+        for b in body:
+            t.add_row(*b)
+        return t

@@ -75,7 +75,7 @@ def save_checkpoint(out: Path, model: nn.Module, opt, cfg: TrainConfig, epoch: i
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-def load_model(out: Path) -> tuple[nn.Module, TrainConfig]:
+def load_checkpoint(out: Path) -> tuple[nn.Module, TrainConfig]:
     """The trained model and its config from a checkpoint folder (safetensors: nothing is unpickled)."""
     out = Path(out)
     if not (out / "model.safetensors").exists() or not (out / "config.json").exists():
@@ -107,11 +107,15 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 2
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            correct += int((model(torch.from_numpy(x[i:i + batch_size])).argmax(1).numpy() == y[i:i + batch_size]).sum())
+            correct += int(
+                (model(torch.from_numpy(x[i : i + batch_size])).argmax(1).numpy() == y[i : i + batch_size]).sum()
+            )
     return correct / len(x)
 
 
-def train(cfg: TrainConfig, out=None, resume: bool = False, progress: bool = True, until=None) -> tuple[nn.Module, list]:
+def train(
+    cfg: TrainConfig, out=None, resume: bool = False, progress: bool = True, until=None
+) -> tuple[nn.Module, list]:
     """Train ``cfg.model`` on ``cfg.data``; returns (model, per-epoch metrics), and writes both under ``out``.
 
     ``until`` stops after that epoch as if interrupted (the learning-rate schedule still plans for
@@ -126,7 +130,9 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, progress: bool = Tru
     model = create_model(cfg.model, num_classes=cfg.num_classes)
     want = model_info(cfg.model).input_size
     if xtr.shape[1] != want[0] or xtr.ndim != len(want) + 1:
-        raise OneByOneError(f"{cfg.model} expects samples of shape {want} (channels first), but {cfg.data} gives {xtr.shape[1:]}")
+        raise OneByOneError(
+            f"{cfg.model} expects samples of shape {want} (channels first), but {cfg.data} gives {xtr.shape[1:]}"
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = lambda e: 0.5 * cfg.lr * (1 + np.cos(np.pi * e / cfg.epochs))  # noqa: E731 - cosine, per epoch
     start, metrics = 1, []

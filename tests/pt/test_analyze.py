@@ -20,8 +20,14 @@ def test_macs_and_flops_are_both_shown_and_never_confused():
     assert "bias excluded" in d["convention"] and "FLOPs = 2 x MACs" in s.table()
 
 
-@pytest.mark.parametrize("layer,size", [(lambda b: nn.Conv2d(4, 6, 3, bias=b), (4, 7, 7)), (lambda b: nn.Linear(5, 3, bias=b), (2, 5)),
-                                        (lambda b: nn.Conv1d(4, 6, 1, bias=b), (4, 9))])
+@pytest.mark.parametrize(
+    "layer,size",
+    [
+        (lambda b: nn.Conv2d(4, 6, 3, bias=b), (4, 7, 7)),
+        (lambda b: nn.Linear(5, 3, bias=b), (2, 5)),
+        (lambda b: nn.Conv1d(4, 6, 1, bias=b), (4, 9)),
+    ],
+)
 def test_bias_is_excluded_from_macs_for_every_layer_type(layer, size):
     with_bias, without = analyze(layer(True), size), analyze(layer(False), size)
     assert with_bias.macs == without.macs and with_bias.params > without.params
@@ -69,7 +75,12 @@ def test_functional_ops_count_too():
     model = Functional()
     s = analyze(model, (3, 8, 8))
     by_type = {r.type: r.macs for r in s.rows}
-    assert by_type == {"F.conv2d": 6 * 64 * 27, "F.linear": 64 * 10 * 6, "F.einsum": 64 * 10 * 2, "F.matmul": 64 * 5 * 2}
+    assert by_type == {
+        "F.conv2d": 6 * 64 * 27,
+        "F.linear": 64 * 10 * 6,
+        "F.einsum": 64 * 10 * 2,
+        "F.matmul": 64 * 5 * 2,
+    }
     assert s.params == 60 + 162 and s.uncounted == []
 
 
@@ -113,8 +124,18 @@ def test_squeezenet_params_and_the_inception_bottleneck():
 
 def small_model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
-                         nn.Conv2d(16, 32, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        nn.Conv2d(16, 32, 1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 10, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
 
 
 def test_golden_table_and_rows_sum_to_totals(golden):
@@ -123,8 +144,12 @@ def test_golden_table_and_rows_sum_to_totals(golden):
     t = s.totals()
     for field in ("params", "weights", "macs", "activations", "bytes_read", "bytes_written"):
         assert sum(getattr(r, field) for r in s.rows) == t[field], field
-    by_formula = [cost.conv_cost((2, 3, 32, 32), 16, 3, padding=1), cost.conv_cost((2, 16, 32, 32), 16, 3, padding=1, groups=16),
-                  cost.conv1x1_cost((2, 16, 32, 32), 32), cost.conv1x1_cost((2, 32, 16, 16), 10)]
+    by_formula = [
+        cost.conv_cost((2, 3, 32, 32), 16, 3, padding=1),
+        cost.conv_cost((2, 16, 32, 32), 16, 3, padding=1, groups=16),
+        cost.conv1x1_cost((2, 16, 32, 32), 32),
+        cost.conv1x1_cost((2, 32, 16, 16), 10),
+    ]
     assert t["macs"] == sum(c.macs for c in by_formula)
     grouped = s.grouped(0)
     assert sum(r.macs for r in grouped) == t["macs"]
@@ -165,4 +190,6 @@ def test_cli_summary_formats(capsys):
 def test_dtype_sets_the_bytes():
     a = analyze(nn.Conv2d(4, 4, 1), (4, 5, 5), dtype="float32").rows[0]
     b = analyze(nn.Conv2d(4, 4, 1), (4, 5, 5), dtype="float16").rows[0]
-    assert a.bytes_read == 2 * b.bytes_read and a.bytes_written == 100 * 4 and math.isclose(b.intensity, 2 * a.intensity)
+    assert (
+        a.bytes_read == 2 * b.bytes_read and a.bytes_written == 100 * 4 and math.isclose(b.intensity, 2 * a.intensity)
+    )

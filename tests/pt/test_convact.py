@@ -8,7 +8,7 @@ from torch import nn
 
 from onebyone import OneByOneError
 from onebyone.torch import ConvAct, Pointwise, optimize
-from onebyone.torch.analyze import analyze
+from onebyone.torch.collect import analyze
 
 ACTS = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "gelu": nn.GELU(), "identity": nn.Identity()}
 CONVS = [  # (conv, input channels, input size)
@@ -63,7 +63,9 @@ def test_convact_autograd_and_float64_take_the_plain_path():
     torch.testing.assert_close(gx, x.grad)
     torch.testing.assert_close(gw, conv.weight.grad)
     with torch.no_grad():
-        torch.testing.assert_close(ConvAct(conv.double(), "relu6")(x.double()), torch.nn.functional.relu6(conv(x.double())))
+        torch.testing.assert_close(
+            ConvAct(conv.double(), "relu6")(x.double()), torch.nn.functional.relu6(conv(x.double()))
+        )
 
 
 def test_convact_refuses_what_it_cannot_run_alike():
@@ -77,8 +79,15 @@ def test_convact_refuses_what_it_cannot_run_alike():
 
 def test_optimize_fuses_conv_activation_pairs_and_leaves_odd_convs():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout(0.1), nn.ReLU(), nn.Conv2d(8, 8, 4, padding="same"), nn.GELU("tanh"),
-                          nn.Conv2d(8, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU6()).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Dropout(0.1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 4, padding="same"),
+        nn.GELU("tanh"),
+        nn.Conv2d(8, 4, 3, padding=1, padding_mode="reflect"),
+        nn.ReLU6(),
+    ).eval()
     x = torch.randn(2, 3, 12, 12)
     opt, report = optimize(model, x)
     seq = opt.model if hasattr(opt, "model") else opt  # (inside ChannelsLast when that was timed faster)
@@ -104,5 +113,9 @@ def test_both_kernels_of_a_1x1_convact_agree(act):
     packed_lin = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().flatten(1), 60)
     with torch.no_grad():
         want = ACTS[act](layer(x))
-        for fn, w in ((convact._packed_conv, packed_conv), (convact._rows_linear, packed_lin), (convact._rows_linear, m.weight)):
+        for fn, w in (
+            (convact._packed_conv, packed_conv),
+            (convact._rows_linear, packed_lin),
+            (convact._rows_linear, m.weight),
+        ):
             torch.testing.assert_close(fn(x, w, m.bias, geom, act), want, rtol=1e-5, atol=1e-5)

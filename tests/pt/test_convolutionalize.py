@@ -55,7 +55,9 @@ def test_vgg_like_multi_fc_non_square_and_padded():
 
 def test_global_average_pool_head_becomes_class_maps_and_a_pool():
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)
+    ).eval()
     conv, report = convolutionalize(model, (3, 8, 8))
     for size in (8, 13):
         x = torch.randn(2, 3, size, size)
@@ -108,4 +110,6 @@ def test_float64_and_channels_last_are_exact():
         grid = conv(img)
         for i in range(grid.shape[2]):
             for j in range(grid.shape[3]):
-                assert torch.allclose(grid[0, :, i, j], model(img[:, :, 2 * i:2 * i + 8, 2 * j:2 * j + 8])[0], atol=1e-10)
+                assert torch.allclose(
+                    grid[0, :, i, j], model(img[:, :, 2 * i : 2 * i + 8, 2 * j : 2 * j + 8])[0], atol=1e-10
+                )

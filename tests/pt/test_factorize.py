@@ -48,7 +48,9 @@ def test_energy_bound_on_the_weight_error_and_kinds():
 
 
 def test_rank_too_large_and_bad_arguments():
-    with pytest.raises(OneByOneError, match=r"layer `0` \(Linear, weight \(8, 10\)\): rank must be <= min\(out, in\) = 8 .* got 9"):
+    with pytest.raises(
+        OneByOneError, match=r"layer `0` \(Linear, weight \(8, 10\)\): rank must be <= min\(out, in\) = 8 .* got 9"
+    ):
         factorize(nn.Linear(10, 8), rank=9)
     with pytest.raises(OneByOneError, match="give exactly one of rank / energy"):
         factorize(nn.Linear(10, 8))

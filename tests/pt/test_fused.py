@@ -38,9 +38,16 @@ def plain(seq, x, pool):
     return y.amax(2) if pool == "max" else y.mean(2)
 
 
-@given(widths=st.lists(st.integers(1, 40), min_size=2, max_size=5), acts=st.data(), pool=st.sampled_from([None, "max", "mean"]),
-       tile=st.sampled_from([1, 7, 64, 4096]), spatial=st.sampled_from([(13,), (5, 6), (1,)]), norm=st.booleans(),
-       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 99))
+@given(
+    widths=st.lists(st.integers(1, 40), min_size=2, max_size=5),
+    acts=st.data(),
+    pool=st.sampled_from([None, "max", "mean"]),
+    tile=st.sampled_from([1, 7, 64, 4096]),
+    spatial=st.sampled_from([(13,), (5, 6), (1,)]),
+    norm=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 99),
+)
 def test_fused_equals_plain(widths, acts, pool, tile, spatial, norm, dtype, seed):
     acts = acts.draw(st.lists(st.sampled_from(list(ACTS)), min_size=len(widths) - 1, max_size=len(widths) - 1))
     seq = chain_layers(widths, acts, norm, seed).to(dtype)
@@ -110,7 +117,9 @@ def test_bad_chains_are_named():
         FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.MaxPool2d(2)])
     with pytest.raises(OneByOneError, match="training mode"):
         FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.BatchNorm2d(4)])
-    with pytest.raises(OneByOneError, match=r"cannot fuse layer 1 \(GELU\).*GELU \(erf\)"):  # oneDNN's gelu is the erf one
+    with pytest.raises(
+        OneByOneError, match=r"cannot fuse layer 1 \(GELU\).*GELU \(erf\)"
+    ):  # oneDNN's gelu is the erf one
         FusedPointwiseChain.from_layers([Pointwise(3, 4), nn.GELU(approximate="tanh")])
     with pytest.raises(OneByOneError, match="must start with a pointwise layer"):
         FusedPointwiseChain.from_layers([nn.ReLU(), Pointwise(3, 4)])
@@ -151,7 +160,9 @@ def test_optimize_is_exact_on_every_zoo_model(name):
     with torch.no_grad():
         want = model(x)
     spread, atol = float((want - want.mean(0)).abs().max()), 1e-4 * max(1.0, float(want.abs().max()))
-    assert spread > 10 * atol, f"{name}: outputs barely depend on the input ({spread:.3g}): the check below would be empty"
+    assert spread > 10 * atol, (
+        f"{name}: outputs barely depend on the input ({spread:.3g}): the check below would be empty"
+    )
     for channels_last in (True, False):
         opt, report = optimize(model, x, channels_last=channels_last)
         with torch.no_grad():
@@ -173,8 +184,24 @@ def test_optimize_fuses_pointnet_and_refuses_training_models():
 def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     import json
 
-    assert main(["bench", "--quick", "--sections", "a", "--no-compile", "--runs", "2", "--json", str(tmp_path / "a.json"),
-                 "--png", str(tmp_path / "a.png")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--quick",
+                "--sections",
+                "a",
+                "--no-compile",
+                "--runs",
+                "2",
+                "--json",
+                str(tmp_path / "a.json"),
+                "--png",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "a.json").read_text())
     assert [r["c_in"] for r in result["pointwise_op"]] == [3, 64, 256, 1024] and result["peak_gflops"] > 0
     assert result["malloc"] in ("freed memory held (engine.hold_freed_memory)", "as the platform runs it")

@@ -82,7 +82,9 @@ def test_gradients_and_double_backward():
 
 
 def test_pointwise_bad_input():
-    with pytest.raises(OneByOneError, match=r"Pointwise\(8, 4\) expects 8 channels on dim 1, got input of shape \(2, 5, 3, 3\)"):
+    with pytest.raises(
+        OneByOneError, match=r"Pointwise\(8, 4\) expects 8 channels on dim 1, got input of shape \(2, 5, 3, 3\)"
+    ):
         Pointwise(8, 4)(torch.zeros(2, 5, 3, 3))
     with pytest.raises(OneByOneError, match=r"expects 8 channels on dim last, got input of shape \(2, 3, 5\)"):
         Pointwise(8, 4, channel_dim=-1)(torch.zeros(2, 3, 5))
@@ -154,10 +156,18 @@ def test_pointwise_reuses_its_kernel_only_for_inputs_like_the_last():
     x = torch.randn(2, 5, 6, 6)
     with torch.no_grad():
         for inp in (x, x, x.contiguous(memory_format=torch.channels_last), x[:1], x, x.flatten(2)):
-            torch.testing.assert_close(layer(inp), torch.nn.functional.conv2d(inp.reshape(inp.shape[0], 5, 6, -1), layer.weight, layer.bias).reshape(
-                inp.shape[0], 7, *inp.shape[2:]), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                layer(inp),
+                torch.nn.functional.conv2d(inp.reshape(inp.shape[0], 5, 6, -1), layer.weight, layer.bias).reshape(
+                    inp.shape[0], 7, *inp.shape[2:]
+                ),
+                rtol=1e-5,
+                atol=1e-5,
+            )
         plain = layer(x)
-        parametrize.register_parametrization(layer, "bias", Shift())  # after the kernel was kept: it must see the new bias
+        parametrize.register_parametrization(
+            layer, "bias", Shift()
+        )  # after the kernel was kept: it must see the new bias
         torch.testing.assert_close(layer(x), plain + 1)
     layer.train()
     xg = x.clone().requires_grad_(True)
@@ -200,7 +210,11 @@ def test_kernel_choice_keeps_the_default_unless_another_is_clearly_faster(monkey
         return run
 
     calls = []
-    default, close, fast = kernel(1e-4, "default", calls), kernel(0.95e-4, "close", calls), kernel(0.5e-4, "fast", calls)
+    default, close, fast = (
+        kernel(1e-4, "default", calls),
+        kernel(0.95e-4, "close", calls),
+        kernel(0.5e-4, "fast", calls),
+    )
     assert engine.fastest([default, close]) is default  # 5% faster: within the 10% margin
     assert engine.fastest([default, close, fast]) is fast
     assert calls.count("default") > 15 * 10  # a 0.1 ms kernel is timed in blocks of ~1 ms, over many rounds

@@ -1,4 +1,6 @@
-"""Class maps and the canvas: the maps average to the logits, the slid classifier equals cropping, the PNGs get written."""
+"""Class maps and the canvas: the maps average to the logits, the slid classifier equals cropping, the PNGs
+get written."""
+
 import re
 
 import numpy as np
@@ -9,7 +11,7 @@ from torch import nn
 from onebyone import OneByOneError
 from onebyone.cli import main
 from onebyone.data import compose_canvas
-from onebyone.figures import detections
+from onebyone.plots import detections
 from onebyone.torch import Pointwise
 from onebyone.torch.maps import canvas_scores, class_maps
 from onebyone.train import TrainConfig, train
@@ -60,8 +62,8 @@ def test_detections_find_the_objects_and_skip_empty_windows():
     probs[1] = 0.95  # the classifier says "1" everywhere, empty windows included
     probs[0] = 0.05
     found = detections(canvas, probs, (2, 2), (4, 4))
-    ink = [(t, l) for t in range(0, 11, 2) for l in range(0, 11, 2) if canvas[0, t:t + 4, l:l + 4].sum() == 16]
-    assert sorted((t, l) for _, _, t, l in found) == sorted(ink) and len(found) == 2
+    ink = [(t, x) for t in range(0, 11, 2) for x in range(0, 11, 2) if canvas[0, t:t + 4, x:x + 4].sum() == 16]
+    assert sorted((t, x) for _, _, t, x in found) == sorted(ink) and len(found) == 2
     assert all(c == 1 and p == pytest.approx(0.95) for c, p, _, _ in found)
 
 

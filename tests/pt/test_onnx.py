@@ -45,8 +45,16 @@ def test_optimized_model_in_onnxruntime(tmp_path):
     from onebyone.torch import ConvAct, FusedPointwiseChain, Pointwise, optimize
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU6(), Pointwise(16, 32), nn.ReLU(), Pointwise(32, 8), nn.ReLU(),
-                          nn.Conv2d(8, 8, 3, stride=2, groups=8), nn.ReLU()).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU6(),
+        Pointwise(16, 32),
+        nn.ReLU(),
+        Pointwise(32, 8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, groups=8),
+        nn.ReLU(),
+    ).eval()
     x = torch.randn(2, 3, 12, 12)
     opt, _ = optimize(model, x, channels_last=True)
     kinds = {type(m) for m in opt.modules()}

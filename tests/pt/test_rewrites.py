@@ -6,8 +6,14 @@ import torch
 from torch import nn
 
 from onebyone import OneByOneError
-from onebyone.torch import (ChannelBatchNorm, Pointwise, conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1,
-                            merge_pointwise)
+from onebyone.torch import (
+    ChannelBatchNorm,
+    Pointwise,
+    conv1x1_to_linear,
+    fold_batchnorm,
+    linear_to_conv1x1,
+    merge_pointwise,
+)
 
 
 def randomize_bn(model, seed=0):
@@ -112,8 +118,17 @@ def test_fold_batchnorm_refuses_training_mode_and_reports_shared_convs():
 
 
 def test_merge_pointwise_through_batchnorm_and_its_bottleneck_rule():
-    model = randomize_bn(nn.Sequential(nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.Conv2d(16, 4, 1, stride=2), nn.ReLU(),
-                                       nn.Conv2d(4, 16, 1), nn.Conv2d(16, 2, 1), nn.Conv2d(2, 16, 1)))
+    model = randomize_bn(
+        nn.Sequential(
+            nn.Conv2d(8, 16, 1),
+            nn.BatchNorm2d(16),
+            nn.Conv2d(16, 4, 1, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(4, 16, 1),
+            nn.Conv2d(16, 2, 1),
+            nn.Conv2d(2, 16, 1),
+        )
+    )
     x = torch.randn(2, 8, 9, 9)
     merged, report = merge_pointwise(model, example=x)
     assert_same(model, merged, x, 1e-5)
@@ -179,7 +194,12 @@ class TracedPointwise(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.a, self.bn, self.b, self.c = nn.Conv1d(3, 16, 1), nn.BatchNorm1d(16), nn.Conv1d(16, 8, 1), nn.Conv1d(8, 5, 1)
+        self.a, self.bn, self.b, self.c = (
+            nn.Conv1d(3, 16, 1),
+            nn.BatchNorm1d(16),
+            nn.Conv1d(16, 8, 1),
+            nn.Conv1d(8, 5, 1),
+        )
 
     def forward(self, x):
         return torch.tanh(self.c(self.b(self.bn(self.a(x)))))

@@ -8,10 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from onebyone import OneByOneError
+from onebyone import OneByOneError, data
 from onebyone.cli import main
-from onebyone.train import TrainConfig, evaluate, load_model, train
-from onebyone import data
+from onebyone.train import TrainConfig, evaluate, load_checkpoint, train
 
 
 def cfg(**kw):
@@ -23,8 +22,14 @@ def test_a_short_run_learns_and_writes_a_safe_checkpoint(tmp_path):
     model, metrics = train(cfg(), out=tmp_path, progress=False)
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert metrics[-1]["test_acc"] > max(0.8, model0 + 0.5)
-    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "optimizer.safetensors", "config.json", "state.json", "metrics.json"}
-    loaded, loaded_cfg = load_model(tmp_path)  # safetensors: nothing is unpickled
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "state.json",
+        "metrics.json",
+    }
+    loaded, loaded_cfg = load_checkpoint(tmp_path)  # safetensors: nothing is unpickled
     x, y = data.load("digits", "test")
     assert evaluate(loaded, x, y) == metrics[-1]["test_acc"] and loaded_cfg.num_classes == 10
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
@@ -56,16 +61,26 @@ def test_cli_train_and_bad_input(tmp_path, capsys):
     assert "unknown dataset 'mnist'; expected one of ('digits', 'shapes3d')" in capsys.readouterr().err
     assert main(["train", "resnet", "--data", "digits", "--out", str(tmp_path / "y")]) == 2
     assert "unknown model 'resnet'; the zoo has:" in capsys.readouterr().err
-    with pytest.raises(OneByOneError, match=r"pointnet_vanilla expects samples of shape \(3, 1024\) .* digits gives \(1, 8, 8\)"):
+    with pytest.raises(
+        OneByOneError, match=r"pointnet_vanilla expects samples of shape \(3, 1024\) .* digits gives \(1, 8, 8\)"
+    ):
         train(TrainConfig("pointnet_vanilla", "digits", epochs=1), progress=False)
     with pytest.raises(OneByOneError, match="is not a checkpoint folder"):
-        load_model(tmp_path / "nowhere")
+        load_checkpoint(tmp_path / "nowhere")
 
 
 def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     worker = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", worker, str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        worker,
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))

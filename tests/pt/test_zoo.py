@@ -37,7 +37,9 @@ def test_params_and_macs_are_the_documented_ones(name):
 
 def test_registry_lookups():
     assert list_models("squeezenet*") == ["squeezenet1_0", "squeezenet1_1"]
-    assert {"nin_cifar", "nin_digits", "googlenet", "mobilenet_v1", "pointnet_cls", "pointnet_vanilla"} <= set(list_models())
+    assert {"nin_cifar", "nin_digits", "googlenet", "mobilenet_v1", "pointnet_cls", "pointnet_vanilla"} <= set(
+        list_models()
+    )
     with pytest.raises(OneByOneError, match="unknown model 'resnet'; the zoo has: googlenet, mobilenet_v1"):
         create_model("resnet")
     half = create_model("mobilenet_v1", alpha=0.5, num_classes=10)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OneByOneError, check_choice
+from ..checks import check_choice
+from ..errors import OneByOneError
 from .digits import load_digits
 from .shapes3d import SHAPES, load_shapes3d
 from .user import load_path, read_image
@@ -33,7 +34,26 @@ def load(name: str, split: str = "train", **kwargs):
         return load_shapes3d(split, **kwargs)
     if "/" in str(name) or str(name).endswith(".npz") or Path(str(name)).exists():
         return load_path(Path(name), split, **kwargs)
-    raise OneByOneError(f"unknown dataset {name!r}; expected one of {NAMES}, a folder of class subfolders, or an .npz file")
+    raise OneByOneError(
+        f"unknown dataset {name!r}; expected one of {NAMES}, a folder of class subfolders, or an .npz file"
+    )
+
+
+def images_from_spec(spec: str, test_x) -> tuple[list, bool]:
+    """IMAGE as a list of (C, H, W) arrays and whether it came from a file: ``test:N[,M...]`` picks
+    samples of ``test_x``, anything else is read as an image file."""
+    if spec.startswith("test:"):
+        try:
+            idx = [int(i) for i in spec[5:].split(",")]
+        except ValueError:
+            raise OneByOneError(
+                f"expected test:N or test:N,M,... (indices into the test split), got {spec!r}"
+            ) from None
+        bad = [i for i in idx if not 0 <= i < len(test_x)]
+        if bad:
+            raise OneByOneError(f"test indices must be in [0, {len(test_x)}), got {bad}")
+        return [np.asarray(test_x[i]) for i in idx], False
+    return [read_image(spec)], True
 
 
 def num_classes(name: str, y=None) -> int:
@@ -78,7 +98,9 @@ def as_dataset(x, y):
     """The arrays as a torch TensorDataset (imports torch)."""
     import torch
 
-    return torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+    return torch.utils.data.TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    )
 
 
 __all__ = ["NAMES", "SHAPES", "as_dataset", "class_names", "compose_canvas", "load", "num_classes", "read_image"]

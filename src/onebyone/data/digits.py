@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import OneByOneError, check_choice
+from ..checks import check_choice
+from ..errors import OneByOneError
 from .split import resize_bilinear, split_indices
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import check_int
+from ..checks import check_int
 
 
 def _sphere(r, n):

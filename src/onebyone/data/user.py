@@ -61,7 +61,9 @@ def _folder(path: Path):
         for f in files:
             img = read_image(f, gray=True)[0]  # (H, W)
             if xs and img.shape != xs[0].shape[1:]:
-                raise OneByOneError(f"{f} is {img.shape[1]}x{img.shape[0]}, but earlier images are {xs[0].shape[2]}x{xs[0].shape[1]}")
+                raise OneByOneError(
+                    f"{f} is {img.shape[1]}x{img.shape[0]}, but earlier images are {xs[0].shape[2]}x{xs[0].shape[1]}"
+                )
             xs.append(img[None])  # (H, W) -> (1, H, W)
             ys.append(label)
     return np.stack(xs), np.array(ys, dtype=np.int64)

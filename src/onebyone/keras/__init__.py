@@ -1,4 +1,4 @@
 """Keras 3 adapters. Importing this module imports keras; ``import onebyone`` alone does not."""
-from .analyze import analyze
+from .collect import analyze
 
 __all__ = ["analyze"]

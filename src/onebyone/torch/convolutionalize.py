@@ -18,8 +18,9 @@ from .. import forms
 from ..errors import OneByOneError
 from . import graph as G
 from .layers import Pointwise
-from .report import RewriteReport, finish, numpy64, probe_input, tensor
+from .rewrite_report import RewriteReport, finish
 from .rewrites import is_flatten, pointwise_from
+from .tensors import numpy64, probe_input, tensor
 
 SPATIAL = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d, Pointwise)
 
@@ -39,7 +40,12 @@ def _head(gm, flat):
         elif G.is_elementwise(gm, u):
             chain.append(("elem", u))
         else:
-            return chain, f"the head continues into `{u.name}` ({u.target if u.op != 'call_module' else type(G.module(gm, u)).__name__}), which would receive a (B, K, h, w) grid"
+            return (
+                chain,
+                f"the head continues into `{u.name}` "
+                f"({u.target if u.op != 'call_module' else type(G.module(gm, u)).__name__}), "
+                "which would receive a (B, K, h, w) grid",
+            )
         cur = u
 
 
@@ -56,7 +62,11 @@ def _trunk(gm, node):
             st = (st * 2)[-2:]  # (s,) -> (s, s); (sh, sw) stays
             s = (s[0] * st[0], s[1] * st[1])
             pad = getattr(m, "padding", 0)
-            p = p or pad == "same" or (pad != "valid" and any(v != 0 for v in ((pad,) if isinstance(pad, int) else pad)))
+            p = (
+                p
+                or pad == "same"
+                or (pad != "valid" and any(v != 0 for v in ((pad,) if isinstance(pad, int) else pad)))
+            )
             p = p or bool(getattr(m, "ceil_mode", False))
         stride[n], padded[n] = s, p
         if n is node:
@@ -81,7 +91,9 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         with torch.no_grad():
             copy.deepcopy(model).eval()(x)
     except Exception as e:  # noqa: BLE001
-        raise OneByOneError(f"{type(model).__name__} cannot run on input_size {tuple(input_size)}: {type(e).__name__}: {e}") from e
+        raise OneByOneError(
+            f"{type(model).__name__} cannot run on input_size {tuple(input_size)}: {type(e).__name__}: {e}"
+        ) from e
     report = RewriteReport("convolutionalize")
     work = copy.deepcopy(model)
     gm = G.trace(work, x)
@@ -111,9 +123,14 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
             maps = pointwise_from(numpy64(first.weight), numpy64(first.bias), first.weight)
             G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
             G.replace_module(work, linears[0].target, nn.Identity())
-            report.changed.append(f"{linears[0].target}: Linear after global average pool -> 1x1 class maps ({src.target}.0) before the pool")
+            report.changed.append(
+                f"{linears[0].target}: Linear after global average pool -> "
+                f"1x1 class maps ({src.target}.0) before the pool"
+            )
             if len(linears) > 1:
-                report.notes.append(f"{[n.target for n in linears[1:]]} stay Linear: they follow a nonlinearity after the pool")
+                report.notes.append(
+                    f"{[n.target for n in linears[1:]]} stay Linear: they follow a nonlinearity after the pool"
+                )
             heads += 1
             continue
         conv = nn.Conv2d(c, first.out_features, (h, w), bias=first.bias is not None).to(first.weight)
@@ -129,17 +146,24 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         else:
             functional_flatten.append(flat.name)
         stride, padded = _trunk(gm, src)
-        report.layers.append({"head": [n.target for n in linears], "window": tuple(input_size[1:]), "stride": stride, "padded": padded})
+        report.layers.append(
+            {"head": [n.target for n in linears], "window": tuple(input_size[1:]), "stride": stride, "padded": padded}
+        )
         report.changed.append(f"{', '.join(n.target for n in linears)}: Linear head on a {c}x{h}x{w} map -> "
                               f"{h}x{w} conv" + (f" + {len(linears) - 1} 1x1 conv(s)" if len(linears) > 1 else ""))
         report.notes.append(f"window {tuple(input_size[1:])}, total stride {stride}: an input of H x W gives a grid of "
                             f"((H - {input_size[1]}) // {stride[0]} + 1) x ((W - {input_size[2]}) // {stride[1]} + 1)")
-        report.notes.append("no padding in the feature extractor: each cell equals the original model run on its crop"
-                            if not padded else "the feature extractor pads: cells see real neighbours where a lone crop saw "
-                            "zeros, so cells near crop borders differ from running the crop alone")
+        report.notes.append(
+            "no padding in the feature extractor: each cell equals the original model run on its crop"
+            if not padded
+            else "the feature extractor pads: cells see real neighbours where a lone crop saw "
+            "zeros, so cells near crop borders differ from running the crop alone"
+        )
         heads += 1
     if heads == 0:
-        raise OneByOneError(f"no convertible Flatten -> Linear head found in {type(model).__name__}; skipped: {report.skipped}")
+        raise OneByOneError(
+            f"no convertible Flatten -> Linear head found in {type(model).__name__}; skipped: {report.skipped}"
+        )
     result = work
     if functional_flatten:
         result = G.trace(work)  # the traced graph holds the swapped modules; drop the flatten nodes

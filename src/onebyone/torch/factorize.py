@@ -13,12 +13,15 @@ import torch
 from torch import nn
 
 from .. import algebra
-from ..errors import OneByOneError, check_choice
+from ..checks import check_choice
+from ..errors import OneByOneError
 from . import graph as G
-from .count import layer_cost
+from .layer_cost import layer_cost
+from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
-from .report import RewriteReport, finish, numpy64, probe_input, tensor
-from .rewrites import is_pointwise, pointwise_layer
+from .rewrite_report import RewriteReport, finish
+from .rewrites import pointwise_layer
+from .tensors import numpy64, probe_input, tensor
 
 KINDS = ("pointwise", "dense", "conv")
 
@@ -26,7 +29,7 @@ KINDS = ("pointwise", "dense", "conv")
 def _kind(m) -> str | None:
     if isinstance(m, nn.Linear):
         return "dense"
-    if isinstance(m, (Pointwise,) + G.CONVS):
+    if isinstance(m, (Pointwise,) + CONVS):
         return "pointwise" if is_pointwise(m) else "conv"
     return None
 
@@ -42,7 +45,11 @@ def _pair(m, a, b) -> nn.Sequential:
     first = type(m)(m.in_channels, r, m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
                     bias=False, padding_mode=m.padding_mode).to(m.weight)
     first.weight = nn.Parameter(tensor(a, m.weight).reshape(first.weight.shape))
-    second = type(m)(r, m.out_channels, 1).to(m.weight) if not isinstance(m, nn.Conv2d) else Pointwise(r, m.out_channels).to(m.weight)
+    second = (
+        type(m)(r, m.out_channels, 1).to(m.weight)
+        if not isinstance(m, nn.Conv2d)
+        else Pointwise(r, m.out_channels).to(m.weight)
+    )
     second.weight = nn.Parameter(tensor(b, m.weight).reshape(second.weight.shape))
     second.bias = nn.Parameter(tensor(bias, m.weight))
     return nn.Sequential(first, second)
@@ -96,7 +103,9 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
             raise OneByOneError(f"layer `{name}` ({type(m).__name__}, weight {tuple(m.weight.shape)}): {e}") from None
         o, k = w.shape
         if energy is not None and r * (o + k) >= o * k:
-            report.skipped.append((name, f"rank {r} keeps {energy:.0%} of the energy but saves nothing ({r}*({o}+{k}) >= {o}*{k})"))
+            report.skipped.append(
+                (name, f"rank {r} keeps {energy:.0%} of the energy but saves nothing ({r}*({o}+{k}) >= {o}*{k})")
+            )
             continue
         G.replace_module(work, name, _pair(m, a, b))
         done.append((name, m, r, kept))
@@ -104,11 +113,19 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     for name, m, r, kept in done:
         xin, y = io_before[name]
         y_new = io_after[name][1]
-        before = layer_cost(m, xin)
-        after = sum(layer_cost(s, t).macs for s, t in _chain_inputs(work.get_submodule(name), xin))
-        report.layers.append({"name": name, "rank": r, "energy_kept": kept, "params_before": before.params,
-                              "params_after": sum(p.numel() for p in work.get_submodule(name).parameters()),
-                              "macs_saved": before.macs - after, "relative_error": float((y_new - y).norm() / y.norm())})
+        before = layer_cost(m, xin)[1]
+        after = sum(layer_cost(s, t)[1].macs for s, t in _chain_inputs(work.get_submodule(name), xin))
+        report.layers.append(
+            {
+                "name": name,
+                "rank": r,
+                "energy_kept": kept,
+                "params_before": before.params,
+                "params_after": sum(p.numel() for p in work.get_submodule(name).parameters()),
+                "macs_saved": before.macs - after,
+                "relative_error": float((y_new - y).norm() / y.norm()),
+            }
+        )
         report.changed.append(f"{name}: {type(m).__name__} -> rank {r} pair (energy kept {kept:.4f})")
     if energy is not None:
         report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")

@@ -7,15 +7,18 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..activations import REGISTRY
 from ..errors import OneByOneError
+from .layer_kinds import ELEMENTWISE
 from .layers import ChannelBatchNorm, Pointwise
 
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid,
-                       nn.Hardswish, nn.Dropout, nn.Identity)
-ELEMENTWISE_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.gelu,
-                         torch.nn.functional.silu, torch.nn.functional.dropout, torch.sigmoid, torch.tanh}
-ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh"}
+# the registered activations called as functions or methods (F.relu, torch.relu, x.relu()), and dropout
+ELEMENTWISE_FUNCTIONS = (
+    {getattr(torch.nn.functional, a.torch_function) for a in REGISTRY.values() if a.torch_function}
+    | {getattr(torch, a.torch_function) for a in REGISTRY.values() if hasattr(torch, a.torch_function or "-")}
+    | {torch.nn.functional.dropout}
+)
+ELEMENTWISE_METHODS = {a.torch_function for a in REGISTRY.values() if hasattr(torch.Tensor, a.torch_function or "-")}
 
 
 class _Tracer(fx.Tracer):
@@ -50,12 +53,16 @@ def is_gap(gm, node) -> bool:
     m = module(gm, node)
     if isinstance(m, nn.AdaptiveAvgPool2d):
         return m.output_size in (1, (1, 1))
-    return node.op == "call_function" and getattr(node.target, "__name__", "") == "adaptive_avg_pool2d" and node.args[1] in (1, (1, 1))
+    return (
+        node.op == "call_function"
+        and getattr(node.target, "__name__", "") == "adaptive_avg_pool2d"
+        and node.args[1] in (1, (1, 1))
+    )
 
 
 def is_elementwise(gm, node) -> bool:
     if node.op == "call_module":
-        return isinstance(module(gm, node), ELEMENTWISE_MODULES)
+        return isinstance(module(gm, node), ELEMENTWISE)
     if node.op == "call_function":
         return node.target in ELEMENTWISE_FUNCTIONS
     return node.op == "call_method" and node.target in ELEMENTWISE_METHODS

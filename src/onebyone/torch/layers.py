@@ -5,13 +5,12 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module
 
-from ..errors import OneByOneError, check_choice, check_int
-from . import engine
-
-ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU,
-               "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity, None: nn.Identity}
+from .. import activations
+from ..checks import check_choice, check_int
+from ..errors import OneByOneError
+from . import activations as acts
+from .functional import pointwise
 
 
 def _check_channel_dim(channel_dim) -> int:
@@ -20,19 +19,14 @@ def _check_channel_dim(channel_dim) -> int:
     return channel_dim
 
 
-def _hooked(m: nn.Module) -> bool:
-    """Does a call of ``m`` have forward hooks to run (its own or global ones)?"""
-    g = _module
-    return bool(m._forward_hooks or m._forward_pre_hooks or g._global_forward_hooks or g._global_forward_pre_hooks)
-
-
 class Pointwise(nn.Module):
     """A 1x1 convolution: ``y[:, o] = sum_c W[o, c] x[:, c] + b[o]`` at every position.
 
     Its state_dict equals ``nn.Conv2d(in_channels, out_channels, kernel_size=1)``'s (weight
     (O, I/g, 1, 1), bias (O,)) and so does its default init. Inputs: (B, C, H, W) in either memory
     format, (B, C, L), (B, C) and (B, C, D, H, W) with ``channel_dim=1``; any (..., C) with
-    ``channel_dim=-1``. Each call runs on the fastest kernel for its input (see ``engine``).
+    ``channel_dim=-1``. The kernel is fixed by the input's layout (``functional.pointwise``): the same
+    ops in every process, and exportable with dynamic shapes.
 
     >>> Pointwise(8, 16, bias=False, channel_dim=-1)
     Pointwise(8, 16, bias=False, channel_dim=-1)
@@ -43,14 +37,21 @@ class Pointwise(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, groups: int = 1, stride: int = 1,
                  channel_dim: int = 1, device=None, dtype=None):
         super().__init__()
-        self.in_channels, self.out_channels = check_int(in_channels, "in_channels"), check_int(out_channels, "out_channels")
+        self.in_channels, self.out_channels = (
+            check_int(in_channels, "in_channels"),
+            check_int(out_channels, "out_channels"),
+        )
         self.groups, self.stride = check_int(groups, "groups"), check_int(stride, "stride")
         self.channel_dim = _check_channel_dim(channel_dim)
         if in_channels % groups or out_channels % groups:
-            raise OneByOneError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+            raise OneByOneError(
+                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
         kw = {"device": device, "dtype": dtype}
         # channels_last strides: the layout of the gradient the fast conv kernels return (DDP buckets match it)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, 1, memory_format=torch.channels_last, **kw))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, 1, 1, memory_format=torch.channels_last, **kw)
+        )
         self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
         self.reset_parameters()
 
@@ -61,39 +62,24 @@ class Pointwise(nn.Module):
             bound = 1 / math.sqrt(self.in_channels // self.groups)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    _last = None  # (shape, strides, dtype, device, kernel, bias is a parameter) once engine.pointwise keeps a kernel
-
-    def __call__(self, *args, **kwargs):
-        """A call like the last one (same shape, strides, dtype, device; no grad, no forward hooks, not
-        tracing) goes straight to its kept kernel, ahead of nn.Module.__call__: timed as ``onebyone bench``
-        times it, a channels_last (8, 3, 56, 56) call costs 4-5 us more than bare F.conv2d's ~80 this
-        way, 10-12 through nn.Module.__call__ and ``forward`` (nn.Conv2d: 5-6). Anything else, fx's
-        proxies included, takes nn.Module.__call__ and ``forward``."""
-        last = self._last
-        if last is not None and len(args) == 1 and not kwargs and not torch.is_grad_enabled():
-            x, p = args[0], self._parameters
-            if (type(x) is torch.Tensor and last[0] == x.shape and last[1] == x.stride() and last[2] == x.dtype
-                    and last[3] == x.device and "weight" in p and ("bias" in p) is last[5] and not _hooked(self)
-                    and not engine.tracing()):
-                return last[4](x, p["weight"], p.get("bias"), self.stride, self.groups)
-        return super().__call__(*args, **kwargs)
-
     def forward(self, x):
-        p = self._parameters
         if x.dim() < (1 if self.channel_dim == -1 else 2) or x.shape[self.channel_dim] != self.in_channels:
             where = "last" if self.channel_dim == -1 else "1"
-            raise OneByOneError(f"{self!r} expects {self.in_channels} channels on dim {where}, got input of shape {tuple(x.shape)}")
-        parametrized = "weight" not in p  # (parametrized weights live elsewhere, and may change between calls)
-        w = self.weight if parametrized else p["weight"]
-        b = p["bias"] if "bias" in p else self.bias
-        y = engine.pointwise(x, w, b, self.stride, self.groups, self.channel_dim)
-        kernel = None if parametrized else engine.picked(x, w, b, self.stride, self.groups, self.channel_dim)
-        self._last = None if kernel is None else (x.shape, x.stride(), x.dtype, x.device, kernel, "bias" in p)
-        return y
+            raise OneByOneError(f"{self!r} expects {self.in_channels} channels on dim {where}, "
+                                f"got input of shape {tuple(x.shape)}")
+        return pointwise(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
 
     def __repr__(self) -> str:
-        extra = [f"{k}={v}" for k, v, default in (("bias", self.bias is not None, True), ("groups", self.groups, 1),
-                                                  ("stride", self.stride, 1), ("channel_dim", self.channel_dim, 1)) if v != default]
+        extra = [
+            f"{k}={v}"
+            for k, v, default in (
+                ("bias", self.bias is not None, True),
+                ("groups", self.groups, 1),
+                ("stride", self.stride, 1),
+                ("channel_dim", self.channel_dim, 1),
+            )
+            if v != default
+        ]
         return f"Pointwise({', '.join([str(self.in_channels), str(self.out_channels)] + extra)})"
 
 
@@ -114,7 +100,9 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x):
         if self.channel_dim == -1:
             return super().forward(x.movedim(-1, 1)).movedim(1, -1)
-        if x.dim() == 3 and x.stride(1) == 1 and x.shape[2] > 1:  # channels-last strided (B, C, L): 3x faster as a 4-D image
+        if (
+            x.dim() == 3 and x.stride(1) == 1 and x.shape[2] > 1
+        ):  # channels-last strided (B, C, L): 3x faster as a 4-D image
             return super().forward(x.unsqueeze(-1)).squeeze(-1)
         return super().forward(x)
 
@@ -124,7 +112,7 @@ class SharedMLP(nn.Module):
 
     Args:
         widths: channel widths, input first, e.g. (3, 64, 64, 128, 1024).
-        activation: after every layer; one of relu, relu6, gelu, leaky_relu, tanh, sigmoid, identity.
+        activation: after every layer; a name from ``onebyone.activations.REGISTRY`` (relu, gelu, ...).
         norm: None or "batch" (BatchNorm after each conv, before the activation).
         pool: None, "max" or "avg" over all points/pixels at the end: (B, C_out).
         channel_dim: 1 for (B, C, N) / (B, C, H, W), -1 for (B, N, C).
@@ -138,15 +126,18 @@ class SharedMLP(nn.Module):
         widths = [check_int(w, "widths entries") for w in widths]
         if len(widths) < 2:
             raise OneByOneError(f"widths must list at least an input and an output width, got {widths}")
-        check_choice(activation, ACTIVATIONS, "activation")
-        self.norm, self.pool = check_choice(norm, (None, "batch"), "norm"), check_choice(pool, (None, "max", "avg"), "pool")
+        activations.get(activation)  # a clear error for an unknown name
+        self.norm, self.pool = (
+            check_choice(norm, (None, "batch"), "norm"),
+            check_choice(pool, (None, "max", "avg"), "pool"),
+        )
         self.widths, self.activation, self.channel_dim = tuple(widths), activation, _check_channel_dim(channel_dim)
         layers = []
         for cin, cout in zip(widths, widths[1:]):
             layers.append(Pointwise(cin, cout, bias=norm is None, channel_dim=channel_dim))
             if norm == "batch":
                 layers.append(ChannelBatchNorm(cout, channel_dim=channel_dim))
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(acts.module(activation))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -164,6 +155,14 @@ class SharedMLP(nn.Module):
         return x.max(dim=1).values if self.pool == "max" else x.mean(dim=1)
 
     def __repr__(self) -> str:
-        args = [repr(self.widths)] + [f"{k}={v!r}" for k, v, d in (("activation", self.activation, "relu"), ("norm", self.norm, None),
-                                                               ("pool", self.pool, None), ("channel_dim", self.channel_dim, 1)) if v != d]
+        args = [repr(self.widths)] + [
+            f"{k}={v!r}"
+            for k, v, d in (
+                ("activation", self.activation, "relu"),
+                ("norm", self.norm, None),
+                ("pool", self.pool, None),
+                ("channel_dim", self.channel_dim, 1),
+            )
+            if v != d
+        ]
         return f"SharedMLP({', '.join(args)})"

@@ -16,8 +16,8 @@ from torch import fx, nn
 from ..errors import OneByOneError
 from . import graph as G
 from .convolutionalize import convolutionalize
+from .layer_kinds import is_pointwise_conv
 from .layers import ChannelBatchNorm
-from .rewrites import is_pointwise
 
 _PASS_THROUGH = (nn.BatchNorm2d, ChannelBatchNorm)
 
@@ -36,10 +36,6 @@ class _Grab(fx.Interpreter):
         return out
 
 
-def _is_1x1(m) -> bool:
-    return m is not None and is_pointwise(m) and not isinstance(m, nn.Linear)
-
-
 def _map_node(gm):
     """The node holding the class maps: the input of a global average pool that a 1x1 conv feeds
     (through BatchNorm / elementwise layers), and the pool's only path to the output is a flatten."""
@@ -47,11 +43,11 @@ def _map_node(gm):
         if not G.is_gap(gm, node):
             continue
         src, cur = node.args[0], node.args[0]
-        while cur.op != "placeholder" and not _is_1x1(G.module(gm, cur)):
+        while cur.op != "placeholder" and not is_pointwise_conv(G.module(gm, cur)):
             if not (G.is_elementwise(gm, cur) or isinstance(G.module(gm, cur), _PASS_THROUGH)):
                 break
             cur = cur.args[0]
-        if _is_1x1(G.module(gm, cur)):
+        if is_pointwise_conv(G.module(gm, cur)):
             return src
     return None
 
@@ -105,7 +101,7 @@ def canvas_scores(model: nn.Module, canvas: torch.Tensor, input_size) -> tuple[t
 
 def draw_maps(model: nn.Module, image, path, labels=None):
     """Write a PNG of ``image`` (C, H, W) next to its class maps; returns (path, probabilities (K,))."""
-    from ..figures import class_maps_figure
+    from ..plots import class_maps_figure
 
     x = torch.as_tensor(image, dtype=torch.float32)[None]  # (C, H, W) -> (1, C, H, W)
     model = model.eval()
@@ -117,7 +113,7 @@ def draw_maps(model: nn.Module, image, path, labels=None):
 
 def draw_canvas(model: nn.Module, canvas, input_size, path, labels=None):
     """Write a PNG of ``canvas`` (C, H, W) with the classifier slid over it; returns (path, probabilities (K, h, w))."""
-    from ..figures import canvas_figure
+    from ..plots import canvas_figure
 
     scores, stride = canvas_scores(model, torch.as_tensor(canvas, dtype=torch.float32)[None], input_size)
     probs = scores[0].softmax(0).numpy()  # (K, h, w)

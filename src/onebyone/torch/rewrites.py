@@ -14,27 +14,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .. import algebra, forms
 from ..errors import OneByOneError
 from . import graph as G
-from .layers import ChannelBatchNorm, Pointwise
-from .report import RewriteReport, finish, numpy64, probe_input, tensor
-
-
-def channel_axis(m) -> str:
-    """'first' when the layer reads channels on dim 1, 'last' when on the last dim."""
-    if isinstance(m, nn.Linear) or (isinstance(m, (Pointwise, ChannelBatchNorm)) and m.channel_dim == -1):
-        return "last"
-    return "first"
-
-
-def is_pointwise(m) -> bool:
-    """A Linear, a Pointwise, or a Conv with a 1x1 kernel and no padding."""
-    if isinstance(m, (nn.Linear, Pointwise)):
-        return True
-    return (isinstance(m, G.CONVS) and all(k == 1 for k in m.kernel_size)
-            and (m.padding == "valid" or all(p == 0 for p in m.padding)))
-
-
-def groups(m) -> int:
-    return getattr(m, "groups", 1)
+from .layer_kinds import CONVS, channel_axis, groups, is_pointwise
+from .layers import Pointwise
+from .rewrite_report import RewriteReport, finish
+from .tensors import numpy64, probe_input, tensor
 
 
 def with_weights(m: nn.Module, w, b) -> nn.Module:
@@ -59,7 +42,8 @@ def pointwise_layer(like: nn.Module, w2d, b, stride=None) -> nn.Module:
 
 
 def pointwise_from(w2d, b, like, channel_dim: int = 1) -> Pointwise:
-    """A Pointwise holding the (O, I) NumPy matrix ``w2d`` and bias ``b`` (None: no bias), in ``like``'s dtype and device."""
+    """A Pointwise holding the (O, I) NumPy matrix ``w2d`` and bias ``b`` (None: no bias), in ``like``'s
+    dtype and device."""
     o, i = w2d.shape
     p = Pointwise(i, o, bias=b is not None, channel_dim=channel_dim, device=like.device, dtype=like.dtype)
     p.weight.data.copy_(tensor(forms.dense_to_conv1x1(w2d), like))  # (O, I) -> (O, I, 1, 1)
@@ -99,7 +83,12 @@ def is_flatten(gm, node) -> bool:
     if isinstance(m, nn.Flatten):
         return m.start_dim == 1 and m.end_dim == -1
     args = list(node.args[1:]) + list(node.kwargs.values())
-    if node.op == "call_function" and node.target.__name__ == "flatten" or node.op == "call_method" and node.target == "flatten":
+    if (
+        node.op == "call_function"
+        and node.target.__name__ == "flatten"
+        or node.op == "call_method"
+        and node.target == "flatten"
+    ):
         return args[:1] == [1] and len(args) == 1
     if node.op == "call_method" and node.target in ("view", "reshape"):
         before, after = G.shape(node.args[0]), G.shape(node)
@@ -123,7 +112,9 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
         if isinstance(m, nn.Linear) or not (m is not None and is_pointwise(m)):
             continue
         if groups(m) != 1:
-            report.skipped.append((node.target, f"groups={groups(m)}: a grouped 1x1 conv is block-diagonal, not one Linear"))
+            report.skipped.append(
+                (node.target, f"groups={groups(m)}: a grouped 1x1 conv is block-diagonal, not one Linear")
+            )
             continue
         if counts[id(m)] > 1:
             report.skipped.append((node.target, f"called at {counts[id(m)]} places with possibly different layouts"))
@@ -136,12 +127,23 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
             continue
         spatial = (G.shape(node.args[0]) or (0, 0, 0))[2:]
         user = G.only_user(node)
-        if channel_axis(m) == "first" and spatial and all(s == 1 for s in spatial) and user is not None and is_flatten(gm, user):
+        if (
+            channel_axis(m) == "first"
+            and spatial
+            and all(s == 1 for s in spatial)
+            and user is not None
+            and is_flatten(gm, user)
+        ):
             G.replace_module(work, node.target, nn.Sequential(nn.Flatten(1), lin))
             report.changed.append(f"{node.target}: {type(m).__name__} on a 1x1 map, then flatten -> Flatten + Linear")
             continue
-        report.skipped.append((node.target, f"channels on dim 1 of a {G.shape(node.args[0])} tensor: nn.Linear acts on the "
-                                            "last dim, so a swap is valid only on a 1x1 map that is then flattened"))
+        report.skipped.append(
+            (
+                node.target,
+                f"channels on dim 1 of a {G.shape(node.args[0])} tensor: nn.Linear acts on the "
+                "last dim, so a swap is valid only on a 1x1 map that is then flattened",
+            )
+        )
     return finish(report, model, work, x, tol, inplace)
 
 
@@ -151,8 +153,10 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
 def _check_eval(model):
     for name, m in model.named_modules():
         if isinstance(m, _BatchNorm) and m.training:
-            raise OneByOneError(f"BatchNorm `{name}` is in training mode: its output depends on the batch, so it cannot be "
-                                "folded; call model.eval() first")
+            raise OneByOneError(
+                f"BatchNorm `{name}` is in training mode: its output depends on the batch, so it cannot be "
+                "folded; call model.eval() first"
+            )
 
 
 def _axis_matches(layer, bn, in_or_out_shape) -> bool:
@@ -174,32 +178,54 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> None:
         if bn.running_mean is None:
             report.skipped.append((node.target, "track_running_stats=False: no running statistics to fold"))
             continue
-        scale, shift = algebra.batchnorm_affine(numpy64(bn.running_mean), numpy64(bn.running_var),
-                                                numpy64(bn.weight) if bn.affine else 1.0, numpy64(bn.bias) if bn.affine else 0.0, bn.eps)
+        scale, shift = algebra.batchnorm_affine(
+            numpy64(bn.running_mean),
+            numpy64(bn.running_var),
+            numpy64(bn.weight) if bn.affine else 1.0,
+            numpy64(bn.bias) if bn.affine else 0.0,
+            bn.eps,
+        )
         prev, user = node.args[0], G.only_user(node)
         layer = work.get_submodule(prev.target) if getattr(prev, "op", None) == "call_module" else None
         nxt = work.get_submodule(user.target) if user is not None and user.op == "call_module" else None
-        if (isinstance(layer, G.CONVS + (nn.Linear, Pointwise)) and len(prev.users) == 1
-                and counts[id(gm.get_submodule(prev.target))] == 1 and counts[id(bn)] == 1 and _axis_matches(layer, bn, G.shape(prev))):
+        if (
+            isinstance(layer, CONVS + (nn.Linear, Pointwise))
+            and len(prev.users) == 1
+            and counts[id(gm.get_submodule(prev.target))] == 1
+            and counts[id(bn)] == 1
+            and _axis_matches(layer, bn, G.shape(prev))
+        ):
             w, b = algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift)
             G.replace_module(work, prev.target, with_weights(layer, w, b))
             G.replace_module(work, node.target, nn.Identity())
             report.changed.append(f"{prev.target} + {node.target}: {type(layer).__name__} + {type(bn).__name__} folded")
             continue
-        if (nxt is not None and is_pointwise(nxt) and user.args[0] is node and counts[id(gm.get_submodule(user.target))] == 1
-                and counts[id(bn)] == 1 and _axis_matches(nxt, bn, G.shape(node))):
+        if (
+            nxt is not None
+            and is_pointwise(nxt)
+            and user.args[0] is node
+            and counts[id(gm.get_submodule(user.target))] == 1
+            and counts[id(bn)] == 1
+            and _axis_matches(nxt, bn, G.shape(node))
+        ):
             w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
             G.replace_module(work, user.target, with_weights(nxt, w, b))
             G.replace_module(work, node.target, nn.Identity())
-            report.changed.append(f"{node.target} + {user.target}: {type(bn).__name__} folded into the {type(nxt).__name__} after it")
+            report.changed.append(
+                f"{node.target} + {user.target}: {type(bn).__name__} folded into the {type(nxt).__name__} after it"
+            )
             continue
         if layer is not None and counts[id(gm.get_submodule(prev.target))] > 1:
-            why = f"`{prev.target}` is called at {counts[id(gm.get_submodule(prev.target))]} places: folding would change the other call too"
+            n = counts[id(gm.get_submodule(prev.target))]
+            why = f"`{prev.target}` is called at {n} places: folding would change the other call too"
         elif counts[id(bn)] > 1:
             why = f"the BatchNorm itself is called at {counts[id(bn)]} places"
         else:
-            why = (f"follows `{getattr(prev, 'name', prev)}` and precedes `{getattr(user, 'name', user)}`: no single-use conv or "
-                   "linear to fold into (a BatchNorm before a k x k conv with padding does not fold exactly)")
+            why = (
+                f"follows `{getattr(prev, 'name', prev)}` and precedes `{getattr(user, 'name', user)}`: "
+                "no single-use conv or "
+                "linear to fold into (a BatchNorm before a k x k conv with padding does not fold exactly)"
+            )
         report.skipped.append((node.target, why))
 
 
@@ -248,17 +274,30 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
             if not (a is not None and b is not None and is_pointwise(a) and is_pointwise(b)):
                 continue
             pair = f"{node.target} + {user.target}"
-            if groups(a) != 1 or groups(b) != 1 or channel_axis(a) != channel_axis(b) or counts[id(a)] > 1 or counts[id(b)] > 1:
+            if (
+                groups(a) != 1
+                or groups(b) != 1
+                or channel_axis(a) != channel_axis(b)
+                or counts[id(a)] > 1
+                or counts[id(b)] > 1
+            ):
                 if pair not in seen:
                     seen.add(pair)
-                    report.skipped.append((pair, "grouped, called at several places, or reading channels on different axes"))
+                    report.skipped.append(
+                        (pair, "grouped, called at several places, or reading channels on different axes")
+                    )
                 continue
             w, bias = algebra.merge_linear(_matrix(a), numpy64(a.bias), _matrix(b), numpy64(b.bias))
             if w.size + w.shape[0] > _params(a) + _params(b) and not force:
                 if pair not in seen:
                     seen.add(pair)
-                    report.skipped.append((pair, f"a bottleneck: one merged layer would hold {w.size + w.shape[0]:,} params "
-                                                 f"against {_params(a) + _params(b):,} for the pair (force=True merges anyway)"))
+                    report.skipped.append(
+                        (
+                            pair,
+                            f"a bottleneck: one merged layer would hold {w.size + w.shape[0]:,} params "
+                            f"against {_params(a) + _params(b):,} for the pair (force=True merges anyway)",
+                        )
+                    )
                 continue
             stride = None
             if not isinstance(a, nn.Linear):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..figures import ACCENT, INK, draw_class_maps, show_image
-from .figures import BLUE, column, figure, mark, symmetric
+from ..plots import ACCENT, INK, draw_class_maps, show_image
+from .figure_tools import BLUE, column, mark, registry, symmetric
+
+FIGURES, figure = registry()
 
 
 @figure("kxk-sliding", 11, 3.4)
@@ -29,13 +31,19 @@ def kxk_sliding(a, fig):
 
 @figure("fc-as-conv", 11, 3.2)
 def fc_as_conv(a, fig):
-    outs = {"dense layer": a["dense"], "(a) 784 kernels of 28 x 28": a["full"], "(b) reshape, then 1x1 conv": a["pointwise"]}
+    outs = {
+        "dense layer": a["dense"],
+        "(a) 784 kernels of 28 x 28": a["full"],
+        "(b) reshape, then 1x1 conv": a["pointwise"],
+    }
     show_image(fig.add_subplot(1, 4, 1), a["x"], "input 28 x 28")
     lim = symmetric(a["dense"])
     for k, (name, out) in enumerate(outs.items()):
         err = float(np.abs(out - a["dense"]).max())
         show_image(fig.add_subplot(1, 4, k + 2), out.reshape(28, 28), f"{name}\nmax diff from dense {err:.1e}", **lim)
-    fig.suptitle("three writings of one fully connected layer: the 784 outputs, drawn as 28 x 28, are the same", fontsize=10)
+    fig.suptitle(
+        "three writings of one fully connected layer: the 784 outputs, drawn as 28 x 28, are the same", fontsize=10
+    )
 
 
 @figure("class-maps", 10, 4.2)
@@ -77,7 +85,13 @@ def bottleneck(a, fig):
     ax.barh(0, reduce, color=ACCENT, label="1x1 conv 192 -> 16")
     ax.barh(0, after, left=reduce, color=BLUE, label="5x5 conv 16 -> 32")
     ax.text(direct, 1, f"  {direct / 1e6:.1f}M MACs", va="center", fontsize=9)
-    ax.text(reduce + after, 0, f"  {(reduce + after) / 1e6:.1f}M MACs ({direct / (reduce + after):.2f}x fewer)", va="center", fontsize=9)
+    ax.text(
+        reduce + after,
+        0,
+        f"  {(reduce + after) / 1e6:.1f}M MACs ({direct / (reduce + after):.2f}x fewer)",
+        va="center",
+        fontsize=9,
+    )
     ax.set_yticks([0, 1], ["1x1 bottleneck,\nthen 5x5 conv", "5x5 conv\n192 -> 32"])
     ax.set_xlim(0, direct * 1.3)
     ax.set_xlabel("multiply-accumulates on a 28 x 28 x 192 input", fontsize=8)
@@ -94,7 +108,14 @@ def blocks(a, fig):
     ax.barh(pos - 0.2, [b[1] / 1e6 for b in a["bars"]], 0.4, color=ACCENT, label="the block with its 1x1 convs")
     for p, (_, ours, plain, what) in zip(pos, a["bars"]):
         ax.text(plain / 1e6, p + 0.2, f"  {what}", va="center", fontsize=7)
-        ax.text(ours / 1e6, p - 0.2, f"  {ours / plain:.2f}x the MACs of the alternative", va="center", fontsize=7, color=ACCENT)
+        ax.text(
+            ours / 1e6,
+            p - 0.2,
+            f"  {ours / plain:.2f}x the MACs of the alternative",
+            va="center",
+            fontsize=7,
+            color=ACCENT,
+        )
     ax.set_yticks(pos, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")

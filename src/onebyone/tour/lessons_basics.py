@@ -38,7 +38,11 @@ def shapes(L, rng):
     yc = ops.conv1x1(to_channels_first(x), hwio_to_oihw(w), b, layout="NCHW")
     L.equal("NCHW output shape", (1, 16, 28, 28), yc.shape)
     L.close("NCHW and NHWC compute the same numbers", y, to_channels_last(yc))
-    L.equal("cost.conv1x1_cost predicts the shape", (1, 28, 28, 16), cost.conv1x1_cost(x.shape, 16, layout="NHWC").output_shape)
+    L.equal(
+        "cost.conv1x1_cost predicts the shape",
+        (1, 28, 28, 16),
+        cost.conv1x1_cost(x.shape, 16, layout="NHWC").output_shape,
+    )
     L.close("the general im2col conv2d agrees with the 1x1 fast path", y, ops.conv2d(x, w, b, layout="NHWC"))
     L.keep(x=x[0, :, :, 0], y=y[0])  # (28, 28), (28, 28, 16)
 
@@ -74,13 +78,22 @@ def many_channels(L, rng):
     y = ops.conv1x1(x, w, b)  # (1, 8, 16, 16)
     L.close("conv1x1 == ops.dense applied pixel by pixel (256 separate calls)", dense_per_pixel(x, w, b), y)
     col = x[0, :, 5, 7]
-    L.close("output[0, 0, 5, 7] == sum_c W[0, c] * x[c, 5, 7] + b[0]", sum(w[0, c] * col[c] for c in range(3)) + b[0], y[0, 0, 5, 7])
+    L.close(
+        "output[0, 0, 5, 7] == sum_c W[0, c] * x[c, 5, 7] + b[0]",
+        sum(w[0, c] * col[c] for c in range(3)) + b[0],
+        y[0, 0, 5, 7],
+    )
     centred, inputs = (y - b[:, None, None])[0].reshape(8, -1), x[0].reshape(3, -1)  # (O, P), (C, P)
     k = centred @ inputs.T / np.sum(inputs ** 2, axis=1)  # best scale for each (o, c) pair
-    resid = np.linalg.norm(centred[:, None, :] - k[:, :, None] * inputs[None], axis=2) / np.linalg.norm(centred, axis=1)[:, None]
+    resid = (
+        np.linalg.norm(centred[:, None, :] - k[:, :, None] * inputs[None], axis=2)
+        / np.linalg.norm(centred, axis=1)[:, None]
+    )
     L.holds("no output channel is proportional to any input channel", resid.min() > 0.05, float(resid.min()),
             "smallest relative residual of a best proportional fit > 0.05")
-    L.equal("the 8 bias-free outputs span only 3 directions (rank = input channels)", 3, int(np.linalg.matrix_rank(centred)))
+    L.equal(
+        "the 8 bias-free outputs span only 3 directions (rank = input channels)", 3, int(np.linalg.matrix_rank(centred))
+    )
     L.keep(x=x[0], w=w, b=b, y=y[0], pixel=(5, 7))
 
 
@@ -162,7 +175,12 @@ def params(L, rng):
         model = keras.Sequential([keras.Input((6, 6, 3)), layer])
         layer.set_weights([w.astype("float32"), b.astype("float32")])
         L.equal(f"Keras count_params() for the {name} model", w.size + b.size, model.count_params())
-        L.close(f"Keras Conv2D output equals ours ({name}, float32)", y, keras.ops.convert_to_numpy(model(x.astype("float32"))), tol=1e-5)
+        L.close(
+            f"Keras Conv2D output equals ours ({name}, float32)",
+            y,
+            keras.ops.convert_to_numpy(model(x.astype("float32"))),
+            tol=1e-5,
+        )
 
 
 @lesson("channel-reduction", "Fewer channels, same map", SEED_ARTICLE, """
@@ -189,11 +207,25 @@ def nonlinearity(L, rng):
     w1, b1 = rng.standard_normal((16, 8)), rng.standard_normal(16)
     w2, b2 = rng.standard_normal((4, 16)), rng.standard_normal(4)
     linear = ops.conv1x1(ops.conv1x1(x, w1, b1), w2, b2)
-    L.close("without activation: conv(conv(x)) == one conv with W2 @ W1, W2 @ b1 + b2", linear, ops.conv1x1(x, w2 @ w1, w2 @ b1 + b2))
+    L.close(
+        "without activation: conv(conv(x)) == one conv with W2 @ W1, W2 @ b1 + b2",
+        linear,
+        ops.conv1x1(x, w2 @ w1, w2 @ b1 + b2),
+    )
     mlp = ops.conv1x1(relu(ops.conv1x1(x, w1, b1)), w2, b2)  # (1, 4, 12, 12)
     X = np.concatenate([x[0].reshape(8, -1), np.ones((1, 144))])  # (C+1, P): features and a bias row
     Y = mlp[0].reshape(4, -1)  # (O, P)
     fit, *_ = np.linalg.lstsq(X.T, Y.T, rcond=None)
     rel = float(np.linalg.norm(X.T @ fit - Y.T) / np.linalg.norm(Y))
-    L.holds("with a ReLU between: the best single linear map leaves a large residual", rel > 0.05, rel, "relative residual > 0.05")
-    L.keep(linear=linear.ravel(), merged=ops.conv1x1(x, w2 @ w1, w2 @ b1 + b2).ravel(), mlp=Y.ravel(), fit=(X.T @ fit).T.ravel())
+    L.holds(
+        "with a ReLU between: the best single linear map leaves a large residual",
+        rel > 0.05,
+        rel,
+        "relative residual > 0.05",
+    )
+    L.keep(
+        linear=linear.ravel(),
+        merged=ops.conv1x1(x, w2 @ w1, w2 @ b1 + b2).ravel(),
+        mlp=Y.ravel(),
+        fit=(X.T @ fit).T.ravel(),
+    )

@@ -6,9 +6,9 @@ import importlib.util
 import numpy as np
 
 from .. import cost, forms, ops
+from ..data.shapes3d import SHAPES
 from . import blocks, digits
 from .core import lesson
-from ..data.shapes3d import SHAPES
 from .lessons_basics import SEED_ARTICLE, SEED_POST, SEED_QA, relu
 
 
@@ -20,7 +20,11 @@ from .lessons_basics import SEED_ARTICLE, SEED_POST, SEED_QA, relu
 def kxk_sliding(L, rng):
     x, w, b = rng.standard_normal((1, 1, 28, 28)), rng.standard_normal((1, 1, 3, 3)), rng.standard_normal(1)
     wd = forms.conv_to_patch_dense(w)  # (1, 9)
-    L.close("sliding a 9-input dense unit == conv2d with a 3x3 kernel", ops.conv2d(x, w, b), forms.sliding_dense(x, wd, b, 3))
+    L.close(
+        "sliding a 9-input dense unit == conv2d with a 3x3 kernel",
+        ops.conv2d(x, w, b),
+        forms.sliding_dense(x, wd, b, 3),
+    )
     L.equal("weights of the sliding unit", 9, wd.size)
     L.equal("weights of a fully connected 784 -> 784 layer", 614_656, cost.dense_cost((1, 784), 784).weight_params)
     x4, w4 = rng.standard_normal((2, 4, 9, 9)), rng.standard_normal((5, 4, 3, 3))
@@ -72,7 +76,11 @@ def class_maps(L, rng):
         L.close(f"{pool} of each class map == dense on the {pool} of the features",
                 forms.pooled_dense_scores(x, w, b, pool=pool), forms.class_map_scores(x, w, b, pool=pool))
     dense = forms.pooled_dense_scores(x, w, b, pool="mean")
-    L.equal("the predicted class is the same either way", dense.argmax(1).tolist(), maps.mean(axis=(2, 3)).argmax(1).tolist())
+    L.equal(
+        "the predicted class is the same either way",
+        dense.argmax(1).tolist(),
+        maps.mean(axis=(2, 3)).argmax(1).tolist(),
+    )
     if importlib.util.find_spec("sklearn") is None:
         L.note("scikit-learn is not installed: the trained digits model was skipped.")
         return
@@ -95,7 +103,10 @@ def class_maps(L, rng):
     follow any reordering of the points, and a max over points is then order-independent.""")
 def shared_mlp(L, rng):
     pts = np.stack([SHAPES[s](rng, 256) for s in ("torus", "helix")])  # (B, N, xyz): two point clouds
-    layers = [(rng.standard_normal((64, 3)), rng.standard_normal(64)), (rng.standard_normal((128, 64)) / 8, rng.standard_normal(128))]
+    layers = [
+        (rng.standard_normal((64, 3)), rng.standard_normal(64)),
+        (rng.standard_normal((128, 64)) / 8, rng.standard_normal(128)),
+    ]
     per_point = forms.shared_mlp_per_point(pts, layers)  # (B, N, 128), one point at a time
     conv = forms.shared_mlp_conv1d(pts.transpose(0, 2, 1), layers).transpose(0, 2, 1)  # (B, C, N) -> (B, N, C)
     dense = relu(ops.dense(relu(ops.dense(pts, *layers[0])), *layers[1]))
@@ -164,6 +175,12 @@ def blocks_lesson(L, rng):
                f"({base_macs / total.macs:.2f}x).")
         bars.append((name, total.macs, base_macs, plain_name))
     L.keep(bars=bars)
-    sep, std = cost.add_costs([cost.conv_cost((1, 64, 56, 56), 64, 3, padding=1, groups=64),
-                               cost.conv1x1_cost((1, 64, 56, 56), 128)]), cost.conv_cost((1, 64, 56, 56), 128, 3, padding=1)
-    L.close("separable / standard MACs == 1/C_out + 1/k^2 (closed form)", 1 / 128 + 1 / 9, sep.macs / std.macs, tol=1e-12)
+    sep, std = (
+        cost.add_costs(
+            [cost.conv_cost((1, 64, 56, 56), 64, 3, padding=1, groups=64), cost.conv1x1_cost((1, 64, 56, 56), 128)]
+        ),
+        cost.conv_cost((1, 64, 56, 56), 128, 3, padding=1),
+    )
+    L.close(
+        "separable / standard MACs == 1/C_out + 1/k^2 (closed form)", 1 / 128 + 1 / 9, sep.macs / std.macs, tol=1e-12
+    )

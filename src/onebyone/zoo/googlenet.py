@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..torch import Pointwise
-from . import register_model
+from .registry import register_model
 
 
 def _relu_conv(cin, cout, k, stride=1):
@@ -30,21 +30,32 @@ class Inception(nn.Module):
         return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], dim=1)
 
 
-CFG = {"3a": (192, 64, 96, 128, 16, 32, 32), "3b": (256, 128, 128, 192, 32, 96, 64),
-       "4a": (480, 192, 96, 208, 16, 48, 64), "4b": (512, 160, 112, 224, 24, 64, 64), "4c": (512, 128, 128, 256, 24, 64, 64),
-       "4d": (512, 112, 144, 288, 32, 64, 64), "4e": (528, 256, 160, 320, 32, 128, 128),
-       "5a": (832, 256, 160, 320, 32, 128, 128), "5b": (832, 384, 192, 384, 48, 128, 128)}
+CFG = {
+    "3a": (192, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 256, 160, 320, 32, 128, 128),
+    "5b": (832, 384, 192, 384, 48, 128, 128),
+}
 
 
 class GoogLeNet(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.4):
         super().__init__()
         pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
-        self.stem = nn.Sequential(_relu_conv(3, 64, 7, 2), pool(), _relu_conv(64, 64, 1), _relu_conv(64, 192, 3), pool())
+        self.stem = nn.Sequential(
+            _relu_conv(3, 64, 7, 2), pool(), _relu_conv(64, 64, 1), _relu_conv(64, 192, 3), pool()
+        )
         self.inception3 = nn.Sequential(Inception(*CFG["3a"]), Inception(*CFG["3b"]), pool())
         self.inception4 = nn.Sequential(*(Inception(*CFG[k]) for k in ("4a", "4b", "4c", "4d", "4e")), pool())
         self.inception5 = nn.Sequential(Inception(*CFG["5a"]), Inception(*CFG["5b"]))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(1024, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(1024, num_classes)
+        )
 
     def forward(self, x):  # (B, 3, 224, 224) -> (B, num_classes)
         return self.head(self.inception5(self.inception4(self.inception3(self.stem(x)))))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..torch import Pointwise
-from . import register_model
+from .registry import register_model
 
 # (output channels, stride) of the 13 depthwise-separable blocks
 CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
@@ -17,8 +17,13 @@ CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] *
 
 def separable(in_chs: int, out_chs: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_chs, in_chs, 3, stride, 1, groups=in_chs, bias=False), nn.BatchNorm2d(in_chs), nn.ReLU(inplace=True),
-        Pointwise(in_chs, out_chs, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True))
+        nn.Conv2d(in_chs, in_chs, 3, stride, 1, groups=in_chs, bias=False),
+        nn.BatchNorm2d(in_chs),
+        nn.ReLU(inplace=True),
+        Pointwise(in_chs, out_chs, bias=False),
+        nn.BatchNorm2d(out_chs),
+        nn.ReLU(inplace=True),
+    )
 
 
 class MobileNetV1(nn.Module):

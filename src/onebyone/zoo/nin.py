@@ -12,12 +12,14 @@ from __future__ import annotations
 from torch import nn
 
 from ..torch import Pointwise
-from . import register_model
+from .registry import register_model
 
 
 def mlpconv(in_chs: int, widths, kernel: int, padding: int, norm: bool = False, last_relu: bool = True) -> list:
     """A k x k conv, then 1x1 convs (the per-pixel MLP), each followed by (BatchNorm and) ReLU."""
-    convs = [nn.Conv2d(in_chs, widths[0], kernel, padding=padding)] + [Pointwise(i, o) for i, o in zip(widths, widths[1:])]
+    convs = [nn.Conv2d(in_chs, widths[0], kernel, padding=padding)] + [
+        Pointwise(i, o) for i, o in zip(widths, widths[1:])
+    ]
     layers = []
     for i, (conv, width) in enumerate(zip(convs, widths)):
         last = i == len(convs) - 1

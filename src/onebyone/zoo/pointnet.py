@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..torch import SharedMLP
-from . import register_model
+from .registry import register_model
 
 
 def _head(widths, num_out: int, dropout: float = 0.0) -> nn.Sequential:

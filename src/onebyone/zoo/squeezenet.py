@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..torch import Pointwise
-from . import register_model
+from .registry import register_model
 
 
 class Fire(nn.Module):
@@ -36,14 +36,36 @@ class SqueezeNet(nn.Module):
         super().__init__()
         if version == "1_0":
             self.features = nn.Sequential(
-                nn.Conv2d(3, 96, 7, 2), nn.ReLU(inplace=True), _pool(), Fire(96, 16, 64, 64), Fire(128, 16, 64, 64),
-                Fire(128, 32, 128, 128), _pool(), Fire(256, 32, 128, 128), Fire(256, 48, 192, 192), Fire(384, 48, 192, 192),
-                Fire(384, 64, 256, 256), _pool(), Fire(512, 64, 256, 256))
+                nn.Conv2d(3, 96, 7, 2),
+                nn.ReLU(inplace=True),
+                _pool(),
+                Fire(96, 16, 64, 64),
+                Fire(128, 16, 64, 64),
+                Fire(128, 32, 128, 128),
+                _pool(),
+                Fire(256, 32, 128, 128),
+                Fire(256, 48, 192, 192),
+                Fire(384, 48, 192, 192),
+                Fire(384, 64, 256, 256),
+                _pool(),
+                Fire(512, 64, 256, 256),
+            )
         else:
             self.features = nn.Sequential(
-                nn.Conv2d(3, 64, 3, 2), nn.ReLU(inplace=True), _pool(), Fire(64, 16, 64, 64), Fire(128, 16, 64, 64), _pool(),
-                Fire(128, 32, 128, 128), Fire(256, 32, 128, 128), _pool(), Fire(256, 48, 192, 192), Fire(384, 48, 192, 192),
-                Fire(384, 64, 256, 256), Fire(512, 64, 256, 256))
+                nn.Conv2d(3, 64, 3, 2),
+                nn.ReLU(inplace=True),
+                _pool(),
+                Fire(64, 16, 64, 64),
+                Fire(128, 16, 64, 64),
+                _pool(),
+                Fire(128, 32, 128, 128),
+                Fire(256, 32, 128, 128),
+                _pool(),
+                Fire(256, 48, 192, 192),
+                Fire(384, 48, 192, 192),
+                Fire(384, 64, 256, 256),
+                Fire(512, 64, 256, 256),
+            )
         self.classifier = nn.Sequential(nn.Dropout(dropout), Pointwise(512, num_classes), nn.ReLU(inplace=True),
                                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
 

@@ -8,6 +8,9 @@
 4. move the model and its input to channels_last when that runs faster on ``example`` (timed);
 5. check the outputs against the original, in float64 and in the example's dtype (the oneDNN path),
    within ``tol`` of the output scale.
+
+Running the example on the fast path times, for each stride-1 1x1 conv on a channels_last input, oneDNN's
+conv against its matmul over rows; the report's ``layers`` list what was chosen for each.
 """
 from __future__ import annotations
 
@@ -16,16 +19,29 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import OneByOneError
-from . import engine
-from . import graph as G
-from .fused import FusedPointwiseChain, _is_1x1
+from ...activations import FUSABLE
+from ...errors import OneByOneError
+from .. import activations as acts
+from .. import graph as G
+from ..layer_kinds import is_plain_pointwise
+from ..layers import ChannelBatchNorm, Pointwise, SharedMLP
+from ..rewrite_report import RewriteReport, finish, max_difference
+from ..rewrites import merge_pointwise
+from ..tensors import probe_input
+from .chain import FusedPointwiseChain
 from .convact import ConvAct
-from .layers import ChannelBatchNorm, Pointwise, SharedMLP
-from .report import RewriteReport, finish, max_difference, probe_input
-from .rewrites import merge_pointwise
+from .timing import medians
 
-_BETWEEN = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm, nn.ReLU, nn.ReLU6, nn.GELU, nn.Identity, nn.Dropout)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)
+
+
+def _in_chain(m) -> bool:
+    """May ``m`` sit inside a fused chain: a plain 1x1 conv, an eval BatchNorm, or an activation oneDNN fuses?"""
+    return _chain_conv(m) or isinstance(m, _NORMS) or acts.name_of(m) in FUSABLE
+
+
+def _chain_conv(m) -> bool:
+    return is_plain_pointwise(m) and not isinstance(m, nn.Linear)
 
 
 class ChannelsLast(nn.Module):
@@ -44,9 +60,9 @@ def _runs(seq: nn.Sequential):
     """(start, stop) of each run: a 1x1 conv (not Linear), then 1x1 convs, norms, activations, dropout."""
     mods, i = list(seq), 0
     while i < len(mods):
-        if _is_1x1(mods[i]) and not isinstance(mods[i], nn.Linear):
+        if _chain_conv(mods[i]):
             j = i + 1
-            while j < len(mods) and (isinstance(mods[j], _BETWEEN) or _is_1x1(mods[j]) and not isinstance(mods[j], nn.Linear)):
+            while j < len(mods) and _in_chain(mods[j]):
                 j += 1
             yield i, j
             i = j
@@ -71,7 +87,7 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
             report.changed.append(f"{name}: SharedMLP {m.widths} -> FusedPointwiseChain (tile {chain.plan.tile})")
         elif isinstance(m, nn.Sequential):
             for i, j in list(_runs(m)):
-                if sum(_is_1x1(layer) for layer in list(m)[i:j]) < 2:
+                if sum(_chain_conv(layer) for layer in list(m)[i:j]) < 2:
                     continue  # one 1x1 conv: one oneDNN call already; tiling it only adds Python overhead (measured)
                 try:
                     chain = FusedPointwiseChain.from_layers(list(m)[i:j])
@@ -81,7 +97,9 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
                 m[i] = chain
                 for k in range(i + 1, j):
                     m[k] = nn.Identity()
-                report.changed.append(f"{name or 'model'}[{i}:{j}]: {j - i} layers -> FusedPointwiseChain {chain.plan.widths}")
+                report.changed.append(
+                    f"{name or 'model'}[{i}:{j}]: {j - i} layers -> FusedPointwiseChain {chain.plan.widths}"
+                )
     return model
 
 
@@ -96,9 +114,11 @@ def fuse_conv_acts(model: nn.Module, report: RewriteReport) -> nn.Module:
         after, act = None, None  # the activation right after it in a Sequential (past Identity / eval Dropout)
         if isinstance(parent, nn.Sequential):
             keys = list(parent._modules)
-            names = ((k, engine.act_name(parent._modules[k])) for k in keys[keys.index(last) + 1:])
+            names = ((k, acts.name_of(parent._modules[k])) for k in keys[keys.index(last) + 1:])
             after, act = next(((k, a) for k, a in names if a != "identity"), (None, None))
-            after = after if act else None  # the first other module is no activation oneDNN fuses
+            after, act = (
+                (after, act) if act in FUSABLE else (None, None)
+            )  # the next module is no activation oneDNN fuses
         try:
             new = ConvAct(m, act or "identity")
         except OneByOneError as e:
@@ -106,8 +126,11 @@ def fuse_conv_acts(model: nn.Module, report: RewriteReport) -> nn.Module:
             continue
         G.replace_module(model, name, new)
         if after:
-            report.changed.append(f"{name} + {parent_name or 'model'}.{after}: {type(m).__name__} + {type(parent._modules[after]).__name__} "
-                                  f"-> ConvAct (one oneDNN call, packed weights)")
+            report.changed.append(
+                f"{name} + {parent_name or 'model'}.{after}: "
+                f"{type(m).__name__} + {type(parent._modules[after]).__name__} "
+                f"-> ConvAct (one oneDNN call, packed weights)"
+            )
             setattr(parent, after, nn.Identity())
         else:
             report.changed.append(f"{name}: {type(m).__name__} -> ConvAct (one oneDNN call, packed weights)")
@@ -135,7 +158,10 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         work = copy.deepcopy(model)
         report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
     work = fuse_conv_acts(fuse_chains(work, report), report)
-    has_conv = any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1 for m in work.modules()) and x.dim() == 4
+    has_conv = (
+        any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1 for m in work.modules())
+        and x.dim() == 4
+    )
     if has_conv and channels_last is not False:
         cl = ChannelsLast(copy.deepcopy(work).to(memory_format=torch.channels_last))
         if channels_last or _faster(cl, work, x):
@@ -146,8 +172,21 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     work, report = finish(report, model, work, x, tol, inplace=False)
     diff, scale = max_difference(model, work, x, dtype=None)  # the fast path itself: oneDNN runs float32 only
     if diff > tol * max(scale, 1.0):
-        raise OneByOneError(f"optimize changed the {x.dtype} outputs by {diff:.3g} (> tolerance {tol * max(scale, 1.0):.3g})")
-    report.notes.append(f"checked in {str(x.dtype).replace('torch.', '')} on the fast path too: max abs diff {diff:.3g}")
+        raise OneByOneError(
+            f"optimize changed the {x.dtype} outputs by {diff:.3g} (> tolerance {tol * max(scale, 1.0):.3g})"
+        )
+    report.notes.append(
+        f"checked in {str(x.dtype).replace('torch.', '')} on the fast path too: max abs diff {diff:.3g}"
+    )
+    for name, m in work.named_modules():  # the kernels the fast path timed and chose while running the example
+        for shape, kernel in m.kernels().items() if isinstance(m, ConvAct) else ():
+            report.layers.append({"name": name, "input_shape": list(shape), "kernel": kernel})
+    if report.layers:
+        rows = sum(r["kernel"] == "matmul over rows" for r in report.layers)
+        report.notes.append(
+            f"kernels timed on the example: {rows} of {len(report.layers)} 1x1 convs run as oneDNN's matmul "
+            "over rows, the rest as its conv (report.layers lists each)"
+        )
     return work, report
 
 
@@ -155,5 +194,5 @@ def _faster(a: nn.Module, b: nn.Module, x, rounds: int = 5) -> bool:
     """Does ``a`` run ``x`` faster than ``b``? Medians of interleaved calls (after a warm-up of each)."""
     with torch.no_grad():
         a(x), b(x)
-        t = engine.medians({"a": lambda: a(x), "b": lambda: b(x)}, rounds)
+        t = medians({"a": lambda: a(x), "b": lambda: b(x)}, rounds)
     return t["a"] < t["b"]

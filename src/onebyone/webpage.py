@@ -21,28 +21,35 @@ main { max-width: 1080px; margin: 0 auto; padding: 24px 20px 64px; }
 header h1 { margin: 8px 0 4px; font-size: 30px; }
 header p { margin: 4px 0; color: var(--muted); }
 code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.92em; }
-.formula { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; display: inline-block; }
+.formula { background: #fff; border: 1px solid var(--line);
+           border-radius: 6px; padding: 8px 12px; display: inline-block; }
 nav ol { columns: 2; padding-left: 22px; margin: 8px 0; }
 nav a { color: var(--ink); text-decoration: none; } nav a:hover { text-decoration: underline; }
-section.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 18px 22px; margin: 22px 0; }
+section.card { background: #fff; border: 1px solid var(--line);
+               border-radius: 10px; padding: 18px 22px; margin: 22px 0; }
 section.card h2 { margin: 0 0 6px; font-size: 21px; display: flex; gap: 10px; align-items: center; }
 .claim { margin: 6px 0 4px; }
 .source { color: var(--muted); font-size: 13px; margin: 0 0 10px; }
-figure { margin: 12px 0; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
+figure { margin: 12px 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
 figcaption { color: var(--muted); font-size: 13px; }
-.badge { font-size: 12px; font-weight: 700; letter-spacing: 0.04em; padding: 2px 8px; border-radius: 999px; color: #fff; }
+.badge { font-size: 12px; font-weight: 700; letter-spacing: 0.04em;
+         padding: 2px 8px; border-radius: 999px; color: #fff; }
 .badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
 table { border-collapse: collapse; width: 100%; font-size: 13.5px; margin: 8px 0; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: var(--bg); font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: var(--bg); font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.pointwise td { background: #fff4e6; }
 ul.notes { margin: 8px 0 0; color: var(--muted); font-size: 14px; }
 .summary { font-size: 17px; } .summary strong { color: var(--pass); } .summary strong.bad { color: var(--fail); }
 #calculator form { display: grid; grid-template-columns: repeat(4, minmax(120px, 1fr)); gap: 10px 16px; }
 #calculator label { display: flex; flex-direction: column; font-size: 13px; color: var(--muted); }
-#calculator input { font: inherit; padding: 5px 8px; border: 1px solid var(--line); border-radius: 6px; color: var(--ink); }
+#calculator input { font: inherit; padding: 5px 8px;
+                    border: 1px solid var(--line); border-radius: 6px; color: var(--ink); }
 #calculator dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 14px 0 0; }
-#calculator dt { color: var(--muted); } #calculator dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
+#calculator dt { color: var(--muted); }
+#calculator dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
 #calc-error { color: var(--fail); min-height: 1.5em; margin-top: 8px; }
 details summary { cursor: pointer; color: var(--muted); }
 """
@@ -50,9 +57,9 @@ details summary { cursor: pointer; color: var(--muted); }
 CALCULATOR = """
 <section class="card" id="calculator">
   <h2>Conv calculator</h2>
-  <p class="claim">A 2-D convolution on one image of C<sub>in</sub> &times; H &times; W. Padding is a number of pixels on
-  each side, <code>same</code> or <code>valid</code>. The numbers follow <code>onebyone.cost.conv_cost</code>
-  (bias included in the parameters, not in the MACs).</p>
+  <p class="claim">A 2-D convolution on one image of C<sub>in</sub> &times; H &times; W.
+  Padding is a number of pixels on each side, <code>same</code> or <code>valid</code>.
+  The numbers follow <code>onebyone.cost.conv_cost</code> (bias included in the parameters, not in the MACs).</p>
   <form onsubmit="return false">
     <label>H <input id="calc-h" type="number" min="1" value="28"></label>
     <label>W <input id="calc-w" type="number" min="1" value="28"></label>
@@ -145,7 +152,11 @@ def badge(passed: bool) -> Raw:
 def table(head, rows, numeric=(), row_class=None) -> str:
     """An HTML table; ``numeric`` are the column indices to right-align; cells are escaped."""
     cls = lambda i: ' class="num"' if i in numeric else ""  # noqa: E731
-    out = ["<table><thead><tr>" + "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(head)) + "</tr></thead><tbody>"]
+    out = [
+        "<table><thead><tr>"
+        + "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(head))
+        + "</tr></thead><tbody>"
+    ]
     for k, row in enumerate(rows):
         rc = f' class="{row_class(k)}"' if row_class and row_class(k) else ""
         out.append(f"<tr{rc}>" + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>")

@@ -101,8 +101,8 @@ def detections(canvas, probs, stride, window, threshold: float = 0.8, min_ink: f
         if energy[i, j] < min_ink * energy.max() or energy[i, j] == 0:
             break
         top, left = i * sy, j * sx
-        overlap = lambda t, l: max(0, wh - abs(t - top)) * max(0, ww - abs(l - left))  # noqa: E731
-        if any(overlap(t, l) > wh * ww / 8 for t, l in taken):
+        overlap = lambda t, x: max(0, wh - abs(t - top)) * max(0, ww - abs(x - left))  # noqa: E731
+        if any(overlap(t, x) > wh * ww / 8 for t, x in taken):
             continue
         taken.append((top, left))
         if best[i, j] >= threshold:
@@ -148,17 +148,32 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
         raise OneByOneError("a roofline needs at least one measured point")
     fig = new_figure(7.5, 4.6)
     ax = fig.add_subplot()
-    xs = np.logspace(np.log10(min(p["intensity"] for p in points) / 2), np.log10(max(p["intensity"] for p in points) * 2), 200)
+    xs = np.logspace(
+        np.log10(min(p["intensity"] for p in points) / 2), np.log10(max(p["intensity"] for p in points) * 2), 200
+    )
     ax.plot(xs, np.minimum(peak_gflops, bandwidth_gbs * xs), color=INK, lw=1.5,
             label=f"roof: {peak_gflops:.0f} GFLOP/s peak, {bandwidth_gbs:.1f} GB/s")
     colors = {"a": "#1c7ed6", "b": ACCENT}
     for sec, label in (("a", "1x1 conv (Pointwise), widths 3..1024"), ("b", "PointNet shared MLP")):
         pts = [p for p in points if p["section"] == sec]
         if pts:
-            ax.scatter([p["intensity"] for p in pts], [p["gflops"] for p in pts], s=28, color=colors[sec], label=label, zorder=3)
+            ax.scatter(
+                [p["intensity"] for p in pts],
+                [p["gflops"] for p in pts],
+                s=28,
+                color=colors[sec],
+                label=label,
+                zorder=3,
+            )
     for p in points:
         if p["section"] == "b":
-            ax.annotate(p["name"].split()[-1], (p["intensity"], p["gflops"]), textcoords="offset points", xytext=(5, -3), fontsize=8)
+            ax.annotate(
+                p["name"].split()[-1],
+                (p["intensity"], p["gflops"]),
+                textcoords="offset points",
+                xytext=(5, -3),
+                fontsize=8,
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOPs per byte of input, weights and output)")
@@ -180,11 +195,15 @@ def si(v: float) -> str:
 def bench_roofline(result: dict, path) -> Path:
     """The roofline of a result of ``onebyone bench`` (the dict its ``--json`` file holds)."""
     try:
-        points = [r for row in result.get("pointwise_op", []) for r in row["roofline"]] + result.get("shared_mlp", {}).get("roofline", [])
+        points = [r for row in result.get("pointwise_op", []) for r in row["roofline"]] + result.get(
+            "shared_mlp", {}
+        ).get("roofline", [])
         peak, bandwidth, machine = result["peak_gflops"], result["bandwidth_gbs"], result.get("machine", "")
     except (KeyError, TypeError) as e:
-        raise OneByOneError(f"expected the JSON written by `onebyone bench --json` (with peak_gflops, bandwidth_gbs and "
-                            f"measured sections), got one without {e}") from None
+        raise OneByOneError(
+            f"expected the JSON written by `onebyone bench --json` (with peak_gflops, bandwidth_gbs and "
+            f"measured sections), got one without {e}"
+        ) from None
     return roofline_figure(points, peak, bandwidth, path, machine)
 
 

@@ -16,18 +16,11 @@ from torch.overrides import TorchFunctionMode
 from .. import cost
 from ..errors import OneByOneError
 from ..stats import LayerStats, ModelStats, conv_kind
-from .count import layer_cost
-from .convact import ConvAct
-from .fused import FusedPointwiseChain
-from .layers import Pointwise
-from .report import input_kw
+from .layer_cost import counts_products, layer_cost
+from .layer_kinds import ACTIVATION_LIKE as ACTS
+from .layer_kinds import NORMS, POOLS
+from .tensors import input_kw
 
-NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-ACTS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Hardswish, nn.Hardsigmoid,
-        nn.Softmax, nn.LogSoftmax, nn.PReLU)
-POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, Pointwise, ConvAct, FusedPointwiseChain)
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 FUNCTIONS = {F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d", torch.matmul: "matmul",
              torch.Tensor.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.mm: "mm", torch.bmm: "bmm",
@@ -94,16 +87,18 @@ class _Collector:
 
     def pre(self, m, inputs):
         self.stack.append(self.names.get(id(m), type(m).__name__))
-        self.shapes.append((type(m).__name__, tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None))
-        if isinstance(m, LAYERS + NORMS + ACTS + POOLS):
+        self.shapes.append(
+            (type(m).__name__, tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None)
+        )
+        if counts_products(m) or isinstance(m, NORMS + ACTS + POOLS):
             self.inside_counted += 1
 
     def post(self, m, inputs, output):
         name = self.stack.pop()
         self.shapes.pop()
-        if not isinstance(m, LAYERS + NORMS + ACTS + POOLS + SILENT):
+        if not (counts_products(m) or isinstance(m, NORMS + ACTS + POOLS + SILENT)):
             return
-        if isinstance(m, LAYERS + NORMS + ACTS + POOLS):
+        if counts_products(m) or isinstance(m, NORMS + ACTS + POOLS):
             self.inside_counted -= 1
         x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         if x is None or not isinstance(output, torch.Tensor):
@@ -111,11 +106,13 @@ class _Collector:
         row = LayerStats(name, type(m).__name__, "other", tuple(x.shape), tuple(output.shape), depth=name.count("."))
         row.params = self._params(m.parameters())
         size = cost.itemsize(self.dtype)
-        row.activations, row.bytes_read, row.bytes_written = output.numel(), (x.numel() + row.params) * size, output.numel() * size
-        if isinstance(m, LAYERS):
-            c = layer_cost(m, x, self.dtype)
-            row.kind = "dense" if isinstance(m, nn.Linear) else "pointwise" if isinstance(m, (Pointwise, FusedPointwiseChain)) else \
-                conv_kind(m.kernel_size, m.groups, m.in_channels)
+        row.activations, row.bytes_read, row.bytes_written = (
+            output.numel(),
+            (x.numel() + row.params) * size,
+            output.numel() * size,
+        )
+        if counts_products(m):
+            row.kind, c = layer_cost(m, x, self.dtype)
             row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read
         elif isinstance(m, NORMS):
             row.kind = "norm"  # no weight-input MACs: an eval norm is a per-channel affine that folds into a conv
@@ -132,8 +129,14 @@ class _Collector:
         where = self.stack[-1] if self.stack else type(self.model).__name__
         self.functional_in.add(where)
         tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
-        row = LayerStats(f"{where}.{FUNCTIONS[func]}", f"F.{FUNCTIONS[func]}", kind, tuple(tensors[0].shape) if tensors else (),
-                         tuple(out.shape), depth=where.count(".") + 1)
+        row = LayerStats(
+            f"{where}.{FUNCTIONS[func]}",
+            f"F.{FUNCTIONS[func]}",
+            kind,
+            tuple(tensors[0].shape) if tensors else (),
+            tuple(out.shape),
+            depth=where.count(".") + 1,
+        )
         row.params = self._params(tensors)
         row.weights = weights if row.params else 0
         size = cost.itemsize(self.dtype)
@@ -151,7 +154,9 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
     """
     if example is None:
         if input_size is None:
-            raise OneByOneError(f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) or example=")
+            raise OneByOneError(
+                f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) or example="
+            )
         example = torch.zeros((batch_size, *input_size), **input_kw(model))
     c = _Collector(model, dtype)
     hooks = []
@@ -169,8 +174,10 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
             except Exception as e:  # noqa: BLE001 - name the layer that failed
                 where = c.stack[-1] if c.stack else type(model).__name__
                 layer = f"; `{where}` ({c.shapes[-1][0]}) received {c.shapes[-1][1]}" if c.shapes else ""
-                raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input of shape {tuple(example.shape)}: "
-                                    f"{type(e).__name__}: {e}{layer}") from e
+                raise OneByOneError(
+                    f"{type(model).__name__} failed at `{where}` on input of shape {tuple(example.shape)}: "
+                    f"{type(e).__name__}: {e}{layer}"
+                ) from e
     finally:
         for h in hooks:
             h.remove()
@@ -180,7 +187,13 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
     for name, m in model.named_modules():
         own = [p for p in m.parameters(recurse=False) if id(p) not in c.claimed]
         if own and name not in c.functional_in:
-            uncounted.append((name, type(m).__name__, f"{sum(p.numel() for p in own):,} params in a layer type the analyzer does not know"))
+            uncounted.append(
+                (
+                    name,
+                    type(m).__name__,
+                    f"{sum(p.numel() for p in own):,} params in a layer type the analyzer does not know",
+                )
+            )
     rest = total - sum(r.params for r in c.rows)
     if rest:
         c.rows.append(LayerStats("(other parameters)", "-", "other", (), (), params=rest))

@@ -13,7 +13,17 @@ NORMS = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization)
 ACTS = (L.Activation, L.ReLU, L.Softmax, L.LeakyReLU, L.PReLU, L.ELU)
 POOLS = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
          L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D)
-NO_PARAMS_OK = (L.InputLayer, L.Add, L.Concatenate, L.Multiply, L.ZeroPadding2D, L.Reshape, L.Flatten, L.Dropout, L.Rescaling)
+NO_PARAMS_OK = (
+    L.InputLayer,
+    L.Add,
+    L.Concatenate,
+    L.Multiply,
+    L.ZeroPadding2D,
+    L.Reshape,
+    L.Flatten,
+    L.Dropout,
+    L.Rescaling,
+)
 
 
 def _calls(layer):
@@ -52,17 +62,45 @@ def _walk(model, prefix, batch, dtype, rows, uncounted):
             x, y = tuple(batch if d is None else d for d in x), tuple(batch if d is None else d for d in y)
             first = i == 0
             size = cost.itemsize(dtype)
-            if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv2D, L.SeparableConv2D)) and not isinstance(layer, L.Conv2DTranspose):
+            if isinstance(
+                layer, (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv2D, L.SeparableConv2D)
+            ) and not isinstance(layer, L.Conv2DTranspose):
                 for row_name, kind, c in _conv_rows(layer, name, x, y, dtype):
-                    rows.append(LayerStats(row_name, type(layer).__name__, kind, x, c.output_shape, c.params if first else 0,
-                                           c.weight_params if first else 0, c.macs, c.activations, c.bytes_read, c.bytes_written,
-                                           row_name.count(".")))
+                    rows.append(
+                        LayerStats(
+                            row_name,
+                            type(layer).__name__,
+                            kind,
+                            x,
+                            c.output_shape,
+                            c.params if first else 0,
+                            c.weight_params if first else 0,
+                            c.macs,
+                            c.activations,
+                            c.bytes_read,
+                            c.bytes_written,
+                            row_name.count("."),
+                        )
+                    )
                 continue
             if isinstance(layer, L.Dense):
                 c = cost.dense_cost(x, layer.units, bias=layer.use_bias, dtype=dtype)
-                rows.append(LayerStats(name, "Dense", "dense", x, c.output_shape, c.params if first else 0,
-                                       c.weight_params if first else 0, c.macs, c.activations, c.bytes_read, c.bytes_written,
-                                       name.count(".")))
+                rows.append(
+                    LayerStats(
+                        name,
+                        "Dense",
+                        "dense",
+                        x,
+                        c.output_shape,
+                        c.params if first else 0,
+                        c.weight_params if first else 0,
+                        c.macs,
+                        c.activations,
+                        c.bytes_read,
+                        c.bytes_written,
+                        name.count("."),
+                    )
+                )
                 continue
             n_out = 1
             for d in y:
@@ -71,7 +109,9 @@ def _walk(model, prefix, batch, dtype, rows, uncounted):
                 "pool" if isinstance(layer, POOLS) else "other"
             params = layer.count_params() if first and layer.built else 0
             if kind == "other" and params and not isinstance(layer, NO_PARAMS_OK):
-                uncounted.append((name, type(layer).__name__, f"{params:,} params in a layer type the analyzer does not know"))
+                uncounted.append(
+                    (name, type(layer).__name__, f"{params:,} params in a layer type the analyzer does not know")
+                )
             n_in = 1
             for d in x:
                 n_in *= d

@@ -15,23 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import OneByOneError, check_choice, check_int
+from .activations import FUSABLE, REGISTRY
+from .checks import check_choice, check_int
+from .errors import OneByOneError
 
-ACTS = {  # name -> NumPy function; the torch module maps the same names
-    "identity": lambda z: z,
-    "relu": lambda z: np.maximum(z, 0),
-    "relu6": lambda z: np.clip(z, 0, 6),
-    "gelu": lambda z: 0.5 * z * (1 + _erf(z / np.sqrt(2))),
-}
-MONOTONE = {"identity", "relu", "relu6"}  # non-decreasing: commute with a max
 POOLS = (None, "max", "mean")
-CACHE_BYTES = 16 << 20  # half our machines' 32 MiB L3; of tiles 512..4096, 2048 ran PointNet's chain fastest (packed weights)
-
-
-def _erf(z):
-    from math import erf
-
-    return np.vectorize(erf, otypes=[float])(z)
+CACHE_BYTES = 16 << 20  # the bytes one layer's input and output rows of a tile may take (see choose_tile)
 
 
 @dataclass(frozen=True)
@@ -46,7 +35,12 @@ class ChainPlan:
     @property
     def pool_first(self) -> bool:
         """Can the last layer's bias and activation wait until after the pool?"""
-        return self.pool == "max" and self.acts[-1] in MONOTONE or self.pool == "mean" and self.acts[-1] == "identity"
+        return (
+            self.pool == "max"
+            and REGISTRY[self.acts[-1]].monotone
+            or self.pool == "mean"
+            and self.acts[-1] == "identity"
+        )
 
     def macs_per_point(self) -> int:
         return sum(a * b for a, b in zip(self.widths, self.widths[1:]))
@@ -71,7 +65,7 @@ def make_plan(widths, acts, pool=None, tile=None, itemsize: int = 4) -> ChainPla
         raise OneByOneError(f"a chain needs widths (in, ..., out) and one activation per layer; got widths {widths} "
                             f"and {len(acts)} activation(s)")
     for a in acts:
-        check_choice(a, ACTS, "activation")
+        check_choice(a, FUSABLE, "activation")
     check_choice(pool, POOLS, "pool")
     tile = choose_tile(widths, itemsize) if tile is None else check_int(tile, "tile")
     return ChainPlan(widths, acts, pool, tile)
@@ -119,7 +113,7 @@ def run_chain(x, weights, biases, plan: ChainPlan):
             h = h @ np.asarray(w).T  # (T, C_i) -> (T, C_i+1)
             if i == last and plan.pool_first:
                 break
-            h = ACTS[plan.acts[i]](h + (0 if b is None else b))
+            h = REGISTRY[plan.acts[i]].numpy(h + (0 if b is None else b))
         if plan.pool is None:
             out[r0:r0 + n] = h
             continue
@@ -130,5 +124,5 @@ def run_chain(x, weights, biases, plan: ChainPlan):
             out[s0:s0 + k] += h.sum(1) / p_
     if plan.pool_first:
         b = biases[-1]
-        out = ACTS[plan.acts[-1]](out + (0 if b is None else b))
+        out = REGISTRY[plan.acts[-1]].numpy(out + (0 if b is None else b))
     return out if plan.pool else out.reshape(b_, p_, -1)

@@ -3,12 +3,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import page
-from ..page import esc
-from .figures import draw
+from .. import webpage as page
+from ..errors import OneByOneError
+from ..plots import new_figure, save
+from ..webpage import esc
+from . import figures_basics, figures_forms
 from .render import detail, tally
 
+FIGURES = {**figures_basics.FIGURES, **figures_forms.FIGURES}  # lesson id -> (draw(arrays, fig), size)
+
 ONE_IDEA = "y[n, o, h, w] = sum_c W[o, c] * x[n, c, h, w] + b[o]"
+
+
+def draw(lesson, path):
+    """Write the figure of ``lesson`` (which has run) to ``path``; returns the path."""
+    if lesson.id not in FIGURES:
+        raise OneByOneError(f"no figure for lesson {lesson.id!r}; figures exist for {sorted(FIGURES)}")
+    if not lesson.arrays:
+        raise OneByOneError(f"lesson {lesson.id!r} kept no arrays to draw (did it stop before its end?)")
+    fn, size = FIGURES[lesson.id]
+    fig = new_figure(*size)
+    fn(lesson.arrays, fig)
+    return save(fig, path)
 
 
 def section(i: int, lesson, figure_src: str | None) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import page
-from .figures import bench_roofline, kinds_figure
-from .page import esc
+from . import webpage as page
+from .plots import bench_roofline, kinds_figure
 from .stats import KIND_LABELS, KINDS
+from .webpage import esc
 
 TOP = 10  # layers listed as dominating
 
@@ -48,19 +48,43 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
     kinds = by_kind(stats)
     kinds_figure(kinds, folder / "figures" / "kinds.png", KIND_LABELS)
     t = stats.totals()
-    body = [f"""<section class="card" id="costs"><h2>Where the work is</h2>
+    body = [
+        f"""<section class="card" id="costs"><h2>Where the work is</h2>
 <p class="claim">{esc(stats.footer())}.</p>
 {page.figure("figures/kinds.png", "MACs and parameters by layer kind")}
-{page.table(("kind", "MACs", "% of MACs", "params", "% of params"),
-            [(KIND_LABELS[k], f"{v['macs']:,}", f"{v['macs_pct']:.1f}", f"{v['params']:,}", f"{v['params_pct']:.1f}")
-             for k, v in kinds.items()], numeric=(1, 2, 3, 4), row_class=lambda i: "pointwise" if list(kinds)[i] == "pointwise" else "")}
-</section>"""]
+{
+            page.table(
+                ("kind", "MACs", "% of MACs", "params", "% of params"),
+                [
+                    (
+                        KIND_LABELS[k],
+                        f"{v['macs']:,}",
+                        f"{v['macs_pct']:.1f}",
+                        f"{v['params']:,}",
+                        f"{v['params_pct']:.1f}",
+                    )
+                    for k, v in kinds.items()
+                ],
+                numeric=(1, 2, 3, 4),
+                row_class=lambda i: "pointwise" if list(kinds)[i] == "pointwise" else "",
+            )
+        }
+</section>"""
+    ]
     top = dominating(stats)
     body.append(f"""<section class="card" id="dominating"><h2>The layers that dominate</h2>
 <p class="claim">The {len(top)} layers with the most MACs; 1x1 convolutions are highlighted.</p>
-{page.table(("layer", "type", "kind", "output", "MACs", "% of MACs", "cumulative %"),
-            [(r.name, r.type, r.kind, _shape(r.output_shape), f"{r.macs:,}", f"{p:.1f}", f"{c:.1f}") for r, p, c in top],
-            numeric=(4, 5, 6), row_class=lambda i: "pointwise" if top[i][0].kind == "pointwise" else "")}
+{
+        page.table(
+            ("layer", "type", "kind", "output", "MACs", "% of MACs", "cumulative %"),
+            [
+                (r.name, r.type, r.kind, _shape(r.output_shape), f"{r.macs:,}", f"{p:.1f}", f"{c:.1f}")
+                for r, p, c in top
+            ],
+            numeric=(4, 5, 6),
+            row_class=lambda i: "pointwise" if top[i][0].kind == "pointwise" else "",
+        )
+    }
 </section>""")
     if bench is not None:
         bench_roofline(bench, folder / "figures" / "roofline.png")
@@ -77,6 +101,7 @@ against their arithmetic intensity, under the measured peak and memory bandwidth
 <ul class="notes">{"".join(f"<li>{esc(line)}</li>" for line in stats.summary_lines())}</ul>
 </section>""")
     header = f"""<h1>{esc(stats.model)}</h1>
-<p>{t['params']:,} parameters, {t['macs']:,} MACs ({t['flops']:,} FLOPs) for a batch of {stats.batch_size}, {esc(stats.dtype)}.</p>
+<p>{t["params"]:,} parameters, {t["macs"]:,} MACs ({t["flops"]:,} FLOPs)
+for a batch of {stats.batch_size}, {esc(stats.dtype)}.</p>
 <p class="summary">{esc(stats.footer())}</p>"""
     return page.write(folder, page.document(f"onebyone report: {stats.model}", header, "\n".join(body)))

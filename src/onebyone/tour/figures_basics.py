@@ -1,54 +1,14 @@
-"""One figure per lesson, drawn with matplotlib from the arrays the lesson computed (``Lesson.arrays``).
-
-``draw(lesson, path)`` writes the lesson's PNG. Nothing here computes a claim: every number drawn was
-computed by the lesson, which also verified it. Figures of the forms and costs are in ``figures_forms``.
-"""
+"""The figures of lessons 1-8 (shapes, channels, weights, parameters, nonlinearity), drawn with matplotlib
+from the arrays each lesson computed (``Lesson.arrays``). Nothing here computes a claim: every number
+drawn was computed, and verified, by the lesson."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import OneByOneError
-from ..figures import ACCENT, INK, new_figure, save, show_image
+from ..plots import ACCENT, INK, show_image
+from .figure_tools import BLUE, column, mark, registry, symmetric, write_values
 
-BLUE = "#1c7ed6"
-DIVERGING = dict(cmap="RdBu_r")
-FIGURES: dict = {}  # lesson id -> (draw(arrays, fig), (width, height) in inches)
-
-
-def figure(lesson_id: str, width: float = 10, height: float = 3.4):
-    """Register ``fn(arrays, fig)`` as the figure of a lesson."""
-    def wrap(fn):
-        FIGURES[lesson_id] = (fn, (width, height))
-        return fn
-    return wrap
-
-
-def mark(ax, i, j, size=1, color=ACCENT):
-    """Outline the ``size`` x ``size`` block of cells whose top-left cell is (row i, column j)."""
-    from matplotlib.patches import Rectangle
-
-    ax.add_patch(Rectangle((j - 0.5, i - 0.5), size, size, fill=False, edgecolor=color, linewidth=2.2))
-
-
-def symmetric(a) -> dict:
-    """imshow limits centred at zero, so that the sign of a value reads as its colour."""
-    lim = float(np.abs(a).max()) or 1.0
-    return dict(vmin=-lim, vmax=lim, **DIVERGING)
-
-
-def write_values(ax, a, lim, fmt="{:.2f}", fontsize=7):
-    """Write each cell's value on it, in white where the cell is dark."""
-    for (r, c), v in np.ndenumerate(np.asarray(a)):
-        ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=fontsize,
-                color="white" if abs(v) > 0.6 * lim else INK)
-
-
-def column(ax, values, title):
-    """A vector drawn as a column of coloured cells with their values written in."""
-    v = np.asarray(values, dtype=float).reshape(-1, 1)
-    style = symmetric(v)
-    show_image(ax, v, title, **style)
-    write_values(ax, v, style["vmax"])
+FIGURES, figure = registry()
 
 
 @figure("shapes", 11, 3.2)
@@ -93,8 +53,10 @@ def many_channels(a, fig):
         ax = fig.add_subplot(grid[o // 3, 5 + o % 3])
         show_image(ax, y[o], f"output ch {o}", **symmetric(y[o]))
         mark(ax, i, j)
-    fig.suptitle(f"at pixel p = ({i}, {j}): 3 channel values in, W (8 x 3), 8 channel values out; the same W at every pixel",
-                 fontsize=10)
+    fig.suptitle(
+        f"at pixel p = ({i}, {j}): 3 channel values in, W (8 x 3), 8 channel values out; the same W at every pixel",
+        fontsize=10,
+    )
 
 
 @figure("full-depth")
@@ -110,19 +72,27 @@ def full_depth(a, fig):
     ax.set_title("filter 0: 3 weights", fontsize=9)
     for f in range(4):
         show_image(fig.add_subplot(grid[5 + f]), y[..., f], f"map {f}", **symmetric(y[..., f]))
-    fig.suptitle("each 1x1 filter reaches through all 3 channels: one dot product per pixel, one map per filter", fontsize=10)
+    fig.suptitle(
+        "each 1x1 filter reaches through all 3 channels: one dot product per pixel, one map per filter", fontsize=10
+    )
 
 
 @figure("weight-layout", 8, 4.4)
 def weight_layout(a, fig):
     grid = fig.add_gridspec(2, 4)
     for c in range(3):
-        show_image(fig.add_subplot(grid[0, c]), a["w_keras"][:, :, c], f"Keras kernel[:, :, {c}, 0]", **symmetric(a["w_keras"]))
+        show_image(
+            fig.add_subplot(grid[0, c]), a["w_keras"][:, :, c], f"Keras kernel[:, :, {c}, 0]", **symmetric(a["w_keras"])
+        )
         show_image(fig.add_subplot(grid[1, c]), a["w_torch"][c], f"PyTorch weight[0, {c}]", **symmetric(a["w_keras"]))
     diff = float(np.abs(a["y_keras"] - a["y_torch"]).max())
     show_image(fig.add_subplot(grid[0, 3]), a["y_keras"], "output ch 0 (Keras layout)", **symmetric(a["y_keras"]))
-    show_image(fig.add_subplot(grid[1, 3]), a["y_torch"], f"(PyTorch layout), max diff {diff:.0e}", **symmetric(a["y_keras"]))
-    fig.suptitle("filter 0 of 128: (kH, kW, C_in, C_out) and (C_out, C_in, kH, kW) hold the same 27 numbers", fontsize=10)
+    show_image(
+        fig.add_subplot(grid[1, 3]), a["y_torch"], f"(PyTorch layout), max diff {diff:.0e}", **symmetric(a["y_keras"])
+    )
+    fig.suptitle(
+        "filter 0 of 128: (kH, kW, C_in, C_out) and (C_out, C_in, kH, kW) hold the same 27 numbers", fontsize=10
+    )
 
 
 @figure("params", 10, 3.6)
@@ -169,19 +139,6 @@ def nonlinearity(a, fig):
         ax.set_xlabel("output of the stack", fontsize=8)
         ax.set_ylabel("single linear 1x1 layer", fontsize=8)
         ax.set_title(title, fontsize=9)
-    fig.suptitle("on the diagonal: a single linear map reproduces the stack; off it, the ReLU added something", fontsize=10)
-
-
-def draw(lesson, path):
-    """Write the figure of ``lesson`` (which has run) to ``path``; returns the path."""
-    if lesson.id not in FIGURES:
-        raise OneByOneError(f"no figure for lesson {lesson.id!r}; figures exist for {sorted(FIGURES)}")
-    if not lesson.arrays:
-        raise OneByOneError(f"lesson {lesson.id!r} kept no arrays to draw (did it stop before its end?)")
-    fn, size = FIGURES[lesson.id]
-    fig = new_figure(*size)
-    fn(lesson.arrays, fig)
-    return save(fig, path)
-
-
-from . import figures_forms  # noqa: E402, F401  (registers the figures of the forms and costs, after FIGURES exists)
+    fig.suptitle(
+        "on the diagonal: a single linear map reproduces the stack; off it, the ReLU added something", fontsize=10
+    )

@@ -14,18 +14,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import OneByOneError
-from . import engine
-from .layers import Pointwise
+from ... import cost
+from ...activations import FUSABLE
+from ...errors import OneByOneError
+from ...stats import conv_kind
+from .. import activations as acts
+from ..functional import pointwise
+from ..layer_cost import conv_cost
+from ..layers import Pointwise
+from . import onednn
+from .timing import fastest
 
 
 def _packed_conv(x, w, b, geom, act):  # geom: (padding, stride, dilation, groups)
-    attr, scalars, algo = engine.MKLDNN_ACTS[act]
-    return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, attr, scalars, algo)
+    return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, *onednn.post_op(act))
 
 
 def _rows_linear(x, w, b, geom, act):  # a stride-1 1x1 conv as oneDNN's matmul over channels_last rows
-    return engine.rows_linear(x, w, b, act)
+    return onednn.rows_linear(x, w, b, act)
 
 
 class ConvAct(nn.Module):
@@ -37,8 +43,8 @@ class ConvAct(nn.Module):
 
     def __init__(self, conv: nn.Module, act: str = "identity"):
         super().__init__()
-        if act not in engine.MKLDNN_ACTS:
-            raise OneByOneError(f"act must be one of {sorted(engine.MKLDNN_ACTS)}, got {act!r}")
+        if act not in FUSABLE:
+            raise OneByOneError(f"act must be one of {FUSABLE}, got {act!r}")
         self.act = act
         if isinstance(conv, Pointwise) and conv.channel_dim == 1:
             self.stride, self.padding, self.dilation = (conv.stride,) * 2, (0, 0), (1, 1)
@@ -46,24 +52,42 @@ class ConvAct(nn.Module):
             self.stride, self.dilation = tuple(conv.stride), tuple(conv.dilation)
             self.padding = _padding(conv)
         else:
-            raise OneByOneError(f"ConvAct takes an nn.Conv2d with zero padding or a channels-first Pointwise, got {conv!r}")
-        self.groups, self.any_rank = conv.groups, isinstance(conv, Pointwise)  # Pointwise also takes (B, C), (B, C, L)...
-        self.out_channels, self.in_channels = conv.weight.shape[0], conv.weight.shape[1] * conv.groups  # as nn.Conv2d's,
+            raise OneByOneError(
+                f"ConvAct takes an nn.Conv2d with zero padding or a channels-first Pointwise, got {conv!r}"
+            )
+        self.groups, self.any_rank = (
+            conv.groups,
+            isinstance(conv, Pointwise),
+        )  # Pointwise also takes (B, C), (B, C, L)...
+        self.out_channels, self.in_channels = (
+            conv.weight.shape[0],
+            conv.weight.shape[1] * conv.groups,
+        )  # as nn.Conv2d's,
         self.kernel_size = tuple(conv.weight.shape[2:])  # for the analyzer
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=conv.weight.requires_grad)
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
-        self._packed = engine.PackedWeights()  # (input shape, weight pointer, version) -> (kernel, its weight)
-        self._geom = (list(self.padding), list(self.stride), list(self.dilation), self.groups)  # as the oneDNN ops take it
+        self.bias = (
+            None
+            if conv.bias is None
+            else nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
+        )
+        self._packed = onednn.PackedWeights()  # (input shape, weight pointer, version) -> (kernel, its weight)
+        self._geom = (
+            list(self.padding),
+            list(self.stride),
+            list(self.dilation),
+            self.groups,
+        )  # as the oneDNN ops take it
 
     def plain(self, x):
         if self.any_rank and x.dim() != 4:
-            return engine.PLAIN_ACTS[self.act](engine.pointwise(x, self.weight, self.bias, self.stride[0], self.groups))
-        return engine.PLAIN_ACTS[self.act](F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+            y = pointwise(x, self.weight, self.bias, self.stride[0], self.groups)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return acts.function(self.act)(y)
 
     def forward(self, x):
         w = self.weight
-        fast = (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
-                and torch.backends.mkldnn.is_available() and not engine.tracing()
+        fast = (x.dim() == 4 and onednn.available(x) and w.dtype == torch.float32 and not onednn.tracing()
                 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
         if not fast:
             return self.plain(x)
@@ -73,22 +97,36 @@ class ConvAct(nn.Module):
         return fn(x, packed, self.bias, self._geom, self.act)
 
     def _choose(self, x):
-        """(kernel, its packed weight): the conv, or for a stride-1 1x1 conv oneDNN's matmul on rows if clearly faster."""
+        """(kernel, its packed weight): the conv, or for a stride-1 1x1 conv oneDNN's matmul on rows if
+        clearly faster."""
         geom = self._geom
         packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight.detach(), *geom, list(x.shape))
-        one_by_one = self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
+        one_by_one = (
+            self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
+        )
         if not one_by_one:
             return _packed_conv, packed
         lin = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().flatten(1), x.numel() // x.shape[1])
         b, act = self.bias, self.act
         runs = {(lambda: _packed_conv(x, packed, b, geom, act)): (_packed_conv, packed),
                 (lambda: _rows_linear(x, lin, b, geom, act)): (_rows_linear, lin)}
-        return runs[engine.fastest(list(runs))]
+        return runs[fastest(list(runs))]
+
+    def kernels(self) -> dict:
+        """The kernel chosen for each channels_last input shape seen so far: 'conv' or 'matmul over rows'."""
+        return {k[0]: "conv" if fn is _packed_conv else "matmul over rows" for k, (fn, _) in self._packed.items()}
+
+    def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
+        """(kind, the cost of one call on x), as for the nn.Conv2d it replaced."""
+        return conv_kind(self.kernel_size, self.groups, self.in_channels), conv_cost(self, x, dtype)
 
     def __repr__(self) -> str:
         extra = f", groups={self.groups}" if self.groups != 1 else ""
-        return (f"ConvAct({self.in_channels}, {self.out_channels}, kernel={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-                f"{extra}, act={self.act!r})")
+        return (
+            f"ConvAct({self.in_channels}, {self.out_channels}, kernel={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}"
+            f"{extra}, act={self.act!r})"
+        )
 
 
 def _padding(conv: nn.Conv2d) -> tuple:
@@ -98,6 +136,8 @@ def _padding(conv: nn.Conv2d) -> tuple:
     if conv.padding == "same":
         total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
         if any(t % 2 for t in total):
-            raise OneByOneError(f"{conv!r}: padding='same' with an even kernel pads one side more; ConvAct pads both alike")
+            raise OneByOneError(
+                f"{conv!r}: padding='same' with an even kernel pads one side more; ConvAct pads both alike"
+            )
         return tuple(t // 2 for t in total)
     return tuple(conv.padding)

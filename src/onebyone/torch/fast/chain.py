@@ -1,28 +1,32 @@
 """``FusedPointwiseChain``: a run of 1x1 convs (and an optional pool) executed tile by tile.
 
-The plan (widths, activations, pool, tile size, the tile walk) is ``onebyone.fuse``'s; this module
-only holds the weights and runs each tile's matrix products on the fastest of four engines, timed
-once per (tile, C_in, C_out, dtype, activation) and cached: oneDNN's matmul with the bias and the
+The plan (widths, activations, pool, tile size, the tile walk) is ``onebyone.chain_plan``'s; this
+module only holds the weights and runs each tile's matrix products on the fastest of its engines,
+timed once per (tile, C_in, C_out, dtype, activation) and kept: oneDNN's matmul with the bias and the
 activation fused into it (``torch.ops.mkldnn._linear_pointwise``, what inductor emits on CPUs), on
-weights reordered once into its blocked layout (float32; 20-25% faster than reordering per call) or
-as they are; oneDNN's channels_last conv over a (1, C, T, 1) view of the tile's rows; or ``addmm``.
-Under autograd (or while tracing, exporting, compiling) it runs the plain layer-by-layer path
-instead, which autograd can differentiate.
+weights reordered once into its blocked layout (float32) or as they are; oneDNN's channels_last conv
+over a (1, C, T, 1) view of the tile's rows; or ``addmm``. Under autograd (or while tracing,
+exporting, compiling) it runs the plain layer-by-layer path instead, which autograd can differentiate.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import algebra, fuse
-from ..errors import OneByOneError
-from . import engine
-from .layers import ChannelBatchNorm, SharedMLP
-from .report import numpy64, tensor
-from .rewrites import groups, is_pointwise
+from ... import algebra, chain_plan, cost
+from ...activations import FUSABLE
+from ...errors import OneByOneError
+from .. import activations as acts
+from ..functional import pointwise
+from ..layer_kinds import is_plain_pointwise
+from ..layers import ChannelBatchNorm, SharedMLP
+from ..tensors import numpy64, tensor
+from . import onednn
+from .timing import fastest
 
-_TORCH_ACTS = {"identity": lambda h: h, "relu": torch.relu_, "relu6": lambda h: h.clamp_(0, 6), "gelu": F.gelu}
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)
 _ENGINE: dict = {}
 
@@ -30,20 +34,22 @@ _ENGINE: dict = {}
 # --- engines: each computes act(rows @ W.T + b) for rows (T, C), W (O, C, 1, 1) ---------------------
 
 def _conv(h, w4, b, act, packed=None):  # rows (T, C) viewed as a channels_last (1, C, T, 1) image -> rows (T, O)
-    return _TORCH_ACTS[act](F.conv2d(h.t()[None, :, :, None], w4, b)[0, :, :, 0].t())
+    return acts.function(act, inplace=True)(F.conv2d(h.t()[None, :, :, None], w4, b)[0, :, :, 0].t())
 
 
 def _addmm(h, w4, b, act, packed=None):  # rows (T, C) @ (C, O)
     wt = w4.flatten(1).t()
-    return _TORCH_ACTS[act](torch.mm(h, wt) if b is None else torch.addmm(b, h, wt))
+    return acts.function(act, inplace=True)(torch.mm(h, wt) if b is None else torch.addmm(b, h, wt))
 
 
-def _mkldnn(h, w4, b, act, packed=None):  # oneDNN's matmul with the bias and activation fused into it (what inductor calls)
-    return torch.ops.mkldnn._linear_pointwise(h, w4.flatten(1), b, *engine.MKLDNN_ACTS[act])
+def _mkldnn(
+    h, w4, b, act, packed=None
+):  # oneDNN's matmul with the bias and activation fused into it (what inductor calls)
+    return torch.ops.mkldnn._linear_pointwise(h, w4.flatten(1), b, *onednn.post_op(act))
 
 
 def _packed(h, w4, b, act, packed):  # the same on the weight reordered once into oneDNN's blocked layout
-    return torch.ops.mkldnn._linear_pointwise(h, packed, b, *engine.MKLDNN_ACTS[act])
+    return torch.ops.mkldnn._linear_pointwise(h, packed, b, *onednn.post_op(act))
 
 
 ENGINES = (_mkldnn, _conv, _addmm)
@@ -52,7 +58,7 @@ ENGINES = (_mkldnn, _conv, _addmm)
 def _engine(h, w4, b, act, packed):
     key = (h.shape[0], w4.shape[1], w4.shape[0], h.dtype, h.device.type, b is None, act, packed is not None)
     if key not in _ENGINE:
-        _ENGINE[key] = engine.fastest(((_packed,) if packed is not None else ()) + ENGINES, h, w4, b, act, packed)
+        _ENGINE[key] = fastest(((_packed,) if packed is not None else ()) + ENGINES, h, w4, b, act, packed)
     return _ENGINE[key]
 
 
@@ -81,15 +87,23 @@ class FusedPointwiseChain(nn.Module):
         widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
         for i, (w, w_next) in enumerate(zip(weights, weights[1:])):
             if w_next.shape[1] != w.shape[0]:
-                raise OneByOneError(f"layer {i + 1} of the chain reads {w_next.shape[1]} channels but layer {i} writes {w.shape[0]}")
-        self.plan = fuse.make_plan(widths, acts, pool, tile, itemsize=weights[0].element_size())
+                raise OneByOneError(
+                    f"layer {i + 1} of the chain reads {w_next.shape[1]} channels but layer {i} writes {w.shape[0]}"
+                )
+        self.plan = chain_plan.make_plan(widths, acts, pool, tile, itemsize=weights[0].element_size())
         if channel_dim not in (1, -1):
             raise OneByOneError(f"channel_dim must be 1 or -1, got {channel_dim!r}")
         self.channel_dim = channel_dim
-        self.weights = nn.ParameterList(nn.Parameter(w.detach().reshape(w.shape[0], w.shape[1], 1, 1).clone()) for w in weights)
-        self.biases = nn.ParameterList(nn.Parameter(b.detach().clone() if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
-                                       for w, b in zip(weights, biases))
-        self._packed = engine.PackedWeights(2)  # the weights as oneDNN's matmul wants them (see _packs)
+        self.weights = nn.ParameterList(
+            nn.Parameter(w.detach().reshape(w.shape[0], w.shape[1], 1, 1).clone()) for w in weights
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(
+                b.detach().clone() if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+            )
+            for w, b in zip(weights, biases)
+        )
+        self._packed = onednn.PackedWeights(2)  # the weights as oneDNN's matmul wants them (see _packs)
 
     # --- construction ------------------------------------------------------------------------
 
@@ -105,7 +119,7 @@ class FusedPointwiseChain(nn.Module):
         weights, acts, dims = [], [], set()  # weights: [w (O, C) float64, b, the torch weight]
         for i, m in enumerate(layers):
             where = f"layer {i} ({type(m).__name__})"
-            if _is_1x1(m):
+            if is_plain_pointwise(m):
                 w, b = numpy64(m.weight).reshape(m.weight.shape[0], -1), numpy64(m.bias)
                 weights.append([w, b, m.weight])
                 acts.append("identity")
@@ -114,16 +128,20 @@ class FusedPointwiseChain(nn.Module):
                 raise OneByOneError(f"a chain must start with a pointwise layer; {where} comes first")
             elif isinstance(m, _NORMS):
                 if m.training or not m.track_running_stats:
-                    raise OneByOneError(f"{where} is in training mode (or keeps no running stats): call .eval() before fusing")
+                    raise OneByOneError(
+                        f"{where} is in training mode (or keeps no running stats): call .eval() before fusing"
+                    )
                 if acts[-1] != "identity":
-                    raise OneByOneError(f"{where} follows an activation; only BatchNorm right after a pointwise layer folds")
+                    raise OneByOneError(
+                        f"{where} follows an activation; only BatchNorm right after a pointwise layer folds"
+                    )
                 scale, shift = algebra.batchnorm_affine(numpy64(m.running_mean), numpy64(m.running_var),
                                                         numpy64(m.weight), numpy64(m.bias), m.eps)
                 weights[-1][0], weights[-1][1] = algebra.fold_affine_after(weights[-1][0], weights[-1][1], scale, shift)
-            elif engine.act_name(m) is not None:
-                name = engine.act_name(m)
-                if isinstance(m, nn.Dropout) and m.training:
-                    raise OneByOneError(f"{where} is in training mode: call .eval() before fusing")
+            elif isinstance(m, nn.Dropout) and m.training:
+                raise OneByOneError(f"{where} is in training mode: call .eval() before fusing")
+            elif acts.name_of(m) in FUSABLE:
+                name = acts.name_of(m)
                 if name != "identity" and acts[-1] != "identity":
                     raise OneByOneError(f"{where}: two activations in a row cannot be fused")
                 acts[-1] = name if name != "identity" else acts[-1]
@@ -133,10 +151,23 @@ class FusedPointwiseChain(nn.Module):
         if not weights:
             raise OneByOneError("a chain needs at least one pointwise layer, got none")
         if len(dims) > 1:
-            raise OneByOneError("the layers read channels on different axes (Linear: last; convs: dim 1); convert them first")
+            raise OneByOneError(
+                "the layers read channels on different axes (Linear: last; convs: dim 1); convert them first"
+            )
         ws = [tensor(w, like) for w, _, like in weights]
         bs = [None if b is None else tensor(b, like) for _, b, like in weights]
         return cls(ws, bs, acts, pool, dims.pop(), tile)
+
+    def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
+        """("pointwise", the cost of one call on x): every layer at every point; the input read once, the
+        (pooled) output written once."""
+        widths = self.plan.widths
+        points = x.numel() // widths[0]
+        out = (x.shape[0], widths[-1]) if self.plan.pool else (points, widths[-1])
+        w, b = self.plan.macs_per_point(), sum(widths[1:])  # weights (one per MAC of a point), biases
+        size = cost.itemsize(dtype)
+        return "pointwise", cost.Cost(out, w, b, points * w, 2 * points * w, math.prod(out),
+                                      (x.numel() + w + b) * size, math.prod(out) * size)
 
     def __repr__(self) -> str:
         p = self.plan
@@ -149,7 +180,9 @@ class FusedPointwiseChain(nn.Module):
         """(B, C, *S) or (..., C) -> rows (B, P, C), row-major (a view where the layout allows)."""
         c = self.plan.widths[0]
         if x.dim() < 2 or x.shape[self.channel_dim] != c:
-            raise OneByOneError(f"{self!r} expects {c} channels on dim {self.channel_dim}, got input of shape {tuple(x.shape)}")
+            raise OneByOneError(
+                f"{self!r} expects {c} channels on dim {self.channel_dim}, got input of shape {tuple(x.shape)}"
+            )
         if self.channel_dim == -1:
             return x.reshape(x.shape[0] if self.plan.pool else 1, -1, c)
         return x.movedim(1, -1).reshape(x.shape[0], -1, c)  # (B, C, *S) -> (B, *S, C) -> (B, P, C)
@@ -161,10 +194,9 @@ class FusedPointwiseChain(nn.Module):
         return out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S)
 
     def plain(self, x):
-        """Layer by layer, through ``engine.pointwise``: what autograd runs."""
+        """Layer by layer, through ``functional.pointwise``: what autograd runs."""
         for w, b, act in zip(self.weights, self.biases, self.plan.acts):
-            x = engine.pointwise(x, w, b, 1, 1, self.channel_dim)
-            x = engine.PLAIN_ACTS[act](x)
+            x = acts.function(act)(pointwise(x, w, b, 1, 1, self.channel_dim))
         if self.plan.pool is None:
             return x
         rows = x.movedim(1, -1).flatten(1, -2) if self.channel_dim == 1 else x.flatten(1, -2)  # (B, P, O)
@@ -172,7 +204,7 @@ class FusedPointwiseChain(nn.Module):
 
     def forward(self, x):
         autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return self.plain(x) if autograd or engine.tracing() else self.fused(x)
+        return self.plain(x) if autograd or onednn.tracing() else self.fused(x)
 
     def _packs(self, rows) -> list:
         """Each weight reordered for oneDNN's matmul at this tile size (float32 on CPU), else Nones."""
@@ -180,11 +212,12 @@ class FusedPointwiseChain(nn.Module):
         if rows.dtype != torch.float32 or rows.device.type != "cpu" or not torch.backends.mkldnn.is_available():
             return [None] * len(ws)
         key = (self.plan.tile, tuple((w.data_ptr(), w._version) for w in ws))
-        return self._packed.get_or_make(key, lambda: [torch.ops.mkldnn._reorder_linear_weight(w.detach().flatten(1), self.plan.tile)
-                                                      for w in ws])
+        return self._packed.get_or_make(
+            key, lambda: [torch.ops.mkldnn._reorder_linear_weight(w.detach().flatten(1), self.plan.tile) for w in ws]
+        )
 
     def fused(self, x):
-        """Tile by tile (see ``onebyone.fuse``); only the output (or the pooled output) is written."""
+        """Tile by tile (see ``onebyone.chain_plan``); only the output (or the pooled output) is written."""
         plan = self.plan
         rows3 = self._rows(x)  # (B, P, C)
         nb, npts, _ = rows3.shape
@@ -197,7 +230,7 @@ class FusedPointwiseChain(nn.Module):
             out = torch.empty(rows.shape[0], o, dtype=rows.dtype, device=rows.device)
         else:
             out = torch.full((nb, o), -torch.inf if plan.pool == "max" else 0.0, dtype=rows.dtype, device=rows.device)
-        for r0, n, s0, k in fuse.tiles(nb, npts, plan.tile):
+        for r0, n, s0, k in chain_plan.tiles(nb, npts, plan.tile):
             h = rows[r0:r0 + n]  # (T, C)
             for w, b, act, packed in layers:
                 h = _engine(h, w, b, act, packed)(h, w, b, act, packed)  # (T, C_i) -> (T, C_i+1)
@@ -208,15 +241,6 @@ class FusedPointwiseChain(nn.Module):
             else:
                 out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
         if plan.pool_first:
-            out = _TORCH_ACTS[plan.acts[-1]](out + self.biases[-1])
+            out = acts.function(plan.acts[-1])(out + self.biases[-1])
         return out if plan.pool else self._shape_back(out, x)
 
-
-def _is_1x1(m) -> bool:
-    """A pointwise layer (``rewrites.is_pointwise``) that the chain can run: ungrouped, stride 1, no dilation."""
-    return (is_pointwise(m) and groups(m) == 1 and all(s == 1 for s in _pair(getattr(m, "stride", 1)))
-            and all(d == 1 for d in _pair(getattr(m, "dilation", 1))))
-
-
-def _pair(v) -> tuple:
-    return (v,) if isinstance(v, int) else tuple(v)

@@ -1,0 +1,226 @@
+"""``onebyone bench``: every speed claim measured side by side in one run, reported as ratios.
+
+``run`` runs the sections (``bench.sections``) one or more times and returns one JSON-able dict;
+``summary`` turns it into lines of text, ``write`` into a JSON file and a roofline PNG. Only the
+command imports this package: it holds the timers' harness and ``hold_freed_memory``, which changes
+the process's malloc.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+import torch
+
+from .. import cost
+from ..errors import OneByOneError
+from .memory import hold_freed_memory
+from .sections import bottleneck, dense_prediction, optimized_models, peak, pointwise_op, shared_mlp
+
+
+def _progress(i: int, n: int, what: str) -> None:
+    bar = "#" * int(24 * i / n)
+    sys.stderr.write(f"\rbench [{bar:<24}] {i}/{n} {what:<48}")
+    sys.stderr.write("\n" if i == n else "")
+    sys.stderr.flush()
+
+
+SECTIONS = "abcde"
+
+
+def run(
+    sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1
+) -> dict:
+    """Run the chosen sections ``runs`` times; returns one JSON-able dict: the last run (machine, peak,
+    then a key per section) and ``headlines``, each headline ratio's median over the runs, with
+    ``spread`` (its min and max) and ``runs`` (every run's headlines) when there was more than one."""
+    if runs < 1:
+        raise OneByOneError(f"runs must be at least 1, got {runs}")
+    held = hold_freed_memory()  # page faults of freed-and-refetched activations moved eager mobilenet_v1 by 2x
+    every = []
+    for i in range(runs):
+        prefix = f"run {i + 1}/{runs} " if runs > 1 else ""
+        result = _run_once(sections, quick, compile_, prefix if progress else False)
+        every.append(headlines(result))
+    result["headlines"] = {k: statistics.median(r[k] for r in every) for k in every[0]}
+    result["malloc"] = "freed memory held (bench.hold_freed_memory)" if held else "as the platform runs it"
+    if runs > 1:
+        result["spread"] = {k: [min(r[k] for r in every), max(r[k] for r in every)] for k in every[0]}
+        result["runs"] = every
+    return result
+
+
+def headlines(result: dict) -> dict:
+    """The ratios the README table quotes, by name, from one run."""
+    out = {}
+    for row in result.get("pointwise_op", []):
+        out[f"a {row['c_in']} nchw"], out[f"a {row['c_in']} channels_last"] = (
+            row["pointwise_vs_best_nchw"],
+            row["pointwise_vs_best_cl"],
+        )
+    if "pointwise_op" in result:  # the lowest A/A reading of the run: ratios above it are within the timer's reach
+        out["a control"] = min(v for row in result["pointwise_op"] for v in row["control_vs_best"].values())
+    if "shared_mlp" in result:
+        s = result["shared_mlp"]
+        out["b vs eager"], out["b fraction of peak"] = s["fused_vs_eager"], s["fraction_of_peak"]
+        out["b ceiling vs eager"] = s["ceiling_vs_eager"]
+        out |= {"b vs compile": s["fused_vs_compile"]} if "fused_vs_compile" in s else {}
+    if "dense_prediction" in result:
+        out["c vs each crop"] = result["dense_prediction"]["speedup"]
+    if "bottleneck" in result:
+        out["d of the MAC ratio"] = result["bottleneck"]["speedup_vs_mac_ratio"]
+    for row in result.get("optimize", []):
+        out[f"e {row['model']} vs eager"], out[f"e {row['model']} ceiling vs eager"] = (
+            row["vs_eager"],
+            row["ceiling_vs_eager"],
+        )
+        out |= {f"e {row['model']} vs compile": row["vs_compile"]} if "vs_compile" in row else {}
+    return out
+
+
+def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
+    """One run of the sections; ``progress``: False, or a prefix for the progress bar."""
+    repeat = 3 if quick else 7
+    steps = ["peak"] + [s for s in SECTIONS if s in sections]
+    result = {"machine": _machine(), "quick": quick, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    for i, step in enumerate(steps):
+        if progress is not False:
+            _progress(
+                i,
+                len(steps),
+                progress
+                + {
+                    "peak": "peak and bandwidth",
+                    "a": "(a) pointwise op",
+                    "b": "(b) shared MLP",
+                    "c": "(c) dense prediction",
+                    "d": "(d) bottleneck",
+                    "e": "(e) optimize() on zoo models",
+                }[step],
+            )
+        if step == "peak":
+            result.update(peak(repeat))
+        elif step == "a":
+            result["pointwise_op"] = pointwise_op(quick, repeat)
+        elif step == "b":
+            result["shared_mlp"] = shared_mlp(quick, repeat + 8, compile_)  # the flagship ratio: more rounds
+        elif step == "c":
+            result["dense_prediction"] = dense_prediction(quick, repeat)
+        elif step == "d":
+            result["bottleneck"] = bottleneck(quick, repeat)
+        else:
+            result["optimize"] = optimized_models(quick, repeat + 4, compile_)  # whole models: the noisiest ratios
+    if "pointwise_op" in result:  # the large channels_last 1x1 convs of (a) count towards the peak too
+        sizes = [
+            (r, 2 * cost.conv1x1_cost((r["batch"], r["c_in"], r["size"], r["size"]), r["c_out"]).macs)
+            for r in result["pointwise_op"]
+        ]
+        result["peak_gflops"] = max([result["peak_gflops"]] + [f / r["conv2d_cl"] * 1e3 / 1e9 for r, f in sizes])
+        for row in result["pointwise_op"]:
+            for r in row["roofline"]:
+                r["fraction_of_peak"] = r["gflops"] / result["peak_gflops"]
+    # against the final peak, which (a) may have raised; the ceiling is eager's time over the time of its FLOPs
+    # at that peak (peak / eager's GFLOP/s): the most an implementation whose products run no faster than the
+    # best large 1x1 conv could gain (KxK convs ran up to 15% faster here: benchmarks/limits.py peaks)
+    if "shared_mlp" in result:
+        s = result["shared_mlp"]
+        s["fraction_of_peak"] = s["gflops"]["fused"] / result["peak_gflops"]
+        s["ceiling_vs_eager"] = result["peak_gflops"] / s["gflops"]["eager"]
+    for row in result.get("optimize", []):
+        row["fraction_of_peak"] = {k: v / result["peak_gflops"] for k, v in row["gflops"].items()}
+        row["ceiling_vs_eager"] = result["peak_gflops"] / row["gflops"]["eager"]
+    if progress is not False:
+        _progress(len(steps), len(steps), progress + "done")
+    return result
+
+
+def _machine() -> str:
+    import platform
+
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}, {torch.get_num_threads()} threads, {platform.system()}"
+
+
+def summary(result: dict) -> list[str]:
+    """The last run's measurements as lines of text, then (after several runs) each headline ratio's
+    median and range over the runs (what the README table shows)."""
+    lines = [
+        f"machine: {result['machine']}; peak {result['peak_gflops']:.0f} GFLOP/s (channels_last 1x1 conv), "
+        f"copy bandwidth {result['bandwidth_gbs']:.1f} GB/s"
+        + (f"; malloc: {result['malloc']}" if "malloc" in result else "")
+    ]
+    for row in result.get("pointwise_op", []):
+        lines.append(
+            f"(a) {row['c_in']:>4}->{row['c_out']:<4} Pointwise vs best of conv2d/matmul: "
+            f"NCHW {row['pointwise_vs_best_nchw']:.2f}x, "
+            f"channels_last {row['pointwise_vs_best_cl']:.2f}x; {row['roofline'][1]['fraction_of_peak']:.0%} of peak"
+        )
+    if "pointwise_op" in result:
+        lines.append(
+            "(a) control, F.conv2d timed as a contender against itself: "
+            f"lowest ratio {headlines(result)['a control']:.2f}x"
+        )
+    if "shared_mlp" in result:
+        s = result["shared_mlp"]
+        lines.append(
+            f"(b) shared MLP, B={s['batch']} N={s['points']}: fused {s['fused_vs_eager']:.2f}x eager"
+            + (f", {s['fused_vs_compile']:.2f}x torch.compile" if "fused_vs_compile" in s else "")
+            + f", {s['fraction_of_peak']:.0%} of peak (ceiling {s['ceiling_vs_eager']:.2f}x eager), peak extra memory "
+            + ", ".join(
+                f"{k} {v / 1e6:.1f} MB" if v is not None else f"{k} n/a" for k, v in s["peak_extra_bytes"].items()
+            )
+        )
+    if "dense_prediction" in result:
+        d = result["dense_prediction"]
+        lines.append(
+            f"(c) dense prediction over {d['windows']} windows: convolutionalized {d['speedup']:.1f}x the classifier "
+            f"run crop by crop, {d['speedup_vs_batched_crops']:.1f}x all crops in one batch"
+        )
+    if "bottleneck" in result:
+        d = result["bottleneck"]
+        lines.append(
+            f"(d) 5x5 bottleneck: {d['speedup']:.2f}x faster for a {d['mac_ratio']:.2f}x MAC ratio "
+            f"({d['speedup_vs_mac_ratio']:.2f} of it)"
+        )
+    for row in result.get("optimize", []):
+        lines.append(
+            f"(e) optimize({row['model']}), batch 8: {row['vs_eager']:.2f}x eager "
+            f"(ceiling {row['ceiling_vs_eager']:.2f}x)"
+            + (f", {row['vs_compile']:.2f}x torch.compile" if "vs_compile" in row else "")
+            + "; "
+            + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items())
+            + " of peak"
+        )
+    if "spread" in result:
+        lines.append(
+            f"over {len(result['runs'])} runs, median (min - max): "
+            + "; ".join(f"{k} {cell(result, k)}" for k in result["headlines"])
+        )
+    return lines
+
+
+def cell(result: dict, name: str) -> str:
+    """One headline as the README table writes it: the median, and its range when there were several runs."""
+    fmt = (
+        (lambda v: f"{v:.0%}")
+        if "fraction" in name
+        else (lambda v: f"{v:.2f}")
+        if " of the " in name
+        else (lambda v: f"{v:.2f}x")
+    )
+    lo, hi = result.get("spread", {}).get(name, (None, None))
+    return fmt(result["headlines"][name]) + (f" ({fmt(lo)} - {fmt(hi)})" if lo is not None else "")
+
+
+def write(result: dict, json_path=None, png_path=None) -> None:
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    if png_path:
+        from ..plots import bench_roofline
+
+        bench_roofline(result, png_path)

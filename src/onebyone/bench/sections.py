@@ -1,0 +1,215 @@
+"""The sections of ``onebyone bench``, each a function returning plain dicts of measurements:
+
+  a  the pointwise op over widths: Pointwise vs F.conv2d (NCHW, channels_last) vs torch.matmul
+  b  PointNet's shared MLP 3-64-64-64-128-1024 + max pool: fused vs eager Conv1d vs torch.compile
+  c  dense prediction: a convolutionalized classifier vs the classifier on every crop
+  d  the 5x5 bottleneck: measured speedup vs the MAC ratio
+  e  optimize() on zoo models: vs eager and vs torch.compile
+and ``peak`` (GFLOP/s of a large channels_last 1x1 conv, GB/s of a large copy). Times are the best of
+interleaved repeats after a warm-up (``timeit``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import cost
+from ..torch import Pointwise, convolutionalize
+from ..torch.fast import FusedPointwiseChain, optimize
+from ..torch.fast.timing import per_block, timings
+from ..zoo import create_model, model_info
+from .memory import peak_memory
+
+POINTNET = (3, 64, 64, 64, 128, 1024)
+
+
+POINTNET = (3, 64, 64, 64, 128, 1024)
+
+
+def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1) -> dict:
+    """Best seconds per call of each callable under no_grad over interleaved rounds after a warm-up
+    call (``torch.fast.timing.timings``). The best, not the median: on a shared machine other tenants only ever
+    add time, in bursts longer than a round, and the median of a few rounds moved by 30% from run to
+    run. A callable faster than ``block`` seconds is timed over as many calls in a row as fill it: a
+    1 ms conv timed right after a 5 ms one ran 30-50% slower than in a row of its own. Rounds:
+    ``repeat``, or more (up to 25) while each callable's rounds fit in ``budget`` seconds, so that
+    short calls, whose best of 5 moved by 10% between runs, are sampled as often as they cheaply can."""
+    with torch.no_grad():
+        for f in fns.values():
+            f()  # the warm-up (a first call may pick kernels, pack weights, compile)
+        once = {k: t for k, (t,) in timings(fns, 1).items()}
+        calls = per_block(once, block)
+        rounds = max(repeat, min(25, int(budget / max(calls[k] * t for k, t in once.items()))))
+        return {k: min(v) for k, v in timings(fns, rounds, calls).items()}
+
+
+def peak(repeat: int = 5) -> dict:
+    """GFLOP/s of large channels_last 1x1 convs (best shape) and GB/s of a 256 MB copy."""
+    best = 0.0
+    for b, c, o, s in ((4, 1024, 1024, 28), (1, 512, 2048, 32), (4, 256, 1024, 56)):
+        x = torch.randn(b, c, s, s).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(o, c, 1, 1)
+        t = timeit({"conv": lambda: F.conv2d(x, w)}, repeat)["conv"]
+        best = max(best, 2 * b * s * s * c * o / t / 1e9)
+    src, dst = torch.randn(32 << 20), torch.empty(32 << 20)
+    t = timeit({"copy": lambda: dst.copy_(src)}, repeat)["copy"]
+    return {"peak_gflops": best, "bandwidth_gbs": 2 * src.numel() * 4 / t / 1e9}
+
+
+def _roof(name, flops, bytes_, seconds, section) -> dict:
+    return {
+        "section": section,
+        "name": name,
+        "gflops": flops / seconds / 1e9,
+        "intensity": flops / bytes_,
+        "ms": seconds * 1e3,
+    }
+
+
+def pointwise_op(quick: bool, repeat: int) -> list:
+    rows = []
+    b, s = (4, 28) if quick else (8, 56)
+    for c in ((3, 64, 256, 1024) if quick else (3, 16, 64, 256, 512, 1024)):
+        o = 64 if c == 3 else c
+        layer = Pointwise(c, o).eval()
+        w, bias = layer.weight, layer.bias
+        x = torch.randn(b, c, s, s)
+        xcl = x.contiguous(memory_format=torch.channels_last)
+        # each layout's contenders timed among themselves: the ratio is within a layout, and NCHW's large
+        # matmul outputs would otherwise evict and unmap what the channels_last calls use. The control is
+        # F.conv2d a second time: its ratio shows how far the timer alone moves a ratio (an A/A test)
+        t = timeit({"pointwise_nchw": lambda: layer(x), "conv2d_nchw": lambda: F.conv2d(x, w, bias),
+                    "matmul_nchw": lambda: torch.matmul(w.flatten(1), x.flatten(2)) + bias[:, None],
+                    "control_nchw": lambda: F.conv2d(x, w, bias)}, repeat)
+        t |= timeit({"pointwise_cl": lambda: layer(xcl), "conv2d_cl": lambda: F.conv2d(xcl, w, bias),
+                     "matmul_cl": lambda: torch.matmul(xcl.permute(0, 2, 3, 1), w.flatten(1).t()) + bias,
+                     "control_cl": lambda: F.conv2d(xcl, w, bias)}, repeat)
+        flops = 2 * cost.conv1x1_cost((b, c, s, s), o).macs
+        bytes_ = 4 * (b * s * s * (c + o) + c * o)
+        row = {"c_in": c, "c_out": o, "batch": b, "size": s, **{k: v * 1e3 for k, v in t.items()}}
+        row["pointwise_vs_best_nchw"] = min(t["conv2d_nchw"], t["matmul_nchw"]) / t["pointwise_nchw"]
+        row["pointwise_vs_best_cl"] = min(t["conv2d_cl"], t["matmul_cl"]) / t["pointwise_cl"]
+        row["control_vs_best"] = {
+            k: min(t[f"conv2d_{k}"], t[f"matmul_{k}"]) / t[f"control_{k}"] for k in ("nchw", "cl")
+        }
+        row["roofline"] = [
+            _roof(f"pointwise {c}->{o} {k}", flops, bytes_, t[k], "a") for k in ("pointwise_nchw", "pointwise_cl")
+        ]
+        rows.append(row)
+    return rows
+
+
+def _pointnet_parts(b: int, n: int):
+    torch.manual_seed(0)
+    eager = nn.Sequential(*[m for i, o in zip(POINTNET, POINTNET[1:]) for m in (nn.Conv1d(i, o, 1), nn.ReLU())]).eval()
+    fused = FusedPointwiseChain.from_layers(list(eager), pool="max")
+    x = torch.randn(b, 3, n)
+    return eager, fused, x
+
+
+def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
+    b, n = (8, 1024) if quick else (32, 1024)
+    eager, fused, x = _pointnet_parts(b, n)
+    fns = {"eager": lambda: eager(x).amax(2), "fused": lambda: fused(x)}
+    if compile_:
+        comp = torch.compile(eager)
+        fns["compile"] = lambda: comp(x).amax(2)
+    with torch.no_grad():
+        ref = eager(x).amax(2)
+        err = {k: float((f() - ref).abs().max()) for k, f in fns.items()}
+    t = timeit(fns, repeat)
+    flops = 2 * b * n * sum(i * o for i, o in zip(POINTNET, POINTNET[1:]))
+    mem = {k: peak_memory(f) for k, f in fns.items()}
+    out = {"batch": b, "points": n, "ms": {k: v * 1e3 for k, v in t.items()}, "max_abs_diff": err,
+           "gflops": {k: flops / v / 1e9 for k, v in t.items()}, "peak_extra_bytes": mem,
+           "fused_vs_eager": t["eager"] / t["fused"],
+           "fused_memory_vs_eager": None if mem["eager"] is None else mem["fused"] / max(mem["eager"], 1),
+           "roofline": [_roof(f"shared MLP {k}", flops, 4 * b * n * (3 + 1024), v, "b") for k, v in t.items()]}
+    if compile_:
+        out["fused_vs_compile"] = t["compile"] / t["fused"]
+    return out
+
+
+def _window_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    ).eval()
+
+
+def dense_prediction(quick: bool, repeat: int) -> dict:
+    model = _window_classifier()  # 28x28 windows, total stride 4, no padding: each cell equals its crop
+    conv, _ = convolutionalize(model, (1, 28, 28))
+    image = torch.randn(1, 1, 252, 252)
+    crops = image.unfold(2, 28, 4).unfold(3, 28, 4)  # (1, 1, 57, 57, 28, 28)
+    crops = crops.permute(0, 2, 3, 1, 4, 5).reshape(-1, 1, 28, 28).contiguous()  # (3249, 1, 28, 28)
+    one_by_one = lambda: [model(crops[i:i + 1]) for i in range(len(crops))]  # noqa: E731
+    t = timeit({"every_crop_batched": lambda: model(crops), "every_crop_one_by_one": one_by_one,
+                "convolutionalized": lambda: conv(image)}, max(1, repeat // 2))
+    with torch.no_grad():
+        grid = conv(image)[0].permute(1, 2, 0).reshape(-1, 10)  # (10, 57, 57) -> (3249, 10)
+        err = float((grid - model(crops)).abs().max())
+    return {"windows": crops.shape[0], "ms": {k: v * 1e3 for k, v in t.items()}, "max_abs_diff": err,
+            "speedup": t["every_crop_one_by_one"] / t["convolutionalized"],
+            "speedup_vs_batched_crops": t["every_crop_batched"] / t["convolutionalized"]}
+
+
+def bottleneck(quick: bool, repeat: int) -> dict:
+    b = 4 if quick else 8
+    torch.manual_seed(0)
+    x = torch.randn(b, 192, 28, 28).contiguous(memory_format=torch.channels_last)
+    direct = nn.Conv2d(192, 32, 5, padding=2).eval().to(memory_format=torch.channels_last)
+    reduce = (
+        nn.Sequential(nn.Conv2d(192, 16, 1), nn.ReLU(), nn.Conv2d(16, 32, 5, padding=2))
+        .eval()
+        .to(memory_format=torch.channels_last)
+    )
+    t = timeit({"direct_5x5": lambda: direct(x), "bottleneck": lambda: reduce(x)}, repeat)
+    macs_direct = cost.conv_cost((1, 192, 28, 28), 32, 5, padding="same").macs
+    macs_bottle = (
+        cost.conv1x1_cost((1, 192, 28, 28), 16).macs + cost.conv_cost((1, 16, 28, 28), 32, 5, padding="same").macs
+    )
+    ratio = macs_direct / macs_bottle
+    speedup = t["direct_5x5"] / t["bottleneck"]
+    return {"batch": b, "macs_direct": macs_direct, "macs_bottleneck": macs_bottle, "mac_ratio": ratio,
+            "ms": {k: v * 1e3 for k, v in t.items()}, "speedup": speedup, "speedup_vs_mac_ratio": speedup / ratio}
+
+
+def optimized_models(
+    quick: bool, repeat: int, compile_: bool, names=("nin_cifar", "squeezenet1_1", "mobilenet_v1")
+) -> list:
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model(name).eval()
+        x = torch.randn(8, *model_info(name).input_size)
+        opt, report = optimize(model, x)
+        fns = {"eager": lambda: model(x), "optimized": lambda: opt(x)}
+        if compile_:
+            comp = torch.compile(model)
+            fns["compile"] = lambda: comp(x)
+        t = timeit(fns, repeat)
+        flops = 2 * 8 * model_info(name).macs
+        row = {
+            "model": name,
+            "batch": 8,
+            "ms": {k: v * 1e3 for k, v in t.items()},
+            "vs_eager": t["eager"] / t["optimized"],
+            "gflops": {k: flops / v / 1e9 for k, v in t.items()},
+            "changes": len(report.changed),
+            "max_abs_diff": report.max_abs_diff,
+        }
+        if compile_:
+            row["vs_compile"] = t["compile"] / t["optimized"]
+        rows.append(row)
+    return rows

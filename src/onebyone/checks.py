@@ -1,0 +1,87 @@
+"""Input checks shared by the NumPy core and the adapters; each raises ``OneByOneError`` naming what
+was expected and what was got, with the shapes."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .errors import OneByOneError
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise OneByOneError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def check_choice(value, choices, name: str):
+    if value not in choices:
+        raise OneByOneError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """A Python or NumPy integer >= minimum (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise OneByOneError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise OneByOneError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, returned as a pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise OneByOneError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return check_int(value[0], name, minimum), check_int(value[1], name, minimum)
+    v = check_int(value, name, minimum)
+    return v, v
+
+
+def as_float_array(x, name: str, ndim=None) -> np.ndarray:
+    """x as a float32/float64 array; other numeric dtypes become float64.
+
+    Args:
+        ndim: an int or a tuple of allowed ranks (None: any rank >= 1).
+    """
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiub":
+        raise OneByOneError(f"{name} must be a numeric array, got dtype {a.dtype}")
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            raise OneByOneError(f"{name} must have rank {want}, got rank {a.ndim} with shape {a.shape}")
+    elif a.ndim == 0:
+        raise OneByOneError(f"{name} must have rank >= 1, got a scalar")
+    if a.size == 0:
+        raise OneByOneError(f"{name} must not be empty, got shape {a.shape}")
+    return a
+
+
+def check_finite(a: np.ndarray, name: str) -> np.ndarray:
+    """Refuse NaN/Inf (used by the weight converters, which must be exact)."""
+    a = as_float_array(a, name)
+    if not np.all(np.isfinite(a)):
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise OneByOneError(f"{name} must be finite, got {bad} NaN/Inf value(s) in shape {a.shape}")
+    return a
+
+
+def check_bias(b, out: int, dtype) -> np.ndarray | None:
+    if b is None:
+        return None
+    b = as_float_array(b, "b", ndim=1).astype(dtype, copy=False)
+    if b.shape != (out,):
+        raise OneByOneError(f"b must have shape ({out},) to match {out} output channels, got {b.shape}")
+    return b
+
+
+def result_dtype(*arrays) -> np.dtype:
+    return np.result_type(*[a.dtype for a in arrays if a is not None])

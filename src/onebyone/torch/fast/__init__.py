@@ -1,0 +1,9 @@
+"""The speed machinery, kept apart from the layers: ``optimize()`` and the modules it puts in a model
+(``ConvAct``, ``FusedPointwiseChain``), which run oneDNN's fused ops with packed weights and pick
+between kernels by timing them once per input shape. Nothing in the layers, the rewrites or the
+analyzer imports this package."""
+from .chain import FusedPointwiseChain
+from .convact import ConvAct
+from .optimize import optimize
+
+__all__ = ["ConvAct", "FusedPointwiseChain", "optimize"]

@@ -1,0 +1,69 @@
+"""The interleaved timer that the fast paths use to pick a kernel once per shape, and that
+``onebyone bench`` uses to compare contenders."""
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+from ...errors import OneByOneError
+
+
+def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1, block: float = 1e-3):
+    """The candidate that runs ``args`` fastest; candidates that raise (no kernel for this dtype...) drop out.
+
+    The candidates are timed in interleaved rounds (3 to 15, as many as fit in about ``budget`` seconds
+    each) and compared by their median; a sample is a block of calls in a row lasting about ``block``
+    seconds. The first candidate keeps its place unless another beats it by more than ``margin``.
+    """
+    first = {}
+    for fn in cands:
+        try:
+            fn(*args)  # a warm-up call, then one timed call
+            first[fn] = once(fn, *args)
+        except (RuntimeError, NotImplementedError, AttributeError):
+            continue
+    if not first:
+        shapes = [getattr(a, "shape", a) for a in args]
+        raise OneByOneError(f"no kernel among {[f.__name__ for f in cands]} runs on inputs {shapes}")
+    calls = per_block(first, block)
+    rounds = max(3, min(15, int(budget / max(block, min(first.values())))))
+    times = medians({fn: (lambda fn=fn: fn(*args)) for fn in first}, rounds, calls)
+    best = min(times, key=times.get)
+    default = next(iter(times))
+    return best if times[best] < (1 - margin) * times[default] else default
+
+
+def per_block(seconds: dict, block: float) -> dict:
+    """Calls in a row (1 to 50) that fill ``block`` seconds, for each callable's seconds per call."""
+    return {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, t in seconds.items()}
+
+
+def medians(fns: dict, rounds: int, calls=None) -> dict:
+    """Median seconds per call of each no-argument callable over ``rounds`` interleaved rounds (``timings``)."""
+    return {k: sorted(v)[len(v) // 2] for k, v in timings(fns, rounds, calls).items()}
+
+
+def timings(fns: dict, rounds: int, calls=None) -> dict:
+    """Seconds per call of each no-argument callable in each of ``rounds`` interleaved rounds.
+
+    Each round runs the callables in a new (seeded) random order, so drift and the allocator hit every
+    candidate alike. ``calls`` (name -> n, default 1): time n calls in a row and divide.
+    """
+    keys, order, calls = list(fns), random.Random(0), calls or {}
+    times = {k: [] for k in keys}
+    for _ in range(rounds):
+        for k in order.sample(keys, len(keys)):
+            times[k].append(once(fns[k], n=calls.get(k, 1)))
+    return times
+
+
+def once(fn, *args, n: int = 1) -> float:
+    """Seconds per call of ``n`` calls of ``fn(*args)`` in a row (CUDA synchronised)."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn(*args)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n

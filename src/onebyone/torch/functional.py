@@ -1,0 +1,56 @@
+"""``pointwise``: the 1x1 conv as a function, on one fixed kernel per input layout.
+
+``y[:, o] = sum_c W[o, c] x[:, c] + b[o]`` at every position. The kernel depends only on the input's
+rank and ``channel_dim`` (no timing, no state), so a model runs the same ops in every process and
+exports with dynamic shapes:
+
+====================================  =================================================================
+input                                 kernel
+====================================  =================================================================
+(B, C, H, W), either memory format    ``F.conv2d`` (oneDNN on CPUs keeps the input's memory format)
+(B, C, L)                             ``F.conv2d`` on a channels_last (B, C, L, 1) view
+(B, C) and (..., C) (channel_dim=-1)  ``F.linear``; grouped: ``F.conv2d`` on a (1, C, M, 1) view
+(B, C, D, H, W) and higher            channel-last, as the row above
+====================================  =================================================================
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def strided(x, stride: int, dims):
+    """Every ``stride``-th position along ``dims`` (a 1x1 conv with a stride only subsamples)."""
+    if stride == 1:
+        return x
+    return x[tuple(slice(None, None, stride) if a in dims else slice(None) for a in range(x.dim()))]
+
+
+def _channel_last(x, w, b, groups):  # (..., C) -> (..., O)
+    if groups == 1:
+        return F.linear(x, w.flatten(1), b)
+    lead = x.shape[:-1]
+    x4 = x.reshape(1, -1, 1, x.shape[-1]).permute(0, 3, 1, 2)  # (M, C) -> (1, C, M, 1), channels_last strides
+    y = F.conv2d(x4, w, b, 1, 0, 1, groups)  # (1, O, M, 1)
+    return y.permute(0, 2, 3, 1).reshape(*lead, w.shape[0])  # -> (..., O)
+
+
+def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
+    """The 1x1 conv of ``x`` with ``weight`` (O, C/g, 1, 1) and ``bias`` (O,) or None.
+
+    >>> pointwise(torch.ones(2, 3, 4, 4), torch.ones(5, 3, 1, 1)).shape
+    torch.Size([2, 5, 4, 4])
+    >>> pointwise(torch.ones(2, 7, 3), torch.ones(5, 3, 1, 1), channel_dim=-1).shape
+    torch.Size([2, 7, 5])
+    """
+    if channel_dim == -1:
+        return _channel_last(strided(x, stride, range(1, x.dim() - 1)), weight, bias, groups)
+    if x.dim() == 4:
+        return F.conv2d(x, weight, bias, stride, 0, 1, groups)
+    if x.dim() == 3:  # (B, C, L) as a channels_last (B, C, L, 1) image, where oneDNN's conv is fast
+        x4 = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x4, weight, bias, (stride, 1), 0, 1, groups).squeeze(-1)
+    if x.dim() == 2:
+        return _channel_last(x, weight, bias, groups)
+    y = _channel_last(strided(x, stride, range(2, x.dim())).movedim(1, -1), weight, bias, groups)  # (B, *S, O)
+    return y.movedim(-1, 1)  # (B, O, *S)

@@ -1,0 +1,50 @@
+"""What kind of layer a torch module is: the predicates and type tables that the rewrites, the fast
+paths and the analyzer share (each meaning has one name here)."""
+from __future__ import annotations
+
+from torch import nn
+
+from . import activations
+from .layers import ChannelBatchNorm, Pointwise
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+ELEMENTWISE = activations.MODULES + (nn.Dropout, nn.Identity)  # no mixing across channels or positions
+ACTIVATION_LIKE = activations.MODULES + (nn.Softmax, nn.LogSoftmax, nn.PReLU)  # the analyzer's "activation" rows
+
+
+def groups(m) -> int:
+    return getattr(m, "groups", 1)
+
+
+def channel_axis(m) -> str:
+    """'first' when the layer reads channels on dim 1, 'last' when on the last dim."""
+    if isinstance(m, nn.Linear) or (isinstance(m, (Pointwise, ChannelBatchNorm)) and m.channel_dim == -1):
+        return "last"
+    return "first"
+
+
+def is_pointwise(m) -> bool:
+    """A layer whose output at each position depends only on the input at that position: a Linear, a
+    Pointwise, or a Conv with a 1x1 kernel and no padding (any stride or groups)."""
+    if isinstance(m, (nn.Linear, Pointwise)):
+        return True
+    return (isinstance(m, CONVS) and all(k == 1 for k in m.kernel_size)
+            and (m.padding == "valid" or all(p == 0 for p in m.padding)))
+
+
+def is_pointwise_conv(m) -> bool:
+    """A pointwise layer that reads its channels as a conv does (on dim 1, or a Pointwise): not a Linear."""
+    return m is not None and is_pointwise(m) and not isinstance(m, nn.Linear)
+
+
+def is_plain_pointwise(m) -> bool:
+    """A pointwise layer that is one (O, C) matrix applied at every position: ungrouped, stride 1, no dilation."""
+    return (is_pointwise(m) and groups(m) == 1 and all(s == 1 for s in _tuple(getattr(m, "stride", 1)))
+            and all(d == 1 for d in _tuple(getattr(m, "dilation", 1))))
+
+
+def _tuple(v) -> tuple:
+    return (v,) if isinstance(v, int) else tuple(v)

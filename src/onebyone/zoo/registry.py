@@ -1,0 +1,73 @@
+"""The zoo's registry: ``register_model``, ``create_model``, ``list_models``, ``model_info``, and
+``from_spec``, which also resolves ``package.module:factory``."""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import OneByOneError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    fn: Callable
+    input_size: tuple  # one sample's (C, H, W) or (C, N)
+    params: int  # with the default arguments, as stated in the family's docstring
+    macs: int  # at input_size, batch 1 (multiply-accumulates, bias excluded)
+
+
+_REGISTRY: dict = {}
+
+
+def register_model(input_size, params: int, macs: int):
+    """Register ``fn(**kwargs) -> nn.Module`` under its function name, with its default input size and
+    the params and MACs its docstring states (the zoo test checks them with the analyzer)."""
+    def wrap(fn):
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, fn, tuple(input_size), params, macs)
+        return fn
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list:
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    if name not in _REGISTRY:
+        raise OneByOneError(f"unknown model {name!r}; the zoo has: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs):
+    """Build a registered model, e.g. ``create_model("mobilenet_v1", num_classes=10, alpha=0.5)``."""
+    return model_info(name).fn(**kwargs)
+
+
+def from_spec(spec: str):
+    """A zoo name or ``package.module:factory`` -> (model, default input size or None).
+
+    The current directory is searched for the module, as ``python -m`` does. A factory's model may
+    carry a ``default_input_size`` attribute.
+    """
+    if ":" not in spec:
+        info = model_info(spec)  # an unknown name lists the zoo
+        return info.fn(), info.input_size
+    mod_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001
+        raise OneByOneError(f"could not import module {mod_name!r} (from {spec!r}): {type(e).__name__}: {e}") from e
+    if not hasattr(module, attr):
+        raise OneByOneError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
+    try:
+        model = getattr(module, attr)()
+    except Exception as e:  # noqa: BLE001
+        raise OneByOneError(f"calling {spec}() failed: {type(e).__name__}: {e}") from e
+    return model, getattr(model, "default_input_size", None)
