@@ -102,7 +102,7 @@ def test_optimize_fuses_conv_activation_pairs_and_leaves_odd_convs():
 
 @pytest.mark.parametrize("act", list(ACTS))
 def test_both_kernels_of_a_1x1_convact_agree(act):
-    from onebyone.torch import convact
+    from onebyone.torch.fast import convact
 
     torch.manual_seed(0)
     layer = Pointwise(24, 40).eval()
@@ -119,3 +119,16 @@ def test_both_kernels_of_a_1x1_convact_agree(act):
             (convact._rows_linear, m.weight),
         ):
             torch.testing.assert_close(fn(x, w, m.bias, geom, act), want, rtol=1e-5, atol=1e-5)
+
+
+def test_optimize_times_kernels_explicitly_and_reports_the_choice():
+    torch.manual_seed(0)
+    model = nn.Sequential(Pointwise(16, 32), nn.ReLU(), nn.Conv2d(32, 8, 3, padding=1)).eval()
+    x = torch.randn(2, 16, 12, 12)
+    opt, report = optimize(model, x, channels_last=True)
+    chosen = {r["name"]: r for r in report.layers}
+    assert set(chosen) == {"model.0"}  # the 1x1 conv on channels_last rows; the 3x3 conv has one kernel
+    assert chosen["model.0"]["input_shape"] == [2, 16, 12, 12]
+    assert chosen["model.0"]["kernel"] in ("conv", "matmul over rows")
+    assert opt.model[0].kernels() == {(2, 16, 12, 12): chosen["model.0"]["kernel"]}
+    assert any("kernels timed on the example" in n for n in report.notes)

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from onebyone import OneByOneError, forms
-from onebyone.torch import ChannelBatchNorm, Pointwise, SharedMLP, engine
+from onebyone.torch import ChannelBatchNorm, Pointwise, SharedMLP, pointwise
+from onebyone.torch.fast import timing
 
 
 def test_state_dict_and_init_equal_conv2d_kernel_1():
@@ -43,26 +44,23 @@ def test_pointwise_equals_the_torch_layers(groups, stride, dtype, tol):
         assert (got.permute(0, 3, 1, 2) - ref).abs().max() <= tol * ref.abs().max()
 
 
-def test_every_kernel_candidate_computes_the_same(monkeypatch):
-    x = torch.randn(2, 16, 30, 30)
-    w, b = torch.randn(24, 16, 1, 1), torch.randn(24)
-    ref = torch.nn.functional.conv2d(x, w, b)
-    for kind, inp in [("nchw", x), ("ncl", x.flatten(2))]:
-        for fn in engine._candidates(kind, 1):
-            y = fn(inp, w, b, 1, 1)
-            assert (y.reshape(ref.shape) - ref).abs().max() < 1e-4, fn.__name__
-    last = x.permute(0, 2, 3, 1)
-    for fn in engine._candidates("last", 1):
-        assert (fn(last, w, b, 1, 1).permute(0, 3, 1, 2) - ref).abs().max() < 1e-4, fn.__name__
-
-
-def test_the_kernel_choice_is_timed_once_and_cached():
-    pw = Pointwise(32, 64).eval()
-    x = torch.randn(4, 32, 40, 40)
-    with torch.no_grad():
-        pw(x)
-    keys = [k for k in engine.choices() if k[3] == (4, 32, 40, 40)]
-    assert len(keys) == 1 and engine.choices()[keys[0]] in {f.__name__ for f in engine._candidates("nchw", 1)}
+@pytest.mark.parametrize("groups", [1, 4])
+def test_each_layout_runs_one_fixed_kernel_equal_to_conv2d(groups):
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 6, 5)
+    w, b = torch.randn(24, 16 // groups, 1, 1), torch.randn(24)
+    ref = torch.nn.functional.conv2d(x, w, b, groups=groups)  # (2, 24, 6, 5)
+    cases = {"nchw": (x, 1, lambda y: y), "channels_last": (x.contiguous(memory_format=torch.channels_last), 1, lambda y: y),
+             "(B, C, L)": (x.flatten(2), 1, lambda y: y.view(ref.shape)),
+             "(B, C, D, H, W)": (x.unsqueeze(2), 1, lambda y: y.squeeze(2)),
+             "(B, C)": (x[:, :, 0, 0], 1, lambda y: y), "(..., C)": (x.permute(0, 2, 3, 1), -1, lambda y: y.permute(0, 3, 1, 2))}
+    for name, (inp, cd, back) in cases.items():
+        want = ref[:, :, 0, 0] if name == "(B, C)" else ref
+        got = back(pointwise(inp, w, b, 1, groups, cd))
+        assert (got - want).abs().max() < 1e-4, name
+    layer = Pointwise(16, 24, groups=groups)
+    assert not [k for k in vars(layer) if k not in vars(nn.Module())] or set(vars(layer)) - set(vars(nn.Module())) == {
+        "in_channels", "out_channels", "groups", "stride", "channel_dim"}  # no cached kernel or timing state
 
 
 def test_gradients_and_double_backward():
@@ -181,7 +179,6 @@ def test_pointwise_fast_call_still_runs_hooks_added_later():
     x = torch.randn(2, 4, 5, 5)
     with torch.no_grad():
         plain = layer(x)
-        assert layer._last is not None  # the next call like this one takes the fast path
         torch.testing.assert_close(layer(x), plain)
         seen = []
         h1 = layer.register_forward_pre_hook(lambda m, args: (2 * args[0],))
@@ -200,7 +197,7 @@ def test_pointwise_fast_call_still_runs_hooks_added_later():
 
 def test_kernel_choice_keeps_the_default_unless_another_is_clearly_faster(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
 
     def kernel(cost, name, calls):
         def run():
@@ -215,15 +212,15 @@ def test_kernel_choice_keeps_the_default_unless_another_is_clearly_faster(monkey
         kernel(0.95e-4, "close", calls),
         kernel(0.5e-4, "fast", calls),
     )
-    assert engine.fastest([default, close]) is default  # 5% faster: within the 10% margin
-    assert engine.fastest([default, close, fast]) is fast
+    assert timing.fastest([default, close]) is default  # 5% faster: within the 10% margin
+    assert timing.fastest([default, close, fast]) is fast
     assert calls.count("default") > 15 * 10  # a 0.1 ms kernel is timed in blocks of ~1 ms, over many rounds
 
     def broken():
         raise RuntimeError("no kernel for this dtype")
-    assert engine.fastest([broken, close]) is close  # a candidate that raises drops out
+    assert timing.fastest([broken, close]) is close  # a candidate that raises drops out
     with pytest.raises(OneByOneError, match="no kernel among"):
-        engine.fastest([broken])
+        timing.fastest([broken])
 
 
 def test_hold_freed_memory_stops_page_faults_of_reused_activations():
@@ -232,14 +229,14 @@ def test_hold_freed_memory_stops_page_faults_of_reused_activations():
     import sys
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        from onebyone.torch import hold_freed_memory
+        from onebyone.bench import hold_freed_memory
         assert hold_freed_memory() is False
         return
     # in a fresh process: first glibc's low-threshold state (every 20 MB block mmapped, unmapped when
     # freed), then after hold_freed_memory(): the same loop must stop faulting its pages in again
     code = """
 import ctypes, resource, torch
-from onebyone.torch import hold_freed_memory
+from onebyone.bench import hold_freed_memory
 ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)
 def faults():
     for _ in range(2):  # warm-up blocks: after the call, the first may still grow the heap once (in 7 of 25

@@ -19,7 +19,8 @@ from torch import nn
 from ... import algebra, chain_plan, cost
 from ...activations import FUSABLE
 from ...errors import OneByOneError
-from .. import activations as acts
+from ..activations import function as act_function
+from ..activations import name_of as act_name
 from ..functional import pointwise
 from ..layer_kinds import is_plain_pointwise
 from ..layers import ChannelBatchNorm, SharedMLP
@@ -34,12 +35,12 @@ _ENGINE: dict = {}
 # --- engines: each computes act(rows @ W.T + b) for rows (T, C), W (O, C, 1, 1) ---------------------
 
 def _conv(h, w4, b, act, packed=None):  # rows (T, C) viewed as a channels_last (1, C, T, 1) image -> rows (T, O)
-    return acts.function(act, inplace=True)(F.conv2d(h.t()[None, :, :, None], w4, b)[0, :, :, 0].t())
+    return act_function(act, inplace=True)(F.conv2d(h.t()[None, :, :, None], w4, b)[0, :, :, 0].t())
 
 
 def _addmm(h, w4, b, act, packed=None):  # rows (T, C) @ (C, O)
     wt = w4.flatten(1).t()
-    return acts.function(act, inplace=True)(torch.mm(h, wt) if b is None else torch.addmm(b, h, wt))
+    return act_function(act, inplace=True)(torch.mm(h, wt) if b is None else torch.addmm(b, h, wt))
 
 
 def _mkldnn(
@@ -140,8 +141,8 @@ class FusedPointwiseChain(nn.Module):
                 weights[-1][0], weights[-1][1] = algebra.fold_affine_after(weights[-1][0], weights[-1][1], scale, shift)
             elif isinstance(m, nn.Dropout) and m.training:
                 raise OneByOneError(f"{where} is in training mode: call .eval() before fusing")
-            elif acts.name_of(m) in FUSABLE:
-                name = acts.name_of(m)
+            elif act_name(m) in FUSABLE:
+                name = act_name(m)
                 if name != "identity" and acts[-1] != "identity":
                     raise OneByOneError(f"{where}: two activations in a row cannot be fused")
                 acts[-1] = name if name != "identity" else acts[-1]
@@ -196,7 +197,7 @@ class FusedPointwiseChain(nn.Module):
     def plain(self, x):
         """Layer by layer, through ``functional.pointwise``: what autograd runs."""
         for w, b, act in zip(self.weights, self.biases, self.plan.acts):
-            x = acts.function(act)(pointwise(x, w, b, 1, 1, self.channel_dim))
+            x = act_function(act)(pointwise(x, w, b, 1, 1, self.channel_dim))
         if self.plan.pool is None:
             return x
         rows = x.movedim(1, -1).flatten(1, -2) if self.channel_dim == 1 else x.flatten(1, -2)  # (B, P, O)
@@ -241,6 +242,6 @@ class FusedPointwiseChain(nn.Module):
             else:
                 out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
         if plan.pool_first:
-            out = acts.function(plan.acts[-1])(out + self.biases[-1])
+            out = act_function(plan.acts[-1])(out + self.biases[-1])
         return out if plan.pool else self._shape_back(out, x)
 

@@ -101,10 +101,7 @@ class ConvAct(nn.Module):
         clearly faster."""
         geom = self._geom
         packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight.detach(), *geom, list(x.shape))
-        one_by_one = (
-            self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
-        )
-        if not one_by_one:
+        if not self.timed:
             return _packed_conv, packed
         lin = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().flatten(1), x.numel() // x.shape[1])
         b, act = self.bias, self.act
@@ -112,8 +109,16 @@ class ConvAct(nn.Module):
                 (lambda: _rows_linear(x, lin, b, geom, act)): (_rows_linear, lin)}
         return runs[fastest(list(runs))]
 
+    @property
+    def timed(self) -> bool:
+        """Does this layer choose its kernel by timing (a stride-1, ungrouped, unpadded 1x1 conv)?"""
+        return self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
+
     def kernels(self) -> dict:
-        """The kernel chosen for each channels_last input shape seen so far: 'conv' or 'matmul over rows'."""
+        """The kernel timed and chosen for each channels_last input shape seen so far: 'conv' or 'matmul
+        over rows' (empty unless ``timed``)."""
+        if not self.timed:
+            return {}
         return {k[0]: "conv" if fn is _packed_conv else "matmul over rows" for k, (fn, _) in self._packed.items()}
 
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
