@@ -145,7 +145,8 @@ def train(
         metrics = json.loads((out / "metrics.json").read_text())
         start = state["epoch"] + 1
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    dataset = data.as_dataset(xtr, ytr)
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(xtr)),
+                                             torch.from_numpy(np.ascontiguousarray(ytr)))
     for epoch in range(start, min(cfg.epochs, until or cfg.epochs) + 1):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc.: the same whether resumed or not
         for g in opt.param_groups:

@@ -8,7 +8,6 @@
   and noise; the same seed always gives the same clouds.
 - a path: a folder with one subfolder of images per class, or an ``.npz`` with arrays ``x`` and ``y``.
 
-``as_dataset(x, y)`` wraps the arrays in a torch ``TensorDataset``.
 """
 from __future__ import annotations
 
@@ -94,13 +93,4 @@ def compose_canvas(images, grid: int = 3, gap=None, seed: int = 0) -> np.ndarray
     return canvas
 
 
-def as_dataset(x, y):
-    """The arrays as a torch TensorDataset (imports torch)."""
-    import torch
-
-    return torch.utils.data.TensorDataset(
-        torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-    )
-
-
-__all__ = ["NAMES", "SHAPES", "as_dataset", "class_names", "compose_canvas", "load", "num_classes", "read_image"]
+__all__ = ["NAMES", "SHAPES", "class_names", "compose_canvas", "load", "num_classes", "read_image"]

@@ -1,0 +1,111 @@
+"""The package's import graph, read from the source (AST, every import at any depth): no cycles, no
+module importing a higher layer, and no framework in the NumPy core."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "src"
+FRAMEWORKS = {"torch", "keras", "tensorflow", "jax", "torchvision", "timm", "safetensors"}
+# lowest first; a module may import its own layer and the ones before it. `onebyone.torch` (the package's
+# __init__) re-exports the fast path, so it sits with it; the front door (`import onebyone`, the CLI,
+# the analyzer that picks a framework) sits on top.
+LAYERS = [
+    ("core", ["errors", "checks", "activations", "ops", "layout", "forms", "cost", "algebra", "chain_plan", "stats"]),
+    ("data", ["data"]),
+    ("pages", ["plots", "webpage", "model_page", "tour"]),
+    ("adapters", ["torch", "keras"]),
+    ("fast path", ["torch.fast", "=torch"]),  # "=": that module alone, not its submodules
+    ("models and training", ["zoo", "train"]),
+    ("benchmark", ["bench"]),
+    ("front door", ["=", "cli", "__main__", "analyzer"]),
+]
+NUMPY_ONLY = {"core", "data", "pages"}
+# the one optional use: the `params` lesson cross-checks its count against Keras's count_params() when
+# Keras is installed (inside the lesson, after find_spec), and says so when it is not
+OPTIONAL_REFERENCE = {"onebyone.tour.lessons_basics": {"keras"}}
+
+
+def modules() -> dict:
+    """Module name -> path, for every module of the package (a package is its __init__)."""
+    out = {}
+    for path in (ROOT / "onebyone").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: dict) -> set:
+    """Every module this one imports (its own package's modules by name, others by top-level name)."""
+    is_pkg = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name if a.name in known else a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            if mod not in known:
+                found.add(mod.split(".")[0])
+                continue
+            subs = {f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in known}
+            found |= subs if len(subs) == len(node.names) else subs | {mod}
+    return found
+
+
+def layer_of(name: str) -> str:
+    """The layer of a module: its longest matching prefix in LAYERS."""
+    rel = name.removeprefix("onebyone").removeprefix(".")
+    hits = [(len(p), layer) for layer, prefixes in LAYERS for p in prefixes
+            if (rel == p[1:] if p.startswith("=") else rel == p or rel.startswith(p + "."))]
+    assert hits, f"{name} is in no layer: add it to LAYERS"
+    return max(hits)[1]
+
+
+GRAPH = {name: imports(name, path, modules()) for name, path in modules().items()}
+
+
+def test_the_graph_is_read():
+    assert "onebyone.torch.layers" in GRAPH["onebyone.torch.rewrites"]
+    assert "torch" in GRAPH["onebyone.torch.layers"] and "numpy" in GRAPH["onebyone.ops"]
+    assert GRAPH["onebyone.torch.fast.chain"] >= {"onebyone.chain_plan", "onebyone.torch.fast.onednn"}
+
+
+def test_no_import_cycles():
+    inner = {k: {v for v in vs if v in GRAPH} for k, vs in GRAPH.items()}
+    state, stack, cycles = {}, [], []
+
+    def visit(n):
+        state[n] = "open"
+        stack.append(n)
+        for m in sorted(inner[n]):
+            if state.get(m) == "open":
+                cycles.append(stack[stack.index(m):] + [m])
+            elif m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = "done"
+
+    for n in sorted(inner):
+        if n not in state:
+            visit(n)
+    assert cycles == []
+
+
+def test_no_module_imports_a_higher_layer():
+    rank = {layer: i for i, (layer, _) in enumerate(LAYERS)}
+    upward = [(a, b) for a, deps in GRAPH.items() for b in deps
+              if b in GRAPH and rank[layer_of(b)] > rank[layer_of(a)]]
+    assert upward == []
+
+
+@pytest.mark.parametrize("name", sorted(n for n in GRAPH if layer_of(n) in NUMPY_ONLY))
+def test_the_numpy_core_imports_no_framework(name):
+    used = GRAPH[name] & FRAMEWORKS - OPTIONAL_REFERENCE.get(name, set())
+    assert not used, f"{name} imports {used}"
