@@ -1,6 +1,6 @@
 # Two commands from nothing: `make demo` and `make test`. Both create .venv and install the package
 # with every extra; torch is pinned through constraints.txt (2.13.0, a CPU build here). `make test`
-# also installs Debian's chromium for the browser tests (Playwright drives it; no browser download).
+# runs ruff first and installs Debian's chromium for the browser tests (Playwright drives it; no browser download).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,6 +27,7 @@ chromium:
 	fi
 
 test: $(STAMP) chromium
+	$(VENV)/bin/ruff check .
 	KERAS_BACKEND=torch $(PY) -m pytest -q
 
 clean:

@@ -88,15 +88,16 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
 </section>""")
     if bench is not None:
         bench_roofline(bench, folder / "figures" / "roofline.png")
-        body.append(f"""<section class="card" id="roofline"><h2>Roofline of this machine</h2>
-<p class="claim">Measured by <code>onebyone bench</code>: achieved GFLOP/s of 1x1 convolutions and of a fused shared MLP
-against their arithmetic intensity, under the measured peak and memory bandwidth.</p>
-{page.figure("figures/roofline.png", "roofline plot", bench.get("machine", ""))}
+        where = esc(bench.get("machine") or "a machine the file does not name")
+        body.append(f"""<section class="card" id="roofline"><h2>Roofline of the benchmark's machine</h2>
+<p class="claim">Measured by <code>onebyone bench</code> on <strong>{where}</strong> (the file given with
+<code>--bench</code>, not necessarily this machine): achieved GFLOP/s of 1x1 convolutions and of a fused
+shared MLP against their arithmetic intensity, under that run's measured peak and memory bandwidth.</p>
+{page.figure("figures/roofline.png", "roofline plot", "measured on " + bench.get("machine", "an unnamed machine"))}
 </section>""")
-    rows = [(r.name, r.type, r.kind, _shape(r.input_shape), _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}",
-             f"{r.intensity:.1f}") for r in stats.rows]
+    head, rows = stats.cells()
     body.append(f"""<section class="card" id="layers"><h2>Every layer</h2>
-{page.table(("layer", "type", "kind", "input", "output", "params", "MACs", "FLOPs/byte"), rows, numeric=(5, 6, 7),
+{page.table(head, rows, numeric=range(head.index("params"), len(head)),
             row_class=lambda i: "pointwise" if stats.rows[i].kind == "pointwise" else "")}
 <ul class="notes">{"".join(f"<li>{esc(line)}</li>" for line in stats.summary_lines())}</ul>
 </section>""")

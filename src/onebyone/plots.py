@@ -146,7 +146,7 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
     min(peak, bandwidth * intensity); ``points`` are dicts with name, intensity, gflops, section."""
     if not points:
         raise OneByOneError("a roofline needs at least one measured point")
-    fig = new_figure(7.5, 4.6)
+    fig = new_figure(10, 4.6)
     ax = fig.add_subplot()
     xs = np.logspace(
         np.log10(min(p["intensity"] for p in points) / 2), np.log10(max(p["intensity"] for p in points) * 2), 200
@@ -180,7 +180,7 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
     ax.set_ylabel("achieved GFLOP/s")
     ax.set_title(f"roofline{': ' + machine if machine else ''}", fontsize=9, color=INK)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="upper left")  # above the roof at low intensity: no measured point can sit there
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: it covers nothing
     return save(fig, path)
 
 

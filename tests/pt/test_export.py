@@ -23,7 +23,8 @@ def classifier():
     return conv
 
 
-MODELS = {"pointwise": (pointwise_model, (3, 11, 10), (3, 20, 13)), "convolutionalized": (classifier, (3, 12, 10), (3, 24, 18))}
+MODELS = {"pointwise": (pointwise_model, (3, 11, 10), (3, 20, 13)),
+          "convolutionalized": (classifier, (3, 12, 10), (3, 24, 18))}
 DYNAMIC = {"x": {2: Dim("h", min=10, max=512), 3: Dim("w", min=10, max=512)}}
 
 

@@ -50,10 +50,12 @@ def test_each_layout_runs_one_fixed_kernel_equal_to_conv2d(groups):
     x = torch.randn(2, 16, 6, 5)
     w, b = torch.randn(24, 16 // groups, 1, 1), torch.randn(24)
     ref = torch.nn.functional.conv2d(x, w, b, groups=groups)  # (2, 24, 6, 5)
-    cases = {"nchw": (x, 1, lambda y: y), "channels_last": (x.contiguous(memory_format=torch.channels_last), 1, lambda y: y),
+    cases = {"nchw": (x, 1, lambda y: y),
+             "channels_last": (x.contiguous(memory_format=torch.channels_last), 1, lambda y: y),
              "(B, C, L)": (x.flatten(2), 1, lambda y: y.view(ref.shape)),
              "(B, C, D, H, W)": (x.unsqueeze(2), 1, lambda y: y.squeeze(2)),
-             "(B, C)": (x[:, :, 0, 0], 1, lambda y: y), "(..., C)": (x.permute(0, 2, 3, 1), -1, lambda y: y.permute(0, 3, 1, 2))}
+             "(B, C)": (x[:, :, 0, 0], 1, lambda y: y),
+             "(..., C)": (x.permute(0, 2, 3, 1), -1, lambda y: y.permute(0, 3, 1, 2))}
     for name, (inp, cd, back) in cases.items():
         want = ref[:, :, 0, 0] if name == "(B, C)" else ref
         got = back(pointwise(inp, w, b, 1, groups, cd))

@@ -28,13 +28,10 @@ POINTNET = (3, 64, 64, 64, 128, 1024)
 
 
 def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1) -> dict:
-    """Best seconds per call of each callable under no_grad over interleaved rounds after a warm-up
-    call (``torch.fast.timing.timings``). The best, not the median: on a shared machine other tenants only ever
-    add time, in bursts longer than a round, and the median of a few rounds moved by 30% from run to
-    run. A callable faster than ``block`` seconds is timed over as many calls in a row as fill it: a
-    1 ms conv timed right after a 5 ms one ran 30-50% slower than in a row of its own. Rounds:
-    ``repeat``, or more (up to 25) while each callable's rounds fit in ``budget`` seconds, so that
-    short calls, whose best of 5 moved by 10% between runs, are sampled as often as they cheaply can."""
+    """Best seconds per call of each callable under no_grad, over interleaved rounds after a warm-up
+    call (``torch.fast.timing.timings``). A callable faster than ``block`` seconds is timed over as many
+    calls in a row as fill it. Rounds: ``repeat``, or more (up to 25) while each callable's rounds fit
+    in ``budget`` seconds. Why the best and not the median, and why blocks: ``benchmarks/README.md``."""
     with torch.no_grad():
         for f in fns.values():
             f()  # the warm-up (a first call may pick kernels, pack weights, compile)

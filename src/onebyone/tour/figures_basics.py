@@ -24,9 +24,10 @@ def shapes(a, fig):
 def one_channel(a, fig):
     grid = fig.add_gridspec(1, 6, width_ratios=[1, 1, 1, 1, 1, 1.5])
     show_image(fig.add_subplot(grid[0]), a["x"], "input x")
-    for k in range(4):
+    for k in range(4):  # each on its own grey scale, flipped for a negative weight: a rescaled copy looks the same
+        cmap = "gray_r" if a["alpha"][k] >= 0 else "gray"
         show_image(fig.add_subplot(grid[k + 1]), a["y"][..., k], f"ch {k} = {a['alpha'][k]:+.2f} x {a['b'][k]:+.2f}",
-                   **symmetric(a["y"][..., k]))
+                   cmap=cmap)
     ax = fig.add_subplot(grid[5])
     for k in range(4):
         ax.plot(a["x"].ravel(), a["y"][..., k].ravel(), ".", ms=3, label=f"ch {k}")
@@ -34,7 +35,9 @@ def one_channel(a, fig):
     ax.set_ylabel("output value at that pixel", fontsize=8)
     ax.set_title("each channel: one straight line", fontsize=9)
     ax.legend(fontsize=7)
-    fig.suptitle("one input channel: each output channel is the input times one weight, plus a bias", fontsize=10)
+    fig.suptitle("one input channel: each output channel is the input times one weight, plus a bias\n"
+                 "(each map on its own grey scale, flipped where the weight is negative: the same picture)",
+                 fontsize=10)
 
 
 @figure("many-channels", 11, 4.6)
@@ -77,18 +80,18 @@ def full_depth(a, fig):
     )
 
 
-@figure("weight-layout", 8, 4.4)
+@figure("weight-layout", 9, 4.6)
 def weight_layout(a, fig):
-    grid = fig.add_gridspec(2, 4)
+    grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 1.35])
     for c in range(3):
         show_image(
             fig.add_subplot(grid[0, c]), a["w_keras"][:, :, c], f"Keras kernel[:, :, {c}, 0]", **symmetric(a["w_keras"])
         )
         show_image(fig.add_subplot(grid[1, c]), a["w_torch"][c], f"PyTorch weight[0, {c}]", **symmetric(a["w_keras"]))
     diff = float(np.abs(a["y_keras"] - a["y_torch"]).max())
-    show_image(fig.add_subplot(grid[0, 3]), a["y_keras"], "output ch 0 (Keras layout)", **symmetric(a["y_keras"]))
+    show_image(fig.add_subplot(grid[0, 3]), a["y_keras"], "output ch 0\n(Keras layout)", **symmetric(a["y_keras"]))
     show_image(
-        fig.add_subplot(grid[1, 3]), a["y_torch"], f"(PyTorch layout), max diff {diff:.0e}", **symmetric(a["y_keras"])
+        fig.add_subplot(grid[1, 3]), a["y_torch"], f"(PyTorch layout)\nmax diff {diff:.0e}", **symmetric(a["y_keras"])
     )
     fig.suptitle(
         "filter 0 of 128: (kH, kW, C_in, C_out) and (C_out, C_in, kH, kW) hold the same 27 numbers", fontsize=10

@@ -11,9 +11,11 @@ from ..forms import dense_per_pixel
 from ..layout import hwio_to_oihw, oihw_to_hwio, to_channels_first, to_channels_last
 from .core import lesson
 
-SEED_QA = "seeds/000: a Q&A on 1x1 convolutions over one MNIST digit (SqueezeNet context)"
-SEED_ARTICLE = "seeds/001: an article on 1x1 convolutions with a Keras example"
-SEED_POST = "seeds/002: a post on truly understanding 1x1 convolutions (PointNet context)"
+# the three source texts, by title
+SEED_QA = "a Q&A on 1x1 convolutions in SqueezeNet (one MNIST digit through sixteen 1x1 filters)"
+SEED_ARTICLE = 'the post "1x1 Convolution" (a Keras example, Network in Network and Inception)'
+SEED_POST = '"Truly understanding 1x1 convolutions" (a dense layer at every pixel, PointNet)'
+SOURCES = (SEED_QA, SEED_ARTICLE, SEED_POST)
 
 
 def ring_digit(size: int = 28) -> np.ndarray:

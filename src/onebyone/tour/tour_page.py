@@ -8,6 +8,7 @@ from ..errors import OneByOneError
 from ..plots import new_figure, save
 from ..webpage import esc
 from . import figures_basics, figures_forms
+from .lessons_basics import SOURCES
 from .render import detail, tally
 
 FIGURES = {**figures_basics.FIGURES, **figures_forms.FIGURES}  # lesson id -> (draw(arrays, fig), size)
@@ -57,6 +58,7 @@ def write_tour(lessons, folder) -> Path:
 <p>Every claim below was computed on real arrays by onebyone when this page was made, and checked; the figures
 are drawn from those arrays. A 1x1 convolution is a matrix product over the channels, at every pixel:</p>
 <p><code class="formula">{esc(ONE_IDEA)}</code></p>
+<p class="source">The claims come from three texts: {"; ".join(esc(t) for t in SOURCES)}.</p>
 <p class="summary" id="summary"><strong class="{'' if ok else 'bad'}">{esc(tally(lessons))}</strong>.</p>
 <nav><ol>{nav}</ol></nav>"""
     return page.write(folder, page.document("onebyone: the 1x1 convolution tour", header, "\n".join(sections)))
