@@ -55,6 +55,13 @@ class LayerStats:
     bytes_written: int = 0
     depth: int = 0
 
+    @classmethod
+    def from_cost(cls, name: str, type_: str, kind: str, input_shape, c, first_call: bool = True) -> "LayerStats":
+        """A row from a ``cost.Cost``; a layer's parameters count on its first call only."""
+        return cls(name, type_, kind, tuple(input_shape), c.output_shape, c.params if first_call else 0,
+                   c.weight_params if first_call else 0, c.macs, c.activations, c.bytes_read, c.bytes_written,
+                   name.count("."))
+
     @property
     def flops(self) -> int:
         return 2 * self.macs

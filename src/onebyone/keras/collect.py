@@ -66,41 +66,11 @@ def _walk(model, prefix, batch, dtype, rows, uncounted):
                 layer, (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv2D, L.SeparableConv2D)
             ) and not isinstance(layer, L.Conv2DTranspose):
                 for row_name, kind, c in _conv_rows(layer, name, x, y, dtype):
-                    rows.append(
-                        LayerStats(
-                            row_name,
-                            type(layer).__name__,
-                            kind,
-                            x,
-                            c.output_shape,
-                            c.params if first else 0,
-                            c.weight_params if first else 0,
-                            c.macs,
-                            c.activations,
-                            c.bytes_read,
-                            c.bytes_written,
-                            row_name.count("."),
-                        )
-                    )
+                    rows.append(LayerStats.from_cost(row_name, type(layer).__name__, kind, x, c, first))
                 continue
             if isinstance(layer, L.Dense):
                 c = cost.dense_cost(x, layer.units, bias=layer.use_bias, dtype=dtype)
-                rows.append(
-                    LayerStats(
-                        name,
-                        "Dense",
-                        "dense",
-                        x,
-                        c.output_shape,
-                        c.params if first else 0,
-                        c.weight_params if first else 0,
-                        c.macs,
-                        c.activations,
-                        c.bytes_read,
-                        c.bytes_written,
-                        name.count("."),
-                    )
-                )
+                rows.append(LayerStats.from_cost(name, "Dense", "dense", x, c, first))
                 continue
             n_out = 1
             for d in y:
