@@ -160,6 +160,48 @@ def conv_cost(input_shape, out_channels: int, kernel_size, *, stride=1, padding=
                 (math.prod(input_shape) + weight_params + bias_params) * size, activations * size)
 
 
+def conv_transpose_cost(input_shape, out_channels: int, kernel_size, output_shape, *, groups: int = 1,
+                        bias: bool = True, dtype="float32") -> Cost:
+    """Cost of a transposed convolution (ConvTranspose1d/2d/3d) of an (N, C_in, *spatial) input.
+
+    Each input element is scattered through ``(C_out / groups) * prod(kernel)`` weights, one MAC each;
+    ``output_shape`` is the layer's (it depends on stride, padding and output padding).
+
+    >>> conv_transpose_cost((1, 16, 7, 7), 8, 2, (1, 8, 14, 14)).macs == 16 * 49 * 8 * 4
+    True
+    """
+    input_shape = tuple(check_int(v, "input_shape entries") for v in input_shape)
+    c, out_channels, groups = input_shape[1], check_int(out_channels, "out_channels"), check_int(groups, "groups")
+    if c % groups or out_channels % groups:
+        raise OneByOneError(f"groups={groups} must divide both in_channels={c} and out_channels={out_channels}")
+    k = _per_axis(kernel_size, len(input_shape) - 2, "kernel_size")
+    weight_params, bias_params = c * (out_channels // groups) * math.prod(k), (out_channels if bias else 0)
+    macs = math.prod(input_shape) * (out_channels // groups) * math.prod(k)
+    activations, size = math.prod(output_shape), itemsize(dtype)
+    return Cost(tuple(output_shape), weight_params, bias_params, macs, 2 * macs, activations,
+                (math.prod(input_shape) + weight_params + bias_params) * size, activations * size)
+
+
+def attention_cost(query_shape, key_shape, value_shape, dtype="float32") -> Cost:
+    """Cost of attention's two products, ``Q K^T`` and ``A V``, over every key position (as computed,
+    whatever the mask): queries (..., L_q, d), keys (..., L_k, d), values (..., L_k, d_v).
+
+    MACs = prod(...) * L_q * L_k * (d + d_v); no parameters (the projections are dense layers).
+
+    >>> attention_cost((2, 12, 197, 64), (2, 12, 197, 64), (2, 12, 197, 64)).macs == 2 * 2 * 12 * 197**2 * 64
+    True
+    """
+    q, k, v = (tuple(check_int(d, "shape entries") for d in s) for s in (query_shape, key_shape, value_shape))
+    if q[-1] != k[-1] or k[-2] != v[-2]:
+        raise OneByOneError(f"attention needs queries (..., L_q, d), keys (..., L_k, d) and values (..., L_k, d_v); "
+                            f"got {q}, {k}, {v}")
+    rows = math.prod(q[:-1])  # (..., L_q)
+    macs = rows * k[-2] * (q[-1] + v[-1])
+    out, size = (*q[:-1], v[-1]), itemsize(dtype)
+    return Cost(out, 0, 0, macs, 2 * macs, math.prod(out), (math.prod(q) + math.prod(k) + math.prod(v)) * size,
+                math.prod(out) * size)
+
+
 def conv1x1_cost(input_shape, out_channels: int, *, stride=1, groups: int = 1, bias: bool = True,
                  layout: str = "NCHW", dtype="float32") -> Cost:
     """Cost of a 1x1 (pointwise) convolution: a (C_out x C_in/groups) matrix at every output pixel.

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass, field
 from .cost import CONVENTION
 from .errors import OneByOneError
 
-KINDS = ("pointwise", "depthwise", "grouped", "conv", "dense", "norm", "activation", "pool", "other")
+KINDS = ("pointwise", "depthwise", "grouped", "conv", "dense", "attention", "norm", "activation", "pool", "other")
 KIND_LABELS = {
-    "pointwise": "1x1 convolutions",
+    "pointwise": "1x1 convolutions",  # and every Linear applied at each position (token, pixel, point)
     "depthwise": "depthwise convolutions",
     "grouped": "grouped convolutions",
     "conv": "k x k convolutions",
     "dense": "dense layers",
+    "attention": "attention products",
     "norm": "normalization",
     "activation": "activations",
     "pool": "pooling",
@@ -84,9 +85,11 @@ class ModelStats:
     model: str
     rows: list
     params: int  # every parameter of the model, once
-    uncounted: list = field(default_factory=list)  # (name, type, why)
+    uncounted: list = field(default_factory=list)  # (name, type, why): products that could not be counted
     batch_size: int = 1
     dtype: str = "float32"
+    never_called: list = field(default_factory=list)  # (name, type, params): layers the forward pass never ran
+    outside_layers: list = field(default_factory=list)  # (name, type, params): used outside any layer, no MACs
 
     @property
     def macs(self) -> int:
@@ -147,7 +150,8 @@ class ModelStats:
     def to_dict(self) -> dict:
         return {"model": self.model, "batch_size": self.batch_size, "dtype": self.dtype, "convention": CONVENTION,
                 "totals": self.totals(), "share_by_kind": self.share(), "rows": [r.to_dict() for r in self.rows],
-                "uncounted": [list(u) for u in self.uncounted]}
+                "uncounted": [list(u) for u in self.uncounted], "never_called": [list(u) for u in self.never_called],
+                "outside_layers": [list(u) for u in self.outside_layers]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -177,8 +181,14 @@ class ModelStats:
             self.footer(),
             f"({CONVENTION})",
         ]
+        if self.never_called:
+            lines.append(f"never called ({sum(p for *_, p in self.never_called):,} params, no MACs): "
+                         + ", ".join(f"{n} ({t})" for n, t, _ in self.never_called))
+        if self.outside_layers:
+            lines.append(f"parameters used outside any layer ({sum(p for *_, p in self.outside_layers):,}, "
+                         "no MACs by nature): " + ", ".join(f"{n or self.model} ({t})" for n, t, _ in self.outside_layers))
         if self.uncounted:
-            lines.append("not counted: " + "; ".join(f"{n} ({t}): {why}" for n, t, why in self.uncounted))
+            lines.append("WARNING, not counted: " + "; ".join(f"{n} ({t}): {why}" for n, t, why in self.uncounted))
         return lines
 
     def cells(self, depth: int | None = None) -> tuple[tuple, list]:

@@ -84,8 +84,8 @@ def test_functional_ops_count_too():
     assert s.params == 60 + 162 and s.uncounted == []
 
 
-def test_unknown_layers_with_parameters_are_listed_not_dropped():
-    class Mystery(nn.Module):
+def test_parameters_outside_layers_and_never_called_layers_are_listed_apart_from_the_warning():
+    class Scale(nn.Module):  # a layer-scale: an elementwise product, no MACs by nature
         def __init__(self):
             super().__init__()
             self.scale = nn.Parameter(torch.ones(4))
@@ -93,9 +93,20 @@ def test_unknown_layers_with_parameters_are_listed_not_dropped():
         def forward(self, x):
             return x * self.scale
 
-    s = analyze(nn.Sequential(Mystery(), nn.Linear(4, 2)), (4,))
-    assert s.uncounted == [("0", "Mystery", "4 params in a layer type the analyzer does not know")]
-    assert s.params == 14 and sum(r.params for r in s.rows) == 14  # rows still sum to the total
+    class WithAux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.aux = nn.Sequential(Scale(), nn.Linear(4, 2)), nn.Linear(4, 3)  # aux: never called
+
+        def forward(self, x):
+            return self.body(x)
+
+    s = analyze(WithAux(), (4,))
+    assert s.outside_layers == [("body.0", "Scale", 4)] and s.never_called == [("aux", "Linear", 15)]
+    assert s.uncounted == []  # nothing was missed
+    assert s.params == 4 + 10 + 15 and sum(r.params for r in s.rows) == s.params  # rows still sum to the total
+    lines = "\n".join(s.summary_lines())
+    assert "never called (15 params, no MACs): aux (Linear)" in lines and "WARNING" not in lines
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "squeezenet1_0", "squeezenet1_1"])

@@ -1,8 +1,14 @@
-"""The analyzer's PyTorch front-end: module hooks plus the functional ops seen during one forward pass.
+"""The analyzer's PyTorch front-end: module hooks plus every torch function seen during one forward pass.
 
 Collect (hooks and a TorchFunctionMode record one row per call) -> aggregate (``ModelStats``) ->
 render (``ModelStats.table`` / ``to_dict``). Every number comes from ``onebyone.cost``. Hooks are
 removed and the train/eval mode restored in ``finally``.
+
+What is counted: every product of a tensor with a tensor. Layers (Conv, ConvTranspose, Linear,
+Pointwise, MultiheadAttention and the fast path's modules) are counted as a whole; outside them the
+functional products (``F.linear``, ``F.conv*``, ``matmul`` / ``mm`` / ``bmm`` / ``addmm`` /
+``baddbmm`` / ``einsum`` ..., ``F.scaled_dot_product_attention``) are counted where they are called.
+A product the analyzer cannot count is listed by name in ``ModelStats.uncounted``, never dropped.
 """
 from __future__ import annotations
 
@@ -16,31 +22,59 @@ from torch.overrides import TorchFunctionMode
 from .. import cost
 from ..errors import OneByOneError
 from ..stats import LayerStats, ModelStats, conv_kind
-from .layer_cost import counts_products, layer_cost
+from .layer_cost import counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
 from .tensors import input_kw
 
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
-FUNCTIONS = {F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d", torch.matmul: "matmul",
-             torch.Tensor.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.mm: "mm", torch.bmm: "bmm",
-             torch.einsum: "einsum"}
+# tensor products, by the name each row is given; each sums over the last axis of its first matrix operand
+MATMULS = {torch.matmul: "matmul", torch.Tensor.matmul: "matmul", torch.Tensor.__matmul__: "matmul",
+           torch.mm: "mm", torch.Tensor.mm: "mm", torch.bmm: "bmm",
+           torch.Tensor.bmm: "bmm", torch.mv: "mv", torch.Tensor.mv: "mv", torch.dot: "dot", torch.Tensor.dot: "dot",
+           torch.addmm: "addmm", torch.Tensor.addmm: "addmm", torch.baddbmm: "baddbmm",
+           torch.Tensor.baddbmm: "baddbmm", torch.addmv: "addmv", torch.Tensor.addmv: "addmv"}
+FUNCTIONS = {F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d",
+             F.conv_transpose1d: "conv_transpose1d", F.conv_transpose2d: "conv_transpose2d",
+             F.conv_transpose3d: "conv_transpose3d", torch.einsum: "einsum",
+             F.scaled_dot_product_attention: "scaled_dot_product_attention", **MATMULS}
+# products the analyzer sees but cannot count: listed by name in ModelStats.uncounted
+UNCOUNTED_PRODUCTS = {"tensordot", "bilinear", "kron", "chain_matmul", "multi_dot", "cdist", "inner", "outer", "ger",
+                      "addbmm", "conv_tbc", "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell",
+                      "rnn_tanh_cell", "rnn_relu_cell", "_native_multi_head_attention"}
 
 
-def _numel(shape) -> int:
-    return math.prod(shape)
+def _parameters(tensors) -> list:
+    return [t for t in tensors if isinstance(t, nn.Parameter)]
 
 
-def _functional_cost(func, args, kwargs, out, dtype) -> tuple[str, int, int]:
-    """(kind, macs, weights) of a functional op from its operands' shapes."""
-    name = FUNCTIONS[func]
+def _tensors(args, kwargs) -> list:
+    """The tensors among the arguments, one level into lists and tuples (``torch.cat([a, b])``)."""
+    out = []
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out += [t for t in a if isinstance(t, torch.Tensor)]
+    return out
+
+
+def _functional_cost(name, args, kwargs, out, dtype) -> tuple[str, cost.Cost | int, torch.Tensor | None]:
+    """(kind, MACs, the weight operand or None) of a functional product from its operands' shapes."""
     if name == "linear":
-        w = args[1]
-        return "dense", cost.dense_cost(tuple(args[0].shape), w.shape[0], bias=False).macs, w.numel()
-    if name.startswith("conv"):
-        w = args[1]
+        x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+        return ("pointwise" if x.dim() >= 3 else "dense"), out.numel() * w.shape[1], w
+    if name.startswith("conv_transpose"):
+        x, w = args[0], args[1]
         groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
-        return conv_kind(tuple(w.shape[2:]), groups, args[0].shape[1]), out.numel() * _numel(w.shape[1:]), w.numel()
+        return "conv", x.numel() * w.shape[1] * math.prod(w.shape[2:]), w
+    if name.startswith("conv"):
+        x, w = args[0], args[1]
+        groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
+        return conv_kind(tuple(w.shape[2:]), groups, x.shape[1]), out.numel() * math.prod(w.shape[1:]), w
+    if name == "scaled_dot_product_attention":
+        q, k, v = (args + tuple(kwargs.get(n) for n in ("query", "key", "value")[len(args):]))[:3]
+        return "attention", cost.attention_cost(q.shape, k.shape, v.shape).macs, None
     if name == "einsum":  # every index combination is one multiply-accumulate
         spec = args[0].replace(" ", "")
         ops = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
@@ -49,10 +83,21 @@ def _functional_cost(func, args, kwargs, out, dtype) -> tuple[str, int, int]:
             letters = letters.replace("...", "")
             sizes.update(zip(letters, t.shape[t.dim() - len(letters):]))
         out_letters = spec.split("->")[1].replace("...", "") if "->" in spec else ""
-        batch = _numel(out.shape[:out.dim() - len(out_letters)]) if "..." in spec else 1
-        return "dense", _numel(sizes.values()) * batch, 0
-    a = args[0]
-    return "dense", out.numel() * a.shape[-1], 0  # matmul family: each output sums over a's last axis
+        batch = math.prod(out.shape[:out.dim() - len(out_letters)]) if "..." in spec else 1
+        weights = _parameters(ops)
+        return _product_kind(ops, weights), math.prod(sizes.values()) * batch, (weights[0] if weights else None)
+    mats = args[1:3] if name in ("addmm", "baddbmm", "addmv") else args[:2]  # (input, mat1, mat2) for the add* forms
+    weights = _parameters(mats)
+    return _product_kind(mats, weights), out.numel() * mats[0].shape[-1], (weights[0] if weights else None)
+
+
+def _product_kind(operands, weights) -> str:
+    """A product with a weight: dense on (B, C), pointwise where the activation has positions; a product
+    of two activations (attention scores, attention times values): attention."""
+    if not weights:
+        return "attention"
+    x = next((t for t in operands if not isinstance(t, nn.Parameter)), None)
+    return "pointwise" if x is not None and x.dim() >= 3 else "dense"
 
 
 class _Spy(TorchFunctionMode):
@@ -63,8 +108,15 @@ class _Spy(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func in FUNCTIONS and self.c.inside_counted == 0 and isinstance(out, torch.Tensor):
-            self.c.functional(func, args, kwargs, out)
+        c = self.c
+        tensors = _tensors(args, kwargs)
+        c.seen.update(id(p) for p in _parameters(tensors))
+        if c.inside_counted == 0:
+            name = getattr(func, "__name__", "")
+            if func in FUNCTIONS and isinstance(out, torch.Tensor):
+                c.functional(FUNCTIONS[func], args, kwargs, tensors, out)
+            elif name in UNCOUNTED_PRODUCTS:
+                c.uncounted_op(name, tensors)
         return out
 
 
@@ -75,44 +127,48 @@ class _Collector:
         for name, m in model.named_modules():
             self.names.setdefault(id(m), name or type(model).__name__)
         self.stack, self.shapes, self.rows, self.inside_counted = [], [], [], 0
-        self.claimed, self.functional_in = set(), set()
+        self.claimed, self.seen, self.called = set(), set(), set()
+        self.ops = {}  # uncountable product -> (calls, where, params it took)
 
-    def _params(self, tensors) -> int:
+    def _claim(self, tensors) -> int:
         n = 0
-        for p in tensors:
-            if isinstance(p, nn.Parameter) and id(p) not in self.claimed:
+        for p in _parameters(tensors):
+            if id(p) not in self.claimed:
                 self.claimed.add(id(p))
                 n += p.numel()
         return n
 
-    def pre(self, m, inputs):
+    def _counted(self, m) -> bool:
+        return counts_products(m) or isinstance(m, NORMS + ACTS + POOLS)
+
+    def pre(self, m, args, kwargs):
+        self.called.add(id(m))
         self.stack.append(self.names.get(id(m), type(m).__name__))
-        self.shapes.append(
-            (type(m).__name__, tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else None)
-        )
-        if counts_products(m) or isinstance(m, NORMS + ACTS + POOLS):
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        self.shapes.append((type(m).__name__, tuple(first.shape) if isinstance(first, torch.Tensor) else None))
+        if self._counted(m):
             self.inside_counted += 1
 
-    def post(self, m, inputs, output):
+    def post(self, m, args, kwargs, output):
         name = self.stack.pop()
         self.shapes.pop()
-        if not (counts_products(m) or isinstance(m, NORMS + ACTS + POOLS + SILENT)):
-            return
-        if counts_products(m) or isinstance(m, NORMS + ACTS + POOLS):
+        if self._counted(m):
             self.inside_counted -= 1
-        x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-        if x is None or not isinstance(output, torch.Tensor):
+        elif not isinstance(m, SILENT):
             return
-        row = LayerStats(name, type(m).__name__, "other", tuple(x.shape), tuple(output.shape), depth=name.count("."))
-        row.params = self._params(m.parameters())
+        if isinstance(m, nn.MultiheadAttention):
+            self._attention_rows(m, name, args, kwargs)
+            return
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        y = output[0] if isinstance(output, tuple) and output else output
+        if x is None or not isinstance(y, torch.Tensor):
+            return
+        row = LayerStats(name, type(m).__name__, "other", tuple(x.shape), tuple(y.shape), depth=name.count("."))
+        row.params = self._claim(m.parameters())
         size = cost.itemsize(self.dtype)
-        row.activations, row.bytes_read, row.bytes_written = (
-            output.numel(),
-            (x.numel() + row.params) * size,
-            output.numel() * size,
-        )
+        row.activations, row.bytes_read, row.bytes_written = y.numel(), (x.numel() + row.params) * size, y.numel() * size
         if counts_products(m):
-            row.kind, c = layer_cost(m, x, self.dtype)
+            row.kind, c = layer_cost(m, x, self.dtype, output=y)
             row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read
         elif isinstance(m, NORMS):
             row.kind = "norm"  # no weight-input MACs: an eval norm is a per-channel affine that folds into a conv
@@ -124,77 +180,127 @@ class _Collector:
             return  # Identity / Dropout / Flatten: no cost, no row
         self.rows.append(row)
 
-    def functional(self, func, args, kwargs, out):
-        kind, macs, weights = _functional_cost(func, args, kwargs, out, self.dtype)
+    def _attention_rows(self, m, name, args, kwargs):
+        """Two rows for a MultiheadAttention call: its projections (a Linear at every token) and its products."""
+        names = ("query", "key", "value")
+        q, k, v = (args + tuple(kwargs[n] for n in names[len(args):]))[:3]
+        proj, attn = multihead_attention_costs(m, q.shape, k.shape, v.shape, self.dtype)
+        params = self._claim(m.parameters())
+        for suffix, kind, c, p in (("projections", "pointwise", proj, params), ("attention", "attention", attn, 0)):
+            self.rows.append(LayerStats.from_cost(f"{name}.{suffix}", type(m).__name__, kind, q.shape, c))
+            self.rows[-1].params, self.rows[-1].weights = p, (c.weight_params if p else 0)
+
+    def functional(self, name, args, kwargs, tensors, out):
+        kind, macs, weight = _functional_cost(name, args, kwargs, out, self.dtype)
         where = self.stack[-1] if self.stack else type(self.model).__name__
-        self.functional_in.add(where)
-        tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
-        row = LayerStats(
-            f"{where}.{FUNCTIONS[func]}",
-            f"F.{FUNCTIONS[func]}",
-            kind,
-            tuple(tensors[0].shape) if tensors else (),
-            tuple(out.shape),
-            depth=where.count(".") + 1,
-        )
-        row.params = self._params(tensors)
-        row.weights = weights if row.params else 0
+        row = LayerStats(f"{where}.{name}", f"F.{name}", kind, tuple(tensors[0].shape) if tensors else (),
+                         tuple(out.shape), depth=where.count(".") + 1)
+        row.params = self._claim(tensors)
+        row.weights = weight.numel() if row.params and weight is not None else 0
         size = cost.itemsize(self.dtype)
         row.macs, row.activations = macs, out.numel()
         row.bytes_read, row.bytes_written = sum(t.numel() for t in tensors) * size, out.numel() * size
         self.rows.append(row)
+
+    def uncounted_op(self, name, tensors):
+        calls, where, params = self.ops.get(name, (0, self.stack[-1] if self.stack else "", set()))
+        self.ops[name] = (calls + 1, where, params | {id(p) for p in _parameters(tensors)})
+
+
+def _call(model, example):
+    """Run ``model`` on a tensor, a tuple of positional tensors, or a dict of keyword tensors."""
+    if isinstance(example, dict):
+        return model(**example)
+    if isinstance(example, (tuple, list)):
+        return model(*example)
+    return model(example)
+
+
+def _describe(example, top: bool = True) -> str:
+    """``of shape (1, 3, 8, 8)`` for a tensor, ``{'left': (5, 4), ...}`` / ``((5, 4), ...)`` for the others."""
+    if isinstance(example, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v, False)}" for k, v in example.items()) + "}"
+    if isinstance(example, (tuple, list)):
+        return "(" + ", ".join(_describe(v, False) for v in example) + ")"
+    if isinstance(example, torch.Tensor):
+        return f"of shape {tuple(example.shape)}" if top else str(tuple(example.shape))
+    return type(example).__name__
+
+
+def _batch(example) -> int:
+    values = example.values() if isinstance(example, dict) else example if isinstance(example, (tuple, list)) else [example]
+    first = next((v for v in values if isinstance(v, torch.Tensor) and v.dim() > 0), None)
+    if first is None:
+        raise OneByOneError(f"example must be a tensor, a tuple of tensors or a dict of tensors, got {_describe(example)}")
+    return int(first.shape[0])
 
 
 def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1, dtype: str = "float32") -> ModelStats:
     """Per-layer params, MACs and memory of a torch model over one forward pass.
 
     Args:
-        input_size: one sample's shape, e.g. (3, 224, 224); or give ``example`` (a tensor).
+        input_size: one sample's shape, e.g. (3, 224, 224); or give ``example``.
+        example: a tensor, a tuple of positional tensors, or a dict of keyword tensors
+            (``{"pixel_values": x}`` for a Hugging Face model).
         dtype: the dtype the byte counts assume.
     """
     if example is None:
         if input_size is None:
-            raise OneByOneError(
-                f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) or example="
-            )
+            raise OneByOneError(f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) "
+                                "or example=")
         example = torch.zeros((batch_size, *input_size), **input_kw(model))
+    batch = _batch(example)
     c = _Collector(model, dtype)
     hooks = []
     was_training = model.training
     try:
         for m in model.modules():
-            hooks.append(m.register_forward_pre_hook(c.pre))
-            hooks.append(m.register_forward_hook(c.post))
+            hooks.append(m.register_forward_pre_hook(c.pre, with_kwargs=True))
+            hooks.append(m.register_forward_hook(c.post, with_kwargs=True))
         model.eval()
         with torch.no_grad(), _Spy(c):
             try:
-                model(example)
+                _call(model, example)
             except OneByOneError:
                 raise
             except Exception as e:  # noqa: BLE001 - name the layer that failed
                 where = c.stack[-1] if c.stack else type(model).__name__
                 layer = f"; `{where}` ({c.shapes[-1][0]}) received {c.shapes[-1][1]}" if c.shapes else ""
-                raise OneByOneError(
-                    f"{type(model).__name__} failed at `{where}` on input of shape {tuple(example.shape)}: "
-                    f"{type(e).__name__}: {e}{layer}"
-                ) from e
+                raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {_describe(example)}: "
+                                    f"{type(e).__name__}: {e}{layer}") from e
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    never_called, outside, uncounted = _leftovers(model, c)
     total = sum(p.numel() for p in model.parameters())
-    uncounted = []
-    for name, m in model.named_modules():
-        own = [p for p in m.parameters(recurse=False) if id(p) not in c.claimed]
-        if own and name not in c.functional_in:
-            uncounted.append(
-                (
-                    name,
-                    type(m).__name__,
-                    f"{sum(p.numel() for p in own):,} params in a layer type the analyzer does not know",
-                )
-            )
     rest = total - sum(r.params for r in c.rows)
     if rest:
         c.rows.append(LayerStats("(other parameters)", "-", "other", (), (), params=rest))
-    return ModelStats(type(model).__name__, c.rows, total, uncounted, int(example.shape[0]), dtype)
+    return ModelStats(type(model).__name__, c.rows, total, uncounted, batch, dtype, never_called=never_called,
+                      outside_layers=outside)
+
+
+def _leftovers(model, c) -> tuple[list, list, list]:
+    """The parameters no row claimed, sorted into layers never called, parameters used outside any layer
+    (in elementwise ops, lookups, concatenations: no MACs by nature), and the one warning: products the
+    analyzer could not count (ops by name, and layers whose parameters no op it saw ever took)."""
+    in_uncounted = set().union(*(p for _, _, p in c.ops.values())) if c.ops else set()
+    never_called, outside, uncounted = [], [], []
+    for name, m in model.named_modules():
+        own = [p for p in m.parameters(recurse=False) if id(p) not in c.claimed]
+        if not own:
+            continue
+        n = sum(p.numel() for p in own)
+        if id(m) not in c.called:
+            never_called.append((name, type(m).__name__, n))
+        elif any(id(p) in in_uncounted for p in own):
+            continue  # listed with the op that took them
+        elif all(id(p) in c.seen for p in own):
+            outside.append((name, type(m).__name__, n))
+        else:
+            uncounted.append((name, type(m).__name__, f"{n:,} params that no operation the analyzer saw took "
+                                                      "(a layer type it cannot count)"))
+    for op, (calls, where, params) in c.ops.items():
+        uncounted.append((where, op, f"{calls} call(s) of `{op}`, a product the analyzer cannot count"))
+    return never_called, outside, uncounted

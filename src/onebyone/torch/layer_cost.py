@@ -5,6 +5,8 @@ through a ``cost_of_call(x, dtype) -> (kind, Cost)`` method, so that the analyze
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -13,15 +15,21 @@ from ..stats import conv_kind
 from .layer_kinds import CONVS
 from .layers import Pointwise
 
+CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
 
 def counts_products(m: nn.Module) -> bool:
-    """Is ``m`` a layer whose call ``layer_cost`` can count?"""
-    return isinstance(m, CONVS + (nn.Linear, Pointwise)) or hasattr(m, "cost_of_call")
+    """Is ``m`` a layer whose call the analyzer counts as a whole (``layer_cost``, or for
+    ``nn.MultiheadAttention`` ``multihead_attention_costs``)?"""
+    return (isinstance(m, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise, nn.MultiheadAttention))
+            or hasattr(m, "cost_of_call"))
 
 
-def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None) -> tuple[str, cost.Cost] | None:
-    """(kind, cost) of one call of a Conv / Linear / Pointwise module, or of a module with
-    ``cost_of_call``, on input x (None for other modules); bytes at ``dtype`` (default: x's dtype)."""
+def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None) -> tuple[str, cost.Cost] | None:
+    """(kind, cost) of one call of a Conv / ConvTranspose / Linear / Pointwise module, or of a module with
+    ``cost_of_call``, on input x (None for other modules); bytes at ``dtype`` (default: x's dtype).
+    A Linear on an input with positions (any axis besides batch and features: tokens, pixels, points)
+    is a 1x1 convolution, kind "pointwise"; on (B, C) it is "dense". A transposed conv needs ``output``."""
     shape, dtype = tuple(x.shape), dtype or str(x.dtype).removeprefix("torch.")
     if hasattr(m, "cost_of_call"):
         return m.cost_of_call(x, dtype)
@@ -34,9 +42,36 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None) -> tuple[str, cost.Cos
         return "pointwise", cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", **kw)
     if isinstance(m, CONVS):
         return conv_kind(m.kernel_size, m.groups, m.in_channels), conv_cost(m, x, dtype)
+    if isinstance(m, CONV_TRANSPOSES):
+        c = cost.conv_transpose_cost(shape, m.out_channels, m.kernel_size, tuple(output.shape), groups=m.groups,
+                                     bias=m.bias is not None, dtype=dtype)
+        return ("pointwise" if all(k == 1 for k in m.kernel_size) else "conv"), c
     if isinstance(m, nn.Linear):
-        return "dense", cost.dense_cost(shape, m.out_features, bias=m.bias is not None, dtype=dtype)
+        kind = "pointwise" if x.dim() >= 3 else "dense"
+        return kind, cost.dense_cost(shape, m.out_features, bias=m.bias is not None, dtype=dtype)
     return None
+
+
+def multihead_attention_costs(m: nn.MultiheadAttention, q_shape, k_shape, v_shape, dtype: str):
+    """(projections, attention) costs of one ``nn.MultiheadAttention`` call on query, key and value of
+    these shapes ((L, N, E), or (N, L, E) with ``batch_first``, or unbatched (L, E)): the four
+    projections are a Linear at every token; the attention products are counted over every key position
+    (``add_bias_kv`` and ``add_zero_attn`` each add one), whatever the mask."""
+    e, h = m.embed_dim, m.num_heads
+    q_tokens, k_tokens = math.prod(q_shape[:-1]), math.prod(k_shape[:-1])  # (L*N), (S*N)
+    batch = 1 if len(q_shape) == 2 else q_shape[0 if m.batch_first else 1]
+    length_q, length_k = q_tokens // batch, k_tokens // batch
+    weights = e * e + e * m.kdim + e * m.vdim + e * e  # q, k, v and out projections
+    biases = (4 * e if m.in_proj_bias is not None else 0) + (2 * e if m.bias_k is not None else 0)
+    macs = q_tokens * e * e + k_tokens * e * m.kdim + k_tokens * e * m.vdim + q_tokens * e * e
+    size = cost.itemsize(dtype)
+    moved = math.prod(q_shape) + math.prod(k_shape) + math.prod(v_shape)
+    proj = cost.Cost(tuple(q_shape), weights, biases, macs, 2 * macs, math.prod(q_shape),
+                     (moved + weights + biases) * size, math.prod(q_shape) * size)
+    keys = length_k + (m.bias_k is not None) + m.add_zero_attn
+    d = e // h
+    attn = cost.attention_cost((batch, h, length_q, d), (batch, h, keys, d), (batch, h, keys, d), dtype)
+    return proj, attn
 
 
 def conv_cost(m: nn.Module, x: torch.Tensor, dtype: str) -> cost.Cost:

@@ -1,0 +1,114 @@
+"""Every tensor product is counted, checked against PyTorch's own FlopCounterMode (FLOPs / 2), and what
+cannot be counted is named."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from onebyone import analyze, cost
+
+
+def flop_counter_macs(model, example) -> int:
+    """PyTorch's count, with attention on its math kernel: FlopCounterMode does not count the fused CPU
+    attention kernels (flash), which compute the same products."""
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as fc:
+        model(*example) if isinstance(example, tuple) else model(**example) if isinstance(example, dict) else model(example)
+    return fc.get_total_flops() // 2
+
+
+class Functional(nn.Module):
+    """Products called as functions and tensor methods, between activations and with parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(16, 24))
+        self.b = nn.Parameter(torch.randn(24))
+
+    def forward(self, x):  # (B, N, 16)
+        h = torch.addmm(self.b, x.flatten(0, 1), self.w).view(x.shape[0], x.shape[1], 24)  # GPT-2's Conv1D
+        q = h.view(x.shape[0], x.shape[1], 4, 6).transpose(1, 2)  # (B, 4, N, 6)
+        scores = torch.baddbmm(torch.zeros(8, 10, 10), q.flatten(0, 1), q.flatten(0, 1).transpose(1, 2))
+        out = scores.softmax(-1).bmm(q.flatten(0, 1))  # Tensor.bmm
+        return out.sum() + x.flatten(0, 1).mm(self.w).sum()  # Tensor.mm
+
+
+@pytest.mark.parametrize("make,example", [
+    (lambda: nn.MultiheadAttention(32, 4), (torch.randn(7, 2, 32),) * 3),
+    (lambda: nn.MultiheadAttention(32, 4, batch_first=True, kdim=16, vdim=8), (torch.randn(2, 7, 32), torch.randn(2, 5, 16),
+                                                                               torch.randn(2, 5, 8))),
+    (lambda: nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), torch.randn(2, 9, 32)),
+    (lambda: nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1), torch.randn(2, 8, 5, 6)),
+    (lambda: nn.ConvTranspose1d(6, 4, 2, stride=2, groups=2), torch.randn(2, 6, 9)),
+    (Functional, torch.randn(2, 10, 16)),
+])
+def test_macs_equal_pytorch_flop_counter(make, example):
+    torch.manual_seed(0)
+    model = make()  # counted in train mode (no dropout here): in eval, torch's fused encoder-layer kernel
+    s = analyze(model, example=example)  # is an op FlopCounterMode does not count (it reads 0 MACs)
+    assert s.macs == flop_counter_macs(model, example) > 0
+    assert s.uncounted == [] and sum(r.params for r in s.rows) == s.params
+
+
+def test_scaled_dot_product_attention_counts_both_products_over_every_key():
+    q, k, v = torch.randn(2, 4, 10, 6), torch.randn(2, 4, 7, 6), torch.randn(2, 4, 7, 5)
+
+    class Attend(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=False)
+
+    s = analyze(Attend(), example=(q, k, v))
+    assert s.macs == 2 * 4 * 10 * 7 * (6 + 5) == cost.attention_cost(q.shape, k.shape, v.shape).macs
+    assert s.macs == flop_counter_macs(Attend(), (q, k, v)) and [r.kind for r in s.rows] == ["attention"]
+    q = torch.randn(2, 4, 10, 6)  # self-attention: the fused flash kernel, which FlopCounterMode reads as 0 FLOPs
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        Attend()(q, q, q)
+    assert fc.get_total_flops() == 0 and analyze(Attend(), example=(q, q, q)).macs == 2 * 4 * 10 * 10 * 12
+
+
+def test_attention_is_its_own_kind_and_per_token_linears_are_pointwise():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    s = analyze(layer, example=torch.randn(2, 9, 32))
+    kinds = {r.name: r.kind for r in s.rows if r.macs}
+    assert kinds["self_attn.attention"] == "attention" and kinds["self_attn.projections"] == "pointwise"
+    assert kinds["linear1"] == kinds["linear2"] == "pointwise"  # a Linear at every token is a 1x1 conv
+    attention = [r for r in s.rows if r.kind == "attention"]
+    assert sum(r.macs for r in attention) == cost.attention_cost((2, 4, 9, 8), (2, 4, 9, 8), (2, 4, 9, 8)).macs
+    head = analyze(nn.Linear(32, 10), (32,))
+    assert [r.kind for r in head.rows] == ["dense"]  # a Linear on (B, C) stays dense
+    assert "1x1 convolutions: " in s.footer() and s.share()["pointwise"]["macs"] > 80
+
+
+def test_products_the_analyzer_cannot_count_are_named():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(4, 8)
+
+        def forward(self, x):
+            y = torch.tensordot(x, x, dims=([2], [2]))  # between activations, no parameter at all
+            return self.rnn(x)[0].sum() + y.sum()
+
+    s = analyze(Odd(), example=torch.randn(5, 2, 4))
+    named = {t for _, t, _ in s.uncounted}
+    assert "tensordot" in named and ("GRU" in named or "gru" in named)
+    assert any("WARNING" in line for line in s.summary_lines())
+
+
+def test_examples_may_be_tuples_and_dicts():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(6, 3)
+
+        def forward(self, left, right=None):
+            return self.a(left) + self.b(right)
+
+    model = TwoInputs()
+    x, y = torch.randn(5, 4), torch.randn(5, 6)
+    by_position, by_keyword = analyze(model, example=(x, y)), analyze(model, example={"left": x, "right": y})
+    assert by_position.macs == by_keyword.macs == 5 * (4 * 3 + 6 * 3) and by_position.batch_size == 5
+    with pytest.raises(Exception, match=r"failed at `b` on input \{'left': \(5, 4\)\}"):
+        analyze(model, example={"left": x})
