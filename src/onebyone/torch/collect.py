@@ -25,7 +25,8 @@ from ..stats import LayerStats, ModelStats, conv_kind
 from .layer_cost import counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
-from .tensors import input_kw
+from .tensors import batch_size as batch_of
+from .tensors import call, describe, input_kw
 
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 # tensor products, by the name each row is given; each sums over the last axis of its first matrix operand
@@ -207,34 +208,6 @@ class _Collector:
         self.ops[name] = (calls + 1, where, params | {id(p) for p in _parameters(tensors)})
 
 
-def _call(model, example):
-    """Run ``model`` on a tensor, a tuple of positional tensors, or a dict of keyword tensors."""
-    if isinstance(example, dict):
-        return model(**example)
-    if isinstance(example, (tuple, list)):
-        return model(*example)
-    return model(example)
-
-
-def _describe(example, top: bool = True) -> str:
-    """``of shape (1, 3, 8, 8)`` for a tensor, ``{'left': (5, 4), ...}`` / ``((5, 4), ...)`` for the others."""
-    if isinstance(example, dict):
-        return "{" + ", ".join(f"{k!r}: {_describe(v, False)}" for k, v in example.items()) + "}"
-    if isinstance(example, (tuple, list)):
-        return "(" + ", ".join(_describe(v, False) for v in example) + ")"
-    if isinstance(example, torch.Tensor):
-        return f"of shape {tuple(example.shape)}" if top else str(tuple(example.shape))
-    return type(example).__name__
-
-
-def _batch(example) -> int:
-    values = example.values() if isinstance(example, dict) else example if isinstance(example, (tuple, list)) else [example]
-    first = next((v for v in values if isinstance(v, torch.Tensor) and v.dim() > 0), None)
-    if first is None:
-        raise OneByOneError(f"example must be a tensor, a tuple of tensors or a dict of tensors, got {_describe(example)}")
-    return int(first.shape[0])
-
-
 def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1, dtype: str = "float32") -> ModelStats:
     """Per-layer params, MACs and memory of a torch model over one forward pass.
 
@@ -249,7 +222,7 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
             raise OneByOneError(f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) "
                                 "or example=")
         example = torch.zeros((batch_size, *input_size), **input_kw(model))
-    batch = _batch(example)
+    batch = batch_of(example)
     c = _Collector(model, dtype)
     hooks = []
     was_training = model.training
@@ -260,13 +233,13 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
         model.eval()
         with torch.no_grad(), _Spy(c):
             try:
-                _call(model, example)
+                call(model, example)
             except OneByOneError:
                 raise
             except Exception as e:  # noqa: BLE001 - name the layer that failed
                 where = c.stack[-1] if c.stack else type(model).__name__
                 layer = f"; `{where}` ({c.shapes[-1][0]}) received {c.shapes[-1][1]}" if c.shapes else ""
-                raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {_describe(example)}: "
+                raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {describe(example)}: "
                                     f"{type(e).__name__}: {e}{layer}") from e
     finally:
         for h in hooks:

@@ -28,14 +28,20 @@ class _Tracer(fx.Tracer):
 
 def trace(model: nn.Module, example=None) -> fx.GraphModule:
     """Trace ``model`` (its submodules kept by reference) and record each node's output shape
-    (when an ``example`` input is given)."""
+    when an ``example`` is given (a tensor, a tuple of them, or a dict keyed by ``forward``'s argument names)."""
     try:
         gm = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:  # noqa: BLE001 - fx raises many kinds
         raise OneByOneError(f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}") from e
     if example is not None:
+        args = example if isinstance(example, (tuple, list)) else (example,)
+        if isinstance(example, dict):
+            names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+            if set(names) - set(example):
+                raise OneByOneError(f"the traced graph of {type(model).__name__} takes {names}; example has {sorted(example)}")
+            args = [example[n] for n in names]
         with torch.no_grad():
-            ShapeProp(gm).propagate(example)
+            ShapeProp(gm).propagate(*args)
     return gm
 
 

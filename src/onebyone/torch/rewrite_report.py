@@ -11,6 +11,7 @@ from torch import nn
 from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .collect import analyze
+from .tensors import call, cast
 
 
 @dataclass
@@ -24,7 +25,7 @@ class RewriteReport:
     tolerance: float = 0.0
     params_before: int = 0
     params_after: int = 0
-    macs_before: int = 0
+    macs_before: int = 0  # per sample, as analyze counts them
     macs_after: int = 0
     notes: list = field(default_factory=list)
     layers: list = field(default_factory=list)  # per-layer details (factorize: ranks; convolutionalize: window, stride)
@@ -47,6 +48,8 @@ class RewriteReport:
 
 
 def _outputs(y) -> list:
+    if y is None:
+        return []
     if isinstance(y, torch.Tensor):
         return [y]
     if isinstance(y, (tuple, list)):
@@ -64,9 +67,9 @@ def max_difference(
     a, b, x = before, after, example
     if dtype is not None:
         a, b = copy.deepcopy(before).to(dtype).eval(), copy.deepcopy(after).to(dtype).eval()
-        x = example.to(dtype)
+        x = cast(example, dtype)
     with torch.no_grad():
-        ya, yb = _outputs(a(x)), _outputs(b(x))
+        ya, yb = _outputs(call(a, x)), _outputs(call(b, x))
     if reshape is not None:
         yb = [reshape(t, ref) for t, ref in zip(yb, ya)]
     if len(ya) != len(yb) or any(p.shape != q.shape for p, q in zip(ya, yb)):
@@ -87,8 +90,8 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
         raise OneByOneError(f"{report.rewrite} changed the outputs by {diff:.3g} (> tolerance {report.tolerance:.3g}); "
                             f"changes: {report.changed}")
     before, after = analyze(original, example=example), analyze(rewritten, example=example)
-    report.params_before, report.macs_before = before.params, before.macs
-    report.params_after, report.macs_after = after.params, after.macs
+    report.params_before, report.macs_before = before.params, before.macs // before.batch_size  # per sample,
+    report.params_after, report.macs_after = after.params, after.macs // after.batch_size  # as analyze counts
     if inplace and type(rewritten) is type(original):
         _adopt(original, rewritten)
         return original, report

@@ -20,6 +20,16 @@ from .rewrite_report import RewriteReport, finish
 from .tensors import numpy64, probe_input, tensor
 
 
+def traced(work: nn.Module, x, report: RewriteReport):
+    """``work``'s fx graph with shapes, or None after reporting in ``report`` that the rewrite could not
+    see what feeds what (so it changes nothing: the report says so, and the check still runs)."""
+    try:
+        return G.trace(work, x)
+    except OneByOneError as e:
+        report.skipped.append(("(the whole model)", f"{e}; without a graph of what feeds what, nothing was changed"))
+        return None
+
+
 def with_weights(m: nn.Module, w, b) -> nn.Module:
     """A copy of layer m holding the NumPy weights w (reshaped to m's weight shape) and bias b."""
     new = copy.deepcopy(m)
@@ -105,9 +115,9 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
     """
     x = probe_input(model, example, input_size)
     work, report = copy.deepcopy(model), RewriteReport("conv1x1_to_linear")
-    gm = G.trace(work, x)
-    counts = G.call_counts(work, gm)
-    for node in gm.graph.nodes:
+    gm = traced(work, x, report)
+    counts = G.call_counts(work, gm) if gm else {}
+    for node in gm.graph.nodes if gm else ():
         m = G.module(gm, node)
         if isinstance(m, nn.Linear) or not (m is not None and is_pointwise(m)):
             continue
@@ -167,9 +177,12 @@ def _axis_matches(layer, bn, in_or_out_shape) -> bool:
     return want == "last" and have == "first" and in_or_out_shape is not None and len(in_or_out_shape) == 2
 
 
-def fold_all(work: nn.Module, x, report: RewriteReport) -> None:
-    """Fold every eval-mode BatchNorm that sits next to a layer it can fold into (in place on ``work``)."""
-    gm = G.trace(work, x)
+def fold_all(work: nn.Module, x, report: RewriteReport) -> bool:
+    """Fold every eval-mode BatchNorm that sits next to a layer it can fold into (in place on ``work``);
+    False when fx could not trace ``work`` (reported, nothing changed)."""
+    gm = traced(work, x, report)
+    if gm is None:
+        return False
     counts = G.call_counts(work, gm)
     for node in gm.graph.nodes:
         bn = G.module(gm, node)
@@ -227,6 +240,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> None:
                 "linear to fold into (a BatchNorm before a k x k conv with padding does not fold exactly)"
             )
         report.skipped.append((node.target, why))
+    return True
 
 
 def fold_batchnorm(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
@@ -261,9 +275,9 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
     _check_eval(model)
     x = probe_input(model, example, input_size)
     work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
-    fold_all(work, x, report)
     seen = set()
-    while True:
+    traceable = fold_all(work, x, report)  # False: no graph (reported), nothing to merge
+    while traceable:
         gm = G.trace(work, x)
         counts = G.call_counts(work, gm)
         merged = False

@@ -26,14 +26,62 @@ def input_kw(model: nn.Module) -> dict:
     return {"dtype": dtype, "device": p.device if p is not None else "cpu"}
 
 
-def probe_input(model: nn.Module, example=None, input_size=None, batch: int = 2) -> torch.Tensor:
-    """The input the rewrite is traced and checked on: ``example``, else a seeded random tensor of
-    ``(batch, *input_size)``, else one guessed from the first Linear / Conv / Pointwise."""
+def call(model: nn.Module, example):
+    """Run ``model`` on an example: a tensor, a tuple of positional tensors, or a dict of keyword tensors."""
+    if isinstance(example, dict):
+        return model(**example)
+    if isinstance(example, (tuple, list)):
+        return model(*example)
+    return model(example)
+
+
+def describe(example, top: bool = True) -> str:
+    """``of shape (1, 3, 8, 8)`` for a tensor, ``{'left': (5, 4), ...}`` / ``((5, 4), ...)`` for the others."""
+    if isinstance(example, dict):
+        return "{" + ", ".join(f"{k!r}: {describe(v, False)}" for k, v in example.items()) + "}"
+    if isinstance(example, (tuple, list)):
+        return "(" + ", ".join(describe(v, False) for v in example) + ")"
+    if isinstance(example, torch.Tensor):
+        return f"of shape {tuple(example.shape)}" if top else str(tuple(example.shape))
+    return type(example).__name__
+
+
+def _values(example) -> list:
+    return list(example.values()) if isinstance(example, dict) else list(example) if isinstance(
+        example, (tuple, list)) else [example]
+
+
+def check_example(example):
+    """``example`` if it is a tensor, a non-empty tuple of tensors or a non-empty dict of tensors (values
+    that are not tensors, such as flags, may sit beside them), else a clear error."""
+    values = _values(example)
+    if not any(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values):
+        raise OneByOneError(f"example must be a tensor, a tuple of tensors or a dict of tensors, got {describe(example)}")
+    return example
+
+
+def batch_size(example) -> int:
+    """The batch of an example: the first dimension of its first tensor."""
+    return int(next(v for v in _values(check_example(example)) if isinstance(v, torch.Tensor) and v.dim() > 0).shape[0])
+
+
+def cast(example, dtype):
+    """The example with its floating-point tensors in ``dtype`` (token ids and masks stay integers)."""
+    one = lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v  # noqa: E731
+    if isinstance(example, dict):
+        return {k: one(v) for k, v in example.items()}
+    if isinstance(example, (tuple, list)):
+        return type(example)(one(v) for v in example)
+    return one(example)
+
+
+def probe_input(model: nn.Module, example=None, input_size=None, batch: int = 2):
+    """The input the rewrite is traced and checked on: ``example`` (a tensor, a tuple or a dict of them),
+    else a seeded random tensor of ``(batch, *input_size)``, else one guessed from the first Linear /
+    Conv / Pointwise."""
     kw = input_kw(model)
     if example is not None:
-        if not isinstance(example, torch.Tensor):
-            raise OneByOneError(f"example must be a torch.Tensor, got {type(example).__name__}")
-        return example
+        return check_example(example)
     gen = torch.Generator().manual_seed(0)
     if input_size is not None:
         size = tuple(int(s) for s in input_size)

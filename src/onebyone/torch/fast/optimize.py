@@ -27,7 +27,7 @@ from ..layer_kinds import is_plain_pointwise
 from ..layers import ChannelBatchNorm, Pointwise, SharedMLP
 from ..rewrite_report import RewriteReport, finish, max_difference
 from ..rewrites import merge_pointwise
-from ..tensors import probe_input
+from ..tensors import input_kw, probe_input
 from .chain import FusedPointwiseChain
 from .convact import ConvAct
 from .timing import medians
@@ -70,9 +70,18 @@ def _runs(seq: nn.Sequential):
             i += 1
 
 
+def _swap(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` at ``name`` in ``model`` and return the model, which is ``new`` itself for the root ("")."""
+    if not name:
+        return new
+    G.replace_module(model, name, new)
+    return model
+
+
 def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
-    """Swap SharedMLPs and 1x1 runs in Sequentials for FusedPointwiseChains (in place)."""
-    gone = ()  # names of replaced SharedMLPs: their old insides are no longer in the model
+    """Swap SharedMLPs and 1x1 runs in Sequentials for FusedPointwiseChains (in place; a SharedMLP that is
+    the model itself is returned as the chain)."""
+    gone, root = (), model  # names of replaced SharedMLPs: their old insides are no longer in the model
     for name, m in list(model.named_modules()):
         if name.startswith(gone):
             continue
@@ -82,7 +91,7 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
             except OneByOneError as e:
                 report.skipped.append((name, str(e)))
                 continue
-            G.replace_module(model, name, chain)
+            root = _swap(root, name, chain)
             gone += (name + ".",)
             report.changed.append(f"{name}: SharedMLP {m.widths} -> FusedPointwiseChain (tile {chain.plan.tile})")
         elif isinstance(m, nn.Sequential):
@@ -100,12 +109,21 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
                 report.changed.append(
                     f"{name or 'model'}[{i}:{j}]: {j - i} layers -> FusedPointwiseChain {chain.plan.widths}"
                 )
-    return model
+    return root
 
 
 def fuse_conv_acts(model: nn.Module, report: RewriteReport) -> nn.Module:
     """Swap every Conv2d / Pointwise for a ``ConvAct`` (in place), taking in the activation that follows
-    it inside an ``nn.Sequential`` (past Identity and eval Dropout); what ConvAct cannot run is skipped."""
+    it inside an ``nn.Sequential`` (past Identity and eval Dropout); what ConvAct cannot run is skipped.
+    A model that is itself a Conv2d / Pointwise is returned as its ConvAct."""
+    if isinstance(model, (nn.Conv2d, Pointwise)):
+        try:
+            new = ConvAct(model)
+        except OneByOneError as e:
+            report.skipped.append(("(the model)", str(e)))
+            return model
+        report.changed.append(f"(the model): {type(model).__name__} -> ConvAct (one oneDNN call, packed weights)")
+        return new
     for name, m in list(model.named_modules()):
         if not isinstance(m, (nn.Conv2d, Pointwise)) or not name:
             continue
@@ -160,7 +178,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     work = fuse_conv_acts(fuse_chains(work, report), report)
     has_conv = (
         any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1 for m in work.modules())
-        and x.dim() == 4
+        and isinstance(x, torch.Tensor) and x.dim() == 4  # one image batch: the layout ChannelsLast can move
     )
     if has_conv and channels_last is not False:
         cl = ChannelsLast(copy.deepcopy(work).to(memory_format=torch.channels_last))
@@ -171,13 +189,10 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             report.notes.append("channels_last was timed and ran slower: kept the input's layout")
     work, report = finish(report, model, work, x, tol, inplace=False)
     diff, scale = max_difference(model, work, x, dtype=None)  # the fast path itself: oneDNN runs float32 only
+    dtype = str(input_kw(model)["dtype"]).replace("torch.", "")
     if diff > tol * max(scale, 1.0):
-        raise OneByOneError(
-            f"optimize changed the {x.dtype} outputs by {diff:.3g} (> tolerance {tol * max(scale, 1.0):.3g})"
-        )
-    report.notes.append(
-        f"checked in {str(x.dtype).replace('torch.', '')} on the fast path too: max abs diff {diff:.3g}"
-    )
+        raise OneByOneError(f"optimize changed the {dtype} outputs by {diff:.3g} (> tolerance {tol * max(scale, 1.0):.3g})")
+    report.notes.append(f"checked in {dtype} on the fast path too: max abs diff {diff:.3g}")
     for name, m in work.named_modules():  # the kernels the fast path timed and chose while running the example
         for shape, kernel in m.kernels().items() if isinstance(m, ConvAct) else ():
             report.layers.append({"name": name, "input_shape": list(shape), "kernel": kernel})

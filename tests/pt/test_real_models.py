@@ -1,0 +1,115 @@
+"""Real architectures nobody here wrote: Hugging Face vision models built from small configs (random
+weights, nothing downloaded), torchvision and timm where they import. For each: the analyzer's MACs
+equal PyTorch's FlopCounterMode (FLOPs / 2, attention on its math kernel, whose products FlopCounterMode
+counts), its rows sum to the parameter count, and the rewrites either verify or say what they skipped."""
+import importlib
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from onebyone import OneByOneError, analyze
+from onebyone.torch import fold_batchnorm, linear_to_conv1x1, merge_pointwise, optimize
+
+T = pytest.importorskip("transformers")
+
+
+def configs():
+    """name -> (model class, config, image size): small enough to build and run in well under a second."""
+    vit = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32,
+               patch_size=8)
+    return {
+        "vit": (T.ViTForImageClassification, T.ViTConfig(**vit), 32),
+        "deit": (T.DeiTForImageClassification, T.DeiTConfig(**vit), 32),
+        "beit": (T.BeitForImageClassification, T.BeitConfig(**vit, use_relative_position_bias=True), 32),
+        "swin": (T.SwinForImageClassification, T.SwinConfig(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1],
+                                                            num_heads=[2, 2], window_size=4), 32),
+        "convnext": (T.ConvNextForImageClassification, T.ConvNextConfig(hidden_sizes=[16, 32, 48, 64],
+                                                                        depths=[1, 1, 1, 1]), 32),
+        "resnet": (T.ResNetForImageClassification, T.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32],
+                                                                  depths=[1, 1], layer_type="bottleneck"), 32),
+        "mobilenet_v2": (T.MobileNetV2ForImageClassification, T.MobileNetV2Config(image_size=32,
+                                                                                  depth_multiplier=0.35), 32),
+        "mobilevit": (T.MobileViTForImageClassification, T.MobileViTConfig(
+            image_size=32, hidden_sizes=[32, 40, 48], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64]), 32),
+        "efficientnet": (T.EfficientNetForImageClassification, T.EfficientNetConfig(
+            image_size=32, width_coefficient=0.25, depth_coefficient=0.2, hidden_dim=320), 32),
+        "regnet": (T.RegNetForImageClassification, T.RegNetConfig(embedding_size=16, hidden_sizes=[16, 32],
+                                                                  depths=[1, 1], groups_width=8), 32),
+        "levit": (T.LevitForImageClassification, T.LevitConfig(image_size=64, hidden_sizes=[32, 48, 64],
+                                                               num_attention_heads=[1, 2, 2], depths=[1, 1, 1],
+                                                               key_dim=[8, 8, 8]), 64),
+    }
+
+
+def build(name):
+    cls, config, size = configs()[name]
+    config.num_labels, config._attn_implementation = 10, "eager"
+    torch.manual_seed(0)
+    return cls(config).eval(), {"pixel_values": torch.randn(2, 3, size, size)}
+
+
+def flop_counter_macs(model, example) -> int:
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as fc:
+        model(**example) if isinstance(example, dict) else model(*example)
+    return fc.get_total_flops() // 2
+
+
+NAMES = list(configs())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_analyzer_equals_pytorch_flop_counter(name):
+    model, x = build(name)
+    s = analyze(model, example=x)
+    assert s.macs == flop_counter_macs(model, x) > 0  # the same convention: bias and norms are not MACs
+    assert s.uncounted == [] and s.params == sum(p.numel() for p in model.parameters())
+    assert sum(r.params for r in s.rows) == s.params and s.batch_size == 2
+    assert 0 < s.share()["pointwise"]["macs"] <= 100  # every model here has 1x1 convs or per-token Linears
+
+
+def test_a_vit_is_mostly_one_by_one_convolutions_in_disguise():
+    model, x = build("vit")
+    s = analyze(model, example=x)
+    share = s.share()
+    assert share["pointwise"]["macs"] > 75 and share["attention"]["macs"] > 0  # per-token Linears: 1x1 convs
+    assert {name for name, *_ in s.outside_layers} == {"vit.embeddings"}  # cls_token and position embeddings
+    converted, report = linear_to_conv1x1(model, example=x)
+    assert report.changed and analyze(converted, example=x).macs == s.macs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rewrites_verify_or_say_what_they_skipped(name):
+    model, x = build(name)
+    for rewrite in (fold_batchnorm, merge_pointwise, linear_to_conv1x1):
+        new, report = rewrite(model, example=x)
+        assert report.max_abs_diff <= report.tolerance
+        assert report.changed or report.skipped or report.rewrite == "linear_to_conv1x1"
+        assert report.macs_before == analyze(model, example=x).macs // 2  # per sample
+    opt, report = optimize(model, x)
+    with torch.no_grad():
+        want, got = model(**x).logits, opt(**x).logits
+    assert (got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max()))
+
+
+def import_or_skip(name: str):
+    """The module, or a skip that says why it cannot be used here (not installed, or a build that fails to
+    import beside the pinned CPU torch, as torchvision's CUDA wheel does)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - ImportError, or RuntimeError from a mismatched build
+        pytest.skip(f"{name} does not import here: {type(e).__name__}: {e}")
+
+
+@pytest.mark.parametrize("library,build_model", [
+    ("torchvision", lambda tv: tv.models.resnet18()),
+    ("torchvision", lambda tv: tv.models.vit_b_16(image_size=64)),
+    ("timm", lambda timm: timm.create_model("deit_tiny_patch16_224", img_size=64, pretrained=False)),
+    ("timm", lambda timm: timm.create_model("convnext_atto", pretrained=False)),
+])
+def test_torchvision_and_timm_models_where_they_import(library, build_model):
+    model = build_model(import_or_skip(library)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    s = analyze(model, example=x)
+    assert s.macs == flop_counter_macs(model, (x,)) and s.uncounted == []
