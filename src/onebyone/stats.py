@@ -185,8 +185,9 @@ class ModelStats:
             lines.append(f"never called ({sum(p for *_, p in self.never_called):,} params, no MACs): "
                          + ", ".join(f"{n} ({t})" for n, t, _ in self.never_called))
         if self.outside_layers:
+            used = ", ".join(f"{n or self.model} ({t})" for n, t, _ in self.outside_layers)
             lines.append(f"parameters used outside any layer ({sum(p for *_, p in self.outside_layers):,}, "
-                         "no MACs by nature): " + ", ".join(f"{n or self.model} ({t})" for n, t, _ in self.outside_layers))
+                         f"no MACs by nature): {used}")
         if self.uncounted:
             lines.append("WARNING, not counted: " + "; ".join(f"{n} ({t}): {why}" for n, t, why in self.uncounted))
         return lines

@@ -8,13 +8,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from onebyone import analyze, cost
+from onebyone.torch.tensors import call
 
 
 def flop_counter_macs(model, example) -> int:
     """PyTorch's count, with attention on its math kernel: FlopCounterMode does not count the fused CPU
     attention kernels (flash), which compute the same products."""
     with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as fc:
-        model(*example) if isinstance(example, tuple) else model(**example) if isinstance(example, dict) else model(example)
+        call(model, example)
     return fc.get_total_flops() // 2
 
 
@@ -36,8 +37,8 @@ class Functional(nn.Module):
 
 @pytest.mark.parametrize("make,example", [
     (lambda: nn.MultiheadAttention(32, 4), (torch.randn(7, 2, 32),) * 3),
-    (lambda: nn.MultiheadAttention(32, 4, batch_first=True, kdim=16, vdim=8), (torch.randn(2, 7, 32), torch.randn(2, 5, 16),
-                                                                               torch.randn(2, 5, 8))),
+    (lambda: nn.MultiheadAttention(32, 4, batch_first=True, kdim=16, vdim=8),
+     (torch.randn(2, 7, 32), torch.randn(2, 5, 16), torch.randn(2, 5, 8))),
     (lambda: nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), torch.randn(2, 9, 32)),
     (lambda: nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1), torch.randn(2, 8, 5, 6)),
     (lambda: nn.ConvTranspose1d(6, 4, 2, stride=2, groups=2), torch.randn(2, 6, 9)),

@@ -9,7 +9,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from onebyone import OneByOneError, analyze
+from onebyone import analyze
 from onebyone.torch import fold_batchnorm, linear_to_conv1x1, merge_pointwise, optimize
 
 T = pytest.importorskip("transformers")
@@ -82,15 +82,27 @@ def test_a_vit_is_mostly_one_by_one_convolutions_in_disguise():
 @pytest.mark.parametrize("name", NAMES)
 def test_rewrites_verify_or_say_what_they_skipped(name):
     model, x = build(name)
+    macs = analyze(model, example=x).macs // 2  # per sample
+    norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for rewrite in (fold_batchnorm, merge_pointwise, linear_to_conv1x1):
-        new, report = rewrite(model, example=x)
-        assert report.max_abs_diff <= report.tolerance
-        assert report.changed or report.skipped or report.rewrite == "linear_to_conv1x1"
-        assert report.macs_before == analyze(model, example=x).macs // 2  # per sample
+        new, report = rewrite(model, example=x)  # each checks itself in float64 and raises past its tolerance
+        assert report.max_abs_diff <= report.tolerance and report.macs_before == macs
+        if rewrite is fold_batchnorm:  # every BatchNorm is either folded or listed with the reason
+            said = " ".join(report.changed) + " " + " ".join(n for n, _ in report.skipped)
+            assert all(n in said for n in norms)
+            assert report.params_after < report.params_before or not report.changed
     opt, report = optimize(model, x)
     with torch.no_grad():
         want, got = model(**x).logits, opt(**x).logits
     assert (got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max()))
+
+
+def test_batchnorms_fold_in_models_fx_cannot_trace():
+    model, x = build("resnet")
+    folded, report = fold_batchnorm(model, example=x)
+    norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(report.changed) == len(norms) and "eager run" in report.notes[0]  # every conv + BatchNorm pair
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
 
 
 def import_or_skip(name: str):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from onebyone import OneByOneError
+from onebyone import OneByOneError, analyze
 from onebyone.torch import (
     ChannelBatchNorm,
     Pointwise,
@@ -213,3 +213,34 @@ def test_merge_pointwise_on_a_traced_conv1d_model(dtype, tol):
     assert_same(model, merged, x, tol)
     assert type(merged) is TracedPointwise and len(report.changed) == 3  # bn folded, then a+b, then (a+b)+c
     assert sum(isinstance(m, nn.Conv1d) for m in merged.modules()) == 1
+
+
+def test_reports_count_macs_per_sample_as_analyze_does():
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)))
+    one = analyze(model, (3, 10, 10))
+    for batch in (1, 2, 5):
+        _, report = fold_batchnorm(model, example=torch.randn(batch, 3, 10, 10))
+        assert report.macs_before == report.macs_after == one.macs  # not the probe batch's
+
+
+def test_fold_batchnorm_without_fx_reads_the_graph_from_an_eager_run():
+    class Block(nn.Module):  # control flow on a tensor: fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.act = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()
+            self.shared, self.bn2 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            if x.sum() > -1e9:
+                x = self.act(self.bn(self.conv(x)))
+            y = self.shared(x)
+            return self.bn2(y) + y  # the conv's output has a second use: bn2 must not fold into it
+
+    model = randomize_bn(Block())
+    x = torch.randn(2, 3, 9, 9)
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.changed == ["conv + bn: Conv2d + BatchNorm2d folded"]
+    assert [name for name, _ in report.skipped] == ["bn2"] and "eager run" in report.notes[0]
+    assert_same(model, folded, x, 1e-5)
+    merged, report = merge_pointwise(model, example=x)
+    assert ("(the whole model)" in dict(report.skipped)) and isinstance(merged.bn, nn.Identity)

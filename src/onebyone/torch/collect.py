@@ -167,7 +167,8 @@ class _Collector:
         row = LayerStats(name, type(m).__name__, "other", tuple(x.shape), tuple(y.shape), depth=name.count("."))
         row.params = self._claim(m.parameters())
         size = cost.itemsize(self.dtype)
-        row.activations, row.bytes_read, row.bytes_written = y.numel(), (x.numel() + row.params) * size, y.numel() * size
+        row.activations, row.bytes_written = y.numel(), y.numel() * size
+        row.bytes_read = (x.numel() + row.params) * size
         if counts_products(m):
             row.kind, c = layer_cost(m, x, self.dtype, output=y)
             row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read

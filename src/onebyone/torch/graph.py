@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.overrides import TorchFunctionMode
 
 from ..activations import REGISTRY
 from ..errors import OneByOneError
 from .layer_kinds import ELEMENTWISE
 from .layers import ChannelBatchNorm, Pointwise
+from .tensors import call
 
 # the registered activations called as functions or methods (F.relu, torch.relu, x.relu()), and dropout
 ELEMENTWISE_FUNCTIONS = (
@@ -38,7 +41,8 @@ def trace(model: nn.Module, example=None) -> fx.GraphModule:
         if isinstance(example, dict):
             names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
             if set(names) - set(example):
-                raise OneByOneError(f"the traced graph of {type(model).__name__} takes {names}; example has {sorted(example)}")
+                raise OneByOneError(f"the traced graph of {type(model).__name__} takes {names}; "
+                                    f"example has {sorted(example)}")
             args = [example[n] for n in names]
         with torch.no_grad():
             ShapeProp(gm).propagate(*args)
@@ -94,3 +98,98 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 def only_user(node):
     users = list(node.users)
     return users[0] if len(users) == 1 else None
+
+
+# --- what feeds what, from one eager run (for models fx cannot trace) ------------------------------
+
+_METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data_ptr", "__len__", "is_floating_point",
+             "element_size", "ndimension", "nelement", "__format__", "__repr__", "__bool__"}
+
+
+@dataclass
+class Call:
+    name: str  # the module's qualified name
+    module: nn.Module
+    input: torch.Tensor | None  # its first input
+    output: torch.Tensor | None
+
+
+@dataclass
+class Calls:
+    """One eager run, module by module: every call of a leaf module (one without children) with its first
+    input and its output; which call produced each tensor (by identity); who used each tensor (leaf calls,
+    or by name the torch functions run in a container's own ``forward``, shape queries aside); and how
+    many places call each module (calls, and names it is registered under)."""
+
+    calls: list = field(default_factory=list)
+    producer: dict = field(default_factory=dict)  # id(tensor) -> Call
+    uses: dict = field(default_factory=lambda: defaultdict(list))  # id(tensor) -> [Call or function name]
+    counts: dict = field(default_factory=dict)  # id(module) -> places
+    keep: list = field(default_factory=list)  # the tensors, alive until the record is dropped (ids stay unique)
+
+
+class _Uses(TorchFunctionMode):
+    def __init__(self, record: Calls, depth: list):
+        super().__init__()
+        self.record, self.depth = record, depth
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.depth[0] and getattr(func, "__name__", "") not in _METADATA:  # not inside a leaf module
+            for t in _tensor_args(args, kwargs):
+                self.record.uses[id(t)].append(getattr(func, "__name__", str(func)))
+                self.record.keep.append(t)
+        return func(*args, **kwargs)
+
+
+def _tensor_args(args, kwargs) -> list:
+    out = []
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out += [t for t in a if isinstance(t, torch.Tensor)]
+    return out
+
+
+def record_calls(model: nn.Module, example) -> Calls:
+    """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``."""
+    record, depth, open_calls, hooks = Calls(), [0], [], []
+    names = {id(m): n for n, m in reversed(list(model.named_modules()))}
+
+    def pre(m, args, kwargs):
+        depth[0] += 1
+        tensors = _tensor_args(args, kwargs)
+        c = Call(names.get(id(m), ""), m, tensors[0] if tensors else None, None)
+        record.calls.append(c)
+        open_calls.append(c)
+        for t in tensors:
+            record.uses[id(t)].append(c)
+            record.keep.append(t)
+
+    def post(m, args, kwargs, out):
+        depth[0] -= 1
+        c = open_calls.pop()
+        if isinstance(out, torch.Tensor):
+            c.output = out
+            record.producer.setdefault(id(out), c)
+            record.keep.append(out)
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    try:
+        for m in leaves:
+            hooks.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            hooks.append(m.register_forward_hook(post, with_kwargs=True))
+        with torch.no_grad(), _Uses(record, depth):
+            call(model, example)
+    finally:
+        for h in hooks:
+            h.remove()
+    per_module = defaultdict(int)
+    for c in record.calls:
+        per_module[id(c.module)] += 1
+    registered = defaultdict(int)
+    for _, m in model.named_modules(remove_duplicate=False):
+        registered[id(m)] += 1
+    record.counts = {k: max(per_module.get(k, 0), registered.get(k, 0)) for k in set(per_module) | set(registered)}
+    return record

@@ -7,6 +7,7 @@ rewrite then checks itself on a probe input in float64 and raises if the outputs
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -177,70 +178,92 @@ def _axis_matches(layer, bn, in_or_out_shape) -> bool:
     return want == "last" and have == "first" and in_or_out_shape is not None and len(in_or_out_shape) == 2
 
 
-def fold_all(work: nn.Module, x, report: RewriteReport) -> bool:
-    """Fold every eval-mode BatchNorm that sits next to a layer it can fold into (in place on ``work``);
-    False when fx could not trace ``work`` (reported, nothing changed)."""
-    gm = traced(work, x, report)
-    if gm is None:
-        return False
-    counts = G.call_counts(work, gm)
+@dataclass
+class _Site:
+    """A BatchNorm call and its neighbours, as fx's graph or an eager run's record (``graph.record_calls``)
+    shows them: the layer whose output it alone reads, and the layer that alone reads its output."""
+
+    bn: str
+    before: str | None  # the module whose output the BatchNorm reads
+    before_single: bool  # ... and nothing else reads
+    before_shape: tuple | None
+    after: str | None  # the module that reads the BatchNorm's output as its first input
+    after_single: bool  # ... and nothing else reads it
+    after_shape: tuple | None
+
+
+def _sites_fx(gm) -> list:
+    out = []
     for node in gm.graph.nodes:
-        bn = G.module(gm, node)
-        if not isinstance(bn, _BatchNorm):
+        if not isinstance(G.module(gm, node), _BatchNorm):
             continue
-        if bn.running_mean is None:
-            report.skipped.append((node.target, "track_running_stats=False: no running statistics to fold"))
-            continue
-        scale, shift = algebra.batchnorm_affine(
-            numpy64(bn.running_mean),
-            numpy64(bn.running_var),
-            numpy64(bn.weight) if bn.affine else 1.0,
-            numpy64(bn.bias) if bn.affine else 0.0,
-            bn.eps,
-        )
         prev, user = node.args[0], G.only_user(node)
-        layer = work.get_submodule(prev.target) if getattr(prev, "op", None) == "call_module" else None
-        nxt = work.get_submodule(user.target) if user is not None and user.op == "call_module" else None
-        if (
-            isinstance(layer, CONVS + (nn.Linear, Pointwise))
-            and len(prev.users) == 1
-            and counts[id(gm.get_submodule(prev.target))] == 1
-            and counts[id(bn)] == 1
-            and _axis_matches(layer, bn, G.shape(prev))
-        ):
+        before = prev.target if getattr(prev, "op", None) == "call_module" else None
+        after = user.target if user is not None and user.op == "call_module" else None
+        out.append(_Site(node.target, before, before is not None and len(prev.users) == 1, G.shape(prev),
+                         after, after is not None and user.args[0] is node, G.shape(node)))
+    return out
+
+
+def _sites_eager(calls) -> list:
+    out = []
+    for c in calls.calls:
+        if not isinstance(c.module, _BatchNorm):
+            continue
+        prev = calls.producer.get(id(c.input))
+        users = calls.uses.get(id(c.output), [])
+        nxt = users[0] if len(users) == 1 and not isinstance(users[0], str) else None
+        out.append(_Site(c.name, prev.name if prev else None, prev is not None and len(calls.uses[id(c.input)]) == 1,
+                         tuple(c.input.shape), nxt.name if nxt else None, nxt is not None and nxt.input is c.output,
+                         tuple(c.output.shape)))
+    return out
+
+
+def fold_all(work: nn.Module, x, report: RewriteReport) -> bool:
+    """Fold every eval-mode BatchNorm that sits next to a layer it can fold into (in place on ``work``).
+    What feeds what comes from fx's graph, or, for a model fx cannot trace, from one eager run (every
+    module call and every use of its output); returns whether fx traced it."""
+    try:
+        gm = G.trace(work, x)
+        sites, counts = _sites_fx(gm), G.call_counts(work, gm)
+    except OneByOneError as e:
+        gm, calls = None, G.record_calls(work, x)
+        sites, counts = _sites_eager(calls), calls.counts
+        report.notes.append(f"{e}; what feeds what was read from one eager run instead")
+    for site in sites:
+        bn = work.get_submodule(site.bn)
+        if bn.running_mean is None:
+            report.skipped.append((site.bn, "track_running_stats=False: no running statistics to fold"))
+            continue
+        scale, shift = algebra.batchnorm_affine(numpy64(bn.running_mean), numpy64(bn.running_var),
+                                                numpy64(bn.weight) if bn.affine else 1.0,
+                                                numpy64(bn.bias) if bn.affine else 0.0, bn.eps)
+        layer = work.get_submodule(site.before) if site.before else None
+        nxt = work.get_submodule(site.after) if site.after else None
+        if (isinstance(layer, CONVS + (nn.Linear, Pointwise)) and site.before_single and counts[id(layer)] == 1
+                and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)):
             w, b = algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift)
-            G.replace_module(work, prev.target, with_weights(layer, w, b))
-            G.replace_module(work, node.target, nn.Identity())
-            report.changed.append(f"{prev.target} + {node.target}: {type(layer).__name__} + {type(bn).__name__} folded")
+            G.replace_module(work, site.before, with_weights(layer, w, b))
+            G.replace_module(work, site.bn, nn.Identity())
+            report.changed.append(f"{site.before} + {site.bn}: {type(layer).__name__} + {type(bn).__name__} folded")
             continue
-        if (
-            nxt is not None
-            and is_pointwise(nxt)
-            and user.args[0] is node
-            and counts[id(gm.get_submodule(user.target))] == 1
-            and counts[id(bn)] == 1
-            and _axis_matches(nxt, bn, G.shape(node))
-        ):
+        if (nxt is not None and is_pointwise(nxt) and site.after_single and counts[id(nxt)] == 1
+                and counts[id(bn)] == 1 and _axis_matches(nxt, bn, site.after_shape)):
             w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
-            G.replace_module(work, user.target, with_weights(nxt, w, b))
-            G.replace_module(work, node.target, nn.Identity())
-            report.changed.append(
-                f"{node.target} + {user.target}: {type(bn).__name__} folded into the {type(nxt).__name__} after it"
-            )
+            G.replace_module(work, site.after, with_weights(nxt, w, b))
+            G.replace_module(work, site.bn, nn.Identity())
+            report.changed.append(f"{site.bn} + {site.after}: {type(bn).__name__} folded into the "
+                                  f"{type(nxt).__name__} after it")
             continue
-        if layer is not None and counts[id(gm.get_submodule(prev.target))] > 1:
-            n = counts[id(gm.get_submodule(prev.target))]
-            why = f"`{prev.target}` is called at {n} places: folding would change the other call too"
+        if layer is not None and counts[id(layer)] > 1:
+            why = f"`{site.before}` is called at {counts[id(layer)]} places: folding would change the other call too"
         elif counts[id(bn)] > 1:
             why = f"the BatchNorm itself is called at {counts[id(bn)]} places"
         else:
-            why = (
-                f"follows `{getattr(prev, 'name', prev)}` and precedes `{getattr(user, 'name', user)}`: "
-                "no single-use conv or "
-                "linear to fold into (a BatchNorm before a k x k conv with padding does not fold exactly)"
-            )
-        report.skipped.append((node.target, why))
-    return True
+            why = (f"follows `{site.before}` and precedes `{site.after}`: no single-use conv or linear to fold "
+                   "into (a BatchNorm before a k x k conv with padding does not fold exactly)")
+        report.skipped.append((site.bn, why))
+    return gm is not None
 
 
 def fold_batchnorm(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
@@ -276,7 +299,10 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
     x = probe_input(model, example, input_size)
     work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
     seen = set()
-    traceable = fold_all(work, x, report)  # False: no graph (reported), nothing to merge
+    if not fold_all(work, x, report):
+        report.skipped.append(("(the whole model)", "torch.fx could not trace it: merging needs its graph, "
+                                                    "so no pair was merged (BatchNorms were folded from an eager run)"))
+    traceable = not report.skipped or report.skipped[-1][0] != "(the whole model)"
     while traceable:
         gm = G.trace(work, x)
         counts = G.call_counts(work, gm)

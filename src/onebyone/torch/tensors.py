@@ -56,7 +56,8 @@ def check_example(example):
     that are not tensors, such as flags, may sit beside them), else a clear error."""
     values = _values(example)
     if not any(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values):
-        raise OneByOneError(f"example must be a tensor, a tuple of tensors or a dict of tensors, got {describe(example)}")
+        raise OneByOneError(f"example must be a tensor, a tuple of tensors or a dict of tensors, "
+                            f"got {describe(example)}")
     return example
 
 

@@ -191,7 +191,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     diff, scale = max_difference(model, work, x, dtype=None)  # the fast path itself: oneDNN runs float32 only
     dtype = str(input_kw(model)["dtype"]).replace("torch.", "")
     if diff > tol * max(scale, 1.0):
-        raise OneByOneError(f"optimize changed the {dtype} outputs by {diff:.3g} (> tolerance {tol * max(scale, 1.0):.3g})")
+        raise OneByOneError(f"optimize changed the {dtype} outputs by {diff:.3g} "
+                            f"(> tolerance {tol * max(scale, 1.0):.3g})")
     report.notes.append(f"checked in {dtype} on the fast path too: max abs diff {diff:.3g}")
     for name, m in work.named_modules():  # the kernels the fast path timed and chose while running the example
         for shape, kernel in m.kernels().items() if isinstance(m, ConvAct) else ():
