@@ -132,3 +132,40 @@ def test_optimize_times_kernels_explicitly_and_reports_the_choice():
     assert chosen["model.0"]["kernel"] in ("conv", "matmul over rows")
     assert opt.model[0].kernels() == {(2, 16, 12, 12): chosen["model.0"]["kernel"]}
     assert any("kernels timed on the example" in n for n in report.notes)
+
+
+class Basic(nn.Module):
+    """torchvision's style: activations called in ``forward``, one of them at two places, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
+        self.conv2, self.conv3, self.shared = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.act1(self.bn1(self.conv1(x)))
+        return self.shared(self.conv2(y)) + self.shared(self.conv3(y))
+
+
+def test_optimize_fuses_activations_called_in_forward():
+    torch.manual_seed(0)
+    model = Basic().eval()
+    model.bn1.running_mean.uniform_(-1, 1), model.bn1.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 10, 10)
+    opt, report = optimize(model, x, channels_last=False)
+    assert opt.conv1.act == "relu" and isinstance(opt.act1, nn.Identity)  # past the folded BatchNorm
+    assert opt.conv2.act == opt.conv3.act == "identity" and isinstance(opt.shared, nn.ReLU)  # called at 2 places
+    assert any(c.startswith("conv1 + act1: Conv2d + ReLU -> ConvAct") for c in report.changed)
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_optimize_replaces_a_model_that_is_itself_a_shared_mlp_or_a_conv():
+    from onebyone.torch import FusedPointwiseChain, SharedMLP
+
+    mlp = SharedMLP((3, 64, 128), pool="max").eval()
+    opt, report = optimize(mlp, torch.randn(2, 3, 100))
+    assert isinstance(opt, FusedPointwiseChain) and report.params_after == report.params_before == 8_576
+    conv = nn.Conv2d(3, 8, 3).eval()
+    opt, report = optimize(conv, torch.randn(2, 3, 9, 9), channels_last=False)
+    assert isinstance(opt, ConvAct) and report.params_after == report.params_before

@@ -110,22 +110,32 @@ _METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data
 class Call:
     name: str  # the module's qualified name
     module: nn.Module
-    input: torch.Tensor | None  # its first input
-    output: torch.Tensor | None
+    input: tuple | None  # the key of its first input tensor (see ``Calls``)
+    output: tuple | None  # the key of its output tensor
+    input_shape: tuple | None = None
+    output_shape: tuple | None = None
 
 
 @dataclass
 class Calls:
     """One eager run, module by module: every call of a leaf module (one without children) with its first
-    input and its output; which call produced each tensor (by identity); who used each tensor (leaf calls,
-    or by name the torch functions run in a container's own ``forward``, shape queries aside); and how
-    many places call each module (calls, and names it is registered under)."""
+    input and its output; which call produced each value; who used each value (leaf calls, or by name the
+    torch functions run in a container's own ``forward``, shape queries aside); and how many places call
+    each module (calls, and names it is registered under).
+
+    A value is keyed by its tensor's identity and a generation, which a call that returns its own input
+    (in place, or Identity) starts anew: the uses after it are uses of that call's output."""
 
     calls: list = field(default_factory=list)
-    producer: dict = field(default_factory=dict)  # id(tensor) -> Call
-    uses: dict = field(default_factory=lambda: defaultdict(list))  # id(tensor) -> [Call or function name]
+    producer: dict = field(default_factory=dict)  # value key -> Call
+    uses: dict = field(default_factory=lambda: defaultdict(list))  # value key -> [Call or function name]
     counts: dict = field(default_factory=dict)  # id(module) -> places
+    generation: dict = field(default_factory=dict)  # id(tensor) -> its current generation
     keep: list = field(default_factory=list)  # the tensors, alive until the record is dropped (ids stay unique)
+
+    def key(self, t: torch.Tensor) -> tuple:
+        self.keep.append(t)
+        return id(t), self.generation.get(id(t), 0)
 
 
 class _Uses(TorchFunctionMode):
@@ -137,8 +147,7 @@ class _Uses(TorchFunctionMode):
         kwargs = kwargs or {}
         if not self.depth[0] and getattr(func, "__name__", "") not in _METADATA:  # not inside a leaf module
             for t in _tensor_args(args, kwargs):
-                self.record.uses[id(t)].append(getattr(func, "__name__", str(func)))
-                self.record.keep.append(t)
+                self.record.uses[self.record.key(t)].append(getattr(func, "__name__", str(func)))
         return func(*args, **kwargs)
 
 
@@ -160,20 +169,22 @@ def record_calls(model: nn.Module, example) -> Calls:
     def pre(m, args, kwargs):
         depth[0] += 1
         tensors = _tensor_args(args, kwargs)
-        c = Call(names.get(id(m), ""), m, tensors[0] if tensors else None, None)
+        first = tensors[0] if tensors else None
+        c = Call(names.get(id(m), ""), m, record.key(first) if first is not None else None, None,
+                 tuple(first.shape) if first is not None else None)
         record.calls.append(c)
-        open_calls.append(c)
+        open_calls.append((c, first))
         for t in tensors:
-            record.uses[id(t)].append(c)
-            record.keep.append(t)
+            record.uses[record.key(t)].append(c)
 
     def post(m, args, kwargs, out):
         depth[0] -= 1
-        c = open_calls.pop()
+        c, first = open_calls.pop()
         if isinstance(out, torch.Tensor):
-            c.output = out
-            record.producer.setdefault(id(out), c)
-            record.keep.append(out)
+            if out is first:  # in place, or handed through: what follows uses a new value
+                record.generation[id(out)] = record.generation.get(id(out), 0) + 1
+            c.output, c.output_shape = record.key(out), tuple(out.shape)
+            record.producer.setdefault(c.output, c)
 
     leaves = [m for m in model.modules() if not list(m.children())]
     try:

@@ -210,12 +210,12 @@ def _sites_eager(calls) -> list:
     for c in calls.calls:
         if not isinstance(c.module, _BatchNorm):
             continue
-        prev = calls.producer.get(id(c.input))
-        users = calls.uses.get(id(c.output), [])
+        prev = calls.producer.get(c.input)
+        users = calls.uses.get(c.output, [])
         nxt = users[0] if len(users) == 1 and not isinstance(users[0], str) else None
-        out.append(_Site(c.name, prev.name if prev else None, prev is not None and len(calls.uses[id(c.input)]) == 1,
-                         tuple(c.input.shape), nxt.name if nxt else None, nxt is not None and nxt.input is c.output,
-                         tuple(c.output.shape)))
+        out.append(_Site(c.name, prev.name if prev else None, prev is not None and len(calls.uses[c.input]) == 1,
+                         c.input_shape, nxt.name if nxt else None, nxt is not None and nxt.input == c.output,
+                         c.output_shape))
     return out
 
 

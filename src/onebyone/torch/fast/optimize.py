@@ -112,47 +112,50 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
     return root
 
 
-def fuse_conv_acts(model: nn.Module, report: RewriteReport) -> nn.Module:
-    """Swap every Conv2d / Pointwise for a ``ConvAct`` (in place), taking in the activation that follows
-    it inside an ``nn.Sequential`` (past Identity and eval Dropout); what ConvAct cannot run is skipped.
-    A model that is itself a Conv2d / Pointwise is returned as its ConvAct."""
-    if isinstance(model, (nn.Conv2d, Pointwise)):
-        try:
-            new = ConvAct(model)
-        except OneByOneError as e:
-            report.skipped.append(("(the model)", str(e)))
-            return model
-        report.changed.append(f"(the model): {type(model).__name__} -> ConvAct (one oneDNN call, packed weights)")
-        return new
-    for name, m in list(model.named_modules()):
-        if not isinstance(m, (nn.Conv2d, Pointwise)) or not name:
+def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
+    """Swap every Conv2d / Pointwise for a ``ConvAct`` (in place), then take into each the activation that
+    alone reads its output, wherever the model's ``forward`` calls it: one eager run on ``x`` shows what
+    feeds what (Identity and eval Dropout pass their input through). An activation module called at
+    several places stays where it is. What ConvAct cannot run is skipped; a model that is itself a
+    Conv2d / Pointwise is returned as its ConvAct."""
+    swapped = {}
+    for name, m in [("", model)] if isinstance(model, (nn.Conv2d, Pointwise)) else list(model.named_modules()):
+        if not isinstance(m, (nn.Conv2d, Pointwise)):
             continue
-        parent_name, _, last = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        after, act = None, None  # the activation right after it in a Sequential (past Identity / eval Dropout)
-        if isinstance(parent, nn.Sequential):
-            keys = list(parent._modules)
-            names = ((k, acts.name_of(parent._modules[k])) for k in keys[keys.index(last) + 1:])
-            after, act = next(((k, a) for k, a in names if a != "identity"), (None, None))
-            after, act = (
-                (after, act) if act in FUSABLE else (None, None)
-            )  # the next module is no activation oneDNN fuses
         try:
-            new = ConvAct(m, act or "identity")
+            new = ConvAct(m)
         except OneByOneError as e:
-            report.skipped.append((name, str(e)))
+            report.skipped.append((name or "(the model)", str(e)))
             continue
-        G.replace_module(model, name, new)
-        if after:
-            report.changed.append(
-                f"{name} + {parent_name or 'model'}.{after}: "
-                f"{type(m).__name__} + {type(parent._modules[after]).__name__} "
-                f"-> ConvAct (one oneDNN call, packed weights)"
-            )
-            setattr(parent, after, nn.Identity())
+        model = _swap(model, name, new)
+        swapped[id(new)] = (name, type(m).__name__)
+    if not swapped:
+        return model
+    calls = G.record_calls(model, x)
+    for c in calls.calls:
+        if id(c.module) not in swapped or c.output is None:
+            continue
+        name, kind = swapped.pop(id(c.module))
+        value, users = c.output, calls.uses[c.output]
+        while len(users) == 1 and _passes_through(users[0]):  # past Identity and eval Dropout
+            value, users = users[0].output, calls.uses[users[0].output]
+        act = users[0] if len(users) == 1 and isinstance(users[0], G.Call) else None
+        act_name = acts.name_of(act.module) if act is not None else None
+        if act_name in FUSABLE and act_name != "identity" and calls.counts[id(act.module)] == 1 and act.input == value:
+            c.module.act = act_name
+            model = _swap(model, act.name, nn.Identity())
+            report.changed.append(f"{name or '(the model)'} + {act.name}: {kind} + {type(act.module).__name__} "
+                                  "-> ConvAct (one oneDNN call, packed weights)")
         else:
-            report.changed.append(f"{name}: {type(m).__name__} -> ConvAct (one oneDNN call, packed weights)")
+            report.changed.append(f"{name or '(the model)'}: {kind} -> ConvAct (one oneDNN call, packed weights)")
+    for name, kind in swapped.values():  # never called on the example
+        report.changed.append(f"{name}: {kind} -> ConvAct (one oneDNN call, packed weights; not called on the example)")
     return model
+
+
+def _passes_through(use) -> bool:
+    """A call that hands its input on unchanged: Identity, or Dropout in eval mode."""
+    return isinstance(use, G.Call) and acts.name_of(use.module) == "identity" and use.output is not None
 
 
 def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None):
@@ -175,7 +178,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     except OneByOneError as e:  # e.g. a model fx cannot trace: fusing by module structure still works
         work = copy.deepcopy(model)
         report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
-    work = fuse_conv_acts(fuse_chains(work, report), report)
+    work = fuse_conv_acts(fuse_chains(work, report), x, report)
     has_conv = (
         any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1 for m in work.modules())
         and isinstance(x, torch.Tensor) and x.dim() == 4  # one image batch: the layout ChannelsLast can move
