@@ -1,11 +1,14 @@
-"""How long `onebyone.analyze` takes on a ResNet-50-sized torch model (25.6M params, 4.1G MACs at 224).
+"""How long `onebyone.analyze` takes against plain forward passes, side by side in one run: a ViT-B/16 and a
+ResNet-50 (Hugging Face `transformers` configs at their default sizes, random weights, 224 x 224, batch 1)
+and our own ResNet-50 written with nn.Sequential. The target: analyze <= 2 plain forward passes.
 
-Run: .venv/bin/python benchmarks/analyze_speed.py   (prints the median of 5 runs, and the plain forward for scale)
+Run: .venv/bin/python benchmarks/analyze_speed.py   (medians of 5 interleaved rounds; prints the summaries too)
 """
 import statistics
 import time
 
 import torch
+import transformers as T
 from torch import nn
 
 import onebyone
@@ -18,11 +21,9 @@ class Bottleneck(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out))
-        self.down = (
-            nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-            if stride != 1 or cin != out
-            else nn.Identity()
-        )
+        down = stride != 1 or cin != out
+        self.down = (nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out)) if down
+                     else nn.Identity())
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.down(x))
@@ -37,16 +38,31 @@ def resnet50():
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000))
 
 
+def hf(config, cls):
+    config._attn_implementation = "eager"
+    return cls(config).eval()
+
+
 if __name__ == "__main__":
-    model = resnet50().eval()
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        s = onebyone.analyze(model, (3, 224, 224))
-        times.append(time.perf_counter() - t)
-    with torch.no_grad():
-        t = time.perf_counter()
-        model(torch.zeros(1, 3, 224, 224))
-        fwd = time.perf_counter() - t
-    print(f"resnet50: {s.params:,} params, {s.macs:,} MACs; analyze median {statistics.median(times):.3f} s "
-          f"(plain forward {fwd:.3f} s); {s.footer()}")
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 224, 224)
+    models = {"ViT-B/16 (transformers)": (hf(T.ViTConfig(), T.ViTForImageClassification), {"pixel_values": x}),
+              "ResNet-50 (transformers)": (hf(T.ResNetConfig(), T.ResNetForImageClassification), {"pixel_values": x}),
+              "ResNet-50 (nn.Sequential)": (resnet50().eval(), x)}
+    for name, (model, example) in models.items():
+        run = (lambda: model(**example)) if isinstance(example, dict) else (lambda: model(example))
+        times = {"analyze": [], "forward": []}
+        with torch.no_grad():
+            run()
+        for _ in range(5):
+            t = time.perf_counter()
+            s = onebyone.analyze(model, example=example)
+            times["analyze"].append(time.perf_counter() - t)
+            with torch.no_grad():
+                t = time.perf_counter()
+                run()
+                times["forward"].append(time.perf_counter() - t)
+        a, f = statistics.median(times["analyze"]), statistics.median(times["forward"])
+        print(f"{name}: analyze {a:.3f} s, plain forward {f:.3f} s: {a / f:.2f} forward passes "
+              f"({s.params:,} params, {s.macs:,} MACs)")
+        print("   ", "\n    ".join(s.summary_lines()))

@@ -52,3 +52,11 @@ def test_unbuilt_model_needs_an_input_size():
     with pytest.raises(OneByOneError, match="is not built: pass input_size"):
         analyze(model)
     assert analyze(model, input_size=(5,)).params == 18
+
+
+def test_a_channels_first_input_size_for_a_channels_last_model_is_refused():
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3)])
+    with pytest.raises(OneByOneError, match=r"built for inputs \(32, 32, 3\).*got input_size \(3, 32, 32\); "
+                                            r"Keras takes channels last: input_size=\(32, 32, 3\)"):
+        analyze(model, input_size=(3, 32, 32))
+    assert analyze(model, input_size=(32, 32, 3)).macs == analyze(model).macs == 30 * 30 * 8 * 27

@@ -42,13 +42,33 @@ def _print_rich(stats, depth) -> bool:
     return True
 
 
+def _factory_kwargs(pairs) -> dict:
+    """``KEY=VALUE`` strings -> keyword arguments; a VALUE is a Python literal (10, None, 'a', (3, 3)) or
+    else the string itself."""
+    import ast
+
+    out = {}
+    for pair in pairs or ():
+        key, eq, value = pair.partition("=")
+        if not eq or not key.isidentifier():
+            raise OneByOneError(f"--model-arg expects KEY=VALUE with a Python name as KEY, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
 def _analyze(args):
     """The ModelStats of ``args.model`` at ``--input-size`` (default: the zoo's) and ``--batch-size``."""
     from .analyzer import analyze
     from .zoo import from_spec  # imports torch
 
-    model, default_size = from_spec(args.model)
+    model, default_size = from_spec(args.model, **_factory_kwargs(args.model_arg))
     size = tuple(args.input_size) if args.input_size else default_size
+    if size is None:
+        raise OneByOneError(f"{args.model} has no default input size: give one sample's shape with "
+                            "--input-size, e.g. --input-size 3 224 224")
     return analyze(model, input_size=size, batch_size=args.batch_size)
 
 
@@ -161,7 +181,9 @@ def _model_args(p) -> None:
     """MODEL, --input-size and --batch-size, as `summary` and `report` take them."""
     p.add_argument("model", help="a zoo name or package.module:factory")
     p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="one sample's shape, e.g. 3 224 224")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="samples in the analyzed batch (default 1)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="a keyword argument for the model's factory, e.g. num_classes=10 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:

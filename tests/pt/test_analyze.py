@@ -204,3 +204,21 @@ def test_dtype_sets_the_bytes():
     assert (
         a.bytes_read == 2 * b.bytes_read and a.bytes_written == 100 * 4 and math.isclose(b.intensity, 2 * a.intensity)
     )
+
+
+def test_cli_summary_finds_modules_in_the_current_folder_and_passes_factory_arguments(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mymodels_cli.py").write_text(
+        "from torch import nn\n"
+        "def net(width=4, classes=3):\n"
+        "    return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, classes))\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["summary", "mymodels_cli:net", "--input-size", "8", "--model-arg", "width=16",
+                 "--model-arg", "classes=5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["totals"]["macs"] == 8 * 16 + 16 * 5  # the factory got width=16 and classes=5
+    assert main(["summary", "mymodels_cli:net"]) == 2  # no default input size: the flag is named
+    assert "give one sample's shape with --input-size" in capsys.readouterr().err
+    assert main(["summary", "nin_digits", "--model-arg", "num_classes=4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"][-1]["output_shape"][1] == 4
+    assert main(["summary", "mymodels_cli:net", "--input-size", "8", "--model-arg", "depth"]) == 2
+    assert "--model-arg expects KEY=VALUE" in capsys.readouterr().err

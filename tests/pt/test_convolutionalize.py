@@ -113,3 +113,34 @@ def test_float64_and_channels_last_are_exact():
                 assert torch.allclose(
                     grid[0, :, i, j], model(img[:, :, 2 * i : 2 * i + 8, 2 * j : 2 * j + 8])[0], atol=1e-10
                 )
+
+
+def vgg_like(pool, side=2):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.ReLU(), nn.MaxPool2d(2), pool, nn.Flatten(), nn.Linear(8 * side * side, 16), nn.ReLU(),
+                         nn.Dropout(), nn.Linear(16, 5)).eval()
+
+
+@pytest.mark.parametrize("pool,size", [(nn.AdaptiveAvgPool2d((2, 2)), 8),  # the identity at 8 x 8: VGG at 224
+                                       (nn.AdaptiveAvgPool2d(2), 16),  # 4x4 -> 2x2: a fixed 2x2 average pool
+                                       (nn.AdaptiveMaxPool2d((2, 2)), 16)])
+def test_an_adaptive_pool_before_the_head_slides_as_the_fixed_pool_it_equals(pool, size):
+    from onebyone.torch.convolutionalize import predicted_grid
+
+    model = vgg_like(pool)
+    conv, report = convolutionalize(model, (3, size, size))
+    assert any("AdaptiveAvgPool2d" in c or "AdaptiveMaxPool2d" in c for c in report.changed)
+    for h, w in ((size, size), (size + 24, size + 40), (3 * size, 2 * size)):
+        with torch.no_grad():
+            out = conv(torch.randn(1, 3, h, w))
+        assert tuple(out.shape[2:]) == predicted_grid(report.layers[0], (h, w)) == (
+            (h - size) // report.layers[0]["stride"][0] + 1, (w - size) // report.layers[0]["stride"][1] + 1)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x).flatten(1), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_adaptive_pool_with_uneven_windows_is_refused_with_the_reason():
+    with pytest.raises(OneByOneError, match="uneven windows"):
+        convolutionalize(vgg_like(nn.AdaptiveAvgPool2d((3, 3)), 3), (3, 16, 16))  # a 4x4 map into 3x3

@@ -58,3 +58,21 @@ def test_rank_too_large_and_bad_arguments():
         factorize(nn.Linear(10, 8), energy=1.5)
     with pytest.raises(OneByOneError, match="kinds entries must be one of"):
         factorize(nn.Linear(10, 8), rank=2, kinds=("attention",))
+
+
+def test_each_layer_reports_its_own_error_and_the_model_its_total():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 32, 1), nn.ReLU(), nn.Conv2d(32, 32, 1), nn.ReLU(), nn.Conv2d(32, 16, 1))
+    model = model.double()
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    _, report = factorize(model, rank=4, example=x)
+    with torch.no_grad():  # each layer alone, factorized, on the input the original model gives it
+        for info in report.layers:
+            i = int(info["name"])
+            xin = model[:i](x)
+            alone, _ = factorize(model[i], rank=4, example=xin)
+            want = float((alone(xin) - model[i](xin)).norm() / model[i](xin).norm())
+            assert info["relative_error"] == pytest.approx(want, rel=1e-9)
+    errors = [info["relative_error"] for info in report.layers]
+    assert report.output_relative_error > 0 and report.output_relative_error != errors[-1]
+    assert "whole model's output" in " ".join(report.notes)

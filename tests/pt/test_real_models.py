@@ -125,3 +125,12 @@ def test_torchvision_and_timm_models_where_they_import(library, build_model):
     x = torch.randn(1, 3, 64, 64)
     s = analyze(model, example=x)
     assert s.macs == flop_counter_macs(model, (x,)) and s.uncounted == []
+
+
+def test_vit_b16_at_its_published_size_is_95_percent_one_by_one_convolutions():
+    config = T.ViTConfig()  # ViT-B/16 at 224 x 224: 17.56 G MACs published (torchvision's table)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    s = analyze(T.ViTForImageClassification(config).eval(), example={"pixel_values": torch.randn(1, 3, 224, 224)})
+    assert s.macs == 17_563_061_760 and round(s.share()["pointwise"]["macs"], 1) == 95.3  # the README's numbers
+    assert s.uncounted == [] and [n for n, *_ in s.outside_layers] == ["vit.embeddings"]

@@ -96,6 +96,14 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
     if example is not None:
         input_size = tuple(example.shape[1:])
         batch_size = int(example.shape[0])
+    if input_size is not None and model.built and getattr(model, "inputs", None):
+        built, given = tuple(model.inputs[0].shape[1:]), tuple(input_size)
+        if len(built) != len(given) or any(b is not None and b != g for b, g in zip(built, given)):
+            hint = ""
+            if len(given) == 3 and given[0] == built[-1] and given[0] != given[-1]:
+                hint = f"; Keras takes channels last: input_size=({given[1]}, {given[2]}, {given[0]})"
+            raise OneByOneError(f"Keras model `{model.name}` was built for inputs {built} (batch aside), "
+                                f"got input_size {given}{hint}")
     if not model.built or not getattr(model, "inputs", None):
         if input_size is None:
             raise OneByOneError(f"Keras model `{model.name}` is not built: pass input_size=(H, W, C)")

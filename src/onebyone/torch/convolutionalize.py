@@ -49,6 +49,33 @@ def _head(gm, flat):
         cur = u
 
 
+def predicted_grid(head: dict, size) -> tuple:
+    """The (h, w) grid of windows a converted head returns on an (H, W) input, from its entry in
+    ``report.layers``: ``((H - window) // stride + 1, (W - window) // stride + 1)``."""
+    return tuple((a - b) // c + 1 for a, b, c in zip(size, head["window"], head["stride"]))
+
+
+def _fixed_pool(gm, node):
+    """For an adaptive pool (not a global one) feeding the head: (its replacement, why), where the
+    replacement is Identity if the pool is the identity at ``input_size`` or the fixed pool it equals
+    there, which slides over a larger input as the rest of the trunk does; a reason string if it can
+    be neither; None for any other node."""
+    m = G.module(gm, node)
+    if not isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) or G.is_gap(gm, node):
+        return None
+    _, _, h, w = G.shape(node.args[0])
+    size = (m.output_size,) * 2 if isinstance(m.output_size, int) or m.output_size is None else m.output_size
+    oh, ow = (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
+    if (oh, ow) == (h, w):
+        return nn.Identity(), f"{type(m).__name__}({m.output_size}) is the identity on the {h}x{w} map: dropped"
+    if h % oh or w % ow:
+        return (f"{type(m).__name__}({m.output_size}) squeezes a {h}x{w} map with uneven windows: it is no fixed "
+                "pool, so the head cannot slide over larger inputs")
+    k = (h // oh, w // ow)
+    fixed = nn.AvgPool2d(k, k) if isinstance(m, nn.AdaptiveAvgPool2d) else nn.MaxPool2d(k, k)
+    return fixed, f"{type(m).__name__}({m.output_size}) on the {h}x{w} map is {fixed!r}: replaced, so it slides"
+
+
 def _trunk(gm, node):
     """(total stride, padded?) of the feature extractor that feeds ``node``."""
     stride, padded = {}, {}
@@ -119,6 +146,10 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
             continue
         first = G.module(gm, linears[0])
         _, c, h, w = fmap
+        pooled = _fixed_pool(gm, src)  # an adaptive pool in front of the head: the fixed pool it equals here
+        if isinstance(pooled, str):
+            report.skipped.append((linears[0].target, pooled))
+            continue
         if G.is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]:
             maps = pointwise_from(numpy64(first.weight), numpy64(first.bias), first.weight)
             G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
@@ -145,7 +176,13 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
             G.replace_module(work, flat.target, nn.Identity())
         else:
             functional_flatten.append(flat.name)
-        stride, padded = _trunk(gm, src)
+        stride, padded = _trunk(gm, src.args[0] if pooled is not None else src)
+        if pooled is not None:
+            fixed, why = pooled
+            G.replace_module(work, src.target, fixed)
+            k = (1, 1) if isinstance(fixed, nn.Identity) else fixed.kernel_size
+            stride = (stride[0] * k[0], stride[1] * k[1])
+            report.changed.append(f"{src.target}: {why}")
         report.layers.append(
             {"head": [n.target for n in linears], "window": tuple(input_size[1:]), "stride": stride, "padded": padded}
         )

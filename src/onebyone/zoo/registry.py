@@ -48,15 +48,19 @@ def create_model(name: str, **kwargs):
     return model_info(name).fn(**kwargs)
 
 
-def from_spec(spec: str):
-    """A zoo name or ``package.module:factory`` -> (model, default input size or None).
+def from_spec(spec: str, **kwargs):
+    """A zoo name or ``package.module:factory`` -> (model, default input size or None); ``kwargs`` go
+    to the factory (``num_classes=10``, ``weights=None``).
 
     The current directory is searched for the module, as ``python -m`` does. A factory's model may
     carry a ``default_input_size`` attribute.
     """
     if ":" not in spec:
         info = model_info(spec)  # an unknown name lists the zoo
-        return info.fn(), info.input_size
+        try:
+            return info.fn(**kwargs), info.input_size
+        except TypeError as e:
+            raise OneByOneError(f"{spec}() does not take {sorted(kwargs)}: {e}") from None
     mod_name, _, attr = spec.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -66,8 +70,9 @@ def from_spec(spec: str):
         raise OneByOneError(f"could not import module {mod_name!r} (from {spec!r}): {type(e).__name__}: {e}") from e
     if not hasattr(module, attr):
         raise OneByOneError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     try:
-        model = getattr(module, attr)()
+        model = getattr(module, attr)(**kwargs)
     except Exception as e:  # noqa: BLE001
-        raise OneByOneError(f"calling {spec}() failed: {type(e).__name__}: {e}") from e
+        raise OneByOneError(f"calling {spec}({args}) failed: {type(e).__name__}: {e}") from e
     return model, getattr(model, "default_input_size", None)
