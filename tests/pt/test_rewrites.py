@@ -244,3 +244,15 @@ def test_fold_batchnorm_without_fx_reads_the_graph_from_an_eager_run():
     assert_same(model, folded, x, 1e-5)
     merged, report = merge_pointwise(model, example=x)
     assert ("(the whole model)" in dict(report.skipped)) and isinstance(merged.bn, nn.Identity)
+
+
+def test_a_rewrite_whose_target_is_the_model_itself_returns_the_replacement():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4)
+    x = torch.randn(3, 5, 6)
+    pw, report = linear_to_conv1x1(lin, example=x)
+    assert isinstance(pw, Pointwise) and report.params_after == report.params_before == 28
+    back, _ = conv1x1_to_linear(pw, example=x)
+    assert isinstance(back, nn.Linear)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), lin(x))

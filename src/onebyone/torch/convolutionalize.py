@@ -152,8 +152,8 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
             continue
         if G.is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]:
             maps = pointwise_from(numpy64(first.weight), numpy64(first.bias), first.weight)
-            G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
-            G.replace_module(work, linears[0].target, nn.Identity())
+            work = G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
+            work = G.replace_module(work, linears[0].target, nn.Identity())
             report.changed.append(
                 f"{linears[0].target}: Linear after global average pool -> "
                 f"1x1 class maps ({src.target}.0) before the pool"
@@ -168,18 +168,18 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         conv.weight.data.copy_(tensor(forms.dense_to_full_kernel(numpy64(first.weight), (c, h, w)), first.weight))
         if first.bias is not None:
             conv.bias.data.copy_(first.bias.data)
-        G.replace_module(work, linears[0].target, conv)
+        work = G.replace_module(work, linears[0].target, conv)
         for n in linears[1:]:
             lin = G.module(gm, n)
-            G.replace_module(work, n.target, pointwise_from(numpy64(lin.weight), numpy64(lin.bias), lin.weight))
+            work = G.replace_module(work, n.target, pointwise_from(numpy64(lin.weight), numpy64(lin.bias), lin.weight))
         if isinstance(G.module(gm, flat), nn.Flatten):
-            G.replace_module(work, flat.target, nn.Identity())
+            work = G.replace_module(work, flat.target, nn.Identity())
         else:
             functional_flatten.append(flat.name)
         stride, padded = _trunk(gm, src.args[0] if pooled is not None else src)
         if pooled is not None:
             fixed, why = pooled
-            G.replace_module(work, src.target, fixed)
+            work = G.replace_module(work, src.target, fixed)
             k = (1, 1) if isinstance(fixed, nn.Identity) else fixed.kernel_size
             stride = (stride[0] * k[0], stride[1] * k[1])
             report.changed.append(f"{src.target}: {why}")

@@ -108,7 +108,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
                 (name, f"rank {r} keeps {energy:.0%} of the energy but saves nothing ({r}*({o}+{k}) >= {o}*{k})")
             )
             continue
-        G.replace_module(work, name, _pair(m, a, b))
+        work = G.replace_module(work, name, _pair(m, a, b))
         done.append((name, m, r, kept))
     work64 = copy.deepcopy(work).double().eval()
     for name, m, r, kept in done:

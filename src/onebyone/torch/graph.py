@@ -90,9 +90,14 @@ def call_counts(root: nn.Module, gm) -> dict:
     return {k: max(calls.get(k, 0), len(names.get(k, ()))) for k in set(calls) | set(names)}
 
 
-def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` at the qualified ``name`` in ``root``; returns the root, which is ``new`` itself when
+    ``name`` is "" (the model is the module replaced)."""
+    if not name:
+        return new
     parent, _, last = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, last, new)
+    return root
 
 
 def only_user(node):

@@ -83,7 +83,7 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
             continue
         if id(m) not in done:
             done[id(m)] = pointwise_from(numpy64(m.weight), numpy64(m.bias), m.weight, channel_dim=-1)
-        G.replace_module(work, name, done[id(m)])
+        work = G.replace_module(work, name, done[id(m)])
         report.changed.append(f"{name}: Linear({m.in_features}, {m.out_features}) -> {done[id(m)]!r}")
     return finish(report, model, work, x, tol, inplace)
 
@@ -115,7 +115,8 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
     channels sit on dim 1 of a spatial map, where nn.Linear cannot act: skipped, with the reason.
     """
     x = probe_input(model, example, input_size)
-    work, report = copy.deepcopy(model), RewriteReport("conv1x1_to_linear")
+    single = is_pointwise(model)  # the model is the layer: traced inside a Sequential, handed back alone
+    work, report = copy.deepcopy(nn.Sequential(model) if single else model), RewriteReport("conv1x1_to_linear")
     gm = traced(work, x, report)
     counts = G.call_counts(work, gm) if gm else {}
     for node in gm.graph.nodes if gm else ():
@@ -133,7 +134,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
         w, b = _matrix(m), numpy64(m.bias)
         lin = pointwise_layer(nn.Linear(1, 1).to(m.weight), w, b if b is not None else 0 * w[:, 0])
         if channel_axis(m) == "last" and getattr(m, "stride", 1) == 1:
-            G.replace_module(work, node.target, lin)
+            work = G.replace_module(work, node.target, lin)
             report.changed.append(f"{node.target}: {m!r} -> Linear({w.shape[1]}, {w.shape[0]})")
             continue
         spatial = (G.shape(node.args[0]) or (0, 0, 0))[2:]
@@ -145,7 +146,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
             and user is not None
             and is_flatten(gm, user)
         ):
-            G.replace_module(work, node.target, nn.Sequential(nn.Flatten(1), lin))
+            work = G.replace_module(work, node.target, nn.Sequential(nn.Flatten(1), lin))
             report.changed.append(f"{node.target}: {type(m).__name__} on a 1x1 map, then flatten -> Flatten + Linear")
             continue
         report.skipped.append(
@@ -155,7 +156,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
                 "last dim, so a swap is valid only on a 1x1 map that is then flattened",
             )
         )
-    return finish(report, model, work, x, tol, inplace)
+    return finish(report, model, work[0] if single else work, x, tol, inplace)
 
 
 # --- BatchNorm folding ------------------------------------------------------------------------
@@ -243,15 +244,15 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> bool:
         if (isinstance(layer, CONVS + (nn.Linear, Pointwise)) and site.before_single and counts[id(layer)] == 1
                 and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)):
             w, b = algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift)
-            G.replace_module(work, site.before, with_weights(layer, w, b))
-            G.replace_module(work, site.bn, nn.Identity())
+            work = G.replace_module(work, site.before, with_weights(layer, w, b))
+            work = G.replace_module(work, site.bn, nn.Identity())
             report.changed.append(f"{site.before} + {site.bn}: {type(layer).__name__} + {type(bn).__name__} folded")
             continue
         if (nxt is not None and is_pointwise(nxt) and site.after_single and counts[id(nxt)] == 1
                 and counts[id(bn)] == 1 and _axis_matches(nxt, bn, site.after_shape)):
             w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
-            G.replace_module(work, site.after, with_weights(nxt, w, b))
-            G.replace_module(work, site.bn, nn.Identity())
+            work = G.replace_module(work, site.after, with_weights(nxt, w, b))
+            work = G.replace_module(work, site.bn, nn.Identity())
             report.changed.append(f"{site.bn} + {site.after}: {type(bn).__name__} folded into the "
                                   f"{type(nxt).__name__} after it")
             continue
@@ -343,8 +344,8 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
             if not isinstance(a, nn.Linear):
                 sa, sb = a.stride, b.stride
                 stride = sa * sb if isinstance(sa, int) else tuple(p * q for p, q in zip(sa, sb))
-            G.replace_module(work, node.target, pointwise_layer(a, w, bias, stride=stride))
-            G.replace_module(work, user.target, nn.Identity())
+            work = G.replace_module(work, node.target, pointwise_layer(a, w, bias, stride=stride))
+            work = G.replace_module(work, user.target, nn.Identity())
             report.changed.append(f"{pair}: merged into one {type(a).__name__} ({w.shape[1]} -> {w.shape[0]})")
             merged = True
             break

@@ -70,14 +70,6 @@ def _runs(seq: nn.Sequential):
             i += 1
 
 
-def _swap(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    """Put ``new`` at ``name`` in ``model`` and return the model, which is ``new`` itself for the root ("")."""
-    if not name:
-        return new
-    G.replace_module(model, name, new)
-    return model
-
-
 def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
     """Swap SharedMLPs and 1x1 runs in Sequentials for FusedPointwiseChains (in place; a SharedMLP that is
     the model itself is returned as the chain)."""
@@ -91,7 +83,7 @@ def fuse_chains(model: nn.Module, report: RewriteReport) -> nn.Module:
             except OneByOneError as e:
                 report.skipped.append((name, str(e)))
                 continue
-            root = _swap(root, name, chain)
+            root = G.replace_module(root, name, chain)
             gone += (name + ".",)
             report.changed.append(f"{name}: SharedMLP {m.widths} -> FusedPointwiseChain (tile {chain.plan.tile})")
         elif isinstance(m, nn.Sequential):
@@ -127,7 +119,7 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
         except OneByOneError as e:
             report.skipped.append((name or "(the model)", str(e)))
             continue
-        model = _swap(model, name, new)
+        model = G.replace_module(model, name, new)
         swapped[id(new)] = (name, type(m).__name__)
     if not swapped:
         return model
@@ -143,7 +135,7 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
         act_name = acts.name_of(act.module) if act is not None else None
         if act_name in FUSABLE and act_name != "identity" and calls.counts[id(act.module)] == 1 and act.input == value:
             c.module.act = act_name
-            model = _swap(model, act.name, nn.Identity())
+            model = G.replace_module(model, act.name, nn.Identity())
             report.changed.append(f"{name or '(the model)'} + {act.name}: {kind} + {type(act.module).__name__} "
                                   "-> ConvAct (one oneDNN call, packed weights)")
         else:
