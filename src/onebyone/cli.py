@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .errors import OneByOneError
 
 
 def _tour(args) -> int:
+    from .checkpoint import check_writable
     from .tour import render, run_tour
+
+    if args.html:
+        check_writable(args.html, "--html")
 
     lessons = run_tour(only=args.lesson or None, seed=args.seed)
     if args.json:
@@ -86,6 +91,7 @@ def _summary(args) -> int:
 def _report(args) -> int:
     import json
 
+    from .checkpoint import check_writable
     from .model_page import write_report
 
     bench = None
@@ -94,9 +100,13 @@ def _report(args) -> int:
             with open(args.bench) as f:
                 bench = json.load(f)
         except (OSError, ValueError) as e:
-            raise OneByOneError(
-                f"--bench expects the JSON written by `onebyone bench --json`; reading {args.bench} failed: {e}"
-            ) from None
+            raise OneByOneError(f"--bench expects the JSON written by `onebyone bench --json`; "
+                                f"reading {args.bench} failed: {e}") from None
+        if not isinstance(bench, dict) or "peak_gflops" not in bench:
+            kind = "an object without 'peak_gflops'" if isinstance(bench, dict) else f"a {type(bench).__name__}"
+            raise OneByOneError(f"--bench expects the JSON object written by `onebyone bench --json`; "
+                                f"{args.bench} holds {kind}")
+    check_writable(args.html, "--html")
     stats = _analyze(args)
     path = write_report(stats, args.html, bench)
     print(f"wrote {path}: {stats.footer()}")
@@ -104,33 +114,61 @@ def _report(args) -> int:
 
 
 def _train(args) -> int:
-    import json
     from pathlib import Path
 
-    from .train import TrainConfig, train
+    from . import checkpoint
+    from .train import TrainConfig, data_spec, read_config, resume_conflicts, train
 
-    out = Path(args.out)
+    given = {"model": args.model, "data": data_spec(args.data) if args.data else None, "batch_size": args.batch_size,
+             "lr": args.lr, "seed": args.seed, "size": args.size, "n_points": args.points}
     if args.resume:
-        if not (out / "config.json").exists():
-            raise OneByOneError(f"--resume needs {out / 'config.json'} from an earlier run")
-        cfg = TrainConfig(**json.loads((out / "config.json").read_text()))
+        if args.overwrite:
+            raise OneByOneError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        if not args.out:
+            raise OneByOneError("--resume needs --out, the folder of the run to continue")
+        out = Path(args.out)
+        if checkpoint.folder(out) is None:
+            raise OneByOneError(f"--resume: {out} holds no run written by `onebyone train`")
+        cfg = read_config(out)
+        conflicts = resume_conflicts(cfg, given)
+        if conflicts:
+            raise OneByOneError(f"--resume continues the run in {out} as it was saved; these options differ: "
+                                f"{'; '.join(conflicts)}. Leave them out, or start a new run with another --out")
+        done = int(checkpoint.read_json(out, "state.json").get("epoch", 0))
         cfg.epochs = args.epochs or cfg.epochs
+        if done >= cfg.epochs:
+            print(f"nothing to do: the run in {out} finished epoch {done} of {cfg.epochs}; "
+                  f"pass --epochs N with N > {done} to train it further")
+            return 0
     else:
+        if not args.data:
+            raise OneByOneError("--data is required: digits, shapes3d, a folder of class subfolders, or an .npz file")
+        out = Path(args.out) if args.out else checkpoint.new_run_folder("runs", f"{args.model}-{Path(args.data).stem}")
+        if checkpoint.folder(out) is not None and not out.is_file():
+            if not args.overwrite:
+                saved = read_config(out)
+                raise OneByOneError(f"{out} holds a run ({saved.model} on {saved.data}); pass --resume to continue "
+                                    "it, --overwrite to replace it, or another --out")
+            checkpoint.clear(out)
         kw = {"size": args.size} if args.size else {}
         kw.update({"n_points": args.points} if args.points else {})
-        cfg = TrainConfig(
-            args.model, args.data, args.epochs or 30, args.batch_size, args.lr, seed=args.seed, data_kwargs=kw
-        )
+        cfg = TrainConfig(args.model, given["data"], args.epochs or 30, args.batch_size or 64, args.lr or 3e-3,
+                          seed=args.seed or 0, data_kwargs=kw)
+    checkpoint.check_writable(out, "--out")
+    args.run_folder = out  # for the message on Ctrl-C
     _, metrics = train(cfg, out=out, resume=args.resume, progress=not args.quiet)
     if metrics:
         last = metrics[-1]
         print(f"{cfg.model} on {cfg.data}: epoch {last['epoch']}, test accuracy {last['test_acc']:.4f}; "
-              f"checkpoint in {out}/ (model.safetensors, config.json, metrics.json)")
+              f"checkpoint in {out}/checkpoint (model.safetensors, config.json, metrics.json)")
     return 0
 
 
 def _maps(args) -> int:
     from . import data
+    import numpy as np
+
+    from .checkpoint import check_writable_file
     from .torch.maps import draw_canvas, draw_maps
     from .train import load_checkpoint
 
@@ -139,7 +177,14 @@ def _maps(args) -> int:
     size = tuple(xte.shape[1:])
     if len(size) != 3:
         raise OneByOneError(f"maps need an image model; {cfg.model} on {cfg.data} takes samples of shape {size}")
+    out = args.out or ("canvas.png" if args.canvas else "maps.png")
+    if not str(out).lower().endswith(".png"):
+        raise OneByOneError(f"--out names the PNG to write; got {out!r} (end it in .png)")
+    check_writable_file(out, "--out")
     images, from_file = data.images_from_spec(args.image, xte)
+    bad = [i for i, im in enumerate(images) if not np.isfinite(im).all()]
+    if bad:
+        raise OneByOneError(f"{args.image} holds NaN or infinite values; expected a finite image")
     labels = data.class_names(cfg.data, cfg.num_classes)
     want = "x".join(map(str, size))
     got = "x".join(map(str, images[0].shape))
@@ -152,13 +197,13 @@ def _maps(args) -> int:
         canvas = images[0] if from_file else data.compose_canvas(images, seed=args.seed)
         if canvas.shape[1] < size[1] or canvas.shape[2] < size[2]:
             raise OneByOneError(f"a canvas must be at least {want}; {args.image} is {got}")
-        path, probs = draw_canvas(model, canvas, size, args.out or "canvas.png", labels)
+        path, probs = draw_canvas(model, canvas, size, out, labels)
         print(f"wrote {path}: {probs.shape[1]}x{probs.shape[2]} windows of {size[1]}x{size[2]}, {len(labels)} classes")
         return 0
     if len(images) != 1 or images[0].shape != size:
         raise OneByOneError(f"{cfg.model} takes one {want} image (channels x height x width); got "
                             f"{len(images)} image(s) of {got} (use --canvas for larger images or several digits)")
-    path, probs = draw_maps(model, images[0], args.out or "maps.png", labels)
+    path, probs = draw_maps(model, images[0], out, labels)
     print(f"wrote {path}: predicted {labels[int(probs.argmax())]} ({probs.max():.1%})")
     return 0
 
@@ -166,10 +211,16 @@ def _maps(args) -> int:
 def _bench(args) -> int:
     from . import bench
 
+    from .checkpoint import check_writable_file
+
     bad = set(args.sections) - set(bench.SECTIONS)
-    if bad:
+    if bad or not args.sections:
         raise OneByOneError(f"--sections takes letters from {bench.SECTIONS!r}, got {args.sections!r}")
-    result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile, runs=args.runs)
+    for path, flag in ((args.json, "--json"), (args.png, "--png")):
+        if path:
+            check_writable_file(path, flag)  # before the minutes of timing, not after
+    result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile, runs=args.runs,
+                       save=lambda partial: bench.write(partial, args.json))  # each finished run kept as it goes
     bench.write(result, args.json, args.png)
     print("\n".join(bench.summary(result)))
     if args.json:
@@ -177,30 +228,59 @@ def _bench(args) -> int:
     return 0
 
 
+def _integer(minimum: int):
+    """An argparse type: an integer >= minimum, refused with the range in the message."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
 def _model_args(p) -> None:
     """MODEL, --input-size and --batch-size, as `summary` and `report` take them."""
     p.add_argument("model", help="a zoo name or package.module:factory")
-    p.add_argument("--input-size", type=int, nargs="+", metavar="N", help="one sample's shape, e.g. 3 224 224")
-    p.add_argument("--batch-size", type=int, default=1, help="samples in the analyzed batch (default 1)")
+    p.add_argument("--input-size", type=_integer(1), nargs="+", metavar="N",
+                   help="one sample's shape, each size >= 1, e.g. 3 224 224")
+    p.add_argument("--batch-size", type=_integer(1), default=1, help="samples in the analyzed batch, >= 1 (default 1)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                    help="a keyword argument for the model's factory, e.g. num_classes=10 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="onebyone", description="The 1x1 convolution, understood and used.")
+    p.add_argument("--version", action="version", version=f"onebyone {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tour", help="run every lesson: each seed claim computed and verified")
     t.add_argument("--json", action="store_true", help="print the lessons and checks as JSON")
     t.add_argument("--lesson", action="append", metavar="ID", help="run only this lesson (repeatable)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
+    t.add_argument("--seed", type=_integer(0), default=0, help="seed of the random arrays, >= 0 (default 0)")
     t.add_argument("--html", default=None, metavar="DIR", help="write DIR/index.html with a figure per lesson")
     t.set_defaults(fn=_tour)
     sm = sub.add_parser("summary", help="params, MACs and memory per layer of a model, and the 1x1 share")
     _model_args(sm)
-    sm.add_argument("--depth", type=int, default=None, help="fold rows deeper than this many name levels")
+    sm.add_argument("--depth", type=_integer(0), default=None, help="fold rows deeper than this many name levels")
     fmt = sm.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="print the rows and totals as JSON instead of a table")
+    fmt.add_argument("--csv", action="store_true", help="print the rows as CSV instead of a table")
     sm.set_defaults(fn=_summary)
     rp = sub.add_parser("report", help="an HTML page for a model: table, MACs and params by kind, dominating layers")
     _model_args(rp)
@@ -211,15 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=_report)
     tr = sub.add_parser("train", help="train a zoo model on an offline dataset (also under torchrun for DDP)")
     tr.add_argument("model", help="a zoo name, e.g. nin_digits or pointnet_cls")
-    tr.add_argument("--data", required=True, help="digits, shapes3d, a folder of class subfolders, or an .npz")
-    tr.add_argument("--epochs", type=int, default=None, help="default 30 (with --resume: the total to reach)")
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=3e-3)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--size", type=int, default=None, help="digits only: 8 or 28")
-    tr.add_argument("--points", type=int, default=None, help="shapes3d only: points per cloud (default 1024)")
-    tr.add_argument("--out", default="runs/latest", help="checkpoint folder (default runs/latest)")
+    tr.add_argument("--data", default=None, help="digits, shapes3d, a folder of class subfolders, or an .npz "
+                    "(required for a new run)")
+    tr.add_argument("--epochs", type=_integer(1), default=None, help="epochs, >= 1 (default 30; with --resume: "
+                    "the total to reach)")
+    tr.add_argument("--batch-size", type=_integer(1), default=None, help="samples per step, >= 1 (default 64; "
+                    "per process under torchrun)")
+    tr.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate of AdamW, > 0 (default "
+                    "0.003, cosine schedule)")
+    tr.add_argument("--seed", type=_integer(0), default=None, help="seed of the weights, shuffling and dropout "
+                    "(default 0)")
+    tr.add_argument("--size", type=int, choices=(8, 28), default=None, help="digits only: 8 or 28 (default 8)")
+    tr.add_argument("--points", type=_integer(1), default=None, help="shapes3d only: points per cloud "
+                    "(default 1024)")
+    tr.add_argument("--out", default=None, help="the run folder (default: a new folder runs/MODEL-DATA-TIME)")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run saved in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=_train)
     mp = sub.add_parser("maps", help="draw the class maps of a trained model with a 1x1-conv head (PNG)")
@@ -232,17 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="slide the classifier over a larger canvas and show where each class fires",
     )
-    mp.add_argument("--seed", type=int, default=0, help="where the samples land on the canvas")
+    mp.add_argument("--seed", type=_integer(0), default=0, help="where the samples land on the canvas (default 0)")
     mp.set_defaults(fn=_maps)
     bn = sub.add_parser("bench", help="measure the speed claims side by side; ratios, JSON and a roofline PNG")
     bn.add_argument("--json", default=None, metavar="OUT", help="write every measurement to this JSON file")
     bn.add_argument("--png", default=None, metavar="OUT", help="write the roofline plot (PNG)")
-    bn.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
+    bn.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (about 2 minutes, "
+                    "against about 11 for a full run)")
     bn.add_argument("--sections", default="abcde", help="which of a b c d e to run (default all)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
-    bn.add_argument(
-        "--runs", type=int, default=1, help="run everything this many times; headlines are medians (with ranges)"
-    )
+    bn.add_argument("--runs", type=_integer(1), default=1,
+                    help="run everything this many times, >= 1; headlines are medians (with ranges)")
     bn.set_defaults(fn=_bench)
     ls = sub.add_parser("lessons", help="list the lesson ids")
     ls.set_defaults(fn=_lessons)
@@ -256,6 +343,23 @@ def main(argv=None) -> int:
     except OneByOneError as e:
         print(f"onebyone: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"onebyone: interrupted{_where_to_resume(args)}", file=sys.stderr)
+        return 130
+
+
+def _where_to_resume(args) -> str:
+    """After Ctrl-C in `train`: where the last complete checkpoint is, and the command that continues it."""
+    out = getattr(args, "run_folder", None)
+    if args.command != "train" or out is None:
+        return ""
+    from . import checkpoint
+
+    if checkpoint.folder(out) is None:
+        return f"; no epoch had finished, so {out} holds no checkpoint yet"
+    epoch = checkpoint.read_json(out, "state.json").get("epoch")
+    return (f"; the last complete checkpoint is epoch {epoch} in {out}/checkpoint. Continue with: "
+            f"onebyone train {args.model} --out {out} --resume")
 
 
 if __name__ == "__main__":

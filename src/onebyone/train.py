@@ -1,16 +1,15 @@
 """Training for zoo models on the offline datasets: progress line, safe checkpoints, resume, DDP.
 
-Checkpoints are safetensors files plus JSON: ``model.safetensors`` (the weights), ``optimizer.safetensors``
-(optimizer tensors and the RNG state), ``config.json``, ``state.json`` (epoch, optimizer scalars) and
-``metrics.json``. Loading never unpickles anything. Each epoch reseeds the shuffling and dropout from
-``seed`` and the epoch number, so ``--resume`` continues exactly as an uninterrupted run would.
+Each epoch's checkpoint is one atomic unit (``onebyone.checkpoint``): ``model.safetensors`` (the weights),
+``optimizer.safetensors``, ``config.json``, ``state.json`` (epoch, optimizer scalars) and ``metrics.json``.
+Loading never unpickles anything. Each epoch reseeds the shuffling and dropout from ``seed`` and the epoch
+number, so ``--resume`` continues exactly as an uninterrupted run would, from any moment it was stopped.
 
 Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel (gloo on CPU, NCCL on
 GPUs) with a DistributedSampler; only rank 0 logs and writes.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import data
+from . import checkpoint, data
 from .errors import OneByOneError
 from .zoo import create_model, model_info
 
@@ -66,23 +64,51 @@ def _unflatten_optimizer(tensors: dict, scalars: dict) -> dict:
 
 
 def save_checkpoint(out: Path, model: nn.Module, opt, cfg: TrainConfig, epoch: int, metrics: list) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    """Write the epoch's checkpoint in ``out`` as one atomic unit (``onebyone.checkpoint``)."""
     tensors, scalars = _flatten_optimizer(opt)
-    save_file(tensors, str(out / "optimizer.safetensors"))
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    (out / "state.json").write_text(json.dumps({"epoch": epoch, "optimizer": scalars}, indent=2))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    checkpoint.save(out, {k: v.contiguous() for k, v in model.state_dict().items()}, tensors, asdict(cfg),
+                    {"epoch": epoch, "optimizer": scalars}, metrics)
+
+
+def read_config(out) -> TrainConfig:
+    """The ``TrainConfig`` saved in the run folder ``out``, checked field by field."""
+    raw = checkpoint.read_json(out, "config.json")
+    names = set(TrainConfig.__dataclass_fields__)
+    if not isinstance(raw, dict) or not {"model", "data"} <= set(raw) or set(raw) - names:
+        raise OneByOneError(f"{out}: config.json must hold the fields of a training run ({sorted(names)}), "
+                            f"got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+    return TrainConfig(**raw)
+
+
+def resume_conflicts(saved: TrainConfig, given: dict) -> list:
+    """The options given for a resumed run that differ from the ones it was saved with, as
+    ``"--lr 0.5 (saved: 0.003)"``; ``given`` maps field names to values, None meaning not given."""
+    out = []
+    for name, value in given.items():
+        if value is None:
+            continue
+        have = saved.data_kwargs.get(name) if name in ("size", "n_points") else getattr(saved, name)
+        if value != have:
+            flag = {"n_points": "--points", "model": "MODEL"}.get(name, "--" + name.replace("_", "-"))
+            out.append(f"{flag} {value} (saved: {have})")
+    return out
+
+
+def data_spec(name: str) -> str:
+    """How a dataset is stored in config.json: a named one by name, a path as an absolute path, so that
+    ``maps`` and ``--resume`` work from any folder."""
+    return name if name in data.NAMES else str(Path(name).resolve())
 
 
 def load_checkpoint(out: Path) -> tuple[nn.Module, TrainConfig]:
-    """The trained model and its config from a checkpoint folder (safetensors: nothing is unpickled)."""
-    out = Path(out)
-    if not (out / "model.safetensors").exists() or not (out / "config.json").exists():
-        raise OneByOneError(f"{out} is not a checkpoint folder: it needs model.safetensors and config.json")
-    cfg = TrainConfig(**json.loads((out / "config.json").read_text()))
+    """The trained model and its config from a run folder (safetensors and JSON: nothing is unpickled)."""
+    cfg = read_config(out)
     model = create_model(cfg.model, num_classes=cfg.num_classes)
-    model.load_state_dict(load_file(str(out / "model.safetensors")))
+    try:
+        model.load_state_dict(checkpoint.read_tensors(out, "model.safetensors"))
+    except RuntimeError as e:
+        raise OneByOneError(f"{out}: model.safetensors does not fit {cfg.model} with {cfg.num_classes} classes: "
+                            f"{str(e).splitlines()[0]}") from None
     return model.eval(), cfg
 
 
@@ -137,13 +163,18 @@ def train(
     sched = lambda e: 0.5 * cfg.lr * (1 + np.cos(np.pi * e / cfg.epochs))  # noqa: E731 - cosine, per epoch
     start, metrics = 1, []
     if resume:
-        if out is None or not (out / "state.json").exists():
-            raise OneByOneError(f"--resume needs a checkpoint folder with state.json, got {out}")
-        state = json.loads((out / "state.json").read_text())
-        model.load_state_dict(load_file(str(out / "model.safetensors")))
-        opt.load_state_dict(_unflatten_optimizer(load_file(str(out / "optimizer.safetensors")), state["optimizer"]))
-        metrics = json.loads((out / "metrics.json").read_text())
-        start = state["epoch"] + 1
+        if out is None or checkpoint.folder(out) is None:
+            raise OneByOneError(f"--resume needs a run folder written by `onebyone train`, got {out}")
+        state = checkpoint.read_json(out, "state.json")
+        try:
+            model.load_state_dict(checkpoint.read_tensors(out, "model.safetensors"))
+            opt.load_state_dict(_unflatten_optimizer(checkpoint.read_tensors(out, "optimizer.safetensors"),
+                                                     state["optimizer"]))
+            start = int(state["epoch"]) + 1
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({type(e).__name__}: {e}); "
+                                "it is damaged or from another run") from None
+        metrics = checkpoint.read_json(out, "metrics.json")
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(xtr)),
                                              torch.from_numpy(np.ascontiguousarray(ytr)))
@@ -163,6 +194,11 @@ def train(
         for b, (xb, yb) in enumerate(loader, 1):
             logits = net(xb)
             loss = nn.functional.cross_entropy(logits, yb)
+            if not torch.isfinite(loss):
+                last = f"epoch {epoch - 1} in {out}" if out is not None and epoch > 1 else "none"
+                raise OneByOneError(f"the loss became {loss.item()} at epoch {epoch}, batch {b}: training stopped. "
+                                    f"Check the data for huge or non-finite values, or lower --lr (now {cfg.lr}); "
+                                    f"last checkpoint: {last}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -22,17 +22,14 @@ def test_a_short_run_learns_and_writes_a_safe_checkpoint(tmp_path):
     model, metrics = train(cfg(), out=tmp_path, progress=False)
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert metrics[-1]["test_acc"] > max(0.8, model0 + 0.5)
-    assert {p.name for p in tmp_path.iterdir()} == {
-        "model.safetensors",
-        "optimizer.safetensors",
-        "config.json",
-        "state.json",
-        "metrics.json",
-    }
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", "epoch-0003"}  # one complete epoch, linked
+    files = {"model.safetensors", "optimizer.safetensors", "config.json", "state.json", "metrics.json"}
+    assert {p.name for p in (tmp_path / "checkpoint").iterdir()} == files
+    assert len({(tmp_path / "checkpoint" / f).stat().st_mode for f in files}) == 1  # one mode for every file
     loaded, loaded_cfg = load_checkpoint(tmp_path)  # safetensors: nothing is unpickled
     x, y = data.load("digits", "test")
     assert evaluate(loaded, x, y) == metrics[-1]["test_acc"] and loaded_cfg.num_classes == 10
-    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert json.loads((tmp_path / "checkpoint" / "metrics.json").read_text()) == metrics
 
 
 def load_untrained_accuracy():
@@ -85,6 +82,6 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    start = load_file(str(tmp_path / "run" / "model.safetensors"))
+    start = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
     assert all(torch.equal(start[k], a[k]) for k in a)  # rank 0's checkpoint is what both ranks hold
-    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 1  # only rank 0 wrote
+    assert len(json.loads((tmp_path / "run" / "checkpoint" / "metrics.json").read_text())) == 1  # rank 0 wrote

@@ -8,6 +8,7 @@ the process's malloc.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 
@@ -29,12 +30,13 @@ def _progress(i: int, n: int, what: str) -> None:
 SECTIONS = "abcde"
 
 
-def run(
-    sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1
-) -> dict:
+def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1,
+        save=None) -> dict:
     """Run the chosen sections ``runs`` times; returns one JSON-able dict: the last run (machine, peak,
     then a key per section) and ``headlines``, each headline ratio's median over the runs, with
-    ``spread`` (its min and max) and ``runs`` (every run's headlines) when there was more than one."""
+    ``spread`` (its min and max) and ``runs`` (every run's headlines) when there was more than one.
+    ``save(result)`` is called after every finished run with the result so far, so an interrupted
+    invocation keeps what it measured."""
     if runs < 1:
         raise OneByOneError(f"runs must be at least 1, got {runs}")
     held = hold_freed_memory()  # page faults of freed-and-refetched activations moved eager mobilenet_v1 by 2x
@@ -43,11 +45,13 @@ def run(
         prefix = f"run {i + 1}/{runs} " if runs > 1 else ""
         result = _run_once(sections, quick, compile_, prefix if progress else False)
         every.append(headlines(result))
-    result["headlines"] = {k: statistics.median(r[k] for r in every) for k in every[0]}
-    result["malloc"] = "freed memory held (bench.hold_freed_memory)" if held else "as the platform runs it"
-    if runs > 1:
-        result["spread"] = {k: [min(r[k] for r in every), max(r[k] for r in every)] for k in every[0]}
-        result["runs"] = every
+        result["headlines"] = {k: statistics.median(r[k] for r in every) for k in every[0]}
+        result["malloc"] = "freed memory held (bench.hold_freed_memory)" if held else "as the platform runs it"
+        if len(every) > 1:
+            result["spread"] = {k: [min(r[k] for r in every), max(r[k] for r in every)] for k in every[0]}
+            result["runs"] = list(every)
+        if save is not None:
+            save(result)
     return result
 
 
@@ -217,9 +221,12 @@ def cell(result: dict, name: str) -> str:
 
 
 def write(result: dict, json_path=None, png_path=None) -> None:
+    """The result as JSON (written whole or not at all) and, if asked, its roofline as a PNG."""
     if json_path:
-        with open(json_path, "w") as f:
+        tmp = f"{json_path}.tmp"
+        with open(tmp, "w") as f:
             json.dump(result, f, indent=2)
+        os.replace(tmp, json_path)
     if png_path:
         from ..plots import bench_roofline
 

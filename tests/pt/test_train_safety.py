@@ -1,0 +1,146 @@
+"""A trained run is never lost: no silent overwrite, an atomic checkpoint that survives SIGKILL at any
+moment, --resume that refuses what it would ignore, and a clear stop when the loss goes NaN."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from onebyone import OneByOneError, checkpoint
+from onebyone.cli import main
+from onebyone.train import TrainConfig, train
+
+RUN = ["train", "nin_digits", "--data", "digits", "--batch-size", "128", "--lr", "0.01", "--quiet"]
+
+
+def test_a_folder_holding_a_run_is_never_overwritten_without_being_asked(tmp_path, capsys):
+    out = str(tmp_path / "good")
+    assert main(RUN + ["--epochs", "2", "--out", out]) == 0
+    before = checkpoint.read_tensors(out, "model.safetensors")
+    assert main(RUN + ["--epochs", "1", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run (nin_digits on digits); pass --resume to continue it, --overwrite to replace it" in err
+    after = checkpoint.read_tensors(out, "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # untouched
+    assert main(RUN + ["--epochs", "1", "--out", out, "--overwrite"]) == 0
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 1  # replaced, as asked
+
+
+def test_the_default_output_folder_is_new_for_each_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(RUN + ["--epochs", "1"]) == 0
+    assert main(RUN + ["--epochs", "1"]) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(r.startswith("nin_digits-digits-") for r in runs)
+    assert all(checkpoint.folder(tmp_path / "runs" / r) is not None for r in runs)
+
+
+def test_resume_refuses_options_that_differ_from_the_saved_run_and_says_when_there_is_nothing_to_do(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(RUN + ["--epochs", "1", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["train", "pointnet_cls", "--data", "shapes3d", "--lr", "0.5", "--batch-size", "7", "--points", "64",
+                 "--out", out, "--resume"]) == 2
+    err = capsys.readouterr().err
+    for said in ("MODEL pointnet_cls (saved: nin_digits)", "--data shapes3d (saved: digits)", "--lr 0.5 (saved: 0.01)",
+                 "--batch-size 7 (saved: 128)", "--points 64 (saved: None)"):
+        assert said in err
+    assert main(["train", "nin_digits", "--out", out, "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "nothing to do: the run in" in said and "finished epoch 1 of 1" in said
+    assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+    (["--epochs", "-3"], "argument --epochs: expected an integer >= 1, got -3"),
+    (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+    (["--lr", "-1"], "argument --lr: expected a finite number > 0, got -1"),
+    (["--lr", "nan"], "argument --lr: expected a finite number > 0, got nan"),
+    (["--points", "12x"], "argument --points: expected an integer >= 1, got '12x'"),
+])
+def test_every_option_is_checked_before_any_work(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "nin_digits", "--data", "digits", "--out", str(tmp_path / "r")] + args)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(RUN + ["--out", str(tmp_path / "file")]) == 2
+    assert f"--out {tmp_path / 'file'} is a file" in capsys.readouterr().err
+
+
+def test_a_loss_that_becomes_nan_stops_training_and_no_invalid_json_is_written(tmp_path):
+    with pytest.raises(OneByOneError, match=r"the loss became nan at epoch 1, batch \d+: training stopped"):
+        train(TrainConfig("nin_digits", "digits", epochs=2, lr=1e12), out=tmp_path / "run", progress=False)
+    assert checkpoint.folder(tmp_path / "run") is None  # nothing half-written
+    ok, _ = train(TrainConfig("nin_digits", "digits", epochs=1), out=tmp_path / "ok", progress=False)
+    json.loads((tmp_path / "ok" / "checkpoint" / "metrics.json").read_text(), parse_constant=pytest.fail)  # no NaN
+
+
+KILLED_RUN = """
+import sys
+from onebyone.train import TrainConfig, train
+train(TrainConfig("nin_digits", "digits", epochs=4, batch_size=128, lr=1e-2), out=sys.argv[1], progress=False,
+      resume=len(sys.argv) > 2)
+"""
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run([sys.executable, "-c", KILLED_RUN, str(full)], check=True, env=env, timeout=300)
+    want = checkpoint.read_tensors(full, "model.safetensors")
+    rng = random.Random(0)
+    for trial in range(3):
+        out = tmp_path / f"killed{trial}"
+        for _ in range(2):  # killed twice, at random moments, before the run is resumed to its end
+            proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(out)] + (["resume"] if
+                                    checkpoint.folder(out) else []), env=env)
+            time.sleep(rng.uniform(1.0, 3.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        args = [str(out), "resume"] if checkpoint.folder(out) else [str(out)]
+        subprocess.run([sys.executable, "-c", KILLED_RUN, *args], check=True, env=env, timeout=300)
+        got = checkpoint.read_tensors(out, "model.safetensors")
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), trial
+        assert [m["epoch"] for m in checkpoint.read_json(out, "metrics.json")] == [1, 2, 3, 4]
+        assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 4
+
+
+@pytest.mark.parametrize("crash_at", range(1, 9))
+def test_a_save_interrupted_at_any_step_leaves_one_complete_checkpoint(tmp_path, monkeypatch, crash_at):
+    out = tmp_path / "run"
+    tensors = {"w": torch.zeros(3)}
+    checkpoint.save(out, tensors, {}, {"model": "m", "data": "d"}, {"epoch": 1}, [{"epoch": 1}])
+    steps = [0]
+    real_flush, real_rmtree = checkpoint._flush, checkpoint.shutil.rmtree
+
+    def crash(real):
+        def step(*args, **kw):
+            steps[0] += 1
+            if steps[0] == crash_at:
+                raise KeyboardInterrupt  # the process dies here
+            return real(*args, **kw)
+        return step
+
+    monkeypatch.setattr(checkpoint, "_flush", crash(real_flush))
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", crash(real_rmtree))
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(out, {"w": torch.ones(3)}, {}, {"model": "m", "data": "d"}, {"epoch": 2}, [{"epoch": 1},
+                                                                                                   {"epoch": 2}])
+    epoch = checkpoint.read_json(out, "state.json")["epoch"]
+    assert epoch in (1, 2)
+    assert torch.equal(checkpoint.read_tensors(out, "model.safetensors")["w"], torch.full((3,), float(epoch - 1)))
+    assert len(checkpoint.read_json(out, "metrics.json")) == epoch
+    monkeypatch.undo()
+    checkpoint.save(out, {"w": torch.ones(3)}, {}, {"model": "m", "data": "d"}, {"epoch": 2}, [{}, {}])  # next save
+    assert {p.name for p in out.iterdir()} == {"checkpoint", "epoch-0002"}  # leftovers cleaned up
