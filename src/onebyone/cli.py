@@ -165,9 +165,9 @@ def _train(args) -> int:
 
 
 def _maps(args) -> int:
-    from . import data
     import numpy as np
 
+    from . import data
     from .checkpoint import check_writable_file
     from .torch.maps import draw_canvas, draw_maps
     from .train import load_checkpoint
@@ -210,7 +210,6 @@ def _maps(args) -> int:
 
 def _bench(args) -> int:
     from . import bench
-
     from .checkpoint import check_writable_file
 
     bad = set(args.sections) - set(bench.SECTIONS)
