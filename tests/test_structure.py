@@ -16,7 +16,7 @@ LAYERS = [
     ("pages", ["plots", "webpage", "model_page", "tour"]),
     ("adapters", ["torch", "keras"]),
     ("fast path", ["torch.fast", "=torch"]),  # "=": that module alone, not its submodules
-    ("models and training", ["zoo", "train"]),
+    ("models and training", ["zoo", "train", "checkpoint"]),
     ("benchmark", ["bench"]),
     ("front door", ["=", "cli", "__main__", "analyzer"]),
 ]

@@ -1,6 +1,7 @@
 """``onebyone.analyze``: one entry point for PyTorch and Keras models; imports neither until it sees one."""
 from __future__ import annotations
 
+from .checks import check_int
 from .errors import OneByOneError
 
 
@@ -17,6 +18,11 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
     ``to_dict()`` / ``to_json()`` / ``table()``). MACs are multiply-accumulates, bias excluded;
     FLOPs = 2 x MACs.
     """
+    if input_size is not None:
+        if not isinstance(input_size, (tuple, list)):
+            raise OneByOneError(f"input_size must be one sample's shape, a tuple of ints, got {input_size!r}")
+        input_size = tuple(check_int(s, "input_size entries") for s in input_size)
+    check_int(batch_size, "batch_size")
     framework = _framework(model)
     if framework == "torch":
         from .torch.collect import analyze as run

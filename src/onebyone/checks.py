@@ -48,7 +48,11 @@ def as_float_array(x, name: str, ndim=None) -> np.ndarray:
     Args:
         ndim: an int or a tuple of allowed ranks (None: any rank >= 1).
     """
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:  # a ragged list, mixed types
+        raise OneByOneError(f"{name} must be a numeric array, got a {type(x).__name__} that numpy cannot make "
+                            f"one of ({str(e).splitlines()[0]})") from None
     if a.dtype.kind not in "fiub":
         raise OneByOneError(f"{name} must be a numeric array, got dtype {a.dtype}")
     if a.dtype not in (np.float32, np.float64):

@@ -215,6 +215,8 @@ def _bench(args) -> int:
     bad = set(args.sections) - set(bench.SECTIONS)
     if bad or not args.sections:
         raise OneByOneError(f"--sections takes letters from {bench.SECTIONS!r}, got {args.sections!r}")
+    if args.png and not set(args.sections) & {"a", "b"}:
+        raise OneByOneError(f"--png draws the roofline of sections a and b; --sections {args.sections} has neither")
     for path, flag in ((args.json, "--json"), (args.png, "--png")):
         if path:
             check_writable_file(path, flag)  # before the minutes of timing, not after

@@ -129,14 +129,44 @@ def _join(n: int, c: int, spatial: tuple, layout: str) -> tuple:
     return (n, c, *spatial) if layout == "NCHW" else (n, *spatial, c)
 
 
+def spatial_axes(input_shape, spatial_dims=None, *per_axis) -> int:
+    """How many spatial axes a conv over ``input_shape`` has, from what the caller said: ``spatial_dims``,
+    else the length of a tuple among ``per_axis`` (kernel, stride, padding, dilation), else 2 for a 4-D
+    shape (a batch of images). Anything else is ambiguous and refused: (3, 224, 224) could be a batch of
+    three 1-D signals or one image without its batch axis.
+
+    >>> spatial_axes((8, 3, 32, 32)), spatial_axes((8, 3, 100), None, (3,)), spatial_axes((8, 3, 100), 1)
+    (2, 1, 1)
+    """
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else input_shape
+    if not isinstance(shape, tuple):
+        raise OneByOneError(f"input_shape must be a tuple of ints (N, C, *spatial), got {input_shape!r}")
+    lengths = {len(v) for v in per_axis if isinstance(v, (tuple, list))}
+    if len(lengths) > 1:
+        raise OneByOneError(f"kernel_size, stride, padding and dilation disagree on the number of spatial axes: "
+                            f"{[v for v in per_axis if isinstance(v, (tuple, list))]}")
+    d = check_int(spatial_dims, "spatial_dims") if spatial_dims is not None else lengths.pop() if lengths else (
+        2 if len(shape) == 4 else None)
+    if d is None:
+        raise OneByOneError(f"input_shape {shape} is ambiguous with an int kernel_size: it could be a batch of "
+                            f"{len(shape) - 2}-D inputs or one sample without its batch axis. Give the batch axis "
+                            "(N, C, *spatial), or say the number of spatial axes: spatial_dims=..., or a kernel_size "
+                            "tuple such as (3,) or (3, 3)")
+    if len(shape) != d + 2:
+        raise OneByOneError(f"a {d}-D conv needs input_shape (N, C, *{d} spatial sizes) or (N, *spatial, C), "
+                            f"got {shape} ({len(shape)} axes); did you leave out the batch axis?")
+    return d
+
+
 def conv_cost(input_shape, out_channels: int, kernel_size, *, stride=1, padding=0, dilation=1,
-              groups: int = 1, bias: bool = True, layout: str = "NCHW", dtype="float32") -> Cost:
+              groups: int = 1, bias: bool = True, layout: str = "NCHW", dtype="float32", spatial_dims=None) -> Cost:
     """Cost of a convolution with any number of spatial axes (Conv1d, Conv2d, Conv3d).
 
-    Each output element needs ``(C_in / groups) * prod(kernel)`` MACs.
+    Each output element needs ``(C_in / groups) * prod(kernel)`` MACs. The number of spatial axes comes
+    from ``spatial_dims``, a tuple argument's length, or a 4-D shape (see ``spatial_axes``).
     """
+    d = spatial_axes(input_shape, spatial_dims, kernel_size, stride, padding, dilation)
     n, c, spatial = _split(input_shape, layout)
-    d = len(spatial)
     out_channels = check_int(out_channels, "out_channels")
     groups = check_int(groups, "groups")
     if c % groups or out_channels % groups:
@@ -203,7 +233,7 @@ def attention_cost(query_shape, key_shape, value_shape, dtype="float32") -> Cost
 
 
 def conv1x1_cost(input_shape, out_channels: int, *, stride=1, groups: int = 1, bias: bool = True,
-                 layout: str = "NCHW", dtype="float32") -> Cost:
+                 layout: str = "NCHW", dtype="float32", spatial_dims=None) -> Cost:
     """Cost of a 1x1 (pointwise) convolution: a (C_out x C_in/groups) matrix at every output pixel.
 
     >>> c = conv1x1_cost((1, 192, 28, 28), 16)
@@ -211,7 +241,7 @@ def conv1x1_cost(input_shape, out_channels: int, *, stride=1, groups: int = 1, b
     (True, 3088)
     """
     return conv_cost(input_shape, out_channels, 1, stride=stride, groups=groups, bias=bias,
-                     layout=layout, dtype=dtype)
+                     layout=layout, dtype=dtype, spatial_dims=spatial_dims)
 
 
 def dense_cost(input_shape, out_features: int, *, bias: bool = True, dtype="float32") -> Cost:

@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import webpage as page
+from .errors import OneByOneError
 from .plots import bench_roofline, kinds_figure
-from .stats import KIND_LABELS, KINDS
+from .stats import KIND_LABELS, KINDS, ModelStats
 from .webpage import esc
 
 TOP = 10  # layers listed as dominating
@@ -44,6 +45,8 @@ def _shape(s) -> str:
 
 def write_report(stats, folder, bench: dict | None = None) -> Path:
     """Write ``folder/index.html`` (and its figures) for the model analyzed in ``stats``; returns the path."""
+    if not isinstance(stats, ModelStats):
+        raise OneByOneError(f"expected the ModelStats that onebyone.analyze returns, got {type(stats).__name__}")
     folder = Path(folder)
     kinds = by_kind(stats)
     kinds_figure(kinds, folder / "figures" / "kinds.png", KIND_LABELS)

@@ -213,12 +213,17 @@ def dense_backward(x, w, grad_y):
 
 
 def pool2d(x, kernel_size, *, stride=None, padding=0, op="max", layout="NCHW") -> np.ndarray:
-    """Max or average pooling (stride defaults to the kernel; average counts padded zeros, as PyTorch does)."""
+    """Max or average pooling (stride defaults to the kernel; average counts padded zeros, as PyTorch does;
+    padding at most half the kernel, as PyTorch requires)."""
     layout = check_layout(layout)
     check_choice(op, ("max", "avg"), "op")
     x = as_float_array(x, "x", ndim=4)
     x_nhwc = convert(x, layout, "NHWC")  # (N, C, H, W) -> (N, H, W, C)
     kernel = check_pair(kernel_size, "kernel_size")
+    pad = check_pair(padding, "padding", minimum=0)
+    if any(p > k // 2 for p, k in zip(pad, kernel)):
+        raise OneByOneError(f"padding must be at most half the kernel (as in PyTorch: a window of padding alone has "
+                            f"no input), got padding {pad} for kernel {kernel}")
     cols = windows(x_nhwc, kernel, kernel if stride is None else stride, padding,
                    pad_value=-np.inf if op == "max" else 0.0)  # (N, Ho, Wo, kH, kW, C)
     y = cols.max(axis=(3, 4)) if op == "max" else cols.mean(axis=(3, 4))

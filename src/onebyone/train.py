@@ -97,7 +97,7 @@ def resume_conflicts(saved: TrainConfig, given: dict) -> list:
 def data_spec(name: str) -> str:
     """How a dataset is stored in config.json: a named one by name, a path as an absolute path, so that
     ``maps`` and ``--resume`` work from any folder."""
-    return name if name in data.NAMES else str(Path(name).resolve())
+    return str(Path(name).resolve()) if data.is_path(name) else name
 
 
 def load_checkpoint(out: Path) -> tuple[nn.Module, TrainConfig]:

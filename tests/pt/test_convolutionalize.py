@@ -92,7 +92,7 @@ def test_general_modules_are_traced_with_fx():
 def test_heads_it_cannot_convert_and_bad_input():
     with pytest.raises(OneByOneError, match="no convertible Flatten -> Linear head"):
         convolutionalize(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 8, 8))
-    with pytest.raises(OneByOneError, match=r"cannot run on input_size \(1, 6, 6\): RuntimeError"):
+    with pytest.raises(OneByOneError, match=r"cannot run on an input of shape \(2, 1, 6, 6\): RuntimeError"):
         convolutionalize(digits_classifier(), (1, 6, 6))
     with pytest.raises(OneByOneError, match=r"input_size must be \(C, H, W\)"):
         convolutionalize(digits_classifier(), (8, 8))

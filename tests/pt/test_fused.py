@@ -200,16 +200,18 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     assert len(controls) == 8 and all(v > 0 for v in controls) and result["runs"][-1]["a control"] == min(controls)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["bench", "--quick", "--sections", "d", "--no-compile", "--json", str(tmp_path / "b.json"),
-                 "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: a clear error
-    assert "roofline needs at least one measured point" in capsys.readouterr().err
+                 "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: refused before it runs
+    assert "--png draws the roofline of sections a and b" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
     assert main(["bench", "--quick", "--sections", "b", "--no-compile", "--json", str(tmp_path / "b.json")]) == 0
     b = json.loads((tmp_path / "b.json").read_text())
     s = b["shared_mlp"]  # the ceiling: eager's time over its FLOPs' time at the run's peak
     assert s["ceiling_vs_eager"] == pytest.approx(b["peak_gflops"] / s["gflops"]["eager"]) and s["ceiling_vs_eager"] > 1
     assert b["headlines"]["b ceiling vs eager"] == s["ceiling_vs_eager"] and s["max_abs_diff"]["fused"] < 1e-3
     assert f"(ceiling {s['ceiling_vs_eager']:.2f}x eager)" in capsys.readouterr().out
-    assert main(["bench", "--quick", "--sections", "a", "--runs", "0"]) == 2
-    assert "runs must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "--quick", "--sections", "a", "--runs", "0"])
+    assert stop.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--quick", "--sections", "x"]) == 2
     assert "--sections takes letters from 'abcde'" in capsys.readouterr().err
 
@@ -221,3 +223,17 @@ def test_tiles_cover_every_row_once():
             assert n <= max(tile, n_points) and (k == 1 or n == k * n_points)
             seen += list(range(r0, r0 + n))
         assert seen == list(range(n_samples * n_points))
+
+
+def test_the_optimized_model_accepts_and_refuses_what_the_eager_model_does():
+    model = create_model("pointnet_vanilla").eval()
+    opt, _ = optimize(model, torch.randn(2, 3, 128))
+    with torch.no_grad():
+        empty = torch.randn(0, 3, 128)
+        assert opt(empty).shape == model(empty).shape == (0, 40)  # an empty batch
+        ints = torch.ones(2, 3, 128, dtype=torch.int32)
+        with pytest.raises(RuntimeError) as eager_error:
+            model(ints)
+        with pytest.raises(RuntimeError) as fused_error:
+            opt(ints)
+    assert type(fused_error.value) is type(eager_error.value)

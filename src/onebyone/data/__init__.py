@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,24 @@ from .user import load_path, read_image
 NAMES = ("digits", "shapes3d")
 
 
+def is_path(name) -> bool:
+    """Does a dataset name mean a file or folder (rather than one of ``NAMES``)?"""
+    return "/" in str(name) or str(name).endswith(".npz") or Path(str(name)).exists()
+
+
 def load(name: str, split: str = "train", **kwargs):
     """``(x, y)`` for a named dataset or a path (see the module docstring)."""
     check_choice(split, ("train", "test"), "split")
+    loader = {"digits": load_digits, "shapes3d": load_shapes3d}.get(name, load_path)
+    takes = [p for p in inspect.signature(loader).parameters if p not in ("split", "path")]
+    if set(kwargs) - set(takes):
+        extra = sorted(set(kwargs) - set(takes))
+        raise OneByOneError(f"{name} does not take {extra}; it takes {takes or 'no options'}")
     if name == "digits":
         return load_digits(split, **kwargs)
     if name == "shapes3d":
         return load_shapes3d(split, **kwargs)
-    if "/" in str(name) or str(name).endswith(".npz") or Path(str(name)).exists():
+    if is_path(name):
         return load_path(Path(name), split, **kwargs)
     raise OneByOneError(
         f"unknown dataset {name!r}; expected one of {NAMES}, a folder of class subfolders, or an .npz file"

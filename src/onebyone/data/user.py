@@ -18,11 +18,43 @@ def _npz(path: Path):
             if missing:
                 raise OneByOneError(f"{path} must hold arrays 'x' and 'y'; missing {missing}, found {f.files}")
             x, y = f["x"], f["y"]
-    except (OSError, ValueError) as e:
-        raise OneByOneError(f"{path} is not a readable .npz file: {e}") from e
-    if len(x) != len(y):
-        raise OneByOneError(f"{path}: x has {len(x)} samples but y has {len(y)}")
-    return x.astype(np.float32), y.astype(np.int64)
+    except OneByOneError:
+        raise
+    except (OSError, ValueError, AttributeError) as e:  # not a zip of .npy arrays (a pickle is never loaded)
+        raise OneByOneError(f"{path} is not an .npz archive of arrays 'x' and 'y' (as numpy.savez writes): "
+                            f"{type(e).__name__}") from None
+    return check_samples(x, y, str(path))
+
+
+def check_samples(x, y, where: str):
+    """(x float32, y int64) if ``x`` holds finite numbers, one per sample, and ``y`` one class label per
+    sample: non-negative integers (integral floats too) with no more classes than samples."""
+    if x.dtype.kind not in "fiub":
+        raise OneByOneError(f"{where}: x must hold numbers, got dtype {x.dtype}")
+    if x.ndim < 2 or len(x) < 2:
+        raise OneByOneError(f"{where}: x must hold at least 2 samples (N, ...) to split into train and test, "
+                            f"got shape {x.shape}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise OneByOneError(f"{where}: x holds {int((~np.isfinite(x)).sum()):,} NaN or infinite values; "
+                            "expected finite inputs")
+    if y.dtype.kind not in "fiub":
+        raise OneByOneError(f"{where}: y must hold class labels 0, 1, ..., K-1, got dtype {y.dtype}")
+    if y.ndim != 1:
+        hint = " (one-hot labels? use y.argmax(1))" if y.ndim == 2 else ""
+        raise OneByOneError(f"{where}: y must be one class label per sample, shape (N,), got {y.shape}{hint}")
+    if len(y) != len(x):
+        raise OneByOneError(f"{where}: x has {len(x)} samples but y has {len(y)}")
+    if not np.isfinite(y).all() or (y != np.round(y)).any():
+        raise OneByOneError(f"{where}: y must hold whole-number class labels, got values such as "
+                            f"{y[(~np.isfinite(y)) | (y != np.round(y))][:3].tolist()}")
+    if (y < 0).any():
+        raise OneByOneError(f"{where}: class labels must be >= 0, got {int(y.min())}")
+    classes = int(y.max()) + 1
+    if classes > len(y):
+        raise OneByOneError(f"{where}: labels go up to {classes - 1} for {len(y)} samples, which would build a "
+                            f"{classes:,}-class head; labels must be 0 ... K-1 for K classes (renumber them)")
+    return x, y.astype(np.int64)
 
 
 def read_image(path, gray: bool = False) -> np.ndarray:

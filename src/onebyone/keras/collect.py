@@ -44,7 +44,8 @@ def _conv_rows(layer, name, x, y, dtype):
         return [(name, "depthwise", c)]
     if isinstance(layer, L.SeparableConv2D):
         dw = cost.conv_cost(x, c_in * layer.depth_multiplier, layer.kernel_size, groups=c_in, bias=False, **kw)
-        pw = cost.conv1x1_cost(dw.output_shape, layer.filters, bias=layer.use_bias, layout=layout, dtype=dtype)
+        pw = cost.conv1x1_cost(dw.output_shape, layer.filters, bias=layer.use_bias, layout=layout, dtype=dtype,
+                               spatial_dims=len(dw.output_shape) - 2)
         return [(name + ".depthwise", "depthwise", dw), (name + ".pointwise", "pointwise", pw)]
     c = cost.conv_cost(x, layer.filters, layer.kernel_size, groups=layer.groups, bias=layer.use_bias, **kw)
     return [(name, conv_kind(layer.kernel_size, layer.groups, c_in), c)]

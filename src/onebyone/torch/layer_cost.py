@@ -36,10 +36,10 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None) -> tuple[
     if isinstance(m, Pointwise):
         kw = dict(stride=m.stride, groups=m.groups, bias=m.bias is not None, dtype=dtype)
         if m.channel_dim == 1 and x.dim() >= 3:
-            return "pointwise", cost.conv1x1_cost(shape, m.out_channels, **kw)
+            return "pointwise", cost.conv1x1_cost(shape, m.out_channels, spatial_dims=len(shape) - 2, **kw)
         # channels on the last axis (or (B, C)): padded to the (N, *S, C) form cost expects
         cl = shape if len(shape) >= 3 else (1,) * (3 - len(shape)) + shape
-        return "pointwise", cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", **kw)
+        return "pointwise", cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
     if isinstance(m, CONVS):
         return conv_kind(m.kernel_size, m.groups, m.in_channels), conv_cost(m, x, dtype)
     if isinstance(m, CONV_TRANSPOSES):

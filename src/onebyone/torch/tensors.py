@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..errors import OneByOneError
 from .layers import Pointwise
 
@@ -80,12 +81,34 @@ def probe_input(model: nn.Module, example=None, input_size=None, batch: int = 2)
     """The input the rewrite is traced and checked on: ``example`` (a tensor, a tuple or a dict of them),
     else a seeded random tensor of ``(batch, *input_size)``, else one guessed from the first Linear /
     Conv / Pointwise."""
+    if not isinstance(model, nn.Module):
+        raise OneByOneError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    return _runs(model, _probe(model, example, input_size, batch))
+
+
+def _runs(model: nn.Module, x):
+    """``x`` after one trial run of a copy of ``model`` on it (eval mode, no grad), so that an input the
+    model cannot take is named here rather than deep inside a rewrite."""
+    import copy
+
+    try:
+        with torch.no_grad():
+            call(copy.deepcopy(model).eval(), x)
+    except Exception as e:  # noqa: BLE001 - whatever the model raises, said with the input's shapes
+        raise OneByOneError(f"{type(model).__name__} cannot run on an input {describe(x)}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    return x
+
+
+def _probe(model, example, input_size, batch):
     kw = input_kw(model)
     if example is not None:
         return check_example(example)
     gen = torch.Generator().manual_seed(0)
     if input_size is not None:
-        size = tuple(int(s) for s in input_size)
+        if not isinstance(input_size, (tuple, list)):
+            raise OneByOneError(f"input_size must be one sample's shape, a tuple of ints, got {input_size!r}")
+        size = tuple(check_int(s, "input_size entries") for s in input_size)
         return torch.randn((batch, *size), generator=gen).to(**kw)
     for m in model.modules():
         if isinstance(m, nn.Linear):

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from ..checks import check_int
 from ..errors import OneByOneError
 from . import lessons_basics, lessons_forms  # noqa: F401  (registers the lessons, in order)
 from .core import REGISTRY, Check, Lesson, run_lesson
@@ -17,6 +18,7 @@ def lesson_ids() -> list:
 
 def run_tour(only=None, seed: int = 0) -> list:
     """Run the lessons (all, or those whose ids are in ``only``) and return them with their checks."""
+    check_int(seed, "seed", 0)
     specs = REGISTRY
     if only:
         unknown = [i for i in only if i not in lesson_ids()]

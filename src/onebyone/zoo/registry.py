@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -45,7 +46,14 @@ def model_info(name: str) -> ModelInfo:
 
 def create_model(name: str, **kwargs):
     """Build a registered model, e.g. ``create_model("mobilenet_v1", num_classes=10, alpha=0.5)``."""
-    return model_info(name).fn(**kwargs)
+    fn = model_info(name).fn
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError:
+        takes = list(inspect.signature(fn).parameters)
+        raise OneByOneError(f"{name}() does not take {sorted(set(kwargs) - set(takes)) or kwargs}; it takes {takes}") \
+            from None
+    return fn(**kwargs)
 
 
 def from_spec(spec: str, **kwargs):
@@ -56,11 +64,7 @@ def from_spec(spec: str, **kwargs):
     carry a ``default_input_size`` attribute.
     """
     if ":" not in spec:
-        info = model_info(spec)  # an unknown name lists the zoo
-        try:
-            return info.fn(**kwargs), info.input_size
-        except TypeError as e:
-            raise OneByOneError(f"{spec}() does not take {sorted(kwargs)}: {e}") from None
+        return create_model(spec, **kwargs), model_info(spec).input_size  # an unknown name lists the zoo
     mod_name, _, attr = spec.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -205,7 +205,9 @@ class FusedPointwiseChain(nn.Module):
 
     def forward(self, x):
         autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return self.plain(x) if autograd or onednn.tracing() else self.fused(x)
+        if autograd or onednn.tracing() or x.numel() == 0 or not x.is_floating_point():
+            return self.plain(x)  # differentiable; and an empty or integer input as the plain layers take it
+        return self.fused(x)
 
     def _packs(self, rows) -> list:
         """Each weight reordered for oneDNN's matmul at this tile size (float32 on CPU), else Nones."""

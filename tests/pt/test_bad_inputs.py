@@ -1,0 +1,157 @@
+"""Bad input, table-driven, across the CLI and the public API: each case must end in a clear error that
+names the problem (a OneByOneError, or exit status 2 with a one-line message and no traceback), never in
+a raw traceback or a silent wrong answer. The README quotes how many cases there are (``CASES``)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import onebyone as ob
+from onebyone import OneByOneError, checkpoint, cost, data, ops
+from onebyone.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished one-epoch digits run, copied fresh for each case that damages it."""
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    assert main(["train", "nin_digits", "--data", "digits", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def damaged(run, tmp_path, name, content):
+    out = tmp_path / "damaged"
+    shutil.copytree(run, out, symlinks=True)
+    target = (out / "checkpoint").resolve() / name
+    if content is None:
+        target.unlink()
+    else:
+        target.write_bytes(content)
+    return out
+
+
+def npz(tmp_path, **arrays):
+    path = tmp_path / "user.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+X = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
+Y = np.arange(20) % 4
+
+# (id, arguments given the run folder and tmp_path, the message that must appear in stderr)
+CLI = [
+    ("train epochs 0", lambda r, t: ["train", "nin_digits", "--data", "digits", "--epochs", "0"], "expected an integer >= 1, got 0"),
+    ("train batch -1", lambda r, t: ["train", "nin_digits", "--data", "digits", "--batch-size", "-1"], "expected an integer >= 1"),
+    ("train lr inf", lambda r, t: ["train", "nin_digits", "--data", "digits", "--lr", "inf"], "finite number > 0, got inf"),
+    ("train points text", lambda r, t: ["train", "pointnet_cls", "--data", "shapes3d", "--points", "1k"], "got '1k'"),
+    ("train size 7", lambda r, t: ["train", "nin_digits", "--data", "digits", "--size", "7"], "invalid choice: 7"),
+    ("train no data", lambda r, t: ["train", "nin_digits", "--out", str(t / "o")], "--data is required"),
+    ("train unknown model", lambda r, t: ["train", "resnet", "--data", "digits", "--out", str(t / "o")], "unknown model 'resnet'"),
+    ("train unknown data", lambda r, t: ["train", "nin_digits", "--data", "mnist", "--out", str(t / "o")], "unknown dataset 'mnist'"),
+    ("train over a run", lambda r, t: ["train", "nin_digits", "--data", "digits", "--out", str(r)], "holds a run"),
+    ("train out is a file", lambda r, t: ["train", "nin_digits", "--data", "digits", "--out", str(r / "checkpoint" / "config.json")], "is a file"),
+    ("resume no out", lambda r, t: ["train", "nin_digits", "--resume"], "--resume needs --out"),
+    ("resume empty folder", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(t)], "holds no run"),
+    ("resume and overwrite", lambda r, t: ["train", "nin_digits", "--resume", "--overwrite", "--out", str(r)], "give one of them"),
+    ("resume other lr", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(r), "--lr", "0.5"], "--lr 0.5 (saved: 0.003)"),
+    ("resume other data", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(r), "--data", "shapes3d"], "--data shapes3d (saved: digits)"),
+    ("resume truncated model", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "2", "--out", str(damaged(r, t, "model.safetensors", b"\x08\x00"))], "not a readable safetensors file"),
+    ("resume garbage optimizer", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "2", "--out", str(damaged(r, t, "optimizer.safetensors", b"garbage" * 10))], "optimizer.safetensors is not a readable"),
+    ("resume missing optimizer", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "2", "--out", str(damaged(r, t, "optimizer.safetensors", None))], "optimizer.safetensors is missing"),
+    ("resume bad state.json", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "2", "--out", str(damaged(r, t, "state.json", b"{"))], "state.json is not valid JSON"),
+    ("resume bad config.json", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", b"[1, 2]"))], "config.json must hold the fields"),
+    ("npz float labels", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X, y=Y + 0.7), "--out", str(t / "o")], "whole-number class labels"),
+    ("npz nan x", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X * np.nan, y=Y), "--out", str(t / "o")], "NaN or infinite"),
+    ("npz huge labels", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X, y=Y + 10**6), "--out", str(t / "o")], "1,000,004-class head"),
+    ("npz negative labels", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X, y=Y - 1), "--out", str(t / "o")], "labels must be >= 0"),
+    ("npz one-hot labels", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X, y=np.eye(4)[Y]), "--out", str(t / "o")], "y.argmax(1)"),
+    ("npz string labels", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X, y=np.array(["a"] * 20)), "--out", str(t / "o")], "got dtype <U1"),
+    ("npz one sample", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X[:1], y=Y[:1]), "--out", str(t / "o")], "at least 2 samples"),
+    ("npz missing key", lambda r, t: ["train", "nin_digits", "--data", npz(t, x=X), "--out", str(t / "o")], "missing ['y']"),
+    ("npz not an npz", lambda r, t: ["train", "nin_digits", "--data", str(t / "notes.npz") if (t / "notes.npz").write_text("hello") else "", "--out", str(t / "o")], "is not an .npz archive"),
+    ("summary negative size", lambda r, t: ["summary", "nin_digits", "--input-size", "3", "-5", "224"], "expected an integer >= 1, got -5"),
+    ("summary batch -1", lambda r, t: ["summary", "nin_digits", "--batch-size", "-1"], "expected an integer >= 1, got -1"),
+    ("summary unknown model", lambda r, t: ["summary", "no_such_model"], "unknown model 'no_such_model'"),
+    ("summary factory raises", lambda r, t: ["summary", "json:loads"], "calling json:loads() failed"),
+    ("summary bad model arg", lambda r, t: ["summary", "nin_digits", "--model-arg", "bogus=1"], "does not take ['bogus']"),
+    ("report bench is a list", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", str(t / "l.json") if (t / "l.json").write_text("[1, 2]") else ""], "holds a list"),
+    ("report html is a file", lambda r, t: ["report", "nin_digits", "--html", str(r / "checkpoint" / "config.json")], "is a file"),
+    ("tour html is a file", lambda r, t: ["tour", "--lesson", "shapes", "--html", str(r / "checkpoint" / "config.json")], "is a file"),
+    ("tour unknown lesson", lambda r, t: ["tour", "--lesson", "nope"], "unknown lesson id(s) ['nope']"),
+    ("maps out not png", lambda r, t: ["maps", str(r), "test:0", "--out", str(t / "m.txt")], "end it in .png"),
+    ("maps nan image", lambda r, t: ["maps", str(r), str(t / "nan.npy") if np.save(t / "nan.npy", np.full((8, 8), np.nan)) is None else ""], "NaN or infinite"),
+    ("maps no checkpoint", lambda r, t: ["maps", str(t), "test:0"], "is not a checkpoint folder"),
+    ("maps bad index", lambda r, t: ["maps", str(r), "test:99999"], "test indices must be in"),
+    ("maps bad spec", lambda r, t: ["maps", str(r), "test:x"], "expected test:N"),
+    ("bench json folder missing", lambda r, t: ["bench", "--quick", "--json", str(t / "no" / "b.json")], "does not exist"),
+    ("bench json is a folder", lambda r, t: ["bench", "--quick", "--json", str(t)], "is a folder"),
+    ("bench sections", lambda r, t: ["bench", "--sections", "xyz"], "--sections takes letters from"),
+    ("bench runs 0", lambda r, t: ["bench", "--runs", "0"], "expected an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("case", CLI, ids=[c[0] for c in CLI])
+def test_cli_bad_input_gets_a_message_and_status_2(case, run, tmp_path, capsys):
+    _, args, message = case
+    try:
+        status = main(args(run, tmp_path))
+    except SystemExit as stop:  # argparse's own refusal: usage and the message, status 2
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and "Traceback" not in err, err
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+API = [
+    ("analyze negative size", lambda: ob.analyze(Tiny(), (3, -8, 8)), "input_size"),
+    ("analyze float size", lambda: ob.analyze(Tiny(), (3, 8.5, 8)), "input_size"),
+    ("analyze batch -1", lambda: ob.analyze(Tiny(), (3, 8, 8), batch_size=-1), "batch_size must be an integer >= 1"),
+    ("analyze not a model", lambda: ob.analyze("model", (3, 8, 8)), "expected a torch.nn.Module or a keras.Model"),
+    ("analyze wrong shape", lambda: ob.analyze(Tiny(), (4, 8, 8)), "failed at `conv`"),
+    ("linear_to_conv1x1 string", lambda: __import__("onebyone.torch").torch.linear_to_conv1x1("model"), "expected a torch.nn.Module, got str"),
+    ("linear_to_conv1x1 wrong size", lambda: __import__("onebyone.torch").torch.linear_to_conv1x1(nn.Linear(4, 2), input_size=(5,)), "cannot run on"),
+    ("optimize wrong example", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 5, 8, 8)), "cannot run on"),
+    ("optimize training model", lambda: __import__("onebyone.torch").torch.optimize(Tiny(), torch.randn(2, 3, 8, 8)), "eval-mode model"),
+    ("conv1x1 ragged list", lambda: ops.conv1x1([[1, 2], [3]], np.ones((2, 2))), "x must be a numeric array"),
+    ("conv_cost None", lambda: cost.conv_cost(None, 4, 3), "input_shape must be a tuple of ints"),
+    ("conv_cost batch forgotten", lambda: cost.conv_cost((3, 224, 224), 64, 3), "ambiguous"),
+    ("conv_cost 2-D kernel on 3 axes", lambda: cost.conv_cost((3, 224, 224), 64, (3, 3)), "did you leave out the batch axis"),
+    ("pool2d padding over half", lambda: ops.pool2d(np.ones((1, 1, 6, 6)), 2, padding=3), "at most half the kernel"),
+    ("data.load bad keyword", lambda: data.load("digits", colour=True), "does not take"),
+    ("data.load bad split", lambda: data.load("digits", "val"), "split must be one of"),
+    ("write_report None", lambda: __import__("onebyone.model_page").model_page.write_report(None, "x"), "expected the ModelStats"),
+    ("run_tour seed text", lambda: __import__("onebyone.tour").tour.run_tour(seed="x"), "seed must be an integer"),
+    ("create_model bad keyword", lambda: __import__("onebyone.zoo").zoo.create_model("nin_digits", bogus=1), "does not take"),
+    ("checkpoint missing", lambda: checkpoint.read_json("/nonexistent", "state.json"), "is not a checkpoint folder"),
+]
+
+
+@pytest.mark.parametrize("case", API, ids=[c[0] for c in API])
+def test_api_bad_input_raises_a_named_error(case):
+    _, call, message = case
+    with pytest.raises(OneByOneError) as e:
+        call()
+    assert message in str(e.value), str(e.value)
+
+
+CASES = len(CLI) + len(API)
+
+
+def test_the_readme_states_how_many_bad_inputs_are_tried():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"{CASES} bad inputs" in readme
+    json.dumps(CASES)
