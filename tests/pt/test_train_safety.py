@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,7 +41,8 @@ def test_the_default_output_folder_is_new_for_each_run(tmp_path, monkeypatch, ca
     assert all(checkpoint.folder(tmp_path / "runs" / r) is not None for r in runs)
 
 
-def test_resume_refuses_options_that_differ_from_the_saved_run_and_says_when_there_is_nothing_to_do(tmp_path, capsys):
+def test_resume_refuses_options_that_differ_from_the_saved_run_and_says_when_there_is_nothing_to_do(tmp_path,
+                                                                                                  capsys):
     out = str(tmp_path / "run")
     assert main(RUN + ["--epochs", "1", "--out", out]) == 0
     capsys.readouterr()
@@ -144,3 +146,57 @@ def test_a_save_interrupted_at_any_step_leaves_one_complete_checkpoint(tmp_path,
     monkeypatch.undo()
     checkpoint.save(out, {"w": torch.ones(3)}, {}, {"model": "m", "data": "d"}, {"epoch": 2}, [{}, {}])  # next save
     assert {p.name for p in out.iterdir()} == {"checkpoint", "epoch-0002"}  # leftovers cleaned up
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    import onebyone.train as T
+
+    real = T.train
+
+    def interrupted(cfg, out=None, **kw):
+        real(cfg, out=out, until=1, **kw)  # one epoch saved, then the user presses Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "train", interrupted)
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "3", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"the last complete checkpoint is epoch 1 in {out}/checkpoint" in err
+    assert f"onebyone train nin_digits --out {out} --resume" in err and "Traceback" not in err
+
+
+def test_a_dataset_path_is_stored_so_that_it_resolves_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).random((40, 1, 8, 8)).astype(np.float32)
+    np.savez("mine.npz", x=x, y=np.arange(40) % 4)
+    assert main(RUN[:2] + ["--data", "mine.npz", "--epochs", "1", "--out", "run", "--quiet"]) == 0
+    saved = checkpoint.read_json(tmp_path / "run", "config.json")["data"]
+    assert saved == str(tmp_path / "mine.npz")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", "nin_digits", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--quiet"]) == 0
+
+
+def test_version_and_help_texts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("onebyone 0.")
+    for command, flags in (("train", ("--batch-size", "--lr", "--seed")),
+                           ("summary", ("--batch-size", "--json", "--csv"))):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for flag in flags:
+            line = text.split("options:", 1)[1].split(flag, 1)[1][:160]
+            assert "default" in line or "instead" in line, (command, flag, line)
+
+
+def test_the_bench_keeps_each_finished_run(monkeypatch):
+    from onebyone import bench
+
+    counter = iter(range(100))
+    monkeypatch.setattr(bench, "_run_once", lambda *a: {"bottleneck": {"speedup_vs_mac_ratio": float(next(counter))}})
+    saved = []
+    bench.run("d", runs=3, progress=False, save=lambda r: saved.append(dict(r)))
+    assert [len(r.get("runs", [r])) for r in saved] == [1, 2, 3]  # written after each run, not only at the end
+    assert saved[-1]["headlines"]["d of the MAC ratio"] == 1.0
