@@ -16,9 +16,13 @@ def post_op(act: str) -> tuple:
     return get(act).onednn
 
 
-def available(x: torch.Tensor) -> bool:
-    """Can ``x`` take the oneDNN float32 CPU path?"""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+def available(x: torch.Tensor, weight: torch.Tensor | None = None) -> bool:
+    """Can ``x`` (and ``weight``, of the same dtype) take oneDNN's CPU path: float32, or bfloat16 where the
+    processor has bfloat16 products?"""
+    if x.device.type != "cpu" or not torch.backends.mkldnn.is_available() or (weight is not None
+                                                                              and weight.dtype != x.dtype):
+        return False
+    return x.dtype == torch.float32 or x.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class PackedWeights(dict):

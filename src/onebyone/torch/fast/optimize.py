@@ -27,7 +27,7 @@ from ..layer_kinds import is_plain_pointwise
 from ..layers import ChannelBatchNorm, Pointwise, SharedMLP
 from ..rewrite_report import RewriteReport, finish, max_difference
 from ..rewrites import merge_pointwise
-from ..tensors import input_kw, probe_input
+from ..tensors import cast, input_kw, probe_input
 from .chain import FusedPointwiseChain
 from .convact import ConvAct
 from .timing import medians
@@ -54,6 +54,35 @@ class ChannelsLast(nn.Module):
 
     def forward(self, x):
         return self.model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+
+
+class CastIO(nn.Module):
+    """Runs ``model`` (its parameters in ``dtype``) on its inputs cast to ``dtype``; its floating-point
+    outputs come back in the dtype the input had, so a caller sees the model it gave."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model.to(dtype), dtype
+        self.train(model.training)
+
+    def forward(self, *args, **kwargs):
+        given = next((t.dtype for t in list(args) + list(kwargs.values())
+                      if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+        out = self.model(*cast(args, self.dtype), **cast(kwargs, self.dtype))
+        return out if given is None else _cast_out(out, given)
+
+    def __repr__(self) -> str:
+        return f"CastIO({str(self.dtype).removeprefix('torch.')}, {self.model!r})"
+
+
+def _cast_out(y, dtype):
+    if isinstance(y, torch.Tensor):
+        return y.to(dtype) if y.is_floating_point() else y
+    if isinstance(y, (tuple, list)):
+        return type(y)(_cast_out(v, dtype) for v in y)
+    if isinstance(y, dict):
+        return type(y)({k: _cast_out(v, dtype) for k, v in y.items()})
+    return y
 
 
 def _runs(seq: nn.Sequential):
@@ -150,14 +179,25 @@ def _passes_through(use) -> bool:
     return isinstance(use, G.Call) and acts.name_of(use.module) == "identity" and use.output is not None
 
 
-def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None):
+BF16_TOL = 2e-2  # of the output scale: bfloat16 keeps 8 bits of mantissa, about 0.4% an operation
+
+
+def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None, dtype=None,
+             dtype_tol: float = BF16_TOL):
     """An eval model rewritten for speed, with the same outputs; returns (model, RewriteReport).
 
     Args:
         example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
         tol: allowed max |difference| relative to the output scale, checked in float64.
         channels_last: True / False to force; None times both on ``example``.
+        dtype: ``torch.bfloat16`` runs the products in bfloat16 (accumulating in float32, as oneDNN does)
+            with the weights converted once; inputs and outputs stay in the caller's dtype. The float32
+            rewrite is checked at ``tol`` first; the bfloat16 model's error against the original float32
+            one is then measured on ``example`` and must stay within ``dtype_tol`` of the output scale
+            (``report.precision`` gives it).
     """
+    if dtype not in (None, torch.float32, torch.bfloat16):
+        raise OneByOneError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype!r}")
     if model.training:
         raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
                             f"call {type(model).__name__}.eval() first")
@@ -184,14 +224,16 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             report.notes.append("channels_last was timed and ran slower: kept the input's layout")
     work, report = finish(report, model, work, x, tol, inplace=False)
     diff, scale = max_difference(model, work, x, dtype=None)  # the fast path itself: oneDNN runs float32 only
-    dtype = str(input_kw(model)["dtype"]).replace("torch.", "")
+    own = str(input_kw(model)["dtype"]).replace("torch.", "")  # the model's own dtype
     if diff > tol * max(scale, 1.0):
-        raise OneByOneError(f"optimize changed the {dtype} outputs by {diff:.3g} "
+        raise OneByOneError(f"optimize changed the {own} outputs by {diff:.3g} "
                             f"(> tolerance {tol * max(scale, 1.0):.3g})")
-    report.notes.append(f"checked in {dtype} on the fast path too: max abs diff {diff:.3g}")
+    report.notes.append(f"checked in {own} on the fast path too: max abs diff {diff:.3g}")
     for name, m in work.named_modules():  # the kernels the fast path timed and chose while running the example
         for shape, kernel in m.kernels().items() if isinstance(m, ConvAct) else ():
             report.layers.append({"name": name, "input_shape": list(shape), "kernel": kernel})
+    if dtype == torch.bfloat16:
+        work = _lower_precision(model, work, x, dtype, dtype_tol, report)
     if report.layers:
         rows = sum(r["kernel"] == "matmul over rows" for r in report.layers)
         report.notes.append(
@@ -199,6 +241,23 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             "over rows, the rest as its conv (report.layers lists each)"
         )
     return work, report
+
+
+def _lower_precision(model, work, x, dtype, tol, report):
+    """``work`` in ``dtype`` behind a ``CastIO``, its error against the float32 ``model`` measured on ``x``."""
+    low = CastIO(copy.deepcopy(work), dtype)
+    diff, scale = max_difference(model, low, x, dtype=None)
+    report.precision = {"dtype": str(dtype).removeprefix("torch."), "max_abs_diff": diff,
+                        "relative": diff / max(scale, 1e-30), "tolerance": tol}
+    if diff > tol * max(scale, 1e-30):
+        raise OneByOneError(f"in {report.precision['dtype']} the outputs moved by {diff:.3g}, "
+                            f"{diff / max(scale, 1e-30):.3g} of their scale (> dtype_tol {tol:.3g}); keep float32, "
+                            "or accept more with dtype_tol")
+    report.notes.append(f"runs in {report.precision['dtype']}: max abs diff {diff:.3g} against the float32 model, "
+                        f"{report.precision['relative']:.3g} of the output scale (tolerance {tol:.3g})")
+    report.layers = [{"name": n, "input_shape": list(s), "kernel": k}  # the kernels timed again in dtype
+                     for n, m in low.model.named_modules() if isinstance(m, ConvAct) for s, k in m.kernels().items()]
+    return low
 
 
 def _faster(a: nn.Module, b: nn.Module, x, rounds: int = 5) -> bool:

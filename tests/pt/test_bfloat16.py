@@ -1,0 +1,74 @@
+"""bfloat16 through the fast path: the same model to bfloat16's precision, measured against float32, and
+a trained model's predictions kept."""
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError, data
+from onebyone.torch import ConvAct, FusedPointwiseChain, optimize
+from onebyone.torch.fast.onednn import available
+from onebyone.train import TrainConfig, evaluate, train
+from onebyone.zoo import create_model, list_models, model_info
+
+pytestmark = pytest.mark.skipif(not available(torch.zeros(1, dtype=torch.bfloat16)),
+                                reason="this processor has no bfloat16 products in oneDNN")
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6", "gelu", "identity"])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_convact_in_bfloat16_is_the_conv_to_bfloat16_precision(act, kernel):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 48, kernel, padding=kernel // 2).eval()
+    fast = ConvAct(conv, act).to(torch.bfloat16)
+    x = torch.randn(2, 32, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = {"relu": torch.relu, "relu6": nn.functional.relu6, "gelu": nn.functional.gelu,
+                "identity": lambda t: t}[act](conv(x))
+        got = fast(x.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() <= 1e-2 * want.abs().max()  # 8 bits of mantissa
+
+
+def test_a_fused_chain_in_bfloat16():
+    torch.manual_seed(0)
+    layers = [nn.Conv1d(3, 64, 1), nn.ReLU(), nn.Conv1d(64, 256, 1)]
+    chain = FusedPointwiseChain.from_layers(layers, pool="max").to(torch.bfloat16)
+    x = torch.randn(4, 3, 500)
+    with torch.no_grad():
+        want = nn.Sequential(*layers)(x).amax(2)
+        got = chain(x.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16 and (got.float() - want).abs().max() <= 1e-2 * want.abs().max()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_optimize_in_bfloat16_keeps_the_callers_dtype_and_reports_its_error(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(2, *model_info(name).input_size)
+    opt, report = optimize(model, x, dtype=torch.bfloat16)
+    with torch.no_grad():
+        want, got = model(x), opt(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    p = report.precision
+    assert p["dtype"] == "bfloat16" and p["max_abs_diff"] == pytest.approx(float((got - want).abs().max()), rel=0.2)
+    assert p["relative"] <= p["tolerance"] == 2e-2
+
+
+def test_optimize_refuses_a_bfloat16_error_past_the_tolerance_and_bad_dtypes():
+    model = create_model("nin_cifar").eval()
+    with pytest.raises(OneByOneError, match=r"in bfloat16 the outputs moved by .* \(> dtype_tol 1e-06\)"):
+        optimize(model, torch.randn(2, 3, 32, 32), dtype=torch.bfloat16, dtype_tol=1e-6)
+    with pytest.raises(OneByOneError, match="dtype must be None, torch.float32 or torch.bfloat16"):
+        optimize(model, torch.randn(2, 3, 32, 32), dtype=torch.float16)
+
+
+def test_a_trained_digits_model_predicts_the_same_in_bfloat16():
+    model, metrics = train(TrainConfig("nin_digits", "digits", epochs=12, lr=1e-2), progress=False)
+    x, y = data.load("digits", "test")
+    opt, report = optimize(model.eval(), torch.from_numpy(x[:64]), dtype=torch.bfloat16)
+    with torch.no_grad():
+        a = model(torch.from_numpy(x)).argmax(1)
+        b = opt(torch.from_numpy(x)).argmax(1)
+    agree = float((a == b).float().mean())
+    assert agree >= 0.995  # top-1 agrees on at least 99.5% of the test set
+    assert abs(evaluate(opt, x, y) - evaluate(model, x, y)) <= 0.003  # accuracy within 0.3 points
