@@ -10,6 +10,8 @@ interleaved repeats after a warm-up (``timeit``).
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,14 +19,19 @@ from torch import nn
 from .. import cost
 from ..torch import Pointwise, convolutionalize
 from ..torch.fast import FusedPointwiseChain, optimize
+from ..torch.fast.onednn import available
+from ..torch.fast.optimize import CastIO
 from ..torch.fast.timing import per_block, timings
+from ..torch.tensors import call
 from ..zoo import create_model, model_info
 from .memory import peak_memory
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
 
 
-POINTNET = (3, 64, 64, 64, 128, 1024)
+def bf16_available() -> bool:
+    """Does this processor run oneDNN's bfloat16 products (so that the bfloat16 contenders run)?"""
+    return available(torch.zeros(1, dtype=torch.bfloat16))
 
 
 def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1) -> dict:
@@ -109,12 +116,15 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
     b, n = (8, 1024) if quick else (32, 1024)
     eager, fused, x = _pointnet_parts(b, n)
     fns = {"eager": lambda: eager(x).amax(2), "fused": lambda: fused(x)}
+    if bf16_available():
+        fused16 = CastIO(copy.deepcopy(fused), torch.bfloat16)  # float32 in and out, products in bfloat16
+        fns["fused_bf16"] = lambda: fused16(x)
     if compile_:
         comp = torch.compile(eager)
         fns["compile"] = lambda: comp(x).amax(2)
     with torch.no_grad():
         ref = eager(x).amax(2)
-        err = {k: float((f() - ref).abs().max()) for k, f in fns.items()}
+        err = {k: float((f().float() - ref).abs().max()) for k, f in fns.items()}
     t = timeit(fns, repeat)
     flops = 2 * b * n * sum(i * o for i, o in zip(POINTNET, POINTNET[1:]))
     mem = {k: peak_memory(f) for k, f in fns.items()}
@@ -125,6 +135,8 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
            "roofline": [_roof(f"shared MLP {k}", flops, 4 * b * n * (3 + 1024), v, "b") for k, v in t.items()]}
     if compile_:
         out["fused_vs_compile"] = t["compile"] / t["fused"]
+    if "fused_bf16" in t:
+        out["bf16_vs_eager"], out["bf16_vs_fused"] = t["eager"] / t["fused_bf16"], t["fused"] / t["fused_bf16"]
     return out
 
 
@@ -182,31 +194,94 @@ def bottleneck(quick: bool, repeat: int) -> dict:
             "ms": {k: v * 1e3 for k, v in t.items()}, "speedup": speedup, "speedup_vs_mac_ratio": speedup / ratio}
 
 
-def optimized_models(
-    quick: bool, repeat: int, compile_: bool, names=("nin_cifar", "squeezenet1_1", "mobilenet_v1")
-) -> list:
-    rows = []
-    for name in names:
+def _real_models() -> dict:
+    """name -> (model, example, MACs per sample): three architectures from `transformers`, built from configs
+    (random weights, nothing downloaded), at 224 x 224; empty where transformers does not import."""
+    try:
+        import transformers as T
+    except ImportError:
+        return {}
+    from ..analyzer import analyze
+
+    out = {}
+    for name, cls, config in (
+            ("hf_resnet18", T.ResNetForImageClassification,
+             T.ResNetConfig(depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic")),
+            ("hf_mobilenet_v2", T.MobileNetV2ForImageClassification, T.MobileNetV2Config()),
+            ("hf_convnext_atto", T.ConvNextForImageClassification,
+             T.ConvNextConfig(hidden_sizes=[40, 80, 160, 320], depths=[2, 2, 6, 2]))):
         torch.manual_seed(0)
-        model = create_model(name).eval()
-        x = torch.randn(8, *model_info(name).input_size)
+        model = cls(config).eval()
+        x = {"pixel_values": torch.randn(8, 3, 224, 224)}
+        out[name] = (model, x, analyze(model, example=x).macs // 8)
+    return out
+
+
+def _onnxruntime(model, x):
+    """A callable running ``model``'s ONNX export in onnxruntime (CPU, all graph optimizations, this process's
+    thread count), or None where onnxruntime or the export is unavailable."""
+    try:
+        import io
+
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    buf = io.BytesIO()
+    args, kwargs = ((), x) if isinstance(x, dict) else ((x,), {})
+    try:
+        torch.onnx.export(model, args, buf, kwargs=kwargs or None, dynamo=False)
+    except Exception:  # noqa: BLE001 - a model the exporter cannot take: no ORT contender, said in the row
+        return None
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    feeds = {i.name: v.numpy() for i, v in zip(session.get_inputs(), list(args) + list(kwargs.values()))}
+    return lambda: session.run(None, feeds)
+
+
+def _compiled(model, x, frozen: bool):
+    """``torch.compile(model)``, compiled on its first call here (with Inductor's freezing if asked)."""
+    import torch._inductor.config as inductor
+
+    comp = torch.compile(model)
+    with torch.no_grad(), inductor.patch(freezing=frozen):
+        call(comp, x)
+    return comp
+
+
+def optimized_models(quick: bool, repeat: int, compile_: bool,
+                     names=("nin_cifar", "squeezenet1_1", "mobilenet_v1")) -> list:
+    """optimize() on zoo models (and, in a full run, three real models) at batch 8, beside eager, optimize()
+    in bfloat16, torch.compile with and without freezing, and onnxruntime on the model's ONNX export."""
+    models = {n: (create_model(n).eval(), torch.randn(8, *model_info(n).input_size), model_info(n).macs)
+              for n in names}
+    if not quick:
+        models.update(_real_models())
+    rows = []
+    for name, (model, x, macs) in models.items():
+        torch.manual_seed(0)
         opt, report = optimize(model, x)
-        fns = {"eager": lambda: model(x), "optimized": lambda: opt(x)}
+        fns = {"eager": lambda: call(model, x), "optimized": lambda: call(opt, x)}
+        if bf16_available():
+            low, _ = optimize(model, x, dtype=torch.bfloat16)
+            fns["optimized_bf16"] = lambda: call(low, x)
         if compile_:
-            comp = torch.compile(model)
-            fns["compile"] = lambda: comp(x)
+            comp, frozen = _compiled(model, x, False), _compiled(model, x, True)
+            fns["compile"], fns["compile_frozen"] = (lambda: call(comp, x)), (lambda: call(frozen, x))
+        ort = _onnxruntime(model, x)
+        if ort is not None:
+            fns["onnxruntime"] = ort
         t = timeit(fns, repeat)
-        flops = 2 * 8 * model_info(name).macs
-        row = {
-            "model": name,
-            "batch": 8,
-            "ms": {k: v * 1e3 for k, v in t.items()},
-            "vs_eager": t["eager"] / t["optimized"],
-            "gflops": {k: flops / v / 1e9 for k, v in t.items()},
-            "changes": len(report.changed),
-            "max_abs_diff": report.max_abs_diff,
-        }
-        if compile_:
-            row["vs_compile"] = t["compile"] / t["optimized"]
+        flops = 2 * 8 * macs
+        row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()},
+               "vs_eager": t["eager"] / t["optimized"], "gflops": {k: flops / v / 1e9 for k, v in t.items()},
+               "changes": len(report.changed), "max_abs_diff": report.max_abs_diff}
+        row |= {f"vs_{k}": t[k] / t["optimized"] for k in ("compile", "compile_frozen", "onnxruntime") if k in t}
+        peers = [k for k in ("compile", "compile_frozen", "onnxruntime") if k in t]
+        if peers:
+            row["vs_best_peer"] = min(t[k] for k in peers) / t["optimized"]
+        if "optimized_bf16" in t:
+            row["bf16_vs_optimized"] = t["optimized"] / t["optimized_bf16"]
         rows.append(row)
     return rows
