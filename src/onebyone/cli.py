@@ -120,7 +120,7 @@ def _train(args) -> int:
     from .train import TrainConfig, data_spec, read_config, resume_conflicts, train
 
     given = {"model": args.model, "data": data_spec(args.data) if args.data else None, "batch_size": args.batch_size,
-             "lr": args.lr, "seed": args.seed, "size": args.size, "n_points": args.points}
+             "lr": args.lr, "seed": args.seed, "size": args.size, "n_points": args.points, "precision": args.precision}
     if args.resume:
         if args.overwrite:
             raise OneByOneError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -153,7 +153,7 @@ def _train(args) -> int:
         kw = {"size": args.size} if args.size else {}
         kw.update({"n_points": args.points} if args.points else {})
         cfg = TrainConfig(args.model, given["data"], args.epochs or 30, args.batch_size or 64, args.lr or 3e-3,
-                          seed=args.seed or 0, data_kwargs=kw)
+                          seed=args.seed or 0, data_kwargs=kw, precision=args.precision or "fp32")
     checkpoint.check_writable(out, "--out")
     args.run_folder = out  # for the message on Ctrl-C
     _, metrics = train(cfg, out=out, resume=args.resume, progress=not args.quiet)
@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="the run folder (default: a new folder runs/MODEL-DATA-TIME)")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     tr.add_argument("--overwrite", action="store_true", help="replace the run saved in --out")
+    tr.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="bf16: products in bfloat16 "
+                    "(autocast), weights and checkpoints in float32 (default fp32)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=_train)
     mp = sub.add_parser("maps", help="draw the class maps of a trained model with a 1x1-conv head (PNG)")

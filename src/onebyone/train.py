@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import checkpoint, data
+from .checks import check_choice
 from .errors import OneByOneError
 from .zoo import create_model, model_info
 
@@ -37,6 +38,7 @@ class TrainConfig:
     seed: int = 0
     data_kwargs: dict = field(default_factory=dict)  # e.g. {"size": 28} or {"n_points": 512}
     num_classes: int = 0  # 0: from the dataset
+    precision: str = "fp32"  # "bf16": products in bfloat16 under autocast; weights and checkpoints float32
 
 
 def _flatten_optimizer(opt) -> tuple[dict, dict]:
@@ -128,6 +130,24 @@ def _progress(epoch, epochs, batch, batches, loss, acc, rate, final=False):
     sys.stderr.flush()
 
 
+SMALL_STEP_MACS = 100_000_000  # below this a training step is too small to split between threads
+
+
+def training_threads(model: nn.Module, x, batch_size: int) -> int:
+    """The threads torch uses for this run: one when a step's forward pass holds fewer than
+    ``SMALL_STEP_MACS`` multiply-accumulates (threads on such small work mostly wait for each other, and on
+    a busy machine spin against other processes); otherwise torch's default. An ``OMP_NUM_THREADS`` the
+    user set always wins. Returns the count in force."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    from .analyzer import analyze
+
+    per_sample = analyze(model, example=torch.from_numpy(np.ascontiguousarray(x[:1]))).macs
+    if per_sample * batch_size < SMALL_STEP_MACS:
+        torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     model.eval()
     correct = 0
@@ -148,6 +168,7 @@ def train(
     ``cfg.epochs``), so a later ``resume=True`` continues the same run.
     """
     rank, world = _ddp()
+    check_choice(cfg.precision, ("fp32", "bf16"), "precision")
     out = Path(out) if out is not None else None
     xtr, ytr = data.load(cfg.data, "train", **cfg.data_kwargs)
     xte, yte = data.load(cfg.data, "test", **cfg.data_kwargs)
@@ -160,7 +181,6 @@ def train(
             f"{cfg.model} expects samples of shape {want} (channels first), but {cfg.data} gives {xtr.shape[1:]}"
         )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = lambda e: 0.5 * cfg.lr * (1 + np.cos(np.pi * e / cfg.epochs))  # noqa: E731 - cosine, per epoch
     start, metrics = 1, []
     if resume:
         if out is None or checkpoint.folder(out) is None:
@@ -175,6 +195,17 @@ def train(
             raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({type(e).__name__}: {e}); "
                                 "it is damaged or from another run") from None
         metrics = checkpoint.read_json(out, "metrics.json")
+    previous = torch.get_num_threads()
+    training_threads(model, xtr, cfg.batch_size)
+    try:
+        _epochs(cfg, model, opt, out, start, metrics, xtr, ytr, xte, yte, rank, world, progress, until)
+    finally:
+        torch.set_num_threads(previous)  # process-wide: handed back as it was
+    return model, metrics
+
+
+def _epochs(cfg, model, opt, out, start, metrics, xtr, ytr, xte, yte, rank, world, progress, until):
+    sched = lambda e: 0.5 * cfg.lr * (1 + np.cos(np.pi * e / cfg.epochs))  # noqa: E731 - cosine, per epoch
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(xtr)),
                                              torch.from_numpy(np.ascontiguousarray(ytr)))
@@ -192,8 +223,9 @@ def train(
         net.train()
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         for b, (xb, yb) in enumerate(loader, 1):
-            logits = net(xb)
-            loss = nn.functional.cross_entropy(logits, yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = net(xb)
+                loss = nn.functional.cross_entropy(logits.float(), yb)
             if not torch.isfinite(loss):
                 last = f"epoch {epoch - 1} in {out}" if out is not None and epoch > 1 else "none"
                 raise OneByOneError(f"the loss became {loss.item()} at epoch {epoch}, batch {b}: training stopped. "
@@ -218,4 +250,3 @@ def train(
                 save_checkpoint(out, model, opt, cfg, epoch, metrics)
     if world > 1:
         dist.barrier()
-    return model, metrics
