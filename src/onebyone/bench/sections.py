@@ -241,10 +241,11 @@ def _onnxruntime(model, x):
 
 
 def _compiled(model, x, frozen: bool):
-    """``torch.compile(model)``, compiled on its first call here (with Inductor's freezing if asked)."""
+    """``torch.compile`` of a copy of ``model`` (so that two compiled forms never share dynamo's cache),
+    compiled on its first call here, with Inductor's freezing if asked."""
     import torch._inductor.config as inductor
 
-    comp = torch.compile(model)
+    comp = torch.compile(copy.deepcopy(model))
     with torch.no_grad(), inductor.patch(freezing=frozen):
         call(comp, x)
     return comp
