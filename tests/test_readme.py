@@ -69,3 +69,35 @@ def test_readme_is_for_users():
     text = README.read_text()
     assert len(text.encode()) < 12_000, "measurement accounts belong in benchmarks/README.md"
     assert "seeds" not in text and "Truly understanding 1x1 convolutions" in text  # sources cited by title
+
+
+def peer_cells() -> dict:
+    """The rows of the bfloat16-and-peers table (benchmarks/bench_peers.json, one full run), as written."""
+    import json
+
+    from onebyone.bench import cell
+
+    bench = json.loads((README.parent / "benchmarks" / "bench_peers.json").read_text())
+    labels = {"b bf16 vs eager": "[b] PointNet chain in bfloat16 vs eager float32 `Conv1d`",
+              "b bf16 vs fused": "[b] PointNet chain in bfloat16 vs our float32 chain"}
+    for row in bench["optimize"]:
+        m = row["model"]
+        labels |= {f"e {m} bf16 vs optimize": f"[e] `optimize({m}, dtype=bfloat16)` vs `optimize()` in float32",
+                   f"e {m} vs compile": f"[e] `optimize({m})` vs `torch.compile`",
+                   f"e {m} vs compile frozen": f"[e] `optimize({m})` vs `torch.compile` with freezing",
+                   f"e {m} vs onnxruntime": f"[e] `optimize({m})` vs onnxruntime",
+                   f"e {m} vs best peer": f"[e] `optimize({m})` vs the fastest of the three"}
+    return {label: cell(bench, key) for key, label in labels.items() if key in bench["headlines"]}
+
+
+def test_the_bfloat16_and_peers_tables_are_their_bench_run():
+    pytest.importorskip("torch")
+    want = peer_cells()
+
+    def rows(path):
+        return {line.split("|")[1].strip(): line.split("|")[3].strip()
+                for line in path.read_text().splitlines() if line.startswith("| [")}
+
+    assert rows(README.parent / "benchmarks" / "README.md") == want and len(want) >= 10
+    headlines = rows(README)
+    assert len(headlines) >= 3 and headlines == {k: want[k] for k in headlines}

@@ -140,7 +140,7 @@ def training_threads(model: nn.Module, x, batch_size: int) -> int:
     user set always wins. Returns the count in force."""
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
-    from .analyzer import analyze
+    from .torch.collect import analyze
 
     per_sample = analyze(model, example=torch.from_numpy(np.ascontiguousarray(x[:1]))).macs
     if per_sample * batch_size < SMALL_STEP_MACS:

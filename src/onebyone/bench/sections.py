@@ -201,7 +201,7 @@ def _real_models() -> dict:
         import transformers as T
     except ImportError:
         return {}
-    from ..analyzer import analyze
+    from ..torch.collect import analyze
 
     out = {}
     for name, cls, config in (

@@ -27,7 +27,7 @@ from ..layer_kinds import is_plain_pointwise
 from ..layers import ChannelBatchNorm, Pointwise, SharedMLP
 from ..rewrite_report import RewriteReport, finish, max_difference
 from ..rewrites import merge_pointwise
-from ..tensors import cast, input_kw, probe_input
+from ..tensors import call, cast, input_kw, probe_input
 from .chain import FusedPointwiseChain
 from .convact import ConvAct
 from .timing import medians
@@ -45,15 +45,18 @@ def _chain_conv(m) -> bool:
 
 
 class ChannelsLast(nn.Module):
-    """Runs ``model`` (its weights already channels_last) on a channels_last copy of a 4-D input."""
+    """Runs ``model`` (its weights already channels_last) with every 4-D input tensor, positional or
+    keyword, in channels_last memory format."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.train(model.training)  # a new Module starts in training mode; keep the model's
 
-    def forward(self, x):
-        return self.model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+    def forward(self, *args, **kwargs):
+        move = lambda v: v.contiguous(memory_format=torch.channels_last) if isinstance(v, torch.Tensor) and \
+            v.dim() == 4 else v  # noqa: E731
+        return self.model(*(move(a) for a in args), **{k: move(v) for k, v in kwargs.items()})
 
 
 class CastIO(nn.Module):
@@ -211,10 +214,10 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         work = copy.deepcopy(model)
         report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
     work = fuse_conv_acts(fuse_chains(work, report), x, report)
-    has_conv = (
-        any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1 for m in work.modules())
-        and isinstance(x, torch.Tensor) and x.dim() == 4  # one image batch: the layout ChannelsLast can move
-    )
+    images = [v for v in (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else [x])
+              if isinstance(v, torch.Tensor) and v.dim() == 4]  # what ChannelsLast can move
+    has_conv = images and any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1
+                              for m in work.modules())
     if has_conv and channels_last is not False:
         cl = ChannelsLast(copy.deepcopy(work).to(memory_format=torch.channels_last))
         if channels_last or _faster(cl, work, x):
@@ -263,6 +266,6 @@ def _lower_precision(model, work, x, dtype, tol, report):
 def _faster(a: nn.Module, b: nn.Module, x, rounds: int = 5) -> bool:
     """Does ``a`` run ``x`` faster than ``b``? Medians of interleaved calls (after a warm-up of each)."""
     with torch.no_grad():
-        a(x), b(x)
-        t = medians({"a": lambda: a(x), "b": lambda: b(x)}, rounds)
+        call(a, x), call(b, x)
+        t = medians({"a": lambda: call(a, x), "b": lambda: call(b, x)}, rounds)
     return t["a"] < t["b"]
