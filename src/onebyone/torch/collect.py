@@ -26,7 +26,7 @@ from .layer_cost import counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
 from .tensors import batch_size as batch_of
-from .tensors import call, describe, input_kw
+from .tensors import call, describe, input_kw, tensor_args
 
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 # tensor products, by the name each row is given; each sums over the last axis of its first matrix operand
@@ -47,17 +47,6 @@ UNCOUNTED_PRODUCTS = {"tensordot", "bilinear", "kron", "chain_matmul", "multi_do
 
 def _parameters(tensors) -> list:
     return [t for t in tensors if isinstance(t, nn.Parameter)]
-
-
-def _tensors(args, kwargs) -> list:
-    """The tensors among the arguments, one level into lists and tuples (``torch.cat([a, b])``)."""
-    out = []
-    for a in list(args) + list(kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            out.append(a)
-        elif isinstance(a, (list, tuple)):
-            out += [t for t in a if isinstance(t, torch.Tensor)]
-    return out
 
 
 def _functional_cost(name, args, kwargs, out, dtype) -> tuple[str, cost.Cost | int, torch.Tensor | None]:
@@ -110,7 +99,7 @@ class _Spy(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         c = self.c
-        tensors = _tensors(args, kwargs)
+        tensors = tensor_args(args, kwargs)
         c.seen.update(id(p) for p in _parameters(tensors))
         if c.inside_counted == 0:
             name = getattr(func, "__name__", "")

@@ -13,7 +13,7 @@ from ..activations import REGISTRY
 from ..errors import OneByOneError
 from .layer_kinds import ELEMENTWISE
 from .layers import ChannelBatchNorm, Pointwise
-from .tensors import call
+from .tensors import call, tensor_args
 
 # the registered activations called as functions or methods (F.relu, torch.relu, x.relu()), and dropout
 ELEMENTWISE_FUNCTIONS = (
@@ -151,19 +151,9 @@ class _Uses(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not self.depth[0] and getattr(func, "__name__", "") not in _METADATA:  # not inside a leaf module
-            for t in _tensor_args(args, kwargs):
+            for t in tensor_args(args, kwargs):
                 self.record.uses[self.record.key(t)].append(getattr(func, "__name__", str(func)))
         return func(*args, **kwargs)
-
-
-def _tensor_args(args, kwargs) -> list:
-    out = []
-    for a in list(args) + list(kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            out.append(a)
-        elif isinstance(a, (list, tuple)):
-            out += [t for t in a if isinstance(t, torch.Tensor)]
-    return out
 
 
 def record_calls(model: nn.Module, example) -> Calls:
@@ -173,7 +163,7 @@ def record_calls(model: nn.Module, example) -> Calls:
 
     def pre(m, args, kwargs):
         depth[0] += 1
-        tensors = _tensor_args(args, kwargs)
+        tensors = tensor_args(args, kwargs)
         first = tensors[0] if tensors else None
         c = Call(names.get(id(m), ""), m, record.key(first) if first is not None else None, None,
                  tuple(first.shape) if first is not None else None)

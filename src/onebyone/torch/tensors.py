@@ -36,6 +36,17 @@ def call(model: nn.Module, example):
     return model(example)
 
 
+def tensor_args(args, kwargs) -> list:
+    """The tensors among a call's arguments, one level into lists and tuples (``torch.cat([a, b])``)."""
+    out = []
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out += [t for t in a if isinstance(t, torch.Tensor)]
+    return out
+
+
 def describe(example, top: bool = True) -> str:
     """``of shape (1, 3, 8, 8)`` for a tensor, ``{'left': (5, 4), ...}`` / ``((5, 4), ...)`` for the others."""
     if isinstance(example, dict):
