@@ -52,6 +52,12 @@ ul.notes { margin: 8px 0 0; color: var(--muted); font-size: 14px; }
 #calculator dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
 #calc-error { color: var(--fail); min-height: 1.5em; margin-top: 8px; }
 details summary { cursor: pointer; color: var(--muted); }
+.experiment { border-top: 1px dashed var(--line); margin: 12px 0; padding-top: 8px; }
+.experiment h3 { font-size: 16px; margin: 4px 0; }
+.experiment label { margin-right: 16px; font-size: 14px; }
+.exp-row { display: flex; gap: 16px; flex-wrap: wrap; margin: 8px 0; }
+.exp-row canvas { border: 1px solid var(--line); border-radius: 4px; image-rendering: pixelated; }
+.exp-readout { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; }
 """
 
 CALCULATOR = """
@@ -90,22 +96,6 @@ CALCULATOR = """
       throw new Error(names[id] + " must be an integer >= " + min + ", got '" + raw + "'");
     return BigInt(raw);
   }
-  function pads(size, k, s, p) {  // padding before and after one axis, as cost.pad_amounts
-    if (p === "valid") return [0n, 0n];
-    if (p === "same") {
-      const out = (size + s - 1n) / s;
-      let total = (out - 1n) * s + k - size;
-      if (total < 0n) total = 0n;
-      return [total / 2n, total - total / 2n];
-    }
-    if (!/^[0-9]+$/.test(p)) throw new Error("padding must be an integer >= 0, 'same' or 'valid', got '" + p + "'");
-    return [BigInt(p), BigInt(p)];
-  }
-  function outSize(size, k, s, p) {  // as cost.conv_output_size
-    const [lo, hi] = pads(size, k, s, p);
-    if (k > size + lo + hi) throw new Error("kernel " + k + " is larger than the padded input " + (size + lo + hi));
-    return (size + lo + hi - k) / s + 1n;
-  }
   function show(id, value) {
     const el = field(id);
     el.textContent = value === null ? "" : (typeof value === "bigint" ? value.toLocaleString("en-US") : value);
@@ -113,17 +103,12 @@ CALCULATOR = """
   }
   function update() {
     try {
-      const h = int("h", 1), w = int("w", 1), cin = int("cin", 1), cout = int("cout", 1);
-      const k = int("k", 1), s = int("s", 1), g = int("g", 1), p = field("p").value.trim();
-      if (cin % g !== 0n || cout % g !== 0n)
-        throw new Error("groups=" + g + " must divide both C_in=" + cin + " and C_out=" + cout);
-      const ho = outSize(h, k, s, p), wo = outSize(w, k, s, p);
-      const perOutput = (cin / g) * k * k;  // MACs for one output value
-      const macs = cout * ho * wo * perOutput;
-      show("shape", "1 x " + cout + " x " + ho + " x " + wo);
-      show("params", cout * perOutput + cout);
-      show("macs", macs);
-      show("flops", 2n * macs);
+      const c = window.onebyoneConvCost(int("h", 1), int("w", 1), int("cin", 1), int("cout", 1), int("k", 1),
+                                        int("s", 1), field("p").value.trim(), int("g", 1));
+      show("shape", c.shape);
+      show("params", c.params);
+      show("macs", c.macs);
+      show("flops", c.flops);
       field("error").textContent = "";
     } catch (e) {
       ["shape", "params", "macs", "flops"].forEach((id) => show(id, null));
@@ -135,6 +120,35 @@ CALCULATOR = """
 })();
 </script>
 """
+
+CONV_COST_JS = """<script>
+// onebyone.cost.conv_cost for a 2-D conv on one image, in exact integers (BigInt): the calculator and the
+// tour's experiments share it
+window.onebyoneConvCost = function (h, w, cin, cout, k, s, p, g) {
+  function pads(size) {  // padding before and after one axis, as cost.pad_amounts
+    if (p === "valid") return [0n, 0n];
+    if (p === "same") {
+      const out = (size + s - 1n) / s;
+      let total = (out - 1n) * s + k - size;
+      if (total < 0n) total = 0n;
+      return [total / 2n, total - total / 2n];
+    }
+    if (!/^[0-9]+$/.test(p)) throw new Error("padding must be an integer >= 0, 'same' or 'valid', got '" + p + "'");
+    return [BigInt(p), BigInt(p)];
+  }
+  function outSize(size) {  // as cost.conv_output_size
+    const [lo, hi] = pads(size);
+    if (k > size + lo + hi) throw new Error("kernel " + k + " is larger than the padded input " + (size + lo + hi));
+    return (size + lo + hi - k) / s + 1n;
+  }
+  if (cin % g !== 0n || cout % g !== 0n)
+    throw new Error("groups=" + g + " must divide both C_in=" + cin + " and C_out=" + cout);
+  const ho = outSize(h), wo = outSize(w), perOutput = (cin / g) * k * k;  // MACs for one output value
+  const macs = cout * ho * wo * perOutput;
+  return {shape: "1 x " + cout + " x " + ho + " x " + wo, params: cout * perOutput + cout, macs: macs,
+          flops: 2n * macs};
+};
+</script>"""
 
 
 class Raw(str):
@@ -177,6 +191,7 @@ def document(title: str, header: str, body: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)}</title>
 <style>{CSS}</style>
+{CONV_COST_JS}
 </head>
 <body>
 <main>

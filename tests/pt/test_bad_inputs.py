@@ -91,6 +91,10 @@ CLI = [
     ("bench json is a folder", lambda r, t: ["bench", "--quick", "--json", str(t)], "is a folder"),
     ("bench sections", lambda r, t: ["bench", "--sections", "xyz"], "--sections takes letters from"),
     ("bench runs 0", lambda r, t: ["bench", "--runs", "0"], "expected an integer >= 1, got 0"),
+    ("bench png without roofline", lambda r, t: ["bench", "--sections", "d", "--png", str(t / "r.png")], "--png draws the roofline"),
+    ("train points for digits", lambda r, t: ["train", "nin_digits", "--data", "digits", "--points", "256", "--out", str(t / "o")], "digits does not take ['n_points']"),
+    ("train precision fp16", lambda r, t: ["train", "nin_digits", "--data", "digits", "--precision", "fp16"], "invalid choice: 'fp16'"),
+    ("maps unknown flag", lambda r, t: ["maps", str(r), "test:0", "--size", "3"], "unrecognized arguments: --size 3"),
 ]
 
 
@@ -135,6 +139,18 @@ API = [
     ("run_tour seed text", lambda: __import__("onebyone.tour").tour.run_tour(seed="x"), "seed must be an integer"),
     ("create_model bad keyword", lambda: __import__("onebyone.zoo").zoo.create_model("nin_digits", bogus=1), "does not take"),
     ("checkpoint missing", lambda: checkpoint.read_json("/nonexistent", "state.json"), "is not a checkpoint folder"),
+    ("fold_batchnorm string", lambda: __import__("onebyone.torch").torch.fold_batchnorm("x"), "expected a torch.nn.Module, got str"),
+    ("optimize string", lambda: __import__("onebyone.torch").torch.optimize("x"), "expected a torch.nn.Module, got str"),
+    ("merge_pointwise wrong example", lambda: __import__("onebyone.torch").torch.merge_pointwise(nn.Sequential(nn.Linear(4, 3)).eval(), example=torch.randn(2, 5)), "cannot run on an input of shape (2, 5)"),
+    ("factorize rank and energy", lambda: __import__("onebyone.torch").torch.factorize(nn.Linear(4, 3), rank=1, energy=0.5), "give exactly one of rank / energy"),
+    ("Pointwise zero channels", lambda: __import__("onebyone.torch").torch.Pointwise(0, 3), "in_channels must be an integer >= 1, got 0"),
+    ("SharedMLP unknown activation", lambda: __import__("onebyone.torch").torch.SharedMLP((3, 4), activation="swish"), "activation must be one of"),
+    ("chain of nothing", lambda: __import__("onebyone.torch").torch.FusedPointwiseChain.from_layers([]), "needs at least one pointwise layer"),
+    ("convolutionalize size string", lambda: __import__("onebyone.torch").torch.convolutionalize(nn.Linear(3, 2), "abc"), "input_size must be one sample's shape"),
+    ("layout rank 2", lambda: __import__("onebyone.layout").layout.convert(np.zeros((2, 3)), "NCHW", "NHWC"), "rank >= 3"),
+    ("converter NaN", lambda: __import__("onebyone.forms").forms.dense_to_conv1x1(np.array([[np.nan]])), "must be finite"),
+    ("analyze example list of strings", lambda: ob.analyze(Tiny(), example=["a"]), "example must be a tensor"),
+    ("optimize bfloat16 tolerance", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), dtype="bf16"), "dtype must be None"),
 ]
 
 

@@ -18,7 +18,7 @@ from . import graph as G
 from .layer_kinds import CONVS, channel_axis, groups, is_pointwise
 from .layers import Pointwise
 from .rewrite_report import RewriteReport, finish
-from .tensors import numpy64, probe_input, tensor
+from .tensors import check_module, numpy64, probe_input, tensor
 
 
 def traced(work: nn.Module, x, report: RewriteReport):
@@ -163,7 +163,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
 
 
 def _check_eval(model):
-    for name, m in model.named_modules():
+    for name, m in check_module(model).named_modules():
         if isinstance(m, _BatchNorm) and m.training:
             raise OneByOneError(
                 f"BatchNorm `{name}` is in training mode: its output depends on the batch, so it cannot be "

@@ -92,9 +92,14 @@ def probe_input(model: nn.Module, example=None, input_size=None, batch: int = 2)
     """The input the rewrite is traced and checked on: ``example`` (a tensor, a tuple or a dict of them),
     else a seeded random tensor of ``(batch, *input_size)``, else one guessed from the first Linear /
     Conv / Pointwise."""
+    return _runs(check_module(model), _probe(model, example, input_size, batch))
+
+
+def check_module(model) -> nn.Module:
+    """``model`` if it is a torch module, else a clear error."""
     if not isinstance(model, nn.Module):
         raise OneByOneError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    return _runs(model, _probe(model, example, input_size, batch))
+    return model
 
 
 def _runs(model: nn.Module, x):

@@ -8,6 +8,7 @@ from ..errors import OneByOneError
 from ..plots import new_figure, save
 from ..webpage import esc
 from . import figures_basics, figures_forms
+from .experiments import COMMON, experiment
 from .lessons_basics import SOURCES
 from .render import detail, tally
 
@@ -37,6 +38,7 @@ def section(i: int, lesson, figure_src: str | None) -> str:
 <p class="claim">{esc(lesson.claim)}</p>
 <p class="source">Source: {esc(lesson.source)}</p>
 {fig}
+{experiment(lesson)}
 {checks}
 {f'<ul class="notes">{notes}</ul>' if notes else ''}
 </section>"""
@@ -61,4 +63,5 @@ are drawn from those arrays. A 1x1 convolution is a matrix product over the chan
 <p class="source">The claims come from three texts: {"; ".join(esc(t) for t in SOURCES)}.</p>
 <p class="summary" id="summary"><strong class="{'' if ok else 'bad'}">{esc(tally(lessons))}</strong>.</p>
 <nav><ol>{nav}</ol></nav>"""
-    return page.write(folder, page.document("onebyone: the 1x1 convolution tour", header, "\n".join(sections)))
+    return page.write(folder, page.document("onebyone: the 1x1 convolution tour", header,
+                                            COMMON + "\n" + "\n".join(sections)))

@@ -27,7 +27,7 @@ from ..layer_kinds import is_plain_pointwise
 from ..layers import ChannelBatchNorm, Pointwise, SharedMLP
 from ..rewrite_report import RewriteReport, finish, max_difference
 from ..rewrites import merge_pointwise
-from ..tensors import call, cast, input_kw, probe_input
+from ..tensors import call, cast, check_module, input_kw, probe_input
 from .chain import FusedPointwiseChain
 from .convact import ConvAct
 from .timing import medians
@@ -201,7 +201,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     """
     if dtype not in (None, torch.float32, torch.bfloat16):
         raise OneByOneError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype!r}")
-    if model.training:
+    if check_module(model).training:
         raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
                             f"call {type(model).__name__}.eval() first")
     x = probe_input(model, example, input_size)
