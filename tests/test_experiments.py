@@ -97,5 +97,140 @@ def test_the_bottleneck_sliders_count_as_cost_does(visit):
     visit.screenshot("exp_bottleneck_after.png")
 
 
+def test_a_dense_layer_at_the_pixel_under_the_mouse_and_shared_weights(visit):
+    page = visit.page
+    page.locator("#exp-many-channels").scroll_into_view_if_needed()
+    visit.screenshot("exp_many_channels_before.png")
+    box = page.locator("#mc-in").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * (11.5 / 16), box["y"] + box["height"] * (2.5 / 16))  # pixel (2, 11)
+    s = state(page, "many-channels")
+    x, b, w = np.asarray(s["x"]), np.asarray(s["b"]), np.asarray(s["w"])
+    assert s["pixel"] == [2, 11] and close(s["column"], x[:, 2, 11])
+    assert close(s["product"], w @ x[:, 2, 11] + b)
+    page.focus("#mc-in")
+    page.keyboard.press("ArrowDown")
+    assert state(page, "many-channels")["pixel"] == [3, 11]
+    page.fill("#mc-w-4-1", "2.5")  # one weight cell: every pixel of output 4 changes with it
+    s = state(page, "many-channels")
+    w2 = np.asarray(s["w"])
+    assert w2[4, 1] == 2.5 and close(s["y"], ops.conv1x1(x[None], w2, b)[0])
+    REDRAWS["many-channels"] = redraw_ms(page, "#exp-many-channels")
+    visit.screenshot("exp_many_channels_after.png")
+
+
+def test_a_dense_unit_is_a_full_kernel_and_a_deep_1x1_filter(visit):
+    from onebyone import forms
+
+    page = visit.page
+    page.locator("#exp-fc-as-conv").scroll_into_view_if_needed()
+    page.focus("#fc-unit")
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    s = state(page, "fc-as-conv")
+    x, w, b, k = np.asarray(s["x"]), np.asarray(s["w"]), np.asarray(s["b"]), s["unit"]
+    assert k == 3
+    dense = ops.dense(x.reshape(1, 784), w, b)[0, k]
+    full = ops.conv2d(x[None, None], forms.dense_to_full_kernel(w, (1, 28, 28)), b)[0, k, 0, 0]
+    deep = ops.conv1x1(forms.flatten_to_pixel(x[None, None]), forms.dense_to_conv1x1(w), b)[0, k, 0, 0]
+    assert close(s["dense"], dense) and close(s["full"], full) and close(s["pointwise"], deep)
+    REDRAWS["fc-as-conv"] = redraw_ms(page, "#exp-fc-as-conv")
+    visit.screenshot("exp_fc_as_conv.png")
+
+
+def test_the_shared_mlp_global_feature_ignores_the_order_of_the_points(visit):
+    from onebyone import forms
+
+    page = visit.page
+    page.locator("#exp-shared-mlp").scroll_into_view_if_needed()
+    visit.screenshot("exp_shared_mlp_before.png")
+    before = state(page, "shared-mlp")
+    pts = np.asarray(before["points"])
+    layers = [(np.asarray(before["W1"]), np.asarray(before["b1"])),
+              (np.asarray(before["W2"]), np.asarray(before["b2"]))]
+    want = forms.shared_mlp_per_point(pts[None], layers)[0]  # (N, 128)
+    assert close(before["features"], want) and close(before["pooled"], want.max(axis=0))
+    page.click("#sm-shuffle")
+    page.focus("#sm-angle")
+    page.keyboard.press("ArrowRight")
+    after = state(page, "shared-mlp")
+    order = np.asarray(after["order"])
+    assert after["shuffles"] == 1 and not np.array_equal(order, np.arange(len(pts)))
+    assert close(after["features"], want[order]) and close(after["pooled"], before["pooled"], 1e-12)
+    REDRAWS["shared-mlp"] = redraw_ms(page, "#exp-shared-mlp")
+    visit.screenshot("exp_shared_mlp_after.png")
+
+
+def test_draw_a_digit_and_the_maps_average_to_the_scores(visit):
+    from onebyone.tour.digits import DigitsModel, patches
+
+    page = visit.page
+    page.locator("#exp-class-maps").scroll_into_view_if_needed()
+    visit.screenshot("exp_class_maps_before.png")
+    page.click("#cm-clear")
+    box = page.locator("#cm-draw").bounding_box()
+    cell = lambda i, j: (box["x"] + (j + 0.5) * box["width"] / 8, box["y"] + (i + 0.5) * box["height"] / 8)  # noqa: E731
+    page.mouse.move(*cell(1, 4))
+    page.mouse.down()
+    for i in range(1, 7):  # a vertical stroke: a one
+        page.mouse.move(*cell(i, 4), steps=3)
+    page.mouse.up()
+    page.focus("#cm-draw")
+    page.keyboard.press("Space")  # the keyboard cursor inks its cell too
+    s = state(page, "class-maps")
+    image = np.asarray(s["image"], dtype=np.float64)
+    assert image[1:7, 4].sum() == 6 and image[3, 3] == 1
+    model = DigitsModel([np.asarray(s[k], dtype=np.float64) for k in ("W1", "b1", "W2", "b2", "W3", "b3")])
+    maps = model.maps(patches(image[None, None]).astype(np.float64))[0]  # (8, 8, 10)
+    assert close(np.moveaxis(np.asarray(s["maps"]), 0, -1), maps)
+    assert close(s["scores"], maps.mean(axis=(0, 1)))  # the score is the spatial mean of its class map
+    page.check("#cm-wide")
+    box = page.locator("#cm-draw").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.8, steps=6)
+    page.mouse.up()
+    s = state(page, "class-maps")
+    wide = np.asarray(s["image"], dtype=np.float64)
+    assert wide.shape == (8, 16) and wide[:, 12].sum() >= 3
+    maps = model.maps(patches(wide[None, None]).astype(np.float64))[0]
+    assert close(np.moveaxis(np.asarray(s["maps"]), 0, -1), maps) and close(s["scores"], maps.mean(axis=(0, 1)))
+    REDRAWS["class-maps"] = redraw_ms(page, "#exp-class-maps")
+    visit.screenshot("exp_class_maps_after.png")
+
+
 def test_report_redraw_times():
     print("redraw milliseconds, last interaction:", REDRAWS)  # measured and reported, not asserted
+
+
+def test_the_report_table_sorts_filters_and_shows_its_arithmetic(browser, tmp_path):  # noqa: F811
+    from onebyone import analyze
+    from onebyone.cli import main
+    from onebyone.zoo import create_model
+
+    assert main(["report", "squeezenet1_1", "--html", str(tmp_path)]) == 0
+    stats = analyze(create_model("squeezenet1_1"), (3, 224, 224))
+    v = Visit(browser, tmp_path / "index.html")
+    page = v.page
+    visible = lambda: page.evaluate("window.onebyone.report.visible()")  # noqa: E731
+    assert visible() == [r.name for r in stats.rows]
+    column = lambda: [int(t.replace(",", "")) for t in page.eval_on_selector_all(  # noqa: E731
+        "#layer-table tbody tr:not([hidden]) td:nth-child(7)", "tds => tds.map(td => td.textContent)")]
+    page.click("#layer-table thead th:nth-child(7) button")  # MACs: the largest first
+    assert column() == sorted((r.macs for r in stats.rows), reverse=True)
+    page.click("#layer-table thead th:nth-child(7) button")  # again: the smallest first
+    assert column() == sorted(r.macs for r in stats.rows)
+    page.select_option("#layer-kind", "pointwise")
+    assert set(visible()) == {r.name for r in stats.rows if r.kind == "pointwise"}
+    page.select_option("#layer-kind", "")
+    page.fill("#layer-name", "fire3")
+    assert set(visible()) == {r.name for r in stats.rows if "fire3" in r.name}
+    page.fill("#layer-name", "")
+    page.click("#kind-bars button[data-kind='conv']")  # a kind in the chart filters the table to it
+    assert set(visible()) == {r.name for r in stats.rows if r.kind == "conv"}
+    row = next(r for r in stats.rows if r.kind == "conv")
+    details = page.locator(f"#layer-table tr[data-name='{row.name}'] details")
+    details.locator("summary").click()
+    text = details.inner_text()
+    assert f"= {row.macs:,}" in text and f"= {row.params:,}" in text and f"{2 * row.macs:,}" in text
+    v.screenshot("report_table_filtered.png")
+    v.check_clean()

@@ -82,7 +82,7 @@ def test_report_numbers_come_from_the_analyzer(tmp_path, capsys):
     assert main(["report", "squeezenet1_1", "--html", str(tmp_path)]) == 0
     text = (tmp_path / "index.html").read_text()
     assert f"{stats.macs:,} MACs" in text and stats.footer() in text
-    assert text.count('<tr class="pointwise">') >= sum(r.kind == "pointwise" for r in stats.rows)
+    assert text.count('<tr class="pointwise"') >= sum(r.kind == "pointwise" for r in stats.rows)
     assert (tmp_path / "figures" / "kinds.png").stat().st_size > 0
     assert not (tmp_path / "figures" / "roofline.png").exists()  # no bench JSON, no roofline
 

@@ -67,7 +67,7 @@ def test_benchmark_tables_are_the_published_bench_run():
 
 def test_readme_is_for_users():
     text = README.read_text()
-    assert len(text.encode()) < 13_000, "measurement accounts belong in benchmarks/README.md"
+    assert len(text.encode()) < 13_500, "measurement accounts belong in benchmarks/README.md"
     assert "seeds" not in text and "Truly understanding 1x1 convolutions" in text  # sources cited by title
 
 

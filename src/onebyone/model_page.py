@@ -43,6 +43,89 @@ def _shape(s) -> str:
     return " x ".join(map(str, s))
 
 
+def how(r) -> str:
+    """How a row's numbers were computed, in words and its own numbers (``onebyone.cost``'s convention)."""
+    parts = []
+    if r.macs:
+        per = f"{r.activations:,} output values x {r.macs // r.activations:,} MACs each = " if r.activations and \
+            r.macs % r.activations == 0 else ""
+        parts.append(f"MACs = {per}{r.macs:,}; FLOPs = 2 x MACs = {r.flops:,}")
+    else:
+        parts.append("no MACs: " + {"norm": "a per-channel affine (it folds into a conv)", "activation": "elementwise",
+                                   "pool": "comparisons or additions, not weight products"}.get(r.kind, "no weight product"))
+    if r.params:
+        parts.append(f"params = {r.weights:,} weights + {r.params - r.weights:,} others (biases, norm scales) "
+                     f"= {r.params:,}")
+    parts.append(f"bytes read {r.bytes_read:,} (input and parameters once), written {r.bytes_written:,}")
+    return "; ".join(parts)
+
+
+LAYER_TABLE_JS = """<script>
+(function () {
+  "use strict";
+  const table = document.getElementById("layer-table"), body = table.tBodies[0];
+  const kind = document.getElementById("layer-kind"), name = document.getElementById("layer-name");
+  let order = {col: -1, dir: 1};
+  function apply() {
+    const k = kind.value, n = name.value.trim().toLowerCase();
+    for (const row of body.rows) row.hidden = (k && row.dataset.kind !== k) || (n && !row.dataset.name.toLowerCase().includes(n));
+    document.getElementById("layer-count").textContent = body.querySelectorAll("tr:not([hidden])").length + " of " + body.rows.length + " rows";
+  }
+  table.querySelectorAll("thead button").forEach((button, col) => button.addEventListener("click", () => {
+    order = {col: col, dir: order.col === col ? -order.dir : (button.dataset.numeric ? -1 : 1)};
+    const rows = Array.from(body.rows), key = (r) => r.cells[col].dataset.sort;
+    rows.sort((a, b) => order.dir * (button.dataset.numeric ? Number(key(a)) - Number(key(b)) : key(a).localeCompare(key(b))));
+    rows.forEach((r) => body.appendChild(r));
+    table.querySelectorAll("thead th").forEach((th, i) => th.setAttribute("aria-sort", i === col ? (order.dir > 0 ? "ascending" : "descending") : "none"));
+  }));
+  document.querySelectorAll("#kind-bars button").forEach((b) => b.addEventListener("click", () => {
+    kind.value = kind.value === b.dataset.kind ? "" : b.dataset.kind; apply();
+    document.getElementById("layers").scrollIntoView();
+  }));
+  kind.addEventListener("input", apply); name.addEventListener("input", apply);
+  window.onebyone = window.onebyone || {};
+  window.onebyone.report = {visible: () => Array.from(body.rows).filter((r) => !r.hidden).map((r) => r.dataset.name)};
+  apply();
+})();
+</script>"""
+
+
+def layer_table(stats, kinds: dict) -> str:
+    """The 'Every layer' section: a table that sorts by any column and filters by kind and name, each row
+    with how its numbers were computed, and a bar per kind that filters the table to it."""
+    head, cells = stats.cells()
+    numeric = range(head.index("params"), len(head))
+    sort_keys = [(r.name, r.type, r.kind, str(r.input_shape), str(r.output_shape), r.params, r.macs, r.intensity)
+                 for r in stats.rows]
+    num = ' class="num"'
+    th = "".join(f'<th{num if i in numeric else ""} aria-sort="none"><button type="button"'
+                 f'{" data-numeric=1" if i in numeric else ""}>{esc(h)}</button></th>' for i, h in enumerate(head))
+    rows = []
+    for r, row, keys in zip(stats.rows, cells, sort_keys):
+        tds = "".join(f'<td{num if i in numeric else ""} data-sort="{esc(k)}">{esc(c)}</td>'
+                      for i, (c, k) in enumerate(zip(row, keys)))
+        pw = ' class="pointwise"' if r.kind == "pointwise" else ""
+        rows.append(f'<tr{pw} data-kind="{esc(r.kind)}" data-name="{esc(r.name)}">{tds}'
+                    f'<td><details><summary>how</summary><span class="how">{esc(how(r))}</span></details></td></tr>')
+    options = "".join(f'<option value="{esc(k)}">{esc(KIND_LABELS[k])}</option>' for k in kinds)
+    top = max((v["macs_pct"] for v in kinds.values()), default=1) or 1
+    bars = "".join(f'<li><button type="button" data-kind="{esc(k)}" aria-label="show only {esc(KIND_LABELS[k])}">'
+                   f'<span class="bar" style="width: {max(1.0, 100 * v["macs_pct"] / top):.1f}%"></span>'
+                   f'{esc(KIND_LABELS[k])}: {v["macs_pct"]:.1f}% of MACs</button></li>' for k, v in kinds.items())
+    return f"""<section class="card" id="layers"><h2>Every layer</h2>
+<p class="claim">Click a column to sort, a kind to show only its layers; "how" shows each row's arithmetic.</p>
+<ul id="kind-bars" class="kind-bars">{bars}</ul>
+<p><label>kind <select id="layer-kind"><option value="">all</option>{options}</select></label>
+<label>name <input id="layer-name" type="search" placeholder="part of a layer's name"></label>
+<span id="layer-count" aria-live="polite"></span></p>
+<table id="layer-table"><thead><tr>{th}<th>how</th></tr></thead><tbody>
+{"".join(rows)}
+</tbody></table>
+<ul class="notes">{"".join(f"<li>{esc(line)}</li>" for line in stats.summary_lines())}</ul>
+</section>
+{LAYER_TABLE_JS}"""
+
+
 def write_report(stats, folder, bench: dict | None = None) -> Path:
     """Write ``folder/index.html`` (and its figures) for the model analyzed in ``stats``; returns the path."""
     if not isinstance(stats, ModelStats):
@@ -98,12 +181,7 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
 shared MLP against their arithmetic intensity, under that run's measured peak and memory bandwidth.</p>
 {page.figure("figures/roofline.png", "roofline plot", "measured on " + bench.get("machine", "an unnamed machine"))}
 </section>""")
-    head, rows = stats.cells()
-    body.append(f"""<section class="card" id="layers"><h2>Every layer</h2>
-{page.table(head, rows, numeric=range(head.index("params"), len(head)),
-            row_class=lambda i: "pointwise" if stats.rows[i].kind == "pointwise" else "")}
-<ul class="notes">{"".join(f"<li>{esc(line)}</li>" for line in stats.summary_lines())}</ul>
-</section>""")
+    body.append(layer_table(stats, kinds))
     header = f"""<h1>{esc(stats.model)}</h1>
 <p>{t["params"]:,} parameters, {t["macs"]:,} MACs ({t["flops"]:,} FLOPs)
 for a batch of {stats.batch_size}, {esc(stats.dtype)}.</p>

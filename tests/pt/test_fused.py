@@ -194,7 +194,7 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     for name, (lo, hi) in result["spread"].items():  # the median of two runs lies between them
         assert [r[name] for r in result["runs"]] in ([lo, hi], [hi, lo]) and lo <= result["headlines"][name] <= hi
     out = capsys.readouterr().out
-    assert "over 2 runs, median (min - max): a 3 nchw" in out and "Pointwise vs best" in out
+    assert "over 2 runs, median (min - max): a 3 nchw" in out and "Pointwise vs the best" in out
     assert all(r["pointwise_cl"] > 0 and 0 < r["roofline"][1]["fraction_of_peak"] for r in result["pointwise_op"])
     controls = [v for r in result["pointwise_op"] for v in r["control_vs_best"].values()]  # F.conv2d against itself
     assert len(controls) == 8 and all(v > 0 for v in controls) and result["runs"][-1]["a control"] == min(controls)

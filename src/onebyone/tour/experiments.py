@@ -166,7 +166,237 @@ from the page's conv calculator (the same arithmetic as <code>onebyone.cost.conv
 </script>"""
 
 
-EXPERIMENTS = {"one-channel": one_channel, "nonlinearity": nonlinearity, "bottleneck": bottleneck}
+def many_channels(arrays) -> str:
+    x, w, b = np.asarray(arrays["x"]), np.asarray(arrays["w"]), np.asarray(arrays["b"])  # (3, 16, 16), (8, 3), (8,)
+    cells = "\n".join("<tr>" + "".join(f'<td><input type="number" step="0.1" id="mc-w-{o}-{c}" '
+                                       f'aria-label="weight of output {o} from input {c}" value="{w[o, c]:.4f}"></td>'
+                                       for c in range(w.shape[1])) + "</tr>" for o in range(w.shape[0]))
+    maps = "".join(f'<canvas id="mc-out-{o}" width="64" height="64" aria-label="output channel {o}"></canvas>'
+                   for o in range(w.shape[0]))
+    return f"""<div class="experiment" id="exp-many-channels">
+<h3>Try it: a dense layer at every pixel</h3>
+<p>Point at a pixel of the input (or focus it and use the arrow keys): its 3 channel values, the 8 x 3
+weights and their product are the 8 outputs at that pixel. Edit a weight: every pixel's output changes,
+because every pixel shares the same weights.</p>
+<div class="exp-row"><canvas id="mc-in" width="160" height="160" tabindex="0"
+aria-label="the input: pick a pixel with the mouse or the arrow keys"></canvas>
+<table class="exp-matrix" aria-label="the weights W (8 x 3)">{cells}</table></div>
+<div class="exp-row">{maps}</div>
+<p class="exp-readout" id="mc-readout" aria-live="polite"></p>
+</div>
+<script>
+(function () {{
+  const x = {_json(x)}, b = {_json(b)}, C = x.length, H = x[0].length, W = x[0][0].length, O = b.length;
+  const el = document.getElementById("exp-many-channels"), input = document.getElementById("mc-in");
+  const state = window.onebyone["many-channels"] = {{x: x, b: b, pixel: [5, 7]}};
+  const weights = () => b.map((_, o) => x.map((_, c) => Number(document.getElementById("mc-w-" + o + "-" + c).value)));
+  function redraw() {{
+    const w = weights(), [i, j] = state.pixel;
+    const y = w.map((row, o) => Array.from({{length: H}}, (_, r) => Array.from({{length: W}}, (_, q) =>
+      row.reduce((s, wc, c) => s + wc * x[c][r][q], b[o]))));
+    const column = x.map((ch) => ch[i][j]);
+    Object.assign(state, {{w: w, y: y, column: column, product: y.map((m) => m[i][j])}});
+    window.onebyoneDraw(input, x[0].flat(), H, W);
+    const ctx = input.getContext("2d"), sx = input.width / W, sy = input.height / H;
+    ctx.strokeStyle = "#d9480f"; ctx.lineWidth = 2; ctx.strokeRect(j * sx, i * sy, sx, sy);
+    y.forEach((m, o) => {{
+      const cv = document.getElementById("mc-out-" + o);
+      window.onebyoneDraw(cv, m.flat(), H, W);
+      const c2 = cv.getContext("2d"); c2.strokeStyle = "#d9480f"; c2.lineWidth = 2;
+      c2.strokeRect(j * cv.width / W, i * cv.height / H, cv.width / W, cv.height / H);
+    }});
+    document.getElementById("mc-readout").textContent = "pixel (" + i + ", " + j + "): x = ["
+      + column.map((v) => v.toFixed(2)).join(", ") + "], W x + b = [" + state.product.map((v) => v.toFixed(2)).join(", ") + "]";
+  }}
+  const pick = (i, j) => {{ state.pixel = [Math.min(H - 1, Math.max(0, i)), Math.min(W - 1, Math.max(0, j))];
+                           window.onebyoneTimed(el, redraw); }};
+  input.addEventListener("mousemove", (e) => {{ const r = input.getBoundingClientRect();
+    pick(Math.floor((e.clientY - r.top) / r.height * H), Math.floor((e.clientX - r.left) / r.width * W)); }});
+  input.addEventListener("keydown", (e) => {{
+    const d = {{ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]}}[e.key];
+    if (d) {{ e.preventDefault(); pick(state.pixel[0] + d[0], state.pixel[1] + d[1]); }}
+  }});
+  el.querySelectorAll(".exp-matrix input").forEach((f) => f.addEventListener("input", () => window.onebyoneTimed(el, redraw)));
+  window.onebyoneTimed(el, redraw);
+}})();
+</script>"""
+
+
+def fc_as_conv(arrays) -> str:
+    x = np.asarray(arrays["x"])  # (28, 28)
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((10, 784)) / 28, rng.standard_normal(10)  # ten units of a 784 -> K dense layer
+    return f"""<div class="experiment" id="exp-fc-as-conv">
+<h3>Try it: one unit of a fully connected layer, three ways</h3>
+<p>Pick an output unit of a 784 -> 10 dense layer on the 28 x 28 image: its 784 weights are (a) one 28 x 28
+kernel over the whole image and (b) one 1 x 1 filter 784 channels deep on the image reshaped to
+1 x 1 x 784. The three outputs are the same number.</p>
+<label>unit <input type="range" id="fc-unit" min="0" max="9" step="1" value="0"><output id="fc-unit-value">0</output></label>
+<div class="exp-row"><canvas id="fc-kernel" width="140" height="140" aria-label="(a) the unit's weights as a 28 x 28 kernel"></canvas>
+<canvas id="fc-filter" width="392" height="20" aria-label="(b) the same weights as a 1 x 1 x 784 filter"></canvas></div>
+<p class="exp-readout" id="fc-readout" aria-live="polite"></p>
+</div>
+<script>
+(function () {{
+  const x = {_json(x)}, w = {_json(w)}, b = {_json(b)}, el = document.getElementById("exp-fc-as-conv");
+  const state = window.onebyone["fc-as-conv"] = {{x: x, w: w, b: b}}, flat = x.flat();
+  function redraw() {{
+    const k = Number(document.getElementById("fc-unit").value), wk = w[k];
+    document.getElementById("fc-unit-value").textContent = k;
+    const dense = wk.reduce((s, v, i) => s + v * flat[i], b[k]);  // the dense layer: w . flatten(x) + b
+    let full = b[k];  // (a) the 28 x 28 kernel laid on the image: one position, sum over rows and columns
+    for (let r = 0; r < 28; r++) for (let c = 0; c < 28; c++) full += wk[28 * r + c] * x[r][c];
+    const pixel = flat.slice();  // (b) the image as one pixel with 784 channels, then a 1 x 1 filter
+    const pointwise = pixel.reduce((s, v, ch) => s + wk[ch] * v, b[k]);
+    Object.assign(state, {{unit: k, dense: dense, full: full, pointwise: pointwise}});
+    window.onebyoneDraw(document.getElementById("fc-kernel"), wk, 28, 28);
+    window.onebyoneDraw(document.getElementById("fc-filter"), wk, 1, 784);
+    document.getElementById("fc-readout").textContent = "unit " + k + ": dense " + dense.toFixed(6) + ", (a) 28 x 28 kernel "
+      + full.toFixed(6) + ", (b) 1 x 1 x 784 filter " + pointwise.toFixed(6);
+  }}
+  document.getElementById("fc-unit").addEventListener("input", () => window.onebyoneTimed(el, redraw));
+  window.onebyoneTimed(el, redraw);
+}})();
+</script>"""
+
+
+def shared_mlp(arrays) -> str:
+    pts = np.asarray(arrays["points"])[:128]  # (N, 3): the first 128 points of the torus
+    (w1, b1), (w2, b2) = arrays["layers"]
+    return f"""<div class="experiment" id="exp-shared-mlp">
+<h3>Try it: a shared MLP over points</h3>
+<p>Turn the cloud. Every point goes through the same small MLP (3 -> 64 -> 128); the max over the points
+is the cloud's global feature. Shuffle the points: the per-point features move with them, the global
+feature does not change.</p>
+<label>turn <input type="range" id="sm-angle" min="0" max="360" step="5" value="30"></label>
+<button type="button" id="sm-shuffle">shuffle the points</button>
+<div class="exp-row"><canvas id="sm-cloud" width="200" height="200" aria-label="the point cloud"></canvas>
+<canvas id="sm-global" width="384" height="120" aria-label="the global feature: 128 maxima"></canvas></div>
+<p class="exp-readout" id="sm-readout" aria-live="polite"></p>
+</div>
+<script>
+(function () {{
+  const points = {_json(pts)}, W1 = {_json(w1)}, b1 = {_json(b1)}, W2 = {_json(w2)}, b2 = {_json(b2)};
+  const el = document.getElementById("exp-shared-mlp");
+  const state = window.onebyone["shared-mlp"] = {{points: points, W1: W1, b1: b1, W2: W2, b2: b2,
+                                                 order: points.map((_, i) => i), shuffles: 0}};
+  const layer = (W, b, v) => W.map((row, o) => Math.max(0, row.reduce((s, w, c) => s + w * v[c], b[o])));
+  let seed = 1;
+  const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+  function redraw() {{
+    const cloud = state.order.map((i) => points[i]);
+    const features = cloud.map((p) => layer(W2, b2, layer(W1, b1, p)));  // (N, 128): the same MLP at every point
+    const pooled = features[0].map((_, c) => Math.max(...features.map((f) => f[c])));
+    Object.assign(state, {{features: features, pooled: pooled}});
+    const a = Number(document.getElementById("sm-angle").value) * Math.PI / 180;
+    const cv = document.getElementById("sm-cloud"), ctx = cv.getContext("2d");
+    ctx.clearRect(0, 0, cv.width, cv.height); ctx.fillStyle = "#1c7ed6";
+    const span = Math.max(...points.flat().map(Math.abs)) || 1;
+    cloud.forEach(([px, py, pz]) => ctx.fillRect(100 + 90 * (px * Math.cos(a) - pz * Math.sin(a)) / span,
+                                                  100 - 90 * py / span, 3, 3));
+    const g = document.getElementById("sm-global"), gc = g.getContext("2d"), top = Math.max(...pooled) || 1;
+    gc.clearRect(0, 0, g.width, g.height); gc.fillStyle = "#d9480f";
+    pooled.forEach((v, c) => gc.fillRect(3 * c, g.height - v / top * g.height, 2, v / top * g.height));
+    document.getElementById("sm-readout").textContent = "shuffled " + state.shuffles + " time(s); global feature: ["
+      + pooled.slice(0, 4).map((v) => v.toFixed(3)).join(", ") + ", ...]";
+  }}
+  document.getElementById("sm-angle").addEventListener("input", () => window.onebyoneTimed(el, redraw));
+  document.getElementById("sm-shuffle").addEventListener("click", () => {{
+    for (let i = state.order.length - 1; i > 0; i--) {{
+      const j = Math.floor(random() * (i + 1)); [state.order[i], state.order[j]] = [state.order[j], state.order[i]];
+    }}
+    state.shuffles += 1; window.onebyoneTimed(el, redraw);
+  }});
+  window.onebyoneTimed(el, redraw);
+}})();
+</script>"""
+
+
+def class_maps(arrays) -> str:
+    if "params" not in arrays:
+        return ""
+    w1, b1, w2, b2, w3, b3 = (np.asarray(p) for p in arrays["params"])  # 5x5 conv, 1x1 conv, 1x1 class maps
+    image = np.asarray(arrays["image"])[0]  # (8, 8)
+    maps = "".join(f'<figure class="exp-map"><canvas id="cm-map-{k}" width="48" height="48" '
+                   f'aria-label="class map {k}"></canvas><figcaption id="cm-score-{k}">{k}</figcaption></figure>'
+                   for k in range(10))
+    return f"""<div class="experiment" id="exp-class-maps">
+<h3>Try it: draw a digit</h3>
+<p>Draw on the grid with the mouse or a finger (or move with the arrow keys and press space to ink a
+cell). The trained model runs here, in the page: its ten class maps and their means, the scores, follow
+your drawing. Switch to the wide canvas and draw two digits side by side: each map lights up where its
+digit is.</p>
+<label><input type="checkbox" id="cm-wide"> wide canvas (8 x 16)</label>
+<button type="button" id="cm-clear">clear</button>
+<div class="exp-row"><canvas id="cm-draw" width="160" height="160" tabindex="0" aria-label="the drawing grid"
+style="touch-action: none"></canvas><div class="exp-maps">{maps}</div></div>
+<p class="exp-readout" id="cm-readout" aria-live="polite"></p>
+</div>
+<script>
+(function () {{
+  const W1 = {_json(w1)}, b1 = {_json(b1)}, W2 = {_json(w2)}, b2 = {_json(b2)}, W3 = {_json(w3)}, b3 = {_json(b3)};
+  const el = document.getElementById("exp-class-maps"), pad = document.getElementById("cm-draw");
+  const state = window.onebyone["class-maps"] = {{W1: W1, b1: b1, W2: W2, b2: b2, W3: W3, b3: b3,
+                                                 image: {_json(image)}, cursor: [3, 3]}};
+  const dense = (W, b, v, relu) => W.map((row, o) => {{ const s = row.reduce((t, w, c) => t + w * v[c], b[o]);
+                                                        return relu ? Math.max(0, s) : s; }});
+  function redraw() {{
+    const img = state.image, H = img.length, Wd = img[0].length;
+    const maps = Array.from({{length: 10}}, () => Array.from({{length: H}}, () => new Array(Wd).fill(0)));
+    for (let i = 0; i < H; i++) for (let j = 0; j < Wd; j++) {{
+      const patch = [];  // the 5 x 5 neighbourhood, zero padded, row by row (forms.im2col's order)
+      for (let di = -2; di <= 2; di++) for (let dj = -2; dj <= 2; dj++) {{
+        const r = i + di, c = j + dj; patch.push(r >= 0 && r < H && c >= 0 && c < Wd ? img[r][c] : 0);
+      }}
+      const out = dense(W3, b3, dense(W2, b2, dense(W1, b1, patch, true), true), false);  // the 1x1 head
+      out.forEach((v, k) => {{ maps[k][i][j] = v; }});
+    }}
+    const scores = maps.map((m) => m.flat().reduce((s, v) => s + v, 0) / (H * Wd));  // the mean of each map
+    Object.assign(state, {{maps: maps, scores: scores}});
+    window.onebyoneDraw(pad, img.flat(), H, Wd);
+    const ctx = pad.getContext("2d"), [ci, cj] = state.cursor;
+    ctx.strokeStyle = "#1c7ed6"; ctx.strokeRect(cj * pad.width / Wd, ci * pad.height / H, pad.width / Wd, pad.height / H);
+    const best = scores.indexOf(Math.max(...scores));
+    maps.forEach((m, k) => {{
+      const cv = document.getElementById("cm-map-" + k); cv.width = 48 * Wd / 8;
+      window.onebyoneDraw(cv, m.flat(), H, Wd);
+      const cap = document.getElementById("cm-score-" + k);
+      cap.textContent = k + ": " + scores[k].toFixed(2); cap.style.fontWeight = k === best ? "700" : "400";
+    }});
+    document.getElementById("cm-readout").textContent = "the model reads " + best + " (score " + scores[best].toFixed(2)
+      + ", the mean of map " + best + ")";
+  }}
+  const ink = (i, j) => {{
+    const img = state.image;
+    if (i < 0 || j < 0 || i >= img.length || j >= img[0].length) return;
+    img[i][j] = 1;
+    window.onebyoneTimed(el, redraw);
+  }};
+  const cell = (e) => {{ const r = pad.getBoundingClientRect(), img = state.image;
+    return [Math.floor((e.clientY - r.top) / r.height * img.length), Math.floor((e.clientX - r.left) / r.width * img[0].length)]; }};
+  let drawing = false;
+  pad.addEventListener("pointerdown", (e) => {{ drawing = true; pad.setPointerCapture(e.pointerId); ink(...cell(e)); }});
+  pad.addEventListener("pointermove", (e) => {{ if (drawing) ink(...cell(e)); }});
+  pad.addEventListener("pointerup", () => {{ drawing = false; }});
+  pad.addEventListener("keydown", (e) => {{
+    const d = {{ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]}}[e.key], img = state.image;
+    if (d) {{ e.preventDefault(); state.cursor = [Math.min(img.length - 1, Math.max(0, state.cursor[0] + d[0])),
+                                                  Math.min(img[0].length - 1, Math.max(0, state.cursor[1] + d[1]))];
+             window.onebyoneTimed(el, redraw); }}
+    if (e.key === " ") {{ e.preventDefault(); ink(...state.cursor); }}
+  }});
+  const blank = () => {{ const wide = document.getElementById("cm-wide").checked;
+    pad.width = wide ? 320 : 160; state.image = Array.from({{length: 8}}, () => new Array(wide ? 16 : 8).fill(0));
+    state.cursor = [3, 3]; window.onebyoneTimed(el, redraw); }};
+  document.getElementById("cm-clear").addEventListener("click", blank);
+  document.getElementById("cm-wide").addEventListener("input", blank);
+  window.onebyoneTimed(el, redraw);
+}})();
+</script>"""
+
+
+EXPERIMENTS = {"one-channel": one_channel, "many-channels": many_channels, "nonlinearity": nonlinearity,
+               "fc-as-conv": fc_as_conv, "class-maps": class_maps, "shared-mlp": shared_mlp, "bottleneck": bottleneck}
 
 
 def experiment(lesson) -> str:

@@ -93,7 +93,8 @@ def class_maps(L, rng):
     accuracy = float(np.mean(logits.argmax(1) == y_test))
     L.holds("the trained model reads held-out digits", accuracy > 0.9, round(accuracy, 4), "test accuracy > 0.9")
     i = int(np.flatnonzero(logits.argmax(1) == y_test)[0])  # the first test digit it gets right
-    L.keep(image=x_test[i], maps=trained[i], probs=digits.softmax(logits[i]), label=int(y_test[i]), accuracy=accuracy)
+    L.keep(image=x_test[i], maps=trained[i], probs=digits.softmax(logits[i]), label=int(y_test[i]), accuracy=accuracy,
+           params=model.params)
 
 
 @lesson("shared-mlp", "PointNet's shared MLP is a 1x1 convolution", SEED_POST, """
@@ -116,7 +117,8 @@ def shared_mlp(L, rng):
     shuffled = forms.shared_mlp_conv1d(pts[:, perm].transpose(0, 2, 1), layers).transpose(0, 2, 1)
     L.close("reordering the points reorders the features the same way", conv[:, perm], shuffled)
     L.close("the max over points does not depend on their order", conv.max(axis=1), shuffled.max(axis=1))
-    L.keep(points=pts[0], features=conv[0], pooled=conv[0].max(axis=0), pooled_shuffled=shuffled[0].max(axis=0))
+    L.keep(points=pts[0], features=conv[0], pooled=conv[0].max(axis=0), pooled_shuffled=shuffled[0].max(axis=0),
+           layers=layers)
 
 
 @lesson("bottleneck", "The 1x1 bottleneck in front of a 5x5 conv", SEED_ARTICLE, """
