@@ -123,6 +123,7 @@ def test_a_dense_unit_is_a_full_kernel_and_a_deep_1x1_filter(visit):
 
     page = visit.page
     page.locator("#exp-fc-as-conv").scroll_into_view_if_needed()
+    visit.screenshot("exp_fc_as_conv_before.png")
     page.focus("#fc-unit")
     for _ in range(3):
         page.keyboard.press("ArrowRight")
@@ -134,7 +135,7 @@ def test_a_dense_unit_is_a_full_kernel_and_a_deep_1x1_filter(visit):
     deep = ops.conv1x1(forms.flatten_to_pixel(x[None, None]), forms.dense_to_conv1x1(w), b)[0, k, 0, 0]
     assert close(s["dense"], dense) and close(s["full"], full) and close(s["pointwise"], deep)
     REDRAWS["fc-as-conv"] = redraw_ms(page, "#exp-fc-as-conv")
-    visit.screenshot("exp_fc_as_conv.png")
+    visit.screenshot("exp_fc_as_conv_after.png")
 
 
 def test_the_shared_mlp_global_feature_ignores_the_order_of_the_points(visit):
@@ -234,3 +235,16 @@ def test_the_report_table_sorts_filters_and_shows_its_arithmetic(browser, tmp_pa
     assert f"= {row.macs:,}" in text and f"= {row.params:,}" in text and f"{2 * row.macs:,}" in text
     v.screenshot("report_table_filtered.png")
     v.check_clean()
+
+
+def test_a_conv_rows_arithmetic_names_its_channels_and_kernel():
+    from onebyone import analyze
+    from onebyone.model_page import how
+    from onebyone.zoo import create_model
+
+    stats = analyze(create_model("squeezenet1_1"), (3, 224, 224))
+    row = stats.rows[0]  # the 3x3 stem conv, 3 -> 64 channels, stride 2
+    per = 3 * 3 * 3
+    assert row.per_output == f"3/1 input channels x a 3x3 kernel = {per} MACs"
+    assert how(row).startswith(f"MACs = {row.activations:,} output values x ({row.per_output}) = {row.macs:,}")
+    assert row.activations * per == row.macs

@@ -47,7 +47,8 @@ def how(r) -> str:
     """How a row's numbers were computed, in words and its own numbers (``onebyone.cost``'s convention)."""
     parts = []
     if r.macs:
-        per = f"{r.activations:,} output values x {r.macs // r.activations:,} MACs each = " if r.activations and \
+        each = r.per_output or (f"{r.macs // r.activations:,} MACs" if r.activations else "")
+        per = f"{r.activations:,} output values x ({each}) = " if each and r.activations and \
             r.macs % r.activations == 0 else ""
         parts.append(f"MACs = {per}{r.macs:,}; FLOPs = 2 x MACs = {r.flops:,}")
     else:

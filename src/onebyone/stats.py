@@ -55,6 +55,7 @@ class LayerStats:
     bytes_read: int = 0
     bytes_written: int = 0
     depth: int = 0
+    per_output: str = ""  # how one output value is made, e.g. "192/1 input channels x a 5x5 kernel = 4,800 MACs"
 
     @classmethod
     def from_cost(cls, name: str, type_: str, kind: str, input_shape, c, first_call: bool = True) -> "LayerStats":

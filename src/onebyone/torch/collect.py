@@ -22,9 +22,10 @@ from torch.overrides import TorchFunctionMode
 from .. import cost
 from ..errors import OneByOneError
 from ..stats import LayerStats, ModelStats, conv_kind
-from .layer_cost import counts_products, layer_cost, multihead_attention_costs
+from .layer_cost import CONV_TRANSPOSES, counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
+from .layers import Pointwise
 from .tensors import batch_size as batch_of
 from .tensors import call, describe, input_kw, tensor_args
 
@@ -47,6 +48,21 @@ UNCOUNTED_PRODUCTS = {"tensordot", "bilinear", "kron", "chain_matmul", "multi_do
 
 def _parameters(tensors) -> list:
     return [t for t in tensors if isinstance(t, nn.Parameter)]
+
+
+def _per_output(m: nn.Module, x: torch.Tensor) -> str:
+    """How one output value of a conv / Linear / Pointwise is made, as ``cost`` counts it ("" for others)."""
+    if isinstance(m, CONV_TRANSPOSES):
+        return ""  # counted per input value: each is scattered through (C_out / groups) x kernel weights
+    if isinstance(m, Pointwise):
+        return f"{m.in_channels}/{m.groups} input channels (1x1) = {m.in_channels // m.groups:,} MACs"
+    if hasattr(m, "kernel_size") and hasattr(m, "groups") and x.dim() >= 3:
+        c, k = x.shape[1], tuple(m.kernel_size)
+        return (f"{c}/{m.groups} input channels x a {'x'.join(map(str, k))} kernel = "
+                f"{c // m.groups * math.prod(k):,} MACs")
+    if isinstance(m, nn.Linear):
+        return f"{m.in_features:,} inputs = {m.in_features:,} MACs"
+    return ""
 
 
 def _functional_cost(name, args, kwargs, out, dtype) -> tuple[str, cost.Cost | int, torch.Tensor | None]:
@@ -161,6 +177,7 @@ class _Collector:
         if counts_products(m):
             row.kind, c = layer_cost(m, x, self.dtype, output=y)
             row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read
+            row.per_output = _per_output(m, x)
         elif isinstance(m, NORMS):
             row.kind = "norm"  # no weight-input MACs: an eval norm is a per-channel affine that folds into a conv
         elif isinstance(m, ACTS):

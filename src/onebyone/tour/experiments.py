@@ -271,6 +271,7 @@ feature does not change.</p>
 <label>turn <input type="range" id="sm-angle" min="0" max="360" step="5" value="30"></label>
 <button type="button" id="sm-shuffle">shuffle the points</button>
 <div class="exp-row"><canvas id="sm-cloud" width="200" height="200" aria-label="the point cloud"></canvas>
+<canvas id="sm-features" width="256" height="200" aria-label="the per-point features: a row per point, a column per feature"></canvas>
 <canvas id="sm-global" width="384" height="120" aria-label="the global feature: 128 maxima"></canvas></div>
 <p class="exp-readout" id="sm-readout" aria-live="polite"></p>
 </div>
@@ -288,6 +289,7 @@ feature does not change.</p>
     const features = cloud.map((p) => layer(W2, b2, layer(W1, b1, p)));  // (N, 128): the same MLP at every point
     const pooled = features[0].map((_, c) => Math.max(...features.map((f) => f[c])));
     Object.assign(state, {{features: features, pooled: pooled}});
+    window.onebyoneDraw(document.getElementById("sm-features"), features.flat(), features.length, features[0].length);
     const a = Number(document.getElementById("sm-angle").value) * Math.PI / 180;
     const cv = document.getElementById("sm-cloud"), ctx = cv.getContext("2d");
     ctx.clearRect(0, 0, cv.width, cv.height); ctx.fillStyle = "#1c7ed6";
