@@ -23,7 +23,7 @@ from ..torch.fast.onednn import available
 from ..torch.fast.optimize import CastIO
 from ..torch.fast.timing import per_block, timings
 from ..torch.tensors import call
-from ..zoo import create_model, model_info
+from ..zoo import create_model, list_models, model_info
 from .memory import peak_memory
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
@@ -251,10 +251,15 @@ def _compiled(model, x, frozen: bool):
     return comp
 
 
-def optimized_models(quick: bool, repeat: int, compile_: bool,
-                     names=("nin_cifar", "squeezenet1_1", "mobilenet_v1")) -> list:
-    """optimize() on zoo models (and, in a full run, three real models) at batch 8, beside eager, optimize()
-    in bfloat16, torch.compile with and without freezing, and onnxruntime on the model's ONNX export."""
+QUICK_MODELS = ("nin_cifar", "squeezenet1_1", "mobilenet_v1")
+
+
+def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> list:
+    """optimize() at batch 8 on zoo models (three in a quick run, every one in a full run, then three real
+    models), beside eager, optimize() in bfloat16, torch.compile with and without freezing, and onnxruntime
+    on the model's ONNX export."""
+    rest = tuple(n for n in list_models() if n not in QUICK_MODELS)
+    names = names or (QUICK_MODELS if quick else QUICK_MODELS + rest)
     models = {n: (create_model(n).eval(), torch.randn(8, *model_info(n).input_size), model_info(n).macs)
               for n in names}
     if not quick:
