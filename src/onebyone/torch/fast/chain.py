@@ -210,9 +210,10 @@ class FusedPointwiseChain(nn.Module):
         return self.fused(x)
 
     def _packs(self, rows) -> list:
-        """Each weight reordered for oneDNN's matmul at this tile size (float32 on CPU), else Nones."""
+        """Each weight reordered for oneDNN's matmul at this tile size (float32 or bfloat16 on a CPU that
+        runs them in oneDNN), else Nones."""
         ws = list(self.weights)
-        if rows.dtype != torch.float32 or rows.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        if not onednn.available(rows, ws[0]):
             return [None] * len(ws)
         key = (self.plan.tile, tuple((w.data_ptr(), w._version) for w in ws))
         return self._packed.get_or_make(
