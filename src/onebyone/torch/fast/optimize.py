@@ -54,9 +54,11 @@ class ChannelsLast(nn.Module):
         self.train(model.training)  # a new Module starts in training mode; keep the model's
 
     def forward(self, *args, **kwargs):
-        move = lambda v: v.contiguous(memory_format=torch.channels_last) if isinstance(v, torch.Tensor) and \
-            v.dim() == 4 else v  # noqa: E731
-        return self.model(*(move(a) for a in args), **{k: move(v) for k, v in kwargs.items()})
+        return self.model(*(_channels_last(a) for a in args), **{k: _channels_last(v) for k, v in kwargs.items()})
+
+
+def _channels_last(v):
+    return v.contiguous(memory_format=torch.channels_last) if isinstance(v, torch.Tensor) and v.dim() == 4 else v
 
 
 class CastIO(nn.Module):
