@@ -27,6 +27,12 @@ window.onebyoneDraw = function (canvas, values, rows, cols) {  // a map on a gre
 window.onebyoneTimed = function (el, fn) {  // run a redraw; its milliseconds go on the element
   const t = performance.now(); fn(); el.dataset.redrawMs = (performance.now() - t).toFixed(2);
 };
+window.onebyoneWire = function (el, controls, redraw) {  // a timed redraw on every input of the controls, and now
+  const run = () => window.onebyoneTimed(el, redraw);
+  controls.forEach((c) => (typeof c === "string" ? document.getElementById(c) : c).addEventListener("input", run));
+  run();
+  return run;
+};
 </script>"""
 
 
@@ -74,9 +80,7 @@ against input stays a straight line. Switch on a second input channel and the li
       + (second ? " + 0.7 x second channel" : "") + "; farthest point from the best straight line: "
       + off.toExponential(2);
   }}
-  ["oc-w", "oc-b", "oc-second"].forEach((id) => document.getElementById(id).addEventListener("input",
-    () => window.onebyoneTimed(el, redraw)));
-  window.onebyoneTimed(el, redraw);
+  window.onebyoneWire(el, ["oc-w", "oc-b", "oc-second"], redraw);
 }})();
 </script>"""
 
@@ -122,8 +126,7 @@ it, no single matrix does: the best linear fit misses.</p>
       : "without it: W2 W1 = [" + merged.map((r) => r.map((v) => v.toFixed(2)).join(", ")).join("; ")
         + "] gives the stack's outputs to " + state.mergedGap.toExponential(1);
   }}
-  document.getElementById("nl-relu").addEventListener("input", () => window.onebyoneTimed(el, redraw));
-  window.onebyoneTimed(el, redraw);
+  window.onebyoneWire(el, ["nl-relu"], redraw);
 }})();
 </script>"""
 
@@ -159,9 +162,7 @@ from the page's conv calculator (the same arithmetic as <code>onebyone.cost.conv
       + direct.params.toLocaleString("en-US") + " parameters; 1x1 then k x k: " + pair.macs.toLocaleString("en-US")
       + " MACs, " + pair.params.toLocaleString("en-US") + " parameters; ratio " + state.ratio.toFixed(2) + "x";
   }}
-  ["bn-cin", "bn-r", "bn-cout", "bn-k"].forEach((id) => document.getElementById(id).addEventListener("input",
-    () => window.onebyoneTimed(el, redraw)));
-  window.onebyoneTimed(el, redraw);
+  window.onebyoneWire(el, ["bn-cin", "bn-r", "bn-cout", "bn-k"], redraw);
 }})();
 </script>"""
 
@@ -216,8 +217,7 @@ aria-label="the input: pick a pixel with the mouse or the arrow keys"></canvas>
     const d = {{ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]}}[e.key];
     if (d) {{ e.preventDefault(); pick(state.pixel[0] + d[0], state.pixel[1] + d[1]); }}
   }});
-  el.querySelectorAll(".exp-matrix input").forEach((f) => f.addEventListener("input", () => window.onebyoneTimed(el, redraw)));
-  window.onebyoneTimed(el, redraw);
+  window.onebyoneWire(el, Array.from(el.querySelectorAll(".exp-matrix input")), redraw);
 }})();
 </script>"""
 
@@ -254,8 +254,7 @@ kernel over the whole image and (b) one 1 x 1 filter 784 channels deep on the im
     document.getElementById("fc-readout").textContent = "unit " + k + ": dense " + dense.toFixed(6) + ", (a) 28 x 28 kernel "
       + full.toFixed(6) + ", (b) 1 x 1 x 784 filter " + pointwise.toFixed(6);
   }}
-  document.getElementById("fc-unit").addEventListener("input", () => window.onebyoneTimed(el, redraw));
-  window.onebyoneTimed(el, redraw);
+  window.onebyoneWire(el, ["fc-unit"], redraw);
 }})();
 </script>"""
 
@@ -302,14 +301,13 @@ feature does not change.</p>
     document.getElementById("sm-readout").textContent = "shuffled " + state.shuffles + " time(s); global feature: ["
       + pooled.slice(0, 4).map((v) => v.toFixed(3)).join(", ") + ", ...]";
   }}
-  document.getElementById("sm-angle").addEventListener("input", () => window.onebyoneTimed(el, redraw));
+  const run = window.onebyoneWire(el, ["sm-angle"], redraw);
   document.getElementById("sm-shuffle").addEventListener("click", () => {{
     for (let i = state.order.length - 1; i > 0; i--) {{
       const j = Math.floor(random() * (i + 1)); [state.order[i], state.order[j]] = [state.order[j], state.order[i]];
     }}
-    state.shuffles += 1; window.onebyoneTimed(el, redraw);
+    state.shuffles += 1; run();
   }});
-  window.onebyoneTimed(el, redraw);
 }})();
 </script>"""
 
