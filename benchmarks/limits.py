@@ -1,6 +1,7 @@
 """What limits the bench targets that are not met (README, Speed): the measurements behind each reason.
 
-Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet]   (all by default; ~1 min)
+Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet] [peers]
+(all by default; a few minutes)
 
 - peaks: the bench's peak (its best large channels_last 1x1 conv) beside 3x3 and 5x5 convs and a large
   torch.mm: how far the machine goes past the 1x1 peak that the bench's ceilings are computed from.
@@ -14,6 +15,10 @@ Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin]
   with the 13 depthwise convs removed (a strided slice where they stride), timed side by side: the most
   optimize() could gain with free depthwise convs; then each depthwise conv's GFLOP/s in channels_last,
   NCHW and oneDNN's blocked layout.
+- peers: where onnxruntime beats optimize() (mobilenet_v1, squeezenet1_1, googlenet, hf_mobilenet_v2 at batch
+  8): optimize()'s layers by kind (forward hooks) beside onnxruntime's nodes by kind (its own profiler, which
+  names the operator each node ran), in ms per call, and both whole models timed side by side: what the
+  layers' sum leaves out is spent between them (Python, and ops outside modules: cat, pad, add).
 All timings are bench.timeit's (interleaved rounds, best round, with hold_freed_memory()).
 """
 import copy
@@ -25,8 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import mkldnn
 
-from onebyone.bench import _pointnet_parts, peak, timeit
-from onebyone.torch import FusedPointwiseChain, hold_freed_memory, optimize
+from onebyone.bench.memory import hold_freed_memory
+from onebyone.bench.sections import _onnx_session, _pointnet_parts, _real_models, peak, timeit
+from onebyone.torch import FusedPointwiseChain, optimize
+from onebyone.torch.tensors import call
 from onebyone.torch.fast.convact import ConvAct
 from onebyone.zoo import create_model, model_info
 
@@ -93,7 +100,7 @@ def layer_times(model, x, calls: int = 7) -> list:
         )
     with torch.no_grad():
         for _ in range(calls):
-            model(x)
+            call(model, x)
     for h in hooks:
         h.remove()
     return [(n, kind, min(ts), macs) for n, (kind, ts, macs) in rows.items()]
@@ -228,8 +235,53 @@ def mobilenet():
                   + ", ".join(f"{k} {flops / v / 1e9:5.1f} GFLOP/s" for k, v in t.items()))
 
 
+def _ort_kind(node: dict) -> str:
+    """An onnxruntime profile node's kind, named as layer_times names ours (from its weight's shape)."""
+    op, shapes = node["args"]["op_name"], node["args"].get("input_type_shape", [])
+    if "Conv" in op and len(shapes) > 1:
+        w = list(shapes[1].values())[0]  # (O, C / groups, kh, kw)
+        if len(w) == 4:
+            return "depthwise" if w[1] == 1 and w[0] > 1 else "1x1" if w[2:] == [1, 1] else "KxK"
+    return f"other: {op}"
+
+
+def ort_times(model, x, calls: int = 20) -> dict:
+    """{kind: ms per call} of ``model``'s ONNX export in onnxruntime (as the bench runs it), from its profiler."""
+    import json
+
+    session, feeds = _onnx_session(model, x, profile=True)
+    for _ in range(calls + 3):
+        session.run(None, feeds)
+    nodes = [e for e in json.load(open(session.end_profiling())) if e.get("cat") == "Node"
+             and e["name"].endswith("_kernel_time")]
+    out = {}
+    for e in nodes[-calls * len(nodes) // (calls + 3):]:  # the last ``calls`` runs: warm
+        k = _ort_kind(e)
+        out[k] = out.get(k, 0.0) + e["dur"] / 1e3 / calls
+    return out
+
+
+def peers():
+    models = {n: (create_model(n).eval(), torch.randn(8, *model_info(n).input_size))
+              for n in ("mobilenet_v1", "squeezenet1_1", "googlenet")}
+    models.update({k: v[:2] for k, v in _real_models().items() if k == "hf_mobilenet_v2"})
+    for name, (model, x) in models.items():
+        opt, _ = optimize(model, x)
+        ours = {k: t * 1e3 for k, (t, _, _, _) in by_kind(layer_times(opt, x)).items()}
+        theirs = ort_times(model, x)
+        with torch.no_grad():
+            fns = {"optimized": lambda: call(opt, x)}
+            session, feeds = _onnx_session(model, x)
+            fns["onnxruntime"] = lambda: session.run(None, feeds)
+            t = timeit(fns, 7)
+        print(f"{name}: whole model optimized {t['optimized'] * 1e3:.2f} ms, onnxruntime {t['onnxruntime'] * 1e3:.2f} ms")
+        for k in sorted(set(ours) | set(theirs), key=lambda k: -max(ours.get(k, 0), theirs.get(k, 0))):
+            print(f"  {k:34s} optimized {ours.get(k, 0):7.2f} ms   onnxruntime {theirs.get(k, 0):7.2f} ms")
+
+
 if __name__ == "__main__":
     hold_freed_memory()
-    parts = {"peaks": peaks, "pointnet": pointnet, "bottleneck": bottleneck, "nin": nin, "mobilenet": mobilenet}
+    parts = {"peaks": peaks, "pointnet": pointnet, "bottleneck": bottleneck, "nin": nin, "mobilenet": mobilenet,
+             "peers": peers}
     for part in sys.argv[1:] or list(parts):
         parts[part]()

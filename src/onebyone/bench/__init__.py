@@ -83,6 +83,7 @@ def headlines(result: dict) -> dict:
         out[f"e {m} vs eager"], out[f"e {m} ceiling vs eager"] = row["vs_eager"], row["ceiling_vs_eager"]
         for key, label in (("vs_compile", "vs compile"), ("vs_compile_frozen", "vs compile frozen"),
                            ("vs_onnxruntime", "vs onnxruntime"), ("vs_best_peer", "vs best peer"),
+                           ("with_compile_vs_best_peer", "with compile vs best peer"),
                            ("bf16_vs_optimized", "bf16 vs optimize")):
             out |= {f"e {m} {label}": row[key]} if key in row else {}
     return out
@@ -218,6 +219,9 @@ def summary(result: dict) -> list[str]:
                                                        ("vs_onnxruntime", "onnxruntime")) if k in row]
         lines.append(f"(e) optimize({row['model']}), batch 8: {times(row['vs_eager'], 'eager')} "
                      f"(ceiling {row['ceiling_vs_eager']:.2f}x)" + "".join(f", {p}" for p in peers)
+                     + (f"; with compile=True ({'compiled' if row['compile_kept'] else 'eager'} kept) "
+                        f"{times(row['with_compile_vs_best_peer'], 'the fastest peer')}"
+                        if "with_compile_vs_best_peer" in row else "")
                      + (f"; in bfloat16 {times(row['bf16_vs_optimized'], 'optimize() in float32')}"
                         if "bf16_vs_optimized" in row else "")
                      + "; " + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items()) + " of peak")

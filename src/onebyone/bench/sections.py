@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import cost
 from ..torch import Pointwise, convolutionalize
-from ..torch.fast import FusedPointwiseChain, optimize
+from ..torch.fast import Compiled, FusedPointwiseChain, optimize
 from ..torch.fast.onednn import available
 from ..torch.fast.optimize import CastIO
 from ..torch.fast.timing import per_block, timings
@@ -220,6 +220,15 @@ def _real_models() -> dict:
 def _onnxruntime(model, x):
     """A callable running ``model``'s ONNX export in onnxruntime (CPU, all graph optimizations, this process's
     thread count), or None where onnxruntime or the export is unavailable."""
+    made = _onnx_session(model, x)
+    if made is None:
+        return None
+    session, feeds = made
+    return lambda: session.run(None, feeds)
+
+
+def _onnx_session(model, x, profile: bool = False):
+    """(onnxruntime session, its feeds) for ``model``'s ONNX export on ``x``, or None (see ``_onnxruntime``)."""
     try:
         import io
 
@@ -235,9 +244,9 @@ def _onnxruntime(model, x):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = torch.get_num_threads()
+    opts.enable_profiling = profile
     session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-    feeds = {i.name: v.numpy() for i, v in zip(session.get_inputs(), list(args) + list(kwargs.values()))}
-    return lambda: session.run(None, feeds)
+    return session, {i.name: v.numpy() for i, v in zip(session.get_inputs(), list(args) + list(kwargs.values()))}
 
 
 def _compiled(model, x, frozen: bool):
@@ -256,8 +265,8 @@ QUICK_MODELS = ("nin_cifar", "squeezenet1_1", "mobilenet_v1")
 
 def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> list:
     """optimize() at batch 8 on zoo models (three in a quick run, every one in a full run, then three real
-    models), beside eager, optimize() in bfloat16, torch.compile with and without freezing, and onnxruntime
-    on the model's ONNX export."""
+    models), beside eager, optimize() in bfloat16, optimize(compile=True), torch.compile with and without
+    freezing, and onnxruntime on the model's ONNX export."""
     rest = tuple(n for n in list_models() if n not in QUICK_MODELS)
     names = names or (QUICK_MODELS if quick else QUICK_MODELS + rest)
     models = {n: (create_model(n).eval(), torch.randn(8, *model_info(n).input_size), model_info(n).macs)
@@ -273,6 +282,9 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
             low, _ = optimize(model, x, dtype=torch.bfloat16)
             fns["optimized_bf16"] = lambda: call(low, x)
         if compile_:
+            torch.manual_seed(0)
+            with_compile, chosen = optimize(model, x, compile=True)  # torch.compile around ours where faster
+            fns["optimized_compile"] = lambda: call(with_compile, x)
             comp, frozen = _compiled(model, x, False), _compiled(model, x, True)
             fns["compile"], fns["compile_frozen"] = (lambda: call(comp, x)), (lambda: call(frozen, x))
         ort = _onnxruntime(model, x)
@@ -287,6 +299,9 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
         peers = [k for k in ("compile", "compile_frozen", "onnxruntime") if k in t]
         if peers:
             row["vs_best_peer"] = min(t[k] for k in peers) / t["optimized"]
+        if "optimized_compile" in t:
+            row["compile_kept"] = isinstance(with_compile, Compiled)  # what optimize(compile=True) chose
+            row["with_compile_vs_best_peer"] = min(t[k] for k in peers) / t["optimized_compile"]
         if "optimized_bf16" in t:
             row["bf16_vs_optimized"] = t["optimized"] / t["optimized_bf16"]
         rows.append(row)

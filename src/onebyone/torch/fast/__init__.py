@@ -4,6 +4,6 @@ between kernels by timing them once per input shape. Nothing in the layers, the 
 analyzer imports this package."""
 from .chain import FusedPointwiseChain
 from .convact import ConvAct
-from .optimize import optimize
+from .optimize import Compiled, optimize
 
-__all__ = ["ConvAct", "FusedPointwiseChain", "optimize"]
+__all__ = ["Compiled", "ConvAct", "FusedPointwiseChain", "optimize"]

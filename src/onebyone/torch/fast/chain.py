@@ -104,7 +104,7 @@ class FusedPointwiseChain(nn.Module):
             )
             for w, b in zip(weights, biases)
         )
-        self._packed = onednn.PackedWeights(2)  # the weights as oneDNN's matmul wants them (see _packs)
+        self._packed = onednn.PackedWeights(2)  # the weights as oneDNN's matmul wants them (see _packs below)
 
     # --- construction ------------------------------------------------------------------------
 
@@ -177,23 +177,6 @@ class FusedPointwiseChain(nn.Module):
 
     # --- execution ---------------------------------------------------------------------------
 
-    def _rows(self, x):
-        """(B, C, *S) or (..., C) -> rows (B, P, C), row-major (a view where the layout allows)."""
-        c = self.plan.widths[0]
-        if x.dim() < 2 or x.shape[self.channel_dim] != c:
-            raise OneByOneError(
-                f"{self!r} expects {c} channels on dim {self.channel_dim}, got input of shape {tuple(x.shape)}"
-            )
-        if self.channel_dim == -1:
-            return x.reshape(x.shape[0] if self.plan.pool else 1, -1, c)
-        return x.movedim(1, -1).reshape(x.shape[0], -1, c)  # (B, C, *S) -> (B, *S, C) -> (B, P, C)
-
-    def _shape_back(self, out, x):  # rows (B*P, O) -> the input's layout
-        o = out.shape[-1]
-        if self.channel_dim == -1:
-            return out.view(*x.shape[:-1], o)
-        return out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S)
-
     def plain(self, x):
         """Layer by layer, through ``functional.pointwise``: what autograd runs."""
         for w, b, act in zip(self.weights, self.biases, self.plan.acts):
@@ -204,47 +187,96 @@ class FusedPointwiseChain(nn.Module):
         return rows.amax(1) if self.plan.pool == "max" else rows.mean(1)
 
     def forward(self, x):
+        c = self.plan.widths[0]
+        if x.dim() < 2 or x.shape[self.channel_dim] != c:
+            raise OneByOneError(
+                f"{self!r} expects {c} channels on dim {self.channel_dim}, got input of shape {tuple(x.shape)}"
+            )
         autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if not autograd and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+            p = self.plan  # torch.compile: one opaque node, run by fused() (an export keeps the plain ops)
+            return pointwise_chain(x, list(self.weights), list(self.biases), ",".join(p.acts), p.pool or "",
+                                   self.channel_dim, p.tile)
         if autograd or onednn.tracing() or x.numel() == 0 or not x.is_floating_point():
             return self.plain(x)  # differentiable; and an empty or integer input as the plain layers take it
         return self.fused(x)
 
-    def _packs(self, rows) -> list:
-        """Each weight reordered for oneDNN's matmul at this tile size (float32 or bfloat16 on a CPU that
-        runs them in oneDNN), else Nones."""
-        ws = list(self.weights)
-        if not onednn.available(rows, ws[0]):
-            return [None] * len(ws)
-        key = (self.plan.tile, tuple((w.data_ptr(), w._version) for w in ws))
-        return self._packed.get_or_make(
-            key, lambda: [torch.ops.mkldnn._reorder_linear_weight(w.detach().flatten(1), self.plan.tile) for w in ws]
-        )
-
     def fused(self, x):
         """Tile by tile (see ``onebyone.chain_plan``); only the output (or the pooled output) is written."""
-        plan = self.plan
-        rows3 = self._rows(x)  # (B, P, C)
-        nb, npts, _ = rows3.shape
-        rows = rows3.reshape(-1, rows3.shape[-1]).contiguous()  # (B*P, C)
-        layers = list(zip(self.weights, self.biases, plan.acts, self._packs(rows)))  # once, not per tile
-        if plan.pool_first:  # the last bias and activation wait until after the pool
-            layers[-1] = (layers[-1][0], None, "identity", layers[-1][3])
-        o = plan.widths[-1]
-        if plan.pool is None:
-            out = torch.empty(rows.shape[0], o, dtype=rows.dtype, device=rows.device)
-        else:
-            out = torch.full((nb, o), -torch.inf if plan.pool == "max" else 0.0, dtype=rows.dtype, device=rows.device)
-        for r0, n, s0, k in chain_plan.tiles(nb, npts, plan.tile):
-            h = rows[r0:r0 + n]  # (T, C)
-            for w, b, act, packed in layers:
-                h = _engine(h, w, b, act, packed)(h, w, b, act, packed)  # (T, C_i) -> (T, C_i+1)
-            if plan.pool is None:
-                out[r0:r0 + n] = h
-            elif plan.pool == "max":
-                torch.maximum(out[s0:s0 + k], h.reshape(k, -1, o).amax(1), out=out[s0:s0 + k])
-            else:
-                out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
-        if plan.pool_first:
-            out = act_function(plan.acts[-1])(out + self.biases[-1])
-        return out if plan.pool else self._shape_back(out, x)
+        return _fused(x, list(self.weights), list(self.biases), self.plan, self.channel_dim, self._packed)
 
+
+def _rows(x, c: int, channel_dim: int, pooled: bool):
+    """(B, C, *S) or (..., C) -> rows (B, P, C), row-major (a view where the layout allows)."""
+    if channel_dim == -1:
+        return x.reshape(x.shape[0] if pooled else 1, -1, c)
+    return x.movedim(1, -1).reshape(x.shape[0], -1, c)  # (B, C, *S) -> (B, *S, C) -> (B, P, C)
+
+
+def _shape_back(out, x, channel_dim: int):
+    """Rows (B*P, O) -> the input's layout."""
+    o = out.shape[-1]
+    if channel_dim == -1:
+        return out.view(*x.shape[:-1], o)
+    return out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S)
+
+
+def _packs(rows, ws, tile: int, cache: onednn.PackedWeights) -> list:
+    """Each weight reordered for oneDNN's matmul at this tile size (float32 or bfloat16 on a CPU that runs
+    them in oneDNN), else Nones."""
+    if not onednn.available(rows, ws[0]):
+        return [None] * len(ws)
+    key = (tile, tuple((w.data_ptr(), w._version) for w in ws))
+    return cache.get_or_make(
+        key, lambda: [torch.ops.mkldnn._reorder_linear_weight(w.detach().flatten(1), tile) for w in ws]
+    )
+
+
+def _fused(x, weights, biases, plan, channel_dim: int, cache: onednn.PackedWeights):
+    rows3 = _rows(x, plan.widths[0], channel_dim, plan.pool is not None)  # (B, P, C)
+    nb, npts, _ = rows3.shape
+    rows = rows3.reshape(-1, rows3.shape[-1]).contiguous()  # (B*P, C)
+    layers = list(zip(weights, biases, plan.acts, _packs(rows, weights, plan.tile, cache)))  # once, not per tile
+    if plan.pool_first:  # the last bias and activation wait until after the pool
+        layers[-1] = (layers[-1][0], None, "identity", layers[-1][3])
+    o = plan.widths[-1]
+    if plan.pool is None:
+        out = torch.empty(rows.shape[0], o, dtype=rows.dtype, device=rows.device)
+    else:
+        out = torch.full((nb, o), -torch.inf if plan.pool == "max" else 0.0, dtype=rows.dtype, device=rows.device)
+    for r0, n, s0, k in chain_plan.tiles(nb, npts, plan.tile):
+        h = rows[r0:r0 + n]  # (T, C)
+        for w, b, act, packed in layers:
+            h = _engine(h, w, b, act, packed)(h, w, b, act, packed)  # (T, C_i) -> (T, C_i+1)
+        if plan.pool is None:
+            out[r0:r0 + n] = h
+        elif plan.pool == "max":
+            torch.maximum(out[s0:s0 + k], h.reshape(k, -1, o).amax(1), out=out[s0:s0 + k])
+        else:
+            out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
+    if plan.pool_first:
+        out = act_function(plan.acts[-1])(out + biases[-1])
+    return out if plan.pool else _shape_back(out, x, channel_dim)
+
+
+_OP_PACKS = onednn.PackedWeights(32)  # the custom op's weights packed for oneDNN, as a chain keeps its own
+
+
+@torch.library.custom_op("onebyone::pointwise_chain", mutates_args=())
+def pointwise_chain(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], acts: str,
+                    pool: str, channel_dim: int, tile: int) -> torch.Tensor:
+    """A ``FusedPointwiseChain``'s fused run as one operator (``acts`` comma-separated, ``pool`` "" for none): what ``torch.compile``
+    sees of a chain, one node it leaves to us while it compiles the rest of the model."""
+    widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+    plan = chain_plan.make_plan(widths, acts.split(","), pool or None, tile, itemsize=x.element_size())
+    return _fused(x, weights, biases, plan, channel_dim, _OP_PACKS)
+
+
+@pointwise_chain.register_fake
+def _(x, weights, biases, acts, pool, channel_dim, tile):  # the output's shape and strides, as _fused makes them
+    o = weights[-1].shape[0]
+    if pool:
+        return x.new_empty((x.shape[0], o))
+    if channel_dim == -1:
+        return x.new_empty((*x.shape[:-1], o))
+    return x.new_empty((x.shape[0], *x.shape[2:], o)).movedim(-1, 1)

@@ -87,7 +87,7 @@ class ConvAct(nn.Module):
 
     def forward(self, x):
         w = self.weight
-        fast = (x.dim() == 4 and onednn.available(x, w) and not onednn.tracing()
+        fast = (not onednn.tracing() and x.dim() == 4 and onednn.available(x, w)
                 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
         if not fast:
             return self.plain(x)

@@ -72,4 +72,4 @@ def _onnx_exporting():
 
 def tracing() -> bool:
     """True while tracing, exporting or compiling: the fast paths run plain torch ops then."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or _onnx_exporting()
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _onnx_exporting()

@@ -80,6 +80,65 @@ class CastIO(nn.Module):
         return f"CastIO({str(self.dtype).removeprefix('torch.')}, {self.model!r})"
 
 
+class Compiled(nn.Module):
+    """``model`` run through ``torch.compile`` (Inductor, with freezing: weights read as constants, each conv
+    fused with its activation) whenever no gradient is wanted; under autograd, ``model`` itself.
+
+    Each ``FusedPointwiseChain`` inside stays one opaque operator (``onebyone::pointwise_chain``) that
+    Inductor schedules among the kernels it generates. Compiled on the first call for each input shape
+    and dtype (``dynamic=False``). An in-place edit of any weight or buffer makes the next call compile afresh
+    (after ``torch.compiler.reset()``, which clears every compiled function's cache), so a compiled model
+    never runs stale weights. A copy or a pickle holds only ``model`` and compiles again."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+        self._compiled, self._versions = None, None  # the compiled callable; the weights' versions it read
+        self._tensors = None  # the model's parameters and buffers, listed when it compiles
+
+    def forward(self, *args, **kwargs):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters()):
+            return self.model(*args, **kwargs)
+        versions = None if self._tensors is None else tuple(t._version for t in self._tensors)
+        if self._compiled is None or versions != self._versions:
+            if self._compiled is not None:  # frozen weights are guarded by identity, not value: drop dynamo's
+                torch.compiler.reset()  # caches (every compiled function in the process compiles again)
+            self.__dict__["_compiled"] = torch.compile(self.model, dynamic=False)
+            self._tensors = tuple(self.model.parameters()) + tuple(self.model.buffers())
+            self._versions = tuple(t._version for t in self._tensors)
+        with _FREEZING:  # read by dynamo and Inductor whenever this call (re)compiles
+            return self._compiled(*args, **kwargs)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_compiled": None, "_versions": None, "_tensors": None}
+
+    def __repr__(self) -> str:
+        return f"Compiled({self.model!r})"
+
+
+class _Freezing:
+    """``torch._inductor.config.patch(freezing=True)`` as a reusable context (imported on first use: the
+    config module costs a second at import time)."""
+
+    def __init__(self):
+        self.before = []  # a stack: one Compiled may run inside another
+
+    def __enter__(self):
+        import torch._inductor.config as inductor
+
+        self.before.append(inductor.freezing)
+        inductor.freezing = True
+
+    def __exit__(self, *exc):
+        import torch._inductor.config as inductor
+
+        inductor.freezing = self.before.pop()
+
+
+_FREEZING = _Freezing()
+
+
 def _cast_out(y, dtype):
     if isinstance(y, torch.Tensor):
         return y.to(dtype) if y.is_floating_point() else y
@@ -188,7 +247,7 @@ BF16_TOL = 2e-2  # of the output scale: bfloat16 keeps 8 bits of mantissa, about
 
 
 def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None, dtype=None,
-             dtype_tol: float = BF16_TOL):
+             dtype_tol: float = BF16_TOL, compile: bool = False):
     """An eval model rewritten for speed, with the same outputs; returns (model, RewriteReport).
 
     Args:
@@ -200,6 +259,11 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             rewrite is checked at ``tol`` first; the bfloat16 model's error against the original float32
             one is then measured on ``example`` and must stay within ``dtype_tol`` of the output scale
             (``report.precision`` gives it).
+        compile: also try ``torch.compile`` (``Compiled``: Inductor with freezing) on the model with its
+            BatchNorms folded and its fused chains in place, each chain one opaque operator (Inductor
+            fuses the convs and chooses layouts itself), and keep it if it runs ``example`` faster; the report says
+            what was timed and kept. Compiling takes seconds to a minute and needs a C++ compiler; where it
+            fails, the report names the error and the eager rewrite is returned.
     """
     if dtype not in (None, torch.float32, torch.bfloat16):
         raise OneByOneError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype!r}")
@@ -215,7 +279,9 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     except OneByOneError as e:  # e.g. a model fx cannot trace: fusing by module structure still works
         work = copy.deepcopy(model)
         report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
-    work = fuse_conv_acts(fuse_chains(work, report), x, report)
+    work = fuse_chains(work, report)
+    chained = copy.deepcopy(work) if compile else None  # what torch.compile gets: it fuses convs and layouts itself
+    work = fuse_conv_acts(work, x, report)
     images = [v for v in (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else [x])
               if isinstance(v, torch.Tensor) and v.dim() == 4]  # what ChannelsLast can move
     has_conv = images and any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1
@@ -239,6 +305,9 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             report.layers.append({"name": name, "input_shape": list(shape), "kernel": kernel})
     if dtype == torch.bfloat16:
         work = _lower_precision(model, work, x, dtype, dtype_tol, report)
+    if compile:
+        chained = chained if dtype is None else CastIO(chained, dtype)
+        work = _try_compile(model, work, Compiled(chained), x, tol if dtype is None else dtype_tol, report)
     if report.layers:
         rows = sum(r["kernel"] == "matmul over rows" for r in report.layers)
         report.notes.append(
@@ -265,9 +334,33 @@ def _lower_precision(model, work, x, dtype, tol, report):
     return low
 
 
-def _faster(a: nn.Module, b: nn.Module, x, rounds: int = 5) -> bool:
-    """Does ``a`` run ``x`` faster than ``b``? Medians of interleaved calls (after a warm-up of each)."""
+def _try_compile(model, work, comp, x, tol, report):
+    """``comp`` if it runs ``x`` faster than ``work`` and within ``tol`` of ``model``'s outputs, else ``work``."""
+    try:
+        t = _times(comp, work, x)  # the warm-up call compiles
+    except Exception as e:  # noqa: BLE001 (dynamo and inductor raise many kinds: name it, keep the eager rewrite)
+        report.skipped.append(("torch.compile", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+        return work
+    diff, scale = max_difference(model, comp, x, dtype=None)
+    timed = f"{t['a'] * 1e3:.3g} ms a call compiled, {t['b'] * 1e3:.3g} ms eager"
+    if diff > tol * max(scale, 1.0):
+        report.skipped.append(("torch.compile", f"it moved the outputs by {diff:.3g} (> {tol * max(scale, 1.0):.3g})"))
+    elif t["a"] < t["b"]:
+        report.changed.append(f"torch.compile (Inductor, freezing) around the fused chains: {timed}")
+        return comp
+    else:
+        report.notes.append(f"torch.compile was timed and ran slower ({timed}): kept the eager rewrite")
+    return work
+
+
+def _times(a: nn.Module, b: nn.Module, x, rounds: int = 5) -> dict:
+    """Seconds a call of ``a`` and of ``b`` on ``x``: medians of interleaved calls (after a warm-up of each)."""
     with torch.no_grad():
         call(a, x), call(b, x)
-        t = medians({"a": lambda: call(a, x), "b": lambda: call(b, x)}, rounds)
+        return medians({"a": lambda: call(a, x), "b": lambda: call(b, x)}, rounds)
+
+
+def _faster(a: nn.Module, b: nn.Module, x) -> bool:
+    """Does ``a`` run ``x`` faster than ``b``?"""
+    t = _times(a, b, x)
     return t["a"] < t["b"]

@@ -1,0 +1,148 @@
+"""torch.compile around our fused modules: a FusedPointwiseChain is one opaque operator that Inductor
+schedules among its own kernels (and plain ops when exported or differentiated); ``Compiled`` and
+``optimize(compile=True)`` keep the outputs, never run stale weights, and fall back when compiling fails."""
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from onebyone.torch import FusedPointwiseChain, Pointwise, SharedMLP, optimize
+from onebyone.torch.fast import Compiled
+
+OP = "onebyone.pointwise_chain.default"
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Dynamo keeps compiled code per function (every chain shares one forward): start each test clean."""
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
+def chain(channel_dim=1, pool=None):
+    torch.manual_seed(0)
+    mlp = SharedMLP((5, 16, 8), pool=pool, channel_dim=channel_dim).eval()
+    return FusedPointwiseChain.from_shared_mlp(mlp, tile=24), mlp
+
+
+def graph_targets(model, x):
+    """The call_function targets of the one graph dynamo hands a backend (fullgraph: no graph break)."""
+    seen = []
+
+    def backend(gm, inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    torch.compile(model, backend=backend, fullgraph=True, dynamic=False)(x)
+    return seen
+
+
+CASES = {"channels first": (1, None, (2, 5, 7, 9)), "pooled": (1, "max", (3, 5, 40)),
+         "channels last": (-1, None, (2, 11, 5)), "channels last, mean": (-1, "avg", (3, 13, 5))}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_chain_operator_passes_torch_opcheck(case):
+    """Schema, fake (meta) shapes and strides, and dispatch agree with the real kernel (torch's own checker)."""
+    dim, pool, shape = CASES[case]
+    fused, _ = chain(dim, pool)
+    p = fused.plan
+    x = torch.randn(shape)
+    args = (x, [w.detach() for w in fused.weights], [b.detach() for b in fused.biases], ",".join(p.acts),
+            p.pool or "", dim, p.tile)
+    torch.library.opcheck(torch.ops.onebyone.pointwise_chain.default, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_compile_sees_a_chain_as_one_node_with_the_same_outputs(case):
+    dim, pool, shape = CASES[case]
+    fused, mlp = chain(dim, pool)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        targets = graph_targets(fused, x)
+        assert targets.count(OP) == 1 and not any("conv" in t or "linear" in t for t in targets), targets
+        got = torch.compile(fused, backend=lambda gm, _: gm.forward, fullgraph=True, dynamic=False)(x)
+        torch.testing.assert_close(got, mlp(x), rtol=1e-5, atol=1e-5)
+
+
+def test_under_autograd_and_export_a_chain_is_plain_ops():
+    fused, mlp = chain(1, None)
+    x = torch.randn(2, 5, 6, 6)
+    fused.requires_grad_(True)
+    assert OP not in graph_targets(fused, x)  # differentiable: the layer-by-layer ops
+    fused.requires_grad_(False)
+    ep = torch.export.export(fused, (x,))
+    assert not any(OP in str(n.target) for n in ep.graph.nodes)  # an exported graph stays portable (ONNX)
+    torch.testing.assert_close(ep.module()(x), mlp(x), rtol=1e-5, atol=1e-5)
+
+
+def small_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), Pointwise(8, 16), nn.ReLU(), Pointwise(16, 8),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def test_compiled_follows_weight_edits_autograd_and_copies():
+    model = small_model()
+    x = torch.randn(2, 3, 10, 10)
+    comp = Compiled(model)
+    with torch.no_grad():
+        torch.testing.assert_close(comp(x), model(x), rtol=1e-5, atol=1e-5)
+        model[0].weight.mul_(2)  # frozen into the compiled code: the next call must compile again
+        model[8].bias.add_(1)
+        torch.testing.assert_close(comp(x), model(x), rtol=1e-5, atol=1e-5)
+    y = comp(x.requires_grad_())  # gradients wanted: the model itself runs
+    y.sum().backward()
+    assert x.grad is not None and model[0].weight.grad is not None
+    for other in (copy.deepcopy(comp), pickle.loads(pickle.dumps(comp))):
+        with torch.no_grad():
+            torch.testing.assert_close(other(x), comp(x), rtol=1e-5, atol=1e-5)
+    assert "_compiled" not in str(list(comp.state_dict()))  # only the model's own weights
+
+
+def test_optimize_with_compile_keeps_outputs_and_says_what_it_chose():
+    model = small_model()
+    x = torch.randn(4, 3, 16, 16)
+    opt, report = optimize(model, x, compile=True)
+    said = [c for c in report.changed if "torch.compile" in c] + [n for n in report.notes if "torch.compile" in n]
+    assert len(said) == 1 and " ms " in said[0]  # kept or not, with the times it measured
+    assert isinstance(opt, Compiled) == bool([c for c in report.changed if "torch.compile" in c])
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_falls_back_to_the_eager_rewrite_when_compiling_fails(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = small_model()
+    x = torch.randn(2, 3, 8, 8)
+    opt, report = optimize(model, x, compile=True)
+    assert not isinstance(opt, Compiled)
+    assert ("torch.compile", "RuntimeError: no C++ compiler found") in report.skipped
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_compiling_an_optimized_model_needs_no_graph_break():
+    """ConvAct, ChannelsLast and the chains trace whole (fullgraph=True raises at a graph break)."""
+    model = small_model()
+    x = torch.randn(2, 3, 10, 10)
+    opt, _ = optimize(model, x, channels_last=True)
+    with torch.no_grad():
+        assert OP in graph_targets(opt, x)
+
+
+def test_compiled_leaves_inductor_config_as_it_found_it():
+    import torch._inductor.config as inductor
+
+    inner = Compiled(small_model())
+    outer = Compiled(nn.Sequential(inner))
+    with torch.no_grad():
+        outer(torch.randn(1, 3, 8, 8))
+    assert inductor.freezing is False
