@@ -33,8 +33,8 @@ from torch.utils import mkldnn
 from onebyone.bench.memory import hold_freed_memory
 from onebyone.bench.sections import _onnx_session, _pointnet_parts, _real_models, peak, timeit
 from onebyone.torch import FusedPointwiseChain, optimize
-from onebyone.torch.tensors import call
 from onebyone.torch.fast.convact import ConvAct
+from onebyone.torch.tensors import call
 from onebyone.zoo import create_model, model_info
 
 
@@ -274,7 +274,8 @@ def peers():
             session, feeds = _onnx_session(model, x)
             fns["onnxruntime"] = lambda: session.run(None, feeds)
             t = timeit(fns, 7)
-        print(f"{name}: whole model optimized {t['optimized'] * 1e3:.2f} ms, onnxruntime {t['onnxruntime'] * 1e3:.2f} ms")
+        print(f"{name}: whole model optimized {t['optimized'] * 1e3:.2f} ms, "
+              f"onnxruntime {t['onnxruntime'] * 1e3:.2f} ms")
         for k in sorted(set(ours) | set(theirs), key=lambda k: -max(ours.get(k, 0), theirs.get(k, 0))):
             print(f"  {k:34s} optimized {ours.get(k, 0):7.2f} ms   onnxruntime {theirs.get(k, 0):7.2f} ms")
 

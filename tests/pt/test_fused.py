@@ -93,7 +93,8 @@ def test_fused_repacks_after_a_weight_edit_and_copies_and_pickles():
         chain.weights[0].mul_(2)  # in place: the packed copies are stale now
         seq[0].weight.mul_(2)
         torch.testing.assert_close(chain(x), plain(seq, x, "max"), rtol=1e-5, atol=1e-5)
-        w, b, packed = chain.weights[0], chain.biases[0], FU._packs(rows, list(chain.weights), chain.plan.tile, chain._packed)[0]
+        w, b = chain.weights[0], chain.biases[0]
+        packed = FU._packs(rows, list(chain.weights), chain.plan.tile, chain._packed)[0]
         want = torch.relu(rows @ seq[0].weight.flatten(1).t() + b)
         for run in (FU._packed,) + FU.ENGINES:  # every engine the tile loop may pick, on the edited weights
             torch.testing.assert_close(run(rows.clone(), w, b, "relu", packed), want, rtol=1e-5, atol=1e-5)

@@ -265,8 +265,8 @@ _OP_PACKS = onednn.PackedWeights(32)  # the custom op's weights packed for oneDN
 @torch.library.custom_op("onebyone::pointwise_chain", mutates_args=())
 def pointwise_chain(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], acts: str,
                     pool: str, channel_dim: int, tile: int) -> torch.Tensor:
-    """A ``FusedPointwiseChain``'s fused run as one operator (``acts`` comma-separated, ``pool`` "" for none): what ``torch.compile``
-    sees of a chain, one node it leaves to us while it compiles the rest of the model."""
+    """A ``FusedPointwiseChain``'s fused run as one operator (``acts`` comma-separated, ``pool`` "" for
+    none): what ``torch.compile`` sees of a chain, one node it leaves to us while it compiles the rest."""
     widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     plan = chain_plan.make_plan(widths, acts.split(","), pool or None, tile, itemsize=x.element_size())
     return _fused(x, weights, biases, plan, channel_dim, _OP_PACKS)
