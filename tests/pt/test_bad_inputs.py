@@ -151,6 +151,7 @@ API = [
     ("converter NaN", lambda: __import__("onebyone.forms").forms.dense_to_conv1x1(np.array([[np.nan]])), "must be finite"),
     ("analyze example list of strings", lambda: ob.analyze(Tiny(), example=["a"]), "example must be a tensor"),
     ("optimize bfloat16 tolerance", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), dtype="bf16"), "dtype must be None"),
+    ("optimize compile string", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), compile="yes"), "compile must be True or False, got 'yes'"),
 ]
 
 

@@ -146,3 +146,13 @@ def test_compiled_leaves_inductor_config_as_it_found_it():
     with torch.no_grad():
         outer(torch.randn(1, 3, 8, 8))
     assert inductor.freezing is False
+
+
+def test_optimize_in_bfloat16_with_compile_keeps_the_callers_dtype_and_tolerance():
+    model = small_model()
+    x = torch.randn(4, 3, 16, 16)
+    opt, report = optimize(model, x, dtype=torch.bfloat16, compile=True)
+    with torch.no_grad():
+        y, ref = opt(x), model(x)
+    assert y.dtype == torch.float32 and report.precision["dtype"] == "bfloat16"
+    assert float((y - ref).abs().max()) <= report.precision["tolerance"] * float(ref.abs().max())

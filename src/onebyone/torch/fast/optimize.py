@@ -260,11 +260,14 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             one is then measured on ``example`` and must stay within ``dtype_tol`` of the output scale
             (``report.precision`` gives it).
         compile: also try ``torch.compile`` (``Compiled``: Inductor with freezing) on the model with its
-            BatchNorms folded and its fused chains in place, each chain one opaque operator (Inductor
-            fuses the convs and chooses layouts itself), and keep it if it runs ``example`` faster; the report says
-            what was timed and kept. Compiling takes seconds to a minute and needs a C++ compiler; where it
-            fails, the report names the error and the eager rewrite is returned.
+            BatchNorms folded (Inductor fuses the convs and chooses layouts itself), and, where there are
+            fused chains, on that model with the chains in place, each one opaque operator; keep the
+            fastest of these and the eager rewrite on ``example`` (the report gives each one's time).
+            Compiling takes seconds to a minute and needs a C++ compiler; where it fails, the report
+            names the error and the eager rewrite is returned.
     """
+    if not isinstance(compile, bool):
+        raise OneByOneError(f"compile must be True or False, got {compile!r}")
     if dtype not in (None, torch.float32, torch.bfloat16):
         raise OneByOneError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype!r}")
     if check_module(model).training:
@@ -279,8 +282,10 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     except OneByOneError as e:  # e.g. a model fx cannot trace: fusing by module structure still works
         work = copy.deepcopy(model)
         report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
+    merged = copy.deepcopy(work) if compile else None  # for torch.compile: it fuses convs and picks layouts itself
     work = fuse_chains(work, report)
-    chained = copy.deepcopy(work) if compile else None  # what torch.compile gets: it fuses convs and layouts itself
+    has_chain = any(isinstance(m, FusedPointwiseChain) for m in work.modules())
+    chained = copy.deepcopy(work) if compile and has_chain else None  # and the same with our chains in it
     work = fuse_conv_acts(work, x, report)
     images = [v for v in (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else [x])
               if isinstance(v, torch.Tensor) and v.dim() == 4]  # what ChannelsLast can move
@@ -290,6 +295,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         cl = ChannelsLast(copy.deepcopy(work).to(memory_format=torch.channels_last))
         if channels_last or _faster(cl, work, x):
             work = cl
+            chained = None if chained is None else ChannelsLast(chained.to(memory_format=torch.channels_last))
             report.changed.append("model and input moved to channels_last")
         else:
             report.notes.append("channels_last was timed and ran slower: kept the input's layout")
@@ -306,8 +312,9 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     if dtype == torch.bfloat16:
         work = _lower_precision(model, work, x, dtype, dtype_tol, report)
     if compile:
-        chained = chained if dtype is None else CastIO(chained, dtype)
-        work = _try_compile(model, work, Compiled(chained), x, tol if dtype is None else dtype_tol, report)
+        forms = {"torch.compile": merged, "torch.compile around the fused chains": chained}
+        forms = {k: Compiled(m if dtype is None else CastIO(m, dtype)) for k, m in forms.items() if m is not None}
+        work = _try_compile(model, work, forms, x, tol if dtype is None else dtype_tol, report)
     if report.layers:
         rows = sum(r["kernel"] == "matmul over rows" for r in report.layers)
         report.notes.append(
@@ -334,33 +341,43 @@ def _lower_precision(model, work, x, dtype, tol, report):
     return low
 
 
-def _try_compile(model, work, comp, x, tol, report):
-    """``comp`` if it runs ``x`` faster than ``work`` and within ``tol`` of ``model``'s outputs, else ``work``."""
-    try:
-        t = _times(comp, work, x)  # the warm-up call compiles
-    except Exception as e:  # noqa: BLE001 (dynamo and inductor raise many kinds: name it, keep the eager rewrite)
-        report.skipped.append(("torch.compile", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+def _try_compile(model, work, forms: dict, x, tol, report):
+    """The fastest on ``x`` of ``work`` and the compiled ``forms`` ({label: Compiled}) whose outputs stay within
+    ``tol`` of ``model``'s; the report lists each form's time."""
+    fine = {}
+    for label, comp in forms.items():
+        try:
+            with torch.no_grad():
+                call(comp, x)  # compiles
+        except Exception as e:  # noqa: BLE001 (dynamo and inductor raise many kinds: name it, keep the eager rewrite)
+            report.skipped.append((label, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            continue
+        diff, scale = max_difference(model, comp, x, dtype=None)
+        if diff > tol * max(scale, 1.0):
+            report.skipped.append((label, f"it moved the outputs by {diff:.3g} (> {tol * max(scale, 1.0):.3g})"))
+        else:
+            fine[label] = comp
+    if not fine:
         return work
-    diff, scale = max_difference(model, comp, x, dtype=None)
-    timed = f"{t['a'] * 1e3:.3g} ms a call compiled, {t['b'] * 1e3:.3g} ms eager"
-    if diff > tol * max(scale, 1.0):
-        report.skipped.append(("torch.compile", f"it moved the outputs by {diff:.3g} (> {tol * max(scale, 1.0):.3g})"))
-    elif t["a"] < t["b"]:
-        report.changed.append(f"torch.compile (Inductor, freezing) around the fused chains: {timed}")
-        return comp
-    else:
-        report.notes.append(f"torch.compile was timed and ran slower ({timed}): kept the eager rewrite")
-    return work
+    t = _times({"the eager rewrite": work, **fine}, x)
+    best = min(t, key=t.get)
+    timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items())
+    if best == "the eager rewrite":
+        report.notes.append(f"torch.compile was timed and ran slower ({timed} a call): kept the eager rewrite")
+        return work
+    report.changed.append(f"{best} (Inductor, freezing) kept: {timed} a call")
+    return fine[best]
 
 
-def _times(a: nn.Module, b: nn.Module, x, rounds: int = 5) -> dict:
-    """Seconds a call of ``a`` and of ``b`` on ``x``: medians of interleaved calls (after a warm-up of each)."""
+def _times(models: dict, x, rounds: int = 7) -> dict:
+    """{label: seconds a call on ``x``}: medians of interleaved calls, after two warm-up calls of each."""
     with torch.no_grad():
-        call(a, x), call(b, x)
-        return medians({"a": lambda: call(a, x), "b": lambda: call(b, x)}, rounds)
+        for m in models.values():
+            call(m, x), call(m, x)
+        return medians({k: (lambda m=m: call(m, x)) for k, m in models.items()}, rounds)
 
 
 def _faster(a: nn.Module, b: nn.Module, x) -> bool:
     """Does ``a`` run ``x`` faster than ``b``?"""
-    t = _times(a, b, x)
+    t = _times({"a": a, "b": b}, x, rounds=5)
     return t["a"] < t["b"]
