@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onebyone.torch import FusedPointwiseChain, Pointwise, SharedMLP, optimize
@@ -156,3 +157,49 @@ def test_optimize_in_bfloat16_with_compile_keeps_the_callers_dtype_and_tolerance
         y, ref = opt(x), model(x)
     assert y.dtype == torch.float32 and report.precision["dtype"] == "bfloat16"
     assert float((y - ref).abs().max()) <= report.precision["tolerance"] * float(ref.abs().max())
+
+
+class Padded(nn.Module):
+    """TensorFlow-style padding before each conv (as Hugging Face's MobileNets pad), and pads that must stay."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1)
+        self.c, self.d = nn.Conv2d(8, 8, 3, stride=2, groups=8), nn.Conv2d(8, 4, 3, padding=1)
+        self.zero = nn.ZeroPad2d(2)
+
+    def forward(self, x):
+        x = self.a(F.pad(x, (1, 1, 1, 1)))  # symmetric: folds into a's padding
+        x = self.b(F.pad(x, (0, 0, 0, 0), "constant", 0.0))  # a copy of x: folds away
+        x = self.c(F.pad(x, (0, 1, 0, 1)))  # one-sided: stays
+        y = F.pad(x, (1, 1, 1, 1), mode="reflect")  # not zeros: stays
+        x = self.d(self.zero(x)) + self.d(y)[..., :1, :1].mean()  # ZeroPad2d folds (padding 1 + 2)
+        p = F.pad(x, (1, 1, 1, 1))  # two readers: stays
+        return p * p.mean()
+
+
+def test_fold_pads_folds_only_zero_pads_even_on_both_sides_read_by_one_conv():
+    from onebyone.torch.fast import fold_pads
+
+    model = Padded().eval()
+    x = torch.randn(2, 3, 12, 12)
+    left = {}
+
+    def backend(gm, inputs):
+        fold_pads(gm)
+        left["pads"] = sum(n.op == "call_function" and "pad" in str(n.target) for n in gm.graph.nodes)
+        left["modules"] = sum(n.op == "call_module" for n in gm.graph.nodes)
+        return gm.forward
+
+    with torch.no_grad():
+        got = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)(x)
+        torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    assert left == {"pads": 3, "modules": 0}, left  # the one-sided, the reflect and the twice-read pad
+
+
+def test_compiled_model_with_padding_before_each_conv_keeps_its_outputs():
+    model = Padded().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(Compiled(model)(x), model(x), rtol=1e-4, atol=1e-4)

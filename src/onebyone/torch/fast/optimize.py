@@ -29,6 +29,7 @@ from ..rewrite_report import RewriteReport, finish, max_difference
 from ..rewrites import merge_pointwise
 from ..tensors import call, cast, check_module, input_kw, probe_input
 from .chain import FusedPointwiseChain
+from .compiled import Compiled
 from .convact import ConvAct
 from .timing import medians
 
@@ -78,65 +79,6 @@ class CastIO(nn.Module):
 
     def __repr__(self) -> str:
         return f"CastIO({str(self.dtype).removeprefix('torch.')}, {self.model!r})"
-
-
-class Compiled(nn.Module):
-    """``model`` run through ``torch.compile`` (Inductor, with freezing: weights read as constants, each conv
-    fused with its activation) whenever no gradient is wanted; under autograd, ``model`` itself.
-
-    Each ``FusedPointwiseChain`` inside stays one opaque operator (``onebyone::pointwise_chain``) that
-    Inductor schedules among the kernels it generates. Compiled on the first call for each input shape
-    and dtype (``dynamic=False``). An in-place edit of any weight or buffer makes the next call compile afresh
-    (after ``torch.compiler.reset()``, which clears every compiled function's cache), so a compiled model
-    never runs stale weights. A copy or a pickle holds only ``model`` and compiles again."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-        self._compiled, self._versions = None, None  # the compiled callable; the weights' versions it read
-        self._tensors = None  # the model's parameters and buffers, listed when it compiles
-
-    def forward(self, *args, **kwargs):
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters()):
-            return self.model(*args, **kwargs)
-        versions = None if self._tensors is None else tuple(t._version for t in self._tensors)
-        if self._compiled is None or versions != self._versions:
-            if self._compiled is not None:  # frozen weights are guarded by identity, not value: drop dynamo's
-                torch.compiler.reset()  # caches (every compiled function in the process compiles again)
-            self.__dict__["_compiled"] = torch.compile(self.model, dynamic=False)
-            self._tensors = tuple(self.model.parameters()) + tuple(self.model.buffers())
-            self._versions = tuple(t._version for t in self._tensors)
-        with _FREEZING:  # read by dynamo and Inductor whenever this call (re)compiles
-            return self._compiled(*args, **kwargs)
-
-    def __getstate__(self):
-        return {**self.__dict__, "_compiled": None, "_versions": None, "_tensors": None}
-
-    def __repr__(self) -> str:
-        return f"Compiled({self.model!r})"
-
-
-class _Freezing:
-    """``torch._inductor.config.patch(freezing=True)`` as a reusable context (imported on first use: the
-    config module costs a second at import time)."""
-
-    def __init__(self):
-        self.before = []  # a stack: one Compiled may run inside another
-
-    def __enter__(self):
-        import torch._inductor.config as inductor
-
-        self.before.append(inductor.freezing)
-        inductor.freezing = True
-
-    def __exit__(self, *exc):
-        import torch._inductor.config as inductor
-
-        inductor.freezing = self.before.pop()
-
-
-_FREEZING = _Freezing()
 
 
 def _cast_out(y, dtype):

@@ -1,0 +1,116 @@
+"""``Compiled``: a model under ``torch.compile`` (Inductor, with freezing), what ``optimize(compile=True)``
+weighs against its eager rewrite; and ``fold_pads``, the graph pass it runs first."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+
+class Compiled(nn.Module):
+    """``model`` run through ``torch.compile`` (Inductor, with freezing: weights read as constants, each conv
+    fused with its activation) whenever no gradient is wanted; under autograd, ``model`` itself.
+
+    Each ``FusedPointwiseChain`` inside stays one opaque operator (``onebyone::pointwise_chain``) that
+    Inductor schedules among the kernels it generates, and a zero pad read only by a conv becomes that
+    conv's padding (``fold_pads``: a model with TensorFlow-style "same" padding pads before every conv).
+
+    Compiled on the first call for each input shape and dtype (``dynamic=False``). An in-place edit of any
+    weight or buffer makes the next call compile afresh (after ``torch.compiler.reset()``, which clears
+    every compiled function's cache), so a compiled model never runs stale weights. A copy or a pickle
+    holds only ``model`` and compiles again."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+        self._compiled, self._versions = None, None  # the compiled callable; the weights' versions it read
+        self._tensors = None  # the model's parameters and buffers, listed when it compiles
+
+    def forward(self, *args, **kwargs):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters()):
+            return self.model(*args, **kwargs)
+        versions = None if self._tensors is None else tuple(t._version for t in self._tensors)
+        if self._compiled is None or versions != self._versions:
+            if self._compiled is not None:  # frozen weights are guarded by identity, not value: drop dynamo's
+                torch.compiler.reset()  # caches (every compiled function in the process compiles again)
+            self.__dict__["_compiled"] = torch.compile(self.model, backend=_inductor, dynamic=False)
+            self._tensors = tuple(self.model.parameters()) + tuple(self.model.buffers())
+            self._versions = tuple(t._version for t in self._tensors)
+        with _FREEZING:  # read by dynamo and Inductor whenever this call (re)compiles
+            return self._compiled(*args, **kwargs)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_compiled": None, "_versions": None, "_tensors": None}
+
+    def __repr__(self) -> str:
+        return f"Compiled({self.model!r})"
+
+
+class _Freezing:
+    """``torch._inductor.config.patch(freezing=True)`` as a reusable context (imported on first use: the
+    config module costs a second at import time)."""
+
+    def __init__(self):
+        self.before = []  # a stack: one Compiled may run inside another
+
+    def __enter__(self):
+        import torch._inductor.config as inductor
+
+        self.before.append(inductor.freezing)
+        inductor.freezing = True
+
+    def __exit__(self, *exc):
+        import torch._inductor.config as inductor
+
+        inductor.freezing = self.before.pop()
+
+
+_FREEZING = _Freezing()
+
+
+def _inductor(gm: fx.GraphModule, example_inputs):
+    """The dynamo backend of ``Compiled``: ``fold_pads``, then Inductor (freezing is set around each call)."""
+    from torch._inductor.compile_fx import compile_fx
+
+    return compile_fx(fold_pads(gm), example_inputs)
+
+
+_PADS = (F.pad, torch._C._nn.pad, torch.constant_pad_nd)
+_CONVS = (torch.conv2d, F.conv2d)
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+def fold_pads(gm: fx.GraphModule) -> fx.GraphModule:
+    """Fold each constant zero pad of the last two dims, the same on both sides, whose only reader is a
+    conv2d's input, into that conv's padding (in place; the outputs are unchanged: the conv reads the same
+    zeros). A pad that differs between sides, another mode or value, or a conv with string padding stays."""
+    for pad in list(gm.graph.nodes):
+        if pad.op != "call_function" or pad.target not in _PADS or len(pad.users) != 1:
+            continue
+        conv = next(iter(pad.users))
+        widths, zero = _zero_pad(pad)
+        if not zero or conv.op != "call_function" or conv.target not in _CONVS or len(widths) != 4:
+            continue
+        args = dict(zip(_CONV_ARGS, conv.args)) | dict(conv.kwargs)
+        left, right, top, bottom = widths
+        padding = args.get("padding", 0)
+        padding = (0, 0) if padding == "valid" else (padding, padding) if isinstance(padding, int) else padding
+        if args.get("input") is not pad or left != right or top != bottom or isinstance(padding, str):
+            continue
+        args["input"], args["padding"] = pad.args[0], (padding[0] + top, padding[1] + left)
+        conv.args, conv.kwargs = tuple(args.get(k, d) for k, d in zip(_CONV_ARGS, (None, None, None, 1, 0, 1, 1))), {}
+        gm.graph.erase_node(pad)
+    gm.recompile()
+    return gm
+
+
+def _zero_pad(node) -> tuple[tuple, bool]:
+    """(the pad widths, whether it pads with constant zeros) of an F.pad / constant_pad_nd call."""
+    if node.target is torch.constant_pad_nd:  # (input, pad, value=0)
+        widths, value, mode = (list(node.args) + [0])[1], (list(node.args) + [0, 0])[2], "constant"
+    else:  # F.pad(input, pad, mode="constant", value=None)
+        args = dict(zip(("input", "pad", "mode", "value"), node.args)) | dict(node.kwargs)
+        widths, mode, value = args.get("pad"), args.get("mode", "constant"), args.get("value")
+    ok = mode == "constant" and value in (None, 0, 0.0) and isinstance(widths, (tuple, list))
+    return (tuple(widths) if ok else ()), ok and all(isinstance(w, int) and w >= 0 for w in widths)
