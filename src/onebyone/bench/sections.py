@@ -1,10 +1,12 @@
 """The sections of ``onebyone bench``, each a function returning plain dicts of measurements:
 
   a  the pointwise op over widths: Pointwise vs F.conv2d (NCHW, channels_last) vs torch.matmul
-  b  PointNet's shared MLP 3-64-64-64-128-1024 + max pool: fused vs eager Conv1d vs torch.compile
+  b  PointNet's shared MLP 3-64-64-64-128-1024 + max pool: fused (float32, bfloat16) vs eager Conv1d vs
+     torch.compile
   c  dense prediction: a convolutionalized classifier vs the classifier on every crop
   d  the 5x5 bottleneck: measured speedup vs the MAC ratio
-  e  optimize() on zoo models: vs eager and vs torch.compile
+  e  optimize() (float32, bfloat16, compile=True) on zoo models: vs eager, torch.compile (with and
+     without freezing) and onnxruntime
 and ``peak`` (GFLOP/s of a large channels_last 1x1 conv, GB/s of a large copy). Times are the best of
 interleaved repeats after a warm-up (``timeit``).
 """
