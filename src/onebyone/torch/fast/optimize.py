@@ -7,7 +7,9 @@
    (``ConvAct``);
 4. move the model and its input to channels_last when that runs faster on ``example`` (timed);
 5. check the outputs against the original, in float64 and in the example's dtype (the oneDNN path),
-   within ``tol`` of the output scale.
+   within ``tol`` of the output scale;
+6. with ``dtype=torch.bfloat16``, run it in bfloat16 behind a ``CastIO``; with ``compile=True``, time it
+   against ``Compiled`` forms (``torch.compile``) and keep the fastest.
 
 Running the example on the fast path times, for each stride-1 1x1 conv on a channels_last input, oneDNN's
 conv against its matmul over rows; the report's ``layers`` list what was chosen for each.
