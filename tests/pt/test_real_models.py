@@ -134,3 +134,14 @@ def test_vit_b16_at_its_published_size_is_95_percent_one_by_one_convolutions():
     s = analyze(T.ViTForImageClassification(config).eval(), example={"pixel_values": torch.randn(1, 3, 224, 224)})
     assert s.macs == 17_563_061_760 and round(s.share()["pointwise"]["macs"], 1) == 95.3  # the README's numbers
     assert s.uncounted == [] and [n for n, *_ in s.outside_layers] == ["vit.embeddings"]
+
+
+@pytest.mark.parametrize("name", ["vit", "mobilenet_v2"])  # a transformer; pads before every conv (TF "same")
+def test_optimize_with_compile_on_real_models_keeps_their_outputs(name):
+    model, x = build(name)
+    opt, report = optimize(model, x, compile=True)
+    with torch.no_grad():
+        want, got = model(**x).logits, opt(**x).logits
+    assert (got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max()))
+    said = [c for c in report.changed + report.notes if "torch.compile" in c]
+    assert len(said) == 1 and not [s for s in report.skipped if "compile" in s[0]], (said, report.skipped)
