@@ -1,6 +1,6 @@
 """What limits the bench targets that are not met (README, Speed): the measurements behind each reason.
 
-Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet] [peers]
+Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet] [peers] [bf16]
 (all by default; a few minutes)
 
 - peaks: the bench's peak (its best large channels_last 1x1 conv) beside 3x3 and 5x5 convs and a large
@@ -19,6 +19,8 @@ Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin]
   8): optimize()'s layers by kind (forward hooks) beside onnxruntime's nodes by kind (its own profiler, which
   names the operator each node ran), in ms per call, and both whole models timed side by side: what the
   layers' sum leaves out is spent between them (Python, and ops outside modules: cat, pad, add).
+- bf16: optimize() in float32 and in bfloat16 on squeezenet1_1 and mobilenet_v1, layer kinds side by side:
+  which kinds gain less than the 1.7x target.
 All timings are bench.timeit's (interleaved rounds, best round, with hold_freed_memory()).
 """
 import copy
@@ -280,9 +282,24 @@ def peers():
             print(f"  {k:34s} optimized {ours.get(k, 0):7.2f} ms   onnxruntime {theirs.get(k, 0):7.2f} ms")
 
 
+def bf16():
+    for name in ("squeezenet1_1", "mobilenet_v1"):
+        model = create_model(name).eval()
+        x = torch.randn(8, *model_info(name).input_size)
+        forms = {"float32": optimize(model, x)[0], "bfloat16": optimize(model, x, dtype=torch.bfloat16)[0]}
+        kinds = {k: {kind: t * 1e3 for kind, (t, *_) in by_kind(layer_times(m, x)).items()} for k, m in forms.items()}
+        with torch.no_grad():
+            t = timeit({k: (lambda m=m: m(x)) for k, m in forms.items()}, 7)
+        print(f"{name}: whole model float32 {t['float32'] * 1e3:.2f} ms, bfloat16 {t['bfloat16'] * 1e3:.2f} ms "
+              f"({t['float32'] / t['bfloat16']:.2f}x)")
+        for kind in kinds["float32"]:
+            a, b = kinds["float32"][kind], kinds["bfloat16"].get(kind, 0.0)
+            print(f"  {kind:16s} float32 {a:7.2f} ms   bfloat16 {b:7.2f} ms   {a / b if b else 0:.2f}x")
+
+
 if __name__ == "__main__":
     hold_freed_memory()
     parts = {"peaks": peaks, "pointnet": pointnet, "bottleneck": bottleneck, "nin": nin, "mobilenet": mobilenet,
-             "peers": peers}
+             "peers": peers, "bf16": bf16}
     for part in sys.argv[1:] or list(parts):
         parts[part]()
