@@ -238,3 +238,16 @@ def test_the_optimized_model_accepts_and_refuses_what_the_eager_model_does():
         with pytest.raises(RuntimeError) as fused_error:
             opt(ints)
     assert type(fused_error.value) is type(eager_error.value)
+
+
+def test_bench_flags_a_run_whose_rounds_were_busy():
+    """A contender whose median round took over 1.5x its best ran on a busy machine: the run says so."""
+    from onebyone.bench import reliability
+
+    quiet = {"shared_mlp": {"round_spread": {"eager": 1.02, "fused": 1.04}},
+             "optimize": [{"model": "nin_cifar", "round_spread": {"eager": 1.03, "compile": 1.38}}]}
+    assert reliability(quiet) == []
+    busy = {"shared_mlp": {"round_spread": {"eager": 1.02, "fused": 1.9}},
+            "optimize": [{"model": "nin_cifar", "round_spread": {"onnxruntime": 2.5}}]}
+    said = "its median round took {:.2f}x its best (the machine was busy)"
+    assert reliability(busy) == [f"(b) fused: {said.format(1.9)}", f"(e) nin_cifar onnxruntime: {said.format(2.5)}"]

@@ -89,11 +89,17 @@ def headlines(result: dict) -> dict:
     return out
 
 
-def reliability(result: dict, slack: float = 1.25) -> list:
+def reliability(result: dict, slack: float = 1.25, busy: float = 1.5) -> list:
     """Why a run cannot be trusted, if it cannot: a float32 contender faster than ``slack`` times the run's
     measured peak (k x k convs ran up to 1.2x the 1x1 peak on quiet machines, so a little above it is real;
-    far above it, the peak was measured while the machine was busier), or a ratio above its own ceiling."""
-    peak, flags = result.get("peak_gflops"), []
+    far above it, the peak was measured while the machine was busier), a ratio above its own ceiling, or
+    a contender whose median round took over ``busy`` times its best (the machine was busy while it ran:
+    its best round may have met a quiet moment that the others did not)."""
+    flags = [f"{where} {k}: its median round took {v:.2f}x its best (the machine was busy)"
+             for where, spread in [("(b)", result.get("shared_mlp", {}).get("round_spread", {}))]
+             + [(f"(e) {row['model']}", row.get("round_spread", {})) for row in result.get("optimize", [])]
+             for k, v in spread.items() if v > busy]
+    peak = result.get("peak_gflops")
     if not peak:
         return flags
     measured = [("(b)", k, v) for k, v in result.get("shared_mlp", {}).get("gflops", {}).items() if "bf16" not in k]

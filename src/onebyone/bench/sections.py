@@ -13,6 +13,7 @@ interleaved repeats after a warm-up (``timeit``).
 from __future__ import annotations
 
 import copy
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -36,18 +37,22 @@ def bf16_available() -> bool:
     return available(torch.zeros(1, dtype=torch.bfloat16))
 
 
-def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1) -> dict:
+def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1, spread: dict | None = None) -> dict:
     """Best seconds per call of each callable under no_grad, over interleaved rounds after a warm-up
     call (``torch.fast.timing.timings``). A callable faster than ``block`` seconds is timed over as many
     calls in a row as fill it. Rounds: ``repeat``, or more (up to 25) while each callable's rounds fit
-    in ``budget`` seconds. Why the best and not the median, and why blocks: ``benchmarks/README.md``."""
+    in ``budget`` seconds. Why the best and not the median, and why blocks: ``benchmarks/README.md``.
+    ``spread``, if given, receives each callable's median round over its best (1.0: every round alike)."""
     with torch.no_grad():
         for f in fns.values():
             f()  # the warm-up (a first call may pick kernels, pack weights, compile)
         once = {k: t for k, (t,) in timings(fns, 1).items()}
         calls = per_block(once, block)
         rounds = max(repeat, min(25, int(budget / max(calls[k] * t for k, t in once.items()))))
-        return {k: min(v) for k, v in timings(fns, rounds, calls).items()}
+        every = timings(fns, rounds, calls)
+    if spread is not None:
+        spread |= {k: statistics.median(v) / min(v) for k, v in every.items()}
+    return {k: min(v) for k, v in every.items()}
 
 
 def peak(repeat: int = 5) -> dict:
@@ -127,11 +132,12 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
     with torch.no_grad():
         ref = eager(x).amax(2)
         err = {k: float((f().float() - ref).abs().max()) for k, f in fns.items()}
-    t = timeit(fns, repeat)
+    spread = {}
+    t = timeit(fns, repeat, spread=spread)
     flops = 2 * b * n * sum(i * o for i, o in zip(POINTNET, POINTNET[1:]))
     mem = {k: peak_memory(f) for k, f in fns.items()}
     out = {"batch": b, "points": n, "ms": {k: v * 1e3 for k, v in t.items()}, "max_abs_diff": err,
-           "gflops": {k: flops / v / 1e9 for k, v in t.items()}, "peak_extra_bytes": mem,
+           "gflops": {k: flops / v / 1e9 for k, v in t.items()}, "peak_extra_bytes": mem, "round_spread": spread,
            "fused_vs_eager": t["eager"] / t["fused"],
            "fused_memory_vs_eager": None if mem["eager"] is None else mem["fused"] / max(mem["eager"], 1),
            "roofline": [_roof(f"shared MLP {k}", flops, 4 * b * n * (3 + 1024), v, "b") for k, v in t.items()]}
@@ -292,9 +298,10 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
         ort = _onnxruntime(model, x)
         if ort is not None:
             fns["onnxruntime"] = ort
-        t = timeit(fns, repeat)
+        spread = {}
+        t = timeit(fns, repeat, spread=spread)
         flops = 2 * 8 * macs
-        row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()},
+        row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()}, "round_spread": spread,
                "vs_eager": t["eager"] / t["optimized"], "gflops": {k: flops / v / 1e9 for k, v in t.items()},
                "changes": len(report.changed), "max_abs_diff": report.max_abs_diff}
         row |= {f"vs_{k}": t[k] / t["optimized"] for k in ("compile", "compile_frozen", "onnxruntime") if k in t}
