@@ -203,3 +203,11 @@ def test_compiled_model_with_padding_before_each_conv_keeps_its_outputs():
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(Compiled(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_compile_runs_an_empty_or_integer_input_as_the_plain_layers_do():
+    fused, mlp = chain(1, None)
+    with torch.no_grad():
+        assert OP not in graph_targets(fused, torch.randn(0, 5, 4))  # nothing to tile: the plain ops
+        empty = torch.compile(fused, backend=lambda gm, _: gm.forward, dynamic=False)(torch.randn(0, 5, 4))
+    assert empty.shape == mlp(torch.randn(0, 5, 4)).shape == (0, 8, 4)

@@ -193,13 +193,13 @@ class FusedPointwiseChain(nn.Module):
                 f"{self!r} expects {c} channels on dim {self.channel_dim}, got input of shape {tuple(x.shape)}"
             )
         autograd = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        if not autograd and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        if autograd or x.numel() == 0 or not x.is_floating_point():
+            return self.plain(x)  # differentiable; and an empty or integer input as the plain layers take it
+        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
             p = self.plan  # torch.compile: one opaque node, run by fused() (an export keeps the plain ops)
             return pointwise_chain(x, list(self.weights), list(self.biases), ",".join(p.acts), p.pool or "",
                                    self.channel_dim, p.tile)
-        if autograd or onednn.tracing() or x.numel() == 0 or not x.is_floating_point():
-            return self.plain(x)  # differentiable; and an empty or integer input as the plain layers take it
-        return self.fused(x)
+        return self.plain(x) if onednn.tracing() else self.fused(x)
 
     def fused(self, x):
         """Tile by tile (see ``onebyone.chain_plan``); only the output (or the pooled output) is written."""
