@@ -1,6 +1,7 @@
 """The tour's experiments in Chromium, driven with real mouse and keyboard events: every number a page
 computes in JavaScript equals NumPy's on the same arrays (float32-level, <= 1e-5 relative). Screenshots
 before and after each interaction go to artifacts/; each redraw's time is printed, not asserted."""
+import contextlib
 import json
 
 import numpy as np
@@ -27,6 +28,18 @@ def close(a, b, rel=1e-5):
     return a.shape == b.shape and np.abs(a - b).max() <= rel * max(1.0, np.abs(b).max())
 
 
+@contextlib.contextmanager
+def experiment(visit, name):
+    """The page scrolled to experiment ``name``: a screenshot before and after the interaction in the
+    ``with`` block, then its redraw time kept for the report."""
+    page, shot = visit.page, f"exp_{name.replace('-', '_')}"
+    page.locator(f"#exp-{name}").scroll_into_view_if_needed()
+    visit.screenshot(f"{shot}_before.png")
+    yield page
+    REDRAWS[name] = redraw_ms(page, f"#exp-{name}")
+    visit.screenshot(f"{shot}_after.png")
+
+
 @pytest.fixture
 def visit(browser, tour_page):  # noqa: F811
     v = Visit(browser, tour_page)
@@ -35,168 +48,140 @@ def visit(browser, tour_page):  # noqa: F811
 
 
 def test_one_channel_stays_a_straight_line_until_a_second_channel(visit):
-    page = visit.page
-    page.locator("#exp-one-channel").scroll_into_view_if_needed()
-    visit.screenshot("exp_one_channel_before.png")
-    page.focus("#oc-w")
-    for _ in range(7):
-        page.keyboard.press("ArrowLeft")  # 0.8 - 7 x 0.05 = 0.45
-    box = page.locator("#oc-b").bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)  # the bias slider, by mouse
-    s = state(page, "one-channel")
-    x = np.asarray(s["x"])
-    assert s["w"] == pytest.approx(0.45) and s["b"] != 0.1
-    want = ops.conv1x1(x[None, None], np.array([[s["w"]]]), np.array([s["b"]]))[0, 0]  # (28, 28)
-    assert close(s["y"], want.ravel())
-    assert s["offLine"] < 1e-9 and s["slope"] == pytest.approx(s["w"])  # a rescaled copy: one straight line
-    page.check("#oc-second")
-    s = state(page, "one-channel")
-    two = ops.conv1x1(np.stack([x, np.asarray(s["x2"])])[None], np.array([[s["w"], 0.7]]), np.array([s["b"]]))
-    assert close(s["y"], two[0, 0].ravel()) and s["offLine"] > 0.05  # the line breaks
-    REDRAWS["one-channel"] = redraw_ms(page, "#exp-one-channel")
-    visit.screenshot("exp_one_channel_after.png")
+    with experiment(visit, "one-channel") as page:
+        page.focus("#oc-w")
+        for _ in range(7):
+            page.keyboard.press("ArrowLeft")  # 0.8 - 7 x 0.05 = 0.45
+        box = page.locator("#oc-b").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)  # the bias slider, by mouse
+        s = state(page, "one-channel")
+        x = np.asarray(s["x"])
+        assert s["w"] == pytest.approx(0.45) and s["b"] != 0.1
+        want = ops.conv1x1(x[None, None], np.array([[s["w"]]]), np.array([s["b"]]))[0, 0]  # (28, 28)
+        assert close(s["y"], want.ravel())
+        assert s["offLine"] < 1e-9 and s["slope"] == pytest.approx(s["w"])  # a rescaled copy: one straight line
+        page.check("#oc-second")
+        s = state(page, "one-channel")
+        two = ops.conv1x1(np.stack([x, np.asarray(s["x2"])])[None], np.array([[s["w"], 0.7]]), np.array([s["b"]]))
+        assert close(s["y"], two[0, 0].ravel()) and s["offLine"] > 0.05  # the line breaks
 
 
 def test_two_layers_without_relu_are_one_matrix_and_with_it_are_not(visit):
-    page = visit.page
-    page.locator("#exp-nonlinearity").scroll_into_view_if_needed()
-    visit.screenshot("exp_nonlinearity_before.png")
-    s = state(page, "nonlinearity")
-    X, W1, W2 = (np.asarray(s[k]) for k in ("X", "W1", "W2"))
-    assert close(s["merged"], W2 @ W1) and close(s["Y"], W2 @ W1 @ X) and s["mergedGap"] < 1e-9
-    page.focus("#nl-relu")
-    page.keyboard.press("Space")
-    s = state(page, "nonlinearity")
-    Y = W2 @ np.maximum(W1 @ X, 0)
-    fit = np.linalg.lstsq(X.T, Y.T, rcond=None)[0].T  # the best M with Y ~ M X
-    assert s["relu"] and close(s["Y"], Y) and close(s["fit"], fit, 1e-6)
-    assert s["fitResidual"] == pytest.approx(np.abs(Y - fit @ X).max(), rel=1e-6) and s["fitResidual"] > 0.1
-    REDRAWS["nonlinearity"] = redraw_ms(page, "#exp-nonlinearity")
-    visit.screenshot("exp_nonlinearity_after.png")
+    with experiment(visit, "nonlinearity") as page:
+        s = state(page, "nonlinearity")
+        X, W1, W2 = (np.asarray(s[k]) for k in ("X", "W1", "W2"))
+        assert close(s["merged"], W2 @ W1) and close(s["Y"], W2 @ W1 @ X) and s["mergedGap"] < 1e-9
+        page.focus("#nl-relu")
+        page.keyboard.press("Space")
+        s = state(page, "nonlinearity")
+        Y = W2 @ np.maximum(W1 @ X, 0)
+        fit = np.linalg.lstsq(X.T, Y.T, rcond=None)[0].T  # the best M with Y ~ M X
+        assert s["relu"] and close(s["Y"], Y) and close(s["fit"], fit, 1e-6)
+        assert s["fitResidual"] == pytest.approx(np.abs(Y - fit @ X).max(), rel=1e-6) and s["fitResidual"] > 0.1
 
 
 def test_the_bottleneck_sliders_count_as_cost_does(visit):
-    page = visit.page
-    page.locator("#exp-bottleneck").scroll_into_view_if_needed()
-    visit.screenshot("exp_bottleneck_before.png")
-    for slider, presses in (("#bn-cin", 40), ("#bn-r", -5), ("#bn-cout", 9), ("#bn-k", -2)):
-        page.focus(slider)
-        for _ in range(abs(presses)):
-            page.keyboard.press("ArrowRight" if presses > 0 else "ArrowLeft")
-        s = state(page, "bottleneck")
-        cin, r, cout, k = (int(s[n]) for n in ("cin", "r", "cout", "k"))
-        direct = cost.conv_cost((1, cin, 28, 28), cout, k, padding="same")
-        pair = [cost.conv1x1_cost((1, cin, 28, 28), r), cost.conv_cost((1, r, 28, 28), cout, k, padding="same")]
-        assert (int(s["direct"]["macs"]), int(s["direct"]["params"])) == (direct.macs, direct.params)
-        assert (int(s["pair"]["macs"]), int(s["pair"]["params"])) == (sum(c.macs for c in pair),
-                                                                      sum(c.params for c in pair))
-        assert s["ratio"] == pytest.approx(direct.macs / sum(c.macs for c in pair), rel=1e-12)
-    assert (cin, r, cout, k) == (232, 11, 41, 3)
-    assert page.inner_text("#bn-k-value") == "3"  # the labelled value follows the slider
-    REDRAWS["bottleneck"] = redraw_ms(page, "#exp-bottleneck")
-    visit.screenshot("exp_bottleneck_after.png")
+    with experiment(visit, "bottleneck") as page:
+        for slider, presses in (("#bn-cin", 40), ("#bn-r", -5), ("#bn-cout", 9), ("#bn-k", -2)):
+            page.focus(slider)
+            for _ in range(abs(presses)):
+                page.keyboard.press("ArrowRight" if presses > 0 else "ArrowLeft")
+            s = state(page, "bottleneck")
+            cin, r, cout, k = (int(s[n]) for n in ("cin", "r", "cout", "k"))
+            direct = cost.conv_cost((1, cin, 28, 28), cout, k, padding="same")
+            pair = [cost.conv1x1_cost((1, cin, 28, 28), r), cost.conv_cost((1, r, 28, 28), cout, k, padding="same")]
+            assert (int(s["direct"]["macs"]), int(s["direct"]["params"])) == (direct.macs, direct.params)
+            assert (int(s["pair"]["macs"]), int(s["pair"]["params"])) == (sum(c.macs for c in pair),
+                                                                          sum(c.params for c in pair))
+            assert s["ratio"] == pytest.approx(direct.macs / sum(c.macs for c in pair), rel=1e-12)
+        assert (cin, r, cout, k) == (232, 11, 41, 3)
+        assert page.inner_text("#bn-k-value") == "3"  # the labelled value follows the slider
 
 
 def test_a_dense_layer_at_the_pixel_under_the_mouse_and_shared_weights(visit):
-    page = visit.page
-    page.locator("#exp-many-channels").scroll_into_view_if_needed()
-    visit.screenshot("exp_many_channels_before.png")
-    box = page.locator("#mc-in").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * (11.5 / 16), box["y"] + box["height"] * (2.5 / 16))  # pixel (2, 11)
-    s = state(page, "many-channels")
-    x, b, w = np.asarray(s["x"]), np.asarray(s["b"]), np.asarray(s["w"])
-    assert s["pixel"] == [2, 11] and close(s["column"], x[:, 2, 11])
-    assert close(s["product"], w @ x[:, 2, 11] + b)
-    page.focus("#mc-in")
-    page.keyboard.press("ArrowDown")
-    assert state(page, "many-channels")["pixel"] == [3, 11]
-    page.fill("#mc-w-4-1", "2.5")  # one weight cell: every pixel of output 4 changes with it
-    s = state(page, "many-channels")
-    w2 = np.asarray(s["w"])
-    assert w2[4, 1] == 2.5 and close(s["y"], ops.conv1x1(x[None], w2, b)[0])
-    REDRAWS["many-channels"] = redraw_ms(page, "#exp-many-channels")
-    visit.screenshot("exp_many_channels_after.png")
+    with experiment(visit, "many-channels") as page:
+        box = page.locator("#mc-in").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * (11.5 / 16), box["y"] + box["height"] * (2.5 / 16))  # pixel (2, 11)
+        s = state(page, "many-channels")
+        x, b, w = np.asarray(s["x"]), np.asarray(s["b"]), np.asarray(s["w"])
+        assert s["pixel"] == [2, 11] and close(s["column"], x[:, 2, 11])
+        assert close(s["product"], w @ x[:, 2, 11] + b)
+        page.focus("#mc-in")
+        page.keyboard.press("ArrowDown")
+        assert state(page, "many-channels")["pixel"] == [3, 11]
+        page.fill("#mc-w-4-1", "2.5")  # one weight cell: every pixel of output 4 changes with it
+        s = state(page, "many-channels")
+        w2 = np.asarray(s["w"])
+        assert w2[4, 1] == 2.5 and close(s["y"], ops.conv1x1(x[None], w2, b)[0])
 
 
 def test_a_dense_unit_is_a_full_kernel_and_a_deep_1x1_filter(visit):
     from onebyone import forms
 
-    page = visit.page
-    page.locator("#exp-fc-as-conv").scroll_into_view_if_needed()
-    visit.screenshot("exp_fc_as_conv_before.png")
-    page.focus("#fc-unit")
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    s = state(page, "fc-as-conv")
-    x, w, b, k = np.asarray(s["x"]), np.asarray(s["w"]), np.asarray(s["b"]), s["unit"]
-    assert k == 3
-    dense = ops.dense(x.reshape(1, 784), w, b)[0, k]
-    full = ops.conv2d(x[None, None], forms.dense_to_full_kernel(w, (1, 28, 28)), b)[0, k, 0, 0]
-    deep = ops.conv1x1(forms.flatten_to_pixel(x[None, None]), forms.dense_to_conv1x1(w), b)[0, k, 0, 0]
-    assert close(s["dense"], dense) and close(s["full"], full) and close(s["pointwise"], deep)
-    REDRAWS["fc-as-conv"] = redraw_ms(page, "#exp-fc-as-conv")
-    visit.screenshot("exp_fc_as_conv_after.png")
+    with experiment(visit, "fc-as-conv") as page:
+        page.focus("#fc-unit")
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        s = state(page, "fc-as-conv")
+        x, w, b, k = np.asarray(s["x"]), np.asarray(s["w"]), np.asarray(s["b"]), s["unit"]
+        assert k == 3
+        dense = ops.dense(x.reshape(1, 784), w, b)[0, k]
+        full = ops.conv2d(x[None, None], forms.dense_to_full_kernel(w, (1, 28, 28)), b)[0, k, 0, 0]
+        deep = ops.conv1x1(forms.flatten_to_pixel(x[None, None]), forms.dense_to_conv1x1(w), b)[0, k, 0, 0]
+        assert close(s["dense"], dense) and close(s["full"], full) and close(s["pointwise"], deep)
 
 
 def test_the_shared_mlp_global_feature_ignores_the_order_of_the_points(visit):
     from onebyone import forms
 
-    page = visit.page
-    page.locator("#exp-shared-mlp").scroll_into_view_if_needed()
-    visit.screenshot("exp_shared_mlp_before.png")
-    before = state(page, "shared-mlp")
-    pts = np.asarray(before["points"])
-    layers = [(np.asarray(before["W1"]), np.asarray(before["b1"])),
-              (np.asarray(before["W2"]), np.asarray(before["b2"]))]
-    want = forms.shared_mlp_per_point(pts[None], layers)[0]  # (N, 128)
-    assert close(before["features"], want) and close(before["pooled"], want.max(axis=0))
-    page.click("#sm-shuffle")
-    page.focus("#sm-angle")
-    page.keyboard.press("ArrowRight")
-    after = state(page, "shared-mlp")
-    order = np.asarray(after["order"])
-    assert after["shuffles"] == 1 and not np.array_equal(order, np.arange(len(pts)))
-    assert close(after["features"], want[order]) and close(after["pooled"], before["pooled"], 1e-12)
-    REDRAWS["shared-mlp"] = redraw_ms(page, "#exp-shared-mlp")
-    visit.screenshot("exp_shared_mlp_after.png")
+    with experiment(visit, "shared-mlp") as page:
+        before = state(page, "shared-mlp")
+        pts = np.asarray(before["points"])
+        layers = [(np.asarray(before["W1"]), np.asarray(before["b1"])),
+                  (np.asarray(before["W2"]), np.asarray(before["b2"]))]
+        want = forms.shared_mlp_per_point(pts[None], layers)[0]  # (N, 128)
+        assert close(before["features"], want) and close(before["pooled"], want.max(axis=0))
+        page.click("#sm-shuffle")
+        page.focus("#sm-angle")
+        page.keyboard.press("ArrowRight")
+        after = state(page, "shared-mlp")
+        order = np.asarray(after["order"])
+        assert after["shuffles"] == 1 and not np.array_equal(order, np.arange(len(pts)))
+        assert close(after["features"], want[order]) and close(after["pooled"], before["pooled"], 1e-12)
 
 
 def test_draw_a_digit_and_the_maps_average_to_the_scores(visit):
     from onebyone.tour.digits import DigitsModel, patches
 
-    page = visit.page
-    page.locator("#exp-class-maps").scroll_into_view_if_needed()
-    visit.screenshot("exp_class_maps_before.png")
-    page.click("#cm-clear")
-    box = page.locator("#cm-draw").bounding_box()
-    cell = lambda i, j: (box["x"] + (j + 0.5) * box["width"] / 8, box["y"] + (i + 0.5) * box["height"] / 8)  # noqa: E731
-    page.mouse.move(*cell(1, 4))
-    page.mouse.down()
-    for i in range(1, 7):  # a vertical stroke: a one
-        page.mouse.move(*cell(i, 4), steps=3)
-    page.mouse.up()
-    page.focus("#cm-draw")
-    page.keyboard.press("Space")  # the keyboard cursor inks its cell too
-    s = state(page, "class-maps")
-    image = np.asarray(s["image"], dtype=np.float64)
-    assert image[1:7, 4].sum() == 6 and image[3, 3] == 1
-    model = DigitsModel([np.asarray(s[k], dtype=np.float64) for k in ("W1", "b1", "W2", "b2", "W3", "b3")])
-    maps = model.maps(patches(image[None, None]).astype(np.float64))[0]  # (8, 8, 10)
-    assert close(np.moveaxis(np.asarray(s["maps"]), 0, -1), maps)
-    assert close(s["scores"], maps.mean(axis=(0, 1)))  # the score is the spatial mean of its class map
-    page.check("#cm-wide")
-    box = page.locator("#cm-draw").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.8, steps=6)
-    page.mouse.up()
-    s = state(page, "class-maps")
-    wide = np.asarray(s["image"], dtype=np.float64)
-    assert wide.shape == (8, 16) and wide[:, 12].sum() >= 3
-    maps = model.maps(patches(wide[None, None]).astype(np.float64))[0]
-    assert close(np.moveaxis(np.asarray(s["maps"]), 0, -1), maps) and close(s["scores"], maps.mean(axis=(0, 1)))
-    REDRAWS["class-maps"] = redraw_ms(page, "#exp-class-maps")
-    visit.screenshot("exp_class_maps_after.png")
+    with experiment(visit, "class-maps") as page:
+        page.click("#cm-clear")
+        box = page.locator("#cm-draw").bounding_box()
+        cell = lambda i, j: (box["x"] + (j + 0.5) * box["width"] / 8, box["y"] + (i + 0.5) * box["height"] / 8)  # noqa: E731
+        page.mouse.move(*cell(1, 4))
+        page.mouse.down()
+        for i in range(1, 7):  # a vertical stroke: a one
+            page.mouse.move(*cell(i, 4), steps=3)
+        page.mouse.up()
+        page.focus("#cm-draw")
+        page.keyboard.press("Space")  # the keyboard cursor inks its cell too
+        s = state(page, "class-maps")
+        image = np.asarray(s["image"], dtype=np.float64)
+        assert image[1:7, 4].sum() == 6 and image[3, 3] == 1
+        model = DigitsModel([np.asarray(s[k], dtype=np.float64) for k in ("W1", "b1", "W2", "b2", "W3", "b3")])
+        maps = model.maps(patches(image[None, None]).astype(np.float64))[0]  # (8, 8, 10)
+        assert close(np.moveaxis(np.asarray(s["maps"]), 0, -1), maps)
+        assert close(s["scores"], maps.mean(axis=(0, 1)))  # the score is the spatial mean of its class map
+        page.check("#cm-wide")
+        box = page.locator("#cm-draw").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.3)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.8, steps=6)
+        page.mouse.up()
+        s = state(page, "class-maps")
+        wide = np.asarray(s["image"], dtype=np.float64)
+        assert wide.shape == (8, 16) and wide[:, 12].sum() >= 3
+        maps = model.maps(patches(wide[None, None]).astype(np.float64))[0]
+        assert close(np.moveaxis(np.asarray(s["maps"]), 0, -1), maps) and close(s["scores"], maps.mean(axis=(0, 1)))
 
 
 def test_report_redraw_times():

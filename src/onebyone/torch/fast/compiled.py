@@ -107,10 +107,8 @@ def fold_pads(gm: fx.GraphModule) -> fx.GraphModule:
 
 def _zero_pad(node) -> tuple[tuple, bool]:
     """(the pad widths, whether it pads with constant zeros) of an F.pad / constant_pad_nd call."""
-    if node.target is torch.constant_pad_nd:  # (input, pad, value=0)
-        widths, value, mode = (list(node.args) + [0])[1], (list(node.args) + [0, 0])[2], "constant"
-    else:  # F.pad(input, pad, mode="constant", value=None)
-        args = dict(zip(("input", "pad", "mode", "value"), node.args)) | dict(node.kwargs)
-        widths, mode, value = args.get("pad"), args.get("mode", "constant"), args.get("value")
+    names = ("input", "pad", "value") if node.target is torch.constant_pad_nd else ("input", "pad", "mode", "value")
+    args = dict(zip(names, node.args)) | dict(node.kwargs)  # constant_pad_nd(input, pad, value=0); F.pad(...)
+    widths, mode, value = args.get("pad"), args.get("mode", "constant"), args.get("value")
     ok = mode == "constant" and value in (None, 0, 0.0) and isinstance(widths, (tuple, list))
     return (tuple(widths) if ok else ()), ok and all(isinstance(w, int) and w >= 0 for w in widths)
