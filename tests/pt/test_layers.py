@@ -225,6 +225,33 @@ def test_kernel_choice_keeps_the_default_unless_another_is_clearly_faster(monkey
         timing.fastest([broken])
 
 
+def test_kernel_choice_is_not_swayed_by_a_mode_watching_each_torch_call(monkeypatch):
+    # optimize() records a run under a __torch_function__ mode; a kernel first timed there used to pay the
+    # mode's cost per torch call, so the addmm engine (four calls) lost to the one-call oneDNN matmul on
+    # nin_digits' small tiles (picked there: 24-30 us a call; addmm 14-21 us)
+    from torch.overrides import TorchFunctionMode
+
+    clock, x = [0.0], torch.ones(2)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            clock[0] += 1e-4  # what watching costs per call
+            return func(*args, **(kwargs or {}))
+
+    def one_call():
+        clock[0] += 1e-4
+        return x + 1
+
+    def five_calls():
+        clock[0] += 0.5e-4
+        return [x + 1 for _ in range(5)]
+
+    with Watch():
+        assert timing.fastest([one_call, five_calls]) is five_calls
+        assert x.add(1) is not None and clock[0] > 0  # the mode itself stays on for the caller
+
+
 def test_hold_freed_memory_stops_page_faults_of_reused_activations():
     import platform
     import subprocess

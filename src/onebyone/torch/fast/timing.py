@@ -16,7 +16,14 @@ def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1, block: floa
     The candidates are timed in interleaved rounds (3 to 15, as many as fit in about ``budget`` seconds
     each) and compared by their median; a sample is a block of calls in a row lasting about ``block``
     seconds. The first candidate keeps its place unless another beats it by more than ``margin``.
+    Timed with ``__torch_function__`` modes off: a mode that watches every call (``optimize`` records a run
+    with one) adds a cost per torch call, which would favour the candidates that make fewer calls.
     """
+    with torch._C.DisableTorchFunction():
+        return _fastest(cands, args, budget, margin, block)
+
+
+def _fastest(cands, args, budget: float, margin: float, block: float):
     first = {}
     for fn in cands:
         try:
