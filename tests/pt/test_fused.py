@@ -209,7 +209,13 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     s = b["shared_mlp"]  # the ceiling: eager's time over its FLOPs' time at the run's peak
     assert s["ceiling_vs_eager"] == pytest.approx(b["peak_gflops"] / s["gflops"]["eager"]) and s["ceiling_vs_eager"] > 1
     assert b["headlines"]["b ceiling vs eager"] == s["ceiling_vs_eager"] and s["max_abs_diff"]["fused"] < 1e-3
-    assert f"(ceiling {s['ceiling_vs_eager']:.2f}x eager)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"(ceiling {s['ceiling_vs_eager']:.2f}x eager)" in out
+    if "fused_bf16" in s["ms"]:  # the bfloat16 chain against the bfloat16 peak, measured the same way
+        assert s["bf16_ceiling_vs_eager"] == pytest.approx(b["peak_gflops_bf16"] / s["gflops"]["eager"])
+        assert s["bf16_fraction_of_peak"] == pytest.approx(s["gflops"]["fused_bf16"] / b["peak_gflops_bf16"])
+        assert b["headlines"]["b bf16 ceiling vs eager"] == s["bf16_ceiling_vs_eager"]
+        assert f"of the bfloat16 peak (ceiling {s['bf16_ceiling_vs_eager']:.2f}x eager)" in out
     with pytest.raises(SystemExit) as stop:
         main(["bench", "--quick", "--sections", "a", "--runs", "0"])
     assert stop.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
@@ -251,3 +257,7 @@ def test_bench_flags_a_run_whose_rounds_were_busy():
             "optimize": [{"model": "nin_cifar", "round_spread": {"onnxruntime": 2.5}}]}
     said = "its median round took {:.2f}x its best (the machine was busy)"
     assert reliability(busy) == [f"(b) fused: {said.format(1.9)}", f"(e) nin_cifar onnxruntime: {said.format(2.5)}"]
+    above = {"peak_gflops": 200.0, "peak_gflops_bf16": 400.0, "shared_mlp": {
+        "gflops": {"eager": 50.0, "fused": 150.0, "fused_bf16": 600.0}, "fused_vs_eager": 3.0,
+        "ceiling_vs_eager": 4.0, "bf16_fraction_of_peak": 1.5}}
+    assert reliability(above) == ["(b) fused_bf16 ran at 150% of the run's measured bfloat16 peak 400 GFLOP/s"]

@@ -74,6 +74,8 @@ def headlines(result: dict) -> dict:
         out |= {"b vs compile": s["fused_vs_compile"]} if "fused_vs_compile" in s else {}
         if "bf16_vs_eager" in s:
             out["b bf16 vs eager"], out["b bf16 vs fused"] = s["bf16_vs_eager"], s["bf16_vs_fused"]
+        if "bf16_ceiling_vs_eager" in s:
+            out["b bf16 ceiling vs eager"] = s["bf16_ceiling_vs_eager"]
     if "dense_prediction" in result:
         out["c vs each crop"] = result["dense_prediction"]["speedup"]
     if "bottleneck" in result:
@@ -110,6 +112,9 @@ def reliability(result: dict, slack: float = 1.25, busy: float = 1.5) -> list:
     s = result.get("shared_mlp")
     if s and s["fused_vs_eager"] > slack * s["ceiling_vs_eager"]:
         flags.append(f"(b) fused ran {s['fused_vs_eager']:.2f}x eager, above its ceiling {s['ceiling_vs_eager']:.2f}x")
+    if s and s.get("bf16_fraction_of_peak", 0) > slack:
+        flags.append(f"(b) fused_bf16 ran at {s['bf16_fraction_of_peak']:.0%} of the run's measured bfloat16 peak "
+                     f"{result['peak_gflops_bf16']:.0f} GFLOP/s")
     flags += [f"(e) {row['model']} ran {row['vs_eager']:.2f}x eager, above its ceiling {row['ceiling_vs_eager']:.2f}x"
               for row in result.get("optimize", []) if row["vs_eager"] > slack * row["ceiling_vs_eager"]]
     return flags
@@ -168,6 +173,9 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
         s = result["shared_mlp"]
         s["fraction_of_peak"] = s["gflops"]["fused"] / result["peak_gflops"]
         s["ceiling_vs_eager"] = result["peak_gflops"] / s["gflops"]["eager"]
+        if "fused_bf16" in s["gflops"] and "peak_gflops_bf16" in result:  # the same at the bfloat16 peak
+            s["bf16_fraction_of_peak"] = s["gflops"]["fused_bf16"] / result["peak_gflops_bf16"]
+            s["bf16_ceiling_vs_eager"] = result["peak_gflops_bf16"] / s["gflops"]["eager"]
     for row in result.get("optimize", []):
         row["fraction_of_peak"] = {k: v / result["peak_gflops"] for k, v in row["gflops"].items()}
         row["ceiling_vs_eager"] = result["peak_gflops"] / row["gflops"]["eager"]
@@ -191,7 +199,8 @@ def summary(result: dict) -> list[str]:
     median and range over the runs (what the README tables show); an unreliable run says so first."""
     lines = [f"UNRELIABLE RUN (repeat it on a quieter machine): {flag}" for flag in result.get("unreliable", [])]
     lines.append(f"machine: {result['machine']}; peak {result['peak_gflops']:.0f} GFLOP/s (channels_last 1x1 conv), "
-                 f"copy bandwidth {result['bandwidth_gbs']:.1f} GB/s"
+                 + (f"{result['peak_gflops_bf16']:.0f} in bfloat16, " if "peak_gflops_bf16" in result else "")
+                 + f"copy bandwidth {result['bandwidth_gbs']:.1f} GB/s"
                  + (f"; malloc: {result['malloc']}" if "malloc" in result else ""))
     for row in result.get("pointwise_op", []):
         lines.append(f"(a) {row['c_in']:>4}->{row['c_out']:<4} Pointwise vs the best of conv2d/matmul: NCHW "
@@ -209,6 +218,8 @@ def summary(result: dict) -> list[str]:
                      + f", {s['fraction_of_peak']:.0%} of peak (ceiling {s['ceiling_vs_eager']:.2f}x eager)"
                      + (f"; in bfloat16 {times(s['bf16_vs_eager'], 'eager float32')}, "
                         f"{times(s['bf16_vs_fused'], 'the float32 chain')}" if "bf16_vs_eager" in s else "")
+                     + (f", {s['bf16_fraction_of_peak']:.0%} of the bfloat16 peak (ceiling "
+                        f"{s['bf16_ceiling_vs_eager']:.2f}x eager)" if "bf16_ceiling_vs_eager" in s else "")
                      + f"; peak extra memory {memory}")
     if "dense_prediction" in result:
         d = result["dense_prediction"]
