@@ -79,7 +79,8 @@ def peer_cells() -> dict:
 
     bench = json.loads((README.parent / "benchmarks" / "bench_peers.json").read_text())
     labels = {"b bf16 vs eager": "[b] PointNet chain in bfloat16 vs eager float32 `Conv1d`",
-              "b bf16 vs fused": "[b] PointNet chain in bfloat16 vs our float32 chain"}
+              "b bf16 vs fused": "[b] PointNet chain in bfloat16 vs our float32 chain",
+              "b bf16 ceiling vs eager": "[b] its ceiling: the bfloat16 peak over eager float32's GFLOP/s"}
     for row in bench["optimize"]:
         m = row["model"]
         labels |= {f"e {m} bf16 vs optimize": f"[e] `optimize({m}, dtype=bfloat16)` vs `optimize()` in float32",

@@ -105,6 +105,27 @@ def test_compiled_follows_weight_edits_autograd_and_copies():
     assert "_compiled" not in str(list(comp.state_dict()))  # only the model's own weights
 
 
+def test_many_compiled_models_of_one_class_each_compile(monkeypatch):
+    """Dynamo's cache is per code object, and every instance of a class shares its forward's: past its
+    recompile limit (8) a later Compiled used to run eagerly (the bench's squeezenets did); and an edit's
+    recompile used to reset every compiled function in the process."""
+    from onebyone.torch.fast import compiled
+
+    built = []
+    monkeypatch.setattr(compiled, "_inductor", lambda gm, xs: built.append(gm) or compiled.compile_fx(gm, xs))
+    x = torch.randn(2, 3, 10, 10)
+    comps = [Compiled(small_model()) for _ in range(torch._dynamo.config.recompile_limit + 3)]
+    with torch.no_grad():
+        for comp in comps:
+            torch.testing.assert_close(comp(x), comp.model(x), rtol=1e-5, atol=1e-5)
+        assert len(built) == len(comps)  # each one compiled, none left to run eagerly
+        comps[0].model[0].weight.mul_(2)
+        torch.testing.assert_close(comps[0](x), comps[0].model(x), rtol=1e-5, atol=1e-5)
+        for comp in comps[1:]:
+            comp(x)
+    assert len(built) == len(comps) + 1  # the edited one compiled again; the others kept their code
+
+
 def test_optimize_with_compile_keeps_outputs_and_says_what_it_chose():
     model = small_model()
     x = torch.randn(4, 3, 16, 16)

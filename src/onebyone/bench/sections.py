@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import cost
 from ..torch import Pointwise, convolutionalize
-from ..torch.fast import Compiled, FusedPointwiseChain, optimize
+from ..torch.fast import Compiled, FusedPointwiseChain, optimize, own_compile
 from ..torch.fast.onednn import available
 from ..torch.fast.optimize import CastIO
 from ..torch.fast.timing import per_block, timings
@@ -135,7 +135,7 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
         fused16 = CastIO(copy.deepcopy(fused), torch.bfloat16)  # float32 in and out, products in bfloat16
         fns["fused_bf16"] = lambda: fused16(x)
     if compile_:
-        comp = torch.compile(eager)
+        comp = own_compile(eager)  # what torch.compile(eager) is in a process of its own (see _compiled)
         fns["compile"] = lambda: comp(x).amax(2)
     with torch.no_grad():
         ref = eager(x).amax(2)
@@ -266,11 +266,12 @@ def _onnx_session(model, x, profile: bool = False):
 
 
 def _compiled(model, x, frozen: bool):
-    """``torch.compile`` of a copy of ``model`` (so that two compiled forms never share dynamo's cache),
-    compiled on its first call here, with Inductor's freezing if asked."""
+    """``torch.compile`` of a copy of ``model`` through ``own_compile`` (the bench compiles many models of a
+    class in one process: through the class's shared cache, the later ones would run eagerly), compiled on
+    its first call here, with Inductor's freezing if asked."""
     import torch._inductor.config as inductor
 
-    comp = torch.compile(copy.deepcopy(model))
+    comp = own_compile(copy.deepcopy(model))
     with torch.no_grad(), inductor.patch(freezing=frozen):
         call(comp, x)
     return comp

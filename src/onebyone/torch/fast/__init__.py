@@ -3,8 +3,8 @@
 between kernels by timing them once per input shape. Nothing in the layers, the rewrites or the
 analyzer imports this package."""
 from .chain import FusedPointwiseChain
-from .compiled import Compiled, fold_pads
+from .compiled import Compiled, fold_pads, own_compile
 from .convact import ConvAct
 from .optimize import optimize
 
-__all__ = ["Compiled", "ConvAct", "FusedPointwiseChain", "fold_pads", "optimize"]
+__all__ = ["Compiled", "ConvAct", "FusedPointwiseChain", "fold_pads", "optimize", "own_compile"]

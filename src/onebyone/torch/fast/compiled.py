@@ -2,6 +2,8 @@
 weighs against its eager rewrite; and ``fold_pads``, the graph pass it runs first."""
 from __future__ import annotations
 
+import types
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -15,10 +17,11 @@ class Compiled(nn.Module):
     Inductor schedules among the kernels it generates, and a zero pad read only by a conv becomes that
     conv's padding (``fold_pads``: a model with TensorFlow-style "same" padding pads before every conv).
 
-    Compiled on the first call for each input shape and dtype (``dynamic=False``). An in-place edit of any
-    weight or buffer makes the next call compile afresh (after ``torch.compiler.reset()``, which clears
-    every compiled function's cache), so a compiled model never runs stale weights. A copy or a pickle
-    holds only ``model`` and compiles again."""
+    Compiled on the first call for each input shape and dtype (``dynamic=False``; past dynamo's
+    ``recompile_limit``, 8 by default, further shapes run eagerly), through ``own_compile``, so that other
+    compiled models in the process, of this class or not, neither share nor use up its cache. An in-place
+    edit of any weight or buffer makes the next call compile afresh, so a compiled model never runs stale
+    weights. A copy or a pickle holds only ``model`` and compiles again."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -31,10 +34,9 @@ class Compiled(nn.Module):
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters()):
             return self.model(*args, **kwargs)
         versions = None if self._tensors is None else tuple(t._version for t in self._tensors)
-        if self._compiled is None or versions != self._versions:
-            if self._compiled is not None:  # frozen weights are guarded by identity, not value: drop dynamo's
-                torch.compiler.reset()  # caches (every compiled function in the process compiles again)
-            self.__dict__["_compiled"] = torch.compile(self.model, backend=_inductor, dynamic=False)
+        if self._compiled is None or versions != self._versions:  # frozen weights are guarded by identity,
+            # not value: after an edit, a new function (with an empty cache) compiles afresh
+            self.__dict__["_compiled"] = own_compile(self.model, backend=_inductor, dynamic=False)
             self._tensors = tuple(self.model.parameters()) + tuple(self.model.buffers())
             self._versions = tuple(t._version for t in self._tensors)
         with _FREEZING:  # read by dynamo and Inductor whenever this call (re)compiles
@@ -45,6 +47,20 @@ class Compiled(nn.Module):
 
     def __repr__(self) -> str:
         return f"Compiled({self.model!r})"
+
+
+def own_compile(model, **options):
+    """``torch.compile(**options)`` of a function that calls ``model``, with a code object of its own.
+
+    Dynamo keeps compiled code and its guards per code object: every instance of a module class shares its
+    ``forward``'s, so compiling many models of one class (or one wrapper) in a process recompiles on each
+    (weights frozen as constants are guarded by identity) and, past ``torch._dynamo.config.recompile_limit``
+    entries, silently runs the rest eagerly. Here each call gets its own cache."""
+    def run(*args, **kwargs):
+        return model(*args, **kwargs)
+
+    code = run.__code__.replace()  # a copy: dynamo's cache lives on the code object
+    return torch.compile(types.FunctionType(code, run.__globals__, run.__name__, None, run.__closure__), **options)
 
 
 class _Freezing:
@@ -71,9 +87,14 @@ _FREEZING = _Freezing()
 
 def _inductor(gm: fx.GraphModule, example_inputs):
     """The dynamo backend of ``Compiled``: ``fold_pads``, then Inductor (freezing is set around each call)."""
+    return compile_fx(fold_pads(gm), example_inputs)
+
+
+def compile_fx(gm: fx.GraphModule, example_inputs):
+    """Inductor's own backend (imported on first use: it costs a second at import time)."""
     from torch._inductor.compile_fx import compile_fx
 
-    return compile_fx(fold_pads(gm), example_inputs)
+    return compile_fx(gm, example_inputs)
 
 
 _PADS = (F.pad, torch._C._nn.pad, torch.constant_pad_nd)
