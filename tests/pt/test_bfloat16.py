@@ -52,6 +52,8 @@ def test_optimize_in_bfloat16_keeps_the_callers_dtype_and_reports_its_error(name
     p = report.precision
     assert p["dtype"] == "bfloat16" and p["max_abs_diff"] == pytest.approx(float((got - want).abs().max()), rel=0.2)
     assert p["relative"] <= p["tolerance"] == 2e-2
+    slower = p["ms"]["bfloat16"] >= p["ms"]["float32"] > 0  # both timed on the example, and said when no gain
+    assert any("bfloat16 was timed and ran no faster than float32" in n for n in report.notes) == slower
 
 
 def test_optimize_refuses_a_bfloat16_error_past_the_tolerance_and_bad_dtypes():

@@ -28,7 +28,7 @@ class RewriteReport:
     macs_before: int = 0  # per sample, as analyze counts them
     macs_after: int = 0
     notes: list = field(default_factory=list)
-    precision: dict | None = None  # optimize(dtype=...): the lower precision's error against float32
+    precision: dict | None = None  # optimize(dtype=...): the lower precision's error against float32, ms a call
     output_relative_error: float | None = None  # factorize: ||y' - y|| / ||y|| of the whole model's output
     layers: list = field(default_factory=list)  # per-layer details (factorize: ranks; convolutionalize: window, stride)
 
