@@ -268,9 +268,10 @@ import ctypes, resource, torch
 from onebyone.bench import hold_freed_memory
 ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)
 def faults():
-    # warm-up: torch asks for 64-byte-aligned blocks, which need a little more than a freed block of the
-    # same size holds, so the heap grows until two freed neighbours merge (to 5 blocks in each of 12 processes
-    # traced; with 2 warm-up blocks, 7 of 30 processes still faulted 3 blocks in the measured loop)
+    # warm-up: the heap takes fresh blocks before it reuses freed ones (to 5 blocks in each of 12 processes
+    # traced by address; likely because torch's 64-byte-aligned requests need a little more than a freed block
+    # of the same size holds, until two freed neighbours merge); with 2 warm-up blocks, 7 of 30 processes
+    # still faulted 3 blocks in the measured loop
     for _ in range(8):
         torch.empty(5 << 20).fill_(1.0)
     r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
