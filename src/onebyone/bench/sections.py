@@ -267,8 +267,8 @@ def _onnx_session(model, x, profile: bool = False):
 
 def _compiled(model, x, frozen: bool):
     """``torch.compile`` of a copy of ``model`` through ``own_compile`` (the bench compiles many models of a
-    class in one process: through the class's shared cache, the later ones would run eagerly), compiled on
-    its first call here, with Inductor's freezing if asked."""
+    class in one process: through the class's shared cache, a later one could run an earlier one's code, or
+    run eagerly), compiled on its first call here, with Inductor's freezing if asked."""
     import torch._inductor.config as inductor
 
     comp = own_compile(copy.deepcopy(model))

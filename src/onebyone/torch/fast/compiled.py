@@ -52,10 +52,11 @@ class Compiled(nn.Module):
 def own_compile(model, **options):
     """``torch.compile(**options)`` of a function that calls ``model``, with a code object of its own.
 
-    Dynamo keeps compiled code and its guards per code object: every instance of a module class shares its
-    ``forward``'s, so compiling many models of one class (or one wrapper) in a process recompiles on each
-    (weights frozen as constants are guarded by identity) and, past ``torch._dynamo.config.recompile_limit``
-    entries, silently runs the rest eagerly. Here each call gets its own cache."""
+    Dynamo keeps compiled code and its guards per code object, and every instance of a module class shares
+    its ``forward``'s: a later compile of the class runs an earlier entry whose guards pass (parameters are
+    guarded by shape, not by the settings, such as freezing, that the entry was compiled with), or compiles
+    another entry, and past ``torch._dynamo.config.recompile_limit`` entries silently runs the model eagerly.
+    Here each call gets a cache of its own."""
     def run(*args, **kwargs):
         return model(*args, **kwargs)
 

@@ -203,7 +203,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             rewrite is checked at ``tol`` first; the bfloat16 model's error against the original float32
             one is then measured on ``example`` and must stay within ``dtype_tol`` of the output scale
             (``report.precision`` gives it, and both precisions' times on ``example``; where bfloat16
-            runs no faster, as on models too small to gain, the report says so and keeps it as asked).
+            runs no faster, as on small models whose time goes to per-call costs, the report says so and
+            the model stays in bfloat16).
         compile: also try ``torch.compile`` (``Compiled``: Inductor with freezing) on the model with its
             BatchNorms folded (Inductor fuses the convs and chooses layouts itself), and, where there are
             fused chains, on that model with the chains in place, each one opaque operator; keep the
@@ -285,8 +286,8 @@ def _lower_precision(model, work, x, dtype, tol, report):
     report.precision["ms"] = {k: v * 1e3 for k, v in t.items()}
     if t[report.precision["dtype"]] >= t["float32"]:  # kept as asked (memory may be the point), but said
         report.notes.append(f"{report.precision['dtype']} was timed and ran no faster than float32 "
-                            f"({t[report.precision['dtype']] * 1e3:.3g} against {t['float32'] * 1e3:.3g} ms a call): "
-                            "its layers are too small to gain; dtype=None is the faster choice for this input")
+                            f"({t[report.precision['dtype']] * 1e3:.3g} against {t['float32'] * 1e3:.3g} ms a call); "
+                            "dtype=None is the faster choice for this input")
     report.layers = [{"name": n, "input_shape": list(s), "kernel": k}  # the kernels timed again in dtype
                      for n, m in low.model.named_modules() if isinstance(m, ConvAct) for s, k in m.kernels().items()]
     return low
