@@ -170,6 +170,75 @@ def test_compiled_leaves_inductor_config_as_it_found_it():
     assert inductor.freezing is False
 
 
+def test_a_compiled_call_does_not_freeze_what_another_thread_compiles():
+    """Compiled sets Inductor's freezing around each call; a plain torch.compile in another thread meanwhile
+    must not freeze its weights (an in-place edit would go unseen), nor may the threads' restores mix."""
+    import threading
+
+    inside, done = threading.Event(), threading.Event()
+
+    @torch._dynamo.disable
+    def pause(x):  # runs eagerly between two compiled graphs of the Compiled call
+        inside.set()
+        assert done.wait(60)
+        return x
+
+    class Pausing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(pause(self.lin(x)))
+
+    comp, x = Compiled(Pausing().eval()), torch.randn(2, 4)
+
+    def run():
+        with torch.no_grad():
+            comp(x)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        assert inside.wait(60)  # the other thread is inside its Compiled call
+        other = nn.Linear(4, 4).eval()
+        with torch.no_grad():
+            plain = torch.compile(other)
+            plain(x)
+            other.weight.mul_(2)  # not frozen: the compiled code reads the weight as it is now
+            torch.testing.assert_close(plain(x), other(x))
+    finally:
+        done.set()
+        worker.join(60)
+
+
+def test_each_thread_gets_back_its_own_freezing_setting():
+    import threading
+
+    import torch._inductor.config as inductor
+
+    from onebyone.torch.fast.compiled import _FREEZING
+
+    entered, leave, seen = threading.Event(), threading.Event(), []
+
+    def other():  # enters after this thread, leaves after it
+        with _FREEZING:
+            entered.set()
+            leave.wait(60)
+        seen.append(inductor.freezing)
+
+    with inductor.patch(freezing=True):  # this thread's own setting
+        _FREEZING.__enter__()
+        worker = threading.Thread(target=other)
+        worker.start()
+        assert entered.wait(60)
+        _FREEZING.__exit__(None, None, None)
+        assert inductor.freezing is True  # a stack shared between threads handed back the other's value
+        leave.set()
+        worker.join(60)
+    assert seen == [False]
+
+
 def test_optimize_in_bfloat16_with_compile_keeps_the_callers_dtype_and_tolerance():
     model = small_model()
     x = torch.randn(4, 3, 16, 16)

@@ -2,6 +2,7 @@
 weighs against its eager rewrite; and ``fold_pads``, the graph pass it runs first."""
 from __future__ import annotations
 
+import threading
 import types
 
 import torch
@@ -64,12 +65,13 @@ def own_compile(model, **options):
     return torch.compile(types.FunctionType(code, run.__globals__, run.__name__, None, run.__closure__), **options)
 
 
-class _Freezing:
+class _Freezing(threading.local):
     """``torch._inductor.config.patch(freezing=True)`` as a reusable context (imported on first use: the
-    config module costs a second at import time)."""
+    config module costs a second at import time). Inductor's settings are per thread, and so is the stack
+    of values to restore (one Compiled may run inside another)."""
 
     def __init__(self):
-        self.before = []  # a stack: one Compiled may run inside another
+        self.before = []
 
     def __enter__(self):
         import torch._inductor.config as inductor
