@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils import mkldnn
 
 from onebyone.bench.memory import hold_freed_memory
-from onebyone.bench.sections import _onnx_session, _pointnet_parts, _real_models, peak, timeit
+from onebyone.bench.sections import _onnx_session, _onnxruntime, _pointnet_parts, _real_models, peak, timeit
 from onebyone.torch import FusedPointwiseChain, optimize
 from onebyone.torch.fast.convact import ConvAct
 from onebyone.torch.tensors import call
@@ -272,10 +272,7 @@ def peers():
         ours = {k: t * 1e3 for k, (t, _, _, _) in by_kind(layer_times(opt, x)).items()}
         theirs = ort_times(model, x)
         with torch.no_grad():
-            fns = {"optimized": lambda: call(opt, x)}
-            session, feeds = _onnx_session(model, x)
-            fns["onnxruntime"] = lambda: session.run(None, feeds)
-            t = timeit(fns, 7)
+            t = timeit({"optimized": lambda: call(opt, x), "onnxruntime": _onnxruntime(model, x)}, 7)
         print(f"{name}: whole model optimized {t['optimized'] * 1e3:.2f} ms, "
               f"onnxruntime {t['onnxruntime'] * 1e3:.2f} ms")
         for k in sorted(set(ours) | set(theirs), key=lambda k: -max(ours.get(k, 0), theirs.get(k, 0))):

@@ -300,7 +300,7 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
             fns["optimized_bf16"] = lambda: call(low, x)
         if compile_:
             torch.manual_seed(0)
-            with_compile, chosen = optimize(model, x, compile=True)  # torch.compile around ours where faster
+            with_compile, _ = optimize(model, x, compile=True)  # torch.compile around ours where faster
             fns["optimized_compile"] = lambda: call(with_compile, x)
             comp, frozen = _compiled(model, x, False), _compiled(model, x, True)
             fns["compile"], fns["compile_frozen"] = (lambda: call(comp, x)), (lambda: call(frozen, x))

@@ -282,12 +282,12 @@ def _lower_precision(model, work, x, dtype, tol, report):
                             "or accept more with dtype_tol")
     report.notes.append(f"runs in {report.precision['dtype']}: max abs diff {diff:.3g} against the float32 model, "
                         f"{report.precision['relative']:.3g} of the output scale (tolerance {tol:.3g})")
-    t = _times({"float32": work, report.precision["dtype"]: low}, x)
+    name = report.precision["dtype"]
+    t = _times({"float32": work, name: low}, x)
     report.precision["ms"] = {k: v * 1e3 for k, v in t.items()}
-    if t[report.precision["dtype"]] >= t["float32"]:  # kept as asked (memory may be the point), but said
-        report.notes.append(f"{report.precision['dtype']} was timed and ran no faster than float32 "
-                            f"({t[report.precision['dtype']] * 1e3:.3g} against {t['float32'] * 1e3:.3g} ms a call); "
-                            "dtype=None is the faster choice for this input")
+    if t[name] >= t["float32"]:  # kept as asked (memory may be the point), but said
+        report.notes.append(f"{name} was timed and ran no faster than float32 ({t[name] * 1e3:.3g} against "
+                            f"{t['float32'] * 1e3:.3g} ms a call); dtype=None is the faster choice for this input")
     report.layers = [{"name": n, "input_shape": list(s), "kernel": k}  # the kernels timed again in dtype
                      for n, m in low.model.named_modules() if isinstance(m, ConvAct) for s, k in m.kernels().items()]
     return low
