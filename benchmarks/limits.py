@@ -24,6 +24,7 @@ Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin]
 All timings are bench.timeit's (interleaved rounds, best round, with hold_freed_memory()).
 """
 import copy
+import os
 import sys
 import time
 
@@ -254,8 +255,10 @@ def ort_times(model, x, calls: int = 20) -> dict:
     session, feeds = _onnx_session(model, x, profile=True)
     for _ in range(calls + 3):
         session.run(None, feeds)
-    nodes = [e for e in json.load(open(session.end_profiling())) if e.get("cat") == "Node"
-             and e["name"].endswith("_kernel_time")]
+    path = session.end_profiling()  # onnxruntime writes its profile into the current folder: read, then remove
+    with open(path) as f:
+        nodes = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    os.remove(path)
     out = {}
     for e in nodes[-calls * len(nodes) // (calls + 3):]:  # the last ``calls`` runs: warm
         k = _ort_kind(e)
