@@ -135,16 +135,21 @@ def test_optimize_times_kernels_explicitly_and_reports_the_choice():
 
 
 class Basic(nn.Module):
-    """torchvision's style: activations called in ``forward``, one of them at two places, in place."""
+    """torchvision's style: activations called in ``forward``, in place; one ReLU shared by two convs (as in
+    SqueezeNet's Fire), one called after a conv and after a sum, and a conv called twice."""
 
     def __init__(self):
         super().__init__()
         self.conv1, self.bn1, self.act1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
         self.conv2, self.conv3, self.shared = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1), nn.ReLU(inplace=True)
+        self.conv4, self.mixed = nn.Conv2d(8, 8, 1), nn.ReLU()
+        self.twice, self.act5 = nn.Conv2d(8, 8, 1), nn.ReLU()
 
     def forward(self, x):
         y = self.act1(self.bn1(self.conv1(x)))
-        return self.shared(self.conv2(y)) + self.shared(self.conv3(y))
+        z = self.shared(self.conv2(y)) + self.shared(self.conv3(y))
+        z = self.mixed(self.conv4(z)) + self.mixed(z - 0.5)
+        return self.twice(self.act5(self.twice(z)))
 
 
 def test_optimize_fuses_activations_called_in_forward():
@@ -154,7 +159,9 @@ def test_optimize_fuses_activations_called_in_forward():
     x = torch.randn(2, 8, 10, 10)
     opt, report = optimize(model, x, channels_last=False)
     assert opt.conv1.act == "relu" and isinstance(opt.act1, nn.Identity)  # past the folded BatchNorm
-    assert opt.conv2.act == opt.conv3.act == "identity" and isinstance(opt.shared, nn.ReLU)  # called at 2 places
+    assert opt.conv2.act == opt.conv3.act == "relu" and isinstance(opt.shared, nn.Identity)  # each call after a conv
+    assert opt.conv4.act == "identity" and isinstance(opt.mixed, nn.ReLU)  # one of its calls reads a sum
+    assert opt.twice.act == "identity" and isinstance(opt.act5, nn.ReLU)  # its second call has no ReLU after it
     assert any(c.startswith("conv1 + act1: Conv2d + ReLU -> ConvAct") for c in report.changed)
     with torch.no_grad():
         torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)

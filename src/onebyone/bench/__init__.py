@@ -236,7 +236,7 @@ def summary(result: dict) -> list[str]:
                                                        ("vs_onnxruntime", "onnxruntime")) if k in row]
         lines.append(f"(e) optimize({row['model']}), batch 8: {times(row['vs_eager'], 'eager')} "
                      f"(ceiling {row['ceiling_vs_eager']:.2f}x)" + "".join(f", {p}" for p in peers)
-                     + (f"; with compile=True ({'compiled' if row['compile_kept'] else 'eager'} kept) "
+                     + (f"; with compile=True ({row['kept']} kept) "
                         f"{times(row['with_compile_vs_best_peer'], 'the fastest peer')}"
                         if "with_compile_vs_best_peer" in row else "")
                      + (f"; in bfloat16 {times(row['bf16_vs_optimized'], 'optimize() in float32')}"

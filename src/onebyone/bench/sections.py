@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import cost
 from ..torch import Pointwise, convolutionalize
-from ..torch.fast import Compiled, FusedPointwiseChain, optimize, own_compile
+from ..torch.fast import Compiled, FusedPointwiseChain, OnnxRuntime, optimize, own_compile
 from ..torch.fast.onednn import available
 from ..torch.fast.optimize import CastIO
 from ..torch.fast.timing import per_block, timings
@@ -318,7 +318,8 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
         if peers:
             row["vs_best_peer"] = min(t[k] for k in peers) / t["optimized"]
         if "optimized_compile" in t:
-            row["compile_kept"] = isinstance(with_compile, Compiled)  # what optimize(compile=True) chose
+            row["kept"] = ("torch.compile" if isinstance(with_compile, Compiled) else "onnxruntime"
+                           if isinstance(with_compile, OnnxRuntime) else "eager")  # what compile=True chose
             row["with_compile_vs_best_peer"] = min(t[k] for k in peers) / t["optimized_compile"]
         if "optimized_bf16" in t:
             row["bf16_vs_optimized"] = t["optimized"] / t["optimized_bf16"]

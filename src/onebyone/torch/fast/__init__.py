@@ -5,6 +5,7 @@ analyzer imports this package."""
 from .chain import FusedPointwiseChain
 from .compiled import Compiled, fold_pads, own_compile
 from .convact import ConvAct
+from .onnx_runtime import OnnxRuntime
 from .optimize import optimize
 
-__all__ = ["Compiled", "ConvAct", "FusedPointwiseChain", "fold_pads", "optimize", "own_compile"]
+__all__ = ["Compiled", "ConvAct", "FusedPointwiseChain", "OnnxRuntime", "fold_pads", "optimize", "own_compile"]

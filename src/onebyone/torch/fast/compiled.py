@@ -7,10 +7,12 @@ import types
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import fx
+
+from .engine import Engine
 
 
-class Compiled(nn.Module):
+class Compiled(Engine):
     """``model`` run through ``torch.compile`` (Inductor, with freezing: weights read as constants, each conv
     fused with its activation) whenever no gradient is wanted; under autograd, ``model`` itself.
 
@@ -24,30 +26,13 @@ class Compiled(nn.Module):
     edit of any weight or buffer makes the next call compile afresh, so a compiled model never runs stale
     weights. A copy or a pickle holds only ``model`` and compiles again."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-        self._compiled, self._versions = None, None  # the compiled callable; the weights' versions it read
-        self._tensors = None  # the model's parameters and buffers, listed when it compiles
+    def build(self):  # frozen weights are guarded by identity, not value: after an edit, a new function
+        # (with an empty cache) compiles afresh
+        return own_compile(self.model, backend=_inductor, dynamic=False)
 
-    def forward(self, *args, **kwargs):
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters()):
-            return self.model(*args, **kwargs)
-        versions = None if self._tensors is None else tuple(t._version for t in self._tensors)
-        if self._compiled is None or versions != self._versions:  # frozen weights are guarded by identity,
-            # not value: after an edit, a new function (with an empty cache) compiles afresh
-            self.__dict__["_compiled"] = own_compile(self.model, backend=_inductor, dynamic=False)
-            self._tensors = tuple(self.model.parameters()) + tuple(self.model.buffers())
-            self._versions = tuple(t._version for t in self._tensors)
+    def run(self, compiled, args, kwargs):
         with _FREEZING:  # read by dynamo and Inductor whenever this call (re)compiles
-            return self._compiled(*args, **kwargs)
-
-    def __getstate__(self):
-        return {**self.__dict__, "_compiled": None, "_versions": None, "_tensors": None}
-
-    def __repr__(self) -> str:
-        return f"Compiled({self.model!r})"
+            return compiled(*args, **kwargs)
 
 
 def own_compile(model, **options):

@@ -33,6 +33,7 @@ from ..tensors import call, cast, check_module, input_kw, probe_input
 from .chain import FusedPointwiseChain
 from .compiled import Compiled
 from .convact import ConvAct
+from .onnx_runtime import OnnxRuntime, require_onnxruntime
 from .timing import medians
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)
@@ -145,7 +146,8 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     """Swap every Conv2d / Pointwise for a ``ConvAct`` (in place), then take into each the activation that
     alone reads its output, wherever the model's ``forward`` calls it: one eager run on ``x`` shows what
     feeds what (Identity and eval Dropout pass their input through). An activation module called at
-    several places stays where it is. What ConvAct cannot run is skipped; a model that is itself a
+    several places is taken in only where every one of its calls alone reads a conv's output (a conv
+    called more than once takes none). What ConvAct cannot run is skipped; a model that is itself a
     Conv2d / Pointwise is returned as its ConvAct."""
     swapped = {}
     for name, m in [("", model)] if isinstance(model, (nn.Conv2d, Pointwise)) else list(model.named_modules()):
@@ -161,6 +163,7 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     if not swapped:
         return model
     calls = G.record_calls(model, x)
+    found, readers = [], {}  # (conv call, its name, kind, the activation call alone reading it or None)
     for c in calls.calls:
         if id(c.module) not in swapped or c.output is None:
             continue
@@ -170,8 +173,15 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
             value, users = users[0].output, calls.uses[users[0].output]
         act = users[0] if len(users) == 1 and isinstance(users[0], G.Call) else None
         act_name = acts.name_of(act.module) if act is not None else None
-        if act_name in FUSABLE and act_name != "identity" and calls.counts[id(act.module)] == 1 and act.input == value:
-            c.module.act = act_name
+        fusable = (act_name in FUSABLE and act_name != "identity" and act.input == value
+                   and calls.counts[id(c.module)] == 1)  # a conv called twice would apply it to both calls
+        found.append((c, name, kind, act if fusable else None))
+        if fusable:
+            readers.setdefault(id(act.module), []).append(act)
+    for c, name, kind, act in found:  # an activation module is taken into convs only where each of its
+        # calls follows a conv of its own (Fire modules share one ReLU among three convs); it becomes Identity
+        if act is not None and len(readers[id(act.module)]) == calls.counts[id(act.module)]:
+            c.module.act = acts.name_of(act.module)
             model = G.replace_module(model, act.name, nn.Identity())
             report.changed.append(f"{name or '(the model)'} + {act.name}: {kind} + {type(act.module).__name__} "
                                   "-> ConvAct (one oneDNN call, packed weights)")
@@ -207,10 +217,12 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             the model stays in bfloat16).
         compile: also try ``torch.compile`` (``Compiled``: Inductor with freezing) on the model with its
             BatchNorms folded (Inductor fuses the convs and chooses layouts itself), and, where there are
-            fused chains, on that model with the chains in place, each one opaque operator; keep the
-            fastest of these and the eager rewrite on ``example`` (the report gives each one's time).
-            Compiling takes seconds to a minute and needs a C++ compiler; where it fails, the report
-            names the error and the eager rewrite is returned.
+            fused chains, on that model with the chains in place, each one opaque operator; in float32,
+            where onnxruntime is installed (``pip install onebyone[onnx]``), also that model's ONNX
+            export in onnxruntime (``OnnxRuntime``); keep the fastest of these and the eager rewrite on
+            ``example`` (the report gives each one's time). Compiling takes seconds to a minute and
+            needs a C++ compiler; a form that fails, or moves the outputs past the tolerance, is named
+            in ``report.skipped`` with the reason, and the others are weighed without it.
     """
     if not isinstance(compile, bool):
         raise OneByOneError(f"compile must be True or False, got {compile!r}")
@@ -260,6 +272,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     if compile:
         forms = {"torch.compile": merged, "torch.compile around the fused chains": chained}
         forms = {k: Compiled(m if dtype is None else CastIO(m, dtype)) for k, m in forms.items() if m is not None}
+        forms |= _onnx_form(merged, dtype, tol, report)
         work = _try_compile(model, work, forms, x, tol if dtype is None else dtype_tol, report)
     if report.layers:
         rows = sum(r["kernel"] == "matmul over rows" for r in report.layers)
@@ -293,6 +306,20 @@ def _lower_precision(model, work, x, dtype, tol, report):
     return low
 
 
+def _onnx_form(merged, dtype, tol, report) -> dict:
+    """{"onnxruntime": the BatchNorm-folded model in OnnxRuntime}, where onnxruntime is installed and the
+    model runs in float32 (its CPU provider has no fast bfloat16 kernels); else {} and a note why."""
+    if dtype is not None:
+        report.notes.append("onnxruntime was not weighed: it runs float32 only here")
+        return {}
+    try:
+        require_onnxruntime()
+    except OneByOneError as e:
+        report.notes.append(f"onnxruntime was not weighed: {e}")
+        return {}
+    return {"onnxruntime": OnnxRuntime(copy.deepcopy(merged), tol=tol)}
+
+
 def _try_compile(model, work, forms: dict, x, tol, report):
     """The fastest on ``x`` of ``work`` and the compiled ``forms`` ({label: Compiled}) whose outputs stay within
     ``tol`` of ``model``'s; the report lists each form's time."""
@@ -315,9 +342,10 @@ def _try_compile(model, work, forms: dict, x, tol, report):
     best = min(t, key=t.get)
     timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items())
     if best == "the eager rewrite":
-        report.notes.append(f"torch.compile was timed and ran slower ({timed} a call): kept the eager rewrite")
+        report.notes.append(f"the compiled forms were timed and ran slower ({timed} a call): kept the eager rewrite")
         return work
-    report.changed.append(f"{best} (Inductor, freezing) kept: {timed} a call")
+    engine = "Inductor, freezing" if isinstance(fine[best], Compiled) else "its ONNX export, CPU provider"
+    report.changed.append(f"{best} ({engine}) kept: {timed} a call")
     return fine[best]
 
 

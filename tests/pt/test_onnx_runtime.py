@@ -1,0 +1,164 @@
+"""OnnxRuntime (a model's ONNX export run by onnxruntime, a form optimize(compile=True) weighs) against the
+model it wraps: outputs, their structure, weight edits, autograd, copies, shapes, and refusals."""
+import copy
+import pickle
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from onebyone.errors import OneByOneError
+from onebyone.torch import Pointwise, optimize
+from onebyone.torch.fast import OnnxRuntime
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def small_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), Pointwise(8, 16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+
+
+class TwoHeads(nn.Module):
+    """Two inputs (one by keyword), a non-tensor option, and a dict of a tuple out."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 3), nn.Linear(4, 3)
+
+    def forward(self, left, right=None, scale: float = 1.0):
+        return {"sum": self.a(left) + self.b(right) * scale, "parts": (self.a(left), self.b(right))}
+
+
+def test_runs_the_export_with_the_models_outputs_and_follows_weight_edits():
+    model = small_model()
+    fast = OnnxRuntime(model)
+    x = torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+        assert len(fast._built) == 1
+        model[0].weight.mul_(2)  # the session holds the old weights: the next call must export again
+        model[1].running_mean.add_(1)
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+        assert fast(x).data_ptr() != fast(x).data_ptr()  # each call's output is its own tensor
+
+
+def test_keeps_the_output_structure_and_keys_sessions_on_every_argument():
+    model = TwoHeads().eval()
+    fast = OnnxRuntime(model)
+    left, right = torch.randn(2, 5), torch.randn(2, 4)
+    with torch.no_grad():
+        for scale in (1.0, 2.0, 1.0):
+            got, want = fast(left, right=right, scale=scale), model(left, right=right, scale=scale)
+            assert set(got) == {"sum", "parts"} and isinstance(got["parts"], tuple)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert len(fast._built) == 2  # one session per scale: the value was baked into each export
+        fast(torch.randn(3, 5), right=torch.randn(3, 4))
+        assert len(fast._built) == 3  # and one per shape
+
+
+def test_keeps_only_the_newest_sessions():
+    fast = OnnxRuntime(small_model(), sessions=2)
+    with torch.no_grad():
+        for n in (1, 2, 3):
+            fast(torch.randn(n, 3, 8, 8))
+    assert [k[0][1][0] for k in fast._built] == [2, 3]  # the batch sizes of the sessions kept
+
+
+def test_a_transformers_model_output_comes_back_as_its_own_class():
+    T = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = T.ResNetForImageClassification(T.ResNetConfig(
+        depths=[1, 1], hidden_sizes=[8, 16], embedding_size=8, num_labels=3)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got, want = OnnxRuntime(model)(pixel_values=x), model(pixel_values=x)
+    assert type(got) is type(want)
+    torch.testing.assert_close(got.logits, want.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_and_inputs_it_cannot_take_run_the_model_itself():
+    model = small_model()
+    fast = OnnxRuntime(model)
+    x = torch.randn(2, 3, 8, 8)
+    fast(x).sum().backward()  # the parameters want gradients: the model runs
+    assert model[0].weight.grad is not None and fast._built is None
+    model.requires_grad_(False)
+    x.requires_grad_()
+    fast(x).sum().backward()  # frozen weights, but a gradient wanted for the input
+    assert x.grad is not None and fast._built is None
+    with torch.no_grad():
+        low = model.to(torch.bfloat16)(x.bfloat16())
+        torch.testing.assert_close(fast(x.bfloat16()), low)  # NumPy has no bfloat16
+    assert fast._built == {}
+
+
+def test_copies_and_pickles_hold_only_the_model():
+    model = small_model()
+    fast = OnnxRuntime(model)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        fast(x)
+        for other in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+            torch.testing.assert_close(other(x), model(x), rtol=1e-5, atol=1e-5)
+    assert list(fast.state_dict()) == [f"model.{k}" for k in model.state_dict()]
+
+
+class Branch(nn.Module):
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x * 3  # which branch depends on the values, not the shape
+
+
+class ExportsOtherwise(nn.Module):
+    def forward(self, x):
+        return x + 1 if torch.compiler.is_exporting() else x
+
+
+def test_refuses_a_model_whose_export_would_replay_one_branch_or_differs():
+    with torch.no_grad(), pytest.raises(OneByOneError, match="could not export Branch on inputs of shape"):
+        OnnxRuntime(Branch())(torch.ones(2, 3))
+    with torch.no_grad(), pytest.raises(OneByOneError, match="onnxruntime moved the outputs by 1 "):
+        OnnxRuntime(ExportsOtherwise())(torch.ones(2, 3))
+
+
+def test_optimize_keeps_onnxruntime_when_it_is_fastest_and_says_so(monkeypatch):
+    import onebyone.torch.fast.optimize  # noqa: F401
+
+    opt_module = sys.modules["onebyone.torch.fast.optimize"]
+
+    real = opt_module._times
+
+    def onnx_first(models, x, rounds=7):  # the timings as measured, except that onnxruntime is made fastest
+        t = real(models, x, rounds)
+        return {k: (0.0 if k == "onnxruntime" else v) for k, v in t.items()}
+
+    monkeypatch.setattr(opt_module, "_times", onnx_first)
+    model = small_model()
+    x = torch.randn(2, 3, 10, 10)
+    opt, report = optimize(model, x, compile=True)
+    assert isinstance(opt, OnnxRuntime)
+    assert report.changed[-1].startswith("onnxruntime (its ONNX export, CPU provider) kept: the eager rewrite ")
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_optimize_says_when_onnxruntime_was_not_weighed(monkeypatch):
+    import onebyone.torch.fast.optimize  # noqa: F401
+
+    opt_module = sys.modules["onebyone.torch.fast.optimize"]
+
+    def missing():
+        raise OneByOneError("OnnxRuntime needs onnxruntime, onnx and onnxscript (pip install onebyone[onnx])")
+
+    monkeypatch.setattr(opt_module, "require_onnxruntime", missing)
+    model = small_model()
+    x = torch.randn(2, 3, 8, 8)
+    opt, report = optimize(model, x, compile=True)
+    assert not isinstance(opt, OnnxRuntime)
+    assert any(n.startswith("onnxruntime was not weighed: OnnxRuntime needs onnxruntime") for n in report.notes)
+    low, report = optimize(model, x, compile=True, dtype=torch.bfloat16)
+    assert not isinstance(low, OnnxRuntime)
+    assert "onnxruntime was not weighed: it runs float32 only here" in report.notes
