@@ -252,6 +252,23 @@ def test_kernel_choice_is_not_swayed_by_a_mode_watching_each_torch_call(monkeypa
         assert x.add(1) is not None and clock[0] > 0  # the mode itself stays on for the caller
 
 
+def test_settled_timings_leave_out_the_cost_of_switching_from_another_engine(monkeypatch):
+    # onnxruntime's threads and OpenMP's spin for a while after their work: on two cores a torch call right
+    # after an onnxruntime call took twice its time, and optimize(compile=True) misjudged its forms
+    clock, last = [0.0], [None]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def engine(name, cost):
+        def run():
+            clock[0] += cost + (cost if last[0] not in (None, name) else 0.0)  # a switch doubles the call
+            last[0] = name
+        return run
+
+    fns = {"torch": engine("torch", 1e-3), "onnxruntime": engine("onnxruntime", 1.2e-3)}
+    assert timing.medians(fns, 9)["torch"] == pytest.approx(2e-3)  # every timed call paid the switch
+    assert timing.medians(fns, 9, settle=True) == pytest.approx({"torch": 1e-3, "onnxruntime": 1.2e-3})
+
+
 def test_hold_freed_memory_stops_page_faults_of_reused_activations():
     import platform
     import subprocess

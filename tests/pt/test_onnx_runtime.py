@@ -93,6 +93,10 @@ def test_gradients_and_inputs_it_cannot_take_run_the_model_itself():
     with torch.no_grad():
         low = model.to(torch.bfloat16)(x.bfloat16())
         torch.testing.assert_close(fast(x.bfloat16()), low)  # NumPy has no bfloat16
+        model.float().train()
+        before = model[1].running_mean.clone()
+        fast(x)  # batch statistics: the model itself, which updates its running mean
+        assert not torch.equal(model[1].running_mean, before)
     assert fast._built == {}
 
 
@@ -119,9 +123,9 @@ class ExportsOtherwise(nn.Module):
 
 def test_refuses_a_model_whose_export_would_replay_one_branch_or_differs():
     with torch.no_grad(), pytest.raises(OneByOneError, match="could not export Branch on inputs of shape"):
-        OnnxRuntime(Branch())(torch.ones(2, 3))
+        OnnxRuntime(Branch().eval())(torch.ones(2, 3))
     with torch.no_grad(), pytest.raises(OneByOneError, match="onnxruntime moved the outputs by 1 "):
-        OnnxRuntime(ExportsOtherwise())(torch.ones(2, 3))
+        OnnxRuntime(ExportsOtherwise().eval())(torch.ones(2, 3))
 
 
 def test_optimize_keeps_onnxruntime_when_it_is_fastest_and_says_so(monkeypatch):
@@ -162,3 +166,15 @@ def test_optimize_says_when_onnxruntime_was_not_weighed(monkeypatch):
     low, report = optimize(model, x, compile=True, dtype=torch.bfloat16)
     assert not isinstance(low, OnnxRuntime)
     assert "onnxruntime was not weighed: it runs float32 only here" in report.notes
+
+
+def test_the_analyzer_counts_the_wrapped_model():
+    """onnxruntime and compiled code make no torch calls the analyzer could see: it must count the model."""
+    from onebyone import analyze
+    from onebyone.torch.fast import Compiled
+
+    model = small_model()
+    want = analyze(model, input_size=(3, 8, 8))
+    for wrapped in (OnnxRuntime(model), Compiled(model)):
+        got = analyze(wrapped, input_size=(3, 8, 8))
+        assert (got.macs, got.params) == (want.macs, want.params) and got.macs > 0

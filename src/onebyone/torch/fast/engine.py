@@ -8,7 +8,8 @@ from torch import nn
 
 class Engine(nn.Module):
     """``model`` run by ``self.run(self.build(), args, kwargs)`` whenever no gradient is wanted; under
-    autograd (grad mode on, and a parameter or an input tensor that wants one), ``model`` itself.
+    autograd (grad mode on, and a parameter or an input tensor that wants one), and under a
+    ``TorchFunctionMode`` (``onebyone.analyze`` counts what it sees called), ``model`` itself.
 
     What ``build`` makes is kept until an in-place edit of any parameter or buffer of ``model`` (their
     versions are compared on each call): then it is built again, so stale weights never run. A copy or a
@@ -28,9 +29,10 @@ class Engine(nn.Module):
         raise NotImplementedError
 
     def forward(self, *args, **kwargs):
-        if torch.is_grad_enabled() and (any(p.requires_grad for p in self.model.parameters()) or any(
-                isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
-            return self.model(*args, **kwargs)
+        if torch._C._is_torch_function_mode_enabled() or torch.is_grad_enabled() and (
+                any(p.requires_grad for p in self.model.parameters())
+                or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
+            return self.model(*args, **kwargs)  # a TorchFunctionMode (the analyzer's) watches torch calls
         if self._built is None or [t._version for t in self._tensors] != self._versions:
             self.__dict__["_built"] = self.build()
             self._tensors = [*self.model.parameters(), *self.model.buffers()]

@@ -23,14 +23,18 @@ class OnnxRuntime(Engine):
     """``model`` exported to ONNX and run by onnxruntime (CPU provider, all graph optimizations, this
     process's torch thread count) whenever no gradient is wanted; under autograd, ``model`` itself.
 
+    Its threads sleep as soon as a call is done (``spin=True``: they spin-wait for the next one, as
+    onnxruntime does by default, which makes back-to-back calls of a small model faster but, on a machine
+    with few cores, can make the torch code that runs next take twice its time).
+
     One session per input signature (each tensor's shape and dtype, and the value of each other argument),
     exported on the first call with it; at most ``sessions`` are kept (the oldest goes first). Each new
     session is checked on the call that made it: its outputs must stay within ``tol`` of ``model``'s,
     relative to the output scale (``OneByOneError`` otherwise). ``torch.export`` refuses a model whose
     control flow depends on its inputs' values, so a session never replays a branch taken for other data.
-    Inputs onnxruntime cannot take (a tensor off the CPU, in bfloat16, or an unhashable argument) run
-    ``model`` itself. The outputs keep ``model``'s structure (a tensor, tuples, dicts, a ``transformers``
-    ``ModelOutput``). An in-place edit of any weight or buffer drops every session.
+    A model in training mode, and inputs onnxruntime cannot take (a tensor off the CPU, in bfloat16, or an
+    unhashable argument), run ``model`` itself. The outputs keep ``model``'s structure (a tensor, tuples,
+    dicts, a ``transformers`` ``ModelOutput``). An in-place edit of any weight or buffer drops every session.
 
     >>> import torch
     >>> from torch import nn
@@ -42,17 +46,17 @@ class OnnxRuntime(Engine):
     (2, 8, 4, 4)
     """
 
-    def __init__(self, model, tol: float = 1e-4, sessions: int = 8):
+    def __init__(self, model, tol: float = 1e-4, sessions: int = 8, spin: bool = False):
         super().__init__(model)
-        self.tol, self.sessions = tol, sessions
+        self.tol, self.sessions, self.spin = tol, sessions, spin
 
     def build(self) -> dict:
         require_onnxruntime()  # a clear error now rather than at the first export
         return {}  # input signature -> (session, its input names, the outputs' structure)
 
     def run(self, sessions: dict, args: tuple, kwargs: dict):
-        key = _signature(args, kwargs)
-        if key is None:
+        key = None if self.model.training else _signature(args, kwargs)
+        if key is None:  # training mode (batch statistics, dropout), or inputs NumPy cannot hold
             return self.model(*args, **kwargs)
         made = sessions.get(key)
         if made is None:
@@ -81,6 +85,7 @@ class OnnxRuntime(Engine):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = torch.get_num_threads()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         session = ort.InferenceSession(program.model_proto.SerializeToString(), opts,
                                        providers=["CPUExecutionProvider"])
         want, spec = tree_flatten(self.model(*args, **kwargs))

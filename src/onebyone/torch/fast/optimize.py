@@ -350,11 +350,12 @@ def _try_compile(model, work, forms: dict, x, tol, report):
 
 
 def _times(models: dict, x, rounds: int = 7) -> dict:
-    """{label: seconds a call on ``x``}: medians of interleaved calls, after two warm-up calls of each."""
+    """{label: seconds a call on ``x``}: medians of interleaved calls, after two warm-up calls of each, each
+    timed call right after an untimed one of the same model (what a loop over one model sees)."""
     with torch.no_grad():
         for m in models.values():
             call(m, x), call(m, x)
-        return medians({k: (lambda m=m: call(m, x)) for k, m in models.items()}, rounds)
+        return medians({k: (lambda m=m: call(m, x)) for k, m in models.items()}, rounds, settle=True)
 
 
 def _faster(a: nn.Module, b: nn.Module, x) -> bool:
