@@ -58,6 +58,7 @@ def test_keeps_the_output_structure_and_keys_sessions_on_every_argument():
         assert len(fast._built) == 2  # one session per scale: the value was baked into each export
         fast(torch.randn(3, 5), right=torch.randn(3, 4))
         assert len(fast._built) == 3  # and one per shape
+        torch.testing.assert_close(fast(right=right, left=left), model(left, right), rtol=1e-5, atol=1e-5)
 
 
 def test_keeps_only_the_newest_sessions():
