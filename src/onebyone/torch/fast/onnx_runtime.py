@@ -23,9 +23,9 @@ class OnnxRuntime(Engine):
     """``model`` exported to ONNX and run by onnxruntime (CPU provider, all graph optimizations, this
     process's torch thread count) whenever no gradient is wanted; under autograd, ``model`` itself.
 
-    Its threads sleep as soon as a call is done (``spin=True``: they spin-wait for the next one, as
-    onnxruntime does by default, which makes back-to-back calls of a small model faster but, on a machine
-    with few cores, can make the torch code that runs next take twice its time).
+    Its threads stop spin-waiting when a call returns (``spin=True``: they go on spinning for the next
+    one, onnxruntime's default, which makes back-to-back calls of a small model a little faster but, on a
+    machine with few cores, can make the torch code that runs next take twice its time).
 
     One session per input signature (each tensor's shape and dtype, and the value of each other argument),
     exported on the first call with it; at most ``sessions`` are kept (the oldest goes first). Each new
@@ -85,7 +85,8 @@ class OnnxRuntime(Engine):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = torch.get_num_threads()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        if not self.spin:  # spin-wait inside a call, stop when it returns
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(program.model_proto.SerializeToString(), opts,
                                        providers=["CPUExecutionProvider"])
         want, spec = tree_flatten(self.model(*args, **kwargs))
