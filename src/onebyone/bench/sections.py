@@ -39,7 +39,9 @@ def bf16_available() -> bool:
 
 def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1, spread: dict | None = None) -> dict:
     """Best seconds per call of each callable under no_grad, over interleaved rounds after a warm-up
-    call (``torch.fast.timing.timings``). A callable faster than ``block`` seconds is timed over as many
+    call (``torch.fast.timing.timings``), each timed block right after an untimed one of the same callable
+    (what a loop over one model sees: another engine's threads, still spinning from its turn, would slow
+    the first calls). A callable faster than ``block`` seconds is timed over as many
     calls in a row as fill it. Rounds: ``repeat``, or more (up to 25) while each callable's rounds fit
     in ``budget`` seconds. Why the best and not the median, and why blocks: ``benchmarks/README.md``.
     ``spread``, if given, receives each callable's median round over its best (1.0: every round alike)."""
@@ -49,7 +51,7 @@ def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1
         once = {k: t for k, (t,) in timings(fns, 1).items()}
         calls = per_block(once, block)
         rounds = max(repeat, min(25, int(budget / max(calls[k] * t for k, t in once.items()))))
-        every = timings(fns, rounds, calls)
+        every = timings(fns, rounds, calls, settle=True)
     if spread is not None:
         spread |= {k: statistics.median(v) / min(v) for k, v in every.items()}
     return {k: min(v) for k, v in every.items()}

@@ -56,17 +56,17 @@ def timings(fns: dict, rounds: int, calls=None, settle: bool = False) -> dict:
     """Seconds per call of each no-argument callable in each of ``rounds`` interleaved rounds.
 
     Each round runs the callables in a new (seeded) random order, so drift and the allocator hit every
-    candidate alike. ``calls`` (name -> n, default 1): time n calls in a row and divide. ``settle``: call
-    each one once, untimed, right before its timed calls, so that the cost of switching from the one
-    before falls outside (onnxruntime's thread pool and OpenMP's both spin for a while after their work:
-    on two cores, a torch call right after an onnxruntime call can take twice its time).
+    candidate alike. ``calls`` (name -> n, default 1): time n calls in a row and divide. ``settle``: make
+    as many calls, untimed, right before the timed ones, so that the cost of switching from the one before
+    falls outside (onnxruntime's thread pool and OpenMP's both spin for a while after their work: on two
+    cores, the first calls after another engine's can take several times their time).
     """
     keys, order, calls = list(fns), random.Random(0), calls or {}
     times = {k: [] for k in keys}
     for _ in range(rounds):
         for k in order.sample(keys, len(keys)):
             if settle:
-                fns[k]()
+                once(fns[k], n=calls.get(k, 1))
             times[k].append(once(fns[k], n=calls.get(k, 1)))
     return times
 
