@@ -269,6 +269,40 @@ def test_settled_timings_leave_out_the_cost_of_switching_from_another_engine(mon
     assert timing.medians(fns, 9, settle=True) == pytest.approx({"torch": 1e-3, "onnxruntime": 1.2e-3})
 
 
+def _switching_engines(monkeypatch, slow_calls: int):
+    """Two fake engines on a fake clock: the first ``slow_calls`` calls after a switch take 3x their time
+    (the other engine's threads still spinning)."""
+    clock, state = [0.0], {"last": None, "since": 0}
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def engine(name, cost):
+        def run():
+            state["since"] = state["since"] + 1 if state["last"] == name else 1
+            clock[0] += cost * (3 if state["since"] <= slow_calls else 1)
+            state["last"] = name
+        return run
+
+    return engine
+
+
+def test_settled_blocks_leave_out_a_switch_that_slows_several_calls(monkeypatch):
+    engine = _switching_engines(monkeypatch, slow_calls=3)
+    fns = {"torch": engine("torch", 1e-4), "onnxruntime": engine("onnxruntime", 2e-4)}
+    calls = {"torch": 8, "onnxruntime": 8}
+    assert timing.medians(fns, 9, calls)["torch"] == pytest.approx(1e-4 * 14 / 8)  # 3 slow calls in each block
+    assert timing.medians(fns, 9, calls, settle=True) == pytest.approx({"torch": 1e-4, "onnxruntime": 2e-4})
+
+
+def test_bench_times_each_contender_after_its_own_calls(monkeypatch):
+    from onebyone.bench.sections import timeit
+
+    engine = _switching_engines(monkeypatch, slow_calls=3)
+    fns = {"eager": engine("eager", 1e-4), "onnxruntime": engine("onnxruntime", 2e-4)}
+    spread = {}
+    assert timeit(fns, repeat=5, spread=spread) == pytest.approx({"eager": 1e-4, "onnxruntime": 2e-4})
+    assert spread == pytest.approx({"eager": 1.0, "onnxruntime": 1.0})  # every round alike, not just the best
+
+
 def test_hold_freed_memory_stops_page_faults_of_reused_activations():
     import platform
     import subprocess

@@ -4,7 +4,7 @@
 2. replace every ``SharedMLP``, and every run of two or more 1x1 convs (with the BatchNorm /
    activation / dropout between them) inside an ``nn.Sequential``, by a ``FusedPointwiseChain``;
 3. run every Conv2d / Pointwise and the activation after it as one oneDNN call with packed weights
-   (``ConvAct``);
+   (``ConvAct``), and every MaxPool2d as a ``MaxPool`` (no index tensor where that is faster);
 4. move the model and its input to channels_last when that runs faster on ``example`` (timed);
 5. check the outputs against the original, in float64 and in the example's dtype (the oneDNN path),
    within ``tol`` of the output scale;
@@ -12,7 +12,8 @@
    against ``Compiled`` forms (``torch.compile``) and keep the fastest.
 
 Running the example on the fast path times, for each stride-1 1x1 conv on a channels_last input, oneDNN's
-conv against its matmul over rows; the report's ``layers`` list what was chosen for each.
+conv against its matmul over rows, and for each max pool ``F.max_pool2d`` against a max of strided views;
+the report's ``layers`` list what was chosen for each.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .chain import FusedPointwiseChain
 from .compiled import Compiled
 from .convact import ConvAct
 from .onnx_runtime import OnnxRuntime, require_onnxruntime
+from .pool import MaxPool
 from .timing import medians
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)
@@ -192,6 +194,22 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     return model
 
 
+def swap_max_pools(model: nn.Module, report: RewriteReport) -> nn.Module:
+    """Swap every nn.MaxPool2d for a ``MaxPool`` (in place; the same values); one with dilation or indices
+    is skipped, said in the report."""
+    for name, m in [("", model)] if type(model) is nn.MaxPool2d else list(model.named_modules()):
+        if type(m) is not nn.MaxPool2d:
+            continue
+        try:
+            new = MaxPool(m)
+        except OneByOneError as e:
+            report.skipped.append((name or "(the model)", str(e)))
+            continue
+        model = G.replace_module(model, name, new)
+        report.changed.append(f"{name or '(the model)'}: MaxPool2d -> MaxPool (no index tensor where faster)")
+    return model
+
+
 def _passes_through(use) -> bool:
     """A call that hands its input on unchanged: Identity, or Dropout in eval mode."""
     return isinstance(use, G.Call) and acts.name_of(use.module) == "identity" and use.output is not None
@@ -245,6 +263,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     has_chain = any(isinstance(m, FusedPointwiseChain) for m in work.modules())
     chained = copy.deepcopy(work) if compile and has_chain else None  # and the same with our chains in it
     work = fuse_conv_acts(work, x, report)
+    work = swap_max_pools(work, report)
     images = [v for v in (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else [x])
               if isinstance(v, torch.Tensor) and v.dim() == 4]  # what ChannelsLast can move
     has_conv = images and any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1
@@ -264,9 +283,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         raise OneByOneError(f"optimize changed the {own} outputs by {diff:.3g} "
                             f"(> tolerance {tol * max(scale, 1.0):.3g})")
     report.notes.append(f"checked in {own} on the fast path too: max abs diff {diff:.3g}")
-    for name, m in work.named_modules():  # the kernels the fast path timed and chose while running the example
-        for shape, kernel in m.kernels().items() if isinstance(m, ConvAct) else ():
-            report.layers.append({"name": name, "input_shape": list(shape), "kernel": kernel})
+    report.layers = _kernels(work)  # what the fast path timed and chose while running the example
     if dtype == torch.bfloat16:
         work = _lower_precision(model, work, x, dtype, dtype_tol, report)
     if compile:
@@ -274,12 +291,14 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         forms = {k: Compiled(m if dtype is None else CastIO(m, dtype)) for k, m in forms.items() if m is not None}
         forms |= _onnx_form(merged, dtype, tol, report)
         work = _try_compile(model, work, forms, x, tol if dtype is None else dtype_tol, report)
-    if report.layers:
-        rows = sum(r["kernel"] == "matmul over rows" for r in report.layers)
-        report.notes.append(
-            f"kernels timed on the example: {rows} of {len(report.layers)} 1x1 convs run as oneDNN's matmul "
-            "over rows, the rest as its conv (report.layers lists each)"
-        )
+    convs = [r["kernel"] for r in report.layers if r["kernel"] in ("conv", "matmul over rows")]
+    pools = [r["kernel"] for r in report.layers if r["kernel"] in ("max_pool2d", "max of views")]
+    if convs:
+        report.notes.append(f"kernels timed on the example: {convs.count('matmul over rows')} of {len(convs)} 1x1 "
+                            "convs run as oneDNN's matmul over rows, the rest as its conv (report.layers lists each)")
+    if pools:
+        report.notes.append(f"{pools.count('max of views')} of {len(pools)} max pools run as a max of strided views "
+                            "(no index tensor), the rest as F.max_pool2d")
     return work, report
 
 
@@ -301,9 +320,14 @@ def _lower_precision(model, work, x, dtype, tol, report):
     if t[name] >= t["float32"]:  # kept as asked (memory may be the point), but said
         report.notes.append(f"{name} was timed and ran no faster than float32 ({t[name] * 1e3:.3g} against "
                             f"{t['float32'] * 1e3:.3g} ms a call); dtype=None is the faster choice for this input")
-    report.layers = [{"name": n, "input_shape": list(s), "kernel": k}  # the kernels timed again in dtype
-                     for n, m in low.model.named_modules() if isinstance(m, ConvAct) for s, k in m.kernels().items()]
+    report.layers = _kernels(low.model)  # timed again in dtype
     return low
+
+
+def _kernels(model) -> list:
+    """[{name, input_shape, kernel}] for each input shape each ConvAct / MaxPool timed its kernels on."""
+    return [{"name": n, "input_shape": list(key[0] if isinstance(m, MaxPool) else key), "kernel": k}
+            for n, m in model.named_modules() if isinstance(m, (ConvAct, MaxPool)) for key, k in m.kernels().items()]
 
 
 def _onnx_form(merged, dtype, tol, report) -> dict:

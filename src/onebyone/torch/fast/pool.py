@@ -1,0 +1,83 @@
+"""``MaxPool``: an ``nn.MaxPool2d`` that may run without writing the index tensor.
+
+On CPUs ``F.max_pool2d`` always goes through ``max_pool2d_with_indices``: beside each output value it
+writes an int64 index, 8 bytes against 2 for a bfloat16 value. A max over a window is a max over its rows
+of a max over its columns, so the same values come from ``k`` strided views along H then ``k`` along W,
+``torch.maximum`` of views, no indices. Which one runs is timed once per input shape and dtype.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import OneByOneError
+from . import onednn
+from .timing import fastest
+
+
+def _indexed(x, k, s, p, ceil):
+    return F.max_pool2d(x, k, s, p, 1, ceil)
+
+
+def _separable(x, k, s, p, ceil):  # x: (B, C, H, W)
+    oh, ow = (_out_size(n, k[i], s[i], p[i], ceil) for i, n in enumerate(x.shape[2:]))
+    extra = [max(0, (o - 1) * s[i] + k[i] - n - 2 * p[i]) for i, (o, n) in enumerate(zip((oh, ow), x.shape[2:]))]
+    if any(p) or any(extra):  # the windows' reach past the input reads -inf, as max_pool2d's padding does
+        x = F.pad(x, (p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=float("-inf"))
+    rows = _max_of_views(x, 2, k[0], s[0], oh)  # (B, C, oh, W + pads)
+    return _max_of_views(rows, 3, k[1], s[1], ow)  # (B, C, oh, ow)
+
+
+def _max_of_views(x, dim: int, k: int, s: int, n: int):
+    """max over i < k of x's views along ``dim`` starting at i with step s, n long each."""
+    view = lambda i: x.narrow(dim, i, (n - 1) * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]  # noqa: E731
+    out = torch.maximum(view(0), view(1)) if k > 1 else view(0).clone()
+    for i in range(2, k):
+        torch.maximum(out, view(i), out=out)
+    return out
+
+
+def _out_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """max_pool2d's output length: with ceil_mode a last window must start inside the input or left pad."""
+    out = (n + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
+    return out - 1 if ceil and (out - 1) * s >= n + p else out
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class MaxPool(nn.MaxPool2d):
+    """``nn.MaxPool2d`` (dilation 1, no indices returned) that, on a channels_last input outside autograd,
+    tracing and export, runs whichever of ``F.max_pool2d`` and a max of strided views (no index tensor)
+    was faster when timed on the first input of each shape and dtype (the views only when clearly faster).
+    Both give the same values, NaN included.
+
+    >>> MaxPool(nn.MaxPool2d(3, 2, ceil_mode=True))
+    MaxPool(kernel_size=(3, 3), stride=(2, 2), padding=(0, 0), ceil_mode=True)
+    """
+
+    def __init__(self, pool: nn.MaxPool2d):
+        if not isinstance(pool, nn.MaxPool2d) or _pair(pool.dilation) != (1, 1) or pool.return_indices:
+            raise OneByOneError(f"MaxPool takes an nn.MaxPool2d with dilation 1 that returns no indices, got {pool!r}")
+        k = _pair(pool.kernel_size)
+        super().__init__(k, _pair(pool.stride if pool.stride is not None else k), _pair(pool.padding),
+                         ceil_mode=pool.ceil_mode)
+        self._chosen = onednn.PackedWeights()  # (input shape, dtype) -> the kernel timed fastest; not copied
+
+    def forward(self, x):
+        if (x.dim() != 4 or not onednn.available(x) or onednn.tracing() or not x.is_contiguous(
+                memory_format=torch.channels_last) or torch.is_grad_enabled() and x.requires_grad):
+            return super().forward(x)
+        geom = (self.kernel_size, self.stride, self.padding, self.ceil_mode)
+        fn = self._chosen.get_or_make((tuple(x.shape), x.dtype), lambda: fastest([_indexed, _separable], x, *geom))
+        return fn(x, *geom)
+
+    def kernels(self) -> dict:
+        """The kernel chosen for each input (shape, dtype) seen so far: 'max_pool2d' or 'max of views'."""
+        return {k: "max_pool2d" if fn is _indexed else "max of views" for k, fn in self._chosen.items()}
+
+    def __repr__(self) -> str:
+        return (f"MaxPool(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode})")
