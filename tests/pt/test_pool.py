@@ -12,8 +12,8 @@ from onebyone.torch.fast import MaxPool, optimize
 from onebyone.torch.fast import pool as P
 
 POOLS = [  # (kernel, stride, padding, ceil_mode)
-    (3, 2, 0, True), (3, 2, 1, False), (2, 2, 0, False), (3, 1, 1, False), (5, 3, 2, True), ((3, 2), (2, 1), (1, 0), True),
-    (1, 1, 0, False), (2, None, 0, True),
+    (3, 2, 0, True), (3, 2, 1, False), (2, 2, 0, False), (3, 1, 1, False), (5, 3, 2, True),
+    ((3, 2), (2, 1), (1, 0), True), (1, 1, 0, False), (2, None, 0, True),
 ]
 
 
@@ -67,7 +67,8 @@ def test_maxpool_refuses_what_it_cannot_run_and_optimize_says_so():
         MaxPool(nn.MaxPool2d(3, dilation=2))
     with pytest.raises(OneByOneError, match="returns no indices"):
         MaxPool(nn.MaxPool2d(2, return_indices=True))
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3), nn.MaxPool2d(3, dilation=2)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3),
+                          nn.MaxPool2d(3, dilation=2)).eval()
     x = torch.randn(2, 3, 24, 24)
     fast, report = optimize(model, x)
     assert isinstance(fast.model[2] if hasattr(fast, "model") else fast[2], MaxPool)
@@ -78,7 +79,8 @@ def test_maxpool_refuses_what_it_cannot_run_and_optimize_says_so():
 
 def test_optimize_reports_each_pools_kernel_and_the_analyzer_counts_it_as_a_pool():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Conv2d(16, 8, 1)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                          nn.Conv2d(16, 8, 1)).eval()
     x = torch.randn(4, 3, 33, 33)
     fast, report = optimize(model, x, channels_last=True)
     pools = [r for r in report.layers if r["kernel"] in ("max_pool2d", "max of views")]

@@ -9,4 +9,6 @@ from .onnx_runtime import OnnxRuntime
 from .optimize import optimize
 from .pool import MaxPool
 
-__all__ = ["Compiled", "ConvAct", "FusedPointwiseChain", "MaxPool", "OnnxRuntime", "fold_pads", "optimize", "own_compile"]
+__all__ = [
+    "Compiled", "ConvAct", "FusedPointwiseChain", "MaxPool", "OnnxRuntime", "fold_pads", "optimize", "own_compile",
+]
