@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", default=None, metavar="OUT", help="write every measurement to this JSON file")
     bn.add_argument("--png", default=None, metavar="OUT", help="write the roofline plot (PNG)")
     bn.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats, three zoo models in (e): "
-                    "about a minute on our machine once torch.compile's cache is warm, against about 10 minutes "
+                    "under two minutes on our machine once torch.compile's cache is warm, against over 10 minutes "
                     "for a full run")
     bn.add_argument("--sections", default="abcde", help="which of a b c d e to run (default all)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
