@@ -67,6 +67,9 @@ def test_maxpool_refuses_what_it_cannot_run_and_optimize_says_so():
         MaxPool(nn.MaxPool2d(3, dilation=2))
     with pytest.raises(OneByOneError, match="returns no indices"):
         MaxPool(nn.MaxPool2d(2, return_indices=True))
+    small = torch.randn(1, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="Output size is too small"):  # torch's own words, as nn.MaxPool2d's
+        MaxPool(nn.MaxPool2d(5, 2))(small)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3),
                           nn.MaxPool2d(3, dilation=2)).eval()
     x = torch.randn(2, 3, 24, 24)

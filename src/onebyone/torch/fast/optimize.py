@@ -151,17 +151,7 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     several places is taken in only where every one of its calls alone reads a conv's output (a conv
     called more than once takes none). What ConvAct cannot run is skipped; a model that is itself a
     Conv2d / Pointwise is returned as its ConvAct."""
-    swapped = {}
-    for name, m in [("", model)] if isinstance(model, (nn.Conv2d, Pointwise)) else list(model.named_modules()):
-        if not isinstance(m, (nn.Conv2d, Pointwise)):
-            continue
-        try:
-            new = ConvAct(m)
-        except OneByOneError as e:
-            report.skipped.append((name or "(the model)", str(e)))
-            continue
-        model = G.replace_module(model, name, new)
-        swapped[id(new)] = (name, type(m).__name__)
+    model, swapped = _swap(model, lambda m: isinstance(m, (nn.Conv2d, Pointwise)), ConvAct, report)
     if not swapped:
         return model
     calls = G.record_calls(model, x)
@@ -197,17 +187,27 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
 def swap_max_pools(model: nn.Module, report: RewriteReport) -> nn.Module:
     """Swap every nn.MaxPool2d for a ``MaxPool`` (in place; the same values); one with dilation or indices
     is skipped, said in the report."""
-    for name, m in [("", model)] if type(model) is nn.MaxPool2d else list(model.named_modules()):
-        if type(m) is not nn.MaxPool2d:
+    model, swapped = _swap(model, lambda m: type(m) is nn.MaxPool2d, MaxPool, report)
+    report.changed += [f"{name or '(the model)'}: MaxPool2d -> MaxPool (no index tensor where faster)"
+                       for name, _ in swapped.values()]
+    return model
+
+
+def _swap(model: nn.Module, match, make, report: RewriteReport) -> tuple:
+    """Each module for which ``match`` holds (the model itself included) replaced, in place, by ``make(it)``;
+    what ``make`` refuses is named in ``report.skipped``. Returns (model, {id(new): (name, old class name)})."""
+    swapped = {}
+    for name, m in [("", model)] if match(model) else list(model.named_modules()):
+        if not match(m):
             continue
         try:
-            new = MaxPool(m)
+            new = make(m)
         except OneByOneError as e:
             report.skipped.append((name or "(the model)", str(e)))
             continue
         model = G.replace_module(model, name, new)
-        report.changed.append(f"{name or '(the model)'}: MaxPool2d -> MaxPool (no index tensor where faster)")
-    return model
+        swapped[id(new)] = (name, type(m).__name__)
+    return model, swapped
 
 
 def _passes_through(use) -> bool:

@@ -71,6 +71,8 @@ class MaxPool(nn.MaxPool2d):
                 memory_format=torch.channels_last) or torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
         geom = (self.kernel_size, self.stride, self.padding, self.ceil_mode)
+        if min(_out_size(n, *g, self.ceil_mode) for n, *g in zip(x.shape[2:], *geom[:3])) < 1:
+            return super().forward(x)  # torch's own error names the sizes
         fn = self._chosen.get_or_make((tuple(x.shape), x.dtype), lambda: fastest([_indexed, _separable], x, *geom))
         return fn(x, *geom)
 
