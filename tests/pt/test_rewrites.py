@@ -256,3 +256,15 @@ def test_a_rewrite_whose_target_is_the_model_itself_returns_the_replacement():
     assert isinstance(back, nn.Linear)
     with torch.no_grad():
         torch.testing.assert_close(back(x), lin(x))
+
+
+def test_output_difference_names_who_changed_the_shapes_and_counts_empty_outputs_as_equal():
+    from onebyone.torch.rewrite_report import output_difference
+
+    want = [torch.tensor([[1.0, -3.0]]), torch.empty(0, 4)]
+    assert output_difference(want, [torch.tensor([[1.5, -3.0]]), torch.empty(0, 4)], "x") == (0.5, 3.0)
+    with pytest.raises(OneByOneError, match=r"onnxruntime changed the output shapes: \[\(1, 2\), \(0, 4\)\] -> "
+                                            r"\[\(2, 1\), \(0, 4\)\]"):
+        output_difference(want, [torch.zeros(2, 1), torch.empty(0, 4)], "onnxruntime")
+    with pytest.raises(OneByOneError, match="the rewrite changed the output shapes"):
+        output_difference(want, want[:1], "the rewrite")

@@ -74,12 +74,17 @@ def max_difference(
         ya, yb = _outputs(call(a, x)), _outputs(call(b, x))
     if reshape is not None:
         yb = [reshape(t, ref) for t, ref in zip(yb, ya)]
-    if len(ya) != len(yb) or any(p.shape != q.shape for p, q in zip(ya, yb)):
-        raise OneByOneError(
-            f"the rewrite changed the output shapes: {[tuple(t.shape) for t in ya]} -> {[tuple(t.shape) for t in yb]}"
-        )
-    diff = max(float((p - q).abs().max()) for p, q in zip(ya, yb))
-    scale = max(float(p.abs().max()) for p in ya)
+    return output_difference(ya, yb, "the rewrite")
+
+
+def output_difference(want: list, got: list, what: str) -> tuple[float, float]:
+    """(max abs difference, max abs value of ``want``) between two lists of output tensors (an empty tensor
+    counts 0); a OneByOneError naming ``what`` where their number or shapes differ."""
+    if len(want) != len(got) or any(p.shape != q.shape for p, q in zip(want, got)):
+        raise OneByOneError(f"{what} changed the output shapes: {[tuple(t.shape) for t in want]} -> "
+                            f"{[tuple(t.shape) for t in got]}")
+    diff = max((float((p - q).abs().max()) if p.numel() else 0.0 for p, q in zip(want, got)), default=0.0)
+    scale = max((float(p.abs().max()) if p.numel() else 0.0 for p in want), default=0.0)
     return diff, scale
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ...errors import OneByOneError
+from ..rewrite_report import output_difference
 from ..tensors import describe
 from .engine import Engine
 
@@ -97,12 +98,8 @@ class OnnxRuntime(Engine):
         if len(names) != len(arrays):
             raise OneByOneError(f"the ONNX export takes {len(names)} inputs ({names}), the call gives "
                                 f"{len(arrays)} tensors")
-        got = session.run(None, dict(zip(names, arrays)))
-        if len(got) != len(want) or any(g.shape != tuple(w.shape) for g, w in zip(got, want)):
-            raise OneByOneError(f"onnxruntime gave outputs of shapes {[g.shape for g in got]}, the model "
-                                f"{[tuple(w.shape) for w in want]}")
-        diff = max(float((torch.from_numpy(g) - w).abs().max()) if g.size else 0.0 for g, w in zip(got, want))
-        scale = max(float(w.abs().max()) if w.numel() else 0.0 for w in want)
+        got = [torch.from_numpy(g) for g in session.run(None, dict(zip(names, arrays)))]
+        diff, scale = output_difference(want, got, "onnxruntime")
         if diff > self.tol * max(scale, 1.0):
             raise OneByOneError(f"onnxruntime moved the outputs by {diff:.3g} (> tolerance "
                                 f"{self.tol * max(scale, 1.0):.3g}) on inputs {inputs}")
