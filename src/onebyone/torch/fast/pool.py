@@ -71,10 +71,15 @@ class MaxPool(nn.MaxPool2d):
                 memory_format=torch.channels_last) or torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
         geom = (self.kernel_size, self.stride, self.padding, self.ceil_mode)
-        if min(_out_size(n, *g, self.ceil_mode) for n, *g in zip(x.shape[2:], *geom[:3])) < 1:
-            return super().forward(x)  # torch's own error names the sizes
-        fn = self._chosen.get_or_make((tuple(x.shape), x.dtype), lambda: fastest([_indexed, _separable], x, *geom))
+        fn = self._chosen.get_or_make((tuple(x.shape), x.dtype), lambda: self._choose(x, geom))
         return fn(x, *geom)
+
+    def _choose(self, x, geom):
+        """The faster kernel on ``x``; ``F.max_pool2d`` for an input too small for one window (its own error
+        names the sizes)."""
+        if min(_out_size(n, *g, self.ceil_mode) for n, *g in zip(x.shape[2:], *geom[:3])) < 1:
+            return _indexed
+        return fastest([_indexed, _separable], x, *geom)
 
     def kernels(self) -> dict:
         """The kernel chosen for each input (shape, dtype) seen so far: 'max_pool2d' or 'max of views'."""
