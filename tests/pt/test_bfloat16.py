@@ -1,22 +1,26 @@
-"""bfloat16 through the fast path: the same model to bfloat16's precision, measured against float32, and
-a trained model's predictions kept."""
+"""bfloat16 through the fast path: the same model to bfloat16's precision, measured against float32, a
+trained model's predictions kept, and float32 kept where the CPU has no bfloat16 products."""
+
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 from onebyone import OneByOneError, data
 from onebyone.torch import ConvAct, FusedPointwiseChain, optimize
-from onebyone.torch.fast.onednn import available
+from onebyone.torch.fast import CastIO
 from onebyone.train import TrainConfig, evaluate, train
 from onebyone.zoo import create_model, list_models, model_info
 
-pytestmark = pytest.mark.skipif(not available(torch.zeros(1, dtype=torch.bfloat16)),
-                                reason="this processor has no bfloat16 products in oneDNN")
+from .cpus import REAL, REWRITES, simulate
+
+needs_bf16 = pytest.mark.skipif(not REAL.bf16, reason=f"this CPU has no bfloat16 products ({REAL.describe()})")
 
 
 @pytest.mark.parametrize("act", ["relu", "relu6", "gelu", "identity"])
 @pytest.mark.parametrize("kernel", [1, 3])
-def test_convact_in_bfloat16_is_the_conv_to_bfloat16_precision(act, kernel):
+def test_convact_in_bfloat16_is_the_conv_to_bfloat16_precision(act, kernel, cpu):
     torch.manual_seed(0)
     conv = nn.Conv2d(32, 48, kernel, padding=kernel // 2).eval()
     fast = ConvAct(conv, act).to(torch.bfloat16)
@@ -29,7 +33,7 @@ def test_convact_in_bfloat16_is_the_conv_to_bfloat16_precision(act, kernel):
     assert (got.float() - want).abs().max() <= 1e-2 * want.abs().max()  # 8 bits of mantissa
 
 
-def test_a_fused_chain_in_bfloat16():
+def test_a_fused_chain_in_bfloat16(cpu):
     torch.manual_seed(0)
     layers = [nn.Conv1d(3, 64, 1), nn.ReLU(), nn.Conv1d(64, 256, 1)]
     chain = FusedPointwiseChain.from_layers(layers, pool="max").to(torch.bfloat16)
@@ -40,22 +44,41 @@ def test_a_fused_chain_in_bfloat16():
     assert got.dtype == torch.bfloat16 and (got.float() - want).abs().max() <= 1e-2 * want.abs().max()
 
 
+@needs_bf16
 @pytest.mark.parametrize("name", list_models())
 def test_optimize_in_bfloat16_keeps_the_callers_dtype_and_reports_its_error(name):
     torch.manual_seed(0)
     model = create_model(name).eval()
     x = torch.randn(2, *model_info(name).input_size)
-    opt, report = optimize(model, x, dtype=torch.bfloat16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt, report = optimize(model, x, dtype=torch.bfloat16, passes=REWRITES)
     with torch.no_grad():
         want, got = model(x), opt(x)
-    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert isinstance(opt, CastIO) and got.dtype == torch.float32 and got.shape == want.shape
     p = report.precision
     assert p["dtype"] == "bfloat16" and p["max_abs_diff"] == pytest.approx(float((got - want).abs().max()), rel=0.2)
     assert p["relative"] <= p["tolerance"] == 2e-2
     slower = p["ms"]["bfloat16"] >= p["ms"]["float32"] > 0  # both timed on the example, and said when no gain
     assert any("bfloat16 was timed and ran no faster than float32" in n for n in report.notes) == slower
+    assert any("ran no faster than float32" in str(w.message) for w in caught) == slower
 
 
+def test_optimize_in_bfloat16_keeps_float32_on_a_cpu_without_bfloat16_products(monkeypatch):
+    simulate(monkeypatch, "AVX2")
+    model = create_model("nin_cifar").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.warns(UserWarning, match="kept float32: this CPU has no bfloat16 products"):
+        opt, report = optimize(model, x, dtype=torch.bfloat16, passes=REWRITES)
+    assert not isinstance(opt, CastIO) and report.precision is None
+    assert any(n.startswith("dtype=bfloat16 asked, float32 kept: this CPU has no bfloat16 products (AVX2")
+               for n in report.notes)
+    assert all(p.dtype == torch.float32 for p in opt.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@needs_bf16
 def test_optimize_refuses_a_bfloat16_error_past_the_tolerance_and_bad_dtypes():
     model = create_model("nin_cifar").eval()
     with pytest.raises(OneByOneError, match=r"in bfloat16 the outputs moved by .* \(> dtype_tol 1e-06\)"):
@@ -67,7 +90,7 @@ def test_optimize_refuses_a_bfloat16_error_past_the_tolerance_and_bad_dtypes():
 def test_a_trained_digits_model_predicts_the_same_in_bfloat16():
     model, metrics = train(TrainConfig("nin_digits", "digits", epochs=12, lr=1e-2), progress=False)
     x, y = data.load("digits", "test")
-    opt, report = optimize(model.eval(), torch.from_numpy(x[:64]), dtype=torch.bfloat16)
+    opt, report = optimize(model.eval(), torch.from_numpy(x[:64]), dtype=torch.bfloat16, passes=REWRITES)
     with torch.no_grad():
         a = model(torch.from_numpy(x)).argmax(1)
         b = opt(torch.from_numpy(x)).argmax(1)

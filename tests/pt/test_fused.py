@@ -10,8 +10,12 @@ from onebyone import OneByOneError
 from onebyone import chain_plan as fuse
 from onebyone.cli import main
 from onebyone.torch import ChannelBatchNorm, FusedPointwiseChain, Pointwise, SharedMLP, optimize
+from onebyone.torch.fast import capabilities
 from onebyone.torch.fast import chain as FU
+from onebyone.torch.fast.packed import input_key
 from onebyone.zoo import create_model, list_models, model_info
+
+from .cpus import REWRITES
 
 ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "identity": nn.Identity}
 
@@ -50,10 +54,13 @@ def plain(seq, x, pool):
     seed=st.integers(0, 99),
 )
 def test_fused_equals_plain(widths, acts, pool, tile, spatial, norm, dtype, seed):
-    acts = acts.draw(st.lists(st.sampled_from(list(ACTS)), min_size=len(widths) - 1, max_size=len(widths) - 1))
+    n = len(widths) - 1
+    engines = acts.draw(st.lists(st.sampled_from(list(FU.ENGINES)), min_size=n, max_size=n))  # forced per layer
+    acts = acts.draw(st.lists(st.sampled_from(list(ACTS)), min_size=n, max_size=n))
     seq = chain_layers(widths, acts, norm, seed).to(dtype)
     x = torch.randn(3, widths[0], *spatial, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     fused = FusedPointwiseChain.from_layers(list(seq), pool=pool, tile=tile)
+    fused.kernels[input_key(x)] = tuple(engines)  # oneDNN's fall back to the default where they cannot run
     with torch.no_grad():
         want, got = plain(seq, x, pool), fused(x)
     assert got.shape == want.shape
@@ -94,12 +101,16 @@ def test_fused_repacks_after_a_weight_edit_and_copies_and_pickles():
         seq[0].weight.mul_(2)
         torch.testing.assert_close(chain(x), plain(seq, x, "max"), rtol=1e-5, atol=1e-5)
         w, b = chain.weights[0], chain.biases[0]
-        packed = FU._packs(rows, list(chain.weights), chain.plan.tile, chain._packed)[0]
+        packed = FU._pack(list(chain.weights), chain.plan.tile)[0]
         want = torch.relu(rows @ seq[0].weight.flatten(1).t() + b)
-        for run in (FU._packed,) + FU.ENGINES:  # every engine the tile loop may pick, on the edited weights
-            torch.testing.assert_close(run(rows.clone(), w, b, "relu", packed), want, rtol=1e-5, atol=1e-5)
+        for name in FU.engines_for(rows, w):  # every engine the tile loop may run here, on the edited weights
+            got = FU.ENGINES[name](rows.clone(), w, b, "relu", packed)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        chain.kernels[input_key(x)] = ("conv", "addmm")
         for other in (copy.deepcopy(chain), pickle.loads(pickle.dumps(chain))):
             torch.testing.assert_close(other(x), chain(x))
+            assert other.kernels == chain.kernels  # the choice travels with the chain; the packed copies do not
+            assert len(other._packed) == 0
     assert all(not k.startswith("_packed") for k in chain.state_dict())
 
 
@@ -166,7 +177,7 @@ def test_optimize_is_exact_on_every_zoo_model(name):
         f"{name}: outputs barely depend on the input ({spread:.3g}): the check below would be empty"
     )
     for channels_last in (True, False):
-        opt, report = optimize(model, x, channels_last=channels_last)
+        opt, report = optimize(model, x, channels_last=channels_last, passes=REWRITES)
         with torch.no_grad():
             got = opt(x)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=atol)
@@ -176,7 +187,7 @@ def test_optimize_is_exact_on_every_zoo_model(name):
 
 def test_optimize_fuses_pointnet_and_refuses_training_models():
     model = create_model("pointnet_vanilla").eval()
-    opt, report = optimize(model, torch.randn(2, 3, 256))
+    opt, report = optimize(model, torch.randn(2, 3, 256), passes=REWRITES)
     assert sum(isinstance(m, FusedPointwiseChain) for m in opt.modules()) == 2
     assert any("SharedMLP" in c for c in report.changed)
     with pytest.raises(OneByOneError, match=r"eval-mode model .*\.eval\(\)"):
@@ -191,11 +202,15 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     result = json.loads((tmp_path / "a.json").read_text())
     assert [r["c_in"] for r in result["pointwise_op"]] == [3, 64, 256, 1024] and result["peak_gflops"] > 0
     assert result["malloc"] in ("freed memory held (bench.hold_freed_memory)", "as the platform runs it")
+    caps = capabilities()  # the machine named by what matters for speed: the ISA, oneDNN, bfloat16 products, AMX
+    assert result["cpu"] == {"isa": caps.isa, "onednn": caps.onednn, "bf16": caps.bf16, "avx512": caps.avx512,
+                             "amx": caps.amx, "describe": caps.describe()}
     assert len(result["runs"]) == 2 and set(result["headlines"]) == set(result["spread"]) == set(result["runs"][0])
     for name, (lo, hi) in result["spread"].items():  # the median of two runs lies between them
         assert [r[name] for r in result["runs"]] in ([lo, hi], [hi, lo]) and lo <= result["headlines"][name] <= hi
     out = capsys.readouterr().out
     assert "over 2 runs, median (min - max): a 3 nchw" in out and "Pointwise vs the best" in out
+    assert f"machine: {result['machine']} ({caps.describe()}); peak" in out
     assert all(r["pointwise_cl"] > 0 and 0 < r["roofline"][1]["fraction_of_peak"] for r in result["pointwise_op"])
     controls = [v for r in result["pointwise_op"] for v in r["control_vs_best"].values()]  # F.conv2d against itself
     assert len(controls) == 8 and all(v > 0 for v in controls) and result["runs"][-1]["a control"] == min(controls)
@@ -234,7 +249,7 @@ def test_tiles_cover_every_row_once():
 
 def test_the_optimized_model_accepts_and_refuses_what_the_eager_model_does():
     model = create_model("pointnet_vanilla").eval()
-    opt, _ = optimize(model, torch.randn(2, 3, 128))
+    opt, _ = optimize(model, torch.randn(2, 3, 128), passes=REWRITES)
     with torch.no_grad():
         empty = torch.randn(0, 3, 128)
         assert opt(empty).shape == model(empty).shape == (0, 40)  # an empty batch

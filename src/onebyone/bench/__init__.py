@@ -7,6 +7,7 @@ the process's malloc.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -16,6 +17,7 @@ import torch
 
 from .. import cost
 from ..errors import OneByOneError
+from ..torch.fast import capabilities
 from .memory import hold_freed_memory
 from .sections import bottleneck, dense_prediction, optimized_models, peak, pointwise_op, shared_mlp
 
@@ -129,7 +131,9 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
     """One run of the sections; ``progress``: False, or a prefix for the progress bar."""
     repeat = 3 if quick else 7
     steps = ["peak"] + [s for s in SECTIONS if s in sections]
-    result = {"machine": _machine(), "quick": quick, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    caps = capabilities()
+    result = {"machine": _machine(), "cpu": dataclasses.asdict(caps) | {"describe": caps.describe()}, "quick": quick,
+              "threads": torch.get_num_threads(), "torch": torch.__version__}
     for i, step in enumerate(steps):
         if progress is not False:
             _progress(
@@ -198,7 +202,9 @@ def summary(result: dict) -> list[str]:
     """The last run's measurements as lines of text, then (after several runs) each headline ratio's
     median and range over the runs (what the README tables show); an unreliable run says so first."""
     lines = [f"UNRELIABLE RUN (repeat it on a quieter machine): {flag}" for flag in result.get("unreliable", [])]
-    lines.append(f"machine: {result['machine']}; peak {result['peak_gflops']:.0f} GFLOP/s (channels_last 1x1 conv), "
+    lines.append(f"machine: {result['machine']}"
+                 + (f" ({result['cpu']['describe']})" if "cpu" in result else "")
+                 + f"; peak {result['peak_gflops']:.0f} GFLOP/s (channels_last 1x1 conv), "
                  + (f"{result['peak_gflops_bf16']:.0f} in bfloat16, " if "peak_gflops_bf16" in result else "")
                  + f"copy bandwidth {result['bandwidth_gbs']:.1f} GB/s"
                  + (f"; malloc: {result['malloc']}" if "malloc" in result else ""))

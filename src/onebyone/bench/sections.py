@@ -21,20 +21,14 @@ from torch import nn
 
 from .. import cost
 from ..torch import Pointwise, convolutionalize
-from ..torch.fast import Compiled, FusedPointwiseChain, OnnxRuntime, optimize, own_compile
-from ..torch.fast.onednn import available
-from ..torch.fast.optimize import CastIO
+from ..torch.fast import CastIO, Compiled, FusedPointwiseChain, OnnxRuntime, capabilities, optimize, own_compile
+from ..torch.fast.private import inductor_config
 from ..torch.fast.timing import per_block, timings
 from ..torch.tensors import call
 from ..zoo import create_model, list_models, model_info
 from .memory import peak_memory
 
 POINTNET = (3, 64, 64, 64, 128, 1024)
-
-
-def bf16_available() -> bool:
-    """Does this processor run oneDNN's bfloat16 products (so that the bfloat16 contenders run)?"""
-    return available(torch.zeros(1, dtype=torch.bfloat16))
 
 
 def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1, spread: dict | None = None) -> dict:
@@ -61,7 +55,7 @@ def peak(repeat: int = 5) -> dict:
     """GFLOP/s of large channels_last 1x1 convs (best shape), in float32 and, where the processor has
     bfloat16 products, in bfloat16; GB/s of a 256 MB copy."""
     out = {"peak_gflops": _conv_peak(torch.float32, repeat)}
-    if bf16_available():
+    if capabilities().bf16:
         out["peak_gflops_bf16"] = _conv_peak(torch.bfloat16, repeat)
     src, dst = torch.randn(32 << 20), torch.empty(32 << 20)
     t = timeit({"copy": lambda: dst.copy_(src)}, repeat)["copy"]
@@ -133,7 +127,7 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
     b, n = (8, 1024) if quick else (32, 1024)
     eager, fused, x = _pointnet_parts(b, n)
     fns = {"eager": lambda: eager(x).amax(2), "fused": lambda: fused(x)}
-    if bf16_available():
+    if capabilities().bf16:
         fused16 = CastIO(copy.deepcopy(fused), torch.bfloat16)  # float32 in and out, products in bfloat16
         fns["fused_bf16"] = lambda: fused16(x)
     if compile_:
@@ -271,10 +265,8 @@ def _compiled(model, x, frozen: bool):
     """``torch.compile`` of a copy of ``model`` through ``own_compile`` (the bench compiles many models of a
     class in one process: through the class's shared cache, a later one could run an earlier one's code, or
     run eagerly), compiled on its first call here, with Inductor's freezing if asked."""
-    import torch._inductor.config as inductor
-
     comp = own_compile(copy.deepcopy(model))
-    with torch.no_grad(), inductor.patch(freezing=frozen):
+    with torch.no_grad(), inductor_config().patch(freezing=frozen):
         call(comp, x)
     return comp
 
@@ -297,7 +289,7 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
         torch.manual_seed(0)
         opt, report = optimize(model, x)
         fns = {"eager": lambda: call(model, x), "optimized": lambda: call(opt, x)}
-        if bf16_available():
+        if capabilities().bf16:
             low, _ = optimize(model, x, dtype=torch.bfloat16)
             fns["optimized_bf16"] = lambda: call(low, x)
         if compile_:

@@ -9,6 +9,7 @@ from .layers import ChannelBatchNorm, Pointwise
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+CHANNEL_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)  # a per-channel affine map in eval mode
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 ELEMENTWISE = activations.MODULES + (nn.Dropout, nn.Identity)  # no mixing across channels or positions

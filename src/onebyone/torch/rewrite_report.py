@@ -31,6 +31,7 @@ class RewriteReport:
     precision: dict | None = None  # optimize(dtype=...): the lower precision's error against float32, ms a call
     output_relative_error: float | None = None  # factorize: ||y' - y|| / ||y|| of the whole model's output
     layers: list = field(default_factory=list)  # per-layer details (factorize: ranks; convolutionalize: window, stride)
+    passes: list = field(default_factory=list)  # optimize: {pass, seconds, changes} for each pass it ran
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,14 +1,18 @@
 """The speed machinery, kept apart from the layers: ``optimize()`` and the modules it puts in a model
-(``ConvAct``, ``FusedPointwiseChain``, ``MaxPool``), which run oneDNN's fused ops with packed weights and pick
-between kernels by timing them once per input shape. Nothing in the layers, the rewrites or the
-analyzer imports this package."""
+(``ConvAct``, ``FusedPointwiseChain``, ``MaxPool``), which run oneDNN's fused ops with weights packed once,
+each on the kernels ``optimize()`` chose for it by timing (a layer built by hand runs fixed defaults and
+never times anything). Every question about the CPU goes through ``capabilities()``. Nothing in the
+layers, the rewrites or the analyzer imports this package."""
 from .chain import FusedPointwiseChain
 from .compiled import Compiled, fold_pads, own_compile
 from .convact import ConvAct
 from .onnx_runtime import OnnxRuntime
-from .optimize import optimize
+from .passes import optimize
 from .pool import MaxPool
+from .private import Capabilities, capabilities
+from .wrappers import CastIO, ChannelsLast
 
 __all__ = [
-    "Compiled", "ConvAct", "FusedPointwiseChain", "MaxPool", "OnnxRuntime", "fold_pads", "optimize", "own_compile",
+    "Capabilities", "CastIO", "ChannelsLast", "Compiled", "ConvAct", "FusedPointwiseChain", "MaxPool", "OnnxRuntime",
+    "capabilities", "fold_pads", "optimize", "own_compile",
 ]

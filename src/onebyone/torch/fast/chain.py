@@ -1,15 +1,18 @@
 """``FusedPointwiseChain``: a run of 1x1 convs (and an optional pool) executed tile by tile.
 
 The plan (widths, activations, pool, tile size, the tile walk) is ``onebyone.chain_plan``'s; this
-module only holds the weights and runs each tile's matrix products on the fastest of its engines,
-timed once per (tile, C_in, C_out, dtype, activation) and kept: oneDNN's matmul with the bias and the
-activation fused into it (``torch.ops.mkldnn._linear_pointwise``, what inductor emits on CPUs), on
-weights reordered once into its blocked layout (float32) or as they are; oneDNN's channels_last conv
-over a (1, C, T, 1) view of the tile's rows; or ``addmm``. Under autograd (or while tracing,
-exporting, compiling) it runs the plain layer-by-layer path instead, which autograd can differentiate.
+module only holds the weights and runs each tile's matrix products on one of four engines per layer:
+oneDNN's matmul with the bias and the activation fused into it (what inductor emits on CPUs) on weights
+reordered once into its blocked layout ("packed") or as they are ("mkldnn"); oneDNN's conv over a
+(1, C, T, 1) view of the tile's rows ("conv"); or ``addmm``. Which engine each layer runs is the
+chain's ``kernels`` entry for the input's shape and dtype, set by ``optimize()`` (which times them) or by
+hand; without one it runs "packed" where oneDNN runs the dtype, else "addmm". Under autograd (or while
+tracing, exporting, compiling) it runs the plain layer-by-layer path instead, which autograd can
+differentiate.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,17 +25,14 @@ from ...errors import OneByOneError
 from ..activations import function as act_function
 from ..activations import name_of as act_name
 from ..functional import pointwise
-from ..layer_kinds import is_plain_pointwise
-from ..layers import ChannelBatchNorm, SharedMLP
+from ..layer_kinds import CHANNEL_BATCHNORMS, is_plain_pointwise
+from ..layers import SharedMLP
 from ..tensors import numpy64, tensor
-from . import onednn
-from .timing import fastest
-
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)
-_ENGINE: dict = {}
-
+from . import private
+from .packed import Kernels, Packed, input_key
 
 # --- engines: each computes act(rows @ W.T + b) for rows (T, C), W (O, C, 1, 1) ---------------------
+
 
 def _conv(h, w4, b, act, packed=None):  # rows (T, C) viewed as a channels_last (1, C, T, 1) image -> rows (T, O)
     return act_function(act, inplace=True)(F.conv2d(h.t()[None, :, :, None], w4, b)[0, :, :, 0].t())
@@ -43,29 +43,21 @@ def _addmm(h, w4, b, act, packed=None):  # rows (T, C) @ (C, O)
     return act_function(act, inplace=True)(torch.mm(h, wt) if b is None else torch.addmm(b, h, wt))
 
 
-def _mkldnn(
-    h, w4, b, act, packed=None
-):  # oneDNN's matmul with the bias and activation fused into it (what inductor calls)
-    return torch.ops.mkldnn._linear_pointwise(h, w4.flatten(1), b, *onednn.post_op(act))
+def _mkldnn(h, w4, b, act, packed=None):  # oneDNN's matmul, the bias and activation fused into it
+    return private.linear_pointwise(h, w4.flatten(1), b, act)
 
 
 def _packed(h, w4, b, act, packed):  # the same on the weight reordered once into oneDNN's blocked layout
-    return torch.ops.mkldnn._linear_pointwise(h, packed, b, *onednn.post_op(act))
+    return private.linear_pointwise(h, packed, b, act)
 
 
-ENGINES = (_mkldnn, _conv, _addmm)
+ENGINES = {"packed": _packed, "mkldnn": _mkldnn, "conv": _conv, "addmm": _addmm}
+ONEDNN_ENGINES = ("packed", "mkldnn")
 
 
-def _engine(h, w4, b, act, packed):
-    key = (h.shape[0], w4.shape[1], w4.shape[0], h.dtype, h.device.type, b is None, act, packed is not None)
-    if key not in _ENGINE:
-        _ENGINE[key] = fastest(((_packed,) if packed is not None else ()) + ENGINES, h, w4, b, act, packed)
-    return _ENGINE[key]
-
-
-def engines() -> dict:
-    """The engine chosen for each (tile, C_in, C_out, dtype, device, no-bias) timed so far."""
-    return {k: v.__name__.strip("_") for k, v in _ENGINE.items()}
+def engines_for(rows, weight) -> tuple:
+    """The engines that run on ``rows`` here, the default first: oneDNN's only where it runs their dtype."""
+    return tuple(ENGINES) if private.onednn_runs(rows, weight) else ("addmm", "conv")
 
 
 class FusedPointwiseChain(nn.Module):
@@ -104,7 +96,8 @@ class FusedPointwiseChain(nn.Module):
             )
             for w, b in zip(weights, biases)
         )
-        self._packed = onednn.PackedWeights(2)  # the weights as oneDNN's matmul wants them (see _packs below)
+        self.kernels = Kernels()  # input key -> one engine name per layer (see tune); else the defaults
+        self._packed = Packed(2)  # the weights as oneDNN's matmul wants them, per (tile, dtype)
 
     # --- construction ------------------------------------------------------------------------
 
@@ -127,7 +120,7 @@ class FusedPointwiseChain(nn.Module):
                 dims.add(-1 if isinstance(m, nn.Linear) else getattr(m, "channel_dim", 1))
             elif not weights:
                 raise OneByOneError(f"a chain must start with a pointwise layer; {where} comes first")
-            elif isinstance(m, _NORMS):
+            elif isinstance(m, CHANNEL_BATCHNORMS):
                 if m.training or not m.track_running_stats:
                     raise OneByOneError(
                         f"{where} is in training mode (or keeps no running stats): call .eval() before fusing"
@@ -198,12 +191,41 @@ class FusedPointwiseChain(nn.Module):
         if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
             p = self.plan  # torch.compile: one opaque node, run by fused() (an export keeps the plain ops)
             return pointwise_chain(x, list(self.weights), list(self.biases), ",".join(p.acts), p.pool or "",
-                                   self.channel_dim, p.tile)
-        return self.plain(x) if onednn.tracing() else self.fused(x)
+                                   self.channel_dim, p.tile, ",".join(self.kernels.get(input_key(x), ())))
+        return self.plain(x) if private.tracing() else self.fused(x)
 
     def fused(self, x):
         """Tile by tile (see ``onebyone.chain_plan``); only the output (or the pooled output) is written."""
-        return _fused(x, list(self.weights), list(self.biases), self.plan, self.channel_dim, self._packed)
+        ws, tile = list(self.weights), self.plan.tile
+        return _fused(x, ws, list(self.biases), self.plan, self.channel_dim, self.kernels.get(input_key(x)),
+                      lambda rows: self._packed.get(ws, (tile, rows.dtype), lambda: _pack(ws, tile)))
+
+    def tune(self, x, pick) -> None:
+        """Choose each layer's engine for inputs like ``x`` (its shape and dtype): ``pick({name: call})``
+        returns the name of the one to keep (``optimize`` passes a timer); the choice goes to ``kernels``."""
+        if x.numel() == 0 or not x.is_floating_point():
+            return  # such inputs run the plain layers
+        rows = _rows(x, self.plan.widths[0], self.channel_dim, self.plan.pool is not None)  # (B, P, C)
+        first = next(chain_plan.tiles(rows.shape[0], rows.shape[1], self.plan.tile))[1]
+        h = rows.reshape(-1, rows.shape[-1])[:first].contiguous()  # (T, C): the first tile's rows
+        ws = list(self.weights)
+        packed = _pack(ws, self.plan.tile) if private.onednn_runs(h, ws[0]) else None
+        names = []
+        for w, b, act, pw in _layers(self.plan, ws, list(self.biases), packed):
+            cands = {e: functools.partial(ENGINES[e], h, w, b, act, pw) for e in engines_for(h, w)}
+            names.append(pick(cands))
+            h = cands[names[-1]]()  # (T, C_i) -> (T, C_i+1)
+        self.kernels[input_key(x)] = tuple(names)
+
+    def kernel_names(self) -> dict:
+        """{input key: "engine, engine, ..."}: the engine each layer runs on inputs of that shape and dtype."""
+        return {k: ", ".join(v) for k, v in self.kernels.items()}
+
+
+def _first_tile(x, plan, channel_dim: int) -> int:
+    """Rows in the first tile of ``x`` (all tiles but the last of a sample have as many)."""
+    rows = _rows(x, plan.widths[0], channel_dim, plan.pool is not None)  # (B, P, C)
+    return next(chain_plan.tiles(rows.shape[0], rows.shape[1], plan.tile))[1]
 
 
 def _rows(x, c: int, channel_dim: int, pooled: bool):
@@ -221,24 +243,38 @@ def _shape_back(out, x, channel_dim: int):
     return out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S)
 
 
-def _packs(rows, ws, tile: int, cache: onednn.PackedWeights) -> list:
-    """Each weight reordered for oneDNN's matmul at this tile size (float32 or bfloat16 on a CPU that runs
-    them in oneDNN), else Nones."""
-    if not onednn.available(rows, ws[0]):
-        return [None] * len(ws)
-    key = (tile, tuple((w.data_ptr(), w._version) for w in ws))
-    return cache.get_or_make(
-        key, lambda: [torch.ops.mkldnn._reorder_linear_weight(w.detach().flatten(1), tile) for w in ws]
-    )
+def _pack(ws, tile: int) -> list:
+    """Each weight (O, C, 1, 1) reordered for oneDNN's matmul on ``tile`` rows."""
+    return [private.reorder_linear_weight(w.detach().flatten(1), tile) for w in ws]
 
 
-def _fused(x, weights, biases, plan, channel_dim: int, cache: onednn.PackedWeights):
+def _layers(plan, weights, biases, packed) -> list:
+    """(weight, bias, activation, packed weight or None) per layer; with ``pool_first`` the last layer's
+    bias and activation wait until after the pool."""
+    layers = list(zip(weights, biases, plan.acts, packed or [None] * len(weights)))
+    if plan.pool_first:
+        layers[-1] = (layers[-1][0], None, "identity", layers[-1][3])
+    return layers
+
+
+def _engines(rows, weights, chosen) -> list:
+    """The engine of each layer: the chosen ones where they run on ``rows`` here, else the default."""
+    names = []
+    for i, w in enumerate(weights):
+        here = engines_for(rows, w)
+        names.append(chosen[i] if chosen and i < len(chosen) and chosen[i] in here else here[0])
+    return names
+
+
+def _fused(x, weights, biases, plan, channel_dim: int, chosen, pack):
+    """The chain on ``x`` tile by tile, each layer on its engine (``chosen`` names or the defaults);
+    ``pack(rows)`` returns the weights packed for oneDNN's matmul."""
     rows3 = _rows(x, plan.widths[0], channel_dim, plan.pool is not None)  # (B, P, C)
     nb, npts, _ = rows3.shape
     rows = rows3.reshape(-1, rows3.shape[-1]).contiguous()  # (B*P, C)
-    layers = list(zip(weights, biases, plan.acts, _packs(rows, weights, plan.tile, cache)))  # once, not per tile
-    if plan.pool_first:  # the last bias and activation wait until after the pool
-        layers[-1] = (layers[-1][0], None, "identity", layers[-1][3])
+    names = _engines(rows, weights, chosen)
+    layers = _layers(plan, weights, biases, pack(rows) if "packed" in names else None)  # once, not per tile
+    layers = [(ENGINES[e], *layer) for e, layer in zip(names, layers)]
     o = plan.widths[-1]
     if plan.pool is None:
         out = torch.empty(rows.shape[0], o, dtype=rows.dtype, device=rows.device)
@@ -246,8 +282,8 @@ def _fused(x, weights, biases, plan, channel_dim: int, cache: onednn.PackedWeigh
         out = torch.full((nb, o), -torch.inf if plan.pool == "max" else 0.0, dtype=rows.dtype, device=rows.device)
     for r0, n, s0, k in chain_plan.tiles(nb, npts, plan.tile):
         h = rows[r0:r0 + n]  # (T, C)
-        for w, b, act, packed in layers:
-            h = _engine(h, w, b, act, packed)(h, w, b, act, packed)  # (T, C_i) -> (T, C_i+1)
+        for run, w, b, act, packed in layers:
+            h = run(h, w, b, act, packed)  # (T, C_i) -> (T, C_i+1)
         if plan.pool is None:
             out[r0:r0 + n] = h
         elif plan.pool == "max":
@@ -259,21 +295,21 @@ def _fused(x, weights, biases, plan, channel_dim: int, cache: onednn.PackedWeigh
     return out if plan.pool else _shape_back(out, x, channel_dim)
 
 
-_OP_PACKS = onednn.PackedWeights(32)  # the custom op's weights packed for oneDNN, as a chain keeps its own
-
-
 @torch.library.custom_op("onebyone::pointwise_chain", mutates_args=())
 def pointwise_chain(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], acts: str,
-                    pool: str, channel_dim: int, tile: int) -> torch.Tensor:
-    """A ``FusedPointwiseChain``'s fused run as one operator (``acts`` comma-separated, ``pool`` "" for
-    none): what ``torch.compile`` sees of a chain, one node it leaves to us while it compiles the rest."""
+                    pool: str, channel_dim: int, tile: int, engines: str = "") -> torch.Tensor:
+    """A ``FusedPointwiseChain``'s fused run as one operator (``acts`` and ``engines`` comma-separated,
+    ``pool`` and ``engines`` "" for none / the defaults): what ``torch.compile`` sees of a chain, one node
+    it leaves to us while it compiles the rest. It keeps nothing between calls: packed weights are made
+    for each call from the weights it is given."""
     widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     plan = chain_plan.make_plan(widths, acts.split(","), pool or None, tile, itemsize=x.element_size())
-    return _fused(x, weights, biases, plan, channel_dim, _OP_PACKS)
+    chosen = tuple(engines.split(",")) if engines else None
+    return _fused(x, weights, biases, plan, channel_dim, chosen, lambda rows: _pack(weights, tile))
 
 
 @pointwise_chain.register_fake
-def _(x, weights, biases, acts, pool, channel_dim, tile):  # the output's shape and strides, as _fused makes them
+def _(x, weights, biases, acts, pool, channel_dim, tile, engines=""):  # the output's shape and strides, as _fused's
     o = weights[-1].shape[0]
     if pool:
         return x.new_empty((x.shape[0], o))

@@ -2,13 +2,14 @@
 weighs against its eager rewrite; and ``fold_pads``, the graph pass it runs first."""
 from __future__ import annotations
 
-import threading
+import contextlib
 import types
 
 import torch
 import torch.nn.functional as F
 from torch import fx
 
+from . import private
 from .engine import Engine
 
 
@@ -31,7 +32,7 @@ class Compiled(Engine):
         return own_compile(self.model, backend=_inductor, dynamic=False)
 
     def run(self, compiled, args, kwargs):
-        with _FREEZING:  # read by dynamo and Inductor whenever this call (re)compiles
+        with _freezing():  # read by dynamo and Inductor whenever this call (re)compiles
             return compiled(*args, **kwargs)
 
 
@@ -50,42 +51,24 @@ def own_compile(model, **options):
     return torch.compile(types.FunctionType(code, run.__globals__, run.__name__, None, run.__closure__), **options)
 
 
-class _Freezing(threading.local):
-    """``torch._inductor.config.patch(freezing=True)`` as a reusable context (imported on first use: the
-    config module costs a second at import time). Inductor's settings are per thread, and so is the stack
-    of values to restore (one Compiled may run inside another)."""
-
-    def __init__(self):
-        self.before = []
-
-    def __enter__(self):
-        import torch._inductor.config as inductor
-
-        self.before.append(inductor.freezing)
-        inductor.freezing = True
-
-    def __exit__(self, *exc):
-        import torch._inductor.config as inductor
-
-        inductor.freezing = self.before.pop()
-
-
-_FREEZING = _Freezing()
+@contextlib.contextmanager
+def _freezing():
+    """Inductor's ``freezing`` set while a Compiled call (re)compiles, and put back after. Inductor's
+    settings are per thread, so the value put back is this thread's own."""
+    inductor = private.inductor_config()
+    before, inductor.freezing = inductor.freezing, True
+    try:
+        yield
+    finally:
+        inductor.freezing = before
 
 
 def _inductor(gm: fx.GraphModule, example_inputs):
     """The dynamo backend of ``Compiled``: ``fold_pads``, then Inductor (freezing is set around each call)."""
-    return compile_fx(fold_pads(gm), example_inputs)
+    return private.compile_fx(fold_pads(gm), example_inputs)
 
 
-def compile_fx(gm: fx.GraphModule, example_inputs):
-    """Inductor's own backend (imported on first use: it costs a second at import time)."""
-    from torch._inductor.compile_fx import compile_fx
-
-    return compile_fx(gm, example_inputs)
-
-
-_PADS = (F.pad, torch._C._nn.pad, torch.constant_pad_nd)
+_PADS = private.PADS
 _CONVS = (torch.conv2d, F.conv2d)
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 

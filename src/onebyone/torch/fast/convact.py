@@ -4,9 +4,9 @@ This is what ``torch.compile`` emits on CPUs for a frozen eval model: ``mkldnn._
 with the bias and the activation fused into the conv, and (for channels_last inputs) the weight
 reordered once per input shape into oneDNN's blocked layout, where eager ``F.conv2d`` reorders it on
 every call and writes the conv's output before the activation reads it back. A stride-1 1x1 conv
-on a channels_last input may instead run as oneDNN's matmul over rows (timed once per shape, kept
-only when clearly faster). Under autograd, while tracing, on other devices or dtypes, it runs
-``F.conv2d`` and the activation: the same numbers.
+on a channels_last input may instead run as oneDNN's matmul over rows, where its ``kernels`` say so
+(``optimize()`` times both and records the faster). Under autograd, while tracing, on other devices or
+dtypes, it runs ``F.conv2d`` and the activation: the same numbers.
 """
 from __future__ import annotations
 
@@ -22,16 +22,21 @@ from .. import activations as acts
 from ..functional import pointwise
 from ..layer_cost import conv_cost
 from ..layers import Pointwise
-from . import onednn
-from .timing import fastest
+from . import private
+from .packed import Kernels, Packed, input_key
 
 
 def _packed_conv(x, w, b, geom, act):  # geom: (padding, stride, dilation, groups)
-    return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, *onednn.post_op(act))
+    return private.convolution_pointwise(x, w, b, geom, act)
 
 
-def _rows_linear(x, w, b, geom, act):  # a stride-1 1x1 conv as oneDNN's matmul over channels_last rows
-    return onednn.rows_linear(x, w, b, act)
+def _rows_linear(x, w, b, geom, act):  # a stride-1 1x1 conv of a channels_last x as oneDNN's matmul over its rows
+    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view: channels_last memory is row-major (B, H, W, C)
+    y = private.linear_pointwise(rows, w if w.dim() == 2 else w.flatten(1), b, act)  # (B*H*W, C) -> (B*H*W, O)
+    return y.view(x.shape[0], x.shape[2], x.shape[3], -1).permute(0, 3, 1, 2)  # (B, H, W, O) -> (B, O, H, W)
+
+
+KERNELS = {"conv": _packed_conv, "matmul over rows": _rows_linear}
 
 
 class ConvAct(nn.Module):
@@ -70,7 +75,8 @@ class ConvAct(nn.Module):
             if conv.bias is None
             else nn.Parameter(conv.bias.detach().clone(), requires_grad=conv.bias.requires_grad)
         )
-        self._packed = onednn.PackedWeights()  # (input shape, weight pointer, version) -> (kernel, its weight)
+        self.kernels = Kernels()  # input key -> "conv" or "matmul over rows" (see tune); else "conv"
+        self._packed = Packed()  # (input key, kernel) -> the weight packed for it
         self._geom = (
             list(self.padding),
             list(self.stride),
@@ -87,39 +93,46 @@ class ConvAct(nn.Module):
 
     def forward(self, x):
         w = self.weight
-        fast = (not onednn.tracing() and x.dim() == 4 and onednn.available(x, w)
+        fast = (not private.tracing() and x.dim() == 4 and private.onednn_runs(x, w)
                 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
         if not fast:
             return self.plain(x)
         if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():  # NCHW: packing would
-            return _packed_conv(x, w, self.bias, self._geom, self.act)  # return channels_last; fuse the act only
-        fn, packed = self._packed.get_or_make((tuple(x.shape), w.data_ptr(), w._version), lambda: self._choose(x))
-        return fn(x, packed, self.bias, self._geom, self.act)
+            return KERNELS["conv"](x, w, self.bias, self._geom, self.act)  # return channels_last; fuse the act only
+        kernel = self.kernels.for_input(x, "conv") if self.timed else "conv"
+        return KERNELS[kernel](x, self._pack(x, kernel), self.bias, self._geom, self.act)
 
-    def _choose(self, x):
-        """(kernel, its packed weight): the conv, or for a stride-1 1x1 conv oneDNN's matmul on rows if
-        clearly faster."""
-        geom = self._geom
-        packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight.detach(), *geom, list(x.shape))
-        if not self.timed:
-            return _packed_conv, packed
-        lin = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().flatten(1), x.numel() // x.shape[1])
-        b, act = self.bias, self.act
-        runs = {(lambda: _packed_conv(x, packed, b, geom, act)): (_packed_conv, packed),
-                (lambda: _rows_linear(x, lin, b, geom, act)): (_rows_linear, lin)}
-        return runs[fastest(list(runs))]
+    def _pack(self, x, kernel: str):
+        """The weight packed for ``kernel`` on inputs like ``x`` (made once, kept while the weight stays)."""
+        def make():
+            w = self.weight.detach()
+            if kernel == "conv":
+                return private.reorder_convolution_weight(w, self._geom, x.shape)
+            return private.reorder_linear_weight(w.flatten(1), x.numel() // x.shape[1])
+        return self._packed.get([self.weight], (input_key(x), kernel), make)
+
+    def tune(self, x, pick) -> None:
+        """Record the kernel for inputs like ``x``: for a stride-1 unpadded ungrouped 1x1 conv on a
+        channels_last input, the one ``pick({name: call})`` returns (``optimize`` passes a timer); for any
+        other input the fast path takes, "conv" (the only one)."""
+        if x.dim() != 4 or not private.onednn_runs(x, self.weight):
+            return  # the plain path: F.conv2d and the activation
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if not (self.timed and channels_last):
+            self.kernels[input_key(x)] = "conv"
+            return
+        b, geom, act = self.bias, self._geom, self.act
+        cands = {k: (lambda k=k, p=self._pack(x, k): KERNELS[k](x, p, b, geom, act)) for k in KERNELS}
+        self.kernels[input_key(x)] = pick(cands)
 
     @property
     def timed(self) -> bool:
-        """Does this layer choose its kernel by timing (a stride-1, ungrouped, unpadded 1x1 conv)?"""
+        """Has this layer a choice of kernels (a stride-1, ungrouped, unpadded 1x1 conv)?"""
         return self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1 and self.padding == (0, 0)
 
-    def kernels(self) -> dict:
-        """The kernel timed and chosen for each channels_last input shape seen so far: 'conv' or 'matmul
-        over rows' (empty unless ``timed``)."""
-        if not self.timed:
-            return {}
-        return {k[0]: "conv" if fn is _packed_conv else "matmul over rows" for k, (fn, _) in self._packed.items()}
+    def kernel_names(self) -> dict:
+        """{input key: kernel}: the kernel recorded (``tune``) for each input shape and dtype."""
+        return dict(self.kernels)
 
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
         """(kind, the cost of one call on x), as for the nn.Conv2d it replaced."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import private
+
 
 class Engine(nn.Module):
     """``model`` run by ``self.run(self.build(), args, kwargs)`` whenever no gradient is wanted; under
@@ -29,7 +31,7 @@ class Engine(nn.Module):
         raise NotImplementedError
 
     def forward(self, *args, **kwargs):
-        if torch._C._is_torch_function_mode_enabled() or torch.is_grad_enabled() and (
+        if private.function_mode_on() or torch.is_grad_enabled() and (
                 any(p.requires_grad for p in self.model.parameters())
                 or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
             return self.model(*args, **kwargs)  # a TorchFunctionMode (the analyzer's) watches torch calls

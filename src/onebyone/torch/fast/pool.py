@@ -3,7 +3,8 @@
 On CPUs ``F.max_pool2d`` always goes through ``max_pool2d_with_indices``: beside each output value it
 writes an int64 index, 8 bytes against 2 for a bfloat16 value. A max over a window is a max over its rows
 of a max over its columns, so the same values come from ``k`` strided views along H then ``k`` along W,
-``torch.maximum`` of views, no indices. Which one runs is timed once per input shape and dtype.
+``torch.maximum`` of views, no indices. Which one runs on a channels_last input is the pool's ``kernels``
+entry for the input's shape and dtype (``optimize()`` times both), "max_pool2d" without one.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import OneByOneError
-from . import onednn
-from .timing import fastest
+from . import private
+from .packed import Kernels, input_key
 
 
 def _indexed(x, k, s, p, ceil):
@@ -48,11 +49,13 @@ def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+KERNELS = {"max_pool2d": _indexed, "max of views": _separable}
+
+
 class MaxPool(nn.MaxPool2d):
     """``nn.MaxPool2d`` (dilation 1, no indices returned) that, on a channels_last input outside autograd,
-    tracing and export, runs whichever of ``F.max_pool2d`` and a max of strided views (no index tensor)
-    was faster when timed on the first input of each shape and dtype (the views only when clearly faster).
-    Both give the same values, NaN included.
+    tracing and export, runs the kernel its ``kernels`` name for the input's shape and dtype: "max_pool2d"
+    (the default) or "max of views" (no index tensor). Both give the same values, NaN included.
 
     >>> MaxPool(nn.MaxPool2d(3, 2, ceil_mode=True))
     MaxPool(kernel_size=(3, 3), stride=(2, 2), padding=(0, 0), ceil_mode=True)
@@ -64,26 +67,30 @@ class MaxPool(nn.MaxPool2d):
         k = _pair(pool.kernel_size)
         super().__init__(k, _pair(pool.stride if pool.stride is not None else k), _pair(pool.padding),
                          ceil_mode=pool.ceil_mode)
-        self._chosen = onednn.PackedWeights()  # (input shape, dtype) -> the kernel timed fastest; not copied
+        self.kernels = Kernels()  # input key -> "max_pool2d" or "max of views" (see tune)
 
     def forward(self, x):
-        if (x.dim() != 4 or not onednn.available(x) or onednn.tracing() or not x.is_contiguous(
+        if (x.dim() != 4 or not private.onednn_runs(x) or private.tracing() or not x.is_contiguous(
                 memory_format=torch.channels_last) or torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
         geom = (self.kernel_size, self.stride, self.padding, self.ceil_mode)
-        fn = self._chosen.get_or_make((tuple(x.shape), x.dtype), lambda: self._choose(x, geom))
-        return fn(x, *geom)
+        return KERNELS[self.kernels.for_input(x, "max_pool2d")](x, *geom)
 
-    def _choose(self, x, geom):
-        """The faster kernel on ``x``; ``F.max_pool2d`` for an input too small for one window (its own error
+    def tune(self, x, pick) -> None:
+        """Record the kernel for channels_last inputs like ``x``: the one ``pick({name: call})`` returns
+        (``optimize`` passes a timer); "max_pool2d" for an input too small for one window (its own error
         names the sizes)."""
+        geom = (self.kernel_size, self.stride, self.padding, self.ceil_mode)
+        if x.dim() != 4 or not private.onednn_runs(x) or not x.is_contiguous(memory_format=torch.channels_last):
+            return  # nn.MaxPool2d's own forward
         if min(_out_size(n, *g, self.ceil_mode) for n, *g in zip(x.shape[2:], *geom[:3])) < 1:
-            return _indexed
-        return fastest([_indexed, _separable], x, *geom)
+            self.kernels[input_key(x)] = "max_pool2d"
+            return
+        self.kernels[input_key(x)] = pick({k: (lambda fn=fn: fn(x, *geom)) for k, fn in KERNELS.items()})
 
-    def kernels(self) -> dict:
-        """The kernel chosen for each input (shape, dtype) seen so far: 'max_pool2d' or 'max of views'."""
-        return {k: "max_pool2d" if fn is _indexed else "max of views" for k, fn in self._chosen.items()}
+    def kernel_names(self) -> dict:
+        """{input key: kernel}: the kernel recorded (``tune``) for each channels_last input shape and dtype."""
+        return dict(self.kernels)
 
     def __repr__(self) -> str:
         return (f"MaxPool(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "

@@ -1,5 +1,5 @@
-"""The interleaved timer that the fast paths use to pick a kernel once per shape, and that
-``onebyone bench`` uses to compare contenders."""
+"""The interleaved timer: ``optimize()`` uses it to choose kernels and forms, ``onebyone bench`` to compare
+contenders. The fast layers themselves never time anything."""
 from __future__ import annotations
 
 import random
@@ -8,35 +8,37 @@ import time
 import torch
 
 from ...errors import OneByOneError
+from ..tensors import call
+from . import private
 
 
-def fastest(cands, *args, budget: float = 0.05, margin: float = 0.1, block: float = 1e-3):
-    """The candidate that runs ``args`` fastest; candidates that raise (no kernel for this dtype...) drop out.
+def fastest(cands: dict, budget: float = 0.05, margin: float = 0.1, block: float = 1e-3):
+    """The name of the fastest of ``cands`` ({name: no-argument callable}); candidates that raise (no
+    kernel for this dtype...) drop out.
 
     The candidates are timed in interleaved rounds (3 to 15, as many as fit in about ``budget`` seconds
     each) and compared by their median; a sample is a block of calls in a row lasting about ``block``
     seconds. The first candidate keeps its place unless another beats it by more than ``margin``.
-    Timed with ``__torch_function__`` modes off: a mode that watches every call (``optimize`` records a run
-    with one) adds a cost per torch call, which would favour the candidates that make fewer calls.
+    Timed with ``__torch_function__`` modes off: a mode that watches every call adds a cost per torch
+    call, which would favour the candidates that make fewer calls.
     """
-    with torch._C.DisableTorchFunction():
-        return _fastest(cands, args, budget, margin, block)
+    with private.without_function_modes():
+        return _fastest(cands, budget, margin, block)
 
 
-def _fastest(cands, args, budget: float, margin: float, block: float):
+def _fastest(cands: dict, budget: float, margin: float, block: float):
     first = {}
-    for fn in cands:
+    for name, fn in cands.items():
         try:
-            fn(*args)  # a warm-up call, then one timed call
-            first[fn] = once(fn, *args)
+            fn()  # a warm-up call, then one timed call
+            first[name] = once(fn)
         except (RuntimeError, NotImplementedError, AttributeError):
             continue
     if not first:
-        shapes = [getattr(a, "shape", a) for a in args]
-        raise OneByOneError(f"no kernel among {[f.__name__ for f in cands]} runs on inputs {shapes}")
+        raise OneByOneError(f"no kernel among {list(cands)} runs on this input")
     calls = per_block(first, block)
     rounds = max(3, min(15, int(budget / max(block, min(first.values())))))
-    times = medians({fn: (lambda fn=fn: fn(*args)) for fn in first}, rounds, calls)
+    times = medians({name: cands[name] for name in first}, rounds, calls)
     best = min(times, key=times.get)
     default = next(iter(times))
     return best if times[best] < (1 - margin) * times[default] else default
@@ -58,8 +60,8 @@ def timings(fns: dict, rounds: int, calls=None, settle: bool = False) -> dict:
     Each round runs the callables in a new (seeded) random order, so drift and the allocator hit every
     candidate alike. ``calls`` (name -> n, default 1): time n calls in a row and divide. ``settle``: make
     as many calls, untimed, right before the timed ones, so that the cost of switching from the one before
-    falls outside (onnxruntime's thread pool and OpenMP's both spin for a while after their work: on two
-    cores, the first calls after another engine's can take several times their time).
+    falls outside (onnxruntime's thread pool and OpenMP's both spin for a while after their work, which
+    slows whatever runs next on a machine with few cores).
     """
     keys, order, calls = list(fns), random.Random(0), calls or {}
     times = {k: [] for k in keys}
@@ -79,3 +81,13 @@ def once(fn, *args, n: int = 1) -> float:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / n
+
+
+def time_models(models: dict, x, rounds: int = 7) -> dict:
+    """{label: seconds a call of each model on ``x``}: medians of interleaved calls under ``no_grad``, after
+    two warm-up calls of each, each timed call right after an untimed one of the same model (what a loop
+    over one model sees)."""
+    with torch.no_grad():
+        for m in models.values():
+            call(m, x), call(m, x)
+        return medians({k: (lambda m=m: call(m, x)) for k, m in models.items()}, rounds, settle=True)

@@ -1,0 +1,323 @@
+"""``optimize(model, example)``: the exact rewrites that make an eval model faster on this machine, as a
+driver over named passes, each ``pass(model, ctx) -> model``:
+
+- ``fold``: fold eval BatchNorms and merge linear pairs (``merge_pointwise``);
+- ``chains``: each ``SharedMLP`` and each run of 1x1 convs in an ``nn.Sequential`` -> ``FusedPointwiseChain``;
+- ``conv_acts``: each Conv2d / Pointwise and the activation after it -> one ``ConvAct`` (one oneDNN call);
+- ``pools``: each MaxPool2d -> ``MaxPool``;
+- ``channels_last``: the model and its input in channels_last memory, where that times faster;
+- ``check``: the outputs against the original's, in float64 and in the example's dtype (always runs);
+- ``kernels``: each fast layer's kernel for the example's shapes, timed here and stored in the layer;
+- ``bfloat16``: with ``dtype=torch.bfloat16``, the products in bfloat16 behind a ``CastIO``;
+- ``engines``: with ``compile=True``, ``torch.compile`` and onnxruntime forms weighed against the rest;
+- ``keep_faster``: the model given, unchanged, where it ran faster than the result on the example.
+
+Only ``optimize`` (the ``channels_last``, ``kernels``, ``bfloat16``, ``engines`` and ``keep_faster``
+passes) times anything; the layers it returns run the kernels it chose, listed in ``report.layers``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from ...errors import OneByOneError
+from ..rewrite_report import RewriteReport, finish, max_difference
+from ..rewrites import merge_pointwise
+from ..tensors import call, check_module, input_kw, probe_input
+from . import private
+from .chain import FusedPointwiseChain
+from .compiled import Compiled
+from .convact import ConvAct
+from .onnx_runtime import OnnxRuntime, require_onnxruntime
+from .pool import MaxPool
+from .swaps import fuse_chains, fuse_conv_acts, swap_max_pools
+from .timing import fastest, time_models
+from .wrappers import CastIO, ChannelsLast
+
+BF16_TOL = 2e-2  # of the output scale: bfloat16 keeps 8 bits of mantissa, about 0.4% an operation
+
+
+@dataclasses.dataclass
+class Context:
+    """What the passes share: the model given (never changed), the example, the options and the report;
+    ``forms`` holds snapshots taken along the way for the ``engines`` pass."""
+
+    model: nn.Module
+    x: object
+    report: RewriteReport
+    tol: float = 1e-4
+    dtype: torch.dtype | None = None
+    dtype_tol: float = BF16_TOL
+    channels_last: bool | None = None
+    compile: bool = False
+    forms: dict = dataclasses.field(default_factory=dict)
+
+
+def fold(model: nn.Module, ctx: Context) -> nn.Module:
+    """Fold eval BatchNorms into the convs before them and merge linear pairs (``merge_pointwise``); a
+    model fx cannot trace is copied as it is (the module passes still work) and the reason is said."""
+    try:
+        work, merged = merge_pointwise(model, example=ctx.x, tol=ctx.tol)
+        ctx.report.changed += merged.changed
+        ctx.report.skipped += merged.skipped
+    except OneByOneError as e:
+        work = copy.deepcopy(model)
+        ctx.report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
+    if ctx.compile:  # torch.compile fuses convs and picks layouts itself: it starts from here
+        ctx.forms["torch.compile"] = copy.deepcopy(work)
+    return work
+
+
+def chains(model: nn.Module, ctx: Context) -> nn.Module:
+    """``passes.fuse_chains``; with ``compile=True`` a snapshot with the chains in place for the engines."""
+    model = fuse_chains(model, ctx)
+    if ctx.compile and any(isinstance(m, FusedPointwiseChain) for m in model.modules()):
+        ctx.forms["torch.compile around the fused chains"] = copy.deepcopy(model)
+    return model
+
+
+def channels_last(model: nn.Module, ctx: Context) -> nn.Module:
+    """The model (weights and 4-D inputs) in channels_last memory where it has convs and ``channels_last``
+    is True, or None and it times faster on the example."""
+    images = [v for v in _tensors(ctx.x) if v.dim() == 4]  # what ChannelsLast can move
+    has_conv = images and any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1
+                              for m in model.modules())
+    if not has_conv or ctx.channels_last is False:
+        return model
+    cl = ChannelsLast(copy.deepcopy(model).to(memory_format=torch.channels_last))
+    t = time_models({"channels_last": cl, "as given": model}, ctx.x, rounds=5) if ctx.channels_last is None else {}
+    if t and t["channels_last"] >= t["as given"]:
+        ctx.report.notes.append("channels_last was timed and ran slower: kept the input's layout")
+        return model
+    name = "torch.compile around the fused chains"
+    if name in ctx.forms:
+        ctx.forms[name] = ChannelsLast(ctx.forms[name].to(memory_format=torch.channels_last))
+    ctx.report.changed.append("model and input moved to channels_last")
+    return cl
+
+
+def check(model: nn.Module, ctx: Context) -> nn.Module:
+    """The outputs against the original's on the example: in float64 (``finish``, which also counts the
+    costs) and in the model's own dtype on the fast path, each within ``tol`` of the output scale."""
+    model, ctx.report = finish(ctx.report, ctx.model, model, ctx.x, ctx.tol, inplace=False)
+    diff, scale = max_difference(ctx.model, model, ctx.x, dtype=None)
+    own = str(input_kw(ctx.model)["dtype"]).removeprefix("torch.")
+    if diff > ctx.tol * max(scale, 1.0):
+        raise OneByOneError(f"optimize changed the {own} outputs by {diff:.3g} "
+                            f"(> tolerance {ctx.tol * max(scale, 1.0):.3g})")
+    ctx.report.notes.append(f"checked in {own} on the fast path too: max abs diff {diff:.3g}")
+    return model
+
+
+def kernels(model: nn.Module, ctx: Context) -> nn.Module:
+    """Time each fast layer's kernels on the input it gets from the example and store the choice in the
+    layer (``report.layers`` lists each); a layer the example does not reach keeps its default."""
+    choose_kernels(model, ctx.x)
+    ctx.report.layers = kernel_table(model)
+    _kernel_notes(ctx.report)
+    return model
+
+
+def choose_kernels(model: nn.Module, x) -> None:
+    """Each ``ConvAct`` / ``MaxPool`` / ``FusedPointwiseChain`` in ``model`` tuned (``tune``) on the first
+    input it gets when ``model`` runs ``x``, with ``timing.fastest`` choosing."""
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.setdefault(m, args[0] if args else None))
+             for m in model.modules() if isinstance(m, (ConvAct, MaxPool, FusedPointwiseChain))]
+    try:
+        with torch.no_grad():
+            call(model, x)
+            for m, inp in seen.items():
+                if isinstance(inp, torch.Tensor):
+                    m.tune(inp, fastest)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def kernel_table(model: nn.Module) -> list:
+    """[{name, layer, input_shape, dtype, kernel}]: what each fast layer runs on each input it was tuned on."""
+    return [{"name": n, "layer": type(m).__name__, "input_shape": list(shape), "dtype": dtype, "kernel": k}
+            for n, m in model.named_modules() if isinstance(m, (ConvAct, MaxPool, FusedPointwiseChain))
+            for (shape, dtype), k in m.kernel_names().items()]
+
+
+def _kernel_notes(report: RewriteReport) -> None:
+    convs = [r["kernel"] for r in report.layers if r["layer"] == "ConvAct"]
+    pools = [r["kernel"] for r in report.layers if r["layer"] == "MaxPool"]
+    if convs:
+        report.notes.append(f"kernels chosen on the example: {convs.count('matmul over rows')} of {len(convs)} convs "
+                            "run as oneDNN's matmul over rows, the rest as its conv (report.layers lists each)")
+    if pools:
+        report.notes.append(f"{pools.count('max of views')} of {len(pools)} max pools run as a max of strided views "
+                            "(no index tensor), the rest as F.max_pool2d")
+
+
+def bfloat16(model: nn.Module, ctx: Context) -> nn.Module:
+    """With ``dtype=torch.bfloat16`` and a CPU with bfloat16 products: ``model`` in bfloat16 behind a
+    ``CastIO``, its error against the float32 original measured on the example (within ``dtype_tol`` of
+    the output scale), its kernels chosen again in bfloat16, both precisions timed (a warning where
+    bfloat16 runs no faster). On a CPU without bfloat16 products float32 is kept, with a warning."""
+    if ctx.dtype != torch.bfloat16:
+        return model
+    report = ctx.report
+    if not private.capabilities().bf16:
+        why = f"this CPU has no bfloat16 products ({private.capabilities().describe()}): emulated, they run slower"
+        report.notes.append(f"dtype=bfloat16 asked, float32 kept: {why}")
+        warnings.warn(f"optimize(dtype=torch.bfloat16) kept float32: {why}", stacklevel=3)
+        return model
+    low = CastIO(copy.deepcopy(model), ctx.dtype)
+    diff, scale = max_difference(ctx.model, low, ctx.x, dtype=None)
+    report.precision = {"dtype": "bfloat16", "max_abs_diff": diff, "relative": diff / max(scale, 1e-30),
+                        "tolerance": ctx.dtype_tol}
+    if diff > ctx.dtype_tol * max(scale, 1e-30):
+        raise OneByOneError(f"in bfloat16 the outputs moved by {diff:.3g}, {diff / max(scale, 1e-30):.3g} of their "
+                            f"scale (> dtype_tol {ctx.dtype_tol:.3g}); keep float32, or accept more with dtype_tol")
+    report.notes.append(f"runs in bfloat16: max abs diff {diff:.3g} against the float32 model, "
+                        f"{report.precision['relative']:.3g} of the output scale (tolerance {ctx.dtype_tol:.3g})")
+    choose_kernels(low, ctx.x)
+    t = time_models({"float32": model, "bfloat16": low}, ctx.x)
+    report.precision["ms"] = {k: v * 1e3 for k, v in t.items()}
+    if t["bfloat16"] >= t["float32"]:  # kept as asked (memory may be the point), but said
+        why = (f"bfloat16 was timed and ran no faster than float32 ({t['bfloat16'] * 1e3:.3g} against "
+               f"{t['float32'] * 1e3:.3g} ms a call); dtype=None is the faster choice for this input")
+        report.notes.append(why)
+        warnings.warn(f"optimize: {why}", stacklevel=3)
+    report.layers = kernel_table(low.model)
+    ctx.forms = {k: CastIO(m, ctx.dtype) for k, m in ctx.forms.items()}
+    ctx.tol = ctx.dtype_tol  # the forms weighed next are held to the bfloat16 tolerance
+    return low
+
+
+def engines(model: nn.Module, ctx: Context) -> nn.Module:
+    """With ``compile=True``: ``Compiled`` (Inductor with freezing) of the folded model and of the model with
+    its chains, and, in float32 where onnxruntime is installed, the folded model in ``OnnxRuntime``; the
+    fastest on the example of these and ``model`` is kept (the report gives each one's time). A form that
+    fails, or moves the outputs past the tolerance, is named in ``report.skipped``."""
+    if not ctx.compile:
+        return model
+    forms = {k: Compiled(m) for k, m in ctx.forms.items()}
+    if isinstance(model, CastIO):
+        ctx.report.notes.append("onnxruntime was not weighed: it runs float32 only here")
+    elif "torch.compile" in ctx.forms:
+        try:
+            require_onnxruntime()
+            forms["onnxruntime"] = OnnxRuntime(copy.deepcopy(ctx.forms["torch.compile"]), tol=ctx.tol)
+        except OneByOneError as e:
+            ctx.report.notes.append(f"onnxruntime was not weighed: {e}")
+    return _fastest_form(model, forms, ctx)
+
+
+def _fastest_form(work, forms: dict, ctx: Context):
+    """The fastest on the example of ``work`` and the ``forms`` whose outputs stay within ``ctx.tol``."""
+    fine, report = {}, ctx.report
+    for label, form in forms.items():
+        try:
+            with torch.no_grad():
+                call(form, ctx.x)  # compiles / exports
+        except Exception as e:  # noqa: BLE001 (dynamo and inductor raise many kinds: name it, keep the eager rewrite)
+            report.skipped.append((label, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            continue
+        diff, scale = max_difference(ctx.model, form, ctx.x, dtype=None)
+        if diff > ctx.tol * max(scale, 1.0):
+            report.skipped.append((label, f"it moved the outputs by {diff:.3g} (> {ctx.tol * max(scale, 1.0):.3g})"))
+        else:
+            fine[label] = form
+    if not fine:
+        return work
+    t = time_models({"the eager rewrite": work, **fine}, ctx.x)
+    best = min(t, key=t.get)
+    timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items())
+    if best == "the eager rewrite":
+        report.notes.append(f"the compiled forms were timed and ran slower ({timed} a call): kept the eager rewrite")
+        return work
+    engine = "Inductor, freezing" if isinstance(fine[best], Compiled) else "its ONNX export, CPU provider"
+    report.changed.append(f"{best} ({engine}) kept: {timed} a call")
+    return fine[best]
+
+
+def keep_faster(model: nn.Module, ctx: Context) -> nn.Module:
+    """The model given (a copy) where it runs the example faster than the result: ``optimize`` never hands
+    back a slower model; the report says so, with both times, and a warning is raised."""
+    t = time_models({"optimized": model, "given": ctx.model}, ctx.x)
+    ctx.report.notes.append(f"on the example: {t['optimized'] * 1e3:.3g} ms a call against {t['given'] * 1e3:.3g} "
+                            "for the model given")
+    if t["optimized"] <= t["given"]:
+        return model
+    why = (f"the rewritten model ran slower on the example ({t['optimized'] * 1e3:.3g} against "
+           f"{t['given'] * 1e3:.3g} ms a call): the model given is returned unchanged")
+    ctx.report.notes.append(why)
+    ctx.report.layers = []
+    warnings.warn(f"optimize: {why}", stacklevel=3)
+    return copy.deepcopy(ctx.model)
+
+
+PASSES = {"fold": fold, "chains": chains, "conv_acts": fuse_conv_acts, "pools": swap_max_pools,
+          "channels_last": channels_last, "check": check, "kernels": kernels, "bfloat16": bfloat16,
+          "engines": engines, "keep_faster": keep_faster}
+
+
+def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None, dtype=None,
+             dtype_tol: float = BF16_TOL, compile: bool = False, passes=None):
+    """An eval model rewritten for speed, with the same outputs; returns (model, RewriteReport).
+
+    Never slower on ``example`` than the model given: where the rewrite times slower, the model given is
+    returned (a copy) with a warning and a note (the ``keep_faster`` pass).
+
+    Args:
+        example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
+        tol: allowed max |difference| relative to the output scale, checked in float64.
+        channels_last: True / False to force; None times both on ``example``.
+        dtype: ``torch.bfloat16`` runs the products in bfloat16 (accumulating in float32, as oneDNN does)
+            with the weights converted once; inputs and outputs stay in the caller's dtype. The float32
+            rewrite is checked at ``tol`` first; the bfloat16 model's error against the original float32
+            one must stay within ``dtype_tol`` of the output scale (``report.precision`` gives it, and both
+            precisions' times; a warning where bfloat16 runs no faster). On a CPU without bfloat16 products
+            float32 is kept, with a warning and a note.
+        compile: also weigh ``torch.compile`` (``Compiled``: Inductor with freezing) and, in float32 where
+            onnxruntime is installed (``pip install onebyone[onnx]``), ``OnnxRuntime``; keep the fastest on
+            ``example`` (the report gives each one's time). Compiling takes seconds to minutes and needs a
+            C++ compiler; a form that fails or moves the outputs past the tolerance is named in
+            ``report.skipped``.
+        passes: the names of the passes to run, a subset of ``PASSES`` in any order (they run in
+            ``PASSES``' order); ``check`` always runs. ``report.passes`` gives each one's seconds.
+    """
+    if not isinstance(compile, bool):
+        raise OneByOneError(f"compile must be True or False, got {compile!r}")
+    if dtype not in (None, torch.float32, torch.bfloat16):
+        raise OneByOneError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype!r}")
+    names = _pass_names(passes)
+    if check_module(model).training:
+        raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
+                            f"call {type(model).__name__}.eval() first")
+    ctx = Context(model, probe_input(model, example, input_size), RewriteReport("optimize"), tol,
+                  dtype if dtype == torch.bfloat16 else None, dtype_tol, channels_last, compile)
+    work = model if names[0] == "fold" else copy.deepcopy(model)  # fold copies; the other passes work in place
+    for name in names:
+        t0, before = time.perf_counter(), len(ctx.report.changed)
+        work = PASSES[name](work, ctx)
+        ctx.report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
+                                  "changes": len(ctx.report.changed) - before})
+    return work, ctx.report
+
+
+def _pass_names(passes) -> list:
+    """The passes to run in ``PASSES``' order, ``check`` included; unknown names refused."""
+    if passes is None:
+        return list(PASSES)
+    if isinstance(passes, str) or not all(isinstance(p, str) for p in passes):
+        raise OneByOneError(f"passes must be a list of pass names from {list(PASSES)}, got {passes!r}")
+    unknown = [p for p in passes if p not in PASSES]
+    if unknown:
+        raise OneByOneError(f"unknown pass(es) {unknown}: optimize's passes are {list(PASSES)}")
+    return [p for p in PASSES if p in passes or p == "check"]
+
+
+def _tensors(x) -> list:
+    values = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else [x]
+    return [v for v in values if isinstance(v, torch.Tensor)]

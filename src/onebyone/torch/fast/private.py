@@ -1,0 +1,178 @@
+"""Every private torch API the fast path calls, in one place, each with a public fallback, and the one
+function that answers what this CPU can do (``capabilities``).
+
+A torch upgrade that moves or drops one of these breaks this file alone: an oneDNN op that is missing
+makes ``capabilities().onednn`` False (the fast layers then run their plain torch ops), and each wrapper
+below falls back to the public op that computes the same numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from ...activations import FUSABLE, get
+from ...errors import OneByOneError
+from .. import activations as acts
+
+_MKLDNN_OPS = ("_linear_pointwise", "_reorder_linear_weight", "_convolution_pointwise",
+               "_reorder_convolution_weight", "_is_mkldnn_bf16_supported")
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What this process can run fast.
+
+    Attributes:
+        isa: the instruction set ATen dispatches to ("AVX2", "AVX512", ...; ``ATEN_CPU_CAPABILITY`` lowers it).
+        onednn: torch has oneDNN and the private oneDNN ops the fast layers call.
+        bf16: the CPU has bfloat16 products that oneDNN uses (AVX512_BF16 or AMX; ``ONEDNN_MAX_CPU_ISA``
+            below those turns it off): without them a bfloat16 product is emulated, slower than float32.
+        avx512: the CPU has AVX-512 (F, BW, VL, DQ) and ATen uses it.
+        amx: the CPU has AMX tiles for bfloat16.
+    """
+
+    isa: str
+    onednn: bool
+    bf16: bool
+    avx512: bool
+    amx: bool
+
+    def describe(self) -> str:
+        """One line: 'AVX512, oneDNN, bfloat16 products, no AMX'."""
+        return ", ".join([self.isa, "oneDNN" if self.onednn else "no oneDNN",
+                          "bfloat16 products" if self.bf16 else "no bfloat16 products",
+                          "AMX" if self.amx else "no AMX"])
+
+
+def capabilities() -> Capabilities:
+    """The one answer to every "can this CPU / torch do X" question of the fast path (tests patch it)."""
+    return _probe()
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> Capabilities:  # the hardware and this torch build do not change within a process
+    isa = torch.backends.cpu.get_cpu_capability()
+    onednn = torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, op) for op in _MKLDNN_OPS)
+    flags = _cpu_flags()
+    return Capabilities(isa=isa, onednn=onednn, bf16=onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                        avx512=isa.startswith("AVX512") and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
+                        amx="amx_bf16" in flags and "amx_tile" in flags)
+
+
+def _cpu_flags() -> set:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
+def onednn_runs(x: torch.Tensor, weight: torch.Tensor | None = None) -> bool:
+    """Can ``x`` (and ``weight``, of the same dtype) take oneDNN's CPU path: float32, or bfloat16 where the
+    processor has bfloat16 products?"""
+    caps = capabilities()
+    if x.device.type != "cpu" or not caps.onednn or (weight is not None and weight.dtype != x.dtype):
+        return False
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and caps.bf16)
+
+
+def post_op(act: str) -> tuple:
+    """oneDNN's ``(attr, scalars, algorithm)`` for an activation fused after a product."""
+    if act not in FUSABLE:
+        raise OneByOneError(f"oneDNN fuses only the activations {FUSABLE} into a product, got {act!r}")
+    return get(act).onednn
+
+
+# --- the oneDNN ops (what inductor emits on CPUs) and their public equivalents --------------------------
+
+def linear_pointwise(x, w, b, act: str = "identity"):
+    """act(x @ w.T + b) for rows x (T, C) and w (O, C), or w packed by ``reorder_linear_weight``."""
+    if capabilities().onednn:
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, *post_op(act))
+    return acts.function(act, inplace=True)(F.linear(x, w, b))
+
+
+def reorder_linear_weight(w, rows: int):
+    """w (O, C) reordered once into oneDNN's blocked layout for products with ``rows`` rows (w itself
+    where oneDNN is missing)."""
+    if capabilities().onednn:
+        return torch.ops.mkldnn._reorder_linear_weight(w, rows)
+    return w
+
+
+def convolution_pointwise(x, w, b, geom, act: str = "identity"):
+    """act(conv2d(x, w, b)) in one oneDNN call; ``geom`` = (padding, stride, dilation, groups) as lists."""
+    if capabilities().onednn:
+        return torch.ops.mkldnn._convolution_pointwise(x, w, b, *geom, *post_op(act))
+    padding, stride, dilation, groups = geom
+    return acts.function(act, inplace=True)(F.conv2d(x, w, b, stride, padding, dilation, groups))
+
+
+def reorder_convolution_weight(w, geom, shape):
+    """A conv weight reordered once into oneDNN's blocked layout for inputs of ``shape`` (w itself where
+    oneDNN is missing)."""
+    if capabilities().onednn:
+        return torch.ops.mkldnn._reorder_convolution_weight(w, *geom, list(shape))
+    return w
+
+
+# --- the state of the process: tracing, exporting, torch function modes --------------------------------
+
+def _onnx_exporting():
+    """``torch.onnx.is_in_onnx_export`` without its two imports per call (its private flags where they are)."""
+    global _onnx_exporting
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+        _onnx_exporting = lambda: GLOBALS.in_onnx_export or _flags._is_onnx_exporting  # noqa: E731
+    except ImportError:  # another torch layout: the public function
+        _onnx_exporting = torch.onnx.is_in_onnx_export
+    return _onnx_exporting()
+
+
+def tracing() -> bool:
+    """True while tracing, exporting or compiling: the fast paths run plain torch ops then."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _onnx_exporting()
+
+
+def function_mode_on() -> bool:
+    """Is a ``TorchFunctionMode`` (the analyzer's) watching torch calls?"""
+    probe = getattr(torch._C, "_is_torch_function_mode_enabled", None)
+    return bool(probe()) if probe is not None else False
+
+
+def without_function_modes():
+    """A context that turns ``__torch_function__`` handling off (so a timer measures the kernels, not a
+    mode that watches each call); a no-op context where torch has no such switch."""
+    off = getattr(torch._C, "DisableTorchFunction", None)
+    return off() if off is not None else _nothing()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def inductor_config():
+    """``torch._inductor.config`` (imported on first use: it costs a second at import time)."""
+    import torch._inductor.config as inductor
+
+    return inductor
+
+
+def compile_fx(gm, example_inputs):
+    """Inductor's own dynamo backend (imported on first use)."""
+    from torch._inductor.compile_fx import compile_fx
+
+    return compile_fx(gm, example_inputs)
+
+
+PADS = (F.pad, torch._C._nn.pad, torch.constant_pad_nd) if hasattr(torch._C, "_nn") else (F.pad, torch.constant_pad_nd)

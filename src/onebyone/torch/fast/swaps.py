@@ -1,0 +1,148 @@
+"""The structural passes of ``optimize()``: each ``pass(model, ctx) -> model`` swaps modules for the fast
+layers (in place) and says what it changed in ``ctx.report``; none of them times anything."""
+from __future__ import annotations
+
+from torch import nn
+
+from ...activations import FUSABLE
+from ...errors import OneByOneError
+from .. import activations as acts
+from .. import graph as G
+from ..layer_kinds import CHANNEL_BATCHNORMS, is_plain_pointwise, is_pointwise_conv
+from ..layers import Pointwise, SharedMLP
+from ..rewrite_report import RewriteReport
+from .chain import FusedPointwiseChain
+from .convact import ConvAct
+from .pool import MaxPool
+
+
+def _chain_conv(m) -> bool:
+    """A 1x1 conv a chain can hold: one (O, C) matrix at every position, channels on dim 1."""
+    return is_plain_pointwise(m) and is_pointwise_conv(m)
+
+
+def _in_chain(m) -> bool:
+    """May ``m`` sit inside a fused chain: a plain 1x1 conv, an eval BatchNorm, or an activation oneDNN fuses?"""
+    return _chain_conv(m) or isinstance(m, CHANNEL_BATCHNORMS) or acts.name_of(m) in FUSABLE
+
+
+def _runs(seq: nn.Sequential):
+    """(start, stop) of each run: a 1x1 conv (not Linear), then 1x1 convs, norms, activations, dropout."""
+    mods, i = list(seq), 0
+    while i < len(mods):
+        if _chain_conv(mods[i]):
+            j = i + 1
+            while j < len(mods) and _in_chain(mods[j]):
+                j += 1
+            yield i, j
+            i = j
+        else:
+            i += 1
+
+
+def fuse_chains(model: nn.Module, ctx) -> nn.Module:
+    """Swap each SharedMLP, and each run of two or more 1x1 convs (with the BatchNorm / activation / dropout
+    between them) inside an ``nn.Sequential``, for a ``FusedPointwiseChain`` (in place; a SharedMLP that is
+    the model itself is returned as the chain)."""
+    report = ctx.report
+    gone, root = (), model  # names of replaced SharedMLPs: their old insides are no longer in the model
+    for name, m in list(model.named_modules()):
+        if name.startswith(gone):
+            continue
+        if isinstance(m, SharedMLP):
+            try:
+                chain = FusedPointwiseChain.from_shared_mlp(m)
+            except OneByOneError as e:
+                report.skipped.append((name, str(e)))
+                continue
+            root = G.replace_module(root, name, chain)
+            gone += (name + ".",)
+            report.changed.append(f"{name}: SharedMLP {m.widths} -> FusedPointwiseChain (tile {chain.plan.tile})")
+        elif isinstance(m, nn.Sequential):
+            for i, j in list(_runs(m)):
+                if sum(_chain_conv(layer) for layer in list(m)[i:j]) < 2:
+                    continue  # one 1x1 conv is one oneDNN call already: tiling it would only add Python calls
+                try:
+                    chain = FusedPointwiseChain.from_layers(list(m)[i:j])
+                except OneByOneError as e:
+                    report.skipped.append((f"{name}[{i}:{j}]", str(e)))
+                    continue
+                m[i] = chain
+                for k in range(i + 1, j):
+                    m[k] = nn.Identity()
+                report.changed.append(
+                    f"{name or 'model'}[{i}:{j}]: {j - i} layers -> FusedPointwiseChain {chain.plan.widths}"
+                )
+    return root
+
+
+def fuse_conv_acts(model: nn.Module, ctx) -> nn.Module:
+    """Swap every Conv2d / Pointwise for a ``ConvAct`` (in place), then take into each the activation that
+    alone reads its output, wherever the model's ``forward`` calls it: one eager run on ``x`` shows what
+    feeds what (Identity and eval Dropout pass their input through). An activation module called at
+    several places is taken in only where every one of its calls alone reads a conv's output (a conv
+    called more than once takes none). What ConvAct cannot run is skipped; a model that is itself a
+    Conv2d / Pointwise is returned as its ConvAct."""
+    report = ctx.report
+    model, swapped = _swap(model, lambda m: isinstance(m, (nn.Conv2d, Pointwise)), ConvAct, report)
+    if not swapped:
+        return model
+    calls = G.record_calls(model, ctx.x)
+    found, readers = [], {}  # (conv call, its name, kind, the activation call alone reading it or None)
+    for c in calls.calls:
+        if id(c.module) not in swapped or c.output is None:
+            continue
+        name, kind = swapped.pop(id(c.module))
+        value, users = c.output, calls.uses[c.output]
+        while len(users) == 1 and _passes_through(users[0]):  # past Identity and eval Dropout
+            value, users = users[0].output, calls.uses[users[0].output]
+        act = users[0] if len(users) == 1 and isinstance(users[0], G.Call) else None
+        act_name = acts.name_of(act.module) if act is not None else None
+        fusable = (act_name in FUSABLE and act_name != "identity" and act.input == value
+                   and calls.counts[id(c.module)] == 1)  # a conv called twice would apply it to both calls
+        found.append((c, name, kind, act if fusable else None))
+        if fusable:
+            readers.setdefault(id(act.module), []).append(act)
+    for c, name, kind, act in found:  # an activation module is taken into convs only where each of its
+        # calls follows a conv of its own (Fire modules share one ReLU among three convs); it becomes Identity
+        if act is not None and len(readers[id(act.module)]) == calls.counts[id(act.module)]:
+            c.module.act = acts.name_of(act.module)
+            model = G.replace_module(model, act.name, nn.Identity())
+            report.changed.append(f"{name or '(the model)'} + {act.name}: {kind} + {type(act.module).__name__} "
+                                  "-> ConvAct (one oneDNN call, packed weights)")
+        else:
+            report.changed.append(f"{name or '(the model)'}: {kind} -> ConvAct (one oneDNN call, packed weights)")
+    for name, kind in swapped.values():  # never called on the example
+        report.changed.append(f"{name}: {kind} -> ConvAct (one oneDNN call, packed weights; not called on the example)")
+    return model
+
+
+def swap_max_pools(model: nn.Module, ctx) -> nn.Module:
+    """Swap every nn.MaxPool2d for a ``MaxPool`` (in place; the same values); one with dilation or indices
+    is skipped, said in the report."""
+    model, swapped = _swap(model, lambda m: type(m) is nn.MaxPool2d, MaxPool, ctx.report)
+    ctx.report.changed += [f"{name or '(the model)'}: MaxPool2d -> MaxPool (no index tensor where timed faster)"
+                       for name, _ in swapped.values()]
+    return model
+
+
+def _swap(model: nn.Module, match, make, report: RewriteReport) -> tuple:
+    """Each module for which ``match`` holds (the model itself included) replaced, in place, by ``make(it)``;
+    what ``make`` refuses is named in ``report.skipped``. Returns (model, {id(new): (name, old class name)})."""
+    swapped = {}
+    for name, m in [("", model)] if match(model) else list(model.named_modules()):
+        if not match(m):
+            continue
+        try:
+            new = make(m)
+        except OneByOneError as e:
+            report.skipped.append((name or "(the model)", str(e)))
+            continue
+        model = G.replace_module(model, name, new)
+        swapped[id(new)] = (name, type(m).__name__)
+    return model, swapped
+
+
+def _passes_through(use) -> bool:
+    """A call that hands its input on unchanged: Identity, or Dropout in eval mode."""
+    return isinstance(use, G.Call) and acts.name_of(use.module) == "identity" and use.output is not None
