@@ -7,9 +7,15 @@
         epoch-0011/                    model.safetensors, optimizer.safetensors, config.json, state.json,
                                        metrics.json: each written and flushed to disk before the switch
 
+        .onebyone-run.json             what the run wrote (the link and its epoch folders): the only
+                                       entries a run, or ``--overwrite``, ever removes
+        .onebyone-run.lock             held while a run writes: a second run of the same folder is refused
+
 A process killed at any moment leaves ``checkpoint`` on a complete epoch: the one before, or the new one.
 Loading never unpickles anything (safetensors and JSON), and every damaged or missing file is named in
 a ``OneByOneError``. A run folder written by an earlier version (the five files directly in it) still loads.
+Files of the user's in a run folder are never touched; a folder that is not empty and holds no run is
+refused as a run folder.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from .errors import OneByOneError
 
 FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "state.json", "metrics.json")
 LINK = "checkpoint"
+MANIFEST = ".onebyone-run.json"
+LOCK = ".onebyone-run.lock"
 
 
 def folder(out) -> Path | None:
@@ -29,9 +37,88 @@ def folder(out) -> Path | None:
     out = Path(out)
     if (out / LINK).exists():
         return (out / LINK).resolve()
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():  # an earlier version's layout
+    if _legacy(out):
         return out
     return None
+
+
+def _legacy(out: Path) -> bool:
+    """Does ``out`` hold a run in an earlier version's layout (the five files directly in it, no link)?"""
+    return not (out / LINK).is_symlink() and (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+
+
+def is_run_folder(out) -> bool:
+    """Was ``out`` made by ``onebyone train`` (its manifest, or an earlier version's run)?"""
+    out = Path(out)
+    return (out / MANIFEST).is_file() or _legacy(out)
+
+
+def written(out) -> list:
+    """The entries of ``out`` that its runs wrote, from its manifest (what a run may remove)."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        names = json.loads(path.read_text()).get("written", [])
+    except (OSError, ValueError, AttributeError):
+        raise OneByOneError(f"{path} is damaged: it should list what the run wrote; remove the run by hand") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+                                              for n in names):
+        raise OneByOneError(f"{path} is damaged: 'written' should be a list of entry names, got {names!r}")
+    return names
+
+
+def _record(out: Path, names) -> None:
+    """Replace the manifest (atomically) with ``names``: what the run has written."""
+    tmp = out / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"written": sorted(set(names)), "by": "onebyone train"}, indent=2))
+    os.replace(tmp, out / MANIFEST)
+
+
+def check_run_folder(out, resume: bool) -> Path:
+    """Refuse ``out`` as a run folder, before anything is written: for ``resume``, a folder without a run;
+    for a new run, a folder holding one (continue it, or ``clear`` it first) or a folder that is not empty
+    and holds no run, so that nothing of the user's is ever mixed with, or removed by, a run."""
+    out = Path(out)
+    if resume:
+        if folder(out) is None:
+            raise OneByOneError(f"--resume needs a run folder written by `onebyone train`, got {out}")
+        return out
+    if out.exists() and not out.is_dir():
+        raise OneByOneError(f"the run folder {out} is a file; expected a folder (existing or new)")
+    if folder(out) is not None:
+        raise OneByOneError(f"{out} holds a run: continue it (--resume) or replace it (--overwrite), or choose "
+                            "another folder")
+    if out.is_dir() and not is_run_folder(out) and any(p.name != LOCK for p in out.iterdir()):
+        raise OneByOneError(f"{out} is not empty and holds no run of `onebyone train`: choose a new or empty folder "
+                            "(a run writes only its own files, and never into a folder of yours)")
+    return out
+
+
+class lock:
+    """Held while a run writes ``out``: a second run (another process) of the same folder is refused."""
+
+    def __init__(self, out):
+        self.path = Path(out) / LOCK
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.path.parent / MANIFEST).is_file() and not _legacy(self.path.parent):
+            _record(self.path.parent, [])  # the folder is a run folder from now on
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise OneByOneError(f"another `onebyone train` is writing {self.path.parent} right now: wait for it, or "
+                                "choose another folder") from None
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the lock; the file stays (removing it would race another run)
+        return False
 
 
 def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict, metrics: list) -> Path:
@@ -41,7 +128,11 @@ def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    legacy, ours = _legacy(out), written(out)
     new = out / f"epoch-{state['epoch']:04d}"
+    if new.exists() and new.name not in ours:
+        raise OneByOneError(f"{new} exists and was not written by this run: move it away to save this epoch")
+    _record(out, ours + [new.name, LINK])  # first said, then written: a kill in between leaves nothing unlisted
     if new.exists():
         shutil.rmtree(new)
     new.mkdir()
@@ -49,21 +140,22 @@ def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict,
     save_file(optimizer_tensors, str(new / "optimizer.safetensors"))
     for name, value in (("config.json", config), ("state.json", state), ("metrics.json", metrics)):
         (new / name).write_text(json.dumps(value, indent=2, allow_nan=False))  # never a NaN: valid JSON only
-    mode = 0o666 & ~_umask()
+    mode = 0o666 & ~umask()
     for name in FILES:
         os.chmod(new / name, mode)  # the same mode for every file
         _flush(new / name)
     _flush(new)
     tmp = out / f".{LINK}.tmp"
-    if tmp.is_symlink() or tmp.exists():
+    if tmp.is_symlink():
         tmp.unlink()
     tmp.symlink_to(new.name)
     os.replace(tmp, out / LINK)  # the one step: before it the old epoch, after it the new one
     _flush(out)
-    for old in out.glob("epoch-*"):
-        if old != new and old.is_dir():
-            shutil.rmtree(old)
-    for name in FILES if (out / "config.json").is_file() else ():  # an earlier version's files, now superseded
+    for old in ours:
+        if old.startswith("epoch-") and old != new.name and (out / old).is_dir():
+            shutil.rmtree(out / old)
+    _record(out, [new.name, LINK])
+    for name in FILES if legacy else ():  # an earlier version's run, now superseded by this epoch
         (out / name).unlink(missing_ok=True)
     return new
 
@@ -82,7 +174,10 @@ def new_run_folder(root, name: str) -> Path:
 
 
 def check_writable(path, what: str) -> Path:
-    """Refuse, before any long work, an output folder that is a file or cannot be created or written."""
+    """Refuse, before any long work, an output folder that is a file or cannot be created or written (or an
+    empty name, which would mean the current folder)."""
+    if not str(path).strip():
+        raise OneByOneError(f"{what} expects a folder name, got {str(path)!r}")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OneByOneError(f"{what} {path} is a file; expected a folder (existing or new)")
@@ -97,10 +192,16 @@ def check_writable(path, what: str) -> Path:
 
 
 def check_writable_file(path, what: str) -> Path:
-    """Refuse, before any long work, an output file whose folder is missing or not writable, or that is a folder."""
+    """Refuse, before any long work, an output file whose folder is missing or not writable, or that exists and
+    is not a regular file (a folder, a device such as /dev/full, a pipe): only a regular file is replaced."""
+    if not str(path).strip():
+        raise OneByOneError(f"{what} expects a file name, got {str(path)!r}")
     path = Path(path)
     if path.is_dir():
         raise OneByOneError(f"{what} {path} is a folder; expected a file name")
+    if path.exists() and not path.is_file():
+        raise OneByOneError(f"{what} {path} exists and is not a regular file (a device, a pipe or a socket): "
+                            "name a regular file or a new one")
     if not path.parent.is_dir():
         raise OneByOneError(f"{what} {path}: its folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
@@ -109,15 +210,19 @@ def check_writable_file(path, what: str) -> Path:
 
 
 def clear(out) -> None:
-    """Remove the run held in ``out`` (for an explicit ``--overwrite``); other files stay."""
+    """Remove the run held in ``out`` (for an explicit ``--overwrite``): what its manifest says it wrote, or
+    an earlier version's five files; every other file stays."""
     out = Path(out)
-    for p in [out / LINK, out / f".{LINK}.tmp"] + list(out.glob("epoch-*")):
+    legacy, ours = _legacy(out), written(out)
+    for name in ours + [f".{LINK}.tmp"]:
+        p = out / name
         if p.is_symlink() or p.is_file():
             p.unlink()
         elif p.is_dir():
             shutil.rmtree(p)
-    for name in FILES:
+    for name in FILES if legacy else ():
         (out / name).unlink(missing_ok=True)
+    _record(out, [])
 
 
 def read_json(out, name: str):
@@ -153,7 +258,8 @@ def _require(out) -> Path:
     return where
 
 
-def _umask() -> int:
+def umask() -> int:
+    """This process's umask (read without changing it for longer than a call)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from .errors import OneByOneError
@@ -12,7 +13,7 @@ def _tour(args) -> int:
     from .checkpoint import check_writable
     from .tour import render, run_tour
 
-    if args.html:
+    if args.html is not None:
         check_writable(args.html, "--html")
 
     lessons = run_tour(only=args.lesson or None, seed=args.seed)
@@ -20,7 +21,7 @@ def _tour(args) -> int:
         print(render.to_json(lessons))
     else:
         print(render.text(lessons, color=sys.stdout.isatty()))
-    if args.html:
+    if args.html is not None:
         from .tour.tour_page import write_tour
 
         print(f"wrote {write_tour(lessons, args.html)}", file=sys.stderr if args.json else sys.stdout)
@@ -144,19 +145,19 @@ def _train(args) -> int:
         if not args.data:
             raise OneByOneError("--data is required: digits, shapes3d, a folder of class subfolders, or an .npz file")
         out = Path(args.out) if args.out else checkpoint.new_run_folder("runs", f"{args.model}-{Path(args.data).stem}")
-        if checkpoint.folder(out) is not None and not out.is_file():
-            if not args.overwrite:
-                saved = read_config(out)
-                raise OneByOneError(f"{out} holds a run ({saved.model} on {saved.data}); pass --resume to continue "
-                                    "it, --overwrite to replace it, or another --out")
-            checkpoint.clear(out)
+        if checkpoint.folder(out) is not None and not out.is_file() and not args.overwrite:
+            saved = read_config(out)
+            raise OneByOneError(f"{out} holds a run ({saved.model} on {saved.data}); pass --resume to continue "
+                                "it, --overwrite to replace it (only what that run wrote), or another --out")
         kw = {"size": args.size} if args.size else {}
         kw.update({"n_points": args.points} if args.points else {})
         cfg = TrainConfig(args.model, given["data"], args.epochs or 30, args.batch_size or 64, args.lr or 3e-3,
                           seed=args.seed or 0, data_kwargs=kw, precision=args.precision or "fp32")
     checkpoint.check_writable(out, "--out")
+    if not (args.overwrite and checkpoint.folder(out) is not None):
+        checkpoint.check_run_folder(out, args.resume)  # before the data loads: a folder of the user's is refused
     args.run_folder = out  # for the message on Ctrl-C
-    _, metrics = train(cfg, out=out, resume=args.resume, progress=not args.quiet)
+    _, metrics = train(cfg, out=out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if metrics:
         last = metrics[-1]
         print(f"{cfg.model} on {cfg.data}: epoch {last['epoch']}, test accuracy {last['test_acc']:.4f}; "
@@ -218,8 +219,10 @@ def _bench(args) -> int:
     if args.png and not set(args.sections) & {"a", "b"}:
         raise OneByOneError(f"--png draws the roofline of sections a and b; --sections {args.sections} has neither")
     for path, flag in ((args.json, "--json"), (args.png, "--png")):
-        if path:
+        if path is not None:
             check_writable_file(path, flag)  # before the minutes of timing, not after
+    if args.json and args.png and os.path.realpath(args.json) == os.path.realpath(args.png):
+        raise OneByOneError(f"--json and --png name the same file {args.json}: the figure would replace the results")
     result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile, runs=args.runs,
                        save=lambda partial: bench.write(partial, args.json))  # each finished run kept as it goes
     bench.write(result, args.json, args.png)

@@ -160,16 +160,31 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 2
 
 
 def train(
-    cfg: TrainConfig, out=None, resume: bool = False, progress: bool = True, until=None
+    cfg: TrainConfig, out=None, resume: bool = False, progress: bool = True, until=None, overwrite: bool = False
 ) -> tuple[nn.Module, list]:
     """Train ``cfg.model`` on ``cfg.data``; returns (model, per-epoch metrics), and writes both under ``out``.
 
-    ``until`` stops after that epoch as if interrupted (the learning-rate schedule still plans for
-    ``cfg.epochs``), so a later ``resume=True`` continues the same run.
+    ``out`` must be new, empty, or a run folder (``onebyone.checkpoint``): a new run refuses a folder that
+    holds a run unless ``overwrite`` (which removes only what that run wrote) and a folder of other files
+    always; the folder is locked while the run writes it, so a second run of it is refused. ``until``
+    stops after that epoch as if interrupted (the learning-rate schedule still plans for ``cfg.epochs``),
+    so a later ``resume=True`` continues the same run.
     """
+    if out is None or int(os.environ.get("RANK", "0")) != 0:  # under DDP only rank 0 writes, and locks
+        return _train(cfg, None if out is None else Path(out), resume, progress, until)
+    out = Path(out)
+    if overwrite and not resume and checkpoint.folder(out) is not None:
+        with checkpoint.lock(out):
+            checkpoint.clear(out)
+    checkpoint.check_run_folder(out, resume)
+    with checkpoint.lock(out):
+        checkpoint.check_run_folder(out, resume)  # again, now that no other run can write it
+        return _train(cfg, out, resume, progress, until)
+
+
+def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until) -> tuple[nn.Module, list]:
     rank, world = _ddp()
     check_choice(cfg.precision, ("fp32", "bf16"), "precision")
-    out = Path(out) if out is not None else None
     xtr, ytr = data.load(cfg.data, "train", **cfg.data_kwargs)
     xte, yte = data.load(cfg.data, "test", **cfg.data_kwargs)
     cfg.num_classes = cfg.num_classes or data.num_classes(cfg.data, ytr)

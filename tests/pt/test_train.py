@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from onebyone import OneByOneError, data
+from onebyone import OneByOneError, checkpoint, data
 from onebyone.cli import main
 from onebyone.train import TrainConfig, evaluate, load_checkpoint, train
 
@@ -22,7 +22,8 @@ def test_a_short_run_learns_and_writes_a_safe_checkpoint(tmp_path):
     model, metrics = train(cfg(), out=tmp_path, progress=False)
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert metrics[-1]["test_acc"] > max(0.8, model0 + 0.5)
-    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", "epoch-0003"}  # one complete epoch, linked
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint", "epoch-0003",  # one complete epoch, linked
+                                                    checkpoint.MANIFEST, checkpoint.LOCK}  # what it wrote; its lock
     files = {"model.safetensors", "optimizer.safetensors", "config.json", "state.json", "metrics.json"}
     assert {p.name for p in (tmp_path / "checkpoint").iterdir()} == files
     assert len({(tmp_path / "checkpoint" / f).stat().st_mode for f in files}) == 1  # one mode for every file

@@ -145,7 +145,7 @@ def test_a_save_interrupted_at_any_step_leaves_one_complete_checkpoint(tmp_path,
     assert len(checkpoint.read_json(out, "metrics.json")) == epoch
     monkeypatch.undo()
     checkpoint.save(out, {"w": torch.ones(3)}, {}, {"model": "m", "data": "d"}, {"epoch": 2}, [{}, {}])  # next save
-    assert {p.name for p in out.iterdir()} == {"checkpoint", "epoch-0002"}  # leftovers cleaned up
+    assert {p.name for p in out.iterdir()} == {"checkpoint", "epoch-0002", checkpoint.MANIFEST}  # leftovers gone
 
 
 def test_ctrl_c_says_where_the_last_checkpoint_is_and_how_to_resume(tmp_path, monkeypatch, capsys):
@@ -200,3 +200,74 @@ def test_the_bench_keeps_each_finished_run(monkeypatch):
     bench.run("d", runs=3, progress=False, save=lambda r: saved.append(dict(r)))
     assert [len(r.get("runs", [r])) for r in saved] == [1, 2, 3]  # written after each run, not only at the end
     assert saved[-1]["headlines"]["d of the MAC ratio"] == 1.0
+
+
+def test_a_folder_of_the_users_is_refused_and_left_as_it_was(tmp_path, capsys):
+    own = tmp_path / "own1"
+    own.mkdir()
+    (own / "config.json").write_text('{"mine": 1}')
+    (own / "metrics.json").write_text("[1, 2]")
+    (own / "epoch-plots").mkdir()
+    (own / "epoch-plots" / "loss.png").write_bytes(b"png")
+    before = {p.relative_to(own): p.read_bytes() for p in own.rglob("*") if p.is_file()}
+    assert main(RUN + ["--epochs", "1", "--out", str(own)]) == 2
+    assert "is not empty and holds no run of `onebyone train`: choose a new or empty folder" in capsys.readouterr().err
+    assert {p.relative_to(own): p.read_bytes() for p in own.rglob("*") if p.is_file()} == before  # nothing written
+    with pytest.raises(OneByOneError, match="is not empty and holds no run"):
+        train(TrainConfig("nin_digits", "digits", epochs=1), out=own, progress=False)  # the API refuses it too
+
+
+def test_a_run_and_overwrite_remove_only_what_a_run_wrote(tmp_path):
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "2", "--out", str(out)]) == 0
+    (out / "epoch-notes.txt").write_text("mine")  # the user's files beside the run
+    (out / "epoch-plots").mkdir()
+    (out / "epoch-plots" / "loss.png").write_bytes(b"png")
+    (out / "config.json").write_text("{}")
+    assert main(RUN + ["--epochs", "3", "--out", str(out), "--resume"]) == 0  # saves epoch 3, removes epoch 2
+    assert main(RUN + ["--epochs", "1", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "epoch-notes.txt").read_text() == "mine" and (out / "epoch-plots" / "loss.png").read_bytes() == b"png"
+    assert (out / "config.json").read_text() == "{}"
+    assert sorted(p.name for p in out.glob("epoch-0*")) == ["epoch-0001"]  # the run's own epochs: the new one
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 1
+    assert checkpoint.written(out) == ["checkpoint", "epoch-0001"]
+
+
+def test_a_second_run_of_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    out = tmp_path / "clash"
+    with checkpoint.lock(out):  # what a running `onebyone train --out clash` holds
+        with pytest.raises(OneByOneError, match="another `onebyone train` is writing .*clash right now"):
+            train(TrainConfig("nin_digits", "digits", epochs=1), out=out, progress=False)
+        probe = subprocess.run([sys.executable, "-m", "onebyone", *RUN, "--epochs", "1", "--out", str(out)],
+                               capture_output=True, text=True, timeout=300)
+        assert probe.returncode == 2 and "another `onebyone train` is writing" in probe.stderr
+    assert checkpoint.folder(out) is None  # neither wrote a run
+    model, metrics = train(TrainConfig("nin_digits", "digits", epochs=1, batch_size=128), out=out, progress=False)
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 1  # once the lock is free, a run goes ahead
+
+
+def test_a_damaged_manifest_is_refused_not_trusted(tmp_path):
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "1", "--out", str(out)]) == 0
+    (out / checkpoint.MANIFEST).write_text('{"written": ["../elsewhere"]}')
+    with pytest.raises(OneByOneError, match="is damaged: 'written' should be a list of entry names"):
+        checkpoint.clear(out)
+
+
+def test_no_command_writes_over_what_it_should_not(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "index.html").write_text("the user's page")
+    for args, said in [
+        (["report", "nin_digits", "--html", ""], "--html expects a folder name, got ''"),
+        (["tour", "--html", ""], "--html expects a folder name, got ''"),
+        (["bench", "--quick", "--sections", "a", "--json", "x.png", "--png", "x.png"],
+         "--json and --png name the same file x.png"),
+        (["bench", "--quick", "--sections", "a", "--json", ""], "--json expects a file name, got ''"),
+    ]:
+        assert main(args) == 2, args
+        assert said in capsys.readouterr().err
+    os.mkfifo(tmp_path / "pipe")  # like /dev/full: not a regular file, never replaced by one
+    assert main(["bench", "--quick", "--sections", "a", "--json", str(tmp_path / "pipe")]) == 2
+    assert "exists and is not a regular file" in capsys.readouterr().err
+    assert (tmp_path / "pipe").is_fifo() and (tmp_path / "index.html").read_text() == "the user's page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "pipe"]  # nothing else written

@@ -270,9 +270,14 @@ def cell(result: dict, name: str) -> str:
 def write(result: dict, json_path=None, png_path=None) -> None:
     """The result as JSON (written whole or not at all) and, if asked, its roofline as a PNG."""
     if json_path:
-        tmp = f"{json_path}.tmp"
-        with open(tmp, "w") as f:
+        import tempfile
+
+        from ..checkpoint import umask
+
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(json_path)), suffix=".tmp")  # a new name
+        with os.fdopen(fd, "w") as f:
             json.dump(result, f, indent=2)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600; a result is as readable as any file
         os.replace(tmp, json_path)
     if png_path:
         from ..plots import bench_roofline

@@ -52,7 +52,6 @@ def _packed(h, w4, b, act, packed):  # the same on the weight reordered once int
 
 
 ENGINES = {"packed": _packed, "mkldnn": _mkldnn, "conv": _conv, "addmm": _addmm}
-ONEDNN_ENGINES = ("packed", "mkldnn")
 
 
 def engines_for(rows, weight) -> tuple:
