@@ -76,3 +76,27 @@ def test_bad_names_and_paths(tmp_path):
         data.load("digits", "valid")
     with pytest.raises(OneByOneError, match="size must be one of"):
         data.load("digits", size=16)
+
+
+def test_a_16_bit_png_is_scaled_by_its_depth(tmp_path):
+    from PIL import Image
+
+    from onebyone.data import read_image
+
+    Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(np.full((4, 5), 153, np.uint8)).save(tmp_path / "byte.png")
+    deep = read_image(tmp_path / "deep.png")
+    assert deep.shape == (1, 4, 5) and np.allclose(deep, 40000 / 65535)  # 0.61, not 1.0
+    assert np.allclose(read_image(tmp_path / "byte.png", gray=True), 153 / 255)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 9, 100])
+def test_every_split_of_a_user_dataset_has_a_sample(tmp_path, n):
+    from onebyone.data.split import split_indices
+
+    train, test = split_indices(n, "train"), split_indices(n, "test")
+    assert len(train) >= 1 and len(test) >= 1 and sorted([*train, *test]) == list(range(n))
+    np.savez(tmp_path / "small.npz", x=np.random.default_rng(0).random((n, 1, 8, 8)), y=np.arange(n) % 2)
+    from onebyone import data
+
+    assert len(data.load(str(tmp_path / "small.npz"), "test")[0]) == len(test)

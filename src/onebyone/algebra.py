@@ -77,19 +77,37 @@ def choose_rank(singular_values, energy: float) -> int:
 
 
 def truncated_svd(w2d, rank=None, energy=None):
-    """W (O, K) ~= B @ A with A (r, K) and B (O, r), by truncated SVD.
+    """W (O, K) ~= B @ A with A (r, K) and B (O, r): the best rank-r approximation (truncated SVD).
 
-    Returns (A, B, rank, kept_energy). Exactly one of ``rank`` / ``energy`` is given.
+    Returns (A, B, rank, kept_energy). Exactly one of ``rank`` / ``energy`` is given. The singular values
+    come from the eigenvalues of the smaller Gram matrix (W W^T or W^T W; their square roots), and B @ A
+    is W projected onto the r leading singular vectors (U_r U_r^T W, or W V_r V_r^T): the same product a
+    full SVD truncates to, at the cost of one m x m eigendecomposition, m = min(O, K).
+
+    >>> w = np.outer([1.0, 2.0], [3.0, 0.0, 4.0])  # rank 1
+    >>> a, b, r, kept = truncated_svd(w, energy=0.99)
+    >>> r, round(kept, 6), bool(np.allclose(b @ a, w))
+    (1, 1.0, True)
     """
     w2d = as_float_array(w2d, "w", ndim=2)
     if (rank is None) == (energy is None):
         raise OneByOneError(f"give exactly one of rank / energy, got rank={rank!r}, energy={energy!r}")
-    u, s, vt = np.linalg.svd(w2d, full_matrices=False)  # (O, m), (m,), (m, K)
-    limit = s.size
+    if not np.isfinite(w2d).all():
+        raise OneByOneError(f"the weight of shape {w2d.shape} holds {int((~np.isfinite(w2d)).sum()):,} NaN or "
+                            "infinite values: it has no singular values to keep")
+    wide = w2d.shape[0] <= w2d.shape[1]
+    m = w2d if wide else w2d.T  # (small, big)
+    evals, evecs = np.linalg.eigh(m @ m.T)  # ascending
+    s2, vecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]  # squared singular values, leading first
+    limit = s2.size
     if rank is None:
-        rank = choose_rank(s, energy)
+        rank = choose_rank(np.sqrt(s2), energy)
     rank = check_int(rank, "rank")
     if rank > limit:
         raise OneByOneError(f"rank must be <= min(out, in) = {limit} for a weight of shape {w2d.shape}, got {rank}")
-    kept = float(np.sum(s[:rank] ** 2) / np.sum(s ** 2)) if np.any(s) else 1.0
-    return vt[:rank], u[:, :rank] * s[:rank], rank, kept
+    total = float(np.sum(w2d * w2d))  # ||W||_F^2, the eigenvalues' sum without their rounding
+    kept = min(1.0, float(np.sum(s2[:rank])) / total) if total > 0 else 1.0
+    basis = np.ascontiguousarray(vecs[:, :rank])  # (m, r): leading left (wide) or right (tall) singular vectors
+    if wide:
+        return basis.T @ w2d, basis, rank, kept  # A = U_r^T W (r, K), B = U_r (O, r)
+    return np.ascontiguousarray(basis.T), w2d @ basis, rank, kept  # A = V_r^T (r, K), B = W V_r (O, r)

@@ -48,6 +48,9 @@ def as_float_array(x, name: str, ndim=None) -> np.ndarray:
     Args:
         ndim: an int or a tuple of allowed ranks (None: any rank >= 1).
     """
+    if getattr(x, "requires_grad", False):  # a framework tensor in autograd: NumPy cannot hold its graph
+        raise OneByOneError(f"{name} is a {type(x).__name__} that requires grad; the NumPy ops do not track "
+                            "gradients: pass it detached (x.detach())")
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:  # a ragged list, mixed types

@@ -6,7 +6,7 @@ import math
 import os
 import sys
 
-from .errors import OneByOneError
+from .errors import OneByOneError, too_large
 
 
 def _tour(args) -> int:
@@ -75,7 +75,13 @@ def _analyze(args):
     if size is None:
         raise OneByOneError(f"{args.model} has no default input size: give one sample's shape with "
                             "--input-size, e.g. --input-size 3 224 224")
-    return analyze(model, input_size=size, batch_size=args.batch_size)
+    try:
+        return analyze(model, input_size=size, batch_size=args.batch_size)
+    except (RuntimeError, MemoryError) as e:
+        big = too_large(e, f"analyzing {args.model} at --batch-size {args.batch_size:,} (one sample {size})")
+        if big is None:
+            raise
+        raise OneByOneError(f"{big}: use a smaller --batch-size (every count scales with it)") from None
 
 
 def _summary(args) -> int:
@@ -118,7 +124,7 @@ def _train(args) -> int:
     from pathlib import Path
 
     from . import checkpoint
-    from .train import TrainConfig, data_spec, read_config, resume_conflicts, train
+    from .train import TrainConfig, data_spec, read_config, read_state, resume_conflicts, train
 
     given = {"model": args.model, "data": data_spec(args.data) if args.data else None, "batch_size": args.batch_size,
              "lr": args.lr, "seed": args.seed, "size": args.size, "n_points": args.points, "precision": args.precision}
@@ -135,7 +141,7 @@ def _train(args) -> int:
         if conflicts:
             raise OneByOneError(f"--resume continues the run in {out} as it was saved; these options differ: "
                                 f"{'; '.join(conflicts)}. Leave them out, or start a new run with another --out")
-        done = int(checkpoint.read_json(out, "state.json").get("epoch", 0))
+        done = read_state(out)[0]["epoch"]
         cfg.epochs = args.epochs or cfg.epochs
         if done >= cfg.epochs:
             print(f"nothing to do: the run in {out} finished epoch {done} of {cfg.epochs}; "
@@ -174,6 +180,7 @@ def _maps(args) -> int:
     from .train import load_checkpoint
 
     model, cfg = load_checkpoint(args.checkpoint)
+    labels = data.class_names(cfg.data, cfg.num_classes)  # first: a class folder removed since training is named
     xte, _ = data.load(cfg.data, "test", **cfg.data_kwargs)
     size = tuple(xte.shape[1:])
     if len(size) != 3:
@@ -186,7 +193,6 @@ def _maps(args) -> int:
     bad = [i for i, im in enumerate(images) if not np.isfinite(im).all()]
     if bad:
         raise OneByOneError(f"{args.image} holds NaN or infinite values; expected a finite image")
-    labels = data.class_names(cfg.data, cfg.num_classes)
     want = "x".join(map(str, size))
     got = "x".join(map(str, images[0].shape))
     if images[0].shape[0] != size[0]:
@@ -232,18 +238,23 @@ def _bench(args) -> int:
     return 0
 
 
-def _integer(minimum: int):
-    """An argparse type: an integer >= minimum, refused with the range in the message."""
+def _integer(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in [minimum, maximum], refused with the range in the message."""
+    want = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum:,}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if value < minimum or maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {value:,}")
         return value
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = want
     return parse
+
+
+SEEDS = 2**31 - 1  # the largest seed every generator here takes (torch's per-epoch seed is derived from it)
 
 
 def _positive_float(text: str) -> float:
@@ -276,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tour", help="run every lesson: each seed claim computed and verified")
     t.add_argument("--json", action="store_true", help="print the lessons and checks as JSON")
     t.add_argument("--lesson", action="append", metavar="ID", help="run only this lesson (repeatable)")
-    t.add_argument("--seed", type=_integer(0), default=0, help="seed of the random arrays, >= 0 (default 0)")
+    t.add_argument("--seed", type=_integer(0, SEEDS), default=0,
+                   help="seed of the random arrays, 0 to 2**31-1 (default 0)")
     t.add_argument("--html", default=None, metavar="DIR", help="write DIR/index.html with a figure per lesson")
     t.set_defaults(fn=_tour)
     sm = sub.add_parser("summary", help="params, MACs and memory per layer of a model, and the 1x1 share")
@@ -303,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "per process under torchrun)")
     tr.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate of AdamW, > 0 (default "
                     "0.003, cosine schedule)")
-    tr.add_argument("--seed", type=_integer(0), default=None, help="seed of the weights, shuffling and dropout "
+    tr.add_argument("--seed", type=_integer(0, SEEDS), default=None, help="seed of the weights, shuffling and dropout "
                     "(default 0)")
     tr.add_argument("--size", type=int, choices=(8, 28), default=None, help="digits only: 8 or 28 (default 8)")
     tr.add_argument("--points", type=_integer(1), default=None, help="shapes3d only: points per cloud "
@@ -325,14 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="slide the classifier over a larger canvas and show where each class fires",
     )
-    mp.add_argument("--seed", type=_integer(0), default=0, help="where the samples land on the canvas (default 0)")
+    mp.add_argument("--seed", type=_integer(0, SEEDS), default=0,
+                    help="where the samples land on the canvas (default 0)")
     mp.set_defaults(fn=_maps)
     bn = sub.add_parser("bench", help="measure the speed claims side by side; ratios, JSON and a roofline PNG")
     bn.add_argument("--json", default=None, metavar="OUT", help="write every measurement to this JSON file")
     bn.add_argument("--png", default=None, metavar="OUT", help="write the roofline plot (PNG)")
-    bn.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats, three zoo models in (e): "
-                    "under two minutes on our machine once torch.compile's cache is warm, against over 10 minutes "
-                    "for a full run")
+    bn.add_argument("--quick", action="store_true", help="smaller sizes (batch 8 in b), 3 repeats instead of 7, "
+                    "three zoo models in (e) (nin_cifar, squeezenet1_1, mobilenet_v1) instead of every one and three "
+                    "transformers models")
     bn.add_argument("--sections", default="abcde", help="which of a b c d e to run (default all)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
     bn.add_argument("--runs", type=_integer(1), default=1,

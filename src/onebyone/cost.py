@@ -222,6 +222,9 @@ def attention_cost(query_shape, key_shape, value_shape, dtype="float32") -> Cost
     True
     """
     q, k, v = (tuple(check_int(d, "shape entries") for d in s) for s in (query_shape, key_shape, value_shape))
+    if min(len(q), len(k), len(v)) < 2:
+        raise OneByOneError(f"attention needs shapes of rank >= 2: queries (..., L_q, d), keys (..., L_k, d), values "
+                            f"(..., L_k, d_v); got {q}, {k}, {v}")
     if q[-1] != k[-1] or k[-2] != v[-2]:
         raise OneByOneError(f"attention needs queries (..., L_q, d), keys (..., L_k, d) and values (..., L_k, d_v); "
                             f"got {q}, {k}, {v}")
@@ -295,6 +298,9 @@ def pool_cost(input_shape, kernel_size, *, stride=None, padding=0, op: str = "ma
 def add_costs(costs, output_shape=None) -> Cost:
     """Sum of several layers' costs (a block); ``output_shape`` is the block's output."""
     costs = list(costs)
+    if not costs or not all(isinstance(c, Cost) for c in costs):
+        got = [type(c).__name__ for c in costs] or "none"
+        raise OneByOneError(f"add_costs sums one or more Cost objects, got {got}")
     fields = ("weight_params", "bias_params", "macs", "flops", "activations", "bytes_read",
               "bytes_written", "other_ops")
     sums = {f: sum(getattr(c, f) for c in costs) for f in fields}

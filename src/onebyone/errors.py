@@ -4,3 +4,26 @@ got (with the shapes). The checks that raise it are in ``checks``."""
 
 class OneByOneError(ValueError):
     """Bad input to onebyone: the message names what was expected and what was got."""
+
+
+def too_large(error: BaseException, what: str) -> OneByOneError | None:
+    """A OneByOneError saying how much memory ``what`` would need, for an allocator's error (torch's "you
+    tried to allocate N bytes", or a MemoryError); None for any other error.
+
+    >>> str(too_large(RuntimeError("... you tried to allocate 1228800000000000 bytes. Error code 12"), "a batch"))
+    'a batch needs 1.23 PB for one tensor, more memory than this machine could allocate'
+    """
+    import re
+
+    found = re.search(r"allocate (\d+) bytes", str(error))
+    if found is None and not isinstance(error, MemoryError):
+        return None
+    size = "more memory than this machine has" if found is None else _bytes(int(found[1])) + " for one tensor"
+    return OneByOneError(f"{what} needs {size}, more memory than this machine could allocate")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{n} B"
+        n /= 1000

@@ -131,7 +131,9 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
     """Write ``folder/index.html`` (and its figures) for the model analyzed in ``stats``; returns the path."""
     if not isinstance(stats, ModelStats):
         raise OneByOneError(f"expected the ModelStats that onebyone.analyze returns, got {type(stats).__name__}")
-    folder = Path(folder)
+    from .checkpoint import check_writable
+
+    folder = check_writable(folder, "the report folder")
     kinds = by_kind(stats)
     kinds_figure(kinds, folder / "figures" / "kinds.png", KIND_LABELS)
     t = stats.totals()

@@ -19,7 +19,7 @@ from .errors import OneByOneError
 
 KINDS = ("pointwise", "depthwise", "grouped", "conv", "dense", "attention", "norm", "activation", "pool", "other")
 KIND_LABELS = {
-    "pointwise": "1x1 convolutions",  # and every Linear applied at each position (token, pixel, point)
+    "pointwise": "1x1 convolutions",  # and every Linear mixing channels at each of several positions
     "depthwise": "depthwise convolutions",
     "grouped": "grouped convolutions",
     "conv": "k x k convolutions",
@@ -32,13 +32,27 @@ KIND_LABELS = {
 }
 
 
-def conv_kind(kernel_size, groups: int, in_channels: int) -> str:
-    """pointwise (every kernel side 1), depthwise (one group per input channel), grouped, or conv."""
+def conv_kind(kernel_size, groups: int, in_channels: int, positions: int | None = None) -> str:
+    """pointwise (every kernel side 1), depthwise (one group per input channel), grouped, or conv. A 1x1
+    ungrouped conv that computes one output position per sample (``positions`` == 1: a (B, C, 1, 1) map)
+    is "dense": the product a Linear computes on a vector (``mix_kind``)."""
     if all(k == 1 for k in kernel_size):
-        return "pointwise"
+        return mix_kind(positions or 2) if groups == 1 else "pointwise"
     if groups > 1 and groups == in_channels:
         return "depthwise"
     return "grouped" if groups > 1 else "conv"
+
+
+def mix_kind(positions: int, mixes_channels: bool = True) -> str:
+    """The kind of an (O, C) product applied at ``positions`` positions of each sample: "pointwise" (a 1x1
+    convolution: a channel mix at every pixel, token or point, more than one) or "dense" (one vector per
+    sample, or a product that mixes positions rather than channels, such as MLP-Mixer's token mixing).
+    Every equivalent form (Linear, 1x1 Conv, Pointwise) of one computation gets the same kind.
+
+    >>> mix_kind(196), mix_kind(1), mix_kind(768, mixes_channels=False)
+    ('pointwise', 'dense', 'dense')
+    """
+    return "pointwise" if positions > 1 and mixes_channels else "dense"
 
 
 @dataclass

@@ -79,7 +79,47 @@ def read_config(out) -> TrainConfig:
     if not isinstance(raw, dict) or not {"model", "data"} <= set(raw) or set(raw) - names:
         raise OneByOneError(f"{out}: config.json must hold the fields of a training run ({sorted(names)}), "
                             f"got {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+    for name, (ok, want) in _CONFIG_FIELDS.items():
+        if name in raw and not ok(raw[name]):
+            raise OneByOneError(f"the checkpoint in {out} is damaged: config.json's {name} must be {want}, "
+                                f"got {raw[name]!r}")
     return TrainConfig(**raw)
+
+
+def _whole(lo, hi=None):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+
+
+_CONFIG_FIELDS = {  # field -> (check, what it must be): a config.json edited by hand is refused, named
+    "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
+    "data": (lambda v: isinstance(v, str) and v != "", "a dataset name or path"),
+    "epochs": (_whole(1), "an integer >= 1"),
+    "batch_size": (_whole(1), "an integer >= 1"),
+    "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf"),
+           "a number > 0"),
+    "weight_decay": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"),
+                     "a number >= 0"),
+    "seed": (_whole(0, 2**31 - 1), "an integer from 0 to 2**31-1"),
+    "data_kwargs": (lambda v: isinstance(v, dict) and all(k in ("size", "n_points") and _whole(1)(x)
+                                                          for k, x in v.items()),
+                    "an object of size / n_points, integers >= 1"),
+    "num_classes": (_whole(0), "an integer >= 0"),
+    "precision": (lambda v: v in ("fp32", "bf16"), "'fp32' or 'bf16'"),
+}
+
+
+def read_state(out) -> tuple[dict, list]:
+    """(state.json, metrics.json) of the run in ``out``, checked: a whole epoch >= 1 with the optimizer's
+    scalars, and one metrics entry per epoch; a damaged one is refused, named."""
+    state, metrics = checkpoint.read_json(out, "state.json"), checkpoint.read_json(out, "metrics.json")
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    if not _whole(1)(epoch) or not isinstance(state.get("optimizer"), dict):
+        raise OneByOneError(f"the checkpoint in {out} is damaged: state.json must hold a whole epoch >= 1 and the "
+                            f"optimizer's state, got {state!r:.120}")
+    if not isinstance(metrics, list) or len(metrics) != epoch or not all(isinstance(m, dict) for m in metrics):
+        raise OneByOneError(f"the checkpoint in {out} is damaged: metrics.json must hold one entry per epoch "
+                            f"({epoch}), got {metrics!r:.120}")
+    return state, metrics
 
 
 def resume_conflicts(saved: TrainConfig, given: dict) -> list:
@@ -200,7 +240,7 @@ def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until) -> tuple[
     if resume:
         if out is None or checkpoint.folder(out) is None:
             raise OneByOneError(f"--resume needs a run folder written by `onebyone train`, got {out}")
-        state = checkpoint.read_json(out, "state.json")
+        state, metrics = read_state(out)
         try:
             model.load_state_dict(checkpoint.read_tensors(out, "model.safetensors"))
             opt.load_state_dict(_unflatten_optimizer(checkpoint.read_tensors(out, "optimizer.safetensors"),
@@ -209,7 +249,6 @@ def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until) -> tuple[
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({type(e).__name__}: {e}); "
                                 "it is damaged or from another run") from None
-        metrics = checkpoint.read_json(out, "metrics.json")
     previous = torch.get_num_threads()
     training_threads(model, xtr, cfg.batch_size)
     try:

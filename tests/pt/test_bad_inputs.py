@@ -95,6 +95,21 @@ CLI = [
     ("train points for digits", lambda r, t: ["train", "nin_digits", "--data", "digits", "--points", "256", "--out", str(t / "o")], "digits does not take ['n_points']"),
     ("train precision fp16", lambda r, t: ["train", "nin_digits", "--data", "digits", "--precision", "fp16"], "invalid choice: 'fp16'"),
     ("maps unknown flag", lambda r, t: ["maps", str(r), "test:0", "--size", "3"], "unrecognized arguments: --size 3"),
+    ("train into a folder of the user's", lambda r, t: ["train", "nin_digits", "--data", "digits", "--out", str(t) if (t / "mine.txt").write_text("x") else ""], "is not empty and holds no run"),
+    ("train seed 2**64-1", lambda r, t: ["train", "nin_digits", "--data", "digits", "--seed", str(2**64 - 1)], "expected an integer from 0 to 2,147,483,647"),
+    ("resume epoch -5", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(damaged(r, t, "state.json", json.dumps({"epoch": -5, "optimizer": {}}).encode()))], "state.json must hold a whole epoch >= 1"),
+    ("resume epoch 1.7", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(damaged(r, t, "state.json", json.dumps({"epoch": 1.7, "optimizer": {}}).encode()))], "state.json must hold a whole epoch >= 1"),
+    ("resume metrics of another shape", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(damaged(r, t, "metrics.json", b'{"epoch": 1}'))], "metrics.json must hold one entry per epoch"),
+    ("resume lr a string", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "lr": "fast"}).encode()))], "config.json's lr must be a number > 0, got 'fast'"),
+    ("resume data_kwargs a list", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "data_kwargs": [1]}).encode()))], "config.json's data_kwargs must be an object"),
+    ("summary resolution -5", lambda r, t: ["summary", "mobilenet_v1", "--model-arg", "resolution=-5"], "resolution must be an integer >= 32"),
+    ("summary alpha 0", lambda r, t: ["summary", "mobilenet_v1", "--model-arg", "alpha=0"], "must be a number in (0, 4], got 0"),
+    ("summary dropout nan", lambda r, t: ["summary", "nin_cifar", "--model-arg", "dropout=nan"], "nin_cifar(dropout='nan') could not be built"),
+    ("summary dropout 2.0", lambda r, t: ["summary", "nin_cifar", "--model-arg", "dropout=2.0"], "dropout probability has to be between 0 and 1"),
+    ("summary batch 10**11", lambda r, t: ["summary", "nin_cifar", "--batch-size", str(10**11)], "needs 1.23 PB for one tensor"),
+    ("summary a 10**10-class head", lambda r, t: ["summary", "nin_cifar", "--model-arg", f"num_classes={10**10}"], "needs 7.68 TB for one tensor"),
+    ("report html empty", lambda r, t: ["report", "nin_digits", "--html", ""], "--html expects a folder name, got ''"),
+    ("bench json and png one file", lambda r, t: ["bench", "--quick", "--sections", "a", "--json", str(t / "x.png"), "--png", str(t / "x.png")], "name the same file"),
 ]
 
 
@@ -152,7 +167,33 @@ API = [
     ("analyze example list of strings", lambda: ob.analyze(Tiny(), example=["a"]), "example must be a tensor"),
     ("optimize bfloat16 tolerance", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), dtype="bf16"), "dtype must be None"),
     ("optimize compile string", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), compile="yes"), "compile must be True or False, got 'yes'"),
+    ("optimize unknown pass", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), passes=["fuse"]), "unknown pass(es) ['fuse']"),
+    ("rewrite of a meta model", lambda: __import__("onebyone.torch").torch.fold_batchnorm(Tiny().to("meta").eval(), input_size=(3, 8, 8)), "is on the meta device (conv.weight has a shape but no data)"),
+    ("rewrite tol string", lambda: __import__("onebyone.torch").torch.fold_batchnorm(Tiny().eval(), input_size=(3, 8, 8), tol="1e-6"), "tol must be a number >= 0"),
+    ("analyze a scripted model", lambda: ob.analyze(torch.jit.script(Tiny().eval()), input_size=(3, 8, 8)), "analyze needs the eager module, got a TorchScript"),
+    ("add_costs of nothing", lambda: cost.add_costs([]), "add_costs sums one or more Cost objects, got none"),
+    ("attention_cost rank 1", lambda: cost.attention_cost((4,), (4,), (4,)), "attention needs shapes of rank >= 2"),
+    ("conv1x1 of a tensor in autograd", lambda: ops.conv1x1(torch.randn(1, 3, 4, 4, requires_grad=True), np.ones((2, 3))), "requires grad; the NumPy ops do not track gradients"),
+    ("list_models None", lambda: __import__("onebyone.zoo").zoo.list_models(None), "pattern must be a string"),
+    ("write_report into a file", lambda: __import__("onebyone.model_page").model_page.write_report(ob.analyze(Tiny(), input_size=(3, 8, 8)), __file__), "is a file; expected a folder"),
+    ("factorize NaN weights", lambda: __import__("onebyone.torch").torch.factorize(_nan_linear(), rank=2), "holds 1 NaN or infinite values"),
+    ("read_image of strings", lambda: data.read_image(_saved_npy(np.array(["a", "b"]))), "holds an array of <U1; expected numbers"),
 ]
+
+
+def _nan_linear():
+    lin = nn.Linear(4, 4)
+    with torch.no_grad():
+        lin.weight[0, 0] = float("nan")
+    return lin
+
+
+def _saved_npy(array):
+    import tempfile
+
+    path = tempfile.mkdtemp() + "/a.npy"
+    np.save(path, array)
+    return path
 
 
 @pytest.mark.parametrize("case", API, ids=[c[0] for c in API])

@@ -144,3 +144,49 @@ def test_an_adaptive_pool_before_the_head_slides_as_the_fixed_pool_it_equals(poo
 def test_an_adaptive_pool_with_uneven_windows_is_refused_with_the_reason():
     with pytest.raises(OneByOneError, match="uneven windows"):
         convolutionalize(vgg_like(nn.AdaptiveAvgPool2d((3, 3)), 3), (3, 16, 16))  # a 4x4 map into 3x3
+
+
+def alexnet_like():
+    """AlexNet's shape, small: a padded trunk, an adaptive pool to 6x6, a three-Linear head with dropout."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(16, 32, 5, padding=2),
+        nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.AdaptiveAvgPool2d((6, 6)), nn.Flatten(), nn.Dropout(), nn.Linear(32 * 6 * 6, 64), nn.ReLU(), nn.Dropout(),
+        nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+
+
+def test_what_a_cell_equals_when_the_trunk_pads_is_said_exactly_and_measured():
+    model = alexnet_like()
+    dense, report = convolutionalize(model, (3, 224, 224))
+    (head,) = report.layers
+    assert head["padded"] and head["stride"] == (32, 32) and head["crop_difference"] > 1e-3  # the pads matter
+    assert any("each cell equals the head applied to the matching window" in n for n in report.notes)
+    x = torch.randn(1, 3, 256, 288, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        grid = dense(x)  # (1, 10, 2, 3)
+        fmap = model[:9](x)  # the trunk on the large input: (1, 32, 7, 8)
+        for i in range(grid.shape[2]):
+            for j in range(grid.shape[3]):
+                window = fmap[..., i:i + 6, j:j + 6]  # 6x6 window of the big map = the 224 window at this cell
+                torch.testing.assert_close(grid[0, :, i, j], model[10:](window)[0], rtol=1e-5, atol=1e-5)
+        crop = model(x[..., :224, :224])  # the lone crop: padded borders, so not equal
+        assert float((grid[0, :, 0, 0] - crop[0]).abs().max()) > 1e-4
+
+
+def test_an_optimized_convolutionalized_model_exports_with_dynamic_height_and_width():
+    from onebyone.torch import optimize
+
+    from .cpus import REWRITES
+
+    dense, _ = convolutionalize(alexnet_like(), (3, 224, 224))
+    x = torch.randn(2, 3, 288, 320)
+    h, w = torch.export.Dim("h", min=256, max=1024), torch.export.Dim("w", min=256, max=1024)
+    for channels_last in (True, False):
+        opt, _ = optimize(dense, x, channels_last=channels_last, passes=REWRITES)
+        program = torch.export.export(opt, (x,), dynamic_shapes={"args": ({2: h, 3: w},)} if channels_last
+                                      else ({2: h, 3: w},))
+        for size in ((256, 352), (320, 288)):
+            xs = torch.randn(2, 3, *size)
+            with torch.no_grad():
+                torch.testing.assert_close(program.module()(xs), dense(xs), rtol=1e-4, atol=1e-4)

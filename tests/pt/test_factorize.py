@@ -76,3 +76,83 @@ def test_each_layer_reports_its_own_error_and_the_model_its_total():
     errors = [info["relative_error"] for info in report.layers]
     assert report.output_relative_error > 0 and report.output_relative_error != errors[-1]
     assert "whole model's output" in " ".join(report.notes)
+
+
+class SharedHead(nn.Module):
+    """One Linear used twice (weights shared), and a conv trunk: the rows must sum to the report's totals."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.shared, self.out = nn.Conv2d(6, 32, 1), nn.Linear(32, 32), nn.Linear(32, 5)
+
+    def forward(self, x):
+        h = self.conv(x).mean((2, 3))
+        return self.out(self.shared(torch.relu(self.shared(h))))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_every_row_is_per_sample_and_the_rows_sum_to_the_totals(batch):
+    model = SharedHead().eval()
+    x = torch.randn(batch, 6, 9, 9)
+    new, report = factorize(model, rank=4, example=x)
+    assert sum(r["macs_saved"] for r in report.layers) == report.macs_before - report.macs_after > 0
+    shared = next(r for r in report.layers if r["name"] == "shared")
+    assert shared["macs_saved"] == 2 * (32 * 32 - 4 * (32 + 32))  # both calls, one sample
+    assert any(n.startswith("shared is shared (2 calls on the example)") for n in report.notes)
+    assert isinstance(new.shared, nn.Sequential)
+
+
+def test_a_layer_registered_under_two_names_changes_under_both():
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+    model.add_module("again", model[0])  # the same layer, a second name (nn.Sequential calls it again)
+    new, report = factorize(model, rank=2, example=torch.randn(3, 16))
+    assert new[0] is new.again and isinstance(new[0], nn.Sequential)
+    assert any("also registered as again" in n for n in report.notes)
+    assert sum(r["macs_saved"] for r in report.layers) == report.macs_before - report.macs_after
+
+
+@pytest.mark.parametrize("shape", [(40, 60), (60, 40), (32, 32), (7, 200)])
+@pytest.mark.parametrize("energy", [0.5, 0.9, 0.99, 1.0])
+def test_the_truncation_equals_the_full_svds(shape, energy):
+    from onebyone.algebra import truncated_svd
+
+    rng = np.random.default_rng(sum(shape))
+    w = rng.standard_normal(shape) * np.logspace(0, -3, shape[1])  # a spread of singular values
+    a, b, r, kept = truncated_svd(w, energy=energy)
+    u, s, vt = np.linalg.svd(w, full_matrices=False)  # the reference: the full SVD, truncated
+    e = np.cumsum(s ** 2) / np.sum(s ** 2)
+    assert r == int(np.searchsorted(e, energy - 1e-12) + 1) and kept == pytest.approx(e[r - 1], abs=1e-12)
+    best = (u[:, :r] * s[:r]) @ vt[:r]
+    np.testing.assert_allclose(b @ a, best, atol=1e-8 * s[0])  # the same rank-r product
+    assert a.shape == (r, shape[1]) and b.shape == (shape[0], r)
+
+
+def test_nan_weights_are_named_not_an_svd_error():
+    lin = nn.Linear(8, 8)
+    with torch.no_grad():
+        lin.weight[0, 0] = float("nan")
+    with pytest.raises(OneByOneError, match=r"layer `0` \(Linear, weight \(8, 8\)\): .* holds 1 NaN or infinite"):
+        factorize(lin, rank=2)
+
+
+class SamePadding(nn.Module):
+    """TensorFlow-style 'same' padding, as transformers' MobileNets do it: read from the conv it calls."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(8, 16, 3, stride=2)
+
+    def forward(self, x):
+        k, s = self.conv.kernel_size[0], self.conv.stride[0]
+        pad = max(k - s, 0) if x.shape[-1] % s == 0 else max(k - x.shape[-1] % s, 0)
+        return self.conv(nn.functional.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)))
+
+
+def test_a_factorized_layer_keeps_the_attributes_code_reads_from_it():
+    model = SamePadding().eval()
+    new, report = factorize(model, rank=8, example=torch.randn(2, 8, 12, 12))
+    assert new.conv.stride == (2, 2) and new.conv.kernel_size == (3, 3) and new.conv.out_channels == 16
+    assert new.conv[0].stride == (2, 2) and isinstance(new.conv[1], Pointwise)  # the pair itself: kxk, then 1x1
+    assert report.output_relative_error < 1.0

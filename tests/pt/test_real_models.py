@@ -147,3 +147,13 @@ def test_optimize_with_compile_on_real_models_keeps_their_outputs(name):
     assert (got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max()))
     said = [c for c in report.changed + report.notes if "torch.compile" in c]
     assert len(said) == 1 and not [s for s in report.skipped if "compile" in s[0]], (said, report.skipped)
+
+
+@pytest.mark.parametrize("name", ["convnext", "efficientnet", "vit"])
+def test_linear_to_conv1x1_leaves_every_share_as_it_was(name):
+    """One computation, one kind: a Linear at every pixel and the 1x1 conv it becomes are both pointwise, a
+    head on one vector is dense in either form (convnext's 1x1 share moved 90.7% -> 93.4% when the forms
+    were labelled apart), and squeeze-excitation 1x1 convs on 1x1 maps are dense."""
+    model, x = build(name)
+    converted, _ = linear_to_conv1x1(model, example=x)
+    assert analyze(converted, example=x).share() == analyze(model, example=x).share()

@@ -76,7 +76,11 @@ def class_names(name: str, k: int) -> list[str]:
         return list(SHAPES)
     path = Path(str(name))
     if name != "digits" and path.is_dir():
-        return sorted(p.name for p in path.iterdir() if p.is_dir())
+        names = sorted(p.name for p in path.iterdir() if p.is_dir())
+        if len(names) != k:
+            raise OneByOneError(f"{path} now holds {len(names)} class folder(s) ({', '.join(names) or 'none'}), but "
+                                f"the model was trained on {k} classes: restore the folders it was trained on")
+        return names
     return [str(i) for i in range(k)]
 
 

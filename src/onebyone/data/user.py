@@ -64,7 +64,13 @@ def read_image(path, gray: bool = False) -> np.ndarray:
     if not path.is_file():
         raise OneByOneError(f"image file {path} does not exist")
     if path.suffix.lower() == ".npy":
-        a = np.load(path, allow_pickle=False).astype(np.float32)
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:  # not an .npy file, or one holding objects (never unpickled)
+            raise OneByOneError(f"{path} is not a readable .npy array of numbers: {e}") from None
+        if a.dtype.kind not in "fiub":
+            raise OneByOneError(f"{path} holds an array of {a.dtype}; expected numbers")
+        a = a.astype(np.float32)
         if a.ndim not in (2, 3):
             raise OneByOneError(f"{path} holds an array of shape {a.shape}; expected (H, W) or (C, H, W)")
         return a[None] if a.ndim == 2 else a
@@ -74,7 +80,14 @@ def read_image(path, gray: bool = False) -> np.ndarray:
         raise OneByOneError("reading images needs pillow: pip install 'onebyone[data]'") from e
     try:
         img = Image.open(path)
-        img = img.convert("L" if gray or img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+        img.load()
+        if img.mode.startswith("I"):  # 16-bit grayscale ("I;16", or "I" holding 0 ... 65535): scaled by its depth
+            a = np.asarray(img).astype(np.float64)
+            if a.min() < 0 or a.max() > 65535:
+                raise OneByOneError(f"{path} holds {img.mode} values outside 0 ... 65535; expected an 8- or 16-bit "
+                                    "image")
+            return (a / 65535.0).astype(np.float32)[None]  # (H, W) -> (1, H, W)
+        img = img.convert("L" if gray or img.mode in ("1", "L", "LA", "F") else "RGB")
     except OSError as e:
         raise OneByOneError(f"{path} is not a readable image ({', '.join(sorted(IMAGE_SUFFIXES))} or .npy): {e}") from e
     a = np.asarray(img, dtype=np.float32) / 255.0

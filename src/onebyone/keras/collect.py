@@ -2,11 +2,13 @@
 every number from ``onebyone.cost``."""
 from __future__ import annotations
 
+import math
+
 import keras
 
 from .. import cost
 from ..errors import OneByOneError
-from ..stats import LayerStats, ModelStats, conv_kind
+from ..stats import LayerStats, ModelStats, conv_kind, mix_kind
 
 L = keras.layers
 NORMS = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization)
@@ -48,7 +50,8 @@ def _conv_rows(layer, name, x, y, dtype):
                                spatial_dims=len(dw.output_shape) - 2)
         return [(name + ".depthwise", "depthwise", dw), (name + ".pointwise", "pointwise", pw)]
     c = cost.conv_cost(x, layer.filters, layer.kernel_size, groups=layer.groups, bias=layer.use_bias, **kw)
-    return [(name, conv_kind(layer.kernel_size, layer.groups, c_in), c)]
+    spatial = c.output_shape[2:] if layout == "NCHW" else c.output_shape[1:-1]
+    return [(name, conv_kind(layer.kernel_size, layer.groups, c_in, math.prod(spatial)), c)]
 
 
 def _walk(model, prefix, batch, dtype, rows, uncounted):
@@ -71,7 +74,7 @@ def _walk(model, prefix, batch, dtype, rows, uncounted):
                 continue
             if isinstance(layer, L.Dense):
                 c = cost.dense_cost(x, layer.units, bias=layer.use_bias, dtype=dtype)
-                rows.append(LayerStats.from_cost(name, "Dense", "dense", x, c, first))
+                rows.append(LayerStats.from_cost(name, "Dense", mix_kind(math.prod(x[1:-1])), x, c, first))
                 continue
             n_out = 1
             for d in y:

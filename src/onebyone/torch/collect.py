@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from .. import cost
 from ..errors import OneByOneError
-from ..stats import LayerStats, ModelStats, conv_kind
+from ..stats import LayerStats, ModelStats, conv_kind, mix_kind
 from .layer_cost import CONV_TRANSPOSES, counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
@@ -65,19 +65,20 @@ def _per_output(m: nn.Module, x: torch.Tensor) -> str:
     return ""
 
 
-def _functional_cost(name, args, kwargs, out, dtype) -> tuple[str, cost.Cost | int, torch.Tensor | None]:
-    """(kind, MACs, the weight operand or None) of a functional product from its operands' shapes."""
+def _functional_cost(name, args, kwargs, out, dtype, mixes_channels=True) -> tuple[str, int, torch.Tensor | None]:
+    """(kind, MACs, the weight operand or None) of a functional product from its operands' shapes (the
+    MACs as ``onebyone.cost`` counts them: one per weight per output position)."""
     if name == "linear":
         x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
-        return ("pointwise" if x.dim() >= 3 else "dense"), out.numel() * w.shape[1], w
+        return mix_kind(math.prod(x.shape[1:-1]), mixes_channels), out.numel() * w.shape[1], w
     if name.startswith("conv_transpose"):
         x, w = args[0], args[1]
-        groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
         return "conv", x.numel() * w.shape[1] * math.prod(w.shape[2:]), w
     if name.startswith("conv"):
         x, w = args[0], args[1]
         groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
-        return conv_kind(tuple(w.shape[2:]), groups, x.shape[1]), out.numel() * math.prod(w.shape[1:]), w
+        kind = conv_kind(tuple(w.shape[2:]), groups, x.shape[1], math.prod(out.shape[2:]))
+        return kind, out.numel() * math.prod(w.shape[1:]), w
     if name == "scaled_dot_product_attention":
         q, k, v = (args + tuple(kwargs.get(n) for n in ("query", "key", "value")[len(args):]))[:3]
         return "attention", cost.attention_cost(q.shape, k.shape, v.shape).macs, None
@@ -98,12 +99,12 @@ def _functional_cost(name, args, kwargs, out, dtype) -> tuple[str, cost.Cost | i
 
 
 def _product_kind(operands, weights) -> str:
-    """A product with a weight: dense on (B, C), pointwise where the activation has positions; a product
-    of two activations (attention scores, attention times values): attention."""
+    """A product with a weight: dense on (B, C), pointwise where the activation has positions
+    (``stats.mix_kind``); a product of two activations (attention scores, attention times values): attention."""
     if not weights:
         return "attention"
     x = next((t for t in operands if not isinstance(t, nn.Parameter)), None)
-    return "pointwise" if x is not None and x.dim() >= 3 else "dense"
+    return mix_kind(math.prod(x.shape[1:-1]) if x is not None and x.dim() >= 3 else 1)
 
 
 class _Spy(TorchFunctionMode):
@@ -117,6 +118,8 @@ class _Spy(TorchFunctionMode):
         c = self.c
         tensors = tensor_args(args, kwargs)
         c.seen.update(id(p) for p in _parameters(tensors))
+        if tensors and isinstance(out, torch.Tensor):
+            c.axes.follow(getattr(func, "__name__", ""), tensors[0], out)
         if c.inside_counted == 0:
             name = getattr(func, "__name__", "")
             if func in FUNCTIONS and isinstance(out, torch.Tensor):
@@ -124,6 +127,59 @@ class _Spy(TorchFunctionMode):
             elif name in UNCOUNTED_PRODUCTS:
                 c.uncounted_op(name, tensors)
         return out
+
+
+class _Axes:
+    """Where the channels are in the tensors of one forward pass, where the ops that made them tell.
+
+    A Linear mixes the last axis of its input: a 1x1 convolution when that axis holds channels, a mix of
+    positions when it does not (MLP-Mixer's token mixing: (B, N, C) -> (B, C, N), then a Linear over N).
+    Channels are last after a Linear, a LayerNorm or an embedding, on dim 1 after a conv or a BatchNorm;
+    a transpose or permute moves them with their axis, a Linear over positions leaves them where they were,
+    ops that keep the shape keep them, and a reshape that keeps their axis keeps them. Where nothing tells
+    (the model's inputs, say), the last axis is taken to hold channels. Kept for one pass only.
+    """
+
+    VIEWS = {"transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis", "t"}
+    LAST = {"layer_norm", "embedding", "rms_norm"}
+    FIRST = {"conv1d", "conv2d", "conv3d", "batch_norm", "group_norm", "instance_norm"}
+    RESHAPES = {"reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous"}
+
+    def __init__(self):
+        self._axis = {}  # id -> (weakref of the tensor, the axis holding its channels)
+
+    def channel_axis(self, t) -> int | None:
+        entry = self._axis.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def mixes_channels(self, x) -> bool:
+        """Does a Linear on ``x`` mix channels (its last axis holds them, or nothing says otherwise)?"""
+        a = self.channel_axis(x)
+        return a is None or a == x.dim() - 1
+
+    def follow(self, name: str, src: torch.Tensor, out: torch.Tensor) -> None:
+        a, axis = self.channel_axis(src), None
+        if name == "linear":
+            axis = a if a is not None and a != src.dim() - 1 else out.dim() - 1
+        elif name in self.LAST:
+            axis = out.dim() - 1
+        elif name in self.FIRST and out.dim() >= 2:
+            axis = 1
+        elif a is None:
+            return
+        elif name in self.VIEWS and src.shape[a] > 1:  # the channels' axis is where their size and stride went
+            axis = next((j for j in range(out.dim()) if (out.shape[j], out.stride(j)) == (src.shape[a], src.stride(a))),
+                        None)
+        elif out.shape == src.shape:
+            axis = a
+        elif name in self.RESHAPES:
+            last, first = a == src.dim() - 1, a == 1 and out.dim() >= 2
+            axis = out.dim() - 1 if last and out.shape[-1] == src.shape[-1] else 1 if first and out.shape[:2] == \
+                src.shape[:2] else None
+        if axis is not None:
+            import weakref
+
+            self._axis[id(out)] = (weakref.ref(out), axis)
 
 
 class _Collector:
@@ -135,6 +191,7 @@ class _Collector:
         self.stack, self.shapes, self.rows, self.inside_counted = [], [], [], 0
         self.claimed, self.seen, self.called = set(), set(), set()
         self.ops = {}  # uncountable product -> (calls, where, params it took)
+        self.axes = _Axes()
 
     def _claim(self, tensors) -> int:
         n = 0
@@ -175,7 +232,7 @@ class _Collector:
         row.activations, row.bytes_written = y.numel(), y.numel() * size
         row.bytes_read = (x.numel() + row.params) * size
         if counts_products(m):
-            row.kind, c = layer_cost(m, x, self.dtype, output=y)
+            row.kind, c = layer_cost(m, x, self.dtype, output=y, mixes_channels=self.axes.mixes_channels(x))
             row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read
             row.per_output = _per_output(m, x)
         elif isinstance(m, NORMS):
@@ -199,7 +256,8 @@ class _Collector:
             self.rows[-1].params, self.rows[-1].weights = p, (c.weight_params if p else 0)
 
     def functional(self, name, args, kwargs, tensors, out):
-        kind, macs, weight = _functional_cost(name, args, kwargs, out, self.dtype)
+        mixes = name != "linear" or self.axes.mixes_channels(tensors[0])
+        kind, macs, weight = _functional_cost(name, args, kwargs, out, self.dtype, mixes_channels=mixes)
         where = self.stack[-1] if self.stack else type(self.model).__name__
         row = LayerStats(f"{where}.{name}", f"F.{name}", kind, tuple(tensors[0].shape) if tensors else (),
                          tuple(out.shape), depth=where.count(".") + 1)
@@ -229,6 +287,9 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
             raise OneByOneError(f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) "
                                 "or example=")
         example = torch.zeros((batch_size, *input_size), **input_kw(model))
+    if isinstance(model, torch.jit.ScriptModule):
+        raise OneByOneError(f"analyze needs the eager module, got a TorchScript {type(model).__name__}: hooks do not "
+                            "run in scripted or traced code; analyze the model before torch.jit.script / trace")
     batch = batch_of(example)
     c = _Collector(model, dtype)
     hooks = []
@@ -262,9 +323,11 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
 
 
 def _leftovers(model, c) -> tuple[list, list, list]:
-    """The parameters no row claimed, sorted into layers never called, parameters used outside any layer
-    (in elementwise ops, lookups, concatenations: no MACs by nature), and the one warning: products the
-    analyzer could not count (ops by name, and layers whose parameters no op it saw ever took)."""
+    """The parameters no row claimed, sorted into layers never used (not called, and no op read their
+    parameters), parameters used outside any layer's call (in elementwise ops, lookups, concatenations:
+    no MACs by nature; a table another module reads, as timm's RelPosBias through ``get_bias()``), and the
+    one warning: products the analyzer could not count (ops by name, and layers whose parameters no op it
+    saw ever took)."""
     in_uncounted = set().union(*(p for _, _, p in c.ops.values())) if c.ops else set()
     never_called, outside, uncounted = [], [], []
     for name, m in model.named_modules():
@@ -272,7 +335,7 @@ def _leftovers(model, c) -> tuple[list, list, list]:
         if not own:
             continue
         n = sum(p.numel() for p in own)
-        if id(m) not in c.called:
+        if id(m) not in c.called and not any(id(p) in c.seen for p in own):  # read by no op either
             never_called.append((name, type(m).__name__, n))
         elif any(id(p) in in_uncounted for p in own):
             continue  # listed with the op that took them

@@ -22,7 +22,7 @@ from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
 from .rewrite_report import RewriteReport, finish
 from .rewrites import pointwise_layer
-from .tensors import numpy64, probe_input, tensor
+from .tensors import batch_size, numpy64, probe_input, tensor
 
 KINDS = ("pointwise", "dense", "conv")
 
@@ -35,14 +35,33 @@ def _kind(m) -> str | None:
     return None
 
 
+class Factorized(nn.Sequential):
+    """The two layers that replace one: ``first`` (to rank r) then ``second``. It keeps the replaced layer's
+    shape attributes (``in_channels``, ``stride``, ``kernel_size``, ``in_features``...), so that code which
+    reads them from the layer it calls (as TensorFlow-style "same" padding does) reads the same values."""
+
+    ATTRIBUTES = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                  "padding_mode", "in_features", "out_features")
+
+    def __init__(self, first: nn.Module, second: nn.Module, like: nn.Module):
+        super().__init__(first, second)
+        for name in self.ATTRIBUTES:
+            if hasattr(like, name):
+                setattr(self, name, getattr(like, name))
+
+
 def _pair(m, a, b) -> nn.Sequential:
     """(first, second) modules for W ~= b @ a, a (r, K) and b (O, r)."""
+    return Factorized(*_layers(m, a, b), like=m)
+
+
+def _layers(m, a, b) -> tuple:
     r = a.shape[0]
     bias = numpy64(m.bias) if m.bias is not None else 0.0 * b[:, 0]
     if isinstance(m, nn.Linear) or is_pointwise(m):
         first = pointwise_layer(m, a, 0.0 * a[:, 0])
         first.bias = None
-        return nn.Sequential(first, pointwise_layer(m, b, bias, stride=1))
+        return first, pointwise_layer(m, b, bias, stride=1)
     first = type(m)(m.in_channels, r, m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
                     bias=False, padding_mode=m.padding_mode).to(m.weight)
     first.weight = nn.Parameter(tensor(a, m.weight).reshape(first.weight.shape))
@@ -53,16 +72,17 @@ def _pair(m, a, b) -> nn.Sequential:
     )
     second.weight = nn.Parameter(tensor(b, m.weight).reshape(second.weight.shape))
     second.bias = nn.Parameter(tensor(bias, m.weight))
-    return nn.Sequential(first, second)
+    return first, second
 
 
 def _layer_io(model, names, x):
-    """Each named layer's input and output on x, in float64."""
-    seen = {}
+    """Each named layer's input and output on x (its first call), and its number of calls."""
+    seen, calls = {}, {}
 
     def keep(name):
         def hook(m, inputs, output):
             seen.setdefault(name, (inputs[0], output))  # first call only; returns None: output unchanged
+            calls[name] = calls.get(name, 0) + 1
         return hook
 
     hooks = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
@@ -72,7 +92,7 @@ def _layer_io(model, names, x):
     finally:
         for h in hooks:
             h.remove()
-    return seen
+    return seen, calls
 
 
 def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *, example=None, input_size=None,
@@ -93,7 +113,11 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     names = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) == 1]
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
-    io_before = _layer_io(copy.deepcopy(work).double().eval(), names, x.double())
+    io_before, calls = _layer_io(copy.deepcopy(work).double().eval(), names, x.double())
+    aliases = {}  # a module registered under several names: every one of them gets the pair
+    for n, m in work.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(m), []).append(n)
+    batch = batch_size(x)
     done = []
     for name in names:
         m = work.get_submodule(name)
@@ -108,8 +132,15 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
                 (name, f"rank {r} keeps {energy:.0%} of the energy but saves nothing ({r}*({o}+{k}) >= {o}*{k})")
             )
             continue
-        work = G.replace_module(work, name, _pair(m, a, b))
+        pair = _pair(m, a, b)
+        for alias in aliases[id(m)]:
+            work = G.replace_module(work, alias, pair)
         done.append((name, m, r, kept))
+        uses = calls.get(name, 0)
+        if uses > 1 or len(aliases[id(m)]) > 1:
+            also = f", also registered as {', '.join(aliases[id(m)][1:])}" if len(aliases[id(m)]) > 1 else ""
+            report.notes.append(f"{name} is shared ({uses} calls on the example{also}): every use now runs the "
+                                "factorized pair")
     work64 = copy.deepcopy(work).double().eval()
     for name, m, r, kept in done:
         xin, y = io_before[name]
@@ -124,7 +155,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
                 "energy_kept": kept,
                 "params_before": before.params,
                 "params_after": sum(p.numel() for p in work.get_submodule(name).parameters()),
-                "macs_saved": before.macs - after,
+                "macs_saved": (before.macs - after) * calls.get(name, 1) // batch,  # per sample, every call
                 "relative_error": float((y_new - y).norm() / y.norm()),
             }
         )

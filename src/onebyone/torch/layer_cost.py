@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import cost
-from ..stats import conv_kind
+from ..stats import conv_kind, mix_kind
 from .layer_kinds import CONVS
 from .layers import Pointwise
 
@@ -25,29 +25,35 @@ def counts_products(m: nn.Module) -> bool:
             or hasattr(m, "cost_of_call"))
 
 
-def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None) -> tuple[str, cost.Cost] | None:
+def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
+               mixes_channels: bool = True) -> tuple[str, cost.Cost] | None:
     """(kind, cost) of one call of a Conv / ConvTranspose / Linear / Pointwise module, or of a module with
     ``cost_of_call``, on input x (None for other modules); bytes at ``dtype`` (default: x's dtype).
-    A Linear on an input with positions (any axis besides batch and features: tokens, pixels, points)
-    is a 1x1 convolution, kind "pointwise"; on (B, C) it is "dense". A transposed conv needs ``output``."""
+    The kind of a channel product follows ``stats.mix_kind``: a Linear on an input with positions (any
+    axis besides batch and features: tokens, pixels, points) is a 1x1 convolution, "pointwise", and a 1x1
+    conv on one position per sample is "dense", as a Linear on (B, C) is; ``mixes_channels=False`` (the
+    Linear's last axis holds positions, not channels) makes it "dense". A transposed conv needs ``output``."""
     shape, dtype = tuple(x.shape), dtype or str(x.dtype).removeprefix("torch.")
     if hasattr(m, "cost_of_call"):
         return m.cost_of_call(x, dtype)
     if isinstance(m, Pointwise):
         kw = dict(stride=m.stride, groups=m.groups, bias=m.bias is not None, dtype=dtype)
         if m.channel_dim == 1 and x.dim() >= 3:
-            return "pointwise", cost.conv1x1_cost(shape, m.out_channels, spatial_dims=len(shape) - 2, **kw)
+            c = cost.conv1x1_cost(shape, m.out_channels, spatial_dims=len(shape) - 2, **kw)
+            return conv_kind((1,), m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
         # channels on the last axis (or (B, C)): padded to the (N, *S, C) form cost expects
         cl = shape if len(shape) >= 3 else (1,) * (3 - len(shape)) + shape
-        return "pointwise", cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
+        c = cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
+        return conv_kind((1,), m.groups, m.in_channels, math.prod(shape[1:-1])), c
     if isinstance(m, CONVS):
-        return conv_kind(m.kernel_size, m.groups, m.in_channels), conv_cost(m, x, dtype)
+        c = conv_cost(m, x, dtype)
+        return conv_kind(m.kernel_size, m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
     if isinstance(m, CONV_TRANSPOSES):
         c = cost.conv_transpose_cost(shape, m.out_channels, m.kernel_size, tuple(output.shape), groups=m.groups,
                                      bias=m.bias is not None, dtype=dtype)
         return ("pointwise" if all(k == 1 for k in m.kernel_size) else "conv"), c
     if isinstance(m, nn.Linear):
-        kind = "pointwise" if x.dim() >= 3 else "dense"
+        kind = mix_kind(math.prod(shape[1:-1]), mixes_channels)
         return kind, cost.dense_cost(shape, m.out_features, bias=m.bias is not None, dtype=dtype)
     return None
 

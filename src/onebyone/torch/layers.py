@@ -63,7 +63,8 @@ class Pointwise(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        if x.dim() < (1 if self.channel_dim == -1 else 2) or x.shape[self.channel_dim] != self.in_channels:
+        if x.dim() < (1 if self.channel_dim == -1 else 2) or (  # a traced shape is a tensor: torch checks it then
+                not torch.jit.is_tracing() and x.shape[self.channel_dim] != self.in_channels):
             where = "last" if self.channel_dim == -1 else "1"
             raise OneByOneError(f"{self!r} expects {self.in_channels} channels on dim {where}, "
                                 f"got input of shape {tuple(x.shape)}")

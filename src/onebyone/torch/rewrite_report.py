@@ -92,6 +92,8 @@ def output_difference(want: list, got: list, what: str) -> tuple[float, float]:
 def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, example, tol: float, inplace: bool,
            reshape=None, check: bool = True) -> tuple[nn.Module, RewriteReport]:
     """Check exactness (relative to the output scale), fill the costs, and honour ``inplace``."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise OneByOneError(f"tol must be a number >= 0 (a fraction of the output scale), got {tol!r}")
     diff, scale = max_difference(original, rewritten, example, reshape)
     report.max_abs_diff, report.tolerance = diff, tol * max(scale, 1.0)
     if check and diff > report.tolerance:

@@ -92,6 +92,12 @@ def probe_input(model: nn.Module, example=None, input_size=None, batch: int = 2)
     """The input the rewrite is traced and checked on: ``example`` (a tensor, a tuple or a dict of them),
     else a seeded random tensor of ``(batch, *input_size)``, else one guessed from the first Linear /
     Conv / Pointwise."""
+    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None) \
+        if isinstance(model, nn.Module) else None
+    if meta is not None:
+        raise OneByOneError(f"{type(model).__name__} is on the meta device ({meta} has a shape but no data): a rewrite "
+                            "reads and checks weights; materialize it first (model.to_empty(device='cpu'), then "
+                            "load the weights)")
     return _runs(check_module(model), _probe(model, example, input_size, batch))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import OneByOneError
 from ..torch import Pointwise
 from .registry import register_model
 
@@ -47,6 +48,10 @@ class MobileNetV1(nn.Module):
 @register_model(input_size=(3, 224, 224), params=4_231_976, macs=568_740_352)
 def mobilenet_v1(num_classes: int = 1000, alpha: float = 1.0, resolution: int = 224, **kw) -> MobileNetV1:
     """MobileNet v1 with width multiplier ``alpha``; ``resolution`` only sets the default input size."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 32:
+        raise OneByOneError(f"resolution must be an integer >= 32 (five stride-2 layers), got {resolution!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 4:
+        raise OneByOneError(f"alpha, the width multiplier, must be a number in (0, 4], got {alpha!r}")
     model = MobileNetV1(num_classes, alpha, **kw)
     model.default_input_size = (kw.get("in_chans", 3), resolution, resolution)
     return model

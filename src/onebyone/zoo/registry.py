@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import OneByOneError
+from ..errors import OneByOneError, too_large
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ def register_model(input_size, params: int, macs: int):
 
 
 def list_models(pattern: str = "*") -> list:
+    """The names of the registered models matching the shell-style ``pattern`` ("*", "mobilenet*")."""
+    if not isinstance(pattern, str):
+        raise OneByOneError(f"pattern must be a string such as '*' or 'mobilenet*', got {pattern!r}")
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
@@ -53,7 +56,16 @@ def create_model(name: str, **kwargs):
         takes = list(inspect.signature(fn).parameters)
         raise OneByOneError(f"{name}() does not take {sorted(set(kwargs) - set(takes)) or kwargs}; it takes {takes}") \
             from None
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except OneByOneError:
+        raise
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:  # a value the layers refuse (dropout=2.0...)
+        big = too_large(e, f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
+        if big is not None:
+            raise big from None
+        raise OneByOneError(f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) could not be built: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def from_spec(spec: str, **kwargs):
@@ -63,8 +75,9 @@ def from_spec(spec: str, **kwargs):
     The current directory is searched for the module, as ``python -m`` does. A factory's model may
     carry a ``default_input_size`` attribute.
     """
-    if ":" not in spec:
-        return create_model(spec, **kwargs), model_info(spec).input_size  # an unknown name lists the zoo
+    if ":" not in spec:  # an unknown name lists the zoo; a factory may set its own size (resolution=160)
+        model = create_model(spec, **kwargs)
+        return model, tuple(getattr(model, "default_input_size", None) or model_info(spec).input_size)
     mod_name, _, attr = spec.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -22,6 +22,7 @@ from torch import nn
 from ... import algebra, chain_plan, cost
 from ...activations import FUSABLE
 from ...errors import OneByOneError
+from ...stats import mix_kind
 from ..activations import function as act_function
 from ..activations import name_of as act_name
 from ..functional import pointwise
@@ -152,14 +153,15 @@ class FusedPointwiseChain(nn.Module):
         return cls(ws, bs, acts, pool, dims.pop(), tile)
 
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
-        """("pointwise", the cost of one call on x): every layer at every point; the input read once, the
-        (pooled) output written once."""
+        """("pointwise", or "dense" on one point per sample; the cost of one call on x): every layer at every
+        point; the input read once, the (pooled) output written once."""
         widths = self.plan.widths
         points = x.numel() // widths[0]
+        per_sample = points // max(1, x.shape[0]) if self.channel_dim == 1 or self.plan.pool else points
         out = (x.shape[0], widths[-1]) if self.plan.pool else (points, widths[-1])
         w, b = self.plan.macs_per_point(), sum(widths[1:])  # weights (one per MAC of a point), biases
         size = cost.itemsize(dtype)
-        return "pointwise", cost.Cost(out, w, b, points * w, 2 * points * w, math.prod(out),
+        return mix_kind(per_sample), cost.Cost(out, w, b, points * w, 2 * points * w, math.prod(out),
                                       (x.numel() + w + b) * size, math.prod(out) * size)
 
     def __repr__(self) -> str:

@@ -10,6 +10,8 @@ dtypes, it runs ``F.conv2d`` and the activation: the same numbers.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,7 +138,8 @@ class ConvAct(nn.Module):
 
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
         """(kind, the cost of one call on x), as for the nn.Conv2d it replaced."""
-        return conv_kind(self.kernel_size, self.groups, self.in_channels), conv_cost(self, x, dtype)
+        c = conv_cost(self, x, dtype)
+        return conv_kind(self.kernel_size, self.groups, self.in_channels, math.prod(c.output_shape[2:])), c
 
     def __repr__(self) -> str:
         extra = f", groups={self.groups}" if self.groups != 1 else ""
