@@ -1,6 +1,6 @@
-"""Seconds that the rewrites take on real-sized models (random weights have a flat spectrum, so
-``energy=0.99`` keeps nearly every rank and factorizes little; ``rank=16`` factorizes every layer) (transformers' ResNet-50 and MobileNetV2, built from
-their configs with random weights: nothing downloaded), one sample at 224 x 224.
+"""Seconds that the rewrites take on real-sized models: transformers' ResNet-50 and MobileNetV2, built from
+their configs with random weights (nothing downloaded), one sample at 224 x 224. Random weights have a flat
+spectrum, so ``energy=0.99`` keeps nearly every rank and factorizes little; ``rank=16`` factorizes every layer.
 
     python benchmarks/rewrite_times.py        # prints one line per (model, rewrite)
 """
