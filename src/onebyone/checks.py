@@ -3,6 +3,8 @@ was expected and what was got, with the shapes."""
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -92,3 +94,39 @@ def check_bias(b, out: int, dtype) -> np.ndarray | None:
 
 def result_dtype(*arrays) -> np.dtype:
     return np.result_type(*[a.dtype for a in arrays if a is not None])
+
+
+def check_writable(path, what: str) -> Path:
+    """Refuse, before any long work, an output folder that is a file or cannot be created or written (or an
+    empty name, which would mean the current folder)."""
+    if not str(path).strip():
+        raise OneByOneError(f"{what} expects a folder name, got {str(path)!r}")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OneByOneError(f"{what} {path} is a file; expected a folder (existing or new)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".onebyone-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OneByOneError(f"{what} {path} cannot be written: {e.strerror or e}") from None
+    return path
+
+
+def check_writable_file(path, what: str) -> Path:
+    """Refuse, before any long work, an output file whose folder is missing or not writable, or that exists and
+    is not a regular file (a folder, a device such as /dev/full, a pipe): only a regular file is replaced."""
+    if not str(path).strip():
+        raise OneByOneError(f"{what} expects a file name, got {str(path)!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise OneByOneError(f"{what} {path} is a folder; expected a file name")
+    if path.exists() and not path.is_file():
+        raise OneByOneError(f"{what} {path} exists and is not a regular file (a device, a pipe or a socket): "
+                            "name a regular file or a new one")
+    if not path.parent.is_dir():
+        raise OneByOneError(f"{what} {path}: its folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OneByOneError(f"{what} {path} cannot be written (no permission)")
+    return path

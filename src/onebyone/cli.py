@@ -10,7 +10,7 @@ from .errors import OneByOneError, too_large
 
 
 def _tour(args) -> int:
-    from .checkpoint import check_writable
+    from .checks import check_writable
     from .tour import render, run_tour
 
     if args.html is not None:
@@ -98,7 +98,7 @@ def _summary(args) -> int:
 def _report(args) -> int:
     import json
 
-    from .checkpoint import check_writable
+    from .checks import check_writable
     from .model_page import write_report
 
     bench = None
@@ -113,6 +113,9 @@ def _report(args) -> int:
             kind = "an object without 'peak_gflops'" if isinstance(bench, dict) else f"a {type(bench).__name__}"
             raise OneByOneError(f"--bench expects the JSON object written by `onebyone bench --json`; "
                                 f"{args.bench} holds {kind}")
+        from .plots import check_bench
+
+        check_bench(bench)
     check_writable(args.html, "--html")
     stats = _analyze(args)
     path = write_report(stats, args.html, bench)
@@ -124,6 +127,7 @@ def _train(args) -> int:
     from pathlib import Path
 
     from . import checkpoint
+    from .checks import check_writable
     from .train import TrainConfig, data_spec, read_config, read_state, resume_conflicts, train
 
     given = {"model": args.model, "data": data_spec(args.data) if args.data else None, "batch_size": args.batch_size,
@@ -159,7 +163,7 @@ def _train(args) -> int:
         kw.update({"n_points": args.points} if args.points else {})
         cfg = TrainConfig(args.model, given["data"], args.epochs or 30, args.batch_size or 64, args.lr or 3e-3,
                           seed=args.seed or 0, data_kwargs=kw, precision=args.precision or "fp32")
-    checkpoint.check_writable(out, "--out")
+    check_writable(out, "--out")
     if not (args.overwrite and checkpoint.folder(out) is not None):
         checkpoint.check_run_folder(out, args.resume)  # before the data loads: a folder of the user's is refused
     args.run_folder = out  # for the message on Ctrl-C
@@ -175,7 +179,7 @@ def _maps(args) -> int:
     import numpy as np
 
     from . import data
-    from .checkpoint import check_writable_file
+    from .checks import check_writable_file
     from .torch.maps import draw_canvas, draw_maps
     from .train import load_checkpoint
 
@@ -217,7 +221,7 @@ def _maps(args) -> int:
 
 def _bench(args) -> int:
     from . import bench
-    from .checkpoint import check_writable_file
+    from .checks import check_writable_file
 
     bad = set(args.sections) - set(bench.SECTIONS)
     if bad or not args.sections:

@@ -131,7 +131,7 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
     """Write ``folder/index.html`` (and its figures) for the model analyzed in ``stats``; returns the path."""
     if not isinstance(stats, ModelStats):
         raise OneByOneError(f"expected the ModelStats that onebyone.analyze returns, got {type(stats).__name__}")
-    from .checkpoint import check_writable
+    from .checks import check_writable
 
     folder = check_writable(folder, "the report folder")
     kinds = by_kind(stats)

@@ -199,12 +199,36 @@ def bench_roofline(result: dict, path) -> Path:
             "shared_mlp", {}
         ).get("roofline", [])
         peak, bandwidth, machine = result["peak_gflops"], result["bandwidth_gbs"], result.get("machine", "")
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise OneByOneError(
             f"expected the JSON written by `onebyone bench --json` (with peak_gflops, bandwidth_gbs and "
             f"measured sections), got one without {e}"
         ) from None
     return roofline_figure(points, peak, bandwidth, path, machine)
+
+
+def check_bench(result: dict) -> dict:
+    """``result`` if it has the fields a page reads from a bench run, of the right types; else a
+    OneByOneError naming the first that is missing or wrong."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+
+    for key in ("peak_gflops", "bandwidth_gbs"):
+        if not number(result.get(key)):
+            raise OneByOneError(f"the bench JSON's {key} must be a number > 0, got {result.get(key)!r}")
+    if not isinstance(result.get("machine", ""), str):
+        raise OneByOneError(f"the bench JSON's machine must be a text, got {result['machine']!r}")
+    rows = result.get("pointwise_op", [])
+    mlp = result.get("shared_mlp", {})
+    if not isinstance(rows, list) or not isinstance(mlp, dict):
+        raise OneByOneError("the bench JSON's pointwise_op must be a list and shared_mlp an object")
+    points = [p for row in rows for p in (row.get("roofline", []) if isinstance(row, dict) else [None])]
+    for p in points + list(mlp.get("roofline", [])):
+        if not (isinstance(p, dict) and number(p.get("intensity")) and number(p.get("gflops"))
+                and p.get("section") in ("a", "b") and isinstance(p.get("name"), str)):
+            raise OneByOneError(f"a roofline point of the bench JSON must hold name, section ('a' or 'b'), intensity "
+                                f"and gflops (numbers > 0), got {p!r}")
+    return result
 
 
 def kinds_figure(by_kind: dict, path, labels: dict | None = None) -> Path:

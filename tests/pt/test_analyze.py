@@ -222,3 +222,24 @@ def test_cli_summary_finds_modules_in_the_current_folder_and_passes_factory_argu
     assert json.loads(capsys.readouterr().out)["rows"][-1]["output_shape"][1] == 4
     assert main(["summary", "mymodels_cli:net", "--input-size", "8", "--model-arg", "depth"]) == 2
     assert "--model-arg expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_summary_analyzes_at_the_size_the_factory_sets(capsys):
+    from onebyone.cli import main
+
+    assert main(["summary", "mobilenet_v1", "--model-arg", "resolution=160", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"][0]["input_shape"] == [1, 3, 160, 160]  # resolution=160 is the input, not the zoo's 224
+    assert out["totals"]["macs"] == analyze(create_model("mobilenet_v1"), (3, 160, 160)).macs
+
+
+def test_exporting_our_layers_with_the_tracer_warns_about_nothing_of_ours():
+    import io
+    import warnings
+
+    model = create_model("mobilenet_v1", alpha=0.25).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), io.BytesIO(), dynamo=False)
+    ours = [str(w.message) for w in caught if "onebyone" in str(w.filename)]
+    assert ours == []

@@ -33,6 +33,18 @@ def damaged(run, tmp_path, name, content):
     return out
 
 
+def bench_json(tmp_path, point=None, **fields):
+    """The published bench JSON with ``fields`` replaced (and its first roofline point, if given)."""
+    from pathlib import Path
+
+    result = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "bench.json").read_text())
+    result.update(fields)
+    if point is not None:
+        result["pointwise_op"][0]["roofline"][0] = point
+    (tmp_path / "b.json").write_text(json.dumps(result))
+    return str(tmp_path / "b.json")
+
+
 def npz(tmp_path, **arrays):
     path = tmp_path / "user.npz"
     np.savez(path, **arrays)
@@ -109,6 +121,9 @@ CLI = [
     ("summary batch 10**11", lambda r, t: ["summary", "nin_cifar", "--batch-size", str(10**11)], "needs 1.23 PB for one tensor"),
     ("summary a 10**10-class head", lambda r, t: ["summary", "nin_cifar", "--model-arg", f"num_classes={10**10}"], "needs 7.68 TB for one tensor"),
     ("report html empty", lambda r, t: ["report", "nin_digits", "--html", ""], "--html expects a folder name, got ''"),
+    ("report bench peak a string", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, peak_gflops="lots")], "peak_gflops must be a number > 0, got 'lots'"),
+    ("report bench machine a number", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, machine=5)], "machine must be a text, got 5"),
+    ("report bench empty roofline point", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, point={})], "a roofline point of the bench JSON must hold"),
     ("bench json and png one file", lambda r, t: ["bench", "--quick", "--sections", "a", "--json", str(t / "x.png"), "--png", str(t / "x.png")], "name the same file"),
 ]
 

@@ -109,3 +109,24 @@ def test_cli_maps_bad_images(checkpoint, tmp_path, capsys):
         assert main(["maps", str(checkpoint), path, *args[1:], "--out", str(tmp_path / "x.png")]) == 2
         assert re.search(message, capsys.readouterr().err), args
     assert not (tmp_path / "x.png").exists()
+
+
+def test_maps_names_a_class_folder_removed_since_training(tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from onebyone.cli import main
+
+    rng = np.random.default_rng(0)
+    for c in ("cats", "dogs"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    run = tmp_path / "run"
+    assert main(["train", "nin_digits", "--data", str(tmp_path / "imgs"), "--epochs", "1", "--out", str(run),
+                 "--quiet"]) == 0
+    shutil.rmtree(tmp_path / "imgs" / "dogs")
+    assert main(["maps", str(run), str(tmp_path / "imgs" / "cats" / "0.png"), "--out", str(tmp_path / "m.png")]) == 2
+    assert "now holds 1 class folder(s) (cats), but the model was trained on 2 classes" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from torch import nn
 from .. import cost
 from ..torch import Pointwise, convolutionalize
 from ..torch.fast import CastIO, Compiled, FusedPointwiseChain, OnnxRuntime, capabilities, optimize, own_compile
+from ..torch.fast.passes import choose_kernels
 from ..torch.fast.private import inductor_config
 from ..torch.fast.timing import per_block, timings
 from ..torch.tensors import call
@@ -126,9 +127,11 @@ def _pointnet_parts(b: int, n: int):
 def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
     b, n = (8, 1024) if quick else (32, 1024)
     eager, fused, x = _pointnet_parts(b, n)
+    choose_kernels(fused, x)  # each layer's engine timed on this input, as optimize() does
     fns = {"eager": lambda: eager(x).amax(2), "fused": lambda: fused(x)}
     if capabilities().bf16:
         fused16 = CastIO(copy.deepcopy(fused), torch.bfloat16)  # float32 in and out, products in bfloat16
+        choose_kernels(fused16, x)
         fns["fused_bf16"] = lambda: fused16(x)
     if compile_:
         comp = own_compile(eager)  # what torch.compile(eager) is in a process of its own (see _compiled)

@@ -223,12 +223,6 @@ class FusedPointwiseChain(nn.Module):
         return {k: ", ".join(v) for k, v in self.kernels.items()}
 
 
-def _first_tile(x, plan, channel_dim: int) -> int:
-    """Rows in the first tile of ``x`` (all tiles but the last of a sample have as many)."""
-    rows = _rows(x, plan.widths[0], channel_dim, plan.pool is not None)  # (B, P, C)
-    return next(chain_plan.tiles(rows.shape[0], rows.shape[1], plan.tile))[1]
-
-
 def _rows(x, c: int, channel_dim: int, pooled: bool):
     """(B, C, *S) or (..., C) -> rows (B, P, C), row-major (a view where the layout allows)."""
     if channel_dim == -1:
