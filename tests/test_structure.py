@@ -109,3 +109,20 @@ def test_no_module_imports_a_higher_layer():
 def test_the_numpy_core_imports_no_framework(name):
     used = GRAPH[name] & FRAMEWORKS - OPTIONAL_REFERENCE.get(name, set())
     assert not used, f"{name} imports {used}"
+
+
+LONG_FUNCTIONS = {  # (module, function): why it may exceed the limit
+    ("onebyone.tour.experiments", "class_maps"): "a page template: the experiment's HTML and JavaScript in one string",
+}
+
+
+def test_no_function_is_longer_than_60_lines():
+    import ast
+
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(Path(path).read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                if (name, node.name) not in LONG_FUNCTIONS:
+                    long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long == []

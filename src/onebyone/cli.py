@@ -309,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--bench", default=None, metavar="JSON", help="a file from `onebyone bench --json`: adds its roofline"
     )
     rp.set_defaults(fn=_report)
+    _train_parser(sub)
+    _maps_parser(sub)
+    _bench_parser(sub)
+    ls = sub.add_parser("lessons", help="list the lesson ids")
+    ls.set_defaults(fn=_lessons)
+    return p
+
+
+def _train_parser(sub) -> None:
     tr = sub.add_parser("train", help="train a zoo model on an offline dataset (also under torchrun for DDP)")
     tr.add_argument("model", help="a zoo name, e.g. nin_digits or pointnet_cls")
     tr.add_argument("--data", default=None, help="digits, shapes3d, a folder of class subfolders, or an .npz "
@@ -326,11 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 1024)")
     tr.add_argument("--out", default=None, help="the run folder (default: a new folder runs/MODEL-DATA-TIME)")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    tr.add_argument("--overwrite", action="store_true", help="replace the run saved in --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run saved in --out (only what "
+                    "that run wrote)")
     tr.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="bf16: products in bfloat16 "
                     "(autocast), weights and checkpoints in float32 (default fp32)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=_train)
+
+
+def _maps_parser(sub) -> None:
     mp = sub.add_parser("maps", help="draw the class maps of a trained model with a 1x1-conv head (PNG)")
     mp.add_argument("checkpoint", help="a folder written by `onebyone train`")
     mp.add_argument("image", help="an image file (.png, .jpg, .npy) or test:N (sample N of the test split); "
@@ -344,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--seed", type=_integer(0, SEEDS), default=0,
                     help="where the samples land on the canvas (default 0)")
     mp.set_defaults(fn=_maps)
+
+
+def _bench_parser(sub) -> None:
     bn = sub.add_parser("bench", help="measure the speed claims side by side; ratios, JSON and a roofline PNG")
     bn.add_argument("--json", default=None, metavar="OUT", help="write every measurement to this JSON file")
     bn.add_argument("--png", default=None, metavar="OUT", help="write the roofline plot (PNG)")
@@ -355,9 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--runs", type=_integer(1), default=1,
                     help="run everything this many times, >= 1; headlines are medians (with ranges)")
     bn.set_defaults(fn=_bench)
-    ls = sub.add_parser("lessons", help="list the lesson ids")
-    ls.set_defaults(fn=_lessons)
-    return p
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import webpage as page
 from .errors import OneByOneError
-from .plots import bench_roofline, kinds_figure
+from .plots import bench_roofline, check_bench, kinds_figure
 from .stats import KIND_LABELS, KINDS, ModelStats
 from .webpage import esc
 
@@ -160,8 +160,21 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
         }
 </section>"""
     ]
+    body.append(_dominating_section(stats))
+    if bench is not None:
+        body.append(_roofline_section(check_bench(bench), folder))
+    body.append(layer_table(stats, kinds))
+    header = f"""<h1>{esc(stats.model)}</h1>
+<p>{t["params"]:,} parameters, {t["macs"]:,} MACs ({t["flops"]:,} FLOPs)
+for a batch of {stats.batch_size}, {esc(stats.dtype)}.</p>
+<p class="summary">{esc(stats.footer())}</p>"""
+    return page.write(folder, page.document(f"onebyone report: {stats.model}", header, "\n".join(body)))
+
+
+def _dominating_section(stats) -> str:
+    """The layers with the most MACs, 1x1 convolutions highlighted."""
     top = dominating(stats)
-    body.append(f"""<section class="card" id="dominating"><h2>The layers that dominate</h2>
+    return f"""<section class="card" id="dominating"><h2>The layers that dominate</h2>
 <p class="claim">The {len(top)} layers with the most MACs; 1x1 convolutions are highlighted.</p>
 {
         page.table(
@@ -174,19 +187,16 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
             row_class=lambda i: "pointwise" if top[i][0].kind == "pointwise" else "",
         )
     }
-</section>""")
-    if bench is not None:
-        bench_roofline(bench, folder / "figures" / "roofline.png")
-        where = esc(bench.get("machine") or "a machine the file does not name")
-        body.append(f"""<section class="card" id="roofline"><h2>Roofline of the benchmark's machine</h2>
+</section>"""
+
+
+def _roofline_section(bench: dict, folder: Path) -> str:
+    """The roofline of a bench run (``onebyone bench --json``), drawn into ``folder/figures``."""
+    bench_roofline(bench, folder / "figures" / "roofline.png")
+    where = esc(bench.get("machine") or "a machine the file does not name")
+    return f"""<section class="card" id="roofline"><h2>Roofline of the benchmark's machine</h2>
 <p class="claim">Measured by <code>onebyone bench</code> on <strong>{where}</strong> (the file given with
 <code>--bench</code>, not necessarily this machine): achieved GFLOP/s of 1x1 convolutions and of a fused
 shared MLP against their arithmetic intensity, under that run's measured peak and memory bandwidth.</p>
 {page.figure("figures/roofline.png", "roofline plot", "measured on " + bench.get("machine", "an unnamed machine"))}
-</section>""")
-    body.append(layer_table(stats, kinds))
-    header = f"""<h1>{esc(stats.model)}</h1>
-<p>{t["params"]:,} parameters, {t["macs"]:,} MACs ({t["flops"]:,} FLOPs)
-for a batch of {stats.batch_size}, {esc(stats.dtype)}.</p>
-<p class="summary">{esc(stats.footer())}</p>"""
-    return page.write(folder, page.document(f"onebyone report: {stats.model}", header, "\n".join(body)))
+</section>"""

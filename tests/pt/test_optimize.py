@@ -1,13 +1,18 @@
-"""optimize() as a driver over named passes: each pass on its own, a subset on request, and never a slower
-model than the one given without a warning."""
+"""optimize(): a driver over named passes (each on its own, a subset on request), exact on every zoo model,
+what it fuses and swaps, the kernels it chooses and reports, and never a slower model than the one given
+without a warning."""
 import pytest
 import torch
 from torch import nn
 
 from onebyone import OneByOneError
 from onebyone.torch import ConvAct, FusedPointwiseChain, Pointwise
+from onebyone.torch.collect import analyze
 from onebyone.torch.fast import ChannelsLast, MaxPool, optimize
 from onebyone.torch.fast import passes as O
+from onebyone.zoo import create_model, list_models, model_info
+
+from .cpus import REWRITES
 
 
 def net():
@@ -96,3 +101,163 @@ def test_optimize_keeps_its_rewrite_when_it_is_faster(monkeypatch):
     opt, report = optimize(net(), X, channels_last=False)
     assert "ConvAct" in kinds(opt)
     assert any(n.startswith("on the example: 0.5 ms a call against 1 for the model given") for n in report.notes)
+
+
+def test_optimize_fuses_conv_activation_pairs_and_leaves_odd_convs():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Dropout(0.1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 4, padding="same"),
+        nn.GELU("tanh"),
+        nn.Conv2d(8, 4, 3, padding=1, padding_mode="reflect"),
+        nn.ReLU6(),
+    ).eval()
+    x = torch.randn(2, 3, 12, 12)
+    opt, report = optimize(model, x, passes=REWRITES)
+    seq = opt.model if hasattr(opt, "model") else opt  # (inside ChannelsLast when that was timed faster)
+    assert [type(m).__name__ for m in seq] == ["ConvAct", "Dropout", "Identity", "Conv2d", "GELU", "Conv2d", "ReLU6"]
+    assert seq[0].act == "relu"
+    assert [name for name, _ in report.skipped] == ["3", "5"]  # 'same' with an even kernel; reflect padding
+    assert "even kernel" in report.skipped[0][1] and "zero padding" in report.skipped[1][1]
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
+    assert report.macs_after == report.macs_before == analyze(model, example=x).macs // x.shape[0]  # per sample
+
+
+def test_optimize_times_kernels_explicitly_and_reports_the_choice():
+    torch.manual_seed(0)
+    model = nn.Sequential(Pointwise(16, 32), nn.ReLU(), nn.Conv2d(32, 8, 3, padding=1)).eval()
+    x = torch.randn(2, 16, 12, 12)
+    opt, report = optimize(model, x, channels_last=True, passes=REWRITES)
+    chosen = {r["name"]: r for r in report.layers}
+    assert set(chosen) == {"model.0", "model.2"} and chosen["model.2"]["kernel"] == "conv"  # 3x3: one kernel
+    assert chosen["model.0"]["input_shape"] == [2, 16, 12, 12] and chosen["model.0"]["dtype"] == "float32"
+    assert chosen["model.0"]["kernel"] in ("conv", "matmul over rows")
+    assert opt.model[0].kernels == {((2, 16, 12, 12), "float32"): chosen["model.0"]["kernel"]}
+    assert any("kernels chosen on the example" in n for n in report.notes)
+
+
+class Basic(nn.Module):
+    """torchvision's style: activations called in ``forward``, in place; one ReLU shared by two convs (as in
+    SqueezeNet's Fire), one called after a conv and after a sum, and a conv called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
+        self.conv2, self.conv3, self.shared = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1), nn.ReLU(inplace=True)
+        self.conv4, self.mixed = nn.Conv2d(8, 8, 1), nn.ReLU()
+        self.twice, self.act5 = nn.Conv2d(8, 8, 1), nn.ReLU()
+
+    def forward(self, x):
+        y = self.act1(self.bn1(self.conv1(x)))
+        z = self.shared(self.conv2(y)) + self.shared(self.conv3(y))
+        z = self.mixed(self.conv4(z)) + self.mixed(z - 0.5)
+        return self.twice(self.act5(self.twice(z)))
+
+
+def test_optimize_fuses_activations_called_in_forward():
+    torch.manual_seed(0)
+    model = Basic().eval()
+    model.bn1.running_mean.uniform_(-1, 1), model.bn1.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 10, 10)
+    opt, report = optimize(model, x, channels_last=False, passes=REWRITES)
+    assert opt.conv1.act == "relu" and isinstance(opt.act1, nn.Identity)  # past the folded BatchNorm
+    assert opt.conv2.act == opt.conv3.act == "relu" and isinstance(opt.shared, nn.Identity)  # each call after a conv
+    assert opt.conv4.act == "identity" and isinstance(opt.mixed, nn.ReLU)  # one of its calls reads a sum
+    assert opt.twice.act == "identity" and isinstance(opt.act5, nn.ReLU)  # its second call has no ReLU after it
+    assert any(c.startswith("conv1 + act1: Conv2d + ReLU -> ConvAct") for c in report.changed)
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_optimize_replaces_a_model_that_is_itself_a_shared_mlp_or_a_conv():
+    from onebyone.torch import FusedPointwiseChain, SharedMLP
+
+    mlp = SharedMLP((3, 64, 128), pool="max").eval()
+    opt, report = optimize(mlp, torch.randn(2, 3, 100), passes=REWRITES)
+    assert isinstance(opt, FusedPointwiseChain) and report.params_after == report.params_before == 8_576
+    conv = nn.Conv2d(3, 8, 3).eval()
+    opt, report = optimize(conv, torch.randn(2, 3, 9, 9), channels_last=False, passes=REWRITES)
+    assert isinstance(opt, ConvAct) and report.params_after == report.params_before
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_optimize_is_exact_on_every_zoo_model(name):
+    torch.manual_seed(0)
+    x = torch.randn(4, *model_info(name).input_size)
+    model = lively(create_model(name), torch.randn(8, *model_info(name).input_size))
+    with torch.no_grad():
+        want = model(x)
+    spread, atol = float((want - want.mean(0)).abs().max()), 1e-4 * max(1.0, float(want.abs().max()))
+    assert spread > 10 * atol, (
+        f"{name}: outputs barely depend on the input ({spread:.3g}): the check below would be empty"
+    )
+    for channels_last in (True, False):
+        opt, report = optimize(model, x, channels_last=channels_last, passes=REWRITES)
+        with torch.no_grad():
+            got = opt(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=atol)
+        assert report.max_abs_diff <= report.tolerance and report.changed
+        assert report.macs_after == report.macs_before  # the analyzer sees through ConvAct and fused chains
+
+
+def test_optimize_fuses_pointnet_and_refuses_training_models():
+    model = create_model("pointnet_vanilla").eval()
+    opt, report = optimize(model, torch.randn(2, 3, 256), passes=REWRITES)
+    assert sum(isinstance(m, FusedPointwiseChain) for m in opt.modules()) == 2
+    assert any("SharedMLP" in c for c in report.changed)
+    with pytest.raises(OneByOneError, match=r"eval-mode model .*\.eval\(\)"):
+        optimize(create_model("nin_digits"), torch.randn(1, 1, 8, 8))
+
+
+def test_the_optimized_model_accepts_and_refuses_what_the_eager_model_does():
+    model = create_model("pointnet_vanilla").eval()
+    opt, _ = optimize(model, torch.randn(2, 3, 128), passes=REWRITES)
+    with torch.no_grad():
+        empty = torch.randn(0, 3, 128)
+        assert opt(empty).shape == model(empty).shape == (0, 40)  # an empty batch
+        ints = torch.ones(2, 3, 128, dtype=torch.int32)
+        with pytest.raises(RuntimeError) as eager_error:
+            model(ints)
+        with pytest.raises(RuntimeError) as fused_error:
+            opt(ints)
+    assert type(fused_error.value) is type(eager_error.value)
+
+
+def test_optimize_reports_each_pools_kernel_and_the_analyzer_counts_it_as_a_pool():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                          nn.Conv2d(16, 8, 1)).eval()
+    x = torch.randn(4, 3, 33, 33)
+    fast, report = optimize(model, x, channels_last=True, passes=REWRITES)
+    pools = [r for r in report.layers if r["kernel"] in ("max_pool2d", "max of views")]
+    assert [(r["input_shape"], r["name"].endswith("2")) for r in pools] == [([4, 16, 31, 31], True)]
+    assert any("max pools run as a max of strided views" in n for n in report.notes)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
+    before, after = analyze(model, example=x), analyze(fast, example=x)
+    assert after.macs == before.macs
+    assert [r.kind for r in after.rows if r.type == "MaxPool"] == [r.kind for r in before.rows if r.type == "MaxPool2d"]
+
+
+def lively(model: nn.Module, x) -> nn.Module:
+    """The model with weights and BatchNorm statistics under which its output really depends on its input:
+    freshly initialised deep nets shrink the signal layer by layer until every input gives the same output,
+    and a check on them would pass whatever a rewrite did in the middle."""
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, Pointwise)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.uniform_(m.bias, -0.1, 0.1)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: the statistics of the calibration batch
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()

@@ -41,7 +41,7 @@ def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, pr
     invocation keeps what it measured."""
     if runs < 1:
         raise OneByOneError(f"runs must be at least 1, got {runs}")
-    held = hold_freed_memory()  # page faults of freed-and-refetched activations moved eager mobilenet_v1 by 2x
+    held = hold_freed_memory()  # freed activations kept mapped: no page faults when the next call refetches them
     every = []
     for i in range(runs):
         prefix = f"run {i + 1}/{runs} " if runs > 1 else ""
@@ -95,8 +95,8 @@ def headlines(result: dict) -> dict:
 
 def reliability(result: dict, slack: float = 1.25, busy: float = 1.5) -> list:
     """Why a run cannot be trusted, if it cannot: a float32 contender faster than ``slack`` times the run's
-    measured peak (k x k convs ran up to 1.2x the 1x1 peak on quiet machines, so a little above it is real;
-    far above it, the peak was measured while the machine was busier), a ratio above its own ceiling, or
+    measured peak (k x k convs may run somewhat above the 1x1 conv peak, so a little above it is real; far
+    above it, the peak was measured while the machine was busier), a ratio above its own ceiling, or
     a contender whose median round took over ``busy`` times its best (the machine was busy while it ran:
     its best round may have met a quiet moment that the others did not)."""
     flags = [f"{where} {k}: its median round took {v:.2f}x its best (the machine was busy)"

@@ -243,7 +243,12 @@ def _onnxruntime(model, x):
 
 
 def _onnx_session(model, x, profile: bool = False):
-    """(onnxruntime session, its feeds) for ``model``'s ONNX export on ``x``, or None (see ``_onnxruntime``)."""
+    """(onnxruntime session, its feeds) for ``model``'s ONNX export on ``x``, or None (see ``_onnxruntime``).
+
+    This peer is kept apart from ``onebyone.torch.fast.OnnxRuntime`` on purpose: it is the baseline a user
+    gets from the common recipe (the TorchScript exporter, a bare session with onnxruntime's default
+    spinning threads, pre-made NumPy feeds), the thing ``optimize()`` is measured against; ``OnnxRuntime``
+    is our form (the torch.export exporter, each session checked, threads stopped after a call)."""
     try:
         import io
 

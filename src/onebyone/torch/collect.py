@@ -1,8 +1,9 @@
 """The analyzer's PyTorch front-end: module hooks plus every torch function seen during one forward pass.
 
 Collect (hooks and a TorchFunctionMode record one row per call) -> aggregate (``ModelStats``) ->
-render (``ModelStats.table`` / ``to_dict``). Every number comes from ``onebyone.cost``. Hooks are
-removed and the train/eval mode restored in ``finally``.
+render (``ModelStats.table`` / ``to_dict``). A layer's numbers come from ``onebyone.cost``; a functional
+product's MACs are counted the same way from its operands' shapes (output elements times the length of the
+sum that makes each). Hooks are removed and the train/eval mode restored in ``finally``.
 
 What is counted: every product of a tensor with a tensor. Layers (Conv, ConvTranspose, Linear,
 Pointwise, MultiheadAttention and the fast path's modules) are counted as a whole; outside them the

@@ -10,6 +10,7 @@ followed by the pool, and keeps returning (B, K).
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from .. import forms
 from ..errors import OneByOneError
 from . import graph as G
 from .layers import Pointwise
-from .rewrite_report import RewriteReport, finish
+from .rewrite_report import ConvolutionalizedHead, RewriteReport, finish
 from .rewrites import is_flatten, pointwise_from
 from .tensors import numpy64, probe_input, tensor
 
@@ -101,8 +102,93 @@ def _trunk(gm, node):
     return (1, 1), False
 
 
+@dataclasses.dataclass
+class HeadPlan:
+    """What one Flatten -> Linear head becomes: ``kind`` "gap" (a Linear after a global average pool:
+    1x1 class maps before the pool) or "window" (a Linear on a flattened (C, H, W) map: an H x W conv, the
+    Linears after it 1x1 convs), with the graph nodes it reads."""
+
+    kind: str
+    flat: object  # the flatten node
+    src: object  # the node the flatten reads
+    linears: list  # the Linear nodes of the head, in order
+    fmap: tuple  # (C, H, W) of the flattened map
+    pooled: tuple | None  # an adaptive pool before the head: (the fixed pool it equals, why), or None
+
+
+def plan_head(gm, counts, flat) -> HeadPlan | tuple:
+    """The plan for the head after ``flat``, or (name, reason) when it cannot be converted."""
+    src = flat.args[0]
+    chain, stop = _head(gm, flat)
+    linears = [n for kind, n in chain if kind == "linear"]
+    if not linears:
+        return flat.name, "flatten not followed by a Linear"
+    if stop is not None:
+        return linears[0].target, stop
+    if any(counts[id(G.module(gm, n))] > 1 for n in linears):
+        return linears[0].target, "a Linear of this head is called at several places"
+    fmap = G.shape(src)
+    if fmap is None or len(fmap) != 4:
+        return linears[0].target, f"the flatten reads a {fmap} tensor, not a (B, C, H, W) map"
+    pooled = _fixed_pool(gm, src)  # an adaptive pool in front of the head: the fixed pool it equals here
+    if isinstance(pooled, str):
+        return linears[0].target, pooled
+    gap = G.is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]
+    return HeadPlan("gap" if gap else "window", flat, src, linears, tuple(fmap[1:]), pooled)
+
+
+def _apply_gap(work, gm, plan: HeadPlan, report):
+    """A Linear after a global average pool -> 1x1 class maps before the pool (the rest stays Linear)."""
+    first = G.module(gm, plan.linears[0])
+    maps = pointwise_from(numpy64(first.weight), numpy64(first.bias), first.weight)
+    work = G.replace_module(work, plan.src.target, nn.Sequential(maps, G.module(gm, plan.src)))
+    work = G.replace_module(work, plan.linears[0].target, nn.Identity())
+    report.changed.append(f"{plan.linears[0].target}: Linear after global average pool -> "
+                          f"1x1 class maps ({plan.src.target}.0) before the pool")
+    if len(plan.linears) > 1:
+        report.notes.append(f"{[n.target for n in plan.linears[1:]]} stay Linear: they follow a nonlinearity after "
+                            "the pool")
+    return work
+
+
+def _apply_window(work, gm, plan: HeadPlan, report, input_size):
+    """The first Linear -> an H x W conv, the others -> 1x1 convs; a module flatten -> Identity (a
+    functional one is returned for the caller to drop from the graph, else None); the window recorded."""
+    first, (c, h, w) = G.module(gm, plan.linears[0]), plan.fmap
+    conv = nn.Conv2d(c, first.out_features, (h, w), bias=first.bias is not None).to(first.weight)
+    conv.weight.data.copy_(tensor(forms.dense_to_full_kernel(numpy64(first.weight), (c, h, w)), first.weight))
+    if first.bias is not None:
+        conv.bias.data.copy_(first.bias.data)
+    work = G.replace_module(work, plan.linears[0].target, conv)
+    for n in plan.linears[1:]:
+        lin = G.module(gm, n)
+        work = G.replace_module(work, n.target, pointwise_from(numpy64(lin.weight), numpy64(lin.bias), lin.weight))
+    functional = None
+    if isinstance(G.module(gm, plan.flat), nn.Flatten):
+        work = G.replace_module(work, plan.flat.target, nn.Identity())
+    else:
+        functional = plan.flat.name
+    stride, padded = _trunk(gm, plan.src.args[0] if plan.pooled is not None else plan.src)
+    if plan.pooled is not None:
+        fixed, why = plan.pooled
+        work = G.replace_module(work, plan.src.target, fixed)
+        k = (1, 1) if isinstance(fixed, nn.Identity) else fixed.kernel_size
+        stride = (stride[0] * k[0], stride[1] * k[1])
+        report.changed.append(f"{plan.src.target}: {why}")
+    names = [n.target for n in plan.linears]
+    report.layers.append(ConvolutionalizedHead(head=names, window=tuple(input_size[1:]), stride=stride, padded=padded))
+    report.changed.append(f"{', '.join(names)}: Linear head on a {c}x{h}x{w} map -> {h}x{w} conv"
+                          + (f" + {len(names) - 1} 1x1 conv(s)" if len(names) > 1 else ""))
+    report.notes.append(f"window {tuple(input_size[1:])}, total stride {stride}: an input of H x W gives a grid of "
+                        f"((H - {input_size[1]}) // {stride[0]} + 1) x ((W - {input_size[2]}) // {stride[1]} + 1)")
+    if not padded:
+        report.notes.append("no padding in the feature extractor: each cell equals the original model run on its crop")
+    return work, functional
+
+
 def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
-    """Turn the model's fully connected head(s) into convolutions (see the module docstring).
+    """Turn the model's fully connected head(s) into convolutions (see the module docstring): each head is
+    planned (``plan_head``: what it becomes, or why not), then applied.
 
     Args:
         input_size: (C, H, W), the size the model was built for.
@@ -116,91 +202,23 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
     if len(tuple(input_size)) != 3:
         raise OneByOneError(f"input_size must be (C, H, W), got {tuple(input_size)}")
     x = probe_input(model, None, input_size)  # refuses, with the shapes, an input_size the model cannot run on
-    report = RewriteReport("convolutionalize")
-    work = copy.deepcopy(model)
+    report, work = RewriteReport("convolutionalize"), copy.deepcopy(model)
     gm = G.trace(work, x)
-    counts = G.call_counts(work, gm)
-    functional_flatten = []
-    heads = 0
+    counts, functional_flatten = G.call_counts(work, gm), []
     for flat in [n for n in gm.graph.nodes if is_flatten(gm, n)]:
-        src = flat.args[0]
-        chain, stop = _head(gm, flat)
-        linears = [n for kind, n in chain if kind == "linear"]
-        if not linears:
-            report.skipped.append((flat.name, "flatten not followed by a Linear"))
-            continue
-        if stop is not None:
-            report.skipped.append((linears[0].target, stop))
-            continue
-        if any(counts[id(G.module(gm, n))] > 1 for n in linears):
-            report.skipped.append((linears[0].target, "a Linear of this head is called at several places"))
-            continue
-        fmap = G.shape(src)
-        if fmap is None or len(fmap) != 4:
-            report.skipped.append((linears[0].target, f"the flatten reads a {fmap} tensor, not a (B, C, H, W) map"))
-            continue
-        first = G.module(gm, linears[0])
-        _, c, h, w = fmap
-        pooled = _fixed_pool(gm, src)  # an adaptive pool in front of the head: the fixed pool it equals here
-        if isinstance(pooled, str):
-            report.skipped.append((linears[0].target, pooled))
-            continue
-        if G.is_gap(gm, src) and isinstance(G.module(gm, src), nn.AdaptiveAvgPool2d) and chain[0][1] is linears[0]:
-            maps = pointwise_from(numpy64(first.weight), numpy64(first.bias), first.weight)
-            work = G.replace_module(work, src.target, nn.Sequential(maps, G.module(gm, src)))
-            work = G.replace_module(work, linears[0].target, nn.Identity())
-            report.changed.append(
-                f"{linears[0].target}: Linear after global average pool -> "
-                f"1x1 class maps ({src.target}.0) before the pool"
-            )
-            if len(linears) > 1:
-                report.notes.append(
-                    f"{[n.target for n in linears[1:]]} stay Linear: they follow a nonlinearity after the pool"
-                )
-            heads += 1
-            continue
-        conv = nn.Conv2d(c, first.out_features, (h, w), bias=first.bias is not None).to(first.weight)
-        conv.weight.data.copy_(tensor(forms.dense_to_full_kernel(numpy64(first.weight), (c, h, w)), first.weight))
-        if first.bias is not None:
-            conv.bias.data.copy_(first.bias.data)
-        work = G.replace_module(work, linears[0].target, conv)
-        for n in linears[1:]:
-            lin = G.module(gm, n)
-            work = G.replace_module(work, n.target, pointwise_from(numpy64(lin.weight), numpy64(lin.bias), lin.weight))
-        if isinstance(G.module(gm, flat), nn.Flatten):
-            work = G.replace_module(work, flat.target, nn.Identity())
+        plan = plan_head(gm, counts, flat)
+        if isinstance(plan, tuple):
+            report.skipped.append(plan)
+        elif plan.kind == "gap":
+            work = _apply_gap(work, gm, plan, report)
         else:
-            functional_flatten.append(flat.name)
-        stride, padded = _trunk(gm, src.args[0] if pooled is not None else src)
-        if pooled is not None:
-            fixed, why = pooled
-            work = G.replace_module(work, src.target, fixed)
-            k = (1, 1) if isinstance(fixed, nn.Identity) else fixed.kernel_size
-            stride = (stride[0] * k[0], stride[1] * k[1])
-            report.changed.append(f"{src.target}: {why}")
-        report.layers.append(
-            {"head": [n.target for n in linears], "window": tuple(input_size[1:]), "stride": stride, "padded": padded}
-        )
-        report.changed.append(f"{', '.join(n.target for n in linears)}: Linear head on a {c}x{h}x{w} map -> "
-                              f"{h}x{w} conv" + (f" + {len(linears) - 1} 1x1 conv(s)" if len(linears) > 1 else ""))
-        report.notes.append(f"window {tuple(input_size[1:])}, total stride {stride}: an input of H x W gives a grid of "
-                            f"((H - {input_size[1]}) // {stride[0]} + 1) x ((W - {input_size[2]}) // {stride[1]} + 1)")
-        if not padded:
-            report.notes.append("no padding in the feature extractor: each cell equals the original model run on its "
-                                "crop")
-        heads += 1
-    if heads == 0:
+            work, functional = _apply_window(work, gm, plan, report, input_size)
+            functional_flatten += [functional] if functional else []
+    if not report.changed:
         raise OneByOneError(
             f"no convertible Flatten -> Linear head found in {type(model).__name__}; skipped: {report.skipped}"
         )
-    result = work
-    if functional_flatten:
-        result = G.trace(work)  # the traced graph holds the swapped modules; drop the flatten nodes
-        for node in list(result.graph.nodes):
-            if node.name in functional_flatten:
-                node.replace_all_uses_with(node.args[0])
-                result.graph.erase_node(node)
-        result.recompile()
+    result = _drop_nodes(work, functional_flatten) if functional_flatten else work
     out, report = finish(report, model, result, x, tol, inplace, reshape=lambda t, ref: t.reshape(ref.shape))
     for head in report.layers:
         if head["padded"]:
@@ -212,6 +230,17 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
                 f"grid of a random input the cells differ from their crops by up to {head['crop_difference']:.3g} "
                 "of the output scale")
     return out, report
+
+
+def _drop_nodes(work, names):
+    """``work`` traced, with the named pass-through nodes (functional flattens) taken out of its graph."""
+    result = G.trace(work)  # the traced graph holds the swapped modules; drop the flatten nodes
+    for node in list(result.graph.nodes):
+        if node.name in names:
+            node.replace_all_uses_with(node.args[0])
+            result.graph.erase_node(node)
+    result.recompile()
+    return result
 
 
 def _crop_difference(model, converted, input_size, stride) -> float:

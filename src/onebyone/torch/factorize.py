@@ -20,7 +20,7 @@ from . import graph as G
 from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
-from .rewrite_report import RewriteReport, finish
+from .rewrite_report import FactorizedLayer, RewriteReport, finish
 from .rewrites import pointwise_layer
 from .tensors import batch_size, numpy64, probe_input, tensor
 
@@ -114,10 +114,29 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
     io_before, calls = _layer_io(copy.deepcopy(work).double().eval(), names, x.double())
+    work, done = _replace(work, names, rank, energy, calls, report)
+    work64 = copy.deepcopy(work).double().eval()
+    for name, m, r, kept in done:
+        report.layers.append(_row(name, m, r, kept, work, work64, io_before[name], calls.get(name, 1), batch_size(x)))
+        report.changed.append(f"{name}: {type(m).__name__} -> rank {r} pair (energy kept {kept:.4f})")
+    if energy is not None:
+        report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")
+    out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
+    with torch.no_grad():  # the whole model's output error, all the layers' errors together
+        y0 = _flat(copy.deepcopy(model).double().eval()(x.double()))
+        y1 = _flat(copy.deepcopy(out).double().eval()(x.double()))
+    report.output_relative_error = float((y1 - y0).norm() / y0.norm()) if y0.norm() > 0 else 0.0
+    report.notes.append(f"relative error of the whole model's output: {report.output_relative_error:.4g} "
+                        "(each layer's relative_error is its own, on the original model's input to it)")
+    return (out[0] if single else out), report
+
+
+def _replace(work, names, rank, energy, calls, report) -> tuple:
+    """Each named layer replaced, under every name it is registered with, by its factorized pair (unless
+    ``energy`` picks a rank that saves nothing); returns (work, [(name, layer, rank, energy kept)])."""
     aliases = {}  # a module registered under several names: every one of them gets the pair
     for n, m in work.named_modules(remove_duplicate=False):
         aliases.setdefault(id(m), []).append(n)
-    batch = batch_size(x)
     done = []
     for name in names:
         m = work.get_submodule(name)
@@ -141,35 +160,21 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
             also = f", also registered as {', '.join(aliases[id(m)][1:])}" if len(aliases[id(m)]) > 1 else ""
             report.notes.append(f"{name} is shared ({uses} calls on the example{also}): every use now runs the "
                                 "factorized pair")
-    work64 = copy.deepcopy(work).double().eval()
-    for name, m, r, kept in done:
-        xin, y = io_before[name]
-        with torch.no_grad():  # the pair on the original model's input to this layer: its own error only
-            y_new = work64.get_submodule(name)(xin)
-        before = layer_cost(m, xin)[1]
-        after = sum(layer_cost(s, t)[1].macs for s, t in _chain_inputs(work.get_submodule(name), xin))
-        report.layers.append(
-            {
-                "name": name,
-                "rank": r,
-                "energy_kept": kept,
-                "params_before": before.params,
-                "params_after": sum(p.numel() for p in work.get_submodule(name).parameters()),
-                "macs_saved": (before.macs - after) * calls.get(name, 1) // batch,  # per sample, every call
-                "relative_error": float((y_new - y).norm() / y.norm()),
-            }
-        )
-        report.changed.append(f"{name}: {type(m).__name__} -> rank {r} pair (energy kept {kept:.4f})")
-    if energy is not None:
-        report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")
-    out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
-    with torch.no_grad():  # the whole model's output error, all the layers' errors together
-        y0 = _flat(copy.deepcopy(model).double().eval()(x.double()))
-        y1 = _flat(copy.deepcopy(out).double().eval()(x.double()))
-    report.output_relative_error = float((y1 - y0).norm() / y0.norm()) if y0.norm() > 0 else 0.0
-    report.notes.append(f"relative error of the whole model's output: {report.output_relative_error:.4g} "
-                        "(each layer's relative_error is its own, on the original model's input to it)")
-    return (out[0] if single else out), report
+    return work, done
+
+
+def _row(name, m, r, kept, work, work64, io, calls: int, batch: int) -> dict:
+    """The report row of one factorized layer: its rank, energy, params, MACs saved per sample over every
+    call, and its own relative error (the pair on the original model's input to the layer)."""
+    xin, y = io
+    with torch.no_grad():
+        y_new = work64.get_submodule(name)(xin)
+    before = layer_cost(m, xin)[1]
+    after = sum(layer_cost(s, t)[1].macs for s, t in _chain_inputs(work.get_submodule(name), xin))
+    return FactorizedLayer(name=name, rank=r, energy_kept=kept, params_before=before.params,
+                           params_after=sum(p.numel() for p in work.get_submodule(name).parameters()),
+                           macs_saved=(before.macs - after) * calls // batch,  # per sample, every call
+                           relative_error=float((y_new - y).norm() / y.norm()))
 
 
 def _flat(y) -> torch.Tensor:

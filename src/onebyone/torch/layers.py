@@ -103,7 +103,7 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x.movedim(-1, 1)).movedim(1, -1)
         if (
             x.dim() == 3 and x.stride(1) == 1 and x.shape[2] > 1
-        ):  # channels-last strided (B, C, L): 3x faster as a 4-D image
+        ):  # channels-last strided (B, C, L): run as a channels_last 4-D image, where oneDNN's kernel applies
             return super().forward(x.unsqueeze(-1)).squeeze(-1)
         return super().forward(x)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -12,6 +13,39 @@ from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .collect import analyze
 from .tensors import call, cast
+
+
+class FactorizedLayer(TypedDict):
+    """A row of ``factorize``'s ``report.layers``: one layer replaced by its rank-r pair (MACs per sample)."""
+
+    name: str
+    rank: int
+    energy_kept: float
+    params_before: int
+    params_after: int
+    macs_saved: int
+    relative_error: float
+
+
+class ConvolutionalizedHead(TypedDict, total=False):
+    """A row of ``convolutionalize``'s ``report.layers``: one head turned into convolutions; ``crop_difference``
+    only where the trunk pads."""
+
+    head: list
+    window: tuple
+    stride: tuple
+    padded: bool
+    crop_difference: float
+
+
+class KernelChoice(TypedDict):
+    """A row of ``optimize``'s ``report.layers``: the kernel a fast layer runs on an input shape and dtype."""
+
+    name: str
+    layer: str
+    input_shape: list
+    dtype: str
+    kernel: str
 
 
 @dataclass
@@ -30,7 +64,7 @@ class RewriteReport:
     notes: list = field(default_factory=list)
     precision: dict | None = None  # optimize(dtype=...): the lower precision's error against float32, ms a call
     output_relative_error: float | None = None  # factorize: ||y' - y|| / ||y|| of the whole model's output
-    layers: list = field(default_factory=list)  # per-layer details (factorize: ranks; convolutionalize: window, stride)
+    layers: list = field(default_factory=list)  # FactorizedLayer / ConvolutionalizedHead / KernelChoice rows
     passes: list = field(default_factory=list)  # optimize: {pass, seconds, changes} for each pass it ran
 
     def to_dict(self) -> dict:

@@ -300,10 +300,10 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
     x = probe_input(model, example, input_size)
     work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
     seen = set()
-    if not fold_all(work, x, report):
+    traceable = fold_all(work, x, report)
+    if not traceable:
         report.skipped.append(("(the whole model)", "torch.fx could not trace it: merging needs its graph, "
                                                     "so no pair was merged (BatchNorms were folded from an eager run)"))
-    traceable = not report.skipped or report.skipped[-1][0] != "(the whole model)"
     while traceable:
         gm = G.trace(work, x)
         counts = G.call_counts(work, gm)

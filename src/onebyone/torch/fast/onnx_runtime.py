@@ -26,7 +26,7 @@ class OnnxRuntime(Engine):
 
     Its threads stop spin-waiting when a call returns (``spin=True``: they go on spinning for the next
     one, onnxruntime's default, which makes back-to-back calls of a small model a little faster but, on a
-    machine with few cores, can make the torch code that runs next take twice its time).
+    machine with few cores, slows the torch code that runs next).
 
     One session per input signature (each tensor's shape and dtype, and the value of each other argument),
     exported on the first call with it; at most ``sessions`` are kept (the oldest goes first). Each new

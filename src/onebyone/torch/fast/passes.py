@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
-from ..rewrite_report import RewriteReport, finish, max_difference
+from ..rewrite_report import KernelChoice, RewriteReport, finish, max_difference
 from ..rewrites import merge_pointwise
 from ..tensors import call, check_module, input_kw, probe_input
 from . import private
@@ -142,7 +142,7 @@ def choose_kernels(model: nn.Module, x) -> None:
 
 def kernel_table(model: nn.Module) -> list:
     """[{name, layer, input_shape, dtype, kernel}]: what each fast layer runs on each input it was tuned on."""
-    return [{"name": n, "layer": type(m).__name__, "input_shape": list(shape), "dtype": dtype, "kernel": k}
+    return [KernelChoice(name=n, layer=type(m).__name__, input_shape=list(shape), dtype=dtype, kernel=k)
             for n, m in model.named_modules() if isinstance(m, (ConvAct, MaxPool, FusedPointwiseChain))
             for (shape, dtype), k in m.kernel_names().items()]
 

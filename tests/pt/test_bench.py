@@ -1,0 +1,114 @@
+"""`onebyone bench`: its CLI, its JSON and roofline, its reliability flags, each contender timed after its
+own calls, and the process-wide malloc setting it makes."""
+import pytest
+
+from onebyone.cli import main
+from onebyone.torch.fast import capabilities
+
+from .test_timing import _switching_engines
+
+
+def test_bench_times_each_contender_after_its_own_calls(monkeypatch):
+    from onebyone.bench.sections import timeit
+
+    engine = _switching_engines(monkeypatch, slow_calls=3)
+    fns = {"eager": engine("eager", 1e-4), "onnxruntime": engine("onnxruntime", 2e-4)}
+    spread = {}
+    assert timeit(fns, repeat=5, spread=spread) == pytest.approx({"eager": 1e-4, "onnxruntime": 2e-4})
+    assert spread == pytest.approx({"eager": 1.0, "onnxruntime": 1.0})  # every round alike, not just the best
+
+
+def test_hold_freed_memory_stops_page_faults_of_reused_activations():
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        from onebyone.bench import hold_freed_memory
+        assert hold_freed_memory() is False
+        return
+    # in a fresh process: first glibc's low-threshold state (every 20 MB block mmapped, unmapped when
+    # freed), then after hold_freed_memory(): the same loop must stop faulting its pages in again
+    code = """
+import ctypes, resource, torch
+from onebyone.bench import hold_freed_memory
+ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)
+def faults():
+    # warm-up: the heap takes a few fresh blocks before it reuses freed ones (torch's aligned requests need a
+    # little more than a freed block of the same size holds, until two freed neighbours merge), so enough
+    # warm-up blocks come first for the measured loop to see only reuse
+    for _ in range(8):
+        torch.empty(5 << 20).fill_(1.0)
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        torch.empty(5 << 20).fill_(1.0)  # 20 MB, written, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+before = faults()
+assert hold_freed_memory() is True
+print(before, faults())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after = int(out[0]), int(out[1])
+    assert before > 10 * 2000  # ~5,120 pages a block while glibc maps and unmaps it
+    assert after < before / 20
+
+
+def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
+    import json
+
+    args = ["bench", "--quick", "--sections", "a", "--no-compile", "--runs", "2"]
+    assert main(args + ["--json", str(tmp_path / "a.json"), "--png", str(tmp_path / "a.png")]) == 0
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert [r["c_in"] for r in result["pointwise_op"]] == [3, 64, 256, 1024] and result["peak_gflops"] > 0
+    assert result["malloc"] in ("freed memory held (bench.hold_freed_memory)", "as the platform runs it")
+    caps = capabilities()  # the machine named by what matters for speed: the ISA, oneDNN, bfloat16 products, AMX
+    assert result["cpu"] == {"isa": caps.isa, "onednn": caps.onednn, "bf16": caps.bf16, "avx512": caps.avx512,
+                             "amx": caps.amx, "describe": caps.describe()}
+    assert len(result["runs"]) == 2 and set(result["headlines"]) == set(result["spread"]) == set(result["runs"][0])
+    for name, (lo, hi) in result["spread"].items():  # the median of two runs lies between them
+        assert [r[name] for r in result["runs"]] in ([lo, hi], [hi, lo]) and lo <= result["headlines"][name] <= hi
+    out = capsys.readouterr().out
+    assert "over 2 runs, median (min - max): a 3 nchw" in out and "Pointwise vs the best" in out
+    assert f"machine: {result['machine']} ({caps.describe()}); peak" in out
+    assert all(r["pointwise_cl"] > 0 and 0 < r["roofline"][1]["fraction_of_peak"] for r in result["pointwise_op"])
+    controls = [v for r in result["pointwise_op"] for v in r["control_vs_best"].values()]  # F.conv2d against itself
+    assert len(controls) == 8 and all(v > 0 for v in controls) and result["runs"][-1]["a control"] == min(controls)
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["bench", "--quick", "--sections", "d", "--no-compile", "--json", str(tmp_path / "b.json"),
+                 "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: refused before it runs
+    assert "--png draws the roofline of sections a and b" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+    assert main(["bench", "--quick", "--sections", "b", "--no-compile", "--json", str(tmp_path / "b.json")]) == 0
+    b = json.loads((tmp_path / "b.json").read_text())
+    s = b["shared_mlp"]  # the ceiling: eager's time over its FLOPs' time at the run's peak
+    assert s["ceiling_vs_eager"] == pytest.approx(b["peak_gflops"] / s["gflops"]["eager"]) and s["ceiling_vs_eager"] > 1
+    assert b["headlines"]["b ceiling vs eager"] == s["ceiling_vs_eager"] and s["max_abs_diff"]["fused"] < 1e-3
+    out = capsys.readouterr().out
+    assert f"(ceiling {s['ceiling_vs_eager']:.2f}x eager)" in out
+    if "fused_bf16" in s["ms"]:  # the bfloat16 chain against the bfloat16 peak, measured the same way
+        assert s["bf16_ceiling_vs_eager"] == pytest.approx(b["peak_gflops_bf16"] / s["gflops"]["eager"])
+        assert s["bf16_fraction_of_peak"] == pytest.approx(s["gflops"]["fused_bf16"] / b["peak_gflops_bf16"])
+        assert b["headlines"]["b bf16 ceiling vs eager"] == s["bf16_ceiling_vs_eager"]
+        assert f"of the bfloat16 peak (ceiling {s['bf16_ceiling_vs_eager']:.2f}x eager)" in out
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "--quick", "--sections", "a", "--runs", "0"])
+    assert stop.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--sections", "x"]) == 2
+    assert "--sections takes letters from 'abcde'" in capsys.readouterr().err
+
+
+def test_bench_flags_a_run_whose_rounds_were_busy():
+    """A contender whose median round took over 1.5x its best ran on a busy machine: the run says so."""
+    from onebyone.bench import reliability
+
+    quiet = {"shared_mlp": {"round_spread": {"eager": 1.02, "fused": 1.04}},
+             "optimize": [{"model": "nin_cifar", "round_spread": {"eager": 1.03, "compile": 1.38}}]}
+    assert reliability(quiet) == []
+    busy = {"shared_mlp": {"round_spread": {"eager": 1.02, "fused": 1.9}},
+            "optimize": [{"model": "nin_cifar", "round_spread": {"onnxruntime": 2.5}}]}
+    said = "its median round took {:.2f}x its best (the machine was busy)"
+    assert reliability(busy) == [f"(b) fused: {said.format(1.9)}", f"(e) nin_cifar onnxruntime: {said.format(2.5)}"]
+    above = {"peak_gflops": 200.0, "peak_gflops_bf16": 400.0, "shared_mlp": {
+        "gflops": {"eager": 50.0, "fused": 150.0, "fused_bf16": 600.0}, "fused_vs_eager": 3.0,
+        "ceiling_vs_eager": 4.0, "bf16_fraction_of_peak": 1.5}}
+    assert reliability(above) == ["(b) fused_bf16 ran at 150% of the run's measured bfloat16 peak 400 GFLOP/s"]
