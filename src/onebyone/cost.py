@@ -212,6 +212,17 @@ def conv_transpose_cost(input_shape, out_channels: int, kernel_size, output_shap
                 (math.prod(input_shape) + weight_params + bias_params) * size, activations * size)
 
 
+def product_macs(output_shape, terms: int) -> int:
+    """MACs of a tensor product whose every output element is a sum of ``terms`` products (a matmul's
+    reduction length; a conv's C_in / groups x kernel size): one multiply-accumulate per term.
+
+    >>> product_macs((8, 196, 3072), 768) == 8 * 196 * 3072 * 768  # a Linear 768 -> 3072 over 196 tokens
+    True
+    """
+    return math.prod(check_int(v, "output_shape entries", minimum=0) for v in output_shape) * check_int(
+        terms, "terms", minimum=0)
+
+
 def attention_cost(query_shape, key_shape, value_shape, dtype="float32") -> Cost:
     """Cost of attention's two products, ``Q K^T`` and ``A V``, over every key position (as computed,
     whatever the mask): queries (..., L_q, d), keys (..., L_k, d), values (..., L_k, d_v).

@@ -1,9 +1,8 @@
 """The analyzer's PyTorch front-end: module hooks plus every torch function seen during one forward pass.
 
 Collect (hooks and a TorchFunctionMode record one row per call) -> aggregate (``ModelStats``) ->
-render (``ModelStats.table`` / ``to_dict``). A layer's numbers come from ``onebyone.cost``; a functional
-product's MACs are counted the same way from its operands' shapes (output elements times the length of the
-sum that makes each). Hooks are removed and the train/eval mode restored in ``finally``.
+render (``ModelStats.table`` / ``to_dict``). Every number comes from ``onebyone.cost``. Hooks are
+removed and the train/eval mode restored in ``finally``.
 
 What is counted: every product of a tensor with a tensor. Layers (Conv, ConvTranspose, Linear,
 Pointwise, MultiheadAttention and the fast path's modules) are counted as a whole; outside them the
@@ -67,19 +66,23 @@ def _per_output(m: nn.Module, x: torch.Tensor) -> str:
 
 
 def _functional_cost(name, args, kwargs, out, dtype, mixes_channels=True) -> tuple[str, int, torch.Tensor | None]:
-    """(kind, MACs, the weight operand or None) of a functional product from its operands' shapes (the
-    MACs as ``onebyone.cost`` counts them: one per weight per output position)."""
+    """(kind, MACs, the weight operand or None) of a functional product from its operands' shapes, the MACs
+    from ``onebyone.cost``."""
     if name == "linear":
         x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
-        return mix_kind(math.prod(x.shape[1:-1]), mixes_channels), out.numel() * w.shape[1], w
+        kind = mix_kind(math.prod(x.shape[1:-1]), mixes_channels)
+        return kind, cost.dense_cost(tuple(x.shape), w.shape[0], dtype=dtype).macs, w
     if name.startswith("conv_transpose"):
         x, w = args[0], args[1]
-        return "conv", x.numel() * w.shape[1] * math.prod(w.shape[2:]), w
+        groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
+        macs = cost.conv_transpose_cost(tuple(x.shape), w.shape[1] * groups, tuple(w.shape[2:]), tuple(out.shape),
+                                        groups=groups, dtype=dtype).macs
+        return "conv", macs, w
     if name.startswith("conv"):
         x, w = args[0], args[1]
         groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
         kind = conv_kind(tuple(w.shape[2:]), groups, x.shape[1], math.prod(out.shape[2:]))
-        return kind, out.numel() * math.prod(w.shape[1:]), w
+        return kind, cost.product_macs(out.shape, math.prod(w.shape[1:])), w  # C_in/groups x kernel per output
     if name == "scaled_dot_product_attention":
         q, k, v = (args + tuple(kwargs.get(n) for n in ("query", "key", "value")[len(args):]))[:3]
         return "attention", cost.attention_cost(q.shape, k.shape, v.shape).macs, None
@@ -93,10 +96,12 @@ def _functional_cost(name, args, kwargs, out, dtype, mixes_channels=True) -> tup
         out_letters = spec.split("->")[1].replace("...", "") if "->" in spec else ""
         batch = math.prod(out.shape[:out.dim() - len(out_letters)]) if "..." in spec else 1
         weights = _parameters(ops)
-        return _product_kind(ops, weights), math.prod(sizes.values()) * batch, (weights[0] if weights else None)
+        macs = cost.product_macs((batch, *sizes.values()), 1)
+        return _product_kind(ops, weights), macs, (weights[0] if weights else None)
     mats = args[1:3] if name in ("addmm", "baddbmm", "addmv") else args[:2]  # (input, mat1, mat2) for the add* forms
     weights = _parameters(mats)
-    return _product_kind(mats, weights), out.numel() * mats[0].shape[-1], (weights[0] if weights else None)
+    macs = cost.product_macs(out.shape, mats[0].shape[-1])  # each output sums over mat1's last axis
+    return _product_kind(mats, weights), macs, (weights[0] if weights else None)
 
 
 def _product_kind(operands, weights) -> str:
