@@ -11,7 +11,8 @@ FRAMEWORKS = {"torch", "keras", "tensorflow", "jax", "torchvision", "timm", "saf
 # __init__) re-exports the fast path, so it sits with it; the front door (`import onebyone`, the CLI,
 # the analyzer that picks a framework) sits on top.
 LAYERS = [
-    ("core", ["errors", "checks", "activations", "ops", "layout", "forms", "cost", "algebra", "chain_plan", "stats"]),
+    ("core", ["errors", "checks", "activations", "ops", "layout", "forms", "cost", "algebra", "chain_plan", "stats",
+              "reparam"]),
     ("data", ["data"]),
     ("pages", ["plots", "webpage", "model_page", "tour"]),
     ("adapters", ["torch", "keras"]),

@@ -1,0 +1,246 @@
+"""``merge_branches``: parallel linear branches of a model folded into one convolution (the structural
+re-parameterization of RepVGG, ACNet, Diverse Branch Block and MobileOne, found in the traced graph rather
+than written per block class); ``expand_branches``: one convolution split into branches that sum to it.
+
+A branch is a linear map of a tensor ``x``: a Conv2d (any kernel up to the largest, centred by its
+padding), optionally after a bias-free 1x1 conv or before an eval BatchNorm; an average pool (which counts
+its padding), optionally after a 1x1 conv; a BatchNorm of ``x``; or ``x`` itself. The kernel algebra is
+``onebyone.reparam``'s.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import operator
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from .. import algebra, reparam
+from ..errors import OneByOneError
+from . import graph as G
+from .rewrite_report import RewriteReport, finish
+from .rewrites import _check_eval
+from .tensors import numpy64, probe_input, tensor
+
+ADDS = {operator.add, torch.add}
+
+
+@dataclasses.dataclass
+class Term:
+    """One branch as a convolution of ``src``: its kernel for a number of groups, bias, stride, padding."""
+
+    src: fx.Node
+    kernel: object  # groups -> (O, C/g, kh, kw) float64
+    bias: np.ndarray
+    stride: tuple
+    padding: tuple
+    size: tuple  # (kh, kw)
+    groups: int | None  # None: the same map under any groups (an identity, a pool, a BatchNorm)
+    what: str
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _is_add(node) -> bool:
+    return (node.op == "call_function" and node.target in ADDS) or (node.op == "call_method" and node.target == "add")
+
+
+def _leaves(add) -> list:
+    """The terms of a sum: an add's operands, through inner adds that feed only it."""
+    out = []
+    for a in add.args[:2]:
+        if isinstance(a, fx.Node) and _is_add(a) and len(a.users) == 1:
+            out += _leaves(a)
+        else:
+            out.append(a)
+    return out
+
+
+def _conv_term(gm, node, m: nn.Conv2d) -> Term | str:
+    """A Conv2d branch (after a bias-free 1x1 conv, if one feeds only it)."""
+    if m.padding_mode != "zeros" or _pair(m.dilation) != (1, 1) or isinstance(m.padding, str):
+        return f"`{node.target}` has dilation, string padding or a non-zero padding mode"
+    w, b = numpy64(m.weight), numpy64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
+    src, inner = node.args[0], G.module(gm, node.args[0])
+    what = f"{m.kernel_size[0]}x{m.kernel_size[1]} conv"
+    if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and _pair(inner.stride) == (1, 1)
+            and _pair(inner.padding) == (0, 0) and inner.groups == 1 and m.groups == 1 and len(src.users) == 1):
+        b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
+        if np.any(b1) and any(_pair(m.padding)):
+            return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
+        w, b = reparam.compose(numpy64(inner.weight), w), b + w.sum(axis=(2, 3)) @ b1
+        src, what = src.args[0], "1x1 conv -> " + what
+    return Term(src, lambda g, w=w: w, b, _pair(m.stride), _pair(m.padding), tuple(m.kernel_size), m.groups, what)
+
+
+def _pool_term(gm, node, m: nn.AvgPool2d) -> Term | str:
+    """An average pool branch (after a 1x1 conv, if one feeds only it)."""
+    k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
+    if m.ceil_mode or (any(p) and not m.count_include_pad) or m.divisor_override:
+        return f"`{node.target}` ceil_mode, divisor_override or a padding it does not count"
+    c = G.shape(node)[1]
+    src, inner = node.args[0], G.module(gm, node.args[0])
+    if isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and inner.groups == 1 and len(src.users) == 1:
+        b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
+        if np.any(b1) and any(p):
+            return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
+        w = reparam.compose(numpy64(inner.weight), reparam.average_kernel(c, 1, k))
+        return Term(src.args[0], lambda g, w=w: w, b1.copy(), s, p, k, 1, f"1x1 conv -> {k[0]}x{k[1]} average pool")
+    return Term(src, lambda g: reparam.average_kernel(c, g, k), np.zeros(c), s, p, k, None,
+                f"{k[0]}x{k[1]} average pool")
+
+
+def _term(gm, leaf) -> Term | str:
+    """The branch ending at ``leaf`` as a convolution of the tensor it reads, or why it is not one. A leaf
+    that is no conv, pool or BatchNorm output is the identity of itself (through ``nn.Identity``)."""
+    while isinstance(G.module(gm, leaf), nn.Identity) and len(leaf.users) == 1:
+        leaf = leaf.args[0]
+    m, bn = G.module(gm, leaf), None
+    if isinstance(m, nn.BatchNorm2d):
+        if m.running_mean is None:
+            return f"`{leaf.target}` keeps no running statistics"
+        bn, inner = m, leaf.args[0]
+        if not (isinstance(G.module(gm, inner), (nn.Conv2d, nn.AvgPool2d)) and len(inner.users) == 1):
+            return _identity(inner, G.shape(inner)[1], bn)  # a BatchNorm of the input: a scaled identity
+        leaf, m = inner, G.module(gm, inner)
+    if isinstance(m, nn.Conv2d):
+        t = _conv_term(gm, leaf, m)
+    elif isinstance(m, nn.AvgPool2d):
+        t = _pool_term(gm, leaf, m)
+    else:
+        return _identity(leaf, G.shape(leaf)[1] if G.shape(leaf) else 0)
+    return t if isinstance(t, str) or bn is None else _with_bn(t, bn)
+
+
+def _with_bn(t: Term, bn: nn.BatchNorm2d) -> Term:
+    scale, shift = algebra.batchnorm_affine(numpy64(bn.running_mean), numpy64(bn.running_var),
+                                            numpy64(bn.weight) if bn.affine else 1.0,
+                                            numpy64(bn.bias) if bn.affine else 0.0, bn.eps)
+    kernel = lambda g, k=t.kernel: k(g) * scale[:, None, None, None]  # noqa: E731
+    return dataclasses.replace(t, kernel=kernel, bias=t.bias * scale + shift, what=t.what + " + BatchNorm")
+
+
+def _identity(src, channels: int, bn=None) -> Term:
+    t = Term(src, lambda g: reparam.identity_kernel(channels, g), np.zeros(channels), (1, 1), (0, 0), (1, 1), None,
+             "identity")
+    return t if bn is None else _with_bn(t, bn)
+
+
+def _plan(gm, add) -> tuple | str:
+    """(the tensor the branches read, the merged kernel, bias, stride, padding, groups, the branches' names) of
+    the sum at ``add``, or why it cannot be one convolution."""
+    terms = [_term(gm, leaf) if isinstance(leaf, fx.Node) else "a constant term" for leaf in _leaves(add)]
+    bad = [t for t in terms if isinstance(t, str)]
+    if bad:
+        return bad[0]
+    if len({id(t.src) for t in terms}) != 1:
+        return (f"the branches read different tensors ({', '.join(sorted({t.src.name for t in terms}))}): a branch "
+                "with a nonlinearity or another layer inside is not one linear map of the block's input")
+    fixed = {t.groups for t in terms if t.groups is not None}
+    if not fixed:
+        return "no convolution among the branches"
+    if len(fixed) > 1 or len({t.stride for t in terms}) > 1:
+        return f"the branches differ in groups ({sorted(fixed)}) or stride ({sorted({t.stride for t in terms})})"
+    size = tuple(max(t.size[i] for t in terms) for i in range(2))
+    pads = {tuple(p + (k - s) // 2 for p, k, s in zip(t.padding, size, t.size)) for t in terms}
+    if len(pads) > 1 or any((k - s) % 2 for t in terms for k, s in zip(size, t.size)):
+        return f"the branches' windows are not centred alike (kernels {[t.size for t in terms]}, paddings " \
+               f"{[t.padding for t in terms]}): they cannot be aligned exactly"
+    groups = fixed.pop()
+    kernel, bias = reparam.merge([t.kernel(groups) for t in terms], [t.bias for t in terms], size)
+    return terms[0].src, kernel, bias, terms[0].stride, pads.pop(), groups, [t.what for t in terms]
+
+
+def merge_branches(model: nn.Module, example=None, input_size=None, tol: float = 1e-4, *, inplace=False):
+    """Fold every sum of parallel linear branches of one tensor into one ``nn.Conv2d``; returns (model,
+    RewriteReport). The model is traced with torch.fx; each sum (an ``add``, or adds of adds) whose terms
+    are all linear maps of the same tensor, with one stride and windows that centre alike, becomes one conv
+    (its activation stays after it). ``report.changed`` names each merge and its branches; every other sum
+    is in ``report.skipped`` with the reason. Checked in float64 within ``tol`` of the output scale."""
+    _check_eval(model)
+    x = probe_input(model, example, input_size)
+    report = RewriteReport("merge_branches")
+    gm = G.trace(copy.deepcopy(model), x)  # the graph is rewritten; the model given is not touched
+    for add in reversed([n for n in gm.graph.nodes if _is_add(n)]):  # the outermost sum of a block first
+        if add not in set(gm.graph.nodes):
+            continue  # an inner add of a sum merged already
+        plan = _plan(gm, add)
+        if isinstance(plan, str):
+            report.skipped.append((add.name, plan))
+            continue
+        src, kernel, bias, stride, padding, groups, whats = plan
+        like = next(gm.parameters())
+        conv = nn.Conv2d(kernel.shape[1] * groups, kernel.shape[0], kernel.shape[2:], stride, padding,
+                         groups=groups).to(like)
+        with torch.no_grad():
+            conv.weight.copy_(tensor(kernel, like)), conv.bias.copy_(tensor(bias, like))
+        gm.add_submodule(f"merged_{add.name}", conv)
+        with gm.graph.inserting_before(add):
+            new = gm.graph.call_module(f"merged_{add.name}", (src,))
+        add.replace_all_uses_with(new)
+        gm.graph.eliminate_dead_code()
+        report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {kernel.shape[2]}x{kernel.shape[3]} conv"
+                              + (f" (groups {groups})" if groups > 1 else ""))
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return finish(report, model, gm, x, tol, inplace)
+
+
+class Branches(nn.Module):
+    """Parallel branches whose outputs are summed: what ``expand_branches`` returns."""
+
+    def __init__(self, branches):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x):
+        out = self.branches[0](x)
+        for b in self.branches[1:]:
+            out = out + b(x)
+        return out
+
+
+def expand_branches(conv: nn.Conv2d, into=("kxk", "1x1", "identity"), seed: int = 0) -> Branches:
+    """``conv`` as parallel branches that sum to it, RepVGG's over-parameterization for training: "kxk" (a
+    conv of ``conv``'s own size and padding, holding what the others do not), "1x1" (a 1x1 conv, small
+    seeded weights, no bias) and "identity" (where in and out channels match and the stride is 1).
+    ``merge_branches`` of the result gives ``conv``'s outputs back."""
+    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str) \
+            or _pair(conv.dilation) != (1, 1):
+        raise OneByOneError(f"expand_branches takes an nn.Conv2d with numeric zero padding and dilation 1, "
+                            f"got {conv!r}")
+    unknown = [b for b in into if b not in ("kxk", "1x1", "identity")]
+    if unknown or "kxk" not in into:
+        raise OneByOneError(f"into names branches among 'kxk' (required), '1x1', 'identity'; got {tuple(into)}")
+    (kh, kw), (ph, pw), g = conv.kernel_size, _pair(conv.padding), conv.groups
+    if (kh - 1) // 2 > ph or (kw - 1) // 2 > pw or kh % 2 == 0 or kw % 2 == 0:
+        raise OneByOneError(f"{conv!r}: a 1x1 or identity branch needs an odd kernel centred by its padding")
+    w = numpy64(conv.weight)  # (O, C/g, kh, kw)
+    branches = []
+    if "1x1" in into:
+        gen = torch.Generator().manual_seed(seed)
+        pw1 = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, (ph - (kh - 1) // 2, pw - (kw - 1) // 2),
+                        groups=g, bias=False).to(conv.weight)
+        with torch.no_grad():
+            pw1.weight.copy_(torch.randn(pw1.weight.shape, generator=gen) * 0.1)
+        w = w - reparam.center_pad(numpy64(pw1.weight), (kh, kw))
+        branches.append(pw1)
+    if "identity" in into:
+        if conv.in_channels != conv.out_channels or _pair(conv.stride) != (1, 1) or (ph, pw) != ((kh - 1) // 2,
+                                                                                            (kw - 1) // 2):
+            raise OneByOneError(f"{conv!r}: an identity branch needs as many output channels as input, stride 1 "
+                                "and 'same' padding")
+        w = w - reparam.identity_kernel(conv.in_channels, g, (kh, kw))
+        branches.append(nn.Identity())
+    main = nn.Conv2d(conv.in_channels, conv.out_channels, (kh, kw), conv.stride, (ph, pw), groups=g,
+                     bias=conv.bias is not None).to(conv.weight)
+    with torch.no_grad():
+        main.weight.copy_(tensor(w, conv.weight))
+        if conv.bias is not None:
+            main.bias.copy_(conv.bias)
+    return Branches([main, *branches])

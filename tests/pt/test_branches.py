@@ -1,0 +1,162 @@
+"""merge_branches against the blocks it was not written for: RepVGG, ACNet, Diverse Branch Block and
+MobileOne written here from their papers' descriptions, with random BatchNorm statistics; each merged
+block gives the block's outputs (1e-5 in float32, 1e-10 in float64); what is not a sum of linear maps of
+one tensor is left alone, with the reason."""
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError
+from onebyone.torch.branches import merge_branches
+
+
+def bn(c):
+    b = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        b.running_mean.uniform_(-1, 1), b.running_var.uniform_(0.5, 2), b.weight.uniform_(0.5, 1.5)
+        b.bias.uniform_(-0.5, 0.5)
+    return b
+
+
+def conv_bn(cin, cout, k, stride=1, padding=0, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding, groups=groups, bias=False), bn(cout))
+
+
+class RepVGG(nn.Module):
+    """RepVGG's training block: 3x3 conv + BN, 1x1 conv + BN, and a BN identity, summed, then ReLU."""
+
+    def __init__(self, c, stride=1):
+        super().__init__()
+        self.dense, self.pw = conv_bn(c, c, 3, stride, 1), conv_bn(c, c, 1, stride)
+        self.identity = bn(c) if stride == 1 else None
+
+    def forward(self, x):
+        y = self.dense(x) + self.pw(x)
+        return torch.relu(y + self.identity(x) if self.identity is not None else y)
+
+
+class ACNet(nn.Module):
+    """ACNet's asymmetric convolution block: 3x3, 1x3 and 3x1 convs, each + BN, summed."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.square, self.hor = conv_bn(cin, cout, 3, padding=1), conv_bn(cin, cout, (1, 3), padding=(0, 1))
+        self.ver = conv_bn(cin, cout, (3, 1), padding=(1, 0))
+
+    def forward(self, x):
+        return self.square(x) + self.hor(x) + self.ver(x)
+
+
+class DBB(nn.Module):
+    """Diverse Branch Block: 1x1, 1x1 -> kxk, 1x1 -> average pool, kxk; each + BN."""
+
+    def __init__(self, cin, cout, k=3):
+        super().__init__()
+        self.kxk, self.one = conv_bn(cin, cout, k, padding=k // 2), conv_bn(cin, cout, 1)
+        self.one_kxk = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.Conv2d(cout, cout, k, padding=k // 2,
+                                                                                   bias=False), bn(cout))
+        self.one_avg = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(k, 1, k // 2), bn(cout))
+
+    def forward(self, x):
+        return self.kxk(x) + self.one(x) + self.one_kxk(x) + self.one_avg(x)
+
+
+class MobileOne(nn.Module):
+    """MobileOne's depthwise stage: k over-parameterized 3x3 branches, a 1x1 scale branch, a BN identity."""
+
+    def __init__(self, c, k=3):
+        super().__init__()
+        self.branches = nn.ModuleList(conv_bn(c, c, 3, padding=1, groups=c) for _ in range(k))
+        self.scale, self.identity = conv_bn(c, c, 1, groups=c), bn(c)
+
+    def forward(self, x):
+        out = self.scale(x) + self.identity(x)
+        for b in self.branches:
+            out = out + b(x)
+        return nn.functional.relu(out)
+
+
+BLOCKS = {"RepVGG": (lambda: RepVGG(8), 8), "RepVGG stride 2": (lambda: RepVGG(8, stride=2), 8),
+          "ACNet": (lambda: ACNet(6, 10), 6), "DBB": (lambda: DBB(6, 8), 6), "DBB 5x5": (lambda: DBB(6, 8, 5), 6),
+          "MobileOne": (lambda: MobileOne(8), 8)}
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_each_papers_block_merges_into_one_conv_with_the_same_outputs(name, dtype, tol):
+    torch.manual_seed(0)
+    make, cin = BLOCKS[name]
+    block = make().eval().to(dtype)
+    x = torch.randn(2, cin, 11, 13, dtype=dtype)
+    merged, report = merge_branches(block, x)
+    assert len(report.changed) == 1 and " -> one " in report.changed[0], report
+    convs = [m for m in merged.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 and not any(isinstance(m, nn.BatchNorm2d) for m in merged.modules())
+    with torch.no_grad():
+        want, got = block(x), merged(x)
+    assert float((got - want).abs().max()) <= tol * float(want.abs().max())
+    assert report.params_after < report.params_before
+
+
+def test_a_resnet_basic_block_is_left_alone_and_says_why():
+    class Basic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = conv_bn(8, 16, 3, 2, 1), conv_bn(16, 16, 3, 1, 1)
+            self.shortcut = conv_bn(8, 16, 1, 2)  # a 1x1 conv + BN beside a conv stack with a ReLU inside
+
+        def forward(self, x):
+            return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x))
+
+    model = Basic().eval()
+    merged, report = merge_branches(model, torch.randn(2, 8, 12, 12))
+    assert report.changed == [] and len(report.skipped) == 1
+    assert "branches read different tensors" in report.skipped[0][1] and "nonlinearity" in report.skipped[0][1]
+
+
+def test_a_block_in_training_mode_is_refused_with_the_fix():
+    with pytest.raises(OneByOneError, match=r"training mode.*model.eval\(\)"):
+        merge_branches(RepVGG(4), torch.randn(1, 4, 6, 6))
+
+
+def test_windows_that_cannot_be_centred_alike_are_skipped_with_the_reason():
+    class EvenAndOdd(nn.Module):  # a 3x3 and a 2x2 window, both stride 2: the same shapes, no common centre
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3, 2, 1), nn.Conv2d(4, 4, 2, 2)
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    merged, report = merge_branches(EvenAndOdd().eval(), torch.randn(1, 4, 12, 12))
+    assert report.changed == [] and "not centred alike" in report.skipped[0][1]
+
+
+@pytest.mark.parametrize("conv,into", [
+    (lambda: nn.Conv2d(8, 8, 3, padding=1), ("kxk", "1x1", "identity")),
+    (lambda: nn.Conv2d(6, 10, 5, stride=2, padding=2), ("kxk", "1x1")),
+    (lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8), ("kxk", "1x1", "identity")),  # depthwise
+])
+def test_expand_then_merge_gives_the_conv_back(conv, into):
+    from onebyone.torch import expand_branches
+
+    torch.manual_seed(0)
+    c = conv().eval()
+    x = torch.randn(2, c.in_channels, 12, 12)
+    expanded = expand_branches(c, into=into)
+    assert len(expanded.branches) == len(into)
+    merged, report = merge_branches(expanded, x)
+    with torch.no_grad():
+        torch.testing.assert_close(expanded(x), c(x), rtol=1e-5, atol=1e-5)  # the branches sum to the conv
+        torch.testing.assert_close(merged(x), c(x), rtol=1e-5, atol=1e-5)  # and merge back into it
+    (back,) = [m for m in merged.modules() if isinstance(m, nn.Conv2d)]
+    torch.testing.assert_close(back.weight, c.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_expand_refuses_what_it_cannot_split():
+    from onebyone.torch import expand_branches
+
+    with pytest.raises(OneByOneError, match="an identity branch needs as many output channels"):
+        expand_branches(nn.Conv2d(4, 8, 3, padding=1))
+    with pytest.raises(OneByOneError, match="into names branches among"):
+        expand_branches(nn.Conv2d(4, 4, 3, padding=1), into=("1x1",))
