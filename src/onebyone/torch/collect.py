@@ -13,6 +13,7 @@ A product the analyzer cannot count is listed by name in ``ModelStats.uncounted`
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -183,8 +184,6 @@ class _Axes:
             axis = out.dim() - 1 if last and out.shape[-1] == src.shape[-1] else 1 if first and out.shape[:2] == \
                 src.shape[:2] else None
         if axis is not None:
-            import weakref
-
             self._axis[id(out)] = (weakref.ref(out), axis)
 
 
