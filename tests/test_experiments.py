@@ -115,6 +115,20 @@ def test_a_dense_layer_at_the_pixel_under_the_mouse_and_shared_weights(visit):
         assert w2[4, 1] == 2.5 and close(s["y"], ops.conv1x1(x[None], w2, b)[0])
 
 
+def test_the_weight_table_is_labelled_its_fields_show_their_values_and_the_maps_are_captioned(visit):
+    with experiment(visit, "many-channels") as page:
+        page.set_viewport_size({"width": 1280, "height": 900})
+        table = page.locator("#exp-many-channels .exp-matrix")
+        assert table.locator("thead, tr").first.inner_text().split() == ["in", "0", "in", "1", "in", "2"]
+        assert [t.strip() for t in table.locator("th[scope=row]").all_inner_texts()] == [f"out {o}" for o in range(8)]
+        assert "a row per output channel" in table.locator("caption").inner_text()
+        clipped = page.evaluate("""() => Array.from(document.querySelectorAll('#exp-many-channels .exp-matrix input'))
+            .filter((i) => i.scrollWidth > i.clientWidth).map((i) => i.id + '=' + i.value)""")
+        assert clipped == []  # every value shows whole ("-2.791", not "-2.79")
+        captions = page.locator("#exp-many-channels figure.exp-map figcaption").all_inner_texts()
+        assert captions == [f"out {o}" for o in range(8)]
+
+
 def test_a_dense_unit_is_a_full_kernel_and_a_deep_1x1_filter(visit):
     from onebyone import forms
 

@@ -55,7 +55,7 @@ details summary { cursor: pointer; color: var(--muted); }
 .experiment { border-top: 1px dashed var(--line); margin: 12px 0; padding-top: 8px; }
 .experiment h3 { font-size: 16px; margin: 4px 0; }
 .experiment label { margin-right: 16px; font-size: 14px; }
-.exp-row { display: flex; gap: 16px; flex-wrap: wrap; margin: 8px 0; }
+.exp-row { display: flex; gap: 16px; flex-wrap: wrap; margin: 8px 0; align-items: flex-start; }
 .exp-row canvas { border: 1px solid var(--line); border-radius: 4px; image-rendering: pixelated; }
 thead button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer;
                color: var(--ink); }
@@ -63,7 +63,8 @@ thead button { font: inherit; font-weight: 600; background: none; border: 0; pad
   font: inherit; font-size: 13px; display: flex; align-items: center; gap: 8px; width: 100%; text-align: left; }
 .kind-bars .bar { display: inline-block; height: 10px; background: var(--accent); max-width: 50%; }
 .how { font-size: 12px; color: var(--muted); }
-.exp-matrix input { width: 64px; font: inherit; font-size: 12px; }
+.exp-matrix { width: auto; } .exp-matrix input { width: 64px; font: inherit; font-size: 12px; }
+.exp-matrix caption { font-size: 12px; color: var(--muted); caption-side: bottom; }
 .exp-maps { display: flex; flex-wrap: wrap; gap: 6px; }
 .exp-map { margin: 0; } .exp-map canvas { border: 1px solid var(--line); image-rendering: pixelated; }
 .exp-readout { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; }

@@ -169,10 +169,16 @@ from the page's conv calculator (the same arithmetic as <code>onebyone.cost.conv
 
 def many_channels(arrays) -> str:
     x, w, b = np.asarray(arrays["x"]), np.asarray(arrays["w"]), np.asarray(arrays["b"])  # (3, 16, 16), (8, 3), (8,)
-    cells = "\n".join("<tr>" + "".join(f'<td><input type="number" step="0.1" id="mc-w-{o}-{c}" '
-                                       f'aria-label="weight of output {o} from input {c}" value="{w[o, c]:.4f}"></td>'
-                                       for c in range(w.shape[1])) + "</tr>" for o in range(w.shape[0]))
-    maps = "".join(f'<canvas id="mc-out-{o}" width="64" height="64" aria-label="output channel {o}"></canvas>'
+    values = [[f"{v:.4g}" for v in row] for row in w]  # as typed: the field is as wide as its longest value
+    width = max(len(v) for row in values for v in row) + 4  # characters, and room for the spin buttons
+    head = "<tr><th></th>" + "".join(f'<th scope="col">in {c}</th>' for c in range(w.shape[1])) + "</tr>"
+    cells = head + "\n".join(
+        f'<tr><th scope="row">out {o}</th>' + "".join(
+            f'<td><input type="number" step="0.1" id="mc-w-{o}-{c}" style="width: {width}ch" '
+            f'aria-label="weight of output {o} from input {c}" value="{values[o][c]}"></td>'
+            for c in range(w.shape[1])) + "</tr>" for o in range(w.shape[0]))
+    maps = "".join(f'<figure class="exp-map"><canvas id="mc-out-{o}" width="64" height="64" '
+                   f'aria-label="output channel {o}"></canvas><figcaption>out {o}</figcaption></figure>'
                    for o in range(w.shape[0]))
     return f"""<div class="experiment" id="exp-many-channels">
 <h3>Try it: a dense layer at every pixel</h3>
@@ -181,7 +187,8 @@ weights and their product are the 8 outputs at that pixel. Edit a weight: every 
 because every pixel shares the same weights.</p>
 <div class="exp-row"><canvas id="mc-in" width="160" height="160" tabindex="0"
 aria-label="the input: pick a pixel with the mouse or the arrow keys"></canvas>
-<table class="exp-matrix" aria-label="the weights W (8 x 3)">{cells}</table></div>
+<table class="exp-matrix" aria-label="the weights W (8 x 3)"><caption>W: a row per output channel, a column
+per input channel</caption>{cells}</table></div>
 <div class="exp-row">{maps}</div>
 <p class="exp-readout" id="mc-readout" aria-live="polite"></p>
 </div>
