@@ -129,6 +129,26 @@ def test_the_weight_table_is_labelled_its_fields_show_their_values_and_the_maps_
         assert captions == [f"out {o}" for o in range(8)]
 
 
+def test_three_branches_sum_to_one_kernel_as_the_sliders_move(visit):
+    from onebyone import reparam
+
+    with experiment(visit, "branches") as page:
+        for slider, presses in (("#br-a", -7), ("#br-b", 4), ("#br-c", -13)):
+            page.focus(slider)
+            for _ in range(abs(presses)):
+                page.keyboard.press("ArrowRight" if presses > 0 else "ArrowLeft")
+        s = state(page, "branches")
+        a, b, c = s["a"], s["b"], s["c"]
+        assert (round(a, 1), round(b, 1), round(c, 1)) == (0.3, 1.4, -0.3)
+        x, k3, k1 = np.asarray(s["x"]), np.asarray(s["k3"]), s["k1"]
+        kernel, _ = reparam.merge([a * k3[None, None], np.full((1, 1, 1, 1), b * k1), c * reparam.identity_kernel(1)],
+                                  [0.0, 0.0, 0.0], (3, 3))  # NumPy's merge of the same scaled branches
+        assert close(s["merged"], kernel[0, 0])
+        assert close(s["y"], ops.conv2d(x[None, None], kernel, padding=1)[0, 0])  # one conv, as NumPy runs it
+        assert close(s["branchSum"], ops.conv2d(x[None, None], a * k3[None, None], padding=1)[0, 0] + (b * k1 + c) * x)
+        assert s["diff"] < 1e-9
+
+
 def test_a_dense_unit_is_a_full_kernel_and_a_deep_1x1_filter(visit):
     from onebyone import forms
 

@@ -12,10 +12,10 @@ import numpy as np
 
 COMMON = """<script>
 window.onebyone = window.onebyone || {};
-window.onebyoneDraw = function (canvas, values, rows, cols) {  // a map on a grey scale from its min to its max
+window.onebyoneDraw = function (canvas, values, rows, cols, range) {  // a grey scale from min to max (or range)
   const ctx = canvas.getContext("2d"), img = ctx.createImageData(cols, rows);
-  let lo = Infinity, hi = -Infinity;
-  for (const v of values) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  let [lo, hi] = range || [Infinity, -Infinity];
+  if (!range) for (const v of values) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
   const span = hi - lo || 1;
   values.forEach((v, i) => { const g = 255 - Math.round(255 * (v - lo) / span);
     img.data.set([g, g, g, 255], 4 * i); });
@@ -402,8 +402,63 @@ style="touch-action: none"></canvas><div class="exp-maps">{maps}</div></div>
 </script>"""
 
 
+def branches(arrays) -> str:
+    x, k3, k1 = np.asarray(arrays["x"]), np.asarray(arrays["k3"]), float(arrays["k1"])  # (12, 12), (3, 3)
+    sliders = (("br-a", "3x3 branch"), ("br-b", "1x1 branch"), ("br-c", "identity"))
+    controls = "\n".join(f'<label>{label} x <input type="range" id="{i}" min="-2" max="2" step="0.1" value="1">'
+                         f'<output for="{i}" id="{i}-value">1</output></label>' for i, label in sliders)
+    kernels = "".join(f'<figure class="exp-map"><canvas id="br-k-{n}" width="72" height="72" aria-label="{t}">'
+                      f'</canvas><figcaption>{t}</figcaption></figure>'
+                      for n, t in (("a", "3x3 kernel"), ("b", "1x1, as 3x3"), ("c", "identity, as 3x3"),
+                                   ("sum", "= one kernel")))
+    return f"""<div class="experiment" id="exp-branches">
+<h3>Try it: three branches, one kernel</h3>
+<p>Scale each branch: the 1x1 kernel and the identity are 3x3 kernels with a zero border, so their sum with
+the 3x3 kernel is one kernel, and one convolution with it gives the sum of the three branches' outputs.</p>
+{controls}
+<div class="exp-row">{kernels}<figure class="exp-map"><canvas id="br-out" width="120" height="120"
+aria-label="the output of the one merged convolution"></canvas><figcaption>one conv's output</figcaption></figure></div>
+<p class="exp-readout" id="br-readout" aria-live="polite"></p>
+</div>
+<script>
+(function () {{
+  const x = {_json(x)}, k3 = {_json(k3)}, k1 = {k1!r}, H = x.length, W = x[0].length;
+  const el = document.getElementById("exp-branches"), state = window.onebyone["branches"] = {{x: x, k3: k3, k1: k1}};
+  const centre = (v) => [[0, 0, 0], [0, v, 0], [0, 0, 0]];
+  const conv = (k) => Array.from({{length: H}}, (_, i) => Array.from({{length: W}}, (_, j) => {{
+    let s = 0;  // a 3x3 conv with zero padding 1
+    for (let di = -1; di <= 1; di++) for (let dj = -1; dj <= 1; dj++) {{
+      const r = i + di, c = j + dj;
+      if (r >= 0 && r < H && c >= 0 && c < W) s += k[di + 1][dj + 1] * x[r][c];
+    }}
+    return s;
+  }}));
+  function redraw() {{
+    const [a, b, c] = ["br-a", "br-b", "br-c"].map((id) => Number(document.getElementById(id).value));
+    ["br-a", "br-b", "br-c"].forEach((id) => document.getElementById(id + "-value").textContent =
+      document.getElementById(id).value);
+    const ka = k3.map((row) => row.map((v) => a * v)), kb = centre(b * k1), kc = centre(c);
+    const merged = ka.map((row, i) => row.map((v, j) => v + kb[i][j] + kc[i][j]));
+    const y = conv(merged), ya = conv(ka);
+    const branchSum = ya.map((row, i) => row.map((v, j) => v + b * k1 * x[i][j] + c * x[i][j]));
+    const diff = Math.max(...y.flat().map((v, i) => Math.abs(v - branchSum.flat()[i])));
+    Object.assign(state, {{a: a, b: b, c: c, merged: merged, y: y, branchSum: branchSum, diff: diff}});
+    const lim = Math.max(...[ka, kb, kc, merged].flat(2).map(Math.abs)) || 1;  // one scale: zero is one grey
+    [["a", ka], ["b", kb], ["c", kc], ["sum", merged]].forEach(([n, k]) =>
+      window.onebyoneDraw(document.getElementById("br-k-" + n), k.flat(), 3, 3, [-lim, lim]));
+    window.onebyoneDraw(document.getElementById("br-out"), y.flat(), H, W);
+    document.getElementById("br-readout").textContent = "centre of the merged kernel: " + merged[1][1].toFixed(3)
+      + " = " + (a * k3[1][1]).toFixed(3) + " + " + (b * k1).toFixed(3) + " + " + c.toFixed(1)
+      + "; largest difference between one conv and the three branches: " + diff.toExponential(1);
+  }}
+  window.onebyoneWire(el, ["br-a", "br-b", "br-c"], redraw);
+}})();
+</script>"""
+
+
 EXPERIMENTS = {"one-channel": one_channel, "many-channels": many_channels, "nonlinearity": nonlinearity,
-               "fc-as-conv": fc_as_conv, "class-maps": class_maps, "shared-mlp": shared_mlp, "bottleneck": bottleneck}
+               "fc-as-conv": fc_as_conv, "class-maps": class_maps, "shared-mlp": shared_mlp, "bottleneck": bottleneck,
+               "branches": branches}
 
 
 def experiment(lesson) -> str:

@@ -123,3 +123,18 @@ def blocks(a, fig):
     ax.set_xlabel("millions of MACs (log scale)", fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("four classic blocks, run on real arrays: MACs with and without their 1x1 convolutions", fontsize=10)
+
+
+@figure("branches", 10, 2.6)
+def branches(a, fig):
+    k3, k1 = np.asarray(a["k3"]), float(a["k1"])
+    one = np.zeros((3, 3))
+    one[1, 1] = k1  # the 1x1 kernel drawn as a 3x3 with a zero border
+    ident = np.zeros((3, 3))
+    ident[1, 1] = 1.0
+    merged = k3 + one + ident
+    lim = symmetric(np.stack([k3, one, ident, merged]))
+    for i, (k, title) in enumerate(((k3, "3x3 branch"), (one, "1x1 branch, as 3x3"), (ident, "identity, as 3x3"),
+                                    (merged, "= one 3x3 kernel"))):
+        show_image(fig.add_subplot(1, 4, i + 1), k, title, **lim)
+    fig.suptitle("three parallel branches, summed: one convolution whose kernel is the sum of theirs", fontsize=10)

@@ -5,7 +5,7 @@ import importlib.util
 
 import numpy as np
 
-from .. import cost, forms, ops
+from .. import cost, forms, ops, reparam
 from ..data.shapes3d import SHAPES
 from . import blocks, digits
 from .core import lesson
@@ -186,3 +186,27 @@ def blocks_lesson(L, rng):
     L.close(
         "separable / standard MACs == 1/C_out + 1/k^2 (closed form)", 1 / 128 + 1 / 9, sep.macs / std.macs, tol=1e-12
     )
+
+
+@lesson("branches", "Parallel branches are one convolution", SEED_POST, """
+    A 1x1 convolution is a 3x3 convolution whose kernel is zero outside its centre, and the identity is a
+    1x1 convolution with the identity matrix. Convolution is linear in its kernel, so a 3x3 branch, a 1x1
+    branch and the input itself, summed, are one 3x3 convolution whose kernel is the sum of the three:
+    trained as branches, run as one (the re-parameterization of RepVGG).""")
+def branches(L, rng):
+    x = rng.standard_normal((1, 4, 10, 10))
+    w3, w1, b3, b1 = rng.standard_normal((4, 4, 3, 3)), rng.standard_normal((4, 4, 1, 1)), rng.standard_normal(4), \
+        rng.standard_normal(4)
+    L.close("a 1x1 conv == a 3x3 conv whose kernel is zero outside its centre (padding 1)",
+            ops.conv2d(x, w1), ops.conv2d(x, reparam.center_pad(w1, (3, 3)), padding=1))
+    L.close("the identity == a 1x1 conv with the identity matrix", x, ops.conv2d(x, reparam.identity_kernel(4)))
+    branches_sum = ops.conv2d(x, w3, b3, padding=1) + ops.conv2d(x, w1, b1) + x
+    w, b = reparam.merge([w3, w1, reparam.identity_kernel(4)], [b3, b1, np.zeros(4)], (3, 3))
+    L.close("3x3 + 1x1 + identity branches == one 3x3 conv with the summed kernel", branches_sum,
+            ops.conv2d(x, w, b, padding=1))
+    three = [cost.conv_cost(x.shape, 4, 3, padding=1), cost.conv_cost(x.shape, 4, 1)]
+    L.equal("MACs: the 3x3 and 1x1 branches", 14_400 + 1_600, sum(c.macs for c in three))
+    L.equal("MACs: the one merged conv", 14_400, cost.conv_cost(x.shape, 4, 3, padding=1).macs)
+    one = rng.standard_normal((12, 12))
+    k3, k1 = rng.standard_normal((3, 3)), float(rng.standard_normal())
+    L.keep(x=one, k3=k3, k1=k1)  # one channel, for the figure and the experiment
