@@ -94,7 +94,7 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
         main(["bench", "--quick", "--sections", "a", "--runs", "0"])
     assert stop.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--quick", "--sections", "x"]) == 2
-    assert "--sections takes letters from 'abcde'" in capsys.readouterr().err
+    assert "--sections takes letters from 'abcdef'" in capsys.readouterr().err
 
 
 def test_bench_flags_a_run_whose_rounds_were_busy():
@@ -112,3 +112,16 @@ def test_bench_flags_a_run_whose_rounds_were_busy():
         "gflops": {"eager": 50.0, "fused": 150.0, "fused_bf16": 600.0}, "fused_vs_eager": 3.0,
         "ceiling_vs_eager": 4.0, "bf16_fraction_of_peak": 1.5}}
     assert reliability(above) == ["(b) fused_bf16 ran at 150% of the run's measured bfloat16 peak 400 GFLOP/s"]
+
+
+def test_the_branches_section_merges_a_repvgg_and_times_it_side_by_side(tmp_path, capsys):
+    import json
+
+    assert main(["bench", "--quick", "--sections", "f", "--no-compile", "--json", str(tmp_path / "f.json")]) == 0
+    result = json.loads((tmp_path / "f.json").read_text())
+    f = result["branches"]
+    assert f["blocks_merged"] == 22 and f["max_abs_diff"] < 1e-4 and f["params"][1] < f["params"][0]
+    assert set(f["ms"]) == {"training", "merged", "merged_optimized"} and all(v > 0 for v in f["ms"].values())
+    assert f["merged_vs_training"] == f["ms"]["training"] / f["ms"]["merged"]
+    assert result["headlines"]["f merged vs training"] == f["merged_vs_training"]
+    assert "(f) RepVGG-A0, batch 2, 22 blocks merged: merged" in capsys.readouterr().out

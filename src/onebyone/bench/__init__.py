@@ -18,8 +18,9 @@ import torch
 from .. import cost
 from ..errors import OneByOneError
 from ..torch.fast import capabilities
+from .branches import merged_branches
 from .memory import hold_freed_memory
-from .sections import bottleneck, dense_prediction, optimized_models, peak, pointwise_op, shared_mlp
+from .sections import bottleneck, dense_prediction, optimized_models, peak, pointwise_op, shared_mlp, timeit
 
 
 def _progress(i: int, n: int, what: str) -> None:
@@ -29,7 +30,7 @@ def _progress(i: int, n: int, what: str) -> None:
     sys.stderr.flush()
 
 
-SECTIONS = "abcde"
+SECTIONS = "abcdef"
 
 
 def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1,
@@ -82,6 +83,9 @@ def headlines(result: dict) -> dict:
         out["c vs each crop"] = result["dense_prediction"]["speedup"]
     if "bottleneck" in result:
         out["d of the MAC ratio"] = result["bottleneck"]["speedup_vs_mac_ratio"]
+    if "branches" in result:
+        out["f merged vs training"] = result["branches"]["merged_vs_training"]
+        out["f merged and optimized vs training"] = result["branches"]["optimized_vs_training"]
     for row in result.get("optimize", []):
         m = row["model"]
         out[f"e {m} vs eager"], out[f"e {m} ceiling vs eager"] = row["vs_eager"], row["ceiling_vs_eager"]
@@ -147,6 +151,7 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
                     "c": "(c) dense prediction",
                     "d": "(d) bottleneck",
                     "e": "(e) optimize() on zoo models",
+                    "f": "(f) branches merged",
                 }[step],
             )
         if step == "peak":
@@ -159,8 +164,10 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
             result["dense_prediction"] = dense_prediction(quick, repeat)
         elif step == "d":
             result["bottleneck"] = bottleneck(quick, repeat)
-        else:
+        elif step == "e":
             result["optimize"] = optimized_models(quick, repeat + 4, compile_)  # whole models: the noisiest ratios
+        else:
+            result["branches"] = merged_branches(quick, repeat, timeit)
     if "pointwise_op" in result:  # the large channels_last 1x1 convs of (a) count towards the peak too
         sizes = [
             (r, 2 * cost.conv1x1_cost((r["batch"], r["c_in"], r["size"], r["size"]), r["c_out"]).macs)
@@ -248,6 +255,11 @@ def summary(result: dict) -> list[str]:
                      + (f"; in bfloat16 {times(row['bf16_vs_optimized'], 'optimize() in float32')}"
                         if "bf16_vs_optimized" in row else "")
                      + "; " + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items()) + " of peak")
+    if "branches" in result:
+        f = result["branches"]
+        lines.append(f"(f) RepVGG-A0, batch {f['batch']}, {f['blocks_merged']} blocks merged: merged "
+                     f"{times(f['merged_vs_training'], 'the training form')}, merged and optimize()d "
+                     f"{times(f['optimized_vs_training'], 'the training form')}")
     if "spread" in result:
         lines.append(f"over {len(result['runs'])} runs, median (min - max): "
                      + "; ".join(f"{k} {cell(result, k)}" for k in result["headlines"]))

@@ -7,6 +7,7 @@
   d  the 5x5 bottleneck: measured speedup vs the MAC ratio
   e  optimize() (float32, bfloat16, compile=True) on zoo models: vs eager, torch.compile (with and
      without freezing) and onnxruntime
+  f  (in ``bench.branches``) a RepVGG-A0-sized network: merge_branches vs its training form
 and ``peak`` (GFLOP/s of a large channels_last 1x1 conv, GB/s of a large copy). Times are the best of
 interleaved repeats after a warm-up (``timeit``).
 """
