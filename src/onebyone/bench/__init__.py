@@ -31,6 +31,8 @@ def _progress(i: int, n: int, what: str) -> None:
 
 
 SECTIONS = "abcdef"
+LABELS = {"peak": "peak and bandwidth", "a": "(a) pointwise op", "b": "(b) shared MLP", "c": "(c) dense prediction",
+          "d": "(d) bottleneck", "e": "(e) optimize() on zoo models", "f": "(f) branches merged"}
 
 
 def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1,
@@ -140,20 +142,7 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
               "threads": torch.get_num_threads(), "torch": torch.__version__}
     for i, step in enumerate(steps):
         if progress is not False:
-            _progress(
-                i,
-                len(steps),
-                progress
-                + {
-                    "peak": "peak and bandwidth",
-                    "a": "(a) pointwise op",
-                    "b": "(b) shared MLP",
-                    "c": "(c) dense prediction",
-                    "d": "(d) bottleneck",
-                    "e": "(e) optimize() on zoo models",
-                    "f": "(f) branches merged",
-                }[step],
-            )
+            _progress(i, len(steps), progress + LABELS[step])
         if step == "peak":
             result.update(peak(repeat))
         elif step == "a":
