@@ -111,8 +111,10 @@ def _term(gm, leaf) -> Term | str:
         t = _conv_term(gm, leaf, m)
     elif isinstance(m, nn.AvgPool2d):
         t = _pool_term(gm, leaf, m)
+    elif G.shape(leaf) is None or len(G.shape(leaf)) != 4:
+        return f"`{leaf.name}` is not a (B, C, H, W) tensor"
     else:
-        return _identity(leaf, G.shape(leaf)[1] if G.shape(leaf) else 0)
+        return _identity(leaf, G.shape(leaf)[1])
     return t if isinstance(t, str) or bn is None else _with_bn(t, bn)
 
 
@@ -165,9 +167,10 @@ def merge_branches(model: nn.Module, example=None, input_size=None, tol: float =
     x = probe_input(model, example, input_size)
     report = RewriteReport("merge_branches")
     gm = G.trace(copy.deepcopy(model), x)  # the graph is rewritten; the model given is not touched
+    removed = set()  # inner adds of sums merged already
     for add in reversed([n for n in gm.graph.nodes if _is_add(n)]):  # the outermost sum of a block first
-        if add not in set(gm.graph.nodes):
-            continue  # an inner add of a sum merged already
+        if add in removed:
+            continue
         plan = _plan(gm, add)
         if isinstance(plan, str):
             report.skipped.append((add.name, plan))
@@ -182,7 +185,9 @@ def merge_branches(model: nn.Module, example=None, input_size=None, tol: float =
         with gm.graph.inserting_before(add):
             new = gm.graph.call_module(f"merged_{add.name}", (src,))
         add.replace_all_uses_with(new)
+        before = set(gm.graph.nodes)
         gm.graph.eliminate_dead_code()
+        removed |= before - set(gm.graph.nodes)
         report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {kernel.shape[2]}x{kernel.shape[3]} conv"
                               + (f" (groups {groups})" if groups > 1 else ""))
     gm.graph.lint()

@@ -125,10 +125,10 @@ class _Spy(TorchFunctionMode):
         c = self.c
         tensors = tensor_args(args, kwargs)
         c.seen.update(id(p) for p in _parameters(tensors))
+        name = getattr(func, "__name__", "")
         if tensors and isinstance(out, torch.Tensor):
-            c.axes.follow(getattr(func, "__name__", ""), tensors[0], out)
+            c.axes.follow(name, tensors[0], out)
         if c.inside_counted == 0:
-            name = getattr(func, "__name__", "")
             if func in FUNCTIONS and isinstance(out, torch.Tensor):
                 c.functional(FUNCTIONS[func], args, kwargs, tensors, out)
             elif name in UNCOUNTED_PRODUCTS:

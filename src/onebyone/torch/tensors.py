@@ -58,7 +58,8 @@ def describe(example, top: bool = True) -> str:
     return type(example).__name__
 
 
-def _values(example) -> list:
+def example_values(example) -> list:
+    """The values of an example: a dict's values, a tuple's items, or the one tensor."""
     return list(example.values()) if isinstance(example, dict) else list(example) if isinstance(
         example, (tuple, list)) else [example]
 
@@ -66,7 +67,7 @@ def _values(example) -> list:
 def check_example(example):
     """``example`` if it is a tensor, a non-empty tuple of tensors or a non-empty dict of tensors (values
     that are not tensors, such as flags, may sit beside them), else a clear error."""
-    values = _values(example)
+    values = example_values(example)
     if not any(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values):
         raise OneByOneError(f"example must be a tensor, a tuple of tensors or a dict of tensors, "
                             f"got {describe(example)}")
@@ -75,7 +76,8 @@ def check_example(example):
 
 def batch_size(example) -> int:
     """The batch of an example: the first dimension of its first tensor."""
-    return int(next(v for v in _values(check_example(example)) if isinstance(v, torch.Tensor) and v.dim() > 0).shape[0])
+    first = next(v for v in example_values(check_example(example)) if isinstance(v, torch.Tensor) and v.dim() > 0)
+    return int(first.shape[0])
 
 
 def cast(example, dtype):

@@ -28,7 +28,7 @@ from torch import nn
 from ...errors import OneByOneError
 from ..rewrite_report import KernelChoice, RewriteReport, finish, max_difference
 from ..rewrites import merge_pointwise
-from ..tensors import call, check_module, input_kw, probe_input
+from ..tensors import call, check_module, example_values, input_kw, probe_input
 from . import private
 from .chain import FusedPointwiseChain
 from .compiled import Compiled
@@ -84,7 +84,7 @@ def chains(model: nn.Module, ctx: Context) -> nn.Module:
 def channels_last(model: nn.Module, ctx: Context) -> nn.Module:
     """The model (weights and 4-D inputs) in channels_last memory where it has convs and ``channels_last``
     is True, or None and it times faster on the example."""
-    images = [v for v in _tensors(ctx.x) if v.dim() == 4]  # what ChannelsLast can move
+    images = [v for v in example_values(ctx.x) if isinstance(v, torch.Tensor) and v.dim() == 4]  # ChannelsLast moves
     has_conv = images and any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1
                               for m in model.modules())
     if not has_conv or ctx.channels_last is False:
@@ -316,8 +316,3 @@ def _pass_names(passes) -> list:
     if unknown:
         raise OneByOneError(f"unknown pass(es) {unknown}: optimize's passes are {list(PASSES)}")
     return [p for p in PASSES if p in passes or p == "check"]
-
-
-def _tensors(x) -> list:
-    values = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else [x]
-    return [v for v in values if isinstance(v, torch.Tensor)]
