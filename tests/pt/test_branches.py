@@ -8,6 +8,7 @@ from torch import nn
 
 from onebyone import OneByOneError
 from onebyone.torch.branches import merge_branches
+from onebyone.torch.graph import trace
 
 
 def bn(c):
@@ -160,3 +161,70 @@ def test_expand_refuses_what_it_cannot_split():
         expand_branches(nn.Conv2d(4, 8, 3, padding=1))
     with pytest.raises(OneByOneError, match="into names branches among"):
         expand_branches(nn.Conv2d(4, 4, 3, padding=1), into=("1x1",))
+
+
+class ShapeChecked(nn.Module):
+    """A block behind a check on the input's shape: Python control flow that torch.fx cannot trace."""
+
+    def __init__(self, block, channels):
+        super().__init__()
+        self.block, self.channels = block, channels
+
+    def forward(self, x):
+        if x.shape[1] != self.channels:
+            raise ValueError(f"expected {self.channels} channels")
+        return self.block(x)
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_a_model_fx_cannot_trace_is_merged_from_one_eager_run(name):
+    torch.manual_seed(0)
+    make, cin = BLOCKS[name]
+    block = make().eval()
+    model, x = ShapeChecked(block, cin).eval(), torch.randn(2, cin, 11, 13)
+    with pytest.raises(OneByOneError, match="could not trace"):
+        trace(model, x)
+    merged, report = merge_branches(model, x)
+    assert "eager run" in " ".join(report.notes) and len(report.changed) == 1, report
+    (conv,) = [m for m in merged.modules() if isinstance(m, nn.Conv2d)]
+    (traced,) = [m for m in merge_branches(block, x)[0].modules() if isinstance(m, nn.Conv2d)]
+    torch.testing.assert_close(conv.weight, traced.weight, rtol=0, atol=0)  # the same merge fx's graph gives
+    torch.testing.assert_close(conv.bias, traced.bias, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="expected"):  # the rest of the model is untouched: its check still runs
+        merged(torch.randn(1, cin + 1, 5, 5))
+
+
+def test_an_eager_sum_that_no_module_computes_alone_is_skipped_with_the_reason():
+    class ScaledSum(nn.Module):  # the sum, then more work in the same forward: no module's call is the sum
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x) + self.b(x)
+            return y * 2 if x.shape[-1] > 1 else y
+
+    model, x = ScaledSum().eval(), torch.randn(1, 4, 6, 6)
+    merged, report = merge_branches(model, x)
+    assert report.changed == [] and "no module's call computes exactly this sum" in report.skipped[0][1]
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), model(x), rtol=0, atol=0)
+
+
+def test_an_eager_sum_inside_a_forward_that_reads_shapes_is_skipped_with_the_reason():
+    class Branchy(nn.Module):  # the sum is the module's output on this input; on another it would not be
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.a(x) + self.b(x) if x.shape[-1] > 4 else self.a(x)
+
+    model, x = Branchy().eval(), torch.randn(1, 4, 6, 6)
+    merged, report = merge_branches(model, x)
+    assert report.changed == [] and "reads a shape" in report.skipped[0][1]
+    with torch.no_grad():
+        small = torch.randn(1, 4, 3, 3)
+        torch.testing.assert_close(merged(small), model(small), rtol=0, atol=0)

@@ -18,8 +18,11 @@ import torch
 from torch import fx, nn
 
 from .. import algebra, reparam
+from ..activations import REGISTRY
 from ..errors import OneByOneError
+from . import activations as acts
 from . import graph as G
+from . import record as R
 from .rewrite_report import RewriteReport, finish
 from .rewrites import _check_eval
 from .tensors import numpy64, probe_input, tensor
@@ -45,15 +48,22 @@ def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _is_node(v) -> bool:
+    return isinstance(v, (fx.Node, R.Node))
+
+
 def _is_add(node) -> bool:
-    return (node.op == "call_function" and node.target in ADDS) or (node.op == "call_method" and node.target == "add")
+    """A plain ``a + b`` (no ``alpha``), as fx traces it or an eager run records it."""
+    plain = not node.kwargs and len(node.args) == 2
+    return plain and ((node.op == "call_function" and node.target in ADDS)
+                      or (node.op == "call_method" and node.target == "add"))
 
 
 def _leaves(add) -> list:
     """The terms of a sum: an add's operands, through inner adds that feed only it."""
     out = []
     for a in add.args[:2]:
-        if isinstance(a, fx.Node) and _is_add(a) and len(a.users) == 1:
+        if _is_node(a) and _is_add(a) and len(a.users) == 1:
             out += _leaves(a)
         else:
             out.append(a)
@@ -135,7 +145,8 @@ def _identity(src, channels: int, bn=None) -> Term:
 def _plan(gm, add) -> tuple | str:
     """(the tensor the branches read, the merged kernel, bias, stride, padding, groups, the branches' names) of
     the sum at ``add``, or why it cannot be one convolution."""
-    terms = [_term(gm, leaf) if isinstance(leaf, fx.Node) else "a constant term" for leaf in _leaves(add)]
+    leaves = [v for v in _leaves(add) if _is_node(v) or v != 0]  # Python's sum() starts from 0
+    terms = [_term(gm, leaf) if _is_node(leaf) else "a constant term" for leaf in leaves]
     bad = [t for t in terms if isinstance(t, str)]
     if bad:
         return bad[0]
@@ -159,41 +170,123 @@ def _plan(gm, add) -> tuple | str:
 
 def merge_branches(model: nn.Module, example=None, input_size=None, tol: float = 1e-4, *, inplace=False):
     """Fold every sum of parallel linear branches of one tensor into one ``nn.Conv2d``; returns (model,
-    RewriteReport). The model is traced with torch.fx; each sum (an ``add``, or adds of adds) whose terms
-    are all linear maps of the same tensor, with one stride and windows that centre alike, becomes one conv
-    (its activation stays after it). ``report.changed`` names each merge and its branches; every other sum
-    is in ``report.skipped`` with the reason. Checked in float64 within ``tol`` of the output scale."""
+    RewriteReport). Each sum (an ``add``, or adds of adds) whose terms are all linear maps of the same
+    tensor, with one stride and windows that centre alike, becomes one conv (its activation stays after it).
+    The sums are found in torch.fx's graph; for a model fx cannot trace, in one eager run
+    (``record.record_calls``), where a merge replaces the innermost module whose call computes exactly that
+    sum of its input (and the activation after it) and whose own ``forward`` reads no shape (Python could
+    branch on it); a sum no such module computes is skipped, said why.
+    ``report.changed`` names each merge and its branches; every other sum is in ``report.skipped`` with the
+    reason. Checked in float64 within ``tol`` of the output scale."""
     _check_eval(model)
     x = probe_input(model, example, input_size)
-    report = RewriteReport("merge_branches")
-    gm = G.trace(copy.deepcopy(model), x)  # the graph is rewritten; the model given is not touched
-    removed = set()  # inner adds of sums merged already
-    for add in reversed([n for n in gm.graph.nodes if _is_add(n)]):  # the outermost sum of a block first
+    report, work = RewriteReport("merge_branches"), copy.deepcopy(model)  # the model given is not touched
+    try:
+        site = _FxSums(G.trace(work, x))
+    except OneByOneError as e:
+        site = _EagerSums(work, x)
+        report.notes.append(f"{e}; the sums were read from one eager run instead")
+    removed = set()  # nodes of sums merged already
+    for add in reversed([n for n in site.nodes if _is_add(n)]):  # the outermost sum of a block first
         if add in removed:
             continue
-        plan = _plan(gm, add)
-        if isinstance(plan, str):
-            report.skipped.append((add.name, plan))
+        plan = _plan(site.root, add)
+        gone = plan if isinstance(plan, str) else site.apply(add, plan[0], _conv(plan, next(work.parameters())))
+        if isinstance(gone, str):
+            report.skipped.append((add.name, gone))
             continue
-        src, kernel, bias, stride, padding, groups, whats = plan
-        like = next(gm.parameters())
-        conv = nn.Conv2d(kernel.shape[1] * groups, kernel.shape[0], kernel.shape[2:], stride, padding,
-                         groups=groups).to(like)
-        with torch.no_grad():
-            conv.weight.copy_(tensor(kernel, like)), conv.bias.copy_(tensor(bias, like))
+        removed |= gone
+        kernel, groups, whats = plan[1], plan[5], plan[6]
+        report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {kernel.shape[2]}x{kernel.shape[3]} conv"
+                              + (f" (groups {groups})" if groups > 1 else ""))
+    return finish(report, model, site.done(), x, tol, inplace)
+
+
+def _conv(plan, like) -> nn.Conv2d:
+    _, kernel, bias, stride, padding, groups, _ = plan
+    conv = nn.Conv2d(kernel.shape[1] * groups, kernel.shape[0], kernel.shape[2:], stride, padding,
+                     groups=groups).to(like)
+    with torch.no_grad():
+        conv.weight.copy_(tensor(kernel, like)), conv.bias.copy_(tensor(bias, like))
+    return conv
+
+
+class _FxSums:
+    """The sums of a traced graph; a merge puts the conv in the graph in place of the sum."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.root, self.nodes = gm, list(gm.graph.nodes)
+
+    def apply(self, add, src, conv) -> set:
+        gm = self.root
         gm.add_submodule(f"merged_{add.name}", conv)
         with gm.graph.inserting_before(add):
             new = gm.graph.call_module(f"merged_{add.name}", (src,))
         add.replace_all_uses_with(new)
         before = set(gm.graph.nodes)
         gm.graph.eliminate_dead_code()
-        removed |= before - set(gm.graph.nodes)
-        report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {kernel.shape[2]}x{kernel.shape[3]} conv"
-                              + (f" (groups {groups})" if groups > 1 else ""))
-    gm.graph.lint()
-    gm.recompile()
-    gm.delete_all_unused_submodules()
-    return finish(report, model, gm, x, tol, inplace)
+        return before - set(gm.graph.nodes)
+
+    def done(self) -> nn.Module:
+        self.root.graph.lint()
+        self.root.recompile()
+        self.root.delete_all_unused_submodules()
+        return self.root
+
+
+class _EagerSums:
+    """The sums of one eager run (a model fx cannot trace); a merge replaces the module whose call computes
+    exactly the sum of its input's branches (and the activation after it) with the conv (and activation)."""
+
+    def __init__(self, work: nn.Module, x):
+        self.root, self.record = work, R.record_calls(work, x)
+        self.nodes = R.nodes(self.record)
+
+    def apply(self, add, src, conv) -> set | str:
+        group, todo = set(), [add]  # every node from the branches' input (excluded) to the sum
+        while todo:
+            n = todo.pop()
+            if n is not src and n not in group:
+                group.add(n)
+                todo += R.tensor_nodes(n.args, n.kwargs)
+        user = G.only_user(add)
+        act = _activation(self.root, user) if user is not None else None
+        why = ("fx could not trace the model, and no module's call computes exactly this sum of its input "
+               "(a merge found in an eager run replaces a whole module, called at one place)")
+        for i, c in reversed(list(enumerate(self.record.containers))):  # the innermost module first
+            if c.input != src.key or self.record.counts[id(c.module)] != 1:
+                continue
+            inside = {n for n in self.nodes if n.source is not None and i in n.source.scope}
+            if c.output == add.key and inside == group:
+                new = conv
+            elif act is not None and c.output == user.key and inside == group | {user}:
+                new = nn.Sequential(conv, act)
+            else:
+                continue
+            if i in self.record.queried:
+                why = (f"`{c.name or '(the model)'}` computes this sum but its forward reads a shape or a tensor's "
+                       "truth (Python may branch on it): replacing the module would drop that")
+                continue
+            self.root = G.replace_module(self.root, c.name, new)
+            return inside
+        return why
+
+    def done(self) -> nn.Module:
+        return self.root
+
+
+def _activation(root, node) -> nn.Module | None:
+    """What ``node`` applies to its single input, as a module: an activation or other elementwise module,
+    or a registered activation called as a function with its defaults; None for anything else."""
+    if not G.is_elementwise(root, node):
+        return None
+    if node.op == "call_module":
+        return G.module(root, node)
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    found = [n for n, a in REGISTRY.items() if a.torch_function == name]
+    if found and len(node.args) == 1 and set(node.kwargs) <= {"inplace"}:
+        return acts.module(found[0])
+    return None
 
 
 class Branches(nn.Module):

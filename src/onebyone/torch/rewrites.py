@@ -17,6 +17,7 @@ from ..errors import OneByOneError
 from . import graph as G
 from .layer_kinds import CONVS, channel_axis, groups, is_pointwise
 from .layers import Pointwise
+from .record import record_calls
 from .rewrite_report import RewriteReport, finish
 from .tensors import check_module, numpy64, probe_input, tensor
 
@@ -228,7 +229,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> bool:
         gm = G.trace(work, x)
         sites, counts = _sites_fx(gm), G.call_counts(work, gm)
     except OneByOneError as e:
-        gm, calls = None, G.record_calls(work, x)
+        gm, calls = None, record_calls(work, x)
         sites, counts = _sites_eager(calls), calls.counts
         report.notes.append(f"{e}; what feeds what was read from one eager run instead")
     for site in sites:

@@ -10,6 +10,7 @@ from .. import activations as acts
 from .. import graph as G
 from ..layer_kinds import CHANNEL_BATCHNORMS, is_plain_pointwise, is_pointwise_conv
 from ..layers import Pointwise, SharedMLP
+from ..record import Call, record_calls
 from ..rewrite_report import RewriteReport
 from .chain import FusedPointwiseChain
 from .convact import ConvAct
@@ -87,7 +88,7 @@ def fuse_conv_acts(model: nn.Module, ctx) -> nn.Module:
     model, swapped = _swap(model, lambda m: isinstance(m, (nn.Conv2d, Pointwise)), ConvAct, report)
     if not swapped:
         return model
-    calls = G.record_calls(model, ctx.x)
+    calls = record_calls(model, ctx.x)
     found, readers = [], {}  # (conv call, its name, kind, the activation call alone reading it or None)
     for c in calls.calls:
         if id(c.module) not in swapped or c.output is None:
@@ -96,7 +97,7 @@ def fuse_conv_acts(model: nn.Module, ctx) -> nn.Module:
         value, users = c.output, calls.uses[c.output]
         while len(users) == 1 and _passes_through(users[0]):  # past Identity and eval Dropout
             value, users = users[0].output, calls.uses[users[0].output]
-        act = users[0] if len(users) == 1 and isinstance(users[0], G.Call) else None
+        act = users[0] if len(users) == 1 and isinstance(users[0], Call) else None
         act_name = acts.name_of(act.module) if act is not None else None
         fusable = (act_name in FUSABLE and act_name != "identity" and act.input == value
                    and calls.counts[id(c.module)] == 1)  # a conv called twice would apply it to both calls
@@ -145,4 +146,4 @@ def _swap(model: nn.Module, match, make, report: RewriteReport) -> tuple:
 
 def _passes_through(use) -> bool:
     """A call that hands its input on unchanged: Identity, or Dropout in eval mode."""
-    return isinstance(use, G.Call) and acts.name_of(use.module) == "identity" and use.output is not None
+    return isinstance(use, Call) and acts.name_of(use.module) == "identity" and use.output is not None

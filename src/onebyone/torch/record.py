@@ -1,0 +1,268 @@
+"""What feeds what, from one eager run: the rewrites' view of a model torch.fx cannot trace.
+
+``record_calls`` runs the model once, with hooks on every module and a torch-function mode, and keeps
+``Calls``: each leaf module's call (a module without children), each torch function that a container's own
+``forward`` runs on tensors (shape queries aside), and each container's call. ``nodes`` shows that record
+as a list of values with the fields of ``torch.fx.Node`` the rewrites read (``op``, ``target``, ``args``,
+``users``, ``meta["tensor_meta"].shape``), so one piece of planning code reads either. The record sees the
+path the example takes through the model, and only that path.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .tensors import call, tensor_args
+
+_METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data_ptr", "__len__", "is_floating_point",
+             "element_size", "ndimension", "nelement", "__format__", "__repr__", "__bool__"}
+
+
+class Ref(NamedTuple):
+    """A tensor argument of a recorded call: its value's key (see ``Calls``) and shape."""
+
+    key: tuple
+    shape: tuple
+
+
+@dataclass(eq=False)
+class Call:
+    name: str  # the module's qualified name
+    module: nn.Module
+    input: tuple | None  # the key of its first input tensor (see ``Calls``)
+    output: tuple | None  # the key of its output tensor
+    input_shape: tuple | None = None
+    output_shape: tuple | None = None
+    inputs: tuple = ()  # a Ref for every tensor it was given
+    seq: int = 0  # its place in the run
+    scope: tuple = ()  # the containers' calls open around it (indices into ``Calls.containers``)
+
+
+@dataclass(eq=False)
+class Op:
+    """A torch function run in a container's own ``forward`` that returned a tensor."""
+
+    func: object
+    args: tuple  # tensors as ``Ref``, one level into lists and tuples; the rest as given
+    kwargs: dict
+    output: tuple | None = None
+    output_shape: tuple | None = None
+    seq: int = 0
+    scope: tuple = ()
+
+
+@dataclass
+class Calls:
+    """One eager run, module by module: every call of a leaf module with its inputs and its output; which
+    call produced each value; who used each value (leaf calls, or by name the torch functions run in a
+    container's own ``forward``, shape queries aside); those functions themselves (``ops``); every
+    container's call, and those whose own ``forward`` read a shape or a tensor's truth (``queried``: Python
+    may have branched on it); and how many places call each module (calls, and names it is registered under).
+
+    A value is keyed by its tensor's identity and a generation, which a call that returns its own input
+    (in place, or Identity) starts anew: the uses after it are uses of that call's output."""
+
+    calls: list = field(default_factory=list)
+    producer: dict = field(default_factory=dict)  # value key -> the leaf Call that made it
+    uses: dict = field(default_factory=lambda: defaultdict(list))  # value key -> [Call or function name]
+    counts: dict = field(default_factory=dict)  # id(module) -> places
+    ops: list = field(default_factory=list)  # Op, in the order they ran
+    containers: list = field(default_factory=list)  # Call of each module with children, in the order called
+    generation: dict = field(default_factory=dict)  # id(tensor) -> its current generation
+    keep: list = field(default_factory=list)  # the tensors, alive until the record is dropped (ids stay unique)
+    open: list = field(default_factory=list)  # the containers' calls under way (indices into ``containers``)
+    queried: set = field(default_factory=set)  # containers' calls whose own forward read a shape or a bool
+    quiet: bool = False  # set while the hooks run: what they read is not the model's
+
+    def key(self, t: torch.Tensor) -> tuple:
+        self.keep.append(t)
+        return id(t), self.generation.get(id(t), 0)
+
+    def seq(self) -> int:
+        """The place of the next call or op in the run."""
+        return len(self.calls) + len(self.ops) + len(self.containers)
+
+    def ref(self, v):
+        if isinstance(v, torch.Tensor):
+            return Ref(self.key(v), tuple(v.shape))
+        return type(v)(self.ref(a) for a in v) if isinstance(v, (list, tuple)) else v
+
+    def produced(self, out, inputs, by=None) -> tuple | None:
+        """Key ``out`` (a new generation when it is one of ``inputs``: in place, or handed through), made by
+        the leaf call ``by`` (None: a torch function)."""
+        if not isinstance(out, torch.Tensor):
+            return None
+        if any(out is t for t in inputs):
+            self.generation[id(out)] = self.generation.get(id(out), 0) + 1
+        k = self.key(out)
+        if by is not None:
+            self.producer.setdefault(k, by)
+        return k
+
+
+class _Uses(TorchFunctionMode):
+    def __init__(self, record: Calls, depth: list):
+        super().__init__()
+        self.record, self.depth = record, depth
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        r = self.record
+        if r.quiet:  # the hooks' own reading of shapes
+            return func(*args, **kwargs)
+        if not self.depth[0] and name in _METADATA and r.open:  # a container's forward reads a shape or a bool
+            r.queried.add(r.open[-1])
+        if self.depth[0] or name in _METADATA:  # inside a leaf module, or a shape query
+            return func(*args, **kwargs)
+        tensors = tensor_args(args, kwargs)
+        for t in tensors:
+            r.uses[r.key(t)].append(name)
+        op = Op(func, r.ref(tuple(args)), {k: r.ref(v) for k, v in kwargs.items()}, seq=r.seq(), scope=tuple(r.open))
+        out = func(*args, **kwargs)
+        op.output = r.produced(out, tensors)
+        if op.output is not None:
+            op.output_shape = tuple(out.shape)
+            r.ops.append(op)
+        return out
+
+
+def _hooks(model: nn.Module, record: Calls, depth: list) -> list:
+    """Forward hooks that record each leaf call (``record.calls``) and container call (``record.containers``)."""
+    names = {id(m): n for n, m in reversed(list(model.named_modules()))}
+    leaves = {id(m) for m in model.modules() if not list(m.children())}
+    open_calls = []
+
+    def pre(m, args, kwargs):
+        record.quiet = True
+        tensors = tensor_args(args, kwargs)
+        first = tensors[0] if tensors else None
+        c = Call(names.get(id(m), ""), m, record.key(first) if first is not None else None, None,
+                 tuple(first.shape) if first is not None else None, inputs=tuple(record.ref(t) for t in tensors),
+                 seq=record.seq(), scope=tuple(record.open))
+        open_calls.append((c, tensors))
+        if id(m) in leaves:
+            depth[0] += 1
+            record.calls.append(c)
+            for t in tensors:
+                record.uses[record.key(t)].append(c)
+        else:
+            record.open.append(len(record.containers))
+            record.containers.append(c)
+        record.quiet = False
+
+    def post(m, args, kwargs, out):
+        record.quiet = True
+        c, tensors = open_calls.pop()
+        if id(m) in leaves:
+            depth[0] -= 1
+            c.output = record.produced(out, tensors, c)
+        else:
+            record.open.pop()
+            c.output = record.key(out) if isinstance(out, torch.Tensor) else None
+        c.output_shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        record.quiet = False
+
+    hooks = []
+    for m in model.modules():
+        hooks += [m.register_forward_pre_hook(pre, with_kwargs=True), m.register_forward_hook(post, with_kwargs=True)]
+    return hooks
+
+
+def record_calls(model: nn.Module, example) -> Calls:
+    """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``."""
+    record, depth = Calls(), [0]
+    hooks = _hooks(model, record, depth)
+    try:
+        with torch.no_grad(), _Uses(record, depth):
+            call(model, example)
+    finally:
+        for h in hooks:
+            h.remove()
+    per_module = defaultdict(int)
+    for c in record.calls + record.containers:
+        per_module[id(c.module)] += 1
+    registered = defaultdict(int)
+    for _, m in model.named_modules(remove_duplicate=False):
+        registered[id(m)] += 1
+    record.counts = {k: max(per_module.get(k, 0), registered.get(k, 0)) for k in set(per_module) | set(registered)}
+    return record
+
+
+# --- the record as fx-like nodes --------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Node:
+    """A value of the run, with the fields of ``torch.fx.Node`` that the rewrites read; ``source`` is the
+    ``Call`` or ``Op`` that produced it (None for a value that came from outside the record: an input)."""
+
+    name: str
+    op: str  # "placeholder", "call_module", "call_function" or "call_method", as in fx
+    target: object  # the module's name, the function, or the method's name
+    args: tuple
+    kwargs: dict
+    meta: dict
+    users: dict = field(default_factory=dict)  # node -> None, as in fx
+    source: object = None
+    key: tuple | None = None
+
+    def __repr__(self):
+        return self.name
+
+
+def _kind(func) -> tuple:
+    """fx's (op, target) for a function the mode saw: a Tensor method by name, anything else itself."""
+    if getattr(func, "__qualname__", "").startswith(("TensorBase.", "Tensor.")):
+        return "call_method", func.__name__
+    return "call_function", func
+
+
+def nodes(record: Calls) -> list:
+    """The record's leaf calls and ops as ``Node``s in the order they ran, each input a ``Node`` too (a
+    placeholder for a value the record did not produce)."""
+    out, by_key, names = [], {}, defaultdict(int)
+
+    def value(v):
+        if isinstance(v, Ref):
+            if v.key not in by_key:
+                by_key[v.key] = Node(f"input_{len(by_key)}", "placeholder", None, (), {},
+                                     {"tensor_meta": SimpleNamespace(shape=v.shape)}, key=v.key)
+                out.append(by_key[v.key])
+            return by_key[v.key]
+        if isinstance(v, dict):
+            return {k: value(a) for k, a in v.items()}
+        return type(v)(value(a) for a in v) if isinstance(v, (list, tuple)) else v
+
+    for e in sorted(record.calls + record.ops, key=lambda e: e.seq):
+        if isinstance(e, Call):
+            op, target, args, kwargs = "call_module", e.name, value(e.inputs), {}
+            base = e.name
+        else:
+            (op, target), args, kwargs = _kind(e.func), value(e.args), value(e.kwargs)
+            scope = record.containers[e.scope[-1]].name if e.scope else ""
+            base = f"{scope}.{getattr(e.func, '__name__', 'op')}".lstrip(".")
+        names[base] += 1
+        node = Node(base if names[base] == 1 else f"{base}_{names[base] - 1}", op, target, args, kwargs,
+                    {"tensor_meta": SimpleNamespace(shape=e.output_shape)}, source=e, key=e.output)
+        for a in tensor_nodes(args, kwargs):
+            a.users[node] = None
+        out.append(node)
+        if e.output is not None:
+            by_key[e.output] = node
+    return out
+
+
+def tensor_nodes(args, kwargs) -> list:
+    """The ``Node``s among a node's arguments, one level into lists and tuples."""
+    found = []
+    for a in list(args) + list(kwargs.values()):
+        found += [a] if isinstance(a, Node) else [t for t in a if isinstance(t, Node)] if isinstance(a, (list, tuple)) \
+            else []
+    return found
