@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[torch,keras,data,onnx,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[torch,keras,data,onnx,openvino,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

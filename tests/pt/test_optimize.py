@@ -83,7 +83,7 @@ def test_passes_are_named_and_checked():
 
 def test_optimize_never_returns_a_slower_model_without_a_warning(monkeypatch):
     def given_is_faster(models, x, rounds=7):  # what a slow rewrite would measure
-        return {k: (1e-3 if k == "given" else 2e-3) for k in models}
+        return {k: (1e-3 if k == O.GIVEN else 2e-3) for k in models}
 
     monkeypatch.setattr(O, "time_models", given_is_faster)
     model = net()
@@ -96,7 +96,7 @@ def test_optimize_never_returns_a_slower_model_without_a_warning(monkeypatch):
 
 
 def test_optimize_keeps_its_rewrite_when_it_is_faster(monkeypatch):
-    monkeypatch.setattr(O, "time_models", lambda models, x, rounds=7: {k: (1e-3 if k == "given" else 0.5e-3)
+    monkeypatch.setattr(O, "time_models", lambda models, x, rounds=7: {k: (1e-3 if k == O.GIVEN else 0.5e-3)
                                                                        for k in models})
     opt, report = optimize(net(), X, channels_last=False)
     assert "ConvAct" in kinds(opt)

@@ -76,7 +76,9 @@ def headlines(result: dict) -> dict:
         s = result["shared_mlp"]
         out["b vs eager"], out["b fraction of peak"] = s["fused_vs_eager"], s["fraction_of_peak"]
         out["b ceiling vs eager"] = s["ceiling_vs_eager"]
-        out |= {"b vs compile": s["fused_vs_compile"]} if "fused_vs_compile" in s else {}
+        for key, label in (("fused_vs_compile", "vs compile"), ("fused_vs_onnxruntime", "vs onnxruntime"),
+                           ("fused_vs_openvino", "vs openvino"), ("fused_vs_best_engine", "vs best engine")):
+            out |= {f"b {label}": s[key]} if key in s else {}
         if "bf16_vs_eager" in s:
             out["b bf16 vs eager"], out["b bf16 vs fused"] = s["bf16_vs_eager"], s["bf16_vs_fused"]
         if "bf16_ceiling_vs_eager" in s:
@@ -92,9 +94,10 @@ def headlines(result: dict) -> dict:
         m = row["model"]
         out[f"e {m} vs eager"], out[f"e {m} ceiling vs eager"] = row["vs_eager"], row["ceiling_vs_eager"]
         for key, label in (("vs_compile", "vs compile"), ("vs_compile_frozen", "vs compile frozen"),
-                           ("vs_onnxruntime", "vs onnxruntime"), ("vs_best_peer", "vs best peer"),
+                           ("vs_onnxruntime", "vs onnxruntime"), ("vs_openvino", "vs openvino"),
+                           ("vs_best_engine", "vs best engine"), ("vs_best_peer", "vs best peer"),
                            ("with_compile_vs_best_peer", "with compile vs best peer"),
-                           ("bf16_vs_optimized", "bf16 vs optimize")):
+                           ("bf16_vs_optimized", "bf16 vs optimize"), ("optimize_seconds", "optimize seconds")):
             out |= {f"e {m} {label}": row[key]} if key in row else {}
     return out
 
@@ -215,8 +218,11 @@ def summary(result: dict) -> list[str]:
         s = result["shared_mlp"]
         memory = ", ".join(f"{k} {v / 1e6:.1f} MB" if v is not None else f"{k} n/a"
                            for k, v in s["peak_extra_bytes"].items())
+        peers = [times(s[k], label) for k, label in (("fused_vs_compile", "torch.compile"),
+                                                     ("fused_vs_onnxruntime", "onnxruntime"),
+                                                     ("fused_vs_openvino", "OpenVINO")) if k in s]
         lines.append(f"(b) shared MLP, B={s['batch']} N={s['points']}: fused {times(s['fused_vs_eager'], 'eager')}"
-                     + (f", {times(s['fused_vs_compile'], 'torch.compile')}" if "fused_vs_compile" in s else "")
+                     + "".join(f", {p}" for p in peers)
                      + f", {s['fraction_of_peak']:.0%} of peak (ceiling {s['ceiling_vs_eager']:.2f}x eager)"
                      + (f"; in bfloat16 {times(s['bf16_vs_eager'], 'eager float32')}, "
                         f"{times(s['bf16_vs_fused'], 'the float32 chain')}" if "bf16_vs_eager" in s else "")
@@ -235,10 +241,12 @@ def summary(result: dict) -> list[str]:
     for row in result.get("optimize", []):
         peers = [times(row[k], label) for k, label in (("vs_compile", "torch.compile"),
                                                        ("vs_compile_frozen", "torch.compile with freezing"),
-                                                       ("vs_onnxruntime", "onnxruntime")) if k in row]
-        lines.append(f"(e) optimize({row['model']}), batch 8: {times(row['vs_eager'], 'eager')} "
-                     f"(ceiling {row['ceiling_vs_eager']:.2f}x)" + "".join(f", {p}" for p in peers)
-                     + (f"; with compile=True ({row['kept']} kept) "
+                                                       ("vs_onnxruntime", "onnxruntime"),
+                                                       ("vs_openvino", "OpenVINO")) if k in row]
+        lines.append(f"(e) optimize({row['model']}), batch 8, {row['optimize_seconds']:.1f} s, {row['kept']} kept: "
+                     f"{times(row['vs_eager'], 'eager')} (ceiling {row['ceiling_vs_eager']:.2f}x)"
+                     + "".join(f", {p}" for p in peers)
+                     + (f"; with compile=True ({row['kept_with_compile']} kept) "
                         f"{times(row['with_compile_vs_best_peer'], 'the fastest peer')}"
                         if "with_compile_vs_best_peer" in row else "")
                      + (f"; in bfloat16 {times(row['bf16_vs_optimized'], 'optimize() in float32')}"
@@ -262,6 +270,8 @@ def cell(result: dict, name: str) -> str:
         if "fraction" in name
         else (lambda v: f"{v:.2f}")
         if " of the " in name
+        else (lambda v: f"{v:.1f} s")
+        if name.endswith(" seconds")
         else (lambda v: f"{v:.2f}x")
     )
     lo, hi = result.get("spread", {}).get(name, (None, None))

@@ -2,11 +2,11 @@
 
   a  the pointwise op over widths: Pointwise vs F.conv2d (NCHW, channels_last) vs torch.matmul
   b  PointNet's shared MLP 3-64-64-64-128-1024 + max pool: fused (float32, bfloat16) vs eager Conv1d vs
-     torch.compile
+     torch.compile, onnxruntime and OpenVINO
   c  dense prediction: a convolutionalized classifier vs the classifier on every crop
   d  the 5x5 bottleneck: measured speedup vs the MAC ratio
   e  optimize() (float32, bfloat16, compile=True) on zoo models: vs eager, torch.compile (with and
-     without freezing) and onnxruntime
+     without freezing), onnxruntime and OpenVINO; optimize()'s own seconds
   f  (in ``bench.branches``) a RepVGG-A0-sized network: merge_branches vs its training form
 and ``peak`` (GFLOP/s of a large channels_last 1x1 conv, GB/s of a large copy). Times are the best of
 interleaved repeats after a warm-up (``timeit``).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,16 @@ from torch import nn
 
 from .. import cost
 from ..torch import Pointwise, convolutionalize
-from ..torch.fast import CastIO, Compiled, FusedPointwiseChain, OnnxRuntime, capabilities, optimize, own_compile
+from ..torch.fast import (
+    CastIO,
+    Compiled,
+    FusedPointwiseChain,
+    OnnxRuntime,
+    OpenVino,
+    capabilities,
+    optimize,
+    own_compile,
+)
 from ..torch.fast.passes import choose_kernels
 from ..torch.fast.private import inductor_config
 from ..torch.fast.timing import per_block, timings
@@ -117,6 +127,12 @@ def pointwise_op(quick: bool, repeat: int) -> list:
     return rows
 
 
+def _kept(model) -> str:
+    """Which form ``optimize`` returned."""
+    kinds = ((Compiled, "torch.compile"), (OnnxRuntime, "onnxruntime"), (OpenVino, "OpenVINO"))
+    return next((label for cls, label in kinds if isinstance(model, cls)), "the eager rewrite")
+
+
 def _pointnet_parts(b: int, n: int):
     torch.manual_seed(0)
     eager = nn.Sequential(*[m for i, o in zip(POINTNET, POINTNET[1:]) for m in (nn.Conv1d(i, o, 1), nn.ReLU())]).eval()
@@ -137,6 +153,7 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
     if compile_:
         comp = own_compile(eager)  # what torch.compile(eager) is in a process of its own (see _compiled)
         fns["compile"] = lambda: comp(x).amax(2)
+    fns |= _engines(_MaxOverPoints(eager).eval(), x)
     with torch.no_grad():
         ref = eager(x).amax(2)
         err = {k: float((f().float() - ref).abs().max()) for k, f in fns.items()}
@@ -151,9 +168,23 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
            "roofline": [_roof(f"shared MLP {k}", flops, 4 * b * n * (3 + 1024), v, "b") for k, v in t.items()]}
     if compile_:
         out["fused_vs_compile"] = t["compile"] / t["fused"]
+    out |= {f"fused_vs_{k}": t[k] / t["fused"] for k in ENGINES if k in t}
+    if any(k in t for k in ENGINES):
+        out["fused_vs_best_engine"] = min(t[k] for k in ENGINES if k in t) / t["fused"]
     if "fused_bf16" in t:
         out["bf16_vs_eager"], out["bf16_vs_fused"] = t["eager"] / t["fused_bf16"], t["fused"] / t["fused_bf16"]
     return out
+
+
+class _MaxOverPoints(nn.Module):
+    """The eager chain and its max over the points, as one module for the engines' exports."""
+
+    def __init__(self, chain: nn.Module):
+        super().__init__()
+        self.chain = chain
+
+    def forward(self, x):
+        return self.chain(x).amax(2)
 
 
 def _window_classifier() -> nn.Module:
@@ -233,6 +264,15 @@ def _real_models() -> dict:
     return out
 
 
+ENGINES = ("onnxruntime", "openvino")  # the inference engines users deploy, as a user would run them
+
+
+def _engines(model, x) -> dict:
+    """{engine: a callable running ``model`` on ``x``} for each engine that is installed and takes the model."""
+    out = {"onnxruntime": _onnxruntime(model, x), "openvino": _openvino(model, x)}
+    return {k: f for k, f in out.items() if f is not None}
+
+
 def _onnxruntime(model, x):
     """A callable running ``model``'s ONNX export in onnxruntime (CPU, all graph optimizations, this process's
     thread count), or None where onnxruntime or the export is unavailable."""
@@ -241,6 +281,27 @@ def _onnxruntime(model, x):
         return None
     session, feeds = made
     return lambda: session.run(None, feeds)
+
+
+def _openvino(model, x):
+    """A callable running ``model`` converted by OpenVINO (``openvino.convert_model`` on the torch model, as
+    its documentation shows) and compiled for the CPU in float32 (its default on CPUs with bfloat16 products
+    is bfloat16), the latency hint and this process's thread count; None where OpenVINO or the conversion
+    is unavailable."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    feeds = list(x.values()) if isinstance(x, dict) else [x]
+    try:
+        converted = ov.convert_model(model, example_input=x if isinstance(x, dict) else (x,))
+    except Exception:  # noqa: BLE001 - a model the converter cannot take: no OpenVINO contender
+        return None
+    compiled = ov.Core().compile_model(converted, "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    request, arrays = compiled.create_infer_request(), [v.numpy() for v in feeds]
+    return lambda: request.infer(arrays)
 
 
 def _onnx_session(model, x, profile: bool = False):
@@ -296,7 +357,9 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
     rows = []
     for name, (model, x, macs) in models.items():
         torch.manual_seed(0)
+        start = time.perf_counter()
         opt, report = optimize(model, x)
+        seconds = time.perf_counter() - start
         fns = {"eager": lambda: call(model, x), "optimized": lambda: call(opt, x)}
         if capabilities().bf16:
             low, _ = optimize(model, x, dtype=torch.bfloat16)
@@ -307,24 +370,30 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
             fns["optimized_compile"] = lambda: call(with_compile, x)
             comp, frozen = _compiled(model, x, False), _compiled(model, x, True)
             fns["compile"], fns["compile_frozen"] = (lambda: call(comp, x)), (lambda: call(frozen, x))
-        ort = _onnxruntime(model, x)
-        if ort is not None:
-            fns["onnxruntime"] = ort
+        fns |= _engines(model, x)
         spread = {}
         t = timeit(fns, repeat, spread=spread)
         flops = 2 * 8 * macs
         row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()}, "round_spread": spread,
                "vs_eager": t["eager"] / t["optimized"], "gflops": {k: flops / v / 1e9 for k, v in t.items()},
-               "changes": len(report.changed), "max_abs_diff": report.max_abs_diff}
-        row |= {f"vs_{k}": t[k] / t["optimized"] for k in ("compile", "compile_frozen", "onnxruntime") if k in t}
-        peers = [k for k in ("compile", "compile_frozen", "onnxruntime") if k in t]
+               "changes": len(report.changed), "max_abs_diff": report.max_abs_diff, "optimize_seconds": seconds,
+               "kept": _kept(opt)}
+        peers = [k for k in ("compile", "compile_frozen", *ENGINES) if k in t]
+        row |= {f"vs_{k}": t[k] / t["optimized"] for k in peers}
         if peers:
             row["vs_best_peer"] = min(t[k] for k in peers) / t["optimized"]
+        if any(k in t for k in ENGINES):
+            row["vs_best_engine"] = min(t[k] for k in ENGINES if k in t) / t["optimized"]
         if "optimized_compile" in t:
-            row["kept"] = ("torch.compile" if isinstance(with_compile, Compiled) else "onnxruntime"
-                           if isinstance(with_compile, OnnxRuntime) else "eager")  # what compile=True chose
+            row["kept_with_compile"] = _kept(with_compile)
             row["with_compile_vs_best_peer"] = min(t[k] for k in peers) / t["optimized_compile"]
         if "optimized_bf16" in t:
             row["bf16_vs_optimized"] = t["optimized"] / t["optimized_bf16"]
         rows.append(row)
     return rows
+
+
+def _kept(model) -> str:
+    """Which form ``optimize`` returned."""
+    kinds = ((Compiled, "torch.compile"), (OnnxRuntime, "onnxruntime"), (OpenVino, "OpenVINO"))
+    return next((label for cls, label in kinds if isinstance(model, cls)), "the eager rewrite")

@@ -7,6 +7,7 @@ from .chain import FusedPointwiseChain
 from .compiled import Compiled, fold_pads, own_compile
 from .convact import ConvAct
 from .onnx_runtime import OnnxRuntime
+from .openvino import OpenVino
 from .passes import optimize
 from .pool import MaxPool
 from .private import Capabilities, capabilities
@@ -14,5 +15,6 @@ from .wrappers import CastIO, ChannelsLast
 
 __all__ = [
     "Capabilities", "CastIO", "ChannelsLast", "Compiled", "ConvAct", "FusedPointwiseChain", "MaxPool", "OnnxRuntime",
+    "OpenVino",
     "capabilities", "fold_pads", "optimize", "own_compile",
 ]

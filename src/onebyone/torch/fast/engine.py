@@ -1,5 +1,6 @@
-"""``Engine``: what ``Compiled`` and ``OnnxRuntime`` share: a model run by another engine when no gradient is
-wanted, rebuilt after any in-place edit of its weights, and the model itself under autograd."""
+"""``Engine``: what ``Compiled`` and ``Exported`` (``OnnxRuntime``, ``OpenVino``) share: a model run by another
+engine when no gradient is wanted, rebuilt after any in-place edit of its weights, and the model itself under
+autograd."""
 from __future__ import annotations
 
 import torch

@@ -9,7 +9,8 @@ driver over named passes, each ``pass(model, ctx) -> model``:
 - ``check``: the outputs against the original's, in float64 and in the example's dtype (always runs);
 - ``kernels``: each fast layer's kernel for the example's shapes, timed here and stored in the layer;
 - ``bfloat16``: with ``dtype=torch.bfloat16``, the products in bfloat16 behind a ``CastIO``;
-- ``engines``: with ``compile=True``, ``torch.compile`` and onnxruntime forms weighed against the rest;
+- ``engines``: onnxruntime and OpenVINO (where installed) and, with ``compile=True``, ``torch.compile``
+  weighed against the rest;
 - ``keep_faster``: the model given, unchanged, where it ran faster than the result on the example.
 
 Only ``optimize`` (the ``channels_last``, ``kernels``, ``bfloat16``, ``engines`` and ``keep_faster``
@@ -33,19 +34,23 @@ from . import private
 from .chain import FusedPointwiseChain
 from .compiled import Compiled
 from .convact import ConvAct
-from .onnx_runtime import OnnxRuntime, require_onnxruntime
+from .exported import Exported
+from .onnx_runtime import OnnxRuntime
+from .openvino import OpenVino
 from .pool import MaxPool
 from .swaps import fuse_chains, fuse_conv_acts, swap_max_pools
 from .timing import fastest, time_models
 from .wrappers import CastIO, ChannelsLast
 
 BF16_TOL = 2e-2  # of the output scale: bfloat16 keeps 8 bits of mantissa, about 0.4% an operation
+GIVEN = "the model given"  # its label where it is timed beside the rewrite
 
 
 @dataclasses.dataclass
 class Context:
     """What the passes share: the model given (never changed), the example, the options and the report;
-    ``forms`` holds snapshots taken along the way for the ``engines`` pass."""
+    ``folded`` (the model after ``fold``) and ``forms`` (snapshots for ``torch.compile``) are what the
+    ``engines`` pass weighs."""
 
     model: nn.Module
     x: object
@@ -55,7 +60,9 @@ class Context:
     dtype_tol: float = BF16_TOL
     channels_last: bool | None = None
     compile: bool = False
+    folded: nn.Module | None = None
     forms: dict = dataclasses.field(default_factory=dict)
+    timed: tuple | None = None  # (seconds a call by label, the label of the model the last pass returned)
 
 
 def fold(model: nn.Module, ctx: Context) -> nn.Module:
@@ -68,8 +75,9 @@ def fold(model: nn.Module, ctx: Context) -> nn.Module:
     except OneByOneError as e:
         work = copy.deepcopy(model)
         ctx.report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
-    if ctx.compile:  # torch.compile fuses convs and picks layouts itself: it starts from here
-        ctx.forms["torch.compile"] = copy.deepcopy(work)
+    ctx.folded = copy.deepcopy(work)  # the engines fuse convs and pick layouts themselves: they start from here
+    if ctx.compile:
+        ctx.forms["torch.compile"] = ctx.folded
     return work
 
 
@@ -195,22 +203,28 @@ def bfloat16(model: nn.Module, ctx: Context) -> nn.Module:
 
 
 def engines(model: nn.Module, ctx: Context) -> nn.Module:
-    """With ``compile=True``: ``Compiled`` (Inductor with freezing) of the folded model and of the model with
-    its chains, and, in float32 where onnxruntime is installed, the folded model in ``OnnxRuntime``; the
-    fastest on the example of these and ``model`` is kept (the report gives each one's time). A form that
-    fails, or moves the outputs past the tolerance, is named in ``report.skipped``."""
-    if not ctx.compile:
-        return model
+    """The engines users deploy, weighed against ``model``: in float32, the folded model exported once to
+    ONNX and run by onnxruntime (``OnnxRuntime``) and by OpenVINO (``OpenVino``), each where installed;
+    with ``compile=True``, ``Compiled`` (Inductor with freezing) of the folded model and of the model with
+    its chains. The fastest on the example of these and ``model`` is kept (the report gives each one's
+    time); an engine not installed, a form that fails, or one that moves the outputs past the tolerance
+    is named in ``report.skipped`` with the reason."""
     forms = {k: Compiled(m) for k, m in ctx.forms.items()}
     if isinstance(model, CastIO):
-        ctx.report.notes.append("onnxruntime was not weighed: it runs float32 only here")
-    elif "torch.compile" in ctx.forms:
-        try:
-            require_onnxruntime()
-            forms["onnxruntime"] = OnnxRuntime(copy.deepcopy(ctx.forms["torch.compile"]), tol=ctx.tol)
-        except OneByOneError as e:
-            ctx.report.notes.append(f"onnxruntime was not weighed: {e}")
-    return _fastest_form(model, forms, ctx)
+        ctx.report.notes.append("onnxruntime and OpenVINO were not weighed: they run float32 only here")
+    else:
+        exports = {}  # one ONNX export for both engines
+        for cls in (OnnxRuntime, OpenVino):
+            try:
+                cls.require()
+            except OneByOneError as e:
+                ctx.report.skipped.append((cls.engine, f"not weighed: {e}"))
+                continue
+            forms[cls.engine] = cls(copy.deepcopy(ctx.folded or ctx.model), tol=ctx.tol, exports=exports)
+    kept = _fastest_form(model, forms, ctx)
+    if isinstance(kept, Exported):
+        kept.exports = None  # its session is made: the shared export is not kept with the model
+    return kept
 
 
 def _fastest_form(work, forms: dict, ctx: Context):
@@ -230,27 +244,34 @@ def _fastest_form(work, forms: dict, ctx: Context):
             fine[label] = form
     if not fine:
         return work
-    t = time_models({"the eager rewrite": work, **fine}, ctx.x)
-    best = min(t, key=t.get)
-    timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items())
+    t = time_models({"the eager rewrite": work, **fine, GIVEN: ctx.model}, ctx.x)  # keep_faster reads it too
+    best = min((k for k in t if k != GIVEN), key=t.get)
+    ctx.timed = (t, best)
+    timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items() if k != GIVEN)
     if best == "the eager rewrite":
-        report.notes.append(f"the compiled forms were timed and ran slower ({timed} a call): kept the eager rewrite")
+        report.notes.append(f"the engines' forms were timed and ran slower ({timed} a call): kept the eager rewrite")
         return work
-    engine = "Inductor, freezing" if isinstance(fine[best], Compiled) else "its ONNX export, CPU provider"
+    engine = "Inductor, freezing" if isinstance(fine[best], Compiled) else "its ONNX export, float32 on the CPU"
     report.changed.append(f"{best} ({engine}) kept: {timed} a call")
     return fine[best]
 
 
 def keep_faster(model: nn.Module, ctx: Context) -> nn.Module:
     """The model given (a copy) where it runs the example faster than the result: ``optimize`` never hands
-    back a slower model; the report says so, with both times, and a warning is raised."""
-    t = time_models({"optimized": model, "given": ctx.model}, ctx.x)
-    ctx.report.notes.append(f"on the example: {t['optimized'] * 1e3:.3g} ms a call against {t['given'] * 1e3:.3g} "
+    back a slower model; the report says so, with both times, and a warning is raised. Where the
+    ``engines`` pass timed the result beside the model given, those times are used (timed once)."""
+    if ctx.timed is not None:
+        t, label = ctx.timed
+        mine, given = t[label], t[GIVEN]
+    else:
+        t = time_models({"optimized": model, GIVEN: ctx.model}, ctx.x)
+        mine, given = t["optimized"], t[GIVEN]
+    ctx.report.notes.append(f"on the example: {mine * 1e3:.3g} ms a call against {given * 1e3:.3g} "
                             "for the model given")
-    if t["optimized"] <= t["given"]:
+    if mine <= given:
         return model
-    why = (f"the rewritten model ran slower on the example ({t['optimized'] * 1e3:.3g} against "
-           f"{t['given'] * 1e3:.3g} ms a call): the model given is returned unchanged")
+    why = (f"the rewritten model ran slower on the example ({mine * 1e3:.3g} against "
+           f"{given * 1e3:.3g} ms a call): the model given is returned unchanged")
     ctx.report.notes.append(why)
     ctx.report.layers = []
     warnings.warn(f"optimize: {why}", stacklevel=3)
@@ -279,11 +300,12 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             one must stay within ``dtype_tol`` of the output scale (``report.precision`` gives it, and both
             precisions' times; a warning where bfloat16 runs no faster). On a CPU without bfloat16 products
             float32 is kept, with a warning and a note.
-        compile: also weigh ``torch.compile`` (``Compiled``: Inductor with freezing) and, in float32 where
-            onnxruntime is installed (``pip install onebyone[onnx]``), ``OnnxRuntime``; keep the fastest on
-            ``example`` (the report gives each one's time). Compiling takes seconds to minutes and needs a
-            C++ compiler; a form that fails or moves the outputs past the tolerance is named in
-            ``report.skipped``.
+        compile: also weigh ``torch.compile`` (``Compiled``: Inductor with freezing), which takes seconds
+            to minutes and needs a C++ compiler. Whatever ``compile`` says, in float32 the engines that are
+            installed are weighed: onnxruntime (``OnnxRuntime``, ``pip install onebyone[onnx]``) and
+            OpenVINO (``OpenVino``, ``pip install onebyone[openvino]``), from one ONNX export. The fastest
+            form on ``example`` is kept (the report gives each one's time); an engine not installed, a form
+            that fails or one that moves the outputs past the tolerance is named in ``report.skipped``.
         passes: the names of the passes to run, a subset of ``PASSES`` in any order (they run in
             ``PASSES``' order); ``check`` always runs. ``report.passes`` gives each one's seconds.
     """

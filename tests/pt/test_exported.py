@@ -1,5 +1,6 @@
-"""OnnxRuntime (a model's ONNX export run by onnxruntime, a form optimize(compile=True) weighs) against the
-model it wraps: outputs, their structure, weight edits, autograd, copies, shapes, and refusals."""
+"""OnnxRuntime and OpenVino (a model's ONNX export run by onnxruntime or OpenVINO, forms optimize() weighs)
+against the model they wrap: outputs, their structure, weight edits, autograd, copies, shapes, refusals;
+and optimize() weighing them: one export for both, the fastest kept, what is missing or inexact named."""
 import copy
 import pickle
 
@@ -9,12 +10,22 @@ from torch import nn
 
 from onebyone.errors import OneByOneError
 from onebyone.torch import Pointwise, optimize
-from onebyone.torch.fast import OnnxRuntime
+from onebyone.torch.fast import OnnxRuntime, OpenVino
+from onebyone.torch.fast import exported as exported_module
 
-from .cpus import REWRITES, simulate
+from .cpus import ENGINES, simulate
 
-pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(params=[OnnxRuntime, OpenVino], ids=["onnxruntime", "openvino"])
+def engine(request):
+    """Each engine class, skipped with the reason where it is not installed."""
+    try:
+        request.param.require()
+    except OneByOneError as e:
+        pytest.skip(str(e))
+    return request.param
 
 
 def small_model():
@@ -34,9 +45,9 @@ class TwoHeads(nn.Module):
         return {"sum": self.a(left) + self.b(right) * scale, "parts": (self.a(left), self.b(right))}
 
 
-def test_runs_the_export_with_the_models_outputs_and_follows_weight_edits():
+def test_runs_the_export_with_the_models_outputs_and_follows_weight_edits(engine):
     model = small_model()
-    fast = OnnxRuntime(model)
+    fast = engine(model)
     x = torch.randn(2, 3, 10, 10)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
@@ -47,9 +58,9 @@ def test_runs_the_export_with_the_models_outputs_and_follows_weight_edits():
         assert fast(x).data_ptr() != fast(x).data_ptr()  # each call's output is its own tensor
 
 
-def test_keeps_the_output_structure_and_keys_sessions_on_every_argument():
+def test_keeps_the_output_structure_and_keys_sessions_on_every_argument(engine):
     model = TwoHeads().eval()
-    fast = OnnxRuntime(model)
+    fast = engine(model)
     left, right = torch.randn(2, 5), torch.randn(2, 4)
     with torch.no_grad():
         for scale in (1.0, 2.0, 1.0):
@@ -62,8 +73,8 @@ def test_keeps_the_output_structure_and_keys_sessions_on_every_argument():
         torch.testing.assert_close(fast(right=right, left=left), model(left, right), rtol=1e-5, atol=1e-5)
 
 
-def test_keeps_only_the_newest_sessions():
-    fast = OnnxRuntime(small_model(), sessions=2)
+def test_keeps_only_the_newest_sessions(engine):
+    fast = engine(small_model(), sessions=2)
     with torch.no_grad():
         for n in (1, 2, 3):
             fast(torch.randn(n, 3, 8, 8))
@@ -82,9 +93,9 @@ def test_a_transformers_model_output_comes_back_as_its_own_class():
     torch.testing.assert_close(got.logits, want.logits, rtol=1e-4, atol=1e-4)
 
 
-def test_gradients_and_inputs_it_cannot_take_run_the_model_itself():
+def test_gradients_and_inputs_it_cannot_take_run_the_model_itself(engine):
     model = small_model()
-    fast = OnnxRuntime(model)
+    fast = engine(model)
     x = torch.randn(2, 3, 8, 8)
     fast(x).sum().backward()  # the parameters want gradients: the model runs
     assert model[0].weight.grad is not None and fast._built is None
@@ -102,9 +113,9 @@ def test_gradients_and_inputs_it_cannot_take_run_the_model_itself():
     assert fast._built == {}
 
 
-def test_copies_and_pickles_hold_only_the_model():
+def test_copies_and_pickles_hold_only_the_model(engine):
     model = small_model()
-    fast = OnnxRuntime(model)
+    fast = engine(model)
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         fast(x)
@@ -123,51 +134,74 @@ class ExportsOtherwise(nn.Module):
         return x + 1 if torch.compiler.is_exporting() else x
 
 
-def test_refuses_a_model_whose_export_would_replay_one_branch_or_differs():
+def test_refuses_a_model_whose_export_would_replay_one_branch_or_differs(engine):
     with torch.no_grad(), pytest.raises(OneByOneError, match="could not export Branch on inputs of shape"):
-        OnnxRuntime(Branch().eval())(torch.ones(2, 3))
-    with torch.no_grad(), pytest.raises(OneByOneError, match="onnxruntime moved the outputs by 1 "):
-        OnnxRuntime(ExportsOtherwise().eval())(torch.ones(2, 3))
+        engine(Branch().eval())(torch.ones(2, 3))
+    with torch.no_grad(), pytest.raises(OneByOneError, match=f"{engine.engine} moved the outputs by 1 "):
+        engine(ExportsOtherwise().eval())(torch.ones(2, 3))
 
 
-def test_optimize_keeps_onnxruntime_when_it_is_fastest_and_says_so(monkeypatch):
+@pytest.mark.parametrize("fastest", [OnnxRuntime, OpenVino])
+def test_optimize_weighs_the_engines_by_default_from_one_export_and_keeps_the_fastest(monkeypatch, fastest):
+    try:
+        OnnxRuntime.require(), OpenVino.require()
+    except OneByOneError as e:
+        pytest.skip(str(e))
     from onebyone.torch.fast import passes as opt_module
 
+    real, exports = opt_module.time_models, []
 
-    real = opt_module.time_models
+    def made_fastest(models, x, rounds=7):  # the timings as measured, except that one engine is made fastest
+        return {k: (0.0 if k == fastest.engine else v) for k, v in real(models, x, rounds).items()}
 
-    def onnx_first(models, x, rounds=7):  # the timings as measured, except that onnxruntime is made fastest
-        t = real(models, x, rounds)
-        return {k: (0.0 if k == "onnxruntime" else v) for k, v in t.items()}
+    def counted(*args):
+        exports.append(args)
+        return real_export(*args)
 
-    monkeypatch.setattr(opt_module, "time_models", onnx_first)
-    model = small_model()
-    x = torch.randn(2, 3, 10, 10)
-    opt, report = optimize(model, x, compile=True, passes=REWRITES)
-    assert isinstance(opt, OnnxRuntime)
-    assert report.changed[-1].startswith("onnxruntime (its ONNX export, CPU provider) kept: the eager rewrite ")
+    real_export = exported_module.export
+    monkeypatch.setattr(opt_module, "time_models", made_fastest)
+    monkeypatch.setattr(exported_module, "export", counted)
+    model, x = small_model(), torch.randn(2, 3, 10, 10)
+    opt, report = optimize(model, x, passes=ENGINES)  # compile=False: the engines are weighed all the same
+    assert type(opt) is fastest and opt.exports is None  # the shared export is not kept with the model
+    assert len(exports) == 1  # one export served both engines
+    kept = report.changed[-1]
+    assert kept.startswith(f"{fastest.engine} (its ONNX export, float32 on the CPU) kept: the eager rewrite ")
+    assert "onnxruntime" in kept and "OpenVINO" in kept and " ms" in kept  # each form's time
     with torch.no_grad():
         torch.testing.assert_close(opt(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.filterwarnings("ignore:optimize. bfloat16 was timed and ran no faster")  # tiny model
-def test_optimize_says_when_onnxruntime_was_not_weighed(monkeypatch):
-    from onebyone.torch.fast import passes as opt_module
-
+def test_optimize_names_an_engine_that_is_missing_or_moves_the_outputs(monkeypatch):
+    pytest.importorskip("onnxruntime")
 
     def missing():
-        raise OneByOneError("OnnxRuntime needs onnxruntime, onnx and onnxscript (pip install onebyone[onnx])")
+        raise OneByOneError("OpenVino needs openvino, onnx and onnxscript (pip install onebyone[openvino])")
 
-    monkeypatch.setattr(opt_module, "require_onnxruntime", missing)
-    model = small_model()
-    x = torch.randn(2, 3, 8, 8)
-    opt, report = optimize(model, x, compile=True, passes=REWRITES)
-    assert not isinstance(opt, OnnxRuntime)
-    assert any(n.startswith("onnxruntime was not weighed: OnnxRuntime needs onnxruntime") for n in report.notes)
+    def off_by_one(self, onnx):  # an engine whose outputs are wrong
+        fn, n = real_compile(self, onnx)
+        return (lambda arrays: [a + 1 for a in fn(arrays)]), n
+
+    real_compile = OnnxRuntime.compile
+    monkeypatch.setattr(OpenVino, "require", staticmethod(missing))
+    monkeypatch.setattr(OnnxRuntime, "compile", off_by_one)
+    model, x = small_model(), torch.randn(2, 3, 8, 8)
+    opt, report = optimize(model, x, passes=ENGINES)  # never an error: the eager rewrite is kept
+    assert not isinstance(opt, (OnnxRuntime, OpenVino))
+    skipped = dict(report.skipped)
+    assert skipped["OpenVINO"].startswith("not weighed: OpenVino needs openvino") and "onebyone[openvino]" in \
+        skipped["OpenVINO"]
+    assert skipped["onnxruntime"].startswith("OneByOneError: onnxruntime moved the outputs by 1 ")
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:optimize. bfloat16 was timed and ran no faster")  # tiny model
+def test_optimize_in_bfloat16_says_the_engines_were_not_weighed(monkeypatch):
     simulate(monkeypatch, "AVX-512 with bfloat16")  # skips where this CPU has no bfloat16 products
-    low, report = optimize(model, x, compile=True, dtype=torch.bfloat16, passes=REWRITES)
-    assert not isinstance(low, OnnxRuntime)
-    assert "onnxruntime was not weighed: it runs float32 only here" in report.notes
+    low, report = optimize(small_model(), torch.randn(2, 3, 8, 8), dtype=torch.bfloat16, passes=ENGINES)
+    assert not isinstance(low, (OnnxRuntime, OpenVino))
+    assert "onnxruntime and OpenVINO were not weighed: they run float32 only here" in report.notes
 
 
 def test_the_analyzer_counts_the_wrapped_model():
@@ -177,6 +211,6 @@ def test_the_analyzer_counts_the_wrapped_model():
 
     model = small_model()
     want = analyze(model, input_size=(3, 8, 8))
-    for wrapped in (OnnxRuntime(model), Compiled(model)):
+    for wrapped in (OnnxRuntime(model), OpenVino(model), Compiled(model)):
         got = analyze(wrapped, input_size=(3, 8, 8))
         assert (got.macs, got.params) == (want.macs, want.params) and got.macs > 0

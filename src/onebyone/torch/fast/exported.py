@@ -1,0 +1,148 @@
+"""``Exported``: what ``OnnxRuntime`` and ``OpenVino`` share: a model exported to ONNX (``torch.onnx.export``
+through ``torch.export``) and run by an inference engine, one compiled model per input signature, each
+checked against the model on the call that made it."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from ...errors import OneByOneError
+from ..rewrite_report import output_difference
+from ..tensors import describe
+from .engine import Engine
+
+# dtypes that cross to NumPy without a copy (bfloat16 does not): other inputs run the model itself
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.bool)
+
+
+class Exported(Engine):
+    """``model`` exported to ONNX and run by ``self.compile``'s engine whenever no gradient is wanted; under
+    autograd, ``model`` itself. A subclass names its ``engine`` and defines ``require`` and ``compile``.
+
+    One compiled model per input signature (each tensor's shape and dtype, and the value of each other
+    argument), exported on the first call with it; at most ``sessions`` are kept (the oldest goes first).
+    Each is checked on the call that made it: its outputs must stay within ``tol`` of ``model``'s, relative
+    to the output scale (``OneByOneError`` otherwise). ``torch.export`` refuses a model whose control flow
+    depends on its inputs' values, so an export never replays a branch taken for other data. A model in
+    training mode, and inputs the engine cannot take (a tensor off the CPU, in bfloat16, or an unhashable
+    argument), run ``model`` itself. The outputs keep ``model``'s structure (a tensor, tuples, dicts, a
+    ``transformers`` ``ModelOutput``). An in-place edit of any weight or buffer drops every session.
+
+    ``exports``: a dict (signature -> ONNX bytes) that engines over the same model may share, so that
+    ``optimize`` exports once for both; None keeps nothing beyond the sessions."""
+
+    engine = "an engine"
+
+    def __init__(self, model, tol: float = 1e-4, sessions: int = 8, exports: dict | None = None):
+        super().__init__(model)
+        self.tol, self.sessions, self.exports = tol, sessions, exports
+
+    @staticmethod
+    def require():
+        """The engine's module, or a OneByOneError that says what to install."""
+        raise NotImplementedError
+
+    def compile(self, onnx: bytes):
+        """(a function from the inputs as NumPy arrays to the outputs as NumPy arrays, how many inputs it takes)."""
+        raise NotImplementedError
+
+    def build(self) -> dict:
+        self.require()  # a clear error now rather than at the first export
+        return {}  # input signature -> (the compiled model's function, the outputs' structure)
+
+    def run(self, sessions: dict, args: tuple, kwargs: dict):
+        key = None if self.model.training else _signature(args, kwargs)
+        if key is None:  # training mode (batch statistics, dropout), or inputs NumPy cannot hold
+            return self.model(*args, **kwargs)
+        made = sessions.get(key)
+        if made is None:
+            while len(sessions) >= self.sessions:
+                sessions.pop(next(iter(sessions)))
+            made = sessions[key] = self._session(key, args, kwargs)
+        fn, spec = made
+        outs = fn(_arrays(args, kwargs))
+        if spec is None:  # one tensor
+            return torch.from_numpy(outs[0])
+        return tree_unflatten([torch.from_numpy(o) for o in outs], spec)
+
+    def _session(self, key, args: tuple, kwargs: dict):
+        """(the compiled model's function, the outputs' structure) for inputs like these, checked on them."""
+        inputs = describe(args[0] if len(args) == 1 and not kwargs else args)
+        inputs += f" and {describe(kwargs)}" if kwargs else ""
+        onnx = self.exports.get(key) if self.exports is not None else None
+        if onnx is None:
+            onnx = export(self.model, args, kwargs, inputs)
+            if self.exports is not None:
+                self.exports[key] = onnx
+        fn, n_inputs = self.compile(onnx)
+        want, spec = tree_flatten(self.model(*args, **kwargs))
+        if not want or not all(isinstance(t, torch.Tensor) for t in want):
+            raise OneByOneError(f"{type(self).__name__} needs a model whose outputs are tensors (in tuples, lists "
+                                f"or dicts), got {[type(t).__name__ for t in want]}")
+        arrays = _arrays(args, kwargs)
+        if n_inputs != len(arrays):
+            raise OneByOneError(f"the ONNX export takes {n_inputs} inputs, the call gives {len(arrays)} tensors")
+        diff, scale = output_difference(want, [torch.from_numpy(g) for g in fn(arrays)], self.engine)
+        if diff > self.tol * max(scale, 1.0):
+            raise OneByOneError(f"{self.engine} moved the outputs by {diff:.3g} (> tolerance "
+                                f"{self.tol * max(scale, 1.0):.3g}) on inputs {inputs}")
+        return fn, None if spec.is_leaf() else spec
+
+
+def export(model, args: tuple, kwargs: dict, inputs: str) -> bytes:
+    """``model``'s ONNX export (through ``torch.export``) on these inputs, as bytes."""
+    try:
+        import onnxscript  # noqa: F401 (torch.onnx.export through torch.export needs it)
+    except ImportError as e:
+        raise OneByOneError(f"exporting to ONNX needs onnx and onnxscript (pip install onebyone[onnx]): {e}") from None
+    try:
+        with _quiet():
+            program = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False)
+    except Exception as e:  # noqa: BLE001 (torch.export raises many kinds: name the first cause)
+        cause = e.__cause__ or e
+        raise OneByOneError(f"torch.onnx.export (through torch.export) could not export "
+                            f"{type(model).__name__} on inputs {inputs}: {type(cause).__name__}: "
+                            f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}") from e
+    return program.model_proto.SerializeToString()
+
+
+def _signature(args: tuple, kwargs: dict):
+    """What a session depends on: each tensor's shape and dtype, each other argument's type and value; None
+    where the engine cannot take the inputs."""
+    key = []
+    for name, v in [*enumerate(args), *kwargs.items()]:
+        if isinstance(v, torch.Tensor):
+            if v.device.type != "cpu" or v.dtype not in _NUMPY_DTYPES:
+                return None
+            key.append((name, v.shape, v.dtype))
+        else:
+            try:
+                hash(v)
+            except TypeError:
+                return None
+            key.append((name, type(v), v))
+    return tuple(key)
+
+
+def _arrays(args: tuple, kwargs: dict) -> list:
+    """The call's tensors as NumPy arrays, in the order ``torch.export`` takes them (positional, then keyword)."""
+    return [v.detach().contiguous().numpy() for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's progress lines, warnings and log records, silenced (a failure still raises)."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)

@@ -1,0 +1,51 @@
+"""``OpenVino``: a model's ONNX export run by OpenVINO's CPU plugin in float32; a form ``optimize`` weighs.
+Needs ``openvino``, ``onnx`` and ``onnxscript`` (``pip install onebyone[openvino]``)."""
+from __future__ import annotations
+
+import torch
+
+from ...errors import OneByOneError
+from .exported import Exported
+
+
+class OpenVino(Exported):
+    """``model`` exported to ONNX and compiled by OpenVINO for the CPU (float32 products, asked for
+    explicitly: on CPUs with bfloat16 products OpenVINO's default is bfloat16; the latency hint; this
+    process's torch thread count) whenever no gradient is wanted; under autograd, ``model`` itself.
+    Sessions, checks and refusals are ``Exported``'s.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU()).eval()
+    >>> fast = OpenVino(model)
+    >>> with torch.no_grad():
+    ...     y = fast(torch.randn(2, 3, 4, 4))  # exported, compiled, checked against model, then run
+    >>> tuple(y.shape)
+    (2, 8, 4, 4)
+    """
+
+    engine = "OpenVINO"
+
+    @staticmethod
+    def require():
+        return require_openvino()
+
+    def compile(self, onnx: bytes):
+        ov = require_openvino()
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(model=onnx, weights=b""), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        request = compiled.create_infer_request()
+        return (lambda arrays: list(request.infer(arrays).values())), len(compiled.inputs)
+
+
+def require_openvino():
+    """The openvino module, or a OneByOneError that says what to install."""
+    try:
+        import onnxscript  # noqa: F401 (torch.onnx.export through torch.export needs it)
+        import openvino
+    except ImportError as e:
+        raise OneByOneError(f"OpenVino needs openvino, onnx and onnxscript (pip install onebyone[openvino]): "
+                            f"{e}") from None
+    return openvino
