@@ -1,6 +1,6 @@
 """What limits the bench targets that are not met (README, Speed): the measurements behind each reason.
 
-Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet] [peers] [bf16]
+Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet] [peers] [bf16] [chain]
 (all by default; a few minutes)
 
 - peaks: the bench's peak (its best large channels_last 1x1 conv) beside 3x3 and 5x5 convs and a large
@@ -19,6 +19,8 @@ Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin]
   8): optimize()'s layers by kind (forward hooks) beside onnxruntime's nodes by kind (its own profiler, which
   names the operator each node ran), in ms per call, and both whole models timed side by side: what the
   layers' sum leaves out is spent between them (Python, and ops outside modules: cat, pad, add).
+- chain: PointNet's shared MLP fused, beside onnxruntime and OpenVINO (B = 8 and 32, 1,024 points), then
+  where our chain (torch profiler) and onnxruntime (its profiler, by node) spend their time.
 - bf16: optimize() in float32 and in bfloat16 on squeezenet1_1 and mobilenet_v1, layer kinds side by side:
   which kinds gain less than the 1.7x target.
 All timings are bench.timeit's (interleaved rounds, best round, with hold_freed_memory()).
@@ -282,6 +284,43 @@ def peers():
             print(f"  {k:34s} optimized {ours.get(k, 0):7.2f} ms   onnxruntime {theirs.get(k, 0):7.2f} ms")
 
 
+def chain():
+    """PointNet's shared MLP (3-64-64-64-128-1024, max over 1,024 points): our fused chain (kernels tuned as
+    optimize() does) beside onnxruntime and OpenVINO on the same input, side by side; then where each spends
+    its time: our oneDNN products and max (torch profiler) and onnxruntime's nodes (its own profiler)."""
+    import json
+
+    from onebyone.bench.sections import _MaxOverPoints, _openvino
+    from onebyone.torch.fast.passes import choose_kernels
+
+    for b in (8, 32):
+        eager, fused, x = _pointnet_parts(b, 1024)
+        choose_kernels(fused, x)
+        pooled = _MaxOverPoints(eager).eval()
+        fns = {"fused": lambda: fused(x), "onnxruntime": _onnxruntime(pooled, x), "openvino": _openvino(pooled, x)}
+        t = timeit({k: f for k, f in fns.items() if f is not None}, 9)
+        print(f"chain B={b}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items())
+              + f"; kernels {fused.kernel_names()}")
+        with torch.no_grad(), torch.profiler.profile() as prof:
+            for _ in range(5):
+                fused(x)
+        rows = sorted(((e.key, e.self_cpu_time_total / 5e3) for e in prof.key_averages()), key=lambda r: -r[1])
+        print("  fused, ms a call: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[:6]))
+        session, feeds = _onnx_session(pooled, x, profile=True)
+        for _ in range(8):
+            session.run(None, feeds)
+        path = session.end_profiling()  # written into the current folder: read, then removed
+        with open(path) as f:
+            nodes = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        os.remove(path)
+        per = {}
+        for e in nodes[-5 * len(nodes) // 8:]:  # the last five runs
+            key = f"{e['args']['op_name']} {e['args'].get('provider', '')}".strip()
+            per[key] = per.get(key, 0.0) + e["dur"] / 1e3 / 5
+        print("  onnxruntime, ms a call: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(),
+                                                                                         key=lambda r: -r[1])))
+
+
 def bf16():
     for name in ("squeezenet1_1", "mobilenet_v1"):
         model = create_model(name).eval()
@@ -300,6 +339,6 @@ def bf16():
 if __name__ == "__main__":
     hold_freed_memory()
     parts = {"peaks": peaks, "pointnet": pointnet, "bottleneck": bottleneck, "nin": nin, "mobilenet": mobilenet,
-             "peers": peers, "bf16": bf16}
+             "peers": peers, "bf16": bf16, "chain": chain}
     for part in sys.argv[1:] or list(parts):
         parts[part]()

@@ -17,10 +17,16 @@ def test_readme_quick_start_is_the_two_make_commands():
     assert "y[n, o, h, w] = sum_c W[o, c] * x[n, c, h, w] + b[o]" in text.split("## Quick start")[0]
 
 
+def rows(path: Path, opener: str) -> dict:
+    """The claim -> measured cells of the table rows that start with ``opener`` in a markdown file."""
+    return {line.split("|")[1].strip(): line.split("|")[-2].strip()
+            for line in path.read_text().splitlines() if line.startswith(opener)}
+
+
 def table(path: Path) -> dict:
-    """The claim -> measured cells of the speed table in a markdown file."""
-    return {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in path.read_text().splitlines()
-            if line.startswith("| (")}  # the last column: benchmarks/README.md also has the targets
+    """The claim -> measured cells of the speed table in a markdown file (the last column: benchmarks/README.md
+    also has the targets)."""
+    return rows(path, "| (")
 
 
 def published_cells() -> dict:
@@ -95,11 +101,33 @@ def peer_cells() -> dict:
 def test_the_bfloat16_and_peers_tables_are_their_bench_run():
     pytest.importorskip("torch")
     want = peer_cells()
+    assert rows(README.parent / "benchmarks" / "README.md", "| [") == want and len(want) >= 10
+    headlines = rows(README, "| [")
+    assert len(headlines) >= 3 and headlines == {k: want[k] for k in headlines}
 
-    def rows(path):
-        return {line.split("|")[1].strip(): line.split("|")[-2].strip()
-                for line in path.read_text().splitlines() if line.startswith("| [")}
 
-    assert rows(README.parent / "benchmarks" / "README.md") == want and len(want) >= 10
-    headlines = rows(README)
+def engine_cells() -> dict:
+    """The rows of the engines table (benchmarks/bench_engines.json: ``--sections be --runs 3``), as written."""
+    import json
+
+    from onebyone.bench import cell
+
+    bench = json.loads((README.parent / "benchmarks" / "bench_engines.json").read_text())
+    labels = {"b vs best engine": "{b} PointNet chain, B=32 N=1024, vs the faster of onnxruntime and OpenVINO",
+              "b vs onnxruntime": "{b} PointNet chain vs onnxruntime",
+              "b vs openvino": "{b} PointNet chain vs OpenVINO"}
+    for row in bench["optimize"]:
+        m = row["model"]
+        labels |= {f"e {m} vs best peer": f"{{e}} `optimize({m})` vs the fastest of onnxruntime, OpenVINO and "
+                                          "`torch.compile`",
+                   f"e {m} vs best engine": f"{{e}} `optimize({m})` vs the faster of onnxruntime and OpenVINO",
+                   f"e {m} optimize seconds": f"{{e}} `optimize({m})`: its own time"}
+    return {label: cell(bench, key) for key, label in labels.items() if key in bench["headlines"]}
+
+
+def test_the_engines_table_is_its_bench_run():
+    pytest.importorskip("torch")
+    want = engine_cells()
+    assert rows(README.parent / "benchmarks" / "README.md", "| {") == want and len(want) >= 10
+    headlines = rows(README, "| {")
     assert len(headlines) >= 3 and headlines == {k: want[k] for k in headlines}

@@ -215,20 +215,7 @@ def summary(result: dict) -> list[str]:
         lines.append("(a) control, F.conv2d timed as a contender against itself: "
                      f"lowest ratio {headlines(result)['a control']:.2f}x")
     if "shared_mlp" in result:
-        s = result["shared_mlp"]
-        memory = ", ".join(f"{k} {v / 1e6:.1f} MB" if v is not None else f"{k} n/a"
-                           for k, v in s["peak_extra_bytes"].items())
-        peers = [times(s[k], label) for k, label in (("fused_vs_compile", "torch.compile"),
-                                                     ("fused_vs_onnxruntime", "onnxruntime"),
-                                                     ("fused_vs_openvino", "OpenVINO")) if k in s]
-        lines.append(f"(b) shared MLP, B={s['batch']} N={s['points']}: fused {times(s['fused_vs_eager'], 'eager')}"
-                     + "".join(f", {p}" for p in peers)
-                     + f", {s['fraction_of_peak']:.0%} of peak (ceiling {s['ceiling_vs_eager']:.2f}x eager)"
-                     + (f"; in bfloat16 {times(s['bf16_vs_eager'], 'eager float32')}, "
-                        f"{times(s['bf16_vs_fused'], 'the float32 chain')}" if "bf16_vs_eager" in s else "")
-                     + (f", {s['bf16_fraction_of_peak']:.0%} of the bfloat16 peak (ceiling "
-                        f"{s['bf16_ceiling_vs_eager']:.2f}x eager)" if "bf16_ceiling_vs_eager" in s else "")
-                     + f"; peak extra memory {memory}")
+        lines.append(_shared_mlp_line(result["shared_mlp"]))
     if "dense_prediction" in result:
         d = result["dense_prediction"]
         lines.append(f"(c) dense prediction over {d['windows']} windows: convolutionalized "
@@ -238,20 +225,7 @@ def summary(result: dict) -> list[str]:
         d = result["bottleneck"]
         lines.append(f"(d) 5x5 bottleneck: {times(d['speedup'], 'the direct conv')} for a {d['mac_ratio']:.2f}x "
                      f"MAC ratio ({d['speedup_vs_mac_ratio']:.2f} of it)")
-    for row in result.get("optimize", []):
-        peers = [times(row[k], label) for k, label in (("vs_compile", "torch.compile"),
-                                                       ("vs_compile_frozen", "torch.compile with freezing"),
-                                                       ("vs_onnxruntime", "onnxruntime"),
-                                                       ("vs_openvino", "OpenVINO")) if k in row]
-        lines.append(f"(e) optimize({row['model']}), batch 8, {row['optimize_seconds']:.1f} s, {row['kept']} kept: "
-                     f"{times(row['vs_eager'], 'eager')} (ceiling {row['ceiling_vs_eager']:.2f}x)"
-                     + "".join(f", {p}" for p in peers)
-                     + (f"; with compile=True ({row['kept_with_compile']} kept) "
-                        f"{times(row['with_compile_vs_best_peer'], 'the fastest peer')}"
-                        if "with_compile_vs_best_peer" in row else "")
-                     + (f"; in bfloat16 {times(row['bf16_vs_optimized'], 'optimize() in float32')}"
-                        if "bf16_vs_optimized" in row else "")
-                     + "; " + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items()) + " of peak")
+    lines += [_optimize_line(row) for row in result.get("optimize", [])]
     if "branches" in result:
         f = result["branches"]
         lines.append(f"(f) RepVGG-A0, batch {f['batch']}, {f['blocks_merged']} blocks merged: merged "
@@ -261,6 +235,40 @@ def summary(result: dict) -> list[str]:
         lines.append(f"over {len(result['runs'])} runs, median (min - max): "
                      + "; ".join(f"{k} {cell(result, k)}" for k in result["headlines"]))
     return lines
+
+
+def _shared_mlp_line(s: dict) -> str:
+    """Section (b)'s line of the summary."""
+    memory = ", ".join(f"{k} {v / 1e6:.1f} MB" if v is not None else f"{k} n/a"
+                       for k, v in s["peak_extra_bytes"].items())
+    peers = [times(s[k], label) for k, label in (("fused_vs_compile", "torch.compile"),
+                                                 ("fused_vs_onnxruntime", "onnxruntime"),
+                                                 ("fused_vs_openvino", "OpenVINO")) if k in s]
+    return (f"(b) shared MLP, B={s['batch']} N={s['points']}: fused {times(s['fused_vs_eager'], 'eager')}"
+            + "".join(f", {p}" for p in peers)
+            + f", {s['fraction_of_peak']:.0%} of peak (ceiling {s['ceiling_vs_eager']:.2f}x eager)"
+            + (f"; in bfloat16 {times(s['bf16_vs_eager'], 'eager float32')}, "
+               f"{times(s['bf16_vs_fused'], 'the float32 chain')}" if "bf16_vs_eager" in s else "")
+            + (f", {s['bf16_fraction_of_peak']:.0%} of the bfloat16 peak (ceiling "
+               f"{s['bf16_ceiling_vs_eager']:.2f}x eager)" if "bf16_ceiling_vs_eager" in s else "")
+            + f"; peak extra memory {memory}")
+
+
+def _optimize_line(row: dict) -> str:
+    """One model's line of section (e) in the summary."""
+    peers = [times(row[k], label) for k, label in (("vs_compile", "torch.compile"),
+                                                   ("vs_compile_frozen", "torch.compile with freezing"),
+                                                   ("vs_onnxruntime", "onnxruntime"),
+                                                   ("vs_openvino", "OpenVINO")) if k in row]
+    return (f"(e) optimize({row['model']}), batch 8, {row['optimize_seconds']:.1f} s, {row['kept']} kept: "
+            f"{times(row['vs_eager'], 'eager')} (ceiling {row['ceiling_vs_eager']:.2f}x)"
+            + "".join(f", {p}" for p in peers)
+            + (f"; with compile=True ({row['kept_with_compile']} kept) "
+               f"{times(row['with_compile_vs_best_peer'], 'the fastest peer')}"
+               if "with_compile_vs_best_peer" in row else "")
+            + (f"; in bfloat16 {times(row['bf16_vs_optimized'], 'optimize() in float32')}"
+               if "bf16_vs_optimized" in row else "")
+            + "; " + ", ".join(f"{k} {v:.0%}" for k, v in row["fraction_of_peak"].items()) + " of peak")
 
 
 def cell(result: dict, name: str) -> str:

@@ -127,12 +127,6 @@ def pointwise_op(quick: bool, repeat: int) -> list:
     return rows
 
 
-def _kept(model) -> str:
-    """Which form ``optimize`` returned."""
-    kinds = ((Compiled, "torch.compile"), (OnnxRuntime, "onnxruntime"), (OpenVino, "OpenVINO"))
-    return next((label for cls, label in kinds if isinstance(model, cls)), "the eager rewrite")
-
-
 def _pointnet_parts(b: int, n: int):
     torch.manual_seed(0)
     eager = nn.Sequential(*[m for i, o in zip(POINTNET, POINTNET[1:]) for m in (nn.Conv1d(i, o, 1), nn.ReLU())]).eval()
@@ -156,7 +150,7 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
     fns |= _engines(_MaxOverPoints(eager).eval(), x)
     with torch.no_grad():
         ref = eager(x).amax(2)
-        err = {k: float((f().float() - ref).abs().max()) for k, f in fns.items()}
+        err = {k: float((_first_tensor(f()).float() - ref).abs().max()) for k, f in fns.items()}
     spread = {}
     t = timeit(fns, repeat, spread=spread)
     flops = 2 * b * n * sum(i * o for i, o in zip(POINTNET, POINTNET[1:]))
@@ -174,6 +168,14 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
     if "fused_bf16" in t:
         out["bf16_vs_eager"], out["bf16_vs_fused"] = t["eager"] / t["fused_bf16"], t["fused"] / t["fused_bf16"]
     return out
+
+
+def _first_tensor(out) -> torch.Tensor:
+    """A contender's output as a tensor: torch's, onnxruntime's list of arrays, OpenVINO's dict of them."""
+    if isinstance(out, torch.Tensor):
+        return out
+    first = out[0] if isinstance(out, (list, tuple)) else next(iter(out.values()))
+    return torch.from_numpy(first)
 
 
 class _MaxOverPoints(nn.Module):
@@ -242,7 +244,7 @@ def bottleneck(quick: bool, repeat: int) -> dict:
 
 
 def _real_models() -> dict:
-    """name -> (model, example, MACs per sample): three architectures from `transformers`, built from configs
+    """name -> (model, example, MACs per sample): four architectures from `transformers`, built from configs
     (random weights, nothing downloaded), at 224 x 224; empty where transformers does not import."""
     try:
         import transformers as T
@@ -256,7 +258,8 @@ def _real_models() -> dict:
              T.ResNetConfig(depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic")),
             ("hf_mobilenet_v2", T.MobileNetV2ForImageClassification, T.MobileNetV2Config()),
             ("hf_convnext_atto", T.ConvNextForImageClassification,
-             T.ConvNextConfig(hidden_sizes=[40, 80, 160, 320], depths=[2, 2, 6, 2]))):
+             T.ConvNextConfig(hidden_sizes=[40, 80, 160, 320], depths=[2, 2, 6, 2])),
+            ("hf_resnet50", T.ResNetForImageClassification, T.ResNetConfig())):
         torch.manual_seed(0)
         model = cls(config).eval()
         x = {"pixel_values": torch.randn(8, 3, 224, 224)}
@@ -342,12 +345,14 @@ def _compiled(model, x, frozen: bool):
 
 
 QUICK_MODELS = ("nin_cifar", "squeezenet1_1", "mobilenet_v1")
+COMPILE_MACS = 2e9  # a model of more MACs a sample is not compiled in the bench (ResNet-50: minutes each way)
 
 
 def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> list:
-    """optimize() at batch 8 on zoo models (three in a quick run, every one in a full run, then three real
-    models), beside eager, optimize() in bfloat16, optimize(compile=True), torch.compile with and without
-    freezing, and onnxruntime on the model's ONNX export."""
+    """optimize() at batch 8 on zoo models (three in a quick run, every one in a full run, then four real
+    models), with its own seconds and the form it kept, beside eager, optimize() in bfloat16,
+    optimize(compile=True), torch.compile with and without freezing (below ``COMPILE_MACS``), and
+    onnxruntime and OpenVINO as a user runs them (``_engines``)."""
     rest = tuple(n for n in list_models() if n not in QUICK_MODELS)
     names = names or (QUICK_MODELS if quick else QUICK_MODELS + rest)
     models = {n: (create_model(n).eval(), torch.randn(8, *model_info(n).input_size), model_info(n).macs)
@@ -364,13 +369,8 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
         if capabilities().bf16:
             low, _ = optimize(model, x, dtype=torch.bfloat16)
             fns["optimized_bf16"] = lambda: call(low, x)
-        if compile_:
-            torch.manual_seed(0)
-            with_compile, _ = optimize(model, x, compile=True)  # torch.compile around ours where faster
-            fns["optimized_compile"] = lambda: call(with_compile, x)
-            comp, frozen = _compiled(model, x, False), _compiled(model, x, True)
-            fns["compile"], fns["compile_frozen"] = (lambda: call(comp, x)), (lambda: call(frozen, x))
-        fns |= _engines(model, x)
+        compiled, with_compile = _compile_forms(model, x, macs) if compile_ else ({}, None)
+        fns |= compiled | _engines(model, x)
         spread = {}
         t = timeit(fns, repeat, spread=spread)
         flops = 2 * 8 * macs
@@ -378,6 +378,8 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
                "vs_eager": t["eager"] / t["optimized"], "gflops": {k: flops / v / 1e9 for k, v in t.items()},
                "changes": len(report.changed), "max_abs_diff": report.max_abs_diff, "optimize_seconds": seconds,
                "kept": _kept(opt)}
+        if compile_ and not compiled:
+            row["compile_skipped"] = f"{macs / 1e9:.1f} GMACs a sample: compiling it takes minutes"
         peers = [k for k in ("compile", "compile_frozen", *ENGINES) if k in t]
         row |= {f"vs_{k}": t[k] / t["optimized"] for k in peers}
         if peers:
@@ -391,6 +393,18 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
             row["bf16_vs_optimized"] = t["optimized"] / t["optimized_bf16"]
         rows.append(row)
     return rows
+
+
+def _compile_forms(model, x, macs: int) -> tuple:
+    """({label: callable} for optimize(compile=True), torch.compile and torch.compile with freezing; the
+    model optimize(compile=True) returned), or ({}, None) above ``COMPILE_MACS`` MACs a sample."""
+    if macs > COMPILE_MACS:
+        return {}, None
+    torch.manual_seed(0)
+    with_compile, _ = optimize(model, x, compile=True)  # torch.compile around ours where faster
+    comp, frozen = _compiled(model, x, False), _compiled(model, x, True)
+    return {"optimized_compile": lambda: call(with_compile, x), "compile": lambda: call(comp, x),
+            "compile_frozen": lambda: call(frozen, x)}, with_compile
 
 
 def _kept(model) -> str:

@@ -84,15 +84,16 @@ class RewriteReport:
         return "\n".join(lines)
 
 
-def _outputs(y) -> list:
+def outputs(y) -> list:
+    """The tensors of a model's output (a tensor, or tuples, lists and dicts of them), in order."""
     if y is None:
         return []
     if isinstance(y, torch.Tensor):
         return [y]
     if isinstance(y, (tuple, list)):
-        return [t for v in y for t in _outputs(v)]
+        return [t for v in y for t in outputs(v)]
     if isinstance(y, dict):
-        return [t for v in y.values() for t in _outputs(v)]
+        return [t for v in y.values() for t in outputs(v)]
     raise OneByOneError(f"model outputs must be tensors, tuples, lists or dicts of them, got {type(y).__name__}")
 
 
@@ -106,7 +107,7 @@ def max_difference(
         a, b = copy.deepcopy(before).to(dtype).eval(), copy.deepcopy(after).to(dtype).eval()
         x = cast(example, dtype)
     with torch.no_grad():
-        ya, yb = _outputs(call(a, x)), _outputs(call(b, x))
+        ya, yb = outputs(call(a, x)), outputs(call(b, x))
     if reshape is not None:
         yb = [reshape(t, ref) for t, ref in zip(yb, ya)]
     return output_difference(ya, yb, "the rewrite")

@@ -82,7 +82,20 @@ def batch_size(example) -> int:
 
 def cast(example, dtype):
     """The example with its floating-point tensors in ``dtype`` (token ids and masks stay integers)."""
-    one = lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v  # noqa: E731
+    return _map(example, lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+
+
+def first_sample(example):
+    """The example's first sample (each tensor's ``[:1]``) where every tensor in it has the same batch size
+    above 1, else the example as it is."""
+    sizes = {v.shape[0] if v.dim() else None for v in example_values(example) if isinstance(v, torch.Tensor)}
+    if len(sizes) != 1 or None in sizes or sizes.pop() < 2:
+        return example
+    return _map(example, lambda v: v[:1] if isinstance(v, torch.Tensor) else v)
+
+
+def _map(example, one):
+    """``one`` applied to each value of an example (a dict's values, a tuple's items, or the one value)."""
     if isinstance(example, dict):
         return {k: one(v) for k, v in example.items()}
     if isinstance(example, (tuple, list)):

@@ -4,6 +4,7 @@ checked against the model on the call that made it."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import warnings
@@ -94,6 +95,17 @@ class Exported(Engine):
         return fn, None if spec.is_leaf() else spec
 
 
+def require_engine(module: str, who: str, extra: str):
+    """The engine's ``module``, or a OneByOneError naming what to install (``onnxscript`` with it: the
+    export through ``torch.export`` needs it)."""
+    try:
+        import onnxscript  # noqa: F401
+
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise OneByOneError(f"{who} needs {module}, onnx and onnxscript (pip install onebyone[{extra}]): {e}") from None
+
+
 def export(model, args: tuple, kwargs: dict, inputs: str) -> bytes:
     """``model``'s ONNX export (through ``torch.export``) on these inputs, as bytes."""
     try:
@@ -102,7 +114,8 @@ def export(model, args: tuple, kwargs: dict, inputs: str) -> bytes:
         raise OneByOneError(f"exporting to ONNX needs onnx and onnxscript (pip install onebyone[onnx]): {e}") from None
     try:
         with _quiet():
-            program = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False)
+            program = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False,
+                                        optimize=False)  # the engines optimize the graph themselves
     except Exception as e:  # noqa: BLE001 (torch.export raises many kinds: name the first cause)
         cause = e.__cause__ or e
         raise OneByOneError(f"torch.onnx.export (through torch.export) could not export "

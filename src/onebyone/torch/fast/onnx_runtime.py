@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import OneByOneError
-from .exported import Exported
+from .exported import Exported, require_engine
 
 
 class OnnxRuntime(Exported):
@@ -51,10 +50,4 @@ class OnnxRuntime(Exported):
 
 def require_onnxruntime():
     """The onnxruntime module, or a OneByOneError that says what to install."""
-    try:
-        import onnxruntime
-        import onnxscript  # noqa: F401 (torch.onnx.export through torch.export needs it)
-    except ImportError as e:
-        raise OneByOneError(f"OnnxRuntime needs onnxruntime, onnx and onnxscript (pip install onebyone[onnx]): "
-                            f"{e}") from None
-    return onnxruntime
+    return require_engine("onnxruntime", "OnnxRuntime", "onnx")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import OneByOneError
-from .exported import Exported
+from .exported import Exported, require_engine
 
 
 class OpenVino(Exported):
@@ -42,10 +41,4 @@ class OpenVino(Exported):
 
 def require_openvino():
     """The openvino module, or a OneByOneError that says what to install."""
-    try:
-        import onnxscript  # noqa: F401 (torch.onnx.export through torch.export needs it)
-        import openvino
-    except ImportError as e:
-        raise OneByOneError(f"OpenVino needs openvino, onnx and onnxscript (pip install onebyone[openvino]): "
-                            f"{e}") from None
-    return openvino
+    return require_engine("openvino", "OpenVino", "openvino")

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
-from ..rewrite_report import KernelChoice, RewriteReport, finish, max_difference
+from ..rewrite_report import KernelChoice, RewriteReport, finish, max_difference, output_difference, outputs
 from ..rewrites import merge_pointwise
-from ..tensors import call, check_module, example_values, input_kw, probe_input
+from ..tensors import call, check_module, example_values, first_sample, input_kw, probe_input
 from . import private
 from .chain import FusedPointwiseChain
 from .compiled import Compiled
@@ -69,7 +69,7 @@ def fold(model: nn.Module, ctx: Context) -> nn.Module:
     """Fold eval BatchNorms into the convs before them and merge linear pairs (``merge_pointwise``); a
     model fx cannot trace is copied as it is (the module passes still work) and the reason is said."""
     try:
-        work, merged = merge_pointwise(model, example=ctx.x, tol=ctx.tol)
+        work, merged = merge_pointwise(model, example=first_sample(ctx.x), tol=ctx.tol)
         ctx.report.changed += merged.changed
         ctx.report.skipped += merged.skipped
     except OneByOneError as e:
@@ -98,7 +98,7 @@ def channels_last(model: nn.Module, ctx: Context) -> nn.Module:
     if not has_conv or ctx.channels_last is False:
         return model
     cl = ChannelsLast(copy.deepcopy(model).to(memory_format=torch.channels_last))
-    t = time_models({"channels_last": cl, "as given": model}, ctx.x, rounds=5) if ctx.channels_last is None else {}
+    t = time_models({"channels_last": cl, "as given": model}, ctx.x) if ctx.channels_last is None else {}
     if t and t["channels_last"] >= t["as given"]:
         ctx.report.notes.append("channels_last was timed and ran slower: kept the input's layout")
         return model
@@ -110,9 +110,10 @@ def channels_last(model: nn.Module, ctx: Context) -> nn.Module:
 
 
 def check(model: nn.Module, ctx: Context) -> nn.Module:
-    """The outputs against the original's on the example: in float64 (``finish``, which also counts the
-    costs) and in the model's own dtype on the fast path, each within ``tol`` of the output scale."""
-    model, ctx.report = finish(ctx.report, ctx.model, model, ctx.x, ctx.tol, inplace=False)
+    """The outputs against the original's, each within ``tol`` of the output scale: in float64 on the
+    example's first sample (``finish``, which also counts the costs per sample; the weights' algebra does
+    not depend on the batch) and in the model's own dtype on the whole example, on the fast path."""
+    model, ctx.report = finish(ctx.report, ctx.model, model, first_sample(ctx.x), ctx.tol, inplace=False)
     diff, scale = max_difference(ctx.model, model, ctx.x, dtype=None)
     own = str(input_kw(ctx.model)["dtype"]).removeprefix("torch.")
     if diff > ctx.tol * max(scale, 1.0):
@@ -230,14 +231,16 @@ def engines(model: nn.Module, ctx: Context) -> nn.Module:
 def _fastest_form(work, forms: dict, ctx: Context):
     """The fastest on the example of ``work`` and the ``forms`` whose outputs stay within ``ctx.tol``."""
     fine, report = {}, ctx.report
+    with torch.no_grad():
+        want = outputs(call(ctx.model, ctx.x))  # the reference, run once for every form
     for label, form in forms.items():
         try:
             with torch.no_grad():
-                call(form, ctx.x)  # compiles / exports
+                got = outputs(call(form, ctx.x))  # compiles / exports
         except Exception as e:  # noqa: BLE001 (dynamo and inductor raise many kinds: name it, keep the eager rewrite)
             report.skipped.append((label, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
             continue
-        diff, scale = max_difference(ctx.model, form, ctx.x, dtype=None)
+        diff, scale = output_difference(want, got, label)
         if diff > ctx.tol * max(scale, 1.0):
             report.skipped.append((label, f"it moved the outputs by {diff:.3g} (> {ctx.tol * max(scale, 1.0):.3g})"))
         else:
@@ -292,7 +295,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
 
     Args:
         example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
-        tol: allowed max |difference| relative to the output scale, checked in float64.
+        tol: allowed max |difference| relative to the output scale, checked in float64 on the example's
+            first sample and in the model's dtype on the whole example.
         channels_last: True / False to force; None times both on ``example``.
         dtype: ``torch.bfloat16`` runs the products in bfloat16 (accumulating in float32, as oneDNN does)
             with the weights converted once; inputs and outputs stay in the caller's dtype. The float32

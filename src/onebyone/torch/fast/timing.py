@@ -12,7 +12,7 @@ from ..tensors import call
 from . import private
 
 
-def fastest(cands: dict, budget: float = 0.05, margin: float = 0.1, block: float = 1e-3):
+def fastest(cands: dict, budget: float = 0.02, margin: float = 0.1, block: float = 1e-3):
     """The name of the fastest of ``cands`` ({name: no-argument callable}); candidates that raise (no
     kernel for this dtype...) drop out.
 
@@ -49,25 +49,25 @@ def per_block(seconds: dict, block: float) -> dict:
     return {k: max(1, min(50, int(block / max(t, 1e-7)))) for k, t in seconds.items()}
 
 
-def medians(fns: dict, rounds: int, calls=None, settle: bool = False) -> dict:
+def medians(fns: dict, rounds: int, calls=None, settle=False) -> dict:
     """Median seconds per call of each no-argument callable over ``rounds`` interleaved rounds (``timings``)."""
     return {k: sorted(v)[len(v) // 2] for k, v in timings(fns, rounds, calls, settle).items()}
 
 
-def timings(fns: dict, rounds: int, calls=None, settle: bool = False) -> dict:
+def timings(fns: dict, rounds: int, calls=None, settle=False) -> dict:
     """Seconds per call of each no-argument callable in each of ``rounds`` interleaved rounds.
 
     Each round runs the callables in a new (seeded) random order, so drift and the allocator hit every
-    candidate alike. ``calls`` (name -> n, default 1): time n calls in a row and divide. ``settle``: make
-    as many calls, untimed, right before the timed ones, so that the cost of switching from the one before
-    falls outside (onnxruntime's thread pool and OpenMP's both spin for a while after their work, which
-    slows whatever runs next on a machine with few cores).
+    candidate alike. ``calls`` (name -> n, default 1): time n calls in a row and divide. ``settle`` (True,
+    or the set of names it applies to): make as many calls, untimed, right before the timed ones, so that
+    the cost of switching from the one before falls outside (onnxruntime's thread pool and OpenMP's both
+    spin for a while after their work, which slows whatever runs next on a machine with few cores).
     """
     keys, order, calls = list(fns), random.Random(0), calls or {}
     times = {k: [] for k in keys}
     for _ in range(rounds):
         for k in order.sample(keys, len(keys)):
-            if settle:
+            if settle is True or (settle and k in settle):
                 once(fns[k], n=calls.get(k, 1))
             times[k].append(once(fns[k], n=calls.get(k, 1)))
     return times
@@ -83,11 +83,15 @@ def once(fn, *args, n: int = 1) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def time_models(models: dict, x, rounds: int = 7) -> dict:
+def time_models(models: dict, x, rounds: int = 5, budget: float = 2.0, settle_below: float = 0.05) -> dict:
     """{label: seconds a call of each model on ``x``}: medians of interleaved calls under ``no_grad``, after
-    two warm-up calls of each, each timed call right after an untimed one of the same model (what a loop
-    over one model sees)."""
+    a warm-up call of each, each timed call of a model faster than ``settle_below`` seconds right after an
+    untimed one of its own (what a loop over one model sees: the threads of the engine that ran before
+    may still be spinning; on a slower call that costs a negligible share). ``rounds`` rounds, or fewer
+    (at least 3) where the rounds would take over ``budget`` seconds."""
     with torch.no_grad():
-        for m in models.values():
-            call(m, x), call(m, x)
-        return medians({k: (lambda m=m: call(m, x)) for k, m in models.items()}, rounds, settle=True)
+        warm = {k: once(lambda m=m: call(m, x)) for k, m in models.items()}
+        per_round = sum(t * (2 if t < settle_below else 1) for t in warm.values())
+        n = max(3, min(rounds, int(budget / max(per_round, 1e-9))))
+        fns = {k: (lambda m=m: call(m, x)) for k, m in models.items()}
+        return medians(fns, n, settle={k for k, t in warm.items() if t < settle_below})
