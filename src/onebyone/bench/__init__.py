@@ -51,8 +51,9 @@ def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, pr
         result = _run_once(sections, quick, compile_, prefix if progress else False)
         result["unreliable"] = reliability(result)
         if result["unreliable"]:  # repeated once where a run cannot be trusted; the second stands, flagged or not
+            why = result["unreliable"]
             result = _run_once(sections, quick, compile_, (prefix + "again ") if progress else False)
-            result["unreliable"] = reliability(result)
+            result["unreliable"], result["repeated_because"] = reliability(result), why
         every.append(headlines(result))
         result["headlines"] = {k: statistics.median(r[k] for r in every) for k in every[0]}
         result["malloc"] = "freed memory held (bench.hold_freed_memory)" if held else "as the platform runs it"

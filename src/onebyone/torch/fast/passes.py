@@ -310,6 +310,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             OpenVINO (``OpenVino``, ``pip install onebyone[openvino]``), from one ONNX export. The fastest
             form on ``example`` is kept (the report gives each one's time); an engine not installed, a form
             that fails or one that moves the outputs past the tolerance is named in ``report.skipped``.
+            An engine's form, where kept, is returned as that engine's module: it runs the model itself
+            under autograd, and exports and checks again on the first call with another input shape.
         passes: the names of the passes to run, a subset of ``PASSES`` in any order (they run in
             ``PASSES``' order); ``check`` always runs. ``report.passes`` gives each one's seconds.
     """
