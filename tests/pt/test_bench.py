@@ -146,3 +146,15 @@ def test_the_optimize_section_weighs_the_engines_and_says_what_optimize_kept_and
         "fraction_of_peak": {}, "ceiling_vs_eager": 1.0}]}
     lines = summary(result | {"headlines": headlines(result)})
     assert f"(e) optimize(nin_digits), batch 8, {row['optimize_seconds']:.1f} s, {row['kept']} kept: " in lines[1]
+
+
+def test_a_repeated_run_says_why_the_first_was_repeated(monkeypatch):
+    import onebyone.bench as bench
+
+    busy = {"shared_mlp": {"round_spread": {"fused": 1.9}}}
+    results = iter([busy, {"shared_mlp": {"round_spread": {"fused": 1.01}}}])
+    monkeypatch.setattr(bench, "_run_once", lambda *args: dict(next(results)))
+    monkeypatch.setattr(bench, "headlines", lambda result: {})
+    result = bench.run("b", quick=True, compile_=False, progress=False)
+    assert result["unreliable"] == [] and len(result["repeated_because"]) == 1
+    assert result["repeated_because"][0].startswith("(b) fused: its median round took 1.90x its best")

@@ -222,3 +222,22 @@ def test_an_engine_that_is_not_installed_says_what_to_install():
     with pytest.raises(OneByOneError, match=r"Mine needs no_such_engine, onnx and onnxscript \(pip install "
                                             r"onebyone\[mine\]\): No module named 'no_such_engine'"):
         require_engine("no_such_engine", "Mine", "mine")
+
+
+def test_an_export_that_fails_is_tried_once_and_named_for_both_engines(monkeypatch):
+    try:
+        OnnxRuntime.require(), OpenVino.require()
+    except OneByOneError as e:
+        pytest.skip(str(e))
+    tried, real = [], exported_module.export
+
+    def counted(*args):
+        tried.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(exported_module, "export", counted)
+    model, x = Branch().eval(), torch.ones(2, 3)
+    opt, report = optimize(model, x, passes=ENGINES)
+    skipped = dict(report.skipped)
+    assert len(tried) == 1 and skipped["onnxruntime"] == skipped["OpenVINO"]
+    assert "could not export Branch" in skipped["OpenVINO"] and not isinstance(opt, (OnnxRuntime, OpenVino))

@@ -34,8 +34,9 @@ class Exported(Engine):
     argument), run ``model`` itself. The outputs keep ``model``'s structure (a tensor, tuples, dicts, a
     ``transformers`` ``ModelOutput``). An in-place edit of any weight or buffer drops every session.
 
-    ``exports``: a dict (signature -> ONNX bytes) that engines over the same model may share, so that
-    ``optimize`` exports once for both; None keeps nothing beyond the sessions."""
+    ``exports``: a dict (signature -> ONNX bytes, or the error the export raised) that engines over the
+    same model may share, so that ``optimize`` exports once for both; None keeps nothing beyond the
+    sessions."""
 
     engine = "an engine"
 
@@ -76,8 +77,15 @@ class Exported(Engine):
         inputs = describe(args[0] if len(args) == 1 and not kwargs else args)
         inputs += f" and {describe(kwargs)}" if kwargs else ""
         onnx = self.exports.get(key) if self.exports is not None else None
+        if isinstance(onnx, OneByOneError):  # the engine beside this one could not export it either
+            raise onnx
         if onnx is None:
-            onnx = export(self.model, args, kwargs, inputs)
+            try:
+                onnx = export(self.model, args, kwargs, inputs)
+            except OneByOneError as e:
+                if self.exports is not None:
+                    self.exports[key] = e
+                raise
             if self.exports is not None:
                 self.exports[key] = onnx
         fn, n_inputs = self.compile(onnx)
