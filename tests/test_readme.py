@@ -77,13 +77,22 @@ def test_readme_is_for_users():
     assert "seeds" not in text and "Truly understanding 1x1 convolutions" in text  # sources cited by title
 
 
-def peer_cells() -> dict:
-    """The rows of the bfloat16-and-peers table (benchmarks/bench_peers.json, one full run), as written."""
+def bench_run(name: str) -> dict:
     import json
 
+    return json.loads((README.parent / "benchmarks" / name).read_text())
+
+
+def cells(bench: dict, labels: dict) -> dict:
+    """{label: the cell as the tables write it (``bench.cell``)} of each headline ``labels`` names."""
     from onebyone.bench import cell
 
-    bench = json.loads((README.parent / "benchmarks" / "bench_peers.json").read_text())
+    return {label: cell(bench, key) for key, label in labels.items() if key in bench["headlines"]}
+
+
+def peer_cells() -> dict:
+    """The rows of the bfloat16-and-peers table (benchmarks/bench_peers.json, one full run), as written."""
+    bench = bench_run("bench_peers.json")
     labels = {"b bf16 vs eager": "[b] PointNet chain in bfloat16 vs eager float32 `Conv1d`",
               "b bf16 vs fused": "[b] PointNet chain in bfloat16 vs our float32 chain",
               "b bf16 ceiling vs eager": "[b] its ceiling: the bfloat16 peak over eager float32's GFLOP/s"}
@@ -95,24 +104,12 @@ def peer_cells() -> dict:
                    f"e {m} vs onnxruntime": f"[e] `optimize({m})` vs onnxruntime",
                    f"e {m} vs best peer": f"[e] `optimize({m})` vs the fastest of the three",
                    f"e {m} with compile vs best peer": f"[e] `optimize({m}, compile=True)` vs the fastest of the three"}
-    return {label: cell(bench, key) for key, label in labels.items() if key in bench["headlines"]}
-
-
-def test_the_bfloat16_and_peers_tables_are_their_bench_run():
-    pytest.importorskip("torch")
-    want = peer_cells()
-    assert rows(README.parent / "benchmarks" / "README.md", "| [") == want and len(want) >= 10
-    headlines = rows(README, "| [")
-    assert len(headlines) >= 3 and headlines == {k: want[k] for k in headlines}
+    return cells(bench, labels)
 
 
 def engine_cells() -> dict:
-    """The rows of the engines table (benchmarks/bench_engines.json: ``--sections be --runs 3``), as written."""
-    import json
-
-    from onebyone.bench import cell
-
-    bench = json.loads((README.parent / "benchmarks" / "bench_engines.json").read_text())
+    """The rows of the engines table (benchmarks/bench_engines.json: ``onebyone bench --runs 3``), as written."""
+    bench = bench_run("bench_engines.json")
     labels = {"b vs best engine": "{b} PointNet chain, B=32 N=1024, vs the faster of onnxruntime and OpenVINO",
               "b vs onnxruntime": "{b} PointNet chain vs onnxruntime",
               "b vs openvino": "{b} PointNet chain vs OpenVINO"}
@@ -123,12 +120,13 @@ def engine_cells() -> dict:
         if "vs_compile" in row:  # the bench compiles models under 2 GMACs a sample
             labels[f"e {m} vs best peer"] = (f"{{e}} `optimize({m})` vs the fastest of onnxruntime, OpenVINO and "
                                              "`torch.compile`")
-    return {label: cell(bench, key) for key, label in labels.items() if key in bench["headlines"]}
+    return cells(bench, labels)
 
 
-def test_the_engines_table_is_its_bench_run():
+@pytest.mark.parametrize("cells_of,opener", [(peer_cells, "| ["), (engine_cells, "| {")], ids=["peers", "engines"])
+def test_the_bfloat16_and_engines_tables_are_their_bench_runs(cells_of, opener):
     pytest.importorskip("torch")
-    want = engine_cells()
-    assert rows(README.parent / "benchmarks" / "README.md", "| {") == want and len(want) >= 10
-    headlines = rows(README, "| {")
+    want = cells_of()
+    assert rows(README.parent / "benchmarks" / "README.md", opener) == want and len(want) >= 10
+    headlines = rows(README, opener)
     assert len(headlines) >= 3 and headlines == {k: want[k] for k in headlines}
