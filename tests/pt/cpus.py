@@ -12,7 +12,7 @@ SETS = {
     "AVX-512 with bfloat16": Capabilities(isa="AVX512", onednn=True, bf16=True, avx512=True, amx=False),
 }
 REWRITES = [p for p in PASSES if p not in ("engines", "keep_faster")]  # the rewrites alone: no engines, no fallback
-ENGINES = REWRITES + ["engines"]  # the rewrites and the engines weighed, without the timed fallback
+WITH_ENGINES = REWRITES + ["engines"]  # the rewrites and the engines weighed, without the timed fallback
 
 
 def simulate(monkeypatch, name: str) -> Capabilities:

@@ -12,7 +12,7 @@ from torch import nn
 from onebyone.torch import FusedPointwiseChain, Pointwise, SharedMLP, optimize
 from onebyone.torch.fast import Compiled
 
-from .cpus import ENGINES, REAL, REWRITES
+from .cpus import REAL, REWRITES, WITH_ENGINES
 
 OP = "onebyone.pointwise_chain.default"
 
@@ -131,7 +131,7 @@ def test_many_compiled_models_of_one_class_each_compile(monkeypatch):
 def test_optimize_with_compile_keeps_outputs_and_says_what_it_chose():
     model = small_model()
     x = torch.randn(4, 3, 16, 16)
-    opt, report = optimize(model, x, compile=True, passes=ENGINES)
+    opt, report = optimize(model, x, compile=True, passes=WITH_ENGINES)
     said = [c for c in report.changed if " kept: " in c] + [n for n in report.notes if "engines' forms" in n]
     assert len(said) == 1 and " ms " in said[0]  # kept or not, with the times it measured
     assert isinstance(opt, Compiled) == said[0].startswith("torch.compile")
@@ -146,7 +146,7 @@ def test_optimize_names_a_form_that_fails_to_compile_and_keeps_one_that_works(mo
     monkeypatch.setattr(torch, "compile", broken)
     model = small_model()
     x = torch.randn(2, 3, 8, 8)
-    opt, report = optimize(model, x, compile=True, passes=ENGINES)
+    opt, report = optimize(model, x, compile=True, passes=WITH_ENGINES)
     assert not isinstance(opt, Compiled)
     assert ("torch.compile", "RuntimeError: no C++ compiler found") in report.skipped
     with torch.no_grad():
@@ -247,7 +247,7 @@ def test_each_thread_gets_back_its_own_freezing_setting():
 def test_optimize_in_bfloat16_with_compile_keeps_the_callers_dtype_and_tolerance():
     model = small_model()
     x = torch.randn(4, 3, 16, 16)
-    opt, report = optimize(model, x, dtype=torch.bfloat16, compile=True, passes=ENGINES)
+    opt, report = optimize(model, x, dtype=torch.bfloat16, compile=True, passes=WITH_ENGINES)
     with torch.no_grad():
         y, ref = opt(x), model(x)
     assert y.dtype == torch.float32 and report.precision["dtype"] == "bfloat16"

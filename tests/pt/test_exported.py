@@ -13,7 +13,7 @@ from onebyone.torch import Pointwise, optimize
 from onebyone.torch.fast import OnnxRuntime, OpenVino
 from onebyone.torch.fast import exported as exported_module
 
-from .cpus import ENGINES, simulate
+from .cpus import WITH_ENGINES, simulate
 
 pytest.importorskip("onnxscript")
 
@@ -162,7 +162,7 @@ def test_optimize_weighs_the_engines_by_default_from_one_export_and_keeps_the_fa
     monkeypatch.setattr(opt_module, "time_models", made_fastest)
     monkeypatch.setattr(exported_module, "export", counted)
     model, x = small_model(), torch.randn(2, 3, 10, 10)
-    opt, report = optimize(model, x, passes=ENGINES)  # compile=False: the engines are weighed all the same
+    opt, report = optimize(model, x, passes=WITH_ENGINES)  # compile=False: the engines are weighed all the same
     assert type(opt) is fastest and opt.exports is None  # the shared export is not kept with the model
     assert len(exports) == 1  # one export served both engines
     kept = report.changed[-1]
@@ -186,7 +186,7 @@ def test_optimize_names_an_engine_that_is_missing_or_moves_the_outputs(monkeypat
     monkeypatch.setattr(OpenVino, "require", staticmethod(missing))
     monkeypatch.setattr(OnnxRuntime, "compile", off_by_one)
     model, x = small_model(), torch.randn(2, 3, 8, 8)
-    opt, report = optimize(model, x, passes=ENGINES)  # never an error: the eager rewrite is kept
+    opt, report = optimize(model, x, passes=WITH_ENGINES)  # never an error: the eager rewrite is kept
     assert not isinstance(opt, (OnnxRuntime, OpenVino))
     skipped = dict(report.skipped)
     assert skipped["OpenVINO"].startswith("not weighed: OpenVino needs openvino") and "onebyone[openvino]" in \
@@ -199,7 +199,7 @@ def test_optimize_names_an_engine_that_is_missing_or_moves_the_outputs(monkeypat
 @pytest.mark.filterwarnings("ignore:optimize. bfloat16 was timed and ran no faster")  # tiny model
 def test_optimize_in_bfloat16_says_the_engines_were_not_weighed(monkeypatch):
     simulate(monkeypatch, "AVX-512 with bfloat16")  # skips where this CPU has no bfloat16 products
-    low, report = optimize(small_model(), torch.randn(2, 3, 8, 8), dtype=torch.bfloat16, passes=ENGINES)
+    low, report = optimize(small_model(), torch.randn(2, 3, 8, 8), dtype=torch.bfloat16, passes=WITH_ENGINES)
     assert not isinstance(low, (OnnxRuntime, OpenVino))
     assert "onnxruntime and OpenVINO were not weighed: they run float32 only here" in report.notes
 
@@ -237,7 +237,7 @@ def test_an_export_that_fails_is_tried_once_and_named_for_both_engines(monkeypat
 
     monkeypatch.setattr(exported_module, "export", counted)
     model, x = Branch().eval(), torch.ones(2, 3)
-    opt, report = optimize(model, x, passes=ENGINES)
+    opt, report = optimize(model, x, passes=WITH_ENGINES)
     skipped = dict(report.skipped)
     assert len(tried) == 1 and skipped["onnxruntime"] == skipped["OpenVINO"]
     assert "could not export Branch" in skipped["OpenVINO"] and not isinstance(opt, (OnnxRuntime, OpenVino))

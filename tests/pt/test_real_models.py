@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from onebyone import analyze
 from onebyone.torch import fold_batchnorm, linear_to_conv1x1, merge_pointwise, optimize
 
-from .cpus import ENGINES, REWRITES
+from .cpus import REWRITES, WITH_ENGINES
 
 T = pytest.importorskip("transformers")
 
@@ -141,7 +141,7 @@ def test_vit_b16_at_its_published_size_is_95_percent_one_by_one_convolutions():
 @pytest.mark.parametrize("name", ["vit", "mobilenet_v2"])  # a transformer; pads before every conv (TF "same")
 def test_optimize_with_compile_on_real_models_keeps_their_outputs(name):
     model, x = build(name)
-    opt, report = optimize(model, x, compile=True, passes=ENGINES)
+    opt, report = optimize(model, x, compile=True, passes=WITH_ENGINES)
     with torch.no_grad():
         want, got = model(**x).logits, opt(**x).logits
     assert (got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max()))

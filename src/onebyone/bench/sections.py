@@ -162,9 +162,9 @@ def shared_mlp(quick: bool, repeat: int, compile_: bool) -> dict:
            "roofline": [_roof(f"shared MLP {k}", flops, 4 * b * n * (3 + 1024), v, "b") for k, v in t.items()]}
     if compile_:
         out["fused_vs_compile"] = t["compile"] / t["fused"]
-    out |= {f"fused_vs_{k}": t[k] / t["fused"] for k in ENGINES if k in t}
-    if any(k in t for k in ENGINES):
-        out["fused_vs_best_engine"] = min(t[k] for k in ENGINES if k in t) / t["fused"]
+    out |= {f"fused_vs_{k}": t[k] / t["fused"] for k in PEER_ENGINES if k in t}
+    if any(k in t for k in PEER_ENGINES):
+        out["fused_vs_best_engine"] = min(t[k] for k in PEER_ENGINES if k in t) / t["fused"]
     if "fused_bf16" in t:
         out["bf16_vs_eager"], out["bf16_vs_fused"] = t["eager"] / t["fused_bf16"], t["fused"] / t["fused_bf16"]
     return out
@@ -267,7 +267,7 @@ def _real_models() -> dict:
     return out
 
 
-ENGINES = ("onnxruntime", "openvino")  # the inference engines users deploy, as a user would run them
+PEER_ENGINES = ("onnxruntime", "openvino")  # the inference engines users deploy, as a user would run them
 
 
 def _engines(model, x) -> dict:
@@ -380,12 +380,12 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
                "kept": _kept(opt)}
         if compile_ and not compiled:
             row["compile_skipped"] = f"{macs / 1e9:.1f} GMACs a sample: compiling it takes minutes"
-        peers = [k for k in ("compile", "compile_frozen", *ENGINES) if k in t]
+        peers = [k for k in ("compile", "compile_frozen", *PEER_ENGINES) if k in t]
         row |= {f"vs_{k}": t[k] / t["optimized"] for k in peers}
         if peers:
             row["vs_best_peer"] = min(t[k] for k in peers) / t["optimized"]
-        if any(k in t for k in ENGINES):
-            row["vs_best_engine"] = min(t[k] for k in ENGINES if k in t) / t["optimized"]
+        if any(k in t for k in PEER_ENGINES):
+            row["vs_best_engine"] = min(t[k] for k in PEER_ENGINES if k in t) / t["optimized"]
         if "optimized_compile" in t:
             row["kept_with_compile"] = _kept(with_compile)
             row["with_compile_vs_best_peer"] = min(t[k] for k in peers) / t["optimized_compile"]
