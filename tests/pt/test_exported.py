@@ -151,8 +151,8 @@ def test_optimize_weighs_the_engines_by_default_from_one_export_and_keeps_the_fa
 
     real, exports = opt_module.time_models, []
 
-    def made_fastest(models, x, rounds=5):  # the timings as measured, except that one engine is made fastest
-        return {k: (0.0 if k == fastest.engine else v) for k, v in real(models, x, rounds).items()}
+    def made_fastest(models, x, **timer):  # the timings as measured, except that one engine is made fastest
+        return {k: (0.0 if k == fastest.engine else v) for k, v in real(models, x, **timer).items()}
 
     def counted(*args):
         exports.append(args)
@@ -241,3 +241,63 @@ def test_an_export_that_fails_is_tried_once_and_named_for_both_engines(monkeypat
     skipped = dict(report.skipped)
     assert len(tried) == 1 and skipped["onnxruntime"] == skipped["OpenVINO"]
     assert "could not export Branch" in skipped["OpenVINO"] and not isinstance(opt, (OnnxRuntime, OpenVino))
+
+
+@pytest.mark.parametrize("behind, changed", [(1.5, False), (1.05, False), (1.05, True)])
+def test_the_eager_rewrite_is_tuned_only_where_it_can_still_win(monkeypatch, behind, changed):
+    """Tuning kernels takes seconds on a large model and gains a few percent: where the engines' forms lead
+    the untuned rewrite by more than that, it is skipped; where a kernel changes, the close ones race again."""
+    pytest.importorskip("onnxruntime")
+    from onebyone.torch.fast import passes as O
+
+    races, tuned = [], []
+
+    def timed(models, x, **timer):  # the engines at 1 ms, the untuned rewrite `behind` that, the model given 2 ms
+        races.append(list(models))
+        ms = {O.EAGER: behind if not tuned else 0.9, O.GIVEN: 2.0}
+        return {k: ms.get(k, 1.0) * 1e-3 for k in models}
+
+    monkeypatch.setattr(O, "time_models", timed)
+    monkeypatch.setattr(O, "choose_kernels", lambda model, x: tuned.append(model) or changed)
+    opt, report = optimize(small_model(), torch.randn(2, 3, 8, 8), channels_last=False,
+                           passes=WITH_ENGINES + ["keep_faster"])
+    if behind > O.TUNE_REACH:
+        assert tuned == [] and isinstance(opt, OnnxRuntime) and report.layers == []
+        assert f"kernels not tuned: the eager rewrite ran {behind:.2f}x the fastest form's time untuned" in \
+            " ".join(report.notes)
+        assert len(races) == 1
+    elif not changed:  # tuned, nothing changed: the first race stands
+        assert len(tuned) == 1 and len(races) == 1 and isinstance(opt, OnnxRuntime)
+    else:  # tuned, a kernel changed: the rewrite and the engines within reach race again, and it wins
+        assert len(tuned) == 1 and races[1] == [k for k in races[0] if k != O.GIVEN]  # 2 ms: out of reach
+        assert not isinstance(opt, OnnxRuntime) and any("kept the eager rewrite" in n for n in report.notes)
+
+
+def test_prepare_checks_against_the_callers_outputs_and_keeps_the_session(monkeypatch, engine):
+    model, x = small_model(), torch.randn(2, 3, 8, 8)
+    exports, real = [], exported_module.export
+    monkeypatch.setattr(exported_module, "export", lambda *a: exports.append(a) or real(*a))
+    with torch.no_grad():
+        want = model(x)
+        fast = engine(model)
+        with pytest.raises(OneByOneError, match=f"{engine.engine} moved the outputs by 1 "):
+            fast.prepare(x, want + 1)  # checked against what the caller gives, not against a fresh run
+        fast.prepare(x, want)
+        torch.testing.assert_close(fast(x), want, rtol=1e-5, atol=1e-5)  # the prepared session ran
+    assert len(exports) == 2 and len(fast._built) == 1
+    with pytest.raises(OneByOneError, match="runs the model itself on inputs"):
+        fast.prepare(x.bfloat16(), want)
+
+
+def test_onnxruntime_threads_are_checked_and_a_short_call_weighs_one_thread_too():
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(OneByOneError, match=r"threads must be None or an int >= 1, got 0"):
+        OnnxRuntime(small_model(), threads=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, report = optimize(small_model(), torch.randn(2, 3, 8, 8), passes=WITH_ENGINES)
+    finally:
+        torch.set_num_threads(threads)
+    timed = next(n for n in [*report.changed, *report.notes] if "onnxruntime, one thread" in n)
+    assert " ms" in timed  # weighed and timed beside the others (a call of this model takes well under 2 ms)

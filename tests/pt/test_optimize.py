@@ -82,7 +82,7 @@ def test_passes_are_named_and_checked():
 
 
 def test_optimize_never_returns_a_slower_model_without_a_warning(monkeypatch):
-    def given_is_faster(models, x, rounds=5):  # what a slow rewrite would measure
+    def given_is_faster(models, x, **timer):  # what a slow rewrite would measure
         return {k: (1e-3 if k == O.GIVEN else 2e-3) for k in models}
 
     monkeypatch.setattr(O, "time_models", given_is_faster)
@@ -96,7 +96,7 @@ def test_optimize_never_returns_a_slower_model_without_a_warning(monkeypatch):
 
 
 def test_optimize_keeps_its_rewrite_when_it_is_faster(monkeypatch):
-    monkeypatch.setattr(O, "time_models", lambda models, x, rounds=5: {k: (1e-3 if k == O.GIVEN else 0.5e-3)
+    monkeypatch.setattr(O, "time_models", lambda models, x, **timer: {k: (1e-3 if k == O.GIVEN else 0.5e-3)
                                                                        for k in models})
     opt, report = optimize(net(), X, channels_last=False)
     assert "ConvAct" in kinds(opt)
@@ -267,18 +267,23 @@ def test_optimize_checks_float64_on_one_sample_and_its_own_dtype_on_the_whole_ex
     from onebyone.torch import rewrite_report
     from onebyone.torch.tensors import first_sample
 
-    seen = []
-    real = rewrite_report.max_difference
+    seen, compared = [], []
+    real, real_outputs = rewrite_report.max_difference, O.output_difference
 
     def spy(before, after, example, reshape=None, dtype=torch.float64):
         seen.append((dtype, tuple(example.shape)))
         return real(before, after, example, reshape, dtype)
 
+    def outputs_spy(want, got, what):  # the outputs compared in the model's own dtype
+        compared.append([(t.dtype, t.shape[0]) for t in [*want, *got]])
+        return real_outputs(want, got, what)
+
     monkeypatch.setattr(rewrite_report, "max_difference", spy)
-    monkeypatch.setattr(O, "max_difference", spy)
-    optimize(net(), X, channels_last=False, passes=REWRITES)
-    assert (torch.float64, (1, 3, 12, 12)) in seen and (None, (2, 3, 12, 12)) in seen
-    assert (torch.float64, (2, 3, 12, 12)) not in seen  # float64 on the whole batch: 8x the work at batch 8
+    monkeypatch.setattr(O, "output_difference", outputs_spy)
+    _, report = optimize(net(), X, channels_last=False, passes=REWRITES)
+    assert set(seen) == {(torch.float64, (1, 3, 12, 12))}  # not on the whole batch: 8x the work at batch 8
+    assert compared == [[(torch.float32, 2)] * 2]  # float32 on the whole example, the fast path
+    assert any(n.startswith("checked in float32 on the fast path too") for n in report.notes)
     assert first_sample({"a": torch.ones(4, 2), "b": torch.ones(4)})["b"].shape == (1,)
     mixed = (torch.ones(4, 2), torch.ones(3))  # no common batch: the example as given
     one = X[:1]  # a batch of one is its own first sample

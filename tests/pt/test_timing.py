@@ -100,3 +100,33 @@ def test_settled_blocks_leave_out_a_switch_that_slows_several_calls(monkeypatch)
     calls = {"torch": 8, "onnxruntime": 8}
     assert timing.medians(fns, 9, calls)["torch"] == pytest.approx(1e-4 * 14 / 8)  # 3 slow calls in each block
     assert timing.medians(fns, 9, calls, settle=True) == pytest.approx({"torch": 1e-4, "onnxruntime": 2e-4})
+
+
+def test_time_models_settles_each_call_and_lets_a_clearly_slower_model_leave_early(monkeypatch):
+    engine = _switching_engines(monkeypatch, slow_calls=1)  # the first call after a switch takes 3x its time
+    runs = {"fast": engine("fast", 10e-3), "close": engine("close", 10.5e-3), "slow": engine("slow", 20e-3)}
+    calls = dict.fromkeys(runs, 0)
+
+    def model(name):
+        def forward(x):
+            calls[name] += 1
+            runs[name]()
+        return forward
+
+    t = timing.time_models({k: model(k) for k in runs}, torch.ones(1), rounds=5, budget=10.0)
+    assert t == pytest.approx({"fast": 10e-3, "close": 10.5e-3, "slow": 20e-3})  # no switch in any timed call
+    assert calls == {"fast": 2 * 5, "close": 2 * 5, "slow": 2 * 2}  # each call settled; slow out after round 2
+    calls.update(dict.fromkeys(runs, 0))
+    t = timing.time_models({k: model(k) for k in runs}, torch.ones(1), rounds=5, budget=10.0, drop=None)
+    assert calls == dict.fromkeys(runs, 2 * 5) and t["slow"] == pytest.approx(20e-3)
+
+
+def test_time_models_times_short_calls_in_blocks_and_fits_its_budget(monkeypatch):
+    engine = _switching_engines(monkeypatch, slow_calls=0)
+    calls = []
+    tiny, big = engine("tiny", 1e-4), engine("big", 0.2)
+    models = {"tiny": lambda x: calls.append("tiny") or tiny(), "big": lambda x: calls.append("big") or big()}
+    t = timing.time_models(models, torch.ones(1), rounds=5, budget=1.0, drop=None)
+    assert t == pytest.approx({"tiny": 1e-4, "big": 0.2})
+    assert calls.count("big") == 2 * 3  # 0.4 s a round: 3 rounds, the fewest, within about a second
+    assert calls.count("tiny") == 2 + 2 * 2 * 10  # then blocks of 10 calls (1 ms) in the next two rounds

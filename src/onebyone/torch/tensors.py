@@ -29,11 +29,15 @@ def input_kw(model: nn.Module) -> dict:
 
 def call(model: nn.Module, example):
     """Run ``model`` on an example: a tensor, a tuple of positional tensors, or a dict of keyword tensors."""
+    args, kwargs = arguments(example)
+    return model(*args, **kwargs)
+
+
+def arguments(example) -> tuple[tuple, dict]:
+    """(positional, keyword) arguments of a call on ``example`` (see ``call``)."""
     if isinstance(example, dict):
-        return model(**example)
-    if isinstance(example, (tuple, list)):
-        return model(*example)
-    return model(example)
+        return (), example
+    return (tuple(example) if isinstance(example, (tuple, list)) else (example,)), {}
 
 
 def tensor_args(args, kwargs) -> list:

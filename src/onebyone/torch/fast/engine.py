@@ -36,11 +36,15 @@ class Engine(nn.Module):
                 any(p.requires_grad for p in self.model.parameters())
                 or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
             return self.model(*args, **kwargs)  # a TorchFunctionMode (the analyzer's) watches torch calls
+        return self.run(self.built(), args, kwargs)
+
+    def built(self):
+        """What ``build`` made, made again first where a weight or buffer was edited in place since."""
         if self._built is None or [t._version for t in self._tensors] != self._versions:
             self.__dict__["_built"] = self.build()
             self._tensors = [*self.model.parameters(), *self.model.buffers()]
             self._versions = [t._version for t in self._tensors]
-        return self.run(self._built, args, kwargs)
+        return self._built
 
     def __getstate__(self):
         return {**self.__dict__, "_built": None, "_versions": None, "_tensors": None}

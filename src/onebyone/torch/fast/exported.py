@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ...errors import OneByOneError
 from ..rewrite_report import output_difference
-from ..tensors import describe
+from ..tensors import arguments, describe
 from .engine import Engine
 
 # dtypes that cross to NumPy without a copy (bfloat16 does not): other inputs run the model itself
@@ -63,17 +63,27 @@ class Exported(Engine):
             return self.model(*args, **kwargs)
         made = sessions.get(key)
         if made is None:
-            while len(sessions) >= self.sessions:
-                sessions.pop(next(iter(sessions)))
-            made = sessions[key] = self._session(key, args, kwargs)
+            made = _keep(sessions, key, self._session(key, args, kwargs), self.sessions)
         fn, spec = made
         outs = fn(_arrays(args, kwargs))
         if spec is None:  # one tensor
             return torch.from_numpy(outs[0])
         return tree_unflatten([torch.from_numpy(o) for o in outs], spec)
 
-    def _session(self, key, args: tuple, kwargs: dict):
-        """(the compiled model's function, the outputs' structure) for inputs like these, checked on them."""
+    def prepare(self, example, expected) -> None:
+        """Export, compile and check now the session for ``example`` (a tensor, a tuple of positional tensors
+        or a dict of keyword tensors), against ``expected``: ``model``'s outputs on ``example``, which the
+        caller already has (``model`` is not run again). Raises as the first call with ``example`` would."""
+        args, kwargs = arguments(example)
+        key = None if self.model.training else _signature(args, kwargs)
+        if key is None:
+            raise OneByOneError(f"{type(self).__name__} runs the model itself on inputs {describe(example)} "
+                                "(training mode, or tensors NumPy cannot hold): nothing to prepare")
+        _keep(self.built(), key, self._session(key, args, kwargs, expected), self.sessions)
+
+    def _session(self, key, args: tuple, kwargs: dict, expected=None):
+        """(the compiled model's function, the outputs' structure) for inputs like these, checked on them
+        against ``expected`` (the model's outputs on them; None: the model is run)."""
         inputs = describe(args[0] if len(args) == 1 and not kwargs else args)
         inputs += f" and {describe(kwargs)}" if kwargs else ""
         onnx = self.exports.get(key) if self.exports is not None else None
@@ -89,7 +99,7 @@ class Exported(Engine):
             if self.exports is not None:
                 self.exports[key] = onnx
         fn, n_inputs = self.compile(onnx)
-        want, spec = tree_flatten(self.model(*args, **kwargs))
+        want, spec = tree_flatten(self.model(*args, **kwargs) if expected is None else expected)
         if not want or not all(isinstance(t, torch.Tensor) for t in want):
             raise OneByOneError(f"{type(self).__name__} needs a model whose outputs are tensors (in tuples, lists "
                                 f"or dicts), got {[type(t).__name__ for t in want]}")
@@ -130,6 +140,15 @@ def export(model, args: tuple, kwargs: dict, inputs: str) -> bytes:
                             f"{type(model).__name__} on inputs {inputs}: {type(cause).__name__}: "
                             f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}") from e
     return program.model_proto.SerializeToString()
+
+
+def _keep(sessions: dict, key, made, most: int):
+    """``sessions[key] = made``, the oldest sessions dropped first to keep at most ``most``; returns ``made``."""
+    sessions.pop(key, None)
+    while len(sessions) >= most:
+        sessions.pop(next(iter(sessions)))
+    sessions[key] = made
+    return made
 
 
 def _signature(args: tuple, kwargs: dict):

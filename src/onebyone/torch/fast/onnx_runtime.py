@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import OneByOneError
 from .exported import Exported, require_engine
 
 
 class OnnxRuntime(Exported):
-    """``model`` exported to ONNX and run by onnxruntime (CPU provider, all graph optimizations, this
-    process's torch thread count) whenever no gradient is wanted; under autograd, ``model`` itself.
-    Sessions, checks and refusals are ``Exported``'s.
+    """``model`` exported to ONNX and run by onnxruntime (CPU provider, all graph optimizations, ``threads``
+    threads: None is this process's torch thread count) whenever no gradient is wanted; under autograd,
+    ``model`` itself. Sessions, checks and refusals are ``Exported``'s.
 
     Its threads stop spin-waiting when a call returns (``spin=True``: they go on spinning for the next
     one, onnxruntime's default, which makes back-to-back calls of a small model a little faster but, on a
@@ -28,9 +29,12 @@ class OnnxRuntime(Exported):
 
     engine = "onnxruntime"
 
-    def __init__(self, model, tol: float = 1e-4, sessions: int = 8, spin: bool = False, exports: dict | None = None):
+    def __init__(self, model, tol: float = 1e-4, sessions: int = 8, spin: bool = False, exports: dict | None = None,
+                 threads: int | None = None):
         super().__init__(model, tol, sessions, exports)
-        self.spin = spin
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise OneByOneError(f"threads must be None or an int >= 1, got {threads!r}")
+        self.spin, self.threads = spin, threads
 
     @staticmethod
     def require():
@@ -40,7 +44,7 @@ class OnnxRuntime(Exported):
         ort = require_onnxruntime()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.intra_op_num_threads = self.threads or torch.get_num_threads()
         if not self.spin:  # spin-wait inside a call, stop when it returns
             opts.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])

@@ -7,7 +7,8 @@ driver over named passes, each ``pass(model, ctx) -> model``:
 - ``pools``: each MaxPool2d -> ``MaxPool``;
 - ``channels_last``: the model and its input in channels_last memory, where that times faster;
 - ``check``: the outputs against the original's, in float64 and in the example's dtype (always runs);
-- ``kernels``: each fast layer's kernel for the example's shapes, timed here and stored in the layer;
+- ``kernels``: each fast layer's kernel for the example's shapes, timed here and stored in the layer (in
+  float32 with ``engines`` to come, after their race and only where the eager rewrite can still win);
 - ``bfloat16``: with ``dtype=torch.bfloat16``, the products in bfloat16 behind a ``CastIO``;
 - ``engines``: onnxruntime and OpenVINO (where installed) and, with ``compile=True``, ``torch.compile``
   weighed against the rest;
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
-from ..rewrite_report import KernelChoice, RewriteReport, finish, max_difference, output_difference, outputs
+from ..rewrite_report import KernelChoice, RewriteReport, finish, output_difference, outputs
 from ..rewrites import merge_pointwise
 from ..tensors import call, check_module, example_values, first_sample, input_kw, probe_input
 from . import private
@@ -44,6 +45,11 @@ from .wrappers import CastIO, ChannelsLast
 
 BF16_TOL = 2e-2  # of the output scale: bfloat16 keeps 8 bits of mantissa, about 0.4% an operation
 GIVEN = "the model given"  # its label where it is timed beside the rewrite
+EAGER = "the eager rewrite"  # the model the rewriting passes made, timed beside the engines' forms
+TUNE_REACH = 1.1  # the eager rewrite's kernels are tuned where it runs within this of the fastest form (the
+# tuning keeps a kernel only where it is 10% faster on its layer; on whole models it gained 0-4%)
+ONE_THREAD_BELOW = 2e-3  # seconds a call: below, onnxruntime on one thread is weighed too (handing so short
+# a call to a second thread and waking it can cost more than the thread gives)
 
 
 @dataclasses.dataclass
@@ -60,9 +66,20 @@ class Context:
     dtype_tol: float = BF16_TOL
     channels_last: bool | None = None
     compile: bool = False
+    passes: tuple = ()  # the names of the passes that run
     folded: nn.Module | None = None
     forms: dict = dataclasses.field(default_factory=dict)
     timed: tuple | None = None  # (seconds a call by label, the label of the model the last pass returned)
+    tune_later: bool = False  # the kernels pass left the tuning to the engines pass
+    call_seconds: float = float("inf")  # the rewrite's call on the example in the check pass (a first call)
+    given_outputs: object = None  # the model given's outputs on the example (``reference``)
+
+    def reference(self):
+        """The model given's outputs on the whole example, computed once: the passes compare with them."""
+        if self.given_outputs is None:
+            with torch.no_grad():
+                self.given_outputs = call(self.model, self.x)
+        return self.given_outputs
 
 
 def fold(model: nn.Module, ctx: Context) -> nn.Module:
@@ -114,7 +131,11 @@ def check(model: nn.Module, ctx: Context) -> nn.Module:
     example's first sample (``finish``, which also counts the costs per sample; the weights' algebra does
     not depend on the batch) and in the model's own dtype on the whole example, on the fast path."""
     model, ctx.report = finish(ctx.report, ctx.model, model, first_sample(ctx.x), ctx.tol, inplace=False)
-    diff, scale = max_difference(ctx.model, model, ctx.x, dtype=None)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        got = call(model, ctx.x)
+        ctx.call_seconds = time.perf_counter() - t0
+    diff, scale = output_difference(outputs(ctx.reference()), outputs(got), "the rewrite")
     own = str(input_kw(ctx.model)["dtype"]).removeprefix("torch.")
     if diff > ctx.tol * max(scale, 1.0):
         raise OneByOneError(f"optimize changed the {own} outputs by {diff:.3g} "
@@ -125,17 +146,38 @@ def check(model: nn.Module, ctx: Context) -> nn.Module:
 
 def kernels(model: nn.Module, ctx: Context) -> nn.Module:
     """Time each fast layer's kernels on the input it gets from the example and store the choice in the
-    layer (``report.layers`` lists each); a layer the example does not reach keeps its default."""
-    choose_kernels(model, ctx.x)
-    ctx.report.layers = kernel_table(model)
-    _kernel_notes(ctx.report)
+    layer (``report.layers`` lists each); a layer the example does not reach keeps its default. In float32
+    with the ``engines`` pass to come, that pass tunes instead, after timing the engines' forms against the
+    untuned rewrite, and only where the rewrite can still win: tuning changes little (a kernel is kept only
+    where it is clearly faster than the default), and a rewrite the engines beat by far is not returned."""
+    if ctx.dtype is None and "engines" in ctx.passes:
+        ctx.tune_later = True
+    else:
+        _tune(model, ctx)
     return model
 
 
-def choose_kernels(model: nn.Module, x) -> None:
+def _tune(model: nn.Module, ctx: Context) -> bool:
+    """``choose_kernels`` and the report's table and notes; True where a layer chose other than its default."""
+    changed = choose_kernels(model, ctx.x)
+    ctx.report.layers = kernel_table(model)
+    _kernel_notes(ctx.report)
+    ctx.tune_later = False
+    return changed
+
+
+def choose_kernels(model: nn.Module, x) -> bool:
     """Each ``ConvAct`` / ``MaxPool`` / ``FusedPointwiseChain`` in ``model`` tuned (``tune``) on the first
-    input it gets when ``model`` runs ``x``, with ``timing.fastest`` choosing."""
-    seen = {}
+    input it gets when ``model`` runs ``x``, with ``timing.fastest`` choosing; True where any layer chose
+    other than its default (the first candidate, which ``fastest`` keeps unless another is clearly faster),
+    so that the model now runs otherwise."""
+    seen, changed = {}, []
+
+    def pick(cands: dict) -> str:
+        name = fastest(cands)
+        changed.append(name != next(iter(cands)))
+        return name
+
     hooks = [m.register_forward_pre_hook(lambda m, args: seen.setdefault(m, args[0] if args else None))
              for m in model.modules() if isinstance(m, (ConvAct, MaxPool, FusedPointwiseChain))]
     try:
@@ -143,10 +185,11 @@ def choose_kernels(model: nn.Module, x) -> None:
             call(model, x)
             for m, inp in seen.items():
                 if isinstance(inp, torch.Tensor):
-                    m.tune(inp, fastest)
+                    m.tune(inp, pick)
     finally:
         for h in hooks:
             h.remove()
+    return any(changed)
 
 
 def kernel_table(model: nn.Module) -> list:
@@ -181,7 +224,8 @@ def bfloat16(model: nn.Module, ctx: Context) -> nn.Module:
         warnings.warn(f"optimize(dtype=torch.bfloat16) kept float32: {why}", stacklevel=3)
         return model
     low = CastIO(copy.deepcopy(model), ctx.dtype)
-    diff, scale = max_difference(ctx.model, low, ctx.x, dtype=None)
+    with torch.no_grad():
+        diff, scale = output_difference(outputs(ctx.reference()), outputs(call(low, ctx.x)), "bfloat16")
     report.precision = {"dtype": "bfloat16", "max_abs_diff": diff, "relative": diff / max(scale, 1e-30),
                         "tolerance": ctx.dtype_tol}
     if diff > ctx.dtype_tol * max(scale, 1e-30):
@@ -205,23 +249,26 @@ def bfloat16(model: nn.Module, ctx: Context) -> nn.Module:
 
 def engines(model: nn.Module, ctx: Context) -> nn.Module:
     """The engines users deploy, weighed against ``model``: in float32, the folded model exported once to
-    ONNX and run by onnxruntime (``OnnxRuntime``) and by OpenVINO (``OpenVino``), each where installed;
-    with ``compile=True``, ``Compiled`` (Inductor with freezing) of the folded model and of the model with
-    its chains. The fastest on the example of these and ``model`` is kept (the report gives each one's
-    time); an engine not installed, a form that fails, or one that moves the outputs past the tolerance
+    ONNX and run by onnxruntime (``OnnxRuntime``; on a call under ``ONE_THREAD_BELOW`` seconds, on one
+    thread too) and by OpenVINO (``OpenVino``), each where installed; with ``compile=True``, ``Compiled``
+    (Inductor with freezing) of the folded model and of the model with its chains. The fastest on the
+    example of these and ``model`` is kept (the report gives each one's time, and where the pass's time
+    went); an engine not installed, a form that fails, or one that moves the outputs past the tolerance
     is named in ``report.skipped`` with the reason."""
     forms = {k: Compiled(m) for k, m in ctx.forms.items()}
     if isinstance(model, CastIO):
         ctx.report.notes.append("onnxruntime and OpenVINO were not weighed: they run float32 only here")
     else:
-        exports = {}  # one ONNX export for both engines
+        exports, folded = {}, copy.deepcopy(ctx.folded or ctx.model)  # one ONNX export for every engine
         for cls in (OnnxRuntime, OpenVino):
             try:
                 cls.require()
             except OneByOneError as e:
                 ctx.report.skipped.append((cls.engine, f"not weighed: {e}"))
                 continue
-            forms[cls.engine] = cls(copy.deepcopy(ctx.folded or ctx.model), tol=ctx.tol, exports=exports)
+            forms[cls.engine] = cls(folded, tol=ctx.tol, exports=exports)
+            if cls is OnnxRuntime and torch.get_num_threads() > 1 and ctx.call_seconds < ONE_THREAD_BELOW:
+                forms["onnxruntime, one thread"] = OnnxRuntime(folded, tol=ctx.tol, exports=exports, threads=1)
     kept = _fastest_form(model, forms, ctx)
     if isinstance(kept, Exported):
         kept.exports = None  # its session is made: the shared export is not kept with the model
@@ -229,34 +276,63 @@ def engines(model: nn.Module, ctx: Context) -> nn.Module:
 
 
 def _fastest_form(work, forms: dict, ctx: Context):
-    """The fastest on the example of ``work`` and the ``forms`` whose outputs stay within ``ctx.tol``."""
-    fine, report = {}, ctx.report
-    with torch.no_grad():
-        want = outputs(call(ctx.model, ctx.x))  # the reference, run once for every form
+    """The fastest on the example of ``work`` and the ``forms`` whose outputs stay within ``ctx.tol``; where
+    the kernels pass left its tuning here, ``work`` tuned first if it can still win (``_race``)."""
+    fine, report, t0 = {}, ctx.report, time.perf_counter()
     for label, form in forms.items():
         try:
             with torch.no_grad():
-                got = outputs(call(form, ctx.x))  # compiles / exports
-        except Exception as e:  # noqa: BLE001 (dynamo and inductor raise many kinds: name it, keep the eager rewrite)
+                if isinstance(form, Exported):  # exports (once for all), compiles, checks against the model given
+                    form.prepare(ctx.x, ctx.reference())
+                    fine[label] = form
+                    continue
+                got = outputs(call(form, ctx.x))  # compiles
+        except Exception as e:  # noqa: BLE001 (dynamo, inductor and the exporter raise many kinds: name it, go on)
             report.skipped.append((label, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
             continue
-        diff, scale = output_difference(want, got, label)
+        diff, scale = output_difference(outputs(ctx.reference()), got, label)
         if diff > ctx.tol * max(scale, 1.0):
             report.skipped.append((label, f"it moved the outputs by {diff:.3g} (> {ctx.tol * max(scale, 1.0):.3g})"))
         else:
             fine[label] = form
+    made = time.perf_counter() - t0
     if not fine:
+        if ctx.tune_later:
+            _tune(work, ctx)
         return work
-    t = time_models({"the eager rewrite": work, **fine, GIVEN: ctx.model}, ctx.x)  # keep_faster reads it too
+    t = _race({EAGER: work, **fine, GIVEN: ctx.model}, ctx)
     best = min((k for k in t if k != GIVEN), key=t.get)
     ctx.timed = (t, best)
     timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items() if k != GIVEN)
-    if best == "the eager rewrite":
+    report.notes.append(f"engines: their forms made and checked in {made:.2g} s (the ONNX export among it), "
+                        f"all timed in {time.perf_counter() - t0 - made:.2g} s")
+    if best == EAGER:
         report.notes.append(f"the engines' forms were timed and ran slower ({timed} a call): kept the eager rewrite")
         return work
     engine = "Inductor, freezing" if isinstance(fine[best], Compiled) else "its ONNX export, float32 on the CPU"
     report.changed.append(f"{best} ({engine}) kept: {timed} a call")
+    report.layers = []  # the fast layers' kernels are not what runs
     return fine[best]
+
+
+def _race(race: dict, ctx: Context) -> dict:
+    """{label: seconds a call} of the models in ``race`` (each just run on the example), timed side by side,
+    the slow ones leaving early (``time_models``). Where the kernels pass left its tuning here: the eager
+    rewrite tuned if it ran within ``TUNE_REACH`` of the fastest, and the close ones timed again where a
+    kernel changed; otherwise the report says why it was not tuned."""
+    t = time_models(race, ctx.x)
+    if not ctx.tune_later:
+        return t
+    lead = max(min(t.values()), 1e-9)
+    if t[EAGER] > TUNE_REACH * lead:
+        ctx.tune_later = False
+        ctx.report.notes.append(f"kernels not tuned: the eager rewrite ran {t[EAGER] / lead:.2f}x the fastest "
+                                "form's time untuned, further behind than tuning could bring it")
+        return t
+    if _tune(race[EAGER], ctx):  # it runs otherwise now: the close ones again
+        close = {k: m for k, m in race.items() if t[k] <= TUNE_REACH * lead}
+        t |= time_models(close, ctx.x)
+    return t
 
 
 def keep_faster(model: nn.Module, ctx: Context) -> nn.Module:
@@ -324,7 +400,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
                             f"call {type(model).__name__}.eval() first")
     ctx = Context(model, probe_input(model, example, input_size), RewriteReport("optimize"), tol,
-                  dtype if dtype == torch.bfloat16 else None, dtype_tol, channels_last, compile)
+                  dtype if dtype == torch.bfloat16 else None, dtype_tol, channels_last, compile, tuple(names))
     work = model if names[0] == "fold" else copy.deepcopy(model)  # fold copies; the other passes work in place
     for name in names:
         t0, before = time.perf_counter(), len(ctx.report.changed)

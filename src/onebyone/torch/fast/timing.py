@@ -51,7 +51,7 @@ def per_block(seconds: dict, block: float) -> dict:
 
 def medians(fns: dict, rounds: int, calls=None, settle=False) -> dict:
     """Median seconds per call of each no-argument callable over ``rounds`` interleaved rounds (``timings``)."""
-    return {k: sorted(v)[len(v) // 2] for k, v in timings(fns, rounds, calls, settle).items()}
+    return {k: _median(v) for k, v in timings(fns, rounds, calls, settle).items()}
 
 
 def timings(fns: dict, rounds: int, calls=None, settle=False) -> dict:
@@ -83,15 +83,40 @@ def once(fn, *args, n: int = 1) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def time_models(models: dict, x, rounds: int = 5, budget: float = 2.0, settle_below: float = 0.05) -> dict:
-    """{label: seconds a call of each model on ``x``}: medians of interleaved calls under ``no_grad``, after
-    a warm-up call of each, each timed call of a model faster than ``settle_below`` seconds right after an
-    untimed one of its own (what a loop over one model sees: the threads of the engine that ran before
-    may still be spinning; on a slower call that costs a negligible share). ``rounds`` rounds, or fewer
-    (at least 3) where the rounds would take over ``budget`` seconds."""
+DROP = 1.25  # a model whose fastest call is this many times the leader's median leaves the race
+
+
+def time_models(models: dict, x, rounds: int = 5, budget: float = 1.0, drop: float | None = DROP,
+                block: float = 1e-3) -> dict:
+    """{label: seconds a call of each model on ``x``}: medians of interleaved rounds under ``no_grad``.
+
+    Each round calls the models still in the race in a new seeded order, each timed call right after an
+    untimed one of the same model: what a loop over one model sees (the threads of the engine or the
+    OpenMP code that ran before may still be spinning, which on a machine with few cores slowed the next
+    call by a fifth in our measurements); in the first round that untimed call is also the warm-up. After
+    the first round, a model faster than ``block`` seconds is timed in blocks of calls lasting about that
+    (``per_block``). There are ``rounds`` rounds, or fewer (at least 3) where they would take over
+    ``budget`` seconds as the first round estimates. From the second round on, a model whose fastest call
+    so far is over ``drop`` times the leader's median leaves the race (None: none do): its median so far
+    stands, since more rounds would only say by how much it loses."""
     with torch.no_grad():
-        warm = {k: once(lambda m=m: call(m, x)) for k, m in models.items()}
-        per_round = sum(t * (2 if t < settle_below else 1) for t in warm.values())
-        n = max(3, min(rounds, int(budget / max(per_round, 1e-9))))
         fns = {k: (lambda m=m: call(m, x)) for k, m in models.items()}
-        return medians(fns, n, settle={k for k, t in warm.items() if t < settle_below})
+        times, live, order, n, done = {k: [] for k in fns}, list(fns), random.Random(0), rounds, 0
+        calls = dict.fromkeys(fns, 1)
+        while done < n:
+            for k in order.sample(live, len(live)):
+                once(fns[k], n=calls[k])
+                times[k].append(once(fns[k], n=calls[k]))
+            done += 1
+            if done == 1:
+                calls = per_block({k: v[0] for k, v in times.items()}, block)
+                per_round = 2 * sum(v[0] * calls[k] for k, v in times.items())
+                n = max(3, min(rounds, int(budget / max(per_round, 1e-9))))
+            elif drop is not None:
+                lead = min(_median(times[k]) for k in live)
+                live = [k for k in live if min(times[k]) <= drop * lead]
+        return {k: _median(v) for k, v in times.items()}
+
+
+def _median(v: list) -> float:
+    return sorted(v)[len(v) // 2]
