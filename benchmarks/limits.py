@@ -1,6 +1,7 @@
 """What limits the bench targets that are not met (README, Speed): the measurements behind each reason.
 
 Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin] [mobilenet] [peers] [bf16] [chain]
+[pointnet_cls]
 (all by default; a few minutes)
 
 - peaks: the bench's peak (its best large channels_last 1x1 conv) beside 3x3 and 5x5 convs and a large
@@ -21,6 +22,8 @@ Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin]
   layers' sum leaves out is spent between them (Python, and ops outside modules: cat, pad, add).
 - chain: PointNet's shared MLP fused, beside onnxruntime and OpenVINO (B = 8 and 32, 1,024 points), then
   where our chain (torch profiler) and onnxruntime (its profiler, by node) spend their time.
+- pointnet_cls: the whole optimize()d pointnet_cls beside onnxruntime and OpenVINO (B = 8), then where it and
+  onnxruntime spend their time, by operator (each one's profiler).
 - bf16: optimize() in float32 and in bfloat16 on squeezenet1_1 and mobilenet_v1, layer kinds side by side:
   which kinds gain less than the 1.7x target.
 All timings are bench.timeit's (interleaved rounds, best round, with hold_freed_memory()).
@@ -288,7 +291,6 @@ def chain():
     """PointNet's shared MLP (3-64-64-64-128-1024, max over 1,024 points): our fused chain (kernels tuned as
     optimize() does) beside onnxruntime and OpenVINO on the same input, side by side; then where each spends
     its time: our oneDNN products and max (torch profiler) and onnxruntime's nodes (its own profiler)."""
-    import json
 
     from onebyone.bench.sections import _MaxOverPoints, _openvino
     from onebyone.torch.fast.passes import choose_kernels
@@ -301,24 +303,57 @@ def chain():
         t = timeit({k: f for k, f in fns.items() if f is not None}, 9)
         print(f"chain B={b}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items())
               + f"; kernels {fused.kernel_names()}")
-        with torch.no_grad(), torch.profiler.profile() as prof:
-            for _ in range(5):
-                fused(x)
-        rows = sorted(((e.key, e.self_cpu_time_total / 5e3) for e in prof.key_averages()), key=lambda r: -r[1])
-        print("  fused, ms a call: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[:6]))
-        session, feeds = _onnx_session(pooled, x, profile=True)
-        for _ in range(8):
-            session.run(None, feeds)
-        path = session.end_profiling()  # written into the current folder: read, then removed
-        with open(path) as f:
-            nodes = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-        os.remove(path)
-        per = {}
-        for e in nodes[-5 * len(nodes) // 8:]:  # the last five runs
-            key = f"{e['args']['op_name']} {e['args'].get('provider', '')}".strip()
-            per[key] = per.get(key, 0.0) + e["dur"] / 1e3 / 5
-        print("  onnxruntime, ms a call: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(),
-                                                                                         key=lambda r: -r[1])))
+        print("  fused, ms a call: " + _ms(_torch_ops(lambda: fused(x)), 6))
+        print("  onnxruntime, ms a call: " + _ms(_ort_ops(pooled, x)))
+
+
+def pointnet_cls():
+    """The whole optimize()d pointnet_cls (batch 8) beside onnxruntime and OpenVINO, side by side, then where
+    it and onnxruntime spend their time, by operator (each one's profiler)."""
+    from onebyone.bench.sections import _openvino
+
+    model, x = create_model("pointnet_cls").eval(), torch.randn(8, *model_info("pointnet_cls").input_size)
+    opt, _ = optimize(model, x)
+    fns = {"optimized": lambda: call(opt, x), "onnxruntime": _onnxruntime(model, x), "openvino": _openvino(model, x)}
+    with torch.no_grad():
+        t = timeit({k: f for k, f in fns.items() if f is not None}, 9)
+    print("pointnet_cls B=8: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items()))
+    print("  optimized, ms a call: " + _ms(_torch_ops(lambda: call(opt, x)), 10))
+    print("  onnxruntime, ms a call: " + _ms(_ort_ops(model, x)))
+
+
+def _torch_ops(fn, runs: int = 5) -> dict:
+    """{torch operator: its own ms a call} over ``runs`` calls of ``fn`` (torch profiler, after a warm-up)."""
+    with torch.no_grad():
+        fn()
+        with torch.profiler.profile() as prof:
+            for _ in range(runs):
+                fn()
+    return {e.key: e.self_cpu_time_total / runs / 1e3 for e in prof.key_averages()}
+
+
+def _ort_ops(model, x, runs: int = 5) -> dict:
+    """{onnxruntime operator and provider: ms a call} of ``model``'s export, over its last ``runs`` of
+    ``runs + 3`` runs (its own profiler)."""
+    import json
+
+    session, feeds = _onnx_session(model, x, profile=True)
+    for _ in range(runs + 3):
+        session.run(None, feeds)
+    path = session.end_profiling()  # written into the current folder: read, then removed
+    with open(path) as f:
+        nodes = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    os.remove(path)
+    per = {}
+    for e in nodes[-runs * len(nodes) // (runs + 3):]:
+        key = f"{e['args']['op_name']} {e['args'].get('provider', '')}".strip()
+        per[key] = per.get(key, 0.0) + e["dur"] / 1e3 / runs
+    return per
+
+
+def _ms(per: dict, top: int | None = None) -> str:
+    rows = sorted(per.items(), key=lambda r: -r[1])[:top]
+    return ", ".join(f"{k} {v:.2f}" for k, v in rows) + f" (all {sum(per.values()):.2f})"
 
 
 def bf16():
@@ -339,6 +374,6 @@ def bf16():
 if __name__ == "__main__":
     hold_freed_memory()
     parts = {"peaks": peaks, "pointnet": pointnet, "bottleneck": bottleneck, "nin": nin, "mobilenet": mobilenet,
-             "peers": peers, "bf16": bf16, "chain": chain}
+             "peers": peers, "bf16": bf16, "chain": chain, "pointnet_cls": pointnet_cls}
     for part in sys.argv[1:] or list(parts):
         parts[part]()
