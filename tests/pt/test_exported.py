@@ -301,3 +301,34 @@ def test_onnxruntime_threads_are_checked_and_a_short_call_weighs_one_thread_too(
         torch.set_num_threads(threads)
     timed = next(n for n in [*report.changed, *report.notes] if "onnxruntime, one thread" in n)
     assert " ms" in timed  # weighed and timed beside the others (a call of this model takes well under 2 ms)
+
+
+@pytest.mark.parametrize("faster", ["channels_last", "as given"])
+def test_the_layout_is_raced_beside_the_engines_not_alone(monkeypatch, faster):
+    """One race for both layouts of the rewrite and the engines' forms (a separate race of the layouts took
+    up to a second on a zoo model): the faster layout goes on, the other leaves, the report says which."""
+    pytest.importorskip("onnxruntime")
+    from onebyone.torch.fast import passes as O
+    from onebyone.torch.fast.wrappers import ChannelsLast
+
+    races = []
+
+    def timed(models, x, **timer):  # the engines at 3 ms, the rewrite at 1 ms in `faster`'s layout, 2 in the other
+        races.append(list(models))
+        ms = {O.EAGER: 2.0 if faster == "channels_last" else 1.0, O.EAGER_CL: 1.0 if faster == "channels_last" else 2.0,
+              O.GIVEN: 4.0}
+        return {k: ms.get(k, 3.0) * 1e-3 for k in models}
+
+    monkeypatch.setattr(O, "time_models", timed)
+    model, x = small_model(), torch.randn(2, 3, 8, 8)
+    opt, report = optimize(model, x, passes=WITH_ENGINES + ["channels_last", "keep_faster"])
+    assert len(races) == 1 and {O.EAGER, O.EAGER_CL, O.GIVEN, "onnxruntime"} <= set(races[0])  # one race for all
+    assert isinstance(opt, ChannelsLast) == (faster == "channels_last")
+    said = " ".join(report.notes)
+    if faster == "channels_last":
+        assert "model and input moved to channels_last" in report.changed and "channels_last ran faster: 1 " in said
+    else:
+        assert "channels_last was timed and ran slower: 2 against 1 ms a call" in said
+    assert "kept the eager rewrite" in said and "on the example: 1 ms a call against 4" in said
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)

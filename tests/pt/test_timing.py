@@ -104,7 +104,8 @@ def test_settled_blocks_leave_out_a_switch_that_slows_several_calls(monkeypatch)
 
 def test_time_models_settles_each_call_and_lets_a_clearly_slower_model_leave_early(monkeypatch):
     engine = _switching_engines(monkeypatch, slow_calls=1)  # the first call after a switch takes 3x its time
-    runs = {"fast": engine("fast", 10e-3), "close": engine("close", 10.5e-3), "slow": engine("slow", 20e-3)}
+    runs = {"fast": engine("fast", 10e-3), "close": engine("close", 10.5e-3), "behind": engine("behind", 13e-3),
+            "slow": engine("slow", 20e-3)}
     calls = dict.fromkeys(runs, 0)
 
     def model(name):
@@ -114,8 +115,9 @@ def test_time_models_settles_each_call_and_lets_a_clearly_slower_model_leave_ear
         return forward
 
     t = timing.time_models({k: model(k) for k in runs}, torch.ones(1), rounds=5, budget=10.0)
-    assert t == pytest.approx({"fast": 10e-3, "close": 10.5e-3, "slow": 20e-3})  # no switch in any timed call
-    assert calls == {"fast": 2 * 5, "close": 2 * 5, "slow": 2 * 2}  # each call settled; slow out after round 2
+    assert t == pytest.approx({"fast": 10e-3, "close": 10.5e-3, "behind": 13e-3, "slow": 20e-3})  # no switch timed
+    # each call settled; 2x behind: out after one round (over 1.25 squared), 1.3x: after two (over 1.25)
+    assert calls == {"fast": 2 * 5, "close": 2 * 5, "behind": 2 * 2, "slow": 2 * 1}
     calls.update(dict.fromkeys(runs, 0))
     t = timing.time_models({k: model(k) for k in runs}, torch.ones(1), rounds=5, budget=10.0, drop=None)
     assert calls == dict.fromkeys(runs, 2 * 5) and t["slow"] == pytest.approx(20e-3)

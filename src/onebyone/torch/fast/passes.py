@@ -5,7 +5,8 @@ driver over named passes, each ``pass(model, ctx) -> model``:
 - ``chains``: each ``SharedMLP`` and each run of 1x1 convs in an ``nn.Sequential`` -> ``FusedPointwiseChain``;
 - ``conv_acts``: each Conv2d / Pointwise and the activation after it -> one ``ConvAct`` (one oneDNN call);
 - ``pools``: each MaxPool2d -> ``MaxPool``;
-- ``channels_last``: the model and its input in channels_last memory, where that times faster;
+- ``channels_last``: the model and its input in channels_last memory, where that times faster (in float32
+  with ``engines`` to come, timed in their race instead of alone);
 - ``check``: the outputs against the original's, in float64 and in the example's dtype (always runs);
 - ``kernels``: each fast layer's kernel for the example's shapes, timed here and stored in the layer (in
   float32 with ``engines`` to come, after their race and only where the eager rewrite can still win);
@@ -46,6 +47,7 @@ from .wrappers import CastIO, ChannelsLast
 BF16_TOL = 2e-2  # of the output scale: bfloat16 keeps 8 bits of mantissa, about 0.4% an operation
 GIVEN = "the model given"  # its label where it is timed beside the rewrite
 EAGER = "the eager rewrite"  # the model the rewriting passes made, timed beside the engines' forms
+EAGER_CL = "the eager rewrite in channels_last"  # the same in channels_last, where the layout is raced there too
 TUNE_REACH = 1.1  # the eager rewrite's kernels are tuned where it runs within this of the fastest form (the
 # tuning keeps a kernel only where it is 10% faster on its layer; on whole models it gained 0-4%)
 ONE_THREAD_BELOW = 2e-3  # seconds a call: below, onnxruntime on one thread is weighed too (handing so short
@@ -71,6 +73,8 @@ class Context:
     forms: dict = dataclasses.field(default_factory=dict)
     timed: tuple | None = None  # (seconds a call by label, the label of the model the last pass returned)
     tune_later: bool = False  # the kernels pass left the tuning to the engines pass
+    layouts: dict = dataclasses.field(default_factory=dict)  # {EAGER_CL: the rewrite in channels_last} where
+    # the channels_last pass left the choice of layout to the engines pass
     call_seconds: float = float("inf")  # the rewrite's call on the example in the check pass (a first call)
     given_outputs: object = None  # the model given's outputs on the example (``reference``)
 
@@ -108,13 +112,17 @@ def chains(model: nn.Module, ctx: Context) -> nn.Module:
 
 def channels_last(model: nn.Module, ctx: Context) -> nn.Module:
     """The model (weights and 4-D inputs) in channels_last memory where it has convs and ``channels_last``
-    is True, or None and it times faster on the example."""
+    is True, or None and it times faster on the example. In float32 with the ``engines`` pass to come (and
+    no ``compile``), that pass races both layouts beside the engines' forms instead."""
     images = [v for v in example_values(ctx.x) if isinstance(v, torch.Tensor) and v.dim() == 4]  # ChannelsLast moves
     has_conv = images and any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1
                               for m in model.modules())
     if not has_conv or ctx.channels_last is False:
         return model
     cl = ChannelsLast(copy.deepcopy(model).to(memory_format=torch.channels_last))
+    if ctx.channels_last is None and ctx.dtype is None and "engines" in ctx.passes and not ctx.compile:
+        ctx.layouts[EAGER_CL] = cl  # one race for both layouts and the engines' forms: less time timing
+        return model
     t = time_models({"channels_last": cl, "as given": model}, ctx.x) if ctx.channels_last is None else {}
     if t and t["channels_last"] >= t["as given"]:
         ctx.report.notes.append("channels_last was timed and ran slower: kept the input's layout")
@@ -255,7 +263,7 @@ def engines(model: nn.Module, ctx: Context) -> nn.Module:
     example of these and ``model`` is kept (the report gives each one's time, and where the pass's time
     went); an engine not installed, a form that fails, or one that moves the outputs past the tolerance
     is named in ``report.skipped`` with the reason."""
-    forms = {k: Compiled(m) for k, m in ctx.forms.items()}
+    forms = {**ctx.layouts, **{k: Compiled(m) for k, m in ctx.forms.items()}}
     if isinstance(model, CastIO):
         ctx.report.notes.append("onnxruntime and OpenVINO were not weighed: they run float32 only here")
     else:
@@ -300,27 +308,40 @@ def _fastest_form(work, forms: dict, ctx: Context):
         if ctx.tune_later:
             _tune(work, ctx)
         return work
-    t = _race({EAGER: work, **fine, GIVEN: ctx.model}, ctx)
+    race = {EAGER: work, **fine, GIVEN: ctx.model}
+    t = _race(race, ctx)
     best = min((k for k in t if k != GIVEN), key=t.get)
     ctx.timed = (t, best)
     timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items() if k != GIVEN)
     report.notes.append(f"engines: their forms made and checked in {made:.2g} s (the ONNX export among it), "
                         f"raced (any tuning of the rewrite included) in {time.perf_counter() - t0 - made:.2g} s")
-    if best == EAGER:
-        report.notes.append(f"the engines' forms were timed and ran slower ({timed} a call): kept the eager rewrite")
-        return work
-    engine = "Inductor, freezing" if isinstance(fine[best], Compiled) else "its ONNX export, float32 on the CPU"
-    report.changed.append(f"{best} ({engine}) kept: {timed} a call")
-    report.layers = []  # the fast layers' kernels are not what runs
-    return fine[best]
+    if best != EAGER:
+        engine = "Inductor, freezing" if isinstance(race[best], Compiled) else "its ONNX export, float32 on the CPU"
+        report.changed.append(f"{best} ({engine}) kept: {timed} a call")
+        report.layers = []  # the fast layers' kernels are not what runs
+    else:
+        if EAGER_CL in fine and race[EAGER] is fine[EAGER_CL]:
+            report.changed.append("model and input moved to channels_last")
+        if len(t) > 2:  # an engine's or Inductor's form was timed beside it and the model given
+            report.notes.append(f"the engines' forms were timed and ran slower ({timed} a call): kept the eager "
+                                "rewrite")
+    return race[best]
 
 
 def _race(race: dict, ctx: Context) -> dict:
     """{label: seconds a call} of the models in ``race`` (each just run on the example), timed side by side,
-    the slow ones leaving early (``time_models``). Where the kernels pass left its tuning here: the eager
-    rewrite tuned if it ran within ``TUNE_REACH`` of the fastest, and the close ones timed again where a
-    kernel changed; otherwise the report says why it was not tuned."""
+    the slow ones leaving early (``time_models``). Where the channels_last pass left the layout here, the
+    faster layout goes on as ``EAGER`` (``race`` changed in place) and the other leaves. Where the kernels pass left its tuning here: the eager
+    rewrite tuned if it ran within ``TUNE_REACH`` of the fastest, and the close ones (if more than the rewrite)
+    timed again where a kernel changed; otherwise the report says why it was not tuned."""
     t = time_models(race, ctx.x)
+    if EAGER_CL in t:  # both layouts raced: the faster goes on as the eager rewrite, the other leaves
+        cl, model = t.pop(EAGER_CL), race.pop(EAGER_CL)
+        ctx.report.notes.append(f"channels_last {'ran faster' if cl < t[EAGER] else 'was timed and ran slower'}: "
+                                f"{cl * 1e3:.3g} against {t[EAGER] * 1e3:.3g} ms a call in the input's layout "
+                                "(timed beside the engines' forms)")
+        if cl < t[EAGER]:
+            t[EAGER], race[EAGER] = cl, model
     if not ctx.tune_later:
         return t
     lead = max(min(t.values()), 1e-9)
@@ -329,9 +350,9 @@ def _race(race: dict, ctx: Context) -> dict:
         ctx.report.notes.append(f"kernels not tuned: the eager rewrite ran {t[EAGER] / lead:.2f}x the fastest "
                                 "form's time untuned, further behind than tuning could bring it")
         return t
-    if _tune(race[EAGER], ctx):  # it runs otherwise now: the close ones again
-        close = {k: m for k, m in race.items() if t[k] <= TUNE_REACH * lead}
-        t |= time_models(close, ctx.x)
+    close = {k: m for k, m in race.items() if t[k] <= TUNE_REACH * lead}
+    if _tune(race[EAGER], ctx) and len(close) > 1:  # it runs otherwise now: the close ones again (where it was
+        t |= time_models(close, ctx.x)  # alone in reach, it led untuned, and tuning keeps only faster kernels)
     return t
 
 

@@ -96,9 +96,10 @@ def time_models(models: dict, x, rounds: int = 5, budget: float = 1.0, drop: flo
     call by a fifth in our measurements); in the first round that untimed call is also the warm-up. After
     the first round, a model faster than ``block`` seconds is timed in blocks of calls lasting about that
     (``per_block``). There are ``rounds`` rounds, or fewer (at least 3) where they would take over
-    ``budget`` seconds as the first round estimates. From the second round on, a model whose fastest call
-    so far is over ``drop`` times the leader's median leaves the race (None: none do): its median so far
-    stands, since more rounds would only say by how much it loses."""
+    ``budget`` seconds as the first round estimates. After the first round, a model whose one timed call
+    is over ``drop`` squared times the fastest's leaves the race; after each later round, one whose fastest
+    call so far is over ``drop`` times the leader's median (None: none leave). A model that left keeps its
+    median so far: more rounds would only say by how much it loses."""
     with torch.no_grad():
         fns = {k: (lambda m=m: call(m, x)) for k, m in models.items()}
         times, live, order, n, done = {k: [] for k in fns}, list(fns), random.Random(0), rounds, 0
@@ -109,8 +110,11 @@ def time_models(models: dict, x, rounds: int = 5, budget: float = 1.0, drop: flo
                 times[k].append(once(fns[k], n=calls[k]))
             done += 1
             if done == 1:
+                if drop is not None:  # one timed call each so far: only the far slower leave
+                    lead = min(v[0] for v in times.values())
+                    live = [k for k in live if times[k][0] <= drop * drop * lead]
                 calls = per_block({k: v[0] for k, v in times.items()}, block)
-                per_round = 2 * sum(v[0] * calls[k] for k, v in times.items())
+                per_round = 2 * sum(times[k][0] * calls[k] for k in live)
                 n = max(3, min(rounds, int(budget / max(per_round, 1e-9))))
             elif drop is not None:
                 lead = min(_median(times[k]) for k in live)
