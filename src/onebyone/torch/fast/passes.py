@@ -331,9 +331,10 @@ def _fastest_form(work, forms: dict, ctx: Context):
 def _race(race: dict, ctx: Context) -> dict:
     """{label: seconds a call} of the models in ``race`` (each just run on the example), timed side by side,
     the slow ones leaving early (``time_models``). Where the channels_last pass left the layout here, the
-    faster layout goes on as ``EAGER`` (``race`` changed in place) and the other leaves. Where the kernels pass left its tuning here: the eager
-    rewrite tuned if it ran within ``TUNE_REACH`` of the fastest, and the close ones (if more than the rewrite)
-    timed again where a kernel changed; otherwise the report says why it was not tuned."""
+    faster layout goes on as ``EAGER`` (``race`` changed in place) and the other leaves. Where the kernels
+    pass left its tuning here: the eager rewrite tuned if it ran within ``TUNE_REACH`` of the fastest, and
+    the close ones (if more than the rewrite) timed again where a kernel changed; otherwise the report says
+    why it was not tuned."""
     t = time_models(race, ctx.x)
     if EAGER_CL in t:  # both layouts raced: the faster goes on as the eager rewrite, the other leaves
         cl, model = t.pop(EAGER_CL), race.pop(EAGER_CL)
