@@ -332,3 +332,23 @@ def test_the_layout_is_raced_beside_the_engines_not_alone(monkeypatch, faster):
     assert "kept the eager rewrite" in said and "on the example: 1 ms a call against 4" in said
     with torch.no_grad():
         torch.testing.assert_close(opt(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_engine_kept_by_optimize_runs_without_no_grad(monkeypatch):
+    """optimize()'s forms hold weights that want no gradient: a plain call runs the engine that won, not
+    the model behind it (which an engine runs only where a gradient is wanted)."""
+    pytest.importorskip("onnxruntime")
+    from onebyone.torch.fast import passes as O
+
+    monkeypatch.setattr(O, "time_models", lambda models, x, **timer: {k: (0.5 if k == "onnxruntime" else 1.0) * 1e-3
+                                                                       for k in models})
+    model, x = small_model(), torch.randn(2, 3, 8, 8)
+    opt, _ = optimize(model, x, passes=WITH_ENGINES)
+    assert isinstance(opt, OnnxRuntime)
+    ran = []
+    opt.model.register_forward_hook(lambda *a: ran.append(1))
+    y = opt(x)  # grad mode on
+    assert ran == [] and y.grad_fn is None
+    torch.testing.assert_close(y, model(x).detach(), rtol=1e-5, atol=1e-5)
+    opt(x.requires_grad_()).sum().backward()  # a gradient wanted: the model behind it runs
+    assert ran == [1] and x.grad is not None

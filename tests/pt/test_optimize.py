@@ -288,3 +288,21 @@ def test_optimize_checks_float64_on_one_sample_and_its_own_dtype_on_the_whole_ex
     mixed = (torch.ones(4, 2), torch.ones(3))  # no common batch: the example as given
     one = X[:1]  # a batch of one is its own first sample
     assert first_sample(mixed) is mixed and first_sample(one) is one
+
+
+def test_the_optimized_model_runs_its_fast_form_without_no_grad_and_leaves_the_given_weights_alone():
+    """Its weights are its own copies and want no gradient: a call without ``torch.no_grad`` runs what was
+    timed (an engine's form would otherwise hand the call to the model itself), and the model given still
+    trains."""
+    model = net()
+    opt, _ = optimize(model, X, passes=REWRITES)
+    assert all(p.requires_grad for p in model.parameters())  # the model given: untouched
+    assert not any(p.requires_grad for p in opt.parameters())
+    y = opt(X)  # grad mode on
+    assert y.grad_fn is None
+    torch.testing.assert_close(y, model(X).detach(), rtol=1e-5, atol=1e-5)
+    x = X.clone().requires_grad_()
+    opt(x).sum().backward()  # a gradient wanted for the input: it still flows
+    want = X.clone().requires_grad_()
+    model(want).sum().backward()
+    torch.testing.assert_close(x.grad, want.grad, rtol=1e-4, atol=1e-5)

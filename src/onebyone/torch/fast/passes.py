@@ -391,6 +391,10 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     Never slower on ``example`` than the model given: where the rewrite times slower, the model given is
     returned (a copy) with a warning and a note (the ``keep_faster`` pass).
 
+    The model returned holds its own copies of the weights (folded, merged), none of which wants a gradient:
+    it is an inference model, and it runs the form that was timed (under ``no_grad`` or not) unless an input
+    wants a gradient. The model given is never changed.
+
     Args:
         example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
         tol: allowed max |difference| relative to the output scale, checked in float64 on the example's
@@ -429,7 +433,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         work = PASSES[name](work, ctx)
         ctx.report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
                                   "changes": len(ctx.report.changed) - before})
-    return work, ctx.report
+    return work.requires_grad_(False), ctx.report  # its own copies of the weights: an inference model
 
 
 def _pass_names(passes) -> list:
