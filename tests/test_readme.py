@@ -107,12 +107,13 @@ def peer_cells() -> dict:
     return cells(bench, labels)
 
 
-ENGINE_RUNS = {"bench_engines.json": "", "bench_engines_xeon.json": " Xeon"}  # the file -> the tag in its labels
+ENGINE_RUNS = {"bench_engines.json": "", "bench_engines_dec3.json": " Dec 3",  # the file -> the tag in its labels
+               "bench_engines_xeon.json": " Xeon"}
 
 
 def engine_cells() -> dict:
     """The rows of the engines tables (``onebyone bench --sections be --runs 3`` on the machine each names;
-    the Xeon's run, of the code before the race, is kept beside it), as written."""
+    the earlier runs, of the code before, are kept beside the latest), as written."""
     want = {}
     for name, tag in ENGINE_RUNS.items():
         bench, b, e = bench_run(name), f"{{b{tag}}}", f"{{e{tag}}}"

@@ -306,3 +306,19 @@ def test_the_optimized_model_runs_its_fast_form_without_no_grad_and_leaves_the_g
     want = X.clone().requires_grad_()
     model(want).sum().backward()
     torch.testing.assert_close(x.grad, want.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_fold_that_moved_the_outputs_is_caught_by_the_check_not_returned(monkeypatch):
+    """The fold pass leaves its check to the check pass (one float64 comparison for every pass): a fold gone
+    wrong must still raise, never come back as the result."""
+    real = O.merged_pointwise
+
+    def wrong(model, x, force=False):
+        work, report = real(model, x, force)
+        with torch.no_grad():
+            next(work.parameters()).mul_(1.01)
+        return work, report
+
+    monkeypatch.setattr(O, "merged_pointwise", wrong)
+    with pytest.raises(OneByOneError, match=r"optimize changed the outputs by .* \(> tolerance"):
+        optimize(net(), X, passes=REWRITES)

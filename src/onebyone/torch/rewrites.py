@@ -299,6 +299,13 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
     parameters than the two (a bottleneck) is kept unless ``force=True``."""
     _check_eval(model)
     x = probe_input(model, example, input_size)
+    work, report = merged_pointwise(model, x, force)
+    return finish(report, model, work, x, tol, inplace)
+
+
+def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Module, RewriteReport]:
+    """``merge_pointwise``'s rewrite of a copy of ``model`` (traced on the input ``x``) and its report of
+    what changed, not yet checked: for a caller that checks the outputs itself, later (``optimize``)."""
     work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
     seen = set()
     traceable = fold_all(work, x, report)
@@ -352,4 +359,4 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
             break
         if not merged:
             break
-    return finish(report, model, work, x, tol, inplace)
+    return work, report

@@ -30,7 +30,7 @@ from torch import nn
 
 from ...errors import OneByOneError
 from ..rewrite_report import KernelChoice, RewriteReport, finish, output_difference, outputs
-from ..rewrites import merge_pointwise
+from ..rewrites import merged_pointwise
 from ..tensors import call, check_module, example_values, first_sample, input_kw, probe_input
 from . import private
 from .chain import FusedPointwiseChain
@@ -87,10 +87,11 @@ class Context:
 
 
 def fold(model: nn.Module, ctx: Context) -> nn.Module:
-    """Fold eval BatchNorms into the convs before them and merge linear pairs (``merge_pointwise``); a
-    model fx cannot trace is copied as it is (the module passes still work) and the reason is said."""
+    """Fold eval BatchNorms into the convs before them and merge linear pairs (``merge_pointwise``, whose
+    outputs the ``check`` pass checks with the other passes'); a model it cannot take is copied as it is
+    (the module passes still work) and the reason is said."""
     try:
-        work, merged = merge_pointwise(model, example=first_sample(ctx.x), tol=ctx.tol)
+        work, merged = merged_pointwise(model, first_sample(ctx.x))
         ctx.report.changed += merged.changed
         ctx.report.skipped += merged.skipped
     except OneByOneError as e:
