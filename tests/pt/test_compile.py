@@ -107,6 +107,22 @@ def test_compiled_follows_weight_edits_autograd_and_copies():
     assert list(comp.state_dict()) == [f"model.{k}" for k in model.state_dict()]  # only the model's own weights
 
 
+def test_frozen_weights_compile_once_for_calls_with_and_without_no_grad(monkeypatch):
+    """optimize() returns weights that want no gradient and races its forms under no_grad: a later plain
+    call must reuse that code, not compile again (minutes on a large model) because grad mode is on."""
+    from onebyone.torch.fast import compiled
+
+    built = []
+    monkeypatch.setattr(compiled, "_inductor", lambda gm, xs: built.append(gm) or compiled.private.compile_fx(gm, xs))
+    model, x = small_model().requires_grad_(False), torch.randn(2, 3, 10, 10)
+    comp = Compiled(model)
+    with torch.no_grad():
+        want = comp(x)
+    got = comp(x)  # grad mode on, nothing wants a gradient
+    assert len(built) == 1 and got.grad_fn is None
+    torch.testing.assert_close(got, want)
+
+
 def test_many_compiled_models_of_one_class_each_compile(monkeypatch):
     """Dynamo's cache is per code object, and every instance of a class shares its forward's: past its
     recompile limit (8) a later Compiled used to run eagerly (the bench's squeezenets did); and an edit's

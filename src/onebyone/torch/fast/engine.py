@@ -36,7 +36,8 @@ class Engine(nn.Module):
                 any(p.requires_grad for p in self.model.parameters())
                 or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
             return self.model(*args, **kwargs)  # a TorchFunctionMode (the analyzer's) watches torch calls
-        return self.run(self.built(), args, kwargs)
+        with torch.no_grad():  # nothing wants a gradient: the same outputs, and one compiled entry serves
+            return self.run(self.built(), args, kwargs)  # calls made with and without no_grad
 
     def built(self):
         """What ``build`` made, made again first where a weight or buffer was edited in place since."""
