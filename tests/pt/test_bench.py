@@ -148,6 +148,8 @@ def test_the_optimize_section_weighs_the_engines_and_says_what_optimize_kept_and
 
     (row,) = optimized_models(quick=True, repeat=1, compile_=False, names=["nin_digits"])
     assert row["kept"] in ("the eager rewrite", "onnxruntime", "OpenVINO") and 0 < row["optimize_seconds"] < 600
+    passes = row["optimize_passes"]  # where optimize()'s time went, pass by pass, within its own time
+    assert {"fold", "check", "engines"} <= set(passes) and 0 < sum(passes.values()) <= row["optimize_seconds"]
     engines = [k for k in PEER_ENGINES if k in row["ms"]]
     if engines:
         assert row["vs_best_engine"] == pytest.approx(min(row["ms"][k] for k in engines) / row["ms"]["optimized"])

@@ -350,5 +350,8 @@ def test_an_engine_kept_by_optimize_runs_without_no_grad(monkeypatch):
     y = opt(x)  # grad mode on
     assert ran == [] and y.grad_fn is None
     torch.testing.assert_close(y, model(x).detach(), rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():  # grad mode already off: the engine, as under no_grad
+        torch.testing.assert_close(opt(x), y)
+    assert ran == []
     opt(x.requires_grad_()).sum().backward()  # a gradient wanted: the model behind it runs
     assert ran == [1] and x.grad is not None

@@ -377,7 +377,7 @@ def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> li
         row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()}, "round_spread": spread,
                "vs_eager": t["eager"] / t["optimized"], "gflops": {k: flops / v / 1e9 for k, v in t.items()},
                "changes": len(report.changed), "max_abs_diff": report.max_abs_diff, "optimize_seconds": seconds,
-               "kept": _kept(opt)}
+               "optimize_passes": {p["pass"]: p["seconds"] for p in report.passes}, "kept": _kept(opt)}
         if compile_ and not compiled:
             row["compile_skipped"] = f"{macs / 1e9:.1f} GMACs a sample: compiling it takes minutes"
         peers = [k for k in ("compile", "compile_frozen", *PEER_ENGINES) if k in t]

@@ -32,10 +32,13 @@ class Engine(nn.Module):
         raise NotImplementedError
 
     def forward(self, *args, **kwargs):
-        if private.function_mode_on() or torch.is_grad_enabled() and (
+        grad = torch.is_grad_enabled()
+        if private.function_mode_on() or grad and (
                 any(p.requires_grad for p in self.model.parameters())
                 or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
             return self.model(*args, **kwargs)  # a TorchFunctionMode (the analyzer's) watches torch calls
+        if not grad:  # under no_grad or inference_mode already
+            return self.run(self.built(), args, kwargs)
         with torch.no_grad():  # nothing wants a gradient: the same outputs, and one compiled entry serves
             return self.run(self.built(), args, kwargs)  # calls made with and without no_grad
 

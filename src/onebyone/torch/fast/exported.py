@@ -157,7 +157,7 @@ def _signature(args: tuple, kwargs: dict):
     key = []
     for name, v in [*enumerate(args), *kwargs.items()]:
         if isinstance(v, torch.Tensor):
-            if v.device.type != "cpu" or v.dtype not in _NUMPY_DTYPES:
+            if not v.is_cpu or v.dtype not in _NUMPY_DTYPES:
                 return None
             key.append((name, v.shape, v.dtype))
         else:
