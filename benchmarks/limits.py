@@ -22,8 +22,9 @@ Run: .venv/bin/python benchmarks/limits.py [peaks] [pointnet] [bottleneck] [nin]
   layers' sum leaves out is spent between them (Python, and ops outside modules: cat, pad, add).
 - chain: PointNet's shared MLP fused, beside onnxruntime and OpenVINO (B = 8 and 32, 1,024 points), then
   where our chain (torch profiler) and onnxruntime (its profiler, by node) spend their time.
-- pointnet_cls: the whole optimize()d pointnet_cls beside onnxruntime and OpenVINO (B = 8), then where it and
-  onnxruntime spend their time, by operator (each one's profiler).
+- pointnet_cls: the whole optimize()d pointnet_cls (and which form it kept) and its eager rewrite alone beside
+  onnxruntime and OpenVINO (B = 8), then where the rewrite and onnxruntime spend their time, by operator
+  (each one's profiler).
 - bf16: optimize() in float32 and in bfloat16 on squeezenet1_1 and mobilenet_v1, layer kinds side by side:
   which kinds gain less than the 1.7x target.
 All timings are bench.timeit's (interleaved rounds, best round, with hold_freed_memory()).
@@ -308,17 +309,22 @@ def chain():
 
 
 def pointnet_cls():
-    """The whole optimize()d pointnet_cls (batch 8) beside onnxruntime and OpenVINO, side by side, then where
-    it and onnxruntime spend their time, by operator (each one's profiler)."""
-    from onebyone.bench.sections import _openvino
+    """The whole optimize()d pointnet_cls (batch 8; the form it kept named) and its eager rewrite beside
+    onnxruntime and OpenVINO, side by side, then where the rewrite and onnxruntime spend their time, by
+    operator (each one's profiler)."""
+    from onebyone.bench.sections import _kept, _openvino
+    from onebyone.torch.fast.passes import PASSES
 
     model, x = create_model("pointnet_cls").eval(), torch.randn(8, *model_info("pointnet_cls").input_size)
     opt, _ = optimize(model, x)
-    fns = {"optimized": lambda: call(opt, x), "onnxruntime": _onnxruntime(model, x), "openvino": _openvino(model, x)}
+    rewrite, _ = optimize(model, x, passes=[p for p in PASSES if p != "engines"])  # the eager rewrite alone
+    fns = {"optimized": lambda: call(opt, x), "rewrite": lambda: call(rewrite, x),
+           "onnxruntime": _onnxruntime(model, x), "openvino": _openvino(model, x)}
     with torch.no_grad():
         t = timeit({k: f for k, f in fns.items() if f is not None}, 9)
-    print("pointnet_cls B=8: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items()))
-    print("  optimized, ms a call: " + _ms(_torch_ops(lambda: call(opt, x)), 10))
+    print(f"pointnet_cls B=8 (optimize() kept {_kept(opt)}): "
+          + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items()))
+    print("  the eager rewrite, ms a call: " + _ms(_torch_ops(lambda: call(rewrite, x)), 10))
     print("  onnxruntime, ms a call: " + _ms(_ort_ops(model, x)))
 
 

@@ -55,12 +55,18 @@ print(before, faults())
 
 def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     import json
+    import re
+    from pathlib import Path
 
     args = ["bench", "--quick", "--sections", "a", "--no-compile", "--runs", "2"]
     assert main(args + ["--json", str(tmp_path / "a.json"), "--png", str(tmp_path / "a.png")]) == 0
     result = json.loads((tmp_path / "a.json").read_text())
     assert [r["c_in"] for r in result["pointwise_op"]] == [3, 64, 256, 1024] and result["peak_gflops"] > 0
     assert result["malloc"] in ("freed memory held (bench.hold_freed_memory)", "as the platform runs it")
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    family = re.search(r"^cpu family\s*:\s*(\d+)\s*^model\s*:\s*(\d+)", cpuinfo, re.M)
+    if family:  # an x86 Linux machine names its CPU's generation, which a cloud CPU's name often hides
+        assert f"(family {family[1]}, model {family[2]}), " in result["machine"]
     caps = capabilities()  # the machine named by what matters for speed: the ISA, oneDNN, bfloat16 products, AMX
     assert result["cpu"] == {"isa": caps.isa, "onednn": caps.onednn, "bf16": caps.bf16, "avx512": caps.avx512,
                              "amx": caps.amx, "describe": caps.describe()}

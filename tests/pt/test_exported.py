@@ -243,6 +243,28 @@ def test_an_export_that_fails_is_tried_once_and_named_for_both_engines(monkeypat
     assert "could not export Branch" in skipped["OpenVINO"] and not isinstance(opt, (OnnxRuntime, OpenVino))
 
 
+def test_onnxruntime_fuses_a_batch_norm_after_a_conv_without_bias(tmp_path):
+    # the exporter gives a conv without bias a zero bias computed at run time (Shape, Expand, CastLike),
+    # which onnxruntime does not fold: unless the exporter's optimizer ran, the batch norm stays a node
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1), model[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 16, 16)
+    exported = exported_module.export(model, (x,), {}, "x")
+    assert not {n.op_type for n in onnx.load_from_string(exported).graph.node} & set(exported_module.RUN_TIME_CONSTANTS)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "ran.onnx")  # the graph onnxruntime runs
+    ort.InferenceSession(exported, opts, providers=["CPUExecutionProvider"])
+    ran = [n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node]
+    assert "BatchNormalization" not in ran and ran.count("Conv") + ran.count("FusedConv") == 1, ran
+    with torch.no_grad():
+        torch.testing.assert_close(OnnxRuntime(model)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("behind, changed", [(1.5, False), (1.05, False), (1.05, True)])
 def test_the_eager_rewrite_is_tuned_only_where_it_can_still_win(monkeypatch, behind, changed):
     """Tuning kernels takes seconds on a large model and gains a few percent: where the engines' forms lead

@@ -205,9 +205,14 @@ def _machine() -> str:
     import platform
 
     try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or platform.machine()
+        with open("/proc/cpuinfo") as f:  # the first processor's fields
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+    except OSError:
+        fields = {}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:  # a cloud CPU's name often hides its generation
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
     return f"{name}, {torch.get_num_threads()} threads, {platform.system()}"
 
 

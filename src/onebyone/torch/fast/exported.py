@@ -124,8 +124,16 @@ def require_engine(module: str, who: str, extra: str):
         raise OneByOneError(f"{who} needs {module}, onnx and onnxscript (pip install onebyone[{extra}]): {e}") from None
 
 
+RUN_TIME_CONSTANTS = ("Shape", "CastLike")  # ONNX ops the exporter's optimizer folds and onnxruntime does not
+
+
 def export(model, args: tuple, kwargs: dict, inputs: str) -> bytes:
-    """``model``'s ONNX export (through ``torch.export``) on these inputs, as bytes."""
+    """``model``'s ONNX export (through ``torch.export``) on these inputs, as bytes.
+
+    The exporter's graph optimizer runs where the graph computes constants at run time
+    (``RUN_TIME_CONSTANTS``, as the exporter writes some batch norms and pads sized from the input's
+    shape): onnxruntime does not fold those, so it cannot fuse the batch norm or pad into its conv.
+    Elsewhere it is skipped: the engines' own graph optimizers do that work."""
     try:
         import onnxscript  # noqa: F401 (torch.onnx.export through torch.export needs it)
     except ImportError as e:
@@ -133,7 +141,9 @@ def export(model, args: tuple, kwargs: dict, inputs: str) -> bytes:
     try:
         with _quiet():
             program = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False,
-                                        optimize=False)  # the engines optimize the graph themselves
+                                        optimize=False)  # the engines optimize the graph themselves, but:
+            if any(node.op_type in RUN_TIME_CONSTANTS for node in program.model.graph):
+                program.optimize()  # folded here: onnxruntime keeps them, and the pad or batch norm after them
     except Exception as e:  # noqa: BLE001 (torch.export raises many kinds: name the first cause)
         cause = e.__cause__ or e
         raise OneByOneError(f"torch.onnx.export (through torch.export) could not export "
