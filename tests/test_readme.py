@@ -108,7 +108,8 @@ def peer_cells() -> dict:
 
 
 ENGINE_RUNS = {"bench_engines.json": "", "bench_engines_dec3.json": " Dec 3",  # the file -> the tag in its labels
-               "bench_engines_xeon.json": " Xeon", "bench_engines_dec5.json": " Dec 5"}
+               "bench_engines_xeon.json": " Xeon", "bench_engines_dec5.json": " Dec 5",
+               "bench_engines_dec6.json": " Dec 6"}
 
 
 def engine_cells() -> dict:
