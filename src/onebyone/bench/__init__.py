@@ -17,7 +17,7 @@ import torch
 
 from .. import cost
 from ..errors import OneByOneError
-from ..torch.fast import capabilities
+from ..torch.fast import capabilities, private
 from .branches import merged_branches
 from .memory import hold_freed_memory
 from .sections import bottleneck, dense_prediction, optimized_models, peak, pointwise_op, shared_mlp, timeit
@@ -204,12 +204,7 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
 def _machine() -> str:
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as f:  # the first processor's fields
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-    except OSError:
-        fields = {}
+    fields = private.cpu_fields()
     name = fields.get("model name") or platform.processor() or platform.machine()
     if "cpu family" in fields and "model" in fields:  # a cloud CPU's name often hides its generation
         name += f" (family {fields['cpu family']}, model {fields['model']})"

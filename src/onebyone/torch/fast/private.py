@@ -56,19 +56,21 @@ def capabilities() -> Capabilities:
 def _probe() -> Capabilities:  # the hardware and this torch build do not change within a process
     isa = torch.backends.cpu.get_cpu_capability()
     onednn = torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, op) for op in _MKLDNN_OPS)
-    flags = _cpu_flags()
+    flags = set(cpu_fields().get("flags", "").split())
     return Capabilities(isa=isa, onednn=onednn, bf16=onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                         avx512=isa.startswith("AVX512") and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
                         amx="amx_bf16" in flags and "amx_tile" in flags)
 
 
-def _cpu_flags() -> set:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+def cpu_fields() -> dict:
+    """The first processor's fields in /proc/cpuinfo ({"model name": ..., "flags": ..., ...}; empty where
+    there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+            first = f.read().split("\n\n")[0]
     except OSError:
-        return set()
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
 
 
 def onednn_runs(x: torch.Tensor, weight: torch.Tensor | None = None) -> bool:
