@@ -2,6 +2,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+from tests.pt import ecosystem  # noqa: E402 - before anything imports torchvision (transformers and timm do)
+
+ecosystem.define_schemas()
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -13,7 +13,8 @@
 
 A process killed at any moment leaves ``checkpoint`` on a complete epoch: the one before, or the new one.
 Loading never unpickles anything (safetensors and JSON), and every damaged or missing file is named in
-a ``OneByOneError``. A run folder written by an earlier version (the five files directly in it) still loads.
+a ``OneByOneError``. A run folder written by an earlier version (the five files directly in it) still loads,
+but nothing in it is ever removed: a folder is ours to clear only where our manifest lists the entries.
 Files of the user's in a run folder are never touched; a folder that is not empty and holds no run is
 refused as a run folder.
 """
@@ -43,8 +44,9 @@ def folder(out) -> Path | None:
 
 
 def _legacy(out: Path) -> bool:
-    """Does ``out`` hold a run in an earlier version's layout (the five files directly in it, no link)?"""
-    return not (out / LINK).is_symlink() and (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    """Does ``out`` hold a run in an earlier version's layout (all five files directly in it, no link)?
+    Such a run loads; its files are never removed (no manifest of ours lists them)."""
+    return not (out / LINK).is_symlink() and all((out / name).is_file() for name in FILES)
 
 
 def is_run_folder(out) -> bool:
@@ -128,7 +130,7 @@ def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    legacy, ours = _legacy(out), written(out)
+    ours = written(out)
     new = out / f"epoch-{state['epoch']:04d}"
     if new.exists() and new.name not in ours:
         raise OneByOneError(f"{new} exists and was not written by this run: move it away to save this epoch")
@@ -154,9 +156,7 @@ def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict,
     for old in ours:
         if old.startswith("epoch-") and old != new.name and (out / old).is_dir():
             shutil.rmtree(out / old)
-    _record(out, [new.name, LINK])
-    for name in FILES if legacy else ():  # an earlier version's run, now superseded by this epoch
-        (out / name).unlink(missing_ok=True)
+    _record(out, [new.name, LINK])  # an earlier version's five files, if any, stay: no manifest listed them
     return new
 
 
@@ -174,19 +174,28 @@ def new_run_folder(root, name: str) -> Path:
 
 
 def clear(out) -> None:
-    """Remove the run held in ``out`` (for an explicit ``--overwrite``): what its manifest says it wrote, or
-    an earlier version's five files; every other file stays."""
+    """Remove the run held in ``out`` (for an explicit ``--overwrite``): what its manifest says it wrote, and
+    nothing else. A folder without our manifest is refused: no guess from file names licenses a delete."""
     out = Path(out)
-    legacy, ours = _legacy(out), written(out)
+    check_clearable(out)
+    ours = written(out)
     for name in ours + [f".{LINK}.tmp"]:
         p = out / name
         if p.is_symlink() or p.is_file():
             p.unlink()
         elif p.is_dir():
             shutil.rmtree(p)
-    for name in FILES if legacy else ():
-        (out / name).unlink(missing_ok=True)
     _record(out, [])
+
+
+def check_clearable(out) -> None:
+    """Refuse to clear ``out`` unless our manifest lists what its run wrote (checked before anything is written)."""
+    out = Path(out)
+    if not (out / MANIFEST).is_file():
+        have = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+        raise OneByOneError(f"--overwrite removes only what `onebyone train` listed in {out / MANIFEST}, and {out} "
+                            f"has no such list (it holds {', '.join(have[:8]) or 'nothing'}): nothing was removed; "
+                            "move those files away or choose another --out")
 
 
 def read_json(out, name: str):

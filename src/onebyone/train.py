@@ -214,6 +214,7 @@ def train(
         return _train(cfg, None if out is None else Path(out), resume, progress, until)
     out = Path(out)
     if overwrite and not resume and checkpoint.folder(out) is not None:
+        checkpoint.check_clearable(out)  # before the lock marks the folder: no manifest, nothing of it is ours
         with checkpoint.lock(out):
             checkpoint.clear(out)
     checkpoint.check_run_folder(out, resume)

@@ -217,6 +217,24 @@ def test_a_folder_of_the_users_is_refused_and_left_as_it_was(tmp_path, capsys):
         train(TrainConfig("nin_digits", "digits", epochs=1), out=own, progress=False)  # the API refuses it too
 
 
+@pytest.mark.parametrize("names", [("config.json", "model.safetensors"), checkpoint.FILES])
+def test_overwrite_never_deletes_a_folder_without_our_manifest(tmp_path, capsys, names):
+    """A Hugging Face model folder (config.json, model.safetensors), or every file of an earlier version's run
+    layout: no manifest of ours lists them, so --overwrite refuses and every byte stays."""
+    own = tmp_path / "m"
+    own.mkdir()
+    for i, name in enumerate(names):
+        (own / name).write_bytes(f"user file {i}".encode())
+    before = {p.name: p.read_bytes() for p in own.iterdir()}
+    assert main(RUN + ["--epochs", "1", "--out", str(own), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was removed" in err or "holds no run" in err, err
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == before
+    with pytest.raises(OneByOneError):
+        train(TrainConfig("nin_digits", "digits", epochs=1), out=own, progress=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == before
+
+
 def test_a_run_and_overwrite_remove_only_what_a_run_wrote(tmp_path):
     out = tmp_path / "run"
     assert main(RUN + ["--epochs", "2", "--out", str(out)]) == 0

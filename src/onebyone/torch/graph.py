@@ -41,8 +41,12 @@ def trace(model: nn.Module, example=None) -> fx.GraphModule:
                 raise OneByOneError(f"the traced graph of {type(model).__name__} takes {names}; "
                                     f"example has {sorted(example)}")
             args = [example[n] for n in names]
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*args)
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(*args)
+        except Exception as e:  # noqa: BLE001 - a graph that runs differently from the model (fx's limits)
+            raise OneByOneError(f"torch.fx traced {type(model).__name__}, but its graph does not run on the example "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
     return gm
 
 

@@ -24,6 +24,9 @@ _METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data
              "element_size", "ndimension", "nelement", "__format__", "__repr__", "__bool__"}
 
 
+_SHAPE_OF_SECOND = {"reshape_as", "view_as", "expand_as"}
+
+
 class Ref(NamedTuple):
     """A tensor argument of a recorded call: its value's key (see ``Calls``) and shape."""
 
@@ -122,7 +125,7 @@ class _Uses(TorchFunctionMode):
         if self.depth[0] or name in _METADATA:  # inside a leaf module, or a shape query
             return func(*args, **kwargs)
         tensors = tensor_args(args, kwargs)
-        for t in tensors:
+        for t in tensors[:1] if name in _SHAPE_OF_SECOND else tensors:  # x.reshape_as(y) reads y's shape alone
             r.uses[r.key(t)].append(name)
         op = Op(func, r.ref(tuple(args)), {k: r.ref(v) for k, v in kwargs.items()}, seq=r.seq(), scope=tuple(r.open))
         out = func(*args, **kwargs)

@@ -15,6 +15,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .. import algebra, forms
 from ..errors import OneByOneError
 from . import graph as G
+from . import norms
+from . import record as R
 from .layer_kinds import CONVS, channel_axis, groups, is_pointwise
 from .layers import Pointwise
 from .record import record_calls
@@ -182,8 +184,9 @@ def _axis_matches(layer, bn, in_or_out_shape) -> bool:
 
 @dataclass
 class _Site:
-    """A BatchNorm call and its neighbours, as fx's graph or an eager run's record (``graph.record_calls``)
-    shows them: the layer whose output it alone reads, and the layer that alone reads its output."""
+    """A BatchNorm call and its neighbours, as an eager run's record (``record.record_calls``) shows them: the
+    layer whose output it alone reads (through reshapes that keep the channels last, as a Linear over tokens
+    feeds ``BatchNorm1d`` on ``x.flatten(0, 1)``), and the layer that alone reads its output."""
 
     bn: str
     before: str | None  # the module whose output the BatchNorm reads
@@ -192,47 +195,66 @@ class _Site:
     after: str | None  # the module that reads the BatchNorm's output as its first input
     after_single: bool  # ... and nothing else reads it
     after_shape: tuple | None
+    before_what: str = ""  # what produces its input, for a reason: a module's path, or the function's name
+    after_what: str = ""  # what reads its output, for a reason
 
 
-def _sites_fx(gm) -> list:
+_RESHAPES = {"flatten", "reshape", "view", "reshape_as", "view_as", "contiguous"}
+
+
+def _producer(calls, ops, key, shape):
+    """(the leaf call that made the value ``key``, whether each value on the way is read once, what made it)
+    through reshapes that keep the last axis (for a BatchNorm over (N, C)); the call is None where a function
+    other than such a reshape, or the model's input, made it."""
+    single = True
+    while key not in calls.producer and key in ops:
+        op = ops[key]
+        name = getattr(op.func, "__name__", "")
+        src = op.args[0] if op.args and isinstance(op.args[0], R.Ref) else None
+        if name not in _RESHAPES or src is None or len(shape) != 2 or src.shape[-1] != shape[-1]:
+            return None, False, f"`{name or op.func}`"
+        single = single and len(calls.uses[src.key]) == 1
+        key = src.key
+    prev = calls.producer.get(key)
+    return prev, single, f"`{prev.name}`" if prev is not None else "the model's input"
+
+
+def _passes_through(call) -> bool:
+    """A leaf call that hands its input on unchanged: ``nn.Identity``, or a dropout in eval mode."""
+    m = getattr(call, "module", None)
+    return isinstance(m, nn.Identity) or (isinstance(m, nn.modules.dropout._DropoutNd) and not m.training)
+
+
+def _sites(calls) -> list:
     out = []
-    for node in gm.graph.nodes:
-        if not isinstance(G.module(gm, node), _BatchNorm):
-            continue
-        prev, user = node.args[0], G.only_user(node)
-        before = prev.target if getattr(prev, "op", None) == "call_module" else None
-        after = user.target if user is not None and user.op == "call_module" else None
-        out.append(_Site(node.target, before, before is not None and len(prev.users) == 1, G.shape(prev),
-                         after, after is not None and user.args[0] is node, G.shape(node)))
-    return out
-
-
-def _sites_eager(calls) -> list:
-    out = []
+    ops = {op.output: op for op in calls.ops if op.output is not None}
     for c in calls.calls:
         if not isinstance(c.module, _BatchNorm):
             continue
-        prev = calls.producer.get(c.input)
+        prev, single, before_what = _producer(calls, ops, c.input, c.input_shape or ())
         users = calls.uses.get(c.output, [])
-        nxt = users[0] if len(users) == 1 and not isinstance(users[0], str) else None
-        out.append(_Site(c.name, prev.name if prev else None, prev is not None and len(calls.uses[c.input]) == 1,
-                         c.input_shape, nxt.name if nxt else None, nxt is not None and nxt.input == c.output,
-                         c.output_shape))
+        nxt, value = (users[0] if len(users) == 1 and not isinstance(users[0], str) else None), c.output
+        while _passes_through(nxt) and nxt.input == value and len(calls.uses.get(nxt.output, [])) == 1:
+            users, value = calls.uses[nxt.output], nxt.output  # an eval dropout or an Identity in between
+            nxt = users[0] if not isinstance(users[0], str) else None
+        after_what = (f"`{nxt.name}`" if nxt else f"`{users[0]}`" if len(users) == 1
+                      else f"{len(users)} readers" if users else "the model's output")
+        out.append(_Site(c.name, prev.name if prev else None,
+                         prev is not None and single and len(calls.uses[c.input]) == 1, c.input_shape,
+                         nxt.name if nxt else None, nxt is not None and nxt.input == value, c.output_shape,
+                         before_what, after_what))
     return out
 
 
-def fold_all(work: nn.Module, x, report: RewriteReport) -> bool:
-    """Fold every eval-mode BatchNorm that sits next to a layer it can fold into (in place on ``work``).
-    What feeds what comes from fx's graph, or, for a model fx cannot trace, from one eager run (every
-    module call and every use of its output); returns whether fx traced it."""
-    try:
-        gm = G.trace(work, x)
-        sites, counts = _sites_fx(gm), G.call_counts(work, gm)
-    except OneByOneError as e:
-        gm, calls = None, record_calls(work, x)
-        sites, counts = _sites_eager(calls), calls.counts
-        report.notes.append(f"{e}; what feeds what was read from one eager run instead")
-    for site in sites:
+def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
+    """Fold every eval batch norm (recognised by what it computes: ``norms``) that sits next to a layer it can
+    fold into, in place on ``work``; returns ``work`` (the model itself where it was the norm). What feeds what
+    comes from one eager run (every module call and every use of its output); norms that are not folded keep
+    their original module."""
+    swapped = norms.canonical(work, x, report)
+    calls = record_calls(work, x)
+    counts = calls.counts
+    for site in _sites(calls):
         bn = work.get_submodule(site.bn)
         if bn.running_mean is None:
             report.skipped.append((site.bn, "track_running_stats=False: no running statistics to fold"))
@@ -262,10 +284,18 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> bool:
         elif counts[id(bn)] > 1:
             why = f"the BatchNorm itself is called at {counts[id(bn)]} places"
         else:
-            why = (f"follows `{site.before}` and precedes `{site.after}`: no single-use conv or linear to fold "
-                   "into (a BatchNorm before a k x k conv with padding does not fold exactly)")
-        report.skipped.append((site.bn, why))
-    return gm is not None
+            why = (f"reads {site.before_what} and is read by {site.after_what}: no conv or linear that it alone "
+                   "follows, nor a 1x1 conv or linear that alone reads it"
+                   + (" (a norm before a k x k conv does not fold exactly: the conv's zero padding would see the "
+                      "norm's shift)" if isinstance(nxt, CONVS) else ""))
+        report.skipped.append((_original_name(site.bn, swapped), why))
+    return norms.restore(work, swapped)
+
+
+def _original_name(path: str, swapped: dict) -> str:
+    """A norm's path in the user's model (``a.bn1`` for ``a.bn1.bn``, the plain form of timm's BatchNormAct2d)."""
+    head = path.rpartition(".")[0]
+    return head if path.endswith(".bn") and head in swapped else path
 
 
 def fold_batchnorm(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
@@ -275,7 +305,7 @@ def fold_batchnorm(model: nn.Module, *, example=None, input_size=None, inplace=F
     _check_eval(model)
     x = probe_input(model, example, input_size)
     work, report = copy.deepcopy(model), RewriteReport("fold_batchnorm")
-    fold_all(work, x, report)
+    work = fold_all(work, x, report)
     return finish(report, model, work, x, tol, inplace)
 
 
@@ -308,10 +338,14 @@ def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Modul
     what changed, not yet checked: for a caller that checks the outputs itself, later (``optimize``)."""
     work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
     seen = set()
-    traceable = fold_all(work, x, report)
-    if not traceable:
-        report.skipped.append(("(the whole model)", "torch.fx could not trace it: merging needs its graph, "
-                                                    "so no pair was merged (BatchNorms were folded from an eager run)"))
+    work = fold_all(work, x, report)
+    try:
+        G.trace(work, x)
+        traceable = True
+    except OneByOneError as e:
+        traceable = False
+        report.skipped.append(("(the whole model)", f"{e}: merging reads torch.fx's graph, so no pair was merged "
+                                                    "(the norms were folded from an eager run)"))
     while traceable:
         gm = G.trace(work, x)
         counts = G.call_counts(work, gm)
