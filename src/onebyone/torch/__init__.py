@@ -10,9 +10,10 @@ from .factorize import factorize
 from .fast import ConvAct, FusedPointwiseChain, optimize
 from .functional import pointwise
 from .layers import ChannelBatchNorm, Pointwise, SharedMLP
+from .reparameterize import reparameterize
 from .rewrite_report import RewriteReport
 from .rewrites import conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1, merge_pointwise
 
 __all__ = ["ChannelBatchNorm", "ConvAct", "FusedPointwiseChain", "Pointwise", "RewriteReport", "SharedMLP",
            "conv1x1_to_linear", "convolutionalize", "expand_branches", "factorize", "fold_batchnorm",
-           "linear_to_conv1x1", "merge_branches", "merge_pointwise", "optimize", "pointwise"]
+           "linear_to_conv1x1", "merge_branches", "merge_pointwise", "optimize", "pointwise", "reparameterize"]

@@ -22,6 +22,7 @@ from ..activations import REGISTRY
 from ..errors import OneByOneError
 from . import activations as acts
 from . import graph as G
+from . import norms
 from . import record as R
 from .rewrite_report import RewriteReport, finish
 from .rewrites import _check_eval
@@ -63,11 +64,28 @@ def _leaves(add) -> list:
     """The terms of a sum: an add's operands, through inner adds that feed only it."""
     out = []
     for a in add.args[:2]:
-        if _is_node(a) and _is_add(a) and len(a.users) == 1:
-            out += _leaves(a)
+        inner = a
+        while _is_node(inner) and _passes_on(inner) and len(inner.users) == 1:  # drop_path as nn.Identity
+            inner = inner.args[0]
+        if _is_node(inner) and _is_add(inner) and len(inner.users) == 1:
+            out += _leaves(inner)
         else:
             out.append(a)
     return out
+
+
+def _source(node):
+    """The value ``node`` hands on: itself, or through Identity and eval dropout calls the tensor they read."""
+    while _is_node(node) and _passes_on(node):
+        node = node.args[0]
+    return node
+
+
+def _passes_on(node) -> bool:
+    """A node that hands its one input on unchanged: an ``nn.Identity`` or eval dropout call (fx or record)."""
+    m = node.graph.owning_module.get_submodule(node.target) if isinstance(node, fx.Node) and \
+        node.op == "call_module" else getattr(node.source, "module", None) if isinstance(node, R.Node) else None
+    return isinstance(m, nn.Identity) or (isinstance(m, nn.modules.dropout._DropoutNd) and not m.training)
 
 
 def _conv_term(gm, node, m: nn.Conv2d) -> Term | str:
@@ -121,8 +139,14 @@ def _term(gm, leaf) -> Term | str:
         t = _conv_term(gm, leaf, m)
     elif isinstance(m, nn.AvgPool2d):
         t = _pool_term(gm, leaf, m)
+    elif isinstance(m, nn.Linear) and G.shape(leaf) is not None and len(G.shape(leaf)) == 2:
+        w = numpy64(m.weight)[:, :, None, None]  # (O, C) -> (O, C, 1, 1): a Linear on (B, C) is a 1x1 conv
+        b = numpy64(m.bias) if m.bias is not None else np.zeros(m.out_features)
+        t = Term(leaf.args[0], lambda g, w=w: w, b, (1, 1), (0, 0), (1, 1), 1, "linear")
+    elif G.shape(leaf) is not None and len(G.shape(leaf)) == 2:
+        return _identity(leaf, G.shape(leaf)[1])
     elif G.shape(leaf) is None or len(G.shape(leaf)) != 4:
-        return f"`{leaf.name}` is not a (B, C, H, W) tensor"
+        return f"`{leaf.name}` is not a (B, C, H, W) or (B, C) tensor"
     else:
         return _identity(leaf, G.shape(leaf)[1])
     return t if isinstance(t, str) or bn is None else _with_bn(t, bn)
@@ -150,6 +174,7 @@ def _plan(gm, add) -> tuple | str:
     bad = [t for t in terms if isinstance(t, str)]
     if bad:
         return bad[0]
+    terms = [dataclasses.replace(t, src=_source(t.src)) for t in terms]
     if len({id(t.src) for t in terms}) != 1:
         return (f"the branches read different tensors ({', '.join(sorted({t.src.name for t in terms}))}): a branch "
                 "with a nonlinearity or another layer inside is not one linear map of the block's input")
@@ -181,6 +206,15 @@ def merge_branches(model: nn.Module, example=None, input_size=None, tol: float =
     _check_eval(model)
     x = probe_input(model, example, input_size)
     report, work = RewriteReport("merge_branches"), copy.deepcopy(model)  # the model given is not touched
+    work, report = merged_branches(work, x, report)
+    return finish(report, model, work, x, tol, inplace)
+
+
+def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Module, RewriteReport]:
+    """``merge_branches``' rewrite of ``work`` itself (traced on ``x``), not yet checked; norms that compute an
+    eval batch norm under another class (``norms``) are read as ``nn.BatchNormNd`` (those no merge takes
+    keep their own module where no fx graph was built)."""
+    swapped = norms.canonical(work, x, report)
     try:
         site = _FxSums(G.trace(work, x))
     except OneByOneError as e:
@@ -199,11 +233,22 @@ def merge_branches(model: nn.Module, example=None, input_size=None, tol: float =
         kernel, groups, whats = plan[1], plan[5], plan[6]
         report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {kernel.shape[2]}x{kernel.shape[3]} conv"
                               + (f" (groups {groups})" if groups > 1 else ""))
-    return finish(report, model, site.done(), x, tol, inplace)
+    done = site.done()
+    if isinstance(done, fx.GraphModule) and swapped:
+        report.notes.append(f"{len(swapped)} norm(s) of other classes ({', '.join(sorted({type(m).__name__ for m, _ in swapped.values()}))}) "
+                            "run as eval nn.BatchNormNd in the traced model")
+        return done, report
+    return norms.restore(done, swapped), report
 
 
-def _conv(plan, like) -> nn.Conv2d:
-    _, kernel, bias, stride, padding, groups, _ = plan
+def _conv(plan, like) -> nn.Module:
+    """The merged layer: an ``nn.Conv2d``, or an ``nn.Linear`` where the branches read a (B, C) tensor."""
+    src, kernel, bias, stride, padding, groups, _ = plan
+    if G.shape(src) is not None and len(G.shape(src)) == 2:
+        lin = nn.Linear(kernel.shape[1], kernel.shape[0]).to(like)
+        with torch.no_grad():
+            lin.weight.copy_(tensor(kernel[:, :, 0, 0], like)), lin.bias.copy_(tensor(bias, like))
+        return lin
     conv = nn.Conv2d(kernel.shape[1] * groups, kernel.shape[0], kernel.shape[2:], stride, padding,
                      groups=groups).to(like)
     with torch.no_grad():
