@@ -274,7 +274,8 @@ def _positive_float(text: str) -> float:
 
 def _model_args(p) -> None:
     """MODEL, --input-size and --batch-size, as `summary` and `report` take them."""
-    p.add_argument("model", help="a zoo name or package.module:factory")
+    p.add_argument("model", help="a zoo name, timm:NAME or torchvision:NAME (random weights, at their published "
+                                 "input size), or package.module:factory")
     p.add_argument("--input-size", type=_integer(1), nargs="+", metavar="N",
                    help="one sample's shape, each size >= 1, e.g. 3 224 224")
     p.add_argument("--batch-size", type=_integer(1), default=1, help="samples in the analyzed batch, >= 1 (default 1)")

@@ -6,6 +6,7 @@ detection operator is ever run. Tests and benchmark scripts only: a user's match
 import importlib
 
 import torch
+from torch import nn
 
 _LIB = None
 
@@ -28,3 +29,18 @@ def load(name: str):
     """``torchvision`` or ``timm``, importable beside the pinned CPU torch."""
     define_schemas()
     return importlib.import_module(name)
+
+
+def randomize_norms(model: nn.Module) -> nn.Module:
+    """Running statistics and affine parameters far from (0, 1), so a fold that did nothing cannot look exact."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
+            if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor):
+                mean.copy_(torch.randn(mean.shape, generator=g) * 0.5)
+                var.copy_(torch.rand(var.shape, generator=g) * 2 + 0.5)
+                for v in (getattr(m, "weight", None), getattr(m, "bias", None)):
+                    if isinstance(v, torch.Tensor) and v.shape == mean.shape:
+                        v.copy_(torch.randn(v.shape, generator=g) * 0.5 + (1.0 if v is m.weight else 0.0))
+    return model.eval()

@@ -10,9 +10,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from onebyone import analyze
-from onebyone.torch import fold_batchnorm, linear_to_conv1x1, merge_pointwise, optimize
+from onebyone.torch import (
+    fold_batchnorm,
+    linear_to_conv1x1,
+    merge_branches,
+    merge_pointwise,
+    optimize,
+    reparameterize,
+)
 
 from .cpus import REWRITES, WITH_ENGINES
+from .ecosystem import randomize_norms
 
 T = pytest.importorskip("transformers")
 
@@ -49,7 +57,7 @@ def build(name):
     cls, config, size = configs()[name]
     config.num_labels, config._attn_implementation = 10, "eager"
     torch.manual_seed(0)
-    return cls(config).eval(), {"pixel_values": torch.randn(2, 3, size, size)}
+    return randomize_norms(cls(config)), {"pixel_values": torch.randn(2, 3, size, size)}
 
 
 def flop_counter_macs(model, example) -> int:
@@ -93,7 +101,7 @@ def test_rewrites_verify_or_say_what_they_skipped(name):
     model, x = build(name)
     macs = analyze(model, example=x).macs // 2  # per sample
     norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for rewrite in (fold_batchnorm, merge_pointwise, linear_to_conv1x1):
+    for rewrite in (fold_batchnorm, merge_pointwise, linear_to_conv1x1, merge_branches, reparameterize):
         new, report = rewrite(model, example=x)  # each checks itself in float64 and raises past its tolerance
         assert report.max_abs_diff <= report.tolerance and report.macs_before == macs
         if rewrite is fold_batchnorm:  # every BatchNorm is either folded or listed with the reason

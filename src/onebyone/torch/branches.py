@@ -231,12 +231,14 @@ def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Modul
             continue
         removed |= gone
         kernel, groups, whats = plan[1], plan[5], plan[6]
-        report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {kernel.shape[2]}x{kernel.shape[3]} conv"
+        one = "Linear" if " + ".join(whats).count("linear") else f"{kernel.shape[2]}x{kernel.shape[3]} conv"
+        report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {one}"
                               + (f" (groups {groups})" if groups > 1 else ""))
     done = site.done()
     if isinstance(done, fx.GraphModule) and swapped:
-        report.notes.append(f"{len(swapped)} norm(s) of other classes ({', '.join(sorted({type(m).__name__ for m, _ in swapped.values()}))}) "
-                            "run as eval nn.BatchNormNd in the traced model")
+        kinds = ", ".join(sorted({type(m).__name__ for m, _ in swapped.values()}))
+        report.notes.append(f"{len(swapped)} norm(s) of other classes ({kinds}) run as eval nn.BatchNormNd in the "
+                            "traced model")
         return done, report
     return norms.restore(done, swapped), report
 
@@ -268,9 +270,15 @@ class _FxSums:
         with gm.graph.inserting_before(add):
             new = gm.graph.call_module(f"merged_{add.name}", (src,))
         add.replace_all_uses_with(new)
-        before = set(gm.graph.nodes)
-        gm.graph.eliminate_dead_code()
-        return before - set(gm.graph.nodes)
+        gone, todo = set(), [add]  # what only the sum read, back to the branches' input: no longer needed
+        while todo:
+            n = todo.pop()
+            if n in gone or n.users or n.op in ("placeholder", "output") or n.is_impure():
+                continue
+            todo += n.all_input_nodes
+            gm.graph.erase_node(n)
+            gone.add(n)
+        return gone
 
     def done(self) -> nn.Module:
         self.root.graph.lint()

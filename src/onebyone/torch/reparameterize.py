@@ -29,13 +29,23 @@ def reparameterize(model: nn.Module, example=None, input_size=None, tol: float =
     """
     _check_eval(model)
     x = probe_input(model, example, input_size)
-    work, report = copy.deepcopy(model), RewriteReport("reparameterize")
+    work, report = reparameterized(copy.deepcopy(model), x, RewriteReport("reparameterize"))
+    return finish(report, model, work, x, tol, inplace)
+
+
+def reparameterized(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Module, RewriteReport]:
+    """``reparameterize``'s rewrite of ``work`` itself on the input ``x``, its changes and skips added to
+    ``report``, not yet checked: for a caller that checks the outputs itself (``optimize``)."""
+    changed = []
     for _ in range(ROUNDS):
         folds, merges = RewriteReport("fold_batchnorm"), RewriteReport("merge_branches")
         work = fold_all(work, x, folds)
         work, merges = merged_branches(work, x, merges)
-        report.changed += folds.changed + merges.changed
-        report.skipped, report.notes = folds.skipped + merges.skipped, merges.notes
+        changed += folds.changed + merges.changed
+        skipped, notes = folds.skipped + merges.skipped, merges.notes
         if not merges.changed:
             break  # a fold after no merge finds nothing new
-    return finish(report, model, work, x, tol, inplace)
+    report.changed += changed
+    report.skipped += skipped
+    report.notes += notes
+    return work, report

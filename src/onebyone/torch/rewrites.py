@@ -7,6 +7,7 @@ rewrite then checks itself on a probe input in float64 and raises if the outputs
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 from dataclasses import dataclass
 
 from torch import nn
@@ -253,7 +254,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
     their original module."""
     swapped = norms.canonical(work, x, report)
     calls = record_calls(work, x)
-    counts = calls.counts
+    counts = defaultdict(lambda: 1, calls.counts)  # a layer a fold replaced was called at one place
     for site in _sites(calls):
         bn = work.get_submodule(site.bn)
         if bn.running_mean is None:
@@ -339,15 +340,13 @@ def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Modul
     work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
     seen = set()
     work = fold_all(work, x, report)
-    try:
-        G.trace(work, x)
-        traceable = True
-    except OneByOneError as e:
-        traceable = False
-        report.skipped.append(("(the whole model)", f"{e}: merging reads torch.fx's graph, so no pair was merged "
-                                                    "(the norms were folded from an eager run)"))
-    while traceable:
-        gm = G.trace(work, x)
+    while True:
+        try:
+            gm = G.trace(work, x)
+        except OneByOneError as e:
+            report.skipped.append(("(the whole model)", f"{e}: merging reads torch.fx's graph, so no further pair "
+                                                        "was merged (the norms were folded from an eager run)"))
+            break
         counts = G.call_counts(work, gm)
         merged = False
         for node in gm.graph.nodes:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import OneByOneError, too_large
+from .ecosystem import LIBRARIES, from_library
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def create_model(name: str, **kwargs):
 
 
 def from_spec(spec: str, **kwargs):
-    """A zoo name or ``package.module:factory`` -> (model, default input size or None); ``kwargs`` go
-    to the factory (``num_classes=10``, ``weights=None``).
+    """A zoo name, ``timm:NAME``, ``torchvision:NAME`` or ``package.module:factory`` -> (model, default input
+    size or None); ``kwargs`` go to the factory (``num_classes=10``). timm and torchvision models are built
+    with random weights, at the input size their library publishes.
 
     The current directory is searched for the module, as ``python -m`` does. A factory's model may
     carry a ``default_input_size`` attribute.
@@ -79,6 +81,8 @@ def from_spec(spec: str, **kwargs):
         model = create_model(spec, **kwargs)
         return model, tuple(getattr(model, "default_input_size", None) or model_info(spec).input_size)
     mod_name, _, attr = spec.partition(":")
+    if mod_name in LIBRARIES:
+        return from_library(spec, **kwargs)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

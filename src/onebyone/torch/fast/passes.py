@@ -1,6 +1,7 @@
 """``optimize(model, example)``: the exact rewrites that make an eval model faster on this machine, as a
 driver over named passes, each ``pass(model, ctx) -> model``:
 
+- ``reparameterize``: fold norms and merge parallel branches until nothing changes (``reparameterize``);
 - ``fold``: fold eval BatchNorms and merge linear pairs (``merge_pointwise``);
 - ``chains``: each ``SharedMLP`` and each run of 1x1 convs in an ``nn.Sequential`` -> ``FusedPointwiseChain``;
 - ``conv_acts``: each Conv2d / Pointwise and the activation after it -> one ``ConvAct`` (one oneDNN call);
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
+from ..reparameterize import reparameterized
 from ..rewrite_report import KernelChoice, RewriteReport, finish, output_difference, outputs
 from ..rewrites import merged_pointwise
 from ..tensors import call, check_module, example_values, first_sample, input_kw, probe_input
@@ -84,6 +86,19 @@ class Context:
             with torch.no_grad():
                 self.given_outputs = call(self.model, self.x)
         return self.given_outputs
+
+
+def reparameterize(model: nn.Module, ctx: Context) -> nn.Module:
+    """Fold norms and merge parallel branches until nothing changes (``onebyone.torch.reparameterize``, whose
+    outputs the ``check`` pass checks): the engines do not merge branches, so this runs ahead of their race; a
+    model it cannot take is copied as it is and the reason is said."""
+    try:
+        work, report = reparameterized(copy.deepcopy(model), first_sample(ctx.x), RewriteReport("reparameterize"))
+    except OneByOneError as e:
+        ctx.report.skipped.append(("reparameterize", str(e)))
+        return copy.deepcopy(model)
+    ctx.report.changed += report.changed  # what it leaves, the fold pass reads again and says
+    return work
 
 
 def fold(model: nn.Module, ctx: Context) -> nn.Module:
@@ -380,7 +395,8 @@ def keep_faster(model: nn.Module, ctx: Context) -> nn.Module:
     return copy.deepcopy(ctx.model)
 
 
-PASSES = {"fold": fold, "chains": chains, "conv_acts": fuse_conv_acts, "pools": swap_max_pools,
+PASSES = {"reparameterize": reparameterize, "fold": fold, "chains": chains, "conv_acts": fuse_conv_acts,
+          "pools": swap_max_pools,
           "channels_last": channels_last, "check": check, "kernels": kernels, "bfloat16": bfloat16,
           "engines": engines, "keep_faster": keep_faster}
 
@@ -428,7 +444,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
                             f"call {type(model).__name__}.eval() first")
     ctx = Context(model, probe_input(model, example, input_size), RewriteReport("optimize"), tol,
                   dtype if dtype == torch.bfloat16 else None, dtype_tol, channels_last, compile, tuple(names))
-    work = model if names[0] == "fold" else copy.deepcopy(model)  # fold copies; the other passes work in place
+    work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
+    # work in place
     for name in names:
         t0, before = time.perf_counter(), len(ctx.report.changed)
         work = PASSES[name](work, ctx)

@@ -1,0 +1,236 @@
+"""The models people bring: timm, torchvision and Hugging Face architectures (random weights, nothing
+downloaded, norms with non-trivial running statistics), each analyzed and put through every rewrite. A
+rewrite checks itself in float64 on the example and a seeded probe; here each also accounts for every norm
+of the model (folded, or named under its path with a reason), and ``reparameterize`` is held to timm's own
+``reparameterize_model`` on every family timm can re-parameterize."""
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError, analyze
+from onebyone.torch import (
+    fold_batchnorm,
+    linear_to_conv1x1,
+    merge_branches,
+    merge_pointwise,
+    optimize,
+    reparameterize,
+)
+
+from . import ecosystem
+from .cpus import REWRITES
+from .ecosystem import randomize_norms
+
+timm = ecosystem.load("timm")
+tv = ecosystem.load("torchvision")
+T = pytest.importorskip("transformers")
+
+# name -> (input size, create_model keywords): small inputs where a model allows one
+TIMM = {
+    "resnet18d": (64, {}), "efficientnet_b0": (64, {}), "mobilenetv3_small_050": (64, {}),
+    "mobilenetv4_conv_small": (64, {}), "regnety_002": (64, {}), "convnext_atto": (64, {}),
+    "densenet121": (64, {}), "ghostnet_050": (64, {}), "rexnet_100": (64, {}), "hgnetv2_b0": (64, {}),
+    "levit_128s": (64, {"img_size": 64}), "efficientvit_m0": (64, {"img_size": 64}), "fastvit_t8": (64, {}),
+    "repvgg_a0": (64, {}), "mobileone_s0": (64, {}), "repghostnet_050": (64, {}), "repvit_m0_9": (64, {}),
+    "tiny_vit_5m_224": (64, {}), "mobilevit_xxs": (64, {}),
+    "coatnet_nano_rw_224": (64, {"img_size": 64}), "maxvit_nano_rw_256": (64, {"img_size": 64}),
+    "swin_tiny_patch4_window7_224": (64, {"img_size": 64, "window_size": 4}),
+    "deit_tiny_patch16_224": (64, {"img_size": 64}), "mixer_s16_224": (64, {"img_size": 64}),
+    "resmlp_12_224": (64, {"img_size": 64}), "poolformer_s12": (64, {}), "edgenext_xx_small": (64, {}),
+    "nf_regnet_b0": (64, {}), "shvit_s1": (64, {}), "ghostnetv3_050": (64, {}),
+    "lcnet_050": (64, {}), "ese_vovnet19b_dw": (64, {}),
+}
+FROZEN = lambda: tv.models.resnet50(norm_layer=tv.ops.FrozenBatchNorm2d)  # noqa: E731 - detection backbones' norm
+TORCHVISION = {
+    "resnet50_frozen_bn": (64, FROZEN), "mobilenet_v3_large": (64, lambda: tv.models.mobilenet_v3_large()),
+    "efficientnet_b0": (64, lambda: tv.models.efficientnet_b0()), "regnet_y_400mf": (64, tv.models.regnet_y_400mf),
+    "shufflenet_v2_x0_5": (64, tv.models.shufflenet_v2_x0_5), "squeezenet1_1": (64, tv.models.squeezenet1_1),
+    "densenet121": (64, tv.models.densenet121), "convnext_tiny": (64, tv.models.convnext_tiny),
+    "vit_small": (32, lambda: tv.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                          hidden_dim=32, mlp_dim=64)),
+    "fcn_resnet50": (64, lambda: tv.models.segmentation.fcn_resnet50(weights_backbone=None, aux_loss=False)),
+    "lraspp_mobilenet_v3_large": (64, lambda: tv.models.segmentation.lraspp_mobilenet_v3_large(
+        weights_backbone=None)),
+    "r3d_18": ((3, 4, 32, 32), tv.models.video.r3d_18),
+}
+
+
+def build(source: str, name: str):
+    torch.manual_seed(0)
+    if source == "timm":
+        size, kw = TIMM[name]
+        model = timm.create_model(name, pretrained=False, num_classes=10, **kw)
+    else:
+        size, make = TORCHVISION[name]
+        model = make()
+    shape = (1, *size) if isinstance(size, tuple) else (1, 3, size, size)
+    return randomize_norms(model), torch.randn(shape, generator=torch.Generator().manual_seed(2))
+
+
+def norm_sites(model: nn.Module, x) -> list:
+    """Paths of the modules that hold running statistics and run on ``x``: every norm a fold must account for."""
+    called, hooks = set(), []
+    for m in model.modules():
+        if isinstance(getattr(m, "running_mean", None), torch.Tensor):
+            hooks.append(m.register_forward_pre_hook(lambda m, a: called.add(id(m))))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return [n for n, m in model.named_modules() if id(m) in called]
+
+
+def accounted(report, sites) -> list:
+    """The sites that the report neither changed nor skipped by path: the silent ones."""
+    changed = " ".join(report.changed)
+    skipped = {n for n, _ in report.skipped}
+    return [s for s in sites if s not in skipped and not any(part in (s, s + ".bn") for part in
+                                                             changed.replace(":", " ").replace("+", " ").split())]
+
+
+# the families timm re-parameterizes itself (a reparameterize() or fuse() method): where ours stands
+REPARAM = ["repvgg_a0", "mobileone_s0", "repghostnet_050", "repvit_m0_9", "efficientvit_m0", "levit_128s",
+           "tiny_vit_5m_224", "shvit_s1", "ghostnetv3_050"]
+
+
+def convs_and_norms(model) -> int:
+    return sum(isinstance(m, (nn.Conv1d, nn.Conv2d)) or isinstance(getattr(m, "running_mean", None), torch.Tensor)
+               for m in model.modules())
+
+
+MODELS = [("timm", n) for n in TIMM] + [("torchvision", n) for n in TORCHVISION]
+
+
+@pytest.mark.parametrize("source,name", MODELS, ids=[f"{s}:{n}" for s, n in MODELS])
+def test_every_rewrite_is_exact_and_names_every_norm(source, name):
+    model, x = build(source, name)
+    s = analyze(model, example=x)
+    assert s.params == sum(p.numel() for p in model.parameters()) == sum(r.params for r in s.rows)
+    assert s.macs > 0 and s.uncounted == []
+    sites = norm_sites(model, x)
+    folded, report = fold_batchnorm(model, example=x)
+    assert accounted(report, sites) == [], report.skipped
+    assert all("None" not in why for _, why in report.skipped)
+    assert len(report.changed) + len(report.skipped) >= len(sites)
+    assert len(norm_sites(folded, x)) == len(sites) - len(report.changed)  # each fold removed one norm
+    for rewrite in (merge_branches, reparameterize, merge_pointwise, linear_to_conv1x1):
+        new, r = rewrite(model, example=x)  # each raises past its tolerance
+        assert r.max_abs_diff <= r.tolerance and r.macs_after <= r.macs_before
+        assert all(isinstance(n, str) and n and why and "None" not in why for n, why in r.skipped)
+        if rewrite is reparameterize and source == "timm" and name in REPARAM:
+            at_timms_level(model, new, r)
+
+
+def at_timms_level(model, ours, report):
+    """``ours`` (reparameterize's) is no larger than timm's ``reparameterize_model`` of ``model``: parameters, and
+    convs + norms."""
+    from timm.utils.model import reparameterize_model
+
+    theirs = reparameterize_model(model)  # inplace=False: a copy
+    assert sum(p.numel() for p in ours.parameters()) <= sum(p.numel() for p in theirs.parameters())
+    assert convs_and_norms(ours) <= convs_and_norms(theirs) < convs_and_norms(model)
+    assert report.changed
+
+
+def test_reparameterize_names_where_it_stops_short_of_timm():
+    """FastViT's RepMixer computes x + layer_scale * (mixer(x) - norm(x)): a difference scaled per channel,
+    which the merge (sums of branches) does not take; each such norm is named under its path."""
+    model, x = build("timm", "fastvit_t8")
+    ours, report = reparameterize(model, example=x)
+    short = [n for n, _ in report.skipped if n.endswith("token_mixer.norm.identity")]
+    assert len(short) == len([m for m in model.modules() if type(m).__name__ == "RepMixer"])
+
+
+def test_a_block_timm_never_saw_is_reparameterized():
+    class Block(nn.Module):  # three branches and a shortcut through a norm, no method to fuse them
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+            self.b = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+            self.c = nn.Sequential(nn.Conv2d(8, 8, (1, 3), padding=(0, 1), bias=False), nn.BatchNorm2d(8))
+            self.skip = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            return torch.relu(self.a(x) + self.b(x) + self.c(x) + self.skip(x))
+
+    model = randomize_norms(nn.Sequential(Block(), Block()))
+    x = torch.randn(2, 8, 9, 9)
+    ours, report = reparameterize(model, example=x)
+    assert sum(isinstance(m, nn.Conv2d) for m in ours.modules()) == 2 and convs_and_norms(ours) == 2
+    with torch.no_grad():
+        assert (ours(x) - model(x)).abs().max() <= 1e-4 * float(model(x).abs().max())
+
+
+def test_frozen_and_activation_norms_fold_and_keep_their_activation():
+    """torchvision's FrozenBatchNorm2d is no _BatchNorm; timm's BatchNormAct2d runs the activation too."""
+    model, x = build("torchvision", "resnet50_frozen_bn")
+    folded, report = fold_batchnorm(model, example=x)
+    assert len(report.changed) == 53 and report.skipped == []
+    assert not any(isinstance(m, tv.ops.FrozenBatchNorm2d) for m in folded.modules())
+    model, x = build("timm", "efficientnet_b0")
+    folded, report = fold_batchnorm(model, example=x)
+    assert len(report.changed) == 49 and report.skipped == []
+    assert sum(isinstance(m, nn.SiLU) for m in folded.modules()) == sum(isinstance(m, nn.SiLU)
+                                                                        for m in model.modules())
+
+
+def test_norms_that_are_not_folded_keep_their_own_class():
+    """A frozen norm left where it is stays frozen: the user's module, not an nn.BatchNorm2d in its place."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), tv.ops.FrozenBatchNorm2d(4), nn.Conv2d(4, 4, 3))
+    model = randomize_norms(model)
+    folded, report = fold_batchnorm(model, example=torch.randn(1, 3, 8, 8))
+    assert [n for n, _ in report.skipped] == ["2"] and isinstance(folded[2], tv.ops.FrozenBatchNorm2d)
+    assert "reads `1` and is read by `3`" in report.skipped[0][1]
+
+
+def test_levit_linear_norm_pairs_fold_and_fx_failures_are_not_raw():
+    model, x = build("timm", "levit_128s")
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.skipped == [] and len(report.changed) == len(norm_sites(model, x))
+    for rewrite in (merge_pointwise,):
+        new, r = rewrite(model, example=x)  # fx's ShapeProp fails on LeViT: merging says so, never raw
+        assert any("torch.fx" in why for _, why in r.skipped) or r.changed
+    opt, r = optimize(model, x, passes=REWRITES)
+    with torch.no_grad():
+        assert (opt(x) - model(x)).abs().max() <= 1e-4 * max(1.0, float(model(x).abs().max()))
+
+
+def test_a_model_fx_cannot_trace_raises_no_raw_error():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            if x.mean() > 100:  # data-dependent control flow
+                return x
+            return self.bn(self.conv(x))
+
+    model, x = randomize_norms(Branchy()), torch.randn(1, 3, 5, 5)
+    for rewrite in (fold_batchnorm, merge_branches, reparameterize, merge_pointwise):
+        try:
+            new, r = rewrite(model, example=x)
+        except OneByOneError:
+            continue
+        with torch.no_grad():
+            assert (new(x) - model(x)).abs().max() <= 1e-5 * max(1.0, float(model(x).abs().max()))
+
+
+def test_the_cli_builds_timm_and_torchvision_names_at_their_published_size(capsys):
+    import json
+
+    from onebyone.cli import main
+    from onebyone.zoo import from_spec
+
+    assert main(["summary", "timm:mobilenetv3_small_050", "--json", "--model-arg", "num_classes=10"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    model = timm.create_model("mobilenetv3_small_050", num_classes=10)
+    assert s["totals"]["params"] == sum(p.numel() for p in model.parameters())
+    assert s["rows"][0]["input_shape"][1:] == list(model.pretrained_cfg["input_size"])  # (3, 224, 224)
+    model, size = from_spec("torchvision:squeezenet1_1", num_classes=10)
+    assert size == (3, 224, 224) and model.classifier[1].out_channels == 10 and not model.training
+    assert from_spec("torchvision:r3d_18")[1] == (3, 16, 112, 112)  # a clip: 16 frames of the published crop
+    assert main(["summary", "timm:resnet181"]) == 2
+    assert "timm has no model named 'resnet181'; close matches: resnet18" in capsys.readouterr().err
+    assert main(["summary", "torchvision:resnet_18"]) == 2
+    assert "close matches: resnet18" in capsys.readouterr().err
