@@ -95,8 +95,9 @@ def _input_shapes(model: nn.Module, example, wanted: set) -> dict:
 def canonical(work: nn.Module, example, report) -> dict:
     """Swap, in place on ``work``, every module computing an eval batch norm (see the module's docstring) that
     is not already a ``_BatchNorm`` without children (which every rewrite reads as it is) for plain modules;
-    returns {path: (original, plain)} for ``restore``. A module holding running statistics that does not compute the norm from them (training mode
-    of a batch-statistics norm, or something else) is named in ``report.skipped``."""
+    returns {path: (original, plain)} for ``restore``. A module holding running statistics that does not compute
+    the norm from them (a batch-statistics norm in training mode, or something else) is named in
+    ``report.skipped``."""
     found = {}
     for name, m in work.named_modules():
         stats = _statistics(m)
