@@ -100,3 +100,20 @@ def test_every_split_of_a_user_dataset_has_a_sample(tmp_path, n):
     from onebyone import data
 
     assert len(data.load(str(tmp_path / "small.npz"), "test")[0]) == len(test)
+
+
+def test_a_folder_dataset_skips_hidden_folders_and_needs_two_classes(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", ".ipynb_checkpoints"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray((rng.random((6, 5)) * 255).astype(np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    with pytest.raises(OneByOneError, match=r"at least two classes; found 1 \(cat\)"):
+        data.load(str(tmp_path / "imgs"), "train")
+    (tmp_path / "imgs" / "dog").mkdir()
+    Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "imgs" / "dog" / "0.png")
+    Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "imgs" / "dog" / "1.png")
+    x, y = data.load(str(tmp_path / "imgs"), "train")
+    assert set(y.tolist()) <= {0, 1} and data.class_names(str(tmp_path / "imgs"), 2) == ["cat", "dog"]

@@ -34,6 +34,13 @@ def check_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_tolerance(value, name: str) -> float:
+    """A real number >= 0 (a tolerance: a fraction of the output scale); bools and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise OneByOneError(f"{name} must be a number >= 0 (a fraction of the output scale), got {value!r}")
+    return float(value)
+
+
 def check_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     """An int or a pair of ints, returned as a pair."""
     if isinstance(value, (tuple, list)):

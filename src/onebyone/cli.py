@@ -184,7 +184,7 @@ def _maps(args) -> int:
     from .train import load_checkpoint
 
     model, cfg = load_checkpoint(args.checkpoint)
-    labels = data.class_names(cfg.data, cfg.num_classes)  # first: a class folder removed since training is named
+    labels = cfg.classes or data.class_names(cfg.data, cfg.num_classes)  # as trained: the checkpoint names them
     xte, _ = data.load(cfg.data, "test", **cfg.data_kwargs)
     size = tuple(xte.shape[1:])
     if len(size) != 3:
@@ -262,13 +262,13 @@ SEEDS = 2**31 - 1  # the largest seed every generator here takes (torch's per-ep
 
 
 def _positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
+    """An argparse type: a learning rate, a finite number > 0 and <= 1000."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    if not math.isfinite(value) or value <= 0 or value > 1e3:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 and <= 1000, got {text}")
     return value
 
 
@@ -374,9 +374,31 @@ def _bench_parser(sub) -> None:
     bn.set_defaults(fn=_bench)
 
 
+# command -> the modules it imports and the extra that brings each: checked before any work
+NEEDS = {"summary": ("torch",), "report": ("torch", "matplotlib"), "train": ("torch", "safetensors", "sklearn", "PIL"),
+         "maps": ("torch", "safetensors", "matplotlib", "PIL"), "bench": ("torch", "rich")}
+EXTRA = {"torch": "torch", "safetensors": "torch", "rich": "torch", "sklearn": "data", "PIL": "data",
+         "matplotlib": "data"}
+
+
+def _missing(args) -> list:
+    """The modules ``args.command`` needs (``NEEDS``; figures need matplotlib) that are not installed."""
+    import importlib.util
+
+    need = list(NEEDS.get(args.command, ()))
+    if getattr(args, "html", None) or getattr(args, "png", None):
+        need.append("matplotlib")
+    return [m for m in dict.fromkeys(need) if importlib.util.find_spec(m) is None]
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        missing = _missing(args)
+        if missing:
+            extras = ",".join(dict.fromkeys(EXTRA[m] for m in missing))
+            raise OneByOneError(f"`onebyone {args.command}` needs {', '.join(missing)}, not installed here: "
+                                f"pip install 'onebyone[{extras}]'")
         return args.fn(args)
     except OneByOneError as e:
         print(f"onebyone: error: {e}", file=sys.stderr)

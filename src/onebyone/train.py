@@ -39,6 +39,10 @@ class TrainConfig:
     data_kwargs: dict = field(default_factory=dict)  # e.g. {"size": 28} or {"n_points": 512}
     num_classes: int = 0  # 0: from the dataset
     precision: str = "fp32"  # "bf16": products in bfloat16 under autocast; weights and checkpoints float32
+    classes: list = field(default_factory=list)  # the class names in label order, as trained (empty: not known)
+
+
+MAX_RATE = 1e3  # lr and weight_decay above this only overflow or blow the weights up: refused, named
 
 
 def _flatten_optimizer(opt) -> tuple[dict, dict]:
@@ -95,16 +99,17 @@ _CONFIG_FIELDS = {  # field -> (check, what it must be): a config.json edited by
     "data": (lambda v: isinstance(v, str) and v != "", "a dataset name or path"),
     "epochs": (_whole(1), "an integer >= 1"),
     "batch_size": (_whole(1), "an integer >= 1"),
-    "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf"),
-           "a number > 0"),
-    "weight_decay": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"),
-                     "a number >= 0"),
+    "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_RATE,
+           f"a number > 0 and <= {MAX_RATE:g}"),
+    "weight_decay": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= MAX_RATE,
+                     f"a number >= 0 and <= {MAX_RATE:g}"),
     "seed": (_whole(0, 2**31 - 1), "an integer from 0 to 2**31-1"),
     "data_kwargs": (lambda v: isinstance(v, dict) and all(k in ("size", "n_points") and _whole(1)(x)
                                                           for k, x in v.items()),
                     "an object of size / n_points, integers >= 1"),
     "num_classes": (_whole(0), "an integer >= 0"),
     "precision": (lambda v: v in ("fp32", "bf16"), "'fp32' or 'bf16'"),
+    "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) and c for c in v), "a list of class names"),
 }
 
 
@@ -229,6 +234,13 @@ def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until) -> tuple[
     xtr, ytr = data.load(cfg.data, "train", **cfg.data_kwargs)
     xte, yte = data.load(cfg.data, "test", **cfg.data_kwargs)
     cfg.num_classes = cfg.num_classes or data.num_classes(cfg.data, ytr)
+    if cfg.num_classes < 2:
+        raise OneByOneError(f"{cfg.data} holds {cfg.num_classes} class: a classifier needs at least two")
+    found = data.class_names(cfg.data, cfg.num_classes)
+    if resume and cfg.classes and found != cfg.classes:
+        raise OneByOneError(f"--resume: {cfg.data} now holds the classes {found}, but the run was trained on "
+                            f"{cfg.classes} (in label order): restore the folders it was trained on")
+    cfg.classes = found
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=cfg.num_classes)
     want = model_info(cfg.model).input_size
@@ -246,6 +258,8 @@ def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until) -> tuple[
             model.load_state_dict(checkpoint.read_tensors(out, "model.safetensors"))
             opt.load_state_dict(_unflatten_optimizer(checkpoint.read_tensors(out, "optimizer.safetensors"),
                                                      state["optimizer"]))
+            for g in opt.param_groups:  # config.json is the one source of the rates (lr is set each epoch)
+                g["weight_decay"] = cfg.weight_decay
             start = int(state["epoch"]) + 1
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({type(e).__name__}: {e}); "

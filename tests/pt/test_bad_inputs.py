@@ -58,7 +58,7 @@ Y = np.arange(20) % 4
 CLI = [
     ("train epochs 0", lambda r, t: ["train", "nin_digits", "--data", "digits", "--epochs", "0"], "expected an integer >= 1, got 0"),
     ("train batch -1", lambda r, t: ["train", "nin_digits", "--data", "digits", "--batch-size", "-1"], "expected an integer >= 1"),
-    ("train lr inf", lambda r, t: ["train", "nin_digits", "--data", "digits", "--lr", "inf"], "finite number > 0, got inf"),
+    ("train lr inf", lambda r, t: ["train", "nin_digits", "--data", "digits", "--lr", "inf"], "finite number > 0 and <= 1000, got inf"),
     ("train points text", lambda r, t: ["train", "pointnet_cls", "--data", "shapes3d", "--points", "1k"], "got '1k'"),
     ("train size 7", lambda r, t: ["train", "nin_digits", "--data", "digits", "--size", "7"], "invalid choice: 7"),
     ("train no data", lambda r, t: ["train", "nin_digits", "--out", str(t / "o")], "--data is required"),
@@ -112,7 +112,7 @@ CLI = [
     ("resume epoch -5", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(damaged(r, t, "state.json", json.dumps({"epoch": -5, "optimizer": {}}).encode()))], "state.json must hold a whole epoch >= 1"),
     ("resume epoch 1.7", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(damaged(r, t, "state.json", json.dumps({"epoch": 1.7, "optimizer": {}}).encode()))], "state.json must hold a whole epoch >= 1"),
     ("resume metrics of another shape", lambda r, t: ["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(damaged(r, t, "metrics.json", b'{"epoch": 1}'))], "metrics.json must hold one entry per epoch"),
-    ("resume lr a string", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "lr": "fast"}).encode()))], "config.json's lr must be a number > 0, got 'fast'"),
+    ("resume lr a string", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "lr": "fast"}).encode()))], "config.json's lr must be a number > 0 and <= 1000, got 'fast'"),
     ("resume data_kwargs a list", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "data_kwargs": [1]}).encode()))], "config.json's data_kwargs must be an object"),
     ("summary resolution -5", lambda r, t: ["summary", "mobilenet_v1", "--model-arg", "resolution=-5"], "resolution must be an integer >= 32"),
     ("summary alpha 0", lambda r, t: ["summary", "mobilenet_v1", "--model-arg", "alpha=0"], "must be a number in (0, 4], got 0"),
@@ -124,6 +124,10 @@ CLI = [
     ("report bench peak a string", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, peak_gflops="lots")], "peak_gflops must be a number > 0, got 'lots'"),
     ("report bench machine a number", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, machine=5)], "machine must be a text, got 5"),
     ("report bench empty roofline point", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, point={})], "a roofline point of the bench JSON must hold"),
+    ("resume weight_decay 1e300", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "weight_decay": 1e300}).encode()))], "config.json's weight_decay must be a number >= 0 and <= 1000"),
+    ("resume lr 1e308", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "lr": 1e308}).encode()))], "config.json's lr must be a number > 0 and <= 1000"),
+    ("train lr 1e308", lambda r, t: ["train", "nin_digits", "--data", "digits", "--lr", "1e308"], "expected a finite number > 0 and <= 1000"),
+    ("train one class", lambda r, t: ["train", "nin_digits", "--data", str(_one_class(t)), "--out", str(t / "o")], "at least two classes; found 1 (only)"),
     ("bench json and png one file", lambda r, t: ["bench", "--quick", "--sections", "a", "--json", str(t / "x.png"), "--png", str(t / "x.png")], "name the same file"),
 ]
 
@@ -193,7 +197,35 @@ API = [
     ("write_report into a file", lambda: __import__("onebyone.model_page").model_page.write_report(ob.analyze(Tiny(), input_size=(3, 8, 8)), __file__), "is a file; expected a folder"),
     ("factorize NaN weights", lambda: __import__("onebyone.torch").torch.factorize(_nan_linear(), rank=2), "holds 1 NaN or infinite values"),
     ("read_image of strings", lambda: data.read_image(_saved_npy(np.array(["a", "b"]))), "holds an array of <U1; expected numbers"),
+    ("optimize channels_last 0", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), channels_last=0), "channels_last must be None (timed), True or False, got 0"),
+    ("optimize channels_last 'no'", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), channels_last="no"), "channels_last must be None (timed), True or False, got 'no'"),
+    ("OnnxRuntime float64 model", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1).double()), "runs float32 models (the engines' CPU kernels); this one holds ['float64']"),
+    ("OnnxRuntime sessions 0", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1), sessions=0), "sessions must be an integer >= 1, got 0"),
+    ("OnnxRuntime tol None", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1), tol=None), "tol must be a number >= 0"),
+    ("OnnxRuntime tol a string", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1), tol="1e-4"), "tol must be a number >= 0"),
+    ("Exported itself", lambda: _engine("Exported", nn.Conv2d(3, 4, 1)), "Exported is what the engines share; use one"),
+    ("optimize dtype_tol a string", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), dtype=torch.bfloat16, dtype_tol="0.1"), "dtype_tol must be a number >= 0"),
+    ("expand_branches seed a string", lambda: __import__("onebyone.torch").torch.expand_branches(nn.Conv2d(4, 4, 3, padding=1), seed="a"), "seed must be an integer >= 0, got 'a'"),
+    ("convolutionalize size 8", lambda: __import__("onebyone.torch").torch.convolutionalize(nn.Linear(3, 2), 8), "input_size must be one sample's shape (C, H, W) of integers >= 1, got 8"),
+    ("convolutionalize size None", lambda: __import__("onebyone.torch").torch.convolutionalize(nn.Linear(3, 2), None), "got None"),
+    ("optimize passes a string", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), passes="fold"), "passes must be a list of pass names"),
 ]
+
+
+def _engine(name, model, **kw):
+    from onebyone.torch.fast import exported, onnx_runtime
+
+    cls = exported.Exported if name == "Exported" else onnx_runtime.OnnxRuntime
+    return cls(model.eval(), **kw)
+
+
+def _one_class(tmp):
+    from PIL import Image
+
+    (tmp / "one" / "only").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp / "one" / "only" / f"{i}.png")
+    return tmp / "one"
 
 
 def _nan_linear():
@@ -228,3 +260,24 @@ def test_the_readme_states_how_many_bad_inputs_are_tried():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"{CASES} bad inputs" in readme
     json.dumps(CASES)
+
+
+@pytest.mark.parametrize("args,missing,extra", [
+    (["summary", "nin_digits"], "torch", "torch"),
+    (["report", "nin_digits", "--html", "r"], "matplotlib", "data"),
+    (["train", "nin_digits", "--data", "digits"], "sklearn", "data"),
+    (["tour", "--html", "t"], "matplotlib", "data"),
+    (["bench", "--quick"], "rich", "torch"),
+])
+def test_every_command_names_the_extra_it_needs_before_any_work(args, missing, extra, monkeypatch, tmp_path, capsys):
+    """A partial install (``pip install onebyone`` or ``onebyone[torch]``): the command stops at once and says
+    what to install, never with a raw ModuleNotFoundError."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"needs {missing}" in err and f"pip install 'onebyone[{extra}]'" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written

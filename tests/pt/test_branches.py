@@ -228,3 +228,35 @@ def test_an_eager_sum_inside_a_forward_that_reads_shapes_is_skipped_with_the_rea
     with torch.no_grad():
         small = torch.randn(1, 4, 3, 3)
         torch.testing.assert_close(merged(small), model(small), rtol=0, atol=0)
+
+
+class PaddedPool(nn.Module):
+    """A 1x1 conv with padding before a strided pool, beside a strided 3x3 conv: windows that do not align."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.pool = nn.Conv2d(4, 4, 3, stride=3), nn.Conv2d(4, 4, 1, padding=1), nn.AvgPool2d(3, 3)
+
+    def forward(self, x):
+        return self.a(x) + self.pool(self.b(x))
+
+
+def test_a_zero_example_cannot_fool_the_self_check():
+    """Every rewrite and optimize check on the example and on a seeded random probe of its shapes: an all-zero
+    example proves nothing, and a sum whose windows do not align is skipped, named."""
+    from onebyone.torch import fold_batchnorm, merge_pointwise, optimize, reparameterize
+
+    from .cpus import REWRITES
+
+    torch.manual_seed(0)
+    model = PaddedPool().eval()
+    zeros, x = torch.zeros(1, 4, 9, 9), torch.randn(2, 4, 9, 9)
+    merged, report = merge_branches(model, example=zeros)
+    assert [n for n, _ in report.skipped] == ["add"] and not report.changed
+    for rewrite in (merge_branches, reparameterize, fold_batchnorm, merge_pointwise):
+        new, _ = rewrite(model, example=zeros)
+        with torch.no_grad():
+            assert (new(x) - model(x)).abs().max() <= 1e-5 * float(model(x).abs().max())
+    opt, _ = optimize(model, zeros, passes=REWRITES)
+    with torch.no_grad():
+        assert (opt(x) - model(x)).abs().max() <= 1e-4 * float(model(x).abs().max())

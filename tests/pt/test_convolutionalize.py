@@ -94,7 +94,7 @@ def test_heads_it_cannot_convert_and_bad_input():
         convolutionalize(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 8, 8))
     with pytest.raises(OneByOneError, match=r"cannot run on an input of shape \(2, 1, 6, 6\): RuntimeError"):
         convolutionalize(digits_classifier(), (1, 6, 6))
-    with pytest.raises(OneByOneError, match=r"input_size must be \(C, H, W\)"):
+    with pytest.raises(OneByOneError, match=r"input_size must be one sample.s shape \(C, H, W\)"):
         convolutionalize(digits_classifier(), (8, 8))
     softmax_head = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3), nn.BatchNorm1d(3)).eval()
     with pytest.raises(OneByOneError, match="would receive a .B, K, h, w. grid"):
@@ -190,3 +190,40 @@ def test_an_optimized_convolutionalized_model_exports_with_dynamic_height_and_wi
             xs = torch.randn(2, 3, *size)
             with torch.no_grad():
                 torch.testing.assert_close(program.module()(xs), dense(xs), rtol=1e-4, atol=1e-4)
+
+
+class FunctionalPool(nn.Module):
+    """A functional max pool in the trunk: no module holds its stride."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4 * 3 * 3, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.nn.functional.max_pool2d(self.conv(x), 2), 1))
+
+
+@pytest.mark.parametrize("trunk,stride,padded", [
+    (lambda: nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)), (1, 1), True),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.LPPool2d(2, 2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5)), (2, 2),
+     False),
+    (FunctionalPool, (2, 2), False),
+], ids=["zero pad", "lp pool", "functional max pool"])
+def test_the_geometry_is_measured_from_what_runs(trunk, stride, padded):
+    """Padding and strides that no Conv or Pool module holds: the report's stride is the one the model slides
+    by, its grid formula holds on a larger input, and 'each cell equals the model on its crop' is said only
+    where the cells were measured to."""
+    torch.manual_seed(0)
+    model = trunk().eval()
+    dense, report = convolutionalize(model, (1, 8, 8))
+    (head,) = report.layers
+    assert head["stride"] == stride and head["padded"] is padded
+    assert dense(torch.randn(1, 1, 8 + 4 * stride[0], 8 + 2 * stride[1])).shape[2:] == (5, 3)
+    says_crop = any("equals the original model run on its crop" in n for n in report.notes)
+    assert says_crop is (not padded) and (head["crop_difference"] > 1e-3) is padded
+
+
+@pytest.mark.parametrize("size", [8, None, (1, 8), (1, 8.0, 8)])
+def test_an_input_size_that_is_not_one_samples_shape_is_refused(size):
+    with pytest.raises(OneByOneError, match="input_size must be one sample's shape"):
+        convolutionalize(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), size)

@@ -58,6 +58,25 @@ def test_runs_the_export_with_the_models_outputs_and_follows_weight_edits(engine
         assert fast(x).data_ptr() != fast(x).data_ptr()  # each call's output is its own tensor
 
 
+@pytest.mark.parametrize("edit", ["new parameter", "data swapped", "attribute", "submodule"])
+def test_an_engine_never_runs_a_stale_export(engine, edit):
+    """Weights set anew (not edited in place), a ``.data`` swapped in, an activation's slope or a submodule
+    changed: the next call exports again and gives the model's own outputs."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.LeakyReLU(0.1), nn.Conv2d(8, 4, 1)).eval()
+    fast, x = engine(model), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        fast(x)
+        if edit == "new parameter":
+            model[2].weight = nn.Parameter(torch.randn_like(model[2].weight))
+        elif edit == "data swapped":
+            model[2].weight.data = torch.randn_like(model[2].weight)
+        elif edit == "attribute":
+            model[1].negative_slope = 0.9
+        else:
+            model[1] = nn.Tanh()
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 def test_keeps_the_output_structure_and_keys_sessions_on_every_argument(engine):
     model = TwoHeads().eval()
     fast = engine(model)

@@ -129,4 +129,34 @@ def test_maps_names_a_class_folder_removed_since_training(tmp_path, capsys):
                  "--quiet"]) == 0
     shutil.rmtree(tmp_path / "imgs" / "dogs")
     assert main(["maps", str(run), str(tmp_path / "imgs" / "cats" / "0.png"), "--out", str(tmp_path / "m.png")]) == 2
-    assert "now holds 1 class folder(s) (cats), but the model was trained on 2 classes" in capsys.readouterr().err
+    assert "at least two classes; found 1 (cats)" in capsys.readouterr().err
+
+
+def test_maps_and_resume_keep_the_classes_the_run_was_trained_on(tmp_path, capsys):
+    """A class folder renamed after training: maps names the classes as trained (the checkpoint holds them, in
+    label order), and --resume, whose labels would now be swapped, is refused with both lists."""
+    import numpy as np
+    from PIL import Image
+
+    from onebyone import checkpoint
+    from onebyone.cli import main
+
+    rng = np.random.default_rng(0)
+    for c, level in (("a_zero", 0.1), ("b_one", 0.9)):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(12):
+            img = np.clip(level + rng.normal(0, 0.05, (8, 8)), 0, 1)
+            Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    (tmp_path / "imgs" / ".ipynb_checkpoints").mkdir()  # hidden: never a class
+    run = tmp_path / "run"
+    assert main(["train", "nin_digits", "--data", str(tmp_path / "imgs"), "--epochs", "2", "--out", str(run),
+                 "--quiet", "--lr", "0.01"]) == 0
+    assert checkpoint.read_json(run, "config.json")["classes"] == ["a_zero", "b_one"]
+    (tmp_path / "imgs" / "a_zero").rename(tmp_path / "imgs" / "z_zero")
+    capsys.readouterr()
+    assert main(["maps", str(run), str(tmp_path / "imgs" / "z_zero" / "0.png"), "--out", str(tmp_path / "m.png")]) == 0
+    said = capsys.readouterr().out
+    assert "predicted a_zero" in said or "predicted b_one" in said  # the trained names, never z_zero
+    assert main(["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "now holds the classes ['b_one', 'z_zero'], but the run was trained on ['a_zero', 'b_one']" in err

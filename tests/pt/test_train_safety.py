@@ -63,8 +63,8 @@ def test_resume_refuses_options_that_differ_from_the_saved_run_and_says_when_the
     (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
     (["--epochs", "-3"], "argument --epochs: expected an integer >= 1, got -3"),
     (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
-    (["--lr", "-1"], "argument --lr: expected a finite number > 0, got -1"),
-    (["--lr", "nan"], "argument --lr: expected a finite number > 0, got nan"),
+    (["--lr", "-1"], "argument --lr: expected a finite number > 0 and <= 1000, got -1"),
+    (["--lr", "nan"], "argument --lr: expected a finite number > 0 and <= 1000, got nan"),
     (["--points", "12x"], "argument --points: expected an integer >= 1, got '12x'"),
 ])
 def test_every_option_is_checked_before_any_work(args, message, tmp_path, capsys):

@@ -20,7 +20,7 @@ from ..checks import check_choice
 from ..errors import OneByOneError
 from .digits import load_digits
 from .shapes3d import SHAPES, load_shapes3d
-from .user import load_path, read_image
+from .user import folder_classes, load_path, read_image
 
 NAMES = ("digits", "shapes3d")
 
@@ -76,7 +76,7 @@ def class_names(name: str, k: int) -> list[str]:
         return list(SHAPES)
     path = Path(str(name))
     if name != "digits" and path.is_dir():
-        names = sorted(p.name for p in path.iterdir() if p.is_dir())
+        names = folder_classes(path)
         if len(names) != k:
             raise OneByOneError(f"{path} now holds {len(names)} class folder(s) ({', '.join(names) or 'none'}), but "
                                 f"the model was trained on {k} classes: restore the folders it was trained on")

@@ -88,19 +88,35 @@ def read_image(path, gray: bool = False) -> np.ndarray:
                                     "image")
             return (a / 65535.0).astype(np.float32)[None]  # (H, W) -> (1, H, W)
         img = img.convert("L" if gray or img.mode in ("1", "L", "LA", "F") else "RGB")
+    except Image.DecompressionBombError as e:
+        raise OneByOneError(f"{path} is too large to read safely ({e}); expected an image of at most "
+                            f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except OSError as e:
         raise OneByOneError(f"{path} is not a readable image ({', '.join(sorted(IMAGE_SUFFIXES))} or .npy): {e}") from e
     a = np.asarray(img, dtype=np.float32) / 255.0
     return a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)  # (H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)
 
 
+def folder_classes(path: Path) -> list:
+    """The class names of a folder of class subfolders, sorted: its subfolders, hidden ones (``.name``, as
+    ``.ipynb_checkpoints``) skipped."""
+    try:
+        return sorted(p.name for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        raise OneByOneError(f"cannot list the class folders of {path}: {e.strerror or e}") from None
+
+
 def _folder(path: Path):
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if not classes:
-        raise OneByOneError(f"{path} must contain one subfolder of images per class; found none")
+    classes = folder_classes(path)
+    if len(classes) < 2:
+        raise OneByOneError(f"{path} must contain one subfolder of images per class, at least two classes; found "
+                            f"{len(classes)} ({', '.join(classes) or 'none'})")
     xs, ys = [], []
     for label, name in enumerate(classes):
-        files = sorted(f for f in (path / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            files = sorted(f for f in (path / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as e:
+            raise OneByOneError(f"cannot read the class folder {path / name}: {e.strerror or e}") from None
         if not files:
             raise OneByOneError(f"class folder {path / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for f in files:

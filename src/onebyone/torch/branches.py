@@ -19,6 +19,7 @@ from torch import fx, nn
 
 from .. import algebra, reparam
 from ..activations import REGISTRY
+from ..checks import check_int
 from ..errors import OneByOneError
 from . import activations as acts
 from . import graph as G
@@ -112,7 +113,8 @@ def _pool_term(gm, node, m: nn.AvgPool2d) -> Term | str:
         return f"`{node.target}` ceil_mode, divisor_override or a padding it does not count"
     c = G.shape(node)[1]
     src, inner = node.args[0], G.module(gm, node.args[0])
-    if isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and inner.groups == 1 and len(src.users) == 1:
+    if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and inner.groups == 1 and len(src.users) == 1
+            and _pair(inner.stride) == (1, 1) and _pair(inner.padding) == (0, 0) and inner.padding_mode == "zeros"):
         b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
         if np.any(b1) and any(p):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
@@ -234,6 +236,8 @@ def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Modul
         one = "Linear" if " + ".join(whats).count("linear") else f"{kernel.shape[2]}x{kernel.shape[3]} conv"
         report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {one}"
                               + (f" (groups {groups})" if groups > 1 else ""))
+    if not removed:
+        return norms.restore(work, swapped), report  # nothing merged: the model keeps its own class
     done = site.done()
     if isinstance(done, fx.GraphModule) and swapped:
         kinds = ", ".join(sorted({type(m).__name__ for m, _ in swapped.values()}))
@@ -365,6 +369,7 @@ def expand_branches(conv: nn.Conv2d, into=("kxk", "1x1", "identity"), seed: int 
             or _pair(conv.dilation) != (1, 1):
         raise OneByOneError(f"expand_branches takes an nn.Conv2d with numeric zero padding and dilation 1, "
                             f"got {conv!r}")
+    check_int(seed, "seed", 0)
     unknown = [b for b in into if b not in ("kxk", "1x1", "identity")]
     if unknown or "kxk" not in into:
         raise OneByOneError(f"into names branches among 'kxk' (required), '1x1', 'identity'; got {tuple(into)}")

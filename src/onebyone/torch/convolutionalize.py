@@ -52,8 +52,9 @@ def _head(gm, flat):
 
 def predicted_grid(head: dict, size) -> tuple:
     """The (h, w) grid of windows a converted head returns on an (H, W) input, from its entry in
-    ``report.layers``: ``((H - window) // stride + 1, (W - window) // stride + 1)``."""
-    return tuple((a - b) // c + 1 for a, b, c in zip(size, head["window"], head["stride"]))
+    ``report.layers``: ``((H - window + offset) // stride + 1, ...)``."""
+    return tuple((a - b + o) // c + 1 for a, b, c, o in zip(size, head["window"], head["stride"],
+                                                             head.get("offset", (0, 0))))
 
 
 def _fixed_pool(gm, node):
@@ -179,10 +180,6 @@ def _apply_window(work, gm, plan: HeadPlan, report, input_size):
     report.layers.append(ConvolutionalizedHead(head=names, window=tuple(input_size[1:]), stride=stride, padded=padded))
     report.changed.append(f"{', '.join(names)}: Linear head on a {c}x{h}x{w} map -> {h}x{w} conv"
                           + (f" + {len(names) - 1} 1x1 conv(s)" if len(names) > 1 else ""))
-    report.notes.append(f"window {tuple(input_size[1:])}, total stride {stride}: an input of H x W gives a grid of "
-                        f"((H - {input_size[1]}) // {stride[0]} + 1) x ((W - {input_size[2]}) // {stride[1]} + 1)")
-    if not padded:
-        report.notes.append("no padding in the feature extractor: each cell equals the original model run on its crop")
     return work, functional
 
 
@@ -199,8 +196,9 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         head on the matching window of the large input's feature map, and ``report.layers`` gives each
         head's ``crop_difference``: how far the cells of a 2 x 2 grid are from the model on their crops.
     """
-    if len(tuple(input_size)) != 3:
-        raise OneByOneError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+    if not isinstance(input_size, (tuple, list)) or len(input_size) != 3 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_size):
+        raise OneByOneError(f"input_size must be one sample's shape (C, H, W) of integers >= 1, got {input_size!r}")
     x = probe_input(model, None, input_size)  # refuses, with the shapes, an input_size the model cannot run on
     report, work = RewriteReport("convolutionalize"), copy.deepcopy(model)
     gm = G.trace(work, x)
@@ -220,9 +218,17 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         )
     result = _drop_nodes(work, functional_flatten) if functional_flatten else work
     out, report = finish(report, model, result, x, tol, inplace, reshape=lambda t, ref: t.reshape(ref.shape))
-    for head in report.layers:
-        if head["padded"]:
-            head["crop_difference"] = _crop_difference(model, out, input_size, head["stride"])
+    for head in report.layers:  # the geometry as it runs: the stride measured, the grid checked, crops compared
+        head["stride"], head["offset"] = _measured_stride(out, input_size, head["stride"])
+        head["crop_difference"] = _crop_difference(model, out, input_size, head["stride"])
+        head["padded"] = head["crop_difference"] > CROP_TOL
+        (h, w), (sh, sw), (oh, ow) = input_size[1:], head["stride"], head["offset"]
+        report.notes.append(f"window {(h, w)}, total stride {(sh, sw)} (measured): an input of H x W gives a grid of "
+                            f"((H - {h - oh}) // {sh} + 1) x ((W - {w - ow}) // {sw} + 1)")
+        if not head["padded"]:
+            report.notes.append("each cell equals the original model run on its crop (measured on a 2 x 2 grid of a "
+                                f"random input: within {head['crop_difference']:.2g} of the output scale)")
+        else:
             report.notes.append(
                 "the feature extractor pads, so what holds is: each cell equals the head applied to the matching "
                 "window of the large input's feature map (exactly, as computed); it is not the model run on the "
@@ -230,6 +236,62 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
                 f"grid of a random input the cells differ from their crops by up to {head['crop_difference']:.3g} "
                 "of the output scale")
     return out, report
+
+
+CROP_TOL = 1e-5  # of the output scale: cells within this of their crops equal them (float32 rounding)
+MAX_STRIDE = 256  # a trunk's total stride is searched up to this
+
+
+def _grid(model, input_size, extra: tuple) -> tuple | None:
+    """The (h, w) grid ``model`` returns on a seeded random input ``extra`` pixels larger than ``input_size``,
+    or None where it does not run on it (or returns no (B, K, h, w) grid)."""
+    like = next(model.parameters())
+    x = torch.randn(1, input_size[0], input_size[1] + extra[0], input_size[2] + extra[1],
+                    generator=torch.Generator().manual_seed(0)).to(like)
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except Exception:  # noqa: BLE001 - a size the trunk does not take: no answer at this size
+        return None
+    return tuple(y.shape[2:]) if isinstance(y, torch.Tensor) and y.dim() == 4 else None
+
+
+def _measured_stride(model, input_size, guess: tuple) -> tuple:
+    """(stride, offset) of the converted ``model``, per axis, as it runs: the input growth that adds each
+    further cell (the trunk's layers as counted give ``guess``, tried first), and how much sooner than one
+    stride the first cell is added (floors and paddings in the trunk): an H-pixel input gives
+    ``(H - window + offset) // stride + 1`` cells. Checked on an input three strides larger; a trunk whose
+    grid follows no stride within ``MAX_STRIDE`` pixels is refused."""
+    stride, offset = [], []
+    for axis in range(2):
+        def cells(d, axis=axis):
+            g = _grid(model, input_size, (d, 0) if axis == 0 else (0, d))
+            return 0 if g is None else g[axis]
+
+        def first(n, lo=1):  # the smallest growth >= lo giving at least n cells (the grid grows with the input)
+            hi = lo
+            while cells(hi) < n:
+                if hi > MAX_STRIDE * n:
+                    raise OneByOneError(f"the converted model's grid does not grow along axis {axis + 2} within "
+                                        f"{MAX_STRIDE * n} extra pixels: its trunk has no stride to slide by")
+                lo, hi = hi + 1, hi * 2
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if cells(mid) >= n else (mid + 1, hi)
+            return lo
+
+        s = guess[axis]
+        one = first(2)
+        if not (one <= s and cells(s) == 2 and cells(2 * s) == 3):
+            s = first(3, one) - one
+        stride.append(s)
+        offset.append(s - one)
+    got = _grid(model, input_size, (3 * stride[0], 3 * stride[1]))
+    if got != (4, 4):
+        raise OneByOneError(f"the converted model gives a {got} grid on an input 3 strides {tuple(stride)} larger "
+                            f"than {tuple(input_size[1:])}, where its geometry predicts (4, 4): its trunk does not "
+                            "slide evenly")
+    return tuple(stride), tuple(offset)
 
 
 def _drop_nodes(work, names):

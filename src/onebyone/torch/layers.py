@@ -47,6 +47,9 @@ class Pointwise(nn.Module):
             raise OneByOneError(
                 f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
             )
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise OneByOneError(f"Pointwise holds floating-point weights; dtype must be a floating torch.dtype "
+                                f"(torch.float32, torch.bfloat16, ...), got {dtype!r}")
         kw = {"device": device, "dtype": dtype}
         # channels_last strides: the layout of the gradient the fast conv kernels return (DDP buckets match it)
         self.weight = nn.Parameter(
@@ -63,12 +66,29 @@ class Pointwise(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return pointwise(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
+
+    @torch.jit.unused
+    def _check_input(self, x) -> None:
+        """A clear error for an input this layer cannot take (TorchScript skips it: torch checks the shapes)."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise OneByOneError(f"{self!r} takes a floating-point tensor, got "
+                                f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
         if x.dim() < (1 if self.channel_dim == -1 else 2) or (  # a traced shape is a tensor: torch checks it then
                 not torch.jit.is_tracing() and x.shape[self.channel_dim] != self.in_channels):
             where = "last" if self.channel_dim == -1 else "1"
             raise OneByOneError(f"{self!r} expects {self.in_channels} channels on dim {where}, "
                                 f"got input of shape {tuple(x.shape)}")
-        return pointwise(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        w = state_dict.get(prefix + "weight")
+        want = tuple(self.weight.shape)
+        if isinstance(w, torch.Tensor) and tuple(w.shape) != want:
+            raise OneByOneError(f"{self!r} loads a weight of shape {want} (a 1x1 conv's, as nn.Conv2d(kernel_size=1) "
+                                f"holds it), got {tuple(w.shape)} under {prefix}weight")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def __repr__(self) -> str:
         extra = [

@@ -12,7 +12,7 @@ from torch import nn
 from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .collect import analyze
-from .tensors import call, cast
+from .tensors import call, cast, random_like
 
 
 class FactorizedLayer(TypedDict):
@@ -36,6 +36,7 @@ class ConvolutionalizedHead(TypedDict, total=False):
     stride: tuple
     padded: bool
     crop_difference: float
+    offset: tuple  # the first cell comes this many pixels sooner than one stride (floors in the trunk)
 
 
 class KernelChoice(TypedDict):
@@ -100,17 +101,22 @@ def outputs(y) -> list:
 def max_difference(
     before: nn.Module, after: nn.Module, example, reshape=None, dtype=torch.float64
 ) -> tuple[float, float]:
-    """(max abs difference, max abs output) of the two models on ``example``, in ``dtype`` on copies
+    """(max abs difference, max abs output) of the two models on ``example`` and on a seeded random probe of
+    its shapes and dtypes (``random_like``: a zero or constant example proves nothing), in ``dtype`` on copies
     (``dtype=None``: the models and the example as they are)."""
-    a, b, x = before, after, example
+    a, b = before, after
     if dtype is not None:
         a, b = copy.deepcopy(before).to(dtype).eval(), copy.deepcopy(after).to(dtype).eval()
-        x = cast(example, dtype)
-    with torch.no_grad():
-        ya, yb = outputs(call(a, x)), outputs(call(b, x))
-    if reshape is not None:
-        yb = [reshape(t, ref) for t, ref in zip(yb, ya)]
-    return output_difference(ya, yb, "the rewrite")
+    diff, scale = 0.0, 0.0
+    for x in (example, random_like(example)):
+        x = cast(x, dtype) if dtype is not None else x
+        with torch.no_grad():
+            ya, yb = outputs(call(a, x)), outputs(call(b, x))
+        if reshape is not None:
+            yb = [reshape(t, ref) for t, ref in zip(yb, ya)]
+        d, s = output_difference(ya, yb, "the rewrite")
+        diff, scale = max(diff, d), max(scale, s)
+    return diff, scale
 
 
 def output_difference(want: list, got: list, what: str) -> tuple[float, float]:

@@ -89,6 +89,14 @@ def cast(example, dtype):
     return _map(example, lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
 
 
+def random_like(example, seed: int = 0):
+    """The example with each floating-point tensor replaced by seeded standard-normal values of its shape and
+    dtype (token ids and masks stay as given): a probe that an all-zero or constant example cannot fool."""
+    gen = torch.Generator().manual_seed(seed)
+    return _map(example, lambda v: torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v)
+                if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+
+
 def first_sample(example):
     """The example's first sample (each tensor's ``[:1]``) where every tensor in it has the same batch size
     above 1, else the example as it is."""

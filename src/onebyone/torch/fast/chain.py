@@ -182,6 +182,8 @@ class FusedPointwiseChain(nn.Module):
 
     def forward(self, x):
         c = self.plan.widths[0]
+        if not x.is_floating_point():
+            raise OneByOneError(f"{self!r} takes a floating-point tensor, got {x.dtype}")
         if x.dim() < 2 or x.shape[self.channel_dim] != c:
             raise OneByOneError(
                 f"{self!r} expects {c} channels on dim {self.channel_dim}, got input of shape {tuple(x.shape)}"

@@ -12,6 +12,7 @@ import warnings
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ...checks import check_int, check_tolerance
 from ...errors import OneByOneError
 from ..rewrite_report import output_difference
 from ..tensors import arguments, describe
@@ -41,8 +42,18 @@ class Exported(Engine):
     engine = "an engine"
 
     def __init__(self, model, tol: float = 1e-4, sessions: int = 8, exports: dict | None = None):
+        if type(self) is Exported:
+            raise OneByOneError("Exported is what the engines share; use one: OnnxRuntime(model) or OpenVino(model)")
+        if not isinstance(model, torch.nn.Module):
+            raise OneByOneError(f"{type(self).__name__} expected a torch.nn.Module, got {type(model).__name__}")
+        kinds = {p.dtype for p in [*model.parameters(), *model.buffers()] if p.is_floating_point()}
+        if kinds - {torch.float32}:
+            raise OneByOneError(f"{type(self).__name__} runs float32 models (the engines' CPU kernels); this one holds "
+                                f"{sorted(str(k).removeprefix('torch.') for k in kinds)} weights: call model.float() "
+                                "first (nothing was cast here)")
         super().__init__(model)
-        self.tol, self.sessions, self.exports = tol, sessions, exports
+        self.tol, self.sessions = check_tolerance(tol, "tol"), check_int(sessions, "sessions")
+        self.exports = exports
 
     @staticmethod
     def require():

@@ -29,6 +29,7 @@ import warnings
 import torch
 from torch import nn
 
+from ...checks import check_tolerance
 from ...errors import OneByOneError
 from ..reparameterize import reparameterized
 from ..rewrite_report import KernelChoice, RewriteReport, finish, output_difference, outputs
@@ -287,10 +288,10 @@ def engines(model: nn.Module, ctx: Context) -> nn.Module:
         for cls in (OnnxRuntime, OpenVino):
             try:
                 cls.require()
-            except OneByOneError as e:
+                forms[cls.engine] = cls(folded, tol=ctx.tol, exports=exports)
+            except OneByOneError as e:  # not installed, or a model it does not run (float64)
                 ctx.report.skipped.append((cls.engine, f"not weighed: {e}"))
                 continue
-            forms[cls.engine] = cls(folded, tol=ctx.tol, exports=exports)
             if cls is OnnxRuntime and torch.get_num_threads() > 1 and ctx.call_seconds < ONE_THREAD_BELOW:
                 forms["onnxruntime, one thread"] = OnnxRuntime(folded, tol=ctx.tol, exports=exports, threads=1)
     kept = _fastest_form(model, forms, ctx)
@@ -436,8 +437,12 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     """
     if not isinstance(compile, bool):
         raise OneByOneError(f"compile must be True or False, got {compile!r}")
+    if channels_last is not None and type(channels_last).__name__ not in ("bool", "bool_"):
+        raise OneByOneError(f"channels_last must be None (timed), True or False, got {channels_last!r}")
+    channels_last = None if channels_last is None else bool(channels_last)
     if dtype not in (None, torch.float32, torch.bfloat16):
         raise OneByOneError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype!r}")
+    tol, dtype_tol = check_tolerance(tol, "tol"), check_tolerance(dtype_tol, "dtype_tol")
     names = _pass_names(passes)
     if check_module(model).training:
         raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
@@ -458,7 +463,10 @@ def _pass_names(passes) -> list:
     """The passes to run in ``PASSES``' order, ``check`` included; unknown names refused."""
     if passes is None:
         return list(PASSES)
-    if isinstance(passes, str) or not all(isinstance(p, str) for p in passes):
+    if isinstance(passes, (str, bytes)) or not hasattr(passes, "__iter__"):
+        raise OneByOneError(f"passes must be a list of pass names from {list(PASSES)}, got {passes!r}")
+    passes = list(passes)  # any iterable, read once (a generator is used up by reading it)
+    if not all(isinstance(p, str) for p in passes):
         raise OneByOneError(f"passes must be a list of pass names from {list(PASSES)}, got {passes!r}")
     unknown = [p for p in passes if p not in PASSES]
     if unknown:
