@@ -17,12 +17,12 @@ import argparse
 import fnmatch
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_PARAMS = 100_000_000  # larger models are listed as too large, not swept
 
 
 def _torchvision_schemas():
@@ -109,6 +109,11 @@ def one(name: str) -> dict:
     from onebyone.torch import fold_batchnorm, merge_branches, reparameterize
 
     torch.set_num_threads(1)
+    with torch.device("meta"):  # counted before anything is allocated: a 1B-parameter model would not fit here
+        size = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+    if size > MAX_PARAMS:
+        return {"model": name, "params": size, "too_large": f"over {MAX_PARAMS:,} parameters: the float64 checks "
+                                                            "would not fit a 24 GiB machine"}
     model, x = _build(timm, name)
     model = _randomize(model).eval()
     rec = {"model": name, "input": list(x.shape), "params": sum(p.numel() for p in model.parameters())}
@@ -147,6 +152,16 @@ def one(name: str) -> dict:
     return rec
 
 
+def _child(name: str, conn) -> None:
+    """One model's record, sent to the parent (a forked process: the imports are the parent's)."""
+    try:
+        rec = one(name)
+    except Exception as e:  # noqa: BLE001 - a model that does not build or run here: named in the table
+        rec = {"model": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+    conn.send(rec)
+    conn.close()
+
+
 def _convs_norms(model) -> int:
     import torch
 
@@ -171,8 +186,10 @@ def table(path: Path) -> str:
                                    for k in ("params_after", "convs_norms_after"))]
     short = sorted(r["model"] for r in fam if r not in level)
     failed = sorted(r["model"] for r in recs if "error" in r)
+    large = [r for r in recs if "too_large" in r]
     return "\n".join([
-        f"{len(recs)} timm models swept ({len(failed)} did not build or run, or ran past the time limit).", "",
+        f"{len(recs)} timm models: {len(large)} over {MAX_PARAMS:,} parameters listed, not swept; "
+        f"{len(failed)} did not build or run at a small input, or ran past the time limit.", "",
         "| step | models | exact / done | refused (OneByOneError) | raw error | norms not named |",
         "|---|---|---|---|---|---|", *rows, "",
         f"Analyzer MACs equal to FlopCounterMode's on {same} of {len(eq)} (where they differ, see the JSON lines).",
@@ -197,23 +214,33 @@ def main() -> int:
     if a.table:
         print(table(a.out))
         return 0
+    os.environ["OMP_NUM_THREADS"] = "1"
     _torchvision_schemas()
-    import timm
+    import multiprocessing
 
+    import timm
+    import torch
+
+    import onebyone.torch  # noqa: F401 - imported once here: each model's process is forked from this one
+
+    torch.set_num_threads(1)
     done = {json.loads(line)["model"] for line in a.out.read_text().splitlines() if line.strip()} \
         if a.out.exists() else set()
     todo = [n for n in timm.list_models() if fnmatch.fnmatch(n, a.pattern) and n not in done]
+    fork = multiprocessing.get_context("fork")
     for i, name in enumerate(todo[: a.limit or None]):
         t0 = time.perf_counter()
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        try:
-            r = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
-                               timeout=a.timeout, env=env)
-            lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
-            rec = json.loads(lines[-1]) if r.returncode == 0 and lines else \
-                {"model": name, "error": (r.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-        except subprocess.TimeoutExpired:
-            rec = {"model": name, "error": f"ran past {a.timeout} s"}
+        receive, send = fork.Pipe(duplex=False)
+        p = fork.Process(target=_child, args=(name, send))
+        p.start()
+        send.close()
+        got = receive.recv() if receive.poll(a.timeout) else None
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        rec = got if got is not None else {"model": name, "error": f"ran past {a.timeout} s" if p.exitcode in (
+            None, -9) else f"its process ended with status {p.exitcode} (out of memory or a crash)"}
         with a.out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"[{i + 1}/{len(todo)}] {name}: {time.perf_counter() - t0:.1f} s", flush=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .checks import check_int
-from .errors import OneByOneError
+from .errors import OneByOneError, too_large
 
 
 def _framework(model) -> str | None:
@@ -30,4 +30,11 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
         from .keras.collect import analyze as run
     else:
         raise OneByOneError(f"expected a torch.nn.Module or a keras.Model, got {type(model).__name__}")
-    return run(model, input_size=input_size, example=example, batch_size=batch_size, dtype=dtype)
+    try:
+        return run(model, input_size=input_size, example=example, batch_size=batch_size, dtype=dtype)
+    except (RuntimeError, MemoryError) as e:
+        big = too_large(e, f"analyzing {type(model).__name__} at batch_size {batch_size:,} "
+                           f"(one sample {input_size or 'as in the example'})")
+        if big is None:
+            raise
+        raise big from None

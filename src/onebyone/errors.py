@@ -22,6 +22,16 @@ def too_large(error: BaseException, what: str) -> OneByOneError | None:
     return OneByOneError(f"{what} needs {size}, more memory than this machine could allocate")
 
 
+MAX_BYTES = 16 * 2**30  # one array larger than this is refused before it is allocated (our machines: 24 GiB)
+
+
+def check_size(n_bytes: int, what: str) -> None:
+    """Refuse, before allocating, an array of more than ``MAX_BYTES``: a OneByOneError naming its size."""
+    if n_bytes > MAX_BYTES:
+        raise OneByOneError(f"{what} needs {_bytes(int(n_bytes))} for one array, more than the {_bytes(MAX_BYTES)} "
+                            "that onebyone allocates at once")
+
+
 def _bytes(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if n < 1000 or unit == "PB":

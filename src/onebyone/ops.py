@@ -22,7 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import cost
 from .checks import as_float_array, check_bias, check_choice, check_int, check_layout, check_pair, result_dtype
-from .errors import OneByOneError
+from .errors import OneByOneError, check_size
 from .layout import conv_weight, convert, pointwise_matrix
 
 
@@ -61,6 +61,8 @@ def windows(x_nhwc, kernel, stride=1, padding=0, dilation=1, pad_value=0.0) -> n
     pads = padding_pairs(padding, x.shape[1:3], kernel, stride, dilation)
     out_hw = [cost.conv_output_size(size, k, st, lohi, d)
               for size, k, st, d, lohi in zip(x.shape[1:3], kernel, stride, dilation, pads)]
+    padded = x.shape[0] * (x.shape[1] + sum(pads[0])) * (x.shape[2] + sum(pads[1])) * x.shape[3] * x.itemsize
+    check_size(padded, f"padding a {x.shape} input by {pads}")
     xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=pad_value)  # (N, H+ph, W+pw, C)
     sn, sh, sw, sc = xp.strides
     shape = (xp.shape[0], out_hw[0], out_hw[1], kernel[0], kernel[1], xp.shape[3])

@@ -208,8 +208,35 @@ API = [
     ("expand_branches seed a string", lambda: __import__("onebyone.torch").torch.expand_branches(nn.Conv2d(4, 4, 3, padding=1), seed="a"), "seed must be an integer >= 0, got 'a'"),
     ("convolutionalize size 8", lambda: __import__("onebyone.torch").torch.convolutionalize(nn.Linear(3, 2), 8), "input_size must be one sample's shape (C, H, W) of integers >= 1, got 8"),
     ("convolutionalize size None", lambda: __import__("onebyone.torch").torch.convolutionalize(nn.Linear(3, 2), None), "got None"),
+    ("merge_branches unbatched example", lambda: __import__("onebyone.torch").torch.merge_branches(_PoolBranch().eval(), example=torch.randn(3, 8, 8)), "did you leave out the batch axis"),
+    ("convolutionalized model on a small input", lambda: _small_window(), "an input must be at least (8, 8)"),
+    ("Pointwise int32 weights", lambda: __import__("onebyone.torch").torch.Pointwise(3, 4, dtype=torch.int32), "dtype must be a floating torch.dtype"),
+    ("Pointwise bool input", lambda: __import__("onebyone.torch").torch.Pointwise(3, 4)(torch.ones(1, 3, 2, 2, dtype=torch.bool)), "takes a floating-point tensor, got torch.bool"),
+    ("Pointwise loads a 3x3 conv", lambda: __import__("onebyone.torch").torch.Pointwise(3, 4).load_state_dict(nn.Conv2d(3, 4, 3).state_dict()), "loads a weight of shape (4, 3, 1, 1)"),
+    ("pointwise (O, C) weight", lambda: __import__("onebyone.torch").torch.pointwise(torch.randn(1, 3, 4, 4), torch.randn(5, 3)), "(an (O, C) matrix: weight[:, :, None, None])"),
+    ("pointwise channel mismatch", lambda: __import__("onebyone.torch").torch.pointwise(torch.randn(1, 4, 4, 4), torch.randn(5, 3, 1, 1)), "takes 3 channels on dim 1, got input of shape (1, 4, 4, 4)"),
+    ("conv2d padding 10**9", lambda: ops.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), padding=10**9), "PB for one array"),
+    ("analyze a huge input from Python", lambda: ob.analyze(nn.Conv2d(3, 4, 1), (3, 10**6, 10**6)), "needs 12 TB for one tensor"),
+    ("analyze batch 10**9 from Python", lambda: ob.analyze(nn.Conv2d(3, 4, 1), (3, 8, 8), batch_size=10**9), "needs 768 GB for one tensor"),
+    ("shapes3d n_points 10**10", lambda: data.load("shapes3d", n_points=10**10), "shapes3d at n_points=10,000,000,000 needs 384 TB for one array"),
     ("optimize passes a string", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), passes="fold"), "passes must be a list of pass names"),
 ]
+
+
+class _PoolBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.p = nn.Conv2d(3, 3, 3, padding=1), nn.AvgPool2d(3, 1, 1)
+
+    def forward(self, x):
+        return self.a(x) + self.p(x)
+
+
+def _small_window():
+    from onebyone.torch import convolutionalize
+
+    dense, _ = convolutionalize(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)), (1, 8, 8))
+    return dense(torch.randn(1, 1, 5, 5))
 
 
 def _engine(name, model, **kw):

@@ -260,3 +260,33 @@ def test_a_zero_example_cannot_fool_the_self_check():
     opt, _ = optimize(model, zeros, passes=REWRITES)
     with torch.no_grad():
         assert (opt(x) - model(x)).abs().max() <= 1e-4 * float(model(x).abs().max())
+
+
+def test_norms_without_affine_half_precision_and_keyword_models_merge():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3, affine=False)
+
+        def forward(self, *, x):  # called with keywords only
+            return self.a(x) + self.bn(x)
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    model.bn.running_mean.uniform_(-1, 1), model.bn.running_var.uniform_(0.5, 2)
+    x = {"x": torch.randn(2, 3, 8, 8)}
+    merged, report = merge_branches(model, example=x)
+    assert len(report.changed) == 1 and sum(isinstance(m, nn.Conv2d) for m in merged.modules()) == 1
+    with torch.no_grad():
+        assert (merged(**x) - model(**x)).abs().max() <= 1e-5 * model(**x).abs().max()
+    half, report = merge_branches(model.half(), example={"x": x["x"].half()})  # weights rounded to float16
+    assert len(report.changed) == 1 and "rounded to the model's own dtype" in " ".join(report.notes)
+
+
+def test_a_scripted_pointwise_computes_what_the_layer_does():
+    from onebyone.torch import Pointwise
+
+    for layer, x in ((Pointwise(3, 5), torch.randn(2, 3, 4, 4)), (Pointwise(3, 5), torch.randn(2, 3, 7)),
+                     (Pointwise(3, 5, channel_dim=-1), torch.randn(2, 7, 3)), (Pointwise(4, 6, groups=2),
+                                                                               torch.randn(1, 4, 3, 3))):
+        torch.testing.assert_close(torch.jit.script(layer)(x), layer(x), rtol=1e-5, atol=1e-5)

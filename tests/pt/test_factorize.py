@@ -156,3 +156,14 @@ def test_a_factorized_layer_keeps_the_attributes_code_reads_from_it():
     assert new.conv.stride == (2, 2) and new.conv.kernel_size == (3, 3) and new.conv.out_channels == 16
     assert new.conv[0].stride == (2, 2) and isinstance(new.conv[1], Pointwise)  # the pair itself: kxk, then 1x1
     assert report.output_relative_error < 1.0
+
+
+def test_factorize_takes_the_examples_every_rewrite_takes():
+    """A tuple of tensors, and int64 token ids (which stay integers while the check runs in float64)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    new, report = factorize(model, rank=2, example=(torch.randn(2, 8),))
+    assert len(report.changed) == 2 and report.output_relative_error > 0
+    tokens = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8))
+    new, report = factorize(tokens, rank=2, example=torch.randint(0, 10, (2, 5)))
+    assert [r["name"] for r in report.layers] == ["1"] and report.output_relative_error < 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..checks import check_int
+from ..errors import check_size
 
 
 def _sphere(r, n):
@@ -71,6 +72,7 @@ def load_shapes3d(split: str = "train", n_points: int = 1024, per_class=None, se
     """``(x (N, 3, n_points) float32, y (N,) int64)``; 200 clouds per class for train, 50 for test."""
     n_points = check_int(n_points, "n_points")
     per_class = check_int(per_class if per_class is not None else (200 if split == "train" else 50), "per_class")
+    check_size(len(SHAPES) * per_class * n_points * 3 * 8, f"shapes3d at n_points={n_points:,}")  # float64 points
     r = np.random.default_rng([seed, 0 if split == "train" else 1])
     xs, ys = [], []
     for label, sample in enumerate(SHAPES.values()):

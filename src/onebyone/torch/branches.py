@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from .. import algebra, reparam
+from .. import reparam
 from ..activations import REGISTRY
 from ..checks import check_int
 from ..errors import OneByOneError
@@ -129,6 +129,8 @@ def _term(gm, leaf) -> Term | str:
     that is no conv, pool or BatchNorm output is the identity of itself (through ``nn.Identity``)."""
     while isinstance(G.module(gm, leaf), nn.Identity) and len(leaf.users) == 1:
         leaf = leaf.args[0]
+    if G.shape(leaf) is None or len(G.shape(leaf)) not in (2, 4):
+        return f"`{leaf.name}` is a {G.shape(leaf)} tensor: branches merge on (B, C, H, W) maps or (B, C) vectors"
     m, bn = G.module(gm, leaf), None
     if isinstance(m, nn.BatchNorm2d):
         if m.running_mean is None:
@@ -155,9 +157,7 @@ def _term(gm, leaf) -> Term | str:
 
 
 def _with_bn(t: Term, bn: nn.BatchNorm2d) -> Term:
-    scale, shift = algebra.batchnorm_affine(numpy64(bn.running_mean), numpy64(bn.running_var),
-                                            numpy64(bn.weight) if bn.affine else 1.0,
-                                            numpy64(bn.bias) if bn.affine else 0.0, bn.eps)
+    scale, shift = norms.affine(bn)
     kernel = lambda g, k=t.kernel: k(g) * scale[:, None, None, None]  # noqa: E731
     return dataclasses.replace(t, kernel=kernel, bias=t.bias * scale + shift, what=t.what + " + BatchNorm")
 

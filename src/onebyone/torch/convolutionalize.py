@@ -103,6 +103,25 @@ def _trunk(gm, node):
     return (1, 1), False
 
 
+class WindowConv(nn.Conv2d):
+    """A head's first Linear as a conv over the trunk's feature map (an ``nn.Conv2d``); ``window``, the
+    model's input size, is the smallest input it takes: a smaller one is refused, named."""
+
+    fx_leaf = True  # traced as one module, as nn.Conv2d is
+
+    def __init__(self, *args, window=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.window = window
+
+    def forward(self, x):
+        small = x.shape[-2] < self.kernel_size[0] or x.shape[-1] < self.kernel_size[1]
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing() and small:
+            raise OneByOneError(f"this convolutionalized model slides a {self.window} window: an input must be at "
+                                f"least {self.window[1:]} (its feature map here is {tuple(x.shape[-2:])}, smaller "
+                                f"than the head's {tuple(self.kernel_size)} kernel)")
+        return super().forward(x)
+
+
 @dataclasses.dataclass
 class HeadPlan:
     """What one Flatten -> Linear head becomes: ``kind`` "gap" (a Linear after a global average pool:
@@ -156,7 +175,8 @@ def _apply_window(work, gm, plan: HeadPlan, report, input_size):
     """The first Linear -> an H x W conv, the others -> 1x1 convs; a module flatten -> Identity (a
     functional one is returned for the caller to drop from the graph, else None); the window recorded."""
     first, (c, h, w) = G.module(gm, plan.linears[0]), plan.fmap
-    conv = nn.Conv2d(c, first.out_features, (h, w), bias=first.bias is not None).to(first.weight)
+    conv = WindowConv(c, first.out_features, (h, w), bias=first.bias is not None, window=tuple(input_size)
+                      ).to(first.weight)
     conv.weight.data.copy_(tensor(forms.dense_to_full_kernel(numpy64(first.weight), (c, h, w)), first.weight))
     if first.bias is not None:
         conv.bias.data.copy_(first.bias.data)

@@ -22,7 +22,7 @@ from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
 from .rewrite_report import FactorizedLayer, RewriteReport, finish
 from .rewrites import pointwise_layer
-from .tensors import batch_size, numpy64, probe_input, tensor
+from .tensors import batch_size, call, cast, numpy64, probe_input, tensor
 
 KINDS = ("pointwise", "dense", "conv")
 
@@ -88,7 +88,7 @@ def _layer_io(model, names, x):
     hooks = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
     try:
         with torch.no_grad():
-            model(x)
+            call(model, x)
     finally:
         for h in hooks:
             h.remove()
@@ -113,7 +113,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     names = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) == 1]
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
-    io_before, calls = _layer_io(copy.deepcopy(work).double().eval(), names, x.double())
+    io_before, calls = _layer_io(copy.deepcopy(work).double().eval(), names, cast(x, torch.float64))
     work, done = _replace(work, names, rank, energy, calls, report)
     work64 = copy.deepcopy(work).double().eval()
     for name, m, r, kept in done:
@@ -123,8 +123,9 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
         report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")
     out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
     with torch.no_grad():  # the whole model's output error, all the layers' errors together
-        y0 = _flat(copy.deepcopy(model).double().eval()(x.double()))
-        y1 = _flat(copy.deepcopy(out).double().eval()(x.double()))
+        x64 = cast(x, torch.float64)
+        y0 = _flat(call(copy.deepcopy(model).double().eval(), x64))
+        y1 = _flat(call(copy.deepcopy(out).double().eval(), x64))
     report.output_relative_error = float((y1 - y0).norm() / y0.norm()) if y0.norm() > 0 else 0.0
     report.notes.append(f"relative error of the whole model's output: {report.output_relative_error:.4g} "
                         "(each layer's relative_error is its own, on the original model's input to it)")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import OneByOneError
+
 
 def strided(x, stride: int, dims):
     """Every ``stride``-th position along ``dims`` (a 1x1 conv with a stride only subsamples)."""
@@ -35,6 +37,18 @@ def _channel_last(x, w, b, groups):  # (..., C) -> (..., O)
     return y.permute(0, 2, 3, 1).reshape(*lead, w.shape[0])  # -> (..., O)
 
 
+def _check(x, weight, groups: int, channel_dim: int) -> None:
+    """A clear error for a weight that is not (O, C/groups, 1, 1) or an input without its C channels."""
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (1, 1):
+        raise OneByOneError(f"pointwise takes a weight of shape (O, C/groups, 1, 1), as nn.Conv2d(kernel_size=1) "
+                            f"holds it, got {tuple(weight.shape) if isinstance(weight, torch.Tensor) else weight!r}"
+                            " (an (O, C) matrix: weight[:, :, None, None])")
+    if x.dim() < 2 or x.shape[channel_dim] != weight.shape[1] * groups:
+        raise OneByOneError(f"pointwise: the weight {tuple(weight.shape)} (groups={groups}) takes "
+                            f"{weight.shape[1] * groups} channels on dim {channel_dim}, got input of shape "
+                            f"{tuple(x.shape)}")
+
+
 def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_dim: int = 1):
     """The 1x1 conv of ``x`` with ``weight`` (O, C/g, 1, 1) and ``bias`` (O,) or None.
 
@@ -43,6 +57,8 @@ def pointwise(x, weight, bias=None, stride: int = 1, groups: int = 1, channel_di
     >>> pointwise(torch.ones(2, 7, 3), torch.ones(5, 3, 1, 1), channel_dim=-1).shape
     torch.Size([2, 7, 5])
     """
+    if not torch.jit.is_tracing():  # a traced shape is a tensor: torch checks the shapes then
+        _check(x, weight, groups, channel_dim)
     if channel_dim == -1:
         return _channel_last(strided(x, stride, range(1, x.dim() - 1)), weight, bias, groups)
     if x.dim() == 4:

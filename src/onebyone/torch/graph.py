@@ -23,7 +23,8 @@ ELEMENTWISE_METHODS = {a.torch_function for a in REGISTRY.values() if hasattr(to
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, (Pointwise, ChannelBatchNorm)) or super().is_leaf_module(m, qualname)
+        return (isinstance(m, (Pointwise, ChannelBatchNorm)) or getattr(m, "fx_leaf", False)
+                or super().is_leaf_module(m, qualname))
 
 
 def trace(model: nn.Module, example=None) -> fx.GraphModule:

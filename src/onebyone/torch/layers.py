@@ -82,6 +82,10 @@ class Pointwise(nn.Module):
             raise OneByOneError(f"{self!r} expects {self.in_channels} channels on dim {where}, "
                                 f"got input of shape {tuple(x.shape)}")
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles in its place: the same weights, through TorchScript-friendly ops."""
+        return ScriptedPointwise(self)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         w = state_dict.get(prefix + "weight")
         want = tuple(self.weight.shape)
@@ -102,6 +106,27 @@ class Pointwise(nn.Module):
             if v != default
         ]
         return f"Pointwise({', '.join([str(self.in_channels), str(self.out_channels)] + extra)})"
+
+
+class ScriptedPointwise(nn.Module):
+    """A ``Pointwise`` for TorchScript (``torch.jit.script(Pointwise(...))`` compiles this): the same weight and
+    bias (shared, not copied); a 4-D channels-first input through ``conv2d``, any other through one matrix
+    product over the channel axis (groups 1, stride 1 there)."""
+
+    def __init__(self, p: Pointwise):
+        super().__init__()
+        self.weight, self.bias = p.weight, p.bias
+        self.stride, self.groups, self.channel_dim = p.stride, p.groups, p.channel_dim
+
+    def forward(self, x):
+        if self.channel_dim == 1 and x.dim() == 4:
+            return torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
+        if self.groups != 1 or self.stride != 1:
+            raise RuntimeError("a scripted Pointwise takes groups > 1 or stride > 1 on 4-D channels-first input only")
+        w = self.weight.flatten(1)  # (O, C, 1, 1) -> (O, C)
+        if self.channel_dim == -1:
+            return torch.nn.functional.linear(x, w, self.bias)
+        return torch.nn.functional.linear(x.movedim(1, -1), w, self.bias).movedim(-1, 1)
 
 
 class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):

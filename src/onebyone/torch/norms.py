@@ -14,13 +14,15 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .. import algebra
 from . import graph as G
-from .tensors import call
+from .tensors import call, numpy64
 
 BY_RANK = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
@@ -119,6 +121,15 @@ def canonical(work: nn.Module, example, report) -> dict:
         G.replace_module(work, name, plain)
         swapped[name] = (m, plain)
     return swapped
+
+
+def affine(bn: nn.Module) -> tuple:
+    """(scale, shift) of an eval ``_BatchNorm``, float64 NumPy vectors: ``y[:, c] = scale[c] * x[:, c] + shift[c]``
+    (a norm without affine parameters has weight 1, bias 0)."""
+    ones = np.ones(bn.num_features)
+    return algebra.batchnorm_affine(numpy64(bn.running_mean), numpy64(bn.running_var),
+                                    numpy64(bn.weight) if bn.affine else ones,
+                                    numpy64(bn.bias) if bn.affine else 0 * ones, bn.eps)
 
 
 def norm_of(plain: nn.Module) -> nn.Module:

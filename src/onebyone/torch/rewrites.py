@@ -260,9 +260,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         if bn.running_mean is None:
             report.skipped.append((site.bn, "track_running_stats=False: no running statistics to fold"))
             continue
-        scale, shift = algebra.batchnorm_affine(numpy64(bn.running_mean), numpy64(bn.running_var),
-                                                numpy64(bn.weight) if bn.affine else 1.0,
-                                                numpy64(bn.bias) if bn.affine else 0.0, bn.eps)
+        scale, shift = norms.affine(bn)
         layer = work.get_submodule(site.before) if site.before else None
         nxt = work.get_submodule(site.after) if site.after else None
         if (isinstance(layer, CONVS + (nn.Linear, Pointwise)) and site.before_single and counts[id(layer)] == 1
