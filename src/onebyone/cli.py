@@ -11,10 +11,11 @@ from .errors import OneByOneError, too_large
 
 def _tour(args) -> int:
     from .checks import check_writable
+    from .webpage import check_page_folder
     from .tour import render, run_tour
 
     if args.html is not None:
-        check_writable(args.html, "--html")
+        check_page_folder(check_writable(args.html, "--html"))
 
     lessons = run_tour(only=args.lesson or None, seed=args.seed)
     if args.json:
@@ -96,27 +97,16 @@ def _summary(args) -> int:
 
 
 def _report(args) -> int:
-    import json
-
     from .checks import check_writable
+    from .webpage import check_page_folder
     from .model_page import write_report
 
     bench = None
     if args.bench:
-        try:
-            with open(args.bench) as f:
-                bench = json.load(f)
-        except (OSError, ValueError) as e:
-            raise OneByOneError(f"--bench expects the JSON written by `onebyone bench --json`; "
-                                f"reading {args.bench} failed: {e}") from None
-        if not isinstance(bench, dict) or "peak_gflops" not in bench:
-            kind = "an object without 'peak_gflops'" if isinstance(bench, dict) else f"a {type(bench).__name__}"
-            raise OneByOneError(f"--bench expects the JSON object written by `onebyone bench --json`; "
-                                f"{args.bench} holds {kind}")
-        from .plots import check_bench
+        from .plots import read_bench
 
-        check_bench(bench)
-    check_writable(args.html, "--html")
+        bench = read_bench(args.bench)
+    check_page_folder(check_writable(args.html, "--html"))
     stats = _analyze(args)
     path = write_report(stats, args.html, bench)
     print(f"wrote {path}: {stats.footer()}")

@@ -133,7 +133,7 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
         raise OneByOneError(f"expected the ModelStats that onebyone.analyze returns, got {type(stats).__name__}")
     from .checks import check_writable
 
-    folder = check_writable(folder, "the report folder")
+    folder = page.claim(check_writable(folder, "the report folder"))
     kinds = by_kind(stats)
     kinds_figure(kinds, folder / "figures" / "kinds.png", KIND_LABELS)
     t = stats.totals()

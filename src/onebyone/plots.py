@@ -168,7 +168,7 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
     for p in points:
         if p["section"] == "b":
             ax.annotate(
-                p["name"].split()[-1],
+                text(p["name"].split()[-1]),
                 (p["intensity"], p["gflops"]),
                 textcoords="offset points",
                 xytext=(5, -3),
@@ -178,7 +178,7 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOPs per byte of input, weights and output)")
     ax.set_ylabel("achieved GFLOP/s")
-    ax.set_title(f"roofline{': ' + machine if machine else ''}", fontsize=9, color=INK)
+    ax.set_title(text(f"roofline{': ' + machine if machine else ''}"), fontsize=9, color=INK)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: it covers nothing
     return save(fig, path)
@@ -207,11 +207,45 @@ def bench_roofline(result: dict, path) -> Path:
     return roofline_figure(points, peak, bandwidth, path, machine)
 
 
+MAX_BENCH_BYTES = 64 * 2**20  # a bench JSON is a few kB: a larger file (or /dev/zero) is refused unread
+
+
+def read_bench(path) -> dict:
+    """The JSON written by ``onebyone bench --json`` at ``path``, checked (``check_bench``); a file that is not
+    one (too large, not a regular file, not JSON, nested past reason) is refused, named."""
+    import json
+    import os
+
+    what = f"--bench expects the JSON object written by `onebyone bench --json`; {path}"
+    if not os.path.isfile(path):
+        raise OneByOneError(f"{what} is not a regular file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BENCH_BYTES + 1)
+        if len(raw) > MAX_BENCH_BYTES:
+            raise OneByOneError(f"{what} is larger than {MAX_BENCH_BYTES // 2**20} MB")
+        bench = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as e:
+        raise OneByOneError(f"{what} could not be read as JSON: {type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(bench, dict) or "peak_gflops" not in bench:
+        kind = "an object without 'peak_gflops'" if isinstance(bench, dict) else f"a {type(bench).__name__}"
+        raise OneByOneError(f"{what} holds {kind}")
+    return check_bench(bench)
+
+
+def text(label) -> str:
+    """A label drawn from data, with matplotlib's mathtext switched off (``$`` shown as itself)."""
+    return str(label).replace("$", r"\$")
+
+
 def check_bench(result: dict) -> dict:
     """``result`` if it has the fields a page reads from a bench run, of the right types; else a
     OneByOneError naming the first that is missing or wrong."""
     def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+        try:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(float(v)) and v > 0
+        except OverflowError:  # an integer of hundreds of digits
+            return False
 
     for key in ("peak_gflops", "bandwidth_gbs"):
         if not number(result.get(key)):
@@ -222,12 +256,15 @@ def check_bench(result: dict) -> dict:
     mlp = result.get("shared_mlp", {})
     if not isinstance(rows, list) or not isinstance(mlp, dict):
         raise OneByOneError("the bench JSON's pointwise_op must be a list and shared_mlp an object")
-    points = [p for row in rows for p in (row.get("roofline", []) if isinstance(row, dict) else [None])]
-    for p in points + list(mlp.get("roofline", [])):
+    lists = [row.get("roofline", []) if isinstance(row, dict) else None for row in rows] + [mlp.get("roofline", [])]
+    if not all(isinstance(v, list) for v in lists):
+        raise OneByOneError(f"each roofline of the bench JSON must be a list of points, got "
+                            f"{next(v for v in lists if not isinstance(v, list))!r:.80}")
+    for p in [p for v in lists for p in v]:
         if not (isinstance(p, dict) and number(p.get("intensity")) and number(p.get("gflops"))
-                and p.get("section") in ("a", "b") and isinstance(p.get("name"), str)):
-            raise OneByOneError(f"a roofline point of the bench JSON must hold name, section ('a' or 'b'), intensity "
-                                f"and gflops (numbers > 0), got {p!r}")
+                and p.get("section") in ("a", "b") and isinstance(p.get("name"), str) and p["name"].strip()):
+            raise OneByOneError(f"a roofline point of the bench JSON must hold name (a text), section ('a' or 'b'), "
+                                f"intensity and gflops (numbers > 0), got {p!r:.200}")
     return result
 
 

@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 
 from .cost import CONVENTION
+from .errors import OneByOneError
 
 CSS = """
 :root { --ink: #1f2933; --muted: #52606d; --line: #d9e2ec; --bg: #f5f7fa; --pass: #2b8a3e; --fail: #c92a2a;
@@ -213,6 +214,30 @@ def document(title: str, header: str, body: str) -> str:
 </body>
 </html>
 """
+
+
+MARK = ".onebyone-page"  # in a page's folder: onebyone wrote index.html and figures/ there, and may again
+
+
+def check_page_folder(folder) -> Path:
+    """``folder`` if a page may be written there (see ``claim``), checked without writing anything."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OneByOneError(f"the page folder {folder} is a file; expected a folder (new, empty, or a page's)")
+    if folder.is_dir() and not (folder / MARK).is_file() and any(folder.iterdir()):
+        raise OneByOneError(f"{folder} is not empty and holds no page written by onebyone: choose a new or empty "
+                            "folder (a page writes index.html and figures/, never over files of yours)")
+    return folder
+
+
+def claim(folder) -> Path:
+    """The folder a page is written into, made ready: new, empty, or one a page was written into before (its
+    ``MARK``). A folder holding anything else is refused before anything is written: a page never replaces a
+    file of the user's (an ``index.html`` of theirs)."""
+    folder = check_page_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARK).write_text("index.html and figures/ in this folder were written by onebyone\n")
+    return folder
 
 
 def write(folder, text: str) -> Path:

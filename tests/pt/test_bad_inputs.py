@@ -45,6 +45,11 @@ def bench_json(tmp_path, point=None, **fields):
     return str(tmp_path / "b.json")
 
 
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
 def npz(tmp_path, **arrays):
     path = tmp_path / "user.npz"
     np.savez(path, **arrays)
@@ -128,6 +133,12 @@ CLI = [
     ("resume lr 1e308", lambda r, t: ["train", "nin_digits", "--resume", "--out", str(damaged(r, t, "config.json", json.dumps({"model": "nin_digits", "data": "digits", "lr": 1e308}).encode()))], "config.json's lr must be a number > 0 and <= 1000"),
     ("train lr 1e308", lambda r, t: ["train", "nin_digits", "--data", "digits", "--lr", "1e308"], "expected a finite number > 0 and <= 1000"),
     ("train one class", lambda r, t: ["train", "nin_digits", "--data", str(_one_class(t)), "--out", str(t / "o")], "at least two classes; found 1 (only)"),
+    ("report bench shared_mlp roofline 5", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, shared_mlp={"roofline": 5})], "each roofline of the bench JSON must be a list of points, got 5"),
+    ("report bench a row's roofline null", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, pointwise_op=[{"roofline": None}])], "must be a list of points, got None"),
+    ("report bench point named ''", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, point={"name": "", "section": "a", "intensity": 1, "gflops": 1})], "must hold name (a text)"),
+    ("report bench 401-digit peak", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, peak_gflops=10**400)], "peak_gflops must be a number > 0"),
+    ("report bench nested 200,000 deep", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", _write(t / "deep.json", "[" * 200_000 + "]" * 200_000)], "could not be read as JSON: RecursionError"),
+    ("report bench /dev/zero", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", "/dev/zero"], "/dev/zero is not a regular file"),
     ("bench json and png one file", lambda r, t: ["bench", "--quick", "--sections", "a", "--json", str(t / "x.png"), "--png", str(t / "x.png")], "name the same file"),
 ]
 
@@ -308,3 +319,11 @@ def test_every_command_names_the_extra_it_needs_before_any_work(args, missing, e
     err = capsys.readouterr().err
     assert f"needs {missing}" in err and f"pip install 'onebyone[{extra}]'" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_report_draws_names_with_dollar_signs_as_text(tmp_path, capsys):
+    """Labels drawn from data never go through matplotlib's mathtext: `$x^$` is a machine's name, not an error."""
+    bench = bench_json(tmp_path, machine="box $x^$ two", point={"name": "$x^$ 64", "section": "b", "intensity": 2.0,
+                                                               "gflops": 3.0})
+    assert main(["report", "nin_digits", "--html", str(tmp_path / "page"), "--bench", bench]) == 0
+    assert (tmp_path / "page" / "index.html").is_file()

@@ -289,3 +289,35 @@ def test_no_command_writes_over_what_it_should_not(tmp_path, capsys, monkeypatch
     assert "exists and is not a regular file" in capsys.readouterr().err
     assert (tmp_path / "pipe").is_fifo() and (tmp_path / "index.html").read_text() == "the user's page"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "pipe"]  # nothing else written
+
+
+def test_every_command_that_writes_leaves_a_users_files_byte_for_byte(tmp_path, capsys, monkeypatch):
+    """A folder of the user's own files (a Hugging Face model's, a page, notes, figures) given to every command
+    that writes: each refuses the folder or writes only new files of its own beside them."""
+    from pathlib import Path
+
+    from onebyone import bench
+
+    own = tmp_path / "mine"
+    (own / "figures").mkdir(parents=True)
+    for name, content in {"config.json": b'{"hidden_size": 8}', "model.safetensors": b"weights", "index.html": b"<p>mine",
+                          "notes.txt": b"notes", "figures/kinds.png": b"png"}.items():
+        (own / name).write_bytes(content)
+    before = {p.relative_to(own): p.read_bytes() for p in own.rglob("*") if p.is_file()}
+    run = tmp_path / "run"
+    assert main(RUN + ["--epochs", "1", "--out", str(run)]) == 0
+    published = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "bench.json").read_text())
+    monkeypatch.setattr(bench, "run", lambda *a, **k: published)  # the writing, not minutes of timing
+    monkeypatch.setattr(bench, "summary", lambda result: [])
+    for args, status in [
+        (RUN + ["--epochs", "1", "--out", str(own)], 2),
+        (RUN + ["--epochs", "1", "--out", str(own), "--overwrite"], 2),
+        (["report", "nin_digits", "--html", str(own)], 2),
+        (["tour", "--html", str(own)], 2),
+        (["bench", "--quick", "--json", str(own / "bench.json"), "--png", str(own / "roofline.png")], 0),
+        (["maps", str(run), "test:0", "--out", str(own / "maps.png")], 0),
+    ]:
+        assert main(args) == status, (args, capsys.readouterr().err)
+    after = {p.relative_to(own): p.read_bytes() for p in own.rglob("*") if p.is_file()}
+    assert {k: after[k] for k in before} == before  # every file of the user's, byte for byte
+    assert set(after) - set(before) == {Path("bench.json"), Path("roofline.png"), Path("maps.png")}

@@ -46,7 +46,7 @@ def section(i: int, lesson, figure_src: str | None) -> str:
 
 def write_tour(lessons, folder) -> Path:
     """Draw every lesson's figure into ``folder/figures`` and write ``folder/index.html``; returns its path."""
-    folder = Path(folder)
+    folder = page.claim(folder)
     sections = []
     for i, L in enumerate(lessons, 1):
         src = None
