@@ -107,11 +107,11 @@ def test_report_with_a_bench_json_draws_the_roofline(tmp_path):
 def test_report_bad_input_is_a_clear_error(tmp_path, capsys):
     pytest.importorskip("torch")
     (tmp_path / "bad.json").write_text("{}")
-    assert main(["report", "nin_digits", "--html", str(tmp_path), "--bench", str(tmp_path / "bad.json")]) == 2
+    assert main(["report", "nin_digits", "--html", str(tmp_path / "page"), "--bench", str(tmp_path / "bad.json")]) == 2
     assert "expects the JSON object written by `onebyone bench --json`" in capsys.readouterr().err
-    assert main(["report", "nin_digits", "--html", str(tmp_path), "--bench", str(tmp_path / "missing.json")]) == 2
+    assert main(["report", "nin_digits", "--html", str(tmp_path / "page"), "--bench", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
-    assert main(["report", "no_such_model", "--html", str(tmp_path)]) == 2
+    assert main(["report", "no_such_model", "--html", str(tmp_path / "page")]) == 2
     assert "nin_digits" in capsys.readouterr().err  # the error lists the zoo
 
 

@@ -11,8 +11,8 @@ from .errors import OneByOneError, too_large
 
 def _tour(args) -> int:
     from .checks import check_writable
-    from .webpage import check_page_folder
     from .tour import render, run_tour
+    from .webpage import check_page_folder
 
     if args.html is not None:
         check_page_folder(check_writable(args.html, "--html"))
@@ -98,8 +98,8 @@ def _summary(args) -> int:
 
 def _report(args) -> int:
     from .checks import check_writable
-    from .webpage import check_page_folder
     from .model_page import write_report
+    from .webpage import check_page_folder
 
     bench = None
     if args.bench:

@@ -300,8 +300,8 @@ def test_every_command_that_writes_leaves_a_users_files_byte_for_byte(tmp_path, 
 
     own = tmp_path / "mine"
     (own / "figures").mkdir(parents=True)
-    for name, content in {"config.json": b'{"hidden_size": 8}', "model.safetensors": b"weights", "index.html": b"<p>mine",
-                          "notes.txt": b"notes", "figures/kinds.png": b"png"}.items():
+    for name, content in {"config.json": b'{"hidden_size": 8}', "model.safetensors": b"weights",
+                          "index.html": b"<p>mine", "notes.txt": b"notes", "figures/kinds.png": b"png"}.items():
         (own / name).write_bytes(content)
     before = {p.relative_to(own): p.read_bytes() for p in own.rglob("*") if p.is_file()}
     run = tmp_path / "run"
