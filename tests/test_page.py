@@ -109,7 +109,8 @@ def test_report_bad_input_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["report", "nin_digits", "--html", str(tmp_path / "page"), "--bench", str(tmp_path / "bad.json")]) == 2
     assert "expects the JSON object written by `onebyone bench --json`" in capsys.readouterr().err
-    assert main(["report", "nin_digits", "--html", str(tmp_path / "page"), "--bench", str(tmp_path / "missing.json")]) == 2
+    page, missing = str(tmp_path / "page"), str(tmp_path / "missing.json")
+    assert main(["report", "nin_digits", "--html", page, "--bench", missing]) == 2
     assert "missing.json" in capsys.readouterr().err
     assert main(["report", "no_such_model", "--html", str(tmp_path / "page")]) == 2
     assert "nin_digits" in capsys.readouterr().err  # the error lists the zoo
