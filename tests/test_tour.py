@@ -89,3 +89,20 @@ def test_unknown_lesson_is_a_clear_error(capsys):
         run_tour(only=["nope"])
     assert main(["tour", "--lesson", "nope"]) == 2
     assert "unknown lesson" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing,lesson,extra", [("keras", "params", "keras"), ("sklearn", "class-maps", "data")])
+def test_checks_skipped_for_a_missing_extra_are_counted_and_named(missing, lesson, extra, monkeypatch):
+    """Without an extra the tour says how many checks it did not run and what installs them: exactly the checks
+    the full run has and this one lacks."""
+    import importlib.util
+
+    from onebyone.tour import render
+
+    full = run_tour(only=[lesson])[0]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    short = run_tour(only=[lesson])[0]
+    (what, n, named), = short.skipped
+    assert n == len(full.checks) - len(short.checks) > 0 and named == extra and full.skipped == []
+    assert f"{n} check(s) skipped ({what}): pip install 'onebyone[{extra}]' runs them" in render.tally([short])

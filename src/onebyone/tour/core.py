@@ -53,6 +53,7 @@ class Lesson:
     source: str
     checks: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (what, how many checks, the extra that runs them)
     arrays: dict = field(default_factory=dict, repr=False)  # what the lesson computed, for its figure
 
     @property
@@ -84,13 +85,19 @@ class Lesson:
         """A line of computed explanation shown under the checks."""
         self.notes.append(text)
 
+    def skip(self, what: str, checks: int, extra: str) -> None:
+        """``checks`` checks of ``what`` not run here: the package of ``extra`` is not installed (said, counted)."""
+        self.skipped.append((what, checks, extra))
+        self.note(f"{what}: {checks} check(s) skipped, not installed here (pip install 'onebyone[{extra}]')")
+
     def keep(self, **arrays) -> None:
         """Keep computed arrays for the lesson's figure (the HTML page draws them; the checks never read them)."""
         self.arrays.update(arrays)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "title": self.title, "claim": self.claim, "source": self.source,
-                "pass": self.passed, "checks": [c.to_dict() for c in self.checks], "notes": list(self.notes)}
+                "pass": self.passed, "checks": [c.to_dict() for c in self.checks], "notes": list(self.notes),
+                "skipped": [{"what": w, "checks": n, "extra": e} for w, n, e in self.skipped]}
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ def params(L, rng):
     L.keep(y3=y3[0], y1=y1[0], params=(c3.params, c1.params))
     keras = _keras()
     if keras is None:
-        L.note("Keras is not installed: the count_params() cross-check was skipped.")
+        L.skip("the Keras count_params() cross-check", 4, "keras")
         return
     for name, (w, b, y) in {"3x3": (w3, b3, y3), "1x1": (w1, b1, y1)}.items():
         layer = keras.layers.Conv2D(2, w.shape[:2], activation="relu")

@@ -82,7 +82,7 @@ def class_maps(L, rng):
         maps.mean(axis=(2, 3)).argmax(1).tolist(),
     )
     if importlib.util.find_spec("sklearn") is None:
-        L.note("scikit-learn is not installed: the trained digits model was skipped.")
+        L.skip("the trained digits model", 2, "data")
         return
     model, p_test, x_test, y_test = digits.train(rng)  # a 5x5 conv, a 1x1 conv and a 1x1 class-map head
     model, p_test = digits.DigitsModel([a.astype(np.float64) for a in model.params]), p_test.astype(np.float64)

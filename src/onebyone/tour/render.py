@@ -30,7 +30,13 @@ def tally(lessons) -> str:
     """'L/N lessons pass, C/M checks pass'."""
     n_checks = sum(len(L.checks) for L in lessons)
     n_ok = sum(c.passed for L in lessons for c in L.checks)
-    return f"{sum(L.passed for L in lessons)}/{len(lessons)} lessons pass, {n_ok}/{n_checks} checks pass"
+    skipped = [s for L in lessons for s in L.skipped]
+    line = f"{sum(L.passed for L in lessons)}/{len(lessons)} lessons pass, {n_ok}/{n_checks} checks pass"
+    if skipped:
+        extras = ",".join(dict.fromkeys(e for _, _, e in skipped))
+        line += (f"; {sum(n for _, n, _ in skipped)} check(s) skipped ({'; '.join(w for w, _, _ in skipped)}): "
+                 f"pip install 'onebyone[{extras}]' runs them")
+    return line
 
 
 def text(lessons, color: bool = False, width: int = 100) -> str:
