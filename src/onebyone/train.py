@@ -11,8 +11,8 @@ GPUs) with a DistributedSampler; only rank 0 logs and writes.
 from __future__ import annotations
 
 import os
-import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from torch import nn
 from . import checkpoint, data
 from .checks import check_choice
 from .errors import OneByOneError
+from .progress import Bar
 from .zoo import create_model, model_info
 
 
@@ -166,15 +167,6 @@ def _ddp() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
-def _progress(epoch, epochs, batch, batches, loss, acc, rate, final=False):
-    if not final and not sys.stderr.isatty():
-        return  # in a log file, one line per epoch
-    bar = "#" * int(20 * batch / batches)
-    line = f"\repoch {epoch}/{epochs} [{bar:<20}] {batch}/{batches} loss {loss:.4f} acc {acc:.3f} {rate:,.0f} samples/s"
-    sys.stderr.write((line if sys.stderr.isatty() else line[1:]) + ("\n" if final else ""))
-    sys.stderr.flush()
-
-
 SMALL_STEP_MACS = 100_000_000  # below this a training step is too small to split between threads
 
 
@@ -291,24 +283,27 @@ def _epochs(cfg, model, opt, out, start, metrics, xtr, ytr, xte, yte, rank, worl
             loader = torch.utils.data.DataLoader(dataset, cfg.batch_size, shuffle=True, generator=gen)
         net.train()
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        for b, (xb, yb) in enumerate(loader, 1):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits = net(xb)
-                loss = nn.functional.cross_entropy(logits.float(), yb)
-            if not torch.isfinite(loss):
-                last = f"epoch {epoch - 1} in {out}" if out is not None and epoch > 1 else "none"
-                raise OneByOneError(f"the loss became {loss.item()} at epoch {epoch}, batch {b}: training stopped. "
-                                    f"Check the data for huge or non-finite values, or lower --lr (now {cfg.lr}); "
-                                    f"last checkpoint: {last}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(yb)
-            loss_sum += loss.item() * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
-            if progress and rank == 0:
-                _progress(epoch, cfg.epochs, b, len(loader), loss_sum / seen, correct / seen,
-                          seen * world / (time.perf_counter() - t0), final=b == len(loader))
+        bar = Bar(f"epoch {epoch}/{cfg.epochs}", len(loader)) if progress and rank == 0 else None
+        with bar or nullcontext():  # an error or Ctrl-C stops the bar where it was
+            for b, (xb, yb) in enumerate(loader, 1):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    logits = net(xb)
+                    loss = nn.functional.cross_entropy(logits.float(), yb)
+                if not torch.isfinite(loss):
+                    last = f"epoch {epoch - 1} in {out}" if out is not None and epoch > 1 else "none"
+                    raise OneByOneError(f"the loss became {loss.item()} at epoch {epoch}, batch {b}: training stopped. "
+                                        f"Check the data for huge or non-finite values, or lower --lr (now {cfg.lr}); "
+                                        f"last checkpoint: {last}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += len(yb)
+                loss_sum += loss.item() * len(yb)
+                correct += int((logits.argmax(1) == yb).sum())
+                if bar is not None:
+                    info = (f"loss {loss_sum / seen:.4f} acc {correct / seen:.3f} "
+                            f"{seen * world / (time.perf_counter() - t0):,.0f} samples/s")
+                    bar.update(b, info) if b < len(loader) else bar.close(info)
         if world > 1:  # DDP keeps parameters equal; BatchNorm statistics are local: take rank 0's
             for buf in model.buffers():
                 dist.broadcast(buf, 0)

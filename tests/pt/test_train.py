@@ -86,3 +86,23 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     start = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
     assert all(torch.equal(start[k], a[k]) for k in a)  # rank 0's checkpoint is what both ranks hold
     assert len(json.loads((tmp_path / "run" / "checkpoint" / "metrics.json").read_text())) == 1  # rank 0 wrote
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_progress_is_richs_bar_on_a_terminal_and_one_plain_line_per_epoch_elsewhere(live, monkeypatch, tmp_path):
+    import io
+    import sys
+
+    from onebyone import progress
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(progress, "live", lambda: live)
+    train(cfg(epochs=2), out=tmp_path / "run", progress=True)
+    text = err.getvalue()
+    if live:  # rich's columns: the bar, steps done of all, the rate, time spent and time left
+        assert "━" in text and "samples/s" in text and "left" in text
+    else:
+        lines = text.splitlines()
+        assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"] and "\r" not in text
+        assert all("samples/s" in line for line in lines)

@@ -11,24 +11,17 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
+from contextlib import nullcontext
 
 import torch
 
 from .. import cost
 from ..errors import OneByOneError
+from ..progress import Bar
 from ..torch.fast import capabilities, private
 from .branches import merged_branches
 from .memory import hold_freed_memory
 from .sections import bottleneck, dense_prediction, optimized_models, peak, pointwise_op, shared_mlp, timeit
-
-
-def _progress(i: int, n: int, what: str) -> None:
-    bar = "#" * int(24 * i / n)
-    sys.stderr.write(f"\rbench [{bar:<24}] {i}/{n} {what:<48}")
-    sys.stderr.write("\n" if i == n else "")
-    sys.stderr.flush()
-
 
 SECTIONS = "abcdef"
 LABELS = {"peak": "peak and bandwidth", "a": "(a) pointwise op", "b": "(b) shared MLP", "c": "(c) dense prediction",
@@ -157,23 +150,25 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
     caps = capabilities()
     result = {"machine": _machine(), "cpu": dataclasses.asdict(caps) | {"describe": caps.describe()}, "quick": quick,
               "threads": torch.get_num_threads(), "torch": torch.__version__}
-    for i, step in enumerate(steps):
-        if progress is not False:
-            _progress(i, len(steps), progress + LABELS[step])
-        if step == "peak":
-            result.update(peak(repeat))
-        elif step == "a":
-            result["pointwise_op"] = pointwise_op(quick, repeat)
-        elif step == "b":
-            result["shared_mlp"] = shared_mlp(quick, repeat + 8, compile_)  # the flagship ratio: more rounds
-        elif step == "c":
-            result["dense_prediction"] = dense_prediction(quick, repeat)
-        elif step == "d":
-            result["bottleneck"] = bottleneck(quick, repeat)
-        elif step == "e":
-            result["optimize"] = optimized_models(quick, repeat + 4, compile_)  # whole models: the noisiest ratios
-        else:
-            result["branches"] = merged_branches(quick, repeat, timeit)
+    bar = Bar(f"{progress}bench", len(steps)) if progress is not False else None
+    with bar or nullcontext():  # an error or Ctrl-C stops the bar where it was
+        for i, step in enumerate(steps):
+            if bar is not None:
+                bar.update(i, LABELS[step])
+            if step == "peak":
+                result.update(peak(repeat))
+            elif step == "a":
+                result["pointwise_op"] = pointwise_op(quick, repeat)
+            elif step == "b":
+                result["shared_mlp"] = shared_mlp(quick, repeat + 8, compile_)  # the flagship ratio: more rounds
+            elif step == "c":
+                result["dense_prediction"] = dense_prediction(quick, repeat)
+            elif step == "d":
+                result["bottleneck"] = bottleneck(quick, repeat)
+            elif step == "e":
+                result["optimize"] = optimized_models(quick, repeat + 4, compile_)  # whole models: the noisiest ratios
+            else:
+                result["branches"] = merged_branches(quick, repeat, timeit)
     if "pointwise_op" in result:  # the large channels_last 1x1 convs of (a) count towards the peak too
         sizes = [
             (r, 2 * cost.conv1x1_cost((r["batch"], r["c_in"], r["size"], r["size"]), r["c_out"]).macs)
@@ -196,8 +191,8 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
     for row in result.get("optimize", []):
         row["fraction_of_peak"] = {k: v / result["peak_gflops"] for k, v in row["gflops"].items()}
         row["ceiling_vs_eager"] = result["peak_gflops"] / row["gflops"]["eager"]
-    if progress is not False:
-        _progress(len(steps), len(steps), progress + "done")
+    if bar is not None:
+        bar.close(f"{len(steps)} steps ({', '.join(LABELS[s] for s in steps)})")
     return result
 
 
