@@ -182,6 +182,12 @@ class ModelStats:
                         "output_shape": "x".join(map(str, r.output_shape))})
         return buf.getvalue()
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the report page's figure and table, as plain HTML (``onebyone.notebook``)."""
+        from .notebook import stats_html
+
+        return stats_html(self)
+
     def footer(self) -> str:
         s = self.share().get("pointwise", {"macs": 0.0, "weights": 0.0, "params": 0.0})
         return (f"1x1 convolutions: {s['macs']:.1f}% of MACs, {s['weights']:.1f}% of weights "

@@ -71,6 +71,12 @@ class RewriteReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: what changed and was skipped, the outputs' drift and the costs (``onebyone.notebook``)."""
+        from ..notebook import report_html
+
+        return report_html(self)
+
     def __str__(self) -> str:
         lines = [
             f"{self.rewrite}: {len(self.changed)} change(s), {len(self.skipped)} skipped; "

@@ -94,6 +94,12 @@ class Lesson:
         """Keep computed arrays for the lesson's figure (the HTML page draws them; the checks never read them)."""
         self.arrays.update(arrays)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the lesson's card from the tour page, figure inline (``onebyone.notebook``)."""
+        from ..notebook import lesson_html
+
+        return lesson_html(self)
+
     def to_dict(self) -> dict:
         return {"id": self.id, "title": self.title, "claim": self.claim, "source": self.source,
                 "pass": self.passed, "checks": [c.to_dict() for c in self.checks], "notes": list(self.notes),
