@@ -1,4 +1,5 @@
 import doctest
+import json
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,13 @@ def test_the_bfloat16_and_engines_tables_are_their_bench_runs(cells_of, opener):
     assert rows(README.parent / "benchmarks" / "README.md", opener) == want and len(want) >= 10
     headlines = rows(README, opener)
     assert len(headlines) >= 3 and headlines == {k: want[k] for k in headlines}
+
+
+def test_the_reparameterized_rows_are_their_bench_run():
+    """The timm rows of the engines table: ``benchmarks/reparam_engines.json``'s ratios, as written."""
+    run = json.loads((README.parent / "benchmarks" / "reparam_engines.json").read_text())
+    text = README.read_text()
+    for row in run["rows"]:
+        ratio = row["vs_best_engine_given_the_same_model"]
+        assert (f"| timm `{row['model']}` (training form), B={row['batch']}: `optimize()` vs the faster engine "
+                f"given it | {ratio:.2f}x |") in text
