@@ -34,7 +34,7 @@ def main() -> int:
                 fn(model, example=x)
                 best = min(best, time.perf_counter() - t0)
             row[fn.__name__] = best
-            worst[fn.__name__] = max(worst.get(fn.__name__, (0, ""))[0], best), name
+            worst[fn.__name__] = max(worst.get(fn.__name__, (0.0, "")), (best, name))
         print(f"{source}:{name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items()), flush=True)
     print("slowest: " + "; ".join(f"{k} {v[0]:.2f} s ({v[1]})" for k, v in worst.items()))
     return 0
