@@ -14,10 +14,10 @@ LAYERS = [
     ("core", ["errors", "checks", "activations", "ops", "layout", "forms", "cost", "algebra", "chain_plan", "stats",
               "reparam"]),
     ("data", ["data"]),
-    ("pages", ["plots", "webpage", "model_page", "tour"]),
+    ("pages", ["plots", "webpage", "model_page", "tour", "notebook"]),
     ("adapters", ["torch", "keras"]),
     ("fast path", ["torch.fast", "=torch"]),  # "=": that module alone, not its submodules
-    ("models and training", ["zoo", "train", "checkpoint"]),
+    ("models and training", ["zoo", "train", "checkpoint", "progress"]),
     ("benchmark", ["bench"]),
     ("front door", ["=", "cli", "__main__", "analyzer"]),
 ]
@@ -25,6 +25,9 @@ NUMPY_ONLY = {"core", "data", "pages"}
 # the one optional use: the `params` lesson cross-checks its count against Keras's count_params() when
 # Keras is installed (inside the lesson, after find_spec), and says so when it is not
 OPTIONAL_REFERENCE = {"onebyone.tour.lessons_basics": {"keras"}}
+# a result's view in Jupyter: `_repr_html_` imports onebyone.notebook (the pages' table and figure) when a
+# notebook displays the result, and nothing else does; that one import is not counted as a dependency
+DISPLAY_HOOK = "_repr_html_"
 
 
 def modules() -> dict:
@@ -42,7 +45,12 @@ def imports(name: str, path: Path, known: dict) -> set:
     """Every module this one imports (its own package's modules by name, others by top-level name)."""
     is_pkg = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    hooks = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == DISPLAY_HOOK
+             for n in ast.walk(f)}
+    for node in ast.walk(tree):
+        if id(node) in hooks and isinstance(node, ast.ImportFrom) and node.module == "notebook":
+            continue  # Jupyter's view, imported when a notebook asks for it: no dependency of the module
         if isinstance(node, ast.Import):
             found |= {a.name if a.name in known else a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
