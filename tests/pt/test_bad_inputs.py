@@ -210,7 +210,7 @@ API = [
     ("read_image of strings", lambda: data.read_image(_saved_npy(np.array(["a", "b"]))), "holds an array of <U1; expected numbers"),
     ("optimize channels_last 0", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), channels_last=0), "channels_last must be None (timed), True or False, got 0"),
     ("optimize channels_last 'no'", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), channels_last="no"), "channels_last must be None (timed), True or False, got 'no'"),
-    ("OnnxRuntime float64 model", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1).double()), "runs float32 models (the engines' CPU kernels); this one holds ['float64']"),
+    ("OnnxRuntime float64 model", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1).double()), "runs float32 and float16 models (the engines' CPU kernels have no float64 convolution)"),
     ("OnnxRuntime sessions 0", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1), sessions=0), "sessions must be an integer >= 1, got 0"),
     ("OnnxRuntime tol None", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1), tol=None), "tol must be a number >= 0"),
     ("OnnxRuntime tol a string", lambda: _engine("OnnxRuntime", nn.Conv2d(3, 4, 1), tol="1e-4"), "tol must be a number >= 0"),
@@ -230,6 +230,7 @@ API = [
     ("analyze a huge input from Python", lambda: ob.analyze(nn.Conv2d(3, 4, 1), (3, 10**6, 10**6)), "needs 12 TB for one tensor"),
     ("analyze batch 10**9 from Python", lambda: ob.analyze(nn.Conv2d(3, 4, 1), (3, 8, 8), batch_size=10**9), "needs 768 GB for one tensor"),
     ("shapes3d n_points 10**10", lambda: data.load("shapes3d", n_points=10**10), "shapes3d at n_points=10,000,000,000 needs 384 TB for one array"),
+    ("fused() under autograd", lambda: __import__("onebyone.torch").torch.FusedPointwiseChain.from_layers([__import__("onebyone.torch").torch.Pointwise(3, 4)]).fused(torch.randn(1, 3, 2, 2)), "fused() computes no gradients"),
     ("optimize passes a string", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), passes="fold"), "passes must be a list of pass names"),
 ]
 

@@ -25,31 +25,31 @@ timm = ecosystem.load("timm")
 tv = ecosystem.load("torchvision")
 T = pytest.importorskip("transformers")
 
-# name -> (input size, create_model keywords): small inputs where a model allows one
+# name -> (input size, create_model keywords): 32 x 32 where a model takes it
 TIMM = {
-    "resnet18d": (64, {}), "efficientnet_b0": (64, {}), "mobilenetv3_small_050": (64, {}),
-    "mobilenetv4_conv_small": (64, {}), "regnety_002": (64, {}), "convnext_atto": (64, {}),
-    "densenet121": (64, {}), "ghostnet_050": (64, {}), "rexnet_100": (64, {}), "hgnetv2_b0": (64, {}),
-    "levit_128s": (64, {"img_size": 64}), "efficientvit_m0": (64, {"img_size": 64}), "fastvit_t8": (64, {}),
-    "repvgg_a0": (64, {}), "mobileone_s0": (64, {}), "repghostnet_050": (64, {}), "repvit_m0_9": (64, {}),
-    "tiny_vit_5m_224": (64, {}), "mobilevit_xxs": (64, {}),
-    "coatnet_nano_rw_224": (64, {"img_size": 64}), "maxvit_nano_rw_256": (64, {"img_size": 64}),
-    "swin_tiny_patch4_window7_224": (64, {"img_size": 64, "window_size": 4}),
-    "deit_tiny_patch16_224": (64, {"img_size": 64}), "mixer_s16_224": (64, {"img_size": 64}),
-    "resmlp_12_224": (64, {"img_size": 64}), "poolformer_s12": (64, {}), "edgenext_xx_small": (64, {}),
-    "nf_regnet_b0": (64, {}), "shvit_s1": (64, {}), "ghostnetv3_050": (64, {}),
-    "lcnet_050": (64, {}), "ese_vovnet19b_dw": (64, {}),
+    "resnet18d": (32, {}), "efficientnet_b0": (32, {}), "mobilenetv3_small_050": (32, {}),
+    "mobilenetv4_conv_small": (32, {}), "regnety_002": (32, {}), "convnext_atto": (32, {}),
+    "densenet121": (32, {}), "ghostnet_050": (32, {}), "rexnet_100": (32, {}), "hgnetv2_b0": (32, {}),
+    "levit_128s": (32, {"img_size": 32}), "efficientvit_m0": (32, {"img_size": 32}), "fastvit_t8": (32, {}),
+    "repvgg_a0": (32, {}), "mobileone_s0": (32, {}), "repghostnet_050": (32, {}), "repvit_m0_9": (32, {}),
+    "tiny_vit_5m_224": (32, {}), "mobilevit_xxs": (32, {}),
+    "coatnet_nano_rw_224": (32, {"img_size": 32}), "maxvit_nano_rw_256": (32, {"img_size": 32}),
+    "swin_tiny_patch4_window7_224": (32, {"img_size": 32, "window_size": 4}),
+    "deit_tiny_patch16_224": (32, {"img_size": 32}), "mixer_s16_224": (32, {"img_size": 32}),
+    "resmlp_12_224": (32, {"img_size": 32}), "poolformer_s12": (32, {}), "edgenext_xx_small": (32, {}),
+    "nf_regnet_b0": (32, {}), "shvit_s1": (32, {}), "ghostnetv3_050": (64, {}),
+    "lcnet_050": (32, {}), "ese_vovnet19b_dw": (32, {}),
 }
 FROZEN = lambda: tv.models.resnet50(norm_layer=tv.ops.FrozenBatchNorm2d)  # noqa: E731 - detection backbones' norm
 TORCHVISION = {
-    "resnet50_frozen_bn": (64, FROZEN), "mobilenet_v3_large": (64, lambda: tv.models.mobilenet_v3_large()),
-    "efficientnet_b0": (64, lambda: tv.models.efficientnet_b0()), "regnet_y_400mf": (64, tv.models.regnet_y_400mf),
-    "shufflenet_v2_x0_5": (64, tv.models.shufflenet_v2_x0_5), "squeezenet1_1": (64, tv.models.squeezenet1_1),
-    "densenet121": (64, tv.models.densenet121), "convnext_tiny": (64, tv.models.convnext_tiny),
+    "resnet50_frozen_bn": (32, FROZEN), "mobilenet_v3_large": (32, lambda: tv.models.mobilenet_v3_large()),
+    "efficientnet_b0": (32, lambda: tv.models.efficientnet_b0()), "regnet_y_400mf": (32, tv.models.regnet_y_400mf),
+    "shufflenet_v2_x0_5": (32, tv.models.shufflenet_v2_x0_5), "squeezenet1_1": (32, tv.models.squeezenet1_1),
+    "densenet121": (32, tv.models.densenet121), "convnext_tiny": (32, tv.models.convnext_tiny),
     "vit_small": (32, lambda: tv.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                                                           hidden_dim=32, mlp_dim=64)),
-    "fcn_resnet50": (64, lambda: tv.models.segmentation.fcn_resnet50(weights_backbone=None, aux_loss=False)),
-    "lraspp_mobilenet_v3_large": (64, lambda: tv.models.segmentation.lraspp_mobilenet_v3_large(
+    "fcn_resnet50": (32, lambda: tv.models.segmentation.fcn_resnet50(weights_backbone=None, aux_loss=False)),
+    "lraspp_mobilenet_v3_large": (32, lambda: tv.models.segmentation.lraspp_mobilenet_v3_large(
         weights_backbone=None)),
     "r3d_18": ((3, 4, 32, 32), tv.models.video.r3d_18),
 }

@@ -396,3 +396,15 @@ def test_an_engine_kept_by_optimize_runs_without_no_grad(monkeypatch):
     assert ran == []
     opt(x.requires_grad_()).sum().backward()  # a gradient wanted: the model behind it runs
     assert ran == [1] and x.grad is not None
+
+
+def test_a_float16_model_runs_within_its_own_precision():
+    """float16 weights round at 1e-3: the check's tolerance grows to that (float64 is refused, named)."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).half().eval()
+    fast, x = OnnxRuntime(model), torch.randn(2, 3, 8, 8).half()
+    assert fast.tol >= 3.9e-3
+    with torch.no_grad():
+        got, want = fast(x), model(x)
+    assert got.dtype == torch.float16 and (got - want).abs().max() <= fast.tol * max(1.0, float(want.abs().max()))

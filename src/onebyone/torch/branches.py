@@ -129,7 +129,9 @@ def _term(gm, leaf) -> Term | str:
     that is no conv, pool or BatchNorm output is the identity of itself (through ``nn.Identity``)."""
     while isinstance(G.module(gm, leaf), nn.Identity) and len(leaf.users) == 1:
         leaf = leaf.args[0]
-    if G.shape(leaf) is None or len(G.shape(leaf)) not in (2, 4):
+    if G.shape(leaf) is None:
+        return f"`{leaf.name}`'s shape is not known (the trace measured no tensor there): branches merge on maps"
+    if len(G.shape(leaf)) not in (2, 4):
         return f"`{leaf.name}` is a {G.shape(leaf)} tensor: branches merge on (B, C, H, W) maps or (B, C) vectors"
     m, bn = G.module(gm, leaf), None
     if isinstance(m, nn.BatchNorm2d):

@@ -198,7 +198,13 @@ class FusedPointwiseChain(nn.Module):
         return self.plain(x) if private.tracing() else self.fused(x)
 
     def fused(self, x):
-        """Tile by tile (see ``onebyone.chain_plan``); only the output (or the pooled output) is written."""
+        """Tile by tile (see ``onebyone.chain_plan``); only the output (or the pooled output) is written. It
+        computes no gradient: under autograd (an input or a weight that wants one) it refuses; the chain's own
+        call runs the plain layers then."""
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            raise OneByOneError(f"{self!r}.fused() computes no gradients, and here the input or a weight wants one: "
+                                "call the chain itself (it runs the plain layers under autograd), or use "
+                                "torch.no_grad()")
         ws, tile = list(self.weights), self.plan.tile
         return _fused(x, ws, list(self.biases), self.plan, self.channel_dim, self.kernels.get(input_key(x)),
                       lambda rows: self._packed.get(ws, (tile, rows.dtype), lambda: _pack(ws, tile)))

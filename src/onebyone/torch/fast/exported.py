@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ...checks import check_int, check_tolerance
 from ...errors import OneByOneError
-from ..rewrite_report import output_difference
+from ..rewrite_report import output_difference, weight_rounding
 from ..tensors import arguments, describe
 from .engine import Engine
 
@@ -47,12 +47,13 @@ class Exported(Engine):
         if not isinstance(model, torch.nn.Module):
             raise OneByOneError(f"{type(self).__name__} expected a torch.nn.Module, got {type(model).__name__}")
         kinds = {p.dtype for p in [*model.parameters(), *model.buffers()] if p.is_floating_point()}
-        if kinds - {torch.float32}:
-            raise OneByOneError(f"{type(self).__name__} runs float32 models (the engines' CPU kernels); this one holds "
-                                f"{sorted(str(k).removeprefix('torch.') for k in kinds)} weights: call model.float() "
-                                "first (nothing was cast here)")
+        if torch.float64 in kinds:
+            raise OneByOneError(f"{type(self).__name__} runs float32 and float16 models (the engines' CPU kernels have "
+                                "no float64 convolution); this one holds float64 weights: call model.float() first "
+                                "(nothing was cast here)")
         super().__init__(model)
         self.tol, self.sessions = check_tolerance(tol, "tol"), check_int(sessions, "sessions")
+        self.tol = max(self.tol, weight_rounding(model))  # float16 weights: their rounding is no error
         self.exports = exports
 
     @staticmethod
