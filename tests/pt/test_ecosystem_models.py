@@ -1,8 +1,9 @@
 """The models people bring: timm, torchvision and Hugging Face architectures (random weights, nothing
 downloaded, norms with non-trivial running statistics), each analyzed and put through every rewrite. A
 rewrite checks itself in float64 on the example and a seeded probe; here each also accounts for every norm
-of the model (folded, or named under its path with a reason), and ``reparameterize`` is held to timm's own
-``reparameterize_model`` on every family timm can re-parameterize."""
+of the model (folded, or named under its path with a reason), and ``reparameterize`` (norms folded and
+``merge_branches`` run until nothing changes) is held to timm's own ``reparameterize_model`` on every family
+timm can re-parameterize."""
 import pytest
 import torch
 from torch import nn
@@ -113,7 +114,7 @@ def test_every_rewrite_is_exact_and_names_every_norm(source, name):
     assert all("None" not in why for _, why in report.skipped)
     assert len(report.changed) + len(report.skipped) >= len(sites)
     assert len(norm_sites(folded, x)) == len(sites) - len(report.changed)  # each fold removed one norm
-    for rewrite in (merge_branches, reparameterize, merge_pointwise, linear_to_conv1x1):
+    for rewrite in (reparameterize, merge_pointwise, linear_to_conv1x1):  # reparameterize runs merge_branches
         new, r = rewrite(model, example=x)  # each raises past its tolerance
         assert r.max_abs_diff <= r.tolerance and r.macs_after <= r.macs_before
         assert all(isinstance(n, str) and n and why and "None" not in why for n, why in r.skipped)

@@ -140,9 +140,10 @@ def _runs(model: nn.Module, x):
     model cannot take is named here rather than deep inside a rewrite."""
     import copy
 
+    trial = model if not any(m.training for m in model.modules()) else copy.deepcopy(model).eval()  # eval: as is
     try:
         with torch.no_grad():
-            call(copy.deepcopy(model).eval(), x)
+            call(trial, x)
     except Exception as e:  # noqa: BLE001 - whatever the model raises, said with the input's shapes
         raise OneByOneError(f"{type(model).__name__} cannot run on an input {describe(x)}: {type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
