@@ -120,10 +120,15 @@ def one(name: str) -> dict:
 
     def analyzed():
         s = analyze(model, example=x)  # first: FlopCounterMode's module hooks can outlive it (torch 2.13)
+        out = {"macs": s.macs, "uncounted": len(s.uncounted)}
         torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as fc:
-            model(x)
-        return {"macs": s.macs, "flop_counter_macs": fc.get_total_flops() // 2, "uncounted": len(s.uncounted)}
+        try:  # the reference: PyTorch's own counter (it fails on some models itself: CaiT's class attention)
+            with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as fc:
+                model(x)
+            out["flop_counter_macs"] = fc.get_total_flops() // 2
+        except Exception as e:  # noqa: BLE001 - named in the record, not counted against the analyzer
+            out["flop_counter_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        return out
 
     rec["analyze"] = _outcome(analyzed)
     sites = _norms(model, x)
@@ -179,7 +184,7 @@ def table(path: Path) -> str:
         unnamed = sum(g["ok"].get("unnamed", 0) for g in ok)
         rows.append(f"| {key} | {len(got)} | {len(ok)} | {sum('refused' in g for g in got)} | "
                     f"{sum('raw' in g for g in got)} | {unnamed if key in ('fold', 'reparameterize') else '-'} |")
-    eq = [r for r in recs if "ok" in r.get("analyze", {})]
+    eq = [r for r in recs if "flop_counter_macs" in r.get("analyze", {}).get("ok", {})]
     same = sum(r["analyze"]["ok"]["macs"] == r["analyze"]["ok"]["flop_counter_macs"] for r in eq)
     fam = [r for r in recs if "ok" in r.get("timm_reparameterize", {}) and "ok" in r.get("reparameterize", {})]
     level = [r for r in fam if all(r["reparameterize"]["ok"][k] <= r["timm_reparameterize"]["ok"][k]
