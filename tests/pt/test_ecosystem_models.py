@@ -235,3 +235,16 @@ def test_the_cli_builds_timm_and_torchvision_names_at_their_published_size(capsy
     assert "timm has no model named 'resnet181'; close matches: resnet18" in capsys.readouterr().err
     assert main(["summary", "torchvision:resnet_18"]) == 2
     assert "close matches: resnet18" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_b0", "efficientnet_b1_pruned"])
+def test_convs_that_pad_in_their_own_forward_are_counted_as_they_run(name):
+    """timm's Conv2dSame pads the input inside its forward (TensorFlow's "same"): counted from the output it
+    gives, its MACs equal PyTorch's FlopCounterMode, and a 64 x 64 input the model runs is not refused."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model, x = timm.create_model(name, pretrained=False).eval(), torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    assert analyze(model, example=x).macs == fc.get_total_flops() // 2

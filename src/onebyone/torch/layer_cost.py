@@ -46,7 +46,7 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
         c = cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
         return conv_kind((1,), m.groups, m.in_channels, math.prod(shape[1:-1])), c
     if isinstance(m, CONVS):
-        c = conv_cost(m, x, dtype)
+        c = conv_cost(m, x, dtype, output)
         return conv_kind(m.kernel_size, m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
     if isinstance(m, CONV_TRANSPOSES):
         c = cost.conv_transpose_cost(shape, m.out_channels, m.kernel_size, tuple(output.shape), groups=m.groups,
@@ -80,8 +80,20 @@ def multihead_attention_costs(m: nn.MultiheadAttention, q_shape, k_shape, v_shap
     return proj, attn
 
 
-def conv_cost(m: nn.Module, x: torch.Tensor, dtype: str) -> cost.Cost:
+def conv_cost(m: nn.Module, x: torch.Tensor, dtype: str, output=None) -> cost.Cost:
     """The cost of a conv-like module (``kernel_size``, ``stride``, ``padding``, ``dilation``, ``groups``,
-    ``out_channels``, ``bias`` as nn.Conv2d has them) on x."""
-    return cost.conv_cost(tuple(x.shape), m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                          dilation=m.dilation, groups=m.groups, bias=m.bias is not None, dtype=dtype)
+    ``out_channels``, ``bias`` as nn.Conv2d has them) on x. A subclass whose own ``forward`` pads the input first
+    (timm's ``Conv2dSame``: TensorFlow's "same", ``ceil(H / stride)`` outputs) is counted with "same" padding
+    where that gives the ``output`` it produced."""
+    kw = dict(stride=m.stride, dilation=m.dilation, groups=m.groups, bias=m.bias is not None, dtype=dtype)
+    if _pads_itself(m) and isinstance(output, torch.Tensor) and tuple(m.padding) == (0,) * len(m.kernel_size):
+        same = cost.conv_cost(tuple(x.shape), m.out_channels, m.kernel_size, padding="same", **kw)
+        if same.output_shape[2:] == tuple(output.shape[2:]):
+            return same
+    return cost.conv_cost(tuple(x.shape), m.out_channels, m.kernel_size, padding=m.padding, **kw)
+
+
+def _pads_itself(m: nn.Module) -> bool:
+    """Does ``m``, a subclass of an nn.ConvNd, run a ``forward`` of its own (which may pad before the conv)?"""
+    base = next(c for c in type(m).__mro__ if c in CONVS)
+    return type(m).forward is not base.forward
