@@ -95,5 +95,5 @@ def conv_cost(m: nn.Module, x: torch.Tensor, dtype: str, output=None) -> cost.Co
 
 def _pads_itself(m: nn.Module) -> bool:
     """Does ``m``, a subclass of an nn.ConvNd, run a ``forward`` of its own (which may pad before the conv)?"""
-    base = next(c for c in type(m).__mro__ if c in CONVS)
-    return type(m).forward is not base.forward
+    base = next((c for c in type(m).__mro__ if c in CONVS), None)
+    return base is not None and type(m).forward is not base.forward
