@@ -55,33 +55,6 @@ def _build(timm, name):
     raise RuntimeError("builds and runs at neither 64 x 64 nor its published size")
 
 
-def _norms(model, x):
-    import torch
-
-    called, hooks = set(), []
-    for m in model.modules():
-        if isinstance(getattr(m, "running_mean", None), torch.Tensor):
-            hooks.append(m.register_forward_pre_hook(lambda m, a: called.add(id(m))))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return [n for n, m in model.named_modules() if id(m) in called]
-
-
-def _randomize(model):
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
-            if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor):
-                mean.copy_(torch.randn(mean.shape, generator=g) * 0.5)
-                var.copy_(torch.rand(var.shape, generator=g) * 2 + 0.5)
-    return model
-
-
 def _outcome(fn):
     """{"ok": result} / {"refused": message} (a OneByOneError) / {"raw": type: message} (anything else)."""
     from onebyone import OneByOneError
@@ -115,7 +88,9 @@ def one(name: str) -> dict:
         return {"model": name, "params": size, "too_large": f"over {MAX_PARAMS:,} parameters: the float64 checks "
                                                             "would not fit a 24 GiB machine"}
     model, x = _build(timm, name)
-    model = _randomize(model).eval()
+    from tests.pt.ecosystem import norm_sites, randomize_norms
+
+    model = randomize_norms(model)
     rec = {"model": name, "input": list(x.shape), "params": sum(p.numel() for p in model.parameters())}
 
     def analyzed():
@@ -131,7 +106,7 @@ def one(name: str) -> dict:
         return out
 
     rec["analyze"] = _outcome(analyzed)
-    sites = _norms(model, x)
+    sites = norm_sites(model, x)
     rec["norms"] = len(sites)
 
     def rewrite(fn):

@@ -44,3 +44,16 @@ def randomize_norms(model: nn.Module) -> nn.Module:
                     if isinstance(v, torch.Tensor) and v.shape == mean.shape:
                         v.copy_(torch.randn(v.shape, generator=g) * 0.5 + (1.0 if v is m.weight else 0.0))
     return model.eval()
+
+
+def norm_sites(model: nn.Module, x) -> list:
+    """Paths of the modules that hold running statistics and run on ``x``: every norm a fold must account for."""
+    called, hooks = set(), []
+    for m in model.modules():
+        if isinstance(getattr(m, "running_mean", None), torch.Tensor):
+            hooks.append(m.register_forward_pre_hook(lambda m, a: called.add(id(m))))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return [n for n, m in model.named_modules() if id(m) in called]

@@ -20,7 +20,7 @@ from onebyone.torch import (
 
 from . import ecosystem
 from .cpus import REWRITES
-from .ecosystem import randomize_norms
+from .ecosystem import norm_sites, randomize_norms
 
 timm = ecosystem.load("timm")
 tv = ecosystem.load("torchvision")
@@ -65,19 +65,6 @@ def build(source: str, name: str):
         model = make()
     shape = (1, *size) if isinstance(size, tuple) else (1, 3, size, size)
     return randomize_norms(model), torch.randn(shape, generator=torch.Generator().manual_seed(2))
-
-
-def norm_sites(model: nn.Module, x) -> list:
-    """Paths of the modules that hold running statistics and run on ``x``: every norm a fold must account for."""
-    called, hooks = set(), []
-    for m in model.modules():
-        if isinstance(getattr(m, "running_mean", None), torch.Tensor):
-            hooks.append(m.register_forward_pre_hook(lambda m, a: called.add(id(m))))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return [n for n, m in model.named_modules() if id(m) in called]
 
 
 def accounted(report, sites) -> list:
