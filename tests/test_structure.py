@@ -135,3 +135,31 @@ def test_no_function_is_longer_than_60_lines():
                 if (name, node.name) not in LONG_FUNCTIONS:
                     long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert long == []
+
+
+CHECKS = ("assert", "raises", "warns", "opcheck", "fail")  # what a call that checks something is named
+
+
+def test_every_test_checks_something():
+    """A test with no ``assert``, ``pytest.raises`` / ``warns`` or checking call (``assert_close``, torch's
+    ``opcheck``), in itself or in a helper of its file it calls, cannot fail: none is allowed."""
+    import ast
+
+    empty = []
+    for path in sorted(Path(__file__).parent.rglob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        funcs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+
+        def checks(fn, seen=()) -> bool:
+            for n in ast.walk(fn):
+                if isinstance(n, ast.Assert):
+                    return True
+                name = ast.unparse(n.func) if isinstance(n, ast.Call) else ""
+                if any(c in name.lower() for c in CHECKS) or (
+                        name in funcs and name not in seen and checks(funcs[name], (*seen, name))):
+                    return True
+            return False
+
+        empty += [f"{path.name}:{f.lineno} {name}" for name, f in funcs.items()
+                  if name.startswith("test_") and not checks(f)]
+    assert empty == []

@@ -290,3 +290,37 @@ def test_a_scripted_pointwise_computes_what_the_layer_does():
                      (Pointwise(3, 5, channel_dim=-1), torch.randn(2, 7, 3)), (Pointwise(4, 6, groups=2),
                                                                                torch.randn(1, 4, 3, 3))):
         torch.testing.assert_close(torch.jit.script(layer)(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+class LayerScaled(nn.Module):
+    """x + gamma * (conv(x) - bn(x)) with gamma of ``shape``: per channel when (C, 1, 1), along W when (W,)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.gamma = nn.Parameter(torch.rand(shape) + 0.5)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1), self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        return x + self.gamma * (self.conv(x) - 2.0 * self.bn(x))
+
+
+@pytest.mark.parametrize("check_shape", [False, True], ids=["fx", "eager"])
+def test_a_scaled_difference_of_branches_merges_and_a_scale_along_width_does_not(check_shape):
+    x = torch.randn(2, 4, 6, 6)
+    wrap = (lambda b: ShapeChecked(b, 4).eval()) if check_shape else (lambda b: nn.Sequential(b).eval())
+    model = wrap(LayerScaled((4, 1, 1)))
+    merged, report = merge_branches(model, x)
+    assert len(report.changed) == 1 and "minus" not in report.changed[0] and "scaled" in report.changed[0]
+    assert sum(isinstance(m, nn.Conv2d) for m in merged.modules()) == 1 and not any(
+        isinstance(m, nn.BatchNorm2d) for m in merged.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), model(x), rtol=1e-5, atol=1e-5)
+    along_w = wrap(LayerScaled((6,)))  # broadcasts over W: not one conv
+    inner, report = merge_branches(along_w, x)  # the outer sum is named; in fx's graph the difference merges
+    assert [why for n, why in report.skipped if n.endswith("add")] == [report.skipped[0][1]]
+    assert "different tensors" in report.skipped[0][1]
+    assert ["-2 x identity + BatchNorm" in c for c in report.changed] == ([] if check_shape else [True])
+    with torch.no_grad():
+        torch.testing.assert_close(inner(x), along_w(x), rtol=1e-5, atol=1e-5)

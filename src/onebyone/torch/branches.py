@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import operator
 
 import numpy as np
@@ -30,6 +31,8 @@ from .rewrites import _check_eval
 from .tensors import numpy64, probe_input, tensor
 
 ADDS = {operator.add, torch.add}
+SUBS = {operator.sub, torch.sub}
+MULS = {operator.mul, torch.mul}
 
 
 @dataclasses.dataclass
@@ -61,18 +64,65 @@ def _is_add(node) -> bool:
                       or (node.op == "call_method" and node.target == "add"))
 
 
-def _leaves(add) -> list:
-    """The terms of a sum: an add's operands, through inner adds that feed only it."""
+def _is_sub(node) -> bool:
+    plain = not node.kwargs and len(node.args) == 2
+    return plain and ((node.op == "call_function" and node.target in SUBS)
+                      or (node.op == "call_method" and node.target == "sub"))
+
+
+def _leaves(gm, add, scale=1.0) -> list:
+    """The terms of a sum as (value, scale): an add's or a subtraction's operands, through inner sums and
+    per-channel scalings (``x * gamma``, timm's LayerScale) that feed only it; ``scale`` is a number or a
+    float64 vector over the output channels."""
     out = []
-    for a in add.args[:2]:
+    for a, s in zip(add.args[:2], (scale, -scale if _is_sub(add) else scale)):
         inner = a
         while _is_node(inner) and _passes_on(inner) and len(inner.users) == 1:  # drop_path as nn.Identity
             inner = inner.args[0]
-        if _is_node(inner) and _is_add(inner) and len(inner.users) == 1:
-            out += _leaves(inner)
+        scaled = _channel_scale(gm, inner) if _is_node(inner) and len(inner.users) == 1 else None
+        if scaled is not None:
+            inner, s = scaled[0], s * scaled[1]
+            while _is_node(inner) and _passes_on(inner) and len(inner.users) == 1:
+                inner = inner.args[0]
+            a = inner
+        if _is_node(inner) and (_is_add(inner) or _is_sub(inner)) and len(inner.users) == 1:
+            out += _leaves(gm, inner, s)
         else:
-            out.append(a)
+            out.append((a, s))
     return out
+
+
+def _channel_scale(gm, node) -> tuple | None:
+    """(value, float64 vector or number) where ``node`` multiplies one value by a constant per channel: a
+    number, or a parameter or buffer of shape (C, 1, 1) / (1, C, 1, 1) on a (B, C, H, W) map, (C,) / (1, C) on
+    a (B, C) vector; else None."""
+    if not (len(node.args) == 2 and not node.kwargs and ((node.op == "call_function" and node.target in MULS)
+                                                          or (node.op == "call_method" and node.target == "mul"))):
+        return None
+    for value, const in (node.args, node.args[::-1]):
+        if not _is_node(value) or G.shape(value) is None or len(G.shape(value)) not in (2, 4):
+            continue
+        if isinstance(const, (int, float)) and not isinstance(const, bool):
+            return value, float(const)
+        t = _constant(gm, const) if _is_node(const) else None
+        c, rank = G.shape(value)[1], len(G.shape(value))
+        ok = {4: ((c, 1, 1), (1, c, 1, 1)), 2: ((c,), (1, c))}[rank]
+        if t is not None and tuple(t.shape) in ok and t.is_floating_point():
+            return value, numpy64(t).reshape(-1)
+    return None
+
+
+def _constant(gm, node) -> torch.Tensor | None:
+    """The parameter or buffer a node stands for: an fx ``get_attr``, or a value the eager record saw no call
+    make that is one of the model's own tensors."""
+    if isinstance(node, fx.Node) and node.op == "get_attr":
+        try:
+            return functools.reduce(getattr, node.target.split("."), gm)
+        except AttributeError:
+            return None
+    if isinstance(node, R.Node) and node.op == "placeholder" and node.key is not None:
+        return next((t for t in (*gm.parameters(), *gm.buffers()) if id(t) == node.key[0]), None)
+    return None
 
 
 def _source(node):
@@ -164,6 +214,15 @@ def _with_bn(t: Term, bn: nn.BatchNorm2d) -> Term:
     return dataclasses.replace(t, kernel=kernel, bias=t.bias * scale + shift, what=t.what + " + BatchNorm")
 
 
+def _scaled(t: Term, s) -> Term:
+    """The branch ``t`` times a number or a vector over its output channels (minus: a subtracted branch)."""
+    v = np.asarray(s, dtype=np.float64)
+    kernel = lambda g, k=t.kernel: k(g) * (v[:, None, None, None] if v.ndim else v)  # noqa: E731
+    what = (f"scaled {t.what}" if v.ndim else t.what if v == 1 else f"minus {t.what}" if v == -1
+            else f"{float(v):g} x {t.what}")
+    return dataclasses.replace(t, kernel=kernel, bias=t.bias * v, what=what)
+
+
 def _identity(src, channels: int, bn=None) -> Term:
     t = Term(src, lambda g: reparam.identity_kernel(channels, g), np.zeros(channels), (1, 1), (0, 0), (1, 1), None,
              "identity")
@@ -173,11 +232,12 @@ def _identity(src, channels: int, bn=None) -> Term:
 def _plan(gm, add) -> tuple | str:
     """(the tensor the branches read, the merged kernel, bias, stride, padding, groups, the branches' names) of
     the sum at ``add``, or why it cannot be one convolution."""
-    leaves = [v for v in _leaves(add) if _is_node(v) or v != 0]  # Python's sum() starts from 0
-    terms = [_term(gm, leaf) if _is_node(leaf) else "a constant term" for leaf in leaves]
+    leaves = [(v, s) for v, s in _leaves(gm, add) if _is_node(v) or v != 0]  # Python's sum() starts from 0
+    terms = [_term(gm, leaf) if _is_node(leaf) else "a constant term" for leaf, _ in leaves]
     bad = [t for t in terms if isinstance(t, str)]
     if bad:
         return bad[0]
+    terms = [t if isinstance(s, float) and s == 1.0 else _scaled(t, s) for t, (_, s) in zip(terms, leaves)]
     terms = [dataclasses.replace(t, src=_source(t.src)) for t in terms]
     if len({id(t.src) for t in terms}) != 1:
         return (f"the branches read different tensors ({', '.join(sorted({t.src.name for t in terms}))}): a branch "
@@ -225,7 +285,7 @@ def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Modul
         site = _EagerSums(work, x)
         report.notes.append(f"{e}; the sums were read from one eager run instead")
     removed = set()  # nodes of sums merged already
-    for add in reversed([n for n in site.nodes if _is_add(n)]):  # the outermost sum of a block first
+    for add in reversed([n for n in site.nodes if _is_add(n) or _is_sub(n)]):  # the outermost sum first
         if add in removed:
             continue
         plan = _plan(site.root, add)
@@ -305,7 +365,7 @@ class _EagerSums:
         group, todo = set(), [add]  # every node from the branches' input (excluded) to the sum
         while todo:
             n = todo.pop()
-            if n is not src and n not in group:
+            if n is not src and n not in group and n.op != "placeholder":  # a placeholder here: a layer scale
                 group.add(n)
                 todo += R.tensor_nodes(n.args, n.kwargs)
         user = G.only_user(add)

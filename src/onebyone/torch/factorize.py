@@ -22,7 +22,7 @@ from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
 from .rewrite_report import FactorizedLayer, RewriteReport, finish
 from .rewrites import pointwise_layer
-from .tensors import batch_size, call, cast, numpy64, probe_input, tensor
+from .tensors import batch_size, call, cast, cast_copy, numpy64, probe_input, tensor
 
 KINDS = ("pointwise", "dense", "conv")
 
@@ -113,9 +113,9 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     names = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) == 1]
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
-    io_before, calls = _layer_io(copy.deepcopy(work).double().eval(), names, cast(x, torch.float64))
+    io_before, calls = _layer_io(cast_copy(work, torch.float64).eval(), names, cast(x, torch.float64))
     work, done = _replace(work, names, rank, energy, calls, report)
-    work64 = copy.deepcopy(work).double().eval()
+    work64 = cast_copy(work, torch.float64).eval()
     for name, m, r, kept in done:
         report.layers.append(_row(name, m, r, kept, work, work64, io_before[name], calls.get(name, 1), batch_size(x)))
         report.changed.append(f"{name}: {type(m).__name__} -> rank {r} pair (energy kept {kept:.4f})")
@@ -124,8 +124,8 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
     with torch.no_grad():  # the whole model's output error, all the layers' errors together
         x64 = cast(x, torch.float64)
-        y0 = _flat(call(copy.deepcopy(model).double().eval(), x64))
-        y1 = _flat(call(copy.deepcopy(out).double().eval(), x64))
+        y0 = _flat(call(cast_copy(model, torch.float64).eval(), x64))
+        y1 = _flat(call(cast_copy(out, torch.float64).eval(), x64))
     report.output_relative_error = float((y1 - y0).norm() / y0.norm()) if y0.norm() > 0 else 0.0
     report.notes.append(f"relative error of the whole model's output: {report.output_relative_error:.4g} "
                         "(each layer's relative_error is its own, on the original model's input to it)")

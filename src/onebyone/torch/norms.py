@@ -11,13 +11,13 @@ back the original of every norm a rewrite did not fold, so a model keeps its fro
 """
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import algebra
@@ -49,15 +49,20 @@ def _computes_norm(m: nn.Module, stats, shape) -> bool:
     mean, var, w, b, eps = (s.detach().double() if isinstance(s, torch.Tensor) else s for s in stats)
     shape = (min(shape[0], 2), shape[1], *(min(s, 3) for s in shape[2:]))  # a norm acts per value: a few suffice
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    tail = nn.Sequential(*copy.deepcopy(list(m.children()))).double()
-    try:
+    tail = nn.Sequential(*m.children())
+    try:  # in float64 without a copy: ``m`` belongs to the rewrite's working copy of the model
         with torch.no_grad():
-            want = tail(F.batch_norm(x, mean, var, w, b, False, 0.0, eps))
-            got = copy.deepcopy(m).double()(x)
+            want = functional_call(tail, _float64_state(tail), (F.batch_norm(x, mean, var, w, b, False, 0.0, eps),))
+            got = functional_call(m, _float64_state(m), (x,))
     except Exception:  # noqa: BLE001 - a module that does not run on this input is simply not a norm
         return False
     return isinstance(got, torch.Tensor) and got.shape == want.shape and bool(
         (got - want).abs().max() <= 1e-9 * max(1.0, float(want.abs().max())))
+
+
+def _float64_state(m: nn.Module) -> dict:
+    return {k: t.double() if t.is_floating_point() else t for k, t in
+            [*m.named_parameters(remove_duplicate=False), *m.named_buffers(remove_duplicate=False)]}
 
 
 def _plain(m: nn.Module, stats, rank: int) -> nn.Module:

@@ -37,9 +37,11 @@ def traced(work: nn.Module, x, report: RewriteReport):
 
 def with_weights(m: nn.Module, w, b) -> nn.Module:
     """A copy of layer m holding the NumPy weights w (reshaped to m's weight shape) and bias b."""
-    new = copy.deepcopy(m)
-    new.weight = nn.Parameter(tensor(w, m.weight).reshape(m.weight.shape), requires_grad=m.weight.requires_grad)
-    new.bias = nn.Parameter(tensor(b, m.weight))
+    weight = nn.Parameter(tensor(w, m.weight).reshape(m.weight.shape), requires_grad=m.weight.requires_grad)
+    bias = nn.Parameter(tensor(b, m.weight))
+    memo = {id(m.weight): weight} | ({id(m.bias): bias} if m.bias is not None else {})
+    new = copy.deepcopy(m, memo)  # the old weight and bias are not copied, only replaced
+    new.weight, new.bias = weight, bias
     return new
 
 

@@ -1,6 +1,9 @@
 """Moving numbers between torch and the NumPy core, and the input a rewrite or the analyzer runs on."""
 from __future__ import annotations
 
+import copy
+import itertools
+
 import torch
 from torch import nn
 
@@ -17,6 +20,17 @@ def tensor(array, like: torch.Tensor) -> torch.Tensor:
 def numpy64(t: torch.Tensor | None):
     """A tensor as a float64 NumPy array (None stays None)."""
     return None if t is None else t.detach().to("cpu", torch.float64).numpy()
+
+
+def cast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A deep copy of ``model`` with its floating parameters and buffers in ``dtype``: what
+    ``copy.deepcopy(model).to(dtype)`` gives, each tensor copied once (straight to ``dtype``)."""
+    memo = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point() and id(t) not in memo:
+            new = t.detach().to(dtype, copy=True)
+            memo[id(t)] = nn.Parameter(new, t.requires_grad) if isinstance(t, nn.Parameter) else new
+    return copy.deepcopy(model, memo)
 
 
 def input_kw(model: nn.Module) -> dict:
