@@ -163,3 +163,20 @@ def test_every_test_checks_something():
         empty += [f"{path.name}:{f.lineno} {name}" for name, f in funcs.items()
                   if name.startswith("test_") and not checks(f)]
     assert empty == []
+
+
+PER_LAYER = ["chain", "convact", "pool", "packed", "private"]  # fast/: the per-layer routines (kernels)
+WHOLE_MODEL = ["engine", "exported", "onnx_runtime", "openvino", "compiled"]  # fast/: runtimes (engines)
+
+
+def test_kernel_and_engine_each_mean_one_thing():
+    """A kernel is a per-layer routine a fast layer runs; an engine runs a whole model (onnxruntime, OpenVINO,
+    Inductor). The per-layer files never say engine; the engines' files say kernel only of the engines' own."""
+    import re
+
+    fast = Path(modules()["onebyone.torch.fast"]).parent
+    for name in PER_LAYER:
+        assert not re.findall(r"(?i)engine", (fast / f"{name}.py").read_text()), name
+    for name in WHOLE_MODEL:
+        said = re.findall(r"(?i).{0,30}\bkernels?\b", (fast / f"{name}.py").read_text())
+        assert all(re.search(r"(?i)engines'|inductor|generates", s) for s in said), (name, said)

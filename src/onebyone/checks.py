@@ -51,6 +51,11 @@ def check_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     return v, v
 
 
+def as_pair(value) -> tuple:
+    """A setting a layer already holds (``kernel_size``, ``stride``...: an int or a pair) as a pair."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
 def as_float_array(x, name: str, ndim=None) -> np.ndarray:
     """x as a float32/float64 array; other numeric dtypes become float64.
 

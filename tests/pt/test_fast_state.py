@@ -214,7 +214,7 @@ SAVE_AND_RELOAD = textwrap.dedent("""
     def count(table, kind):
         for name, fn in list(table.items()):
             table[name] = lambda *a, name=name, fn=fn: ran.append([kind, name]) or fn(*a)
-    count(convact.KERNELS, "ConvAct"); count(pool.KERNELS, "MaxPool"); count(chain.ENGINES, "chain")
+    count(convact.KERNELS, "ConvAct"); count(pool.KERNELS, "MaxPool"); count(chain.KERNELS, "chain")
     model = torch.load(sys.argv[1], weights_only=False)  # our own file, written by the test a moment ago
     x = torch.load(sys.argv[2], weights_only=True)
     with torch.no_grad():

@@ -49,12 +49,12 @@ def plain(seq, x, pool):
 )
 def test_fused_equals_plain(widths, acts, pool, tile, spatial, norm, dtype, seed):
     n = len(widths) - 1
-    engines = acts.draw(st.lists(st.sampled_from(list(FU.ENGINES)), min_size=n, max_size=n))  # forced per layer
+    kernels = acts.draw(st.lists(st.sampled_from(list(FU.KERNELS)), min_size=n, max_size=n))  # forced per layer
     acts = acts.draw(st.lists(st.sampled_from(list(ACTS)), min_size=n, max_size=n))
     seq = chain_layers(widths, acts, norm, seed).to(dtype)
     x = torch.randn(3, widths[0], *spatial, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     fused = FusedPointwiseChain.from_layers(list(seq), pool=pool, tile=tile)
-    fused.kernels[input_key(x)] = tuple(engines)  # oneDNN's fall back to the default where they cannot run
+    fused.kernels[input_key(x)] = tuple(kernels)  # oneDNN's fall back to the default where they cannot run
     with torch.no_grad():
         want, got = plain(seq, x, pool), fused(x)
     assert got.shape == want.shape
@@ -97,8 +97,8 @@ def test_fused_repacks_after_a_weight_edit_and_copies_and_pickles():
         w, b = chain.weights[0], chain.biases[0]
         packed = FU._pack(list(chain.weights), chain.plan.tile)[0]
         want = torch.relu(rows @ seq[0].weight.flatten(1).t() + b)
-        for name in FU.engines_for(rows, w):  # every engine the tile loop may run here, on the edited weights
-            got = FU.ENGINES[name](rows.clone(), w, b, "relu", packed)
+        for name in FU.kernels_for(rows, w):  # every kernel the tile loop may run here, on the edited weights
+            got = FU.KERNELS[name](rows.clone(), w, b, "relu", packed)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         chain.kernels[input_key(x)] = ("conv", "addmm")
         for other in (copy.deepcopy(chain), pickle.loads(pickle.dumps(chain))):

@@ -20,7 +20,7 @@ from torch import fx, nn
 
 from .. import reparam
 from ..activations import REGISTRY
-from ..checks import check_int
+from ..checks import as_pair, check_int
 from ..errors import OneByOneError
 from . import activations as acts
 from . import graph as G
@@ -47,10 +47,6 @@ class Term:
     size: tuple  # (kh, kw)
     groups: int | None  # None: the same map under any groups (an identity, a pool, a BatchNorm)
     what: str
-
-
-def _pair(v) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def _is_node(v) -> bool:
@@ -141,30 +137,30 @@ def _passes_on(node) -> bool:
 
 def _conv_term(gm, node, m: nn.Conv2d) -> Term | str:
     """A Conv2d branch (after a bias-free 1x1 conv, if one feeds only it)."""
-    if m.padding_mode != "zeros" or _pair(m.dilation) != (1, 1) or isinstance(m.padding, str):
+    if m.padding_mode != "zeros" or as_pair(m.dilation) != (1, 1) or isinstance(m.padding, str):
         return f"`{node.target}` has dilation, string padding or a non-zero padding mode"
     w, b = numpy64(m.weight), numpy64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
     src, inner = node.args[0], G.module(gm, node.args[0])
     what = f"{m.kernel_size[0]}x{m.kernel_size[1]} conv"
-    if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and _pair(inner.stride) == (1, 1)
-            and _pair(inner.padding) == (0, 0) and inner.groups == 1 and m.groups == 1 and len(src.users) == 1):
+    if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and as_pair(inner.stride) == (1, 1)
+            and as_pair(inner.padding) == (0, 0) and inner.groups == 1 and m.groups == 1 and len(src.users) == 1):
         b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
-        if np.any(b1) and any(_pair(m.padding)):
+        if np.any(b1) and any(as_pair(m.padding)):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
         w, b = reparam.compose(numpy64(inner.weight), w), b + w.sum(axis=(2, 3)) @ b1
         src, what = src.args[0], "1x1 conv -> " + what
-    return Term(src, lambda g, w=w: w, b, _pair(m.stride), _pair(m.padding), tuple(m.kernel_size), m.groups, what)
+    return Term(src, lambda g, w=w: w, b, as_pair(m.stride), as_pair(m.padding), tuple(m.kernel_size), m.groups, what)
 
 
 def _pool_term(gm, node, m: nn.AvgPool2d) -> Term | str:
     """An average pool branch (after a 1x1 conv, if one feeds only it)."""
-    k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
+    k, s, p = as_pair(m.kernel_size), as_pair(m.stride or m.kernel_size), as_pair(m.padding)
     if m.ceil_mode or (any(p) and not m.count_include_pad) or m.divisor_override:
         return f"`{node.target}` ceil_mode, divisor_override or a padding it does not count"
     c = G.shape(node)[1]
     src, inner = node.args[0], G.module(gm, node.args[0])
     if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and inner.groups == 1 and len(src.users) == 1
-            and _pair(inner.stride) == (1, 1) and _pair(inner.padding) == (0, 0) and inner.padding_mode == "zeros"):
+            and as_pair(inner.stride) == (1, 1) and as_pair(inner.padding) == (0, 0) and inner.padding_mode == "zeros"):
         b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
         if np.any(b1) and any(p):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
@@ -428,14 +424,14 @@ def expand_branches(conv: nn.Conv2d, into=("kxk", "1x1", "identity"), seed: int 
     seeded weights, no bias) and "identity" (where in and out channels match and the stride is 1).
     ``merge_branches`` of the result gives ``conv``'s outputs back."""
     if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str) \
-            or _pair(conv.dilation) != (1, 1):
+            or as_pair(conv.dilation) != (1, 1):
         raise OneByOneError(f"expand_branches takes an nn.Conv2d with numeric zero padding and dilation 1, "
                             f"got {conv!r}")
     check_int(seed, "seed", 0)
     unknown = [b for b in into if b not in ("kxk", "1x1", "identity")]
     if unknown or "kxk" not in into:
         raise OneByOneError(f"into names branches among 'kxk' (required), '1x1', 'identity'; got {tuple(into)}")
-    (kh, kw), (ph, pw), g = conv.kernel_size, _pair(conv.padding), conv.groups
+    (kh, kw), (ph, pw), g = conv.kernel_size, as_pair(conv.padding), conv.groups
     if (kh - 1) // 2 > ph or (kw - 1) // 2 > pw or kh % 2 == 0 or kw % 2 == 0:
         raise OneByOneError(f"{conv!r}: a 1x1 or identity branch needs an odd kernel centred by its padding")
     w = numpy64(conv.weight)  # (O, C/g, kh, kw)
@@ -449,7 +445,7 @@ def expand_branches(conv: nn.Conv2d, into=("kxk", "1x1", "identity"), seed: int 
         w = w - reparam.center_pad(numpy64(pw1.weight), (kh, kw))
         branches.append(pw1)
     if "identity" in into:
-        if conv.in_channels != conv.out_channels or _pair(conv.stride) != (1, 1) or (ph, pw) != ((kh - 1) // 2,
+        if conv.in_channels != conv.out_channels or as_pair(conv.stride) != (1, 1) or (ph, pw) != ((kh - 1) // 2,
                                                                                             (kw - 1) // 2):
             raise OneByOneError(f"{conv!r}: an identity branch needs as many output channels as input, stride 1 "
                                 "and 'same' padding")

@@ -50,7 +50,7 @@ class Factorized(nn.Sequential):
                 setattr(self, name, getattr(like, name))
 
 
-def _pair(m, a, b) -> nn.Sequential:
+def _rank_pair(m, a, b) -> nn.Sequential:
     """(first, second) modules for W ~= b @ a, a (r, K) and b (O, r)."""
     return Factorized(*_layers(m, a, b), like=m)
 
@@ -152,7 +152,7 @@ def _replace(work, names, rank, energy, calls, report) -> tuple:
                 (name, f"rank {r} keeps {energy:.0%} of the energy but saves nothing ({r}*({o}+{k}) >= {o}*{k})")
             )
             continue
-        pair = _pair(m, a, b)
+        pair = _rank_pair(m, a, b)
         for alias in aliases[id(m)]:
             work = G.replace_module(work, alias, pair)
         done.append((name, m, r, kept))

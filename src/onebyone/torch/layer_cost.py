@@ -46,7 +46,7 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
         c = cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
         return conv_kind((1,), m.groups, m.in_channels, math.prod(shape[1:-1])), c
     if isinstance(m, CONVS):
-        c = conv_cost(m, x, dtype, output)
+        c = conv_module_cost(m, x, dtype, output)
         return conv_kind(m.kernel_size, m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
     if isinstance(m, CONV_TRANSPOSES):
         c = cost.conv_transpose_cost(shape, m.out_channels, m.kernel_size, tuple(output.shape), groups=m.groups,
@@ -80,7 +80,7 @@ def multihead_attention_costs(m: nn.MultiheadAttention, q_shape, k_shape, v_shap
     return proj, attn
 
 
-def conv_cost(m: nn.Module, x: torch.Tensor, dtype: str, output=None) -> cost.Cost:
+def conv_module_cost(m: nn.Module, x: torch.Tensor, dtype: str, output=None) -> cost.Cost:
     """The cost of a conv-like module (``kernel_size``, ``stride``, ``padding``, ``dilation``, ``groups``,
     ``out_channels``, ``bias`` as nn.Conv2d has them) on x. A subclass whose own ``forward`` pads the input first
     (timm's ``Conv2dSame``: TensorFlow's "same", ``ceil(H / stride)`` outputs) is counted with "same" padding

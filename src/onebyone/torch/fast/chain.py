@@ -1,10 +1,10 @@
 """``FusedPointwiseChain``: a run of 1x1 convs (and an optional pool) executed tile by tile.
 
 The plan (widths, activations, pool, tile size, the tile walk) is ``onebyone.chain_plan``'s; this
-module only holds the weights and runs each tile's matrix products on one of four engines per layer:
+module only holds the weights and runs each tile's matrix products on one of four kernels per layer:
 oneDNN's matmul with the bias and the activation fused into it (what inductor emits on CPUs) on weights
 reordered once into its blocked layout ("packed") or as they are ("mkldnn"); oneDNN's conv over a
-(1, C, T, 1) view of the tile's rows ("conv"); or ``addmm``. Which engine each layer runs is the
+(1, C, T, 1) view of the tile's rows ("conv"); or ``addmm``. Which kernel each layer runs is the
 chain's ``kernels`` entry for the input's shape and dtype, set by ``optimize()`` (which times them) or by
 hand; without one it runs "packed" where oneDNN runs the dtype, else "addmm". Under autograd (or while
 tracing, exporting, compiling) it runs the plain layer-by-layer path instead, which autograd can
@@ -32,7 +32,7 @@ from ..tensors import numpy64, tensor
 from . import private
 from .packed import Kernels, Packed, input_key
 
-# --- engines: each computes act(rows @ W.T + b) for rows (T, C), W (O, C, 1, 1) ---------------------
+# --- kernels: each computes act(rows @ W.T + b) for rows (T, C), W (O, C, 1, 1) ---------------------
 
 
 def _conv(h, w4, b, act, packed=None):  # rows (T, C) viewed as a channels_last (1, C, T, 1) image -> rows (T, O)
@@ -52,12 +52,12 @@ def _packed(h, w4, b, act, packed):  # the same on the weight reordered once int
     return private.linear_pointwise(h, packed, b, act)
 
 
-ENGINES = {"packed": _packed, "mkldnn": _mkldnn, "conv": _conv, "addmm": _addmm}
+KERNELS = {"packed": _packed, "mkldnn": _mkldnn, "conv": _conv, "addmm": _addmm}
 
 
-def engines_for(rows, weight) -> tuple:
-    """The engines that run on ``rows`` here, the default first: oneDNN's only where it runs their dtype."""
-    return tuple(ENGINES) if private.onednn_runs(rows, weight) else ("addmm", "conv")
+def kernels_for(rows, weight) -> tuple:
+    """The kernels that run on ``rows`` here, the default first: oneDNN's only where it runs their dtype."""
+    return tuple(KERNELS) if private.onednn_runs(rows, weight) else ("addmm", "conv")
 
 
 class FusedPointwiseChain(nn.Module):
@@ -96,7 +96,7 @@ class FusedPointwiseChain(nn.Module):
             )
             for w, b in zip(weights, biases)
         )
-        self.kernels = Kernels()  # input key -> one engine name per layer (see tune); else the defaults
+        self.kernels = Kernels()  # input key -> one kernel name per layer (see tune); else the defaults
         self._packed = Packed(2)  # the weights as oneDNN's matmul wants them, per (tile, dtype)
 
     # --- construction ------------------------------------------------------------------------
@@ -210,7 +210,7 @@ class FusedPointwiseChain(nn.Module):
                       lambda rows: self._packed.get(ws, (tile, rows.dtype), lambda: _pack(ws, tile)))
 
     def tune(self, x, pick) -> None:
-        """Choose each layer's engine for inputs like ``x`` (its shape and dtype): ``pick({name: call})``
+        """Choose each layer's kernel for inputs like ``x`` (its shape and dtype): ``pick({name: call})``
         returns the name of the one to keep (``optimize`` passes a timer); the choice goes to ``kernels``."""
         if x.numel() == 0 or not x.is_floating_point():
             return  # such inputs run the plain layers
@@ -221,13 +221,13 @@ class FusedPointwiseChain(nn.Module):
         packed = _pack(ws, self.plan.tile) if private.onednn_runs(h, ws[0]) else None
         names = []
         for w, b, act, pw in _layers(self.plan, ws, list(self.biases), packed):
-            cands = {e: functools.partial(ENGINES[e], h, w, b, act, pw) for e in engines_for(h, w)}
+            cands = {e: functools.partial(KERNELS[e], h, w, b, act, pw) for e in kernels_for(h, w)}
             names.append(pick(cands))
             h = cands[names[-1]]()  # (T, C_i) -> (T, C_i+1)
         self.kernels[input_key(x)] = tuple(names)
 
     def kernel_names(self) -> dict:
-        """{input key: "engine, engine, ..."}: the engine each layer runs on inputs of that shape and dtype."""
+        """{input key: "kernel, kernel, ..."}: the kernel each layer runs on inputs of that shape and dtype."""
         return {k: ", ".join(v) for k, v in self.kernels.items()}
 
 
@@ -260,24 +260,24 @@ def _layers(plan, weights, biases, packed) -> list:
     return layers
 
 
-def _engines(rows, weights, chosen) -> list:
-    """The engine of each layer: the chosen ones where they run on ``rows`` here, else the default."""
+def _kernels(rows, weights, chosen) -> list:
+    """The kernel of each layer: the chosen ones where they run on ``rows`` here, else the default."""
     names = []
     for i, w in enumerate(weights):
-        here = engines_for(rows, w)
+        here = kernels_for(rows, w)
         names.append(chosen[i] if chosen and i < len(chosen) and chosen[i] in here else here[0])
     return names
 
 
 def _fused(x, weights, biases, plan, channel_dim: int, chosen, pack):
-    """The chain on ``x`` tile by tile, each layer on its engine (``chosen`` names or the defaults);
+    """The chain on ``x`` tile by tile, each layer on its kernel (``chosen`` names or the defaults);
     ``pack(rows)`` returns the weights packed for oneDNN's matmul."""
     rows3 = _rows(x, plan.widths[0], channel_dim, plan.pool is not None)  # (B, P, C)
     nb, npts, _ = rows3.shape
     rows = rows3.reshape(-1, rows3.shape[-1]).contiguous()  # (B*P, C)
-    names = _engines(rows, weights, chosen)
+    names = _kernels(rows, weights, chosen)
     layers = _layers(plan, weights, biases, pack(rows) if "packed" in names else None)  # once, not per tile
-    layers = [(ENGINES[e], *layer) for e, layer in zip(names, layers)]
+    layers = [(KERNELS[e], *layer) for e, layer in zip(names, layers)]
     o = plan.widths[-1]
     if plan.pool is None:
         out = torch.empty(rows.shape[0], o, dtype=rows.dtype, device=rows.device)
@@ -300,19 +300,19 @@ def _fused(x, weights, biases, plan, channel_dim: int, chosen, pack):
 
 @torch.library.custom_op("onebyone::pointwise_chain", mutates_args=())
 def pointwise_chain(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], acts: str,
-                    pool: str, channel_dim: int, tile: int, engines: str = "") -> torch.Tensor:
-    """A ``FusedPointwiseChain``'s fused run as one operator (``acts`` and ``engines`` comma-separated,
-    ``pool`` and ``engines`` "" for none / the defaults): what ``torch.compile`` sees of a chain, one node
+                    pool: str, channel_dim: int, tile: int, kernels: str = "") -> torch.Tensor:
+    """A ``FusedPointwiseChain``'s fused run as one operator (``acts`` and ``kernels`` comma-separated,
+    ``pool`` and ``kernels`` "" for none / the defaults): what ``torch.compile`` sees of a chain, one node
     it leaves to us while it compiles the rest. It keeps nothing between calls: packed weights are made
     for each call from the weights it is given."""
     widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     plan = chain_plan.make_plan(widths, acts.split(","), pool or None, tile, itemsize=x.element_size())
-    chosen = tuple(engines.split(",")) if engines else None
+    chosen = tuple(kernels.split(",")) if kernels else None
     return _fused(x, weights, biases, plan, channel_dim, chosen, lambda rows: _pack(weights, tile))
 
 
 @pointwise_chain.register_fake
-def _(x, weights, biases, acts, pool, channel_dim, tile, engines=""):  # the output's shape and strides, as _fused's
+def _(x, weights, biases, acts, pool, channel_dim, tile, kernels=""):  # the output's shape and strides, as _fused's
     o = weights[-1].shape[0]
     if pool:
         return x.new_empty((x.shape[0], o))

@@ -22,7 +22,7 @@ from ...errors import OneByOneError
 from ...stats import conv_kind
 from .. import activations as acts
 from ..functional import pointwise
-from ..layer_cost import conv_cost
+from ..layer_cost import conv_module_cost
 from ..layers import Pointwise
 from . import private
 from .packed import Kernels, Packed, input_key
@@ -138,7 +138,7 @@ class ConvAct(nn.Module):
 
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
         """(kind, the cost of one call on x), as for the nn.Conv2d it replaced."""
-        c = conv_cost(self, x, dtype)
+        c = conv_module_cost(self, x, dtype)
         return conv_kind(self.kernel_size, self.groups, self.in_channels, math.prod(c.output_shape[2:])), c
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checks import as_pair
 from ...errors import OneByOneError
 from . import private
 from .packed import Kernels, input_key
@@ -45,10 +46,6 @@ def _out_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
     return out - 1 if ceil and (out - 1) * s >= n + p else out
 
 
-def _pair(v) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
 KERNELS = {"max_pool2d": _indexed, "max of views": _separable}
 
 
@@ -62,10 +59,10 @@ class MaxPool(nn.MaxPool2d):
     """
 
     def __init__(self, pool: nn.MaxPool2d):
-        if not isinstance(pool, nn.MaxPool2d) or _pair(pool.dilation) != (1, 1) or pool.return_indices:
+        if not isinstance(pool, nn.MaxPool2d) or as_pair(pool.dilation) != (1, 1) or pool.return_indices:
             raise OneByOneError(f"MaxPool takes an nn.MaxPool2d with dilation 1 that returns no indices, got {pool!r}")
-        k = _pair(pool.kernel_size)
-        super().__init__(k, _pair(pool.stride if pool.stride is not None else k), _pair(pool.padding),
+        k = as_pair(pool.kernel_size)
+        super().__init__(k, as_pair(pool.stride if pool.stride is not None else k), as_pair(pool.padding),
                          ceil_mode=pool.ceil_mode)
         self.kernels = Kernels()  # input key -> "max_pool2d" or "max of views" (see tune)
 

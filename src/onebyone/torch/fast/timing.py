@@ -1,5 +1,14 @@
 """The interleaved timer: ``optimize()`` uses it to choose kernels and forms, ``onebyone bench`` to compare
-contenders. The fast layers themselves never time anything."""
+contenders. The fast layers themselves never time anything.
+
+Three policies over the same interleaved rounds (``timings``), each for its question:
+- ``fastest`` (a kernel for one layer): medians, and the default kept unless another wins by a margin: a
+  choice made in milliseconds must not flip on noise, and a wrong "no change" costs nothing.
+- ``time_models`` (``optimize``'s race of whole models): medians, and a model far behind the leader leaves
+  the race early: the race spends its seconds on the forms that can still win.
+- ``bench.sections.timeit`` (the published ratios): the best round, which estimates what the code can do
+  on a quiet machine; on a shared one, noise only ever adds time.
+"""
 from __future__ import annotations
 
 import random
