@@ -38,3 +38,34 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
         if big is None:
             raise
         raise big from None
+
+
+def model_kwargs(pairs) -> dict:
+    """``KEY=VALUE`` strings -> keyword arguments; a VALUE is a Python literal (10, None, 'a', (3, 3)) or
+    else the string itself."""
+    import ast
+
+    out = {}
+    for pair in pairs or ():
+        key, eq, value = pair.partition("=")
+        if not eq or not key.isidentifier():
+            raise OneByOneError(f"--model-arg expects KEY=VALUE with a Python name as KEY, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def analyze_spec(spec: str, input_size=None, batch_size: int = 1, model_args=()):
+    """``analyze`` of the model a name gives (a zoo name, ``timm:NAME``, ``torchvision:NAME`` or
+    ``package.module:factory``, built with ``model_args``, ``KEY=VALUE`` strings) at ``input_size`` (default:
+    the model's own) and ``batch_size``: what ``onebyone summary`` and ``report`` show."""
+    from .zoo import from_spec  # imports torch
+
+    model, default_size = from_spec(spec, **model_kwargs(model_args))
+    size = tuple(input_size) if input_size else default_size
+    if size is None:
+        raise OneByOneError(f"{spec} has no default input size: give one sample's shape with "
+                            "--input-size, e.g. --input-size 3 224 224")
+    return analyze(model, input_size=size, batch_size=batch_size)  # a batch too large: says what it needs

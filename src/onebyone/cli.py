@@ -3,25 +3,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
-from .errors import OneByOneError, too_large
+from .errors import OneByOneError
+from .extras import check_installed
 
 
 def _tour(args) -> int:
-    from .checks import check_writable
     from .tour import render, run_tour
     from .webpage import check_page_folder
 
     if args.html is not None:
-        check_page_folder(check_writable(args.html, "--html"))
-
+        check_page_folder(args.html)  # before the lessons run
     lessons = run_tour(only=args.lesson or None, seed=args.seed)
-    if args.json:
-        print(render.to_json(lessons))
-    else:
-        print(render.text(lessons, color=sys.stdout.isatty()))
+    print(render.to_json(lessons) if args.json else render.text(lessons, color=sys.stdout.isatty()))
     if args.html is not None:
         from .tour.tour_page import write_tour
 
@@ -37,125 +32,43 @@ def _lessons(args) -> int:
     return 0
 
 
-def _print_rich(stats, depth) -> bool:
-    try:
-        from rich.console import Console
-    except ImportError:
-        return False
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(stats.rich_table(depth))
-    for line in stats.summary_lines():
-        console.print(line, markup=False)
-    return True
-
-
-def _factory_kwargs(pairs) -> dict:
-    """``KEY=VALUE`` strings -> keyword arguments; a VALUE is a Python literal (10, None, 'a', (3, 3)) or
-    else the string itself."""
-    import ast
-
-    out = {}
-    for pair in pairs or ():
-        key, eq, value = pair.partition("=")
-        if not eq or not key.isidentifier():
-            raise OneByOneError(f"--model-arg expects KEY=VALUE with a Python name as KEY, got {pair!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
-
-
 def _analyze(args):
-    """The ModelStats of ``args.model`` at ``--input-size`` (default: the zoo's) and ``--batch-size``."""
-    from .analyzer import analyze
-    from .zoo import from_spec  # imports torch
+    from .analyzer import analyze_spec
 
-    model, default_size = from_spec(args.model, **_factory_kwargs(args.model_arg))
-    size = tuple(args.input_size) if args.input_size else default_size
-    if size is None:
-        raise OneByOneError(f"{args.model} has no default input size: give one sample's shape with "
-                            "--input-size, e.g. --input-size 3 224 224")
-    try:
-        return analyze(model, input_size=size, batch_size=args.batch_size)
-    except (RuntimeError, MemoryError) as e:
-        big = too_large(e, f"analyzing {args.model} at --batch-size {args.batch_size:,} (one sample {size})")
-        if big is None:
-            raise
-        raise OneByOneError(f"{big}: use a smaller --batch-size (every count scales with it)") from None
+    return analyze_spec(args.model, args.input_size, args.batch_size, args.model_arg)
 
 
 def _summary(args) -> int:
     stats = _analyze(args)
-    if args.json:
-        print(stats.to_json())
-    elif args.csv:
-        print(stats.to_csv(), end="")
-    elif not _print_rich(stats, args.depth):
-        print(stats.table(args.depth))
+    if args.json or args.csv:
+        print(stats.to_json() if args.json else stats.to_csv(), end="\n" if args.json else "")
+    else:
+        stats.print(args.depth)
     return 0
 
 
 def _report(args) -> int:
-    from .checks import check_writable
     from .model_page import write_report
+    from .plots import read_bench
     from .webpage import check_page_folder
 
-    bench = None
-    if args.bench:
-        from .plots import read_bench
-
-        bench = read_bench(args.bench)
-    check_page_folder(check_writable(args.html, "--html"))
+    bench = read_bench(args.bench) if args.bench else None
+    check_page_folder(args.html)  # before the model is built
     stats = _analyze(args)
-    path = write_report(stats, args.html, bench)
-    print(f"wrote {path}: {stats.footer()}")
+    print(f"wrote {write_report(stats, args.html, bench)}: {stats.footer()}")
     return 0
 
 
 def _train(args) -> int:
-    from pathlib import Path
+    from .runs import start_run
+    from .train import train
 
-    from . import checkpoint
-    from .checks import check_writable
-    from .train import TrainConfig, data_spec, read_config, read_state, resume_conflicts, train
-
-    given = {"model": args.model, "data": data_spec(args.data) if args.data else None, "batch_size": args.batch_size,
-             "lr": args.lr, "seed": args.seed, "size": args.size, "n_points": args.points, "precision": args.precision}
-    if args.resume:
-        if args.overwrite:
-            raise OneByOneError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-        if not args.out:
-            raise OneByOneError("--resume needs --out, the folder of the run to continue")
-        out = Path(args.out)
-        if checkpoint.folder(out) is None:
-            raise OneByOneError(f"--resume: {out} holds no run written by `onebyone train`")
-        cfg = read_config(out)
-        conflicts = resume_conflicts(cfg, given)
-        if conflicts:
-            raise OneByOneError(f"--resume continues the run in {out} as it was saved; these options differ: "
-                                f"{'; '.join(conflicts)}. Leave them out, or start a new run with another --out")
-        done = read_state(out)[0]["epoch"]
-        cfg.epochs = args.epochs or cfg.epochs
-        if done >= cfg.epochs:
-            print(f"nothing to do: the run in {out} finished epoch {done} of {cfg.epochs}; "
-                  f"pass --epochs N with N > {done} to train it further")
-            return 0
-    else:
-        if not args.data:
-            raise OneByOneError("--data is required: digits, shapes3d, a folder of class subfolders, or an .npz file")
-        out = Path(args.out) if args.out else checkpoint.new_run_folder("runs", f"{args.model}-{Path(args.data).stem}")
-        if checkpoint.folder(out) is not None and not out.is_file() and not args.overwrite:
-            saved = read_config(out)
-            raise OneByOneError(f"{out} holds a run ({saved.model} on {saved.data}); pass --resume to continue "
-                                "it, --overwrite to replace it (only what that run wrote), or another --out")
-        kw = {"size": args.size} if args.size else {}
-        kw.update({"n_points": args.points} if args.points else {})
-        cfg = TrainConfig(args.model, given["data"], args.epochs or 30, args.batch_size or 64, args.lr or 3e-3,
-                          seed=args.seed or 0, data_kwargs=kw, precision=args.precision or "fp32")
-    check_writable(out, "--out")
-    if not (args.overwrite and checkpoint.folder(out) is not None):
-        checkpoint.check_run_folder(out, args.resume)  # before the data loads: a folder of the user's is refused
+    cfg, out = start_run(args.model, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed, size=args.size, n_points=args.points, precision=args.precision,
+                         resume=args.resume, overwrite=args.overwrite)
+    if cfg is None:
+        print(out)  # why there is nothing to do
+        return 0
     args.run_folder = out  # for the message on Ctrl-C
     _, metrics = train(cfg, out=out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if metrics:
@@ -166,63 +79,17 @@ def _train(args) -> int:
 
 
 def _maps(args) -> int:
-    import numpy as np
+    from .runs import draw_run_maps
 
-    from . import data
-    from .checks import check_writable_file
-    from .torch.maps import draw_canvas, draw_maps
-    from .train import load_checkpoint
-
-    model, cfg = load_checkpoint(args.checkpoint)
-    labels = cfg.classes or data.class_names(cfg.data, cfg.num_classes)  # as trained: the checkpoint names them
-    xte, _ = data.load(cfg.data, "test", **cfg.data_kwargs)
-    size = tuple(xte.shape[1:])
-    if len(size) != 3:
-        raise OneByOneError(f"maps need an image model; {cfg.model} on {cfg.data} takes samples of shape {size}")
-    out = args.out or ("canvas.png" if args.canvas else "maps.png")
-    if not str(out).lower().endswith(".png"):
-        raise OneByOneError(f"--out names the PNG to write; got {out!r} (end it in .png)")
-    check_writable_file(out, "--out")
-    images, from_file = data.images_from_spec(args.image, xte)
-    bad = [i for i, im in enumerate(images) if not np.isfinite(im).all()]
-    if bad:
-        raise OneByOneError(f"{args.image} holds NaN or infinite values; expected a finite image")
-    want = "x".join(map(str, size))
-    got = "x".join(map(str, images[0].shape))
-    if images[0].shape[0] != size[0]:
-        raise OneByOneError(
-            f"{cfg.model} takes {size[0]}-channel images ({want}); "
-            f"{args.image} has {images[0].shape[0]} channel(s) ({got})"
-        )
-    if args.canvas:
-        canvas = images[0] if from_file else data.compose_canvas(images, seed=args.seed)
-        if canvas.shape[1] < size[1] or canvas.shape[2] < size[2]:
-            raise OneByOneError(f"a canvas must be at least {want}; {args.image} is {got}")
-        path, probs = draw_canvas(model, canvas, size, out, labels)
-        print(f"wrote {path}: {probs.shape[1]}x{probs.shape[2]} windows of {size[1]}x{size[2]}, {len(labels)} classes")
-        return 0
-    if len(images) != 1 or images[0].shape != size:
-        raise OneByOneError(f"{cfg.model} takes one {want} image (channels x height x width); got "
-                            f"{len(images)} image(s) of {got} (use --canvas for larger images or several digits)")
-    path, probs = draw_maps(model, images[0], out, labels)
-    print(f"wrote {path}: predicted {labels[int(probs.argmax())]} ({probs.max():.1%})")
+    path, what = draw_run_maps(args.checkpoint, args.image, args.out, canvas=args.canvas, seed=args.seed)
+    print(f"wrote {path}: {what}")
     return 0
 
 
 def _bench(args) -> int:
     from . import bench
-    from .checks import check_writable_file
 
-    bad = set(args.sections) - set(bench.SECTIONS)
-    if bad or not args.sections:
-        raise OneByOneError(f"--sections takes letters from {bench.SECTIONS!r}, got {args.sections!r}")
-    if args.png and not set(args.sections) & {"a", "b"}:
-        raise OneByOneError(f"--png draws the roofline of sections a and b; --sections {args.sections} has neither")
-    for path, flag in ((args.json, "--json"), (args.png, "--png")):
-        if path is not None:
-            check_writable_file(path, flag)  # before the minutes of timing, not after
-    if args.json and args.png and os.path.realpath(args.json) == os.path.realpath(args.png):
-        raise OneByOneError(f"--json and --png name the same file {args.json}: the figure would replace the results")
+    bench.check_outputs(args.sections, args.json, args.png)  # before the minutes of timing, not after
     result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile, runs=args.runs,
                        save=lambda partial: bench.write(partial, args.json))  # each finished run kept as it goes
     bench.write(result, args.json, args.png)
@@ -296,9 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="an HTML page for a model: table, MACs and params by kind, dominating layers")
     _model_args(rp)
     rp.add_argument("--html", required=True, metavar="DIR", help="write DIR/index.html and DIR/figures/")
-    rp.add_argument(
-        "--bench", default=None, metavar="JSON", help="a file from `onebyone bench --json`: adds its roofline"
-    )
+    rp.add_argument("--bench", default=None, metavar="JSON", help="a file from `onebyone bench --json`: adds its "
+                    "roofline")
     rp.set_defaults(fn=_report)
     _train_parser(sub)
     _maps_parser(sub)
@@ -340,11 +206,8 @@ def _maps_parser(sub) -> None:
     mp.add_argument("image", help="an image file (.png, .jpg, .npy) or test:N (sample N of the test split); "
                     "with --canvas, test:N,M,... places several samples on one canvas")
     mp.add_argument("--out", default=None, help="PNG to write (default maps.png, or canvas.png with --canvas)")
-    mp.add_argument(
-        "--canvas",
-        action="store_true",
-        help="slide the classifier over a larger canvas and show where each class fires",
-    )
+    mp.add_argument("--canvas", action="store_true",
+                    help="slide the classifier over a larger canvas and show where each class fires")
     mp.add_argument("--seed", type=_integer(0, SEEDS), default=0,
                     help="where the samples land on the canvas (default 0)")
     mp.set_defaults(fn=_maps)
@@ -364,52 +227,20 @@ def _bench_parser(sub) -> None:
     bn.set_defaults(fn=_bench)
 
 
-# command -> the modules it imports and the extra that brings each: checked before any work
-NEEDS = {"summary": ("torch",), "report": ("torch", "matplotlib"), "train": ("torch", "safetensors", "sklearn", "PIL"),
-         "maps": ("torch", "safetensors", "matplotlib", "PIL"), "bench": ("torch", "rich")}
-EXTRA = {"torch": "torch", "safetensors": "torch", "rich": "torch", "sklearn": "data", "PIL": "data",
-         "matplotlib": "data"}
-
-
-def _missing(args) -> list:
-    """The modules ``args.command`` needs (``NEEDS``; figures need matplotlib) that are not installed."""
-    import importlib.util
-
-    need = list(NEEDS.get(args.command, ()))
-    if getattr(args, "html", None) or getattr(args, "png", None):
-        need.append("matplotlib")
-    return [m for m in dict.fromkeys(need) if importlib.util.find_spec(m) is None]
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        missing = _missing(args)
-        if missing:
-            extras = ",".join(dict.fromkeys(EXTRA[m] for m in missing))
-            raise OneByOneError(f"`onebyone {args.command}` needs {', '.join(missing)}, not installed here: "
-                                f"pip install 'onebyone[{extras}]'")
+        check_installed(args.command, figures=bool(getattr(args, "html", None) or getattr(args, "png", None)))
         return args.fn(args)
     except OneByOneError as e:
         print(f"onebyone: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"onebyone: interrupted{_where_to_resume(args)}", file=sys.stderr)
+    except KeyboardInterrupt:  # after Ctrl-C in train: where its last checkpoint is, and how to continue
+        out = getattr(args, "run_folder", None)
+        if out is not None:
+            from .runs import resume_hint
+        print(f"onebyone: interrupted{resume_hint(out, args.model) if out is not None else ''}", file=sys.stderr)
         return 130
-
-
-def _where_to_resume(args) -> str:
-    """After Ctrl-C in `train`: where the last complete checkpoint is, and the command that continues it."""
-    out = getattr(args, "run_folder", None)
-    if args.command != "train" or out is None:
-        return ""
-    from . import checkpoint
-
-    if checkpoint.folder(out) is None:
-        return f"; no epoch had finished, so {out} holds no checkpoint yet"
-    epoch = checkpoint.read_json(out, "state.json").get("epoch")
-    return (f"; the last complete checkpoint is epoch {epoch} in {out}/checkpoint. Continue with: "
-            f"onebyone train {args.model} --out {out} --resume")
 
 
 if __name__ == "__main__":

@@ -232,6 +232,20 @@ class ModelStats:
         lines = [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(b) for b in body]
         return "\n".join(lines + ["-" * len(lines[1])] + self.summary_lines())
 
+    def print(self, depth: int | None = None) -> None:
+        """Print the table and ``summary_lines``: with rich where it is installed, else as plain text."""
+        try:
+            from rich.console import Console
+        except ImportError:
+            print(self.table(depth))
+            return
+        import sys
+
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        console.print(self.rich_table(depth))
+        for line in self.summary_lines():
+            console.print(line, markup=False)
+
     def rich_table(self, depth: int | None = None):
         """The same table as a ``rich.table.Table`` (rich is imported here, not by onebyone)."""
         from rich.table import Table

@@ -219,9 +219,12 @@ def document(title: str, header: str, body: str) -> str:
 MARK = ".onebyone-page"  # in a page's folder: onebyone wrote index.html and figures/ there, and may again
 
 
-def check_page_folder(folder) -> Path:
-    """``folder`` if a page may be written there (see ``claim``), checked without writing anything."""
-    folder = Path(folder)
+def check_page_folder(folder, flag: str = "--html") -> Path:
+    """``folder`` if a page may be written there (see ``claim``) and its parent is writable, checked without
+    writing anything (``flag`` names the option in the messages)."""
+    from .checks import check_writable
+
+    folder = Path(check_writable(folder, flag))
     if folder.exists() and not folder.is_dir():
         raise OneByOneError(f"the page folder {folder} is a file; expected a folder (new, empty, or a page's)")
     if folder.is_dir() and not (folder / MARK).is_file() and any(folder.iterdir()):

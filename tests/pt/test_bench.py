@@ -175,3 +175,14 @@ def test_a_repeated_run_says_why_the_first_was_repeated(monkeypatch):
     result = bench.run("b", quick=True, compile_=False, progress=False)
     assert result["unreliable"] == [] and len(result["repeated_because"]) == 2
     assert result["repeated_because"][0].startswith("(b) fused: its median round took 1.90x its best")
+
+
+def test_the_bench_keeps_each_finished_run(monkeypatch):
+    from onebyone import bench
+
+    counter = iter(range(100))
+    monkeypatch.setattr(bench, "_run_once", lambda *a: {"bottleneck": {"speedup_vs_mac_ratio": float(next(counter))}})
+    saved = []
+    bench.run("d", runs=3, progress=False, save=lambda r: saved.append(dict(r)))
+    assert [len(r.get("runs", [r])) for r in saved] == [1, 2, 3]  # written after each run, not only at the end
+    assert saved[-1]["headlines"]["d of the MAC ratio"] == 1.0

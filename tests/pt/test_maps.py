@@ -12,9 +12,10 @@ from onebyone import OneByOneError
 from onebyone.cli import main
 from onebyone.data import compose_canvas
 from onebyone.plots import detections
+from onebyone.runs import draw_run_maps
 from onebyone.torch import Pointwise
-from onebyone.torch.maps import canvas_scores, class_maps
-from onebyone.train import TrainConfig, train
+from onebyone.torch.maps import canvas_scores, class_maps, draw_maps
+from onebyone.train import TrainConfig, load_checkpoint, train
 from onebyone.zoo import create_model
 
 
@@ -107,8 +108,14 @@ def test_cli_maps_bad_images(checkpoint, tmp_path, capsys):
     for args, message in cases:
         path = args[0] if args[0].startswith("test:") else str(tmp_path / args[0])
         assert main(["maps", str(checkpoint), path, *args[1:], "--out", str(tmp_path / "x.png")]) == 2
-        assert re.search(message, capsys.readouterr().err), args
+        err = capsys.readouterr().err
+        assert re.search(message, err), args
+        with pytest.raises(OneByOneError) as python:  # the same refusal, word for word, from Python
+            draw_run_maps(checkpoint, path, tmp_path / "x.png", canvas="--canvas" in args)
+        assert err.strip() == f"onebyone: error: {python.value}"
     assert not (tmp_path / "x.png").exists()
+    with pytest.raises(OneByOneError, match="NaN or infinite"):  # draw_maps itself checks what it draws
+        draw_maps(load_checkpoint(checkpoint)[0], np.full((1, 8, 8), np.nan), tmp_path / "x.png")
 
 
 def test_maps_names_a_class_folder_removed_since_training(tmp_path, capsys):

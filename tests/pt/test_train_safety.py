@@ -177,29 +177,24 @@ def test_a_dataset_path_is_stored_so_that_it_resolves_from_any_folder(tmp_path, 
     assert main(["train", "nin_digits", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--quiet"]) == 0
 
 
-def test_version_and_help_texts(capsys):
-    with pytest.raises(SystemExit):
-        main(["--version"])
-    assert capsys.readouterr().out.startswith("onebyone 0.")
-    for command, flags in (("train", ("--batch-size", "--lr", "--seed")),
-                           ("summary", ("--batch-size", "--json", "--csv"))):
-        with pytest.raises(SystemExit):
-            main([command, "--help"])
-        text = " ".join(capsys.readouterr().out.split())
-        for flag in flags:
-            line = text.split("options:", 1)[1].split(flag, 1)[1][:160]
-            assert "default" in line or "instead" in line, (command, flag, line)
+def test_the_run_rules_refuse_alike_from_python_and_from_the_shell(tmp_path, capsys):
+    """``start_run`` holds the rules ``onebyone train`` applies: the same refusal, word for word, either way."""
+    from onebyone.runs import start_run
 
-
-def test_the_bench_keeps_each_finished_run(monkeypatch):
-    from onebyone import bench
-
-    counter = iter(range(100))
-    monkeypatch.setattr(bench, "_run_once", lambda *a: {"bottleneck": {"speedup_vs_mac_ratio": float(next(counter))}})
-    saved = []
-    bench.run("d", runs=3, progress=False, save=lambda r: saved.append(dict(r)))
-    assert [len(r.get("runs", [r])) for r in saved] == [1, 2, 3]  # written after each run, not only at the end
-    assert saved[-1]["headlines"]["d of the MAC ratio"] == 1.0
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "1", "--out", str(out)]) == 0
+    cases = [(RUN + ["--epochs", "1", "--out", str(out)], dict(data_name="digits", out=out)),
+             (["train", "nin_digits", "--out", str(out), "--resume", "--lr", "0.5"],
+              dict(out=out, resume=True, lr=0.5)),
+             (["train", "nin_digits", "--resume", "--overwrite", "--out", str(out)],
+              dict(out=out, resume=True, overwrite=True)),
+             (["train", "nin_digits"], {})]
+    for argv, kw in cases:
+        capsys.readouterr()
+        assert main(argv) == 2
+        with pytest.raises(OneByOneError) as python:
+            start_run("nin_digits", **kw)
+        assert capsys.readouterr().err.strip() == f"onebyone: error: {python.value}", argv
 
 
 def test_a_folder_of_the_users_is_refused_and_left_as_it_was(tmp_path, capsys):

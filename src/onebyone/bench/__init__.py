@@ -28,6 +28,22 @@ LABELS = {"peak": "peak and bandwidth", "a": "(a) pointwise op", "b": "(b) share
           "d": "(d) bottleneck", "e": "(e) optimize() on zoo models", "f": "(f) branches merged"}
 
 
+def check_outputs(sections: str, json_path=None, png_path=None) -> None:
+    """Refuse, before any timing, sections that do not exist, a roofline PNG with neither section a nor b, an
+    output that cannot be written, and one file named for both the JSON and the PNG."""
+    from ..checks import check_writable_file
+
+    if not sections or set(sections) - set(SECTIONS):
+        raise OneByOneError(f"--sections takes letters from {SECTIONS!r}, got {sections!r}")
+    if png_path and not set(sections) & {"a", "b"}:
+        raise OneByOneError(f"--png draws the roofline of sections a and b; --sections {sections} has neither")
+    for path, flag in ((json_path, "--json"), (png_path, "--png")):
+        if path is not None:
+            check_writable_file(path, flag)
+    if json_path and png_path and os.path.realpath(json_path) == os.path.realpath(png_path):
+        raise OneByOneError(f"--json and --png name the same file {json_path}: the figure would replace the results")
+
+
 def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1,
         save=None) -> dict:
     """Run the chosen sections ``runs`` times; returns one JSON-able dict: the last run (machine, peak,

@@ -9,6 +9,7 @@ where a lone crop saw zeros, so scores near window borders differ a little from 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -99,11 +100,20 @@ def canvas_scores(model: nn.Module, canvas: torch.Tensor, input_size) -> tuple[t
         return conv.eval()(canvas), tuple(report.layers[0]["stride"])
 
 
+def _image(image) -> torch.Tensor:
+    """A finite (C, H, W) image as a float32 tensor, or a OneByOneError saying what it is instead."""
+    x = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+    if x.dim() != 3 or not bool(torch.isfinite(x).all()):
+        raise OneByOneError(f"expected a finite (C, H, W) image, got shape {tuple(x.shape)}"
+                            + ("" if x.dim() != 3 else " with NaN or infinite values"))
+    return x
+
+
 def draw_maps(model: nn.Module, image, path, labels=None):
     """Write a PNG of ``image`` (C, H, W) next to its class maps; returns (path, probabilities (K,))."""
     from ..plots import class_maps_figure
 
-    x = torch.as_tensor(image, dtype=torch.float32)[None]  # (C, H, W) -> (1, C, H, W)
+    x = _image(image)[None]  # (C, H, W) -> (1, C, H, W)
     model = model.eval()
     maps = class_maps(model, x)[0]  # (K, h, w)
     with torch.no_grad():
@@ -115,6 +125,6 @@ def draw_canvas(model: nn.Module, canvas, input_size, path, labels=None):
     """Write a PNG of ``canvas`` (C, H, W) with the classifier slid over it; returns (path, probabilities (K, h, w))."""
     from ..plots import canvas_figure
 
-    scores, stride = canvas_scores(model, torch.as_tensor(canvas, dtype=torch.float32)[None], input_size)
+    scores, stride = canvas_scores(model, _image(canvas)[None], input_size)
     probs = scores[0].softmax(0).numpy()  # (K, h, w)
     return canvas_figure(canvas, probs, stride, tuple(input_size[1:]), path, labels), probs
