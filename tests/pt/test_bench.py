@@ -186,3 +186,16 @@ def test_the_bench_keeps_each_finished_run(monkeypatch):
     bench.run("d", runs=3, progress=False, save=lambda r: saved.append(dict(r)))
     assert [len(r.get("runs", [r])) for r in saved] == [1, 2, 3]  # written after each run, not only at the end
     assert saved[-1]["headlines"]["d of the MAC ratio"] == 1.0
+
+
+def test_models_the_bench_cannot_build_are_named_not_dropped(monkeypatch):
+    import sys
+
+    from onebyone import bench
+    from onebyone.bench.sections import _real_models
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it failed to import
+    skipped = []
+    assert _real_models(skipped) == {} and "transformers does not import here" in skipped[0]
+    lines = bench.summary({"machine": "m", "peak_gflops": 100.0, "bandwidth_gbs": 9.0, "optimize_skipped": skipped})
+    assert f"not in this run: {skipped[0]}" in lines

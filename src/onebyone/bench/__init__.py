@@ -182,7 +182,10 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
             elif step == "d":
                 result["bottleneck"] = bottleneck(quick, repeat)
             elif step == "e":
-                result["optimize"] = optimized_models(quick, repeat + 4, compile_)  # whole models: the noisiest ratios
+                skipped = []
+                result["optimize"] = optimized_models(quick, repeat + 4, compile_, skipped=skipped)  # the noisiest
+                if skipped:
+                    result["optimize_skipped"] = skipped
             else:
                 result["branches"] = merged_branches(quick, repeat, timeit)
     if "pointwise_op" in result:  # the large channels_last 1x1 convs of (a) count towards the peak too
@@ -226,6 +229,7 @@ def summary(result: dict) -> list[str]:
     """The last run's measurements as lines of text, then (after several runs) each headline ratio's
     median and range over the runs (what the README tables show); an unreliable run says so first."""
     lines = [f"UNRELIABLE RUN (repeat it on a quieter machine): {flag}" for flag in result.get("unreliable", [])]
+    lines += [f"not in this run: {why}" for why in result.get("optimize_skipped", [])]
     lines.append(f"machine: {result['machine']}"
                  + (f" ({result['cpu']['describe']})" if "cpu" in result else "")
                  + f"; peak {result['peak_gflops']:.0f} GFLOP/s (channels_last 1x1 conv), "

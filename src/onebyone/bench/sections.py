@@ -243,12 +243,17 @@ def bottleneck(quick: bool, repeat: int) -> dict:
             "ms": {k: v * 1e3 for k, v in t.items()}, "speedup": speedup, "speedup_vs_mac_ratio": speedup / ratio}
 
 
-def _real_models() -> dict:
+def _real_models(skipped: list) -> dict:
     """name -> (model, example, MACs per sample): four architectures from `transformers`, built from configs
-    (random weights, nothing downloaded), at 224 x 224; empty where transformers does not import."""
+    (random weights, nothing downloaded), at 224 x 224; where transformers is missing or fails to import or
+    build them, none, and ``skipped`` says why."""
     try:
         import transformers as T
-    except ImportError:
+
+        T.ResNetForImageClassification, T.MobileNetV2ForImageClassification  # noqa: B018 - its lazy imports run
+    except Exception as e:  # noqa: BLE001 - not installed, or an import inside it failed (a mismatched torchvision)
+        skipped.append(f"the transformers models: transformers does not import here ({type(e).__name__}: "
+                       f"{str(e)[:160]})")
         return {}
     from ..torch.collect import analyze
 
@@ -348,17 +353,18 @@ QUICK_MODELS = ("nin_cifar", "squeezenet1_1", "mobilenet_v1")
 COMPILE_MACS = 2e9  # a model of more MACs a sample is not compiled in the bench (ResNet-50: minutes each way)
 
 
-def optimized_models(quick: bool, repeat: int, compile_: bool, names=None) -> list:
+def optimized_models(quick: bool, repeat: int, compile_: bool, names=None, skipped=None) -> list:
     """optimize() at batch 8 on zoo models (three in a quick run, every one in a full run, then four real
     models), with its own seconds and the form it kept, beside eager, optimize() in bfloat16,
     optimize(compile=True), torch.compile with and without freezing (below ``COMPILE_MACS``), and
-    onnxruntime and OpenVINO as a user runs them (``_engines``)."""
+    onnxruntime and OpenVINO as a user runs them (``_engines``). Models that could not be built are named in
+    ``skipped`` (a list)."""
     rest = tuple(n for n in list_models() if n not in QUICK_MODELS)
     names = names or (QUICK_MODELS if quick else QUICK_MODELS + rest)
     models = {n: (create_model(n).eval(), torch.randn(8, *model_info(n).input_size), model_info(n).macs)
               for n in names}
     if not quick:
-        models.update(_real_models())
+        models.update(_real_models(skipped if skipped is not None else []))
     rows = []
     for name, (model, x, macs) in models.items():
         torch.manual_seed(0)
