@@ -185,3 +185,19 @@ def test_kernel_and_engine_each_mean_one_thing():
 def test_the_cli_only_parses_and_prints():
     """Policy lives where Python reaches it too (``runs``, ``analyzer``, ``bench``, ``extras``): cli.py stays short."""
     assert len((ROOT / "onebyone" / "cli.py").read_text().splitlines()) < 250
+
+
+WATCHING = r"register_forward(_pre)?_hook|symbolic_trace|fx\.Tracer|\(TorchFunctionMode\)|ShapeProp"
+
+
+def test_only_the_capture_module_watches_a_model():
+    """Hooks, torch-function modes and torch.fx tracing live in ``onebyone.torch.capture``: the analyzer, the
+    rewrites and optimize read models through it."""
+    import re
+
+    watchers = sorted(n for n, p in modules().items() if re.search(WATCHING, Path(p).read_text()))
+    assert watchers == ["onebyone.torch.capture"]
+    readers = {"onebyone.torch.collect", "onebyone.torch.record", "onebyone.torch.rewrites",
+               "onebyone.torch.branches", "onebyone.torch.factorize", "onebyone.torch.norms",
+               "onebyone.torch.fast.passes"}
+    assert all("onebyone.torch.capture" in GRAPH[r] for r in readers)

@@ -8,7 +8,7 @@ from torch import nn
 
 from onebyone import OneByOneError
 from onebyone.torch.branches import merge_branches
-from onebyone.torch.graph import trace
+from onebyone.torch.capture import trace
 
 
 def bn(c):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onebyone.torch.graph import trace
+from onebyone.torch.capture import trace
 from onebyone.torch.record import nodes, record_calls
 
 

@@ -26,6 +26,7 @@ from . import activations as acts
 from . import graph as G
 from . import norms
 from . import record as R
+from .capture import trace
 from .rewrite_report import RewriteReport, finish
 from .rewrites import _check_eval
 from .tensors import numpy64, probe_input, tensor
@@ -276,7 +277,7 @@ def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Modul
     keep their own module where no fx graph was built)."""
     swapped = norms.canonical(work, x, report)
     try:
-        site = _FxSums(G.trace(work, x))
+        site = _FxSums(trace(work, x))
     except OneByOneError as e:
         site = _EagerSums(work, x)
         report.notes.append(f"{e}; the sums were read from one eager run instead")

@@ -1,8 +1,8 @@
-"""The analyzer's PyTorch front-end: module hooks plus every torch function seen during one forward pass.
+"""The analyzer's PyTorch front-end: every module call and torch function of one forward pass.
 
-Collect (hooks and a TorchFunctionMode record one row per call) -> aggregate (``ModelStats``) ->
-render (``ModelStats.table`` / ``to_dict``). Every number comes from ``onebyone.cost``. Hooks are
-removed and the train/eval mode restored in ``finally``.
+Collect (a ``capture.watch`` listener writes one row per call) -> aggregate (``ModelStats``) ->
+render (``ModelStats.table`` / ``to_dict``). Every number comes from ``onebyone.cost``. The train/eval
+mode is restored when the run ends.
 
 What is counted: every product of a tensor with a tensor. Layers (Conv, ConvTranspose, Linear,
 Pointwise, MultiheadAttention and the fast path's modules) are counted as a whole; outside them the
@@ -18,17 +18,17 @@ import weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .. import cost
 from ..errors import OneByOneError
 from ..stats import LayerStats, ModelStats, conv_kind, mix_kind
+from .capture import Listener, watch
 from .layer_cost import CONV_TRANSPOSES, counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
 from .layers import Pointwise
 from .tensors import batch_size as batch_of
-from .tensors import call, describe, input_kw, tensor_args
+from .tensors import describe, input_kw, tensor_args
 
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 # tensor products, by the name each row is given; each sums over the last axis of its first matrix operand
@@ -114,28 +114,6 @@ def _product_kind(operands, weights) -> str:
     return mix_kind(math.prod(x.shape[1:-1]) if x is not None and x.dim() >= 3 else 1)
 
 
-class _Spy(TorchFunctionMode):
-    def __init__(self, collector):
-        super().__init__()
-        self.c = collector
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        c = self.c
-        tensors = tensor_args(args, kwargs)
-        c.seen.update(id(p) for p in _parameters(tensors))
-        name = getattr(func, "__name__", "")
-        if tensors and isinstance(out, torch.Tensor):
-            c.axes.follow(name, tensors[0], out)
-        if c.inside_counted == 0:
-            if func in FUNCTIONS and isinstance(out, torch.Tensor):
-                c.functional(FUNCTIONS[func], args, kwargs, tensors, out)
-            elif name in UNCOUNTED_PRODUCTS:
-                c.uncounted_op(name, tensors)
-        return out
-
-
 class _Axes:
     """Where the channels are in the tensors of one forward pass, where the ops that made them tell.
 
@@ -187,7 +165,9 @@ class _Axes:
             self._axis[id(out)] = (weakref.ref(out), axis)
 
 
-class _Collector:
+class _Collector(Listener):
+    """The analyzer's listener (``capture.watch``): a row per counted module call and per functional product."""
+
     def __init__(self, model, dtype):
         self.model, self.dtype = model, dtype
         self.names = {}
@@ -273,6 +253,18 @@ class _Collector:
         row.bytes_read, row.bytes_written = sum(t.numel() for t in tensors) * size, out.numel() * size
         self.rows.append(row)
 
+    def after(self, func, args, kwargs, out):
+        tensors = tensor_args(args, kwargs)
+        self.seen.update(id(p) for p in _parameters(tensors))
+        name = getattr(func, "__name__", "")
+        if tensors and isinstance(out, torch.Tensor):
+            self.axes.follow(name, tensors[0], out)
+        if self.inside_counted == 0:
+            if func in FUNCTIONS and isinstance(out, torch.Tensor):
+                self.functional(FUNCTIONS[func], args, kwargs, tensors, out)
+            elif name in UNCOUNTED_PRODUCTS:
+                self.uncounted_op(name, tensors)
+
     def uncounted_op(self, name, tensors):
         calls, where, params = self.ops.get(name, (0, self.stack[-1] if self.stack else "", set()))
         self.ops[name] = (calls + 1, where, params | {id(p) for p in _parameters(tensors)})
@@ -297,26 +289,18 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
                             "run in scripted or traced code; analyze the model before torch.jit.script / trace")
     batch = batch_of(example)
     c = _Collector(model, dtype)
-    hooks = []
     was_training = model.training
     try:
-        for m in model.modules():
-            hooks.append(m.register_forward_pre_hook(c.pre, with_kwargs=True))
-            hooks.append(m.register_forward_hook(c.post, with_kwargs=True))
         model.eval()
-        with torch.no_grad(), _Spy(c):
-            try:
-                call(model, example)
-            except OneByOneError:
-                raise
-            except Exception as e:  # noqa: BLE001 - name the layer that failed
-                where = c.stack[-1] if c.stack else type(model).__name__
-                layer = f"; `{where}` ({c.shapes[-1][0]}) received {c.shapes[-1][1]}" if c.shapes else ""
-                raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {describe(example)}: "
-                                    f"{type(e).__name__}: {e}{layer}") from e
+        watch(model, example, c)
+    except OneByOneError:
+        raise
+    except Exception as e:  # noqa: BLE001 - name the layer that failed
+        where = c.stack[-1] if c.stack else type(model).__name__
+        layer = f"; `{where}` ({c.shapes[-1][0]}) received {c.shapes[-1][1]}" if c.shapes else ""
+        raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {describe(example)}: "
+                            f"{type(e).__name__}: {e}{layer}") from e
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
     never_called, outside, uncounted = _leftovers(model, c)
     total = sum(p.numel() for p in model.parameters())

@@ -18,6 +18,7 @@ from torch import nn
 from .. import forms
 from ..errors import OneByOneError
 from . import graph as G
+from .capture import trace
 from .layers import Pointwise
 from .rewrite_report import ConvolutionalizedHead, RewriteReport, finish
 from .rewrites import is_flatten, pointwise_from
@@ -221,7 +222,7 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
         raise OneByOneError(f"input_size must be one sample's shape (C, H, W) of integers >= 1, got {input_size!r}")
     x = probe_input(model, None, input_size)  # refuses, with the shapes, an input_size the model cannot run on
     report, work = RewriteReport("convolutionalize"), copy.deepcopy(model)
-    gm = G.trace(work, x)
+    gm = trace(work, x)
     counts, functional_flatten = G.call_counts(work, gm), []
     for flat in [n for n in gm.graph.nodes if is_flatten(gm, n)]:
         plan = plan_head(gm, counts, flat)
@@ -316,7 +317,7 @@ def _measured_stride(model, input_size, guess: tuple) -> tuple:
 
 def _drop_nodes(work, names):
     """``work`` traced, with the named pass-through nodes (functional flattens) taken out of its graph."""
-    result = G.trace(work)  # the traced graph holds the swapped modules; drop the flatten nodes
+    result = trace(work)  # the traced graph holds the swapped modules; drop the flatten nodes
     for node in list(result.graph.nodes):
         if node.name in names:
             node.replace_all_uses_with(node.args[0])

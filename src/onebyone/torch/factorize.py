@@ -17,6 +17,7 @@ from .. import algebra
 from ..checks import check_choice
 from ..errors import OneByOneError
 from . import graph as G
+from .capture import calls_of
 from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
@@ -77,22 +78,10 @@ def _layers(m, a, b) -> tuple:
 
 def _layer_io(model, names, x):
     """Each named layer's input and output on x (its first call), and its number of calls."""
-    seen, calls = {}, {}
-
-    def keep(name):
-        def hook(m, inputs, output):
-            seen.setdefault(name, (inputs[0], output))  # first call only; returns None: output unchanged
-            calls[name] = calls.get(name, 0) + 1
-        return hook
-
-    hooks = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
-    try:
-        with torch.no_grad():
-            call(model, x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen, calls
+    layers = {model.get_submodule(n): n for n in names}
+    first, counts = calls_of(model, x, layers)
+    return ({layers[m]: (args[0], out) for m, (args, _, out) in first.items()},
+            {layers[m]: k for m, k in counts.items()})
 
 
 def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *, example=None, input_size=None,

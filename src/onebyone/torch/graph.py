@@ -1,16 +1,14 @@
-"""torch.fx helpers for the rewrites: trace with shapes, find who calls what, swap modules by name."""
+"""torch.fx helpers for the rewrites (the graph itself comes from ``capture.trace``): find who calls what,
+swap modules by name."""
 from __future__ import annotations
 
 from collections import defaultdict
 
 import torch
-from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch import nn
 
 from ..activations import REGISTRY
-from ..errors import OneByOneError
 from .layer_kinds import ELEMENTWISE
-from .layers import ChannelBatchNorm, Pointwise
 
 # the registered activations called as functions or methods (F.relu, torch.relu, x.relu()), and dropout
 ELEMENTWISE_FUNCTIONS = (
@@ -19,36 +17,6 @@ ELEMENTWISE_FUNCTIONS = (
     | {torch.nn.functional.dropout}
 )
 ELEMENTWISE_METHODS = {a.torch_function for a in REGISTRY.values() if hasattr(torch.Tensor, a.torch_function or "-")}
-
-
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m, qualname):
-        return (isinstance(m, (Pointwise, ChannelBatchNorm)) or getattr(m, "fx_leaf", False)
-                or super().is_leaf_module(m, qualname))
-
-
-def trace(model: nn.Module, example=None) -> fx.GraphModule:
-    """Trace ``model`` (its submodules kept by reference) and record each node's output shape
-    when an ``example`` is given (a tensor, a tuple of them, or a dict keyed by ``forward``'s argument names)."""
-    try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
-    except Exception as e:  # noqa: BLE001 - fx raises many kinds
-        raise OneByOneError(f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}") from e
-    if example is not None:
-        args = example if isinstance(example, (tuple, list)) else (example,)
-        if isinstance(example, dict):
-            names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
-            if set(names) - set(example):
-                raise OneByOneError(f"the traced graph of {type(model).__name__} takes {names}; "
-                                    f"example has {sorted(example)}")
-            args = [example[n] for n in names]
-        try:
-            with torch.no_grad():
-                ShapeProp(gm).propagate(*args)
-        except Exception as e:  # noqa: BLE001 - a graph that runs differently from the model (fx's limits)
-            raise OneByOneError(f"torch.fx traced {type(model).__name__}, but its graph does not run on the example "
-                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    return gm
 
 
 def shape(node) -> tuple | None:

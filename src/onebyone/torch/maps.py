@@ -16,6 +16,7 @@ from torch import fx, nn
 
 from ..errors import OneByOneError
 from . import graph as G
+from .capture import trace
 from .convolutionalize import convolutionalize
 from .layer_kinds import is_pointwise_conv
 from .layers import ChannelBatchNorm
@@ -62,7 +63,7 @@ def class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     if x.dim() != 4:
         raise OneByOneError(f"class maps need a (B, C, H, W) image batch, got shape {tuple(x.shape)}")
-    gm = G.trace(model)
+    gm = trace(model)
     node = _map_node(gm)
     if node is None:
         raise OneByOneError(f"{type(model).__name__} has no head of a 1x1 conv followed by a global average pool, "
@@ -89,7 +90,7 @@ def canvas_scores(model: nn.Module, canvas: torch.Tensor, input_size) -> tuple[t
         raise OneByOneError(f"the canvas must be (B, {c}, H >= {h}, W >= {w}) for a model of input {c}x{h}x{w}, "
                             f"got shape {tuple(canvas.shape)}")
     model = model.eval()
-    gm = G.trace(model)  # traced once for both runs below
+    gm = trace(model)  # traced once for both runs below
     node = _map_node(gm)
     if node is not None:
         mh, mw = _grab(gm, node, torch.zeros(1, c, h, w, dtype=canvas.dtype)).shape[2:]  # one window's maps

@@ -22,7 +22,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import algebra
 from . import graph as G
-from .tensors import call, numpy64
+from .capture import calls_of
+from .tensors import numpy64
 
 BY_RANK = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
@@ -82,22 +83,9 @@ def _plain(m: nn.Module, stats, rank: int) -> nn.Module:
 
 def _input_shapes(model: nn.Module, example, wanted: set) -> dict:
     """id(module) -> the shape of the first tensor each module in ``wanted`` was called with (one run)."""
-    shapes, hooks = {}, []
-
-    def pre(m, args):
-        if args and isinstance(args[0], torch.Tensor):
-            shapes.setdefault(id(m), tuple(args[0].shape))
-
-    for m in model.modules():
-        if id(m) in wanted:
-            hooks.append(m.register_forward_pre_hook(pre))
-    try:
-        with torch.no_grad():
-            call(model, example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return shapes
+    first, _ = calls_of(model, example, [m for m in model.modules() if id(m) in wanted])
+    return {id(m): tuple(args[0].shape) for m, (args, _, _) in first.items()
+            if args and isinstance(args[0], torch.Tensor)}
 
 
 def canonical(work: nn.Module, example, report) -> dict:

@@ -1,6 +1,6 @@
 """What feeds what, from one eager run: the rewrites' view of a model torch.fx cannot trace.
 
-``record_calls`` runs the model once, with hooks on every module and a torch-function mode, and keeps
+``record_calls`` runs the model once (``capture.watch``) and keeps
 ``Calls``: each leaf module's call (a module without children), each torch function that a container's own
 ``forward`` runs on tensors (shape queries aside), and each container's call. ``nodes`` shows that record
 as a list of values with the fields of ``torch.fx.Node`` the rewrites read (``op``, ``target``, ``args``,
@@ -16,9 +16,9 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from .tensors import call, tensor_args
+from .capture import Listener, watch
+from .tensors import tensor_args
 
 _METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data_ptr", "__len__", "is_floating_point",
              "element_size", "ndimension", "nelement", "__format__", "__repr__", "__bool__"}
@@ -81,7 +81,6 @@ class Calls:
     keep: list = field(default_factory=list)  # the tensors, alive until the record is dropped (ids stay unique)
     open: list = field(default_factory=list)  # the containers' calls under way (indices into ``containers``)
     queried: set = field(default_factory=set)  # containers' calls whose own forward read a shape or a bool
-    quiet: bool = False  # set while the hooks run: what they read is not the model's
 
     def key(self, t: torch.Tensor) -> tuple:
         self.keep.append(t)
@@ -109,85 +108,68 @@ class Calls:
         return k
 
 
-class _Uses(TorchFunctionMode):
-    def __init__(self, record: Calls, depth: list):
-        super().__init__()
-        self.record, self.depth = record, depth
+class _Recorder(Listener):
+    """Fills ``Calls`` from one ``capture.watch``: each leaf call and container call (its hooks), and each
+    torch function a container's own ``forward`` runs (shape queries aside)."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", str(func))
-        r = self.record
-        if r.quiet:  # the hooks' own reading of shapes
-            return func(*args, **kwargs)
-        if not self.depth[0] and name in _METADATA and r.open:  # a container's forward reads a shape or a bool
+    def __init__(self, model: nn.Module, record: Calls):
+        self.r, self.depth, self.open_calls, self.pending = record, 0, [], None
+        self.names = {id(m): n for n, m in reversed(list(model.named_modules()))}
+        self.leaves = {id(m) for m in model.modules() if not list(m.children())}
+
+    def pre(self, m, args, kwargs):
+        r, tensors = self.r, tensor_args(args, kwargs)
+        first = tensors[0] if tensors else None
+        c = Call(self.names.get(id(m), ""), m, r.key(first) if first is not None else None, None,
+                 tuple(first.shape) if first is not None else None, inputs=tuple(r.ref(t) for t in tensors),
+                 seq=r.seq(), scope=tuple(r.open))
+        self.open_calls.append((c, tensors))
+        if id(m) in self.leaves:
+            self.depth += 1
+            r.calls.append(c)
+            for t in tensors:
+                r.uses[r.key(t)].append(c)
+        else:
+            r.open.append(len(r.containers))
+            r.containers.append(c)
+
+    def post(self, m, args, kwargs, out):
+        r = self.r
+        c, tensors = self.open_calls.pop()
+        if id(m) in self.leaves:
+            self.depth -= 1
+            c.output = r.produced(out, tensors, c)
+        else:
+            r.open.pop()
+            c.output = r.key(out) if isinstance(out, torch.Tensor) else None
+        c.output_shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+    def before(self, func, args, kwargs):
+        r, name, self.pending = self.r, getattr(func, "__name__", str(func)), None
+        if not self.depth and name in _METADATA and r.open:  # a container's forward reads a shape or a bool
             r.queried.add(r.open[-1])
-        if self.depth[0] or name in _METADATA:  # inside a leaf module, or a shape query
-            return func(*args, **kwargs)
+        if self.depth or name in _METADATA:  # inside a leaf module, or a shape query
+            return
         tensors = tensor_args(args, kwargs)
         for t in tensors[:1] if name in _SHAPE_OF_SECOND else tensors:  # x.reshape_as(y) reads y's shape alone
             r.uses[r.key(t)].append(name)
-        op = Op(func, r.ref(tuple(args)), {k: r.ref(v) for k, v in kwargs.items()}, seq=r.seq(), scope=tuple(r.open))
-        out = func(*args, **kwargs)
-        op.output = r.produced(out, tensors)
+        self.pending = (Op(func, r.ref(tuple(args)), {k: r.ref(v) for k, v in kwargs.items()}, seq=r.seq(),
+                           scope=tuple(r.open)), tensors)
+
+    def after(self, func, args, kwargs, out):
+        if self.pending is None:
+            return
+        (op, tensors), self.pending = self.pending, None
+        op.output = self.r.produced(out, tensors)
         if op.output is not None:
             op.output_shape = tuple(out.shape)
-            r.ops.append(op)
-        return out
-
-
-def _hooks(model: nn.Module, record: Calls, depth: list) -> list:
-    """Forward hooks that record each leaf call (``record.calls``) and container call (``record.containers``)."""
-    names = {id(m): n for n, m in reversed(list(model.named_modules()))}
-    leaves = {id(m) for m in model.modules() if not list(m.children())}
-    open_calls = []
-
-    def pre(m, args, kwargs):
-        record.quiet = True
-        tensors = tensor_args(args, kwargs)
-        first = tensors[0] if tensors else None
-        c = Call(names.get(id(m), ""), m, record.key(first) if first is not None else None, None,
-                 tuple(first.shape) if first is not None else None, inputs=tuple(record.ref(t) for t in tensors),
-                 seq=record.seq(), scope=tuple(record.open))
-        open_calls.append((c, tensors))
-        if id(m) in leaves:
-            depth[0] += 1
-            record.calls.append(c)
-            for t in tensors:
-                record.uses[record.key(t)].append(c)
-        else:
-            record.open.append(len(record.containers))
-            record.containers.append(c)
-        record.quiet = False
-
-    def post(m, args, kwargs, out):
-        record.quiet = True
-        c, tensors = open_calls.pop()
-        if id(m) in leaves:
-            depth[0] -= 1
-            c.output = record.produced(out, tensors, c)
-        else:
-            record.open.pop()
-            c.output = record.key(out) if isinstance(out, torch.Tensor) else None
-        c.output_shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-        record.quiet = False
-
-    hooks = []
-    for m in model.modules():
-        hooks += [m.register_forward_pre_hook(pre, with_kwargs=True), m.register_forward_hook(post, with_kwargs=True)]
-    return hooks
+            self.r.ops.append(op)
 
 
 def record_calls(model: nn.Module, example) -> Calls:
     """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``."""
-    record, depth = Calls(), [0]
-    hooks = _hooks(model, record, depth)
-    try:
-        with torch.no_grad(), _Uses(record, depth):
-            call(model, example)
-    finally:
-        for h in hooks:
-            h.remove()
+    record = Calls()
+    watch(model, example, _Recorder(model, record))
     per_module = defaultdict(int)
     for c in record.calls + record.containers:
         per_module[id(c.module)] += 1

@@ -18,6 +18,7 @@ from ..errors import OneByOneError
 from . import graph as G
 from . import norms
 from . import record as R
+from .capture import trace
 from .layer_kinds import CONVS, channel_axis, groups, is_pointwise
 from .layers import Pointwise
 from .record import record_calls
@@ -29,7 +30,7 @@ def traced(work: nn.Module, x, report: RewriteReport):
     """``work``'s fx graph with shapes, or None after reporting in ``report`` that the rewrite could not
     see what feeds what (so it changes nothing: the report says so, and the check still runs)."""
     try:
-        return G.trace(work, x)
+        return trace(work, x)
     except OneByOneError as e:
         report.skipped.append(("(the whole model)", f"{e}; without a graph of what feeds what, nothing was changed"))
         return None
@@ -342,7 +343,7 @@ def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Modul
     work = fold_all(work, x, report)
     while True:
         try:
-            gm = G.trace(work, x)
+            gm = trace(work, x)
         except OneByOneError as e:
             report.skipped.append(("(the whole model)", f"{e}: merging reads torch.fx's graph, so no further pair "
                                                         "was merged (the norms were folded from an eager run)"))

@@ -31,6 +31,7 @@ from torch import nn
 
 from ...checks import check_tolerance
 from ...errors import OneByOneError
+from ..capture import calls_of
 from ..reparameterize import reparameterized
 from ..rewrite_report import KernelChoice, RewriteReport, finish, output_difference, outputs
 from ..rewrites import merged_pointwise
@@ -196,24 +197,19 @@ def choose_kernels(model: nn.Module, x) -> bool:
     input it gets when ``model`` runs ``x``, with ``timing.fastest`` choosing; True where any layer chose
     other than its default (the first candidate, which ``fastest`` keeps unless another is clearly faster),
     so that the model now runs otherwise."""
-    seen, changed = {}, []
+    changed = []
 
     def pick(cands: dict) -> str:
         name = fastest(cands)
         changed.append(name != next(iter(cands)))
         return name
 
-    hooks = [m.register_forward_pre_hook(lambda m, args: seen.setdefault(m, args[0] if args else None))
-             for m in model.modules() if isinstance(m, (ConvAct, MaxPool, FusedPointwiseChain))]
-    try:
-        with torch.no_grad():
-            call(model, x)
-            for m, inp in seen.items():
-                if isinstance(inp, torch.Tensor):
-                    m.tune(inp, pick)
-    finally:
-        for h in hooks:
-            h.remove()
+    fast = [m for m in model.modules() if isinstance(m, (ConvAct, MaxPool, FusedPointwiseChain))]
+    first, _ = calls_of(model, x, fast)
+    with torch.no_grad():
+        for m, (args, _, _) in first.items():
+            if args and isinstance(args[0], torch.Tensor):
+                m.tune(args[0], pick)
     return any(changed)
 
 
