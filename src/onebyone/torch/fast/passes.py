@@ -1,16 +1,18 @@
 """``optimize(model, example)``: the exact rewrites that make an eval model faster on this machine, as a
-driver over named passes, each ``pass(model, ctx) -> model``:
+driver over named passes. Each pass is a function of the model, the user's ``Request`` and the inputs it
+names; it returns the model (and, where a later pass needs something of it, a typed result) and writes what
+it did in the report it is given. Only the driver (``optimize``) knows the order and hands results on:
 
 - ``reparameterize``: fold norms and merge parallel branches until nothing changes (``reparameterize``);
 - ``fold``: fold eval BatchNorms and merge linear pairs (``merge_pointwise``);
 - ``chains``: each ``SharedMLP`` and each run of 1x1 convs in an ``nn.Sequential`` -> ``FusedPointwiseChain``;
 - ``conv_acts``: each Conv2d / Pointwise and the activation after it -> one ``ConvAct`` (one oneDNN call);
 - ``pools``: each MaxPool2d -> ``MaxPool``;
-- ``channels_last``: the model and its input in channels_last memory, where that times faster (in float32
-  with ``engines`` to come, timed in their race instead of alone);
+- ``channels_last``: the model and its input in channels_last memory, where that times faster (or, where
+  the driver asks, the channels_last form handed on untimed, for the engines' race to weigh);
 - ``check``: the outputs against the original's, in float64 and in the example's dtype (always runs);
-- ``kernels``: each fast layer's kernel for the example's shapes, timed here and stored in the layer (in
-  float32 with ``engines`` to come, after their race and only where the eager rewrite can still win);
+- ``kernels``: each fast layer's kernel for the example's shapes, timed here and stored in the layer (or,
+  where the driver asks, left to the engines' race, which tunes only where the eager rewrite can still win);
 - ``bfloat16``: with ``dtype=torch.bfloat16``, the products in bfloat16 behind a ``CastIO``;
 - ``engines``: onnxruntime and OpenVINO (where installed) and, with ``compile=True``, ``torch.compile``
   weighed against the rest;
@@ -58,137 +60,117 @@ ONE_THREAD_BELOW = 2e-3  # seconds a call: below, onnxruntime on one thread is w
 # a call to a second thread and waking it can cost more than the thread gives)
 
 
-@dataclasses.dataclass
-class Context:
-    """What the passes share: the model given (never changed), the example, the options and the report;
-    ``folded`` (the model after ``fold``) and ``forms`` (snapshots for ``torch.compile``) are what the
-    ``engines`` pass weighs."""
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What the user asked, checked once; no pass changes it."""
 
-    model: nn.Module
-    x: object
-    report: RewriteReport
+    model: nn.Module  # the model given: never changed
+    x: object  # the example
     tol: float = 1e-4
     dtype: torch.dtype | None = None
     dtype_tol: float = BF16_TOL
     channels_last: bool | None = None
     compile: bool = False
-    passes: tuple = ()  # the names of the passes that run
-    folded: nn.Module | None = None
-    forms: dict = dataclasses.field(default_factory=dict)
-    timed: tuple | None = None  # (seconds a call by label, the label of the model the last pass returned)
-    tune_later: bool = False  # the kernels pass left the tuning to the engines pass
-    layouts: dict = dataclasses.field(default_factory=dict)  # {EAGER_CL: the rewrite in channels_last} where
-    # the channels_last pass left the choice of layout to the engines pass
-    call_seconds: float = float("inf")  # the rewrite's call on the example in the check pass (a first call)
-    given_outputs: object = None  # the model given's outputs on the example (``reference``)
 
-    def reference(self):
-        """The model given's outputs on the whole example, computed once: the passes compare with them."""
-        if self.given_outputs is None:
+
+class Reference:
+    """The model given's outputs on the whole example, computed once when a pass first compares with them."""
+
+    def __init__(self, req: Request):
+        self.req, self.value = req, None
+
+    def __call__(self):
+        if self.value is None:
             with torch.no_grad():
-                self.given_outputs = call(self.model, self.x)
-        return self.given_outputs
+                self.value = call(self.req.model, self.req.x)
+        return self.value
 
 
-def reparameterize(model: nn.Module, ctx: Context) -> nn.Module:
+def reparameterize(model: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
     """Fold norms and merge parallel branches until nothing changes (``onebyone.torch.reparameterize``, whose
     outputs the ``check`` pass checks): the engines do not merge branches, so this runs ahead of their race; a
     model it cannot take is copied as it is and the reason is said."""
     try:
-        work, report = reparameterized(copy.deepcopy(model), first_sample(ctx.x), RewriteReport("reparameterize"))
+        work, done = reparameterized(copy.deepcopy(model), first_sample(req.x), RewriteReport("reparameterize"))
     except OneByOneError as e:
-        ctx.report.skipped.append(("reparameterize", str(e)))
+        report.skipped.append(("reparameterize", str(e)))
         return copy.deepcopy(model)
-    ctx.report.changed += report.changed  # what it leaves, the fold pass reads again and says
+    report.changed += done.changed  # what it leaves, the fold pass reads again and says
     return work
 
 
-def fold(model: nn.Module, ctx: Context) -> nn.Module:
+def fold(model: nn.Module, req: Request, report: RewriteReport) -> tuple[nn.Module, nn.Module]:
     """Fold eval BatchNorms into the convs before them and merge linear pairs (``merge_pointwise``, whose
     outputs the ``check`` pass checks with the other passes'); a model it cannot take is copied as it is
-    (the module passes still work) and the reason is said."""
+    (the module passes still work) and the reason is said. Returns (model, a copy of it for the engines,
+    which fuse convs and pick layouts themselves)."""
     try:
-        work, merged = merged_pointwise(model, first_sample(ctx.x))
-        ctx.report.changed += merged.changed
-        ctx.report.skipped += merged.skipped
+        work, merged = merged_pointwise(model, first_sample(req.x))
+        report.changed += merged.changed
+        report.skipped += merged.skipped
     except OneByOneError as e:
         work = copy.deepcopy(model)
-        ctx.report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
-    ctx.folded = copy.deepcopy(work)  # the engines fuse convs and pick layouts themselves: they start from here
-    if ctx.compile:
-        ctx.forms["torch.compile"] = ctx.folded
-    return work
+        report.skipped.append(("fold_batchnorm / merge_pointwise", str(e)))
+    return work, copy.deepcopy(work)
 
 
-def chains(model: nn.Module, ctx: Context) -> nn.Module:
-    """``passes.fuse_chains``; with ``compile=True`` a snapshot with the chains in place for the engines."""
-    model = fuse_chains(model, ctx)
-    if ctx.compile and any(isinstance(m, FusedPointwiseChain) for m in model.modules()):
-        ctx.forms["torch.compile around the fused chains"] = copy.deepcopy(model)
-    return model
+def chains(model: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
+    """``swaps.fuse_chains``: each SharedMLP and each run of 1x1 convs -> ``FusedPointwiseChain``."""
+    return fuse_chains(model, req.x, report)
 
 
-def channels_last(model: nn.Module, ctx: Context) -> nn.Module:
-    """The model (weights and 4-D inputs) in channels_last memory where it has convs and ``channels_last``
-    is True, or None and it times faster on the example. In float32 with the ``engines`` pass to come (and
-    no ``compile``), that pass races both layouts beside the engines' forms instead."""
-    images = [v for v in example_values(ctx.x) if isinstance(v, torch.Tensor) and v.dim() == 4]  # ChannelsLast moves
+def channels_last(model: nn.Module, req: Request, report: RewriteReport, race_later: bool = False):
+    """(model, form to race): the model (weights and 4-D inputs) in channels_last memory where it has convs
+    and ``channels_last`` is True, or None and it times faster on the example. With ``race_later`` (and
+    ``channels_last`` None) nothing is timed here: the model comes back as it was, with its channels_last
+    form for a later race to weigh (else that form is None)."""
+    images = [v for v in example_values(req.x) if isinstance(v, torch.Tensor) and v.dim() == 4]  # ChannelsLast moves
     has_conv = images and any(isinstance(m, (nn.Conv2d, ConvAct)) or getattr(m, "channel_dim", None) == 1
                               for m in model.modules())
-    if not has_conv or ctx.channels_last is False:
-        return model
+    if not has_conv or req.channels_last is False:
+        return model, None
     cl = ChannelsLast(copy.deepcopy(model).to(memory_format=torch.channels_last))
-    if ctx.channels_last is None and ctx.dtype is None and "engines" in ctx.passes and not ctx.compile:
-        ctx.layouts[EAGER_CL] = cl  # one race for both layouts and the engines' forms: less time timing
-        return model
-    t = time_models({"channels_last": cl, "as given": model}, ctx.x) if ctx.channels_last is None else {}
+    if req.channels_last is None and race_later:
+        return model, cl
+    t = time_models({"channels_last": cl, "as given": model}, req.x) if req.channels_last is None else {}
     if t and t["channels_last"] >= t["as given"]:
-        ctx.report.notes.append("channels_last was timed and ran slower: kept the input's layout")
-        return model
-    name = "torch.compile around the fused chains"
-    if name in ctx.forms:
-        ctx.forms[name] = ChannelsLast(ctx.forms[name].to(memory_format=torch.channels_last))
-    ctx.report.changed.append("model and input moved to channels_last")
-    return cl
+        report.notes.append("channels_last was timed and ran slower: kept the input's layout")
+        return model, None
+    report.changed.append("model and input moved to channels_last")
+    return cl, None
 
 
-def check(model: nn.Module, ctx: Context) -> nn.Module:
-    """The outputs against the original's, each within ``tol`` of the output scale: in float64 on the
-    example's first sample (``finish``, which also counts the costs per sample; the weights' algebra does
-    not depend on the batch) and in the model's own dtype on the whole example, on the fast path."""
-    model, ctx.report = finish(ctx.report, ctx.model, model, first_sample(ctx.x), ctx.tol, inplace=False)
+def check(model: nn.Module, req: Request, report: RewriteReport, reference: Reference) -> tuple[nn.Module, float]:
+    """(model, seconds of its first call on the example): the outputs against the original's, each within
+    ``tol`` of the output scale: in float64 on the example's first sample (``finish``, which also counts the
+    costs per sample into ``report``; the weights' algebra does not depend on the batch) and in the model's
+    own dtype on the whole example, on the fast path."""
+    model, _ = finish(report, req.model, model, first_sample(req.x), req.tol, inplace=False)
     with torch.no_grad():
         t0 = time.perf_counter()
-        got = call(model, ctx.x)
-        ctx.call_seconds = time.perf_counter() - t0
-    diff, scale = output_difference(outputs(ctx.reference()), outputs(got), "the rewrite")
-    own = str(input_kw(ctx.model)["dtype"]).removeprefix("torch.")
-    if diff > ctx.tol * max(scale, 1.0):
+        got = call(model, req.x)
+        seconds = time.perf_counter() - t0
+    diff, scale = output_difference(outputs(reference()), outputs(got), "the rewrite")
+    own = str(input_kw(req.model)["dtype"]).removeprefix("torch.")
+    if diff > req.tol * max(scale, 1.0):
         raise OneByOneError(f"optimize changed the {own} outputs by {diff:.3g} "
-                            f"(> tolerance {ctx.tol * max(scale, 1.0):.3g})")
-    ctx.report.notes.append(f"checked in {own} on the fast path too: max abs diff {diff:.3g}")
-    return model
+                            f"(> tolerance {req.tol * max(scale, 1.0):.3g})")
+    report.notes.append(f"checked in {own} on the fast path too: max abs diff {diff:.3g}")
+    return model, seconds
 
 
-def kernels(model: nn.Module, ctx: Context) -> nn.Module:
+def kernels(model: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
     """Time each fast layer's kernels on the input it gets from the example and store the choice in the
-    layer (``report.layers`` lists each); a layer the example does not reach keeps its default. In float32
-    with the ``engines`` pass to come, that pass tunes instead, after timing the engines' forms against the
-    untuned rewrite, and only where the rewrite can still win: tuning changes little (a kernel is kept only
-    where it is clearly faster than the default), and a rewrite the engines beat by far is not returned."""
-    if ctx.dtype is None and "engines" in ctx.passes:
-        ctx.tune_later = True
-    else:
-        _tune(model, ctx)
+    layer (``report.layers`` lists each; a layer the example does not reach keeps its default)."""
+    tune(model, req.x, report)
     return model
 
 
-def _tune(model: nn.Module, ctx: Context) -> bool:
+def tune(model: nn.Module, x, report: RewriteReport) -> bool:
     """``choose_kernels`` and the report's table and notes; True where a layer chose other than its default."""
-    changed = choose_kernels(model, ctx.x)
-    ctx.report.layers = kernel_table(model)
-    _kernel_notes(ctx.report)
-    ctx.tune_later = False
+    changed = choose_kernels(model, x)
+    report.layers = kernel_table(model)
+    _kernel_notes(report)
     return changed
 
 
@@ -231,31 +213,30 @@ def _kernel_notes(report: RewriteReport) -> None:
                             "(no index tensor), the rest as F.max_pool2d")
 
 
-def bfloat16(model: nn.Module, ctx: Context) -> nn.Module:
+def bfloat16(model: nn.Module, req: Request, report: RewriteReport, reference: Reference) -> nn.Module:
     """With ``dtype=torch.bfloat16`` and a CPU with bfloat16 products: ``model`` in bfloat16 behind a
     ``CastIO``, its error against the float32 original measured on the example (within ``dtype_tol`` of
     the output scale), its kernels chosen again in bfloat16, both precisions timed (a warning where
     bfloat16 runs no faster). On a CPU without bfloat16 products float32 is kept, with a warning."""
-    if ctx.dtype != torch.bfloat16:
+    if req.dtype != torch.bfloat16:
         return model
-    report = ctx.report
     if not private.capabilities().bf16:
         why = f"this CPU has no bfloat16 products ({private.capabilities().describe()}): emulated, they run slower"
         report.notes.append(f"dtype=bfloat16 asked, float32 kept: {why}")
         warnings.warn(f"optimize(dtype=torch.bfloat16) kept float32: {why}", stacklevel=3)
         return model
-    low = CastIO(copy.deepcopy(model), ctx.dtype)
+    low = CastIO(copy.deepcopy(model), req.dtype)
     with torch.no_grad():
-        diff, scale = output_difference(outputs(ctx.reference()), outputs(call(low, ctx.x)), "bfloat16")
+        diff, scale = output_difference(outputs(reference()), outputs(call(low, req.x)), "bfloat16")
     report.precision = {"dtype": "bfloat16", "max_abs_diff": diff, "relative": diff / max(scale, 1e-30),
-                        "tolerance": ctx.dtype_tol}
-    if diff > ctx.dtype_tol * max(scale, 1e-30):
+                        "tolerance": req.dtype_tol}
+    if diff > req.dtype_tol * max(scale, 1e-30):
         raise OneByOneError(f"in bfloat16 the outputs moved by {diff:.3g}, {diff / max(scale, 1e-30):.3g} of their "
-                            f"scale (> dtype_tol {ctx.dtype_tol:.3g}); keep float32, or accept more with dtype_tol")
+                            f"scale (> dtype_tol {req.dtype_tol:.3g}); keep float32, or accept more with dtype_tol")
     report.notes.append(f"runs in bfloat16: max abs diff {diff:.3g} against the float32 model, "
-                        f"{report.precision['relative']:.3g} of the output scale (tolerance {ctx.dtype_tol:.3g})")
-    choose_kernels(low, ctx.x)
-    t = time_models({"float32": model, "bfloat16": low}, ctx.x)
+                        f"{report.precision['relative']:.3g} of the output scale (tolerance {req.dtype_tol:.3g})")
+    choose_kernels(low, req.x)
+    t = time_models({"float32": model, "bfloat16": low}, req.x)
     report.precision["ms"] = {k: v * 1e3 for k, v in t.items()}
     if t["bfloat16"] >= t["float32"]:  # kept as asked (memory may be the point), but said
         why = (f"bfloat16 was timed and ran no faster than float32 ({t['bfloat16'] * 1e3:.3g} against "
@@ -263,139 +244,146 @@ def bfloat16(model: nn.Module, ctx: Context) -> nn.Module:
         report.notes.append(why)
         warnings.warn(f"optimize: {why}", stacklevel=3)
     report.layers = kernel_table(low.model)
-    ctx.forms = {k: CastIO(m, ctx.dtype) for k, m in ctx.forms.items()}
-    ctx.tol = ctx.dtype_tol  # the forms weighed next are held to the bfloat16 tolerance
     return low
 
 
-def engines(model: nn.Module, ctx: Context) -> nn.Module:
-    """The engines users deploy, weighed against ``model``: in float32, the folded model exported once to
-    ONNX and run by onnxruntime (``OnnxRuntime``; on a call under ``ONE_THREAD_BELOW`` seconds, on one
-    thread too) and by OpenVINO (``OpenVino``), each where installed; with ``compile=True``, ``Compiled``
-    (Inductor with freezing) of the folded model and of the model with its chains. The fastest on the
-    example of these and ``model`` is kept (the report gives each one's time, and where the pass's time
-    went); an engine not installed, a form that fails, or one that moves the outputs past the tolerance
-    is named in ``report.skipped`` with the reason."""
-    forms = {**ctx.layouts, **{k: Compiled(m) for k, m in ctx.forms.items()}}
+@dataclasses.dataclass
+class Race:
+    """What the ``engines`` pass weighs beside the eager rewrite, as the driver hands it on: the folded
+    model (the engines' start), ``torch.compile``'s snapshots, the channels_last form, the rewrite's first
+    call, the tolerance the forms are held to, and whether the rewrite's kernels are still to be tuned."""
+
+    folded: nn.Module | None = None
+    compiled: dict = dataclasses.field(default_factory=dict)  # label -> a model for Compiled
+    layouts: dict = dataclasses.field(default_factory=dict)  # {EAGER_CL: the rewrite in channels_last}
+    call_seconds: float = float("inf")
+    tol: float = 1e-4
+    tune: bool = False
+
+
+def engines(model: nn.Module, req: Request, report: RewriteReport, reference: Reference, race: Race) -> tuple:
+    """(model kept, (seconds a call by label, the kept one's label) or None where nothing was raced): the
+    engines users deploy, weighed against ``model``: in float32, the folded model exported once to ONNX and
+    run by onnxruntime (``OnnxRuntime``; on a call under ``ONE_THREAD_BELOW`` seconds, on one thread too) and
+    by OpenVINO (``OpenVino``), each where installed; ``race.compiled`` as ``Compiled`` (Inductor with
+    freezing); ``race.layouts``. The fastest on the example of these and ``model`` is kept (the report gives
+    each one's time, and where the pass's time went); an engine not installed, a form that fails, or one
+    that moves the outputs past the tolerance is named in ``report.skipped`` with the reason."""
+    forms = {**race.layouts, **{k: Compiled(m) for k, m in race.compiled.items()}}
     if isinstance(model, CastIO):
-        ctx.report.notes.append("onnxruntime and OpenVINO were not weighed: they run float32 only here")
+        report.notes.append("onnxruntime and OpenVINO were not weighed: they run float32 only here")
     else:
-        exports, folded = {}, copy.deepcopy(ctx.folded or ctx.model)  # one ONNX export for every engine
+        exports, folded = {}, copy.deepcopy(race.folded or req.model)  # one ONNX export for every engine
         for cls in (OnnxRuntime, OpenVino):
             try:
                 cls.require()
-                forms[cls.engine] = cls(folded, tol=ctx.tol, exports=exports)
+                forms[cls.engine] = cls(folded, tol=race.tol, exports=exports)
             except OneByOneError as e:  # not installed, or a model it does not run (float64)
-                ctx.report.skipped.append((cls.engine, f"not weighed: {e}"))
+                report.skipped.append((cls.engine, f"not weighed: {e}"))
                 continue
-            if cls is OnnxRuntime and torch.get_num_threads() > 1 and ctx.call_seconds < ONE_THREAD_BELOW:
-                forms["onnxruntime, one thread"] = OnnxRuntime(folded, tol=ctx.tol, exports=exports, threads=1)
-    kept = _fastest_form(model, forms, ctx)
+            if cls is OnnxRuntime and torch.get_num_threads() > 1 and race.call_seconds < ONE_THREAD_BELOW:
+                forms["onnxruntime, one thread"] = OnnxRuntime(folded, tol=race.tol, exports=exports, threads=1)
+    kept, timed = _fastest_form(model, forms, req, report, reference, race)
     if isinstance(kept, Exported):
         kept.exports = None  # its session is made: the shared export is not kept with the model
-    return kept
+    return kept, timed
 
 
-def _fastest_form(work, forms: dict, ctx: Context):
-    """The fastest on the example of ``work`` and the ``forms`` whose outputs stay within ``ctx.tol``; where
-    the kernels pass left its tuning here, ``work`` tuned first if it can still win (``_race``)."""
-    fine, report, t0 = {}, ctx.report, time.perf_counter()
+def _fastest_form(work, forms: dict, req: Request, report: RewriteReport, reference: Reference, race: Race):
+    """(the fastest on the example of ``work`` and the ``forms`` whose outputs stay within ``race.tol``, the
+    times or None); with ``race.tune``, ``work`` tuned first if it can still win (``_race``)."""
+    fine, t0 = {}, time.perf_counter()
     for label, form in forms.items():
         try:
             with torch.no_grad():
                 if isinstance(form, Exported):  # exports (once for all), compiles, checks against the model given
-                    form.prepare(ctx.x, ctx.reference())
+                    form.prepare(req.x, reference())
                     fine[label] = form
                     continue
-                got = outputs(call(form, ctx.x))  # compiles
+                got = outputs(call(form, req.x))  # compiles
         except Exception as e:  # noqa: BLE001 (dynamo, inductor and the exporter raise many kinds: name it, go on)
             report.skipped.append((label, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
             continue
-        diff, scale = output_difference(outputs(ctx.reference()), got, label)
-        if diff > ctx.tol * max(scale, 1.0):
-            report.skipped.append((label, f"it moved the outputs by {diff:.3g} (> {ctx.tol * max(scale, 1.0):.3g})"))
+        diff, scale = output_difference(outputs(reference()), got, label)
+        if diff > race.tol * max(scale, 1.0):
+            report.skipped.append((label, f"it moved the outputs by {diff:.3g} (> {race.tol * max(scale, 1.0):.3g})"))
         else:
             fine[label] = form
     made = time.perf_counter() - t0
     if not fine:
-        if ctx.tune_later:
-            _tune(work, ctx)
-        return work
-    race = {EAGER: work, **fine, GIVEN: ctx.model}
-    t = _race(race, ctx)
+        if race.tune:
+            tune(work, req.x, report)
+        return work, None
+    models = {EAGER: work, **fine, GIVEN: req.model}
+    t = _race(models, req, report, race.tune)
     best = min((k for k in t if k != GIVEN), key=t.get)
-    ctx.timed = (t, best)
     timed = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in t.items() if k != GIVEN)
     report.notes.append(f"engines: their forms made and checked in {made:.2g} s (the ONNX export among it), "
                         f"raced (any tuning of the rewrite included) in {time.perf_counter() - t0 - made:.2g} s")
     if best != EAGER:
-        engine = "Inductor, freezing" if isinstance(race[best], Compiled) else "its ONNX export, float32 on the CPU"
+        engine = "Inductor, freezing" if isinstance(models[best], Compiled) else "its ONNX export, float32 on the CPU"
         report.changed.append(f"{best} ({engine}) kept: {timed} a call")
         report.layers = []  # the fast layers' kernels are not what runs
     else:
-        if EAGER_CL in fine and race[EAGER] is fine[EAGER_CL]:
+        if EAGER_CL in fine and models[EAGER] is fine[EAGER_CL]:
             report.changed.append("model and input moved to channels_last")
         if len(t) > 2:  # an engine's or Inductor's form was timed beside it and the model given
             report.notes.append(f"the engines' forms were timed and ran slower ({timed} a call): kept the eager "
                                 "rewrite")
-    return race[best]
+    return models[best], (t, best)
 
 
-def _race(race: dict, ctx: Context) -> dict:
-    """{label: seconds a call} of the models in ``race`` (each just run on the example), timed side by side,
-    the slow ones leaving early (``time_models``). Where the channels_last pass left the layout here, the
-    faster layout goes on as ``EAGER`` (``race`` changed in place) and the other leaves. Where the kernels
-    pass left its tuning here: the eager rewrite tuned if it ran within ``TUNE_REACH`` of the fastest, and
-    the close ones (if more than the rewrite) timed again where a kernel changed; otherwise the report says
-    why it was not tuned."""
-    t = time_models(race, ctx.x)
+def _race(models: dict, req: Request, report: RewriteReport, tune_eager: bool) -> dict:
+    """{label: seconds a call} of ``models`` (each just run on the example), timed side by side, the slow ones
+    leaving early (``time_models``). Where a channels_last form is among them, the faster layout goes on as
+    ``EAGER`` (``models`` changed in place) and the other leaves. With ``tune_eager``: the eager rewrite tuned
+    if it ran within ``TUNE_REACH`` of the fastest, and the close ones (if more than the rewrite) timed again
+    where a kernel changed; otherwise the report says why it was not tuned."""
+    t = time_models(models, req.x)
     if EAGER_CL in t:  # both layouts raced: the faster goes on as the eager rewrite, the other leaves
-        cl, model = t.pop(EAGER_CL), race.pop(EAGER_CL)
-        ctx.report.notes.append(f"channels_last {'ran faster' if cl < t[EAGER] else 'was timed and ran slower'}: "
-                                f"{cl * 1e3:.3g} against {t[EAGER] * 1e3:.3g} ms a call in the input's layout "
-                                "(timed beside the engines' forms)")
+        cl, model = t.pop(EAGER_CL), models.pop(EAGER_CL)
+        report.notes.append(f"channels_last {'ran faster' if cl < t[EAGER] else 'was timed and ran slower'}: "
+                            f"{cl * 1e3:.3g} against {t[EAGER] * 1e3:.3g} ms a call in the input's layout "
+                            "(timed beside the engines' forms)")
         if cl < t[EAGER]:
-            t[EAGER], race[EAGER] = cl, model
-    if not ctx.tune_later:
+            t[EAGER], models[EAGER] = cl, model
+    if not tune_eager:
         return t
     lead = max(min(t.values()), 1e-9)
     if t[EAGER] > TUNE_REACH * lead:
-        ctx.tune_later = False
-        ctx.report.notes.append(f"kernels not tuned: the eager rewrite ran {t[EAGER] / lead:.2f}x the fastest "
-                                "form's time untuned, further behind than tuning could bring it")
+        report.notes.append(f"kernels not tuned: the eager rewrite ran {t[EAGER] / lead:.2f}x the fastest "
+                            "form's time untuned, further behind than tuning could bring it")
         return t
-    close = {k: m for k, m in race.items() if t[k] <= TUNE_REACH * lead}
-    if _tune(race[EAGER], ctx) and len(close) > 1:  # it runs otherwise now: the close ones again (where it was
-        t |= time_models(close, ctx.x)  # alone in reach, it led untuned, and tuning keeps only faster kernels)
+    close = {k: m for k, m in models.items() if t[k] <= TUNE_REACH * lead}
+    if tune(models[EAGER], req.x, report) and len(close) > 1:  # it runs otherwise now: the close ones again
+        t |= time_models(close, req.x)  # (alone in reach, it led untuned; tuning keeps only faster kernels)
     return t
 
 
-def keep_faster(model: nn.Module, ctx: Context) -> nn.Module:
+def keep_faster(model: nn.Module, req: Request, report: RewriteReport, timed=None) -> nn.Module:
     """The model given (a copy) where it runs the example faster than the result: ``optimize`` never hands
-    back a slower model; the report says so, with both times, and a warning is raised. Where the
-    ``engines`` pass timed the result beside the model given, those times are used (timed once)."""
-    if ctx.timed is not None:
-        t, label = ctx.timed
+    back a slower model; the report says so, with both times, and a warning is raised. ``timed``: the
+    engines pass's times (the result and the model given were timed side by side there): used, not re-timed."""
+    if timed is not None:
+        t, label = timed
         mine, given = t[label], t[GIVEN]
     else:
-        t = time_models({"optimized": model, GIVEN: ctx.model}, ctx.x)
+        t = time_models({"optimized": model, GIVEN: req.model}, req.x)
         mine, given = t["optimized"], t[GIVEN]
-    ctx.report.notes.append(f"on the example: {mine * 1e3:.3g} ms a call against {given * 1e3:.3g} "
-                            "for the model given")
+    report.notes.append(f"on the example: {mine * 1e3:.3g} ms a call against {given * 1e3:.3g} "
+                        "for the model given")
     if mine <= given:
         return model
     why = (f"the rewritten model ran slower on the example ({mine * 1e3:.3g} against "
            f"{given * 1e3:.3g} ms a call): the model given is returned unchanged")
-    ctx.report.notes.append(why)
-    ctx.report.layers = []
+    report.notes.append(why)
+    report.layers = []
     warnings.warn(f"optimize: {why}", stacklevel=3)
-    return copy.deepcopy(ctx.model)
+    return copy.deepcopy(req.model)
 
 
-PASSES = {"reparameterize": reparameterize, "fold": fold, "chains": chains, "conv_acts": fuse_conv_acts,
-          "pools": swap_max_pools,
-          "channels_last": channels_last, "check": check, "kernels": kernels, "bfloat16": bfloat16,
-          "engines": engines, "keep_faster": keep_faster}
+PASSES = ("reparameterize", "fold", "chains", "conv_acts", "pools", "channels_last", "check", "kernels", "bfloat16",
+          "engines", "keep_faster")  # the order they run in (``_run``)
 
 
 def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None, dtype=None,
@@ -443,16 +431,62 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     if check_module(model).training:
         raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
                             f"call {type(model).__name__}.eval() first")
-    ctx = Context(model, probe_input(model, example, input_size), RewriteReport("optimize"), tol,
-                  dtype if dtype == torch.bfloat16 else None, dtype_tol, channels_last, compile, tuple(names))
+    req = Request(model, probe_input(model, example, input_size), tol, dtype if dtype == torch.bfloat16 else None,
+                  dtype_tol, channels_last, compile)
+    report = RewriteReport("optimize")
     work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
     # work in place
+    return _run(names, work, req, report).requires_grad_(False), report  # its own weights: an inference model
+
+
+def _run(names: list, work: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
+    """The passes ``names`` in order, each handed what the ones before it made: the only place that knows
+    what flows from one pass to the next. In float32 with the engines to race, the layout and the kernels
+    are left to that race (one race, less time timing; kernels tuned only where the rewrite can still win)."""
+    reference, race = Reference(req), Race(tol=req.tol)
+    race_later = "engines" in names and req.dtype is None
+    timed = None
     for name in names:
-        t0, before = time.perf_counter(), len(ctx.report.changed)
-        work = PASSES[name](work, ctx)
-        ctx.report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
-                                  "changes": len(ctx.report.changed) - before})
-    return work.requires_grad_(False), ctx.report  # its own copies of the weights: an inference model
+        t0, before = time.perf_counter(), len(report.changed)
+        if name == "reparameterize":
+            work = reparameterize(work, req, report)
+        elif name == "fold":
+            work, race.folded = fold(work, req, report)
+            race.compiled |= {"torch.compile": race.folded} if req.compile else {}
+        elif name == "chains":
+            work = chains(work, req, report)
+            if req.compile and any(isinstance(m, FusedPointwiseChain) for m in work.modules()):
+                race.compiled["torch.compile around the fused chains"] = copy.deepcopy(work)
+        elif name in ("conv_acts", "pools"):
+            work = (fuse_conv_acts if name == "conv_acts" else swap_max_pools)(work, req.x, report)
+        elif name == "channels_last":
+            was = work
+            work, cl = channels_last(work, req, report, race_later=race_later and not req.compile)
+            if cl is not None:
+                race.layouts[EAGER_CL] = cl
+            elif work is not was and "torch.compile around the fused chains" in race.compiled:
+                snap = race.compiled["torch.compile around the fused chains"]
+                race.compiled["torch.compile around the fused chains"] = ChannelsLast(
+                    snap.to(memory_format=torch.channels_last))
+        elif name == "check":
+            work, race.call_seconds = check(work, req, report, reference)
+        elif name == "kernels":
+            race.tune = race_later
+            if not race_later:
+                work = kernels(work, req, report)
+        elif name == "bfloat16":
+            low = bfloat16(work, req, report, reference)
+            if low is not work:  # the forms weighed next run in bfloat16 too, held to its tolerance
+                race.compiled = {k: CastIO(m, req.dtype) for k, m in race.compiled.items()}
+                race.tol = req.dtype_tol
+            work = low
+        elif name == "engines":
+            work, timed = engines(work, req, report, reference, race)
+        else:
+            work = keep_faster(work, req, report, timed)
+        report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
+                              "changes": len(report.changed) - before})
+    return work
 
 
 def _pass_names(passes) -> list:

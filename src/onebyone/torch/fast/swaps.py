@@ -1,5 +1,5 @@
-"""The structural passes of ``optimize()``: each ``pass(model, ctx) -> model`` swaps modules for the fast
-layers (in place) and says what it changed in ``ctx.report``; none of them times anything."""
+"""The structural passes of ``optimize()``: each ``pass(model, x, report) -> model`` swaps modules for the
+fast layers (in place) and says what it changed in ``report``; none of them times anything."""
 from __future__ import annotations
 
 from torch import nn
@@ -41,11 +41,10 @@ def _runs(seq: nn.Sequential):
             i += 1
 
 
-def fuse_chains(model: nn.Module, ctx) -> nn.Module:
+def fuse_chains(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     """Swap each SharedMLP, and each run of two or more 1x1 convs (with the BatchNorm / activation / dropout
     between them) inside an ``nn.Sequential``, for a ``FusedPointwiseChain`` (in place; a SharedMLP that is
     the model itself is returned as the chain)."""
-    report = ctx.report
     gone, root = (), model  # names of replaced SharedMLPs: their old insides are no longer in the model
     for name, m in list(model.named_modules()):
         if name.startswith(gone):
@@ -77,18 +76,17 @@ def fuse_chains(model: nn.Module, ctx) -> nn.Module:
     return root
 
 
-def fuse_conv_acts(model: nn.Module, ctx) -> nn.Module:
+def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     """Swap every Conv2d / Pointwise for a ``ConvAct`` (in place), then take into each the activation that
     alone reads its output, wherever the model's ``forward`` calls it: one eager run on ``x`` shows what
     feeds what (Identity and eval Dropout pass their input through). An activation module called at
     several places is taken in only where every one of its calls alone reads a conv's output (a conv
     called more than once takes none). What ConvAct cannot run is skipped; a model that is itself a
     Conv2d / Pointwise is returned as its ConvAct."""
-    report = ctx.report
     model, swapped = _swap(model, lambda m: isinstance(m, (nn.Conv2d, Pointwise)), ConvAct, report)
     if not swapped:
         return model
-    calls = record_calls(model, ctx.x)
+    calls = record_calls(model, x)
     found, readers = [], {}  # (conv call, its name, kind, the activation call alone reading it or None)
     for c in calls.calls:
         if id(c.module) not in swapped or c.output is None:
@@ -118,11 +116,11 @@ def fuse_conv_acts(model: nn.Module, ctx) -> nn.Module:
     return model
 
 
-def swap_max_pools(model: nn.Module, ctx) -> nn.Module:
+def swap_max_pools(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     """Swap every nn.MaxPool2d for a ``MaxPool`` (in place; the same values); one with dilation or indices
     is skipped, said in the report."""
-    model, swapped = _swap(model, lambda m: type(m) is nn.MaxPool2d, MaxPool, ctx.report)
-    ctx.report.changed += [f"{name or '(the model)'}: MaxPool2d -> MaxPool (no index tensor where timed faster)"
+    model, swapped = _swap(model, lambda m: type(m) is nn.MaxPool2d, MaxPool, report)
+    report.changed += [f"{name or '(the model)'}: MaxPool2d -> MaxPool (no index tensor where timed faster)"
                        for name, _ in swapped.values()]
     return model
 
