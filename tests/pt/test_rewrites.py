@@ -268,3 +268,27 @@ def test_output_difference_names_who_changed_the_shapes_and_counts_empty_outputs
         output_difference(want, [torch.zeros(2, 1), torch.empty(0, 4)], "onnxruntime")
     with pytest.raises(OneByOneError, match="the rewrite changed the output shapes"):
         output_difference(want, want[:1], "the rewrite")
+
+
+def test_each_report_holds_what_its_rewrite_has_and_nothing_else():
+    """Every rewrite reports what all share; factorize, convolutionalize and optimize add their own typed rows."""
+    from dataclasses import fields
+
+    from onebyone.torch import (
+        ConvolutionalizeReport,
+        FactorizeReport,
+        OptimizeReport,
+        RewriteReport,
+        factorize,
+        optimize,
+    )
+
+    shared = {f.name for f in fields(RewriteReport)}
+    assert not shared & {"layers", "precision", "passes", "output_relative_error"}
+    model, x = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8).eval(), nn.ReLU()).eval(), torch.randn(1, 3, 5, 5)
+    assert type(fold_batchnorm(model, example=x)[1]) is RewriteReport
+    f = factorize(model, example=x, rank=2)[1]
+    assert isinstance(f, FactorizeReport) and f.layers[0]["rank"] == 2 and f.output_relative_error is not None
+    o = optimize(model, x, passes=["fold"])[1]
+    assert isinstance(o, OptimizeReport) and [p["pass"] for p in o.passes] == ["fold", "check"]
+    assert {f.name for f in fields(ConvolutionalizeReport)} - shared == {"layers"}

@@ -11,9 +11,10 @@ from .fast import ConvAct, FusedPointwiseChain, optimize
 from .functional import pointwise
 from .layers import ChannelBatchNorm, Pointwise, SharedMLP
 from .reparameterize import reparameterize
-from .rewrite_report import RewriteReport
+from .rewrite_report import ConvolutionalizeReport, FactorizeReport, OptimizeReport, RewriteReport
 from .rewrites import conv1x1_to_linear, fold_batchnorm, linear_to_conv1x1, merge_pointwise
 
-__all__ = ["ChannelBatchNorm", "ConvAct", "FusedPointwiseChain", "Pointwise", "RewriteReport", "SharedMLP",
+__all__ = ["ChannelBatchNorm", "ConvAct", "ConvolutionalizeReport", "FactorizeReport", "FusedPointwiseChain",
+           "OptimizeReport", "Pointwise", "RewriteReport", "SharedMLP",
            "conv1x1_to_linear", "convolutionalize", "expand_branches", "factorize", "fold_batchnorm",
            "linear_to_conv1x1", "merge_branches", "merge_pointwise", "optimize", "pointwise", "reparameterize"]

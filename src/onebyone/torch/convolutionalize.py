@@ -20,7 +20,7 @@ from ..errors import OneByOneError
 from . import graph as G
 from .capture import trace
 from .layers import Pointwise
-from .rewrite_report import ConvolutionalizedHead, RewriteReport, finish
+from .rewrite_report import ConvolutionalizedHead, ConvolutionalizeReport, finish
 from .rewrites import is_flatten, pointwise_from
 from .tensors import numpy64, probe_input, tensor
 
@@ -221,7 +221,7 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_size):
         raise OneByOneError(f"input_size must be one sample's shape (C, H, W) of integers >= 1, got {input_size!r}")
     x = probe_input(model, None, input_size)  # refuses, with the shapes, an input_size the model cannot run on
-    report, work = RewriteReport("convolutionalize"), copy.deepcopy(model)
+    report, work = ConvolutionalizeReport("convolutionalize"), copy.deepcopy(model)
     gm = trace(work, x)
     counts, functional_flatten = G.call_counts(work, gm), []
     for flat in [n for n in gm.graph.nodes if is_flatten(gm, n)]:

@@ -21,7 +21,7 @@ from .capture import calls_of
 from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
-from .rewrite_report import FactorizedLayer, RewriteReport, finish
+from .rewrite_report import FactorizedLayer, FactorizeReport, finish
 from .rewrites import pointwise_layer
 from .tensors import batch_size, call, cast, cast_copy, numpy64, probe_input, tensor
 
@@ -98,7 +98,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     single = _kind(model_or_layer) is not None
     model = nn.Sequential(model_or_layer) if single else model_or_layer
     x = probe_input(model, example, input_size)
-    work, report = copy.deepcopy(model), RewriteReport("factorize")
+    work, report = copy.deepcopy(model), FactorizeReport("factorize")
     names = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) == 1]
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]

@@ -50,7 +50,9 @@ class KernelChoice(TypedDict):
 
 @dataclass
 class RewriteReport:
-    """What a rewrite changed and skipped, how far the outputs moved, and the cost before and after."""
+    """What a rewrite changed and skipped, how far the outputs moved, and the cost before and after: what
+    every rewrite reports. A rewrite with more to say returns a subclass with its own typed rows
+    (``FactorizeReport``, ``ConvolutionalizeReport``, ``OptimizeReport``)."""
 
     rewrite: str
     changed: list = field(default_factory=list)  # "name: what happened"
@@ -62,10 +64,6 @@ class RewriteReport:
     macs_before: int = 0  # per sample, as analyze counts them
     macs_after: int = 0
     notes: list = field(default_factory=list)
-    precision: dict | None = None  # optimize(dtype=...): the lower precision's error against float32, ms a call
-    output_relative_error: float | None = None  # factorize: ||y' - y|| / ||y|| of the whole model's output
-    layers: list = field(default_factory=list)  # FactorizedLayer / ConvolutionalizedHead / KernelChoice rows
-    passes: list = field(default_factory=list)  # optimize: {pass, seconds, changes} for each pass it ran
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +86,31 @@ class RewriteReport:
         lines += [f"  skipped  {n}: {r}" for n, r in self.skipped]
         lines += [f"  note     {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+@dataclass
+class FactorizeReport(RewriteReport):
+    """``factorize``'s report: a row per layer replaced, and the whole model's output error."""
+
+    layers: list[FactorizedLayer] = field(default_factory=list)
+    output_relative_error: float | None = None  # ||y' - y|| / ||y|| of the whole model's output
+
+
+@dataclass
+class ConvolutionalizeReport(RewriteReport):
+    """``convolutionalize``'s report: a row per head turned into convolutions."""
+
+    layers: list[ConvolutionalizedHead] = field(default_factory=list)
+
+
+@dataclass
+class OptimizeReport(RewriteReport):
+    """``optimize``'s report: the kernel each fast layer runs, the lower precision's error and time (with
+    ``dtype=``), and each pass's seconds."""
+
+    layers: list[KernelChoice] = field(default_factory=list)
+    precision: dict | None = None  # the lower precision's error against float32, ms a call
+    passes: list = field(default_factory=list)  # {pass, seconds, changes} for each pass it ran
 
 
 def outputs(y) -> list:

@@ -35,7 +35,7 @@ from ...checks import check_tolerance
 from ...errors import OneByOneError
 from ..capture import calls_of
 from ..reparameterize import reparameterized
-from ..rewrite_report import KernelChoice, RewriteReport, finish, output_difference, outputs
+from ..rewrite_report import KernelChoice, OptimizeReport, RewriteReport, finish, output_difference, outputs
 from ..rewrites import merged_pointwise
 from ..tensors import call, check_module, example_values, first_sample, input_kw, probe_input
 from . import private
@@ -86,7 +86,7 @@ class Reference:
         return self.value
 
 
-def reparameterize(model: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
+def reparameterize(model: nn.Module, req: Request, report: OptimizeReport) -> nn.Module:
     """Fold norms and merge parallel branches until nothing changes (``onebyone.torch.reparameterize``, whose
     outputs the ``check`` pass checks): the engines do not merge branches, so this runs ahead of their race; a
     model it cannot take is copied as it is and the reason is said."""
@@ -99,7 +99,7 @@ def reparameterize(model: nn.Module, req: Request, report: RewriteReport) -> nn.
     return work
 
 
-def fold(model: nn.Module, req: Request, report: RewriteReport) -> tuple[nn.Module, nn.Module]:
+def fold(model: nn.Module, req: Request, report: OptimizeReport) -> tuple[nn.Module, nn.Module]:
     """Fold eval BatchNorms into the convs before them and merge linear pairs (``merge_pointwise``, whose
     outputs the ``check`` pass checks with the other passes'); a model it cannot take is copied as it is
     (the module passes still work) and the reason is said. Returns (model, a copy of it for the engines,
@@ -114,12 +114,12 @@ def fold(model: nn.Module, req: Request, report: RewriteReport) -> tuple[nn.Modu
     return work, copy.deepcopy(work)
 
 
-def chains(model: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
+def chains(model: nn.Module, req: Request, report: OptimizeReport) -> nn.Module:
     """``swaps.fuse_chains``: each SharedMLP and each run of 1x1 convs -> ``FusedPointwiseChain``."""
     return fuse_chains(model, req.x, report)
 
 
-def channels_last(model: nn.Module, req: Request, report: RewriteReport, race_later: bool = False):
+def channels_last(model: nn.Module, req: Request, report: OptimizeReport, race_later: bool = False):
     """(model, form to race): the model (weights and 4-D inputs) in channels_last memory where it has convs
     and ``channels_last`` is True, or None and it times faster on the example. With ``race_later`` (and
     ``channels_last`` None) nothing is timed here: the model comes back as it was, with its channels_last
@@ -140,7 +140,7 @@ def channels_last(model: nn.Module, req: Request, report: RewriteReport, race_la
     return cl, None
 
 
-def check(model: nn.Module, req: Request, report: RewriteReport, reference: Reference) -> tuple[nn.Module, float]:
+def check(model: nn.Module, req: Request, report: OptimizeReport, reference: Reference) -> tuple[nn.Module, float]:
     """(model, seconds of its first call on the example): the outputs against the original's, each within
     ``tol`` of the output scale: in float64 on the example's first sample (``finish``, which also counts the
     costs per sample into ``report``; the weights' algebra does not depend on the batch) and in the model's
@@ -159,14 +159,14 @@ def check(model: nn.Module, req: Request, report: RewriteReport, reference: Refe
     return model, seconds
 
 
-def kernels(model: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
+def kernels(model: nn.Module, req: Request, report: OptimizeReport) -> nn.Module:
     """Time each fast layer's kernels on the input it gets from the example and store the choice in the
     layer (``report.layers`` lists each; a layer the example does not reach keeps its default)."""
     tune(model, req.x, report)
     return model
 
 
-def tune(model: nn.Module, x, report: RewriteReport) -> bool:
+def tune(model: nn.Module, x, report: OptimizeReport) -> bool:
     """``choose_kernels`` and the report's table and notes; True where a layer chose other than its default."""
     changed = choose_kernels(model, x)
     report.layers = kernel_table(model)
@@ -202,7 +202,7 @@ def kernel_table(model: nn.Module) -> list:
             for (shape, dtype), k in m.kernel_names().items()]
 
 
-def _kernel_notes(report: RewriteReport) -> None:
+def _kernel_notes(report: OptimizeReport) -> None:
     convs = [r["kernel"] for r in report.layers if r["layer"] == "ConvAct"]
     pools = [r["kernel"] for r in report.layers if r["layer"] == "MaxPool"]
     if convs:
@@ -213,7 +213,7 @@ def _kernel_notes(report: RewriteReport) -> None:
                             "(no index tensor), the rest as F.max_pool2d")
 
 
-def bfloat16(model: nn.Module, req: Request, report: RewriteReport, reference: Reference) -> nn.Module:
+def bfloat16(model: nn.Module, req: Request, report: OptimizeReport, reference: Reference) -> nn.Module:
     """With ``dtype=torch.bfloat16`` and a CPU with bfloat16 products: ``model`` in bfloat16 behind a
     ``CastIO``, its error against the float32 original measured on the example (within ``dtype_tol`` of
     the output scale), its kernels chosen again in bfloat16, both precisions timed (a warning where
@@ -261,7 +261,7 @@ class Race:
     tune: bool = False
 
 
-def engines(model: nn.Module, req: Request, report: RewriteReport, reference: Reference, race: Race) -> tuple:
+def engines(model: nn.Module, req: Request, report: OptimizeReport, reference: Reference, race: Race) -> tuple:
     """(model kept, (seconds a call by label, the kept one's label) or None where nothing was raced): the
     engines users deploy, weighed against ``model``: in float32, the folded model exported once to ONNX and
     run by onnxruntime (``OnnxRuntime``; on a call under ``ONE_THREAD_BELOW`` seconds, on one thread too) and
@@ -289,7 +289,7 @@ def engines(model: nn.Module, req: Request, report: RewriteReport, reference: Re
     return kept, timed
 
 
-def _fastest_form(work, forms: dict, req: Request, report: RewriteReport, reference: Reference, race: Race):
+def _fastest_form(work, forms: dict, req: Request, report: OptimizeReport, reference: Reference, race: Race):
     """(the fastest on the example of ``work`` and the ``forms`` whose outputs stay within ``race.tol``, the
     times or None); with ``race.tune``, ``work`` tuned first if it can still win (``_race``)."""
     fine, t0 = {}, time.perf_counter()
@@ -333,7 +333,7 @@ def _fastest_form(work, forms: dict, req: Request, report: RewriteReport, refere
     return models[best], (t, best)
 
 
-def _race(models: dict, req: Request, report: RewriteReport, tune_eager: bool) -> dict:
+def _race(models: dict, req: Request, report: OptimizeReport, tune_eager: bool) -> dict:
     """{label: seconds a call} of ``models`` (each just run on the example), timed side by side, the slow ones
     leaving early (``time_models``). Where a channels_last form is among them, the faster layout goes on as
     ``EAGER`` (``models`` changed in place) and the other leaves. With ``tune_eager``: the eager rewrite tuned
@@ -360,7 +360,7 @@ def _race(models: dict, req: Request, report: RewriteReport, tune_eager: bool) -
     return t
 
 
-def keep_faster(model: nn.Module, req: Request, report: RewriteReport, timed=None) -> nn.Module:
+def keep_faster(model: nn.Module, req: Request, report: OptimizeReport, timed=None) -> nn.Module:
     """The model given (a copy) where it runs the example faster than the result: ``optimize`` never hands
     back a slower model; the report says so, with both times, and a warning is raised. ``timed``: the
     engines pass's times (the result and the model given were timed side by side there): used, not re-timed."""
@@ -433,13 +433,13 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
                             f"call {type(model).__name__}.eval() first")
     req = Request(model, probe_input(model, example, input_size), tol, dtype if dtype == torch.bfloat16 else None,
                   dtype_tol, channels_last, compile)
-    report = RewriteReport("optimize")
+    report = OptimizeReport("optimize")
     work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
     # work in place
     return _run(names, work, req, report).requires_grad_(False), report  # its own weights: an inference model
 
 
-def _run(names: list, work: nn.Module, req: Request, report: RewriteReport) -> nn.Module:
+def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> nn.Module:
     """The passes ``names`` in order, each handed what the ones before it made: the only place that knows
     what flows from one pass to the next. In float32 with the engines to race, the layout and the kernels
     are left to that race (one race, less time timing; kernels tuned only where the rewrite can still win)."""
