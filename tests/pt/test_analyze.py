@@ -243,3 +243,17 @@ def test_exporting_our_layers_with_the_tracer_warns_about_nothing_of_ours():
         torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), io.BytesIO(), dynamo=False)
     ours = [str(w.message) for w in caught if "onebyone" in str(w.filename)]
     assert ours == []
+
+
+def test_the_analyzer_counts_the_wrapped_model():
+    """onnxruntime and compiled code make no torch calls the analyzer could see: it must count the model."""
+    from onebyone import analyze
+    from onebyone.torch.fast import Compiled, OnnxRuntime, OpenVino
+
+    from .test_exported import small_model
+
+    model = small_model()
+    want = analyze(model, input_size=(3, 8, 8))
+    for wrapped in (OnnxRuntime(model), OpenVino(model), Compiled(model)):
+        got = analyze(wrapped, input_size=(3, 8, 8))
+        assert (got.macs, got.params) == (want.macs, want.params) and got.macs > 0

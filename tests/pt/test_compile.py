@@ -47,42 +47,6 @@ CASES = {"channels first": (1, None, (2, 5, 7, 9)), "pooled": (1, "max", (3, 5, 
          "channels last": (-1, None, (2, 11, 5)), "channels last, mean": (-1, "avg", (3, 13, 5))}
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_the_chain_operator_passes_torch_opcheck(case):
-    """Schema, fake (meta) shapes and strides, and dispatch agree with the real kernel (torch's own checker)."""
-    dim, pool, shape = CASES[case]
-    fused, _ = chain(dim, pool)
-    p = fused.plan
-    x = torch.randn(shape)
-    args = (x, [w.detach() for w in fused.weights], [b.detach() for b in fused.biases], ",".join(p.acts),
-            p.pool or "", dim, p.tile)
-    torch.library.opcheck(torch.ops.onebyone.pointwise_chain.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_compile_sees_a_chain_as_one_node_with_the_same_outputs(case):
-    dim, pool, shape = CASES[case]
-    fused, mlp = chain(dim, pool)
-    x = torch.randn(shape)
-    with torch.no_grad():
-        targets = graph_targets(fused, x)
-        assert targets.count(OP) == 1 and not any("conv" in t or "linear" in t for t in targets), targets
-        got = torch.compile(fused, backend=lambda gm, _: gm.forward, fullgraph=True, dynamic=False)(x)
-        torch.testing.assert_close(got, mlp(x), rtol=1e-5, atol=1e-5)
-
-
-def test_under_autograd_and_export_a_chain_is_plain_ops():
-    fused, mlp = chain(1, None)
-    x = torch.randn(2, 5, 6, 6)
-    fused.requires_grad_(True)
-    assert OP not in graph_targets(fused, x)  # differentiable: the layer-by-layer ops
-    fused.requires_grad_(False)
-    ep = torch.export.export(fused, (x,))
-    assert not any(OP in str(n.target) for n in ep.graph.nodes)  # an exported graph stays portable (ONNX)
-    torch.testing.assert_close(ep.module()(x), mlp(x), rtol=1e-5, atol=1e-5)
-
-
 def small_model():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), Pointwise(8, 16), nn.ReLU(), Pointwise(16, 8),
@@ -288,32 +252,6 @@ class Padded(nn.Module):
         x = self.d(self.zero(x)) + self.d(y)[..., :1, :1].mean()  # ZeroPad2d folds (padding 1 + 2)
         p = F.pad(x, (1, 1, 1, 1))  # two readers: stays
         return p * p.mean()
-
-
-def test_fold_pads_folds_only_zero_pads_even_on_both_sides_read_by_one_conv():
-    from onebyone.torch.fast import fold_pads
-
-    model = Padded().eval()
-    x = torch.randn(2, 3, 12, 12)
-    left = {}
-
-    def backend(gm, inputs):
-        fold_pads(gm)
-        left["pads"] = sum(n.op == "call_function" and "pad" in str(n.target) for n in gm.graph.nodes)
-        left["modules"] = sum(n.op == "call_module" for n in gm.graph.nodes)
-        return gm.forward
-
-    with torch.no_grad():
-        got = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)(x)
-        torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
-    assert left == {"pads": 3, "modules": 0}, left  # the one-sided, the reflect and the twice-read pad
-
-
-def test_compiled_model_with_padding_before_each_conv_keeps_its_outputs():
-    model = Padded().eval()
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(Compiled(model)(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_compile_runs_an_empty_or_integer_input_as_the_plain_layers_do():
