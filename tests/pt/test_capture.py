@@ -58,3 +58,20 @@ def test_calls_of_and_the_record_read_the_same_run():
     assert counts == {model.a: 1, model.b: 1} and torch.equal(first[model.a][0][0], x)
     rec = record_calls(model, x)
     assert [c.name for c in rec.calls] == ["a", "b"] and rec.calls[1].input_shape == tuple(first[model.b][0][0].shape)
+
+
+def test_a_run_that_reads_no_functions_installs_no_function_mode():
+    """``calls_of`` reads module calls only: the fast layers see no mode and stay on their fast path."""
+    from onebyone.torch.fast import private
+
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(private.function_mode_on())
+            return x
+
+    model = nn.Sequential(Probe())
+    calls_of(model, torch.ones(1), [model[0]])
+    watch(model, torch.ones(1), Log())
+    assert seen == [False, True]

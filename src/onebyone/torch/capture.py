@@ -12,6 +12,8 @@ and how many times it was called.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
@@ -78,11 +80,13 @@ def watch(model: nn.Module, example, *listeners: Listener, modules=None):
             state["in_hook"] = False
 
     hooks = []
+    watching = [li for li in listeners if type(li).before is not Listener.before or type(li).after is not
+                Listener.after]  # no mode where no listener reads functions: it would slow every torch call
     try:
         for m in (model.modules() if modules is None else modules):
             hooks += [m.register_forward_pre_hook(pre, with_kwargs=True),
                       m.register_forward_hook(post, with_kwargs=True)]
-        with torch.no_grad(), _Functions(listeners, state):
+        with torch.no_grad(), _Functions(watching, state) if watching else contextlib.nullcontext():
             return call(model, example)
     finally:
         for h in hooks:
