@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS = README.parent / "benchmarks" / "README.md"  # the results page: the latest figures
+HISTORY = README.parent / "benchmarks" / "HISTORY.md"  # how they were reached, with the older runs
 
 
 def test_readme_examples_run():
@@ -25,7 +27,7 @@ def rows(path: Path, opener: str) -> dict:
 
 
 def table(path: Path) -> dict:
-    """The claim -> measured cells of the speed table in a markdown file (the last column: benchmarks/README.md
+    """The claim -> measured cells of the speed table in a markdown file (the last column: the results page
     also has the targets)."""
     return rows(path, "| (")
 
@@ -67,7 +69,7 @@ def published_cells() -> dict:
 def test_benchmark_tables_are_the_published_bench_run():
     pytest.importorskip("torch")
     want = published_cells()
-    assert table(README.parent / "benchmarks" / "README.md") == want  # every row, and only those
+    assert table(RESULTS) == want  # every row, and only those
     headlines = table(README)
     assert len(headlines) >= 7 and headlines == {k: want[k] for k in headlines}  # the README's rows, as published
 
@@ -108,16 +110,16 @@ def peer_cells() -> dict:
     return cells(bench, labels)
 
 
-ENGINE_RUNS = {"bench_engines.json": "", "bench_engines_dec3.json": " Dec 3",  # the file -> the tag in its labels
-               "bench_engines_xeon.json": " Xeon", "bench_engines_dec5.json": " Dec 5",
-               "bench_engines_dec6.json": " Dec 6"}
+# the file -> the tag in its labels. The latest run on each machine, one column each on the results page:
+ENGINE_RUNS = {"bench_engines.json": "", "bench_engines_dec6.json": " Dec 6", "bench_engines_xeon.json": " Xeon"}
+OLDER_ENGINE_RUNS = {"bench_engines_dec3.json": " Dec 3", "bench_engines_dec5.json": " Dec 5"}  # in HISTORY.md
 
 
-def engine_cells() -> dict:
-    """The rows of the engines tables (``onebyone bench --sections be --runs 3`` on the machine each names;
-    the earlier runs, of the code before, are kept beside the latest), as written."""
+def engine_cells(runs: dict = ENGINE_RUNS) -> dict:
+    """The rows of the engines tables (``onebyone bench --sections be --runs 3`` on the machine each names),
+    as written, each label tagged with its run (``{e Dec 6}``)."""
     want = {}
-    for name, tag in ENGINE_RUNS.items():
+    for name, tag in runs.items():
         bench, b, e = bench_run(name), f"{{b{tag}}}", f"{{e{tag}}}"
         labels = {"b vs best engine": f"{b} PointNet chain, B=32 N=1024, vs the faster of onnxruntime and OpenVINO",
                   "b vs onnxruntime": f"{b} PointNet chain vs onnxruntime",
@@ -133,13 +135,41 @@ def engine_cells() -> dict:
     return want
 
 
-@pytest.mark.parametrize("cells_of,opener", [(peer_cells, "| ["), (engine_cells, "| {")], ids=["peers", "engines"])
-def test_the_bfloat16_and_engines_tables_are_their_bench_runs(cells_of, opener):
+def run_columns(path: Path, opener: str, runs: dict) -> dict:
+    """The rows of a table with one column per run, each headed by the run's file, read as ``rows`` reads one
+    run's table: the claim tagged with the column's run (``{e}`` -> ``{e Dec 6}``) -> its cell."""
+    lines = path.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(opener))
+    heads = lines[first - 2].split("|")[2:-1]  # the header row, above the |---| row
+    tags = [next(tag for name, tag in runs.items() if f"`{name}`" in head) for head in heads]
+    out = {}
+    for line in lines[first:]:
+        if line.startswith(opener):
+            claim, *columns = (c.strip() for c in line.split("|")[1:-1])
+            out |= {claim.replace("}", f"{tag}}}", 1): c for tag, c in zip(tags, columns, strict=True)}
+    return out
+
+
+@pytest.mark.parametrize("cells_of,shown,opener",
+                         [(peer_cells, rows, "| ["),
+                          (engine_cells, lambda path, opener: run_columns(path, opener, ENGINE_RUNS), "| {")],
+                         ids=["peers", "engines"])
+def test_the_bfloat16_and_engines_tables_are_their_bench_runs(cells_of, shown, opener):
     pytest.importorskip("torch")
     want = cells_of()
-    assert rows(README.parent / "benchmarks" / "README.md", opener) == want and len(want) >= 10
+    assert shown(RESULTS, opener) == want and len(want) >= 10
     headlines = rows(README, opener)
     assert len(headlines) >= 3 and headlines == {k: want[k] for k in headlines}
+
+
+def test_the_older_engines_runs_in_the_history_are_their_bench_runs():
+    pytest.importorskip("torch")
+    want = engine_cells(OLDER_ENGINE_RUNS)
+    assert rows(HISTORY, "| {") == want and len(want) >= 10
+
+
+def test_the_results_page_is_short():
+    assert len(RESULTS.read_text().splitlines()) < 250, "how a figure was reached belongs in benchmarks/HISTORY.md"
 
 
 def test_the_reparameterized_rows_are_their_bench_run():
