@@ -43,6 +43,7 @@ from .chain import FusedPointwiseChain
 from .compiled import Compiled
 from .convact import ConvAct
 from .exported import Exported
+from .int8 import ACCURACY_TOL, INT8_TOL, int8
 from .onnx_runtime import OnnxRuntime
 from .openvino import OpenVino
 from .pool import MaxPool
@@ -71,6 +72,10 @@ class Request:
     dtype_tol: float = BF16_TOL
     channels_last: bool | None = None
     compile: bool = False
+    calibration: object = None  # int8: the inputs whose ranges are observed (and held out, checked)
+    evaluate: object = None  # int8: model -> top-1 accuracy in points, or None
+    labels: object = None  # int8: class indices of the held-out calibration samples, or None
+    accuracy_tol: float = ACCURACY_TOL
 
 
 class Reference:
@@ -383,11 +388,12 @@ def keep_faster(model: nn.Module, req: Request, report: OptimizeReport, timed=No
 
 
 PASSES = ("reparameterize", "fold", "chains", "conv_acts", "pools", "channels_last", "check", "kernels", "bfloat16",
-          "engines", "keep_faster")  # the order they run in (``_run``)
+          "int8", "engines", "keep_faster")  # the order they run in (``_run``)
 
 
 def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e-4, channels_last=None, dtype=None,
-             dtype_tol: float = BF16_TOL, compile: bool = False, passes=None):
+             dtype_tol: float | None = None, compile: bool = False, passes=None, calibration=None, evaluate=None,
+             labels=None, accuracy_tol: float = ACCURACY_TOL):
     """An eval model rewritten for speed, with the same outputs; returns (model, RewriteReport).
 
     Never slower on ``example`` than the model given: where the rewrite times slower, the model given is
@@ -418,21 +424,35 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             under autograd, and exports and checks again on the first call with another input shape.
         passes: the names of the passes to run, a subset of ``PASSES`` in any order (they run in
             ``PASSES``' order); ``check`` always runs. ``report.passes`` gives each one's seconds.
+        dtype=torch.int8: post-training static quantization of the exactly rewritten model (``fast.int8``):
+            ``calibration`` (a list of input batches like ``example``; None: the example alone, with a
+            warning) gives the activation ranges, its last quarter is held out to check each int8 form
+            against the float32 model (within ``dtype_tol``, default 0.05 of the output scale) and, with
+            ``evaluate`` (model -> top-1 accuracy in points) or ``labels`` (class indices of the held-out
+            samples), to measure accuracy: a form losing over ``accuracy_tol`` points is refused. The
+            fastest form that qualifies is kept where it beats float32; else float32, said why.
+            ``report.precision`` gives each form's error, accuracy and time.
     """
     if not isinstance(compile, bool):
         raise OneByOneError(f"compile must be True or False, got {compile!r}")
     if channels_last is not None and type(channels_last).__name__ not in ("bool", "bool_"):
         raise OneByOneError(f"channels_last must be None (timed), True or False, got {channels_last!r}")
     channels_last = None if channels_last is None else bool(channels_last)
-    if dtype not in (None, torch.float32, torch.bfloat16):
-        raise OneByOneError(f"dtype must be None, torch.float32 or torch.bfloat16, got {dtype!r}")
+    if dtype not in (None, torch.float32, torch.bfloat16, torch.int8):
+        raise OneByOneError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.int8, got {dtype!r}")
+    if dtype is not torch.int8 and (calibration is not None or evaluate is not None or labels is not None):
+        raise OneByOneError("calibration, evaluate and labels are for dtype=torch.int8")
+    if evaluate is not None and not callable(evaluate):
+        raise OneByOneError(f"evaluate must be a callable (model -> top-1 accuracy in points), got {evaluate!r}")
+    dtype_tol = (INT8_TOL if dtype is torch.int8 else BF16_TOL) if dtype_tol is None else dtype_tol
     tol, dtype_tol = check_tolerance(tol, "tol"), check_tolerance(dtype_tol, "dtype_tol")
+    accuracy_tol = check_tolerance(accuracy_tol, "accuracy_tol")
     names = _pass_names(passes)
     if check_module(model).training:
         raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
                             f"call {type(model).__name__}.eval() first")
-    req = Request(model, probe_input(model, example, input_size), tol, dtype if dtype == torch.bfloat16 else None,
-                  dtype_tol, channels_last, compile)
+    req = Request(model, probe_input(model, example, input_size), tol, dtype if dtype != torch.float32 else None,
+                  dtype_tol, channels_last, compile, calibration, evaluate, labels, accuracy_tol)
     report = OptimizeReport("optimize")
     work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
     # work in place
@@ -445,6 +465,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
     are left to that race (one race, less time timing; kernels tuned only where the rewrite can still win)."""
     reference, race = Reference(req), Race(tol=req.tol)
     race_later = "engines" in names and req.dtype is None
+    quantized = False
     timed = None
     for name in names:
         t0, before = time.perf_counter(), len(report.changed)
@@ -480,8 +501,17 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
                 race.compiled = {k: CastIO(m, req.dtype) for k, m in race.compiled.items()}
                 race.tol = req.dtype_tol
             work = low
+        elif name == "int8":
+            if req.dtype == torch.int8:
+                was = work
+                work = int8(work, race.folded or req.model, req.x, report, req.model, req.calibration, req.dtype_tol,
+                            req.accuracy_tol, req.evaluate, req.labels)
+                quantized = work is not was
         elif name == "engines":
-            work, timed = engines(work, req, report, reference, race)
+            if quantized:  # the float engines race float32 forms: an int8 form kept has beaten float32 already
+                report.notes.append("the float32 engines were not weighed: an int8 form was kept")
+            else:
+                work, timed = engines(work, req, report, reference, race)
         else:
             work = keep_faster(work, req, report, timed)
         report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,

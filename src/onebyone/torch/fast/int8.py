@@ -1,0 +1,308 @@
+"""``optimize(dtype=torch.int8)``: post-training static quantization of the exactly rewritten model, its forms
+raced as in float32, and kept only where it is faster and its error (and accuracy, where one is measured)
+stays within what the caller allows.
+
+A 1x1 convolution in int8 is an integer matrix product: with weights quantized per output channel,
+``y[o] = s_x * s_w[o] * sum_c q_w[o, c] * q_x[c]`` (+ the bias): the scales factor out of the sum, which
+runs on the CPU's int8 dot products and is requantized once per output. The forms:
+
+- ``torch int8 (x86)``: torch's own int8 kernels (the x86 quantized backend, fbgemm and oneDNN) from FX
+  graph mode quantization, weights per output channel, activation ranges observed on the calibration data;
+  where its error is out of tolerance, the first and last quantized layers are kept in float32 (measured);
+- ``onnxruntime int8 (QDQ)``: the float model's ONNX export quantized by ``onnxruntime.quantization.
+  quantize_static`` (QDQ, per-channel weights) on the same calibration data.
+
+Each form is checked against the float32 model on held-out calibration batches (the last quarter, at least
+one; all of them where there is one batch, said in the report).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...errors import OneByOneError
+from ..capture import calls_of
+from ..layers import Pointwise
+from ..rewrite_report import OptimizeReport, output_difference, outputs
+from ..tensors import call, describe, example_values
+from .onnx_runtime import OnnxRuntime, require_onnxruntime
+from .timing import time_models
+
+INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep about 0.4% a value
+ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
+QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def calibration_batches(calibration, example) -> list:
+    """The calibration inputs as a list, each checked against ``example``: the same structure, and per
+    tensor the same dtype and per-sample shape, finite. None: the example alone, with a warning."""
+    if calibration is None:
+        warnings.warn("optimize(dtype=torch.int8) without calibration data: activation ranges come from the "
+                      "example alone; pass calibration=[batches of real inputs] for ranges that hold", stacklevel=3)
+        return [example]
+    if isinstance(calibration, (torch.Tensor, dict, str, bytes)) or not hasattr(calibration, "__iter__"):
+        raise OneByOneError(f"calibration must be an iterable of inputs like the example (a list of batches), "
+                            f"got {type(calibration).__name__}")
+    batches, want = list(calibration), example_values(example)
+    if not batches:
+        raise OneByOneError("calibration is empty: give a list of input batches shaped like the example, "
+                            f"{describe(example)}")
+    for i, b in enumerate(batches):
+        got = example_values(b)
+        same = len(got) == len(want) and all(
+            isinstance(g, torch.Tensor) == isinstance(w, torch.Tensor) and (not isinstance(g, torch.Tensor) or (
+                g.dtype == w.dtype and g.shape[1:] == w.shape[1:])) for g, w in zip(got, want))
+        if not same:
+            raise OneByOneError(f"calibration batch {i} is {describe(b)}; expected inputs like the example, "
+                                f"{describe(example)} (any batch size)")
+        if any(isinstance(g, torch.Tensor) and g.is_floating_point() and not bool(torch.isfinite(g).all())
+               for g in got):
+            raise OneByOneError(f"calibration batch {i} holds NaN or infinite values: ranges observed on it would "
+                                "be meaningless")
+    return batches
+
+
+def split(batches: list) -> tuple[list, list]:
+    """(batches to observe ranges on, held-out batches to check on): the last quarter (at least one) held
+    out; with a single batch, it serves both."""
+    if len(batches) < 2:
+        return batches, batches
+    k = max(1, len(batches) // 4)
+    return batches[:-k], batches[-k:]
+
+
+def plain_layers(model: nn.Module, x) -> nn.Module:
+    """A copy of ``model`` with each ``Pointwise`` as the torch layer it equals on the input it gets from
+    ``x`` (a 1x1 ``Conv1d/2d/3d`` on (B, C, ...), an ``nn.Linear`` on (..., C)): what quantization tools
+    know. A Pointwise they cannot take stays as it is (it runs in float32)."""
+    work = copy.deepcopy(model)
+    found = [m for m in work.modules() if isinstance(m, Pointwise)]
+    first, _ = calls_of(work, x, found)
+    names = {id(m): n for n, m in work.named_modules()}
+    for m, (args, _, _) in first.items():
+        rank = args[0].dim() if args and isinstance(args[0], torch.Tensor) else 0
+        new = _torch_layer(m, rank)
+        if new is not None:
+            work = _replace(work, names[id(m)], new)
+    return work
+
+
+def _torch_layer(m: Pointwise, rank: int) -> nn.Module | None:
+    w = m.weight.detach().reshape(m.out_channels, -1)  # (O, C / groups)
+    if m.channel_dim == 1 and rank in (3, 4, 5):
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[rank - 3]
+        new = conv(m.in_channels, m.out_channels, 1, stride=m.stride, groups=m.groups, bias=m.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(w.reshape(new.weight.shape))
+    elif m.channel_dim == -1 and m.groups == 1 and m.stride == 1 and rank >= 2:
+        new = nn.Linear(m.in_channels, m.out_channels, bias=m.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(w)
+    else:
+        return None
+    if m.bias is not None:
+        with torch.no_grad():
+            new.bias.copy_(m.bias.detach())
+    return new.to(m.weight.dtype).eval()
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    if not name:
+        return new
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+    return root
+
+
+def quantizable(model: nn.Module) -> list:
+    """The names of the layers int8 would run: convs and Linears."""
+    return [n for n, m in model.named_modules() if isinstance(m, QUANTIZED)]
+
+
+def torch_int8(model: nn.Module, x, observe: list, keep_float=()) -> nn.Module:
+    """``model`` (plain torch layers) quantized by FX graph mode for the x86 backend: int8 weights per output
+    channel, activation ranges observed on ``observe``; the layers named in ``keep_float`` stay float32."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    mapping = get_default_qconfig_mapping("x86")
+    for name in keep_float:
+        mapping = mapping.set_module_name(name, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices: the kernels are what is used
+        prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, tuple(example_values(x)))
+        with torch.no_grad():
+            for b in observe:
+                call(prepared, b)
+        return convert_fx(prepared).eval()
+
+
+class OnnxRuntimeInt8(OnnxRuntime):
+    """``OnnxRuntime`` on the export quantized to int8 (QDQ, per-channel weights, activation ranges from
+    ``observe``, onnxruntime's MinMax calibration); checked against ``model`` within ``tol`` like any export."""
+
+    engine = "onnxruntime int8 (QDQ)"
+
+    def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
+        super().__init__(model, tol=tol, **kw)
+        self.observe = observe
+
+    def compile(self, onnx: bytes):
+        return super().compile(quantize_onnx(onnx, self.observe))
+
+
+def quantize_onnx(onnx: bytes, observe: list) -> bytes:
+    """ONNX bytes quantized by ``onnxruntime.quantization.quantize_static`` on the inputs ``observe``."""
+    require_onnxruntime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, names):
+            self.feeds = iter([dict(zip(names, [t.numpy() for t in example_values(b)])) for b in observe])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load_from_string(onnx)
+    names = [i.name for i in graph.graph.input]
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _root_log_quiet():
+        warnings.simplefilter("ignore")
+        src, dst = Path(tmp) / "model.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(onnx)
+        quantize_static(src, dst, Reader(names), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return dst.read_bytes()
+
+
+@contextlib.contextmanager
+def _root_log_quiet():
+    """onnxruntime.quantization logs advice on the root logger: kept out of the caller's output."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def error(form, reference: nn.Module, held: list) -> float:
+    """The largest difference of ``form``'s outputs from ``reference``'s over ``held``, relative to the
+    reference's output scale."""
+    worst = 0.0
+    with torch.no_grad():
+        for b in held:
+            diff, scale = output_difference(outputs(call(reference, b)), outputs(call(form, b)), "int8")
+            worst = max(worst, diff / max(scale, 1e-30))
+    return worst
+
+
+def top1(labels, held: list):
+    """An ``evaluate`` from labels: the top-1 accuracy, in points, of a model on the held-out batches
+    (``labels``: class indices for their samples, in order)."""
+    labels = torch.as_tensor(labels).reshape(-1)
+    n = sum(example_values(b)[0].shape[0] for b in held)
+    if labels.numel() != n:
+        raise OneByOneError(f"labels has {labels.numel()} entries; the held-out calibration batches hold {n} samples")
+
+    def evaluate(model) -> float:
+        with torch.no_grad():
+            got = torch.cat([outputs(call(model, b))[0].argmax(-1).reshape(-1) for b in held])
+        return 100.0 * float((got == labels).float().mean())
+    return evaluate
+
+
+def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: nn.Module, calibration,
+         tol: float, accuracy_tol: float, evaluate=None, labels=None) -> nn.Module:
+    """The fastest int8 form of ``folded`` (the exactly rewritten float model) within ``tol`` of the output
+    scale against ``given`` on held-out calibration batches and, with ``evaluate`` (model -> accuracy in
+    points) or ``labels``, losing at most ``accuracy_tol`` points; ``work`` (the float32 rewrite) where no
+    form qualifies or none runs faster. ``report.precision`` gives each form's error, time and accuracy."""
+    batches = calibration_batches(calibration, x)
+    observe, held = split(batches)
+    plain = plain_layers(folded, x)
+    layers = quantizable(plain)
+    precision = report.precision = {"dtype": "int8", "tolerance": tol, "accuracy_tol": accuracy_tol,
+                                    "calibration_batches": len(batches), "held_out": len(held), "forms": {}}
+    if held is observe:
+        report.notes.append("int8: one calibration batch, used both to observe ranges and to check: give more")
+    if not layers:
+        why = "int8: nothing to quantize (no conv or Linear): float32 kept"
+        report.notes.append(why)
+        warnings.warn(f"optimize: {why}", stacklevel=3)
+        return work
+    if evaluate is None and labels is not None:
+        evaluate = top1(labels, held)
+    forms = _forms(plain, x, observe, held, given, tol, report, layers)
+    for label, (form, err, floats) in forms.items():
+        precision["forms"][label] = {"relative_error": err, "float32_layers": list(floats)}
+    fine = {k: f for k, (f, e, _) in forms.items() if e <= tol}
+    for k in set(forms) - set(fine):
+        report.skipped.append((k, f"its int8 error {forms[k][1]:.3g} of the output scale is over dtype_tol {tol:g}"))
+    if evaluate is not None:
+        base = float(evaluate(work))
+        precision["float32_accuracy"] = base
+        for k in list(fine):
+            acc = float(evaluate(fine[k]))
+            precision["forms"][k]["accuracy"] = acc
+            if base - acc > accuracy_tol:
+                report.skipped.append((k, f"top-1 {acc:.2f} against float32's {base:.2f}: loses more than "
+                                          f"accuracy_tol {accuracy_tol:g} points"))
+                del fine[k]
+    if not fine:
+        report.notes.append("int8: no form within the tolerances: float32 kept")
+        return work
+    t = time_models({"float32": work, **fine}, x)
+    for k, v in t.items():
+        (precision["forms"][k] if k in precision["forms"] else precision.setdefault("float32", {}))["ms"] = v * 1e3
+    best = min(fine, key=t.get)
+    if t[best] >= t["float32"]:
+        report.notes.append(f"int8 ran no faster than float32 on this CPU ({t[best] * 1e3:.3g} against "
+                            f"{t['float32'] * 1e3:.3g} ms a call): float32 kept")
+        return work
+    precision["kept"] = best
+    floats = forms[best][2]
+    report.changed.append(f"{best} kept: {t[best] * 1e3:.3g} ms a call against float32's {t['float32'] * 1e3:.3g}; "
+                          f"{len(layers) - len(floats)} of {len(layers)} layers in int8"
+                          + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
+    report.layers = []  # the float kernels chosen are not what runs
+    return fine[best]
+
+
+def _forms(plain, x, observe, held, given, tol, report, layers) -> dict:
+    """{label: (form, its error on ``held``, the layers it keeps in float32)} for each form that could be made."""
+    forms = {}
+    try:
+        q = torch_int8(plain, x, observe)
+        err, floats = error(q, given, held), ()
+        if err > tol and len(layers) > 1:  # the first and last layers are the usual sensitive ones: measured
+            ends = tuple(dict.fromkeys([layers[0], layers[-1]]))
+            q2 = torch_int8(plain, x, observe, keep_float=ends)
+            err2 = error(q2, given, held)
+            if err2 < err:
+                q, err, floats = q2, err2, ends
+        forms["torch int8 (x86)"] = (q, err, floats)
+    except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
+        report.skipped.append(("torch int8 (x86)", _why(e)))
+    try:
+        ort = OnnxRuntimeInt8(plain, observe, tol=math.inf)
+        with torch.no_grad():
+            ort.prepare(x, call(plain, x))
+        forms[OnnxRuntimeInt8.engine] = (ort, error(ort, given, held), ())
+    except Exception as e:  # noqa: BLE001 - not installed, an export or a quantization that fails: named
+        report.skipped.append((OnnxRuntimeInt8.engine, _why(e)))
+    return forms
+
+
+def _why(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"

@@ -1,0 +1,118 @@
+"""optimize(dtype=torch.int8): post-training static quantization checked against float32 on held-out
+calibration data, each form's error (and accuracy, where measured) reported, float32 kept where int8 loses
+too much or runs no faster; bad calibration refused with the fix. Nothing here is timed."""
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from onebyone import OneByOneError
+from onebyone.torch import Pointwise, optimize
+from onebyone.torch.fast.int8 import plain_layers, split
+
+pytest.importorskip("onnxruntime")
+NO_TIMING = ["fold", "check", "int8"]  # the passes that quantize and check; keep_faster and the engines time
+
+
+def small():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), Pointwise(16, 32), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-0.5, 0.5), m[1].running_var.uniform_(0.5, 2.0)
+    return m
+
+
+def batches(n, b=4):
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(b, 3, 12, 12, generator=g) for _ in range(n)]
+
+
+def test_each_int8_form_is_checked_on_held_out_data_and_what_is_kept_stays_within_tolerance():
+    model, cal = small(), batches(8)
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    p = report.precision
+    assert p["dtype"] == "int8" and p["calibration_batches"] == 8 and p["held_out"] == 2
+    named = set(p["forms"]) | {n for n, _ in report.skipped}
+    assert {"torch int8 (x86)", "onnxruntime int8 (QDQ)"} <= named  # each form made, or named with its reason
+    assert all(0 < f["relative_error"] < 0.05 for f in p["forms"].values())  # int8 moves outputs, a little
+    new = torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        y, got = model(new), opt(new)
+    assert (got - y).abs().max() <= 0.05 * y.abs().max()  # on data it never saw, within dtype_tol
+    kept = p.get("kept")
+    assert (kept is None and any("float32 kept" in n for n in report.notes)) or kept in p["forms"]
+
+
+def test_int8_that_loses_accuracy_keeps_float32_and_says_why():
+    model, cal = small(), batches(4)
+
+    def evaluate(m):  # the float32 rewrite scores 90; any quantized form 80
+        return 90.0 if any(isinstance(x, (nn.Conv2d, nn.Linear)) and type(x).__module__.startswith("torch.nn.modules")
+                           for x in m.modules()) and not _int8(m) else 80.0
+
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, evaluate=evaluate, passes=NO_TIMING)
+    assert report.precision["float32_accuracy"] == 90.0 and "kept" not in report.precision
+    assert all(f["accuracy"] == 80.0 for f in report.precision["forms"].values())
+    assert [n for n, why in report.skipped if "accuracy_tol" in why] == list(report.precision["forms"])
+    assert not _int8(opt)
+
+
+def _int8(m) -> bool:
+    return type(m).__name__ in ("GraphModule", "OnnxRuntimeInt8") and (
+        type(m).__name__ == "OnnxRuntimeInt8" or any("quantized" in type(x).__module__ for x in m.modules()))
+
+
+def test_labels_measure_top1_on_the_held_out_samples():
+    model, cal = small(), batches(4, b=5)
+    with torch.no_grad():
+        labels = model(cal[-1]).argmax(-1)  # float32 is right on all 5 held-out samples
+    _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, labels=labels, passes=NO_TIMING)
+    assert report.precision["float32_accuracy"] == 100.0
+    assert all(0.0 <= f["accuracy"] <= 100.0 for f in report.precision["forms"].values())
+    with pytest.raises(OneByOneError, match="labels has 3 entries; the held-out calibration batches hold 5"):
+        optimize(model, cal[0], dtype=torch.int8, calibration=cal, labels=labels[:3], passes=NO_TIMING)
+
+
+@pytest.mark.parametrize("calibration,message", [
+    ([], "calibration is empty"),
+    ([torch.randn(4, 3, 10, 12)], r"calibration batch 0 is of shape \(4, 3, 10, 12\); expected inputs like"),
+    ([torch.full((4, 3, 12, 12), float("nan"))], "calibration batch 0 holds NaN"),
+    (torch.randn(4, 3, 12, 12), "calibration must be an iterable of inputs"),
+])
+def test_bad_calibration_is_refused_with_the_fix(calibration, message):
+    with pytest.raises(OneByOneError, match=message):
+        optimize(small(), batches(1)[0], dtype=torch.int8, calibration=calibration, passes=NO_TIMING)
+
+
+def test_int8_options_without_int8_and_a_train_mode_model_are_refused():
+    with pytest.raises(OneByOneError, match="calibration, evaluate and labels are for dtype=torch.int8"):
+        optimize(small(), batches(1)[0], calibration=batches(2))
+    with pytest.raises(OneByOneError, match="eval-mode"):
+        optimize(small().train(), batches(1)[0], dtype=torch.int8, calibration=batches(2))
+
+
+def test_no_calibration_warns_and_nothing_to_quantize_keeps_float32():
+    with pytest.warns(UserWarning, match="without calibration data"):
+        optimize(small(), batches(1)[0], dtype=torch.int8, passes=NO_TIMING)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        opt, report = optimize(nn.Sequential(nn.ReLU()).eval(), torch.randn(2, 3), dtype=torch.int8,
+                               calibration=[torch.randn(2, 3)], passes=NO_TIMING)
+    assert any("nothing to quantize" in str(w.message) for w in said)
+    assert any("nothing to quantize" in n for n in report.notes) and "kept" not in report.precision
+
+
+def test_pointwise_layers_become_the_torch_layers_quantizers_know():
+    torch.manual_seed(0)
+    model = nn.Sequential(Pointwise(4, 6), nn.ReLU(), Pointwise(6, 5, channel_dim=-1)).eval()
+    x = torch.randn(2, 4, 3, 3)
+    plain = plain_layers(nn.Sequential(model[0], model[1]), x)
+    assert isinstance(plain[0], nn.Conv2d) and plain[0].kernel_size == (1, 1)
+    torch.testing.assert_close(plain(x), model[1](model[0](x)), rtol=0, atol=1e-6)
+    t = torch.randn(2, 7, 6)
+    lin = plain_layers(nn.Sequential(model[2]), t)
+    assert isinstance(lin[0], nn.Linear)
+    torch.testing.assert_close(lin(t), model[2](t), rtol=0, atol=1e-6)
+    assert split([1]) == ([1], [1]) and split(list(range(8))) == (list(range(6)), [6, 7])
