@@ -116,3 +116,14 @@ def test_pointwise_layers_become_the_torch_layers_quantizers_know():
     assert isinstance(lin[0], nn.Linear)
     torch.testing.assert_close(lin(t), model[2](t), rtol=0, atol=1e-6)
     assert split([1]) == ([1], [1]) and split(list(range(8))) == (list(range(6)), [6, 7])
+
+
+def test_layers_whose_int8_error_is_out_of_proportion_stay_in_float32_where_that_measures_better():
+    """Past dtype_tol, torch's form is made again with the first and last layers in float32, kept where its
+    measured error is lower (here the tolerance is set below any int8 error, so float32 is kept overall)."""
+    model, cal = small(), batches(4)
+    _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, dtype_tol=1e-9, passes=NO_TIMING)
+    p = report.precision
+    form = p["forms"]["torch int8 (x86)"]
+    assert form["float32_layers"] == ["0", "7"] and form["relative_error"] < p["all_int8_error"]
+    assert "kept" not in p and any("no form within the tolerances" in n for n in report.notes)

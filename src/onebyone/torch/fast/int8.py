@@ -285,6 +285,7 @@ def _forms(plain, x, observe, held, given, tol, report, layers) -> dict:
     try:
         q = torch_int8(plain, x, observe)
         err, floats = error(q, given, held), ()
+        report.precision["all_int8_error"] = err  # every layer in int8, before any fallback
         if err > tol and len(layers) > 1:  # the first and last layers are the usual sensitive ones: measured
             ends = tuple(dict.fromkeys([layers[0], layers[-1]]))
             q2 = torch_int8(plain, x, observe, keep_float=ends)

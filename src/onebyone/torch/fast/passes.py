@@ -433,26 +433,9 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             fastest form that qualifies is kept where it beats float32; else float32, said why.
             ``report.precision`` gives each form's error, accuracy and time.
     """
-    if not isinstance(compile, bool):
-        raise OneByOneError(f"compile must be True or False, got {compile!r}")
-    if channels_last is not None and type(channels_last).__name__ not in ("bool", "bool_"):
-        raise OneByOneError(f"channels_last must be None (timed), True or False, got {channels_last!r}")
-    channels_last = None if channels_last is None else bool(channels_last)
-    if dtype not in (None, torch.float32, torch.bfloat16, torch.int8):
-        raise OneByOneError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.int8, got {dtype!r}")
-    if dtype is not torch.int8 and (calibration is not None or evaluate is not None or labels is not None):
-        raise OneByOneError("calibration, evaluate and labels are for dtype=torch.int8")
-    if evaluate is not None and not callable(evaluate):
-        raise OneByOneError(f"evaluate must be a callable (model -> top-1 accuracy in points), got {evaluate!r}")
-    dtype_tol = (INT8_TOL if dtype is torch.int8 else BF16_TOL) if dtype_tol is None else dtype_tol
-    tol, dtype_tol = check_tolerance(tol, "tol"), check_tolerance(dtype_tol, "dtype_tol")
-    accuracy_tol = check_tolerance(accuracy_tol, "accuracy_tol")
     names = _pass_names(passes)
-    if check_module(model).training:
-        raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
-                            f"call {type(model).__name__}.eval() first")
-    req = Request(model, probe_input(model, example, input_size), tol, dtype if dtype != torch.float32 else None,
-                  dtype_tol, channels_last, compile, calibration, evaluate, labels, accuracy_tol)
+    req = _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,
+                   labels, accuracy_tol)
     report = OptimizeReport("optimize")
     work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
     # work in place
@@ -517,6 +500,29 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
         report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
                               "changes": len(report.changed) - before})
     return work
+
+
+def _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,
+             labels, accuracy_tol) -> Request:
+    """``optimize``'s arguments checked (a OneByOneError naming the first that is wrong), as a Request."""
+    if not isinstance(compile, bool):
+        raise OneByOneError(f"compile must be True or False, got {compile!r}")
+    if channels_last is not None and type(channels_last).__name__ not in ("bool", "bool_"):
+        raise OneByOneError(f"channels_last must be None (timed), True or False, got {channels_last!r}")
+    channels_last = None if channels_last is None else bool(channels_last)
+    if dtype not in (None, torch.float32, torch.bfloat16, torch.int8):
+        raise OneByOneError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.int8, got {dtype!r}")
+    if dtype is not torch.int8 and (calibration is not None or evaluate is not None or labels is not None):
+        raise OneByOneError("calibration, evaluate and labels are for dtype=torch.int8")
+    if evaluate is not None and not callable(evaluate):
+        raise OneByOneError(f"evaluate must be a callable (model -> top-1 accuracy in points), got {evaluate!r}")
+    dtype_tol = (INT8_TOL if dtype is torch.int8 else BF16_TOL) if dtype_tol is None else dtype_tol
+    if check_module(model).training:
+        raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
+                            f"call {type(model).__name__}.eval() first")
+    return Request(model, probe_input(model, example, input_size), check_tolerance(tol, "tol"),
+                   dtype if dtype != torch.float32 else None, check_tolerance(dtype_tol, "dtype_tol"), channels_last,
+                   compile, calibration, evaluate, labels, check_tolerance(accuracy_tol, "accuracy_tol"))
 
 
 def _pass_names(passes) -> list:
