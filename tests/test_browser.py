@@ -150,3 +150,44 @@ def test_calculator_refuses_what_cost_refuses(browser, tour_page, case, message)
     assert message in v.page.inner_text("#calc-error")
     assert v.page.get_attribute("#calc-macs", "data-value") == ""
     v.check_clean()
+
+
+def _formula_cases() -> list:
+    """(H, W, C_in, C_out, kernel, stride, padding, groups) over a grid of shapes, kernels, strides, paddings and
+    groups, with cases that ``conv_cost`` refuses (groups that do not divide, a kernel past the padded input, a
+    padding it does not know). Dilation is not among them: the page's formula has none (dilation 1)."""
+    import itertools
+
+    spatial = [(1, 1), (5, 7), (13, 8), (28, 28), (224, 224)]
+    channels = [(3, 8, 1), (16, 32, 4), (32, 32, 32), (6, 9, 3), (30, 32, 4)]  # (C_in, C_out, groups)
+    grid = itertools.product(spatial, channels, (1, 2, 3, 7), (1, 2, 3), ("valid", "same", "0", "1", "3"))
+    cases = [(h, w, cin, cout, k, s, p, g) for (h, w), (cin, cout, g), k, s, p in grid]
+    return cases + [(8, 8, 3, 8, 3, 1, "half", 1), (4096, 4096, 2048, 2048, 11, 1, "same", 1)]  # BigInt past 2**53
+
+
+def test_the_pages_conv_formula_is_cost_conv_cost(browser, tmp_path):
+    """``window.onebyoneConvCost``, the second writing of the cost formula (JavaScript, for the calculator and the
+    experiments), called on every case of a grid: the same output shape, params, MACs and FLOPs as
+    ``onebyone.cost.conv_cost``, and a refusal exactly where conv_cost refuses."""
+    from onebyone import webpage
+
+    v = Visit(browser, webpage.write(tmp_path, webpage.document("the formula", "", "")))
+    cases = _formula_cases()
+    got = v.page.evaluate("""cases => cases.map(([h, w, cin, cout, k, s, p, g]) => {
+        try {
+          const c = window.onebyoneConvCost(BigInt(h), BigInt(w), BigInt(cin), BigInt(cout), BigInt(k), BigInt(s), p,
+                                            BigInt(g));
+          return [c.shape, String(c.params), String(c.macs), String(c.flops)];
+        } catch (e) { return "refused: " + e.message; }
+      })""", cases)
+    want = []
+    for h, w, cin, cout, k, s, p, g in cases:
+        try:
+            c = cost.conv_cost((1, cin, h, w), cout, k, stride=s, padding=int(p) if p.isdigit() else p, groups=g)
+            want.append([" x ".join(map(str, c.output_shape)), str(c.params), str(c.macs), str(c.flops)])
+        except OneByOneError:
+            want.append("refused")
+    got = ["refused" if isinstance(x, str) and x.startswith("refused: ") else x for x in got]
+    assert [(c, x) for c, x, y in zip(cases, got, want) if x != y] == []
+    assert 500 < sum(x != "refused" for x in want) and 100 < want.count("refused")  # both kinds, many of each
+    assert v.errors == [] and v.outside == []

@@ -12,7 +12,7 @@ FRAMEWORKS = {"torch", "keras", "tensorflow", "jax", "torchvision", "timm", "saf
 # the analyzer that picks a framework) sits on top.
 LAYERS = [
     ("core", ["errors", "checks", "activations", "ops", "layout", "forms", "cost", "algebra", "chain_plan", "stats",
-              "reparam"]),
+              "reparam", "quant"]),
     ("data", ["data"]),
     ("pages", ["plots", "webpage", "model_page", "tour", "notebook"]),
     ("adapters", ["torch", "keras"]),
@@ -120,9 +120,7 @@ def test_the_numpy_core_imports_no_framework(name):
     assert not used, f"{name} imports {used}"
 
 
-LONG_FUNCTIONS = {  # (module, function): why it may exceed the limit
-    ("onebyone.tour.experiments", "class_maps"): "a page template: the experiment's HTML and JavaScript in one string",
-}
+LONG_FUNCTIONS: dict = {}  # (module, function): why it may exceed the limit
 
 
 def test_no_function_is_longer_than_60_lines():
@@ -201,3 +199,67 @@ def test_only_the_capture_module_watches_a_model():
                "onebyone.torch.branches", "onebyone.torch.factorize", "onebyone.torch.norms",
                "onebyone.torch.fast.passes"}
     assert all("onebyone.torch.capture" in GRAPH[r] for r in readers)
+
+
+MARKUP = (r"<(!DOCTYPE|/?[a-zA-Z][a-zA-Z0-9-]*)[\s>/]"  # an HTML tag
+          r"|\bfunction\b\s*\w*\s*\(|\b(const|let|var)\s+\w+\s*=|=>|\bdocument\.|\bwindow\."  # JavaScript
+          r"|[\w.#:-]+\s*\{[^{}]*:[^{}]*;[^{}]*\}")  # a CSS rule
+
+
+def test_no_page_markup_in_python_strings():
+    """HTML, JavaScript and CSS longer than 10 lines live in files (package data: ``templates/``), never in a
+    Python string: a string constant, or an f-string with what it holds, spanning more than 10 lines, with 3 or
+    more tags, script statements or style rules in its text, is refused in every module of the package."""
+    import re
+
+    found = []
+    for name, path in modules().items():
+        tree = ast.parse(Path(path).read_text())
+        parts = {id(v) for f in ast.walk(tree) if isinstance(f, ast.JoinedStr) for v in ast.walk(f) if v is not f}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr) and id(node) not in parts:
+                text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts:
+                text = node.value
+            else:
+                continue
+            lines = max(node.end_lineno - node.lineno + 1, text.count("\n") + 1)
+            if lines > 10 and len(re.findall(MARKUP, text)) >= 3:
+                found.append(f"{name}:{node.lineno}: {lines} lines")
+    assert found == []
+
+
+def test_every_lesson_declares_its_figure_and_experiment_on_its_spec():
+    """One registry, ``core.REGISTRY``: every figure (``figure_tools.Figure``) and experiment
+    (``experiments.Experiment``) the tour's modules define is declared by exactly one lesson's spec, an
+    experiment by the lesson it is named after and with its page files; the tour's page reads them from the
+    specs, naming no lesson, and neither it nor the notebook imports a figures module or keeps a table of them."""
+    import importlib
+
+    from onebyone.tour import core
+    from onebyone.tour.experiments import Experiment
+    from onebyone.tour.figure_tools import Figure
+    from onebyone.webpage import template
+
+    specs = list(core.REGISTRY)
+    ids = {spec.id for spec in specs}
+    assert specs and len(ids) == len(specs)
+    assert all(isinstance(s.figure, (Figure, type(None))) and isinstance(s.experiment, (Experiment, type(None)))
+               for s in specs)
+    declared = [x for s in specs for x in (s.figure, s.experiment) if x is not None]
+    defined = {id(v): v for name in modules() if name.startswith("onebyone.tour")
+               for v in vars(importlib.import_module(name)).values() if isinstance(v, (Figure, Experiment))}
+    assert len({id(x) for x in declared}) == len(declared) and {id(x) for x in declared} == set(defined)
+    tried = {s.id for s in specs if s.experiment is not None}
+    assert all(s.experiment.name == s.id for s in specs if s.experiment is not None)
+    assert all(template(f"experiments/{i}.{ext}", "onebyone.tour") for i in tried for ext in ("html", "js"))
+    files = (ROOT / "onebyone" / "tour" / "templates" / "experiments").iterdir()
+    assert {f.stem for f in files} == tried  # no experiment's files without its lesson
+    tree = ast.parse(modules()["onebyone.tour.tour_page"].read_text())
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)} & ids
+    assert named == set(), f"the tour's page names lessons {named}: it reads what a lesson shows from its spec"
+    for name in ("onebyone.tour.tour_page", "onebyone.notebook"):
+        tree = ast.parse(modules()[name].read_text())
+        tables = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets
+                  if isinstance(t, ast.Name) and t.id in ("FIGURES", "EXPERIMENTS")}
+        assert not tables and not {m for m in GRAPH[name] if m.startswith("onebyone.tour.figures_")}, name

@@ -106,3 +106,12 @@ def test_checks_skipped_for_a_missing_extra_are_counted_and_named(missing, lesso
     (what, n, named), = short.skipped
     assert n == len(full.checks) - len(short.checks) > 0 and named == extra and full.skipped == []
     assert f"{n} check(s) skipped ({what}): pip install 'onebyone[{extra}]' runs them" in render.tally([short])
+
+
+def test_the_tour_imports_no_matplotlib():
+    """The base install (NumPy alone) runs the tour: its modules, the figures a lesson declares among them, and
+    the tour's page import matplotlib only when a figure is drawn."""
+    code = ("import sys, onebyone.tour, onebyone.tour.tour_page, onebyone.notebook; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

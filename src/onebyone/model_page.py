@@ -1,7 +1,8 @@
 """A model's report as one HTML page: the analyzer's table, MACs and params by layer kind with the 1x1
 share, the layers that dominate, and the roofline of a benchmark run when one is given.
 
-Framework-free: it reads a ``ModelStats`` (from ``onebyone.analyzer.analyze``) and a bench JSON dict.
+Framework-free: it reads a ``ModelStats`` (from ``onebyone.analyzer.analyze``) and a bench JSON dict. Its
+sections and the layer table's script are files in ``templates/`` (``report_*``), filled by ``webpage.fill``.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from . import webpage as page
 from .errors import OneByOneError
 from .plots import bench_roofline, check_bench, kinds_figure
 from .stats import KIND_LABELS, KINDS, ModelStats
-from .webpage import esc
+from .webpage import esc, fill, template
 
 TOP = 10  # layers listed as dominating
 
@@ -52,43 +53,14 @@ def how(r) -> str:
             r.macs % r.activations == 0 else ""
         parts.append(f"MACs = {per}{r.macs:,}; FLOPs = 2 x MACs = {r.flops:,}")
     else:
-        parts.append("no MACs: " + {"norm": "a per-channel affine (it folds into a conv)", "activation": "elementwise",
-                                   "pool": "comparisons or additions, not weight products"}.get(r.kind, "no weight product"))
+        why = {"norm": "a per-channel affine (it folds into a conv)", "activation": "elementwise",
+               "pool": "comparisons or additions, not weight products"}
+        parts.append("no MACs: " + why.get(r.kind, "no weight product"))
     if r.params:
         parts.append(f"params = {r.weights:,} weights + {r.params - r.weights:,} others (biases, norm scales) "
                      f"= {r.params:,}")
     parts.append(f"bytes read {r.bytes_read:,} (input and parameters once), written {r.bytes_written:,}")
     return "; ".join(parts)
-
-
-LAYER_TABLE_JS = """<script>
-(function () {
-  "use strict";
-  const table = document.getElementById("layer-table"), body = table.tBodies[0];
-  const kind = document.getElementById("layer-kind"), name = document.getElementById("layer-name");
-  let order = {col: -1, dir: 1};
-  function apply() {
-    const k = kind.value, n = name.value.trim().toLowerCase();
-    for (const row of body.rows) row.hidden = (k && row.dataset.kind !== k) || (n && !row.dataset.name.toLowerCase().includes(n));
-    document.getElementById("layer-count").textContent = body.querySelectorAll("tr:not([hidden])").length + " of " + body.rows.length + " rows";
-  }
-  table.querySelectorAll("thead button").forEach((button, col) => button.addEventListener("click", () => {
-    order = {col: col, dir: order.col === col ? -order.dir : (button.dataset.numeric ? -1 : 1)};
-    const rows = Array.from(body.rows), key = (r) => r.cells[col].dataset.sort;
-    rows.sort((a, b) => order.dir * (button.dataset.numeric ? Number(key(a)) - Number(key(b)) : key(a).localeCompare(key(b))));
-    rows.forEach((r) => body.appendChild(r));
-    table.querySelectorAll("thead th").forEach((th, i) => th.setAttribute("aria-sort", i === col ? (order.dir > 0 ? "ascending" : "descending") : "none"));
-  }));
-  document.querySelectorAll("#kind-bars button").forEach((b) => b.addEventListener("click", () => {
-    kind.value = kind.value === b.dataset.kind ? "" : b.dataset.kind; apply();
-    document.getElementById("layers").scrollIntoView();
-  }));
-  kind.addEventListener("input", apply); name.addEventListener("input", apply);
-  window.onebyone = window.onebyone || {};
-  window.onebyone.report = {visible: () => Array.from(body.rows).filter((r) => !r.hidden).map((r) => r.dataset.name)};
-  apply();
-})();
-</script>"""
 
 
 def layer_table(stats, kinds: dict) -> str:
@@ -113,18 +85,9 @@ def layer_table(stats, kinds: dict) -> str:
     bars = "".join(f'<li><button type="button" data-kind="{esc(k)}" aria-label="show only {esc(KIND_LABELS[k])}">'
                    f'<span class="bar" style="width: {max(1.0, 100 * v["macs_pct"] / top):.1f}%"></span>'
                    f'{esc(KIND_LABELS[k])}: {v["macs_pct"]:.1f}% of MACs</button></li>' for k, v in kinds.items())
-    return f"""<section class="card" id="layers"><h2>Every layer</h2>
-<p class="claim">Click a column to sort, a kind to show only its layers; "how" shows each row's arithmetic.</p>
-<ul id="kind-bars" class="kind-bars">{bars}</ul>
-<p><label>kind <select id="layer-kind"><option value="">all</option>{options}</select></label>
-<label>name <input id="layer-name" type="search" placeholder="part of a layer's name"></label>
-<span id="layer-count" aria-live="polite"></span></p>
-<table id="layer-table"><thead><tr>{th}<th>how</th></tr></thead><tbody>
-{"".join(rows)}
-</tbody></table>
-<ul class="notes">{"".join(f"<li>{esc(line)}</li>" for line in stats.summary_lines())}</ul>
-</section>
-{LAYER_TABLE_JS}"""
+    notes = "".join(f"<li>{esc(line)}</li>" for line in stats.summary_lines())
+    return fill(template("report_layers.html"), bars=bars, options=options, th=th, rows="".join(rows), notes=notes,
+                script=template("report_layers.js"))
 
 
 def write_report(stats, folder, bench: dict | None = None) -> Path:
@@ -136,67 +99,40 @@ def write_report(stats, folder, bench: dict | None = None) -> Path:
     folder = page.claim(check_writable(folder, "the report folder"))
     kinds = by_kind(stats)
     kinds_figure(kinds, folder / "figures" / "kinds.png", KIND_LABELS)
-    t = stats.totals()
-    body = [
-        f"""<section class="card" id="costs"><h2>Where the work is</h2>
-<p class="claim">{esc(stats.footer())}.</p>
-{page.figure("figures/kinds.png", "MACs and parameters by layer kind")}
-{
-            page.table(
-                ("kind", "MACs", "% of MACs", "params", "% of params"),
-                [
-                    (
-                        KIND_LABELS[k],
-                        f"{v['macs']:,}",
-                        f"{v['macs_pct']:.1f}",
-                        f"{v['params']:,}",
-                        f"{v['params_pct']:.1f}",
-                    )
-                    for k, v in kinds.items()
-                ],
-                numeric=(1, 2, 3, 4),
-                row_class=lambda i: "pointwise" if list(kinds)[i] == "pointwise" else "",
-            )
-        }
-</section>"""
-    ]
-    body.append(_dominating_section(stats))
+    body = [_costs_section(stats, kinds), _dominating_section(stats)]
     if bench is not None:
         body.append(_roofline_section(check_bench(bench), folder))
     body.append(layer_table(stats, kinds))
-    header = f"""<h1>{esc(stats.model)}</h1>
-<p>{t["params"]:,} parameters, {t["macs"]:,} MACs ({t["flops"]:,} FLOPs)
-for a batch of {stats.batch_size}, {esc(stats.dtype)}.</p>
-<p class="summary">{esc(stats.footer())}</p>"""
+    t = stats.totals()
+    header = fill(template("report_header.html"), model=esc(stats.model), params=f"{t['params']:,}",
+                  macs=f"{t['macs']:,}", flops=f"{t['flops']:,}", batch_size=stats.batch_size, dtype=esc(stats.dtype),
+                  footer=esc(stats.footer()))
     return page.write(folder, page.document(f"onebyone report: {stats.model}", header, "\n".join(body)))
+
+
+def _costs_section(stats, kinds: dict) -> str:
+    """MACs and params by layer kind: the figure (already drawn into ``figures/kinds.png``) and the table."""
+    rows = [(KIND_LABELS[k], f"{v['macs']:,}", f"{v['macs_pct']:.1f}", f"{v['params']:,}", f"{v['params_pct']:.1f}")
+            for k, v in kinds.items()]
+    table = page.table(("kind", "MACs", "% of MACs", "params", "% of params"), rows, numeric=(1, 2, 3, 4),
+                       row_class=lambda i: "pointwise" if list(kinds)[i] == "pointwise" else "")
+    return fill(template("report_costs.html"), footer=esc(stats.footer()), table=table,
+                figure=page.figure("figures/kinds.png", "MACs and parameters by layer kind"))
 
 
 def _dominating_section(stats) -> str:
     """The layers with the most MACs, 1x1 convolutions highlighted."""
     top = dominating(stats)
-    return f"""<section class="card" id="dominating"><h2>The layers that dominate</h2>
-<p class="claim">The {len(top)} layers with the most MACs; 1x1 convolutions are highlighted.</p>
-{
-        page.table(
-            ("layer", "type", "kind", "output", "MACs", "% of MACs", "cumulative %"),
-            [
-                (r.name, r.type, r.kind, _shape(r.output_shape), f"{r.macs:,}", f"{p:.1f}", f"{c:.1f}")
-                for r, p, c in top
-            ],
-            numeric=(4, 5, 6),
-            row_class=lambda i: "pointwise" if top[i][0].kind == "pointwise" else "",
-        )
-    }
-</section>"""
+    rows = [(r.name, r.type, r.kind, _shape(r.output_shape), f"{r.macs:,}", f"{p:.1f}", f"{c:.1f}") for r, p, c in top]
+    table = page.table(("layer", "type", "kind", "output", "MACs", "% of MACs", "cumulative %"), rows,
+                       numeric=(4, 5, 6), row_class=lambda i: "pointwise" if top[i][0].kind == "pointwise" else "")
+    return fill(template("report_dominating.html"), count=len(top), table=table)
 
 
 def _roofline_section(bench: dict, folder: Path) -> str:
     """The roofline of a bench run (``onebyone bench --json``), drawn into ``folder/figures``."""
     bench_roofline(bench, folder / "figures" / "roofline.png")
     where = esc(bench.get("machine") or "a machine the file does not name")
-    return f"""<section class="card" id="roofline"><h2>Roofline of the benchmark's machine</h2>
-<p class="claim">Measured by <code>onebyone bench</code> on <strong>{where}</strong> (the file given with
-<code>--bench</code>, not necessarily this machine): achieved GFLOP/s of 1x1 convolutions and of a fused
-shared MLP against their arithmetic intensity, under that run's measured peak and memory bandwidth.</p>
-{page.figure("figures/roofline.png", "roofline plot", "measured on " + bench.get("machine", "an unnamed machine"))}
-</section>"""
+    caption = "measured on " + bench.get("machine", "an unnamed machine")
+    figure = page.figure("figures/roofline.png", "roofline plot", caption)
+    return fill(template("report_roofline.html"), where=where, figure=figure)

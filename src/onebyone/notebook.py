@@ -50,11 +50,12 @@ def report_html(report) -> str:
 
 
 def lesson_html(lesson) -> str:
-    """A lesson that has run: its claim and source, its figure, each check with what was computed, its notes."""
+    """A lesson that has run: its claim and source, the figure its spec declares (none without matplotlib),
+    each check with what was computed, its notes."""
     from .tour.render import detail
-    from .tour.tour_page import FIGURES, draw
+    from .tour.tour_page import draw, figure_of
 
-    figure = _inline(lambda path: draw(lesson, path)) if lesson.arrays and lesson.id in FIGURES else ""
+    figure = _inline(lambda path: draw(lesson, path)) if lesson.arrays and figure_of(lesson) is not None else ""
     checks = page.table(("", "check", "computed"), [(page.badge(c.passed), c.name, detail(c)) for c in lesson.checks])
     notes = "".join(f"<li>{esc(n)}</li>" for n in lesson.notes)
     return (f"<div><h3>{esc(lesson.title)} {page.badge(lesson.passed)}</h3><p>{esc(lesson.claim)}</p>"

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+from ..errors import OneByOneError
+
+if TYPE_CHECKING:  # the types of what a lesson declares; imported by the lessons, not here
+    from .experiments import Experiment
+    from .figure_tools import Figure
 
 
 def summarize(value) -> Any:
@@ -108,22 +114,37 @@ class Lesson:
 
 @dataclass(frozen=True)
 class LessonSpec:
+    """A lesson as declared, all in one place: its claim, the function that computes and checks it, and what
+    the page shows of it: ``figure`` (a ``figure_tools.Figure``, drawn from the arrays the lesson kept) and
+    ``experiment`` (an ``experiments.Experiment``), each None where the lesson has none."""
     id: str
     title: str
     claim: str
     source: str
     fn: Callable
+    figure: Figure | None = None
+    experiment: Experiment | None = None
 
 
-REGISTRY: list = []
+REGISTRY: list = []  # the one registry of the tour: every LessonSpec, in declaration order
 
 
-def lesson(id: str, title: str, source: str, claim: str):
-    """Register a lesson function ``fn(L: Lesson, rng: np.random.Generator) -> None``."""
+def lesson(id: str, title: str, source: str, claim: str, figure: Figure | None = None,
+           experiment: Experiment | None = None):
+    """Register a lesson function ``fn(L: Lesson, rng: np.random.Generator) -> None`` with its figure and its
+    experiment (None: the lesson has none); an id already registered is refused."""
+    if spec_of(id) is not None:
+        raise OneByOneError(f"a lesson with id {id!r} is already registered")
+
     def wrap(fn):
-        REGISTRY.append(LessonSpec(id, title, " ".join(claim.split()), source, fn))
+        REGISTRY.append(LessonSpec(id, title, " ".join(claim.split()), source, fn, figure, experiment))
         return fn
     return wrap
+
+
+def spec_of(lesson_id: str) -> LessonSpec | None:
+    """The registered spec of the lesson ``lesson_id``, or None where no lesson has that id."""
+    return next((spec for spec in REGISTRY if spec.id == lesson_id), None)
 
 
 def run_lesson(spec: LessonSpec, seed: int = 0) -> Lesson:

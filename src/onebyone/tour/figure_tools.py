@@ -1,5 +1,8 @@
-"""Drawing helpers shared by the lesson figures (``figures_basics``, ``figures_forms``)."""
+"""The lesson figures' type and the drawing helpers they share (``figures_basics``, ``figures_forms``)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -9,17 +12,19 @@ BLUE = "#1c7ed6"
 DIVERGING = dict(cmap="RdBu_r")
 
 
-def registry():
-    """(figures, figure): an empty dict of lesson id -> (draw(arrays, fig), (width, height) in inches),
-    and the decorator ``@figure(lesson_id, width, height)`` that fills it."""
-    figures = {}
+@dataclass(frozen=True)
+class Figure:
+    """A lesson's figure: ``draw(arrays, fig)`` draws the lesson's kept arrays on a matplotlib figure of
+    ``width`` x ``height`` inches (matplotlib is imported when a figure is drawn, never by a figures module)."""
+    draw: Callable
+    width: float = 10
+    height: float = 3.4
 
-    def figure(lesson_id: str, width: float = 10, height: float = 3.4):
-        def wrap(fn):
-            figures[lesson_id] = (fn, (width, height))
-            return fn
-        return wrap
-    return figures, figure
+
+def figure(width: float = 10, height: float = 3.4):
+    """``@figure(width, height)``: the drawing function becomes a ``Figure`` of that size, which a lesson
+    declares with ``@lesson(..., figure=...)``."""
+    return lambda draw: Figure(draw, width, height)
 
 
 def mark(ax, i, j, size=1, color=ACCENT):

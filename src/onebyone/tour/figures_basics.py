@@ -1,17 +1,16 @@
 """The figures of lessons 1-8 (shapes, channels, weights, parameters, nonlinearity), drawn with matplotlib
 from the arrays each lesson computed (``Lesson.arrays``). Nothing here computes a claim: every number
-drawn was computed, and verified, by the lesson."""
+drawn was computed, and verified, by the lesson. Each is a ``Figure`` (its drawing and its size), which its
+lesson declares (``@lesson(..., figure=...)`` in ``lessons_basics``)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..plots import ACCENT, INK, show_image
-from .figure_tools import BLUE, column, mark, registry, symmetric, write_values
-
-FIGURES, figure = registry()
+from .figure_tools import BLUE, column, figure, mark, symmetric, write_values
 
 
-@figure("shapes", 11, 3.2)
+@figure(11, 3.2)
 def shapes(a, fig):
     grid = fig.add_gridspec(2, 10, width_ratios=[2.2, 0.3] + [1] * 8)
     show_image(fig.add_subplot(grid[:, 0]), a["x"], "input: 1 x 28 x 28 x 1")
@@ -20,7 +19,7 @@ def shapes(a, fig):
     fig.suptitle("16 filters of size 1x1: the same 28 x 28 grid, now 16 channels deep (1 x 28 x 28 x 16)", fontsize=10)
 
 
-@figure("one-channel")
+@figure()
 def one_channel(a, fig):
     grid = fig.add_gridspec(1, 6, width_ratios=[1, 1, 1, 1, 1, 1.5])
     show_image(fig.add_subplot(grid[0]), a["x"], "input x")
@@ -40,7 +39,7 @@ def one_channel(a, fig):
                  fontsize=10)
 
 
-@figure("many-channels", 11, 4.6)
+@figure(11, 4.6)
 def many_channels(a, fig):
     i, j = a["pixel"]
     x, y, w = a["x"], a["y"], a["w"]  # (3, 16, 16), (8, 16, 16), (8, 3)
@@ -62,7 +61,7 @@ def many_channels(a, fig):
     )
 
 
-@figure("full-depth")
+@figure()
 def full_depth(a, fig):
     x, w, y = a["x"], a["w"], a["y"]  # (32, 32, 3), (3, 4), (32, 32, 4)
     grid = fig.add_gridspec(1, 9, width_ratios=[1.3, 1, 1, 1, 0.9, 1, 1, 1, 1])
@@ -80,7 +79,7 @@ def full_depth(a, fig):
     )
 
 
-@figure("weight-layout", 9, 4.6)
+@figure(9, 4.6)
 def weight_layout(a, fig):
     grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 1.35])
     for c in range(3):
@@ -98,7 +97,7 @@ def weight_layout(a, fig):
     )
 
 
-@figure("params", 10, 3.6)
+@figure(10, 3.6)
 def params(a, fig):
     grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.2])
     for k, (key, name) in enumerate((("y3", "3x3"), ("y1", "1x1"))):
@@ -113,7 +112,7 @@ def params(a, fig):
     fig.suptitle("3x3 versus 1x1 on a 6x6x3 image: outputs after ReLU, and parameter counts", fontsize=10)
 
 
-@figure("channel-reduction")
+@figure()
 def channel_reduction(a, fig):
     grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 1.3])
     for k, (key, name) in enumerate((("x", "input"), ("y", "1x1 conv 64 -> 16"), ("p", "2x2 max pool"))):
@@ -131,7 +130,7 @@ def channel_reduction(a, fig):
     fig.suptitle("a 1x1 conv changes the channel count and keeps the map; pooling does the reverse", fontsize=10)
 
 
-@figure("nonlinearity", 9, 3.8)
+@figure(9, 3.8)
 def nonlinearity(a, fig):
     for k, (x, y, title) in enumerate(((a["linear"], a["merged"], "no activation: two 1x1 layers vs one merged"),
                                        (a["mlp"], a["fit"], "ReLU between: the MLP vs its best linear fit"))):

@@ -1,15 +1,14 @@
-"""Figures of the equivalent forms, the trained class maps, the shared MLP and the costs."""
+"""Figures of the equivalent forms, the trained class maps, the shared MLP and the costs: each a ``Figure``,
+which its lesson declares (``@lesson(..., figure=...)`` in ``lessons_forms``)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..plots import ACCENT, INK, draw_class_maps, show_image
-from .figure_tools import BLUE, column, mark, registry, symmetric
-
-FIGURES, figure = registry()
+from .figure_tools import BLUE, column, figure, mark, symmetric
 
 
-@figure("kxk-sliding", 11, 3.4)
+@figure(11, 3.4)
 def kxk_sliding(a, fig):
     x, w, y = a["x"], a["w"], a["y"]  # (28, 28), (3, 3), (26, 26)
     i, j = 9, 6  # the output position shown; its window is x[i:i+3, j:j+3]
@@ -29,7 +28,7 @@ def kxk_sliding(a, fig):
                  fontsize=10)
 
 
-@figure("fc-as-conv", 11, 3.2)
+@figure(11, 3.2)
 def fc_as_conv(a, fig):
     outs = {
         "dense layer": a["dense"],
@@ -46,14 +45,14 @@ def fc_as_conv(a, fig):
     )
 
 
-@figure("class-maps", 10, 4.2)
+@figure(10, 4.2)
 def class_maps(a, fig):
     draw_class_maps(fig, a["image"], a["maps"], a["probs"])
     fig.suptitle(f"a digits model trained in NumPy ({a['accuracy']:.1%} on held-out digits): its 1x1 head's class maps",
                  fontsize=10, color=INK)
 
 
-@figure("shared-mlp", 11, 3.8)
+@figure(11, 3.8)
 def shared_mlp(a, fig):
     pts, feats = a["points"], a["features"]  # (N, 3), (N, 128)
     grid = fig.add_gridspec(1, 3, width_ratios=[1.2, 1.4, 1.4])
@@ -77,7 +76,7 @@ def shared_mlp(a, fig):
     fig.suptitle("one MLP (3 -> 64 -> 128) on every point, the same weights: a Conv1d with kernel size 1", fontsize=10)
 
 
-@figure("bottleneck", 9, 2.8)
+@figure(9, 2.8)
 def bottleneck(a, fig):
     ax = fig.add_subplot()
     direct, reduce, after = a["direct"], a["reduce"], a["after"]
@@ -99,7 +98,7 @@ def bottleneck(a, fig):
     ax.set_title("same 28 x 28 x 32 output, about a tenth of the work", fontsize=10)
 
 
-@figure("blocks", 10, 3.6)
+@figure(10, 3.6)
 def blocks(a, fig):
     ax = fig.add_subplot()
     names = [b[0] for b in a["bars"]]
@@ -125,7 +124,7 @@ def blocks(a, fig):
     ax.set_title("four classic blocks, run on real arrays: MACs with and without their 1x1 convolutions", fontsize=10)
 
 
-@figure("branches", 10, 2.6)
+@figure(10, 2.6)
 def branches(a, fig):
     k3, k1 = np.asarray(a["k3"]), float(a["k1"])
     one = np.zeros((3, 3))

@@ -1,4 +1,6 @@
-"""Lessons on what a 1x1 convolution computes (shapes, one channel, many channels, depth, params)."""
+"""Lessons on what a 1x1 convolution computes (shapes, one channel, many channels, depth, params).
+Each ``@lesson`` also names the lesson's figure and its experiment (None where it has none).
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -9,6 +11,8 @@ import numpy as np
 from .. import cost, ops
 from ..forms import dense_per_pixel
 from ..layout import hwio_to_oihw, oihw_to_hwio, to_channels_first, to_channels_last
+from . import experiments
+from . import figures_basics as figures
 from .core import lesson
 
 # the three source texts, by title
@@ -29,7 +33,8 @@ def relu(x):
     return np.maximum(x, 0)
 
 
-@lesson("shapes", "Sixteen 1x1 filters on one digit", SEED_QA, """
+@lesson("shapes", "Sixteen 1x1 filters on one digit", SEED_QA,
+        figure=figures.shapes, experiment=None, claim="""
     A 1x1 conv with 16 filters keeps height and width and sets the channel count to 16: one
     28x28 grey digit, 1x28x28x1 in NHWC, comes out as 1x28x28x16 (1x16x28x28 in NCHW).""")
 def shapes(L, rng):
@@ -49,7 +54,8 @@ def shapes(L, rng):
     L.keep(x=x[0, :, :, 0], y=y[0])  # (28, 28), (28, 28, 16)
 
 
-@lesson("one-channel", "One input channel: every output is a rescaled copy", SEED_QA, """
+@lesson("one-channel", "One input channel: every output is a rescaled copy", SEED_QA,
+        figure=figures.one_channel, experiment=experiments.one_channel, claim="""
     With a single input channel, a 1x1 filter holds one weight alpha_i, so output channel i is
     alpha_i * x + b_i: a scaled (and shifted) copy of the input. The 16 channels carry no more
     information than the input itself; this is the 'pointwise scaling' of signal processing.""")
@@ -70,7 +76,8 @@ def one_channel(L, rng):
     L.keep(x=x[0, :, :, 0], y=y[0], alpha=alpha, b=b)
 
 
-@lesson("many-channels", "Several channels: a dense layer at every pixel", SEED_QA, """
+@lesson("many-channels", "Several channels: a dense layer at every pixel", SEED_QA,
+        figure=figures.many_channels, experiment=experiments.many_channels, claim="""
     With C input channels, each output pixel is a weighted sum of that pixel's C channel values,
     so an output channel is in general proportional to no input channel. The same (O x C) weights
     serve every pixel: a 1x1 conv is a dense layer from C to O features applied to each pixel.""")
@@ -99,7 +106,8 @@ def many_channels(L, rng):
     L.keep(x=x[0], w=w, b=b, y=y[0], pixel=(5, 7))
 
 
-@lesson("full-depth", "Filters reach through the full depth", SEED_QA, """
+@lesson("full-depth", "Filters reach through the full depth", SEED_QA,
+        figure=figures.full_depth, experiment=None, claim="""
     A filter always spans every input channel. On a 32x32x3 input a 1x1 filter is a 3-vector,
     and each output value is the dot product of that vector with the pixel's (R, G, B) column;
     the per-channel products are summed, so one filter gives one feature map.""")
@@ -116,7 +124,8 @@ def full_depth(L, rng):
     L.keep(x=x[0], w=w[0, 0], y=y[0])  # (32, 32, 3), (3, 4), (32, 32, 4)
 
 
-@lesson("weight-layout", "Where the channel axes go", SEED_POST, """
+@lesson("weight-layout", "Where the channel axes go", SEED_POST,
+        figure=figures.weight_layout, experiment=None, claim="""
     A 3x3 conv with 128 filters on an RGB image holds 3x3x3x128 weights; the input depth is often
     left unsaid because it follows from the input. Keras stores the kernel channels-last as
     (kH, kW, C_in, C_out) and PyTorch channels-first as (C_out, C_in, kH, kW): the same numbers,
@@ -148,7 +157,8 @@ def _keras():
     return keras
 
 
-@lesson("params", "Parameters of 3x3 versus 1x1 on a 6x6x3 image", SEED_ARTICLE, """
+@lesson("params", "Parameters of 3x3 versus 1x1 on a 6x6x3 image", SEED_ARTICLE,
+        figure=figures.params, experiment=None, claim="""
     Two 3x3 filters on a 6x6x3 image give a 4x4x2 output and (3*3*3 + 1) * 2 = 56 parameters; two
     1x1 filters keep 6x6 and need (1*1*3 + 1) * 2 = 8. The ReLU after the layer runs once per output
     value: 16 times per filter after the 3x3, 36 times after the 1x1.""")
@@ -185,7 +195,8 @@ def params(L, rng):
         )
 
 
-@lesson("channel-reduction", "Fewer channels, same map", SEED_ARTICLE, """
+@lesson("channel-reduction", "Fewer channels, same map", SEED_ARTICLE,
+        figure=figures.channel_reduction, experiment=None, claim="""
     Pooling shrinks height and width but keeps every channel; a 1x1 conv does the opposite: it
     changes the number of channels and leaves the spatial map untouched.""")
 def channel_reduction(L, rng):
@@ -200,7 +211,8 @@ def channel_reduction(L, rng):
     L.keep(x=x[0], y=y[0], p=p[0])
 
 
-@lesson("nonlinearity", "A 1x1 layer adds a nonlinearity per pixel", SEED_ARTICLE, """
+@lesson("nonlinearity", "A 1x1 layer adds a nonlinearity per pixel", SEED_ARTICLE,
+        figure=figures.nonlinearity, experiment=experiments.nonlinearity, claim="""
     Two stacked 1x1 convs with nothing between them collapse into one 1x1 conv (their matrices
     multiply). Put a ReLU between them and the stack becomes a small per-pixel MLP (the Network in
     Network 'mlpconv'), which no single linear map reproduces: the extra activation is the point.""")

@@ -1,4 +1,6 @@
-"""Lessons on the equivalent forms (sliding dense, FC as conv, class maps, shared MLP) and on cost."""
+"""Lessons on the equivalent forms (sliding dense, FC as conv, class maps, shared MLP) and on cost.
+Each ``@lesson`` also names the lesson's figure and its experiment (None where it has none).
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -7,12 +9,14 @@ import numpy as np
 
 from .. import cost, forms, ops, reparam
 from ..data.shapes3d import SHAPES
-from . import blocks, digits
+from . import blocks, digits, experiments
+from . import figures_forms as figures
 from .core import lesson
 from .lessons_basics import SEED_ARTICLE, SEED_POST, SEED_QA, relu
 
 
-@lesson("kxk-sliding", "A k x k conv is a small dense layer that slides", SEED_POST, """
+@lesson("kxk-sliding", "A k x k conv is a small dense layer that slides", SEED_POST,
+        figure=figures.kxk_sliding, experiment=None, claim="""
     A 3x3 filter on a grey image is a fully connected unit that sees only 9 neighbouring pixels,
     moved to every position. Written as an explicit loop (slice the neighbourhood, flatten it, apply
     a dense layer) it gives exactly the convolution, with 9 weights where a fully connected layer on
@@ -33,7 +37,8 @@ def kxk_sliding(L, rng):
     L.keep(x=x[0, 0], w=w[0, 0], y=ops.conv2d(x, w, b)[0, 0], b=float(b[0]))  # (28, 28), (3, 3), (26, 26)
 
 
-@lesson("fc-as-conv", "A fully connected layer written as a convolution", SEED_POST, """
+@lesson("fc-as-conv", "A fully connected layer written as a convolution", SEED_POST,
+        figure=figures.fc_as_conv, experiment=experiments.fc_as_conv, claim="""
     A dense layer of 784 units on a 28x28 image (y = sum_i w_i x_i + b per unit) can be written as
     (a) 784 filters, each one 28x28 kernel covering the whole image, or (b) a reshape of the image
     to 1x1x784 followed by 784 filters of 784 1x1 kernels. All three produce the same 784 outputs
@@ -62,7 +67,8 @@ def fc_as_conv(L, rng):
             list(naive.shape), f"not {list(y_full.shape)}")
 
 
-@lesson("class-maps", "Class maps from 1x1 filters", SEED_POST, """
+@lesson("class-maps", "Class maps from 1x1 filters", SEED_POST,
+        figure=figures.class_maps, experiment=experiments.class_maps, claim="""
     Ten 1x1 filters over a feature map give ten maps, one per class, each pixel scoring how much it
     looks like that class. Summing (or averaging) each map over space gives the same scores as a
     dense layer on the summed (averaged) features, with the bias counted once per pixel for the
@@ -97,7 +103,8 @@ def class_maps(L, rng):
            params=model.params)
 
 
-@lesson("shared-mlp", "PointNet's shared MLP is a 1x1 convolution", SEED_POST, """
+@lesson("shared-mlp", "PointNet's shared MLP is a 1x1 convolution", SEED_POST,
+        figure=figures.shared_mlp, experiment=experiments.shared_mlp, claim="""
     PointNet runs one small MLP on every point of a cloud with the same weights (a 'shared MLP').
     That is a dense layer over the last axis of (B, N, C), and also a Conv1d with kernel size 1 over
     (B, C, N): three writings of one computation. Sharing the weights makes the per-point features
@@ -121,7 +128,8 @@ def shared_mlp(L, rng):
            layers=layers)
 
 
-@lesson("bottleneck", "The 1x1 bottleneck in front of a 5x5 conv", SEED_ARTICLE, """
+@lesson("bottleneck", "The 1x1 bottleneck in front of a 5x5 conv", SEED_ARTICLE,
+        figure=figures.bottleneck, experiment=experiments.bottleneck, claim="""
     On a 28x28x192 map, a 5x5 'same' conv with 32 filters costs 28*28*32*5*5*192 = 120,422,400 MACs.
     Reducing to 16 channels with a 1x1 conv first costs 2,408,448, and the 5x5 conv on 16 channels
     10,035,200: 12,443,648 in all, about 9.68x fewer, for the same output shape.""")
@@ -146,7 +154,8 @@ def bottleneck(L, rng):
     L.keep(direct=plain.counted_macs, reduce=reduce.macs, after=after.macs)
 
 
-@lesson("blocks", "The blocks built on 1x1 convolutions", SEED_ARTICLE + "; " + SEED_QA, """
+@lesson("blocks", "The blocks built on 1x1 convolutions", SEED_ARTICLE + "; " + SEED_QA,
+        figure=figures.blocks, experiment=None, claim="""
     Network in Network put small MLPs (1x1 convs) after each conv; SqueezeNet's fire module
     squeezes with 1x1 before expanding with 1x1 and 3x3; GoogLeNet's Inception module reduces with
     1x1 before its 3x3 and 5x5 branches; MobileNet splits a conv into a depthwise 3x3 and a 1x1.
@@ -188,7 +197,8 @@ def blocks_lesson(L, rng):
     )
 
 
-@lesson("branches", "Parallel branches are one convolution", SEED_POST, """
+@lesson("branches", "Parallel branches are one convolution", SEED_POST,
+        figure=figures.branches, experiment=experiments.branches, claim="""
     A 1x1 convolution is a 3x3 convolution whose kernel is zero outside its centre, and the identity is a
     1x1 convolution with the identity matrix. Convolution is linear in its kernel, so a 3x3 branch, a 1x1
     branch and the input itself, summed, are one 3x3 convolution whose kernel is the sum of the three:
