@@ -260,3 +260,25 @@ def test_a_conv_rows_arithmetic_names_its_channels_and_kernel():
     assert row.per_output == f"3/1 input channels x a 3x3 kernel = {per} MACs"
     assert how(row).startswith(f"MACs = {row.activations:,} output values x ({row.per_output}) = {row.macs:,}")
     assert row.activations * per == row.macs
+
+
+def test_the_int8_sliders_run_the_integer_product_numpy_runs(visit):
+    from onebyone.quant import pointwise_int
+    from onebyone.tour import run_tour
+
+    lesson = run_tour(only=["int8"])[0].arrays  # the page was made with seed 0, as this run is
+    a = {k: np.round(np.asarray(lesson[k], dtype=np.float64), 6) for k in ("x", "w", "b", "exact")}  # as embedded
+    with experiment(visit, "int8") as page:
+        for bits_presses, uncheck in ((0, False), (-1, False), (-1, True)):  # 8, 6, then 4 bits with one scale
+            page.focus("#q8-bits")
+            for _ in range(-bits_presses):
+                page.keyboard.press("ArrowLeft")
+            if uncheck:
+                page.click("#q8-per-channel")
+            s = state(page, "int8")
+            want = pointwise_int(a["x"][None], a["w"], a["b"], s["bits"], s["perChannel"])["y"][0]
+            assert close(s["y"], want, rel=1e-9)
+            err = np.abs(want - a["exact"]).max() / np.abs(a["exact"]).max()
+            assert s["error"] == pytest.approx(err, rel=1e-9)
+        assert (s["bits"], s["perChannel"]) == (4, False) and s["error"] > 0.05
+        assert "4 bits, one scale for all weights" in page.inner_text("#q8-readout")

@@ -132,3 +132,8 @@ def branches(arrays) -> dict:
                       for n, t in (("a", "3x3 kernel"), ("b", "1x1, as 3x3"), ("c", "identity, as 3x3"),
                                    ("sum", "= one kernel")))
     return {"controls": controls, "kernels": kernels, "x": _json(x), "k3": _json(k3), "k1": repr(k1)}
+
+
+@experiment("int8")
+def int8(arrays) -> dict:
+    return {k: _json(arrays[k]) for k in ("x", "w", "b", "exact")}

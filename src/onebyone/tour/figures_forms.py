@@ -137,3 +137,18 @@ def branches(a, fig):
                                     (merged, "= one 3x3 kernel"))):
         show_image(fig.add_subplot(1, 4, i + 1), k, title, **lim)
     fig.suptitle("three parallel branches, summed: one convolution whose kernel is the sum of theirs", fontsize=10)
+
+
+@figure(10, 3.0)
+def int8(a, fig):
+    errors = a["errors"]
+    ax = fig.add_subplot(1, 1, 1)
+    bits = [8, 6, 4]
+    for i, (rule, color) in enumerate((("per channel", BLUE), ("per tensor", ACCENT))):
+        ax.bar([j + 0.38 * i for j in range(3)], [100 * errors[f"{k} {rule}"] for k in bits], 0.36, color=color,
+               label=f"one scale {rule}")
+    ax.set_xticks([j + 0.19 for j in range(3)], [f"{k} bits" for k in bits])
+    ax.set_ylabel("max output error, % of scale")
+    ax.legend(frameon=False)
+    fig.suptitle("a 1x1 conv as an integer product: the error comes from rounding the operands, not from the sum",
+                 fontsize=10)

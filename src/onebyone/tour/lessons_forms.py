@@ -7,7 +7,7 @@ import importlib.util
 
 import numpy as np
 
-from .. import cost, forms, ops, reparam
+from .. import cost, forms, ops, quant, reparam
 from ..data.shapes3d import SHAPES
 from . import blocks, digits, experiments
 from . import figures_forms as figures
@@ -220,3 +220,35 @@ def branches(L, rng):
     one = rng.standard_normal((12, 12))
     k3, k1 = rng.standard_normal((3, 3)), float(rng.standard_normal())
     L.keep(x=one, k3=k3, k1=k1)  # one channel, for the figure and the experiment
+
+
+@lesson("int8", "A 1x1 convolution in int8 is an integer matrix product", "onebyone's own (int8 inference)",
+        figure=figures.int8, experiment=experiments.int8, claim="""
+    Quantize the input with one scale and the weights with one scale per output channel: both scales are
+    constant over the sum over input channels, so they come out of it. What is left is a sum of products of
+    small integers, exact in the CPU's int32 accumulators, rescaled once per output. With 8 bits the output
+    moves by well under 1% of its scale; one scale for the whole weight costs the channels of small weights
+    their precision.""")
+def int8(L, rng):
+    x = rng.standard_normal((1, 16, 6, 6))
+    w = rng.standard_normal((8, 16)) * np.logspace(-2, 0, 8)[:, None]  # output channels 100x apart in scale
+    b = rng.standard_normal(8)
+    exact = ops.conv1x1(x, w[:, :, None, None], b)
+    r = quant.pointwise_int(x, w, b)
+    L.equal("the sum over channels in integers == the integer einsum (exact)", True,
+            bool(np.array_equal(r["acc"], np.einsum("oc,nchw->nohw", r["q_w"], r["q_x"]))))
+    L.close("s_x * s_w[o] * sum_c q_w[o, c] q_x[c] + b == the conv of the dequantized operands", r["y"],
+            ops.conv1x1(r["q_x"] * r["s_x"], (r["q_w"] * r["s_w"])[:, :, None, None], b))
+    scale = float(np.abs(exact).max())
+    err = {(bits, rule): float(np.abs(quant.pointwise_int(x, w, b, bits, rule == "per channel")["y"] - exact).max())
+           / scale for bits in (8, 6, 4) for rule in ("per channel", "per tensor")}
+    L.holds("8 bits, scales per channel: output error under 1% of its scale", err[8, "per channel"] < 0.01,
+            f"{err[8, 'per channel']:.2%}", "< 1%")
+    L.holds("fewer bits, more error: 8 < 6 < 4", err[8, "per channel"] < err[6, "per channel"] < err[4, "per channel"],
+            [f"{err[k, 'per channel']:.2%}" for k in (8, 6, 4)], "increasing")
+    small = slice(0, 2)
+    per = np.abs(r["y"] - exact)[:, small].max()
+    one = np.abs(quant.pointwise_int(x, w, b, per_channel=False)["y"] - exact)[:, small].max()
+    L.holds("on the channels of small weights, one scale per channel is over 10x closer than one per tensor",
+            per < one / 10, f"{one / per:.1f}x", "> 10x")
+    L.keep(x=x[0], w=w, b=b, exact=exact[0], errors={f"{k[0]} {k[1]}": v for k, v in err.items()})
