@@ -127,3 +127,23 @@ def test_layers_whose_int8_error_is_out_of_proportion_stay_in_float32_where_that
     form = p["forms"]["torch int8 (x86)"]
     assert form["float32_layers"] == ["0", "7"] and form["relative_error"] < p["all_int8_error"]
     assert "kept" not in p and any("no form within the tolerances" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_onnxruntime_weights_keep_to_7_bits_where_the_cpu_has_no_vnni(monkeypatch, vnni):
+    """Without int8 dot products (AVX2's vpmaddubsw), pairs of 8-bit products saturate a 16-bit sum: 7-bit
+    weights (onnxruntime's reduce_range) avoid it. The capability is the one function's answer, patched here."""
+    import dataclasses
+
+    import onnxruntime.quantization as Q
+
+    from onebyone.torch.fast import int8 as I
+    from onebyone.torch.fast import private
+
+    caps = dataclasses.replace(private.capabilities(), vnni=vnni)
+    monkeypatch.setattr(I, "capabilities", lambda: caps)
+    seen = {}
+    real = Q.quantize_static
+    monkeypatch.setattr(Q, "quantize_static", lambda *a, **kw: (seen.update(kw), real(*a, **kw))[1])
+    optimize(small(), batches(1)[0], dtype=torch.int8, calibration=batches(2), passes=NO_TIMING)
+    assert seen["reduce_range"] is (not vnni) and seen["per_channel"] is True

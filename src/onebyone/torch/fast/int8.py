@@ -34,6 +34,7 @@ from ..layers import Pointwise
 from ..rewrite_report import OptimizeReport, output_difference, outputs
 from ..tensors import call, describe, example_values
 from .onnx_runtime import OnnxRuntime, require_onnxruntime
+from .private import capabilities
 from .timing import time_models
 
 INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep about 0.4% a value
@@ -180,7 +181,8 @@ def quantize_onnx(onnx: bytes, observe: list) -> bytes:
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(onnx)
         quantize_static(src, dst, Reader(names), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=not capabilities().vnni)  # without VNNI, 8-bit weights can saturate
         return dst.read_bytes()
 
 

@@ -32,6 +32,8 @@ class Capabilities:
             below those turns it off): without them a bfloat16 product is emulated, slower than float32.
         avx512: the CPU has AVX-512 (F, BW, VL, DQ) and ATen uses it.
         amx: the CPU has AMX tiles for bfloat16.
+        vnni: the CPU has int8 dot products (AVX512_VNNI or AVX_VNNI); without them int8 products go through
+            16-bit intermediates that can saturate unless weights keep to 7 bits (``int8``'s ``reduce_range``).
     """
 
     isa: str
@@ -39,12 +41,13 @@ class Capabilities:
     bf16: bool
     avx512: bool
     amx: bool
+    vnni: bool = False
 
     def describe(self) -> str:
-        """One line: 'AVX512, oneDNN, bfloat16 products, no AMX'."""
+        """One line: 'AVX512, oneDNN, bfloat16 products, no AMX, VNNI'."""
         return ", ".join([self.isa, "oneDNN" if self.onednn else "no oneDNN",
                           "bfloat16 products" if self.bf16 else "no bfloat16 products",
-                          "AMX" if self.amx else "no AMX"])
+                          "AMX" if self.amx else "no AMX", "VNNI" if self.vnni else "no VNNI"])
 
 
 def capabilities() -> Capabilities:
@@ -59,7 +62,8 @@ def _probe() -> Capabilities:  # the hardware and this torch build do not change
     flags = set(cpu_fields().get("flags", "").split())
     return Capabilities(isa=isa, onednn=onednn, bf16=onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                         avx512=isa.startswith("AVX512") and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
-                        amx="amx_bf16" in flags and "amx_tile" in flags)
+                        amx="amx_bf16" in flags and "amx_tile" in flags,
+                        vnni=bool({"avx512_vnni", "avx_vnni"} & flags))
 
 
 def cpu_fields() -> dict:
