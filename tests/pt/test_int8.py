@@ -147,3 +147,17 @@ def test_onnxruntime_weights_keep_to_7_bits_where_the_cpu_has_no_vnni(monkeypatc
     monkeypatch.setattr(Q, "quantize_static", lambda *a, **kw: (seen.update(kw), real(*a, **kw))[1])
     optimize(small(), batches(1)[0], dtype=torch.int8, calibration=batches(2), passes=NO_TIMING)
     assert seen["reduce_range"] is (not vnni) and seen["per_channel"] is True
+
+
+@pytest.mark.parametrize("batch", [3, 16])
+def test_the_onnxruntime_form_runs_any_batch_its_calibration_did_not_have(batch):
+    """Each new input shape exports and quantizes again; the calibration samples are regrouped to the export's
+    batch size (repeated where there are fewer)."""
+    from onebyone.torch.fast.int8 import OnnxRuntimeInt8
+
+    model = plain_layers(small(), batches(1)[0])
+    form = OnnxRuntimeInt8(model, batches(2, b=4), tol=0.05)
+    x = torch.randn(batch, 3, 12, 12)
+    with torch.no_grad():
+        y, got = model(x), form(x)
+    assert got.shape == y.shape and (got - y).abs().max() <= 0.05 * y.abs().max()

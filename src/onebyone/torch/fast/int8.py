@@ -166,8 +166,8 @@ def quantize_onnx(onnx: bytes, observe: list) -> bytes:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
-        def __init__(self, names):
-            self.feeds = iter([dict(zip(names, [t.numpy() for t in example_values(b)])) for b in observe])
+        def __init__(self, feeds):
+            self.feeds = iter(feeds)
 
         def get_next(self):
             return next(self.feeds, None)
@@ -175,15 +175,31 @@ def quantize_onnx(onnx: bytes, observe: list) -> bytes:
     import onnx as onnx_lib
 
     graph = onnx_lib.load_from_string(onnx)
-    names = [i.name for i in graph.graph.input]
+    inputs = list(graph.graph.input)
+    names = [i.name for i in inputs]
+    batch = inputs[0].type.tensor_type.shape.dim[0].dim_value if inputs else 0  # 0: not fixed by the export
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _root_log_quiet():
         warnings.simplefilter("ignore")
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(onnx)
-        quantize_static(src, dst, Reader(names), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(src, dst, Reader(_feeds(names, observe, batch)), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         reduce_range=not capabilities().vnni)  # without VNNI, 8-bit weights can saturate
         return dst.read_bytes()
+
+
+def _feeds(names: list, observe: list, batch: int) -> list:
+    """The calibration inputs as onnxruntime feeds; where the export fixed its batch size, every sample
+    regrouped into batches of that size (repeated to fill one where there are fewer samples)."""
+    columns = [torch.cat([example_values(b)[i] for b in observe]) for i in range(len(names))]
+    if batch:
+        n = columns[0].shape[0]
+        if n < batch:
+            columns = [c.repeat(-(-batch // n), *([1] * (c.dim() - 1)))[:batch] for c in columns]
+        columns = [c[: (c.shape[0] // batch) * batch] for c in columns]
+        return [dict(zip(names, [c[i:i + batch].numpy() for c in columns])) for i in range(0, columns[0].shape[0],
+                                                                                            batch)]
+    return [dict(zip(names, [t.numpy() for t in example_values(b)])) for b in observe]
 
 
 @contextlib.contextmanager
