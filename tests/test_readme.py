@@ -180,3 +180,15 @@ def test_the_reparameterized_rows_are_their_bench_run():
         ratio = row["vs_best_engine_given_the_same_model"]
         assert (f"| timm `{row['model']}` (training form), B={row['batch']}: `optimize()` vs the faster engine "
                 f"given it | {ratio:.2f}x |") in text
+
+
+def test_the_int8_accuracies_are_their_run():
+    """The README's int8 sentence: ``benchmarks/int8_accuracy.json``'s kept form against float32, as written."""
+    run = json.loads((README.parent / "benchmarks" / "int8_accuracy.json").read_text())["runs"]
+    nin, pn = run["nin_digits on digits"], run["pointnet_cls on shapes3d (256 points)"]
+    kn, kp = nin["forms"][nin["kept"]], pn["forms"][pn["kept"]]
+    want = (f"`nin_digits` scored {kn['accuracy']:.2f}% against {nin['float32_accuracy']:.2f}% (agreeing on "
+            f"{kn['agreement']:.2f}%), `pointnet_cls` {kp['accuracy']:.2f}% against {pn['float32_accuracy']:.2f}% "
+            f"({kp['agreement']:.2f}%).")
+    assert want in " ".join(README.read_text().split())
+    assert abs(kn["accuracy"] - nin["float32_accuracy"]) <= 0.5 and pn["float32_accuracy"] - kp["accuracy"] <= 0.5
