@@ -88,7 +88,7 @@ def one(name: str) -> dict:
         return {"model": name, "params": size, "too_large": f"over {MAX_PARAMS:,} parameters: the float64 checks "
                                                             "would not fit a 24 GiB machine"}
     model, x = _build(timm, name)
-    from tests.pt.ecosystem import norm_sites, randomize_norms
+    from tests.pt.ecosystem import norm_sites, randomize_norms, silent_sites
 
     model = randomize_norms(model)
     rec = {"model": name, "input": list(x.shape), "params": sum(p.numel() for p in model.parameters())}
@@ -112,9 +112,7 @@ def one(name: str) -> dict:
     def rewrite(fn):
         def run():
             new, r = fn(model, example=x)
-            said = " ".join(r.changed).replace(":", " ").replace("+", " ").split()
-            skipped = {n for n, _ in r.skipped}
-            silent = [s for s in sites if s not in skipped and s not in said and s + ".bn" not in said]
+            silent = silent_sites(r, sites)
             return {"changed": len(r.changed), "skipped": len(r.skipped), "unnamed_norms": silent[:5],
                     "unnamed": len(silent), "params_after": r.params_after,
                     "convs_norms_after": _convs_norms(new)}

@@ -4,6 +4,7 @@ operators do not load beside the pinned CPU torch, and its ``_meta_registrations
 before the first ``import torchvision`` lets every classification, segmentation and video model build; no
 detection operator is ever run. Tests and benchmark scripts only: a user's matching torchvision needs none."""
 import importlib
+import re
 
 import torch
 from torch import nn
@@ -57,3 +58,11 @@ def norm_sites(model: nn.Module, x) -> list:
     for h in hooks:
         h.remove()
     return [n for n, m in model.named_modules() if id(m) in called]
+
+
+def silent_sites(report, sites) -> list:
+    """The sites (module paths) that ``report`` neither names in ``changed`` nor lists in ``skipped``: a fold
+    names ``conv + bn``, a merge the paths it takes in; timm's ConvNormAct folds are named by their ``.bn``."""
+    said = set(re.split(r"[\s:+,()`]+", " ".join(report.changed)))
+    skipped = {n for n, _ in report.skipped}
+    return [s for s in sites if s not in skipped and s not in said and s + ".bn" not in said]

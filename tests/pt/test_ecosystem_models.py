@@ -20,7 +20,7 @@ from onebyone.torch import (
 
 from . import ecosystem
 from .cpus import REWRITES
-from .ecosystem import norm_sites, randomize_norms
+from .ecosystem import norm_sites, randomize_norms, silent_sites
 
 timm = ecosystem.load("timm")
 tv = ecosystem.load("torchvision")
@@ -68,14 +68,6 @@ def build(source: str, name: str):
     return randomize_norms(model), torch.randn(shape, generator=torch.Generator().manual_seed(2))
 
 
-def accounted(report, sites) -> list:
-    """The sites that the report neither changed nor skipped by path: the silent ones."""
-    changed = " ".join(report.changed)
-    skipped = {n for n, _ in report.skipped}
-    return [s for s in sites if s not in skipped and not any(part in (s, s + ".bn") for part in
-                                                             changed.replace(":", " ").replace("+", " ").split())]
-
-
 # the families timm re-parameterizes itself (a reparameterize() or fuse() method): where ours stands
 REPARAM = ["repvgg_a0", "mobileone_s0", "repghostnet_050", "repvit_m0_9", "efficientvit_m0", "levit_128s",
            "tiny_vit_5m_224", "shvit_s1", "ghostnetv3_050", "fastvit_t8", "nextvit_small", "efficientvim_m1",
@@ -101,7 +93,7 @@ def test_every_rewrite_is_exact_and_names_every_norm(source, name):
     assert s.macs > 0 and s.uncounted == []
     sites = norm_sites(model, x)
     folded, report = fold_batchnorm(model, example=x)
-    assert accounted(report, sites) == [], report.skipped
+    assert silent_sites(report, sites) == [], report.skipped
     assert all("None" not in why for _, why in report.skipped)
     assert len(report.changed) + len(report.skipped) >= len(sites)
     assert len(norm_sites(folded, x)) == len(sites) - len(report.changed)  # each fold removed one norm
@@ -109,6 +101,8 @@ def test_every_rewrite_is_exact_and_names_every_norm(source, name):
         new, r = rewrite(model, example=x)  # each raises past its tolerance
         assert r.max_abs_diff <= r.tolerance and r.macs_after <= r.macs_before
         assert all(isinstance(n, str) and n and why and "None" not in why for n, why in r.skipped)
+        if rewrite is reparameterize:  # every norm folded, merged into a conv by path, or named
+            assert silent_sites(r, sites) == [], r.skipped
         if rewrite is reparameterize and source == "timm" and name in REPARAM:
             at_timms_level(model, new, r)
 

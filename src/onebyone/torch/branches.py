@@ -48,6 +48,7 @@ class Term:
     size: tuple  # (kh, kw)
     groups: int | None  # None: the same map under any groups (an identity, a pool, a BatchNorm)
     what: str
+    modules: tuple = ()  # the paths of the modules it takes in (convs, norms, pools, Linears)
 
 
 def _is_node(v) -> bool:
@@ -142,15 +143,16 @@ def _conv_term(gm, node, m: nn.Conv2d) -> Term | str:
         return f"`{node.target}` has dilation, string padding or a non-zero padding mode"
     w, b = numpy64(m.weight), numpy64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
     src, inner = node.args[0], G.module(gm, node.args[0])
-    what = f"{m.kernel_size[0]}x{m.kernel_size[1]} conv"
+    what, modules = f"{m.kernel_size[0]}x{m.kernel_size[1]} conv", (node.target,)
     if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and as_pair(inner.stride) == (1, 1)
             and as_pair(inner.padding) == (0, 0) and inner.groups == 1 and m.groups == 1 and len(src.users) == 1):
         b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
         if np.any(b1) and any(as_pair(m.padding)):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
         w, b = reparam.compose(numpy64(inner.weight), w), b + w.sum(axis=(2, 3)) @ b1
-        src, what = src.args[0], "1x1 conv -> " + what
-    return Term(src, lambda g, w=w: w, b, as_pair(m.stride), as_pair(m.padding), tuple(m.kernel_size), m.groups, what)
+        src, what, modules = src.args[0], "1x1 conv -> " + what, (src.target, node.target)
+    return Term(src, lambda g, w=w: w, b, as_pair(m.stride), as_pair(m.padding), tuple(m.kernel_size), m.groups, what,
+                modules)
 
 
 def _pool_term(gm, node, m: nn.AvgPool2d) -> Term | str:
@@ -166,9 +168,10 @@ def _pool_term(gm, node, m: nn.AvgPool2d) -> Term | str:
         if np.any(b1) and any(p):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
         w = reparam.compose(numpy64(inner.weight), reparam.average_kernel(c, 1, k))
-        return Term(src.args[0], lambda g, w=w: w, b1.copy(), s, p, k, 1, f"1x1 conv -> {k[0]}x{k[1]} average pool")
+        return Term(src.args[0], lambda g, w=w: w, b1.copy(), s, p, k, 1, f"1x1 conv -> {k[0]}x{k[1]} average pool",
+                    (src.target, node.target))
     return Term(src, lambda g: reparam.average_kernel(c, g, k), np.zeros(c), s, p, k, None,
-                f"{k[0]}x{k[1]} average pool")
+                f"{k[0]}x{k[1]} average pool", (node.target,))
 
 
 def _term(gm, leaf) -> Term | str:
@@ -184,9 +187,9 @@ def _term(gm, leaf) -> Term | str:
     if isinstance(m, nn.BatchNorm2d):
         if m.running_mean is None:
             return f"`{leaf.target}` keeps no running statistics"
-        bn, inner = m, leaf.args[0]
+        bn, bn_path, inner = m, leaf.target, leaf.args[0]
         if not (isinstance(G.module(gm, inner), (nn.Conv2d, nn.AvgPool2d)) and len(inner.users) == 1):
-            return _identity(inner, G.shape(inner)[1], bn)  # a BatchNorm of the input: a scaled identity
+            return _identity(inner, G.shape(inner)[1], bn, bn_path)  # a BatchNorm of the input: a scaled identity
         leaf, m = inner, G.module(gm, inner)
     if isinstance(m, nn.Conv2d):
         t = _conv_term(gm, leaf, m)
@@ -195,20 +198,21 @@ def _term(gm, leaf) -> Term | str:
     elif isinstance(m, nn.Linear) and G.shape(leaf) is not None and len(G.shape(leaf)) == 2:
         w = numpy64(m.weight)[:, :, None, None]  # (O, C) -> (O, C, 1, 1): a Linear on (B, C) is a 1x1 conv
         b = numpy64(m.bias) if m.bias is not None else np.zeros(m.out_features)
-        t = Term(leaf.args[0], lambda g, w=w: w, b, (1, 1), (0, 0), (1, 1), 1, "linear")
+        t = Term(leaf.args[0], lambda g, w=w: w, b, (1, 1), (0, 0), (1, 1), 1, "linear", (leaf.target,))
     elif G.shape(leaf) is not None and len(G.shape(leaf)) == 2:
         return _identity(leaf, G.shape(leaf)[1])
     elif G.shape(leaf) is None or len(G.shape(leaf)) != 4:
         return f"`{leaf.name}` is not a (B, C, H, W) or (B, C) tensor"
     else:
         return _identity(leaf, G.shape(leaf)[1])
-    return t if isinstance(t, str) or bn is None else _with_bn(t, bn)
+    return t if isinstance(t, str) or bn is None else _with_bn(t, bn, bn_path)
 
 
-def _with_bn(t: Term, bn: nn.BatchNorm2d) -> Term:
+def _with_bn(t: Term, bn: nn.BatchNorm2d, path: str) -> Term:
     scale, shift = norms.affine(bn)
     kernel = lambda g, k=t.kernel: k(g) * scale[:, None, None, None]  # noqa: E731
-    return dataclasses.replace(t, kernel=kernel, bias=t.bias * scale + shift, what=t.what + " + BatchNorm")
+    return dataclasses.replace(t, kernel=kernel, bias=t.bias * scale + shift, what=t.what + " + BatchNorm",
+                               modules=t.modules + (path,))
 
 
 def _scaled(t: Term, s) -> Term:
@@ -220,15 +224,15 @@ def _scaled(t: Term, s) -> Term:
     return dataclasses.replace(t, kernel=kernel, bias=t.bias * v, what=what)
 
 
-def _identity(src, channels: int, bn=None) -> Term:
+def _identity(src, channels: int, bn=None, bn_path: str = "") -> Term:
     t = Term(src, lambda g: reparam.identity_kernel(channels, g), np.zeros(channels), (1, 1), (0, 0), (1, 1), None,
              "identity")
-    return t if bn is None else _with_bn(t, bn)
+    return t if bn is None else _with_bn(t, bn, bn_path)
 
 
 def _plan(gm, add) -> tuple | str:
-    """(the tensor the branches read, the merged kernel, bias, stride, padding, groups, the branches' names) of
-    the sum at ``add``, or why it cannot be one convolution."""
+    """(the tensor the branches read, the merged kernel, bias, stride, padding, groups, the branches' names, the
+    paths of the modules they take in) of the sum at ``add``, or why it cannot be one convolution."""
     leaves = [(v, s) for v, s in _leaves(gm, add) if _is_node(v) or v != 0]  # Python's sum() starts from 0
     terms = [_term(gm, leaf) if _is_node(leaf) else "a constant term" for leaf, _ in leaves]
     bad = [t for t in terms if isinstance(t, str)]
@@ -251,7 +255,8 @@ def _plan(gm, add) -> tuple | str:
                f"{[t.padding for t in terms]}): they cannot be aligned exactly"
     groups = fixed.pop()
     kernel, bias = reparam.merge([t.kernel(groups) for t in terms], [t.bias for t in terms], size)
-    return terms[0].src, kernel, bias, terms[0].stride, pads.pop(), groups, [t.what for t in terms]
+    return (terms[0].src, kernel, bias, terms[0].stride, pads.pop(), groups, [t.what for t in terms],
+            [p for t in terms for p in t.modules])
 
 
 def merge_branches(model: nn.Module, example=None, input_size=None, tol: float = 1e-4, *, inplace=False):
@@ -288,13 +293,13 @@ def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Modul
         plan = _plan(site.root, add)
         gone = plan if isinstance(plan, str) else site.apply(add, plan[0], _conv(plan, next(work.parameters())))
         if isinstance(gone, str):
-            report.skipped.append((add.name, gone))
+            report.skipped.append((G.where(add), gone))
             continue
         removed |= gone
-        kernel, groups, whats = plan[1], plan[5], plan[6]
+        kernel, groups, whats, paths = plan[1], plan[5], plan[6], plan[7]
         one = "Linear" if " + ".join(whats).count("linear") else f"{kernel.shape[2]}x{kernel.shape[3]} conv"
-        report.changed.append(f"{add.name}: {' + '.join(whats)} -> one {one}"
-                              + (f" (groups {groups})" if groups > 1 else ""))
+        report.changed.append(f"{G.where(add)}: {' + '.join(whats)} -> one {one}"
+                              + (f" (groups {groups})" if groups > 1 else "") + f", from {', '.join(paths)}")
     if not removed:
         return norms.restore(work, swapped), report  # nothing merged: the model keeps its own class
     done = site.done()
@@ -308,7 +313,7 @@ def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Modul
 
 def _conv(plan, like) -> nn.Module:
     """The merged layer: an ``nn.Conv2d``, or an ``nn.Linear`` where the branches read a (B, C) tensor."""
-    src, kernel, bias, stride, padding, groups, _ = plan
+    src, kernel, bias, stride, padding, groups, *_ = plan
     if G.shape(src) is not None and len(G.shape(src)) == 2:
         lin = nn.Linear(kernel.shape[1], kernel.shape[0]).to(like)
         with torch.no_grad():

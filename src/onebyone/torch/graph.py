@@ -73,3 +73,11 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
 def only_user(node):
     users = list(node.users)
     return users[0] if len(users) == 1 else None
+
+
+def where(node) -> str:
+    """A node's name for a report: the path of the module whose ``forward`` computes it and the node
+    (``stages.0.blocks.1 (add_3)``) where fx kept that path; an eager record's names carry it already."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = next(reversed(stack.values()))[0] if stack else ""
+    return f"{path} ({node.name})" if path else node.name
