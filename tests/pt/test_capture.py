@@ -75,3 +75,36 @@ def test_a_run_that_reads_no_functions_installs_no_function_mode():
     calls_of(model, torch.ones(1), [model[0]])
     watch(model, torch.ones(1), Log())
     assert seen == [False, True]
+
+
+class GcSpy(nn.Module):
+    def __init__(self, fail=False):
+        super().__init__()
+        self.conv, self.bn, self.fail, self.gc_during = nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2), fail, []
+
+    def forward(self, x):
+        import gc
+
+        self.gc_during.append(gc.isenabled())
+        if self.fail and len(self.gc_during) > 1:
+            raise ValueError("a model that fails during the rewrite")
+        return self.bn(self.conv(x))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_rewrites_pause_the_garbage_collector_and_restore_it_however_they_end(enabled):
+    import gc
+
+    from onebyone import OneByOneError
+    from onebyone.torch import fold_batchnorm
+
+    (gc.enable if enabled else gc.disable)()
+    try:
+        model = GcSpy().eval()
+        fold_batchnorm(model, input_size=(2, 3, 3))
+        assert model.gc_during and not any(model.gc_during) and gc.isenabled() == enabled
+        with pytest.raises((OneByOneError, ValueError)):
+            fold_batchnorm(GcSpy(fail=True).eval(), input_size=(2, 3, 3))
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable()

@@ -292,3 +292,41 @@ def test_each_report_holds_what_its_rewrite_has_and_nothing_else():
     o = optimize(model, x, passes=["fold"])[1]
     assert isinstance(o, OptimizeReport) and [p["pass"] for p in o.passes] == ["fold", "check"]
     assert {f.name for f in fields(ConvolutionalizeReport)} - shared == {"layers"}
+
+
+class Cached(nn.Module):
+    """Ties a weight, keeps a cache dict its forward fills (as timm's attention biases do) and a hook."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.rnn = nn.Linear(4, 4), nn.GRU(4, 4, batch_first=True)  # GRU: a __setstate__ of its own
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+        self.cache, self.seen = {}, []
+        self.register_forward_hook(lambda m, a, y: m.seen.append(y.shape))
+
+    def forward(self, x):
+        self.cache.setdefault(x.dtype, self.a.bias.detach() * 2)
+        return self.b(self.a(x)) + self.rnn(x[:, None])[0][:, 0] + self.cache[x.dtype]
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float64])
+def test_a_rewrite_copy_is_a_deep_copy_that_leaves_the_model_alone(dtype):
+    from onebyone.torch.tensors import copy_model
+
+    model, x = Cached().eval(), torch.randn(3, 4)
+    want = model(x)
+    fx_model = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4)))  # a class with __deepcopy__
+    for original, new in ((model, copy_model(model, dtype)), (fx_model, copy_model(fx_model, dtype))):
+        storage = lambda m: {t.data_ptr() for t in m.state_dict().values()}  # noqa: E731
+        assert not storage(new) & storage(original)
+        assert all(p.dtype == (dtype or torch.float32) for p in new.parameters())
+    new = copy_model(model, dtype)
+    assert new.b.weight is new.a.weight and new.rnn is not model.rnn and new.cache is not model.cache
+    y = new(x.to(dtype or torch.float32))
+    torch.testing.assert_close(y.float(), want, rtol=1e-6, atol=1e-6)
+    assert len(new.seen) == 2 and len(model.seen) == 1  # the hook runs on the copy's own list
+    assert list(model.cache) == [torch.float32]  # the copy's cache is its own
+    with torch.no_grad():
+        new.a.weight.add_(1.0)
+    torch.testing.assert_close(model(x), want)

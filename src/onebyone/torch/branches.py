@@ -9,7 +9,6 @@ its padding), optionally after a 1x1 conv; a BatchNorm of ``x``; or ``x`` itself
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import operator
@@ -26,10 +25,10 @@ from . import activations as acts
 from . import graph as G
 from . import norms
 from . import record as R
-from .capture import trace
+from .capture import gc_paused, trace
 from .rewrite_report import RewriteReport, finish
 from .rewrites import _check_eval
-from .tensors import numpy64, probe_input, tensor
+from .tensors import copy_model, numpy64, probe_input, tensor
 
 ADDS = {operator.add, torch.add}
 SUBS = {operator.sub, torch.sub}
@@ -259,6 +258,7 @@ def _plan(gm, add) -> tuple | str:
             [p for t in terms for p in t.modules])
 
 
+@gc_paused
 def merge_branches(model: nn.Module, example=None, input_size=None, tol: float = 1e-4, *, inplace=False):
     """Fold every sum of parallel linear branches of one tensor into one ``nn.Conv2d``; returns (model,
     RewriteReport). Each sum (an ``add``, or adds of adds) whose terms are all linear maps of the same
@@ -271,7 +271,7 @@ def merge_branches(model: nn.Module, example=None, input_size=None, tol: float =
     reason. Checked in float64 within ``tol`` of the output scale."""
     _check_eval(model)
     x = probe_input(model, example, input_size)
-    report, work = RewriteReport("merge_branches"), copy.deepcopy(model)  # the model given is not touched
+    report, work = RewriteReport("merge_branches"), copy_model(model)  # the model given is not touched
     work, report = merged_branches(work, x, report)
     return finish(report, model, work, x, tol, inplace)
 

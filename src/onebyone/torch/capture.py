@@ -13,6 +13,8 @@ and how many times it was called.
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 
 import torch
 from torch import fx, nn
@@ -141,3 +143,21 @@ def trace(model: nn.Module, example=None) -> fx.GraphModule:
             raise OneByOneError(f"torch.fx traced {type(model).__name__}, but its graph does not run on the example "
                                 f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
     return gm
+
+
+def gc_paused(fn):
+    """``fn`` with Python's cyclic garbage collector paused while it runs (and restored as it was after).
+    Reading and copying a model creates and drops tens of thousands of small objects; each automatic
+    collection then walks every object the process holds (a few hundred thousand once torch and timm are
+    imported): on MobileOne-S0 a fold spent a fifth of its time there. Nothing is leaked: the cycles made
+    meanwhile are collected by the next collection after the call."""
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return paused

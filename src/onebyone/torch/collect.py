@@ -22,7 +22,7 @@ from torch import nn
 from .. import cost
 from ..errors import OneByOneError
 from ..stats import LayerStats, ModelStats, conv_kind, mix_kind
-from .capture import Listener, watch
+from .capture import Listener, gc_paused, watch
 from .layer_cost import CONV_TRANSPOSES, counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
@@ -270,6 +270,7 @@ class _Collector(Listener):
         self.ops[name] = (calls + 1, where, params | {id(p) for p in _parameters(tensors)})
 
 
+@gc_paused
 def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1, dtype: str = "float32") -> ModelStats:
     """Per-layer params, MACs and memory of a torch model over one forward pass.
 

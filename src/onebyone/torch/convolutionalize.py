@@ -9,7 +9,6 @@ followed by the pool, and keeps returning (B, K).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch
@@ -18,11 +17,11 @@ from torch import nn
 from .. import forms
 from ..errors import OneByOneError
 from . import graph as G
-from .capture import trace
+from .capture import gc_paused, trace
 from .layers import Pointwise
 from .rewrite_report import ConvolutionalizedHead, ConvolutionalizeReport, finish
 from .rewrites import is_flatten, pointwise_from
-from .tensors import numpy64, probe_input, tensor
+from .tensors import copy_model, numpy64, probe_input, tensor
 
 SPATIAL = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d, Pointwise)
 
@@ -204,6 +203,7 @@ def _apply_window(work, gm, plan: HeadPlan, report, input_size):
     return work, functional
 
 
+@gc_paused
 def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
     """Turn the model's fully connected head(s) into convolutions (see the module docstring): each head is
     planned (``plan_head``: what it becomes, or why not), then applied.
@@ -221,7 +221,7 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_size):
         raise OneByOneError(f"input_size must be one sample's shape (C, H, W) of integers >= 1, got {input_size!r}")
     x = probe_input(model, None, input_size)  # refuses, with the shapes, an input_size the model cannot run on
-    report, work = ConvolutionalizeReport("convolutionalize"), copy.deepcopy(model)
+    report, work = ConvolutionalizeReport("convolutionalize"), copy_model(model)
     gm = trace(work, x)
     counts, functional_flatten = G.call_counts(work, gm), []
     for flat in [n for n in gm.graph.nodes if is_flatten(gm, n)]:

@@ -8,8 +8,6 @@ layer, both on the original model's input to it) and the whole model's (``output
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -17,13 +15,13 @@ from .. import algebra
 from ..checks import check_choice
 from ..errors import OneByOneError
 from . import graph as G
-from .capture import calls_of
+from .capture import calls_of, gc_paused
 from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise
 from .layers import Pointwise
 from .rewrite_report import FactorizedLayer, FactorizeReport, finish
 from .rewrites import pointwise_layer
-from .tensors import batch_size, call, cast, cast_copy, numpy64, probe_input, tensor
+from .tensors import batch_size, call, cast, copy_model, numpy64, probe_input, tensor
 
 KINDS = ("pointwise", "dense", "conv")
 
@@ -84,6 +82,7 @@ def _layer_io(model, names, x):
             {layers[m]: k for m, k in counts.items()})
 
 
+@gc_paused
 def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *, example=None, input_size=None,
               inplace=False):
     """Factorize every layer of the given kinds ("pointwise", "dense", "conv") by truncated SVD.
@@ -98,13 +97,13 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     single = _kind(model_or_layer) is not None
     model = nn.Sequential(model_or_layer) if single else model_or_layer
     x = probe_input(model, example, input_size)
-    work, report = copy.deepcopy(model), FactorizeReport("factorize")
+    work, report = copy_model(model), FactorizeReport("factorize")
     names = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) == 1]
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
-    io_before, calls = _layer_io(cast_copy(work, torch.float64).eval(), names, cast(x, torch.float64))
+    io_before, calls = _layer_io(copy_model(work, torch.float64).eval(), names, cast(x, torch.float64))
     work, done = _replace(work, names, rank, energy, calls, report)
-    work64 = cast_copy(work, torch.float64).eval()
+    work64 = copy_model(work, torch.float64).eval()
     for name, m, r, kept in done:
         report.layers.append(_row(name, m, r, kept, work, work64, io_before[name], calls.get(name, 1), batch_size(x)))
         report.changed.append(f"{name}: {type(m).__name__} -> rank {r} pair (energy kept {kept:.4f})")
@@ -113,8 +112,8 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
     with torch.no_grad():  # the whole model's output error, all the layers' errors together
         x64 = cast(x, torch.float64)
-        y0 = _flat(call(cast_copy(model, torch.float64).eval(), x64))
-        y1 = _flat(call(cast_copy(out, torch.float64).eval(), x64))
+        y0 = _flat(call(copy_model(model, torch.float64).eval(), x64))
+        y1 = _flat(call(copy_model(out, torch.float64).eval(), x64))
     report.output_relative_error = float((y1 - y0).norm() / y0.norm()) if y0.norm() > 0 else 0.0
     report.notes.append(f"relative error of the whole model's output: {report.output_relative_error:.4g} "
                         "(each layer's relative_error is its own, on the original model's input to it)")

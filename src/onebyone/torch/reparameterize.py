@@ -8,18 +8,18 @@ the same call reaches timm's ``reparameterize_model`` on RepVGG, MobileOne and t
 """
 from __future__ import annotations
 
-import copy
-
 from torch import nn
 
 from .branches import merged_branches
+from .capture import gc_paused
 from .rewrite_report import RewriteReport, finish
 from .rewrites import _check_eval, fold_all
-from .tensors import probe_input
+from .tensors import copy_model, probe_input
 
 ROUNDS = 8  # each round removes norms or branches; real models settle in two
 
 
+@gc_paused
 def reparameterize(model: nn.Module, example=None, input_size=None, tol: float = 1e-4, *, inplace=False):
     """Fold norms and merge branches until nothing changes; returns (model, RewriteReport).
 
@@ -29,7 +29,7 @@ def reparameterize(model: nn.Module, example=None, input_size=None, tol: float =
     """
     _check_eval(model)
     x = probe_input(model, example, input_size)
-    work, report = reparameterized(copy.deepcopy(model), x, RewriteReport("reparameterize"))
+    work, report = reparameterized(copy_model(model), x, RewriteReport("reparameterize"))
     return finish(report, model, work, x, tol, inplace)
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .collect import analyze
-from .tensors import call, cast, cast_copy, random_like
+from .tensors import call, cast, copy_model, random_like
 
 
 class FactorizedLayer(TypedDict):
@@ -134,7 +134,7 @@ def max_difference(
     (``dtype=None``: the models and the example as they are)."""
     a, b = before, after
     if dtype is not None:
-        a, b = cast_copy(before, dtype).eval(), cast_copy(after, dtype).eval()
+        a, b = copy_model(before, dtype).eval(), copy_model(after, dtype).eval()
     probe = random_like(example)
     if isinstance(example, torch.Tensor) and example.dim() > 0:
         try:  # one call on the example and the probe as one batch: half the calls

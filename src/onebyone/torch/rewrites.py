@@ -18,12 +18,12 @@ from ..errors import OneByOneError
 from . import graph as G
 from . import norms
 from . import record as R
-from .capture import trace
+from .capture import gc_paused, trace
 from .layer_kinds import CONVS, channel_axis, groups, is_pointwise
 from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import RewriteReport, finish
-from .tensors import check_module, numpy64, probe_input, tensor
+from .tensors import check_module, copy_model, numpy64, probe_input, tensor
 
 
 def traced(work: nn.Module, x, report: RewriteReport):
@@ -77,10 +77,11 @@ def _matrix(m):
 # --- Linear <-> 1x1 ------------------------------------------------------------------------------
 
 
+@gc_paused
 def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
     """Every ``nn.Linear`` becomes a ``Pointwise(channel_dim=-1)``: the same map over the last axis."""
     x = probe_input(model, example, input_size)
-    work, report = copy.deepcopy(model), RewriteReport("linear_to_conv1x1")
+    work, report = copy_model(model), RewriteReport("linear_to_conv1x1")
     done = {}
     for name, m in list(work.named_modules(remove_duplicate=False)):
         if type(m) is not nn.Linear:
@@ -114,6 +115,7 @@ def is_flatten(gm, node) -> bool:
     return False
 
 
+@gc_paused
 def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
     """1x1 convs become ``nn.Linear`` where that is valid.
 
@@ -123,7 +125,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
     """
     x = probe_input(model, example, input_size)
     single = is_pointwise(model)  # the model is the layer: traced inside a Sequential, handed back alone
-    work, report = copy.deepcopy(nn.Sequential(model) if single else model), RewriteReport("conv1x1_to_linear")
+    work, report = copy_model(nn.Sequential(model) if single else model), RewriteReport("conv1x1_to_linear")
     gm = traced(work, x, report)
     counts = G.call_counts(work, gm) if gm else {}
     for node in gm.graph.nodes if gm else ():
@@ -300,13 +302,14 @@ def _original_name(path: str, swapped: dict) -> str:
     return head if path.endswith(".bn") and head in swapped else path
 
 
+@gc_paused
 def fold_batchnorm(model: nn.Module, *, example=None, input_size=None, inplace=False, tol=1e-6):
     """Fold eval-mode BatchNorms into the Conv1d/2d/3d, Linear or Pointwise before them, or into the
     1x1 conv / Linear after them. A BatchNorm in training mode is an error; a layer called at two
     places is left alone and reported."""
     _check_eval(model)
     x = probe_input(model, example, input_size)
-    work, report = copy.deepcopy(model), RewriteReport("fold_batchnorm")
+    work, report = copy_model(model), RewriteReport("fold_batchnorm")
     work = fold_all(work, x, report)
     return finish(report, model, work, x, tol, inplace)
 
@@ -325,6 +328,7 @@ def _next_through_identity(gm, node):
     return user
 
 
+@gc_paused
 def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, input_size=None, inplace=False, tol=1e-6):
     """Consecutive 1x1 convs / Linears with nothing nonlinear between them become one layer
     (eval BatchNorms between them are folded first). A pair whose merged layer would hold more
@@ -338,7 +342,7 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
 def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Module, RewriteReport]:
     """``merge_pointwise``'s rewrite of a copy of ``model`` (traced on the input ``x``) and its report of
     what changed, not yet checked: for a caller that checks the outputs itself, later (``optimize``)."""
-    work, report = copy.deepcopy(model), RewriteReport("merge_pointwise")
+    work, report = copy_model(model), RewriteReport("merge_pointwise")
     seen = set()
     work = fold_all(work, x, report)
     while True:

@@ -37,7 +37,7 @@ from ..capture import calls_of
 from ..reparameterize import reparameterized
 from ..rewrite_report import KernelChoice, OptimizeReport, RewriteReport, finish, output_difference, outputs
 from ..rewrites import merged_pointwise
-from ..tensors import call, check_module, example_values, first_sample, input_kw, probe_input
+from ..tensors import call, check_module, copy_model, example_values, first_sample, input_kw, probe_input
 from . import private
 from .chain import FusedPointwiseChain
 from .compiled import Compiled
@@ -96,7 +96,7 @@ def reparameterize(model: nn.Module, req: Request, report: OptimizeReport) -> nn
     outputs the ``check`` pass checks): the engines do not merge branches, so this runs ahead of their race; a
     model it cannot take is copied as it is and the reason is said."""
     try:
-        work, done = reparameterized(copy.deepcopy(model), first_sample(req.x), RewriteReport("reparameterize"))
+        work, done = reparameterized(copy_model(model), first_sample(req.x), RewriteReport("reparameterize"))
     except OneByOneError as e:
         report.skipped.append(("reparameterize", str(e)))
         return copy.deepcopy(model)
