@@ -180,7 +180,7 @@ def table(path: Path) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "timm_sweep.jsonl")
-    p.add_argument("--pattern", default="*", help="only the timm names matching this glob")
+    p.add_argument("--pattern", default="*", help="only the timm names matching one of these globs (comma-separated)")
     p.add_argument("--limit", type=int, default=0, help="stop after this many new models (0: all)")
     p.add_argument("--timeout", type=int, default=240, help="seconds a model (default 240)")
     p.add_argument("--table", action="store_true", help="print the counts of --out as markdown, run nothing")
@@ -204,7 +204,8 @@ def main() -> int:
     torch.set_num_threads(1)
     done = {json.loads(line)["model"] for line in a.out.read_text().splitlines() if line.strip()} \
         if a.out.exists() else set()
-    todo = [n for n in timm.list_models() if fnmatch.fnmatch(n, a.pattern) and n not in done]
+    globs = a.pattern.split(",")
+    todo = [n for n in timm.list_models() if any(fnmatch.fnmatch(n, g) for g in globs) and n not in done]
     fork = multiprocessing.get_context("fork")
     for i, name in enumerate(todo[: a.limit or None]):
         t0 = time.perf_counter()
