@@ -1,6 +1,7 @@
 """optimize(dtype=torch.int8): post-training static quantization checked against float32 on held-out
 calibration data, each form's error (and accuracy, where measured) reported, float32 kept where int8 loses
 too much or runs no faster; bad calibration refused with the fix. Nothing here is timed."""
+import importlib.util
 import warnings
 
 import pytest
@@ -12,6 +13,7 @@ from onebyone.torch import Pointwise, optimize
 from onebyone.torch.fast.int8 import plain_layers, split
 
 pytest.importorskip("onnxruntime")
+ENGINES = {"onnxruntime int8 (QDQ)": ("onnxruntime",), "OpenVINO int8 (NNCF)": ("openvino", "nncf")}
 NO_TIMING = ["fold", "check", "int8"]  # the passes that quantize and check; keep_faster and the engines time
 
 
@@ -35,7 +37,9 @@ def test_each_int8_form_is_checked_on_held_out_data_and_what_is_kept_stays_withi
     p = report.precision
     assert p["dtype"] == "int8" and p["calibration_batches"] == 8 and p["held_out"] == 2
     named = set(p["forms"]) | {n for n, _ in report.skipped}
-    assert {"torch int8 (x86)", "onnxruntime int8 (QDQ)"} <= named  # each form made, or named with its reason
+    assert {"torch int8 (x86)", "onnxruntime int8 (QDQ)", "OpenVINO int8 (NNCF)"} <= named  # made, or named why
+    installed = [e for e, mods in ENGINES.items() if all(importlib.util.find_spec(m) for m in mods)]
+    assert set(installed) <= set(p["forms"]), report.skipped  # each engine installed makes its form
     assert all(0 < f["relative_error"] < 0.05 for f in p["forms"].values())  # int8 moves outputs, a little
     new = torch.randn(4, 3, 12, 12)
     with torch.no_grad():
@@ -60,8 +64,8 @@ def test_int8_that_loses_accuracy_keeps_float32_and_says_why():
 
 
 def _int8(m) -> bool:
-    return type(m).__name__ in ("GraphModule", "OnnxRuntimeInt8") and (
-        type(m).__name__ == "OnnxRuntimeInt8" or any("quantized" in type(x).__module__ for x in m.modules()))
+    return "int8" in getattr(m, "engine", "") or (
+        type(m).__name__ == "GraphModule" and any("quantized" in type(x).__module__ for x in m.modules()))
 
 
 def test_labels_measure_top1_on_the_held_out_samples():
@@ -149,15 +153,38 @@ def test_onnxruntime_weights_keep_to_7_bits_where_the_cpu_has_no_vnni(monkeypatc
     assert seen["reduce_range"] is (not vnni) and seen["per_channel"] is True
 
 
+@pytest.mark.parametrize("engine", ["OnnxRuntimeInt8", "OpenVinoInt8"])
 @pytest.mark.parametrize("batch", [3, 16])
-def test_the_onnxruntime_form_runs_any_batch_its_calibration_did_not_have(batch):
+def test_each_engine_form_runs_any_batch_its_calibration_did_not_have(batch, engine):
     """Each new input shape exports and quantizes again; the calibration samples are regrouped to the export's
     batch size (repeated where there are fewer)."""
-    from onebyone.torch.fast.int8 import OnnxRuntimeInt8
+    from onebyone.torch.fast import int8 as I
 
+    if engine == "OpenVinoInt8":
+        pytest.importorskip("openvino"), pytest.importorskip("nncf")
     model = plain_layers(small(), batches(1)[0])
-    form = OnnxRuntimeInt8(model, batches(2, b=4), tol=0.05)
+    form = getattr(I, engine)(model, batches(2, b=4), tol=0.05)
     x = torch.randn(batch, 3, 12, 12)
     with torch.no_grad():
         y, got = model(x), form(x)
     assert got.shape == y.shape and (got - y).abs().max() <= 0.05 * y.abs().max()
+
+
+def test_each_layer_is_listed_with_its_precision_and_the_error_it_brings_alone_in_int8():
+    """Fake-quantizing one layer at a time says where int8 hurts: one input channel 50x wider than the rest
+    stretches the first conv's input range, and that layer's error alone grows (the others' barely move);
+    with dtype_tol below any error nothing is kept, and every layer runs float32."""
+    model, errors = small(), {}
+    for k in (1, 50):
+        cal = [torch.cat([b[:, :1] * k, b[:, 1:]], 1) for b in batches(6)]
+        _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+        rows = report.precision["layers"]
+        assert list(rows) == ["0", "3", "7"]  # conv (BatchNorm folded), the 1x1 as a torch conv, the classifier
+        assert all(0 < r["int8_alone_error"] < 0.05 for r in rows.values())
+        kept = report.precision.get("kept")
+        floats = report.precision["forms"][kept]["float32_layers"] if kept else list(rows)
+        assert [n for n, r in rows.items() if r["precision"] == "float32"] == floats
+        errors[k] = {n: r["int8_alone_error"] for n, r in rows.items()}
+    assert errors[50]["0"] > 2 * errors[1]["0"] and errors[50]["7"] < 2 * errors[1]["7"]
+    _, strict = optimize(model, cal[0], dtype=torch.int8, calibration=cal, dtype_tol=1e-9, passes=NO_TIMING)
+    assert {r["precision"] for r in strict.precision["layers"].values()} == {"float32"}

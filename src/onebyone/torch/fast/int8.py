@@ -10,7 +10,8 @@ runs on the CPU's int8 dot products and is requantized once per output. The form
   graph mode quantization, weights per output channel, activation ranges observed on the calibration data;
   where its error is out of tolerance, the first and last quantized layers are kept in float32 (measured);
 - ``onnxruntime int8 (QDQ)``: the float model's ONNX export quantized by ``onnxruntime.quantization.
-  quantize_static`` (QDQ, per-channel weights) on the same calibration data.
+  quantize_static`` (QDQ, per-channel weights) on the same calibration data;
+- ``OpenVINO int8 (NNCF)``: the same export quantized by ``nncf.quantize`` and compiled by OpenVINO.
 
 Each form is checked against the float32 model on held-out calibration batches (the last quarter, at least
 one; all of them where there is one batch, said in the report).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import math
 import tempfile
@@ -29,11 +31,13 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
-from ..capture import calls_of
+from ..capture import Listener, calls_of, watch
 from ..layers import Pointwise
 from ..rewrite_report import OptimizeReport, output_difference, outputs
 from ..tensors import call, describe, example_values
+from .exported import require_engine
 from .onnx_runtime import OnnxRuntime, require_onnxruntime
+from .openvino import OpenVino, require_openvino
 from .private import capabilities
 from .timing import time_models
 
@@ -160,6 +164,47 @@ class OnnxRuntimeInt8(OnnxRuntime):
         return super().compile(quantize_onnx(onnx, self.observe))
 
 
+class OpenVinoInt8(OpenVino):
+    """``OpenVino`` on the export quantized by NNCF (``nncf.quantize``: OpenVINO's own post-training int8, on
+    the activation ranges of ``observe``); checked against ``model`` within ``tol`` like any export."""
+
+    engine = "OpenVINO int8 (NNCF)"
+
+    def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
+        super().__init__(model, tol=tol, **kw)
+        self.observe = observe
+
+    def compile(self, onnx: bytes):
+        ov = require_openvino()
+        nncf = require_engine("nncf", "OpenVINO int8", "openvino")
+        model = ov.Core().read_model(model=onnx, weights=b"")
+        names = [p.get_any_name() for p in model.inputs]
+        feeds = _feeds(names, self.observe, _export_batch(model.inputs[0].get_partial_shape()))
+        with warnings.catch_warnings(), _root_log_quiet(), _nncf_quiet(nncf):
+            warnings.simplefilter("ignore")
+            quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds))
+        return self.compile_model(ov, quantized)
+
+
+def _export_batch(shape) -> int:
+    """The batch size an OpenVINO model's first input fixes (0: dynamic)."""
+    return shape[0].get_length() if shape.rank.is_static and len(shape) and shape[0].is_static else 0
+
+
+@contextlib.contextmanager
+def _nncf_quiet(nncf):
+    """NNCF logs its steps and draws progress bars: kept out of the caller's output."""
+    from nncf.common.logging.logger import nncf_logger
+
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        nncf_logger.setLevel(level)
+
+
 def quantize_onnx(onnx: bytes, observe: list) -> bytes:
     """ONNX bytes quantized by ``onnxruntime.quantization.quantize_static`` on the inputs ``observe``."""
     require_onnxruntime()
@@ -214,13 +259,69 @@ def _root_log_quiet():
         root.setLevel(level)
 
 
-def error(form, reference: nn.Module, held: list) -> float:
-    """The largest difference of ``form``'s outputs from ``reference``'s over ``held``, relative to the
-    reference's output scale."""
+class _Ranges(Listener):
+    """The smallest and largest value each watched layer was given, over every run it watches."""
+
+    def __init__(self):
+        self.low, self.high = {}, {}
+
+    def pre(self, m, args, kwargs):
+        if args and isinstance(args[0], torch.Tensor):
+            k = id(m)
+            self.low[k] = min(self.low.get(k, 0.0), float(args[0].min()))  # the range holds 0, as int8's does
+            self.high[k] = max(self.high.get(k, 0.0), float(args[0].max()))
+
+
+class _OneLayerInt8(nn.Module):
+    """``layer`` as int8 computes it: its input rounded to 256 levels over the observed range (per tensor),
+    its weights to int8 per output channel (symmetric); the products then exact, as the integer sum is."""
+
+    def __init__(self, layer: nn.Module, low: float, high: float):
+        super().__init__()
+        self.layer = copy.copy(layer)  # shares everything but the weight replaced below
+        w = layer.weight.detach()
+        amax = w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12)
+        scale = amax / 127
+        self.layer.weight = nn.Parameter(torch.fake_quantize_per_channel_affine(
+            w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127), requires_grad=False)
+        self.scale, self.zero = max(high - low, 1e-12) / 255, int(round(-low / (max(high - low, 1e-12) / 255)))
+
+    def forward(self, x):
+        return self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, 0, 255))
+
+
+def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> dict:
+    """{layer name: the model's output error, relative to its output scale on ``held``, with that layer alone in
+    int8} (input per tensor over the ranges seen on ``observe``, weights per output channel): where int8 hurts."""
+    ranges = _Ranges()
+    named = {n: plain.get_submodule(n) for n in layers}
+    for b in observe:
+        watch(plain, b, ranges, modules=list(named.values()))
+    want, out = expected(plain, held), {}
+    for n, m in named.items():
+        if id(m) not in ranges.low:
+            continue  # not called on these inputs
+        _replace(plain, n, _OneLayerInt8(m, ranges.low[id(m)], ranges.high[id(m)]))
+        try:
+            out[n] = error(plain, want, held)
+        finally:
+            _replace(plain, n, m)
+    return out
+
+
+def expected(reference: nn.Module, held: list) -> list:
+    """``reference``'s outputs on each held-out batch (what ``error`` compares every form with)."""
+    with torch.no_grad():
+        return [outputs(call(reference, b)) for b in held]
+
+
+def error(form, want: list, held: list) -> float:
+    """The largest difference of ``form``'s outputs from ``want`` (the reference's outputs on each batch of
+    ``held``: ``expected``), relative to the reference's output scale."""
     worst = 0.0
     with torch.no_grad():
-        for b in held:
-            diff, scale = output_difference(outputs(call(reference, b)), outputs(call(form, b)), "int8")
+        for w, b in zip(want, held):
+            diff, scale = output_difference(w, outputs(call(form, b)), "int8")
             worst = max(worst, diff / max(scale, 1e-30))
     return worst
 
@@ -245,7 +346,8 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     """The fastest int8 form of ``folded`` (the exactly rewritten float model) within ``tol`` of the output
     scale against ``given`` on held-out calibration batches and, with ``evaluate`` (model -> accuracy in
     points) or ``labels``, losing at most ``accuracy_tol`` points; ``work`` (the float32 rewrite) where no
-    form qualifies or none runs faster. ``report.precision`` gives each form's error, time and accuracy."""
+    form qualifies or none runs faster. ``report.precision`` gives each form's error, time and accuracy, and
+    for each layer (``layers``) the precision it runs in and the output error with that layer alone in int8."""
     batches = calibration_batches(calibration, x)
     observe, held = split(batches)
     plain = plain_layers(folded, x)
@@ -261,9 +363,12 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
         return work
     if evaluate is None and labels is not None:
         evaluate = top1(labels, held)
-    forms = _forms(plain, x, observe, held, given, tol, report, layers)
+    want = expected(given, held)
+    forms = _forms(plain, x, observe, held, want, tol, report, layers)
     for label, (form, err, floats) in forms.items():
         precision["forms"][label] = {"relative_error": err, "float32_layers": list(floats)}
+    precision["layers"] = {n: {"int8_alone_error": e, "precision": "float32"}  # until an int8 form is kept
+                           for n, e in layer_errors(plain, observe, held, layers).items()}
     fine = {k: f for k, (f, e, _) in forms.items() if e <= tol}
     for k in set(forms) - set(fine):
         report.skipped.append((k, f"its int8 error {forms[k][1]:.3g} of the output scale is over dtype_tol {tol:g}"))
@@ -290,6 +395,8 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
         return work
     precision["kept"] = best
     floats = forms[best][2]
+    for n, row in precision["layers"].items():
+        row["precision"] = "float32" if n in floats else "int8"
     report.changed.append(f"{best} kept: {t[best] * 1e3:.3g} ms a call against float32's {t['float32'] * 1e3:.3g}; "
                           f"{len(layers) - len(floats)} of {len(layers)} layers in int8"
                           + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
@@ -297,29 +404,31 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     return fine[best]
 
 
-def _forms(plain, x, observe, held, given, tol, report, layers) -> dict:
+def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     """{label: (form, its error on ``held``, the layers it keeps in float32)} for each form that could be made."""
     forms = {}
     try:
         q = torch_int8(plain, x, observe)
-        err, floats = error(q, given, held), ()
+        err, floats = error(q, want, held), ()
         report.precision["all_int8_error"] = err  # every layer in int8, before any fallback
         if err > tol and len(layers) > 1:  # the first and last layers are the usual sensitive ones: measured
             ends = tuple(dict.fromkeys([layers[0], layers[-1]]))
             q2 = torch_int8(plain, x, observe, keep_float=ends)
-            err2 = error(q2, given, held)
+            err2 = error(q2, want, held)
             if err2 < err:
                 q, err, floats = q2, err2, ends
         forms["torch int8 (x86)"] = (q, err, floats)
     except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
         report.skipped.append(("torch int8 (x86)", _why(e)))
-    try:
-        ort = OnnxRuntimeInt8(plain, observe, tol=math.inf)
-        with torch.no_grad():
-            ort.prepare(x, call(plain, x))
-        forms[OnnxRuntimeInt8.engine] = (ort, error(ort, given, held), ())
-    except Exception as e:  # noqa: BLE001 - not installed, an export or a quantization that fails: named
-        report.skipped.append((OnnxRuntimeInt8.engine, _why(e)))
+    exports = {}  # one ONNX export for both engines
+    for engine in (OnnxRuntimeInt8, OpenVinoInt8):
+        try:
+            form = engine(plain, observe, tol=math.inf, exports=exports)
+            with torch.no_grad():
+                form.prepare(x, call(plain, x))
+            forms[engine.engine] = (form, error(form, want, held), ())
+        except Exception as e:  # noqa: BLE001 - not installed, an export or a quantization that fails: named
+            report.skipped.append((engine.engine, _why(e)))
     return forms
 
 

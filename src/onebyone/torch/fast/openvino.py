@@ -31,8 +31,12 @@ class OpenVino(Exported):
 
     def compile(self, onnx: bytes):
         ov = require_openvino()
-        core = ov.Core()
-        compiled = core.compile_model(core.read_model(model=onnx, weights=b""), "CPU", {
+        return self.compile_model(ov, ov.Core().read_model(model=onnx, weights=b""))
+
+    @staticmethod
+    def compile_model(ov, model):
+        """(a function from NumPy inputs to NumPy outputs, how many inputs) for an OpenVINO model on the CPU."""
+        compiled = ov.Core().compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": torch.get_num_threads()})
         request = compiled.create_infer_request()
