@@ -10,7 +10,7 @@ from torch import nn
 
 from onebyone import OneByOneError
 from onebyone.torch import Pointwise, optimize
-from onebyone.torch.fast.int8 import plain_layers, split
+from onebyone.torch.fast.int8 import layer_errors, plain_layers, split
 
 pytest.importorskip("onnxruntime")
 ENGINES = {"onnxruntime int8 (QDQ)": ("onnxruntime",), "OpenVINO int8 (NNCF)": ("openvino", "nncf")}
@@ -188,3 +188,7 @@ def test_each_layer_is_listed_with_its_precision_and_the_error_it_brings_alone_i
     assert errors[50]["0"] > 2 * errors[1]["0"] and errors[50]["7"] < 2 * errors[1]["7"]
     _, strict = optimize(model, cal[0], dtype=torch.int8, calibration=cal, dtype_tol=1e-9, passes=NO_TIMING)
     assert {r["precision"] for r in strict.precision["layers"].values()} == {"float32"}
+    plain = plain_layers(model, cal[0])
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    assert set(layer_errors(plain, cal[:4], cal[4:], ["0", "3", "7"])) == {"0", "3", "7"}
+    assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())  # measured on a copy

@@ -34,7 +34,7 @@ from ...errors import OneByOneError
 from ..capture import Listener, calls_of, watch
 from ..layers import Pointwise
 from ..rewrite_report import OptimizeReport, output_difference, outputs
-from ..tensors import call, describe, example_values
+from ..tensors import call, copy_model, describe, example_values
 from .exported import require_engine
 from .onnx_runtime import OnnxRuntime, require_onnxruntime
 from .openvino import OpenVino, require_openvino
@@ -44,6 +44,7 @@ from .timing import time_models
 INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep about 0.4% a value
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
 
 
 def calibration_batches(calibration, example) -> list:
@@ -278,12 +279,12 @@ class _OneLayerInt8(nn.Module):
 
     def __init__(self, layer: nn.Module, low: float, high: float):
         super().__init__()
-        self.layer = copy.copy(layer)  # shares everything but the weight replaced below
+        self.layer = copy_model(layer)
         w = layer.weight.detach()
-        amax = w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12)
-        scale = amax / 127
-        self.layer.weight = nn.Parameter(torch.fake_quantize_per_channel_affine(
-            w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127), requires_grad=False)
+        scale = w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127
+        with torch.no_grad():
+            self.layer.weight.copy_(torch.fake_quantize_per_channel_affine(
+                w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127))
         self.scale, self.zero = max(high - low, 1e-12) / 255, int(round(-low / (max(high - low, 1e-12) / 255)))
 
     def forward(self, x):
@@ -292,11 +293,14 @@ class _OneLayerInt8(nn.Module):
 
 def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> dict:
     """{layer name: the model's output error, relative to its output scale on ``held``, with that layer alone in
-    int8} (input per tensor over the ranges seen on ``observe``, weights per output channel): where int8 hurts."""
-    ranges = _Ranges()
+    int8} (input per tensor over the ranges seen on ``observe``, weights per output channel): where int8 hurts.
+    Measured on a copy (``plain`` is not touched), on the first ``LAYER_SAMPLES`` held-out samples: one run of
+    the model per layer."""
+    plain, ranges = copy_model(plain), _Ranges()
     named = {n: plain.get_submodule(n) for n in layers}
     for b in observe:
         watch(plain, b, ranges, modules=list(named.values()))
+    held = [_first(held[0], LAYER_SAMPLES)]
     want, out = expected(plain, held), {}
     for n, m in named.items():
         if id(m) not in ranges.low:
@@ -307,6 +311,15 @@ def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> d
         finally:
             _replace(plain, n, m)
     return out
+
+
+def _first(batch, n: int):
+    """The first ``n`` samples of a batch (a tensor, a tuple of them, or a dict of keyword tensors)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:n]
+    if isinstance(batch, dict):
+        return {k: _first(v, n) for k, v in batch.items()}
+    return type(batch)(_first(v, n) for v in batch) if isinstance(batch, (tuple, list)) else batch
 
 
 def expected(reference: nn.Module, held: list) -> list:
