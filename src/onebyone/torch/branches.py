@@ -27,7 +27,7 @@ from . import norms
 from . import record as R
 from .capture import gc_paused, trace
 from .rewrite_report import RewriteReport, finish
-from .rewrites import _check_eval
+from .rewrites import _check_eval, _original_name
 from .tensors import copy_model, numpy64, probe_input, tensor
 
 ADDS = {operator.add, torch.add}
@@ -296,7 +296,8 @@ def merged_branches(work: nn.Module, x, report: RewriteReport) -> tuple[nn.Modul
             report.skipped.append((G.where(add), gone))
             continue
         removed |= gone
-        kernel, groups, whats, paths = plan[1], plan[5], plan[6], plan[7]
+        kernel, groups, whats = plan[1], plan[5], plan[6]
+        paths = [_original_name(p, swapped) for p in plan[7]]  # timm's `a.bn`, not its plain form's `a.bn.bn`
         one = "Linear" if " + ".join(whats).count("linear") else f"{kernel.shape[2]}x{kernel.shape[3]} conv"
         report.changed.append(f"{G.where(add)}: {' + '.join(whats)} -> one {one}"
                               + (f" (groups {groups})" if groups > 1 else "") + f", from {', '.join(paths)}")

@@ -362,8 +362,7 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     form qualifies or none runs faster. ``report.precision`` gives each form's error, time and accuracy, and
     for each layer (``layers``) the precision it runs in and the output error with that layer alone in int8."""
     batches = calibration_batches(calibration, x)
-    observe, held = split(batches)
-    plain = plain_layers(folded, x)
+    (observe, held), plain = split(batches), plain_layers(folded, x)
     layers = quantizable(plain)
     precision = report.precision = {"dtype": "int8", "tolerance": tol, "accuracy_tol": accuracy_tol,
                                     "calibration_batches": len(batches), "held_out": len(held), "forms": {}}
