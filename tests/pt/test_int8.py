@@ -192,3 +192,44 @@ def test_each_layer_is_listed_with_its_precision_and_the_error_it_brings_alone_i
     before = {k: v.clone() for k, v in plain.state_dict().items()}
     assert set(layer_errors(plain, cal[:4], cal[4:], ["0", "3", "7"])) == {"0", "3", "7"}
     assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())  # measured on a copy
+
+
+class Branchy(nn.Module):
+    """Control flow on a tensor's value: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = small()
+
+    def forward(self, x):
+        return self.body(x) if bool(x.abs().sum() > 0) else self.body(-x)
+
+
+def test_a_model_fx_cannot_trace_gets_torch_int8_layer_by_layer():
+    model, cal = Branchy().eval(), batches(6)
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    assert "TraceError" in dict(report.skipped)["torch int8 (x86)"]
+    form = report.precision["forms"]["torch int8 (x86, layer by layer)"]
+    assert 0 < form["relative_error"] < 0.05  # quantized for real, and close
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("layer,shape", [(nn.Conv1d(6, 5, 1), (2, 6, 9)), (nn.Conv2d(6, 5, 3, padding=1, groups=1),
+                                          (2, 6, 5, 5)), (nn.Linear(6, 5), (3, 6))])
+def test_one_int8_layer_matches_its_float_layer_within_its_rounding(layer, shape, vnni):
+    """8-bit inputs need VNNI: on AVX2, pairs of 8-bit products saturate a 16-bit sum (a 3x3 conv here moved
+    by 17 levels), which is why ``Int8Layer`` keeps 7 bits where the one capability function says no VNNI."""
+    from onebyone.torch.fast.int8 import Int8Layer
+    from onebyone.torch.fast.private import capabilities
+
+    if vnni and not capabilities().vnni:
+        pytest.skip("8-bit activations saturate without VNNI: this CPU has none")
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = layer(x)
+        q = Int8Layer(layer, (float(x.min()), float(x.max())), (float(y.min()), float(y.max())), vnni)
+        got = q(x)
+    step = (float(y.max()) - float(y.min())) / (255 if vnni else 127)  # one output level
+    assert got.dtype == torch.float32 and got.shape == y.shape
+    assert 0 < (got - y).abs().max() <= 4 * step  # input, weight and output rounding: a few levels at most

@@ -9,6 +9,7 @@ runs on the CPU's int8 dot products and is requantized once per output. The form
 - ``torch int8 (x86)``: torch's own int8 kernels (the x86 quantized backend, fbgemm and oneDNN) from FX
   graph mode quantization, weights per output channel, activation ranges observed on the calibration data;
   where its error is out of tolerance, the first and last quantized layers are kept in float32 (measured);
+  on a model torch.fx cannot trace, ``torch int8 (x86, layer by layer)``: each layer an ``Int8Layer``;
 - ``onnxruntime int8 (QDQ)``: the float model's ONNX export quantized by ``onnxruntime.quantization.
   quantize_static`` (QDQ, per-channel weights) on the same calibration data;
 - ``OpenVINO int8 (NNCF)``: the same export quantized by ``nncf.quantize`` and compiled by OpenVINO.
@@ -261,16 +262,80 @@ def _root_log_quiet():
 
 
 class _Ranges(Listener):
-    """The smallest and largest value each watched layer was given, over every run it watches."""
+    """The smallest and largest value each watched layer was given (``low``, ``high``) and gave (``out``: id ->
+    (low, high)), over every run it watches; each range holds 0, as int8's does."""
 
     def __init__(self):
-        self.low, self.high = {}, {}
+        self.low, self.high, self.out = {}, {}, {}
 
     def pre(self, m, args, kwargs):
         if args and isinstance(args[0], torch.Tensor):
             k = id(m)
-            self.low[k] = min(self.low.get(k, 0.0), float(args[0].min()))  # the range holds 0, as int8's does
+            self.low[k] = min(self.low.get(k, 0.0), float(args[0].min()))
             self.high[k] = max(self.high.get(k, 0.0), float(args[0].max()))
+
+    def post(self, m, args, kwargs, out):
+        if isinstance(out, torch.Tensor):
+            lo, hi = self.out.get(id(m), (0.0, 0.0))
+            self.out[id(m)] = (min(lo, float(out.min())), max(hi, float(out.max())))
+
+
+def observed(plain: nn.Module, observe: list, layers: list) -> _Ranges:
+    """Each layer's input and output ranges over the ``observe`` batches."""
+    ranges = _Ranges()
+    for b in observe:
+        watch(plain, b, ranges, modules=[plain.get_submodule(n) for n in layers])
+    return ranges
+
+
+class Int8Layer(nn.Module):
+    """One conv or Linear run by torch's x86 int8 kernels on its own: the input quantized per tensor (uint8
+    over its observed range; 7 bits without VNNI, where pairs of 8-bit products saturate a 16-bit sum), the
+    weights per output channel (int8, symmetric), the output requantized to its observed range and returned in
+    float32. For models torch.fx cannot trace: no graph is needed, each layer pays its own (de)quantization."""
+
+    KINDS = {nn.Conv1d: "Conv1d", nn.Conv2d: "Conv2d", nn.Conv3d: "Conv3d", nn.Linear: "Linear"}
+
+    def __init__(self, layer: nn.Module, into: tuple, out: tuple, vnni: bool):
+        super().__init__()
+        import torch.ao.nn.quantized as nnq
+
+        levels = 255 if vnni else 127
+        (self.scale, self.zero), (out_scale, out_zero) = _affine(*into, levels), _affine(*out, levels)
+        w = layer.weight.detach().float()
+        scales = (w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127).double()
+        qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+        kind = getattr(nnq, self.KINDS[type(layer)])
+        if kind is nnq.Linear:
+            self.q = kind(layer.in_features, layer.out_features)
+        else:
+            self.q = kind(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                          layer.dilation, layer.groups)
+        self.q.set_weight_bias(qw, None if layer.bias is None else layer.bias.detach().float())
+        self.q.scale, self.q.zero_point = out_scale, out_zero
+
+    def forward(self, x):
+        return self.q(torch.quantize_per_tensor(x, self.scale, self.zero, torch.quint8)).dequantize()
+
+
+def _affine(low: float, high: float, levels: int) -> tuple:
+    """(scale, zero point) mapping [low, high] (which holds 0) onto 0..levels."""
+    scale = max(high - low, 1e-12) / levels
+    return scale, int(min(levels, max(0, round(-low / scale))))
+
+
+def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=()) -> nn.Module:
+    """A copy of ``plain`` with each of ``layers`` (but ``keep_float``) an ``Int8Layer``: torch's int8 kernels
+    without a graph (where torch.fx cannot trace the model). A conv with a padding mode other than zeros
+    stays float32."""
+    work, ranges = copy_model(plain), observed(plain, observe, layers)
+    for n in layers:
+        m = plain.get_submodule(n)
+        if n in keep_float or id(m) not in ranges.out or getattr(m, "padding_mode", "zeros") != "zeros":
+            continue
+        _replace(work, n, Int8Layer(m, (ranges.low[id(m)], ranges.high[id(m)]), ranges.out[id(m)],
+                                    capabilities().vnni))
+    return work.eval()
 
 
 class _OneLayerInt8(nn.Module):
@@ -296,10 +361,8 @@ def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> d
     int8} (input per tensor over the ranges seen on ``observe``, weights per output channel): where int8 hurts.
     Measured on a copy (``plain`` is not touched), on the first ``LAYER_SAMPLES`` held-out samples: one run of
     the model per layer."""
-    plain, ranges = copy_model(plain), _Ranges()
-    named = {n: plain.get_submodule(n) for n in layers}
-    for b in observe:
-        watch(plain, b, ranges, modules=list(named.values()))
+    plain = copy_model(plain)
+    ranges, named = observed(plain, observe, layers), {n: plain.get_submodule(n) for n in layers}
     held = [_first(held[0], LAYER_SAMPLES)]
     want, out = expected(plain, held), {}
     for n, m in named.items():
@@ -432,6 +495,11 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
         forms["torch int8 (x86)"] = (q, err, floats)
     except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
         report.skipped.append(("torch int8 (x86)", _why(e)))
+        try:  # no graph: each layer quantizes its input, runs int8 and dequantizes on its own
+            q = torch_int8_layers(plain, observe, layers)
+            forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), ())
+        except Exception as e:  # noqa: BLE001 - a layer torch's quantized kernels refuse: named, not raised
+            report.skipped.append(("torch int8 (x86, layer by layer)", _why(e)))
     exports = {}  # one ONNX export for both engines
     for engine in (OnnxRuntimeInt8, OpenVinoInt8):
         try:
