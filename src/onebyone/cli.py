@@ -220,7 +220,7 @@ def _bench_parser(sub) -> None:
     bn.add_argument("--quick", action="store_true", help="smaller sizes (batch 8 in b), 3 repeats instead of 7, "
                     "three zoo models in (e) (nin_cifar, squeezenet1_1, mobilenet_v1) instead of every one and three "
                     "transformers models")
-    bn.add_argument("--sections", default="abcdef", help="which of a b c d e f to run (default all)")
+    bn.add_argument("--sections", default="abcdefg", help="which of a b c d e f g to run (default all)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
     bn.add_argument("--runs", type=_integer(1), default=1,
                     help="run everything this many times, >= 1; headlines are medians (with ranges)")

@@ -106,7 +106,7 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
         main(["bench", "--quick", "--sections", "a", "--runs", "0"])
     assert stop.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--quick", "--sections", "x"]) == 2
-    assert "--sections takes letters from 'abcdef'" in capsys.readouterr().err
+    assert "--sections takes letters from 'abcdefg'" in capsys.readouterr().err
 
 
 def test_bench_flags_a_run_whose_rounds_were_busy():
@@ -199,3 +199,36 @@ def test_models_the_bench_cannot_build_are_named_not_dropped(monkeypatch):
     assert _real_models(skipped) == {} and "transformers does not import here" in skipped[0]
     lines = bench.summary({"machine": "m", "peak_gflops": 100.0, "bandwidth_gbs": 9.0, "optimize_skipped": skipped})
     assert f"not in this run: {skipped[0]}" in lines
+
+
+def test_the_int8_section_times_optimize_against_each_engines_int8_and_measures_every_error():
+    """Section (g) on the smallest zoo model: every contender timed on a batch no form calibrated on, each
+    form's error against float32 within int8's default tolerance, the ratios the headlines quote computed
+    from the times shown, and the models' outputs made to vary with the input first (else errors mean nothing)."""
+    import importlib.util
+
+    import torch
+
+    from onebyone.bench import headlines, summary
+    from onebyone.bench.int8 import int8_models, unit_outputs
+    from onebyone.bench.sections import timeit
+    from onebyone.zoo import create_model
+
+    skipped = []
+    (row,) = int8_models(True, 1, timeit, names=["nin_digits"], skipped=skipped)
+    engines = [k for k, mods in (("onnxruntime_int8", ("onnxruntime",)), ("openvino_int8", ("openvino", "nncf")))
+               if all(importlib.util.find_spec(m) for m in mods)]
+    assert {"eager", "optimized", "optimized_int8", *engines} == set(row["ms"]) and not skipped
+    assert all(0 <= e < 0.05 for e in row["error"].values()) and row["error"]["optimized"] < 1e-4
+    assert row["int8_vs_float32"] == pytest.approx(row["ms"]["optimized"] / row["ms"]["optimized_int8"])
+    if engines:
+        best = min(row["ms"][k] for k in engines)
+        assert row["int8_vs_best_int8_engine"] == pytest.approx(best / row["ms"]["optimized_int8"])
+    result = {"int8": [row], "machine": "m", "peak_gflops": 1.0, "bandwidth_gbs": 1.0}
+    assert headlines(result)["g nin_digits int8 vs float32"] == row["int8_vs_float32"]
+    assert any(line.startswith("(g) nin_digits, batch 8: optimize() in int8") for line in summary(result))
+    torch.manual_seed(0)
+    model, x = create_model("mobilenet_v1", alpha=0.25).eval(), torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        before, after = model(x), unit_outputs(model, x[:2])(x)
+    assert before.std(0).max() < 1e-6 * before.abs().max() < after.std(0).max() / after.abs().max() > 1e-3

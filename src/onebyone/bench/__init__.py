@@ -20,12 +20,14 @@ from ..errors import OneByOneError
 from ..progress import Bar
 from ..torch.fast import capabilities, private
 from .branches import merged_branches
+from .int8 import int8_models
 from .memory import hold_freed_memory
 from .sections import bottleneck, dense_prediction, optimized_models, peak, pointwise_op, shared_mlp, timeit
 
-SECTIONS = "abcdef"
+SECTIONS = "abcdefg"
 LABELS = {"peak": "peak and bandwidth", "a": "(a) pointwise op", "b": "(b) shared MLP", "c": "(c) dense prediction",
-          "d": "(d) bottleneck", "e": "(e) optimize() on zoo models", "f": "(f) branches merged"}
+          "d": "(d) bottleneck", "e": "(e) optimize() on zoo models", "f": "(f) branches merged",
+          "g": "(g) int8"}
 
 
 def check_outputs(sections: str, json_path=None, png_path=None) -> None:
@@ -109,6 +111,11 @@ def headlines(result: dict) -> dict:
                            ("with_compile_vs_best_peer", "with compile vs best peer"),
                            ("bf16_vs_optimized", "bf16 vs optimize"), ("optimize_seconds", "optimize seconds")):
             out |= {f"e {m} {label}": row[key]} if key in row else {}
+    for row in result.get("int8", []):
+        m = row["model"]
+        out[f"g {m} int8 vs float32"] = row["int8_vs_float32"]
+        out |= {f"g {m} int8 vs best int8 engine": row["int8_vs_best_int8_engine"]} \
+            if "int8_vs_best_int8_engine" in row else {}
     return out
 
 
@@ -186,8 +193,11 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
                 result["optimize"] = optimized_models(quick, repeat + 4, compile_, skipped=skipped)  # the noisiest
                 if skipped:
                     result["optimize_skipped"] = skipped
-            else:
+            elif step == "f":
                 result["branches"] = merged_branches(quick, repeat, timeit)
+            else:
+                skipped = result.setdefault("int8_skipped", [])
+                result["int8"] = int8_models(quick, repeat, timeit, skipped=skipped)
     if "pointwise_op" in result:  # the large channels_last 1x1 convs of (a) count towards the peak too
         sizes = [
             (r, 2 * cost.conv1x1_cost((r["batch"], r["c_in"], r["size"], r["size"]), r["c_out"]).macs)
@@ -260,6 +270,14 @@ def summary(result: dict) -> list[str]:
         lines.append(f"(f) RepVGG-A0, batch {f['batch']}, {f['blocks_merged']} blocks merged: merged "
                      f"{times(f['merged_vs_training'], 'the training form')}, merged and optimize()d "
                      f"{times(f['optimized_vs_training'], 'the training form')}")
+    lines += [f"not in this run: {why}" for why in result.get("int8_skipped", [])]
+    for row in result.get("int8", []):
+        engines = {k: v for k, v in row["ms"].items() if k.endswith("_int8") and k != "optimized_int8"}
+        lines.append(f"(g) {row['model']}, batch {row['batch']}: optimize() in int8 ({row['kept']}, "
+                     f"{row['int8_seconds']:.1f} s to make) {times(row['int8_vs_float32'], 'optimize() in float32')}"
+                     + (f", {times(row['int8_vs_best_int8_engine'], 'the faster engine int8')}" if engines else "")
+                     + "; error of the float32 scale: "
+                     + ", ".join(f"{k} {v:.2g}" for k, v in row["error"].items()))
     if "spread" in result:
         lines.append(f"over {len(result['runs'])} runs, median (min - max): "
                      + "; ".join(f"{k} {cell(result, k)}" for k in result["headlines"]))

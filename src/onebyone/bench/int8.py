@@ -1,0 +1,85 @@
+"""Section (g) of ``onebyone bench``: int8 side by side. Per model at batch 8: ``optimize(dtype=torch.int8)``
+(its own calibration and race), ``optimize()`` in float32, eager, and each engine's int8 as a user makes it
+(the float model's export quantized by onnxruntime's ``quantize_static`` and by NNCF for OpenVINO, on the
+same calibration batches), each form's error against float32 on a batch none of them calibrated on."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..torch import Pointwise, optimize
+from ..torch.capture import calls_of
+from ..torch.fast.int8 import OnnxRuntimeInt8, OpenVinoInt8, plain_layers
+from ..torch.rewrite_report import output_difference, outputs
+from ..torch.tensors import call
+from ..zoo import create_model, model_info
+
+QUICK = ("nin_cifar", "mobilenet_v1")
+MODELS = ("nin_cifar", "squeezenet1_1", "mobilenet_v1", "pointnet_cls")
+CALIBRATION = 4  # batches of 8
+
+
+def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> list:
+    """One row per model: ms a call of each contender, ``int8_vs_best_int8_engine``, ``int8_vs_float32``
+    (``optimize()`` in int8 against ``optimize()`` in float32), each form's ``error`` (max difference from
+    float32 relative to its output scale), the form ``optimize`` kept and its seconds. An engine form that
+    cannot be made is named in ``skipped``."""
+    rows, skipped = [], skipped if skipped is not None else []
+    for name in names or (QUICK if quick else MODELS):
+        model = create_model(name).eval()
+        g = torch.Generator().manual_seed(0)
+        shape = (8, *model_info(name).input_size)
+        batches = [torch.randn(shape, generator=g) for _ in range(CALIBRATION + 1)]
+        cal, x = batches[:CALIBRATION], batches[CALIBRATION]  # x: calibrated on by no form
+        model = unit_outputs(model, cal[0][:2])
+        start = time.perf_counter()
+        int8, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal)
+        seconds = time.perf_counter() - start
+        f32, _ = optimize(model, cal[0])
+        forms = {"eager": model, "optimized": f32, "optimized_int8": int8}
+        plain = plain_layers(model, cal[0])
+        for label, engine in (("onnxruntime_int8", OnnxRuntimeInt8), ("openvino_int8", OpenVinoInt8)):
+            try:
+                form = engine(plain, cal, tol=float("inf"))
+                with torch.no_grad():
+                    form(x)  # exported, quantized and compiled here, not in the timing
+                forms[label] = form
+            except Exception as e:  # noqa: BLE001 - not installed, or an export that fails: named
+                skipped.append(f"(g) {name} {label}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+        with torch.no_grad():
+            want = outputs(call(model, x))
+            errors = {k: _relative(want, outputs(call(f, x))) for k, f in forms.items() if k != "eager"}
+        t = timeit({k: (lambda f=f: call(f, x)) for k, f in forms.items()}, repeat)
+        row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()}, "error": errors,
+               "kept": report.precision.get("kept", "float32"), "int8_seconds": seconds,
+               "int8_vs_float32": t["optimized"] / t["optimized_int8"],
+               "int8_vs_eager": t["eager"] / t["optimized_int8"]}
+        engines = [k for k in ("onnxruntime_int8", "openvino_int8") if k in t]
+        if engines:
+            row["int8_vs_best_int8_engine"] = min(t[k] for k in engines) / t["optimized_int8"]
+        rows.append(row)
+    return rows
+
+
+def _relative(want: list, got: list) -> float:
+    diff, scale = output_difference(want, got, "int8")
+    return diff / max(scale, 1e-30)
+
+
+def unit_outputs(model, x):
+    """``model`` with each conv and Linear (in order) rescaled so that its output has unit standard deviation on
+    ``x`` (LSUV's idea): freshly initialised zoo models otherwise give nearly the same output for any input
+    (mobilenet_v1's logits vary across samples by 1e-15 of their size), and an int8 error measured on them
+    means nothing."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, Pointwise)):
+                first, _ = calls_of(model, x, [m])
+                if m in first and isinstance(first[m][2], torch.Tensor):
+                    std = float(first[m][2].std())
+                    if std > 0:
+                        m.weight.div_(std)
+                        if m.bias is not None:
+                            m.bias.div_(std)
+    return model
