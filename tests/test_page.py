@@ -1,6 +1,7 @@
 """The HTML pages without a browser: structure, figures, self-containment, the report's numbers, errors."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,21 @@ def test_report_takes_a_factory_and_an_input_size(tmp_path, monkeypatch):
     text = (tmp_path / "out" / "index.html").read_text()
     macs = 8 * 14 * 14 * 27 + 4 * 14 * 14 * 8  # the 3x3 conv and the 1x1 conv at 16 x 16, closed form
     assert f"{macs:,} MACs" in text and "<h1>Sequential</h1>" in text
+
+
+def test_the_roofline_draws_the_measured_int8_roof_beside_the_float32_one(tmp_path, monkeypatch):
+    from onebyone import plots
+
+    seen = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path: seen.setdefault("fig", fig) and Path(path))
+    points = [{"name": "pointwise 64->64 cl", "intensity": 8.0, "gflops": 60.0, "section": "a"}]
+    base = {"machine": "m", "peak_gflops": 200.0, "bandwidth_gbs": 10.0, "pointwise_op": [{"roofline": points}]}
+    for extra, roofs in (({}, 1), ({"peak_gops_int8": 370.0}, 2)):
+        seen.clear()
+        plots.bench_roofline(base | extra, tmp_path / "r.png")
+        labels = seen["fig"].axes[0].get_legend_handles_labels()[1]
+        assert sum("roof" in label for label in labels) == roofs
+    assert "int8 roof: 370 GOP/s (torch's quantized 1x1 conv)" in labels
+    (tmp_path / "bad.json").write_text(json.dumps(base | {"peak_gops_int8": "fast"}))
+    with pytest.raises(plots.OneByOneError, match="peak_gops_int8 must be a number > 0, got 'fast'"):
+        plots.read_bench(tmp_path / "bad.json")

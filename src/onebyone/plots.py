@@ -141,9 +141,11 @@ def canvas_figure(canvas, probs, stride, window, path, labels=None, threshold: f
     return save(fig, path)
 
 
-def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, machine: str = "") -> Path:
+def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, machine: str = "",
+                    int8_gops: float | None = None) -> Path:
     """Achieved GFLOP/s against arithmetic intensity (FLOPs per byte moved), under the roofs
-    min(peak, bandwidth * intensity); ``points`` are dicts with name, intensity, gflops, section."""
+    min(peak, bandwidth * intensity); ``points`` are dicts with name, intensity, gflops, section. With
+    ``int8_gops``, the int8 roof (operations of int8 products a second) is drawn dashed beside it."""
     if not points:
         raise OneByOneError("a roofline needs at least one measured point")
     fig = new_figure(10, 4.6)
@@ -153,6 +155,9 @@ def roofline_figure(points, peak_gflops: float, bandwidth_gbs: float, path, mach
     )
     ax.plot(xs, np.minimum(peak_gflops, bandwidth_gbs * xs), color=INK, lw=1.5,
             label=f"roof: {peak_gflops:.0f} GFLOP/s peak, {bandwidth_gbs:.1f} GB/s")
+    if int8_gops:
+        ax.plot(xs, np.minimum(int8_gops, bandwidth_gbs * xs), color=INK, lw=1.0, ls="--",
+                label=f"int8 roof: {int8_gops:.0f} GOP/s (torch's quantized 1x1 conv)")
     colors = {"a": "#1c7ed6", "b": ACCENT}
     for sec, label in (("a", "1x1 conv (Pointwise), widths 3..1024"), ("b", "PointNet shared MLP")):
         pts = [p for p in points if p["section"] == sec]
@@ -204,7 +209,7 @@ def bench_roofline(result: dict, path) -> Path:
             f"expected the JSON written by `onebyone bench --json` (with peak_gflops, bandwidth_gbs and "
             f"measured sections), got one without {e}"
         ) from None
-    return roofline_figure(points, peak, bandwidth, path, machine)
+    return roofline_figure(points, peak, bandwidth, path, machine, result.get("peak_gops_int8"))
 
 
 MAX_BENCH_BYTES = 64 * 2**20  # a bench JSON is a few kB: a larger file (or /dev/zero) is refused unread
@@ -250,6 +255,8 @@ def check_bench(result: dict) -> dict:
     for key in ("peak_gflops", "bandwidth_gbs"):
         if not number(result.get(key)):
             raise OneByOneError(f"the bench JSON's {key} must be a number > 0, got {result.get(key)!r}")
+    if "peak_gops_int8" in result and not number(result["peak_gops_int8"]):
+        raise OneByOneError(f"the bench JSON's peak_gops_int8 must be a number > 0, got {result['peak_gops_int8']!r}")
     if not isinstance(result.get("machine", ""), str):
         raise OneByOneError(f"the bench JSON's machine must be a text, got {result['machine']!r}")
     rows = result.get("pointwise_op", [])

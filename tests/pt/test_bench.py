@@ -224,9 +224,11 @@ def test_the_int8_section_times_optimize_against_each_engines_int8_and_measures_
     if engines:
         best = min(row["ms"][k] for k in engines)
         assert row["int8_vs_best_int8_engine"] == pytest.approx(best / row["ms"]["optimized_int8"])
-    result = {"int8": [row], "machine": "m", "peak_gflops": 1.0, "bandwidth_gbs": 1.0}
+    result = {"int8": [row], "machine": "m", "peak_gflops": 1.0, "bandwidth_gbs": 1.0, "peak_gops_int8": 2.0}
     assert headlines(result)["g nin_digits int8 vs float32"] == row["int8_vs_float32"]
-    assert any(line.startswith("(g) nin_digits, batch 8: optimize() in int8") for line in summary(result))
+    lines = summary(result)
+    assert any(line.startswith("(g) nin_digits, batch 8: optimize() in int8") for line in lines)
+    assert "2 GOP/s in int8" in lines[0]
     torch.manual_seed(0)
     model, x = create_model("mobilenet_v1", alpha=0.25).eval(), torch.randn(4, 3, 64, 64)
     with torch.no_grad():

@@ -244,6 +244,7 @@ def summary(result: dict) -> list[str]:
                  + (f" ({result['cpu']['describe']})" if "cpu" in result else "")
                  + f"; peak {result['peak_gflops']:.0f} GFLOP/s (channels_last 1x1 conv), "
                  + (f"{result['peak_gflops_bf16']:.0f} in bfloat16, " if "peak_gflops_bf16" in result else "")
+                 + (f"{result['peak_gops_int8']:.0f} GOP/s in int8, " if "peak_gops_int8" in result else "")
                  + f"copy bandwidth {result['bandwidth_gbs']:.1f} GB/s"
                  + (f"; malloc: {result['malloc']}" if "malloc" in result else ""))
     for row in result.get("pointwise_op", []):

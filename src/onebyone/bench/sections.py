@@ -33,6 +33,7 @@ from ..torch.fast import (
     optimize,
     own_compile,
 )
+from ..torch.fast.int8 import quantized_tensors
 from ..torch.fast.passes import choose_kernels
 from ..torch.fast.private import inductor_config
 from ..torch.fast.timing import per_block, timings
@@ -69,6 +70,8 @@ def peak(repeat: int = 5) -> dict:
     out = {"peak_gflops": _conv_peak(torch.float32, repeat)}
     if capabilities().bf16:
         out["peak_gflops_bf16"] = _conv_peak(torch.bfloat16, repeat)
+    if "x86" in torch.backends.quantized.supported_engines:
+        out["peak_gops_int8"] = _int8_peak(repeat)
     src, dst = torch.randn(32 << 20), torch.empty(32 << 20)
     t = timeit({"copy": lambda: dst.copy_(src)}, repeat)["copy"]
     return out | {"bandwidth_gbs": 2 * src.numel() * 4 / t / 1e9}
@@ -80,6 +83,25 @@ def _conv_peak(dtype, repeat: int) -> float:
         x = torch.randn(b, c, s, s, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(o, c, 1, 1, dtype=dtype)
         t = timeit({"conv": lambda: F.conv2d(x, w)}, repeat)["conv"]
+        best = max(best, 2 * b * s * s * c * o / t / 1e9)
+    return best
+
+
+def _int8_peak(repeat: int) -> float:
+    """GOP/s (two per multiply-accumulate) of the same large 1x1 convs in torch's x86 int8 kernels (what
+    ``optimize(dtype=torch.int8)``'s torch form runs): uint8 inputs (7 bits without VNNI), int8 weights."""
+    import torch.ao.nn.quantized as nnq
+
+    best, levels = 0.0, 255 if capabilities().vnni else 127
+    for b, c, o, s in ((4, 1024, 1024, 28), (1, 512, 2048, 32), (4, 256, 1024, 56)):
+        with quantized_tensors():
+            x = torch.quantize_per_tensor(torch.rand(b, c, s, s) * levels, 1.0, 0, torch.quint8).contiguous(
+                memory_format=torch.channels_last)
+            w = torch.quantize_per_channel(torch.randn(o, c, 1, 1), torch.full((o,), 0.02, dtype=torch.double),
+                                           torch.zeros(o, dtype=torch.long), 0, torch.qint8)
+        conv = nnq.Conv2d(c, o, 1)
+        conv.set_weight_bias(w, None)
+        t = timeit({"conv": lambda: conv(x)}, repeat)["conv"]
         best = max(best, 2 * b * s * s * c * o / t / 1e9)
     return best
 

@@ -300,11 +300,13 @@ class Int8Layer(nn.Module):
         super().__init__()
         import torch.ao.nn.quantized as nnq
 
+
         levels = 255 if vnni else 127
         (self.scale, self.zero), (out_scale, out_zero) = _affine(*into, levels), _affine(*out, levels)
         w = layer.weight.detach().float()
         scales = (w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127).double()
-        qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+        with quantized_tensors():
+            qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
         kind = getattr(nnq, self.KINDS[type(layer)])
         if kind is nnq.Linear:
             self.q = kind(layer.in_features, layer.out_features)
@@ -315,7 +317,17 @@ class Int8Layer(nn.Module):
         self.q.scale, self.q.zero_point = out_scale, out_zero
 
     def forward(self, x):
-        return self.q(torch.quantize_per_tensor(x, self.scale, self.zero, torch.quint8)).dequantize()
+        with quantized_tensors():
+            return self.q(torch.quantize_per_tensor(x, self.scale, self.zero, torch.quint8)).dequantize()
+
+
+@contextlib.contextmanager
+def quantized_tensors():
+    """torch's notice that quantized tensors are deprecated, kept out of the caller's output: its x86 int8
+    kernels take them, and they are what this form measures and runs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        yield
 
 
 def _affine(low: float, high: float, levels: int) -> tuple:
