@@ -99,3 +99,21 @@ def test_a_trained_digits_model_predicts_the_same_in_bfloat16():
     agree = float((a == b).float().mean())
     assert agree >= 0.995  # top-1 agrees on at least 99.5% of the test set
     assert abs(evaluate(opt, x, y) - evaluate(model, x, y)) <= 0.003  # accuracy within 0.3 points
+
+
+def test_openvino_asked_for_bfloat16_says_what_it_compiled_for():
+    """OpenVINO takes bf16 as a hint: on a CPU without bfloat16 products it compiles float32 and says so
+    (``ran_in``), which the race reports; its outputs stay within bfloat16's tolerance either way."""
+    pytest.importorskip("openvino")
+    from onebyone.torch.fast import OpenVino
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 1)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    fast = OpenVino(model, tol=2e-2, precision="bf16")
+    with torch.no_grad():
+        want, got = model(x), fast(x)
+    assert (got - want).abs().max() <= 2e-2 * want.abs().max()
+    assert fast.ran_in == ("bf16" if REAL.bf16 else "f32")
+    with pytest.raises(OneByOneError, match="precision must be 'f32' or 'bf16'.*got 'int8'"):
+        OpenVino(model, precision="int8")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import OneByOneError
 from .exported import Exported, require_engine
 
 
 class OpenVino(Exported):
-    """``model`` exported to ONNX and compiled by OpenVINO for the CPU (float32 products, asked for
-    explicitly: on CPUs with bfloat16 products OpenVINO's default is bfloat16; the latency hint; this
+    """``model`` exported to ONNX and compiled by OpenVINO for the CPU (``precision``: float32 products by
+    default, asked for explicitly, as on CPUs with bfloat16 products OpenVINO's own default is bfloat16;
+    ``"bf16"`` asks for those, and ``ran_in`` then says what OpenVINO compiled for; the latency hint; this
     process's torch thread count) whenever no gradient is wanted; under autograd, ``model`` itself.
     Sessions, checks and refusals are ``Exported``'s.
 
@@ -25,6 +27,15 @@ class OpenVino(Exported):
 
     engine = "OpenVINO"
 
+    def __init__(self, model, tol: float = 1e-4, sessions: int = 8, exports: dict | None = None,
+                 precision: str = "f32"):
+        super().__init__(model, tol, sessions, exports)
+        if precision not in ("f32", "bf16"):
+            raise OneByOneError(f"precision must be 'f32' or 'bf16' (OpenVINO's inference precision hint), "
+                                f"got {precision!r}")
+        self.precision = precision
+        self.ran_in = None  # the precision OpenVINO reports it compiled for (a CPU without bf16 runs f32)
+
     @staticmethod
     def require():
         return require_openvino()
@@ -33,12 +44,13 @@ class OpenVino(Exported):
         ov = require_openvino()
         return self.compile_model(ov, ov.Core().read_model(model=onnx, weights=b""))
 
-    @staticmethod
-    def compile_model(ov, model):
+    def compile_model(self, ov, model):
         """(a function from NumPy inputs to NumPy outputs, how many inputs) for an OpenVINO model on the CPU."""
         compiled = ov.Core().compile_model(model, "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.ran_in = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         request = compiled.create_infer_request()
         return (lambda arrays: list(request.infer(arrays).values())), len(compiled.inputs)
 

@@ -275,19 +275,20 @@ def engines(model: nn.Module, req: Request, report: OptimizeReport, reference: R
     each one's time, and where the pass's time went); an engine not installed, a form that fails, or one
     that moves the outputs past the tolerance is named in ``report.skipped`` with the reason."""
     forms = {**race.layouts, **{k: Compiled(m) for k, m in race.compiled.items()}}
-    if isinstance(model, CastIO):
-        report.notes.append("onnxruntime and OpenVINO were not weighed: they run float32 only here")
-    else:
-        exports, folded = {}, copy.deepcopy(race.folded or req.model)  # one ONNX export for every engine
-        for cls in (OnnxRuntime, OpenVino):
-            try:
-                cls.require()
-                forms[cls.engine] = cls(folded, tol=race.tol, exports=exports)
-            except OneByOneError as e:  # not installed, or a model it does not run (float64)
-                report.skipped.append((cls.engine, f"not weighed: {e}"))
-                continue
-            if cls is OnnxRuntime and torch.get_num_threads() > 1 and race.call_seconds < ONE_THREAD_BELOW:
-                forms["onnxruntime, one thread"] = OnnxRuntime(folded, tol=race.tol, exports=exports, threads=1)
+    exports, folded = {}, copy.deepcopy(race.folded or req.model)  # one ONNX export for every engine
+    low = isinstance(model, CastIO)  # bfloat16: OpenVINO's bf16 is weighed, onnxruntime runs float32 only
+    if low:
+        report.notes.append("onnxruntime was not weighed: it runs float32 only here")
+    for cls in ((OpenVino,) if low else (OnnxRuntime, OpenVino)):
+        label = f"{cls.engine} bfloat16" if low else cls.engine
+        try:
+            cls.require()
+            forms[label] = cls(folded, tol=race.tol, exports=exports, **({"precision": "bf16"} if low else {}))
+        except OneByOneError as e:  # not installed, or a model it does not run (float64)
+            report.skipped.append((label, f"not weighed: {e}"))
+            continue
+        if cls is OnnxRuntime and torch.get_num_threads() > 1 and race.call_seconds < ONE_THREAD_BELOW:
+            forms["onnxruntime, one thread"] = OnnxRuntime(folded, tol=race.tol, exports=exports, threads=1)
     kept, timed = _fastest_form(model, forms, req, report, reference, race)
     if isinstance(kept, Exported):
         kept.exports = None  # its session is made: the shared export is not kept with the model
@@ -326,7 +327,10 @@ def _fastest_form(work, forms: dict, req: Request, report: OptimizeReport, refer
     report.notes.append(f"engines: their forms made and checked in {made:.2g} s (the ONNX export among it), "
                         f"raced (any tuning of the rewrite included) in {time.perf_counter() - t0 - made:.2g} s")
     if best != EAGER:
-        engine = "Inductor, freezing" if isinstance(models[best], Compiled) else "its ONNX export, float32 on the CPU"
+        kept = models[best]
+        engine = ("Inductor, freezing" if isinstance(kept, Compiled) else
+                  f"its ONNX export, OpenVINO compiled it for {kept.ran_in}" if getattr(kept, "precision", "") == "bf16"
+                  else "its ONNX export, float32 on the CPU")
         report.changed.append(f"{best} ({engine}) kept: {timed} a call")
         report.layers = []  # the fast layers' kernels are not what runs
     else:
