@@ -46,6 +46,7 @@ INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep 
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
+OBSERVERS = ("histogram", "minmax")  # activation observers torch's form is made with; the better one is kept
 
 
 def calibration_batches(calibration, example) -> list:
@@ -134,13 +135,19 @@ def quantizable(model: nn.Module) -> list:
     return [n for n, m in model.named_modules() if isinstance(m, QUANTIZED)]
 
 
-def torch_int8(model: nn.Module, x, observe: list, keep_float=()) -> nn.Module:
+def torch_int8(model: nn.Module, x, observe: list, keep_float=(), observer: str = "histogram") -> nn.Module:
     """``model`` (plain torch layers) quantized by FX graph mode for the x86 backend: int8 weights per output
-    channel, activation ranges observed on ``observe``; the layers named in ``keep_float`` stay float32."""
-    from torch.ao.quantization import get_default_qconfig_mapping
+    channel, activation ranges observed on ``observe`` (``observer``: "histogram", torch's x86 default, which
+    picks the range that minimises the rounding error, or "minmax", the whole range seen); the layers named
+    in ``keep_float`` stay float32."""
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import MinMaxObserver, default_per_channel_weight_observer
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     mapping = get_default_qconfig_mapping("x86")
+    if observer == "minmax":  # 7-bit activations, as the x86 default: safe without VNNI
+        mapping = mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=True),
+                                             weight=default_per_channel_weight_observer))
     for name in keep_float:
         mapping = mapping.set_module_name(name, None)
     with warnings.catch_warnings():
@@ -495,12 +502,15 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     """{label: (form, its error on ``held``, the layers it keeps in float32)} for each form that could be made."""
     forms = {}
     try:
-        q = torch_int8(plain, x, observe)
-        err, floats = error(q, want, held), ()
-        report.precision["all_int8_error"] = err  # every layer in int8, before any fallback
+        made = {o: torch_int8(plain, x, observe, observer=o) for o in OBSERVERS}
+        errors = {o: error(q, want, held) for o, q in made.items()}
+        observer = min(errors, key=errors.get)  # the activation ranges that measure best
+        q, err, floats = made[observer], errors[observer], ()
+        report.precision |= {"observers": errors, "observer": observer,
+                             "all_int8_error": err}  # every layer in int8, before any fallback
         if err > tol and len(layers) > 1:  # the first and last layers are the usual sensitive ones: measured
             ends = tuple(dict.fromkeys([layers[0], layers[-1]]))
-            q2 = torch_int8(plain, x, observe, keep_float=ends)
+            q2 = torch_int8(plain, x, observe, keep_float=ends, observer=observer)
             err2 = error(q2, want, held)
             if err2 < err:
                 q, err, floats = q2, err2, ends
