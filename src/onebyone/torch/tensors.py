@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from collections import OrderedDict
 
@@ -68,6 +69,7 @@ def _copy(obj, memo: dict):
     return copy.deepcopy(obj, memo)
 
 
+@functools.lru_cache(maxsize=None)
 def _default_pickling(kind: type) -> bool:
     """A module class that copies as its ``__dict__``: nn.Module's own ``__getstate__``, and a ``__setstate__``
     that only fills in attributes that old pickles lack (``COMPAT_SETSTATE``; RNNs rebuild weak references)."""
