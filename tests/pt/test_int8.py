@@ -212,7 +212,11 @@ def test_a_model_fx_cannot_trace_gets_torch_int8_layer_by_layer():
     opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
     assert "TraceError" in dict(report.skipped)["torch int8 (x86)"]
     form = report.precision["forms"]["torch int8 (x86, layer by layer)"]
-    assert 0 < form["relative_error"] < 0.05  # quantized for real, and close
+    assert 0 < form["relative_error"] < 0.05 and form["float32_layers"] == []  # quantized for real, and close
+    reflect = Branchy().eval()
+    reflect.body[0].padding_mode = "reflect"  # torch's int8 conv pads with zeros only: that layer stays float32
+    _, report = optimize(reflect, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    assert report.precision["forms"]["torch int8 (x86, layer by layer)"]["float32_layers"] == ["body.0"]
 
 
 @pytest.mark.parametrize("vnni", [True, False])

@@ -303,6 +303,8 @@ class Cached(nn.Module):
         self.b = nn.Linear(4, 4)
         self.b.weight = self.a.weight
         self.cache, self.seen = {}, []
+        self.by_layer, self.tags = {self.a: "first"}, {"x"}  # a module as a key; a set read under two names
+        self.alias = self.tags
         self.register_forward_hook(lambda m, a, y: m.seen.append(y.shape))
 
     def forward(self, x):
@@ -323,6 +325,7 @@ def test_a_rewrite_copy_is_a_deep_copy_that_leaves_the_model_alone(dtype):
         assert all(p.dtype == (dtype or torch.float32) for p in new.parameters())
     new = copy_model(model, dtype)
     assert new.b.weight is new.a.weight and new.rnn is not model.rnn and new.cache is not model.cache
+    assert list(new.by_layer) == [new.a] and new.alias is new.tags is not model.tags
     y = new(x.to(dtype or torch.float32))
     torch.testing.assert_close(y.float(), want, rtol=1e-6, atol=1e-6)
     assert len(new.seen) == 2 and len(model.seen) == 1  # the hook runs on the copy's own list

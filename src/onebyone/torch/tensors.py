@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
+import weakref
 from collections import OrderedDict
 
 import torch
@@ -46,7 +46,7 @@ def _copy(obj, memo: dict):
     kind = type(obj)
     if kind in _PLAIN:
         return obj
-    if isinstance(obj, nn.Module) and _default_pickling(kind):
+    if isinstance(obj, nn.Module) and _plain_module(kind):
         new = object.__new__(kind)
         memo[id(obj)] = new
         new.__dict__.update({k: _copy(v, memo) for k, v in obj.__dict__.items() if k != "_compiled_call_impl"})
@@ -54,13 +54,15 @@ def _copy(obj, memo: dict):
         return new
     if kind in (dict, OrderedDict):
         new = memo[id(obj)] = kind()
-        new.update((k, _copy(v, memo)) for k, v in obj.items())
+        new.update((k if type(k) in _PLAIN else _copy(k, memo), _copy(v, memo)) for k, v in obj.items())
         _keep_alive(obj, memo)
         return new
     if kind in (tuple, frozenset) and all(type(v) in _PLAIN for v in obj):
         return obj
     if kind is set and all(type(v) in _PLAIN for v in obj):
-        return set(obj)
+        new = memo[id(obj)] = set(obj)
+        _keep_alive(obj, memo)
+        return new
     if kind is list:
         new = memo[id(obj)] = []
         new.extend(_copy(v, memo) for v in obj)
@@ -69,13 +71,19 @@ def _copy(obj, memo: dict):
     return copy.deepcopy(obj, memo)
 
 
-@functools.lru_cache(maxsize=None)
-def _default_pickling(kind: type) -> bool:
-    """A module class that copies as its ``__dict__``: nn.Module's own ``__getstate__``, and a ``__setstate__``
-    that only fills in attributes that old pickles lack (``COMPAT_SETSTATE``; RNNs rebuild weak references)."""
-    return (kind.__getstate__ is nn.Module.__getstate__ and kind.__setstate__ in COMPAT_SETSTATE
-            and kind.__reduce_ex__ is object.__reduce_ex__ and kind.__reduce__ is object.__reduce__
-            and getattr(kind, "__deepcopy__", None) is None)
+_PLAIN_MODULES = weakref.WeakKeyDictionary()  # class -> _plain_module's answer (fx makes a class a GraphModule)
+
+
+def _plain_module(kind: type) -> bool:
+    """A module class that copies as its ``__dict__``: nn.Module's own ``__new__`` and ``__getstate__``, and a
+    ``__setstate__`` that only fills in attributes that old pickles lack (``COMPAT_SETSTATE``; RNNs rebuild
+    weak references); no ``__deepcopy__`` or reduce of its own."""
+    if kind not in _PLAIN_MODULES:
+        _PLAIN_MODULES[kind] = (
+            kind.__new__ is object.__new__ and kind.__getstate__ is nn.Module.__getstate__
+            and kind.__setstate__ in COMPAT_SETSTATE and kind.__reduce_ex__ is object.__reduce_ex__
+            and kind.__reduce__ is object.__reduce__ and getattr(kind, "__deepcopy__", None) is None)
+    return _PLAIN_MODULES[kind]
 
 
 COMPAT_SETSTATE = {k.__setstate__ for k in (

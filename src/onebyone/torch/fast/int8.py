@@ -25,6 +25,7 @@ import io
 import logging
 import math
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -200,18 +201,24 @@ def _export_batch(shape) -> int:
     return shape[0].get_length() if shape.rank.is_static and len(shape) and shape[0].is_static else 0
 
 
+_QUIET = threading.Lock()
+
+
 @contextlib.contextmanager
 def _nncf_quiet(nncf):
-    """NNCF logs its steps and draws progress bars: kept out of the caller's output."""
+    """NNCF logs its steps and draws progress bars on the process's stdout: kept out of the caller's output.
+    The streams are the process's own, so one quantization at a time holds them (what another thread prints
+    meanwhile is dropped too)."""
     from nncf.common.logging.logger import nncf_logger
 
-    level = nncf_logger.level
-    nncf_logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        nncf_logger.setLevel(level)
+    with _QUIET:
+        level = nncf_logger.level
+        nncf_logger.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            nncf_logger.setLevel(level)
 
 
 def quantize_onnx(onnx: bytes, observe: list) -> bytes:
@@ -298,8 +305,9 @@ def observed(plain: nn.Module, observe: list, layers: list) -> _Ranges:
 class Int8Layer(nn.Module):
     """One conv or Linear run by torch's x86 int8 kernels on its own: the input quantized per tensor (uint8
     over its observed range; 7 bits without VNNI, where pairs of 8-bit products saturate a 16-bit sum), the
-    weights per output channel (int8, symmetric), the output requantized to its observed range and returned in
-    float32. For models torch.fx cannot trace: no graph is needed, each layer pays its own (de)quantization."""
+    weights per output channel (int8, symmetric), the output requantized to 8 bits over its observed range
+    and returned in float32. For models torch.fx cannot trace: no graph is needed, each layer pays its own
+    (de)quantization."""
 
     KINDS = {nn.Conv1d: "Conv1d", nn.Conv2d: "Conv2d", nn.Conv3d: "Conv3d", nn.Linear: "Linear"}
 
@@ -308,8 +316,11 @@ class Int8Layer(nn.Module):
         import torch.ao.nn.quantized as nnq
 
 
-        levels = 255 if vnni else 127
-        (self.scale, self.zero), (out_scale, out_zero) = _affine(*into, levels), _affine(*out, levels)
+        if type(layer) not in self.KINDS or getattr(layer, "padding_mode", "zeros") != "zeros" or isinstance(
+                getattr(layer, "padding", 0), str):
+            raise OneByOneError(f"Int8Layer takes nn.Conv1d/2d/3d with zero padding or nn.Linear, got {layer}")
+        levels = 255 if vnni else 127  # the input's levels: pairs of 8-bit products saturate a 16-bit sum
+        (self.scale, self.zero), (out_scale, out_zero) = _affine(*into, levels), _affine(*out, 255)
         w = layer.weight.detach().float()
         scales = (w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127).double()
         with quantized_tensors():
@@ -343,23 +354,32 @@ def _affine(low: float, high: float, levels: int) -> tuple:
     return scale, int(min(levels, max(0, round(-low / scale))))
 
 
-def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=()) -> nn.Module:
-    """A copy of ``plain`` with each of ``layers`` (but ``keep_float``) an ``Int8Layer``: torch's int8 kernels
-    without a graph (where torch.fx cannot trace the model). A conv with a padding mode other than zeros
-    stays float32."""
-    work, ranges = copy_model(plain), observed(plain, observe, layers)
+def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=()) -> tuple:
+    """(a copy of ``plain`` with each of ``layers`` but ``keep_float`` an ``Int8Layer``, the layers left in
+    float32): torch's int8 kernels without a graph (where torch.fx cannot trace the model). A layer not called
+    on ``observe``, of another class or padding mode, or that torch's quantized kernels refuse on its observed
+    input stays float32 and is listed."""
+    work, ranges, floats = copy_model(plain), observed(plain, observe, layers), []
+    first, _ = calls_of(plain, observe[0], [plain.get_submodule(n) for n in layers])
     for n in layers:
         m = plain.get_submodule(n)
-        if n in keep_float or id(m) not in ranges.out or getattr(m, "padding_mode", "zeros") != "zeros":
+        try:
+            if n in keep_float or id(m) not in ranges.out or m not in first:
+                raise OneByOneError("kept in float32")
+            q = Int8Layer(m, (ranges.low[id(m)], ranges.high[id(m)]), ranges.out[id(m)], capabilities().vnni)
+            with torch.no_grad():
+                q(first[m][0][0])  # the kernels take it, or raise here
+        except Exception:  # noqa: BLE001 - a layer int8 cannot run stays float32, listed
+            floats.append(n)
             continue
-        _replace(work, n, Int8Layer(m, (ranges.low[id(m)], ranges.high[id(m)]), ranges.out[id(m)],
-                                    capabilities().vnni))
-    return work.eval()
+        _replace(work, n, q)
+    return work.eval(), tuple(floats)
 
 
 class _OneLayerInt8(nn.Module):
-    """``layer`` as int8 computes it: its input rounded to 256 levels over the observed range (per tensor),
-    its weights to int8 per output channel (symmetric); the products then exact, as the integer sum is."""
+    """``layer`` as the int8 forms compute it: its input rounded over the observed range (per tensor; 256 levels,
+    128 without VNNI), its weights to int8 per output channel (symmetric); the products then exact, as the
+    integer sum is."""
 
     def __init__(self, layer: nn.Module, low: float, high: float):
         super().__init__()
@@ -369,10 +389,11 @@ class _OneLayerInt8(nn.Module):
         with torch.no_grad():
             self.layer.weight.copy_(torch.fake_quantize_per_channel_affine(
                 w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127))
-        self.scale, self.zero = max(high - low, 1e-12) / 255, int(round(-low / (max(high - low, 1e-12) / 255)))
+        self.levels = 255 if capabilities().vnni else 127  # as the int8 forms quantize inputs on this CPU
+        self.scale, self.zero = _affine(low, high, self.levels)
 
     def forward(self, x):
-        return self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, 0, 255))
+        return self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, 0, self.levels))
 
 
 def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> dict:
@@ -461,8 +482,12 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     forms = _forms(plain, x, observe, held, want, tol, report, layers)
     for label, (form, err, floats) in forms.items():
         precision["forms"][label] = {"relative_error": err, "float32_layers": list(floats)}
-    precision["layers"] = {n: {"int8_alone_error": e, "precision": "float32"}  # until an int8 form is kept
-                           for n, e in layer_errors(plain, observe, held, layers).items()}
+    try:
+        alone = layer_errors(plain, observe, held, layers)
+    except Exception as e:  # noqa: BLE001 - a measurement that fails is named; the forms stand on their own
+        alone = {}
+        report.notes.append(f"int8: each layer's error alone was not measured: {_why(e)}")
+    precision["layers"] = {n: {"int8_alone_error": alone.get(n), "precision": "float32"} for n in layers}
     fine = {k: f for k, (f, e, _) in forms.items() if e <= tol}
     for k in set(forms) - set(fine):
         report.skipped.append((k, f"its int8 error {forms[k][1]:.3g} of the output scale is over dtype_tol {tol:g}"))
@@ -502,7 +527,7 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     """{label: (form, its error on ``held``, the layers it keeps in float32)} for each form that could be made."""
     forms = {}
     try:
-        made = {o: torch_int8(plain, x, observe, observer=o) for o in OBSERVERS}
+        made = _each(lambda o: torch_int8(plain, x, observe, observer=o), OBSERVERS)
         errors = {o: error(q, want, held) for o, q in made.items()}
         observer = min(errors, key=errors.get)  # the activation ranges that measure best
         q, err, floats = made[observer], errors[observer], ()
@@ -518,8 +543,8 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
         report.skipped.append(("torch int8 (x86)", _why(e)))
         try:  # no graph: each layer quantizes its input, runs int8 and dequantizes on its own
-            q = torch_int8_layers(plain, observe, layers)
-            forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), ())
+            q, floats = torch_int8_layers(plain, observe, layers)
+            forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), floats)
         except Exception as e:  # noqa: BLE001 - a layer torch's quantized kernels refuse: named, not raised
             report.skipped.append(("torch int8 (x86, layer by layer)", _why(e)))
     exports = {}  # one ONNX export for both engines
@@ -532,6 +557,19 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
         except Exception as e:  # noqa: BLE001 - not installed, an export or a quantization that fails: named
             report.skipped.append((engine.engine, _why(e)))
     return forms
+
+
+def _each(make, keys) -> dict:
+    """{key: make(key)} for each key whose making does not raise; the last error where none could be made."""
+    made, last = {}, None
+    for k in keys:
+        try:
+            made[k] = make(k)
+        except Exception as e:  # noqa: BLE001 - one observer that fails leaves the other
+            last = e
+    if not made:
+        raise last
+    return made
 
 
 def _why(e: Exception) -> str:

@@ -485,7 +485,8 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
         elif name == "bfloat16":
             low = bfloat16(work, req, report, reference)
             if low is not work:  # the forms weighed next run in bfloat16 too, held to its tolerance
-                race.compiled = {k: CastIO(m, req.dtype) for k, m in race.compiled.items()}
+                race.compiled = {k: CastIO(copy.deepcopy(m), req.dtype) for k, m in race.compiled.items()}  # CastIO
+                # casts what it wraps in place: race.folded stays float32 for the engines' export
                 race.tol = req.dtype_tol
             work = low
         elif name == "int8":
