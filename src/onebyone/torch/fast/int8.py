@@ -482,12 +482,7 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     forms = _forms(plain, x, observe, held, want, tol, report, layers)
     for label, (form, err, floats) in forms.items():
         precision["forms"][label] = {"relative_error": err, "float32_layers": list(floats)}
-    try:
-        alone = layer_errors(plain, observe, held, layers)
-    except Exception as e:  # noqa: BLE001 - a measurement that fails is named; the forms stand on their own
-        alone = {}
-        report.notes.append(f"int8: each layer's error alone was not measured: {_why(e)}")
-    precision["layers"] = {n: {"int8_alone_error": alone.get(n), "precision": "float32"} for n in layers}
+    precision["layers"] = _layer_rows(plain, observe, held, layers, report)
     fine = {k: f for k, (f, e, _) in forms.items() if e <= tol}
     for k in set(forms) - set(fine):
         report.skipped.append((k, f"its int8 error {forms[k][1]:.3g} of the output scale is over dtype_tol {tol:g}"))
@@ -521,6 +516,17 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
                           + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
     report.layers = []  # the float kernels chosen are not what runs
     return fine[best]
+
+
+def _layer_rows(plain, observe, held, layers, report) -> dict:
+    """{layer: its precision (float32 until an int8 form is kept) and its error alone in int8 (None where not
+    measured: a measurement that fails is named in the notes; the forms stand on their own)}."""
+    try:
+        alone = layer_errors(plain, observe, held, layers)
+    except Exception as e:  # noqa: BLE001 - named, not raised
+        alone = {}
+        report.notes.append(f"int8: each layer's error alone was not measured: {_why(e)}")
+    return {n: {"int8_alone_error": alone.get(n), "precision": "float32"} for n in layers}
 
 
 def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
