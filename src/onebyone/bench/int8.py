@@ -10,8 +10,7 @@ import torch
 
 from ..torch import Pointwise, optimize
 from ..torch.capture import calls_of
-from ..torch.fast.int8 import OnnxRuntimeInt8, OpenVinoInt8, plain_layers
-from ..torch.rewrite_report import output_difference, outputs
+from ..torch.fast.int8 import OnnxRuntimeInt8, OpenVinoInt8, error, expected, plain_layers
 from ..torch.tensors import call
 from ..zoo import create_model, model_info
 
@@ -47,9 +46,8 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
                 forms[label] = form
             except Exception as e:  # noqa: BLE001 - not installed, or an export that fails: named
                 skipped.append(f"(g) {name} {label}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
-        with torch.no_grad():
-            want = outputs(call(model, x))
-            errors = {k: _relative(want, outputs(call(f, x))) for k, f in forms.items() if k != "eager"}
+        want = expected(model, [x])
+        errors = {k: error(f, want, [x]) for k, f in forms.items() if k != "eager"}
         t = timeit({k: (lambda f=f: call(f, x)) for k, f in forms.items()}, repeat)
         row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()}, "error": errors,
                "kept": report.precision.get("kept", "float32"), "int8_seconds": seconds,
@@ -60,11 +58,6 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
             row["int8_vs_best_int8_engine"] = min(t[k] for k in engines) / t["optimized_int8"]
         rows.append(row)
     return rows
-
-
-def _relative(want: list, got: list) -> float:
-    diff, scale = output_difference(want, got, "int8")
-    return diff / max(scale, 1e-30)
 
 
 def unit_outputs(model, x):

@@ -322,7 +322,7 @@ class Int8Layer(nn.Module):
         levels = 255 if vnni else 127  # the input's levels: pairs of 8-bit products saturate a 16-bit sum
         (self.scale, self.zero), (out_scale, out_zero) = _affine(*into, levels), _affine(*out, 255)
         w = layer.weight.detach().float()
-        scales = (w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127).double()
+        scales = weight_scales(w).double()
         with quantized_tensors():
             qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
         kind = getattr(nnq, self.KINDS[type(layer)])
@@ -346,6 +346,11 @@ def quantized_tensors():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         yield
+
+
+def weight_scales(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 scales of a weight, one per output channel (its first axis): its largest magnitude / 127."""
+    return w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127
 
 
 def _affine(low: float, high: float, levels: int) -> tuple:
@@ -385,7 +390,7 @@ class _OneLayerInt8(nn.Module):
         super().__init__()
         self.layer = copy_model(layer)
         w = layer.weight.detach()
-        scale = w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127
+        scale = weight_scales(w)
         with torch.no_grad():
             self.layer.weight.copy_(torch.fake_quantize_per_channel_affine(
                 w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127))
