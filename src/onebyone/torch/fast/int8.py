@@ -277,14 +277,16 @@ def _root_log_quiet():
 
 class _Ranges(Listener):
     """The smallest and largest value each watched layer was given (``low``, ``high``) and gave (``out``: id ->
-    (low, high)), over every run it watches; each range holds 0, as int8's does."""
+    (low, high)), over every run it watches; each range holds 0, as int8's does. ``first``: id -> the first
+    input each was given."""
 
     def __init__(self):
-        self.low, self.high, self.out = {}, {}, {}
+        self.low, self.high, self.out, self.first = {}, {}, {}, {}
 
     def pre(self, m, args, kwargs):
         if args and isinstance(args[0], torch.Tensor):
             k = id(m)
+            self.first.setdefault(k, args[0])
             self.low[k] = min(self.low.get(k, 0.0), float(args[0].min()))
             self.high[k] = max(self.high.get(k, 0.0), float(args[0].max()))
 
@@ -365,15 +367,14 @@ def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=
     on ``observe``, of another class or padding mode, or that torch's quantized kernels refuse on its observed
     input stays float32 and is listed."""
     work, ranges, floats = copy_model(plain), observed(plain, observe, layers), []
-    first, _ = calls_of(plain, observe[0], [plain.get_submodule(n) for n in layers])
     for n in layers:
         m = plain.get_submodule(n)
         try:
-            if n in keep_float or id(m) not in ranges.out or m not in first:
+            if n in keep_float or id(m) not in ranges.out:
                 raise OneByOneError("kept in float32")
             q = Int8Layer(m, (ranges.low[id(m)], ranges.high[id(m)]), ranges.out[id(m)], capabilities().vnni)
             with torch.no_grad():
-                q(first[m][0][0])  # the kernels take it, or raise here
+                q(ranges.first[id(m)])  # the kernels take it, or raise here
         except Exception:  # noqa: BLE001 - a layer int8 cannot run stays float32, listed
             floats.append(n)
             continue
