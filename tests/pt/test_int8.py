@@ -41,8 +41,10 @@ def test_each_int8_form_is_checked_on_held_out_data_and_what_is_kept_stays_withi
     installed = [e for e, mods in ENGINES.items() if all(importlib.util.find_spec(m) for m in mods)]
     assert set(installed) <= set(p["forms"]), report.skipped  # each engine installed makes its form
     assert all(0 < f["relative_error"] < 0.05 for f in p["forms"].values())  # int8 moves outputs, a little
-    assert set(p["observers"]) == {"histogram", "minmax"} and p["observer"] == min(p["observers"], key=p[
-        "observers"].get) and p["forms"]["torch int8 (x86)"]["relative_error"] == p["observers"][p["observer"]]
+    chosen = p["observers"]  # each observed tensor's range, chosen by the output error it brings
+    assert set(chosen["ranges"]) >= {"input", "0", "3"} and set(chosen["ranges"].values()) <= {"mse", "minmax",
+                                                                                        "percentile"}
+    assert chosen["error"]["chosen"] <= chosen["error"]["mse"]  # never worse than torch's default everywhere
     new = torch.randn(4, 3, 12, 12)
     with torch.no_grad():
         y, got = model(new), opt(new)

@@ -171,10 +171,16 @@ class FusedPointwiseChain(nn.Module):
 
     # --- execution ---------------------------------------------------------------------------
 
-    def plain(self, x):
-        """Layer by layer, through ``functional.pointwise``: what autograd runs."""
+    def layer_outputs(self, x):
+        """Each layer's activated output on ``x`` in turn (before any pool), layer by layer."""
         for w, b, act in zip(self.weights, self.biases, self.plan.acts):
             x = act_function(act)(pointwise(x, w, b, 1, 1, self.channel_dim))
+            yield x
+
+    def plain(self, x):
+        """Layer by layer, through ``functional.pointwise``: what autograd runs."""
+        for x in self.layer_outputs(x):  # noqa: B007 - the last layer's output is what is pooled
+            pass
         if self.plan.pool is None:
             return x
         rows = x.movedim(1, -1).flatten(1, -2) if self.channel_dim == 1 else x.flatten(1, -2)  # (B, P, O)

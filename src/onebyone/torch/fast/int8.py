@@ -35,19 +35,21 @@ from torch import nn
 from ...errors import OneByOneError
 from ..capture import Listener, calls_of, watch
 from ..layers import Pointwise
-from ..rewrite_report import OptimizeReport, output_difference, outputs
+from ..rewrite_report import OptimizeReport, RewriteReport, output_difference, outputs
 from ..tensors import call, copy_model, describe, example_values
+from . import int8_ranges
 from .exported import require_engine
+from .int8_chain import affine, int8_chains, weight_scales
 from .onnx_runtime import OnnxRuntime, require_onnxruntime
 from .openvino import OpenVino, require_openvino
 from .private import capabilities
+from .swaps import fuse_chains
 from .timing import time_models
 
 INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep about 0.4% a value
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
-OBSERVERS = ("histogram", "minmax")  # activation observers torch's form is made with; the better one is kept
 
 
 def calibration_batches(calibration, example) -> list:
@@ -136,28 +138,19 @@ def quantizable(model: nn.Module) -> list:
     return [n for n, m in model.named_modules() if isinstance(m, QUANTIZED)]
 
 
-def torch_int8(model: nn.Module, x, observe: list, keep_float=(), observer: str = "histogram") -> nn.Module:
-    """``model`` (plain torch layers) quantized by FX graph mode for the x86 backend: int8 weights per output
-    channel, activation ranges observed on ``observe`` (``observer``: "histogram", torch's x86 default, which
-    picks the range that minimises the rounding error, or "minmax", the whole range seen); the layers named
-    in ``keep_float`` stay float32."""
-    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
-    from torch.ao.quantization.observer import MinMaxObserver, default_per_channel_weight_observer
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    mapping = get_default_qconfig_mapping("x86")
-    if observer == "minmax":  # 7-bit activations, as the x86 default: safe without VNNI
-        mapping = mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=True),
-                                             weight=default_per_channel_weight_observer))
-    for name in keep_float:
-        mapping = mapping.set_module_name(name, None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notices: the kernels are what is used
-        prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, tuple(example_values(x)))
-        with torch.no_grad():
-            for b in observe:
-                call(prepared, b)
-        return convert_fx(prepared).eval()
+def torch_int8(model: nn.Module, x, observe: list, keep_float=()) -> tuple:
+    """(``model`` (plain torch layers) quantized by FX graph mode for the x86 backend, what its ranges chose):
+    int8 weights per output channel, each activation's range observed on ``observe`` and chosen on its own
+    (``int8_ranges``: min/max, a percentile or the rounding-error minimum, by the output error it brings on
+    the first ``LAYER_SAMPLES`` samples of ``observe``); the layers named in ``keep_float`` stay float32.
+    The choice: {"ranges": {observed tensor: candidate}, "error": {"mse": ..., "chosen": ...}}."""
+    prepared = int8_ranges.prepare(model, x, observe, keep_float)
+    samples = [_first(observe[0], LAYER_SAMPLES)]
+    want = expected(prepared, samples)  # the observers pass values through: the float model's outputs
+    chosen, ranges, errors = int8_ranges.choose(prepared, samples, lambda m, b: error(m, want, b))
+    names = int8_ranges.observers(prepared)
+    return int8_ranges.convert(prepared, chosen, ranges), {"ranges": {names[n]: c for n, c in chosen.items()},
+                                                           "error": errors}
 
 
 class OnnxRuntimeInt8(OnnxRuntime):
@@ -322,7 +315,7 @@ class Int8Layer(nn.Module):
                 getattr(layer, "padding", 0), str):
             raise OneByOneError(f"Int8Layer takes nn.Conv1d/2d/3d with zero padding or nn.Linear, got {layer}")
         levels = 255 if vnni else 127  # the input's levels: pairs of 8-bit products saturate a 16-bit sum
-        (self.scale, self.zero), (out_scale, out_zero) = _affine(*into, levels), _affine(*out, 255)
+        (self.scale, self.zero), (out_scale, out_zero) = affine(*into, levels), affine(*out, 255)
         w = layer.weight.detach().float()
         scales = weight_scales(w).double()
         with quantized_tensors():
@@ -350,17 +343,6 @@ def quantized_tensors():
         yield
 
 
-def weight_scales(w: torch.Tensor) -> torch.Tensor:
-    """Symmetric int8 scales of a weight, one per output channel (its first axis): its largest magnitude / 127."""
-    return w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127
-
-
-def _affine(low: float, high: float, levels: int) -> tuple:
-    """(scale, zero point) mapping [low, high] (which holds 0) onto 0..levels."""
-    scale = max(high - low, 1e-12) / levels
-    return scale, int(min(levels, max(0, round(-low / scale))))
-
-
 def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=()) -> tuple:
     """(a copy of ``plain`` with each of ``layers`` but ``keep_float`` an ``Int8Layer``, the layers left in
     float32): torch's int8 kernels without a graph (where torch.fx cannot trace the model). A layer not called
@@ -382,6 +364,17 @@ def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=
     return work.eval(), tuple(floats)
 
 
+def chains_int8(plain: nn.Module, x, observe: list) -> tuple:
+    """(a copy of ``plain`` with each chain of 1x1 convs (each SharedMLP, each run of two or more in an
+    ``nn.Sequential``) an ``Int8PointwiseChain``, every other layer left in float32 (their names)):
+    the form for models whose work is in such chains (PointNet)."""
+    work = fuse_chains(copy_model(plain), x, RewriteReport("int8 chains"))
+    if not int8_chains(work, observe):
+        raise OneByOneError("no chain of 1x1 convs to run in int8 (a SharedMLP, or two or more 1x1 convs in a row "
+                            "in an nn.Sequential)")
+    return work.eval(), tuple(quantizable(work))
+
+
 class _OneLayerInt8(nn.Module):
     """``layer`` as the int8 forms compute it: its input rounded over the observed range (per tensor; 256 levels,
     128 without VNNI), its weights to int8 per output channel (symmetric); the products then exact, as the
@@ -396,7 +389,7 @@ class _OneLayerInt8(nn.Module):
             self.layer.weight.copy_(torch.fake_quantize_per_channel_affine(
                 w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127))
         self.levels = 255 if capabilities().vnni else 127  # as the int8 forms quantize inputs on this CPU
-        self.scale, self.zero = _affine(low, high, self.levels)
+        self.scale, self.zero = affine(low, high, self.levels)
 
     def forward(self, x):
         return self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, 0, self.levels))
@@ -539,15 +532,12 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     """{label: (form, its error on ``held``, the layers it keeps in float32)} for each form that could be made."""
     forms = {}
     try:
-        made = _each(lambda o: torch_int8(plain, x, observe, observer=o), OBSERVERS)
-        errors = {o: error(q, want, held) for o, q in made.items()}
-        observer = min(errors, key=errors.get)  # the activation ranges that measure best
-        q, err, floats = made[observer], errors[observer], ()
-        report.precision |= {"observers": errors, "observer": observer,
-                             "all_int8_error": err}  # every layer in int8, before any fallback
+        q, choice = torch_int8(plain, x, observe)
+        err, floats = error(q, want, held), ()
+        report.precision |= {"observers": choice, "all_int8_error": err}  # every layer in int8, before any fallback
         if err > tol and len(layers) > 1:  # the first and last layers are the usual sensitive ones: measured
             ends = tuple(dict.fromkeys([layers[0], layers[-1]]))
-            q2 = torch_int8(plain, x, observe, keep_float=ends, observer=observer)
+            q2, _ = torch_int8(plain, x, observe, keep_float=ends)
             err2 = error(q2, want, held)
             if err2 < err:
                 q, err, floats = q2, err2, ends
@@ -559,6 +549,11 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
             forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), floats)
         except Exception as e:  # noqa: BLE001 - a layer torch's quantized kernels refuse: named, not raised
             report.skipped.append(("torch int8 (x86, layer by layer)", _why(e)))
+    try:  # each chain of 1x1 convs one int8 kernel call per layer, 8-bit between layers
+        q, floats = chains_int8(plain, x, observe)
+        forms["onebyone int8 (fused chains)"] = (q, error(q, want, held), floats)
+    except Exception as e:  # noqa: BLE001 - no chain, or one oneDNN refuses: named, not raised
+        report.skipped.append(("onebyone int8 (fused chains)", _why(e)))
     exports = {}  # one ONNX export for both engines
     for engine in (OnnxRuntimeInt8, OpenVinoInt8):
         try:
@@ -569,19 +564,6 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
         except Exception as e:  # noqa: BLE001 - not installed, an export or a quantization that fails: named
             report.skipped.append((engine.engine, _why(e)))
     return forms
-
-
-def _each(make, keys) -> dict:
-    """{key: make(key)} for each key whose making does not raise; the last error where none could be made."""
-    made, last = {}, None
-    for k in keys:
-        try:
-            made[k] = make(k)
-        except Exception as e:  # noqa: BLE001 - one observer that fails leaves the other
-            last = e
-    if not made:
-        raise last
-    return made
 
 
 def _why(e: Exception) -> str:

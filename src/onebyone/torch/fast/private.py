@@ -126,6 +126,46 @@ def reorder_convolution_weight(w, geom, shape):
     return w
 
 
+def onednn_int8() -> bool:
+    """Has torch oneDNN's int8 products (``onednn.qlinear_pointwise``, what torch's x86 Inductor flow emits)?"""
+    return capabilities().onednn and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack",
+                                                                                  "qlinear_pointwise"))
+
+
+def qlinear_prepack(q, rows: int):
+    """An int8 weight (O, C) packed once by oneDNN for int8 products with ``rows`` rows (itself without oneDNN)."""
+    if onednn_int8():
+        return torch.ops.onednn.qlinear_prepack(q, [rows, q.shape[1]])
+    return q
+
+
+def qlinear_pointwise(x, x_scale: float, x_zero: int, packed, q, w_scales, b, out, act: str = "identity"):
+    """act(x @ w.T + b) in int8: ``x`` uint8 rows (T, C) standing for ``(x - x_zero) * x_scale``, the weight
+    int8 ``q`` (O, C) times ``w_scales`` (O,) (``packed`` by ``qlinear_prepack``); ``out``: (scale, zero) of
+    the uint8 output it is requantized to in the same call, or None for float32."""
+    zeros = torch.zeros(q.shape[0], dtype=torch.long)
+    if onednn_int8():
+        dtype = torch.float32 if out is None else torch.uint8
+        scale, zero = (1.0, 0) if out is None else out
+        return torch.ops.onednn.qlinear_pointwise(x, x_scale, x_zero, packed, w_scales, zeros, b, scale, zero, dtype,
+                                                  *post_op(act))
+    y = acts.function(act)(F.linear((x.float() - x_zero) * x_scale, q.float() * w_scales[:, None], b))
+    return y if out is None else quantize_rows(y, *out, 255)
+
+
+def quantize_rows(x, scale: float, zero: int, levels: int):
+    """float ``x`` -> uint8 codes ``round(x / scale) + zero`` clamped to 0..levels."""
+    return torch.clamp(torch.round(x * (1.0 / scale)) + zero, 0, levels).to(torch.uint8)
+
+
+def histogram_range(obs) -> tuple:
+    """(low, high): the range a torch ``HistogramObserver`` picks, minimising the rounding error over its
+    histogram (its whole observed range where that search is missing)."""
+    search = getattr(obs, "_non_linear_param_search", None)
+    low, high = search() if search is not None else (obs.min_val, obs.max_val)
+    return float(low), float(high)
+
+
 # --- the state of the process: tracing, exporting, torch function modes --------------------------------
 
 def _onnx_exporting():

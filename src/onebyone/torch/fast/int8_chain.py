@@ -1,0 +1,152 @@
+"""``Int8PointwiseChain``: a ``FusedPointwiseChain`` run in int8, tile by tile, the intermediates kept in 8 bits.
+
+Each layer is one oneDNN int8 product (``onednn.qlinear_pointwise``, what torch's x86 Inductor flow emits):
+uint8 rows in, int8 weights per output channel, the bias and activation fused, and the output requantized
+in the same call to the next layer's 8-bit input over the range it was observed to take. So between layers
+a tile's rows are a quarter of float32's bytes and nothing is quantized or dequantized in Python; only the
+chain's input is quantized (once) and its output dequantized (once, after a max pool: on the pooled
+(B, O) values, as a max commutes with the increasing dequantization).
+
+Without VNNI (AVX2), int8 products go through 16-bit pair sums that saturate when both factors use their
+8 bits: every input to a layer then keeps to 7 bits (0..127), as torch's x86 default and onnxruntime's
+``reduce_range`` do.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ... import chain_plan
+from ...errors import OneByOneError
+from ..capture import Listener, watch
+from . import private
+from .chain import FusedPointwiseChain, _rows, _shape_back
+from .packed import Packed
+
+
+def affine(low: float, high: float, levels: int) -> tuple:
+    """(scale, zero point) mapping [low, high] (which holds 0) onto 0..levels.
+
+    >>> affine(-1.0, 3.0, 255)
+    (0.01568627450980392, 64)
+    """
+    scale = max(high - low, 1e-12) / levels
+    return scale, int(min(levels, max(0, round(-low / scale))))
+
+
+def weight_scales(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 scales of a weight, one per output channel (its first axis): its largest magnitude / 127."""
+    return w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127
+
+
+class ChainRanges(Listener):
+    """For each watched ``FusedPointwiseChain``: the range its input and each layer's (activated) output took
+    over every run it watches, each holding 0 (``ranges[id(chain)]``: [(low, high), ...], input first)."""
+
+    def __init__(self):
+        self.ranges = {}
+
+    def pre(self, m, args, kwargs):
+        if not isinstance(m, FusedPointwiseChain) or not args or not isinstance(args[0], torch.Tensor):
+            return
+        seen = [args[0]] + list(m.layer_outputs(args[0]))
+        old = self.ranges.get(id(m), [(0.0, 0.0)] * len(seen))
+        self.ranges[id(m)] = [(min(lo, float(t.min())), max(hi, float(t.max()))) for (lo, hi), t in zip(old, seen)]
+
+
+def chain_ranges(model: nn.Module, observe: list) -> dict:
+    """{id(chain): [(low, high) of its input, then of each layer's output]} over the ``observe`` batches."""
+    listener = ChainRanges()
+    chains = [m for m in model.modules() if isinstance(m, FusedPointwiseChain)]
+    for b in observe:
+        watch(model, b, listener, modules=chains)
+    return listener.ranges
+
+
+class Int8PointwiseChain(nn.Module):
+    """``chain`` in int8: its input quantized per tensor over ``ranges[0]``, layer i's output requantized over
+    ``ranges[i + 1]`` (the ranges a ``ChainRanges`` observed), weights per output channel. ``vnni``: whether
+    inputs may use all 8 bits (default: what this CPU has). Inference only; float32 in and out, in the
+    chain's layout.
+    """
+
+    def __init__(self, chain: FusedPointwiseChain, ranges: list, vnni: bool | None = None):
+        super().__init__()
+        p = chain.plan
+        if len(ranges) != len(p.widths):
+            raise OneByOneError(f"an int8 chain of {len(p.widths) - 1} layers needs {len(p.widths)} ranges (its input "
+                                f"and each layer's output), got {len(ranges)}")
+        self.levels = 255 if (private.capabilities().vnni if vnni is None else vnni) else 127
+        self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, None, itemsize=1)
+        self.channel_dim, self.ranges = chain.channel_dim, [tuple(map(float, r)) for r in ranges]
+        self.inputs = [affine(*r, self.levels) for r in self.ranges[:-1]]  # (scale, zero) of each layer's input
+        self.output = affine(*self.ranges[-1], 255 if p.pool == "max" else self.levels)
+        self.layers = []  # (int8 weight (O, C), its scales, bias float32 or None)
+        for w, b in zip(chain.weights, chain.biases):
+            w = w.detach().float().flatten(1)  # (O, C)
+            s = weight_scales(w)
+            q = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)
+            self.layers.append((q, s, None if b is None else b.detach().float()))
+        self._packed = Packed(2)  # the int8 weights packed by oneDNN, per tile rows
+
+    def __repr__(self) -> str:
+        p = self.plan
+        return f"Int8PointwiseChain({p.widths}, acts={p.acts}, pool={p.pool!r}, tile={p.tile}, levels={self.levels})"
+
+    def forward(self, x):  # (B, C, *S) or (..., C) float -> the chain's output
+        c = self.plan.widths[0]
+        if not x.is_floating_point() or x.dim() < 2 or x.shape[self.channel_dim] != c:
+            raise OneByOneError(f"{self!r} takes a float tensor with {c} channels on dim {self.channel_dim}, got "
+                                f"{tuple(x.shape)} {x.dtype}")
+        rows3 = _rows(x.float(), c, self.channel_dim, self.plan.pool is not None)  # (B, P, C)
+        nb, npts, _ = rows3.shape
+        s, z = self.inputs[0]
+        rows = private.quantize_rows(rows3.reshape(-1, c), s, z, self.levels)  # (B*P, C) uint8
+        packed = self._weights(self.plan.tile)
+        o, pool = self.plan.widths[-1], self.plan.pool
+        out = (torch.empty(rows.shape[0], o) if pool is None
+               else torch.zeros(nb, o, dtype=torch.uint8) if pool == "max" else torch.zeros(nb, o))
+        for r0, n, s0, k in chain_plan.tiles(nb, npts, self.plan.tile):
+            h = self._tile(rows[r0:r0 + n], packed)  # (T, C) uint8 -> (T, O)
+            if pool is None:
+                out[r0:r0 + n] = h
+            elif pool == "max":  # on the 8-bit codes: the dequantization is increasing
+                torch.maximum(out[s0:s0 + k], h.reshape(k, -1, o).amax(1), out=out[s0:s0 + k])
+            else:
+                out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
+        if pool == "max":
+            s, z = self.output
+            out = (out.float() - z) * s
+        return out.to(x.dtype) if pool else _shape_back(out, x, self.channel_dim).to(x.dtype)
+
+    def _tile(self, h, packed):
+        """One tile's rows (T, C) uint8 through every layer: uint8 between layers; the last layer gives uint8
+        codes before a max pool, else float32."""
+        last = len(self.layers) - 1
+        for i, ((q, s, b), pw, act) in enumerate(zip(self.layers, packed, self.plan.acts)):
+            xs, xz = self.inputs[i]
+            if i < last:
+                out = self.inputs[i + 1]
+            else:
+                out = self.output if self.plan.pool == "max" else None
+            h = private.qlinear_pointwise(h, xs, xz, pw, q, s, b, out, act)
+        return h
+
+    def _weights(self, rows: int) -> list:
+        qs = [q for q, _, _ in self.layers]
+        return self._packed.get(qs, rows, lambda: [private.qlinear_prepack(q, rows) for q in qs])
+
+
+def int8_chains(model: nn.Module, observe: list, vnni: bool | None = None) -> list:
+    """Each ``FusedPointwiseChain`` in ``model`` replaced (in place) by its ``Int8PointwiseChain`` over the
+    ranges observed on ``observe``; returns the names of the chains replaced. A chain not called on
+    ``observe`` stays as it is."""
+    from .. import graph as G
+
+    ranges = chain_ranges(model, observe)
+    done = []
+    for name, m in list(model.named_modules()):
+        if isinstance(m, FusedPointwiseChain) and id(m) in ranges:
+            G.replace_module(model, name, Int8PointwiseChain(m, ranges[id(m)], vnni))
+            done.append(name)
+    return done

@@ -1,0 +1,128 @@
+"""torch's int8 form with each activation's range chosen on its own, by measured error.
+
+FX graph mode puts an observer on every tensor int8 will quantize (a layer's input, an activation's output).
+Each observer's histogram offers three ranges: the whole range seen ("minmax"), the range that keeps all
+but the outer 0.01% ("percentile"), and the range that minimises the rounding error over the histogram
+("mse", torch's x86 default). Which is best depends on the tensor: an activation with rare large values
+loses resolution on every other value under min/max, one whose large values matter is clipped by the
+others. So each is tried where it stands: the graph runs with every observed tensor rounded as int8 will
+round it (weights stay float), and one tensor at a time (in graph order) takes the candidate that moves
+the model's output least on a few calibration samples.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from ..tensors import call
+from . import private
+
+CANDIDATES = ("mse", "minmax", "percentile")  # the first is the start
+PERCENTILE = 99.99
+
+
+def prepare(model: nn.Module, x, observe: list, keep_float=()):
+    """``model`` prepared by FX graph mode for the x86 backend (histogram observers on activations, per-channel
+    weights; the layers named in ``keep_float`` left float) and run on each batch of ``observe``."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    from ..tensors import example_values
+
+    mapping = get_default_qconfig_mapping("x86")
+    for name in keep_float:
+        mapping = mapping.set_module_name(name, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices: the kernels are what is used
+        prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, tuple(example_values(x)))
+        with torch.no_grad():
+            for b in observe:
+                call(prepared, b)
+    return prepared
+
+
+def observers(prepared) -> dict:
+    """{observer module name: the name of what its tensor comes from (a module path, a graph node, the input)}."""
+    from torch.ao.quantization.observer import HistogramObserver
+
+    found = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and isinstance(prepared.get_submodule(node.target), HistogramObserver):
+            src = node.args[0]
+            found[node.target] = src.target if src.op in ("call_module", "placeholder") else src.name
+    return found
+
+
+def candidates(obs) -> dict:
+    """{candidate: (low, high)} from one histogram observer."""
+    lo, hi = float(obs.min_val), float(obs.max_val)
+    return {"mse": private.histogram_range(obs), "minmax": (lo, hi), "percentile": _percentile(obs.histogram, lo, hi)}
+
+
+def _percentile(hist: torch.Tensor, lo: float, hi: float) -> tuple:
+    """The range holding all but the outer (100 - PERCENTILE)% of a histogram over [lo, hi] (an end at 0 stays)."""
+    c = hist.double().cumsum(0)
+    tail = float(c[-1]) * (1 - PERCENTILE / 100)
+    width = (hi - lo) / len(hist)
+    first = int(torch.searchsorted(c, torch.tensor(tail, dtype=torch.float64)))
+    last = int(torch.searchsorted(c, c[-1] - tail))
+    return (lo + first * width if lo < 0 else lo), (lo + (last + 1) * width if hi > 0 else hi)
+
+
+class _Rounded(nn.Module):
+    """An observer's place in the graph, rounding its tensor as int8 will: per tensor over (low, high)."""
+
+    def __init__(self, obs, low: float, high: float):
+        super().__init__()
+        self.qmin, self.qmax = int(obs.quant_min), int(obs.quant_max)
+        self.set(low, high)
+
+    def set(self, low: float, high: float) -> None:
+        low, high = min(low, 0.0), max(high, 0.0)
+        self.scale = max(high - low, 1e-12) / (self.qmax - self.qmin)
+        self.zero = int(min(self.qmax, max(self.qmin, round(self.qmin - low / self.scale))))
+
+    def forward(self, x):
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, self.qmin, self.qmax)
+
+
+def choose(prepared, samples: list, error) -> tuple:
+    """({observer: chosen candidate}, {observer: its candidates' ranges}, {"mse": the output error with
+    torch's default everywhere, "chosen": with the choices}) on ``samples``; ``error(model, samples)`` measures
+    a model's output error. Greedy, one observed tensor at a time, in graph order."""
+    sim, names = copy.deepcopy(prepared), observers(prepared)
+    ranges = {n: candidates(prepared.get_submodule(n)) for n in names}
+    rounded = {n: _Rounded(prepared.get_submodule(n), *ranges[n][CANDIDATES[0]]) for n in names}
+    for n, r in rounded.items():
+        setattr(sim, n, r)
+    chosen = dict.fromkeys(names, CANDIDATES[0])
+    start = best = error(sim, samples)
+    for n in names:
+        for c in CANDIDATES[1:]:
+            rounded[n].set(*ranges[n][c])
+            e = error(sim, samples)
+            if e < best:
+                best, chosen[n] = e, c
+        rounded[n].set(*ranges[n][chosen[n]])
+    return chosen, ranges, {"mse": start, "chosen": best}
+
+
+def convert(prepared, chosen: dict, ranges: dict) -> nn.Module:
+    """The int8 model, each observed tensor quantized over its chosen range."""
+    from torch.ao.quantization.observer import MinMaxObserver
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    prepared = copy.deepcopy(prepared)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's notices (reduce_range's deprecation among them)
+        for n, c in chosen.items():
+            old = prepared.get_submodule(n)
+            own = {"quant_min": old.quant_min, "quant_max": old.quant_max} if old.has_customized_qrange else {}
+            fixed = MinMaxObserver(dtype=old.dtype, qscheme=old.qscheme, reduce_range=old.reduce_range and not own,
+                                   **own)  # the same levels: a given range is already reduced
+            fixed(torch.tensor(ranges[n][c]))  # min_val, max_val := the chosen range
+            setattr(prepared, n, fixed)
+        return convert_fx(prepared).eval()

@@ -1,0 +1,114 @@
+"""Int8PointwiseChain: a chain of 1x1 convs run in int8 with 8-bit intermediates computes the quantized
+arithmetic the int8 formula states (written out here in float64), stays close to the float chain, and is
+the form optimize(dtype=torch.int8) races on PointNet. Nothing here is timed."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from onebyone import OneByOneError
+from onebyone.activations import REGISTRY
+from onebyone.torch import SharedMLP, optimize
+from onebyone.torch.fast import private
+from onebyone.torch.fast.chain import FusedPointwiseChain
+from onebyone.torch.fast.int8_chain import Int8PointwiseChain, affine, chain_ranges
+
+
+def chain_of(widths=(6, 16, 24, 32), act="relu", pool="max"):
+    torch.manual_seed(0)
+    mlp = SharedMLP(widths, activation=act, norm="batch", pool=pool).eval()
+    with torch.no_grad():
+        for m in mlp.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    return FusedPointwiseChain.from_shared_mlp(mlp)
+
+
+def inputs(n=3, shape=(4, 6, 40)):
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(shape, generator=g) for _ in range(n)]
+
+
+def reference(chain: FusedPointwiseChain, ranges, levels: int, x) -> np.ndarray:
+    """The int8 chain's arithmetic in float64: input codes over ranges[0] (0..levels), int8 weights per output
+    channel, each product exact, then bias, activation and the output rounded to the next range's codes."""
+    p = chain.plan
+    h = x.double().movedim(1, -1).reshape(x.shape[0], -1, p.widths[0]).numpy()  # (B, P, C)
+    s, z = affine(*ranges[0], levels)
+    codes = np.clip(np.round(h / s) + z, 0, levels)
+    for i, (w, b, act) in enumerate(zip(chain.weights, chain.biases, p.acts)):
+        w = w.detach().double().flatten(1).numpy()  # (O, C)
+        ws = np.maximum(np.abs(w).max(1), 1e-12) / 127
+        qw = np.clip(np.round(w / ws[:, None]), -127, 127)
+        y = REGISTRY[act].numpy(((codes - z) * s) @ (qw * ws[:, None]).T + b.detach().double().numpy())
+        last = i == len(p.acts) - 1
+        if last and p.pool != "max":
+            break
+        s, z = affine(*ranges[i + 1], 255 if last else levels)
+        codes = np.clip(np.round(y / s) + z, 0, 255)
+    if p.pool == "max":
+        return (codes.max(1) - z) * s
+    return y.mean(1) if p.pool == "mean" else np.moveaxis(y.reshape(x.shape[0], *x.shape[2:], -1), -1, 1)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("act,pool", [("relu", "max"), ("relu", None), ("gelu", "avg"), ("relu6", "max")])
+def test_the_int8_chain_computes_the_quantized_arithmetic(monkeypatch, act, pool, vnni, onednn):
+    if vnni and onednn and not private.capabilities().vnni:
+        pytest.skip("8-bit inputs saturate oneDNN's int8 products without VNNI: this CPU has none")
+    if not onednn:
+        monkeypatch.setattr(private, "onednn_int8", lambda: False)  # torch's public ops compute the same codes
+    chain, cal = chain_of(act=act, pool=pool), inputs()
+    ranges = chain_ranges(chain, cal)[id(chain)]
+    q = Int8PointwiseChain(chain, ranges, vnni=vnni)
+    x = inputs(1, (2, 6, 50))[0]  # not calibrated on
+    with torch.no_grad():
+        got, want = q(x), chain(x)
+    ref = torch.from_numpy(reference(chain, ranges, 255 if vnni else 127, x)).float()
+    assert got.shape == want.shape and got.dtype == torch.float32
+    step = (ranges[-1][1] - ranges[-1][0]) / 255  # one output level
+    close = ((got - ref).abs() <= step * 1.01).float().mean()
+    assert close >= 0.98 and (got - ref).abs().max() <= 4 * step  # codes off by one only where rounding ties
+    assert 0 < (got - want).abs().max() <= 0.05 * want.abs().max()  # quantized for real, and near float32
+
+
+def test_the_int8_chain_runs_channels_last_rows_and_copies():
+    torch.manual_seed(0)
+    from onebyone.torch import Pointwise
+
+    layers = [Pointwise(8, 16, channel_dim=-1), torch.nn.ReLU(), Pointwise(16, 4, channel_dim=-1)]
+    chain = FusedPointwiseChain.from_layers(layers)
+    cal = [torch.randn(16, 7, 8) for _ in range(4)]  # wide enough a sample that new inputs fall in its ranges
+    q = Int8PointwiseChain(chain, chain_ranges(chain, cal)[id(chain)])
+    x = torch.randn(3, 7, 8)
+    with torch.no_grad():
+        got, want = q(x), chain(x)
+        again = copy.deepcopy(q)(x)  # a copy packs its own weights and computes the same
+    assert got.shape == want.shape == (3, 7, 4) and torch.equal(got, again)
+    assert (got - want).abs().max() <= 0.05 * want.abs().max()
+
+
+def test_bad_input_to_an_int8_chain_is_refused():
+    chain = chain_of()
+    with pytest.raises(OneByOneError, match="needs 4 ranges"):
+        Int8PointwiseChain(chain, [(0.0, 1.0)])
+    q = Int8PointwiseChain(chain, chain_ranges(chain, inputs(1))[id(chain)])
+    with pytest.raises(OneByOneError, match="6 channels on dim 1, got \\(2, 5, 9\\)"):
+        q(torch.randn(2, 5, 9))
+
+
+def test_optimize_races_the_fused_int8_chains_on_pointnet_and_keeps_the_rest_float32():
+    from onebyone.zoo import create_model
+
+    model = create_model("pointnet_vanilla", num_classes=5).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+    cal = inputs(4, (4, 3, 64))
+    _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=["fold", "check", "int8"])
+    form = report.precision["forms"]["onebyone int8 (fused chains)"]
+    assert form["float32_layers"] == ["head.0", "head.3", "head.7"]  # the head's Linears: not in a chain
+    assert 0 < form["relative_error"] < 0.05
