@@ -58,10 +58,14 @@ class Visit:
         imgs = self.images()
         assert imgs and all(done and w > 0 and h > 0 for _, done, w, h in imgs), imgs
 
-    def screenshot(self, name: str) -> Path:
+    def screenshot(self, name: str, selector: str | None = None) -> Path:
+        """The whole page, or the element ``selector`` names, as artifacts/``name``."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / name
-        self.page.screenshot(path=str(path), full_page=True)
+        if selector:
+            self.page.locator(selector).screenshot(path=str(path))
+        else:
+            self.page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 10_000
         return path
 

@@ -28,13 +28,13 @@ def experiment(visit, name, interacts=True):
     ``with`` block; the interaction must have redrawn it (the page stamps each redraw's time on it)."""
     page, shot = visit.page, f"exp_{name.replace('-', '_')}"
     page.locator(f"#exp-{name}").scroll_into_view_if_needed()
-    visit.screenshot(f"{shot}_before.png")
+    visit.screenshot(f"{shot}_before.png", f"#exp-{name}")
     page.eval_on_selector(f"#exp-{name}", "el => { delete el.dataset.redrawMs; }")
     yield page
     if interacts:
         drawn = page.get_attribute(f"#exp-{name}", "data-redraw-ms")
         assert drawn is not None, f"the interaction with {name} drew nothing"
-    visit.screenshot(f"{shot}_after.png")
+    visit.screenshot(f"{shot}_after.png", f"#exp-{name}")
 
 
 @pytest.fixture

@@ -127,13 +127,16 @@ def test_pointwise_layers_become_the_torch_layers_quantizers_know():
 
 
 def test_layers_whose_int8_error_is_out_of_proportion_stay_in_float32_where_that_measures_better():
-    """Past dtype_tol, torch's form is made again with the first and last layers in float32, kept where its
-    measured error is lower (here the tolerance is set below any int8 error, so float32 is kept overall)."""
+    """Past dtype_tol, torch's form is made again with the layers whose error alone in int8 is largest in float32
+    (1, then 2, ...), kept where its measured error is lower (here the tolerance is set below any int8 error, so
+    float32 is kept overall)."""
     model, cal = small(), batches(4)
     _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, dtype_tol=1e-9, passes=NO_TIMING)
     p = report.precision
-    form = p["forms"]["torch int8 (x86)"]
-    assert form["float32_layers"] == ["0", "7"] and form["relative_error"] < p["all_int8_error"]
+    form, alone = p["forms"]["torch int8 (x86)"], {n: r["int8_alone_error"] for n, r in p["layers"].items()}
+    ranked = sorted(alone, key=alone.get, reverse=True)
+    assert form["float32_layers"] == ranked[:len(form["float32_layers"])] != []  # the most sensitive first
+    assert form["relative_error"] < p["all_int8_error"]
     assert "kept" not in p and any("no form within the tolerances" in n for n in report.notes)
 
 

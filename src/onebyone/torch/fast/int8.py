@@ -50,6 +50,7 @@ INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep 
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
+FALLBACK = (1, 2, 4)  # how many of the most sensitive layers torch's form tries in float32, in turn, past tolerance
 
 
 def calibration_batches(calibration, example) -> list:
@@ -478,10 +479,11 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     if evaluate is None and labels is not None:
         evaluate = top1(labels, held)
     want = expected(given, held)
-    forms = _forms(plain, x, observe, held, want, tol, report, layers)
+    precision["layers"] = _layer_rows(plain, observe, held, layers, report)
+    alone = {n: r["int8_alone_error"] for n, r in precision["layers"].items()}
+    forms = _forms(plain, x, observe, held, want, tol, report, _by_sensitivity(layers, alone))
     for label, (form, err, floats) in forms.items():
         precision["forms"][label] = {"relative_error": err, "float32_layers": list(floats)}
-    precision["layers"] = _layer_rows(plain, observe, held, layers, report)
     fine = {k: f for k, (f, e, _) in forms.items() if e <= tol}
     for k in set(forms) - set(fine):
         report.skipped.append((k, f"its int8 error {forms[k][1]:.3g} of the output scale is over dtype_tol {tol:g}"))
@@ -528,19 +530,31 @@ def _layer_rows(plain, observe, held, layers, report) -> dict:
     return {n: {"int8_alone_error": alone.get(n), "precision": "float32"} for n in layers}
 
 
+def _by_sensitivity(layers: list, alone: dict) -> list:
+    """The layers, those whose error alone in int8 is largest first; unmeasured, the first and last layers (the
+    usual sensitive ones) lead."""
+    if any(alone.get(n) is not None for n in layers):
+        return sorted(layers, key=lambda n: -(alone.get(n) or 0.0))
+    return list(dict.fromkeys([layers[0], layers[-1], *layers]))
+
+
 def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
-    """{label: (form, its error on ``held``, the layers it keeps in float32)} for each form that could be made."""
+    """{label: (form, its error on ``held``, the layers it keeps in float32)} for each form that could be made;
+    ``layers``: the quantizable layers, the most sensitive first (torch's form keeps the first 1, 2, 4 of them
+    in float32 while its error is over ``tol``, as long as that measures better)."""
     forms = {}
     try:
         q, choice = torch_int8(plain, x, observe)
         err, floats = error(q, want, held), ()
         report.precision |= {"observers": choice, "all_int8_error": err}  # every layer in int8, before any fallback
-        if err > tol and len(layers) > 1:  # the first and last layers are the usual sensitive ones: measured
-            ends = tuple(dict.fromkeys([layers[0], layers[-1]]))
-            q2, _ = torch_int8(plain, x, observe, keep_float=ends)
+        for k in FALLBACK:  # past the tolerance: the layers whose int8 error alone is largest kept in float32
+            if err <= tol or k >= len(layers):
+                break
+            keep = tuple(layers[:k])
+            q2, _ = torch_int8(plain, x, observe, keep_float=keep)
             err2 = error(q2, want, held)
             if err2 < err:
-                q, err, floats = q2, err2, ends
+                q, err, floats = q2, err2, keep
         forms["torch int8 (x86)"] = (q, err, floats)
     except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
         report.skipped.append(("torch int8 (x86)", _why(e)))

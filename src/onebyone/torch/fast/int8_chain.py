@@ -98,10 +98,11 @@ class Int8PointwiseChain(nn.Module):
         if not x.is_floating_point() or x.dim() < 2 or x.shape[self.channel_dim] != c:
             raise OneByOneError(f"{self!r} takes a float tensor with {c} channels on dim {self.channel_dim}, got "
                                 f"{tuple(x.shape)} {x.dtype}")
-        rows3 = _rows(x.float(), c, self.channel_dim, self.plan.pool is not None)  # (B, P, C)
-        nb, npts, _ = rows3.shape
         s, z = self.inputs[0]
-        rows = private.quantize_rows(rows3.reshape(-1, c), s, z, self.levels)  # (B*P, C) uint8
+        codes = private.quantize_rows(x.float(), s, z, self.levels)  # in x's layout, then moved: a quarter the bytes
+        rows3 = _rows(codes, c, self.channel_dim, self.plan.pool is not None)  # (B, P, C) uint8
+        nb, npts, _ = rows3.shape
+        rows = rows3.reshape(-1, c).contiguous()  # (B*P, C)
         packed = self._weights(self.plan.tile)
         o, pool = self.plan.widths[-1], self.plan.pool
         out = (torch.empty(rows.shape[0], o) if pool is None
