@@ -97,6 +97,11 @@ def test_bad_input_to_an_int8_chain_is_refused():
     q = Int8PointwiseChain(chain, chain_ranges(chain, inputs(1))[id(chain)])
     with pytest.raises(OneByOneError, match="6 channels on dim 1, got \\(2, 5, 9\\)"):
         q(torch.randn(2, 5, 9))
+    with pytest.raises(OneByOneError, match="inference only"):
+        q(torch.randn(2, 6, 9, requires_grad=True))  # no silent loss of the gradient
+    with pytest.raises(OneByOneError, match="points of each sample.*none"):
+        q(torch.randn(2, 6, 0))
+    assert q(torch.randn(0, 6, 9)).shape == (0, 32)  # an empty batch: an empty answer
 
 
 def test_optimize_races_the_fused_int8_chains_on_pointnet_and_keeps_the_rest_float32():

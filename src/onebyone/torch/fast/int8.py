@@ -7,9 +7,14 @@ A 1x1 convolution in int8 is an integer matrix product: with weights quantized p
 runs on the CPU's int8 dot products and is requantized once per output. The forms:
 
 - ``torch int8 (x86)``: torch's own int8 kernels (the x86 quantized backend, fbgemm and oneDNN) from FX
-  graph mode quantization, weights per output channel, activation ranges observed on the calibration data;
-  where its error is out of tolerance, the first and last quantized layers are kept in float32 (measured);
-  on a model torch.fx cannot trace, ``torch int8 (x86, layer by layer)``: each layer an ``Int8Layer``;
+  graph mode quantization, weights per output channel, each activation's range observed on the calibration
+  data and chosen on its own by measured error (``int8_ranges``: min/max, percentile or rounding-error
+  minimum); where its error is out of tolerance, the layers whose int8 error alone is largest (1, 2, then 4)
+  are kept in float32, where that measures better; on a model torch.fx cannot trace, ``torch int8 (x86,
+  layer by layer)``: each layer an ``Int8Layer``;
+- ``onebyone int8 (fused chains)``: each chain of 1x1 convs (a SharedMLP, a run in an ``nn.Sequential``) an
+  ``Int8PointwiseChain`` (oneDNN's int8 products tile by tile, 8 bits between layers), the other layers
+  float32: for models whose work is in such chains (PointNet);
 - ``onnxruntime int8 (QDQ)``: the float model's ONNX export quantized by ``onnxruntime.quantization.
   quantize_static`` (QDQ, per-channel weights) on the same calibration data;
 - ``OpenVINO int8 (NNCF)``: the same export quantized by ``nncf.quantize`` and compiled by OpenVINO.
@@ -39,7 +44,7 @@ from ..rewrite_report import OptimizeReport, RewriteReport, output_difference, o
 from ..tensors import call, copy_model, describe, example_values
 from . import int8_ranges
 from .exported import require_engine
-from .int8_chain import affine, int8_chains, weight_scales
+from .int8_chain import affine, int8_chains, rounded, weight_scales
 from .onnx_runtime import OnnxRuntime, require_onnxruntime
 from .openvino import OpenVino, require_openvino
 from .private import capabilities
@@ -50,6 +55,7 @@ INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep 
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
+RANGE_SAMPLES = 1  # calibration samples each activation's range is chosen on
 FALLBACK = (1, 2, 4)  # how many of the most sensitive layers torch's form tries in float32, in turn, past tolerance
 
 
@@ -139,19 +145,27 @@ def quantizable(model: nn.Module) -> list:
     return [n for n, m in model.named_modules() if isinstance(m, QUANTIZED)]
 
 
-def torch_int8(model: nn.Module, x, observe: list, keep_float=()) -> tuple:
+def torch_int8(model: nn.Module, x, observe: list, keep_float=(), given=None) -> tuple:
     """(``model`` (plain torch layers) quantized by FX graph mode for the x86 backend, what its ranges chose):
-    int8 weights per output channel, each activation's range observed on ``observe`` and chosen on its own
+    int8 weights per output channel; each activation's range observed on ``observe`` and chosen on its own
     (``int8_ranges``: min/max, a percentile or the rounding-error minimum, by the output error it brings on
-    the first ``LAYER_SAMPLES`` samples of ``observe``); the layers named in ``keep_float`` stay float32.
-    The choice: {"ranges": {observed tensor: candidate}, "error": {"mse": ..., "chosen": ...}}."""
+    the first ``RANGE_SAMPLES`` samples of ``observe``); the layers named in ``keep_float`` stay float32.
+    ``given``: {tensor: (low, high)} chosen before (the choice's "bounds"): those are taken, the rest observed
+    by min/max, and nothing is chosen (the choice is None). The choice: {"ranges": {observed tensor:
+    candidate}, "bounds": {observed tensor: (low, high)}, "error": {"mse": ..., "chosen": ...}}."""
+    if given is not None:
+        prepared = int8_ranges.prepare(model, x, observe, keep_float, observer="minmax")
+        names = int8_ranges.observers(prepared)
+        bounds = {n: given.get(src) or int8_ranges.seen_range(prepared.get_submodule(n)) for n, src in names.items()}
+        return int8_ranges.convert(prepared, bounds), None
     prepared = int8_ranges.prepare(model, x, observe, keep_float)
-    samples = [_first(observe[0], LAYER_SAMPLES)]
+    samples = [_first(observe[0], RANGE_SAMPLES)]
     want = expected(prepared, samples)  # the observers pass values through: the float model's outputs
     chosen, ranges, errors = int8_ranges.choose(prepared, samples, lambda m, b: error(m, want, b))
-    names = int8_ranges.observers(prepared)
-    return int8_ranges.convert(prepared, chosen, ranges), {"ranges": {names[n]: c for n, c in chosen.items()},
-                                                           "error": errors}
+    names, bounds = int8_ranges.observers(prepared), {n: ranges[n][c] for n, c in chosen.items()}
+    return int8_ranges.convert(prepared, bounds), {"ranges": {names[n]: c for n, c in chosen.items()},
+                                                   "bounds": {names[n]: b for n, b in bounds.items()},
+                                                   "error": errors}
 
 
 class OnnxRuntimeInt8(OnnxRuntime):
@@ -393,7 +407,7 @@ class _OneLayerInt8(nn.Module):
         self.scale, self.zero = affine(low, high, self.levels)
 
     def forward(self, x):
-        return self.layer(torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, 0, self.levels))
+        return self.layer(rounded(x, self.scale, self.zero, self.levels).to(x.dtype))
 
 
 def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> dict:
@@ -546,12 +560,13 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     try:
         q, choice = torch_int8(plain, x, observe)
         err, floats = error(q, want, held), ()
-        report.precision |= {"observers": choice, "all_int8_error": err}  # every layer in int8, before any fallback
+        report.precision |= {"observers": {k: choice[k] for k in ("ranges", "error")},
+                             "all_int8_error": err}  # every layer in int8, before any fallback
         for k in FALLBACK:  # past the tolerance: the layers whose int8 error alone is largest kept in float32
             if err <= tol or k >= len(layers):
                 break
             keep = tuple(layers[:k])
-            q2, _ = torch_int8(plain, x, observe, keep_float=keep)
+            q2, _ = torch_int8(plain, x, observe, keep_float=keep, given=choice["bounds"])
             err2 = error(q2, want, held)
             if err2 < err:
                 q, err, floats = q2, err2, keep

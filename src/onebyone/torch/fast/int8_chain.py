@@ -34,6 +34,17 @@ def affine(low: float, high: float, levels: int) -> tuple:
     return scale, int(min(levels, max(0, round(-low / scale))))
 
 
+def rounded(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tensor:
+    """``x`` as its uint8 codes over 0..``levels`` stand for it: ``torch.fake_quantize_per_tensor_affine``'s
+    values, through torch's quantize / dequantize kernels (many times quicker than its mask-keeping kernel)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        x = x.float().clamp(-zero * scale, (levels - zero) * scale)
+        return torch.quantize_per_tensor(x, scale, zero, torch.quint8).dequantize()
+
+
 def weight_scales(w: torch.Tensor) -> torch.Tensor:
     """Symmetric int8 scales of a weight, one per output channel (its first axis): its largest magnitude / 127."""
     return w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127
@@ -98,13 +109,22 @@ class Int8PointwiseChain(nn.Module):
         if not x.is_floating_point() or x.dim() < 2 or x.shape[self.channel_dim] != c:
             raise OneByOneError(f"{self!r} takes a float tensor with {c} channels on dim {self.channel_dim}, got "
                                 f"{tuple(x.shape)} {x.dtype}")
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise OneByOneError(f"{self!r} runs inference only (int8 codes carry no gradient); the input wants one: "
+                                "train the float model, or call it under torch.no_grad()")
+        o, pool = self.plan.widths[-1], self.plan.pool
+        if x.numel() == 0:  # no samples, or no points
+            if pool and x.shape[0]:
+                raise OneByOneError(f"{self!r} pools over the points of each sample; got {tuple(x.shape)}: none")
+            shape = list(x.shape)
+            shape[self.channel_dim] = o
+            return x.new_zeros((x.shape[0], o) if pool else shape)
         s, z = self.inputs[0]
         codes = private.quantize_rows(x.float(), s, z, self.levels)  # in x's layout, then moved: a quarter the bytes
         rows3 = _rows(codes, c, self.channel_dim, self.plan.pool is not None)  # (B, P, C) uint8
         nb, npts, _ = rows3.shape
         rows = rows3.reshape(-1, c).contiguous()  # (B*P, C)
         packed = self._weights(self.plan.tile)
-        o, pool = self.plan.widths[-1], self.plan.pool
         out = (torch.empty(rows.shape[0], o) if pool is None
                else torch.zeros(nb, o, dtype=torch.uint8) if pool == "max" else torch.zeros(nb, o))
         for r0, n, s0, k in chain_plan.tiles(nb, npts, self.plan.tile):

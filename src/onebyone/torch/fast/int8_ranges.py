@@ -19,20 +19,26 @@ from torch import nn
 
 from ..tensors import call
 from . import private
+from .int8_chain import rounded
 
 CANDIDATES = ("mse", "minmax", "percentile")  # the first is the start
 PERCENTILE = 99.99
 
 
-def prepare(model: nn.Module, x, observe: list, keep_float=()):
-    """``model`` prepared by FX graph mode for the x86 backend (histogram observers on activations, per-channel
-    weights; the layers named in ``keep_float`` left float) and run on each batch of ``observe``."""
-    from torch.ao.quantization import get_default_qconfig_mapping
+def prepare(model: nn.Module, x, observe: list, keep_float=(), observer: str = "histogram"):
+    """``model`` prepared by FX graph mode for the x86 backend (``observer``: "histogram" observers on
+    activations, torch's x86 default, or "minmax", quicker; per-channel weights; the layers named in
+    ``keep_float`` left float) and run on each batch of ``observe``."""
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import MinMaxObserver, default_per_channel_weight_observer
     from torch.ao.quantization.quantize_fx import prepare_fx
 
     from ..tensors import example_values
 
     mapping = get_default_qconfig_mapping("x86")
+    if observer == "minmax":  # 7-bit activations, as the x86 default: safe without VNNI
+        mapping = mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=True),
+                                             weight=default_per_channel_weight_observer))
     for name in keep_float:
         mapping = mapping.set_module_name(name, None)
     with warnings.catch_warnings():
@@ -45,20 +51,38 @@ def prepare(model: nn.Module, x, observe: list, keep_float=()):
 
 
 def observers(prepared) -> dict:
-    """{observer module name: the name of what its tensor comes from (a module path, a graph node, the input)}."""
-    from torch.ao.quantization.observer import HistogramObserver
+    """{observer module name: the name of what its tensor comes from (a module path, a graph node, the input)},
+    one name per observer: where FX shares one observer among tensors (a concatenation's inputs and output
+    must share their scale), the first of its names stands for all. Observers of fixed ranges (a sigmoid's)
+    are not listed: their range is the function's."""
+    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
 
-    found = {}
+    found, seen = {}, set()
     for node in prepared.graph.nodes:
-        if node.op == "call_module" and isinstance(prepared.get_submodule(node.target), HistogramObserver):
+        if node.op != "call_module":
+            continue
+        obs = prepared.get_submodule(node.target)
+        if isinstance(obs, (HistogramObserver, MinMaxObserver)) and id(obs) not in seen:
+            seen.add(id(obs))
             src = node.args[0]
             found[node.target] = src.target if src.op in ("call_module", "placeholder") else src.name
     return found
 
 
+def _places(prepared, name: str) -> list:
+    """Every name under which the observer ``name`` sits in the graph (a shared observer has several)."""
+    obs = prepared.get_submodule(name)
+    return [n for n, m in prepared.named_modules(remove_duplicate=False) if m is obs]
+
+
+def seen_range(obs) -> tuple:
+    """(low, high): the whole range an observer saw."""
+    return float(obs.min_val), float(obs.max_val)
+
+
 def candidates(obs) -> dict:
     """{candidate: (low, high)} from one histogram observer."""
-    lo, hi = float(obs.min_val), float(obs.max_val)
+    lo, hi = seen_range(obs)
     return {"mse": private.histogram_range(obs), "minmax": (lo, hi), "percentile": _percentile(obs.histogram, lo, hi)}
 
 
@@ -86,23 +110,32 @@ class _Rounded(nn.Module):
         self.zero = int(min(self.qmax, max(self.qmin, round(self.qmin - low / self.scale))))
 
     def forward(self, x):
+        if self.qmin == 0 and self.qmax <= 255:  # uint8 codes: torch's quicker kernels
+            return rounded(x, self.scale, self.zero, self.qmax).to(x.dtype)
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, self.qmin, self.qmax)
 
 
 def choose(prepared, samples: list, error) -> tuple:
     """({observer: chosen candidate}, {observer: its candidates' ranges}, {"mse": the output error with
     torch's default everywhere, "chosen": with the choices}) on ``samples``; ``error(model, samples)`` measures
-    a model's output error. Greedy, one observed tensor at a time, in graph order."""
+    a model's output error. Greedy, one observed tensor at a time, in graph order; a candidate within 1% of
+    one tried is not tried again."""
     sim, names = copy.deepcopy(prepared), observers(prepared)
     ranges = {n: candidates(prepared.get_submodule(n)) for n in names}
-    rounded = {n: _Rounded(prepared.get_submodule(n), *ranges[n][CANDIDATES[0]]) for n in names}
-    for n, r in rounded.items():
-        setattr(sim, n, r)
     chosen = dict.fromkeys(names, CANDIDATES[0])
+    rounded = {n: _Rounded(prepared.get_submodule(n), *ranges[n][chosen[n]]) for n in names}
+    for n, r in rounded.items():
+        for place in _places(prepared, n):
+            setattr(sim, place, r)
     start = best = error(sim, samples)
     for n in names:
+        tried = [ranges[n][chosen[n]]]
         for c in CANDIDATES[1:]:
-            rounded[n].set(*ranges[n][c])
+            lo, hi = ranges[n][c]
+            if any(abs(lo - a) + abs(hi - b) <= 0.01 * max(hi - lo, 1e-12) for a, b in tried):
+                continue
+            tried.append((lo, hi))
+            rounded[n].set(lo, hi)
             e = error(sim, samples)
             if e < best:
                 best, chosen[n] = e, c
@@ -110,19 +143,21 @@ def choose(prepared, samples: list, error) -> tuple:
     return chosen, ranges, {"mse": start, "chosen": best}
 
 
-def convert(prepared, chosen: dict, ranges: dict) -> nn.Module:
-    """The int8 model, each observed tensor quantized over its chosen range."""
+def convert(prepared, bounds: dict) -> nn.Module:
+    """The int8 model, each observed tensor quantized over its range in ``bounds`` ({observer name: (low,
+    high)}, as ``observers`` names them)."""
     from torch.ao.quantization.observer import MinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx
 
     prepared = copy.deepcopy(prepared)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's notices (reduce_range's deprecation among them)
-        for n, c in chosen.items():
+        for n, (low, high) in bounds.items():
             old = prepared.get_submodule(n)
             own = {"quant_min": old.quant_min, "quant_max": old.quant_max} if old.has_customized_qrange else {}
             fixed = MinMaxObserver(dtype=old.dtype, qscheme=old.qscheme, reduce_range=old.reduce_range and not own,
                                    **own)  # the same levels: a given range is already reduced
-            fixed(torch.tensor(ranges[n][c]))  # min_val, max_val := the chosen range
-            setattr(prepared, n, fixed)
+            fixed(torch.tensor([low, high]))  # min_val, max_val := the range
+            for place in _places(prepared, n):
+                setattr(prepared, place, fixed)
         return convert_fx(prepared).eval()
