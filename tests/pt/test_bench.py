@@ -69,7 +69,8 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
         assert f"(family {family[1]}, model {family[2]}), " in result["machine"]
     caps = capabilities()  # the machine named by what matters for speed: ISA, oneDNN, bfloat16, AMX, int8 VNNI
     assert result["cpu"] == {"isa": caps.isa, "onednn": caps.onednn, "bf16": caps.bf16, "avx512": caps.avx512,
-                             "amx": caps.amx, "vnni": caps.vnni, "describe": caps.describe()}
+                             "amx": caps.amx, "vnni": caps.vnni, "amx_int8": caps.amx_int8,
+                             "describe": caps.describe()}
     assert len(result["runs"]) == 2 and set(result["headlines"]) == set(result["spread"]) == set(result["runs"][0])
     for name, (lo, hi) in result["spread"].items():  # the median of two runs lies between them
         assert [r[name] for r in result["runs"]] in ([lo, hi], [hi, lo]) and lo <= result["headlines"][name] <= hi

@@ -8,8 +8,8 @@ chain's input is quantized (once) and its output dequantized (once, after a max 
 (B, O) values, as a max commutes with the increasing dequantization).
 
 Without VNNI (AVX2), int8 products go through 16-bit pair sums that saturate when both factors use their
-8 bits: every input to a layer then keeps to 7 bits (0..127), as torch's x86 default and onnxruntime's
-``reduce_range`` do.
+8 bits: the weights then keep to 7 bits (-63..63, onnxruntime's ``reduce_range``), the activations, quantized
+per tensor and so the coarser, keep their 8.
 """
 from __future__ import annotations
 
@@ -45,9 +45,10 @@ def rounded(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tens
         return torch.quantize_per_tensor(x, scale, zero, torch.quint8).dequantize()
 
 
-def weight_scales(w: torch.Tensor) -> torch.Tensor:
-    """Symmetric int8 scales of a weight, one per output channel (its first axis): its largest magnitude / 127."""
-    return w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / 127
+def weight_scales(w: torch.Tensor, top: int = 127) -> torch.Tensor:
+    """Symmetric int8 scales of a weight, one per output channel (its first axis): its largest magnitude / ``top``
+    (the largest code: 127, or 63 for 7-bit weights)."""
+    return w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / top
 
 
 class ChainRanges(Listener):
@@ -76,9 +77,9 @@ def chain_ranges(model: nn.Module, observe: list) -> dict:
 
 class Int8PointwiseChain(nn.Module):
     """``chain`` in int8: its input quantized per tensor over ``ranges[0]``, layer i's output requantized over
-    ``ranges[i + 1]`` (the ranges a ``ChainRanges`` observed), weights per output channel. ``vnni``: whether
-    inputs may use all 8 bits (default: what this CPU has). Inference only; float32 in and out, in the
-    chain's layout.
+    ``ranges[i + 1]`` (the ranges a ``ChainRanges`` observed; 8 bits), weights per output channel. ``vnni``:
+    whether the weights may use all 8 bits (default: what this CPU has; else 7). Inference only; float32 in
+    and out, in the chain's layout.
     """
 
     def __init__(self, chain: FusedPointwiseChain, ranges: list, vnni: bool | None = None):
@@ -87,22 +88,23 @@ class Int8PointwiseChain(nn.Module):
         if len(ranges) != len(p.widths):
             raise OneByOneError(f"an int8 chain of {len(p.widths) - 1} layers needs {len(p.widths)} ranges (its input "
                                 f"and each layer's output), got {len(ranges)}")
-        self.levels = 255 if (private.capabilities().vnni if vnni is None else vnni) else 127
+        self.top = 127 if (private.capabilities().vnni if vnni is None else vnni) else 63  # the largest weight code
         self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, None, itemsize=1)
         self.channel_dim, self.ranges = chain.channel_dim, [tuple(map(float, r)) for r in ranges]
-        self.inputs = [affine(*r, self.levels) for r in self.ranges[:-1]]  # (scale, zero) of each layer's input
-        self.output = affine(*self.ranges[-1], 255 if p.pool == "max" else self.levels)
+        self.inputs = [affine(*r, 255) for r in self.ranges[:-1]]  # (scale, zero) of each layer's input
+        self.output = affine(*self.ranges[-1], 255)
         self.layers = []  # (int8 weight (O, C), its scales, bias float32 or None)
         for w, b in zip(chain.weights, chain.biases):
             w = w.detach().float().flatten(1)  # (O, C)
-            s = weight_scales(w)
-            q = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)
+            s = weight_scales(w, self.top)
+            q = torch.round(w / s[:, None]).clamp(-self.top, self.top).to(torch.int8)
             self.layers.append((q, s, None if b is None else b.detach().float()))
         self._packed = Packed(2)  # the int8 weights packed by oneDNN, per tile rows
 
     def __repr__(self) -> str:
         p = self.plan
-        return f"Int8PointwiseChain({p.widths}, acts={p.acts}, pool={p.pool!r}, tile={p.tile}, levels={self.levels})"
+        bits = 8 if self.top > 63 else 7
+        return f"Int8PointwiseChain({p.widths}, acts={p.acts}, pool={p.pool!r}, tile={p.tile}, weight_bits={bits})"
 
     def forward(self, x):  # (B, C, *S) or (..., C) float -> the chain's output
         c = self.plan.widths[0]
@@ -120,7 +122,7 @@ class Int8PointwiseChain(nn.Module):
             shape[self.channel_dim] = o
             return x.new_zeros((x.shape[0], o) if pool else shape)
         s, z = self.inputs[0]
-        codes = private.quantize_rows(x.float(), s, z, self.levels)  # in x's layout, then moved: a quarter the bytes
+        codes = private.quantize_rows(x.float(), s, z, 255)  # in x's layout, then moved: a quarter the bytes
         rows3 = _rows(codes, c, self.channel_dim, self.plan.pool is not None)  # (B, P, C) uint8
         nb, npts, _ = rows3.shape
         rows = rows3.reshape(-1, c).contiguous()  # (B*P, C)

@@ -34,6 +34,7 @@ class Capabilities:
         amx: the CPU has AMX tiles for bfloat16.
         vnni: the CPU has int8 dot products (AVX512_VNNI or AVX_VNNI); without them int8 products go through
             16-bit intermediates that can saturate unless weights keep to 7 bits (``int8``'s ``reduce_range``).
+        amx_int8: the CPU has AMX tiles for int8 (oneDNN's int8 products use them where present).
     """
 
     isa: str
@@ -42,12 +43,14 @@ class Capabilities:
     avx512: bool
     amx: bool
     vnni: bool = False
+    amx_int8: bool = False
 
     def describe(self) -> str:
-        """One line: 'AVX512, oneDNN, bfloat16 products, no AMX, VNNI'."""
+        """One line: 'AVX512, oneDNN, bfloat16 products, no AMX, VNNI' (', AMX-INT8' where the CPU has it)."""
         return ", ".join([self.isa, "oneDNN" if self.onednn else "no oneDNN",
                           "bfloat16 products" if self.bf16 else "no bfloat16 products",
-                          "AMX" if self.amx else "no AMX", "VNNI" if self.vnni else "no VNNI"])
+                          "AMX" if self.amx else "no AMX", "VNNI" if self.vnni else "no VNNI"]
+                         + (["AMX-INT8"] if self.amx_int8 else []))
 
 
 def capabilities() -> Capabilities:
@@ -63,7 +66,8 @@ def _probe() -> Capabilities:  # the hardware and this torch build do not change
     return Capabilities(isa=isa, onednn=onednn, bf16=onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                         avx512=isa.startswith("AVX512") and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
                         amx="amx_bf16" in flags and "amx_tile" in flags,
-                        vnni=bool({"avx512_vnni", "avx_vnni"} & flags))
+                        vnni=bool({"avx512_vnni", "avx_vnni"} & flags),
+                        amx_int8="amx_int8" in flags and "amx_tile" in flags)
 
 
 def cpu_fields() -> dict:
