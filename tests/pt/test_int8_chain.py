@@ -58,6 +58,8 @@ def reference(chain: FusedPointwiseChain, ranges, top: int, x) -> np.ndarray:
 def test_the_int8_chain_computes_the_quantized_arithmetic(monkeypatch, act, pool, vnni, onednn):
     if vnni and onednn and not private.capabilities().vnni:
         pytest.skip("8-bit inputs and weights saturate oneDNN's int8 products without VNNI: this CPU has none")
+    if onednn and not private.onednn_int8():
+        pytest.skip("this torch has no oneDNN int8 products (onednn.qlinear_pointwise)")
     if not onednn:
         monkeypatch.setattr(private, "onednn_int8", lambda: False)  # torch's public ops compute the same codes
     chain, cal = chain_of(act=act, pool=pool), inputs()
@@ -72,6 +74,32 @@ def test_the_int8_chain_computes_the_quantized_arithmetic(monkeypatch, act, pool
     close = ((got - ref).abs() <= step * 1.01).float().mean()
     assert close >= 0.98 and (got - ref).abs().max() <= 4 * step  # codes off by one only where rounding ties
     assert 0 < (got - want).abs().max() <= 0.05 * want.abs().max()  # quantized for real, and near float32
+
+
+def test_a_model_that_is_a_chain_becomes_its_int8_chain_and_keeps_its_weights_in_its_state():
+    """A bare SharedMLP is the chain itself: the int8 form is the new root (quantized for real), and its int8
+    weights are buffers a state_dict carries. A chain the calibration never reaches has no ranges: refused."""
+    from onebyone.torch.fast.int8 import chains_int8
+
+    torch.manual_seed(0)
+    mlp, cal = SharedMLP((6, 16, 8), pool="max").eval(), inputs()
+    q, floats = chains_int8(mlp, cal[0], cal)
+    assert isinstance(q, Int8PointwiseChain) and floats == ()
+    with torch.no_grad():
+        assert 0 < (q(cal[0]) - mlp(cal[0])).abs().max() <= 0.05 * mlp(cal[0]).abs().max()
+    state = q.state_dict()
+    assert state["weight0"].dtype == torch.int8 and state["weight0"].shape == (16, 6) and state["scale1"].shape == (8,)
+
+    class OneOfTwo(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = SharedMLP((6, 8, 8)), SharedMLP((6, 8, 8))
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(OneByOneError, match="chain unused was not called on the calibration data"):
+        chains_int8(OneOfTwo().eval(), cal[0], cal)
 
 
 def test_the_int8_chain_runs_channels_last_rows_and_copies():
@@ -94,6 +122,12 @@ def test_bad_input_to_an_int8_chain_is_refused():
     chain = chain_of()
     with pytest.raises(OneByOneError, match="needs 4 ranges"):
         Int8PointwiseChain(chain, [(0.0, 1.0)])
+    for bad in [(1.0, -1.0), (0.0, float("nan"))]:
+        with pytest.raises(OneByOneError, match="range 2 of an int8 chain must be finite"):
+            Int8PointwiseChain(chain, [(0.0, 1.0), (0.0, 1.0), bad, (0.0, 1.0)])
+    if private.onednn_int8() and not private.capabilities().vnni:
+        with pytest.raises(OneByOneError, match="vnni=True asks for 8-bit weights"):
+            Int8PointwiseChain(chain, [(0.0, 1.0)] * 4, vnni=True)  # would saturate silently
     q = Int8PointwiseChain(chain, chain_ranges(chain, inputs(1))[id(chain)])
     with pytest.raises(OneByOneError, match="6 channels on dim 1, got \\(2, 5, 9\\)"):
         q(torch.randn(2, 5, 9))

@@ -55,7 +55,7 @@ INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep 
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
-RANGE_SAMPLES = 1  # calibration samples each activation's range is chosen on
+RANGE_SAMPLES = 2  # calibration samples each activation's range is chosen on
 FALLBACK = (1, 2, 4)  # how many of the most sensitive layers torch's form tries in float32, in turn, past tolerance
 
 
@@ -160,7 +160,7 @@ def torch_int8(model: nn.Module, x, observe: list, keep_float=(), given=None) ->
         return int8_ranges.convert(prepared, bounds), None
     prepared = int8_ranges.prepare(model, x, observe, keep_float)
     samples = [_first(observe[0], RANGE_SAMPLES)]
-    want = expected(prepared, samples)  # the observers pass values through: the float model's outputs
+    want = expected(model, samples)  # the float model's (a run of ``prepared`` would add to its histograms)
     chosen, ranges, errors = int8_ranges.choose(prepared, samples, lambda m, b: error(m, want, b))
     names, bounds = int8_ranges.observers(prepared), {n: ranges[n][c] for n, c in chosen.items()}
     return int8_ranges.convert(prepared, bounds), {"ranges": {names[n]: c for n, c in chosen.items()},
@@ -383,10 +383,7 @@ def chains_int8(plain: nn.Module, x, observe: list) -> tuple:
     """(a copy of ``plain`` with each chain of 1x1 convs (each SharedMLP, each run of two or more in an
     ``nn.Sequential``) an ``Int8PointwiseChain``, every other layer left in float32 (their names)):
     the form for models whose work is in such chains (PointNet)."""
-    work = fuse_chains(copy_model(plain), x, RewriteReport("int8 chains"))
-    if not int8_chains(work, observe):
-        raise OneByOneError("no chain of 1x1 convs to run in int8 (a SharedMLP, or two or more 1x1 convs in a row "
-                            "in an nn.Sequential)")
+    work = int8_chains(fuse_chains(copy_model(plain), x, RewriteReport("int8 chains")), observe)
     return work.eval(), tuple(quantizable(work))
 
 
@@ -502,15 +499,7 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     for k in set(forms) - set(fine):
         report.skipped.append((k, f"its int8 error {forms[k][1]:.3g} of the output scale is over dtype_tol {tol:g}"))
     if evaluate is not None:
-        base = float(evaluate(work))
-        precision["float32_accuracy"] = base
-        for k in list(fine):
-            acc = float(evaluate(fine[k]))
-            precision["forms"][k]["accuracy"] = acc
-            if base - acc > accuracy_tol:
-                report.skipped.append((k, f"top-1 {acc:.2f} against float32's {base:.2f}: loses more than "
-                                          f"accuracy_tol {accuracy_tol:g} points"))
-                del fine[k]
+        fine = _accurate(fine, work, evaluate, accuracy_tol, report)
     if not fine:
         report.notes.append("int8: no form within the tolerances: float32 kept")
         return work
@@ -531,6 +520,22 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
                           + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
     report.layers = []  # the float kernels chosen are not what runs
     return fine[best]
+
+
+def _accurate(fine: dict, work, evaluate, accuracy_tol: float, report) -> dict:
+    """The forms of ``fine`` whose accuracy (``evaluate``) is within ``accuracy_tol`` points of float32's (``work``);
+    each measured in ``report.precision``, each left out named in ``report.skipped``."""
+    precision = report.precision
+    base = precision["float32_accuracy"] = float(evaluate(work))
+    kept = {}
+    for k, form in fine.items():
+        acc = precision["forms"][k]["accuracy"] = float(evaluate(form))
+        if base - acc > accuracy_tol:
+            report.skipped.append((k, f"top-1 {acc:.2f} against float32's {base:.2f}: loses more than "
+                                      f"accuracy_tol {accuracy_tol:g} points"))
+        else:
+            kept[k] = form
+    return kept
 
 
 def _layer_rows(plain, observe, held, layers, report) -> dict:
@@ -560,8 +565,7 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     try:
         q, choice = torch_int8(plain, x, observe)
         err, floats = error(q, want, held), ()
-        report.precision |= {"observers": {k: choice[k] for k in ("ranges", "error")},
-                             "all_int8_error": err}  # every layer in int8, before any fallback
+        report.precision |= {"observers": choice, "all_int8_error": err}  # every layer in int8, before any fallback
         for k in FALLBACK:  # past the tolerance: the layers whose int8 error alone is largest kept in float32
             if err <= tol or k >= len(layers):
                 break

@@ -13,6 +13,8 @@ per tensor and so the coarser, keep their 8.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -32,6 +34,14 @@ def affine(low: float, high: float, levels: int) -> tuple:
     """
     scale = max(high - low, 1e-12) / levels
     return scale, int(min(levels, max(0, round(-low / scale))))
+
+
+def _range(r, i: int) -> tuple:
+    """(low, high) of ``r`` as floats, widened to hold 0 (int8's ranges do); refused unless finite and ordered."""
+    low, high = (float(v) for v in r)
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise OneByOneError(f"range {i} of an int8 chain must be finite (low, high) with low <= high, got {tuple(r)}")
+    return min(low, 0.0), max(high, 0.0)
 
 
 def rounded(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tensor:
@@ -77,9 +87,10 @@ def chain_ranges(model: nn.Module, observe: list) -> dict:
 
 class Int8PointwiseChain(nn.Module):
     """``chain`` in int8: its input quantized per tensor over ``ranges[0]``, layer i's output requantized over
-    ``ranges[i + 1]`` (the ranges a ``ChainRanges`` observed; 8 bits), weights per output channel. ``vnni``:
-    whether the weights may use all 8 bits (default: what this CPU has; else 7). Inference only; float32 in
-    and out, in the chain's layout.
+    ``ranges[i + 1]`` (the ranges a ``ChainRanges`` observed, each widened to hold 0; 8 bits), weights per
+    output channel (buffers ``weight{i}``, ``scale{i}``, ``bias{i}``). ``vnni``: whether the weights may use all
+    8 bits (default: what this CPU has; else 7). Inference only; a float input, the output in its dtype and the
+    chain's layout.
     """
 
     def __init__(self, chain: FusedPointwiseChain, ranges: list, vnni: bool | None = None):
@@ -88,18 +99,29 @@ class Int8PointwiseChain(nn.Module):
         if len(ranges) != len(p.widths):
             raise OneByOneError(f"an int8 chain of {len(p.widths) - 1} layers needs {len(p.widths)} ranges (its input "
                                 f"and each layer's output), got {len(ranges)}")
-        self.top = 127 if (private.capabilities().vnni if vnni is None else vnni) else 63  # the largest weight code
+        self.ranges = [_range(r, i) for i, r in enumerate(ranges)]
+        vnni = private.capabilities().vnni if vnni is None else vnni
+        if vnni and private.onednn_int8() and not private.capabilities().vnni:
+            raise OneByOneError("vnni=True asks for 8-bit weights, whose int8 products saturate on this CPU (no "
+                                "VNNI): leave vnni unset")
+        self.top = 127 if vnni else 63  # the largest weight code
         self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, None, itemsize=1)
-        self.channel_dim, self.ranges = chain.channel_dim, [tuple(map(float, r)) for r in ranges]
+        self.channel_dim = chain.channel_dim
         self.inputs = [affine(*r, 255) for r in self.ranges[:-1]]  # (scale, zero) of each layer's input
         self.output = affine(*self.ranges[-1], 255)
-        self.layers = []  # (int8 weight (O, C), its scales, bias float32 or None)
-        for w, b in zip(chain.weights, chain.biases):
+        for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
             w = w.detach().float().flatten(1)  # (O, C)
             s = weight_scales(w, self.top)
-            q = torch.round(w / s[:, None]).clamp(-self.top, self.top).to(torch.int8)
-            self.layers.append((q, s, None if b is None else b.detach().float()))
+            self.register_buffer(f"weight{i}", torch.round(w / s[:, None]).clamp(-self.top, self.top).to(torch.int8))
+            self.register_buffer(f"scale{i}", s)
+            self.register_buffer(f"bias{i}", None if b is None else b.detach().float().clone())
         self._packed = Packed(2)  # the int8 weights packed by oneDNN, per tile rows
+
+    @property
+    def layers(self) -> list:
+        """(int8 weight (O, C), its scales (O,), bias float32 or None) per layer."""
+        n = len(self.plan.acts)
+        return [(getattr(self, f"weight{i}"), getattr(self, f"scale{i}"), getattr(self, f"bias{i}")) for i in range(n)]
 
     def __repr__(self) -> str:
         p = self.plan
@@ -160,16 +182,23 @@ class Int8PointwiseChain(nn.Module):
         return self._packed.get(qs, rows, lambda: [private.qlinear_prepack(q, rows) for q in qs])
 
 
-def int8_chains(model: nn.Module, observe: list, vnni: bool | None = None) -> list:
-    """Each ``FusedPointwiseChain`` in ``model`` replaced (in place) by its ``Int8PointwiseChain`` over the
-    ranges observed on ``observe``; returns the names of the chains replaced. A chain not called on
-    ``observe`` stays as it is."""
+def int8_chains(model: nn.Module, observe: list, vnni: bool | None = None) -> nn.Module:
+    """``model`` with each ``FusedPointwiseChain`` replaced (in place; the new root where the model is a chain)
+    by its ``Int8PointwiseChain`` over the ranges observed on ``observe``. A chain the ``observe`` batches do not
+    call has no ranges: refused, naming it."""
     from .. import graph as G
 
-    ranges = chain_ranges(model, observe)
-    done = []
-    for name, m in list(model.named_modules()):
-        if isinstance(m, FusedPointwiseChain) and id(m) in ranges:
-            G.replace_module(model, name, Int8PointwiseChain(m, ranges[id(m)], vnni))
-            done.append(name)
-    return done
+    ranges, made = chain_ranges(model, observe), {}
+    for name, m in list(model.named_modules(remove_duplicate=False)):
+        if not isinstance(m, FusedPointwiseChain):
+            continue
+        if id(m) not in ranges:
+            raise OneByOneError(f"the chain {name or '(the model)'} was not called on the calibration data: its "
+                                "ranges are unknown; give calibration inputs that reach it")
+        if id(m) not in made:
+            made[id(m)] = Int8PointwiseChain(m, ranges[id(m)], vnni)
+        model = G.replace_module(model, name, made[id(m)])
+    if not made:
+        raise OneByOneError("no chain of 1x1 convs to run in int8 (a SharedMLP, or two or more 1x1 convs in a row "
+                            "in an nn.Sequential)")
+    return model

@@ -7,7 +7,7 @@ but the outer 0.01% ("percentile"), and the range that minimises the rounding er
 loses resolution on every other value under min/max, one whose large values matter is clipped by the
 others. So each is tried where it stands: the graph runs with every observed tensor rounded as int8 will
 round it (weights stay float), and one tensor at a time (in graph order) takes the candidate that moves
-the model's output least on a few calibration samples.
+the model's output least on calibration samples (``int8.RANGE_SAMPLES`` of them).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from ..tensors import call
 from . import private
-from .int8_chain import rounded
+from .int8_chain import affine, rounded
 
 CANDIDATES = ("mse", "minmax", "percentile")  # the first is the start
 PERCENTILE = 99.99
@@ -106,8 +106,11 @@ class _Rounded(nn.Module):
 
     def set(self, low: float, high: float) -> None:
         low, high = min(low, 0.0), max(high, 0.0)
-        self.scale = max(high - low, 1e-12) / (self.qmax - self.qmin)
-        self.zero = int(min(self.qmax, max(self.qmin, round(self.qmin - low / self.scale))))
+        if self.qmin == 0:
+            self.scale, self.zero = affine(low, high, self.qmax)
+        else:  # a signed range
+            self.scale = max(high - low, 1e-12) / (self.qmax - self.qmin)
+            self.zero = int(min(self.qmax, max(self.qmin, round(self.qmin - low / self.scale))))
 
     def forward(self, x):
         if self.qmin == 0 and self.qmax <= 255:  # uint8 codes: torch's quicker kernels
@@ -123,8 +126,8 @@ def choose(prepared, samples: list, error) -> tuple:
     sim, names = copy.deepcopy(prepared), observers(prepared)
     ranges = {n: candidates(prepared.get_submodule(n)) for n in names}
     chosen = dict.fromkeys(names, CANDIDATES[0])
-    rounded = {n: _Rounded(prepared.get_submodule(n), *ranges[n][chosen[n]]) for n in names}
-    for n, r in rounded.items():
+    sites = {n: _Rounded(prepared.get_submodule(n), *ranges[n][chosen[n]]) for n in names}
+    for n, r in sites.items():
         for place in _places(prepared, n):
             setattr(sim, place, r)
     start = best = error(sim, samples)
@@ -135,11 +138,11 @@ def choose(prepared, samples: list, error) -> tuple:
             if any(abs(lo - a) + abs(hi - b) <= 0.01 * max(hi - lo, 1e-12) for a, b in tried):
                 continue
             tried.append((lo, hi))
-            rounded[n].set(lo, hi)
+            sites[n].set(lo, hi)
             e = error(sim, samples)
             if e < best:
                 best, chosen[n] = e, c
-        rounded[n].set(*ranges[n][chosen[n]])
+        sites[n].set(*ranges[n][chosen[n]])
     return chosen, ranges, {"mse": start, "chosen": best}
 
 
