@@ -179,7 +179,7 @@ def _run_once(sections: str, quick: bool, compile_: bool, progress) -> dict:
             if bar is not None:
                 bar.update(i, LABELS[step])
             if step == "peak":
-                result.update(peak(repeat))
+                result.update(peak(repeat, quick))
             elif step == "a":
                 result["pointwise_op"] = pointwise_op(quick, repeat)
             elif step == "b":

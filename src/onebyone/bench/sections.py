@@ -64,22 +64,26 @@ def timeit(fns: dict, repeat: int = 5, block: float = 0.005, budget: float = 0.1
     return {k: min(v) for k, v in every.items()}
 
 
-def peak(repeat: int = 5) -> dict:
-    """GFLOP/s of large channels_last 1x1 convs (best shape), in float32 and, where the processor has
-    bfloat16 products, in bfloat16; GB/s of a 256 MB copy."""
-    out = {"peak_gflops": _conv_peak(torch.float32, repeat)}
+PEAK_SHAPES = ((4, 1024, 1024, 28), (1, 512, 2048, 32), (4, 256, 1024, 56))  # (batch, C, O, size) of the peak's convs
+
+
+def peak(repeat: int = 5, quick: bool = False) -> dict:
+    """GFLOP/s of large channels_last 1x1 convs (best shape; ``quick``: the first shape alone), in float32 and,
+    where the processor has bfloat16 products, in bfloat16 (GOP/s in int8); GB/s of a 256 MB copy."""
+    shapes = PEAK_SHAPES[:1] if quick else PEAK_SHAPES
+    out = {"peak_gflops": _conv_peak(torch.float32, repeat, shapes)}
     if capabilities().bf16:
-        out["peak_gflops_bf16"] = _conv_peak(torch.bfloat16, repeat)
+        out["peak_gflops_bf16"] = _conv_peak(torch.bfloat16, repeat, shapes)
     if "x86" in torch.backends.quantized.supported_engines:
-        out["peak_gops_int8"] = _int8_peak(repeat)
+        out["peak_gops_int8"] = _int8_peak(repeat, shapes)
     src, dst = torch.randn(32 << 20), torch.empty(32 << 20)
     t = timeit({"copy": lambda: dst.copy_(src)}, repeat)["copy"]
     return out | {"bandwidth_gbs": 2 * src.numel() * 4 / t / 1e9}
 
 
-def _conv_peak(dtype, repeat: int) -> float:
+def _conv_peak(dtype, repeat: int, shapes) -> float:
     best = 0.0
-    for b, c, o, s in ((4, 1024, 1024, 28), (1, 512, 2048, 32), (4, 256, 1024, 56)):
+    for b, c, o, s in shapes:
         x = torch.randn(b, c, s, s, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(o, c, 1, 1, dtype=dtype)
         t = timeit({"conv": lambda: F.conv2d(x, w)}, repeat)["conv"]
@@ -87,7 +91,7 @@ def _conv_peak(dtype, repeat: int) -> float:
     return best
 
 
-def _int8_peak(repeat: int) -> float:
+def _int8_peak(repeat: int, shapes) -> float:
     """GOP/s (two per multiply-accumulate) of the same large 1x1 convs in torch's x86 int8 kernels (what
     ``optimize(dtype=torch.int8)``'s torch form runs) and as oneDNN's int8 matmul over their rows (what its
     fused chains run), the faster: uint8 inputs (7 bits without VNNI), int8 weights."""
@@ -96,7 +100,7 @@ def _int8_peak(repeat: int) -> float:
     from ..torch.fast import private
 
     best, levels = 0.0, 255 if capabilities().vnni else 127
-    for b, c, o, s in ((4, 1024, 1024, 28), (1, 512, 2048, 32), (4, 256, 1024, 56)):
+    for b, c, o, s in shapes:
         with quantized_tensors():
             x = torch.quantize_per_tensor(torch.rand(b, c, s, s) * levels, 1.0, 0, torch.quint8).contiguous(
                 memory_format=torch.channels_last)
