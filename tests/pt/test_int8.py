@@ -140,6 +140,9 @@ def test_torch_int8_quantizes_each_tensor_over_the_range_it_chose():
     wide = {"input": (-50.0, 50.0)}  # a range given for the input (the rest observed): taken as given
     q2, none = torch_int8(plain, cal[0], cal[:3], given=wide)
     assert none is None and getattr(q2, "0_input_scale_0") == pytest.approx(100.0 / 127, rel=1e-5)
+    q3, _ = torch_int8(plain, cal[0], [], given=choice["bounds"])  # every range given: no batch needed
+    with torch.no_grad():
+        torch.testing.assert_close(q3(cal[3]), q(cal[3]), rtol=0, atol=0)  # the same int8 model
 
 
 def test_layers_whose_int8_error_is_out_of_proportion_stay_in_float32_where_that_measures_better():

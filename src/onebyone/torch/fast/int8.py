@@ -154,15 +154,17 @@ def torch_int8(model: nn.Module, x, observe: list, keep_float=(), given=None) ->
     by min/max, and nothing is chosen (the choice is None). The choice: {"ranges": {observed tensor:
     candidate}, "bounds": {observed tensor: (low, high)}, "error": {"mse": ..., "chosen": ...}}."""
     if given is not None:
-        prepared = int8_ranges.prepare(model, x, observe, keep_float, observer="minmax")
+        prepared = int8_ranges.prepare(model, x, [], keep_float, observer="minmax")
         names = int8_ranges.observers(prepared)
+        if any(src not in given for src in names.values()):  # a tensor the first pass did not observe
+            int8_ranges.calibrate(prepared, observe)
         bounds = {n: given.get(src) or int8_ranges.seen_range(prepared.get_submodule(n)) for n, src in names.items()}
         return int8_ranges.convert(prepared, bounds), None
     prepared = int8_ranges.prepare(model, x, observe, keep_float)
-    samples = [_first(observe[0], RANGE_SAMPLES)]
+    samples, names = [_first(observe[0], RANGE_SAMPLES)], int8_ranges.observers(prepared)
     want = expected(model, samples)  # the float model's (a run of ``prepared`` would add to its histograms)
-    chosen, ranges, errors = int8_ranges.choose(prepared, samples, lambda m, b: error(m, want, b))
-    names, bounds = int8_ranges.observers(prepared), {n: ranges[n][c] for n, c in chosen.items()}
+    chosen, ranges, errors = int8_ranges.choose(prepared, names, samples, lambda m, b: error(m, want, b))
+    bounds = {n: ranges[n][c] for n, c in chosen.items()}
     return int8_ranges.convert(prepared, bounds), {"ranges": {names[n]: c for n, c in chosen.items()},
                                                    "bounds": {names[n]: b for n, b in bounds.items()},
                                                    "error": errors}

@@ -44,9 +44,15 @@ def prepare(model: nn.Module, x, observe: list, keep_float=(), observer: str = "
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices: the kernels are what is used
         prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, tuple(example_values(x)))
-        with torch.no_grad():
-            for b in observe:
-                call(prepared, b)
+    return calibrate(prepared, observe)
+
+
+def calibrate(prepared, observe: list):
+    """``prepared`` run on each batch of ``observe`` (its observers record what they see)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        for b in observe:
+            call(prepared, b)
     return prepared
 
 
@@ -118,12 +124,13 @@ class _Rounded(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero, self.qmin, self.qmax)
 
 
-def choose(prepared, samples: list, error) -> tuple:
+def choose(prepared, names: dict, samples: list, error) -> tuple:
     """({observer: chosen candidate}, {observer: its candidates' ranges}, {"mse": the output error with
-    torch's default everywhere, "chosen": with the choices}) on ``samples``; ``error(model, samples)`` measures
+    torch's default everywhere, "chosen": with the choices}) for the observers ``names`` (``observers``'s
+    answer) on ``samples``; ``error(model, samples)`` measures
     a model's output error. Greedy, one observed tensor at a time, in graph order; a candidate within 1% of
     one tried is not tried again."""
-    sim, names = copy.deepcopy(prepared), observers(prepared)
+    sim = copy.deepcopy(prepared)
     ranges = {n: candidates(prepared.get_submodule(n)) for n in names}
     chosen = dict.fromkeys(names, CANDIDATES[0])
     sites = {n: _Rounded(prepared.get_submodule(n), *ranges[n][chosen[n]]) for n in names}

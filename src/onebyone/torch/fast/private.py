@@ -147,14 +147,19 @@ def qlinear_pointwise(x, x_scale: float, x_zero: int, packed, q, w_scales, b, ou
     """act(x @ w.T + b) in int8: ``x`` uint8 rows (T, C) standing for ``(x - x_zero) * x_scale``, the weight
     int8 ``q`` (O, C) times ``w_scales`` (O,) (``packed`` by ``qlinear_prepack``); ``out``: (scale, zero) of
     the uint8 output it is requantized to in the same call, or None for float32."""
-    zeros = torch.zeros(q.shape[0], dtype=torch.long)
     if onednn_int8():
         dtype = torch.float32 if out is None else torch.uint8
         scale, zero = (1.0, 0) if out is None else out
-        return torch.ops.onednn.qlinear_pointwise(x, x_scale, x_zero, packed, w_scales, zeros, b, scale, zero, dtype,
-                                                  *post_op(act))
+        return torch.ops.onednn.qlinear_pointwise(x, x_scale, x_zero, packed, w_scales, _zero_points(q.shape[0]), b,
+                                                  scale, zero, dtype, *post_op(act))
     y = acts.function(act)(F.linear((x.float() - x_zero) * x_scale, q.float() * w_scales[:, None], b))
     return y if out is None else quantize_rows(y, *out, 255)
+
+
+@functools.lru_cache(maxsize=64)
+def _zero_points(n: int) -> torch.Tensor:
+    """The weights' zero points, all 0 (symmetric int8): one tensor per width, never written to."""
+    return torch.zeros(n, dtype=torch.long)
 
 
 def quantize_rows(x, scale: float, zero: int, levels: int):
