@@ -41,12 +41,13 @@ TIMM = {
     "nf_regnet_b0": (32, {}), "shvit_s1": (32, {}), "ghostnetv3_050": (64, {}), "lcnet_050": (32, {}),
     "nextvit_small": (64, {}), "efficientvim_m1": (64, {}), "iformer_t": (64, {}),
 }
+# torchvision's EfficientNet and DenseNet are left to timm's (the same architectures); their modules
+# (Conv2dNormActivation, SqueezeExcitation, StochasticDepth) run here in mobilenet_v3_large and convnext_tiny
 FROZEN = lambda: tv.models.resnet50(norm_layer=tv.ops.FrozenBatchNorm2d)  # noqa: E731 - detection backbones' norm
 TORCHVISION = {
     "resnet50_frozen_bn": (32, FROZEN), "mobilenet_v3_large": (32, lambda: tv.models.mobilenet_v3_large()),
-    "efficientnet_b0": (32, lambda: tv.models.efficientnet_b0()), "regnet_y_400mf": (32, tv.models.regnet_y_400mf),
-    "shufflenet_v2_x0_5": (32, tv.models.shufflenet_v2_x0_5), "squeezenet1_1": (32, tv.models.squeezenet1_1),
-    "densenet121": (32, tv.models.densenet121), "convnext_tiny": (32, tv.models.convnext_tiny),
+    "regnet_y_400mf": (32, tv.models.regnet_y_400mf), "shufflenet_v2_x0_5": (32, tv.models.shufflenet_v2_x0_5),
+    "squeezenet1_1": (32, tv.models.squeezenet1_1), "convnext_tiny": (32, tv.models.convnext_tiny),
     "vit_small": (32, lambda: tv.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                                                           hidden_dim=32, mlp_dim=64)),
     "fcn_resnet50": (32, lambda: tv.models.segmentation.fcn_resnet50(weights_backbone=None, aux_loss=False)),
