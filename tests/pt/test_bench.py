@@ -70,6 +70,7 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     caps = capabilities()  # the machine named by what matters for speed: ISA, oneDNN, bfloat16, AMX, int8 VNNI
     assert result["cpu"] == {"isa": caps.isa, "onednn": caps.onednn, "bf16": caps.bf16, "avx512": caps.avx512,
                              "amx": caps.amx, "vnni": caps.vnni, "amx_int8": caps.amx_int8,
+                             "avx512_vnni": caps.avx512_vnni,
                              "describe": caps.describe()}
     assert len(result["runs"]) == 2 and set(result["headlines"]) == set(result["spread"]) == set(result["runs"][0])
     for name, (lo, hi) in result["spread"].items():  # the median of two runs lies between them

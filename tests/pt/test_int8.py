@@ -86,6 +86,7 @@ def test_labels_measure_top1_on_the_held_out_samples():
     ([], "calibration is empty"),
     ([torch.randn(4, 3, 10, 12)], r"calibration batch 0 is of shape \(4, 3, 10, 12\); expected inputs like"),
     ([torch.full((4, 3, 12, 12), float("nan"))], "calibration batch 0 holds NaN"),
+    ([torch.randn(4, 3, 12, 12), torch.randn(0, 3, 12, 12)], r"calibration batch 1 holds no samples"),
     (torch.randn(4, 3, 12, 12), "calibration must be an iterable of inputs"),
 ])
 def test_bad_calibration_is_refused_with_the_fix(calibration, message):
@@ -220,6 +221,34 @@ def test_each_layer_is_listed_with_its_precision_and_the_error_it_brings_alone_i
     assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())  # measured on a copy
 
 
+class Twice(nn.Module):
+    """One Pointwise called in two places (as weight-tied blocks are)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = Pointwise(4, 4)
+        self.b = self.a
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
+
+
+def test_a_layer_shared_by_two_places_is_int8_in_both_and_a_form_with_no_int8_layer_is_refused():
+    from onebyone.torch.fast.int8 import quantizable, torch_int8_layers
+
+    torch.manual_seed(0)
+    model, cal = Twice().eval(), [torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    plain = plain_layers(model, cal[0])
+    assert type(plain.a) is nn.Conv2d and plain.b is plain.a
+    q, floats = torch_int8_layers(plain, cal, quantizable(plain))
+    assert floats == () and type(q.a).__name__ == "Int8Layer" and q.b is q.a
+    with torch.no_grad():
+        assert 0 < (q(cal[0]) - model(cal[0])).abs().max() <= 0.05 * model(cal[0]).abs().max()
+    with pytest.raises(OneByOneError, match="no layer runs in torch's int8 kernels"):
+        torch_int8_layers(plain, cal, quantizable(plain), keep_float=tuple(quantizable(plain)))
+
+
 class Branchy(nn.Module):
     """Control flow on a tensor's value: torch.fx cannot trace it."""
 
@@ -247,13 +276,14 @@ def test_a_model_fx_cannot_trace_gets_torch_int8_layer_by_layer():
 @pytest.mark.parametrize("layer,shape", [(nn.Conv1d(6, 5, 1), (2, 6, 9)), (nn.Conv2d(6, 5, 3, padding=1, groups=1),
                                           (2, 6, 5, 5)), (nn.Linear(6, 5), (3, 6))])
 def test_one_int8_layer_matches_its_float_layer_within_its_rounding(layer, shape, vnni):
-    """8-bit inputs need VNNI: on AVX2, pairs of 8-bit products saturate a 16-bit sum (a 3x3 conv here moved
-    by 17 levels), which is why ``Int8Layer`` keeps 7 bits where the one capability function says no VNNI."""
+    """8-bit inputs need AVX512_VNNI in torch's x86 kernels: on AVX2, pairs of 8-bit products saturate a 16-bit
+    sum (a 3x3 conv here moved by 17 levels), which is why ``Int8Layer`` keeps 7 bits where the one capability
+    function says the CPU has none."""
     from onebyone.torch.fast.int8 import Int8Layer
     from onebyone.torch.fast.private import capabilities
 
-    if vnni and not capabilities().vnni:
-        pytest.skip("8-bit activations saturate without VNNI: this CPU has none")
+    if vnni and not capabilities().avx512_vnni:
+        pytest.skip("8-bit activations saturate torch's x86 int8 kernels without AVX512_VNNI: this CPU has none")
 
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -102,6 +102,53 @@ def test_a_model_that_is_a_chain_becomes_its_int8_chain_and_keeps_its_weights_in
         chains_int8(OneOfTwo().eval(), cal[0], cal)
 
 
+def test_an_int8_chains_state_is_whole_and_8_bit_weights_never_run_where_they_saturate(monkeypatch):
+    """The ranges and the weights' bits travel in the state_dict: a chain calibrated elsewhere that loads it
+    computes the same; a chain with 8-bit weights (made on a VNNI CPU) refuses to run on oneDNN without VNNI."""
+    import dataclasses
+
+    chain = chain_of()
+    q = Int8PointwiseChain(chain, chain_ranges(chain, inputs())[id(chain)])
+    other = Int8PointwiseChain(chain, chain_ranges(chain, [3 * t for t in inputs()])[id(chain)])
+    x = inputs(1, (2, 6, 30))[0]
+    with torch.no_grad():
+        assert not torch.equal(other(x), q(x))
+        other.load_state_dict(q.state_dict())
+        assert torch.equal(other(x), q(x)) and other.ranges == q.ranges
+    caps = private.capabilities()
+    monkeypatch.setattr(private, "capabilities", lambda: dataclasses.replace(caps, vnni=True))
+    wide = Int8PointwiseChain(chain, q.ranges)  # 8-bit weights, as a VNNI CPU makes them
+    monkeypatch.undo()
+    assert "weight_bits=8" in repr(wide) and int(wide.weight0.abs().max()) > 63
+    for form in (wide, q):  # a pickled chain, or a state_dict loaded into one made here
+        form = copy.deepcopy(form)
+        form.load_state_dict(wide.state_dict())
+        if private.onednn_int8() and not caps.vnni:
+            with pytest.raises(OneByOneError, match="8-bit weights.*make the int8 chain again here"):
+                form(x)
+        else:  # VNNI, or torch's public ops: 8 bits compute as they should
+            with torch.no_grad():
+                assert (form(x) - chain(x)).abs().max() <= 0.05 * chain(x).abs().max()
+
+
+@pytest.mark.parametrize("pool", ["max", None, "avg"])
+def test_nan_and_inf_go_through_the_fused_chains_as_through_the_layers(pool):
+    """oneDNN's fused ReLU returns 0 for NaN and int8 codes have no NaN: a non-finite input runs the plain float
+    layers instead, so a NaN reaches the outputs it reaches in the model (that point's, or its sample's pool)."""
+    torch.manual_seed(0)
+    mlp = SharedMLP((6, 16, 8), pool=pool).eval()
+    chain = FusedPointwiseChain.from_shared_mlp(mlp)
+    q = Int8PointwiseChain(chain, chain_ranges(chain, inputs())[id(chain)])
+    x = inputs(1, (3, 6, 20))[0]
+    x[0, 1, 2], x[2, 0, 7] = float("nan"), float("inf")
+    with torch.no_grad():
+        want, got, got8 = mlp(x), chain(x), q(x)
+    assert want.isnan().any() and torch.equal(got.isnan(), want.isnan()) and torch.equal(got8.isnan(), want.isnan())
+    torch.testing.assert_close(got, want, equal_nan=True)
+    fine = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got8), fine) and (got8 - want)[fine].abs().max() <= 0.05 * want[fine].abs().max()
+
+
 def test_the_int8_chain_runs_channels_last_rows_and_copies():
     torch.manual_seed(0)
     from onebyone.torch import Pointwise

@@ -201,7 +201,9 @@ class FusedPointwiseChain(nn.Module):
             p = self.plan  # torch.compile: one opaque node, run by fused() (an export keeps the plain ops)
             return pointwise_chain(x, list(self.weights), list(self.biases), ",".join(p.acts), p.pool or "",
                                    self.channel_dim, p.tile, ",".join(self.kernels.get(input_key(x), ())))
-        return self.plain(x) if private.tracing() else self.fused(x)
+        if private.tracing() or not bool(torch.isfinite(x).all()):  # oneDNN's fused ReLU turns NaN into 0:
+            return self.plain(x)  # the plain layers carry NaN and inf as torch does
+        return self.fused(x)
 
     def fused(self, x):
         """Tile by tile (see ``onebyone.chain_plan``); only the output (or the pooled output) is written. It

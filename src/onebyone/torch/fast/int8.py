@@ -81,6 +81,9 @@ def calibration_batches(calibration, example) -> list:
         if not same:
             raise OneByOneError(f"calibration batch {i} is {describe(b)}; expected inputs like the example, "
                                 f"{describe(example)} (any batch size)")
+        if any(isinstance(g, torch.Tensor) and g.dim() and g.shape[0] == 0 for g in got):
+            raise OneByOneError(f"calibration batch {i} holds no samples ({describe(b)}): give batches of one or "
+                                "more inputs")
         if any(isinstance(g, torch.Tensor) and g.is_floating_point() and not bool(torch.isfinite(g).all())
                for g in got):
             raise OneByOneError(f"calibration batch {i} holds NaN or infinite values: ranges observed on it would "
@@ -104,13 +107,21 @@ def plain_layers(model: nn.Module, x) -> nn.Module:
     work = copy.deepcopy(model)
     found = [m for m in work.modules() if isinstance(m, Pointwise)]
     first, _ = calls_of(work, x, found)
-    names = {id(m): n for n, m in work.named_modules()}
+    names = _aliases(work)
     for m, (args, _, _) in first.items():
         rank = args[0].dim() if args and isinstance(args[0], torch.Tensor) else 0
         new = _torch_layer(m, rank)
-        if new is not None:
-            work = _replace(work, names[id(m)], new)
+        for name in names[id(m)] if new is not None else ():  # a shared Pointwise: one layer in each place
+            work = _replace(work, name, new)
     return work
+
+
+def _aliases(root: nn.Module) -> dict:
+    """{id(module): every name it has in ``root``} (a module shared by several places has several)."""
+    names = {}
+    for n, m in root.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(n)
+    return names
 
 
 def _torch_layer(m: Pointwise, rank: int) -> nn.Module | None:
@@ -316,7 +327,8 @@ def observed(plain: nn.Module, observe: list, layers: list) -> _Ranges:
 
 class Int8Layer(nn.Module):
     """One conv or Linear run by torch's x86 int8 kernels on its own: the input quantized per tensor (uint8
-    over its observed range; 7 bits without VNNI, where pairs of 8-bit products saturate a 16-bit sum), the
+    over its observed range; 7 bits without AVX512_VNNI, the one VNNI those kernels use: elsewhere pairs of
+    8-bit products saturate a 16-bit sum; ``vnni``: whether it is there), the
     weights per output channel (int8, symmetric), the output requantized to 8 bits over its observed range
     and returned in float32. For models torch.fx cannot trace: no graph is needed, each layer pays its own
     (de)quantization."""
@@ -364,20 +376,26 @@ def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=
     """(a copy of ``plain`` with each of ``layers`` but ``keep_float`` an ``Int8Layer``, the layers left in
     float32): torch's int8 kernels without a graph (where torch.fx cannot trace the model). A layer not called
     on ``observe``, of another class or padding mode, or that torch's quantized kernels refuse on its observed
-    input stays float32 and is listed."""
+    input stays float32 and is listed; where that is every layer, refused."""
     work, ranges, floats = copy_model(plain), observed(plain, observe, layers), []
+    aliases = _aliases(work)
     for n in layers:
-        m = plain.get_submodule(n)
+        m, places = plain.get_submodule(n), aliases[id(work.get_submodule(n))]
         try:
             if n in keep_float or id(m) not in ranges.out:
                 raise OneByOneError("kept in float32")
-            q = Int8Layer(m, (ranges.low[id(m)], ranges.high[id(m)]), ranges.out[id(m)], capabilities().vnni)
+            q = Int8Layer(m, (ranges.low[id(m)], ranges.high[id(m)]), ranges.out[id(m)],
+                          capabilities().avx512_vnni)
             with torch.no_grad():
                 q(ranges.first[id(m)])  # the kernels take it, or raise here
         except Exception:  # noqa: BLE001 - a layer int8 cannot run stays float32, listed
             floats.append(n)
             continue
-        _replace(work, n, q)
+        for place in places:  # a layer shared by several places is one int8 layer in each
+            work = _replace(work, place, q)
+    if len(floats) == len(layers):
+        raise OneByOneError("no layer runs in torch's int8 kernels: each was kept in float32, refused by them or "
+                            "not called on the calibration data")
     return work.eval(), tuple(floats)
 
 
@@ -390,9 +408,9 @@ def chains_int8(plain: nn.Module, x, observe: list) -> tuple:
 
 
 class _OneLayerInt8(nn.Module):
-    """``layer`` as the int8 forms compute it: its input rounded over the observed range (per tensor; 256 levels,
-    128 without VNNI), its weights to int8 per output channel (symmetric); the products then exact, as the
-    integer sum is."""
+    """``layer`` as torch's int8 form computes it: its input rounded over the observed range (per tensor; 128
+    levels, the x86 default's 7 bits), its weights to int8 per output channel (symmetric); the products then
+    exact, as the integer sum is."""
 
     def __init__(self, layer: nn.Module, low: float, high: float):
         super().__init__()
@@ -402,7 +420,7 @@ class _OneLayerInt8(nn.Module):
         with torch.no_grad():
             self.layer.weight.copy_(torch.fake_quantize_per_channel_affine(
                 w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127))
-        self.levels = 255 if capabilities().vnni else 127  # as the int8 forms quantize inputs on this CPU
+        self.levels = 127  # as torch's form quantizes its activations (reduce_range) on every CPU
         self.scale, self.zero = affine(low, high, self.levels)
 
     def forward(self, x):

@@ -88,9 +88,12 @@ def chain_ranges(model: nn.Module, observe: list) -> dict:
 class Int8PointwiseChain(nn.Module):
     """``chain`` in int8: its input quantized per tensor over ``ranges[0]``, layer i's output requantized over
     ``ranges[i + 1]`` (the ranges a ``ChainRanges`` observed, each widened to hold 0; 8 bits), weights per
-    output channel (buffers ``weight{i}``, ``scale{i}``, ``bias{i}``). ``vnni``: whether the weights may use all
-    8 bits (default: what this CPU has; else 7). Inference only; a float input, the output in its dtype and the
-    chain's layout.
+    output channel. ``vnni``: whether the weights may use all 8 bits (default: what this CPU has; else 7).
+    Inference only; a float input, the output in its dtype and the chain's layout.
+
+    Its state (``state_dict``, pickling) is whole: buffers ``weight{i}``, ``scale{i}``, ``bias{i}``, the ranges
+    (``bounds``, (layers + 1, 2)) and the largest weight code (``top``); a chain with 8-bit weights refuses to
+    run where oneDNN's int8 products would saturate them (a CPU without VNNI).
     """
 
     def __init__(self, chain: FusedPointwiseChain, ranges: list, vnni: bool | None = None):
@@ -99,23 +102,32 @@ class Int8PointwiseChain(nn.Module):
         if len(ranges) != len(p.widths):
             raise OneByOneError(f"an int8 chain of {len(p.widths) - 1} layers needs {len(p.widths)} ranges (its input "
                                 f"and each layer's output), got {len(ranges)}")
-        self.ranges = [_range(r, i) for i, r in enumerate(ranges)]
         vnni = private.capabilities().vnni if vnni is None else vnni
-        if vnni and private.onednn_int8() and not private.capabilities().vnni:
+        if vnni and self._saturates():
             raise OneByOneError("vnni=True asks for 8-bit weights, whose int8 products saturate on this CPU (no "
                                 "VNNI): leave vnni unset")
-        self.top = 127 if vnni else 63  # the largest weight code
+        top = 127 if vnni else 63
+        self.register_buffer("top", torch.tensor(top))  # the largest weight code
+        self.register_buffer("bounds", torch.tensor([_range(r, i) for i, r in enumerate(ranges)]))
         self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, None, itemsize=1)
         self.channel_dim = chain.channel_dim
-        self.inputs = [affine(*r, 255) for r in self.ranges[:-1]]  # (scale, zero) of each layer's input
-        self.output = affine(*self.ranges[-1], 255)
         for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
             w = w.detach().float().flatten(1)  # (O, C)
-            s = weight_scales(w, self.top)
-            self.register_buffer(f"weight{i}", torch.round(w / s[:, None]).clamp(-self.top, self.top).to(torch.int8))
+            s = weight_scales(w, top)
+            self.register_buffer(f"weight{i}", torch.round(w / s[:, None]).clamp(-top, top).to(torch.int8))
             self.register_buffer(f"scale{i}", s)
             self.register_buffer(f"bias{i}", None if b is None else b.detach().float().clone())
         self._packed = Packed(2)  # the int8 weights packed by oneDNN, per tile rows
+
+    @staticmethod
+    def _saturates() -> bool:
+        """Would 8-bit weights saturate the int8 products here (oneDNN's, on a CPU without VNNI)?"""
+        return private.onednn_int8() and not private.capabilities().vnni
+
+    @property
+    def ranges(self) -> list:
+        """(low, high) of the input and of each layer's output, each holding 0."""
+        return [tuple(r) for r in self.bounds.tolist()]
 
     @property
     def layers(self) -> list:
@@ -125,7 +137,7 @@ class Int8PointwiseChain(nn.Module):
 
     def __repr__(self) -> str:
         p = self.plan
-        bits = 8 if self.top > 63 else 7
+        bits = 8 if int(self.top) > 63 else 7
         return f"Int8PointwiseChain({p.widths}, acts={p.acts}, pool={p.pool!r}, tile={p.tile}, weight_bits={bits})"
 
     def forward(self, x):  # (B, C, *S) or (..., C) float -> the chain's output
@@ -136,6 +148,12 @@ class Int8PointwiseChain(nn.Module):
         if torch.is_grad_enabled() and x.requires_grad:
             raise OneByOneError(f"{self!r} runs inference only (int8 codes carry no gradient); the input wants one: "
                                 "train the float model, or call it under torch.no_grad()")
+        if int(self.top) > 63 and self._saturates():
+            raise OneByOneError(f"{self!r} holds 8-bit weights (made on a CPU with VNNI); this CPU has none and its "
+                                "int8 products would saturate them: make the int8 chain again here")
+        if not bool(torch.isfinite(x).all()):  # NaN and inf carried as the float chain carries them
+            with torch.no_grad():
+                return self.dequantized()(x).to(x.dtype)
         o, pool = self.plan.widths[-1], self.plan.pool
         if x.numel() == 0:  # no samples, or no points
             if pool and x.shape[0]:
@@ -143,7 +161,8 @@ class Int8PointwiseChain(nn.Module):
             shape = list(x.shape)
             shape[self.channel_dim] = o
             return x.new_zeros((x.shape[0], o) if pool else shape)
-        s, z = self.inputs[0]
+        qp = [affine(*r, 255) for r in self.ranges]  # (scale, zero) of the input and of each layer's output
+        s, z = qp[0]
         codes = private.quantize_rows(x.float(), s, z, 255)  # in x's layout, then moved: a quarter the bytes
         rows3 = _rows(codes, c, self.channel_dim, self.plan.pool is not None)  # (B, P, C) uint8
         nb, npts, _ = rows3.shape
@@ -152,7 +171,7 @@ class Int8PointwiseChain(nn.Module):
         out = (torch.empty(rows.shape[0], o) if pool is None
                else torch.zeros(nb, o, dtype=torch.uint8) if pool == "max" else torch.zeros(nb, o))
         for r0, n, s0, k in chain_plan.tiles(nb, npts, self.plan.tile):
-            h = self._tile(rows[r0:r0 + n], packed)  # (T, C) uint8 -> (T, O)
+            h = self._tile(rows[r0:r0 + n], packed, qp)  # (T, C) uint8 -> (T, O)
             if pool is None:
                 out[r0:r0 + n] = h
             elif pool == "max":  # on the 8-bit codes: the dequantization is increasing
@@ -160,21 +179,24 @@ class Int8PointwiseChain(nn.Module):
             else:
                 out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
         if pool == "max":
-            s, z = self.output
+            s, z = qp[-1]
             out = (out.float() - z) * s
         return out.to(x.dtype) if pool else _shape_back(out, x, self.channel_dim).to(x.dtype)
 
-    def _tile(self, h, packed):
-        """One tile's rows (T, C) uint8 through every layer: uint8 between layers; the last layer gives uint8
-        codes before a max pool, else float32."""
-        last = len(self.layers) - 1
+    def dequantized(self) -> FusedPointwiseChain:
+        """The float32 chain of this chain's int8 weights (what a non-finite input runs: NaN and inf carried
+        as torch carries them, where int8 codes have none)."""
+        p, layers = self.plan, self.layers
+        return FusedPointwiseChain([q.float() * s[:, None] for q, s, _ in layers], [b for _, _, b in layers], p.acts,
+                                   p.pool, self.channel_dim).eval()
+
+    def _tile(self, h, packed, qp):
+        """One tile's rows (T, C) uint8 through every layer (``qp``: (scale, zero) of the input and of each
+        layer's output): uint8 between layers; the last layer gives uint8 codes before a max pool, else float32."""
+        last = len(self.plan.acts) - 1
         for i, ((q, s, b), pw, act) in enumerate(zip(self.layers, packed, self.plan.acts)):
-            xs, xz = self.inputs[i]
-            if i < last:
-                out = self.inputs[i + 1]
-            else:
-                out = self.output if self.plan.pool == "max" else None
-            h = private.qlinear_pointwise(h, xs, xz, pw, q, s, b, out, act)
+            out = qp[i + 1] if i < last or self.plan.pool == "max" else None
+            h = private.qlinear_pointwise(h, *qp[i], pw, q, s, b, out, act)
         return h
 
     def _weights(self, rows: int) -> list:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +33,12 @@ class Capabilities:
             below those turns it off): without them a bfloat16 product is emulated, slower than float32.
         avx512: the CPU has AVX-512 (F, BW, VL, DQ) and ATen uses it.
         amx: the CPU has AMX tiles for bfloat16.
-        vnni: the CPU has int8 dot products (AVX512_VNNI or AVX_VNNI); without them int8 products go through
-            16-bit intermediates that can saturate unless weights keep to 7 bits (``int8``'s ``reduce_range``).
+        vnni: the CPU has int8 dot products (AVX512_VNNI or AVX_VNNI) and oneDNN may use them
+            (``ONEDNN_MAX_CPU_ISA`` below VNNI turns it off): without them int8 products go through 16-bit
+            intermediates that can saturate unless weights keep to 7 bits (onnxruntime's ``reduce_range``).
         amx_int8: the CPU has AMX tiles for int8 (oneDNN's int8 products use them where present).
+        avx512_vnni: the CPU has AVX512_VNNI, the one VNNI that torch's own x86 int8 kernels (fbgemm) use:
+            an AVX_VNNI-only CPU runs them on 16-bit intermediates.
     """
 
     isa: str
@@ -44,6 +48,7 @@ class Capabilities:
     amx: bool
     vnni: bool = False
     amx_int8: bool = False
+    avx512_vnni: bool = False
 
     def describe(self) -> str:
         """One line: 'AVX512, oneDNN, bfloat16 products, no AMX, VNNI' (', AMX-INT8' where the CPU has it)."""
@@ -66,8 +71,25 @@ def _probe() -> Capabilities:  # the hardware and this torch build do not change
     return Capabilities(isa=isa, onednn=onednn, bf16=onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                         avx512=isa.startswith("AVX512") and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
                         amx="amx_bf16" in flags and "amx_tile" in flags,
-                        vnni=bool({"avx512_vnni", "avx_vnni"} & flags),
-                        amx_int8="amx_int8" in flags and "amx_tile" in flags)
+                        vnni=onednn_vnni(flags, os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get(
+                            "DNNL_MAX_CPU_ISA", "")),
+                        amx_int8="amx_int8" in flags and "amx_tile" in flags, avx512_vnni="avx512_vnni" in flags)
+
+
+def onednn_vnni(flags: set, max_isa: str) -> bool:
+    """Does oneDNN's int8 reach VNNI on a CPU with these /proc/cpuinfo ``flags``, held to ``max_isa`` (its
+    ``ONEDNN_MAX_CPU_ISA``; empty: no limit)?
+
+    >>> zen4 = {"avx2", "avx512f", "avx512_vnni"}
+    >>> onednn_vnni(zen4, ""), onednn_vnni(zen4, "AVX2"), onednn_vnni(zen4, "avx2_vnni"), onednn_vnni({"avx2"}, "")
+    (True, False, False, False)
+    """
+    max_isa = max_isa.upper()
+    if max_isa in ("SSE41", "AVX", "AVX2", "AVX512_CORE"):  # the ISAs below any VNNI
+        return False
+    if max_isa.startswith("AVX2_VNNI"):  # the VEX-encoded one alone
+        return "avx_vnni" in flags
+    return bool({"avx512_vnni", "avx_vnni"} & flags)
 
 
 def cpu_fields() -> dict:
