@@ -325,3 +325,30 @@ def test_a_fold_that_moved_the_outputs_is_caught_by_the_check_not_returned(monke
     monkeypatch.setattr(O, "merged_pointwise", wrong)
     with pytest.raises(OneByOneError, match=r"optimize changed the outputs by .* \(> tolerance"):
         optimize(net(), X, passes=REWRITES)
+
+
+def test_nan_in_the_inputs_reaches_the_outputs_it_reaches_in_the_model_given(monkeypatch):
+    """oneDNN's fused ReLU returns 0 for NaN: an optimized model looks at its inputs once a call (one sum, not
+    one per layer) and runs its plain layers where they hold NaN or inf, as the model given would; a call that
+    raises leaves nothing behind for the next."""
+    from onebyone.torch.fast import private
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 1),
+                          nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    x = torch.randn(4, 3, 16, 16)
+    opt, _ = optimize(model, x, passes=["fold", "conv_acts", "channels_last", "check"])
+    assert sum(isinstance(m, ConvAct) for m in opt.modules()) == 2
+    looks = []
+    real = private.finite
+    monkeypatch.setattr(private, "finite", lambda t: looks.append(t.shape) or real(t))
+    bad = x.clone()
+    bad[0, 1, 3, 3], bad[2, 0, 0, 0] = float("nan"), float("inf")
+    with torch.no_grad():
+        want, got = model(bad), opt(bad)
+        assert looks == [bad.shape]  # the inputs, once
+        assert want[0].isnan().all() and torch.equal(got.isnan(), want.isnan())
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-4, atol=1e-4)
+        with pytest.raises(Exception):  # noqa: B017 - any failure inside the call
+            opt(torch.randn(4, 5, 16, 16))
+        assert private.nan_free(bad) is False  # asked afresh: the failed call's answer is gone

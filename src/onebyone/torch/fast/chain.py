@@ -201,7 +201,7 @@ class FusedPointwiseChain(nn.Module):
             p = self.plan  # torch.compile: one opaque node, run by fused() (an export keeps the plain ops)
             return pointwise_chain(x, list(self.weights), list(self.biases), ",".join(p.acts), p.pool or "",
                                    self.channel_dim, p.tile, ",".join(self.kernels.get(input_key(x), ())))
-        if private.tracing() or not bool(torch.isfinite(x).all()):  # oneDNN's fused ReLU turns NaN into 0:
+        if private.tracing() or (set(self.plan.acts) & set(private.NAN_LOST) and not private.nan_free(x)):
             return self.plain(x)  # the plain layers carry NaN and inf as torch does
         return self.fused(x)
 

@@ -151,7 +151,7 @@ class Int8PointwiseChain(nn.Module):
         if int(self.top) > 63 and self._saturates():
             raise OneByOneError(f"{self!r} holds 8-bit weights (made on a CPU with VNNI); this CPU has none and its "
                                 "int8 products would saturate them: make the int8 chain again here")
-        if not bool(torch.isfinite(x).all()):  # NaN and inf carried as the float chain carries them
+        if not private.nan_free(x):  # NaN and inf carried as the float chain carries them
             with torch.no_grad():
                 return self.dequantized()(x).to(x.dtype)
         o, pool = self.plan.widths[-1], self.plan.pool

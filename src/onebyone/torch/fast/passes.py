@@ -44,6 +44,7 @@ from .compiled import Compiled
 from .convact import ConvAct
 from .exported import Exported
 from .int8 import ACCURACY_TOL, INT8_TOL, int8
+from .int8_chain import Int8PointwiseChain
 from .onnx_runtime import OnnxRuntime
 from .openvino import OpenVino
 from .pool import MaxPool
@@ -405,7 +406,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
 
     The model returned holds its own copies of the weights (folded, merged), none of which wants a gradient:
     it is an inference model, and it runs the form that was timed (under ``no_grad`` or not) unless an input
-    wants a gradient. The model given is never changed.
+    wants a gradient. NaN or inf in its inputs reaches the outputs it reaches in the model given (it looks at
+    its inputs once a call; where they hold either, its plain layers run). The model given is never changed.
 
     Args:
         example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
@@ -443,7 +445,10 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     report = OptimizeReport("optimize")
     work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
     # work in place
-    return _run(names, work, req, report).requires_grad_(False), report  # its own weights: an inference model
+    work = _run(names, work, req, report).requires_grad_(False)  # its own weights: an inference model
+    if any(isinstance(m, (ConvAct, FusedPointwiseChain, Int8PointwiseChain)) for m in work.modules()):
+        private.guard_inputs(work)  # NaN in the inputs reaches the outputs, as in the model given
+    return work, report
 
 
 def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> nn.Module:

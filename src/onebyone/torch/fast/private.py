@@ -7,12 +7,14 @@ below falls back to the public op that computes the same numbers.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import os
 
 import torch
 import torch.nn.functional as F
+from torch.utils._pytree import tree_leaves
 
 from ...activations import FUSABLE, get
 from ...errors import OneByOneError
@@ -117,6 +119,47 @@ def post_op(act: str) -> tuple:
     if act not in FUSABLE:
         raise OneByOneError(f"oneDNN fuses only the activations {FUSABLE} into a product, got {act!r}")
     return get(act).onednn
+
+
+NAN_LOST = ("relu", "relu6")  # fused after a oneDNN product (a max with 0), these return 0 for NaN
+
+
+def finite(x: torch.Tensor) -> bool:
+    """Is every value of ``x`` finite? One sum (NaN and inf survive it): a few times quicker than
+    ``isfinite(x).all()``; a sum that overflows answers False, and the caller takes its plain path."""
+    return bool(torch.isfinite(x.sum()))
+
+
+# what the guarded model now running found its inputs to be (None: no model said): set by its call's first
+# hook, cleared by its last, so it lives for one call and in one thread or task; never a cache
+_INPUTS_FINITE = contextvars.ContextVar("onebyone_inputs_finite", default=None)
+
+
+def nan_free(x: torch.Tensor) -> bool:
+    """May a fused ReLU (which turns NaN into 0) run on ``x``: is it free of NaN and inf? The answer of the
+    guarded model being run (``guard_inputs``: one look at its inputs per call), else one sum over ``x``."""
+    known = _INPUTS_FINITE.get()
+    return finite(x) if known is None else known
+
+
+def guard_inputs(model):
+    """``model`` with hooks that look at its floating-point inputs once a call and tell its fused layers
+    whether they are finite, so that each layer need not look again: NaN or inf in the inputs then runs the
+    plain layers, which carry them to the outputs as torch does. (A NaN the model makes itself from finite
+    inputs is not looked for.)"""
+    model.register_forward_pre_hook(_look, with_kwargs=True)
+    model.register_forward_hook(_forget, with_kwargs=True, always_call=True)
+    return model
+
+
+def _look(module, args, kwargs):
+    if not tracing():
+        leaves = tree_leaves((args, kwargs))
+        _INPUTS_FINITE.set(all(finite(t) for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()))
+
+
+def _forget(module, args, kwargs, out):
+    _INPUTS_FINITE.set(None)
 
 
 # --- the oneDNN ops (what inductor emits on CPUs) and their public equivalents --------------------------
