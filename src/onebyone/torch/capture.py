@@ -8,7 +8,8 @@ Two views of a forward pass:
   the listeners' own hooks read (a shape, say) is never reported as the model's.
 - ``trace(model, example)``: torch.fx's graph, each node's output shape filled from one run on the example.
 ``calls_of`` is the small listener for what one-off readers need: each module's first inputs and output,
-and how many times it was called.
+and how many times it was called. ``around_each_call`` gives a model hooks it keeps (``optimize``'s look at
+its inputs), so that hooks are registered here alone.
 """
 from __future__ import annotations
 
@@ -93,6 +94,14 @@ def watch(model: nn.Module, example, *listeners: Listener, modules=None):
     finally:
         for h in hooks:
             h.remove()
+
+
+def around_each_call(model: nn.Module, before, after) -> nn.Module:
+    """``model`` with ``before(module, args, kwargs)`` called at the start of each of its calls and
+    ``after(module, args, kwargs, output)`` at the end, also of a call that raises; kept with the model."""
+    model.register_forward_pre_hook(before, with_kwargs=True)
+    model.register_forward_hook(after, with_kwargs=True, always_call=True)
+    return model
 
 
 class _Calls(Listener):

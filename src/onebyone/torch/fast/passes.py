@@ -33,7 +33,7 @@ from torch import nn
 
 from ...checks import check_tolerance
 from ...errors import OneByOneError
-from ..capture import calls_of
+from ..capture import around_each_call, calls_of
 from ..reparameterize import reparameterized
 from ..rewrite_report import KernelChoice, OptimizeReport, RewriteReport, finish, output_difference, outputs
 from ..rewrites import merged_pointwise
@@ -447,7 +447,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     # work in place
     work = _run(names, work, req, report).requires_grad_(False)  # its own weights: an inference model
     if any(isinstance(m, (ConvAct, FusedPointwiseChain, Int8PointwiseChain)) for m in work.modules()):
-        private.guard_inputs(work)  # NaN in the inputs reaches the outputs, as in the model given
+        around_each_call(work, private.look_at_inputs, private.forget_inputs)  # NaN in the inputs reaches the
+        # outputs, as in the model given
     return work, report
 
 

@@ -137,29 +137,25 @@ _INPUTS_FINITE = contextvars.ContextVar("onebyone_inputs_finite", default=None)
 
 def nan_free(x: torch.Tensor) -> bool:
     """May a fused ReLU (which turns NaN into 0) run on ``x``: is it free of NaN and inf? The answer of the
-    guarded model being run (``guard_inputs``: one look at its inputs per call), else one sum over ``x``."""
+    guarded model being run (``look_at_inputs``: one look at its inputs per call), else one sum over ``x``."""
     known = _INPUTS_FINITE.get()
     return finite(x) if known is None else known
 
 
-def guard_inputs(model):
-    """``model`` with hooks that look at its floating-point inputs once a call and tell its fused layers
-    whether they are finite, so that each layer need not look again: NaN or inf in the inputs then runs the
-    plain layers, which carry them to the outputs as torch does. (A NaN the model makes itself from finite
-    inputs is not looked for.)"""
-    model.register_forward_pre_hook(_look, with_kwargs=True)
-    model.register_forward_hook(_forget, with_kwargs=True, always_call=True)
-    return model
-
-
-def _look(module, args, kwargs):
+def look_at_inputs(module, args, kwargs) -> None:
+    """At the start of a guarded model's call: are its floating-point inputs finite? Its fused layers take
+    the answer (``nan_free``) instead of each looking again: NaN or inf in the inputs then runs the plain
+    layers, which carry them to the outputs as torch does. (A NaN the model makes itself from finite inputs
+    is not looked for.) Nothing while tracing or compiling: the plain layers run then."""
     if not tracing():
         leaves = tree_leaves((args, kwargs))
         _INPUTS_FINITE.set(all(finite(t) for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()))
 
 
-def _forget(module, args, kwargs, out):
-    _INPUTS_FINITE.set(None)
+def forget_inputs(module, args, kwargs, out) -> None:
+    """At the end of a guarded model's call, also one that raised: the answer is gone."""
+    if not tracing():
+        _INPUTS_FINITE.set(None)
 
 
 # --- the oneDNN ops (what inductor emits on CPUs) and their public equivalents --------------------------
