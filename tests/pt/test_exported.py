@@ -141,6 +141,28 @@ def test_gradients_and_inputs_it_cannot_take_run_the_model_itself(engine):
     assert fast._built == {}
 
 
+@pytest.mark.parametrize("int8", [False, True], ids=["openvino float32", "onnxruntime int8"])
+def test_nan_in_the_inputs_reaches_the_outputs_as_in_the_model(int8):
+    """OpenVINO's fused ReLU and the engines' int8 quantization turn NaN into numbers: inputs holding NaN or inf
+    run the model itself (the shared ``Exported`` base decides), whose outputs carry them where torch's do."""
+    from onebyone.torch.fast.int8 import OnnxRuntimeInt8
+
+    kind = OnnxRuntimeInt8 if int8 else OpenVino
+    try:
+        kind.require()
+    except OneByOneError as e:
+        pytest.skip(str(e))
+    model, x = small_model(), torch.randn(4, 3, 8, 8)
+    fast = kind(model, [x], tol=float("inf")) if int8 else kind(model)
+    bad = x.clone()
+    bad[1, 2, 4, 4] = float("nan")
+    with torch.no_grad():
+        fast(x)  # exported and compiled
+        want, got = model(bad), fast(bad)
+    assert want[1].isnan().all() and torch.equal(got.isnan(), want.isnan())
+    torch.testing.assert_close(got, want, equal_nan=True)
+
+
 def test_copies_and_pickles_hold_only_the_model(engine):
     model = small_model()
     fast = engine(model)

@@ -148,8 +148,13 @@ def look_at_inputs(module, args, kwargs) -> None:
     layers, which carry them to the outputs as torch does. (A NaN the model makes itself from finite inputs
     is not looked for.) Nothing while tracing or compiling: the plain layers run then."""
     if not tracing():
-        leaves = tree_leaves((args, kwargs))
-        _INPUTS_FINITE.set(all(finite(t) for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()))
+        _INPUTS_FINITE.set(inputs_finite(args, kwargs))
+
+
+def inputs_finite(args, kwargs) -> bool:
+    """Are all the floating-point tensors among a call's arguments finite (``finite`` on each)?"""
+    leaves = tree_leaves((args, kwargs))
+    return all(finite(t) for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point())
 
 
 def forget_inputs(module, args, kwargs, out) -> None:
