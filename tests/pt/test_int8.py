@@ -293,3 +293,30 @@ def test_one_int8_layer_matches_its_float_layer_within_its_rounding(layer, shape
     step = (float(y.max()) - float(y.min())) / (255 if vnni else 127)  # one output level
     assert got.dtype == torch.float32 and got.shape == y.shape
     assert 0 < (got - y).abs().max() <= 4 * step  # input, weight and output rounding: a few levels at most
+
+
+def test_a_sample_holding_nan_comes_out_nan_from_every_int8_form():
+    """int8 codes have no NaN (torch's quantize maps it to a number): the form optimize keeps answers NaN for a
+    sample whose input holds NaN or inf, as the float model does, and the other samples as before (an engine's
+    form runs the float model on such a batch: within int8's error of before)."""
+    from onebyone.torch.capture import around_each_call
+    from onebyone.torch.fast import private
+    from onebyone.torch.fast.int8 import INT8_TOL, quantizable, torch_int8, torch_int8_layers
+
+    model, cal = small(), batches(4)
+    bad = cal[3].clone()
+    bad[1, 0, 2, 2], bad[3, 2, 0, 0] = float("nan"), float("inf")
+    plain = plain_layers(model, cal[0])
+    forms = [torch_int8(plain, cal[0], cal[:3])[0], torch_int8_layers(plain, cal[:3], quantizable(plain))[0]]
+    with torch.no_grad():
+        want, before = model(bad), [f(bad) for f in forms]
+    assert want[[1, 3]].isnan().all() and not want[[0, 2]].isnan().any()
+    assert not any(b.isnan().any() for b in before)  # what the codes alone give: numbers
+    kept, _ = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    with torch.no_grad():
+        for f in [around_each_call(f, after=private.nan_samples) for f in forms]:
+            got, fine = f(bad), f(cal[3])
+            assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got[[0, 2]], fine[[0, 2]])
+        got, fine = kept(bad), kept(cal[3])
+        assert torch.equal(got.isnan(), want.isnan())
+        assert (got[[0, 2]] - fine[[0, 2]]).abs().max() <= INT8_TOL * fine.abs().max()

@@ -96,11 +96,14 @@ def watch(model: nn.Module, example, *listeners: Listener, modules=None):
             h.remove()
 
 
-def around_each_call(model: nn.Module, before, after) -> nn.Module:
+def around_each_call(model: nn.Module, before=None, after=None) -> nn.Module:
     """``model`` with ``before(module, args, kwargs)`` called at the start of each of its calls and
-    ``after(module, args, kwargs, output)`` at the end, also of a call that raises; kept with the model."""
-    model.register_forward_pre_hook(before, with_kwargs=True)
-    model.register_forward_hook(after, with_kwargs=True, always_call=True)
+    ``after(module, args, kwargs, output)`` at the end, also of a call that raises (what it returns, if not
+    None, is the call's output); kept with the model."""
+    if before is not None:
+        model.register_forward_pre_hook(before, with_kwargs=True)
+    if after is not None:
+        model.register_forward_hook(after, with_kwargs=True, always_call=True)
     return model
 
 

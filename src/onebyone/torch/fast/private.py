@@ -14,7 +14,7 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 from ...activations import FUSABLE, get
 from ...errors import OneByOneError
@@ -149,6 +149,35 @@ def look_at_inputs(module, args, kwargs) -> None:
     is not looked for.) Nothing while tracing or compiling: the plain layers run then."""
     if not tracing():
         _INPUTS_FINITE.set(inputs_finite(args, kwargs))
+
+
+def nan_samples(module, args, kwargs, out):
+    """After a call of a model whose int8 codes carry no NaN (torch's int8 forms): each sample whose inputs
+    hold NaN or inf comes out NaN in every output (in the float model the NaN reaches at least part of it;
+    which part, the codes cannot say). Outputs whose first axis is not the batch come out all NaN then."""
+    if tracing():
+        return None
+    leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if all(finite(t) for t in leaves):
+        return None
+    batch = {t.shape[0] for t in leaves if t.dim()}
+    bad = None
+    if len(batch) == 1:
+        bad = torch.zeros(batch.pop(), dtype=torch.bool)
+        for t in leaves:
+            bad |= ~torch.isfinite(t.flatten(1).sum(1) if t.dim() > 1 else t)
+
+    def mark(t):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            return t
+        t = t.clone()
+        if bad is not None and t.dim() and t.shape[0] == bad.shape[0]:
+            t[bad] = float("nan")
+        else:
+            t.fill_(float("nan"))
+        return t
+
+    return tree_map(mark, out)
 
 
 def inputs_finite(args, kwargs) -> bool:
