@@ -3,6 +3,9 @@ torch.compile's graph with the same outputs, plain ops under autograd and export
 import pytest
 import torch
 
+from onebyone.torch import FusedPointwiseChain, SharedMLP
+from onebyone.torch.fast.chain import pointwise_chain
+
 from .test_compile import CASES, OP, chain, fresh_dynamo, graph_targets  # noqa: F401
 
 
@@ -42,3 +45,17 @@ def test_under_autograd_and_export_a_chain_is_plain_ops():
     ep = torch.export.export(fused, (x,))
     assert not any(OP in str(n.target) for n in ep.graph.nodes)  # an exported graph stays portable (ONNX)
     torch.testing.assert_close(ep.module()(x), mlp(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_chain_operator_carries_nan_as_the_plain_layers_do():
+    """What torch.compile runs of a chain: oneDNN's fused ReLU would turn NaN into 0; torch's products run then."""
+    torch.manual_seed(0)
+    chain = FusedPointwiseChain.from_shared_mlp(SharedMLP((4, 8, 6), pool=None)).eval()
+    x = torch.randn(2, 4, 10)
+    x[0, 1, 3] = float("nan")
+    p = chain.plan
+    with torch.no_grad():
+        got = pointwise_chain(x, list(chain.weights), list(chain.biases), ",".join(p.acts), "", 1, p.tile)
+        want = chain.plain(x)
+    assert want.isnan().any() and torch.equal(got.isnan(), want.isnan())
+    torch.testing.assert_close(got, want, equal_nan=True)

@@ -62,6 +62,10 @@ def test_compiled_follows_weight_edits_autograd_and_copies():
         model[0].weight.mul_(2)  # frozen into the compiled code: the next call must compile again
         model[8].bias.add_(1)
         torch.testing.assert_close(comp(x), model(x), rtol=1e-5, atol=1e-5)
+        bad = x.clone()
+        bad[1, 0, 2, 2] = float("nan")  # Inductor's frozen conv + ReLU (oneDNN) would turn it into a number:
+        torch.testing.assert_close(comp(bad), model(bad), equal_nan=True)  # the model itself runs
+        assert comp(bad)[1].isnan().all()
     y = comp(x.requires_grad_())  # gradients wanted: the model itself runs
     y.sum().backward()
     assert x.grad is not None and model[0].weight.grad is not None

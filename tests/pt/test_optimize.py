@@ -352,3 +352,15 @@ def test_nan_in_the_inputs_reaches_the_outputs_it_reaches_in_the_model_given(mon
         with pytest.raises(Exception):  # noqa: B017 - any failure inside the call
             opt(torch.randn(4, 5, 16, 16))
         assert private.nan_free(bad) is False  # asked afresh: the failed call's answer is gone
+    private.look_at_inputs(None, (x,), {})  # an outer guarded call: finite
+    private.look_at_inputs(None, (bad,), {})  # an inner one, inside it: not
+    assert private.nan_free(x) is False
+    private.forget_inputs(None, (bad,), {}, None)
+    assert private.nan_free(bad) is True  # the outer call's answer again
+    private.forget_inputs(None, (x,), {}, None)
+
+    class Box:  # an argument it cannot look into: no answer, each fused layer looks at its own input
+        def __init__(self, t):
+            self.t = t
+
+    assert private.inputs_finite((Box(bad),), {}) is None and private.inputs_finite((bad, 2.0), {}) is False

@@ -316,6 +316,8 @@ def pointwise_chain(x: torch.Tensor, weights: list[torch.Tensor], biases: list[t
     widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     plan = chain_plan.make_plan(widths, acts.split(","), pool or None, tile, itemsize=x.element_size())
     chosen = tuple(kernels.split(",")) if kernels else None
+    if set(plan.acts) & set(private.NAN_LOST) and not private.nan_free(x):  # oneDNN's fused ReLU turns NaN into
+        chosen = ("addmm",) * len(weights)  # 0: torch's products and activations carry it
     return _fused(x, weights, biases, plan, channel_dim, chosen, lambda rows: _pack(weights, tile))
 
 

@@ -12,7 +12,8 @@ from . import private
 class Engine(nn.Module):
     """``model`` run by ``self.run(self.build(), args, kwargs)`` whenever no gradient is wanted; under
     autograd (grad mode on, and a parameter or an input tensor that wants one), and under a
-    ``TorchFunctionMode`` (``onebyone.analyze`` counts what it sees called), ``model`` itself.
+    ``TorchFunctionMode`` (``onebyone.analyze`` counts what it sees called), ``model`` itself; and on inputs
+    holding NaN or inf too (an engine's fused ReLU or int8 quantization would turn them into numbers).
 
     What ``build`` makes freezes ``model`` as it was: its submodules, every parameter and buffer, and each
     module's plain attributes (numbers, strings, tuples: ``LeakyReLU.negative_slope``, a conv's padding).
@@ -39,6 +40,8 @@ class Engine(nn.Module):
                 any(p.requires_grad for p in self.model.parameters())
                 or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
             return self.model(*args, **kwargs)  # a TorchFunctionMode (the analyzer's) watches torch calls
+        if private.inputs_finite(args, kwargs) is False:  # NaN or inf: an engine's fused ReLU or int8
+            return self.model(*args, **kwargs)  # quantization would turn them into numbers
         if not grad:  # under no_grad or inference_mode already
             return self.run(self.built(), args, kwargs)
         with torch.no_grad():  # nothing wants a gradient: the same outputs, and one compiled entry serves

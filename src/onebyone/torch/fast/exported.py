@@ -16,7 +16,6 @@ from ...checks import check_int, check_tolerance
 from ...errors import OneByOneError
 from ..rewrite_report import output_difference, weight_rounding
 from ..tensors import arguments, describe
-from . import private
 from .engine import Engine
 
 # dtypes that cross to NumPy without a copy (bfloat16 does not): other inputs run the model itself
@@ -32,10 +31,10 @@ class Exported(Engine):
     Each is checked on the call that made it: its outputs must stay within ``tol`` of ``model``'s, relative
     to the output scale (``OneByOneError`` otherwise). ``torch.export`` refuses a model whose control flow
     depends on its inputs' values, so an export never replays a branch taken for other data. A model in
-    training mode, inputs the engine cannot take (a tensor off the CPU, in bfloat16, or an unhashable
-    argument), and inputs holding NaN or inf (which an engine's fused ReLU or int8 quantization turns into
-    numbers) run ``model`` itself. The outputs keep ``model``'s structure (a tensor, tuples, dicts, a
-    ``transformers`` ``ModelOutput``). An in-place edit of any weight or buffer drops every session.
+    training mode, and inputs the engine cannot take (a tensor off the CPU, in bfloat16, or an unhashable
+    argument), run ``model`` itself (and, as for every ``Engine``, inputs holding NaN or inf). The outputs
+    keep ``model``'s structure (a tensor, tuples, dicts, a ``transformers`` ``ModelOutput``). An in-place
+    edit of any weight or buffer drops every session.
 
     ``exports``: a dict (signature -> ONNX bytes, or the error the export raised) that engines over the
     same model may share, so that ``optimize`` exports once for both; None keeps nothing beyond the
@@ -73,9 +72,9 @@ class Exported(Engine):
 
     def run(self, sessions: dict, args: tuple, kwargs: dict):
         key = None if self.model.training else _signature(args, kwargs)
-        if key is None or not private.inputs_finite(args, kwargs):  # training mode (batch statistics,
-            return self.model(*args, **kwargs)  # dropout), inputs NumPy cannot hold, or NaN / inf the engine
-        made = sessions.get(key)  # would lose (a fused ReLU or an int8 quantization turns them into numbers)
+        if key is None:  # training mode (batch statistics, dropout), or inputs NumPy cannot hold
+            return self.model(*args, **kwargs)
+        made = sessions.get(key)
         if made is None:
             made = _keep(sessions, key, self._session(key, args, kwargs), self.sessions)
         fn, spec = made

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
-from ..capture import Listener, around_each_call, calls_of, watch
+from ..capture import Listener, calls_of, watch
 from ..layers import Pointwise
 from ..rewrite_report import OptimizeReport, RewriteReport, output_difference, outputs
 from ..tensors import call, copy_model, describe, example_values
@@ -539,9 +539,21 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
                           f"{len(layers) - len(floats)} of {len(layers)} layers in int8"
                           + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
     report.layers = []  # the float kernels chosen are not what runs
-    if best.startswith("torch int8"):  # its codes carry no NaN: a sample that holds one comes out NaN
-        around_each_call(fine[best], after=private.nan_samples)
-    return fine[best]
+    return NanSamples(fine[best]) if best.startswith("torch int8") else fine[best]
+
+
+class NanSamples(nn.Module):
+    """``model``, one of torch's int8 forms (whose codes carry no NaN: its quantize turns NaN into a code),
+    answering NaN for each sample whose inputs hold NaN or inf (``private.nan_samples``). Its ``state_dict``
+    is ``model``'s, under ``model.``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        out = self.model(*args, **kwargs)
+        return out if private.tracing() else private.nan_samples(args, kwargs, out)
 
 
 def _accurate(fine: dict, work, evaluate, accuracy_tol: float, report) -> dict:

@@ -446,7 +446,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
     # work in place
     work = _run(names, work, req, report).requires_grad_(False)  # its own weights: an inference model
-    if any(isinstance(m, (ConvAct, FusedPointwiseChain, Int8PointwiseChain)) for m in work.modules()):
+    fused = any(isinstance(m, (ConvAct, FusedPointwiseChain, Int8PointwiseChain)) for m in work.modules())
+    if fused and private.look_at_inputs not in work._forward_pre_hooks.values():  # (optimized twice: once)
         around_each_call(work, private.look_at_inputs, private.forget_inputs)  # NaN in the inputs reaches the
         # outputs, as in the model given
     return work, report

@@ -130,42 +130,61 @@ def finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x.sum()))
 
 
-# what the guarded model now running found its inputs to be (None: no model said): set by its call's first
-# hook, cleared by its last, so it lives for one call and in one thread or task; never a cache
+# (what the guarded model now running found its inputs to be, the value before its call): set by its call's
+# first hook, put back by its last (a nested guarded call restores the outer one's); None: no model said.
+# It lives for one call, in one thread or task; never a cache
 _INPUTS_FINITE = contextvars.ContextVar("onebyone_inputs_finite", default=None)
+_PLAIN = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
 
 
 def nan_free(x: torch.Tensor) -> bool:
     """May a fused ReLU (which turns NaN into 0) run on ``x``: is it free of NaN and inf? The answer of the
     guarded model being run (``look_at_inputs``: one look at its inputs per call), else one sum over ``x``."""
     known = _INPUTS_FINITE.get()
-    return finite(x) if known is None else known
+    return finite(x) if known is None or known[0] is None else known[0]
+
+
+def inputs_finite(args, kwargs) -> bool | None:
+    """Are all the floating-point tensors among a call's arguments finite (``finite`` on each)? None where an
+    argument holds what it cannot look into (an object that is not a tensor, a number or a container torch
+    knows)."""
+    leaves = tree_leaves((args, kwargs))
+    if not all(isinstance(t, (torch.Tensor, *_PLAIN)) for t in leaves):
+        return None
+    return all(finite(t) for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point())
 
 
 def look_at_inputs(module, args, kwargs) -> None:
     """At the start of a guarded model's call: are its floating-point inputs finite? Its fused layers take
     the answer (``nan_free``) instead of each looking again: NaN or inf in the inputs then runs the plain
     layers, which carry them to the outputs as torch does. (A NaN the model makes itself from finite inputs
-    is not looked for.) Nothing while tracing or compiling: the plain layers run then."""
+    is not looked for, nor one a forward pre-hook registered after this one makes.) Nothing while tracing
+    or compiling: the plain layers run then."""
     if not tracing():
-        _INPUTS_FINITE.set(inputs_finite(args, kwargs))
+        _INPUTS_FINITE.set((inputs_finite(args, kwargs), _INPUTS_FINITE.get()))
 
 
-def nan_samples(module, args, kwargs, out):
-    """After a call of a model whose int8 codes carry no NaN (torch's int8 forms): each sample whose inputs
-    hold NaN or inf comes out NaN in every output (in the float model the NaN reaches at least part of it;
-    which part, the codes cannot say). Outputs whose first axis is not the batch come out all NaN then."""
-    if tracing():
-        return None
+def forget_inputs(module, args, kwargs, out) -> None:
+    """At the end of a guarded model's call, also one that raised an ``Exception``: the value before it."""
+    if not tracing():
+        known = _INPUTS_FINITE.get()
+        _INPUTS_FINITE.set(None if known is None else known[1])
+
+
+def nan_samples(args, kwargs, out):
+    """``out`` (the outputs of a call on ``args``, ``kwargs`` of a model whose int8 codes carry no NaN:
+    torch's int8 forms) with each sample whose inputs hold NaN or inf NaN in every output (in the float model
+    the NaN reaches at least part of it; which part, the codes cannot say); outputs whose first axis is not
+    the batch all NaN then."""
     leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     if all(finite(t) for t in leaves):
-        return None
+        return out
     batch = {t.shape[0] for t in leaves if t.dim()}
     bad = None
     if len(batch) == 1:
         bad = torch.zeros(batch.pop(), dtype=torch.bool)
         for t in leaves:
-            bad |= ~torch.isfinite(t.flatten(1).sum(1) if t.dim() > 1 else t)
+            bad |= ~torch.isfinite(t).flatten(1).all(1) if t.dim() > 1 else ~torch.isfinite(t)
 
     def mark(t):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
@@ -178,18 +197,6 @@ def nan_samples(module, args, kwargs, out):
         return t
 
     return tree_map(mark, out)
-
-
-def inputs_finite(args, kwargs) -> bool:
-    """Are all the floating-point tensors among a call's arguments finite (``finite`` on each)?"""
-    leaves = tree_leaves((args, kwargs))
-    return all(finite(t) for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point())
-
-
-def forget_inputs(module, args, kwargs, out) -> None:
-    """At the end of a guarded model's call, also one that raised: the answer is gone."""
-    if not tracing():
-        _INPUTS_FINITE.set(None)
 
 
 # --- the oneDNN ops (what inductor emits on CPUs) and their public equivalents --------------------------
