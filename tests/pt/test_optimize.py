@@ -189,7 +189,7 @@ def test_optimize_replaces_a_model_that_is_itself_a_shared_mlp_or_a_conv():
 @pytest.mark.parametrize("name", list_models())
 def test_optimize_is_exact_on_every_zoo_model(name):
     torch.manual_seed(0)
-    x = torch.randn(4, *model_info(name).input_size)
+    x = torch.randn(2, *model_info(name).input_size)
     model = lively(create_model(name), torch.randn(8, *model_info(name).input_size))
     with torch.no_grad():
         want = model(x)
