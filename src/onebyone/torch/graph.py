@@ -54,10 +54,16 @@ def call_counts(root: nn.Module, gm) -> dict:
     for n in gm.graph.nodes:
         if n.op == "call_module":
             calls[id(gm.get_submodule(n.target))] += 1
-    names = defaultdict(set)
-    for name, m in root.named_modules(remove_duplicate=False):
-        names[id(m)].add(name)
+    names = names_by_module(root)
     return {k: max(calls.get(k, 0), len(names.get(k, ()))) for k in set(calls) | set(names)}
+
+
+def names_by_module(root: nn.Module) -> dict:
+    """id(module) -> every qualified name it has in ``root`` (a module shared by several places has several)."""
+    names = defaultdict(list)
+    for name, m in root.named_modules(remove_duplicate=False):
+        names[id(m)].append(name)
+    return dict(names)
 
 
 def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:

@@ -201,7 +201,7 @@ class FusedPointwiseChain(nn.Module):
             p = self.plan  # torch.compile: one opaque node, run by fused() (an export keeps the plain ops)
             return pointwise_chain(x, list(self.weights), list(self.biases), ",".join(p.acts), p.pool or "",
                                    self.channel_dim, p.tile, ",".join(self.kernels.get(input_key(x), ())))
-        if private.tracing() or (set(self.plan.acts) & set(private.NAN_LOST) and not private.nan_free(x)):
+        if private.tracing() or private.loses_nan(self.plan.acts, x):
             return self.plain(x)  # the plain layers carry NaN and inf as torch does
         return self.fused(x)
 
@@ -316,8 +316,8 @@ def pointwise_chain(x: torch.Tensor, weights: list[torch.Tensor], biases: list[t
     widths = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     plan = chain_plan.make_plan(widths, acts.split(","), pool or None, tile, itemsize=x.element_size())
     chosen = tuple(kernels.split(",")) if kernels else None
-    if set(plan.acts) & set(private.NAN_LOST) and not private.nan_free(x):  # oneDNN's fused ReLU turns NaN into
-        chosen = ("addmm",) * len(weights)  # 0: torch's products and activations carry it
+    if private.loses_nan(plan.acts, x):  # oneDNN's fused ReLU would turn NaN into 0: torch's products and
+        chosen = ("addmm",) * len(weights)  # activations carry it
     return _fused(x, weights, biases, plan, channel_dim, chosen, lambda rows: _pack(weights, tile))
 
 

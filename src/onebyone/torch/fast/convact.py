@@ -97,7 +97,7 @@ class ConvAct(nn.Module):
         w = self.weight
         fast = (not private.tracing() and x.dim() == 4 and private.onednn_runs(x, w)
                 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
-        if not fast or (self.act in private.NAN_LOST and not private.nan_free(x)):  # NaN carried as torch does
+        if not fast or private.loses_nan((self.act,), x):  # NaN carried as torch does
             return self.plain(x)
         if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():  # NCHW: packing would
             return KERNELS["conv"](x, w, self.bias, self._geom, self.act)  # return channels_last; fuse the act only

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
+from .. import graph as G
 from ..capture import Listener, calls_of, watch
 from ..layers import Pointwise
 from ..rewrite_report import OptimizeReport, RewriteReport, output_difference, outputs
@@ -107,21 +108,13 @@ def plain_layers(model: nn.Module, x) -> nn.Module:
     work = copy.deepcopy(model)
     found = [m for m in work.modules() if isinstance(m, Pointwise)]
     first, _ = calls_of(work, x, found)
-    names = _aliases(work)
+    names = G.names_by_module(work)
     for m, (args, _, _) in first.items():
         rank = args[0].dim() if args and isinstance(args[0], torch.Tensor) else 0
         new = _torch_layer(m, rank)
         for name in names[id(m)] if new is not None else ():  # a shared Pointwise: one layer in each place
-            work = _replace(work, name, new)
+            work = G.replace_module(work, name, new)
     return work
-
-
-def _aliases(root: nn.Module) -> dict:
-    """{id(module): every name it has in ``root``} (a module shared by several places has several)."""
-    names = {}
-    for n, m in root.named_modules(remove_duplicate=False):
-        names.setdefault(id(m), []).append(n)
-    return names
 
 
 def _torch_layer(m: Pointwise, rank: int) -> nn.Module | None:
@@ -141,14 +134,6 @@ def _torch_layer(m: Pointwise, rank: int) -> nn.Module | None:
         with torch.no_grad():
             new.bias.copy_(m.bias.detach())
     return new.to(m.weight.dtype).eval()
-
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    if not name:
-        return new
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
-    return root
 
 
 def quantizable(model: nn.Module) -> list:
@@ -378,7 +363,7 @@ def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=
     on ``observe``, of another class or padding mode, or that torch's quantized kernels refuse on its observed
     input stays float32 and is listed; where that is every layer, refused."""
     work, ranges, floats = copy_model(plain), observed(plain, observe, layers), []
-    aliases = _aliases(work)
+    aliases = G.names_by_module(work)
     for n in layers:
         m, places = plain.get_submodule(n), aliases[id(work.get_submodule(n))]
         try:
@@ -392,7 +377,7 @@ def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=
             floats.append(n)
             continue
         for place in places:  # a layer shared by several places is one int8 layer in each
-            work = _replace(work, place, q)
+            work = G.replace_module(work, place, q)
     if len(floats) == len(layers):
         raise OneByOneError("no layer runs in torch's int8 kernels: each was kept in float32, refused by them or "
                             "not called on the calibration data")
@@ -439,11 +424,11 @@ def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> d
     for n, m in named.items():
         if id(m) not in ranges.low:
             continue  # not called on these inputs
-        _replace(plain, n, _OneLayerInt8(m, ranges.low[id(m)], ranges.high[id(m)]))
+        G.replace_module(plain, n, _OneLayerInt8(m, ranges.low[id(m)], ranges.high[id(m)]))
         try:
             out[n] = error(plain, want, held)
         finally:
-            _replace(plain, n, m)
+            G.replace_module(plain, n, m)
     return out
 
 

@@ -137,6 +137,12 @@ _INPUTS_FINITE = contextvars.ContextVar("onebyone_inputs_finite", default=None)
 _PLAIN = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
 
 
+def loses_nan(acts, x: torch.Tensor) -> bool:
+    """Would fusing ``acts`` after oneDNN's products turn NaN in ``x`` into numbers: is one of them a ReLU
+    (``NAN_LOST``) and ``x`` not ``nan_free``? Its caller then runs torch's plain layers."""
+    return bool(set(acts) & set(NAN_LOST)) and not nan_free(x)
+
+
 def nan_free(x: torch.Tensor) -> bool:
     """May a fused ReLU (which turns NaN into 0) run on ``x``: is it free of NaN and inf? The answer of the
     guarded model being run (``look_at_inputs``: one look at its inputs per call), else one sum over ``x``."""
@@ -148,10 +154,13 @@ def inputs_finite(args, kwargs) -> bool | None:
     """Are all the floating-point tensors among a call's arguments finite (``finite`` on each)? None where an
     argument holds what it cannot look into (an object that is not a tensor, a number or a container torch
     knows)."""
-    leaves = tree_leaves((args, kwargs))
-    if not all(isinstance(t, (torch.Tensor, *_PLAIN)) for t in leaves):
+    if not all(isinstance(t, (torch.Tensor, *_PLAIN)) for t in tree_leaves((args, kwargs))):
         return None
-    return all(finite(t) for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point())
+    return all(finite(t) for t in _float_tensors(args, kwargs))
+
+
+def _float_tensors(args, kwargs) -> list:
+    return [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
 
 def look_at_inputs(module, args, kwargs) -> None:
@@ -176,7 +185,7 @@ def nan_samples(args, kwargs, out):
     torch's int8 forms) with each sample whose inputs hold NaN or inf NaN in every output (in the float model
     the NaN reaches at least part of it; which part, the codes cannot say); outputs whose first axis is not
     the batch all NaN then."""
-    leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    leaves = _float_tensors(args, kwargs)
     if all(finite(t) for t in leaves):
         return out
     batch = {t.shape[0] for t in leaves if t.dim()}
