@@ -11,7 +11,8 @@ from torch import nn
 
 from onebyone import OneByOneError
 from onebyone.torch import Pointwise, optimize
-from onebyone.torch.fast.int8 import layer_errors, plain_layers, split
+from onebyone.torch.fast.int8 import split
+from onebyone.torch.fast.int8_torch import layer_errors, plain_layers
 
 pytest.importorskip("onnxruntime")
 ENGINES = {"onnxruntime int8 (QDQ)": ("onnxruntime",), "OpenVINO int8 (NNCF)": ("openvino", "nncf")}
@@ -131,7 +132,7 @@ def test_pointwise_layers_become_the_torch_layers_quantizers_know():
 def test_torch_int8_quantizes_each_tensor_over_the_range_it_chose():
     """The chosen ranges are the ones the int8 model runs: its input is quantized with the scale and zero point
     of the range chosen for it (7-bit codes, torch's x86 default), and a range given for a tensor is taken."""
-    from onebyone.torch.fast.int8 import torch_int8
+    from onebyone.torch.fast.int8_torch import torch_int8
 
     cal = batches(4)
     plain = plain_layers(small(), cal[0])
@@ -170,11 +171,10 @@ def test_onnxruntime_weights_keep_to_7_bits_where_the_cpu_has_no_vnni(monkeypatc
 
     import onnxruntime.quantization as Q
 
-    from onebyone.torch.fast import int8 as I
     from onebyone.torch.fast import private
 
     caps = dataclasses.replace(private.capabilities(), vnni=vnni)
-    monkeypatch.setattr(I, "capabilities", lambda: caps)
+    monkeypatch.setattr(private, "capabilities", lambda: caps)
     seen = {}
     real = Q.quantize_static
     monkeypatch.setattr(Q, "quantize_static", lambda *a, **kw: (seen.update(kw), real(*a, **kw))[1])
@@ -187,7 +187,7 @@ def test_onnxruntime_weights_keep_to_7_bits_where_the_cpu_has_no_vnni(monkeypatc
 def test_each_engine_form_runs_any_batch_its_calibration_did_not_have(batch, engine):
     """Each new input shape exports and quantizes again; the calibration samples are regrouped to the export's
     batch size (repeated where there are fewer)."""
-    from onebyone.torch.fast import int8 as I
+    from onebyone.torch.fast import int8_engines as I
 
     if engine == "OpenVinoInt8":
         pytest.importorskip("openvino"), pytest.importorskip("nncf")
@@ -237,7 +237,7 @@ class Twice(nn.Module):
 
 
 def test_a_layer_shared_by_two_places_is_int8_in_both_and_a_form_with_no_int8_layer_is_refused():
-    from onebyone.torch.fast.int8 import quantizable, torch_int8_layers
+    from onebyone.torch.fast.int8_torch import quantizable, torch_int8_layers
 
     torch.manual_seed(0)
     model, cal = Twice().eval(), [torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
@@ -281,7 +281,7 @@ def test_one_int8_layer_matches_its_float_layer_within_its_rounding(layer, shape
     """8-bit inputs need AVX512_VNNI in torch's x86 kernels: on AVX2, pairs of 8-bit products saturate a 16-bit
     sum (a 3x3 conv here moved by 17 levels), which is why ``Int8Layer`` keeps 7 bits where the one capability
     function says the CPU has none."""
-    from onebyone.torch.fast.int8 import Int8Layer
+    from onebyone.torch.fast.int8_torch import Int8Layer
     from onebyone.torch.fast.private import capabilities
 
     if vnni and not capabilities().avx512_vnni:
@@ -301,7 +301,8 @@ def test_a_sample_holding_nan_comes_out_nan_from_every_int8_form():
     """int8 codes have no NaN (torch's quantize maps it to a number): the form optimize keeps answers NaN for a
     sample whose input holds NaN or inf, as the float model does, and the other samples as before (an engine's
     form runs the float model on such a batch: within int8's error of before)."""
-    from onebyone.torch.fast.int8 import INT8_TOL, NanSamples, quantizable, torch_int8, torch_int8_layers
+    from onebyone.torch.fast.int8_engines import INT8_TOL
+    from onebyone.torch.fast.int8_torch import NanSamples, quantizable, torch_int8, torch_int8_layers
 
     model, cal = small(), batches(4)
     bad = cal[3].clone()

@@ -161,8 +161,13 @@ def test_the_int8_chain_runs_channels_last_rows_and_copies():
     with torch.no_grad():
         got, want = q(x), chain(x)
         again = copy.deepcopy(q)(x)  # a copy packs its own weights and computes the same
+        half = torch.nn.Sequential(copy.deepcopy(q)).half()[0]  # a model cast to half: its int8 layer still runs
+        back = copy.deepcopy(half).float()(x)
+        low = half(x.half())
     assert got.shape == want.shape == (3, 7, 4) and torch.equal(got, again)
     assert (got - want).abs().max() <= 0.05 * want.abs().max()
+    assert half.scale0.dtype == half.bounds.dtype == torch.float32 and torch.equal(back, got)  # nothing was rounded
+    assert low.dtype == torch.float16 and (low.float() - want).abs().max() <= 0.05 * want.abs().max()
 
 
 def test_bad_input_to_an_int8_chain_is_refused():

@@ -10,7 +10,9 @@ import torch
 
 from ..torch import Pointwise, optimize
 from ..torch.capture import calls_of
-from ..torch.fast.int8 import OnnxRuntimeInt8, OpenVinoInt8, error, expected, plain_layers, split
+from ..torch.fast.int8 import split
+from ..torch.fast.int8_engines import OnnxRuntimeInt8, OpenVinoInt8
+from ..torch.fast.int8_torch import error, expected, plain_layers
 from ..torch.tensors import call
 from ..zoo import create_model, model_info
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ... import chain_plan
 from ...errors import OneByOneError
+from .. import graph as G
 from ..capture import Listener, watch
 from . import private
 from .chain import FusedPointwiseChain, _rows, _shape_back
@@ -119,6 +120,15 @@ class Int8PointwiseChain(nn.Module):
             self.register_buffer(f"bias{i}", None if b is None else b.detach().float().clone())
         self._packed = Packed(2)  # the int8 weights packed by oneDNN, per tile rows
 
+    def _apply(self, fn, recurse=True):
+        """``.half()``, ``.to(dtype)`` and the like leave the scales, biases and ranges float32 (its arithmetic
+        is int8 and float32, as torch's quantized layers keep theirs): the input's dtype is still the output's."""
+        kept = {n: b for n, b in self._buffers.items() if b is not None and b.dtype == torch.float32}
+        super()._apply(fn, recurse)
+        for n, b in kept.items():
+            self._buffers[n] = b.to(self._buffers[n].device)
+        return self
+
     @staticmethod
     def _saturates() -> bool:
         """Would 8-bit weights saturate the int8 products here (oneDNN's, on a CPU without VNNI)?"""
@@ -208,8 +218,6 @@ def int8_chains(model: nn.Module, observe: list, vnni: bool | None = None) -> nn
     """``model`` with each ``FusedPointwiseChain`` replaced (in place; the new root where the model is a chain)
     by its ``Int8PointwiseChain`` over the ranges observed on ``observe``. A chain the ``observe`` batches do not
     call has no ranges: refused, naming it."""
-    from .. import graph as G
-
     ranges, made = chain_ranges(model, observe), {}
     for name, m in list(model.named_modules(remove_duplicate=False)):
         if not isinstance(m, FusedPointwiseChain):

@@ -7,7 +7,7 @@ but the outer 0.01% ("percentile"), and the range that minimises the rounding er
 loses resolution on every other value under min/max, one whose large values matter is clipped by the
 others. So each is tried where it stands: the graph runs with every observed tensor rounded as int8 will
 round it (weights stay float), and one tensor at a time (in graph order) takes the candidate that moves
-the model's output least on calibration samples (``int8.RANGE_SAMPLES`` of them).
+the model's output least on calibration samples (``int8_torch.RANGE_SAMPLES`` of them).
 """
 from __future__ import annotations
 

@@ -43,8 +43,9 @@ from .chain import FusedPointwiseChain
 from .compiled import Compiled
 from .convact import ConvAct
 from .exported import Exported
-from .int8 import ACCURACY_TOL, INT8_TOL, int8
+from .int8 import ACCURACY_TOL, int8
 from .int8_chain import Int8PointwiseChain
+from .int8_engines import INT8_TOL
 from .onnx_runtime import OnnxRuntime
 from .openvino import OpenVino
 from .pool import MaxPool
