@@ -192,3 +192,22 @@ def test_pointwise_fast_call_still_runs_hooks_added_later():
             g.remove()
         torch.testing.assert_close(layer(x), plain)
         torch.testing.assert_close(layer(x=x), plain)  # keywords go through nn.Module.__call__
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+def test_torch_fx_traces_the_layers_into_graphs_that_compute_the_same(channel_dim):
+    """torch.fx traces a SharedMLP (its Pointwise and ChannelBatchNorm layers too) whatever the input's rank:
+    the branches on rank and layout are kept as calls, so one graph serves points and images alike."""
+    torch.manual_seed(0)
+    mlp = SharedMLP((3, 16, 32), norm="batch", pool="max", channel_dim=channel_dim).eval()
+    with torch.no_grad():
+        for m in mlp.modules():
+            if isinstance(m, ChannelBatchNorm):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+    graph = torch.fx.symbolic_trace(mlp)
+    calls = [n for n in graph.graph.nodes if n.op == "call_function" and n.target is pointwise]
+    assert len(calls) == 2  # each 1x1 conv one call of the functional form, its weight read from the model
+    for shape in [(2, 3, 50), (2, 3, 5, 5)]:
+        x = torch.randn(shape) if channel_dim == 1 else torch.randn(shape).movedim(1, -1)
+        with torch.no_grad():
+            torch.testing.assert_close(graph(x), mlp(x), rtol=0, atol=1e-6)

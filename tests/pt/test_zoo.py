@@ -23,6 +23,10 @@ def test_every_model_builds_runs_and_trains(name):
     stats = analyze(model, info.input_size)
     assert stats.params == sum(p.numel() for p in model.parameters()) and stats.uncounted == []
     assert any(isinstance(m, Pointwise) for m in model.modules())
+    model.eval()
+    graph = torch.fx.symbolic_trace(model)  # what FX quantization and feature extractors start from
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -13,6 +13,9 @@ from . import activations as acts
 from .functional import pointwise
 
 
+torch.fx.wrap("pointwise")  # a Pointwise traced by torch.fx: one call (it branches on the input's rank and layout)
+
+
 def _check_channel_dim(channel_dim) -> int:
     if channel_dim not in (1, -1):
         raise OneByOneError(f"channel_dim must be 1 (channels-first) or -1 (channels-last), got {channel_dim!r}")
@@ -66,7 +69,7 @@ class Pointwise(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        if not torch.jit.is_scripting():
+        if not torch.jit.is_scripting() and not isinstance(x, torch.fx.Proxy):  # torch.fx: no shapes to check
             self._check_input(x)
         return pointwise(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
 
@@ -140,17 +143,32 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.channel_dim = _check_channel_dim(channel_dim)
 
     def _check_input_dim(self, x):
-        if x.dim() < 2:
+        if not isinstance(x, torch.fx.Proxy) and x.dim() < 2:  # torch.fx: no shape to check
             raise OneByOneError(f"ChannelBatchNorm expects (B, C, ...) or (..., C) input, got shape {tuple(x.shape)}")
 
     def forward(self, x):
         if self.channel_dim == -1:
             return super().forward(x.movedim(-1, 1)).movedim(1, -1)
-        if (
+        if not isinstance(x, torch.fx.Proxy) and (  # torch.fx traces the plain path (the same numbers)
             x.dim() == 3 and x.stride(1) == 1 and x.shape[2] > 1
         ):  # channels-last strided (B, C, L): run as a channels_last 4-D image, where oneDNN's kernel applies
             return super().forward(x.unsqueeze(-1)).squeeze(-1)
         return super().forward(x)
+
+
+def _points_in(x):
+    """(B, C, N) -> a channels_last (B, C, N, 1) image; other ranks as they are."""
+    return x.unsqueeze(-1).contiguous(memory_format=torch.channels_last) if x.dim() == 3 else x
+
+
+def _points_out(y, x):
+    """``y`` back to ``x``'s rank where ``_points_in`` made ``x`` an image: (B, C, N, 1) -> (B, C, N)."""
+    return y.squeeze(-1) if x.dim() == 3 else y
+
+
+# torch.fx traces through a SharedMLP's layers and keeps these as calls (each branches on the input's rank)
+torch.fx.wrap("_points_in")
+torch.fx.wrap("_points_out")
 
 
 class SharedMLP(nn.Module):
@@ -187,11 +205,10 @@ class SharedMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
-        if self.channel_dim == 1 and x.dim() == 3:  # (B, C, N): run as a channels_last (B, C, N, 1) image, where
-            x = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)  # oneDNN's conv and BatchNorm are fast
-            x = self.layers(x).squeeze(-1)  # (B, C_out, N)
+        if self.channel_dim == 1:  # (B, C, N) runs as a channels_last (B, C, N, 1) image: oneDNN's conv and
+            x = _points_out(self.layers(_points_in(x)), x)  # BatchNorm are fast there; (B, C_out, *S)
         else:
-            x = self.layers(x)  # (B, C_out, *S) or (B, *S, C_out)
+            x = self.layers(x)  # (B, *S, C_out)
         if self.pool is None:
             return x
         if self.channel_dim == 1:
