@@ -149,6 +149,25 @@ def test_torch_int8_quantizes_each_tensor_over_the_range_it_chose():
         torch.testing.assert_close(q3(cal[3]), q(cal[3]), rtol=0, atol=0)  # the same int8 model
 
 
+def test_torch_int8_fuses_each_conv_with_its_relu_where_a_folded_norm_left_an_identity_between():
+    """A folded BatchNorm leaves an nn.Identity between its conv and the ReLU: torch's form still runs the two as
+    one int8 kernel (the ReLU fused, one requantization), under the conv's own module name."""
+    import torch.ao.nn.intrinsic.quantized as nniq
+
+    from onebyone.torch import fold_batchnorm
+    from onebyone.torch.fast.int8_torch import torch_int8
+
+    cal = batches(4)
+    folded, _ = fold_batchnorm(small(), example=cal[0])
+    assert isinstance(folded[1], nn.Identity)
+    plain = plain_layers(folded, cal[0])
+    q, _ = torch_int8(plain, cal[0], cal[:3])
+    assert isinstance(q.get_submodule("0"), nniq.ConvReLU2d) and isinstance(q.get_submodule("3"), nniq.ConvReLU2d)
+    with torch.no_grad():
+        want = plain(cal[3])
+        assert (q(cal[3]) - want).abs().max() <= 0.05 * want.abs().max()
+
+
 def test_layers_whose_int8_error_is_out_of_proportion_stay_in_float32_where_that_measures_better():
     """Past dtype_tol, torch's form is made again with the layers whose error alone in int8 is largest in float32
     (1, then 2, ...), kept where its measured error is lower (here the tolerance is set below any int8 error, so

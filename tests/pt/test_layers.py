@@ -211,3 +211,5 @@ def test_torch_fx_traces_the_layers_into_graphs_that_compute_the_same(channel_di
         x = torch.randn(shape) if channel_dim == 1 else torch.randn(shape).movedim(1, -1)
         with torch.no_grad():
             torch.testing.assert_close(graph(x), mlp(x), rtol=0, atol=1e-6)
+            unwatched = mlp(x)  # the max without its indices where no gradient is wanted: the same values
+        assert torch.equal(unwatched, mlp(x.requires_grad_()).detach())

@@ -17,6 +17,8 @@ import warnings
 import torch
 from torch import nn
 
+from ...errors import OneByOneError
+from ..capture import trace
 from ..tensors import call
 from . import private
 from .int8_chain import affine, rounded
@@ -43,8 +45,24 @@ def prepare(model: nn.Module, x, observe: list, keep_float=(), observer: str = "
         mapping = mapping.set_module_name(name, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices: the kernels are what is used
-        prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, tuple(example_values(x)))
+        prepared = prepare_fx(without_identities(copy.deepcopy(model).eval()), mapping, tuple(example_values(x)))
     return calibrate(prepared, observe)
+
+
+def without_identities(model: nn.Module) -> nn.Module:
+    """``model`` as a torch.fx graph with each ``nn.Identity`` call left out (module names kept): a folded
+    BatchNorm's place between a conv and its ReLU would keep FX from fusing them into one int8 kernel.
+    ``model`` itself where torch.fx cannot trace it (``prepare_fx`` then says why)."""
+    try:
+        graph = trace(model)
+    except OneByOneError:  # prepare_fx traces it again and says why, named by the caller
+        return model
+    for node in list(graph.graph.nodes):
+        if node.op == "call_module" and isinstance(graph.get_submodule(node.target), nn.Identity) and node.args:
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+    graph.recompile()
+    return graph
 
 
 def calibrate(prepared, observe: list):
