@@ -4,7 +4,7 @@
 onnxruntime's ``QLinearMatMul`` (MLAS, what its QDQ models run). Interleaved rounds, glibc's freed memory
 held (``bench.hold_freed_memory``); prints GOP/s (2 x MACs) of each at the best and median round.
 
-Run: .venv/bin/python benchmarks/int8_kernels.py [--rounds 40]    (under a minute)
+Run: .venv/bin/python benchmarks/int8_kernels.py [--rounds 40] [--threads 1]    (under a minute)
 """
 import argparse
 import time
@@ -65,7 +65,11 @@ def _onnxruntime(x, w, ws):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
-    rounds = ap.parse_args().rounds
+    ap.add_argument("--threads", type=int, default=None, help="torch's (and onnxruntime's) threads; default torch's")
+    args = ap.parse_args()
+    rounds = args.rounds
+    if args.threads:
+        torch.set_num_threads(args.threads)
     hold_freed_memory()
     print(f"{private.capabilities().describe()}, {torch.get_num_threads()} threads")
     for m, k, n in SHAPES:

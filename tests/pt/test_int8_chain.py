@@ -164,10 +164,14 @@ def test_the_int8_chain_runs_channels_last_rows_and_copies():
         half = torch.nn.Sequential(copy.deepcopy(q)).half()[0]  # a model cast to half: its int8 layer still runs
         back = copy.deepcopy(half).float()(x)
         low = half(x.half())
+        bad = x.half()
+        bad[0, 0, 0] = float("nan")
+        carried = half(bad)  # NaN as the float chain carries it, in the input's dtype
     assert got.shape == want.shape == (3, 7, 4) and torch.equal(got, again)
     assert (got - want).abs().max() <= 0.05 * want.abs().max()
     assert half.scale0.dtype == half.bounds.dtype == torch.float32 and torch.equal(back, got)  # nothing was rounded
     assert low.dtype == torch.float16 and (low.float() - want).abs().max() <= 0.05 * want.abs().max()
+    assert carried.dtype == torch.float16 and carried[0, 0].isnan().all() and not carried[1:].isnan().any()
 
 
 def test_bad_input_to_an_int8_chain_is_refused():

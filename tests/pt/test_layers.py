@@ -194,6 +194,7 @@ def test_pointwise_fast_call_still_runs_hooks_added_later():
         torch.testing.assert_close(layer(x=x), plain)  # keywords go through nn.Module.__call__
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # deprecated, still what many users export with
 @pytest.mark.parametrize("channel_dim", [1, -1])
 def test_torch_fx_traces_the_layers_into_graphs_that_compute_the_same(channel_dim):
     """torch.fx traces a SharedMLP (its Pointwise and ChannelBatchNorm layers too) whatever the input's rank:
@@ -213,3 +214,5 @@ def test_torch_fx_traces_the_layers_into_graphs_that_compute_the_same(channel_di
             torch.testing.assert_close(graph(x), mlp(x), rtol=0, atol=1e-6)
             unwatched = mlp(x)  # the max without its indices where no gradient is wanted: the same values
         assert torch.equal(unwatched, mlp(x.requires_grad_()).detach())
+        traced = torch.jit.trace(mlp, x.detach())  # its check reruns the model in another grad mode
+        torch.testing.assert_close(traced(x.detach()), unwatched, rtol=0, atol=0)

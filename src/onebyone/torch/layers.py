@@ -166,11 +166,14 @@ def _points_out(y, x):
 
 
 def _pool(x, how: str, dim: int):
-    """The max or the mean of ``x`` over ``dim``. The max keeps its indices where a gradient is wanted (a cheap
-    backward); otherwise ``amax``, many times quicker over the points of a channels_last (B, C, N)."""
+    """The max or the mean of ``x`` over ``dim``. The max keeps its indices where a gradient may be wanted (a
+    cheap backward; and always under ``torch.jit.trace``, whose check runs with another grad mode); otherwise
+    ``amax``, many times quicker over the points of a channels_last (B, C, N)."""
     if how == "avg":
         return x.mean(dim=dim)
-    return x.max(dim=dim).values if torch.is_grad_enabled() and x.requires_grad else x.amax(dim)
+    if torch.jit.is_tracing() or (torch.is_grad_enabled() and x.requires_grad):
+        return x.max(dim=dim).values
+    return x.amax(dim)
 
 
 # torch.fx traces through a SharedMLP's layers and keeps these as calls (each branches on its input)

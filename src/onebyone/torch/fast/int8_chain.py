@@ -163,7 +163,7 @@ class Int8PointwiseChain(nn.Module):
                                 "int8 products would saturate them: make the int8 chain again here")
         if not private.nan_free(x):  # NaN and inf carried as the float chain carries them
             with torch.no_grad():
-                return self.dequantized()(x).to(x.dtype)
+                return self.dequantized()(x.float()).to(x.dtype)
         o, pool = self.plan.widths[-1], self.plan.pool
         if x.numel() == 0:  # no samples, or no points
             if pool and x.shape[0]:

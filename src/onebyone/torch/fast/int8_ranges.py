@@ -58,7 +58,7 @@ def without_identities(model: nn.Module) -> nn.Module:
     except OneByOneError:  # prepare_fx traces it again and says why, named by the caller
         return model
     for node in list(graph.graph.nodes):
-        if node.op == "call_module" and isinstance(graph.get_submodule(node.target), nn.Identity) and node.args:
+        if node.op == "call_module" and type(graph.get_submodule(node.target)) is nn.Identity and node.args:
             node.replace_all_uses_with(node.args[0])
             graph.graph.erase_node(node)
     graph.recompile()
