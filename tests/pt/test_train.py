@@ -106,3 +106,26 @@ def test_progress_is_richs_bar_on_a_terminal_and_one_plain_line_per_epoch_elsewh
         lines = text.splitlines()
         assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"] and "\r" not in text
         assert all("samples/s" in line for line in lines)
+
+
+def test_a_small_training_step_runs_on_one_thread_unless_the_user_set_omp_num_threads(monkeypatch):
+    """Threads on a step of under SMALL_STEP_MACS mostly wait for each other: one is used; a large step keeps
+    torch's count, and an OMP_NUM_THREADS the user set always wins (the suite sets it: removed here)."""
+    import numpy as np
+
+    from onebyone.train import SMALL_STEP_MACS, training_threads
+
+    small, big = torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(256, 256, 3, padding=1)
+    x_small, x_big = np.zeros((4, 3, 8, 8), np.float32), np.zeros((4, 256, 32, 32), np.float32)
+    assert 8 * 3 * 64 * 16 < SMALL_STEP_MACS < 256 * 256 * 9 * 32 * 32 * 16  # per sample times the batch of 16
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert training_threads(big, x_big, 16) == 2
+        assert training_threads(small, x_small, 16) == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert training_threads(small, x_small, 16) == 2
+    finally:
+        torch.set_num_threads(before)
