@@ -33,7 +33,7 @@ from ..torch.fast import (
     optimize,
     own_compile,
 )
-from ..torch.fast.int8_torch import quantized_tensors
+from ..torch.fast.int8_chain import quantized_tensors
 from ..torch.fast.passes import choose_kernels
 from ..torch.fast.private import inductor_config
 from ..torch.fast.timing import per_block, timings

@@ -99,10 +99,10 @@ def watch(model: nn.Module, example, *listeners: Listener, modules=None):
 def around_each_call(model: nn.Module, before=None, after=None) -> nn.Module:
     """``model`` with ``before(module, args, kwargs)`` called at the start of each of its calls and
     ``after(module, args, kwargs, output)`` at the end, also of a call that raises (what it returns, if not
-    None, is the call's output); kept with the model."""
-    if before is not None:
+    None, is the call's output); kept with the model. Hooks the model holds already are not added again."""
+    if before is not None and before not in model._forward_pre_hooks.values():
         model.register_forward_pre_hook(before, with_kwargs=True)
-    if after is not None:
+    if after is not None and after not in model._forward_hooks.values():
         model.register_forward_hook(after, with_kwargs=True, always_call=True)
     return model
 

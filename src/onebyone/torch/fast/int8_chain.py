@@ -13,7 +13,9 @@ per tensor and so the coarser, keep their 8.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -48,12 +50,18 @@ def _range(r, i: int) -> tuple:
 def rounded(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tensor:
     """``x`` as its uint8 codes over 0..``levels`` stand for it: ``torch.fake_quantize_per_tensor_affine``'s
     values, through torch's quantize / dequantize kernels (many times quicker than its mask-keeping kernel)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+    with quantized_tensors():
         x = x.float().clamp(-zero * scale, (levels - zero) * scale)
         return torch.quantize_per_tensor(x, scale, zero, torch.quint8).dequantize()
+
+
+@contextlib.contextmanager
+def quantized_tensors():
+    """torch's notice that quantized tensors are deprecated, kept out of the caller's output: its x86 int8
+    kernels take them, and they are what the int8 forms measure and run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        yield
 
 
 def weight_scales(w: torch.Tensor, top: int = 127) -> torch.Tensor:

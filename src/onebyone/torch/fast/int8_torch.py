@@ -4,9 +4,7 @@
 (``layer_errors``), and the output error of any form against the float model (``expected``, ``error``)."""
 from __future__ import annotations
 
-import contextlib
 import copy
-import warnings
 
 import torch
 from torch import nn
@@ -18,7 +16,7 @@ from ..layers import Pointwise
 from ..rewrite_report import output_difference, outputs
 from ..tensors import call, copy_model
 from . import int8_ranges, private
-from .int8_chain import affine, rounded, weight_scales
+from .int8_chain import affine, quantized_tensors, rounded, weight_scales
 
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
@@ -155,15 +153,6 @@ class Int8Layer(nn.Module):
     def forward(self, x):
         with quantized_tensors():
             return self.q(torch.quantize_per_tensor(x, self.scale, self.zero, torch.quint8)).dequantize()
-
-
-@contextlib.contextmanager
-def quantized_tensors():
-    """torch's notice that quantized tensors are deprecated, kept out of the caller's output: its x86 int8
-    kernels take them, and they are what this form measures and runs."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        yield
 
 
 def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=()) -> tuple:

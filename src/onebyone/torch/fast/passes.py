@@ -448,9 +448,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     # work in place
     work = _run(names, work, req, report).requires_grad_(False)  # its own weights: an inference model
     fused = any(isinstance(m, (ConvAct, FusedPointwiseChain, Int8PointwiseChain)) for m in work.modules())
-    if fused and private.look_at_inputs not in work._forward_pre_hooks.values():  # (optimized twice: once)
-        around_each_call(work, private.look_at_inputs, private.forget_inputs)  # NaN in the inputs reaches the
-        # outputs, as in the model given
+    if fused:  # NaN in the inputs reaches the outputs, as in the model given (optimized twice: one pair of hooks)
+        around_each_call(work, private.look_at_inputs, private.forget_inputs)
     return work, report
 
 
