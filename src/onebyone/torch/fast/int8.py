@@ -10,8 +10,9 @@ runs on the CPU's int8 dot products and is requantized once per output. The form
   graph mode quantization, weights per output channel, each activation's range observed on the calibration
   data and chosen on its own by measured error (``int8_ranges``: min/max, percentile or rounding-error
   minimum); where its error is out of tolerance, the layers whose int8 error alone is largest (1, 2, then 4)
-  are kept in float32, where that measures better; on a model torch.fx cannot trace, ``torch int8 (x86,
-  layer by layer)``: each layer an ``Int8Layer``;
+  are kept in float32, where that measures better; each layer then runs fbgemm's kernels or oneDNN's,
+  whichever ran it faster (``int8_kernels``, on a CPU with VNNI); on a model torch.fx cannot trace,
+  ``torch int8 (x86, layer by layer)``: each layer an ``Int8Layer``;
 - ``onebyone int8 (fused chains)``: each chain of 1x1 convs (a SharedMLP, a run in an ``nn.Sequential``) an
   ``Int8PointwiseChain`` (oneDNN's int8 products tile by tile, 8 bits between layers), the other layers
   float32: for models whose work is in such chains (PointNet);
@@ -35,6 +36,7 @@ from ..rewrite_report import OptimizeReport, RewriteReport, outputs
 from ..tensors import call, copy_model, describe, example_values
 from .int8_chain import int8_chains
 from .int8_engines import OnnxRuntimeInt8, OpenVinoInt8
+from .int8_kernels import fastest_kernels
 from .int8_torch import (
     NanSamples,
     error,
@@ -222,6 +224,9 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
             err2 = error(q2, want, held)
             if err2 < err:
                 q, err, floats = q2, err2, keep
+        kernels = fastest_kernels(q, x)  # fbgemm's or oneDNN's, per layer, by measurement
+        if kernels:
+            report.precision["torch_kernels"], err = kernels, error(q, want, held)
         forms["torch int8 (x86)"] = (q, err, floats)
     except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
         report.skipped.append(("torch int8 (x86)", _why(e)))

@@ -278,6 +278,40 @@ def quantize_rows(x, scale: float, zero: int, levels: int):
     return torch.clamp(torch.round(x * (1.0 / scale)) + zero, 0, levels).to(torch.uint8)
 
 
+def packed_weights(m):
+    """The packed int8 weights a torch quantized conv / Linear runs (its ``_packed_params``; a quantized
+    Linear keeps them one module further in), or None for any other module."""
+    if not hasattr(m, "_weight_bias") or type(m).__name__ == "LinearPackedParams":  # the Linear's own holder
+        return None
+    return _holder(m)._packed_params
+
+
+def _holder(m):
+    inner = getattr(m, "_packed_params", None)
+    return inner if isinstance(inner, torch.nn.Module) else m
+
+
+def repacked(m, library: str):
+    """The int8 weight and bias of the quantized layer ``m`` packed for the kernels of ``library`` ("fbgemm",
+    "onednn"), ``m`` itself left as it was; None where that library refuses the layer."""
+    holder = _holder(m)
+    old_library, old = torch.backends.quantized.engine, holder._packed_params
+    try:
+        torch.backends.quantized.engine = library
+        m.set_weight_bias(*m._weight_bias())
+        return holder._packed_params
+    except RuntimeError:
+        return None
+    finally:
+        torch.backends.quantized.engine = old_library
+        holder._packed_params = old
+
+
+def set_packed(m, packed) -> None:
+    """``m`` runs ``packed`` (from ``repacked``) from now on."""
+    _holder(m)._packed_params = packed
+
+
 def histogram_range(obs) -> tuple:
     """(low, high): the range a torch ``HistogramObserver`` picks, minimising the rounding error over its
     histogram (its whole observed range where that search is missing)."""
