@@ -49,6 +49,7 @@ def published_cells() -> dict:
             cell(bench, "c vs each crop"),
         "(d) 5x5 bottleneck speedup as a fraction of its 9.68x MAC ratio": cell(bench, "d of the MAC ratio"),
     }
+    want |= int8_cells()
     for m in bench["optimize"]:
         name = m["model"]
         want[f"(e) `optimize({name})`, batch 8, vs eager"] = cell(bench, f"e {name} vs eager")
@@ -63,6 +64,19 @@ def published_cells() -> dict:
         bench, "a control")
     mem = bench["shared_mlp"]["peak_extra_bytes"]
     want["(b) peak extra memory, fused vs eager"] = f"{mem['fused'] / 1e6:.1f} MB vs {mem['eager'] / 1e6:.1f} MB"
+    return want
+
+
+def int8_cells() -> dict:
+    """The int8 rows (section (g), ``benchmarks/bench_int8.json``), as the tables write them."""
+    from onebyone.bench import cell
+
+    bench = json.loads((README.parent / "benchmarks" / "bench_int8.json").read_text())
+    want = {}
+    for row in bench["int8"]:
+        call = f"(g) `optimize({row['model']}, dtype=torch.int8)`"
+        want[f"{call} vs `optimize()` in float32"] = cell(bench, f"g {row['model']} int8 vs float32")
+        want[f"{call} vs the faster engine's int8"] = cell(bench, f"g {row['model']} int8 vs best int8 engine")
     return want
 
 
@@ -150,8 +164,16 @@ def run_columns(path: Path, opener: str, runs: dict) -> dict:
     return out
 
 
+def peer_rows(path: Path, opener: str) -> dict:
+    """The bfloat16-and-peers rows: the bfloat16 ones on the results page, those against the peers (superseded
+    by the engines table) in HISTORY.md; the two together, and no row on both."""
+    latest, older = rows(RESULTS, opener), rows(HISTORY, opener)
+    assert not set(latest) & set(older) and latest and all("bfloat16" in k for k in latest)
+    return latest | older
+
+
 @pytest.mark.parametrize("cells_of,shown,opener",
-                         [(peer_cells, rows, "| ["),
+                         [(peer_cells, peer_rows, "| ["),
                           (engine_cells, lambda path, opener: run_columns(path, opener, ENGINE_RUNS), "| {")],
                          ids=["peers", "engines"])
 def test_the_bfloat16_and_engines_tables_are_their_bench_runs(cells_of, shown, opener):
