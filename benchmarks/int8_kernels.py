@@ -58,6 +58,7 @@ def _onnxruntime(x, w, ws):
     model.ir_version = 10
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
+    opts.add_session_config_entry("session.force_spinning_stop", "1")  # its threads idle between calls, as in optimize
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return lambda: sess.run(None, {"x": x})
 
