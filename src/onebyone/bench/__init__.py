@@ -277,6 +277,7 @@ def summary(result: dict) -> list[str]:
         lines.append(f"(g) {row['model']}, batch {row['batch']}: optimize() in int8 ({row['kept']}, "
                      f"{row['int8_seconds']:.1f} s to make) {times(row['int8_vs_float32'], 'optimize() in float32')}"
                      + (f", {times(row['int8_vs_best_int8_engine'], 'the faster engine int8')}" if engines else "")
+                     + "; ms a call: " + ", ".join(f"{k} {v:.3g}" for k, v in row["ms"].items())
                      + "; error of the float32 scale: "
                      + ", ".join(f"{k} {v:.2g}" for k, v in row["error"].items()))
     if "spread" in result:

@@ -1,15 +1,19 @@
 """Section (g) of ``onebyone bench``: int8 side by side. Per model at batch 8: ``optimize(dtype=torch.int8)``
-(its own calibration and race), ``optimize()`` in float32, eager, and each engine's int8 as a user makes it
-(the float model's export quantized by onnxruntime's ``quantize_static`` and by NNCF for OpenVINO, on the
-same calibration batches), each form's error against float32 on a batch none of them calibrated on."""
+(its own calibration and race), ``optimize()`` in float32 and (where the CPU has bfloat16 products) in
+bfloat16, eager, each engine in float32 (OpenVINO also in bfloat16 there) and each engine's int8 as a user
+makes it (the float model's export quantized by onnxruntime's ``quantize_static`` and by NNCF for OpenVINO,
+on the same calibration batches), each form's error against float32 on a batch none of them calibrated on."""
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
+from ..errors import OneByOneError
 from ..torch import Pointwise, optimize
 from ..torch.capture import calls_of
+from ..torch.fast import OnnxRuntime, OpenVino, capabilities
 from ..torch.fast.int8 import split
 from ..torch.fast.int8_engines import OnnxRuntimeInt8, OpenVinoInt8
 from ..torch.fast.int8_torch import error, expected, plain_layers
@@ -22,7 +26,9 @@ CALIBRATION = 4  # batches of 8
 
 
 def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> list:
-    """One row per model: ms a call of each contender, ``int8_vs_best_int8_engine``, ``int8_vs_float32``
+    """One row per model: ms a call of each contender (eager; ``optimized``, ``optimized_bf16``,
+    ``optimized_int8``: ``optimize()`` in each dtype; each engine in float32, bfloat16 and int8, as
+    ``engine_forms`` names them), ``int8_vs_best_int8_engine``, ``int8_vs_float32``
     (``optimize()`` in int8 against ``optimize()`` in float32), each form's ``error`` (max difference from
     float32 relative to its output scale), the form ``optimize`` kept and its seconds, and ``race_ms``: each
     int8 form's ms in optimize's own race. The engines' forms calibrate on the batches optimize observes
@@ -44,15 +50,12 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
         seconds = time.perf_counter() - start
         f32, _ = optimize(model, cal[0])
         forms = {"eager": model, "optimized": f32, "optimized_int8": int8}
-        plain, observe = plain_layers(model, cal[0]), split(cal)[0]  # the batches optimize observes ranges on
-        for label, engine in (("onnxruntime_int8", OnnxRuntimeInt8), ("openvino_int8", OpenVinoInt8)):
+        if capabilities().bf16:
             try:
-                form = engine(plain, observe, tol=float("inf"))
-                with torch.no_grad():
-                    form(x)  # exported, quantized and compiled here, not in the timing
-                forms[label] = form
-            except Exception as e:  # noqa: BLE001 - not installed, or an export that fails: named
-                skipped.append(f"(g) {name} {label}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+                forms["optimized_bf16"], _ = optimize(model, cal[0], dtype=torch.bfloat16)
+            except OneByOneError as e:  # its error past dtype_tol: named
+                skipped.append(f"(g) {name} optimize bfloat16: {str(e).splitlines()[0][:160]}")
+        forms |= engine_forms(name, model, cal, x, skipped)
         want = expected(model, [x])
         errors = {k: error(f, want, [x]) for k, f in forms.items() if k != "eager"}
         t = timeit({k: (lambda f=f: call(f, x)) for k, f in forms.items()}, repeat)
@@ -66,6 +69,30 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
             row["int8_vs_best_int8_engine"] = min(t[k] for k in engines) / t["optimized_int8"]
         rows.append(row)
     return rows
+
+
+def engine_forms(name: str, model, cal: list, x, skipped: list) -> dict:
+    """{label: form} of each engine: in float32, OpenVINO also in bfloat16 (where the CPU has bfloat16
+    products), and in int8 calibrated on the batches ``optimize`` observes ranges on; one ONNX export for all.
+    Each is made (exported, quantized, compiled) here, not in the timing; one that cannot be is named in
+    ``skipped``."""
+    plain, observe, exports = plain_layers(model, cal[0]), split(cal)[0], {}
+    makers = {"onnxruntime": lambda: OnnxRuntime(plain, tol=math.inf, exports=exports),
+              "openvino": lambda: OpenVino(plain, tol=math.inf, exports=exports)}
+    if capabilities().bf16:
+        makers["openvino_bf16"] = lambda: OpenVino(plain, tol=math.inf, exports=exports, precision="bf16")
+    makers |= {"onnxruntime_int8": lambda: OnnxRuntimeInt8(plain, observe, tol=math.inf, exports=exports),
+               "openvino_int8": lambda: OpenVinoInt8(plain, observe, tol=math.inf, exports=exports)}
+    forms = {}
+    for label, make in makers.items():
+        try:
+            form = make()
+            with torch.no_grad():
+                form(x)
+            forms[label] = form
+        except Exception as e:  # noqa: BLE001 - not installed, or an export that fails: named
+            skipped.append(f"(g) {name} {label}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+    return forms
 
 
 def unit_outputs(model, x):
