@@ -255,6 +255,8 @@ def test_the_int8_section_times_optimize_against_each_engines_int8_and_measures_
     assert {"eager", "optimized", "optimized_int8", *engines, *floats} == set(row["ms"]) and not skipped
     assert all(0 <= e < 0.05 for e in row["error"].values())
     assert all(row["error"][k] < 1e-4 for k in ("optimized", "onnxruntime", "openvino") if k in row["error"])
+    assert set(row["race_error"]) == set(row["race_ms"]) and (row["kept"] == "float32" or  # kept within dtype_tol
+                                                               row["race_error"][row["kept"]] <= 0.05)
     assert row["int8_vs_float32"] == pytest.approx(row["ms"]["optimized"] / row["ms"]["optimized_int8"])
     if engines:
         best = min(row["ms"][k] for k in engines)

@@ -30,11 +30,13 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
     ``optimized_int8``: ``optimize()`` in each dtype; each engine in float32, bfloat16 and int8, as
     ``engine_forms`` names them), ``int8_vs_best_int8_engine``, ``int8_vs_float32``
     (``optimize()`` in int8 against ``optimize()`` in float32), each form's ``error`` (max difference from
-    float32 relative to its output scale), the form ``optimize`` kept and its seconds, and ``race_ms``: each
-    int8 form's ms in optimize's own race. The engines' forms calibrate on the batches optimize observes
-    ranges on. An engine form that cannot be made, or a model optimize fails on, is named in ``skipped``."""
+    float32 relative to its output scale), the form ``optimize`` kept and its seconds, and ``race_ms`` and
+    ``race_error``: each int8 form's ms and error (on its held-out calibration batch) in optimize's own race.
+    The engines' forms calibrate on the batches optimize observes ranges on. An engine form that cannot be
+    made, or a model optimize fails on, is named in ``skipped``."""
     rows, skipped = [], skipped if skipped is not None else []
     for name in names or (QUICK if quick else MODELS):
+        torch.manual_seed(0)  # the same random weights in every run: runs differ by their timings alone
         model = create_model(name).eval()
         g = torch.Generator().manual_seed(0)
         shape = (8, *model_info(name).input_size)
@@ -62,6 +64,7 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
         row = {"model": name, "batch": 8, "ms": {k: v * 1e3 for k, v in t.items()}, "error": errors,
                "kept": report.precision.get("kept", "float32"), "int8_seconds": seconds,
                "race_ms": {k: f.get("ms") for k, f in report.precision["forms"].items()},  # optimize's own timing
+               "race_error": {k: f["relative_error"] for k, f in report.precision["forms"].items()},  # held out
                "int8_vs_float32": t["optimized"] / t["optimized_int8"],
                "int8_vs_eager": t["eager"] / t["optimized_int8"]}
         engines = [k for k in ("onnxruntime_int8", "openvino_int8") if k in t]
