@@ -274,8 +274,8 @@ def _zero_points(n: int) -> torch.Tensor:
 
 
 def quantize_rows(x, scale: float, zero: int, levels: int):
-    """float ``x`` -> uint8 codes ``round(x / scale) + zero`` clamped to 0..levels."""
-    return torch.clamp(torch.round(x * (1.0 / scale)) + zero, 0, levels).to(torch.uint8)
+    """float ``x`` -> uint8 codes ``round(x / scale) + zero`` clamped to 0..levels (one new tensor, then in place)."""
+    return x.mul(1.0 / scale).round_().add_(zero).clamp_(0, levels).to(torch.uint8)
 
 
 def packed_weights(m):
