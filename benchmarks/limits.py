@@ -262,9 +262,11 @@ def ort_times(model, x, calls: int = 20) -> dict:
     for _ in range(calls + 3):
         session.run(None, feeds)
     path = session.end_profiling()  # onnxruntime writes its profile into the current folder: read, then remove
-    with open(path) as f:
-        nodes = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    os.remove(path)
+    try:
+        with open(path) as f:
+            nodes = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    finally:
+        os.remove(path)
     out = {}
     for e in nodes[-calls * len(nodes) // (calls + 3):]:  # the last ``calls`` runs: warm
         k = _ort_kind(e)

@@ -76,3 +76,41 @@ def test_without_vnni_nothing_is_timed_or_repacked(monkeypatch):
     packed = {n: private.packed_weights(m) for n, m in quantized_layers(q).items()}
     assert int8_kernels.fastest_kernels(q, x) == {}
     assert all(private.packed_weights(m) is packed[n] for n, m in quantized_layers(q).items())
+
+
+def test_only_a_quantized_conv_or_linear_counts_as_one_packed_layer():
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    q, _ = int8_model()
+    assert all(private.packed_weights(q.get_submodule(n)) is not None for n in ("0", "2", "4", "8"))
+    others = [nnqd.LSTM(4, 4), nnqd.LSTMCell(4, 4), nnq.Embedding(10, 4), q.get_submodule("8")._packed_params,
+              nn.Conv2d(3, 3, 1), nn.ReLU()]  # a dynamic RNN holds a list of packed weights, not one layer's
+    assert all(private.packed_weights(m) is None for m in others)
+
+
+def test_a_library_that_refuses_a_layer_leaves_it_and_torchs_choice_as_they_were(monkeypatch):
+    q, _ = int8_model()
+    m, engine = q.get_submodule("4"), torch.backends.quantized.engine
+    before = private.packed_weights(m)
+
+    def refuse(*args):
+        raise RuntimeError("this library does not take the layer")
+
+    monkeypatch.setattr(m, "set_weight_bias", refuse)
+    assert private.repacked(m, "onednn") is None
+    assert private.packed_weights(m) is before and torch.backends.quantized.engine == engine
+
+
+def test_optimize_reports_the_library_each_int8_layer_runs(vnni):
+    """The choice is wired into optimize(dtype=torch.int8): the report names a library for every layer of
+    torch's form."""
+    from onebyone.torch import optimize
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                      nn.ReLU(), nn.Conv2d(16, 32, 1)).eval()
+    cal = [torch.randn(4, 3, 12, 12) for _ in range(4)]
+    _, report = optimize(m, cal[0], dtype=torch.int8, calibration=cal, passes=["fold", "check", "int8"])
+    assert set(report.precision["torch_kernels"]) == {"0", "2", "4"}
+    assert set(report.precision["torch_kernels"].values()) <= set(int8_kernels.LIBRARIES)

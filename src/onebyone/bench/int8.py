@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 
 import torch
 
@@ -31,7 +32,8 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
     ``engine_forms`` names them), ``int8_vs_best_int8_engine``, ``int8_vs_float32``
     (``optimize()`` in int8 against ``optimize()`` in float32), each form's ``error`` (max difference from
     float32 relative to its output scale), the form ``optimize`` kept and its seconds, and ``race_ms`` and
-    ``race_error``: each int8 form's ms and error (on its held-out calibration batch) in optimize's own race.
+    ``race_error``: each int8 form's ms and error (on its held-out calibration batch) in optimize's own race;
+    ``torch_kernels``: how many of torch's int8 layers run each library's kernels.
     The engines' forms calibrate on the batches optimize observes ranges on. An engine form that cannot be
     made, or a model optimize fails on, is named in ``skipped``."""
     rows, skipped = [], skipped if skipped is not None else []
@@ -65,6 +67,7 @@ def int8_models(quick: bool, repeat: int, timeit, names=None, skipped=None) -> l
                "kept": report.precision.get("kept", "float32"), "int8_seconds": seconds,
                "race_ms": {k: f.get("ms") for k, f in report.precision["forms"].items()},  # optimize's own timing
                "race_error": {k: f["relative_error"] for k, f in report.precision["forms"].items()},  # held out
+               "torch_kernels": dict(Counter(report.precision.get("torch_kernels", {}).values())),  # layers each
                "int8_vs_float32": t["optimized"] / t["optimized_int8"],
                "int8_vs_eager": t["eager"] / t["optimized_int8"]}
         engines = [k for k in ("onnxruntime_int8", "openvino_int8") if k in t]

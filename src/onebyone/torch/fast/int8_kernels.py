@@ -1,9 +1,10 @@
 """Which of torch's two x86 int8 kernel libraries runs each layer of torch's int8 form, by measurement.
 
 torch packs each quantized conv and Linear for fbgemm's kernels or oneDNN's by a fixed rule (its ``x86``
-choice: oneDNN for convs of at most 100 groups where the CPU has VNNI, fbgemm for the rest); which is faster
-differs by layer and by CPU (oneDNN's depthwise 3 x 3 convs outran fbgemm's on a Zen 4 EPYC).
-``fastest_kernels`` times each layer with both, on the input the model gives it, and keeps the faster.
+choice: oneDNN for convs of at most 100 groups where the CPU has VNNI, fbgemm for the rest), and which is
+faster differs by layer and by CPU. ``fastest_kernels`` times each layer with both, on the input the model
+gives it, and keeps the faster; ``optimize(dtype=torch.int8)`` reports the choice as
+``report.precision["torch_kernels"]`` ({layer: "fbgemm" or "onednn"}).
 """
 from __future__ import annotations
 
@@ -48,11 +49,14 @@ def fastest_kernels(q: nn.Module, x, rounds: int = ROUNDS) -> dict:
 def best_times(m: nn.Module, call: tuple, packed: dict, rounds: int) -> dict:
     """{library: the best of ``rounds`` timings of ``m`` on ``call`` ((args, kwargs)) running ``packed[library]``},
     the libraries taking turns; a library alone is not timed (0.0)."""
-    best = dict.fromkeys(packed, math.inf if len(packed) > 1 else 0.0)
-    for _ in range(rounds if len(packed) > 1 else 0):
-        for lib, p in packed.items():
-            private.set_packed(m, p)
-            start = time.perf_counter()
-            m(*call[0], **call[1])
-            best[lib] = min(best[lib], time.perf_counter() - start)
+    best, before = dict.fromkeys(packed, math.inf if len(packed) > 1 else 0.0), private.packed_weights(m)
+    try:
+        for _ in range(rounds if len(packed) > 1 else 0):
+            for lib, p in packed.items():
+                private.set_packed(m, p)
+                start = time.perf_counter()
+                m(*call[0], **call[1])
+                best[lib] = min(best[lib], time.perf_counter() - start)
+    finally:
+        private.set_packed(m, before)  # what it ran before, whatever happens
     return best

@@ -283,7 +283,8 @@ def packed_weights(m):
     Linear keeps them one module further in), or None for any other module."""
     if not hasattr(m, "_weight_bias") or type(m).__name__ == "LinearPackedParams":  # the Linear's own holder
         return None
-    return _holder(m)._packed_params
+    packed = getattr(_holder(m), "_packed_params", None)  # a dynamic RNN keeps a list of them: not one layer
+    return packed if isinstance(packed, torch.ScriptObject) else None
 
 
 def _holder(m):
