@@ -6,6 +6,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from onebyone import OneByOneError
 from onebyone.activations import REGISTRY
@@ -207,3 +208,26 @@ def test_optimize_races_the_fused_int8_chains_on_pointnet_and_keeps_the_rest_flo
     form = report.precision["forms"]["onebyone int8 (fused chains)"]
     assert form["float32_layers"] == ["head.0", "head.3", "head.7"]  # the head's Linears: not in a chain
     assert 0 < form["relative_error"] < 0.05
+    both = report.precision["forms"]["onebyone int8 (fused chains and Linear runs)"]  # the head's run in int8 too
+    assert both["float32_layers"] == [] and 0 < both["relative_error"] < 0.05
+
+
+def test_a_linear_run_becomes_an_int8_chain_only_when_asked_and_a_model_without_one_gets_one_chain_form():
+    from onebyone.torch.fast.int8 import chains_int8
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 8), nn.ReLU(),
+                         nn.Linear(8, 4)).eval()
+    model = nn.Sequential(SharedMLP([3, 16, 16], pool="max"), head).eval()
+    cal = inputs(3, (4, 3, 32))
+    q, floats = chains_int8(model, cal[0], cal, linear=True)
+    assert isinstance(q[1][0], Int8PointwiseChain) and floats == () and q[1][0].plan.widths == (16, 32, 8, 4)
+    with torch.no_grad():
+        want = model(cal[2])
+        assert (q(cal[2]) - want).abs().max() <= 0.05 * want.abs().max()
+    _, floats = chains_int8(model, cal[0], cal)
+    assert floats == ("1.0", "1.3", "1.5")  # without: the Linears stay float32
+    plain = nn.Sequential(nn.Conv1d(3, 16, 1), nn.ReLU(), nn.Conv1d(16, 8, 1)).eval()
+    _, report = optimize(plain, cal[0], dtype=torch.int8, calibration=cal, passes=["fold", "check", "int8"])
+    assert "onebyone int8 (fused chains)" in report.precision["forms"]  # no Linear run: no second, same form
+    assert "onebyone int8 (fused chains and Linear runs)" not in report.precision["forms"]

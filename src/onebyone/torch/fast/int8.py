@@ -15,7 +15,8 @@ runs on the CPU's int8 dot products and is requantized once per output. The form
   ``torch int8 (x86, layer by layer)``: each layer an ``Int8Layer``;
 - ``onebyone int8 (fused chains)``: each chain of 1x1 convs (a SharedMLP, a run in an ``nn.Sequential``) an
   ``Int8PointwiseChain`` (oneDNN's int8 products tile by tile, 8 bits between layers), the other layers
-  float32: for models whose work is in such chains (PointNet);
+  float32: for models whose work is in such chains (PointNet); ``... and Linear runs``, where a model has
+  them (a classifier head), the runs of ``nn.Linear`` in int8 chains too;
 - ``onnxruntime int8 (QDQ)``: the float model's ONNX export quantized by ``onnxruntime.quantization.
   quantize_static`` (QDQ, per-channel weights) on the same calibration data;
 - ``OpenVINO int8 (NNCF)``: the same export quantized by ``nncf.quantize`` and compiled by OpenVINO.
@@ -50,6 +51,7 @@ from .int8_torch import (
 from .swaps import fuse_chains
 from .timing import time_models
 
+CHAINS, CHAINS_AND_LINEARS = "onebyone int8 (fused chains)", "onebyone int8 (fused chains and Linear runs)"
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
 FALLBACK = (1, 2, 4)  # how many of the most sensitive layers torch's form tries in float32, in turn, past tolerance
 
@@ -95,11 +97,11 @@ def split(batches: list) -> tuple[list, list]:
     return batches[:-k], batches[-k:]
 
 
-def chains_int8(plain: nn.Module, x, observe: list) -> tuple:
+def chains_int8(plain: nn.Module, x, observe: list, linear: bool = False) -> tuple:
     """(a copy of ``plain`` with each chain of 1x1 convs (each SharedMLP, each run of two or more in an
-    ``nn.Sequential``) an ``Int8PointwiseChain``, every other layer left in float32 (their names)):
-    the form for models whose work is in such chains (PointNet)."""
-    work = int8_chains(fuse_chains(copy_model(plain), x, RewriteReport("int8 chains")), observe)
+    ``nn.Sequential``; with ``linear``, each run of ``nn.Linear`` too) an ``Int8PointwiseChain``, every other
+    layer left in float32 (their names)): the form for models whose work is in such chains (PointNet)."""
+    work = int8_chains(fuse_chains(copy_model(plain), x, RewriteReport("int8 chains"), linear), observe)
     return work.eval(), tuple(quantizable(work))
 
 
@@ -233,11 +235,15 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
             forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), floats)
         except Exception as e:  # noqa: BLE001 - a layer torch's quantized kernels refuse: named, not raised
             report.skipped.append(("torch int8 (x86, layer by layer)", _why(e)))
-    try:  # each chain of 1x1 convs one int8 kernel call per layer, 8-bit between layers
-        q, floats = chains_int8(plain, x, observe)
-        forms["onebyone int8 (fused chains)"] = (q, error(q, want, held), floats)
-    except Exception as e:  # noqa: BLE001 - no chain, or one oneDNN refuses: named, not raised
-        report.skipped.append(("onebyone int8 (fused chains)", _why(e)))
+    made = set()  # the float32 layers each chain form left: a second form with no fewer is not made
+    for label, linear in ((CHAINS, False), (CHAINS_AND_LINEARS, True)):
+        try:  # each chain of 1x1 convs one int8 kernel call per layer, 8-bit between layers
+            q, floats = chains_int8(plain, x, observe, linear)
+            if floats not in made:
+                made.add(floats)
+                forms[label] = (q, error(q, want, held), floats)
+        except Exception as e:  # noqa: BLE001 - no chain, or one oneDNN refuses: named, not raised
+            report.skipped.append((label, _why(e)))
     exports = {}  # one ONNX export for both engines
     for engine in (OnnxRuntimeInt8, OpenVinoInt8):
         try:

@@ -17,23 +17,25 @@ from .convact import ConvAct
 from .pool import MaxPool
 
 
-def _chain_conv(m) -> bool:
-    """A 1x1 conv a chain can hold: one (O, C) matrix at every position, channels on dim 1."""
-    return is_plain_pointwise(m) and is_pointwise_conv(m)
+def _chain_conv(m, linear: bool = False) -> bool:
+    """A 1x1 conv a chain can hold: one (O, C) matrix at every position, channels on dim 1 (with ``linear``,
+    an ``nn.Linear`` too: channels last)."""
+    return is_plain_pointwise(m) and (is_pointwise_conv(m) or linear and isinstance(m, nn.Linear))
 
 
-def _in_chain(m) -> bool:
+def _in_chain(m, linear: bool = False) -> bool:
     """May ``m`` sit inside a fused chain: a plain 1x1 conv, an eval BatchNorm, or an activation oneDNN fuses?"""
-    return _chain_conv(m) or isinstance(m, CHANNEL_BATCHNORMS) or acts.name_of(m) in FUSABLE
+    return _chain_conv(m, linear) or isinstance(m, CHANNEL_BATCHNORMS) or acts.name_of(m) in FUSABLE
 
 
-def _runs(seq: nn.Sequential):
-    """(start, stop) of each run: a 1x1 conv (not Linear), then 1x1 convs, norms, activations, dropout."""
+def _runs(seq: nn.Sequential, linear: bool = False):
+    """(start, stop) of each run: a 1x1 conv (a Linear only with ``linear``), then 1x1 convs, norms,
+    activations, dropout."""
     mods, i = list(seq), 0
     while i < len(mods):
-        if _chain_conv(mods[i]):
+        if _chain_conv(mods[i], linear):
             j = i + 1
-            while j < len(mods) and _in_chain(mods[j]):
+            while j < len(mods) and _in_chain(mods[j], linear):
                 j += 1
             yield i, j
             i = j
@@ -41,10 +43,11 @@ def _runs(seq: nn.Sequential):
             i += 1
 
 
-def fuse_chains(model: nn.Module, x, report: RewriteReport) -> nn.Module:
+def fuse_chains(model: nn.Module, x, report: RewriteReport, linear: bool = False) -> nn.Module:
     """Swap each SharedMLP, and each run of two or more 1x1 convs (with the BatchNorm / activation / dropout
     between them) inside an ``nn.Sequential``, for a ``FusedPointwiseChain`` (in place; a SharedMLP that is
-    the model itself is returned as the chain)."""
+    the model itself is returned as the chain). ``linear``: runs of ``nn.Linear`` too (in float32 one
+    oneDNN call each already; in int8 a chain keeps their intermediates 8-bit)."""
     gone, root = (), model  # names of replaced SharedMLPs: their old insides are no longer in the model
     for name, m in list(model.named_modules()):
         if name.startswith(gone):
@@ -59,8 +62,8 @@ def fuse_chains(model: nn.Module, x, report: RewriteReport) -> nn.Module:
             gone += (name + ".",)
             report.changed.append(f"{name}: SharedMLP {m.widths} -> FusedPointwiseChain (tile {chain.plan.tile})")
         elif isinstance(m, nn.Sequential):
-            for i, j in list(_runs(m)):
-                if sum(_chain_conv(layer) for layer in list(m)[i:j]) < 2:
+            for i, j in list(_runs(m, linear)):
+                if sum(_chain_conv(layer, linear) for layer in list(m)[i:j]) < 2:
                     continue  # one 1x1 conv is one oneDNN call already: tiling it would only add Python calls
                 try:
                     chain = FusedPointwiseChain.from_layers(list(m)[i:j])
