@@ -8,6 +8,8 @@
   e  optimize() (float32, bfloat16, compile=True) on zoo models: vs eager, torch.compile (with and
      without freezing), onnxruntime and OpenVINO; optimize()'s own seconds
   f  (in ``bench.branches``) a RepVGG-A0-sized network: merge_branches vs its training form
+  g  (in ``bench.int8``) optimize(dtype=torch.int8) vs optimize() in float32 and bfloat16 and each engine
+     in all three
 and ``peak`` (GFLOP/s of a large channels_last 1x1 conv, GB/s of a large copy). Times are the best of
 interleaved repeats after a warm-up (``timeit``).
 """
