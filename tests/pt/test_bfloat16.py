@@ -13,7 +13,7 @@ from onebyone.torch.fast import CastIO
 from onebyone.train import TrainConfig, evaluate, train
 from onebyone.zoo import create_model, list_models, model_info
 
-from .cpus import REAL, REWRITES, simulate
+from .cpus import REAL, REWRITES, reads_the_hardware, simulate
 
 needs_bf16 = pytest.mark.skipif(not REAL.bf16, reason=f"this CPU has no bfloat16 products ({REAL.describe()})")
 
@@ -106,6 +106,7 @@ def test_a_trained_digits_model_predicts_the_same_in_bfloat16():
     assert abs(evaluate(opt, x, y) - evaluate(model, x, y)) <= 0.003  # accuracy within 0.3 points
 
 
+@reads_the_hardware
 def test_openvino_asked_for_bfloat16_says_what_it_compiled_for():
     """OpenVINO takes bf16 as a hint: on a CPU without bfloat16 products it compiles float32 and says so
     (``ran_in``), which the race reports; its outputs stay within bfloat16's tolerance either way."""

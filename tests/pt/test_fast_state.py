@@ -18,7 +18,7 @@ from onebyone.torch import ConvAct, FusedPointwiseChain, Pointwise
 from onebyone.torch.fast import MaxPool, optimize, private, timing
 from onebyone.torch.fast.chain import pointwise_chain
 
-from .cpus import REWRITES, simulate
+from .cpus import REWRITES, reads_the_hardware, simulate
 
 FAST = pathlib.Path(private.__file__).parent
 
@@ -169,6 +169,7 @@ def test_without_onednn_the_wrappers_compute_the_same_numbers(monkeypatch):
         torch.testing.assert_close(p, ref, rtol=1e-4, atol=1e-4)
 
 
+@reads_the_hardware
 def test_capabilities_describe_this_machine():
     caps = private.capabilities()
     assert caps.isa == torch.backends.cpu.get_cpu_capability()
