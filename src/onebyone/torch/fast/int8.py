@@ -243,7 +243,8 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
                 made.add(floats)
                 forms[label] = (q, error(q, want, held), floats)
         except Exception as e:  # noqa: BLE001 - no chain, or one oneDNN refuses: named, not raised
-            report.skipped.append((label, _why(e)))
+            if (CHAINS, _why(e)) not in report.skipped:  # the second form's reason, where not the first's again
+                report.skipped.append((label, _why(e)))
     exports = {}  # one ONNX export for both engines
     for engine in (OnnxRuntimeInt8, OpenVinoInt8):
         try:
