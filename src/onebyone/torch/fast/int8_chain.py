@@ -13,9 +13,7 @@ per tensor and so the coarser, keep their 8.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 
 import torch
 from torch import nn
@@ -27,6 +25,7 @@ from ..capture import Listener, watch
 from . import private
 from .chain import FusedPointwiseChain, _rows, _shape_back
 from .packed import Packed
+from .private import quantized_tensors
 
 
 def affine(low: float, high: float, levels: int) -> tuple:
@@ -55,19 +54,13 @@ def rounded(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tens
         return torch.quantize_per_tensor(x, scale, zero, torch.quint8).dequantize()
 
 
-@contextlib.contextmanager
-def quantized_tensors():
-    """torch's notice that quantized tensors are deprecated, kept out of the caller's output: its x86 int8
-    kernels take them, and they are what the int8 forms measure and run."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        yield
-
-
 def weight_scales(w: torch.Tensor, top: int = 127) -> torch.Tensor:
     """Symmetric int8 scales of a weight, one per output channel (its first axis): its largest magnitude / ``top``
     (the largest code: 127, or 63 for 7-bit weights)."""
     return w.reshape(w.shape[0], -1).abs().amax(1).clamp_min(1e-12) / top
+
+
+TILE_ROWS = 16384  # the most rows a tile of int8 rows takes: fewer, longer oneDNN calls (see Int8PointwiseChain)
 
 
 class ChainRanges(Listener):
@@ -118,7 +111,7 @@ class Int8PointwiseChain(nn.Module):
         top = 127 if vnni else 63
         self.register_buffer("top", torch.tensor(top))  # the largest weight code
         self.register_buffer("bounds", torch.tensor([_range(r, i) for i, r in enumerate(ranges)]))
-        self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, None, itemsize=1)
+        self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, chain_plan.choose_tile(p.widths, 1, hi=TILE_ROWS))
         self.channel_dim = chain.channel_dim
         for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
             w = w.detach().float().flatten(1)  # (O, C)
@@ -127,6 +120,11 @@ class Int8PointwiseChain(nn.Module):
             self.register_buffer(f"scale{i}", s)
             self.register_buffer(f"bias{i}", None if b is None else b.detach().float().clone())
         self._packed = Packed(2)  # the int8 weights packed by oneDNN, per tile rows
+        self._known = Packed(1)  # what a call reads from the buffers (see _constants)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("_known", Packed(1))  # a chain pickled before it kept them
 
     def _apply(self, fn, recurse=True):
         """``.half()``, ``.to(dtype)`` and the like leave the scales, biases and ranges float32 (its arithmetic
@@ -166,7 +164,8 @@ class Int8PointwiseChain(nn.Module):
         if torch.is_grad_enabled() and x.requires_grad:
             raise OneByOneError(f"{self!r} runs inference only (int8 codes carry no gradient); the input wants one: "
                                 "train the float model, or call it under torch.no_grad()")
-        if int(self.top) > 63 and self._saturates():
+        qp, layers, eight_bit = self._constants()
+        if eight_bit and self._saturates():
             raise OneByOneError(f"{self!r} holds 8-bit weights (made on a CPU with VNNI); this CPU has none and its "
                                 "int8 products would saturate them: make the int8 chain again here")
         if not private.nan_free(x):  # NaN and inf carried as the float chain carries them
@@ -179,27 +178,40 @@ class Int8PointwiseChain(nn.Module):
             shape = list(x.shape)
             shape[self.channel_dim] = o
             return x.new_zeros((x.shape[0], o) if pool else shape)
-        qp = [affine(*r, 255) for r in self.ranges]  # (scale, zero) of the input and of each layer's output
         s, z = qp[0]
-        codes = private.quantize_rows(x.float(), s, z, 255)  # in x's layout, then moved: a quarter the bytes
-        rows3 = _rows(codes, c, self.channel_dim, self.plan.pool is not None)  # (B, P, C) uint8
-        nb, npts, _ = rows3.shape
-        rows = rows3.reshape(-1, c).contiguous()  # (B*P, C)
-        packed = self._weights(self.plan.tile)
-        out = (torch.empty(rows.shape[0], o) if pool is None
-               else torch.zeros(nb, o, dtype=torch.uint8) if pool == "max" else torch.zeros(nb, o))
-        for r0, n, s0, k in chain_plan.tiles(nb, npts, self.plan.tile):
-            h = self._tile(rows[r0:r0 + n], packed, qp)  # (T, C) uint8 -> (T, O)
-            if pool is None:
-                out[r0:r0 + n] = h
-            elif pool == "max":  # on the 8-bit codes: the dequantization is increasing
-                torch.maximum(out[s0:s0 + k], h.reshape(k, -1, o).amax(1), out=out[s0:s0 + k])
-            else:
-                out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
+        xf, pooled = x.float(), self.plan.pool is not None
+        if self.channel_dim == -1 or xf.movedim(1, -1).is_contiguous():  # rows already: quantized as they lie
+            rows3 = private.quantize_rows(_rows(xf, c, self.channel_dim, pooled), s, z, 255)  # (B, P, C) uint8
+        else:  # quantized first, then moved: a quarter the bytes
+            rows3 = _rows(private.quantize_rows(xf, s, z, 255), c, self.channel_dim, pooled)
+        out = self._run(rows3, layers, qp)
         if pool == "max":
             s, z = qp[-1]
             out = (out.float() - z) * s
         return out.to(x.dtype) if pool else _shape_back(out, x, self.channel_dim).to(x.dtype)
+
+    def _run(self, rows3, layers, qp):
+        """Rows (B, P, C) uint8 through the chain tile by tile: (B*P, O) float32, or pooled (B, O) (uint8 codes
+        for a max pool: the dequantization is increasing, so it waits until after the max)."""
+        nb, npts, c = rows3.shape
+        o, pool = self.plan.widths[-1], self.plan.pool
+        rows = rows3.reshape(-1, c).contiguous()  # (B*P, C)
+        packed = self._weights(layers, self.plan.tile)
+        spans = list(chain_plan.tiles(nb, npts, self.plan.tile))
+        if len(spans) == 1:  # the whole batch one tile: nothing to gather
+            h = self._tile(rows, layers, packed, qp)
+            return h if pool is None else h.view(nb, npts, o).amax(1) if pool == "max" else h.view(nb, npts, o).mean(1)
+        out = (torch.empty(rows.shape[0], o) if pool is None
+               else torch.zeros(nb, o, dtype=torch.uint8) if pool == "max" else torch.zeros(nb, o))
+        for r0, n, s0, k in spans:
+            h = self._tile(rows[r0:r0 + n], layers, packed, qp)  # (T, C) uint8 -> (T, O)
+            if pool is None:
+                out[r0:r0 + n] = h
+            elif pool == "max":
+                torch.maximum(out[s0:s0 + k], h.reshape(k, -1, o).amax(1), out=out[s0:s0 + k])
+            else:
+                out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
+        return out
 
     def dequantized(self) -> FusedPointwiseChain:
         """The float32 chain of this chain's int8 weights (what a non-finite input runs: NaN and inf carried
@@ -208,17 +220,24 @@ class Int8PointwiseChain(nn.Module):
         return FusedPointwiseChain([q.float() * s[:, None] for q, s, _ in layers], [b for _, _, b in layers], p.acts,
                                    p.pool, self.channel_dim).eval()
 
-    def _tile(self, h, packed, qp):
+    def _tile(self, h, layers, packed, qp):
         """One tile's rows (T, C) uint8 through every layer (``qp``: (scale, zero) of the input and of each
         layer's output): uint8 between layers; the last layer gives uint8 codes before a max pool, else float32."""
         last = len(self.plan.acts) - 1
-        for i, ((q, s, b), pw, act) in enumerate(zip(self.layers, packed, self.plan.acts)):
+        for i, ((q, s, b), pw, act) in enumerate(zip(layers, packed, self.plan.acts)):
             out = qp[i + 1] if i < last or self.plan.pool == "max" else None
             h = private.qlinear_pointwise(h, *qp[i], pw, q, s, b, out, act)
         return h
 
-    def _weights(self, rows: int) -> list:
-        qs = [q for q, _, _ in self.layers]
+    def _constants(self) -> tuple:
+        """((scale, zero) of the input and of each layer's output, ``layers``, 8-bit weights?): worked out from
+        the buffers once, and again after any of them changes (a ``load_state_dict``, an in-place edit)."""
+        def read():
+            return [affine(*r, 255) for r in self.ranges], self.layers, int(self.top) > 63
+        return self._known.get([b for b in self._buffers.values() if b is not None], None, read)
+
+    def _weights(self, layers, rows: int) -> list:
+        qs = [q for q, _, _ in layers]
         return self._packed.get(qs, rows, lambda: [private.qlinear_prepack(q, rows) for q in qs])
 
 
