@@ -231,3 +231,43 @@ def test_a_linear_run_becomes_an_int8_chain_only_when_asked_and_a_model_without_
     _, report = optimize(plain, cal[0], dtype=torch.int8, calibration=cal, passes=["fold", "check", "int8"])
     assert "onebyone int8 (fused chains)" in report.precision["forms"]  # no Linear run: no second, same form
     assert "onebyone int8 (fused chains and Linear runs)" not in report.precision["forms"]
+
+
+@pytest.mark.parametrize("pool", ["max", None, "avg"])
+def test_the_codes_do_not_depend_on_the_layout_or_the_tiles(pool):
+    """A chain's input as (B, C, N) in memory or as a view of points-by-channels rows (what a chain or
+    PointNet's transforms hand on), and the batch in one tile or in many: the same output, to the bit (a mean
+    pool sums its tiles in another order: to float32's rounding)."""
+    import dataclasses
+
+    chain = chain_of(pool=pool)
+    q = Int8PointwiseChain(chain, chain_ranges(chain, inputs())[id(chain)])
+    x = inputs(1, (3, 6, 50))[0]
+    rows = x.transpose(1, 2).contiguous().transpose(1, 2)  # the same values, each point's channels together
+    assert not rows.is_contiguous() and torch.equal(rows, x)
+    with torch.no_grad():
+        one = q(x)
+        assert q.plan.tile >= 150 and torch.equal(q(rows), one)  # all 150 rows in one tile
+        same = torch.equal if pool != "avg" else lambda a, b: torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+        q.plan = dataclasses.replace(q.plan, tile=32)  # a sample split over tiles
+        assert same(q(x), one) and same(q(rows), one)
+        q.plan = dataclasses.replace(q.plan, tile=100)  # two whole samples, then one
+        assert same(q(x), one)
+
+
+def test_the_codes_are_torchs_quantization_and_the_arithmetic_up_to_ties():
+    """``quantize_rows``: over 0..255, torch's quantize kernel's codes exactly; the written-out rounding of
+    x / scale agrees but where x / scale lies within a float's rounding of a half (a handful in a million)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 64, 1024, generator=g) * 2
+    for scale, zero in [(0.01, 3), (0.0137, 100), (0.5, 255), (1e-3, 0)]:
+        got = private.quantize_rows(x, scale, zero, 255)
+        with private.quantized_tensors():
+            want = torch.quantize_per_tensor(x, scale, zero, torch.quint8).int_repr()
+        assert got.dtype == torch.uint8 and got.shape == x.shape and torch.equal(got, want)
+        written = torch.clamp(torch.round(x.double() / scale) + zero, 0, 255).to(torch.uint8)
+        off = (got.int() - written.int()).abs()
+        assert off.max() <= 1 and int((off > 0).sum()) <= 10
+    seven = private.quantize_rows(x, 0.01, 3, 127)  # not all 8 bits: the arithmetic, clamped to 0..127
+    assert int(seven.max()) == 127
+    assert torch.equal(seven, torch.clamp(torch.round(x / 0.01) + 3, 0, 127).to(torch.uint8))

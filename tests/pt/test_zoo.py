@@ -52,3 +52,15 @@ def test_registry_lookups():
 
 def test_nin_digits_also_takes_28x28():
     assert create_model("nin_digits")(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_pointnet_transforms_every_point_by_its_matrix_and_hands_on_rows():
+    """PointNet's transform is t^T x for each cloud (the paper's), computed as x^T t on the points' rows: the
+    same numbers as bmm(t^T, x), left points-by-channels in memory for the next fused chain."""
+    from onebyone.zoo.pointnet import _transform
+
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(4, 64, 100, generator=g), torch.randn(4, 64, 64, generator=g)
+    got = _transform(x, t)
+    torch.testing.assert_close(got, torch.bmm(t.transpose(1, 2), x), rtol=1e-5, atol=1e-5)
+    assert got.shape == (4, 64, 100) and got.stride() == (6400, 1, 64)
