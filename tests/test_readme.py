@@ -68,13 +68,20 @@ def published_cells() -> dict:
 
 
 def int8_cells() -> dict:
-    """The int8 rows (section (g), ``benchmarks/bench_int8.json``), as the tables write them."""
+    """The int8 rows as the tables write them: section (g) of ``benchmarks/bench_int8.json`` (the Zen 4 run),
+    and as "(g, Xeon)" of ``bench_int8_xeon.json``."""
     from onebyone.bench import cell
 
-    bench = json.loads((README.parent / "benchmarks" / "bench_int8.json").read_text())
+    want = {}
+    for name, tag in (("bench_int8.json", "(g)"), ("bench_int8_xeon.json", "(g, Xeon)")):
+        want |= _int8_rows(json.loads((README.parent / "benchmarks" / name).read_text()), tag, cell)
+    return want
+
+
+def _int8_rows(bench: dict, tag: str, cell) -> dict:
     want = {}
     for row in bench["int8"]:
-        call = f"(g) `optimize({row['model']}, dtype=torch.int8)`"
+        call = f"{tag} `optimize({row['model']}, dtype=torch.int8)`"
         want[f"{call} vs `optimize()` in float32"] = cell(bench, f"g {row['model']} int8 vs float32")
         want[f"{call} vs the faster engine's int8"] = cell(bench, f"g {row['model']} int8 vs best int8 engine")
     return want
@@ -214,3 +221,17 @@ def test_the_int8_accuracies_are_their_run():
             f"({kp['agreement']:.2f}%).")
     assert want in " ".join(README.read_text().split())
     assert abs(kn["accuracy"] - nin["float32_accuracy"]) <= 0.5 and pn["float32_accuracy"] - kp["accuracy"] <= 0.5
+
+
+def test_the_xeon_int8_accuracies_are_their_run():
+    """The results page's Xeon bullet: ``benchmarks/int8_accuracy_xeon.json``'s float32 and kept accuracies."""
+    run = json.loads((README.parent / "benchmarks" / "int8_accuracy_xeon.json").read_text())["runs"]
+    nin, pn = run["nin_digits on digits"], run["pointnet_cls on shapes3d (256 points)"]
+    text = " ".join(RESULTS.read_text().split())
+    assert f"`nin_digits` {nin['float32_accuracy']:.2f}% in float32 and in every int8 form" in text
+    assert {round(f["accuracy"], 2) for f in nin["forms"].values() if "accuracy" in f} == {
+        round(nin["float32_accuracy"], 2)}
+    chains = [f for k, f in pn["forms"].items() if k.startswith("onebyone")]
+    assert f"`pointnet_cls` {pn['float32_accuracy']:.2f}% in float32 and in both chain forms" in text
+    assert len(chains) == 2 and all(f"{f['accuracy']:.2f}" == f"{pn['float32_accuracy']:.2f}" for f in chains)
+    assert all(f"{f['agreement']:.2f}" == "100.00" for f in chains) and "agreeing on 100.00%" in text

@@ -91,7 +91,10 @@ class Int8PointwiseChain(nn.Module):
     """``chain`` in int8: its input quantized per tensor over ``ranges[0]``, layer i's output requantized over
     ``ranges[i + 1]`` (the ranges a ``ChainRanges`` observed, each widened to hold 0; 8 bits), weights per
     output channel. ``vnni``: whether the weights may use all 8 bits (default: what this CPU has; else 7).
-    Inference only; a float input, the output in its dtype and the chain's layout.
+    Inference only; a float input, the output in its dtype and the chain's layout. Rows run in tiles of up to
+    ``TILE_ROWS``, as many as keep a layer's 8-bit input and output rows within ``chain_plan.CACHE_BYTES`` (8
+    clouds of 1,024 points through PointNet's widest pair, 128 -> 1024: one tile, one oneDNN call a layer);
+    an input whose points' channels already lie together (a chain's output, ``channel_dim=-1``) is read in place.
 
     Its state (``state_dict``, pickling) is whole: buffers ``weight{i}``, ``scale{i}``, ``bias{i}``, the ranges
     (``bounds``, (layers + 1, 2)) and the largest weight code (``top``); a chain with 8-bit weights refuses to
