@@ -271,3 +271,23 @@ def test_the_codes_are_torchs_quantization_and_the_arithmetic_up_to_ties():
     seven = private.quantize_rows(x, 0.01, 3, 127)  # not all 8 bits: the arithmetic, clamped to 0..127
     assert int(seven.max()) == 127
     assert torch.equal(seven, torch.clamp(torch.round(x / 0.01) + 3, 0, 127).to(torch.uint8))
+
+
+def test_a_range_written_in_place_is_seen_and_the_callers_warnings_are_left_alone():
+    """The scales a call uses follow the ranges however they were written (through ``.data`` too); and after
+    its first call a chain enters no warnings filter, which would reset a caller's once-only warnings."""
+    import warnings
+
+    chain = chain_of()
+    q = Int8PointwiseChain(chain, chain_ranges(chain, inputs())[id(chain)])
+    x = inputs(1, (2, 6, 30))[0]
+    with torch.no_grad():
+        before = q(x)
+        q.bounds.data.mul_(4)  # no version bump
+        assert not torch.equal(q(x), before) and torch.equal(q(x), copy.deepcopy(q)(x))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            for _ in range(3):
+                warnings.warn("shown once", UserWarning)  # one location: the default filter shows it once
+                q(x)
+    assert sum("shown once" in str(w.message) for w in seen) == 1

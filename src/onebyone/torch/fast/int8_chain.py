@@ -233,11 +233,13 @@ class Int8PointwiseChain(nn.Module):
         return h
 
     def _constants(self) -> tuple:
-        """((scale, zero) of the input and of each layer's output, ``layers``, 8-bit weights?): worked out from
-        the buffers once, and again after any of them changes (a ``load_state_dict``, an in-place edit)."""
-        def read():
-            return [affine(*r, 255) for r in self.ranges], self.layers, int(self.top) > 63
-        return self._known.get([b for b in self._buffers.values() if b is not None], None, read)
+        """((scale, zero) of the input and of each layer's output, ``layers``, 8-bit weights?): worked out again
+        only when a buffer is another tensor or has changed (a ``load_state_dict``, an in-place edit), or the
+        ranges or the weight bits hold other values (read each call: a write through ``.data`` is seen too)."""
+        ranges, top = self.ranges, int(self.top)
+        buffers = [b for b in self._buffers.values() if b is not None]
+        return self._known.get(buffers, (tuple(ranges), top), lambda: ([affine(*r, 255) for r in ranges], self.layers,
+                                                                      top > 63))
 
     def _weights(self, layers, rows: int) -> list:
         qs = [q for q, _, _ in layers]
