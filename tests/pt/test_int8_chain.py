@@ -275,11 +275,15 @@ def test_the_codes_are_torchs_quantization_and_the_arithmetic_up_to_ties():
 
 def test_a_range_written_in_place_is_seen_and_the_callers_warnings_are_left_alone():
     """The scales a call uses follow the ranges however they were written (through ``.data`` too); and after
-    its first call a chain enters no warnings filter, which would reset a caller's once-only warnings."""
+    their first call an int8 chain or layer enters no warnings filter, which would reset a caller's once-only
+    warnings."""
     import warnings
+
+    from onebyone.torch.fast.int8_torch import Int8Layer
 
     chain = chain_of()
     q = Int8PointwiseChain(chain, chain_ranges(chain, inputs())[id(chain)])
+    layer = Int8Layer(nn.Conv1d(6, 4, 3).eval(), (-3.0, 3.0), (-2.0, 2.0), private.capabilities().vnni)  # torch's
     x = inputs(1, (2, 6, 30))[0]
     with torch.no_grad():
         before = q(x)
@@ -289,5 +293,5 @@ def test_a_range_written_in_place_is_seen_and_the_callers_warnings_are_left_alon
             warnings.simplefilter("default")
             for _ in range(3):
                 warnings.warn("shown once", UserWarning)  # one location: the default filter shows it once
-                q(x)
+                q(x), layer(x[..., :8])
     assert sum("shown once" in str(w.message) for w in seen) == 1

@@ -281,17 +281,18 @@ def quantize_rows(x, scale: float, zero: int, levels: int):
     (8, 64, 1024)), its codes read through the storage they share; else arithmetic, one new tensor then in
     place. The two can differ by one code where ``x / scale`` lies within a float's rounding of a tie."""
     if levels == 255 and x.dtype == torch.float32 and hasattr(torch, "quantize_per_tensor"):
-        _deprecation_seen()
+        deprecation_seen()
         q = torch.quantize_per_tensor(x, scale, zero, torch.quint8)
         return x.new_empty(0, dtype=torch.uint8).set_(q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
     return x.mul(1.0 / scale).round_().add_(zero).clamp_(0, levels).to(torch.uint8)
 
 
 @functools.lru_cache(maxsize=1)
-def _deprecation_seen() -> bool:
-    """torch's deprecation notice for ``quantize_per_tensor`` comes once a process (a C++ warn-once): drawn here,
-    once, under ``quantized_tensors``, so the calls after it need no warnings filter (entering one each call
-    would reset the caller's once-only warnings and is not thread-safe)."""
+def deprecation_seen() -> bool:
+    """torch's deprecation notice for quantized tensors comes once a process (one C++ warn-once, for every
+    quantized tensor made): drawn here, once, under ``quantized_tensors``, so the int8 forms' calls after it
+    need no warnings filter (entering one each call would reset the caller's once-only warnings and is not
+    thread-safe)."""
     with quantized_tensors():
         torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
     return True
