@@ -364,3 +364,28 @@ def test_nan_in_the_inputs_reaches_the_outputs_it_reaches_in_the_model_given(mon
             self.t = t
 
     assert private.inputs_finite((Box(bad),), {}) is None and private.inputs_finite((bad, 2.0), {}) is False
+
+
+def test_a_call_ended_by_keyboard_interrupt_leaves_no_answer_behind():
+    """torch runs a model's last hook on an Exception, not on a KeyboardInterrupt: the guarded call's answer
+    (its inputs were finite) then stays behind. A fused layer called on its own afterwards must not take it:
+    NaN in its input reaches its output, as in torch's layers."""
+    from onebyone.torch import SharedMLP
+    from onebyone.torch.fast import private
+
+    torch.manual_seed(0)
+    model = nn.Sequential(SharedMLP((6, 16, 8)), nn.ReLU()).eval()
+    x = torch.randn(2, 6, 10)
+    opt, _ = optimize(model, x, passes=["fold", "chains", "check"])
+    chain = next(m for m in opt.modules() if isinstance(m, FusedPointwiseChain))
+    stop = chain.register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with torch.no_grad(), pytest.raises(KeyboardInterrupt):
+        opt(x)  # finite inputs: the answer is True, and the call never gets to put it back
+    stop.remove()
+    bad = x.clone()
+    bad[1, 2, 3] = float("nan")
+    with torch.no_grad():
+        got, want = chain(bad), model[0](bad)
+        assert want[1].isnan().any() and torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(opt(bad).isnan(), model(bad).isnan())  # the next guarded call looks afresh
+        assert private.nan_free(bad) is False

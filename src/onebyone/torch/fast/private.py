@@ -12,6 +12,7 @@ import contextvars
 import dataclasses
 import functools
 import os
+import sys
 import warnings
 
 import torch
@@ -132,9 +133,10 @@ def finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x.sum()))
 
 
-# (what the guarded model now running found its inputs to be, the value before its call): set by its call's
-# first hook, put back by its last (a nested guarded call restores the outer one's); None: no model said.
-# It lives for one call, in one thread or task; never a cache
+# (what the guarded model now running found its inputs to be, the value before its call, that call's frame):
+# set by its call's first hook, put back by its last (a nested guarded call restores the outer one's); None: no
+# model said. It lives for one call, in one thread or task; never a cache. A call ended by a KeyboardInterrupt
+# (torch's last hook runs on an Exception only) leaves its value behind: its frame, gone from the stack, says so.
 _INPUTS_FINITE = contextvars.ContextVar("onebyone_inputs_finite", default=None)
 _PLAIN = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
 
@@ -147,9 +149,20 @@ def loses_nan(acts, x: torch.Tensor) -> bool:
 
 def nan_free(x: torch.Tensor) -> bool:
     """May a fused ReLU (which turns NaN into 0) run on ``x``: is it free of NaN and inf? The answer of the
-    guarded model being run (``look_at_inputs``: one look at its inputs per call), else one sum over ``x``."""
+    guarded model being run (``look_at_inputs``: one look at its inputs per call, trusted while that call is
+    on the stack), else one sum over ``x``."""
     known = _INPUTS_FINITE.get()
-    return finite(x) if known is None or known[0] is None else known[0]
+    return finite(x) if known is None or known[0] is None or not _running(known[2]) else known[0]
+
+
+def _running(frame) -> bool:
+    """Is ``frame`` (a guarded call's) on this thread's stack still, below the caller: has that call not ended?"""
+    f = sys._getframe(1)
+    while f is not None:
+        if f is frame:
+            return True
+        f = f.f_back
+    return False
 
 
 def inputs_finite(args, kwargs) -> bool | None:
@@ -172,7 +185,10 @@ def look_at_inputs(module, args, kwargs) -> None:
     is not looked for, nor one a forward pre-hook registered after this one makes.) Nothing while tracing
     or compiling: the plain layers run then."""
     if not tracing():
-        _INPUTS_FINITE.set((inputs_finite(args, kwargs), _INPUTS_FINITE.get()))
+        outer = _INPUTS_FINITE.get()
+        while outer is not None and not _running(outer[2]):  # a call that ended without its last hook
+            outer = outer[1]
+        _INPUTS_FINITE.set((inputs_finite(args, kwargs), outer, sys._getframe(1)))  # the caller: the model's call
 
 
 def forget_inputs(module, args, kwargs, out) -> None:
