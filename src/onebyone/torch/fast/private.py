@@ -192,7 +192,8 @@ def look_at_inputs(module, args, kwargs) -> None:
 
 
 def forget_inputs(module, args, kwargs, out) -> None:
-    """At the end of a guarded model's call, also one that raised an ``Exception``: the value before it."""
+    """At the end of a guarded model's call, also one that raised an ``Exception``: the value before it. (A
+    ``KeyboardInterrupt`` skips this hook: ``nan_free`` then finds the call's frame gone and looks again.)"""
     if not tracing():
         known = _INPUTS_FINITE.get()
         _INPUTS_FINITE.set(None if known is None else known[1])
