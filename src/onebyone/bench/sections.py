@@ -35,9 +35,8 @@ from ..torch.fast import (
     optimize,
     own_compile,
 )
-from ..torch.fast.int8_chain import quantized_tensors
 from ..torch.fast.passes import choose_kernels
-from ..torch.fast.private import inductor_config
+from ..torch.fast.private import inductor_config, quantized_tensors
 from ..torch.fast.timing import per_block, timings
 from ..torch.tensors import call
 from ..zoo import create_model, list_models, model_info

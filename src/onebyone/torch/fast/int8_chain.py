@@ -25,7 +25,6 @@ from ..capture import Listener, watch
 from . import private
 from .chain import FusedPointwiseChain, _rows, _shape_back
 from .packed import Packed
-from .private import quantized_tensors
 
 
 def affine(low: float, high: float, levels: int) -> tuple:
@@ -49,9 +48,9 @@ def _range(r, i: int) -> tuple:
 def rounded(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tensor:
     """``x`` as its uint8 codes over 0..``levels`` stand for it: ``torch.fake_quantize_per_tensor_affine``'s
     values, through torch's quantize / dequantize kernels (many times quicker than its mask-keeping kernel)."""
-    with quantized_tensors():
-        x = x.float().clamp(-zero * scale, (levels - zero) * scale)
-        return torch.quantize_per_tensor(x, scale, zero, torch.quint8).dequantize()
+    private.deprecation_seen()
+    x = x.float().clamp(-zero * scale, (levels - zero) * scale)
+    return torch.quantize_per_tensor(x, scale, zero, torch.quint8).dequantize()
 
 
 def weight_scales(w: torch.Tensor, top: int = 127) -> torch.Tensor:
@@ -123,11 +122,6 @@ class Int8PointwiseChain(nn.Module):
             self.register_buffer(f"scale{i}", s)
             self.register_buffer(f"bias{i}", None if b is None else b.detach().float().clone())
         self._packed = Packed(2)  # the int8 weights packed by oneDNN, per tile rows
-        self._known = Packed(1)  # what a call reads from the buffers (see _constants)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault("_known", Packed(1))  # a chain pickled before it kept them
 
     def _apply(self, fn, recurse=True):
         """``.half()``, ``.to(dtype)`` and the like leave the scales, biases and ranges float32 (its arithmetic
@@ -233,13 +227,9 @@ class Int8PointwiseChain(nn.Module):
         return h
 
     def _constants(self) -> tuple:
-        """((scale, zero) of the input and of each layer's output, ``layers``, 8-bit weights?): worked out again
-        only when a buffer is another tensor or has changed (a ``load_state_dict``, an in-place edit), or the
-        ranges or the weight bits hold other values (read each call: a write through ``.data`` is seen too)."""
-        ranges, top = self.ranges, int(self.top)
-        buffers = [b for b in self._buffers.values() if b is not None]
-        return self._known.get(buffers, (tuple(ranges), top), lambda: ([affine(*r, 255) for r in ranges], self.layers,
-                                                                      top > 63))
+        """((scale, zero) of the input and of each layer's output, ``layers``, 8-bit weights?), read from the
+        buffers once a call (about 25 us: a cache keyed on them cost nearly as much to check)."""
+        return [affine(*r, 255) for r in self.ranges], self.layers, int(self.top) > 63
 
     def _weights(self, layers, rows: int) -> list:
         qs = [q for q, _, _ in layers]

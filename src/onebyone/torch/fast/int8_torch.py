@@ -16,7 +16,8 @@ from ..layers import Pointwise
 from ..rewrite_report import output_difference, outputs
 from ..tensors import call, copy_model
 from . import int8_ranges, private
-from .int8_chain import affine, quantized_tensors, rounded, weight_scales
+from .int8_chain import affine, rounded, weight_scales
+from .private import quantized_tensors
 
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 LAYER_SAMPLES = 4  # samples each layer's error alone in int8 is measured on
