@@ -303,7 +303,7 @@ def test_one_int8_layer_matches_its_float_layer_within_its_rounding(layer, shape
     from onebyone.torch.fast.int8_torch import Int8Layer
     from onebyone.torch.fast.private import capabilities
 
-    if vnni and not capabilities().avx512_vnni:
+    if vnni and not capabilities().eight_bit_inputs:
         pytest.skip("8-bit activations saturate torch's x86 int8 kernels without AVX512_VNNI: this CPU has none")
 
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -314,6 +314,27 @@ def test_one_int8_layer_matches_its_float_layer_within_its_rounding(layer, shape
     step = (float(y.max()) - float(y.min())) / (255 if vnni else 127)  # one output level
     assert got.dtype == torch.float32 and got.shape == y.shape
     assert 0 < (got - y).abs().max() <= 4 * step  # input, weight and output rounding: a few levels at most
+
+
+@pytest.mark.parametrize("vnni,avx512_vnni,levels", [(True, True, 255), (False, True, 127), (True, False, 127)])
+def test_layer_by_layer_int8_takes_8_bit_inputs_only_where_both_kernel_libraries_have_vnni(monkeypatch, vnni,
+                                                                                              avx512_vnni, levels):
+    """fbgemm's products need AVX512_VNNI and oneDNN's a VNNI it may use (``ONEDNN_MAX_CPU_ISA=AVX2`` on a VNNI
+    CPU takes it away): ``Int8Layer`` quantizes its input to 8 bits only where both hold, else to 7."""
+    import dataclasses
+
+    from onebyone.torch.fast import private
+    from onebyone.torch.fast.int8_torch import Int8Layer, quantizable, torch_int8_layers
+
+    caps = dataclasses.replace(private.capabilities(), vnni=vnni, avx512_vnni=avx512_vnni)
+    monkeypatch.setattr(private, "capabilities", lambda: caps)
+    cal = batches(3)
+    plain = plain_layers(small(), cal[0])
+    q, floats = torch_int8_layers(plain, cal, quantizable(plain))
+    first = q.get_submodule(quantizable(plain)[0])
+    assert isinstance(first, Int8Layer) and floats == ()
+    low, high = min(float(min(b.min() for b in cal)), 0.0), max(float(max(b.max() for b in cal)), 0.0)
+    assert first.scale == pytest.approx((high - low) / levels, rel=1e-6)
 
 
 def test_a_sample_holding_nan_comes_out_nan_from_every_int8_form():

@@ -120,8 +120,8 @@ def observed(plain: nn.Module, observe: list, layers: list) -> _Ranges:
 
 class Int8Layer(nn.Module):
     """One conv or Linear run by torch's x86 int8 kernels on its own: the input quantized per tensor (uint8
-    over its observed range; 7 bits without AVX512_VNNI, the one VNNI those kernels use: elsewhere pairs of
-    8-bit products saturate a 16-bit sum; ``vnni``: whether it is there), the
+    over its observed range; 7 bits unless ``vnni``: the CPU's VNNI serves both of torch's kernel libraries,
+    ``Capabilities.eight_bit_inputs``; elsewhere pairs of 8-bit products saturate a 16-bit sum), the
     weights per output channel (int8, symmetric), the output requantized to 8 bits over its observed range
     and returned in float32. For models torch.fx cannot trace: no graph is needed, each layer pays its own
     (de)quantization."""
@@ -169,7 +169,7 @@ def torch_int8_layers(plain: nn.Module, observe: list, layers: list, keep_float=
             if n in keep_float or id(m) not in ranges.out:
                 raise OneByOneError("kept in float32")
             q = Int8Layer(m, (ranges.low[id(m)], ranges.high[id(m)]), ranges.out[id(m)],
-                          private.capabilities().avx512_vnni)
+                          private.capabilities().eight_bit_inputs)
             with torch.no_grad():
                 q(ranges.first[id(m)])  # the kernels take it, or raise here
         except Exception:  # noqa: BLE001 - a layer int8 cannot run stays float32, listed

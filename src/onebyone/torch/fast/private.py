@@ -55,6 +55,12 @@ class Capabilities:
     amx_int8: bool = False
     avx512_vnni: bool = False
 
+    @property
+    def eight_bit_inputs(self) -> bool:
+        """Do torch's x86 int8 kernels take 8-bit inputs against 8-bit weights without saturating? Both
+        libraries need VNNI for it: fbgemm its AVX512_VNNI, oneDNN a VNNI it may use (``vnni``)."""
+        return self.vnni and self.avx512_vnni
+
     def describe(self) -> str:
         """One line: 'AVX512, oneDNN, bfloat16 products, no AMX, VNNI' (', AMX-INT8' where the CPU has it)."""
         return ", ".join([self.isa, "oneDNN" if self.onednn else "no oneDNN",
