@@ -179,6 +179,25 @@ def test_capabilities_describe_this_machine():
     assert caps.describe().startswith(caps.isa + ", ")
 
 
+@reads_the_hardware  # the probe itself (replaced where the whole run simulates a CPU)
+@pytest.mark.parametrize("env,vnni,avx512_vnni", [({}, True, True), ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, False, True),
+                                                   ({"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}, True, False)])
+def test_an_isa_held_below_vnni_by_either_library_turns_8_bit_inputs_off(monkeypatch, env, vnni, avx512_vnni):
+    """oneDNN's ``ONEDNN_MAX_CPU_ISA`` and fbgemm's ``FBGEMM_ENABLE_INSTRUCTIONS`` each hold one library below
+    VNNI (the CPU's flags read here as a Zen 4's): either turns off the 8-bit inputs of torch's int8 kernels."""
+    monkeypatch.setattr(private, "cpu_fields", lambda: {"flags": "avx2 avx512f avx512bw avx512vl avx512dq avx512_vnni"})
+    for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    private._probe.cache_clear()
+    try:
+        caps = private._probe()
+    finally:
+        private._probe.cache_clear()
+    assert (caps.vnni, caps.avx512_vnni, caps.eight_bit_inputs) == (vnni, avx512_vnni, vnni and avx512_vnni)
+
+
 def small_net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), Pointwise(16, 32), nn.ReLU(),

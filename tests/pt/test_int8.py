@@ -337,6 +337,67 @@ def test_layer_by_layer_int8_takes_8_bit_inputs_only_where_both_kernel_libraries
     assert first.scale == pytest.approx((high - low) / levels, rel=1e-6)
 
 
+def test_torch_int8_feeds_no_conv_codes_above_7_bits_after_a_fixed_range_activation():
+    """torch's kernels give sigmoid, tanh and hardsigmoid a fixed 8-bit output (codes up to 255, whatever was
+    observed); handed on to a conv they would saturate its pairs of products on a CPU without VNNI. The form
+    requantizes them to 7 bits: on calibration data every conv's input codes stay at or below 127, and the
+    output stays close."""
+    from onebyone.torch.fast.int8_torch import error, expected, torch_int8
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Sigmoid(), nn.Conv2d(8, 6, 1), nn.Tanh(), nn.Conv2d(6, 6, 1),
+                          nn.Hardsigmoid(), nn.Conv2d(6, 2, 1)).eval()
+    cal = batches(4)
+    q, _ = torch_int8(plain_layers(model, cal[0]), cal[0], cal[:3])
+    codes = {}
+    for n, m in q.named_modules():
+        if isinstance(m, torch.ao.nn.quantized.Conv2d):
+            m.register_forward_pre_hook(lambda m, a, n=n: codes.__setitem__(n, int(a[0].int_repr().max())))
+    with torch.no_grad():
+        q(cal[0])  # within the observed ranges (a value past them takes a code past 127, as in torch's form)
+    assert len(codes) == 4 and max(codes.values()) <= 127, codes
+    assert max(codes.values()) > 63  # the 7 bits used, not a narrower range
+    assert error(q, expected(model, [cal[3]]), [cal[3]]) < 0.05
+
+
+def test_an_int8_layer_made_for_8_bit_inputs_refuses_a_cpu_that_would_saturate_them(monkeypatch):
+    """An ``Int8Layer`` made where VNNI serves torch's kernels (8-bit inputs), run where it does not (a saved
+    model moved, or oneDNN held below VNNI): a clear refusal, not saturated products."""
+    import dataclasses
+
+    from onebyone.torch.fast import private
+    from onebyone.torch.fast.int8_torch import Int8Layer
+
+    layer, x = nn.Conv2d(4, 3, 1).eval(), torch.randn(2, 4, 3, 3)
+    q = Int8Layer(layer, (-4.0, 4.0), (-3.0, 3.0), vnni=True)
+    caps = dataclasses.replace(private.capabilities(), vnni=False)
+    monkeypatch.setattr(private, "capabilities", lambda: caps)
+    with torch.no_grad(), pytest.raises(OneByOneError, match="8-bit inputs.*make the int8 form again"):
+        q(x)
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_openvino_int8_keeps_every_layer_from_saturating_where_the_cpu_has_no_vnni(monkeypatch, vnni):
+    """NNCF's default keeps only the first layer's weights to 7 bits; without VNNI every layer's pairs of 8-bit
+    products could saturate, so there the overflow fix covers them all (the capability patched)."""
+    import dataclasses
+
+    pytest.importorskip("openvino")
+    nncf = pytest.importorskip("nncf")
+    from onebyone.torch.fast import private
+    from onebyone.torch.fast.int8_engines import OpenVinoInt8
+
+    caps = dataclasses.replace(private.capabilities(), vnni=vnni)
+    monkeypatch.setattr(private, "capabilities", lambda: caps)
+    seen, real = {}, nncf.quantize
+    monkeypatch.setattr(nncf, "quantize", lambda *a, **kw: (seen.update(kw), real(*a, **kw))[1])
+    model = plain_layers(small(), batches(1)[0])
+    with torch.no_grad():
+        OpenVinoInt8(model, batches(2), tol=0.05)(batches(1)[0])
+    want = nncf.OverflowFix.FIRST_LAYER if vnni else nncf.OverflowFix.ENABLE
+    assert seen["advanced_parameters"].overflow_fix == want
+
+
 def test_a_sample_holding_nan_comes_out_nan_from_every_int8_form():
     """int8 codes have no NaN (torch's quantize maps it to a number): the form optimize keeps answers NaN for a
     sample whose input holds NaN or inf, as the float model does, and the other samples as before (an engine's

@@ -54,7 +54,10 @@ class OpenVinoInt8(OpenVino):
         feeds = _feeds(names, self.observe, _export_batch(model.inputs[0].get_partial_shape()))
         with warnings.catch_warnings(), _root_log_quiet(), _nncf_quiet(nncf):
             warnings.simplefilter("ignore")
-            quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds))
+            # without VNNI, every layer's weights to 7 bits (NNCF's default: the first layer's alone)
+            fix = nncf.OverflowFix.FIRST_LAYER if private.capabilities().vnni else nncf.OverflowFix.ENABLE
+            quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds),
+                                      advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=fix))
         return self.compile_model(ov, quantized)
 
 

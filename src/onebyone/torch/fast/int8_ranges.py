@@ -188,4 +188,47 @@ def convert(prepared, bounds: dict) -> nn.Module:
             fixed(torch.tensor([low, high]))  # min_val, max_val := the range
             for place in _places(prepared, n):
                 setattr(prepared, place, fixed)
-        return convert_fx(prepared).eval()
+        return seven_bit(convert_fx(prepared)).eval()
+
+
+FIXED = {nn.Sigmoid: (0.0, 1.0), nn.Hardsigmoid: (0.0, 1.0), nn.Softmax: (0.0, 1.0), nn.Tanh: (-1.0, 1.0),
+         torch.sigmoid: (0.0, 1.0), torch.tanh: (-1.0, 1.0), torch.softmax: (0.0, 1.0),
+         torch.nn.functional.hardsigmoid: (0.0, 1.0), torch.nn.functional.softmax: (0.0, 1.0),
+         torch.nn.functional.tanh: (-1.0, 1.0), torch.nn.functional.sigmoid: (0.0, 1.0),
+         "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softmax": (0.0, 1.0)}  # module, function, method: range
+
+
+class SevenBitCodes(nn.Module):
+    """Requantizes a quantized tensor to 7 bits over a fixed range (a float tensor passes as it is)."""
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        self.scale, self.zero = affine(low, high, 127)
+
+    def forward(self, x):
+        if not x.is_quantized:
+            return x
+        private.deprecation_seen()
+        return torch.quantize_per_tensor(x.dequantize(), self.scale, self.zero, torch.quint8)
+
+
+def seven_bit(q):
+    """``q`` (a converted FX model) with the output of each op torch's kernels give a fixed 8-bit range
+    (sigmoid, tanh, hardsigmoid, softmax: codes 0..255, whatever the observer) requantized to 7 bits: handed
+    on as a conv's or Linear's input, 8-bit codes would saturate pairs of 8-bit products on a CPU without
+    VNNI (and a form made on one with it runs anywhere)."""
+    graph, made = q.graph, 0
+    for node in list(graph.nodes):
+        key = (type(q.get_submodule(node.target)) if node.op == "call_module" else node.target
+               if node.op in ("call_function", "call_method") else None)
+        if key not in FIXED:
+            continue
+        name = f"_seven_bit_{made}"
+        q.add_submodule(name, SevenBitCodes(*FIXED[key]))
+        made += 1
+        with graph.inserting_after(node):
+            new = graph.call_module(name, (node,))
+        node.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
+    if made:
+        q.recompile()
+    return q

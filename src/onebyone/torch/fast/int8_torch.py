@@ -136,7 +136,7 @@ class Int8Layer(nn.Module):
         if type(layer) not in self.KINDS or getattr(layer, "padding_mode", "zeros") != "zeros" or isinstance(
                 getattr(layer, "padding", 0), str):
             raise OneByOneError(f"Int8Layer takes nn.Conv1d/2d/3d with zero padding or nn.Linear, got {layer}")
-        levels = 255 if vnni else 127  # the input's levels: pairs of 8-bit products saturate a 16-bit sum
+        self.levels = levels = 255 if vnni else 127  # the input's: pairs of 8-bit products saturate a 16-bit sum
         (self.scale, self.zero), (out_scale, out_zero) = affine(*into, levels), affine(*out, 255)
         w = layer.weight.detach().float()
         scales = weight_scales(w).double()
@@ -152,6 +152,9 @@ class Int8Layer(nn.Module):
         self.q.scale, self.q.zero_point = out_scale, out_zero
 
     def forward(self, x):
+        if self.levels > 127 and not private.capabilities().eight_bit_inputs:
+            raise OneByOneError("this Int8Layer takes 8-bit inputs (made on a CPU whose VNNI serves torch's int8 "
+                                "kernels); here its products would saturate: make the int8 form again on this CPU")
         private.deprecation_seen()  # torch's one notice, drawn quietly: no warnings filter each call
         return self.q(torch.quantize_per_tensor(x, self.scale, self.zero, torch.quint8)).dequantize()
 

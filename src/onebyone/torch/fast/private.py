@@ -42,8 +42,9 @@ class Capabilities:
             (``ONEDNN_MAX_CPU_ISA`` below VNNI turns it off): without them int8 products go through 16-bit
             intermediates that can saturate unless weights keep to 7 bits (onnxruntime's ``reduce_range``).
         amx_int8: the CPU has AMX tiles for int8 (oneDNN's int8 products use them where present).
-        avx512_vnni: the CPU has AVX512_VNNI, the one VNNI that torch's own x86 int8 kernels (fbgemm) use:
-            an AVX_VNNI-only CPU runs them on 16-bit intermediates.
+        avx512_vnni: the CPU has AVX512_VNNI, the one VNNI that torch's own x86 int8 kernels (fbgemm) use
+            (``FBGEMM_ENABLE_INSTRUCTIONS`` below ``AVX512_E1`` turns it off): an AVX_VNNI-only CPU runs them
+            on 16-bit intermediates.
     """
 
     isa: str
@@ -84,22 +85,28 @@ def _probe() -> Capabilities:  # the hardware and this torch build do not change
                         amx="amx_bf16" in flags and "amx_tile" in flags,
                         vnni=onednn_vnni(flags, os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get(
                             "DNNL_MAX_CPU_ISA", "")),
-                        amx_int8="amx_int8" in flags and "amx_tile" in flags, avx512_vnni="avx512_vnni" in flags)
+                        amx_int8="amx_int8" in flags and "amx_tile" in flags,
+                        avx512_vnni="avx512_vnni" in flags and os.environ.get(  # fbgemm held below it: none
+                            "FBGEMM_ENABLE_INSTRUCTIONS", "AVX512_E1").upper().startswith("AVX512_E1"))
 
 
 def onednn_vnni(flags: set, max_isa: str) -> bool:
     """Does oneDNN's int8 reach VNNI on a CPU with these /proc/cpuinfo ``flags``, held to ``max_isa`` (its
     ``ONEDNN_MAX_CPU_ISA``; empty: no limit)?
 
-    >>> zen4 = {"avx2", "avx512f", "avx512_vnni"}
+    >>> zen4, alder = {"avx2", "avx512f", "avx512_vnni"}, {"avx2", "avx_vnni"}
     >>> onednn_vnni(zen4, ""), onednn_vnni(zen4, "AVX2"), onednn_vnni(zen4, "avx2_vnni"), onednn_vnni({"avx2"}, "")
     (True, False, False, False)
+    >>> onednn_vnni(alder, ""), onednn_vnni(alder, "AVX512_CORE_VNNI"), onednn_vnni(alder, "AVX2_VNNI")
+    (True, False, True)
     """
     max_isa = max_isa.upper()
     if max_isa in ("SSE41", "AVX", "AVX2", "AVX512_CORE"):  # the ISAs below any VNNI
         return False
     if max_isa.startswith("AVX2_VNNI"):  # the VEX-encoded one alone
         return "avx_vnni" in flags
+    if max_isa.startswith("AVX512_CORE"):  # AVX2_VNNI is not below these in oneDNN's order: the EVEX one alone
+        return "avx512_vnni" in flags
     return bool({"avx512_vnni", "avx_vnni"} & flags)
 
 
