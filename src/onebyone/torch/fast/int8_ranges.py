@@ -216,7 +216,7 @@ def seven_bit(q):
     """``q`` (a converted FX model) with the output of each op torch's kernels give a fixed 8-bit range
     (sigmoid, tanh, hardsigmoid, softmax: codes 0..255, whatever the observer) requantized to 7 bits: handed
     on as a conv's or Linear's input, 8-bit codes would saturate pairs of 8-bit products on a CPU without
-    VNNI (and a form made on one with it runs anywhere)."""
+    VNNI (where a form made on a CPU with VNNI may also be run)."""
     graph, made = q.graph, 0
     for node in list(graph.nodes):
         key = (type(q.get_submodule(node.target)) if node.op == "call_module" else node.target
