@@ -218,6 +218,26 @@ def test_each_engine_form_runs_any_batch_its_calibration_did_not_have(batch, eng
     assert got.shape == y.shape and (got - y).abs().max() <= 0.05 * y.abs().max()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_kept_engine_form_checks_each_new_input_shape_within_dtype_tol(monkeypatch, engine):
+    """An engine's form quantizes again for an input shape it has not seen: that export is checked against the
+    float model like the first, so inputs far outside the calibration ranges are refused, never clipped."""
+    from onebyone.torch.fast import int8 as I
+
+    if not all(importlib.util.find_spec(m) for m in ENGINES[engine]):
+        pytest.skip(f"{engine} not installed")
+    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 0.0 if k == engine else 1.0 for k in models})
+    model, cal = small(), batches(4)
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    assert report.precision["kept"] == engine
+    near = torch.randn(3, 3, 12, 12)
+    with torch.no_grad():
+        y = model(near)
+        assert (opt(near) - y).abs().max() <= 0.05 * y.abs().max()  # a new batch size, within dtype_tol
+        with pytest.raises(OneByOneError, match="moved the outputs"):
+            opt(torch.randn(5, 3, 12, 12) * 100)  # ranges 100x past calibration's: int8 clips them
+
+
 def test_each_layer_is_listed_with_its_precision_and_the_error_it_brings_alone_in_int8():
     """Fake-quantizing one layer at a time says where int8 hurts: one input channel 50x wider than the rest
     stretches the first conv's input range, and that layer's error alone grows (the others' barely move);

@@ -35,6 +35,7 @@ from torch import nn
 from ...errors import OneByOneError
 from ..rewrite_report import OptimizeReport, RewriteReport, outputs
 from ..tensors import call, copy_model, describe, example_values
+from .exported import Exported
 from .int8_chain import int8_chains
 from .int8_engines import OnnxRuntimeInt8, OpenVinoInt8
 from .int8_kernels import fastest_kernels
@@ -171,6 +172,8 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
                           f"{len(layers) - len(floats)} of {len(layers)} layers in int8"
                           + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
     report.layers = []  # the float kernels chosen are not what runs
+    if isinstance(fine[best], Exported):  # an engine's form quantizes again for each new input shape: checked
+        fine[best].tol = tol  # within dtype_tol then too (made with no bound, to measure each form's error)
     return NanSamples(fine[best]) if best.startswith("torch int8") else fine[best]
 
 
