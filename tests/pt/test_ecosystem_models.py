@@ -260,3 +260,31 @@ def test_convs_that_pad_in_their_own_forward_are_counted_as_they_run(name):
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(x)
     assert analyze(model, example=x).macs == fc.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("source,name", [("timm", "mobilenetv3_small_050"), ("torchvision", "shufflenet_v2_x0_5"),
+                                         ("timm", "convnext_atto")])
+def test_int8_on_a_model_people_bring_is_checked_and_what_is_kept_holds_on_new_batches(source, name):
+    """optimize(dtype=torch.int8) on a real architecture: every conv and Linear listed with its error alone in
+    int8, every form measured against float32 on held-out batches or named, and the form kept (if any) within
+    dtype_tol on a batch of a size no calibration batch had (an engine's form quantizes again for it)."""
+    model, x = build(source, name)
+    g = torch.Generator().manual_seed(3)
+    cal = [torch.randn((2, *x.shape[1:]), generator=g) for _ in range(4)]
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal)
+    p = report.precision
+    runs = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert len(p["layers"]) == len(runs) and all(r["int8_alone_error"] is not None for r in p["layers"].values())
+    named = set(p["forms"]) | {n for n, _ in report.skipped}
+    assert {"torch int8 (x86)", "onnxruntime int8 (QDQ)", "OpenVINO int8 (NNCF)"} <= named
+    assert p["forms"] and all(0 < f["relative_error"] for f in p["forms"].values())
+    new = torch.randn((3, *x.shape[1:]), generator=g)
+    with torch.no_grad():
+        y, got = model(new), opt(new)
+    if "kept" in p:
+        assert p["forms"][p["kept"]]["relative_error"] <= p["tolerance"]
+        assert (got - y).abs().max() <= p["tolerance"] * y.abs().max()
+        assert sum(r["precision"] == "int8" for r in p["layers"].values()) > 0
+    else:  # float32 kept, and said why
+        assert torch.allclose(got, y, atol=1e-4 * float(y.abs().max()))
+        assert any("float32 kept" in n for n in report.notes)

@@ -380,6 +380,37 @@ def test_torch_int8_feeds_no_conv_codes_above_7_bits_after_a_fixed_range_activat
     assert error(q, expected(model, [cal[3]]), [cal[3]]) < 0.05
 
 
+class MeanPooled(nn.Module):
+    """A conv stack ending in a 1 x 1 map pooled by ``mean`` (as ShuffleNet and timm's heads pool)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 1), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean([2, 3]))
+
+
+def test_torch_int8_pools_a_1x1_map_by_mean_and_prints_nothing(capfd, monkeypatch):
+    """A quantized conv gives a 1 x 1 map strides torch's quantized mean refuses: torch's FX form is still made
+    (not only the layer-by-layer one); where its graph does fail, the failure is named and torch.fx's print of
+    the graph never reaches the caller."""
+    from onebyone.torch.fast import int8_ranges
+
+    torch.manual_seed(0)
+    model, g = MeanPooled().eval(), torch.Generator().manual_seed(1)
+    cal = [torch.randn(4, 3, 3, 3, generator=g) for _ in range(4)]
+    _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    assert "torch int8 (x86)" in report.precision["forms"], report.skipped
+    assert report.precision["forms"]["torch int8 (x86)"]["relative_error"] < 0.05
+    monkeypatch.setattr(int8_ranges.PlainStrides, "forward", lambda self, x: x)  # torch's refusal again
+    _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    assert "channels_last" in dict(report.skipped)["torch int8 (x86)"]
+    assert "torch int8 (x86, layer by layer)" in report.precision["forms"]
+    assert capfd.readouterr().err == ""
+
+
 def test_an_int8_layer_made_for_8_bit_inputs_refuses_a_cpu_that_would_saturate_them(monkeypatch):
     """An ``Int8Layer`` made where VNNI serves torch's kernels (8-bit inputs), run where it does not (a saved
     model moved, or oneDNN held below VNNI): a clear refusal, not saturated products."""

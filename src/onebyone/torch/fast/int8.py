@@ -26,7 +26,10 @@ one; all of them where there is one batch, said in the report).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import sys
 import warnings
 
 import torch
@@ -217,27 +220,7 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     ``layers``: the quantizable layers, the most sensitive first (torch's form keeps the first 1, 2, 4 of them
     in float32 while its error is over ``tol``, as long as that measures better)."""
     forms = {}
-    try:
-        q, choice = torch_int8(plain, x, observe)
-        err, floats = error(q, want, held), ()
-        report.precision |= {"observers": choice, "all_int8_error": err}  # every layer in int8, before any fallback
-        for k in FALLBACK:  # past the tolerance: the layers whose int8 error alone is largest kept in float32
-            if err <= tol or k >= len(layers):
-                break
-            keep = tuple(layers[:k])
-            q2, _ = torch_int8(plain, x, observe, keep_float=keep, given=choice["bounds"])
-            err2 = error(q2, want, held)
-            if err2 < err:
-                q, err, floats = q2, err2, keep
-        err = _kernels_chosen(q, x, want, held, report, err)
-        forms["torch int8 (x86)"] = (q, err, floats)
-    except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
-        report.skipped.append(("torch int8 (x86)", _why(e)))
-        try:  # no graph: each layer quantizes its input, runs int8 and dequantizes on its own
-            q, floats = torch_int8_layers(plain, observe, layers)
-            forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), floats)
-        except Exception as e:  # noqa: BLE001 - a layer torch's quantized kernels refuse: named, not raised
-            report.skipped.append(("torch int8 (x86, layer by layer)", _why(e)))
+    _torch_forms(forms, plain, x, observe, held, want, tol, report, layers)
     made = set()  # the float32 layers each chain form left: a second form with no fewer is not made
     for label, linear in ((CHAINS, False), (CHAINS_AND_LINEARS, True)):
         try:  # each chain of 1x1 convs one int8 kernel call per layer, 8-bit between layers
@@ -260,6 +243,33 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
     return forms
 
 
+def _torch_forms(forms: dict, plain, x, observe, held, want, tol, report, layers) -> None:
+    """torch's int8 form into ``forms`` (as ``_forms`` has them); where FX cannot trace or run the model, the
+    layer-by-layer form; each failure named in ``report.skipped``."""
+    try:
+        with _fx_quiet():
+            q, choice = torch_int8(plain, x, observe)
+            err, floats = error(q, want, held), ()
+            report.precision |= {"observers": choice, "all_int8_error": err}  # every layer int8, before fallbacks
+            for k in FALLBACK:  # past the tolerance: the layers whose int8 error alone is largest in float32
+                if err <= tol or k >= len(layers):
+                    break
+                keep = tuple(layers[:k])
+                q2, _ = torch_int8(plain, x, observe, keep_float=keep, given=choice["bounds"])
+                err2 = error(q2, want, held)
+                if err2 < err:
+                    q, err, floats = q2, err2, keep
+            err = _kernels_chosen(q, x, want, held, report, err)
+            forms["torch int8 (x86)"] = (q, err, floats)
+    except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
+        report.skipped.append(("torch int8 (x86)", _why(e)))
+        try:  # no graph: each layer quantizes its input, runs int8 and dequantizes on its own
+            q, floats = torch_int8_layers(plain, observe, layers)
+            forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), floats)
+        except Exception as e:  # noqa: BLE001 - a layer torch's quantized kernels refuse: named, not raised
+            report.skipped.append(("torch int8 (x86, layer by layer)", _why(e)))
+
+
 def _kernels_chosen(q, x, want, held, report, err: float) -> float:
     """Each layer of torch's form ``q`` on fbgemm's or oneDNN's kernels, whichever ran it faster
     (``report.precision["torch_kernels"]``); its error on ``held`` again where that changed anything. A choice
@@ -273,6 +283,16 @@ def _kernels_chosen(q, x, want, held, report, err: float) -> float:
         report.precision["torch_kernels"] = kernels
         err = error(q, want, held)
     return err
+
+
+@contextlib.contextmanager
+def _fx_quiet():
+    """torch.fx prints the generated code around an error to stderr before raising it: where the form fails
+    (the error named in ``report.skipped``) that print is dropped; otherwise what was written passes on."""
+    written = io.StringIO()
+    with contextlib.redirect_stderr(written):
+        yield
+    sys.stderr.write(written.getvalue())
 
 
 def _why(e: Exception) -> str:

@@ -15,7 +15,7 @@ import copy
 import warnings
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ...errors import OneByOneError
 from ..capture import trace
@@ -188,7 +188,7 @@ def convert(prepared, bounds: dict) -> nn.Module:
             fixed(torch.tensor([low, high]))  # min_val, max_val := the range
             for place in _places(prepared, n):
                 setattr(prepared, place, fixed)
-        return seven_bit(convert_fx(prepared)).eval()
+        return safe_for_kernels(convert_fx(prepared)).eval()
 
 
 FIXED = {nn.Sigmoid: (0.0, 1.0), nn.Hardsigmoid: (0.0, 1.0), nn.Softmax: (0.0, 1.0), nn.Tanh: (-1.0, 1.0),
@@ -212,23 +212,46 @@ class SevenBitCodes(nn.Module):
         return torch.quantize_per_tensor(x.dequantize(), self.scale, self.zero, torch.quint8)
 
 
-def seven_bit(q):
-    """``q`` (a converted FX model) with the output of each op torch's kernels give a fixed 8-bit range
-    (sigmoid, tanh, hardsigmoid, softmax: codes 0..255, whatever the observer) requantized to 7 bits: handed
-    on as a conv's or Linear's input, 8-bit codes would saturate pairs of 8-bit products on a CPU without
-    VNNI (where a form made on a CPU with VNNI may also be run)."""
+def safe_for_kernels(q):
+    """``q`` (a converted FX model) made safe to run on torch's quantized kernels:
+
+    - the output of each op torch's kernels give a fixed 8-bit range (sigmoid, tanh, hardsigmoid, softmax:
+      codes 0..255, whatever the observer) requantized to 7 bits: handed on as a conv's or Linear's input,
+      8-bit codes would saturate pairs of 8-bit products on a CPU without VNNI (where a form made on a CPU
+      with VNNI may also be run);
+    - the input of each ``mean`` given plain strides where it is a 1 x 1 map (``PlainStrides``)."""
     graph, made = q.graph, 0
     for node in list(graph.nodes):
         key = (type(q.get_submodule(node.target)) if node.op == "call_module" else node.target
                if node.op in ("call_function", "call_method") else None)
-        if key not in FIXED:
+        if key in FIXED:
+            name, module, at = f"_seven_bit_{made}", SevenBitCodes(*FIXED[key]), graph.inserting_after(node)
+        elif key in MEANS and node.args and isinstance(node.args[0], fx.Node):
+            name, module, at = f"_plain_strides_{made}", PlainStrides(), graph.inserting_before(node)
+        else:
             continue
-        name = f"_seven_bit_{made}"
-        q.add_submodule(name, SevenBitCodes(*FIXED[key]))
+        q.add_submodule(name, module)
         made += 1
-        with graph.inserting_after(node):
-            new = graph.call_module(name, (node,))
-        node.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
+        with at:
+            if key in FIXED:  # every use of the op's output takes the 7-bit codes
+                new = graph.call_module(name, (node,))
+                node.replace_all_uses_with(new, delete_user_cb=lambda user, new=new: user is not new)
+            else:  # the mean alone takes the copy
+                node.replace_input_with(node.args[0], graph.call_module(name, (node.args[0],)))
     if made:
         q.recompile()
     return q
+
+
+MEANS = {"mean", torch.mean}
+
+
+class PlainStrides(nn.Module):
+    """A quantized (N, C, 1, 1) map copied to plain strides; any other tensor passes as it is. A quantized
+    conv gives a 1 x 1 map channels-last strides (C, 1, C, C) that torch's quantized ``mean`` refuses
+    ("required rank 4 tensor to use channels_last format"): a model pooling that way ran in float only."""
+
+    def forward(self, x):
+        if x.is_quantized and x.dim() == 4 and x.shape[2] * x.shape[3] == 1:
+            return x.clone(memory_format=torch.contiguous_format)  # .contiguous() keeps those strides
+        return x
