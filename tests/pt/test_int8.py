@@ -291,13 +291,15 @@ def test_a_layer_shared_by_two_places_is_int8_in_both_and_a_form_with_no_int8_la
 
 
 class Branchy(nn.Module):
-    """Control flow on a tensor's value: torch.fx cannot trace it."""
+    """Control flow on a tensor's value: torch.fx cannot trace it; its input cast to its first layer's weight
+    dtype, as Hugging Face's models cast theirs."""
 
     def __init__(self):
         super().__init__()
         self.body = small()
 
     def forward(self, x):
+        x = x.to(self.body[0].weight.dtype)
         return self.body(x) if bool(x.abs().sum() > 0) else self.body(-x)
 
 
@@ -307,6 +309,7 @@ def test_a_model_fx_cannot_trace_gets_torch_int8_layer_by_layer():
     assert "TraceError" in dict(report.skipped)["torch int8 (x86)"]
     form = report.precision["forms"]["torch int8 (x86, layer by layer)"]
     assert 0 < form["relative_error"] < 0.05 and form["float32_layers"] == []  # quantized for real, and close
+    assert all(r["int8_alone_error"] > 0 for r in report.precision["layers"].values())  # each layer measured
     reflect = Branchy().eval()
     reflect.body[0].padding_mode = "reflect"  # torch's int8 conv pads with zeros only: that layer stays float32
     _, report = optimize(reflect, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)

@@ -151,6 +151,12 @@ class Int8Layer(nn.Module):
         self.q.set_weight_bias(qw, None if layer.bias is None else layer.bias.detach().float())
         self.q.scale, self.q.zero_point = out_scale, out_zero
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float32 weight its int8 weight stands for (for code that reads a layer's weight: its dtype, its
+        shape, as Hugging Face models do before casting their input)."""
+        return self.q.weight().dequantize()
+
     def forward(self, x):
         if self.levels > 127 and not private.capabilities().eight_bit_inputs:
             raise OneByOneError("this Int8Layer takes 8-bit inputs (made on a CPU whose VNNI serves torch's int8 "
@@ -201,6 +207,10 @@ class _OneLayerInt8(nn.Module):
                 w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127))
         self.levels = 127  # as torch's form quantizes its activations (reduce_range) on every CPU
         self.scale, self.zero = affine(low, high, self.levels)
+
+    @property
+    def weight(self) -> torch.Tensor:  # what code reading the layer's weight (its dtype, its shape) expects
+        return self.layer.weight
 
     def forward(self, x):
         return self.layer(rounded(x, self.scale, self.zero, self.levels).to(x.dtype))
