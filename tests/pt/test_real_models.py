@@ -3,6 +3,7 @@ weights, nothing downloaded), torchvision and timm where they import. For each: 
 equal PyTorch's FlopCounterMode (FLOPs / 2, attention on its math kernel, whose products FlopCounterMode
 counts), its rows sum to the parameter count, and the rewrites either verify or say what they skipped."""
 import importlib
+import logging
 
 import pytest
 import torch
@@ -171,3 +172,42 @@ def test_linear_to_conv1x1_leaves_every_share_as_it_was(name):
     model, x = build(name)
     converted, _ = linear_to_conv1x1(model, example=x)
     assert analyze(converted, example=x).share() == analyze(model, example=x).share()
+
+
+def test_int8_on_a_hugging_face_vit_runs_each_form_and_prints_nothing(capfd):
+    """Hugging Face's ViT casts its input to its patch projection's weight dtype and torch.fx cannot trace it:
+    torch's int8 form runs layer by layer (each int8 layer answers .weight), every form is measured against
+    float32, and neither the exporter's graph optimizer nor torch.fx prints to the caller."""
+    model, x = build("vit")
+    g = torch.Generator().manual_seed(1)
+    cal = [torch.randn(2, 3, 32, 32, generator=g) for _ in range(4)]
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal)
+    p = report.precision
+    assert "torch int8 (x86, layer by layer)" in p["forms"], report.skipped
+    assert all(r["int8_alone_error"] is not None for r in p["layers"].values())
+    assert all(f["relative_error"] > 0 for f in p["forms"].values())
+    with torch.no_grad():
+        new = torch.randn(3, 3, 32, 32, generator=g)
+        want, got = model(new).logits, opt(new)
+    got = got.logits if hasattr(got, "logits") else got
+    assert (got - want).abs().max() <= p["tolerance"] * want.abs().max()
+    assert capfd.readouterr().err == ""
+
+
+def test_exporting_bert_for_an_engine_prints_nothing(capfd, caplog):
+    """The exporter's graph optimizer (onnxscript) logs what it could not fold on BERT: kept from the caller,
+    on the first call and on each new input shape."""
+    pytest.importorskip("onnxruntime")
+    from onebyone.torch.fast import OnnxRuntime
+
+    config = T.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                          vocab_size=50)
+    torch.manual_seed(0)
+    model = T.BertForSequenceClassification(config).eval()
+    fast = OnnxRuntime(model)
+    for batch in (2, 3):
+        ids = torch.randint(0, 50, (batch, 8))
+        with torch.no_grad():
+            assert torch.allclose(fast(ids).logits, model(ids).logits, atol=1e-4)
+    assert capfd.readouterr().err == ""
+    assert [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING] == []

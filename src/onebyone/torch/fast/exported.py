@@ -199,13 +199,19 @@ def _arrays(args: tuple, kwargs: dict) -> list:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporter's progress lines, warnings and log records, silenced (a failure still raises)."""
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    """The exporter's progress lines, warnings and log records (its own and its graph optimizer's, onnxscript's),
+    silenced (a failure still raises)."""
+    logs = [logging.getLogger(name) for name in EXPORT_LOGS]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
+
+
+EXPORT_LOGS = ("torch.onnx", "onnxscript")
