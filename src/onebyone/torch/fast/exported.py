@@ -41,6 +41,7 @@ class Exported(Engine):
     sessions."""
 
     engine = "an engine"
+    advice = ""  # what a subclass tells the caller to do where its outputs move past ``tol``
 
     def __init__(self, model, tol: float = 1e-4, sessions: int = 8, exports: dict | None = None):
         if type(self) is Exported:
@@ -122,7 +123,7 @@ class Exported(Engine):
         diff, scale = output_difference(want, [torch.from_numpy(g) for g in fn(arrays)], self.engine)
         if diff > self.tol * max(scale, 1.0):
             raise OneByOneError(f"{self.engine} moved the outputs by {diff:.3g} (> tolerance "
-                                f"{self.tol * max(scale, 1.0):.3g}) on inputs {inputs}")
+                                f"{self.tol * max(scale, 1.0):.3g}) on inputs {inputs}{self.advice}")
         return fn, None if spec.is_leaf() else spec
 
 

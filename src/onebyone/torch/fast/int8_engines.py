@@ -20,6 +20,8 @@ from .onnx_runtime import OnnxRuntime, require_onnxruntime
 from .openvino import OpenVino, require_openvino
 
 INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep about 0.4% a value
+ADVICE = (": its int8 ranges are those of the calibration inputs, which these leave; calibrate on more inputs like "
+          "these, or allow more with dtype_tol")
 
 
 class OnnxRuntimeInt8(OnnxRuntime):
@@ -27,6 +29,7 @@ class OnnxRuntimeInt8(OnnxRuntime):
     ``observe``, onnxruntime's MinMax calibration); checked against ``model`` within ``tol`` like any export."""
 
     engine = "onnxruntime int8 (QDQ)"
+    advice = ADVICE
 
     def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
         super().__init__(model, tol=tol, **kw)
@@ -41,6 +44,7 @@ class OpenVinoInt8(OpenVino):
     the activation ranges of ``observe``); checked against ``model`` within ``tol`` like any export."""
 
     engine = "OpenVINO int8 (NNCF)"
+    advice = ADVICE
 
     def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
         super().__init__(model, tol=tol, **kw)
