@@ -87,7 +87,12 @@ def test_labels_measure_top1_on_the_held_out_samples():
 
 @pytest.mark.parametrize("calibration,message", [
     ([], "calibration is empty"),
-    ([torch.randn(4, 3, 10, 12)], r"calibration batch 0 is of shape \(4, 3, 10, 12\); expected inputs like"),
+    ([torch.randn(4, 3, 10, 12)], r"batch 0 is of shape \(4, 3, 10, 12\); expected inputs like the example, of "
+                                  r"shape \(4, 3, 12, 12\) \(any batch size\): tensor 0 holds samples of shape "
+                                  r"\(3, 10, 12\), the example's \(3, 12, 12\)"),
+    ([torch.zeros(4, 3, 12, 12, dtype=torch.long)], "tensor 0 is torch.int64, the example's torch.float32"),
+    ([(torch.randn(4, 3, 12, 12), torch.zeros(4))], r"2 values where the example has 1; \(inputs, labels\) pairs "
+                                                    r"from a DataLoader\? pass the inputs alone"),
     ([torch.full((4, 3, 12, 12), float("nan"))], "calibration batch 0 holds NaN"),
     ([torch.randn(4, 3, 12, 12), torch.randn(0, 3, 12, 12)], r"calibration batch 1 holds no samples"),
     (torch.randn(4, 3, 12, 12), "calibration must be an iterable of inputs"),
@@ -381,6 +386,21 @@ def test_torch_int8_feeds_no_conv_codes_above_7_bits_after_a_fixed_range_activat
     assert len(codes) == 4 and max(codes.values()) <= 127, codes
     assert max(codes.values()) > 63  # the 7 bits used, not a narrower range
     assert error(q, expected(model, [cal[3]]), [cal[3]]) < 0.05
+
+
+def test_int8_of_a_float16_model_measures_each_layer_and_of_a_float64_one_says_no_form_was_made():
+    """torch's int8 kernels take float32 alone: a float16 model's layers are still each measured alone in int8
+    (and the engines quantize it); for float64, which no int8 form takes, the report says none could be made."""
+    cal = batches(4)
+    _, report = optimize(small().half(), cal[0].half(), dtype=torch.int8, calibration=[c.half() for c in cal],
+                         passes=NO_TIMING)
+    assert all(r["int8_alone_error"] > 0 for r in report.precision["layers"].values())
+    kept, report = optimize(small().double(), cal[0].double(), dtype=torch.int8,
+                            calibration=[c.double() for c in cal], passes=NO_TIMING)
+    assert report.precision["forms"] == {} and "no int8 form could be made" in " ".join(report.notes)
+    assert {"torch int8 (x86)", "onnxruntime int8 (QDQ)", "OpenVINO int8 (NNCF)"} <= dict(report.skipped).keys()
+    with torch.no_grad():
+        assert kept(cal[1].double()).dtype == torch.float64
 
 
 class MeanPooled(nn.Module):

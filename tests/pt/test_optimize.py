@@ -293,6 +293,21 @@ def test_optimize_checks_float64_on_one_sample_and_its_own_dtype_on_the_whole_ex
     assert first_sample(mixed) is mixed and first_sample(one) is one
 
 
+def test_a_float16_model_is_checked_on_the_fast_path_within_its_own_rounding():
+    """Folded weights stored in float16 move its outputs by about its epsilon: both checks allow that much (the
+    float64 check says so in a note), not the float32 tolerance."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 1)).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1), model[1].running_var.uniform_(0.2, 3.0)
+    half, x = model.half(), torch.randn(4, 3, 12, 12).half()
+    opt, report = optimize(half, x, passes=["fold", "check"])
+    assert any("raised to 0.00390625" in n for n in report.notes)
+    with torch.no_grad():
+        want, got = half(x).float(), opt(x).float()
+    assert 0 < (got - want).abs().max() <= 4e-3 * want.abs().max()
+
+
 def test_the_optimized_model_runs_its_fast_form_without_no_grad_and_leaves_the_given_weights_alone():
     """Its weights are its own copies and want no gradient: a call without ``torch.no_grad`` runs what was
     timed (an engine's form would otherwise hand the call to the model itself), and the model given still

@@ -76,12 +76,10 @@ def calibration_batches(calibration, example) -> list:
                             f"{describe(example)}")
     for i, b in enumerate(batches):
         got = example_values(b)
-        same = len(got) == len(want) and all(
-            isinstance(g, torch.Tensor) == isinstance(w, torch.Tensor) and (not isinstance(g, torch.Tensor) or (
-                g.dtype == w.dtype and g.shape[1:] == w.shape[1:])) for g, w in zip(got, want))
-        if not same:
+        differ = _difference(got, want)
+        if differ:
             raise OneByOneError(f"calibration batch {i} is {describe(b)}; expected inputs like the example, "
-                                f"{describe(example)} (any batch size)")
+                                f"{describe(example)} (any batch size): {differ}")
         if any(isinstance(g, torch.Tensor) and g.dim() and g.shape[0] == 0 for g in got):
             raise OneByOneError(f"calibration batch {i} holds no samples ({describe(b)}): give batches of one or "
                                 "more inputs")
@@ -90,6 +88,22 @@ def calibration_batches(calibration, example) -> list:
             raise OneByOneError(f"calibration batch {i} holds NaN or infinite values: ranges observed on it would "
                                 "be meaningless")
     return batches
+
+
+def _difference(got: list, want: list) -> str:
+    """How a calibration batch's values (``example_values``) differ from the example's; "" where they match."""
+    if len(got) != len(want):
+        return (f"{len(got)} values where the example has {len(want)}" + (
+            "; (inputs, labels) pairs from a DataLoader? pass the inputs alone: [x for x, _ in loader]"
+            if len(got) > len(want) else ""))
+    for j, (g, w) in enumerate(zip(got, want)):
+        if isinstance(g, torch.Tensor) != isinstance(w, torch.Tensor):
+            return f"value {j} is a {type(g).__name__}, the example's a {type(w).__name__}"
+        if isinstance(g, torch.Tensor) and g.dtype != w.dtype:
+            return f"tensor {j} is {g.dtype}, the example's {w.dtype}"
+        if isinstance(g, torch.Tensor) and g.shape[1:] != w.shape[1:]:
+            return f"tensor {j} holds samples of shape {tuple(g.shape[1:])}, the example's {tuple(w.shape[1:])}"
+    return ""
 
 
 def split(batches: list) -> tuple[list, list]:
@@ -157,7 +171,8 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     if evaluate is not None:
         fine = _accurate(fine, work, evaluate, accuracy_tol, report)
     if not fine:
-        report.notes.append("int8: no form within the tolerances: float32 kept")
+        report.notes.append("int8: no form within the tolerances: float32 kept" if forms else
+                            "int8: no int8 form could be made (report.skipped says why, for each): float32 kept")
         return work
     t = time_models({"float32": work, **fine}, x)
     for k, v in t.items():

@@ -200,7 +200,7 @@ class _OneLayerInt8(nn.Module):
     def __init__(self, layer: nn.Module, low: float, high: float):
         super().__init__()
         self.layer = copy_model(layer)
-        w = layer.weight.detach()
+        w = layer.weight.detach().float()  # torch's fake quantization takes float32 scales
         scale = weight_scales(w)
         with torch.no_grad():
             self.layer.weight.copy_(torch.fake_quantize_per_channel_affine(

@@ -35,7 +35,15 @@ from ...checks import check_tolerance
 from ...errors import OneByOneError
 from ..capture import around_each_call, calls_of
 from ..reparameterize import reparameterized
-from ..rewrite_report import KernelChoice, OptimizeReport, RewriteReport, finish, output_difference, outputs
+from ..rewrite_report import (
+    KernelChoice,
+    OptimizeReport,
+    RewriteReport,
+    finish,
+    output_difference,
+    outputs,
+    weight_rounding,
+)
 from ..rewrites import merged_pointwise
 from ..tensors import call, check_module, copy_model, example_values, first_sample, input_kw, probe_input
 from . import private
@@ -159,9 +167,9 @@ def check(model: nn.Module, req: Request, report: OptimizeReport, reference: Ref
         seconds = time.perf_counter() - t0
     diff, scale = output_difference(outputs(reference()), outputs(got), "the rewrite")
     own = str(input_kw(req.model)["dtype"]).removeprefix("torch.")
-    if diff > req.tol * max(scale, 1.0):
-        raise OneByOneError(f"optimize changed the {own} outputs by {diff:.3g} "
-                            f"(> tolerance {req.tol * max(scale, 1.0):.3g})")
+    tol = max(req.tol, weight_rounding(model)) * max(scale, 1.0)  # raised as ``finish`` raises it, and said
+    if diff > tol:
+        raise OneByOneError(f"optimize changed the {own} outputs by {diff:.3g} (> tolerance {tol:.3g})")
     report.notes.append(f"checked in {own} on the fast path too: max abs diff {diff:.3g}")
     return model, seconds
 
