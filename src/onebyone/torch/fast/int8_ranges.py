@@ -243,7 +243,7 @@ def safe_for_kernels(q):
     return q
 
 
-MEANS = {"mean", torch.mean}
+MEANS = ("mean", torch.mean)
 
 
 class PlainStrides(nn.Module):
