@@ -12,7 +12,7 @@ from torch import nn
 from onebyone import OneByOneError
 from onebyone.torch import Pointwise, optimize
 from onebyone.torch.fast.int8 import split
-from onebyone.torch.fast.int8_torch import layer_errors, plain_layers
+from onebyone.torch.fast.int8_torch import layer_errors, plain_layers, quantizable, torch_int8_layers
 
 pytest.importorskip("onnxruntime")
 ENGINES = {"onnxruntime int8 (QDQ)": ("onnxruntime",), "OpenVINO int8 (NNCF)": ("openvino", "nncf")}
@@ -281,7 +281,7 @@ class Twice(nn.Module):
 
 
 def test_a_layer_shared_by_two_places_is_int8_in_both_and_a_form_with_no_int8_layer_is_refused():
-    from onebyone.torch.fast.int8_torch import quantizable, torch_int8_layers
+    from onebyone import analyze
 
     torch.manual_seed(0)
     model, cal = Twice().eval(), [torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
@@ -289,6 +289,7 @@ def test_a_layer_shared_by_two_places_is_int8_in_both_and_a_form_with_no_int8_la
     assert type(plain.a) is nn.Conv2d and plain.b is plain.a
     q, floats = torch_int8_layers(plain, cal, quantizable(plain))
     assert floats == () and type(q.a).__name__ == "Int8Layer" and q.b is q.a
+    assert analyze(q, example=cal[0]).params == analyze(model, example=cal[0]).params  # its weights counted once
     with torch.no_grad():
         assert 0 < (q(cal[0]) - model(cal[0])).abs().max() <= 0.05 * model(cal[0]).abs().max()
     with pytest.raises(OneByOneError, match="no layer runs in torch's int8 kernels"):
@@ -352,7 +353,7 @@ def test_layer_by_layer_int8_takes_8_bit_inputs_only_where_both_kernel_libraries
     import dataclasses
 
     from onebyone.torch.fast import private
-    from onebyone.torch.fast.int8_torch import Int8Layer, quantizable, torch_int8_layers
+    from onebyone.torch.fast.int8_torch import Int8Layer
 
     caps = dataclasses.replace(private.capabilities(), vnni=vnni, avx512_vnni=avx512_vnni)
     monkeypatch.setattr(private, "capabilities", lambda: caps)
@@ -401,6 +402,31 @@ def test_int8_of_a_float16_model_measures_each_layer_and_of_a_float64_one_says_n
     assert {"torch int8 (x86)", "onnxruntime int8 (QDQ)", "OpenVINO int8 (NNCF)"} <= dict(report.skipped).keys()
     with torch.no_grad():
         assert kept(cal[1].double()).dtype == torch.float64
+
+
+def test_analyze_counts_each_int8_form_as_the_float_model_it_stands_for():
+    """torch's int8 layers keep their weights packed (no parameters) and the chains keep theirs in buffers:
+    each is counted as the float layer it stands for (params and MACs equal the float model's, nothing left
+    uncounted), its weights read as int8 bytes."""
+    from onebyone import analyze
+    from onebyone.torch.fast.int8 import chains_int8
+    from onebyone.torch.fast.int8_torch import torch_int8
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), Pointwise(16, 32), nn.ReLU(), Pointwise(32, 32),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    cal = batches(3)
+    plain = plain_layers(model, cal[0])
+    base = analyze(model, example=cal[0])
+    forms = {"fx": torch_int8(plain, cal[0], cal)[0], "layers": torch_int8_layers(plain, cal, quantizable(plain))[0],
+             "chains": chains_int8(plain, cal[0], cal)[0]}
+    for name, form in forms.items():
+        s = analyze(form, example=cal[0])
+        assert (s.params, s.macs, s.uncounted) == (base.params, base.macs, []), name
+        assert sum(r.params for r in s.rows) == s.params, name
+        pointwise = [r for r in s.rows if r.kind == "pointwise"]
+        float_pointwise = [r for r in base.rows if r.kind == "pointwise"]
+        assert sum(r.bytes_read for r in pointwise) < sum(r.bytes_read for r in float_pointwise), name
 
 
 class MeanPooled(nn.Module):

@@ -176,6 +176,7 @@ class _Collector(Listener):
         self.stack, self.shapes, self.rows, self.inside_counted = [], [], [], 0
         self.claimed, self.seen, self.called = set(), set(), set()
         self.ops = {}  # uncountable product -> (calls, where, params it took)
+        self.held = {}  # id of a counted layer whose weights are no parameters (int8: packed) -> their count
         self.axes = _Axes()
 
     def _claim(self, tensors) -> int:
@@ -218,6 +219,9 @@ class _Collector(Listener):
         row.bytes_read = (x.numel() + row.params) * size
         if counts_products(m):
             row.kind, c = layer_cost(m, x, self.dtype, output=y, mixes_channels=self.axes.mixes_channels(x))
+            if next(m.parameters(), None) is None and id(m) not in self.held:  # weights packed or in buffers
+                self.held[id(m)] = row.params = c.weight_params + c.bias_params  # (int8 layers): counted once
+                row.bytes_written = c.bytes_written
             row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read
             row.per_output = _per_output(m, x)
         elif isinstance(m, NORMS):
@@ -272,7 +276,9 @@ class _Collector(Listener):
 
 @gc_paused
 def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1, dtype: str = "float32") -> ModelStats:
-    """Per-layer params, MACs and memory of a torch model over one forward pass.
+    """Per-layer params, MACs and memory of a torch model over one forward pass. An int8 model (torch's
+    quantized layers, ``optimize(dtype=torch.int8)``'s forms) counts as the float model it stands for, its
+    weights (packed, not parameters) among the params and read as int8 bytes.
 
     Args:
         input_size: one sample's shape, e.g. (3, 224, 224); or give ``example``.
@@ -304,7 +310,7 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
     finally:
         model.train(was_training)
     never_called, outside, uncounted = _leftovers(model, c)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(p.numel() for p in model.parameters()) + sum(c.held.values())
     rest = total - sum(r.params for r in c.rows)
     if rest:
         c.rows.append(LayerStats("(other parameters)", "-", "other", (), (), params=rest))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.ao.nn.quantized as nnq
 from torch import nn
 
 from .. import cost
 from ..stats import conv_kind, mix_kind
-from .layer_kinds import CONVS
+from .layer_kinds import CONVS, INT8_CONVS, INT8_LAYERS
 from .layers import Pointwise
 
 CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -21,7 +22,7 @@ CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def counts_products(m: nn.Module) -> bool:
     """Is ``m`` a layer whose call the analyzer counts as a whole (``layer_cost``, or for
     ``nn.MultiheadAttention`` ``multihead_attention_costs``)?"""
-    return (isinstance(m, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise, nn.MultiheadAttention))
+    return (isinstance(m, CONVS + CONV_TRANSPOSES + INT8_LAYERS + (nn.Linear, Pointwise, nn.MultiheadAttention))
             or hasattr(m, "cost_of_call"))
 
 
@@ -32,8 +33,10 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
     The kind of a channel product follows ``stats.mix_kind``: a Linear on an input with positions (any
     axis besides batch and features: tokens, pixels, points) is a 1x1 convolution, "pointwise", and a 1x1
     conv on one position per sample is "dense", as a Linear on (B, C) is; ``mixes_channels=False`` (the
-    Linear's last axis holds positions, not channels) makes it "dense". A transposed conv needs ``output``."""
+    Linear's last axis holds positions, not channels) makes it "dense". A transposed conv needs ``output``.
+    torch's int8 convs and Linears count as the float layers they stand for, every byte an int8 one."""
     shape, dtype = tuple(x.shape), dtype or str(x.dtype).removeprefix("torch.")
+    dtype = "int8" if isinstance(m, INT8_LAYERS) else dtype
     if hasattr(m, "cost_of_call"):
         return m.cost_of_call(x, dtype)
     if isinstance(m, Pointwise):
@@ -45,16 +48,16 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
         cl = shape if len(shape) >= 3 else (1,) * (3 - len(shape)) + shape
         c = cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
         return conv_kind((1,), m.groups, m.in_channels, math.prod(shape[1:-1])), c
-    if isinstance(m, CONVS):
+    if isinstance(m, CONVS + INT8_CONVS):
         c = conv_module_cost(m, x, dtype, output)
         return conv_kind(m.kernel_size, m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
     if isinstance(m, CONV_TRANSPOSES):
         c = cost.conv_transpose_cost(shape, m.out_channels, m.kernel_size, tuple(output.shape), groups=m.groups,
                                      bias=m.bias is not None, dtype=dtype)
         return ("pointwise" if all(k == 1 for k in m.kernel_size) else "conv"), c
-    if isinstance(m, nn.Linear):
+    if isinstance(m, (nn.Linear, nnq.Linear)):
         kind = mix_kind(math.prod(shape[1:-1]), mixes_channels)
-        return kind, cost.dense_cost(shape, m.out_features, bias=m.bias is not None, dtype=dtype)
+        return kind, cost.dense_cost(shape, m.out_features, bias=has_bias(m), dtype=dtype)
     return None
 
 
@@ -85,12 +88,18 @@ def conv_module_cost(m: nn.Module, x: torch.Tensor, dtype: str, output=None) -> 
     ``out_channels``, ``bias`` as nn.Conv2d has them) on x. A subclass whose own ``forward`` pads the input first
     (timm's ``Conv2dSame``: TensorFlow's "same", ``ceil(H / stride)`` outputs) is counted with "same" padding
     where that gives the ``output`` it produced."""
-    kw = dict(stride=m.stride, dilation=m.dilation, groups=m.groups, bias=m.bias is not None, dtype=dtype)
+    kw = dict(stride=m.stride, dilation=m.dilation, groups=m.groups, bias=has_bias(m), dtype=dtype)
     if _pads_itself(m) and isinstance(output, torch.Tensor) and tuple(m.padding) == (0,) * len(m.kernel_size):
         same = cost.conv_cost(tuple(x.shape), m.out_channels, m.kernel_size, padding="same", **kw)
         if same.output_shape[2:] == tuple(output.shape[2:]):
             return same
     return cost.conv_cost(tuple(x.shape), m.out_channels, m.kernel_size, padding=m.padding, **kw)
+
+
+def has_bias(m: nn.Module) -> bool:
+    """Does the layer add a bias (an attribute, or for torch's int8 layers a method)?"""
+    bias = m.bias() if isinstance(m, INT8_LAYERS) else m.bias
+    return bias is not None
 
 
 def _pads_itself(m: nn.Module) -> bool:

@@ -60,6 +60,19 @@ def kernels_for(rows, weight) -> tuple:
     return tuple(KERNELS) if private.onednn_runs(rows, weight) else ("addmm", "conv")
 
 
+def chain_cost(plan, channel_dim: int, x, dtype: str, weight_dtype: str | None = None) -> tuple[str, cost.Cost]:
+    """(kind, cost) of one call of a chain of 1x1 layers (``plan``) on x: every layer at every point, the input
+    read once, the (pooled) output written once; the weights and biases at ``weight_dtype`` (default ``dtype``)."""
+    widths = plan.widths
+    points = x.numel() // widths[0]
+    per_sample = points // max(1, x.shape[0]) if channel_dim == 1 or plan.pool else points
+    out = (x.shape[0], widths[-1]) if plan.pool else (points, widths[-1])
+    w, b = plan.macs_per_point(), sum(widths[1:])  # weights (one per MAC of a point), biases
+    size, held = cost.itemsize(dtype), cost.itemsize(weight_dtype or dtype)
+    return mix_kind(per_sample), cost.Cost(out, w, b, points * w, 2 * points * w, math.prod(out),
+                                  x.numel() * size + (w + b) * held, math.prod(out) * size)
+
+
 class FusedPointwiseChain(nn.Module):
     """Pointwise layers with activations, optionally ending in a max / mean pool, run tile by tile.
 
@@ -155,14 +168,7 @@ class FusedPointwiseChain(nn.Module):
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
         """("pointwise", or "dense" on one point per sample; the cost of one call on x): every layer at every
         point; the input read once, the (pooled) output written once."""
-        widths = self.plan.widths
-        points = x.numel() // widths[0]
-        per_sample = points // max(1, x.shape[0]) if self.channel_dim == 1 or self.plan.pool else points
-        out = (x.shape[0], widths[-1]) if self.plan.pool else (points, widths[-1])
-        w, b = self.plan.macs_per_point(), sum(widths[1:])  # weights (one per MAC of a point), biases
-        size = cost.itemsize(dtype)
-        return mix_kind(per_sample), cost.Cost(out, w, b, points * w, 2 * points * w, math.prod(out),
-                                      (x.numel() + w + b) * size, math.prod(out) * size)
+        return chain_cost(self.plan, self.channel_dim, x, dtype)
 
     def __repr__(self) -> str:
         p = self.plan

@@ -23,7 +23,7 @@ from ...errors import OneByOneError
 from .. import graph as G
 from ..capture import Listener, watch
 from . import private
-from .chain import FusedPointwiseChain, _rows, _shape_back
+from .chain import FusedPointwiseChain, _rows, _shape_back, chain_cost
 from .packed import Packed
 
 
@@ -147,6 +147,10 @@ class Int8PointwiseChain(nn.Module):
         """(int8 weight (O, C), its scales (O,), bias float32 or None) per layer."""
         n = len(self.plan.acts)
         return [(getattr(self, f"weight{i}"), getattr(self, f"scale{i}"), getattr(self, f"bias{i}")) for i in range(n)]
+
+    def cost_of_call(self, x, dtype: str):
+        """(kind, cost) as the float chain's: every layer at every point; its weights int8 bytes."""
+        return chain_cost(self.plan, self.channel_dim, x, dtype, weight_dtype="int8")
 
     def __repr__(self) -> str:
         p = self.plan
