@@ -98,6 +98,52 @@ def test_products_the_analyzer_cannot_count_are_named():
     assert any("WARNING" in line for line in s.summary_lines())
 
 
+class Aliases(nn.Module):
+    """Products under their other names: a ``torch.linalg`` alias, and ones the analyzer cannot count."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x):  # (B, 8)
+        y = torch.linalg.matmul(x, self.w)  # counted as matmul
+        z = torch.linalg.multi_dot([x, self.w, self.w]) + self.w.__rmatmul__(x)
+        d = torch.vdot(x[0], x[1]) + torch.linalg.vecdot(x, y).sum()
+        c = torch.ops.aten.convolution(x[:, :, None, None], self.w[:, :, None, None], None, [1, 1], [0, 0], [1, 1],
+                                       False, [0, 0], 1)
+        return y.sum() + z.sum() + d + c.sum()
+
+
+def test_a_product_under_another_name_is_counted_or_named():
+    s = analyze(Aliases(), example=torch.randn(4, 8))
+    assert s.macs == 4 * 8 * 8  # torch.linalg.matmul: the others are named, not counted
+    assert {t for _, t, _ in s.uncounted} == {"linalg_multi_dot", "__rmatmul__", "vdot", "linalg_vecdot",
+                                              "convolution"}
+
+
+class Exportable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.up = nn.Conv2d(3, 8, 3, padding=1, groups=1), nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.head, self.w = nn.Linear(4, 6), nn.Parameter(torch.randn(6, 6))
+
+    def forward(self, x):  # (B, 3, H, W)
+        h = self.head(self.up(self.conv(x).relu()).flatten(2).transpose(1, 2))  # (B, 4HW, 6)
+        q = h.unflatten(1, (4, -1))  # (B, 4 heads, HW, 6)
+        return F.scaled_dot_product_attention(q, q, q) @ self.w
+
+
+def test_the_module_of_a_torch_export_program_is_counted_as_the_model():
+    """``torch.export``'s module calls aten overloads (``aten.conv2d.default``...), not the functions, and
+    refuses ``eval()``: counted all the same, every product, every parameter."""
+    torch.manual_seed(0)
+    model, x = Exportable().eval(), torch.randn(2, 3, 6, 6)
+    exported = torch.export.export(model, (x,)).module()
+    want, got = analyze(model, example=x), analyze(exported, example=x)
+    assert (got.macs, got.params, got.uncounted) == (want.macs, want.params, []) and got.macs > 0
+    assert got.macs == flop_counter_macs(model, x)
+
+
 def test_examples_may_be_tuples_and_dicts():
     class TwoInputs(nn.Module):
         def __init__(self):

@@ -232,7 +232,13 @@ API = [
     ("shapes3d n_points 10**10", lambda: data.load("shapes3d", n_points=10**10), "shapes3d at n_points=10,000,000,000 needs 384 TB for one array"),
     ("fused() under autograd", lambda: __import__("onebyone.torch").torch.FusedPointwiseChain.from_layers([__import__("onebyone.torch").torch.Pointwise(3, 4)]).fused(torch.randn(1, 3, 2, 2)), "fused() computes no gradients"),
     ("optimize passes a string", lambda: __import__("onebyone.torch").torch.optimize(Tiny().eval(), torch.randn(2, 3, 8, 8), passes="fold"), "passes must be a list of pass names"),
+    ("fold_batchnorm of a torch.export module", lambda: __import__("onebyone.torch").torch.fold_batchnorm(_exported(), input_size=(3, 8, 8)), "calls aten ops (aten.conv2d.default...), as the module of a torch.export program does"),
+    ("optimize of a torch.export module", lambda: __import__("onebyone.torch").torch.optimize(_exported(), torch.randn(2, 3, 8, 8)), "Rewrite the model before exporting it"),
 ]
+
+
+def _exported():
+    return torch.export.export(Tiny().eval(), (torch.randn(2, 3, 8, 8),)).module()
 
 
 class _PoolBranch(nn.Module):

@@ -32,7 +32,8 @@ from .tensors import describe, input_kw, tensor_args
 
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 # tensor products, by the name each row is given; each sums over the last axis of its first matrix operand
-MATMULS = {torch.matmul: "matmul", torch.Tensor.matmul: "matmul", torch.Tensor.__matmul__: "matmul",
+MATMULS = {torch.matmul: "matmul", torch.linalg.matmul: "matmul", torch.Tensor.matmul: "matmul",
+           torch.Tensor.__matmul__: "matmul",
            torch.mm: "mm", torch.Tensor.mm: "mm", torch.bmm: "bmm",
            torch.Tensor.bmm: "bmm", torch.mv: "mv", torch.Tensor.mv: "mv", torch.dot: "dot", torch.Tensor.dot: "dot",
            torch.addmm: "addmm", torch.Tensor.addmm: "addmm", torch.baddbmm: "baddbmm",
@@ -41,10 +42,29 @@ FUNCTIONS = {F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3
              F.conv_transpose1d: "conv_transpose1d", F.conv_transpose2d: "conv_transpose2d",
              F.conv_transpose3d: "conv_transpose3d", torch.einsum: "einsum",
              F.scaled_dot_product_attention: "scaled_dot_product_attention", **MATMULS}
-# products the analyzer sees but cannot count: listed by name in ModelStats.uncounted
-UNCOUNTED_PRODUCTS = {"tensordot", "bilinear", "kron", "chain_matmul", "multi_dot", "cdist", "inner", "outer", "ger",
-                      "addbmm", "conv_tbc", "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell",
-                      "rnn_tanh_cell", "rnn_relu_cell", "_native_multi_head_attention"}
+
+
+
+def _aten(names: dict) -> dict:
+    """{aten overload, and its packet: name} for the overloads this torch has: what the module of a
+    ``torch.export`` program calls, each taking the arguments of the function it is named after."""
+    found = {}
+    for overload, name in names.items():
+        packet, _, which = overload.partition(".")
+        op = getattr(getattr(torch.ops.aten, packet, None), which, None)
+        if op is not None:
+            found[op] = found[getattr(torch.ops.aten, packet)] = name
+    return found
+
+
+FUNCTIONS |= _aten({f"{n}.default": n for n in ("linear", "conv1d", "conv2d", "conv3d", "matmul", "mm", "bmm", "mv",
+                                                "dot", "addmm", "baddbmm", "addmv", "scaled_dot_product_attention")}
+                   | {f"conv_transpose{n}d.input": f"conv_transpose{n}d" for n in (1, 2, 3)})
+# products the analyzer sees but cannot count: listed by name (an aten overload's without its ".overload")
+UNCOUNTED_PRODUCTS = {"tensordot", "bilinear", "kron", "chain_matmul", "multi_dot", "linalg_multi_dot", "cdist",
+                      "inner", "outer", "ger", "vdot", "linalg_vecdot", "__rmatmul__", "addbmm", "conv_tbc",
+                      "convolution", "_convolution", "einsum", "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell",
+                      "gru_cell", "rnn_tanh_cell", "rnn_relu_cell", "_native_multi_head_attention"}
 
 
 def _parameters(tensors) -> list:
@@ -260,7 +280,7 @@ class _Collector(Listener):
     def after(self, func, args, kwargs, out):
         tensors = tensor_args(args, kwargs)
         self.seen.update(id(p) for p in _parameters(tensors))
-        name = getattr(func, "__name__", "")
+        name = getattr(func, "__name__", "").partition(".")[0]  # an aten overload's: "conv2d.default" -> "conv2d"
         if tensors and isinstance(out, torch.Tensor):
             self.axes.follow(name, tensors[0], out)
         if self.inside_counted == 0:
@@ -296,9 +316,8 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
                             "run in scripted or traced code; analyze the model before torch.jit.script / trace")
     batch = batch_of(example)
     c = _Collector(model, dtype)
-    was_training = model.training
+    was_training, moded = model.training, _set_mode(model, False)
     try:
-        model.eval()
         watch(model, example, c)
     except OneByOneError:
         raise
@@ -308,7 +327,8 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
         raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {describe(example)}: "
                             f"{type(e).__name__}: {e}{layer}") from e
     finally:
-        model.train(was_training)
+        if moded:
+            model.train(was_training)
     never_called, outside, uncounted = _leftovers(model, c)
     total = sum(p.numel() for p in model.parameters()) + sum(c.held.values())
     rest = total - sum(r.params for r in c.rows)
@@ -316,6 +336,16 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
         c.rows.append(LayerStats("(other parameters)", "-", "other", (), (), params=rest))
     return ModelStats(type(model).__name__, c.rows, total, uncounted, batch, dtype, never_called=never_called,
                       outside_layers=outside)
+
+
+def _set_mode(model: nn.Module, training: bool) -> bool:
+    """``model.train(training)``; False where the model has no mode to set (the module of a ``torch.export``
+    program, whose mode the export fixed, refuses ``eval()``)."""
+    try:
+        model.train(training)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _leftovers(model, c) -> tuple[list, list, list]:

@@ -206,9 +206,17 @@ def probe_input(model: nn.Module, example=None, input_size=None, batch: int = 2)
 
 
 def check_module(model) -> nn.Module:
-    """``model`` if it is a torch module, else a clear error."""
+    """``model`` if it is a torch module a rewrite can read, else a clear error: the module of a
+    ``torch.export`` program is refused (its graph calls aten ops, not the layers a rewrite replaces)."""
     if not isinstance(model, nn.Module):
         raise OneByOneError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    graph = getattr(model, "graph", None)
+    ops = [n.target for n in getattr(graph, "nodes", ()) if getattr(n.target, "namespace", None) == "aten"]
+    if ops:
+        raise OneByOneError(f"{type(model).__name__} calls aten ops ({ops[0]}...), as the module of a torch.export "
+                            "program does: its layers are no modules a rewrite can replace. Rewrite the model "
+                            "before exporting it (fold_batchnorm, optimize, then torch.export.export); analyze() "
+                            "takes it as it is")
     return model
 
 
