@@ -144,6 +144,16 @@ def test_the_module_of_a_torch_export_program_is_counted_as_the_model():
     assert got.macs == flop_counter_macs(model, x)
 
 
+def test_a_torch_compile_wrapper_is_counted_as_the_module_it_wraps(caplog):
+    """The wrapper's compiled code would trace the analyzer's hooks (recompiling at each call, up to dynamo's
+    limit, with warnings): the module it wraps is counted, under its own names."""
+    torch.manual_seed(0)
+    model, x = Exportable().eval(), torch.randn(2, 3, 6, 6)
+    want, got = analyze(model, example=x), analyze(torch.compile(model), example=x)
+    assert (got.macs, got.params, [r.name for r in got.rows]) == (want.macs, want.params, [r.name for r in want.rows])
+    assert not [r for r in caplog.records if r.levelno >= 30 and "dynamo" in r.name]
+
+
 def test_examples_may_be_tuples_and_dicts():
     class TwoInputs(nn.Module):
         def __init__(self):

@@ -311,6 +311,7 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
             raise OneByOneError(f"{type(model).__name__} needs an input to be analyzed: pass input_size=(C, H, W) "
                                 "or example=")
         example = torch.zeros((batch_size, *input_size), **input_kw(model))
+    model = _eager(model)
     if isinstance(model, torch.jit.ScriptModule):
         raise OneByOneError(f"analyze needs the eager module, got a TorchScript {type(model).__name__}: hooks do not "
                             "run in scripted or traced code; analyze the model before torch.jit.script / trace")
@@ -336,6 +337,13 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
         c.rows.append(LayerStats("(other parameters)", "-", "other", (), (), params=rest))
     return ModelStats(type(model).__name__, c.rows, total, uncounted, batch, dtype, never_called=never_called,
                       outside_layers=outside)
+
+
+def _eager(model):
+    """The module ``torch.compile`` wrapped, where ``model`` is its wrapper: its layers are what is counted (the
+    compiled code would trace the analyzer's own hooks, recompiling at each)."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module) else model
 
 
 def _set_mode(model: nn.Module, training: bool) -> bool:
