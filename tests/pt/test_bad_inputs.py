@@ -237,6 +237,21 @@ API = [
 ]
 
 
+class _WithGraph(Tiny):
+    """A model holding a graph of its own (a GNN's adjacency, say): no torch.fx graph, rewritten as any model."""
+
+    def __init__(self):
+        super().__init__()
+        self.graph = __import__("types").SimpleNamespace(nodes=[1, 2], edges=[(1, 2)])  # as networkx's reads
+
+
+def test_a_model_with_a_graph_attribute_of_its_own_is_rewritten():
+    from onebyone.torch import fold_batchnorm
+
+    model, report = fold_batchnorm(_WithGraph().eval(), input_size=(3, 8, 8))
+    assert report.max_abs_diff == 0 and model.graph.edges == [(1, 2)]
+
+
 def _exported():
     return torch.export.export(Tiny().eval(), (torch.randn(2, 3, 8, 8),)).module()
 

@@ -46,20 +46,20 @@ FUNCTIONS = {F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3
 
 
 def _aten(names: dict) -> dict:
-    """{aten overload, and its packet: name} for the overloads this torch has: what the module of a
-    ``torch.export`` program calls, each taking the arguments of the function it is named after."""
+    """{aten packet, and each of its overloads: name} for the aten ops of these names this torch has: what the
+    module of a ``torch.export`` program calls, each taking the arguments of the function it is named after."""
     found = {}
-    for overload, name in names.items():
-        packet, _, which = overload.partition(".")
-        op = getattr(getattr(torch.ops.aten, packet, None), which, None)
-        if op is not None:
-            found[op] = found[getattr(torch.ops.aten, packet)] = name
+    for name in names:
+        packet = getattr(torch.ops.aten, name, None)
+        if packet is not None:
+            found[packet] = name
+            found |= {getattr(packet, o): name for o in packet.overloads()}
     return found
 
 
-FUNCTIONS |= _aten({f"{n}.default": n for n in ("linear", "conv1d", "conv2d", "conv3d", "matmul", "mm", "bmm", "mv",
-                                                "dot", "addmm", "baddbmm", "addmv", "scaled_dot_product_attention")}
-                   | {f"conv_transpose{n}d.input": f"conv_transpose{n}d" for n in (1, 2, 3)})
+AT_FUNCTIONS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+                "matmul", "mm", "bmm", "mv", "dot", "addmm", "baddbmm", "addmv", "scaled_dot_product_attention")
+FUNCTIONS |= _aten(AT_FUNCTIONS)
 # products the analyzer sees but cannot count: listed by name (an aten overload's without its ".overload")
 UNCOUNTED_PRODUCTS = {"tensordot", "bilinear", "kron", "chain_matmul", "multi_dot", "linalg_multi_dot", "cdist",
                       "inner", "outer", "ger", "vdot", "linalg_vecdot", "__rmatmul__", "addbmm", "conv_tbc",
@@ -241,8 +241,8 @@ class _Collector(Listener):
             row.kind, c = layer_cost(m, x, self.dtype, output=y, mixes_channels=self.axes.mixes_channels(x))
             if next(m.parameters(), None) is None and id(m) not in self.held:  # weights packed or in buffers
                 self.held[id(m)] = row.params = c.weight_params + c.bias_params  # (int8 layers): counted once
-                row.bytes_written = c.bytes_written
             row.weights, row.macs, row.bytes_read = c.weight_params if row.params else 0, c.macs, c.bytes_read
+            row.bytes_written = c.bytes_written
             row.per_output = _per_output(m, x)
         elif isinstance(m, NORMS):
             row.kind = "norm"  # no weight-input MACs: an eval norm is a per-channel affine that folds into a conv

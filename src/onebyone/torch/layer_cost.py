@@ -36,7 +36,7 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
     Linear's last axis holds positions, not channels) makes it "dense". A transposed conv needs ``output``.
     torch's int8 convs and Linears count as the float layers they stand for, every byte an int8 one."""
     shape, dtype = tuple(x.shape), dtype or str(x.dtype).removeprefix("torch.")
-    dtype = "int8" if isinstance(m, INT8_LAYERS) else dtype
+    dtype = "int8" if isinstance(m, INT8_LAYERS) and x.is_quantized else dtype  # (dynamic int8: float inputs)
     if hasattr(m, "cost_of_call"):
         return m.cost_of_call(x, dtype)
     if isinstance(m, Pointwise):

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError
-from ..rewrite_report import OptimizeReport, RewriteReport, outputs
+from ..rewrite_report import OptimizeReport, RewriteReport, outputs, weight_rounding
 from ..tensors import call, copy_model, describe, example_values
 from .exported import Exported
 from .int8_chain import int8_chains
@@ -191,7 +191,7 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
                           + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
     report.layers = []  # the float kernels chosen are not what runs
     if isinstance(fine[best], Exported):  # an engine's form quantizes again for each new input shape: checked
-        fine[best].tol = tol  # within dtype_tol then too (made with no bound, to measure each form's error)
+        fine[best].tol = max(tol, weight_rounding(plain))  # within dtype_tol then too (made with no bound)
     return NanSamples(fine[best]) if best.startswith("torch int8") else fine[best]
 
 
@@ -307,7 +307,8 @@ def _fx_quiet():
     written = io.StringIO()
     with contextlib.redirect_stderr(written):
         yield
-    sys.stderr.write(written.getvalue())
+    if written.getvalue() and sys.stderr is not None:
+        sys.stderr.write(written.getvalue())
 
 
 def _why(e: Exception) -> str:

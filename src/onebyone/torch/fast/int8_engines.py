@@ -20,8 +20,8 @@ from .onnx_runtime import OnnxRuntime, require_onnxruntime
 from .openvino import OpenVino, require_openvino
 
 INT8_TOL = 5e-2  # default dtype_tol for int8, of the output scale: 8 bits keep about 0.4% a value
-ADVICE = (": its int8 ranges are those of the calibration inputs, which these leave; calibrate on more inputs like "
-          "these, or allow more with dtype_tol")
+ADVICE = (": its int8 ranges are those of the calibration inputs, which these may leave; calibrate on more inputs "
+          "like these, or allow more with dtype_tol")
 
 
 class OnnxRuntimeInt8(OnnxRuntime):

@@ -154,8 +154,10 @@ class Int8Layer(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The float32 weight its int8 weight stands for (for code that reads a layer's weight: its dtype, its
-        shape, as Hugging Face models do before casting their input)."""
-        return self.q.weight().dequantize()
+        shape, as Hugging Face models do before casting their input each call): made once."""
+        if self.__dict__.get("_float_weight") is None:
+            self.__dict__["_float_weight"] = self.q.weight().dequantize()
+        return self.__dict__["_float_weight"]
 
     def forward(self, x):
         if self.levels > 127 and not private.capabilities().eight_bit_inputs:
