@@ -52,6 +52,9 @@ def test_each_int8_form_is_checked_on_held_out_data_and_what_is_kept_stays_withi
     assert (got - y).abs().max() <= 0.05 * y.abs().max()  # on data it never saw, within dtype_tol
     kept = p.get("kept")
     assert (kept is None and any("float32 kept" in n for n in report.notes)) or kept in p["forms"]
+    said = next(n for n in report.notes if n.startswith("int8 forms, error of the output scale"))  # in print(report)
+    assert all(f"{k} {f['relative_error']:.3g}" in said for k, f in p["forms"].items())
+    assert kept is None or f"{kept} kept (error {p['forms'][kept]['relative_error']:.3g}" in str(report)
 
 
 def test_int8_that_loses_accuracy_keeps_float32_and_says_why():

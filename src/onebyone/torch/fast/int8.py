@@ -171,28 +171,43 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     if evaluate is not None:
         fine = _accurate(fine, work, evaluate, accuracy_tol, report)
     if not fine:
+        report.notes += [_forms_line(precision)] if forms else []
         report.notes.append("int8: no form within the tolerances: float32 kept" if forms else
                             "int8: no int8 form could be made (report.skipped says why, for each): float32 kept")
         return work
     t = time_models({"float32": work, **fine}, x)
     for k, v in t.items():
         (precision["forms"][k] if k in precision["forms"] else precision.setdefault("float32", {}))["ms"] = v * 1e3
+    report.notes.append(_forms_line(precision))
     best = min(fine, key=t.get)
     if t[best] >= t["float32"]:
         report.notes.append(f"int8 ran no faster than float32 on this CPU ({t[best] * 1e3:.3g} against "
                             f"{t['float32'] * 1e3:.3g} ms a call): float32 kept")
         return work
+    return _kept(best, fine[best], forms[best], layers, t, max(tol, weight_rounding(plain)), report)
+
+
+def _kept(best: str, form, made: tuple, layers: list, t: dict, tol: float, report) -> nn.Module:
+    """``form`` (``best``, as ``_forms`` ``made`` it), the int8 form kept: said in ``report``, each layer's
+    precision set; an engine's form checks each new input shape within ``tol`` (it was made with no bound)."""
+    precision, floats = report.precision, made[2]
     precision["kept"] = best
-    floats = forms[best][2]
     for n, row in precision["layers"].items():
         row["precision"] = "float32" if n in floats else "int8"
-    report.changed.append(f"{best} kept: {t[best] * 1e3:.3g} ms a call against float32's {t['float32'] * 1e3:.3g}; "
-                          f"{len(layers) - len(floats)} of {len(layers)} layers in int8"
-                          + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
+    report.changed.append(f"{best} kept (error {made[1]:.3g} of the output scale): {t[best] * 1e3:.3g} ms a call "
+                          f"against float32's {t['float32'] * 1e3:.3g}; {len(layers) - len(floats)} of {len(layers)} "
+                          "layers in int8" + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
     report.layers = []  # the float kernels chosen are not what runs
-    if isinstance(fine[best], Exported):  # an engine's form quantizes again for each new input shape: checked
-        fine[best].tol = max(tol, weight_rounding(plain))  # within dtype_tol then too (made with no bound)
-    return NanSamples(fine[best]) if best.startswith("torch int8") else fine[best]
+    if isinstance(form, Exported):  # an engine's form quantizes again for each new input shape: checked then too
+        form.tol = tol
+    return NanSamples(form) if best.startswith("torch int8") else form
+
+
+def _forms_line(precision: dict) -> str:
+    """A note: each int8 form's error on the held-out batches, its ms a call and its accuracy where measured."""
+    rows = [f"{k} {f['relative_error']:.3g}" + (f", {f['ms']:.3g} ms" if f.get("ms") is not None else "")
+            + (f", top-1 {f['accuracy']:.2f}" if "accuracy" in f else "") for k, f in precision["forms"].items()]
+    return "int8 forms, error of the output scale on the held-out calibration batches: " + "; ".join(rows)
 
 
 def _accurate(fine: dict, work, evaluate, accuracy_tol: float, report) -> dict:
