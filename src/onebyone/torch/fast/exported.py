@@ -29,8 +29,10 @@ class Exported(Engine):
     One compiled model per input signature (each tensor's shape and dtype, and the value of each other
     argument), exported on the first call with it; at most ``sessions`` are kept (the oldest goes first).
     Each is checked on the call that made it: its outputs must stay within ``tol`` of ``model``'s, relative
-    to the output scale (``OneByOneError`` otherwise). ``torch.export`` refuses a model whose control flow
-    depends on its inputs' values, so an export never replays a branch taken for other data. A model in
+    to the output scale (``OneByOneError`` otherwise; with ``falls_back``, as the int8 forms have it, a
+    warning, and ``model`` itself runs inputs of that signature from then on). ``torch.export`` refuses a
+    model whose control flow depends on its inputs' values, so an export never replays a branch taken for
+    other data. A model in
     training mode, and inputs the engine cannot take (a tensor off the CPU, in bfloat16, or an unhashable
     argument), run ``model`` itself (and, as for every ``Engine``, inputs holding NaN or inf). The outputs
     keep ``model``'s structure (a tensor, tuples, dicts, a ``transformers`` ``ModelOutput``). An in-place
@@ -42,6 +44,7 @@ class Exported(Engine):
 
     engine = "an engine"
     advice = ""  # what a subclass tells the caller to do where its outputs move past ``tol``
+    falls_back = False  # past ``tol`` on a new input signature: ``model`` runs it, with a warning (not an error)
 
     def __init__(self, model, tol: float = 1e-4, sessions: int = 8, exports: dict | None = None):
         if type(self) is Exported:
@@ -79,6 +82,8 @@ class Exported(Engine):
         if made is None:
             made = _keep(sessions, key, self._session(key, args, kwargs), self.sessions)
         fn, spec = made
+        if fn is None:  # its check failed and it falls back: the model itself
+            return self.model(*args, **kwargs)
         outs = fn(_arrays(args, kwargs))
         if spec is None:  # one tensor
             return torch.from_numpy(outs[0])
@@ -122,8 +127,12 @@ class Exported(Engine):
             raise OneByOneError(f"the ONNX export takes {n_inputs} inputs, the call gives {len(arrays)} tensors")
         diff, scale = output_difference(want, [torch.from_numpy(g) for g in fn(arrays)], self.engine)
         if diff > self.tol * max(scale, 1.0):
-            raise OneByOneError(f"{self.engine} moved the outputs by {diff:.3g} (> tolerance "
-                                f"{self.tol * max(scale, 1.0):.3g}) on inputs {inputs}{self.advice}")
+            why = (f"{self.engine} moved the outputs by {diff:.3g} (> tolerance {self.tol * max(scale, 1.0):.3g}) "
+                   f"on inputs {inputs}{self.advice}")
+            if expected is not None or not self.falls_back:  # (``prepare``: the caller weighs the form)
+                raise OneByOneError(why)
+            warnings.warn(f"{why}; the float model runs inputs like these from now on", stacklevel=6)
+            return None, None
         return fn, None if spec.is_leaf() else spec
 
 

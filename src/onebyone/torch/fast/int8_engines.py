@@ -29,7 +29,7 @@ class OnnxRuntimeInt8(OnnxRuntime):
     ``observe``, onnxruntime's MinMax calibration); checked against ``model`` within ``tol`` like any export."""
 
     engine = "onnxruntime int8 (QDQ)"
-    advice = ADVICE
+    advice, falls_back = ADVICE, True
 
     def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
         super().__init__(model, tol=tol, **kw)
@@ -44,7 +44,7 @@ class OpenVinoInt8(OpenVino):
     the activation ranges of ``observe``); checked against ``model`` within ``tol`` like any export."""
 
     engine = "OpenVINO int8 (NNCF)"
-    advice = ADVICE
+    advice, falls_back = ADVICE, True
 
     def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
         super().__init__(model, tol=tol, **kw)

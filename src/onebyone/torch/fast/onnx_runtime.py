@@ -45,6 +45,7 @@ class OnnxRuntime(Exported):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self.threads or torch.get_num_threads()
+        opts.log_severity_level = 4  # fatal only: a failing run raises (and is named), its log line kept from stderr
         if not self.spin:  # spin-wait inside a call, stop when it returns
             opts.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
