@@ -32,11 +32,10 @@ class Exported(Engine):
     to the output scale (``OneByOneError`` otherwise; with ``falls_back``, as the int8 forms have it, a
     warning, and ``model`` itself runs inputs of that signature from then on). ``torch.export`` refuses a
     model whose control flow depends on its inputs' values, so an export never replays a branch taken for
-    other data. A model in
-    training mode, and inputs the engine cannot take (a tensor off the CPU, in bfloat16, or an unhashable
-    argument), run ``model`` itself (and, as for every ``Engine``, inputs holding NaN or inf). The outputs
-    keep ``model``'s structure (a tensor, tuples, dicts, a ``transformers`` ``ModelOutput``). An in-place
-    edit of any weight or buffer drops every session.
+    other data. A model in training mode, and inputs the engine cannot take (a tensor off the CPU, in
+    bfloat16, or an unhashable argument), run ``model`` itself (and, as for every ``Engine``, inputs holding
+    NaN or inf). The outputs keep ``model``'s structure (a tensor, tuples, dicts, a ``transformers``
+    ``ModelOutput``). An in-place edit of any weight or buffer drops every session.
 
     ``exports``: a dict (signature -> ONNX bytes, or the error the export raised) that engines over the
     same model may share, so that ``optimize`` exports once for both; None keeps nothing beyond the
