@@ -22,6 +22,18 @@ def too_large(error: BaseException, what: str) -> OneByOneError | None:
     return OneByOneError(f"{what} needs {size}, more memory than this machine could allocate")
 
 
+def reason(error: BaseException, most: int = 200) -> str:
+    """``error`` in one line, for a report: its type and the first line of its message that says something
+    (a heading ending in ":", as OpenVINO's "Exception from src/...:", joined with the line after).
+
+    >>> reason(RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\\n[ GENERAL_ERROR ] no kernel"))
+    'RuntimeError: Exception from src/inference/src/cpp/core.cpp:117: [ GENERAL_ERROR ] no kernel'
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    return f"{type(error).__name__}: {said[:most]}"
+
+
 MAX_BYTES = 16 * 2**30  # one array larger than this is refused before it is allocated (our machines: 24 GiB)
 
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ...checks import check_int, check_tolerance
-from ...errors import OneByOneError
+from ...errors import OneByOneError, reason
 from ..rewrite_report import output_difference, weight_rounding
 from ..tensors import arguments, describe
 from .engine import Engine
@@ -169,8 +169,7 @@ def export(model, args: tuple, kwargs: dict, inputs: str) -> bytes:
     except Exception as e:  # noqa: BLE001 (torch.export raises many kinds: name the first cause)
         cause = e.__cause__ or e
         raise OneByOneError(f"torch.onnx.export (through torch.export) could not export "
-                            f"{type(model).__name__} on inputs {inputs}: {type(cause).__name__}: "
-                            f"{str(cause).strip().splitlines()[0] if str(cause).strip() else ''}") from e
+                            f"{type(model).__name__} on inputs {inputs}: {reason(cause, 10_000)}") from e
     return program.model_proto.SerializeToString()
 
 

@@ -35,7 +35,7 @@ import warnings
 import torch
 from torch import nn
 
-from ...errors import OneByOneError
+from ...errors import OneByOneError, reason
 from ..rewrite_report import OptimizeReport, RewriteReport, outputs, weight_rounding
 from ..tensors import call, copy_model, describe, example_values
 from .exported import Exported
@@ -327,4 +327,4 @@ def _fx_quiet():
 
 
 def _why(e: Exception) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return reason(e)

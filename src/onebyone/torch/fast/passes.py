@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ...checks import check_tolerance
-from ...errors import OneByOneError
+from ...errors import OneByOneError, reason
 from ..capture import around_each_call, calls_of
 from ..reparameterize import reparameterized
 from ..rewrite_report import (
@@ -318,7 +318,7 @@ def _fastest_form(work, forms: dict, req: Request, report: OptimizeReport, refer
                     continue
                 got = outputs(call(form, req.x))  # compiles
         except Exception as e:  # noqa: BLE001 (dynamo, inductor and the exporter raise many kinds: name it, go on)
-            report.skipped.append((label, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            report.skipped.append((label, reason(e, 10_000)))
             continue
         diff, scale = output_difference(outputs(reference()), got, label)
         if diff > race.tol * max(scale, 1.0):
