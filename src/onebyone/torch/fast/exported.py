@@ -69,6 +69,10 @@ class Exported(Engine):
         """(a function from the inputs as NumPy arrays to the outputs as NumPy arrays, how many inputs it takes)."""
         raise NotImplementedError
 
+    def bound(self, scale: float) -> float:
+        """How far the outputs may move: ``tol`` of their scale, or ``tol`` itself where the scale is under 1."""
+        return self.tol * max(scale, 1.0)
+
     def build(self) -> dict:
         self.require()  # a clear error now rather than at the first export
         return {}  # input signature -> (the compiled model's function, the outputs' structure)
@@ -125,8 +129,8 @@ class Exported(Engine):
         if n_inputs != len(arrays):
             raise OneByOneError(f"the ONNX export takes {n_inputs} inputs, the call gives {len(arrays)} tensors")
         diff, scale = output_difference(want, [torch.from_numpy(g) for g in fn(arrays)], self.engine)
-        if diff > self.tol * max(scale, 1.0):
-            why = (f"{self.engine} moved the outputs by {diff:.3g} (> tolerance {self.tol * max(scale, 1.0):.3g}) "
+        if diff > self.bound(scale):
+            why = (f"{self.engine} moved the outputs by {diff:.3g} (> tolerance {self.bound(scale):.3g}) "
                    f"on inputs {inputs}{self.advice}")
             if expected is not None or not self.falls_back:  # (``prepare``: the caller weighs the form)
                 raise OneByOneError(why)

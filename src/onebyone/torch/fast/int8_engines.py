@@ -24,31 +24,36 @@ ADVICE = (": its int8 ranges are those of the calibration inputs, which these ma
           "like these, or allow more with dtype_tol")
 
 
-class OnnxRuntimeInt8(OnnxRuntime):
-    """``OnnxRuntime`` on the export quantized to int8 (QDQ, per-channel weights, activation ranges from
-    ``observe``, onnxruntime's MinMax calibration); checked against ``model`` within ``tol`` like any export."""
+class _Int8Form:
+    """What the engines' int8 forms share: the calibration inputs ``observe``, and the check of each new input
+    shape within ``tol`` of the output scale (as optimize measures each int8 form's error), past which a
+    warning and the float model (``Exported.falls_back``)."""
 
-    engine = "onnxruntime int8 (QDQ)"
     advice, falls_back = ADVICE, True
 
     def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
         super().__init__(model, tol=tol, **kw)
         self.observe = observe
+
+    def bound(self, scale: float) -> float:
+        return self.tol * max(scale, 1e-30)
+
+
+class OnnxRuntimeInt8(_Int8Form, OnnxRuntime):
+    """``OnnxRuntime`` on the export quantized to int8 (QDQ, per-channel weights, activation ranges from
+    ``observe``, onnxruntime's MinMax calibration); checked against ``model`` within ``tol`` like any export."""
+
+    engine = "onnxruntime int8 (QDQ)"
 
     def compile(self, onnx: bytes):
         return super().compile(quantize_onnx(onnx, self.observe))
 
 
-class OpenVinoInt8(OpenVino):
+class OpenVinoInt8(_Int8Form, OpenVino):
     """``OpenVino`` on the export quantized by NNCF (``nncf.quantize``: OpenVINO's own post-training int8, on
     the activation ranges of ``observe``); checked against ``model`` within ``tol`` like any export."""
 
     engine = "OpenVINO int8 (NNCF)"
-    advice, falls_back = ADVICE, True
-
-    def __init__(self, model, observe: list, tol: float = INT8_TOL, **kw):
-        super().__init__(model, tol=tol, **kw)
-        self.observe = observe
 
     def compile(self, onnx: bytes):
         ov = require_openvino()
