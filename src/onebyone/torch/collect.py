@@ -44,8 +44,7 @@ FUNCTIONS = {F.linear: "linear", F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3
              F.scaled_dot_product_attention: "scaled_dot_product_attention", **MATMULS}
 
 
-
-def _aten(names: dict) -> dict:
+def _aten(names) -> dict:
     """{aten packet, and each of its overloads: name} for the aten ops of these names this torch has: what the
     module of a ``torch.export`` program calls, each taking the arguments of the function it is named after."""
     found = {}
