@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.ao.nn.quantized as nnq
 from torch import nn
 
 from .. import cost
 from ..stats import conv_kind, mix_kind
-from .layer_kinds import CONVS, INT8_CONVS, INT8_LAYERS
+from .layer_kinds import CONVS, INT8_CONVS, INT8_LAYERS, INT8_LINEARS
 from .layers import Pointwise
 
 CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -55,7 +54,7 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
         c = cost.conv_transpose_cost(shape, m.out_channels, m.kernel_size, tuple(output.shape), groups=m.groups,
                                      bias=m.bias is not None, dtype=dtype)
         return ("pointwise" if all(k == 1 for k in m.kernel_size) else "conv"), c
-    if isinstance(m, (nn.Linear, nnq.Linear)):
+    if isinstance(m, (nn.Linear, *INT8_LINEARS)):
         kind = mix_kind(math.prod(shape[1:-1]), mixes_channels)
         return kind, cost.dense_cost(shape, m.out_features, bias=has_bias(m), dtype=dtype)
     return None

@@ -10,7 +10,8 @@ from .layers import ChannelBatchNorm, Pointwise
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 INT8_CONVS = (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d)  # torch's int8 layers (FX quantization's, and their fused
-INT8_LAYERS = INT8_CONVS + (nnq.Linear,)  # ConvReLU / LinearReLU subclasses): weights packed, no parameters
+INT8_LINEARS = (nnq.Linear,)  # ConvReLU / LinearReLU subclasses): weights packed, no parameters
+INT8_LAYERS = INT8_CONVS + INT8_LINEARS
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 CHANNEL_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, ChannelBatchNorm)  # a per-channel affine map in eval mode
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,

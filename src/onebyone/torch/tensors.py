@@ -212,9 +212,9 @@ def check_module(model) -> nn.Module:
         raise OneByOneError(f"expected a torch.nn.Module, got {type(model).__name__}")
     graph = getattr(model, "graph", None)
     nodes = graph.nodes if isinstance(graph, torch.fx.Graph) else ()
-    ops = [n.target for n in nodes if getattr(n.target, "namespace", None) == "aten"]
-    if ops:
-        raise OneByOneError(f"{type(model).__name__} calls aten ops ({ops[0]}...), as the module of a torch.export "
+    op = next((n.target for n in nodes if getattr(n.target, "namespace", None) == "aten"), None)
+    if op is not None:
+        raise OneByOneError(f"{type(model).__name__} calls aten ops ({op}...), as the module of a torch.export "
                             "program does: its layers are no modules a rewrite can replace. Rewrite the model "
                             "before exporting it (fold_batchnorm or reparameterize, then torch.export.export), or "
                             "optimize the eager model; analyze() takes it as it is")

@@ -233,7 +233,7 @@ def _layer_rows(plain, observe, held, layers, report) -> dict:
         alone = layer_errors(plain, observe, held, layers)
     except Exception as e:  # noqa: BLE001 - named, not raised
         alone = {}
-        report.notes.append(f"int8: each layer's error alone was not measured: {_why(e)}")
+        report.notes.append(f"int8: each layer's error alone was not measured: {reason(e)}")
     return {n: {"int8_alone_error": alone.get(n), "precision": "float32"} for n in layers}
 
 
@@ -259,8 +259,8 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
                 made.add(floats)
                 forms[label] = (q, error(q, want, held), floats)
         except Exception as e:  # noqa: BLE001 - no chain, or one oneDNN refuses: named, not raised
-            if (CHAINS, _why(e)) not in report.skipped:  # the second form's reason, where not the first's again
-                report.skipped.append((label, _why(e)))
+            if (CHAINS, reason(e)) not in report.skipped:  # the second form's reason, where not the first's again
+                report.skipped.append((label, reason(e)))
     exports = {}  # one ONNX export for both engines
     for engine in (OnnxRuntimeInt8, OpenVinoInt8):
         try:
@@ -269,7 +269,7 @@ def _forms(plain, x, observe, held, want, tol, report, layers) -> dict:
                 form.prepare(x, call(plain, x))
             forms[engine.engine] = (form, error(form, want, held), ())
         except Exception as e:  # noqa: BLE001 - not installed, an export or a quantization that fails: named
-            report.skipped.append((engine.engine, _why(e)))
+            report.skipped.append((engine.engine, reason(e)))
     return forms
 
 
@@ -292,12 +292,12 @@ def _torch_forms(forms: dict, plain, x, observe, held, want, tol, report, layers
             err = _kernels_chosen(q, x, want, held, report, err)
             forms["torch int8 (x86)"] = (q, err, floats)
     except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
-        report.skipped.append(("torch int8 (x86)", _why(e)))
+        report.skipped.append(("torch int8 (x86)", reason(e)))
         try:  # no graph: each layer quantizes its input, runs int8 and dequantizes on its own
             q, floats = torch_int8_layers(plain, observe, layers)
             forms["torch int8 (x86, layer by layer)"] = (q, error(q, want, held), floats)
         except Exception as e:  # noqa: BLE001 - a layer torch's quantized kernels refuse: named, not raised
-            report.skipped.append(("torch int8 (x86, layer by layer)", _why(e)))
+            report.skipped.append(("torch int8 (x86, layer by layer)", reason(e)))
 
 
 def _kernels_chosen(q, x, want, held, report, err: float) -> float:
@@ -307,7 +307,7 @@ def _kernels_chosen(q, x, want, held, report, err: float) -> float:
     try:
         kernels = fastest_kernels(q, x)
     except Exception as e:  # noqa: BLE001 - a kernel refusing a layer: the form still stands
-        report.notes.append(f"int8: torch's kernels were not chosen by timing: {_why(e)}")
+        report.notes.append(f"int8: torch's kernels were not chosen by timing: {reason(e)}")
         return err
     if kernels:
         report.precision["torch_kernels"] = kernels
@@ -324,7 +324,3 @@ def _fx_quiet():
         yield
     if written.getvalue() and sys.stderr is not None:
         sys.stderr.write(written.getvalue())
-
-
-def _why(e: Exception) -> str:
-    return reason(e)

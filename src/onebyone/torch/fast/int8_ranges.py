@@ -196,6 +196,7 @@ FIXED = {nn.Sigmoid: (0.0, 1.0), nn.Hardsigmoid: (0.0, 1.0), nn.Softmax: (0.0, 1
          torch.nn.functional.hardsigmoid: (0.0, 1.0), torch.nn.functional.softmax: (0.0, 1.0),
          torch.nn.functional.tanh: (-1.0, 1.0), torch.nn.functional.sigmoid: (0.0, 1.0),
          "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softmax": (0.0, 1.0)}  # module, function, method: range
+MEANS = ("mean", torch.mean)  # a method's name, a function: what PlainStrides goes before
 
 
 class SevenBitCodes(nn.Module):
@@ -241,9 +242,6 @@ def safe_for_kernels(q):
     if made:
         q.recompile()
     return q
-
-
-MEANS = ("mean", torch.mean)
 
 
 class PlainStrides(nn.Module):
