@@ -244,8 +244,13 @@ def test_a_kept_engine_form_checks_each_new_input_shape_within_dtype_tol(monkeyp
         y = model(near)
         assert (opt(near) - y).abs().max() <= 0.05 * y.abs().max()  # a new batch size, within dtype_tol
         far = torch.randn(5, 3, 12, 12) * 100  # ranges 100x past calibration's: int8 would clip them
+        runs = []
+        hook = opt.model.register_forward_pre_hook(lambda m, a: runs.append(type(a[0]) is torch.Tensor))
         with pytest.warns(UserWarning, match="moved the outputs.*calibrate on more inputs like these.*float model"):
             got = opt(far)
+        hook.remove()
+        assert runs.count(True) == 1  # the float run that checked the int8 outputs is the one returned (the
+        # export's trace runs it on fake tensors)
         want = model(far)  # the float model (its exact rewrite) runs it: float32 rounding apart, the same
         assert torch.allclose(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
         with warnings.catch_warnings():

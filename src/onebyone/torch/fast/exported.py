@@ -81,12 +81,13 @@ class Exported(Engine):
         key = None if self.model.training else _signature(args, kwargs)
         if key is None:  # training mode (batch statistics, dropout), or inputs NumPy cannot hold
             return self.model(*args, **kwargs)
-        made = sessions.get(key)
+        made, first = sessions.get(key), None
         if made is None:
-            made = _keep(sessions, key, self._session(key, args, kwargs), self.sessions)
+            fn, spec, first = self._session(key, args, kwargs)
+            made = _keep(sessions, key, (fn, spec), self.sessions)
         fn, spec = made
-        if fn is None:  # its check failed and it falls back: the model itself
-            return self.model(*args, **kwargs)
+        if fn is None:  # its check failed and it falls back: the model itself (its outputs, where just checked)
+            return self.model(*args, **kwargs) if first is None else first
         outs = fn(_arrays(args, kwargs))
         if spec is None:  # one tensor
             return torch.from_numpy(outs[0])
@@ -101,11 +102,12 @@ class Exported(Engine):
         if key is None:
             raise OneByOneError(f"{type(self).__name__} runs the model itself on inputs {describe(example)} "
                                 "(training mode, or tensors NumPy cannot hold): nothing to prepare")
-        _keep(self.built(), key, self._session(key, args, kwargs, expected), self.sessions)
+        _keep(self.built(), key, self._session(key, args, kwargs, expected)[:2], self.sessions)
 
     def _session(self, key, args: tuple, kwargs: dict, expected=None):
-        """(the compiled model's function, the outputs' structure) for inputs like these, checked on them
-        against ``expected`` (the model's outputs on them; None: the model is run)."""
+        """(the compiled model's function, the outputs' structure, the model's outputs where it ran them) for
+        inputs like these, checked on them against ``expected`` (the model's outputs on them; None: the model
+        is run). Past ``tol``, with ``falls_back``: (None, None, the model's outputs)."""
         inputs = describe(args[0] if len(args) == 1 and not kwargs else args)
         inputs += f" and {describe(kwargs)}" if kwargs else ""
         onnx = self.exports.get(key) if self.exports is not None else None
@@ -121,7 +123,8 @@ class Exported(Engine):
             if self.exports is not None:
                 self.exports[key] = onnx
         fn, n_inputs = self.compile(onnx)
-        want, spec = tree_flatten(self.model(*args, **kwargs) if expected is None else expected)
+        first = self.model(*args, **kwargs) if expected is None else None
+        want, spec = tree_flatten(first if expected is None else expected)
         if not want or not all(isinstance(t, torch.Tensor) for t in want):
             raise OneByOneError(f"{type(self).__name__} needs a model whose outputs are tensors (in tuples, lists "
                                 f"or dicts), got {[type(t).__name__ for t in want]}")
@@ -135,8 +138,8 @@ class Exported(Engine):
             if expected is not None or not self.falls_back:  # (``prepare``: the caller weighs the form)
                 raise OneByOneError(why)
             warnings.warn(f"{why}; the float model runs inputs like these from now on", stacklevel=6)
-            return None, None
-        return fn, None if spec.is_leaf() else spec
+            return None, None, first
+        return fn, None if spec.is_leaf() else spec, first
 
 
 def require_engine(module: str, who: str, extra: str):
