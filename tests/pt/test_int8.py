@@ -311,6 +311,27 @@ def test_a_layer_shared_by_two_places_is_int8_in_both_and_a_form_with_no_int8_la
         torch_int8_layers(plain, cal, quantizable(plain), keep_float=tuple(quantizable(plain)))
 
 
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")  # torch saving quantized tensors
+def test_a_layer_by_layer_int8_form_saves_and_loads_its_input_ranges_with_its_weights(tmp_path):
+    """Each ``Int8Layer``'s input scale and zero point travel in ``state_dict`` (through a weights-only load):
+    a form calibrated on other data gives, once loaded, exactly the saved form's outputs; a broken saved
+    state is refused, naming what it holds."""
+    from onebyone.torch.fast.int8_torch import Int8Layer
+
+    model, cal = small(), batches(4)
+    plain = plain_layers(model, cal[0])
+    a, _ = torch_int8_layers(plain, cal[:2], quantizable(plain))
+    b, _ = torch_int8_layers(plain, [t * 3 for t in cal[2:]], quantizable(plain))
+    torch.save(a.state_dict(), tmp_path / "int8.pt")
+    with torch.no_grad():
+        before = b(cal[0])
+        b.load_state_dict(torch.load(tmp_path / "int8.pt", weights_only=True))
+        assert not torch.equal(before, a(cal[0])) and torch.equal(b(cal[0]), a(cal[0]))
+    layer = next(m for m in b.modules() if isinstance(m, Int8Layer))
+    with pytest.raises(OneByOneError, match="saved state is its input's.*got {'scale': -1.0"):
+        layer.set_extra_state({"scale": -1.0, "zero": 0, "levels": 255})
+
+
 class Branchy(nn.Module):
     """Control flow on a tensor's value: torch.fx cannot trace it; its input cast to its first layer's weight
     dtype, as Hugging Face's models cast theirs."""

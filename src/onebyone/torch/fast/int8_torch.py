@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -150,6 +151,19 @@ class Int8Layer(nn.Module):
                           layer.dilation, layer.groups)
         self.q.set_weight_bias(qw, None if layer.bias is None else layer.bias.detach().float())
         self.q.scale, self.q.zero_point = out_scale, out_zero
+
+    def get_extra_state(self) -> dict:
+        """Its input's quantization (scale, zero point, largest code) in ``state_dict``, beside its int8 layer's."""
+        return {"scale": self.scale, "zero": self.zero, "levels": self.levels}
+
+    def set_extra_state(self, state) -> None:
+        got = state if isinstance(state, dict) else {}
+        scale, zero, levels = (got.get(k) for k in ("scale", "zero", "levels"))
+        if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0 and levels in (127, 255)
+                and isinstance(zero, int) and 0 <= zero <= levels):
+            raise OneByOneError("an Int8Layer's saved state is its input's {'scale': float > 0, 'zero': int in "
+                                f"0..levels, 'levels': 127 or 255}}, got {state!r}")
+        self.scale, self.zero, self.levels = scale, zero, levels
 
     @property
     def weight(self) -> torch.Tensor:
