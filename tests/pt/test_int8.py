@@ -332,6 +332,31 @@ def test_a_layer_by_layer_int8_form_saves_and_loads_its_input_ranges_with_its_we
         layer.set_extra_state({"scale": -1.0, "zero": 0, "levels": 255})
 
 
+class LogOut(nn.Module):
+    """Log-probabilities of a ReLU: -inf wherever the conv's output is at most 0; ``shift`` added to them."""
+
+    def __init__(self, shift: float = 0.0):
+        super().__init__()
+        self.conv, self.shift = nn.Conv2d(3, 4, 1), shift
+
+    def forward(self, x):
+        return torch.log(torch.relu(self.conv(x))) + self.shift
+
+
+def test_an_int8_forms_error_is_measured_on_the_finite_outputs_and_never_reads_0_for_a_wrong_one():
+    """With -inf among the outputs, a form off by 100 at every finite output must not measure 0 (the NaN that
+    -inf minus -inf gives once read as no error at all, and any form passed)."""
+    from onebyone.torch.fast.int8_torch import error, expected
+
+    torch.manual_seed(0)
+    model, held = LogOut().eval(), batches(2)
+    off = LogOut(100.0).eval()
+    off.load_state_dict(model.state_dict())
+    want = expected(model, held)
+    assert any(torch.isinf(t).any() for w in want for t in w)  # (each batch: a list of outputs)
+    assert error(model, want, held) == 0.0 and error(off, want, held) > 1.0
+
+
 class Branchy(nn.Module):
     """Control flow on a tensor's value: torch.fx cannot trace it; its input cast to its first layer's weight
     dtype, as Hugging Face's models cast theirs."""

@@ -270,6 +270,22 @@ def test_output_difference_names_who_changed_the_shapes_and_counts_empty_outputs
         output_difference(want, want[:1], "the rewrite")
 
 
+def test_output_difference_counts_nan_and_inf_as_values_never_as_no_difference():
+    """Outputs holding -inf (log-probabilities of a ReLU) or NaN: a form that moves every finite value by 100
+    reads 100, not NaN (which every ``diff > tol`` check let through); the same NaN and inf in both count as
+    equal, a finite value where the model gives inf (or NaN against inf) as an infinite difference; the scale
+    is the largest finite value."""
+    from onebyone.torch.rewrite_report import output_difference
+
+    inf, nan = float("inf"), float("nan")
+    want = [torch.tensor([1.0, -inf, nan, -2.0])]
+    assert output_difference(want, [torch.tensor([101.0, -inf, nan, 98.0])], "x") == (100.0, 2.0)
+    assert output_difference(want, [want[0].half()], "x") == (0.0, 2.0)
+    for other in ([1.0, 5.0, nan, -2.0], [1.0, inf, nan, -2.0], [1.0, -inf, -inf, -2.0], [1.0, -inf, 0.0, -2.0]):
+        assert output_difference(want, [torch.tensor(other)], "x")[0] == inf
+    assert output_difference([torch.tensor([True, False])], [torch.tensor([True, True])], "x") == (1.0, 1.0)
+
+
 def test_each_report_holds_what_its_rewrite_has_and_nothing_else():
     """Every rewrite reports what all share; factorize, convolutionalize and optimize add their own typed rows."""
     from dataclasses import fields

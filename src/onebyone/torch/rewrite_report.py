@@ -2,6 +2,8 @@
 they all run."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 from typing import TypedDict
 
@@ -155,14 +157,44 @@ def _difference(a, b, x, reshape, dtype) -> tuple[float, float]:
 
 
 def output_difference(want: list, got: list, what: str) -> tuple[float, float]:
-    """(max abs difference, max abs value of ``want``) between two lists of output tensors (an empty tensor
-    counts 0); a OneByOneError naming ``what`` where their number or shapes differ."""
+    """(max abs difference, max abs finite value of ``want``) between two lists of output tensors (an empty
+    tensor counts 0); a OneByOneError naming ``what`` where their number or shapes differ. NaN and inf count
+    as values: where both hold the same one, no difference; where they differ (one finite, or NaN against
+    inf, or inf of the other sign), an infinite one."""
     if len(want) != len(got) or any(p.shape != q.shape for p, q in zip(want, got)):
         raise OneByOneError(f"{what} changed the output shapes: {[tuple(t.shape) for t in want]} -> "
                             f"{[tuple(t.shape) for t in got]}")
-    diff = max((float((p - q).abs().max()) if p.numel() else 0.0 for p, q in zip(want, got)), default=0.0)
-    scale = max((float(p.abs().max()) if p.numel() else 0.0 for p in want), default=0.0)
+    diff = max((_gap(p.detach(), q.detach()) for p, q in zip(want, got)), default=0.0)
+    scale = max((_largest_finite(p.detach()) for p in want), default=0.0)
     return diff, scale
+
+
+def _gap(p: torch.Tensor, q: torch.Tensor) -> float:
+    """max |p - q| over the values finite in both; inf where their NaN or inf differ (0 for no values)."""
+    if not p.numel():
+        return 0.0
+    if p.is_complex() or q.is_complex():
+        return float((p - q).abs().max())
+    if not p.is_floating_point() and not q.is_floating_point():  # integers, bools
+        return float((p.long() - q.long()).abs().max())
+    fin = torch.isfinite(p)
+    if not torch.equal(fin, torch.isfinite(q)):
+        return math.inf
+    if not bool(fin.all()):
+        a, b = p[~fin], q[~fin]
+        if not (torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0).sign(), b.nan_to_num(0.0).sign())):
+            return math.inf
+        p, q = p[fin], q[fin]
+    return float((p - q).abs().max()) if p.numel() else 0.0
+
+
+def _largest_finite(p: torch.Tensor) -> float:
+    if not p.numel():
+        return 0.0
+    if not p.is_floating_point():  # integers, bools, complex
+        return float((p if p.is_complex() else p.long()).abs().max())
+    p = p if bool(torch.isfinite(p).all()) else p[torch.isfinite(p)]
+    return float(p.abs().max()) if p.numel() else 0.0
 
 
 def weight_rounding(model: nn.Module) -> float:

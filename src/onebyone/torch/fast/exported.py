@@ -132,7 +132,7 @@ class Exported(Engine):
         if n_inputs != len(arrays):
             raise OneByOneError(f"the ONNX export takes {n_inputs} inputs, the call gives {len(arrays)} tensors")
         diff, scale = output_difference(want, [torch.from_numpy(g) for g in fn(arrays)], self.engine)
-        if diff > self.bound(scale):
+        if not diff <= self.bound(scale):  # (a NaN difference too)
             why = (f"{self.engine} moved the outputs by {diff:.3g} (> tolerance {self.bound(scale):.3g}) "
                    f"on inputs {inputs}{self.advice}")
             if expected is not None or not self.falls_back:  # (``prepare``: the caller weighs the form)
