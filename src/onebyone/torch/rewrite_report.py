@@ -3,7 +3,6 @@ they all run."""
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, field
 from typing import TypedDict
 
