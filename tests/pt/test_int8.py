@@ -99,10 +99,46 @@ def test_labels_measure_top1_on_the_held_out_samples():
     ([torch.full((4, 3, 12, 12), float("nan"))], "calibration batch 0 holds NaN"),
     ([torch.randn(4, 3, 12, 12), torch.randn(0, 3, 12, 12)], r"calibration batch 1 holds no samples"),
     (torch.randn(4, 3, 12, 12), "calibration must be an iterable of inputs"),
+    ([{"x": torch.randn(4, 3, 12, 12)}], r"batch 0 is a dict with keys \['x'\]; the example is a Tensor"),
 ])
 def test_bad_calibration_is_refused_with_the_fix(calibration, message):
     with pytest.raises(OneByOneError, match=message):
         optimize(small(), batches(1)[0], dtype=torch.int8, calibration=calibration, passes=NO_TIMING)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)
+
+    def forward(self, x, y):
+        return self.a(x) + self.b(y)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_keyword_calibration_batches_feed_each_input_by_name_and_other_keys_are_refused(engine):
+    """An engine's int8 form calibrated on dicts in another key order than its export's inputs still
+    calibrates each input on its own values (its feeds once followed the order alone: x calibrated on y's
+    values, 10,000 times narrower, and the form's error was the whole output); ``optimize`` refuses a batch
+    with other keys than the example's, naming both."""
+    from onebyone.torch.fast.int8_engines import OnnxRuntimeInt8, OpenVinoInt8
+
+    if not all(importlib.util.find_spec(m) for m in ENGINES[engine]):
+        pytest.skip(f"{engine} not installed")
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    cal = [{"y": 0.01 * torch.randn(4, 3, 6, 6, generator=g), "x": 100 * torch.randn(4, 3, 6, 6, generator=g)}
+           for _ in range(3)]
+    model, example = TwoInputs().eval(), {"x": cal[0]["x"], "y": cal[0]["y"]}
+    kind = {OnnxRuntimeInt8.engine: OnnxRuntimeInt8, OpenVinoInt8.engine: OpenVinoInt8}[engine]
+    ordered = [{"x": b["x"], "y": b["y"]} for b in cal]
+    with torch.no_grad():
+        want, got = model(**example), kind(model, cal, tol=1.0)(**example)
+        same = kind(model, ordered, tol=1.0)(**example)
+    assert torch.equal(got, same) and (got - want).abs().max() < 0.2 * want.abs().max()  # (before: 1.0)
+    with pytest.raises(OneByOneError, match=r"batch 1 is a dict with keys \['image', 'y'\]; the example is a dict "
+                                            r"with keys \['x', 'y'\]"):
+        optimize(model, example, dtype=torch.int8, calibration=[cal[0], {"image": cal[1]["x"], "y": cal[1]["y"]}])
 
 
 def test_int8_options_without_int8_and_a_train_mode_model_are_refused():
@@ -256,6 +292,13 @@ def test_a_kept_engine_form_checks_each_new_input_shape_within_dtype_tol(monkeyp
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # said once for that shape
             assert torch.equal(opt(far), got)
+            empty = torch.randn(0, 3, 12, 12)
+            assert opt(empty).shape == model(empty).shape  # no samples: nothing to export, the float model
+        monkeypatch.setattr(type(opt), "compile", lambda self, onnx: 1 / 0)  # a quantizer failing on a new shape
+        other = torch.randn(6, 3, 12, 12)
+        with pytest.warns(UserWarning, match="could not make a form for inputs of shape.*ZeroDivisionError.*float"):
+            got, want = opt(other), model(other)
+        assert torch.allclose(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
 
 
 def test_each_layer_is_listed_with_its_precision_and_the_error_it_brings_alone_in_int8():

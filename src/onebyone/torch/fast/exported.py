@@ -30,12 +30,13 @@ class Exported(Engine):
     argument), exported on the first call with it; at most ``sessions`` are kept (the oldest goes first).
     Each is checked on the call that made it: its outputs must stay within ``tol`` of ``model``'s, relative
     to the output scale (``OneByOneError`` otherwise; with ``falls_back``, as the int8 forms have it, a
-    warning, and ``model`` itself runs inputs of that signature from then on). ``torch.export`` refuses a
-    model whose control flow depends on its inputs' values, so an export never replays a branch taken for
-    other data. A model in training mode, and inputs the engine cannot take (a tensor off the CPU, in
-    bfloat16, or an unhashable argument), run ``model`` itself (and, as for every ``Engine``, inputs holding
-    NaN or inf). The outputs keep ``model``'s structure (a tensor, tuples, dicts, a ``transformers``
-    ``ModelOutput``). An in-place edit of any weight or buffer drops every session.
+    warning, and ``model`` itself runs inputs of that signature from then on, as it does where their export
+    or quantization fails). ``torch.export`` refuses a model whose control flow depends on its inputs'
+    values, so an export never replays a branch taken for other data. A model in training mode, and inputs
+    the engine cannot take (a tensor off the CPU, in bfloat16, with no values, or an unhashable argument),
+    run ``model`` itself (and, as for every ``Engine``, inputs holding NaN or inf). The outputs keep
+    ``model``'s structure (a tensor, tuples, dicts, a ``transformers`` ``ModelOutput``). An in-place edit of
+    any weight or buffer drops every session.
 
     ``exports``: a dict (signature -> ONNX bytes, or the error the export raised) that engines over the
     same model may share, so that ``optimize`` exports once for both; None keeps nothing beyond the
@@ -83,7 +84,14 @@ class Exported(Engine):
             return self.model(*args, **kwargs)
         made, first = sessions.get(key), None
         if made is None:
-            fn, spec, first = self._session(key, args, kwargs)
+            try:
+                fn, spec, first = self._session(key, args, kwargs)
+            except Exception as e:  # noqa: BLE001 - an int8 form falls back to the model, named; others raise
+                if not self.falls_back:
+                    raise
+                warnings.warn(f"{self.engine} could not make a form for inputs {_described(args, kwargs)}: "
+                              f"{reason(e)}; the float model runs inputs like these from now on", stacklevel=5)
+                fn, spec, first = None, None, None
             made = _keep(sessions, key, (fn, spec), self.sessions)
         fn, spec = made
         if fn is None:  # its check failed and it falls back: the model itself (its outputs, where just checked)
@@ -108,8 +116,7 @@ class Exported(Engine):
         """(the compiled model's function, the outputs' structure, the model's outputs where it ran them) for
         inputs like these, checked on them against ``expected`` (the model's outputs on them; None: the model
         is run). Past ``tol``, with ``falls_back``: (None, None, the model's outputs)."""
-        inputs = describe(args[0] if len(args) == 1 and not kwargs else args)
-        inputs += f" and {describe(kwargs)}" if kwargs else ""
+        inputs = _described(args, kwargs)
         onnx = self.exports.get(key) if self.exports is not None else None
         if isinstance(onnx, OneByOneError):  # the engine beside this one could not export it either
             raise onnx
@@ -195,7 +202,7 @@ def _signature(args: tuple, kwargs: dict):
     key = []
     for name, v in [*enumerate(args), *kwargs.items()]:
         if isinstance(v, torch.Tensor):
-            if not v.is_cpu or v.dtype not in _NUMPY_DTYPES:
+            if not v.is_cpu or v.dtype not in _NUMPY_DTYPES or not v.numel():  # (nothing to compute: the model)
                 return None
             key.append((name, v.shape, v.dtype))
         else:
@@ -205,6 +212,11 @@ def _signature(args: tuple, kwargs: dict):
                 return None
             key.append((name, type(v), v))
     return tuple(key)
+
+
+def _described(args: tuple, kwargs: dict) -> str:
+    inputs = describe(args[0] if len(args) == 1 and not kwargs else args)
+    return inputs + (f" and {describe(kwargs)}" if kwargs else "")
 
 
 def _arrays(args: tuple, kwargs: dict) -> list:

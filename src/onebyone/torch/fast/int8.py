@@ -75,6 +75,7 @@ def calibration_batches(calibration, example) -> list:
         raise OneByOneError("calibration is empty: give a list of input batches shaped like the example, "
                             f"{describe(example)}")
     for i, b in enumerate(batches):
+        b = batches[i] = _keyed(b, example, i)
         got = example_values(b)
         differ = _difference(got, want)
         if differ:
@@ -88,6 +89,21 @@ def calibration_batches(calibration, example) -> list:
             raise OneByOneError(f"calibration batch {i} holds NaN or infinite values: ranges observed on it would "
                                 "be meaningless")
     return batches
+
+
+def _keyed(batch, example, i: int):
+    """``batch`` with its keys in the example's order where the example is a dict of keyword inputs (the
+    engines' calibration feeds follow that order); a OneByOneError where the keys differ."""
+    if not isinstance(example, dict) and not isinstance(batch, dict):
+        return batch
+    if not isinstance(batch, dict) or not isinstance(example, dict) or set(batch) != set(example):
+        raise OneByOneError(f"calibration batch {i} is {_form(batch)}; the example is {_form(example)}: give "
+                            "each batch in the example's form")
+    return {k: batch[k] for k in example}
+
+
+def _form(v) -> str:
+    return f"a dict with keys {sorted(v)}" if isinstance(v, dict) else f"a {type(v).__name__}"
 
 
 def _difference(got: list, want: list) -> str:

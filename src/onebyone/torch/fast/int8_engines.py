@@ -126,7 +126,8 @@ def quantize_onnx(onnx: bytes, observe: list) -> bytes:
 def _feeds(names: list, observe: list, batch: int) -> list:
     """The calibration inputs as onnxruntime feeds; where the export fixed its batch size, every sample
     regrouped into batches of that size (repeated to fill one where there are fewer samples)."""
-    columns = [torch.cat([example_values(b)[i] for b in observe]) for i in range(len(names))]
+    columns = [torch.cat([b[name] if isinstance(b, dict) and name in b else example_values(b)[i] for b in observe])
+               for i, name in enumerate(names)]  # keyword inputs by name, as the export names them
     if batch:
         n = columns[0].shape[0]
         if n < batch:
