@@ -301,6 +301,22 @@ def test_a_kept_engine_form_checks_each_new_input_shape_within_dtype_tol(monkeyp
         assert torch.allclose(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
 
 
+def test_an_int8_form_slower_than_the_model_given_is_not_reported_as_kept(monkeypatch):
+    """Where ``keep_faster`` hands back the model given (it timed faster than the int8 form), the report no
+    longer names an int8 form as kept, and every layer reads float32."""
+    from onebyone.torch.fast import int8 as I
+    from onebyone.torch.fast import passes as P
+
+    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 1.0 if k == "float32" else 0.5 for k in models})
+    monkeypatch.setattr(P, "time_models", lambda models, x: {k: 1.0 if k == "optimized" else 0.1 for k in models})
+    model, cal = small(), batches(4)
+    with pytest.warns(UserWarning, match="the model given is returned unchanged"):
+        opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING + ["keep_faster"])
+    assert not any(isinstance(m, torch.ao.nn.quantized.Conv2d) for m in opt.modules())
+    assert "kept" not in report.precision
+    assert {r["precision"] for r in report.precision["layers"].values()} == {"float32"}
+
+
 def test_each_layer_is_listed_with_its_precision_and_the_error_it_brings_alone_in_int8():
     """Fake-quantizing one layer at a time says where int8 hurts: one input channel 50x wider than the rest
     stretches the first conv's input range, and that layer's error alone grows (the others' barely move);

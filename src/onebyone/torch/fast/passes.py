@@ -397,6 +397,9 @@ def keep_faster(model: nn.Module, req: Request, report: OptimizeReport, timed=No
            f"{given * 1e3:.3g} ms a call): the model given is returned unchanged")
     report.notes.append(why)
     report.layers = []
+    if report.precision is not None and report.precision.pop("kept", None):  # an int8 form, not handed back
+        for row in report.precision.get("layers", {}).values():
+            row["precision"] = "float32"
     warnings.warn(f"optimize: {why}", stacklevel=3)
     return copy.deepcopy(req.model)
 
