@@ -416,6 +416,22 @@ def test_an_int8_forms_error_is_measured_on_the_finite_outputs_and_never_reads_0
     assert error(model, want, held) == 0.0 and error(off, want, held) > 1.0
 
 
+def test_a_layers_error_alone_in_int8_puts_it_in_int8_wherever_it_is_called_the_root_too():
+    """``layer_errors`` on a model that is one conv (its root), and on a layer called in two places: each
+    measured with the layer in int8 everywhere it runs (the root once read 0, a shared layer half its error)."""
+    from onebyone.torch.fast.int8_torch import _OneLayerInt8, error, expected, observed
+
+    torch.manual_seed(0)
+    cal = [torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    conv = nn.Conv2d(4, 4, 3).eval()
+    assert layer_errors(conv, cal[:2], cal[2:], [""])[""] > 0
+    plain = plain_layers(Twice().eval(), cal[0])
+    got = layer_errors(plain, cal[:2], cal[2:], quantizable(plain))["a"]
+    ranges, both = observed(plain, cal[:2], ["a"]), copy.deepcopy(plain)
+    both.a = both.b = _OneLayerInt8(plain.a, ranges.low[id(plain.a)], ranges.high[id(plain.a)])
+    assert got == pytest.approx(error(both, expected(plain, cal[2:]), cal[2:]), rel=1e-6)
+
+
 class Branchy(nn.Module):
     """Control flow on a tensor's value: torch.fx cannot trace it; its input cast to its first layer's weight
     dtype, as Hugging Face's models cast theirs."""

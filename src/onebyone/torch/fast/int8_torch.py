@@ -239,16 +239,19 @@ def layer_errors(plain: nn.Module, observe: list, held: list, layers: list) -> d
     the model per layer."""
     plain = copy_model(plain)
     ranges, named = observed(plain, observe, layers), {n: plain.get_submodule(n) for n in layers}
-    held = [_first(held[0], LAYER_SAMPLES)]
+    held, places = [_first(held[0], LAYER_SAMPLES)], G.names_by_module(plain)
     want, out = expected(plain, held), {}
     for n, m in named.items():
         if id(m) not in ranges.low:
             continue  # not called on these inputs
-        G.replace_module(plain, n, _OneLayerInt8(m, ranges.low[id(m)], ranges.high[id(m)]))
+        q = _OneLayerInt8(m, ranges.low[id(m)], ranges.high[id(m)])
+        for place in places[id(m)]:  # a shared layer: in int8 wherever it is called (the root: the model itself)
+            plain = G.replace_module(plain, place, q)
         try:
             out[n] = error(plain, want, held)
         finally:
-            G.replace_module(plain, n, m)
+            for place in places[id(m)]:
+                plain = G.replace_module(plain, place, m)
     return out
 
 
