@@ -144,6 +144,8 @@ def test_keyword_calibration_batches_feed_each_input_by_name_and_other_keys_are_
 def test_int8_options_without_int8_and_a_train_mode_model_are_refused():
     with pytest.raises(OneByOneError, match="calibration, evaluate and labels are for dtype=torch.int8"):
         optimize(small(), batches(1)[0], calibration=batches(2))
+    with pytest.raises(OneByOneError, match="give evaluate .* or labels .*, not both"):
+        optimize(small(), batches(1)[0], dtype=torch.int8, calibration=batches(2), evaluate=lambda m: 1.0, labels=[1])
     with pytest.raises(OneByOneError, match="eval-mode"):
         optimize(small().train(), batches(1)[0], dtype=torch.int8, calibration=batches(2))
 

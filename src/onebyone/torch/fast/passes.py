@@ -540,6 +540,9 @@ def _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, c
         raise OneByOneError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.int8, got {dtype!r}")
     if dtype is not torch.int8 and (calibration is not None or evaluate is not None or labels is not None):
         raise OneByOneError("calibration, evaluate and labels are for dtype=torch.int8")
+    if evaluate is not None and labels is not None:
+        raise OneByOneError("give evaluate (model -> top-1 accuracy in points) or labels (for the held-out "
+                            "calibration samples), not both: one measures the accuracy")
     if evaluate is not None and not callable(evaluate):
         raise OneByOneError(f"evaluate must be a callable (model -> top-1 accuracy in points), got {evaluate!r}")
     dtype_tol = (INT8_TOL if dtype is torch.int8 else BF16_TOL) if dtype_tol is None else dtype_tol
