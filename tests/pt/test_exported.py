@@ -109,6 +109,46 @@ def test_keeps_only_the_newest_sessions(onnxruntime_engine):
     assert [k[0][1][0] for k in fast._built] == [2, 3]  # the batch sizes of the sessions kept
 
 
+def test_threads_meeting_new_input_shapes_export_one_at_a_time(monkeypatch, onnxruntime_engine):
+    """An export sets the process's logging, warnings filters and stdout while it runs: two threads calling
+    one form with new shapes at once export in turn, each gets its own outputs, and the logging level is
+    restored. (The first export waits up to a second for the second to start; one at a time, it never does.)"""
+    import logging
+    import threading
+
+    real, entered, active, most = exported_module.export, threading.Event(), [], []
+
+    def export(*a, **k):
+        active.append(1)
+        most.append(len(active))
+        if len(most) == 1:
+            entered.wait(1.0)  # the other thread's export, if it could start now
+        else:
+            entered.set()
+        try:
+            return real(*a, **k)
+        finally:
+            active.pop()
+
+    monkeypatch.setattr(exported_module, "export", export)
+    model, level = small_model(), logging.getLogger().level
+    fast, xs, got = onnxruntime_engine(model), [torch.randn(n, 3, 8, 8) for n in (2, 3)], {}
+
+    def call(i):
+        with torch.no_grad():
+            got[i] = fast(xs[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == [1, 1] and logging.getLogger().level == level
+    with torch.no_grad():
+        for i, x in enumerate(xs):
+            torch.testing.assert_close(got[i], model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_a_transformers_model_output_comes_back_as_its_own_class():
     T = pytest.importorskip("transformers")
     torch.manual_seed(0)

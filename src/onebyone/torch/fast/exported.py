@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import io
 import logging
+import threading
 import warnings
 
 import torch
@@ -84,15 +85,11 @@ class Exported(Engine):
             return self.model(*args, **kwargs)
         made, first = sessions.get(key), None
         if made is None:
-            try:
-                fn, spec, first = self._session(key, args, kwargs)
-            except Exception as e:  # noqa: BLE001 - an int8 form falls back to the model, named; others raise
-                if not self.falls_back:
-                    raise
-                warnings.warn(f"{self.engine} could not make a form for inputs {_described(args, kwargs)}: "
-                              f"{reason(e)}; the float model runs inputs like these from now on", stacklevel=5)
-                fn, spec, first = None, None, None
-            made = _keep(sessions, key, (fn, spec), self.sessions)
+            with MAKING:  # one export at a time: it sets process-wide logging, warnings and stdout
+                made = sessions.get(key)  # (made meanwhile by another thread?)
+                if made is None:
+                    first = self._made(sessions, key, args, kwargs)
+                    made = sessions[key]
         fn, spec = made
         if fn is None:  # its check failed and it falls back: the model itself (its outputs, where just checked)
             return self.model(*args, **kwargs) if first is None else first
@@ -100,6 +97,20 @@ class Exported(Engine):
         if spec is None:  # one tensor
             return torch.from_numpy(outs[0])
         return tree_unflatten([torch.from_numpy(o) for o in outs], spec)
+
+    def _made(self, sessions: dict, key, args: tuple, kwargs: dict):
+        """Makes and keeps the session for ``key``; returns the model's outputs where it ran them. An int8
+        form whose export or quantization fails falls back to the model, with a warning; others raise."""
+        try:
+            fn, spec, first = self._session(key, args, kwargs)
+        except Exception as e:  # noqa: BLE001 - named in the warning, or raised
+            if not self.falls_back:
+                raise
+            warnings.warn(f"{self.engine} could not make a form for inputs {_described(args, kwargs)}: "
+                          f"{reason(e)}; the float model runs inputs like these from now on", stacklevel=6)
+            fn, spec, first = None, None, None
+        _keep(sessions, key, (fn, spec), self.sessions)
+        return first
 
     def prepare(self, example, expected) -> None:
         """Export, compile and check now the session for ``example`` (a tensor, a tuple of positional tensors
@@ -110,7 +121,8 @@ class Exported(Engine):
         if key is None:
             raise OneByOneError(f"{type(self).__name__} runs the model itself on inputs {describe(example)} "
                                 "(training mode, or tensors NumPy cannot hold): nothing to prepare")
-        _keep(self.built(), key, self._session(key, args, kwargs, expected)[:2], self.sessions)
+        with MAKING:
+            _keep(self.built(), key, self._session(key, args, kwargs, expected)[:2], self.sessions)
 
     def _session(self, key, args: tuple, kwargs: dict, expected=None):
         """(the compiled model's function, the outputs' structure, the model's outputs where it ran them) for
@@ -144,9 +156,12 @@ class Exported(Engine):
                    f"on inputs {inputs}{self.advice}")
             if expected is not None or not self.falls_back:  # (``prepare``: the caller weighs the form)
                 raise OneByOneError(why)
-            warnings.warn(f"{why}; the float model runs inputs like these from now on", stacklevel=6)
+            warnings.warn(f"{why}; the float model runs inputs like these from now on", stacklevel=7)
             return None, None, first
         return fn, None if spec.is_leaf() else spec, first
+
+
+MAKING = threading.RLock()  # held while a session is exported, compiled and checked
 
 
 def require_engine(module: str, who: str, extra: str):
