@@ -117,6 +117,22 @@ def test_fold_batchnorm_refuses_training_mode_and_reports_shared_convs():
     assert_same(shared, out, torch.randn(2, 4, 5, 5), 1e-6)
 
 
+def test_analyze_and_rewrites_leave_each_layers_mode_as_it_was():
+    """A frozen BatchNorm in a training model, a dropout left on in an eval model (Monte Carlo dropout):
+    ``analyze`` and every rewrite's report read the model in eval mode and give each layer its own mode back
+    (once the root's mode was set on every layer: the frozen BatchNorm trained again)."""
+    frozen = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.2)).train()
+    frozen[1].eval()
+    mc = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.2)))
+    mc[2].train()
+    for model in (frozen, mc):
+        modes = [m.training for m in model.modules()]
+        analyze(model, input_size=(3, 8, 8))
+        assert [m.training for m in model.modules()] == modes
+    fold_batchnorm(mc, input_size=(3, 8, 8))
+    assert [m.training for m in mc] == [False, False, True]
+
+
 def test_merge_pointwise_through_batchnorm_and_its_bottleneck_rule():
     model = randomize_bn(
         nn.Sequential(

@@ -316,7 +316,8 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
                             "run in scripted or traced code; analyze the model before torch.jit.script / trace")
     batch = batch_of(example)
     c = _Collector(model, dtype)
-    was_training, moded = model.training, _set_mode(model, False)
+    modes = {m: m.training for m in model.modules()}  # each its own: a frozen BatchNorm in a training model
+    moded = _set_mode(model, False)
     try:
         watch(model, example, c)
     except OneByOneError:
@@ -327,8 +328,8 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
         raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {describe(example)}: "
                             f"{type(e).__name__}: {e}{layer}") from e
     finally:
-        if moded:
-            model.train(was_training)
+        for m, training in modes.items() if moded else ():
+            m.training = training
     never_called, outside, uncounted = _leftovers(model, c)
     total = sum(p.numel() for p in model.parameters()) + sum(c.held.values())
     rest = total - sum(r.params for r in c.rows)
