@@ -19,7 +19,8 @@ class Engine(nn.Module):
     module's plain attributes (numbers, strings, tuples: ``LeakyReLU.negative_slope``, a conv's padding).
     Each call compares them with what was built, and builds again where any changed: a weight edited in place
     (its version), a new ``nn.Parameter`` set on a module or a ``.data`` swapped in (the tensor or its memory),
-    a submodule replaced, an attribute set. So stale weights never run. A copy or a pickle holds only
+    a submodule replaced, an attribute set. So stale weights never run, but for writes that bypass torch's
+    version counter (through a weight's ``.data`` or a NumPy view), which are not seen. A copy or a pickle holds only
     ``model`` and builds again; ``state_dict`` is ``model``'s, under ``model.``."""
 
     def __init__(self, model: nn.Module):

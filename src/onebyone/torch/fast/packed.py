@@ -12,7 +12,8 @@ class Packed:
     Safe by construction: it holds the tensors it packed and a view of their storage, so no other tensor
     can take their place or their memory while an entry lives; a new Parameter, a ``.data`` swap, a
     ``load_state_dict`` or any in-place edit makes the next call pack again. (Writes that bypass torch's
-    version counter, such as through a NumPy view of a weight, are not seen, as autograd does not see them.)
+    version counter, through ``w.data`` (``w.data.copy_(...)``, ``w.data[mask] = 0``) or a NumPy view of a
+    weight, are not seen, as autograd does not see them.)
     At most ``size`` keys. A copy or a pickle starts empty: oneDNN tensors have no storage to copy.
     """
 

@@ -420,6 +420,9 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     it is an inference model, and it runs the form that was timed (under ``no_grad`` or not) unless an input
     wants a gradient. NaN or inf in its inputs reaches the outputs it reaches in the model given (it looks at
     its inputs once a call; where they hold either, its plain layers run). The model given is never changed.
+    Its weights may be edited in place by torch ops or ``load_state_dict`` (its fast layers pack them again);
+    writes that bypass torch's version counter (through ``.data`` or a NumPy view) are not seen: edit the
+    model given and optimize it again.
 
     Args:
         example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
