@@ -100,6 +100,23 @@ def test_a_convact_never_runs_weights_that_were_replaced(kernel):
                                        rtol=1e-4, atol=1e-4)
 
 
+def test_an_optimized_model_made_and_run_under_inference_mode():
+    """Tensors made under ``torch.inference_mode`` have no version counter (reading it raises): optimizing,
+    copying and running there works, and gives the model's outputs."""
+    import copy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 1),
+                          nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        opt, report = optimize(model, x, passes=["fold", "chains", "conv_acts", "check"])
+        assert any(isinstance(m, ConvAct) for m in opt.modules()) and any(
+            isinstance(m, FusedPointwiseChain) for m in opt.modules())
+        for form in (opt, copy.deepcopy(opt)):
+            torch.testing.assert_close(form(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 def module_level_state(path: pathlib.Path) -> list:
     """Names bound at module level to a mutable container (a dict, list or set display or call), or to
     an object of a class defined in the module: where process-wide caches live."""

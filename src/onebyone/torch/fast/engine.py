@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from . import private
+from .packed import version
 
 
 class Engine(nn.Module):
@@ -74,7 +75,7 @@ class _Stamp:
         self.tensors = [t for m in self.modules for t in [*m._parameters.values(), *m._buffers.values()]
                         if t is not None]
         self.memory = [t.data for t in self.tensors]  # holds each tensor's memory as it was
-        self.versions = [t._version for t in self.tensors]
+        self.versions = [version(t) for t in self.tensors]
         self.attrs = [(m, k) for m in self.modules for k, v in vars(m).items()
                       if not k.startswith("_") and isinstance(v, _PLAIN)]
         self.values = [getattr(m, k) for m, k in self.attrs]
@@ -86,6 +87,6 @@ class _Stamp:
             return False
         tensors = [t for m in modules for t in [*m._parameters.values(), *m._buffers.values()] if t is not None]
         return (len(tensors) == len(self.tensors)
-                and all(a is b and a._version == v and a.data_ptr() == d.data_ptr()
+                and all(a is b and version(a) == v and a.data_ptr() == d.data_ptr()
                         for a, b, v, d in zip(tensors, self.tensors, self.versions, self.memory))
                 and all(getattr(m, k) == v for (m, k), v in zip(self.attrs, self.values)))

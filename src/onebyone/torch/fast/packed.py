@@ -23,7 +23,7 @@ class Packed:
 
     def get(self, weights, key, make):
         weights = tuple(weights)
-        stamp = tuple((w.data_ptr(), tuple(w.shape), w._version) for w in weights)
+        stamp = tuple((w.data_ptr(), tuple(w.shape), version(w)) for w in weights)
         same = len(weights) == len(self._source) and all(a is b for a, (b, _) in zip(weights, self._source))
         if not same or stamp != self._stamp:
             self._source = tuple((w, w.detach()) for w in weights)  # the tensors, and a view holding their storage
@@ -42,6 +42,12 @@ class Packed:
 
     def __reduce__(self):
         return Packed, (self.size,)
+
+
+def version(t: torch.Tensor) -> int:
+    """``t``'s version counter; -1 for a tensor made under ``torch.inference_mode``, which has none (it can be
+    written only in that mode, where nothing tracks writes)."""
+    return -1 if t.is_inference() else t._version
 
 
 def input_key(x: torch.Tensor) -> tuple:
