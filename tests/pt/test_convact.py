@@ -64,6 +64,12 @@ def test_convact_autograd_and_float64_take_the_plain_path():
     torch.nn.functional.relu6(conv(x)).square().sum().backward()
     torch.testing.assert_close(gx, x.grad)
     torch.testing.assert_close(gw, conv.weight.grad)
+    for memory_format in (torch.contiguous_format, torch.channels_last):  # only the bias trains (BitFit)
+        bitfit = ConvAct(conv, "relu").to(memory_format=memory_format)
+        bitfit.weight.requires_grad_(False)
+        plain = torch.randn(2, 3, 8, 8).contiguous(memory_format=memory_format)
+        bitfit(plain).sum().backward()
+        torch.testing.assert_close(bitfit.bias.grad, (conv(plain) > 0).float().sum((0, 2, 3)))
     with torch.no_grad():
         torch.testing.assert_close(
             ConvAct(conv.double(), "relu6")(x.double()), torch.nn.functional.relu6(conv(x.double()))
