@@ -56,6 +56,8 @@ def test_optimize_in_bfloat16_keeps_the_callers_dtype_and_reports_its_error(name
     with torch.no_grad():
         want, got = model(x), opt(x)
     assert isinstance(opt, CastIO) and got.dtype == torch.float32 and got.shape == want.shape
+    names = dict(opt.named_modules())
+    assert all(type(names[row["name"]]).__name__ == row["layer"] for row in report.layers)  # named as returned
     p = report.precision
     assert p["dtype"] == "bfloat16" and p["max_abs_diff"] == pytest.approx(float((got - want).abs().max()), rel=0.2)
     assert p["relative"] <= p["tolerance"] == 2e-2

@@ -258,7 +258,7 @@ def bfloat16(model: nn.Module, req: Request, report: OptimizeReport, reference: 
                f"{t['float32'] * 1e3:.3g} ms a call); dtype=None is the faster choice for this input")
         report.notes.append(why)
         warnings.warn(f"optimize: {why}", stacklevel=3)
-    report.layers = kernel_table(low.model)
+    report.layers = kernel_table(low)  # named as in the model returned
     return low
 
 
