@@ -36,6 +36,15 @@ class Functional(nn.Module):
         return out.sum() + x.flatten(0, 1).mm(self.w).sum()  # Tensor.mm
 
 
+class Einsum(nn.Module):
+    def __init__(self, spec: str):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, a, b):
+        return torch.einsum(self.spec, a, b)
+
+
 @pytest.mark.parametrize("make,example", [
     (lambda: nn.MultiheadAttention(32, 4), (torch.randn(7, 2, 32),) * 3),
     (lambda: nn.MultiheadAttention(32, 4, batch_first=True, kdim=16, vdim=8),
@@ -44,6 +53,9 @@ class Functional(nn.Module):
     (lambda: nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1), torch.randn(2, 8, 5, 6)),
     (lambda: nn.ConvTranspose1d(6, 4, 2, stride=2, groups=2), torch.randn(2, 6, 9)),
     (Functional, torch.randn(2, 10, 16)),
+    (lambda: Einsum("...ij,...jk"), (torch.randn(3, 4, 5), torch.randn(3, 5, 6))),  # the output implied
+    (lambda: Einsum("bij,bjk"), (torch.randn(3, 4, 5), torch.randn(3, 5, 6))),
+    (lambda: Einsum("...ij,...jk->...ik"), (torch.randn(2, 3, 4, 5), torch.randn(2, 3, 5, 6))),
 ])
 def test_macs_equal_pytorch_flop_counter(make, example):
     torch.manual_seed(0)

@@ -113,7 +113,9 @@ def _functional_cost(name, args, kwargs, out, dtype, mixes_channels=True) -> tup
         for letters, t in zip(spec.split("->")[0].split(","), ops):
             letters = letters.replace("...", "")
             sizes.update(zip(letters, t.shape[t.dim() - len(letters):]))
-        out_letters = spec.split("->")[1].replace("...", "") if "->" in spec else ""
+        lhs = spec.split("->")[0].replace("...", "").replace(",", "")
+        out_letters = (spec.split("->")[1].replace("...", "") if "->" in spec  # implied: the letters seen once
+                       else "".join(c for c in set(lhs) if lhs.count(c) == 1))
         batch = math.prod(out.shape[:out.dim() - len(out_letters)]) if "..." in spec else 1
         weights = _parameters(ops)
         macs = cost.product_macs((batch, *sizes.values()), 1)
