@@ -167,3 +167,17 @@ def test_factorize_takes_the_examples_every_rewrite_takes():
     tokens = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8))
     new, report = factorize(tokens, rank=2, example=torch.randint(0, 10, (2, 5)))
     assert [r["name"] for r in report.layers] == ["1"] and report.output_relative_error < 1
+
+
+def test_the_linears_a_torch_transformer_layer_hands_to_its_own_kernels_are_named_and_left():
+    """nn.MultiheadAttention reads its out_proj weight without calling it, and nn.TransformerEncoderLayer hands
+    its Linears' weights to torch's fused kernel in eval mode: each is skipped, named, and the model still runs
+    (it once raised a bare KeyError, then an AttributeError inside torch)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    out, report = factorize(layer, rank=4, example=x)
+    assert [n for n, _ in report.skipped] == ["self_attn.out_proj", "linear1", "linear2"]
+    assert all("hands its weight to torch's own kernels" in why for _, why in report.skipped)
+    with torch.no_grad():
+        assert report.layers == [] and torch.equal(out(x), layer(x))

@@ -17,7 +17,7 @@ from ..errors import OneByOneError
 from . import graph as G
 from .capture import calls_of, gc_paused
 from .layer_cost import layer_cost
-from .layer_kinds import CONVS, is_pointwise
+from .layer_kinds import CONVS, is_pointwise, read_by_parent
 from .layers import Pointwise
 from .rewrite_report import FactorizedLayer, FactorizeReport, finish
 from .rewrites import pointwise_layer
@@ -102,6 +102,9 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
     io_before, calls = _layer_io(copy_model(work, torch.float64).eval(), names, cast(x, torch.float64))
+    report.skipped += [(n, read_by_parent(work, n) or "not called as a layer on the example: left as it is")
+                       for n in names if n not in io_before or read_by_parent(work, n)]
+    names = [n for n in names if n in io_before and not read_by_parent(work, n)]
     work, done = _replace(work, names, rank, energy, calls, report)
     work64 = copy_model(work, torch.float64).eval()
     for name, m, r, kept in done:

@@ -18,6 +18,17 @@ POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, n
          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 ELEMENTWISE = activations.MODULES + (nn.Dropout, nn.Identity)  # no mixing across channels or positions
 ACTIVATION_LIKE = activations.MODULES + (nn.Softmax, nn.LogSoftmax, nn.PReLU)  # the analyzer's "activation" rows
+WEIGHT_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)  # hand their
+# Linears' weights to torch's fused kernels themselves: a Linear of theirs replaced breaks them
+
+
+def read_by_parent(root: nn.Module, name: str) -> str:
+    """Why the layer at ``name`` in ``root`` cannot be replaced by another kind of module: its parent reads
+    its weight itself (``WEIGHT_READERS``); "" where it can."""
+    parent = root.get_submodule(name.rpartition(".")[0]) if name else None  # ("": the root, no parent)
+    if isinstance(parent, WEIGHT_READERS):
+        return f"inside nn.{type(parent).__name__}, which hands its weight to torch's own kernels"
+    return ""
 
 
 def groups(m) -> int:

@@ -19,7 +19,7 @@ from . import graph as G
 from . import norms
 from . import record as R
 from .capture import gc_paused, trace
-from .layer_kinds import CONVS, channel_axis, groups, is_pointwise
+from .layer_kinds import CONVS, channel_axis, groups, is_pointwise, read_by_parent
 from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import RewriteReport, finish
@@ -86,8 +86,8 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
     for name, m in list(work.named_modules(remove_duplicate=False)):
         if type(m) is not nn.Linear:
             continue
-        if isinstance(work.get_submodule(name.rpartition(".")[0]) if "." in name else work, nn.MultiheadAttention):
-            report.skipped.append((name, "inside nn.MultiheadAttention, which calls F.linear on the weight directly"))
+        if read_by_parent(work, name):
+            report.skipped.append((name, read_by_parent(work, name)))
             continue
         if id(m) not in done:
             done[id(m)] = pointwise_from(numpy64(m.weight), numpy64(m.bias), m.weight, channel_dim=-1)
