@@ -81,6 +81,42 @@ def test_fused_reference_plan_and_channels_last_and_autograd():
     torch.testing.assert_close(y.detach(), plain(seq, x, "max"), rtol=1e-5, atol=1e-5)
 
 
+def test_a_chain_gives_the_memory_format_a_torch_conv_gives():
+    """Contiguous for a plain (B, C, L) or (B, C, H, W) input, so that code may ``view`` it as it could the
+    conv's output (optimize's check once failed inside such a ``view``); channels_last for a channels_last
+    input; the same from the int8 chain and the fake the compiler traces."""
+    from onebyone.torch import optimize
+    from onebyone.torch.fast.int8_chain import Int8PointwiseChain, chain_ranges
+
+    torch.manual_seed(0)
+    for make, shape in ((nn.Conv1d, (2, 8, 10)), (nn.Conv2d, (2, 8, 5, 4))):
+        chain = FusedPointwiseChain.from_layers([make(8, 16, 1), nn.ReLU(), make(16, 4, 1)]).eval()
+        x = torch.randn(shape)
+        forms = (chain, Int8PointwiseChain(chain, chain_ranges(chain, [x])[id(chain)]))
+        for form in forms:
+            with torch.no_grad():
+                assert form(x).is_contiguous() and form(x).view(2, -1).shape == (2, 4 * x[0, 0].numel())
+        with torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = FU.pointwise_chain(mode.from_tensor(x), [w.detach() for w in chain.weights],
+                                      [b.detach() for b in chain.biases], "relu,identity", "", 1, 64)
+            assert fake.is_contiguous()
+    cl = torch.randn(2, 8, 5, 4).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert chain(cl).is_contiguous(memory_format=torch.channels_last)
+
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv1d(8, 16, 1), nn.ReLU(), nn.Conv1d(16, 4, 1))
+
+        def forward(self, x):
+            y = self.body(x)
+            return y.view(y.size(0), -1)
+
+    opt, report = optimize(Flat().eval(), torch.randn(2, 8, 10), passes=["chains", "check"])
+    assert any("FusedPointwiseChain" in c for c in report.changed)
+
+
 def test_fused_repacks_after_a_weight_edit_and_copies_and_pickles():
     import copy
     import pickle

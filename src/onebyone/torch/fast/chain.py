@@ -253,11 +253,18 @@ def _rows(x, c: int, channel_dim: int, pooled: bool):
 
 
 def _shape_back(out, x, channel_dim: int):
-    """Rows (B*P, O) -> the input's layout."""
+    """Rows (B*P, O) -> the input's layout, in the memory format a torch conv gives for ``x``: channels_last
+    for a channels_last (B, C, H, W) or (B, C, D, H, W) input, else contiguous (code may ``view`` it)."""
     o = out.shape[-1]
     if channel_dim == -1:
         return out.view(*x.shape[:-1], o)
-    return out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S)
+    y = out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S): channels_last
+    return y if _channels_last(x) else y.contiguous()
+
+
+def _channels_last(x) -> bool:
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    return x.dim() in formats and not x.is_contiguous() and x.is_contiguous(memory_format=formats[x.dim()])
 
 
 def _pack(ws, tile: int) -> list:
@@ -334,4 +341,5 @@ def _(x, weights, biases, acts, pool, channel_dim, tile, kernels=""):  # the out
         return x.new_empty((x.shape[0], o))
     if channel_dim == -1:
         return x.new_empty((*x.shape[:-1], o))
-    return x.new_empty((x.shape[0], *x.shape[2:], o)).movedim(-1, 1)
+    y = x.new_empty((x.shape[0], *x.shape[2:], o)).movedim(-1, 1)
+    return y if _channels_last(x) else y.contiguous()
