@@ -181,3 +181,23 @@ def test_tiles_cover_every_row_once():
             assert n <= max(tile, n_points) and (k == 1 or n == k * n_points)
             seen += list(range(r0, r0 + n))
         assert seen == list(range(n_samples * n_points))
+
+
+def test_a_chain_of_torch_convs_takes_one_sample_without_its_batch_axis_as_they_do():
+    """nn.Conv2d takes (C, H, W) and nn.Conv1d (C, L): the chain made of them, float or int8, answers such an
+    input as they do (it once read C as the batch and H as the channels: wrong numbers, or a false refusal)."""
+    from onebyone.torch import optimize
+    from onebyone.torch.fast.int8_chain import Int8PointwiseChain, chain_ranges
+
+    torch.manual_seed(0)
+    for make, shape in ((nn.Conv2d, (8, 8, 12)), (nn.Conv2d, (8, 5, 12)), (nn.Conv1d, (8, 12))):
+        model = nn.Sequential(make(8, 16, 1), nn.ReLU(), make(16, 8, 1)).eval()
+        opt, report = optimize(model, torch.randn(2, *shape), passes=["chains", "check"])
+        chain = opt if isinstance(opt, FusedPointwiseChain) else next(
+            m for m in opt.modules() if isinstance(m, FusedPointwiseChain))
+        x = torch.randn(shape)
+        int8 = Int8PointwiseChain(chain, chain_ranges(chain, [x[None]])[id(chain)])
+        with torch.no_grad():
+            want = model(x)
+            torch.testing.assert_close(opt(x), want, rtol=1e-4, atol=1e-5)
+            assert int8(x).shape == want.shape and (int8(x) - want).abs().max() < 0.05 * want.abs().max()

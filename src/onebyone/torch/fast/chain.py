@@ -73,6 +73,9 @@ def chain_cost(plan, channel_dim: int, x, dtype: str, weight_dtype: str | None =
                                   x.numel() * size + (w + b) * held, math.prod(out) * size)
 
 
+UNBATCHED = {nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}  # the rank of a sample a torch conv takes unbatched
+
+
 class FusedPointwiseChain(nn.Module):
     """Pointwise layers with activations, optionally ending in a max / mean pool, run tile by tile.
 
@@ -87,6 +90,8 @@ class FusedPointwiseChain(nn.Module):
     ...     chain(torch.randn(2, 3, 500)).shape
     torch.Size([2, 128])
     """
+
+    unbatched = None  # the rank of one sample without its batch axis, where the layers were torch convs
 
     def __init__(self, weights, biases, acts, pool=None, channel_dim: int = 1, tile=None):
         super().__init__()
@@ -163,7 +168,10 @@ class FusedPointwiseChain(nn.Module):
             )
         ws = [tensor(w, like) for w, _, like in weights]
         bs = [None if b is None else tensor(b, like) for _, b, like in weights]
-        return cls(ws, bs, acts, pool, dims.pop(), tile)
+        chain = cls(ws, bs, acts, pool, dims.pop(), tile)
+        ranks = {UNBATCHED.get(type(m)) for m in layers if is_plain_pointwise(m)}
+        chain.unbatched = ranks.pop() if len(ranks) == 1 else None  # torch convs alone: (C, L) / (C, H, W)
+        return chain
 
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
         """("pointwise", or "dense" on one point per sample; the cost of one call on x): every layer at every
@@ -193,6 +201,8 @@ class FusedPointwiseChain(nn.Module):
         return rows.amax(1) if self.plan.pool == "max" else rows.mean(1)
 
     def forward(self, x):
+        if self.unbatched is not None and x.dim() == self.unbatched:  # one sample, as the torch conv takes it
+            return self(x.unsqueeze(0)).squeeze(0)
         c = self.plan.widths[0]
         if not x.is_floating_point():
             raise OneByOneError(f"{self!r} takes a floating-point tensor, got {x.dtype}")

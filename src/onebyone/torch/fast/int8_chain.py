@@ -100,6 +100,8 @@ class Int8PointwiseChain(nn.Module):
     run where oneDNN's int8 products would saturate them (a CPU without VNNI).
     """
 
+    unbatched = None  # as the float chain's
+
     def __init__(self, chain: FusedPointwiseChain, ranges: list, vnni: bool | None = None):
         super().__init__()
         p = chain.plan
@@ -114,7 +116,7 @@ class Int8PointwiseChain(nn.Module):
         self.register_buffer("top", torch.tensor(top))  # the largest weight code
         self.register_buffer("bounds", torch.tensor([_range(r, i) for i, r in enumerate(ranges)]))
         self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, chain_plan.choose_tile(p.widths, 1, hi=TILE_ROWS))
-        self.channel_dim = chain.channel_dim
+        self.channel_dim, self.unbatched = chain.channel_dim, chain.unbatched
         for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
             w = w.detach().float().flatten(1)  # (O, C)
             s = weight_scales(w, top)
@@ -158,6 +160,8 @@ class Int8PointwiseChain(nn.Module):
         return f"Int8PointwiseChain({p.widths}, acts={p.acts}, pool={p.pool!r}, tile={p.tile}, weight_bits={bits})"
 
     def forward(self, x):  # (B, C, *S) or (..., C) float -> the chain's output
+        if self.unbatched is not None and x.dim() == self.unbatched:  # one sample, as the torch conv takes it
+            return self(x.unsqueeze(0)).squeeze(0)
         c = self.plan.widths[0]
         if not x.is_floating_point() or x.dim() < 2 or x.shape[self.channel_dim] != c:
             raise OneByOneError(f"{self!r} takes a float tensor with {c} channels on dim {self.channel_dim}, got "
