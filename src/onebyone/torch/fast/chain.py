@@ -122,7 +122,9 @@ class FusedPointwiseChain(nn.Module):
     @classmethod
     def from_shared_mlp(cls, mlp: SharedMLP, tile=None) -> "FusedPointwiseChain":
         pool = {"avg": "mean"}.get(mlp.pool, mlp.pool)
-        return cls.from_layers(list(mlp.layers), pool=pool, tile=tile)
+        chain = cls.from_layers(list(mlp.layers), pool=pool, tile=tile)
+        chain.unbatched = None  # a SharedMLP takes batches alone, whatever layers it holds
+        return chain
 
     @classmethod
     def from_layers(cls, layers, pool=None, tile=None) -> "FusedPointwiseChain":
