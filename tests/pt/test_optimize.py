@@ -404,3 +404,37 @@ def test_a_call_ended_by_keyboard_interrupt_leaves_no_answer_behind():
         assert want[1].isnan().any() and torch.equal(got.isnan(), want.isnan())
         assert torch.equal(opt(bad).isnan(), model(bad).isnan())  # the next guarded call looks afresh
         assert private.nan_free(bad) is False
+
+
+class StdConv2d(nn.Conv2d):
+    """timm's weight-standardized conv: its forward normalizes the weight each call."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def test_a_conv_subclass_with_a_forward_of_its_own_is_left_to_it_and_the_rest_rewritten():
+    """No rewrite takes a StdConv2d for the plain conv it subclasses (a BatchNorm folded into its weight is
+    standardized away; as a ConvAct it would skip the standardization): each rewrite leaves it, and does the
+    rest (once optimize failed on the whole model: 'changed the outputs by 10.7')."""
+    from onebyone.torch import factorize, fold_batchnorm, merge_pointwise
+
+    torch.manual_seed(0)
+    model = nn.Sequential(StdConv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), StdConv2d(8, 8, 1),
+                          nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        for bn in (model[1], model[4], model[7]):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.changed == ["6 + 7: Conv2d + BatchNorm2d folded"]
+    merged, _ = merge_pointwise(model, example=x)
+    factored, report = factorize(model, rank=2, example=x)
+    assert [row["name"] for row in report.layers] == ["6"]
+    opt, _ = optimize(model, x, passes=REWRITES)
+    assert sum(type(m) is StdConv2d for m in opt.modules()) == 2
+    with torch.no_grad():
+        for new in (folded, merged, opt):
+            torch.testing.assert_close(new(x), model(x), rtol=1e-4, atol=1e-5)

@@ -26,6 +26,7 @@ from . import graph as G
 from . import norms
 from . import record as R
 from .capture import gc_paused, trace
+from .layer_kinds import own_forward
 from .rewrite_report import RewriteReport, finish
 from .rewrites import _check_eval, _original_name
 from .tensors import copy_model, numpy64, probe_input, tensor
@@ -143,8 +144,9 @@ def _conv_term(gm, node, m: nn.Conv2d) -> Term | str:
     w, b = numpy64(m.weight), numpy64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
     src, inner = node.args[0], G.module(gm, node.args[0])
     what, modules = f"{m.kernel_size[0]}x{m.kernel_size[1]} conv", (node.target,)
-    if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and as_pair(inner.stride) == (1, 1)
-            and as_pair(inner.padding) == (0, 0) and inner.groups == 1 and m.groups == 1 and len(src.users) == 1):
+    if (isinstance(inner, nn.Conv2d) and not own_forward(inner) and inner.kernel_size == (1, 1)
+            and as_pair(inner.stride) == (1, 1) and as_pair(inner.padding) == (0, 0) and inner.groups == 1
+            and m.groups == 1 and len(src.users) == 1):
         b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
         if np.any(b1) and any(as_pair(m.padding)):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
@@ -161,8 +163,9 @@ def _pool_term(gm, node, m: nn.AvgPool2d) -> Term | str:
         return f"`{node.target}` ceil_mode, divisor_override or a padding it does not count"
     c = G.shape(node)[1]
     src, inner = node.args[0], G.module(gm, node.args[0])
-    if (isinstance(inner, nn.Conv2d) and inner.kernel_size == (1, 1) and inner.groups == 1 and len(src.users) == 1
-            and as_pair(inner.stride) == (1, 1) and as_pair(inner.padding) == (0, 0) and inner.padding_mode == "zeros"):
+    if (isinstance(inner, nn.Conv2d) and not own_forward(inner) and inner.kernel_size == (1, 1) and inner.groups == 1
+            and len(src.users) == 1 and as_pair(inner.stride) == (1, 1) and as_pair(inner.padding) == (0, 0)
+            and inner.padding_mode == "zeros"):
         b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
         if np.any(b1) and any(p):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
@@ -190,6 +193,8 @@ def _term(gm, leaf) -> Term | str:
         if not (isinstance(G.module(gm, inner), (nn.Conv2d, nn.AvgPool2d)) and len(inner.users) == 1):
             return _identity(inner, G.shape(inner)[1], bn, bn_path)  # a BatchNorm of the input: a scaled identity
         leaf, m = inner, G.module(gm, inner)
+    if own_forward(m):
+        return f"`{leaf.target}` ({type(m).__name__}) has a forward of its own"
     if isinstance(m, nn.Conv2d):
         t = _conv_term(gm, leaf, m)
     elif isinstance(m, nn.AvgPool2d):

@@ -108,6 +108,7 @@ class WindowConv(nn.Conv2d):
     model's input size, is the smallest input it takes: a smaller one is refused, named."""
 
     fx_leaf = True  # traced as one module, as nn.Conv2d is
+    computes_as_base = True  # its forward checks the input's size, then is nn.Conv2d's
 
     def __init__(self, *args, window=None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -17,7 +17,7 @@ from ..errors import OneByOneError
 from . import graph as G
 from .capture import calls_of, gc_paused
 from .layer_cost import layer_cost
-from .layer_kinds import CONVS, is_pointwise, read_by_parent
+from .layer_kinds import CONVS, is_pointwise, own_forward, read_by_parent
 from .layers import Pointwise
 from .rewrite_report import FactorizedLayer, FactorizeReport, finish
 from .rewrites import pointwise_layer
@@ -27,6 +27,8 @@ KINDS = ("pointwise", "dense", "conv")
 
 
 def _kind(m) -> str | None:
+    if own_forward(m):
+        return None
     if isinstance(m, nn.Linear):
         return "dense"
     if isinstance(m, (Pointwise,) + CONVS):

@@ -42,9 +42,22 @@ def channel_axis(m) -> str:
     return "first"
 
 
+def own_forward(m) -> bool:
+    """Is ``m`` a torch conv, Linear or Pointwise subclass with a forward of its own (timm's ``StdConv2d``
+    standardizes its weight each call, ``Conv2dSame`` pads by the input's size)? Its weight is then not what
+    a rewrite would take it for: no rewrite folds into it, swaps it, merges or factorizes it. A subclass
+    that computes what its base does (only checking its input, say) says so with ``computes_as_base = True``."""
+    base = next((b for b in (*CONVS, nn.Linear, Pointwise) if isinstance(m, b)), None)
+    return (base is not None and type(m).forward is not base.forward
+            and not getattr(type(m), "computes_as_base", False))
+
+
 def is_pointwise(m) -> bool:
     """A layer whose output at each position depends only on the input at that position: a Linear, a
-    Pointwise, or a Conv with a 1x1 kernel and no padding (any stride or groups)."""
+    Pointwise, or a Conv with a 1x1 kernel and no padding (any stride or groups); none with a forward of its
+    own (``own_forward``)."""
+    if own_forward(m):
+        return False
     if isinstance(m, (nn.Linear, Pointwise)):
         return True
     return (isinstance(m, CONVS) and all(k == 1 for k in m.kernel_size)

@@ -8,7 +8,7 @@ from ...activations import FUSABLE
 from ...errors import OneByOneError
 from .. import activations as acts
 from .. import graph as G
-from ..layer_kinds import CHANNEL_BATCHNORMS, is_plain_pointwise, is_pointwise_conv
+from ..layer_kinds import CHANNEL_BATCHNORMS, is_plain_pointwise, is_pointwise_conv, own_forward
 from ..layers import Pointwise, SharedMLP
 from ..record import Call, record_calls
 from ..rewrite_report import RewriteReport
@@ -86,7 +86,8 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     several places is taken in only where every one of its calls alone reads a conv's output (a conv
     called more than once takes none). What ConvAct cannot run is skipped; a model that is itself a
     Conv2d / Pointwise is returned as its ConvAct."""
-    model, swapped = _swap(model, lambda m: isinstance(m, (nn.Conv2d, Pointwise)), ConvAct, report)
+    model, swapped = _swap(model, lambda m: isinstance(m, (nn.Conv2d, Pointwise)) and not own_forward(m), ConvAct,
+                           report)
     if not swapped:
         return model
     calls = record_calls(model, x)
