@@ -24,6 +24,8 @@ _METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data
              "element_size", "ndimension", "nelement", "__format__", "__repr__", "__bool__"}
 
 
+_VALUE_READS = {"__bool__", "item", "tolist", "__float__", "__int__", "__index__", "__complex__"}  # a tensor's values
+# read by Python, which may branch on them
 _SHAPE_OF_SECOND = {"reshape_as", "view_as", "expand_as"}
 
 
@@ -66,7 +68,8 @@ class Calls:
     call produced each value; who used each value (leaf calls, or by name the torch functions run in a
     container's own ``forward``, shape queries aside); those functions themselves (``ops``); every
     container's call, and those whose own ``forward`` read a shape or a tensor's truth (``queried``: Python
-    may have branched on it); and how many places call each module (calls, and names it is registered under).
+    may have branched on it), or a tensor's values (``valued``); and how many places call each module (calls,
+    and names it is registered under).
 
     A value is keyed by its tensor's identity and a generation, which a call that returns its own input
     (in place, or Identity) starts anew: the uses after it are uses of that call's output."""
@@ -81,6 +84,7 @@ class Calls:
     keep: list = field(default_factory=list)  # the tensors, alive until the record is dropped (ids stay unique)
     open: list = field(default_factory=list)  # the containers' calls under way (indices into ``containers``)
     queried: set = field(default_factory=set)  # containers' calls whose own forward read a shape or a bool
+    valued: set = field(default_factory=set)  # ... that read a tensor's values (a bool, an item, a list)
 
     def key(self, t: torch.Tensor) -> tuple:
         self.keep.append(t)
@@ -146,8 +150,10 @@ class _Recorder(Listener):
 
     def before(self, func, args, kwargs):
         r, name, self.pending = self.r, getattr(func, "__name__", str(func)), None
-        if not self.depth and name in _METADATA and r.open:  # a container's forward reads a shape or a bool
+        if not self.depth and r.open and name in _METADATA:  # a container's forward reads a shape or a bool
             r.queried.add(r.open[-1])
+        if not self.depth and r.open and name in _VALUE_READS:  # ... or a tensor's values
+            r.valued.add(r.open[-1])
         if self.depth or name in _METADATA:  # inside a leaf module, or a shape query
             return
         tensors = tensor_args(args, kwargs)
@@ -164,6 +170,20 @@ class _Recorder(Listener):
         if op.output is not None:
             op.output_shape = tuple(out.shape)
             self.r.ops.append(op)
+
+
+def branching(calls: Calls, first: Call, second: Call) -> str:
+    """The name of a container whose own forward read a tensor's values (``valued``: Python may have branched
+    on them, and another input of the same shape may take another path) on the way from the leaf call
+    ``first`` to ``second``: the innermost container holding both, or one holding either below it; "" where
+    there is none. (Shapes read, as most forwards read them to reshape, do not count.)"""
+    k = 0
+    while k < min(len(first.scope), len(second.scope)) and first.scope[k] == second.scope[k]:
+        k += 1
+    for i in first.scope[max(k - 1, 0):] + second.scope[k:]:
+        if i in calls.valued:
+            return calls.containers[i].name or "(the model)"
+    return ""
 
 
 def record_calls(model: nn.Module, example) -> Calls:

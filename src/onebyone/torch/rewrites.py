@@ -203,6 +203,8 @@ class _Site:
     after_shape: tuple | None
     before_what: str = ""  # what produces its input, for a reason: a module's path, or the function's name
     after_what: str = ""  # what reads its output, for a reason
+    before_branch: str = ""  # a container whose forward may branch between the layer and the BatchNorm
+    after_branch: str = ""  # ... between the BatchNorm and the layer after it
 
 
 _RESHAPES = {"flatten", "reshape", "view", "reshape_as", "view_as", "contiguous"}
@@ -248,7 +250,8 @@ def _sites(calls) -> list:
         out.append(_Site(c.name, prev.name if prev else None,
                          prev is not None and single and len(calls.uses[c.input]) == 1, c.input_shape,
                          nxt.name if nxt else None, nxt is not None and nxt.input == value, c.output_shape,
-                         before_what, after_what))
+                         before_what, after_what, R.branching(calls, prev, c) if prev else "",
+                         R.branching(calls, c, nxt) if nxt else ""))
     return out
 
 
@@ -269,14 +272,15 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         layer = work.get_submodule(site.before) if site.before else None
         nxt = work.get_submodule(site.after) if site.after else None
         if (isinstance(layer, CONVS + (nn.Linear, Pointwise)) and not own_forward(layer) and site.before_single
-                and counts[id(layer)] == 1
+                and not site.before_branch and counts[id(layer)] == 1
                 and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)):
             w, b = algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift)
             work = G.replace_module(work, site.before, with_weights(layer, w, b))
             work = G.replace_module(work, site.bn, nn.Identity())
             report.changed.append(f"{site.before} + {site.bn}: {type(layer).__name__} + {type(bn).__name__} folded")
             continue
-        if (nxt is not None and is_pointwise(nxt) and site.after_single and counts[id(nxt)] == 1
+        if (nxt is not None and is_pointwise(nxt) and site.after_single and not site.after_branch
+                and counts[id(nxt)] == 1
                 and counts[id(bn)] == 1 and _axis_matches(nxt, bn, site.after_shape)):
             w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
             work = G.replace_module(work, site.after, with_weights(nxt, w, b))
@@ -284,7 +288,10 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             report.changed.append(f"{site.bn} + {site.after}: {type(bn).__name__} folded into the "
                                   f"{type(nxt).__name__} after it")
             continue
-        if layer is not None and counts[id(layer)] > 1:
+        if site.before_branch or site.after_branch:
+            why = (f"`{site.before_branch or site.after_branch}`'s forward reads a tensor's values between them "
+                   "(Python may branch on them: another input may take another path)")
+        elif layer is not None and counts[id(layer)] > 1:
             why = f"`{site.before}` is called at {counts[id(layer)]} places: folding would change the other call too"
         elif counts[id(bn)] > 1:
             why = f"the BatchNorm itself is called at {counts[id(bn)]} places"

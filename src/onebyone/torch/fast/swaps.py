@@ -10,7 +10,7 @@ from .. import activations as acts
 from .. import graph as G
 from ..layer_kinds import CHANNEL_BATCHNORMS, is_plain_pointwise, is_pointwise_conv, own_forward
 from ..layers import Pointwise, SharedMLP
-from ..record import Call, record_calls
+from ..record import Call, branching, record_calls
 from ..rewrite_report import RewriteReport
 from .chain import FusedPointwiseChain
 from .convact import ConvAct
@@ -102,7 +102,8 @@ def fuse_conv_acts(model: nn.Module, x, report: RewriteReport) -> nn.Module:
         act = users[0] if len(users) == 1 and isinstance(users[0], Call) else None
         act_name = acts.name_of(act.module) if act is not None else None
         fusable = (act_name in FUSABLE and act_name != "identity" and act.input == value
-                   and calls.counts[id(c.module)] == 1)  # a conv called twice would apply it to both calls
+                   and calls.counts[id(c.module)] == 1  # a conv called twice would apply it to both calls
+                   and not branching(calls, c, act))  # nor where Python may take another path for other inputs
         found.append((c, name, kind, act if fusable else None))
         if fusable:
             readers.setdefault(id(act.module), []).append(act)
