@@ -227,3 +227,16 @@ def test_the_geometry_is_measured_from_what_runs(trunk, stride, padded):
 def test_an_input_size_that_is_not_one_samples_shape_is_refused(size):
     with pytest.raises(OneByOneError, match="input_size must be one sample's shape"):
         convolutionalize(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), size)
+
+
+def test_a_training_model_is_measured_and_checked_in_eval_mode_and_keeps_its_statistics():
+    """A model in training mode (dropout on, BatchNorms on batch statistics): the trace, the check and the
+    crop measurement run it in eval mode, so an unpadded trunk is not reported as padding (dropout once made
+    its cells differ from their crops by 0.97), and no running statistic of the model returned moves."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5)).train()
+    model[1].running_mean.uniform_(-1, 1)
+    conv, report = convolutionalize(model, (3, 8, 8))
+    assert report.layers[0]["padded"] is False and report.layers[0]["crop_difference"] < 1e-5
+    assert torch.equal(conv[1].running_mean, model[1].running_mean) and model.training and conv.training

@@ -418,3 +418,15 @@ def test_no_fold_or_fusion_where_python_may_branch_on_values_between_the_layers(
     with torch.no_grad():
         assert torch.equal(folded(far), model(far))
         torch.testing.assert_close(fused(far), plain(far))  # the conv's output alone: no ReLU fused into it
+
+
+def test_conv1x1_to_linear_on_a_training_model_keeps_its_statistics_and_checks_in_eval_mode():
+    """The trace that reads shapes runs in eval mode: a BatchNorm in training mode once had its running
+    statistics moved in the copy, and the check then reported a change the rewrite did not make."""
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1),
+                                       nn.Conv2d(4, 5, 1), nn.Flatten())).train()
+    x = torch.randn(2, 3, 6, 6)
+    linear, report = conv1x1_to_linear(model, example=x)
+    assert report.changed and torch.equal(linear[1].running_mean, model[1].running_mean)
+    assert_same(model.eval(), linear.eval(), x, 1e-6)

@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import OneByOneError
 from .layers import ChannelBatchNorm, Pointwise
-from .tensors import call
+from .tensors import call, evaluating
 
 
 class Listener:
@@ -149,7 +149,7 @@ def trace(model: nn.Module, example=None) -> fx.GraphModule:
                                     f"example has {sorted(example)}")
             args = [example[n] for n in names]
         try:
-            with torch.no_grad():
+            with torch.no_grad(), evaluating(gm):  # (a training BatchNorm would update its statistics)
                 ShapeProp(gm).propagate(*args)
         except Exception as e:  # noqa: BLE001 - a graph that runs differently from the model (fx's limits)
             raise OneByOneError(f"torch.fx traced {type(model).__name__}, but its graph does not run on the example "

@@ -28,7 +28,7 @@ from .layer_kinds import ACTIVATION_LIKE as ACTS
 from .layer_kinds import NORMS, POOLS
 from .layers import Pointwise
 from .tensors import batch_size as batch_of
-from .tensors import describe, input_kw, tensor_args
+from .tensors import describe, evaluating, input_kw, tensor_args
 
 SILENT = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 # tensor products, by the name each row is given; each sums over the last axis of its first matrix operand
@@ -318,10 +318,9 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
                             "run in scripted or traced code; analyze the model before torch.jit.script / trace")
     batch = batch_of(example)
     c = _Collector(model, dtype)
-    modes = {m: m.training for m in model.modules()}  # each its own: a frozen BatchNorm in a training model
-    moded = _set_mode(model, False)
     try:
-        watch(model, example, c)
+        with evaluating(model):  # each layer's own mode back after: a frozen BatchNorm in a training model
+            watch(model, example, c)
     except OneByOneError:
         raise
     except Exception as e:  # noqa: BLE001 - name the layer that failed
@@ -329,9 +328,6 @@ def analyze(model: nn.Module, input_size=None, example=None, batch_size: int = 1
         layer = f"; `{where}` ({c.shapes[-1][0]}) received {c.shapes[-1][1]}" if c.shapes else ""
         raise OneByOneError(f"{type(model).__name__} failed at `{where}` on input {describe(example)}: "
                             f"{type(e).__name__}: {e}{layer}") from e
-    finally:
-        for m, training in modes.items() if moded else ():
-            m.training = training
     never_called, outside, uncounted = _leftovers(model, c)
     total = sum(p.numel() for p in model.parameters()) + sum(c.held.values())
     rest = total - sum(r.params for r in c.rows)
@@ -346,16 +342,6 @@ def _eager(model):
     compiled code would trace the analyzer's own hooks, recompiling at each)."""
     inner = getattr(model, "_orig_mod", None)
     return inner if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module) else model
-
-
-def _set_mode(model: nn.Module, training: bool) -> bool:
-    """``model.train(training)``; False where the model has no mode to set (the module of a ``torch.export``
-    program, whose mode the export fixed, refuses ``eval()``)."""
-    try:
-        model.train(training)
-    except NotImplementedError:
-        return False
-    return True
 
 
 def _leftovers(model, c) -> tuple[list, list, list]:

@@ -21,7 +21,7 @@ from .capture import gc_paused, trace
 from .layers import Pointwise
 from .rewrite_report import ConvolutionalizedHead, ConvolutionalizeReport, finish
 from .rewrites import is_flatten, pointwise_from
-from .tensors import copy_model, numpy64, probe_input, tensor
+from .tensors import copy_model, evaluating, numpy64, probe_input, tensor
 
 SPATIAL = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d, Pointwise)
 
@@ -241,8 +241,9 @@ def convolutionalize(model: nn.Module, input_size, *, inplace=False, tol=1e-6):
     result = _drop_nodes(work, functional_flatten) if functional_flatten else work
     out, report = finish(report, model, result, x, tol, inplace, reshape=lambda t, ref: t.reshape(ref.shape))
     for head in report.layers:  # the geometry as it runs: the stride measured, the grid checked, crops compared
-        head["stride"], head["offset"] = _measured_stride(out, input_size, head["stride"])
-        head["crop_difference"] = _crop_difference(model, out, input_size, head["stride"])
+        with evaluating(model, out):  # (as the check runs them: no dropout, no batch statistics)
+            head["stride"], head["offset"] = _measured_stride(out, input_size, head["stride"])
+            head["crop_difference"] = _crop_difference(model, out, input_size, head["stride"])
         head["padded"] = head["crop_difference"] > CROP_TOL
         (h, w), (sh, sw), (oh, ow) = input_size[1:], head["stride"], head["offset"]
         report.notes.append(f"window {(h, w)}, total stride {(sh, sw)} (measured): an input of H x W gives a grid of "

@@ -1,6 +1,7 @@
 """Moving numbers between torch and the NumPy core, and the input a rewrite or the analyzer runs on."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import weakref
@@ -256,3 +257,23 @@ def _probe(model, example, input_size, batch):
             spatial = (16,) * (m.weight.dim() - 2)
             return torch.randn((batch, m.in_channels, *spatial), generator=gen).to(**kw)
     raise OneByOneError(f"cannot guess an input for {type(model).__name__}: pass example= or input_size=")
+
+
+@contextlib.contextmanager
+def evaluating(*models: nn.Module):
+    """The ``models`` with every module in eval mode, each module given its own mode back after (a frozen
+    BatchNorm in a training model stays frozen, a dropout left on stays on). A model whose mode cannot be set
+    (a ``torch.export`` program's module refuses ``eval()``) is left as it is."""
+    modes = {}
+    for model in models:
+        was = {m: m.training for m in model.modules()}
+        try:
+            model.eval()
+        except NotImplementedError:
+            continue
+        modes |= was
+    try:
+        yield models
+    finally:
+        for m, training in modes.items():
+            m.training = training
