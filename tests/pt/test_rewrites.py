@@ -430,3 +430,29 @@ def test_conv1x1_to_linear_on_a_training_model_keeps_its_statistics_and_checks_i
     linear, report = conv1x1_to_linear(model, example=x)
     assert report.changed and torch.equal(linear[1].running_mean, model[1].running_mean)
     assert_same(model.eval(), linear.eval(), x, 1e-6)
+
+
+class ReturnsBoth(nn.Module):
+    """The conv's output is returned beside the norm's: the caller reads it too."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y), y
+
+
+def test_a_tensor_the_model_returns_counts_as_read_and_its_fold_is_skipped_named():
+    """Folding the norm into a conv whose output the model also returns would change that output: the fold
+    is skipped, named, and the rest of the rewrite goes on (once the whole rewrite failed its check)."""
+    model = randomize_bn(ReturnsBoth())
+    x = torch.randn(2, 3, 5, 5)
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.changed == [] and [n for n, _ in report.skipped] == ["bn"]
+    merged, _ = merge_pointwise(model, example=x)
+    with torch.no_grad():
+        for new in (folded, merged):
+            for a, b in zip(new(x), model(x)):
+                torch.testing.assert_close(a, b)

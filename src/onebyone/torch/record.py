@@ -186,10 +186,23 @@ def branching(calls: Calls, first: Call, second: Call) -> str:
     return ""
 
 
+MODEL_OUTPUT = "the model's output"  # the use of each tensor the model returns
+
+
+def _tensors_in(out) -> list:
+    """The tensors of a model's output: a tensor, or tuples, lists and dicts (a ``ModelOutput``) of them."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    return [t for v in values for t in _tensors_in(v)]
+
+
 def record_calls(model: nn.Module, example) -> Calls:
     """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``."""
     record = Calls()
-    watch(model, example, _Recorder(model, record))
+    out = watch(model, example, _Recorder(model, record))
+    for t in _tensors_in(out):  # what the model returns is read too (by its caller)
+        record.uses[record.key(t)].append(MODEL_OUTPUT)
     per_module = defaultdict(int)
     for c in record.calls + record.containers:
         per_module[id(c.module)] += 1

@@ -245,8 +245,8 @@ def _sites(calls) -> list:
         while _passes_through(nxt) and nxt.input == value and len(calls.uses.get(nxt.output, [])) == 1:
             users, value = calls.uses[nxt.output], nxt.output  # an eval dropout or an Identity in between
             nxt = users[0] if not isinstance(users[0], str) else None
-        after_what = (f"`{nxt.name}`" if nxt else f"`{users[0]}`" if len(users) == 1
-                      else f"{len(users)} readers" if users else "the model's output")
+        after_what = (f"`{nxt.name}`" if nxt else R.MODEL_OUTPUT if users == [R.MODEL_OUTPUT]
+                      else f"`{users[0]}`" if len(users) == 1 else f"{len(users)} readers" if users else "nothing")
         out.append(_Site(c.name, prev.name if prev else None,
                          prev is not None and single and len(calls.uses[c.input]) == 1, c.input_shape,
                          nxt.name if nxt else None, nxt is not None and nxt.input == value, c.output_shape,
