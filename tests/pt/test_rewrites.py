@@ -456,3 +456,23 @@ def test_a_tensor_the_model_returns_counts_as_read_and_its_fold_is_skipped_named
         for new in (folded, merged):
             for a, b in zip(new(x), model(x)):
                 torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("a,b,x,merged", [
+    (lambda: Pointwise(8, 4, channel_dim=-1), lambda: nn.Linear(4, 8), (2, 5, 8), True),
+    (lambda: nn.Conv2d(8, 8, 1, stride=2), lambda: Pointwise(8, 8), (2, 8, 8, 8), True),
+    (lambda: Pointwise(8, 8, stride=2), lambda: nn.Conv2d(8, 8, 1), (2, 8, 8, 8), True),
+    (lambda: Pointwise(8, 8), lambda: nn.Conv2d(8, 8, 1, stride=2), (2, 8, 8, 8), True),
+    (lambda: nn.Conv2d(8, 8, 1, stride=(2, 1)), lambda: Pointwise(8, 8, stride=2), (2, 8, 8, 8), True),
+    (lambda: Pointwise(8, 8), lambda: nn.Conv2d(8, 8, 1, stride=(2, 1)), (2, 8, 8, 8), False),
+])
+def test_merge_pointwise_joins_a_pointwise_with_a_conv_or_a_linear_their_strides_multiplied(a, b, x, merged):
+    """A Pointwise beside a torch conv or Linear (strides as ints or tuples, or none): merged, strides
+    multiplied axis by axis, or skipped, named, where the first layer's kind cannot hold them (a Pointwise
+    strides every axis alike); once each of these raised inside the rewrite."""
+    torch.manual_seed(0)
+    model, x = nn.Sequential(a(), b()).eval(), torch.randn(x)
+    out, report = merge_pointwise(model, example=x, force=True)
+    assert len(report.changed) == merged and len(report.skipped) == (not merged)
+    assert merged or "their strides together" in report.skipped[0][1]
+    assert_same(model, out, x, 1e-5)

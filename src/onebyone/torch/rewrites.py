@@ -59,6 +59,18 @@ def pointwise_layer(like: nn.Module, w2d, b, stride=None) -> nn.Module:
     return with_weights(new, w2d, b)
 
 
+def _merged_stride(a: nn.Module, b: nn.Module):
+    """The stride of ``a`` then ``b`` (1x1 layers: the strides multiply, axis by axis) in ``a``'s form: a tuple
+    for a conv, an int for a Pointwise or a Linear (1); None where that form cannot hold it (a Linear with any
+    stride, a Pointwise with a different one on each axis)."""
+    sa, sb = getattr(a, "stride", 1), getattr(b, "stride", 1)
+    n = max((len(s) for s in (sa, sb) if isinstance(s, tuple)), default=1)
+    both = tuple(p * q for p, q in zip(*((s,) * n if isinstance(s, int) else tuple(s) for s in (sa, sb))))
+    if isinstance(a, CONVS):
+        return both
+    return both[0] if len(set(both)) == 1 and (both[0] == 1 or isinstance(a, Pointwise)) else None
+
+
 def pointwise_from(w2d, b, like, channel_dim: int = 1) -> Pointwise:
     """A Pointwise holding the (O, I) NumPy matrix ``w2d`` and bias ``b`` (None: no bias), in ``like``'s
     dtype and device."""
@@ -394,10 +406,14 @@ def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Modul
                         )
                     )
                 continue
-            stride = None
-            if not isinstance(a, nn.Linear):
-                sa, sb = a.stride, b.stride
-                stride = sa * sb if isinstance(sa, int) else tuple(p * q for p, q in zip(sa, sb))
+            stride = _merged_stride(a, b)
+            if stride is None:
+                if pair not in seen:
+                    seen.add(pair)
+                    report.skipped.append((pair, f"their strides together ({getattr(a, 'stride', 1)} then "
+                                                 f"{getattr(b, 'stride', 1)}) are more than one "
+                                                 f"{type(a).__name__} holds"))
+                continue
             work = G.replace_module(work, node.target, pointwise_layer(a, w, bias, stride=stride))
             work = G.replace_module(work, user.target, nn.Identity())
             report.changed.append(f"{pair}: merged into one {type(a).__name__} ({w.shape[1]} -> {w.shape[0]})")
