@@ -1,6 +1,7 @@
 """bfloat16 through the fast path: the same model to bfloat16's precision, measured against float32, a
 trained model's predictions kept, and float32 kept where the CPU has no bfloat16 products."""
 
+import copy
 import warnings
 
 import pytest
@@ -58,6 +59,9 @@ def test_optimize_in_bfloat16_keeps_the_callers_dtype_and_reports_its_error(name
     assert isinstance(opt, CastIO) and got.dtype == torch.float32 and got.shape == want.shape
     names = dict(opt.named_modules())
     assert all(type(names[row["name"]]).__name__ == row["layer"] for row in report.layers)  # named as returned
+    back = copy.deepcopy(opt).float()  # its weights back in float32: the inputs follow them
+    with torch.no_grad():
+        assert back.dtype == torch.float32 and (back(x) - want).abs().max() <= 2e-2 * want.abs().max()
     p = report.precision
     assert p["dtype"] == "bfloat16" and p["max_abs_diff"] == pytest.approx(float((got - want).abs().max()), rel=0.2)
     assert p["relative"] <= p["tolerance"] == 2e-2

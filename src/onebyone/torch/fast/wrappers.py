@@ -34,6 +34,13 @@ class CastIO(nn.Module):
         self.model, self.dtype = model.to(dtype), dtype
         self.train(model.training)
 
+    def _apply(self, fn, recurse=True):
+        """``.float()``, ``.to(dtype)`` and the like move ``dtype`` with the model's weights: the inputs are cast
+        to what the weights now hold."""
+        super()._apply(fn, recurse)
+        self.dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), self.dtype)
+        return self
+
     def forward(self, *args, **kwargs):
         given = next((t.dtype for t in list(args) + list(kwargs.values())
                       if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
