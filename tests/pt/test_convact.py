@@ -83,6 +83,10 @@ def test_convact_refuses_what_it_cannot_run_alike():
         ConvAct(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"))
     with pytest.raises(OneByOneError, match="act must be one of"):
         ConvAct(nn.Conv2d(3, 4, 3), "swish")
+    layer = ConvAct(nn.Conv2d(8, 4, 3)).requires_grad_(False)
+    for wrong in (torch.randn(2, 5, 9, 9), torch.randn(2, 5, 9, 9).contiguous(memory_format=torch.channels_last)):
+        with pytest.raises(RuntimeError, match="expected input.*to have 8 channels, but got 5"):
+            layer(wrong)  # torch's own words, in either layout (oneDNN's had no shapes in them)
 
 
 @pytest.mark.parametrize("act", list(ACTS))

@@ -96,8 +96,9 @@ class ConvAct(nn.Module):
     def forward(self, x):
         w = self.weight
         wants_grad = x.requires_grad or w.requires_grad or (self.bias is not None and self.bias.requires_grad)
-        fast = (not private.tracing() and x.dim() == 4 and private.onednn_runs(x, w)
-                and not (torch.is_grad_enabled() and wants_grad))
+        fast = (not private.tracing() and x.dim() == 4 and x.shape[1] == w.shape[1] * self.groups
+                and private.onednn_runs(x, w) and not (torch.is_grad_enabled() and wants_grad))  # (channels that
+        # do not fit: torch's conv names them)
         if not fast or private.loses_nan((self.act,), x):  # NaN carried as torch does
             return self.plain(x)
         if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():  # NCHW: packing would
