@@ -359,6 +359,21 @@ def merge_pointwise(model: nn.Module, force: bool = False, *, example=None, inpu
     return finish(report, model, work, x, tol, inplace)
 
 
+def _merge_pair(a: nn.Module, b: nn.Module, counts: dict, force: bool):
+    """(weight, bias, stride) of the 1x1 layers ``a`` then ``b`` as one layer, or why they are not merged."""
+    if groups(a) != 1 or groups(b) != 1 or channel_axis(a) != channel_axis(b) or counts[id(a)] > 1 or counts[id(b)] > 1:
+        return "grouped, called at several places, or reading channels on different axes"
+    w, bias = algebra.merge_linear(_matrix(a), numpy64(a.bias), _matrix(b), numpy64(b.bias))
+    if w.size + w.shape[0] > _params(a) + _params(b) and not force:
+        return (f"a bottleneck: one merged layer would hold {w.size + w.shape[0]:,} params against "
+                f"{_params(a) + _params(b):,} for the pair (force=True merges anyway)")
+    stride = _merged_stride(a, b)
+    if stride is None:
+        return (f"their strides together ({getattr(a, 'stride', 1)} then {getattr(b, 'stride', 1)}) are more than "
+                f"one {type(a).__name__} holds")
+    return w, bias, stride
+
+
 def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Module, RewriteReport]:
     """``merge_pointwise``'s rewrite of a copy of ``model`` (traced on the input ``x``) and its report of
     what changed, not yet checked: for a caller that checks the outputs itself, later (``optimize``)."""
@@ -381,39 +396,13 @@ def merged_pointwise(model: nn.Module, x, force: bool = False) -> tuple[nn.Modul
             if not (a is not None and b is not None and is_pointwise(a) and is_pointwise(b)):
                 continue
             pair = f"{node.target} + {user.target}"
-            if (
-                groups(a) != 1
-                or groups(b) != 1
-                or channel_axis(a) != channel_axis(b)
-                or counts[id(a)] > 1
-                or counts[id(b)] > 1
-            ):
+            made = _merge_pair(a, b, counts, force)
+            if isinstance(made, str):  # why not
                 if pair not in seen:
                     seen.add(pair)
-                    report.skipped.append(
-                        (pair, "grouped, called at several places, or reading channels on different axes")
-                    )
+                    report.skipped.append((pair, made))
                 continue
-            w, bias = algebra.merge_linear(_matrix(a), numpy64(a.bias), _matrix(b), numpy64(b.bias))
-            if w.size + w.shape[0] > _params(a) + _params(b) and not force:
-                if pair not in seen:
-                    seen.add(pair)
-                    report.skipped.append(
-                        (
-                            pair,
-                            f"a bottleneck: one merged layer would hold {w.size + w.shape[0]:,} params "
-                            f"against {_params(a) + _params(b):,} for the pair (force=True merges anyway)",
-                        )
-                    )
-                continue
-            stride = _merged_stride(a, b)
-            if stride is None:
-                if pair not in seen:
-                    seen.add(pair)
-                    report.skipped.append((pair, f"their strides together ({getattr(a, 'stride', 1)} then "
-                                                 f"{getattr(b, 'stride', 1)}) are more than one "
-                                                 f"{type(a).__name__} holds"))
-                continue
+            w, bias, stride = made
             work = G.replace_module(work, node.target, pointwise_layer(a, w, bias, stride=stride))
             work = G.replace_module(work, user.target, nn.Identity())
             report.changed.append(f"{pair}: merged into one {type(a).__name__} ({w.shape[1]} -> {w.shape[0]})")
