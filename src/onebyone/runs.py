@@ -72,7 +72,11 @@ def draw_run_maps(run, image: str, out=None, *, canvas: bool = False, seed: int 
     size = tuple(xte.shape[1:])
     if len(size) != 3:
         raise OneByOneError(f"maps need an image model; {cfg.model} on {cfg.data} takes samples of shape {size}")
-    out = out or ("canvas.png" if canvas else "maps.png")
+    if not out:
+        out = "canvas.png" if canvas else "maps.png"
+        if Path(out).exists():
+            raise OneByOneError(f"{out} exists in this folder and is not replaced unasked: pass --out to name the "
+                                "PNG to write (a file --out names is replaced)")
     if not str(out).lower().endswith(".png"):
         raise OneByOneError(f"--out names the PNG to write; got {out!r} (end it in .png)")
     check_writable_file(out, "--out")

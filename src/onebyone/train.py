@@ -5,11 +5,13 @@ Each epoch's checkpoint is one atomic unit (``onebyone.checkpoint``): ``model.sa
 Loading never unpickles anything. Each epoch reseeds the shuffling and dropout from ``seed`` and the epoch
 number, so ``--resume`` continues exactly as an uninterrupted run would, from any moment it was stopped.
 
-Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel (gloo on CPU, NCCL on
-GPUs) with a DistributedSampler; only rank 0 logs and writes.
+Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel on the CPU (gloo) with a
+DistributedSampler (which repeats up to N - 1 samples so that every rank gets as many); only rank 0 logs
+and writes, and the epoch's training loss and accuracy are summed over every rank's share.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from contextlib import nullcontext
@@ -41,6 +43,7 @@ class TrainConfig:
     num_classes: int = 0  # 0: from the dataset
     precision: str = "fp32"  # "bf16": products in bfloat16 under autocast; weights and checkpoints float32
     classes: list = field(default_factory=list)  # the class names in label order, as trained (empty: not known)
+    data_hash: str = ""  # the samples and labels of both splits, as trained (empty: not known)
 
 
 MAX_RATE = 1e3  # lr and weight_decay above this only overflow or blow the weights up: refused, named
@@ -111,6 +114,7 @@ _CONFIG_FIELDS = {  # field -> (check, what it must be): a config.json edited by
     "num_classes": (_whole(0), "an integer >= 0"),
     "precision": (lambda v: v in ("fp32", "bf16"), "'fp32' or 'bf16'"),
     "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) and c for c in v), "a list of class names"),
+    "data_hash": (lambda v: isinstance(v, str), "a string"),
 }
 
 
@@ -163,7 +167,7 @@ def load_checkpoint(out: Path) -> tuple[nn.Module, TrainConfig]:
 def _ddp() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")  # the model and batches stay on the CPU
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
 
 
@@ -207,8 +211,9 @@ def train(
     stops after that epoch as if interrupted (the learning-rate schedule still plans for ``cfg.epochs``),
     so a later ``resume=True`` continues the same run.
     """
+    setup = _setup(cfg, resume)  # the data and the model checked before any file is touched
     if out is None or int(os.environ.get("RANK", "0")) != 0:  # under DDP only rank 0 writes, and locks
-        return _train(cfg, None if out is None else Path(out), resume, progress, until)
+        return _train(cfg, None if out is None else Path(out), resume, progress, until, setup)
     out = Path(out)
     if overwrite and not resume and checkpoint.folder(out) is not None:
         checkpoint.check_clearable(out)  # before the lock marks the folder: no manifest, nothing of it is ours
@@ -217,29 +222,66 @@ def train(
     checkpoint.check_run_folder(out, resume)
     with checkpoint.lock(out):
         checkpoint.check_run_folder(out, resume)  # again, now that no other run can write it
-        return _train(cfg, out, resume, progress, until)
+        return _train(cfg, out, resume, progress, until, setup)
 
 
-def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until) -> tuple[nn.Module, list]:
-    rank, world = _ddp()
+def _setup(cfg: TrainConfig, resume: bool) -> tuple:
+    """(train and test samples and labels, the model): everything that can refuse the run's inputs (the
+    data, its classes, the model's input shape), before anything is written or cleared."""
     check_choice(cfg.precision, ("fp32", "bf16"), "precision")
     xtr, ytr = data.load(cfg.data, "train", **cfg.data_kwargs)
     xte, yte = data.load(cfg.data, "test", **cfg.data_kwargs)
-    cfg.num_classes = cfg.num_classes or data.num_classes(cfg.data, ytr)
+    cfg.num_classes = cfg.num_classes or data.num_classes(cfg.data, np.concatenate([ytr, yte]))
     if cfg.num_classes < 2:
         raise OneByOneError(f"{cfg.data} holds {cfg.num_classes} class: a classifier needs at least two")
+    untrained = sorted(set(range(cfg.num_classes)) - set(np.unique(ytr).tolist()))
+    if untrained:
+        raise OneByOneError(f"{cfg.data}: class(es) {untrained} have no sample in the training split (all fell in "
+                            "the test split, or none were given): give each class a few more samples")
     found = data.class_names(cfg.data, cfg.num_classes)
     if resume and cfg.classes and found != cfg.classes:
         raise OneByOneError(f"--resume: {cfg.data} now holds the classes {found}, but the run was trained on "
                             f"{cfg.classes} (in label order): restore the folders it was trained on")
     cfg.classes = found
+    digest = data_hash(xtr, ytr, xte, yte)
+    if resume and cfg.data_hash and digest != cfg.data_hash:
+        raise OneByOneError(f"--resume: {cfg.data} holds other samples than the run was trained on (its train and "
+                            "test splits would differ): restore the data it was trained on, or start a new run")
+    cfg.data_hash = digest
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=cfg.num_classes)
+    _check_fits(cfg, model, xtr)
+    return xtr, ytr, xte, yte, model
+
+
+def data_hash(*arrays) -> str:
+    """A fingerprint of the arrays (their shapes, dtypes and bytes): 16 hex digits of SHA-256."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_fits(cfg: TrainConfig, model: nn.Module, xtr) -> None:
+    """The model runs on the data's samples: channels, rank and size (a forward pass on two samples)."""
     want = model_info(cfg.model).input_size
     if xtr.shape[1] != want[0] or xtr.ndim != len(want) + 1:
         raise OneByOneError(
             f"{cfg.model} expects samples of shape {want} (channels first), but {cfg.data} gives {xtr.shape[1:]}"
         )
+    try:
+        with torch.no_grad():
+            model.eval()(torch.from_numpy(np.ascontiguousarray(xtr[:2])))
+    except (RuntimeError, ValueError) as e:
+        raise OneByOneError(f"{cfg.model} (samples like {want}) does not run on {cfg.data}'s samples of shape "
+                            f"{tuple(xtr.shape[1:])}: {str(e).splitlines()[0]}") from None
+
+
+def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until, setup: tuple) -> tuple[nn.Module, list]:
+    rank, world = _ddp()
+    xtr, ytr, xte, yte, model = setup
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, metrics = 1, []
     if resume:
@@ -274,13 +316,16 @@ def _epochs(cfg, model, opt, out, start, metrics, xtr, ytr, xte, yte, rank, worl
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc.: the same whether resumed or not
         for g in opt.param_groups:
             g["lr"] = sched(epoch - 1)
+        one_left = -(-len(dataset) // world) % cfg.batch_size == 1  # a last batch of one sample: no batch
+        # statistics for a BatchNorm to take; that sample (another each epoch) waits for the next epoch
         if world > 1:
             sampler = torch.utils.data.DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
             sampler.set_epoch(epoch)
-            loader = torch.utils.data.DataLoader(dataset, cfg.batch_size, sampler=sampler)
+            loader = torch.utils.data.DataLoader(dataset, cfg.batch_size, sampler=sampler, drop_last=one_left)
         else:
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
-            loader = torch.utils.data.DataLoader(dataset, cfg.batch_size, shuffle=True, generator=gen)
+            loader = torch.utils.data.DataLoader(dataset, cfg.batch_size, shuffle=True, generator=gen,
+                                                 drop_last=one_left)
         net.train()
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         bar = Bar(f"epoch {epoch}/{cfg.epochs}", len(loader)) if progress and rank == 0 else None
@@ -301,15 +346,19 @@ def _epochs(cfg, model, opt, out, start, metrics, xtr, ytr, xte, yte, rank, worl
                 loss_sum += loss.item() * len(yb)
                 correct += int((logits.argmax(1) == yb).sum())
                 if bar is not None:
-                    info = (f"loss {loss_sum / seen:.4f} acc {correct / seen:.3f} "
+                    info = (f"loss {loss_sum / seen:.4f} acc {correct / seen:.3f} "  # (rank 0's share)
                             f"{seen * world / (time.perf_counter() - t0):,.0f} samples/s")
                     bar.update(b, info) if b < len(loader) else bar.close(info)
         if world > 1:  # DDP keeps parameters equal; BatchNorm statistics are local: take rank 0's
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
+            sums = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
+            dist.all_reduce(sums)  # the epoch's figures over every rank's share, not rank 0's alone
+            loss_sum, correct, seen = float(sums[0]), int(sums[1]), int(sums[2])
         if rank == 0:
             metrics.append({"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                            "test_acc": evaluate(model, xte, yte), "seconds": time.perf_counter() - t0})
+                            "test_acc": evaluate(model, xte, yte), "seconds": time.perf_counter() - t0,
+                            "samples": seen})  # trained on this epoch, every rank's
             if out is not None:
                 save_checkpoint(out, model, opt, cfg, epoch, metrics)
     if world > 1:

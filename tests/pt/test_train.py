@@ -85,7 +85,9 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     start = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
     assert all(torch.equal(start[k], a[k]) for k in a)  # rank 0's checkpoint is what both ranks hold
-    assert len(json.loads((tmp_path / "run" / "checkpoint" / "metrics.json").read_text())) == 1  # rank 0 wrote
+    metrics = json.loads((tmp_path / "run" / "checkpoint" / "metrics.json").read_text())
+    assert len(metrics) == 1  # rank 0 wrote it, with the loss and accuracy over both ranks' shares:
+    assert metrics[0]["samples"] == 2 * -(-1437 // 2)  # digits' 1,437 training samples (one repeated to even them)
 
 
 @pytest.mark.parametrize("live", [True, False])

@@ -316,3 +316,74 @@ def test_every_command_that_writes_leaves_a_users_files_byte_for_byte(tmp_path, 
     after = {p.relative_to(own): p.read_bytes() for p in own.rglob("*") if p.is_file()}
     assert {k: after[k] for k in before} == before  # every file of the user's, byte for byte
     assert set(after) - set(before) == {Path("bench.json"), Path("roofline.png"), Path("maps.png")}
+
+
+def test_overwrite_removes_nothing_until_the_new_runs_data_and_model_are_checked(tmp_path, capsys):
+    """A typo in --data, or a model the data does not fit, with --overwrite: refused, and the run in the
+    folder is still whole (once it was cleared first, and lost)."""
+    out = str(tmp_path / "run")
+    assert main(RUN + ["--epochs", "1", "--out", out]) == 0
+    before = checkpoint.read_tensors(out, "model.safetensors")
+    for run, said in [(["train", "nin_digits", "--data", "digitz"], "digitz"),
+                      (["train", "pointnet_vanilla", "--data", "digits"], "pointnet_vanilla expects samples of shape")]:
+        assert main(run + ["--quiet", "--epochs", "1", "--out", out, "--overwrite"]) == 2
+        assert said in capsys.readouterr().err
+        after = checkpoint.read_tensors(out, "model.safetensors")
+        assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_classes_count_both_splits_and_a_class_with_no_training_sample_is_refused(tmp_path):
+    """Labels 0 and 1 in training and a 2 only in the test split: refused, named (once the model was built for
+    two classes and scored against the third without a word)."""
+    from onebyone.data.split import split_indices
+
+    n = 40
+    y = np.arange(n) % 2
+    y[split_indices(n, "test")[:2]] = 2  # both samples of class 2 in the test split
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((n, 1, 8, 8)).astype(np.float32), y=y)
+    with pytest.raises(OneByOneError, match=r"class\(es\) \[2\] have no sample in the training split"):
+        train(TrainConfig("nin_digits", str(tmp_path / "d.npz"), epochs=1), progress=False)
+
+
+def test_resume_refuses_data_that_changed_since_the_run_began(tmp_path, capsys):
+    """One more sample moves others between the train and test splits: --resume refuses it (it once went on,
+    mixing two test sets and training on former test samples)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((100, 1, 8, 8)).astype(np.float32), np.arange(100) % 10
+    data, out = str(tmp_path / "g.npz"), str(tmp_path / "run")
+    np.savez(data, x=x, y=y)
+    args = ["train", "nin_digits", "--data", data, "--quiet", "--out", out]
+    assert main(args + ["--epochs", "1"]) == 0
+    np.savez(data, x=np.concatenate([x, x[:1]]), y=np.concatenate([y, y[:1]]))
+    assert main(["train", "nin_digits", "--quiet", "--out", out, "--resume", "--epochs", "2"]) == 2
+    assert "holds other samples than the run was trained on" in capsys.readouterr().err
+    np.savez(data, x=x, y=y)  # restored: the run goes on
+    assert main(["train", "nin_digits", "--quiet", "--out", out, "--resume", "--epochs", "2"]) == 0
+
+
+def test_a_last_batch_of_one_sample_and_samples_too_small_for_the_model(tmp_path):
+    """A training set one sample past a whole number of batches trains (the lone sample waits: a BatchNorm
+    has no statistics for a batch of one); samples too small for the model are refused before training,
+    named (both were raw errors, the first at the end of every epoch)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pc.npz", x=rng.standard_normal((11, 3, 16)).astype(np.float32), y=np.arange(11) % 2)
+    _, metrics = train(TrainConfig("pointnet_vanilla", str(tmp_path / "pc.npz"), epochs=1, batch_size=8),
+                       progress=False)
+    assert len(metrics) == 1
+    np.savez(tmp_path / "tiny.npz", x=rng.standard_normal((20, 1, 1, 1)).astype(np.float32), y=np.arange(20) % 2)
+    with pytest.raises(OneByOneError, match=r"does not run on .*samples of shape \(1, 1, 1\)"):
+        train(TrainConfig("nin_digits", str(tmp_path / "tiny.npz"), epochs=1), progress=False)
+
+
+def test_maps_never_replaces_a_file_it_was_not_told_to(tmp_path, capsys, monkeypatch):
+    """``maps`` writes maps.png here by default; where the user has a maps.png it is refused, and the file is
+    left as it was (it once was replaced); a file named by --out is replaced, as asked."""
+    out = str(tmp_path / "run")
+    assert main(RUN + ["--epochs", "1", "--out", out]) == 0
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "maps.png").write_text("my figure")
+    assert main(["maps", out, "test:0"]) == 2
+    assert "maps.png exists in this folder and is not replaced unasked" in capsys.readouterr().err
+    assert (tmp_path / "maps.png").read_text() == "my figure"
+    assert main(["maps", out, "test:0", "--out", "maps.png"]) == 0
+    assert (tmp_path / "maps.png").read_bytes().startswith(b"\x89PNG")
