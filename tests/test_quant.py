@@ -50,3 +50,8 @@ def test_bad_inputs_are_named():
         pointwise_int(X[:, :3], W)
     with pytest.raises(OneByOneError, match="axis must be in"):
         quantize(W, axis=2)
+    for bad in (np.nan, np.inf):  # no code stands for them (NaN once became -2**63 and set every scale to 1)
+        with pytest.raises(OneByOneError, match=r"a must be finite, got 1 NaN/Inf"):
+            quantize(np.array([0.5, bad, -1.0]))
+    with pytest.raises(OneByOneError, match=r"b must have shape \(8,\) to match 8 output channels, got \(1,\)"):
+        pointwise_int(X, W, b=np.array([5.0]))  # once added to every output channel

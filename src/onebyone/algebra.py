@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import as_float_array, check_int
+from .checks import as_float_array, check_bias, check_int
 from .errors import OneByOneError
 
 
@@ -23,10 +23,19 @@ def batchnorm_affine(mean, var, gamma, beta, eps: float):
     return scale, as_float_array(beta, "bias") - mean * scale
 
 
+def _per_channel(v, name: str, n: int) -> np.ndarray:
+    """A per-channel vector of ``n`` floats (a list or an array), or a OneByOneError naming it."""
+    v = as_float_array(v, name)
+    if v.shape != (n,):
+        raise OneByOneError(f"the affine must have one {name} per channel ({n}), got shape {v.shape}")
+    return v
+
+
 def fold_affine_after(w, b, scale, shift):
     """``scale * (W x + b) + shift`` as one layer: W' = scale[o] * W[o], b' = scale * b + shift."""
     w = as_float_array(w, "w")
-    b = np.zeros(w.shape[0], w.dtype) if b is None else as_float_array(b, "b")
+    b = np.zeros(w.shape[0], w.dtype) if b is None else check_bias(b, w.shape[0], w.dtype)
+    scale, shift = _per_channel(scale, "scale", w.shape[0]), _per_channel(shift, "shift", w.shape[0])
     if scale.shape != (w.shape[0],):
         raise OneByOneError(
             f"the affine must have one scale per output channel ({w.shape[0]}), got shape {scale.shape}"
@@ -44,6 +53,7 @@ def fold_affine_before(w, b, scale, shift, groups: int = 1):
     o, cg = w.shape[:2]
     if any(s != 1 for s in w.shape[2:]):
         raise OneByOneError(f"an affine before a layer folds only into 1x1 or dense weights, got shape {w.shape}")
+    scale, shift = _per_channel(scale, "scale", cg * groups), _per_channel(shift, "shift", cg * groups)
     if scale.shape != (cg * groups,):
         raise OneByOneError(
             f"the affine must have one scale per input channel ({cg * groups}), got shape {scale.shape}"
@@ -52,7 +62,7 @@ def fold_affine_before(w, b, scale, shift, groups: int = 1):
     rows = np.arange(o) // (o // groups)  # group of each output channel
     s = scale.reshape(groups, cg)[rows]  # (O, I/g): the scale each weight meets
     t = shift.reshape(groups, cg)[rows]
-    b = np.zeros(o, w.dtype) if b is None else as_float_array(b, "b")
+    b = np.zeros(o, w.dtype) if b is None else check_bias(b, o, w.dtype)
     return (m * s).reshape(w.shape), b + (m * t).sum(axis=1)
 
 
@@ -82,7 +92,8 @@ def truncated_svd(w2d, rank=None, energy=None):
     Returns (A, B, rank, kept_energy). Exactly one of ``rank`` / ``energy`` is given. The singular values
     come from the eigenvalues of the smaller Gram matrix (W W^T or W^T W; their square roots), and B @ A
     is W projected onto the r leading singular vectors (U_r U_r^T W, or W V_r V_r^T): the same product a
-    full SVD truncates to, at the cost of one m x m eigendecomposition, m = min(O, K).
+    full SVD truncates to (within about 1e-8 of ||W||: the Gram matrix is formed in float64, whatever W's
+    dtype), at the cost of one m x m eigendecomposition, m = min(O, K). A and B come in W's dtype.
 
     >>> w = np.outer([1.0, 2.0], [3.0, 0.0, 4.0])  # rank 1
     >>> a, b, r, kept = truncated_svd(w, energy=0.99)
@@ -96,8 +107,8 @@ def truncated_svd(w2d, rank=None, energy=None):
         raise OneByOneError(f"the weight of shape {w2d.shape} holds {int((~np.isfinite(w2d)).sum()):,} NaN or "
                             "infinite values: it has no singular values to keep")
     wide = w2d.shape[0] <= w2d.shape[1]
-    m = w2d if wide else w2d.T  # (small, big)
-    evals, evecs = np.linalg.eigh(m @ m.T)  # ascending
+    m = (w2d if wide else w2d.T).astype(np.float64)  # (small, big); in float64: the Gram matrix squares the
+    evals, evecs = np.linalg.eigh(m @ m.T)  # condition number, which float32 would lose half its digits to
     s2, vecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]  # squared singular values, leading first
     limit = s2.size
     if rank is None:
@@ -108,6 +119,7 @@ def truncated_svd(w2d, rank=None, energy=None):
     total = float(np.sum(w2d * w2d))  # ||W||_F^2, the eigenvalues' sum without their rounding
     kept = min(1.0, float(np.sum(s2[:rank])) / total) if total > 0 else 1.0
     basis = np.ascontiguousarray(vecs[:, :rank])  # (m, r): leading left (wide) or right (tall) singular vectors
-    if wide:
-        return basis.T @ w2d, basis, rank, kept  # A = U_r^T W (r, K), B = U_r (O, r)
-    return np.ascontiguousarray(basis.T), w2d @ basis, rank, kept  # A = V_r^T (r, K), B = W V_r (O, r)
+    w64, like = w2d.astype(np.float64), w2d.dtype
+    if wide:  # A = U_r^T W (r, K), B = U_r (O, r); in the weight's own dtype
+        return (basis.T @ w64).astype(like), basis.astype(like), rank, kept
+    return np.ascontiguousarray(basis.T).astype(like), (w64 @ basis).astype(like), rank, kept  # A = V_r^T, B = W V_r

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import as_float_array, check_int
+from .checks import as_float_array, check_bias, check_finite, check_int
 from .errors import OneByOneError
 
 
@@ -22,7 +22,7 @@ def quantize(a, bits: int = 8, axis: int | None = None) -> tuple[np.ndarray, np.
     """(q, scale): ``a`` on a symmetric grid of ``bits`` bits, ``q`` integers in [-(2^(bits-1)-1), 2^(bits-1)-1]
     (int64), ``a ~ q * scale``; one scale for the whole array, or one per index of ``axis`` (shaped to
     broadcast against ``a``). A slice of zeros gets scale 1."""
-    a = as_float_array(a, "a").astype(np.float64)
+    a = check_finite(a, "a").astype(np.float64)  # (NaN has no code, and would set the scale)
     bits = check_int(bits, "bits", 2)
     if bits > 16:
         raise OneByOneError(f"bits must be from 2 to 16, got {bits}")
@@ -50,5 +50,5 @@ def pointwise_int(x, w, b=None, bits: int = 8, per_channel: bool = True) -> dict
     acc = np.einsum("oc,nchw->nohw", q_w, q_x)  # int64: exact, as the CPU's int32 accumulators are
     y = float(s_x) * np.broadcast_to(s_w, w.shape)[:, 0][None, :, None, None] * acc
     if b is not None:
-        y = y + as_float_array(b, "b", ndim=1).astype(np.float64)[None, :, None, None]
+        y = y + check_bias(b, w.shape[0], np.float64)[None, :, None, None]
     return {"y": y, "acc": acc, "q_x": q_x, "s_x": s_x, "q_w": q_w, "s_w": s_w}

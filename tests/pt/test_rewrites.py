@@ -1,6 +1,7 @@
 """fold_batchnorm, merge_pointwise, linear <-> 1x1: exact against the original model."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -476,3 +477,16 @@ def test_merge_pointwise_joins_a_pointwise_with_a_conv_or_a_linear_their_strides
     assert len(report.changed) == merged and len(report.skipped) == (not merged)
     assert merged or "their strides together" in report.skipped[0][1]
     assert_same(model, out, x, 1e-5)
+
+
+def test_the_affine_folds_refuse_a_bias_or_affine_of_the_wrong_length_and_take_lists():
+    """A bias of one value for four output channels was broadcast to all of them; lists raised inside."""
+    from onebyone.algebra import fold_affine_after, fold_affine_before
+
+    w = np.ones((4, 3))
+    with pytest.raises(OneByOneError, match=r"b must have shape \(4,\) to match 4 output channels, got \(1,\)"):
+        fold_affine_after(w, np.ones(1), np.ones(4), np.zeros(4))
+    with pytest.raises(OneByOneError, match=r"one shift per channel \(3\), got shape \(2,\)"):
+        fold_affine_before(w, None, np.ones(3), np.zeros(2))
+    new_w, new_b = fold_affine_after(w, None, [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 1.0])
+    assert new_w[3].tolist() == [4.0] * 3 and new_b.tolist() == [0.0, 0.0, 0.0, 1.0]
