@@ -60,3 +60,50 @@ def test_a_channels_first_input_size_for_a_channels_last_model_is_refused():
                                             r"Keras takes channels last: input_size=\(32, 32, 3\)"):
         analyze(model, input_size=(3, 32, 32))
     assert analyze(model, input_size=(32, 32, 3)).macs == analyze(model).macs == 30 * 30 * 8 * 27
+
+
+L = keras.layers
+
+
+def test_every_shape_is_the_one_that_ran():
+    """Axes the graph leaves open (a fully convolutional model) take input_size's sizes, not the batch's; a
+    nested model called twice counts both calls; a subclassed model is run as any other (each was wrong or
+    raised: 3,072 MACs for 196,608; one call of two; an AttributeError)."""
+    import numpy as np
+
+    fcn = keras.Sequential([keras.Input((None, None, 3)), L.Conv2D(16, 1), L.Conv2D(4, 3)])
+    s = analyze(fcn, input_size=(32, 32, 3), batch_size=4)
+    assert [r.macs for r in s.rows] == [4 * 32 * 32 * 16 * 3, 4 * 30 * 30 * 4 * 16 * 9]
+    with pytest.raises(OneByOneError, match=r"leaves axes of its input open \(None, None, 3\): pass input_size"):
+        analyze(fcn)
+    inner = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(16, 1, name="conv")], name="inner")
+    a, b = keras.Input((8, 8, 3)), keras.Input((8, 8, 3))
+    twice = keras.Model([a, b], L.Add()([inner(a), inner(b)]))
+    s = analyze(twice, example=[np.zeros((1, 8, 8, 3), "float32")] * 2)
+    convs = [r for r in s.rows if r.type == "Conv2D"]
+    assert [r.name for r in convs] == ["inner.conv", "inner.conv"] and [r.params for r in convs] == [64, 0]
+    assert s.macs == 2 * 64 * 16 * 3 and s.params == twice.count_params()
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = L.Conv2D(16, 1)
+
+        def call(self, x):
+            return self.conv(x)
+
+    assert analyze(Sub(), input_size=(8, 8, 3)).macs == 64 * 16 * 3
+
+
+def test_causal_transposed_and_one_dimensional_depthwise_convs_are_counted():
+    """Conv1D with causal padding (it raised), transposed convs and 1-D depthwise / separable convs (read as
+    layers the analyzer does not know): counted, their parameters equal to Keras's."""
+    causal = keras.Sequential([keras.Input((10, 4)), L.Conv1D(8, 3, padding="causal", dilation_rate=2)])
+    assert analyze(causal).macs == 10 * 8 * 3 * 4
+    up = keras.Sequential([keras.Input((7, 7, 16)), L.Conv2DTranspose(8, 2, strides=2)])
+    s = analyze(up)
+    assert s.macs == 49 * 16 * 8 * 4 == cost.conv_transpose_cost((1, 16, 7, 7), 8, 2, (1, 8, 14, 14)).macs
+    assert s.params == up.count_params() and s.uncounted == []
+    dw = keras.Sequential([keras.Input((10, 4)), L.DepthwiseConv1D(3), L.SeparableConv1D(6, 3)])
+    s = analyze(dw)
+    assert s.macs == 8 * 4 * 3 + 6 * 4 * 3 + 6 * 4 * 6 and s.params == dw.count_params() and s.uncounted == []

@@ -137,3 +137,14 @@ def test_cost_errors_name_what_was_expected():
         cost.conv_cost((1, 4, 8, 8), 6, 3, groups=3)
     with pytest.raises(OneByOneError, match="dtype must be a NumPy dtype name"):
         cost.conv1x1_cost((1, 4, 5, 5), 3, dtype="floaty")
+
+
+def test_a_transposed_conv_in_either_layout_and_shapes_that_do_not_fit_are_refused():
+    """Keras's (N, H, W, C) once read its width as the channels (232 params for 520); an output shape of
+    another batch, channel count or rank was accepted."""
+    nchw = cost.conv_transpose_cost((1, 16, 7, 7), 8, 2, (1, 8, 14, 14))
+    nhwc = cost.conv_transpose_cost((1, 7, 7, 16), 8, 2, (1, 14, 14, 8), layout="NHWC")
+    assert nchw.params == nhwc.params == 16 * 8 * 4 + 8 and nchw.macs == nhwc.macs
+    for x, y in (((1, 16, 7, 7), (1, 99, 3, 3)), ((1, 16), (1, 8)), ((1, 16, 7, 7), (2, 8, 14, 14))):
+        with pytest.raises(OneByOneError, match="a transposed conv takes"):
+            cost.conv_transpose_cost(x, 8, 3, y)

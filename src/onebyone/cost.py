@@ -108,7 +108,9 @@ def _per_axis(value, n: int, name: str, minimum: int = 1) -> tuple:
     if isinstance(value, (tuple, list)):
         if len(value) != n:
             raise OneByOneError(f"{name} must be an int or {n} ints, got {value!r}")
-        return tuple(value if isinstance(v, str) else check_int(v, name, minimum) for v in value)
+        pair = name == "padding"  # an axis's padding may be a (before, after) pair (a causal conv's)
+        return tuple(v if isinstance(v, str) or pair and isinstance(v, tuple) else check_int(v, name, minimum)
+                     for v in value)
     if isinstance(value, str):
         return (value,) * n
     return (check_int(value, name, minimum),) * n
@@ -191,8 +193,9 @@ def conv_cost(input_shape, out_channels: int, kernel_size, *, stride=1, padding=
 
 
 def conv_transpose_cost(input_shape, out_channels: int, kernel_size, output_shape, *, groups: int = 1,
-                        bias: bool = True, dtype="float32") -> Cost:
-    """Cost of a transposed convolution (ConvTranspose1d/2d/3d) of an (N, C_in, *spatial) input.
+                        bias: bool = True, layout: str = "NCHW", dtype="float32") -> Cost:
+    """Cost of a transposed convolution (ConvTranspose1d/2d/3d) of an (N, C_in, *spatial) input (``layout``
+    "NHWC": (N, *spatial, C_in), as Keras's Conv2DTranspose takes it).
 
     Each input element is scattered through ``(C_out / groups) * prod(kernel)`` weights, one MAC each;
     ``output_shape`` is the layer's (it depends on stride, padding and output padding).
@@ -200,8 +203,17 @@ def conv_transpose_cost(input_shape, out_channels: int, kernel_size, output_shap
     >>> conv_transpose_cost((1, 16, 7, 7), 8, 2, (1, 8, 14, 14)).macs == 16 * 49 * 8 * 4
     True
     """
+    check_choice(layout, ("NCHW", "NHWC"), "layout")
     input_shape = tuple(check_int(v, "input_shape entries") for v in input_shape)
-    c, out_channels, groups = input_shape[1], check_int(out_channels, "out_channels"), check_int(groups, "groups")
+    output_shape = tuple(check_int(v, "output_shape entries") for v in output_shape)
+    last = layout == "NHWC"
+    if len(input_shape) < 3 or len(output_shape) != len(input_shape) or output_shape[0] != input_shape[0] or \
+            output_shape[-1 if last else 1] != out_channels:
+        raise OneByOneError(f"a transposed conv takes (N, {'*spatial, C' if last else 'C, *spatial'}) with one "
+                            f"or more spatial axes and gives the same N and {out_channels} channels; got "
+                            f"{input_shape} -> {output_shape}")
+    c = input_shape[-1 if last else 1]
+    out_channels, groups = check_int(out_channels, "out_channels"), check_int(groups, "groups")
     if c % groups or out_channels % groups:
         raise OneByOneError(f"groups={groups} must divide both in_channels={c} and out_channels={out_channels}")
     k = _per_axis(kernel_size, len(input_shape) - 2, "kernel_size")
