@@ -167,3 +167,31 @@ def test_maps_and_resume_keep_the_classes_the_run_was_trained_on(tmp_path, capsy
     assert main(["train", "nin_digits", "--resume", "--epochs", "3", "--out", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "now holds the classes ['b_one', 'z_zero'], but the run was trained on ['a_zero', 'b_one']" in err
+
+
+@pytest.mark.parametrize("name,stride", [("squeezenet1_0", 16), ("squeezenet1_1", 16)])
+def test_the_stride_is_measured_not_divided(name, stride):
+    """SqueezeNet's total stride is 16 (a stride-2 conv and three stride-2 pools); its ceil-mode pools make a
+    224-pixel window give a 13-cell map, and 224 // 13 = 17 was reported: every column drifted a pixel more."""
+    model = create_model(name, num_classes=4).eval()
+    _, got = canvas_scores(model, torch.zeros(1, 3, 256, 240), (3, 224, 224))
+    assert got == (stride, stride)
+
+
+def test_a_pooled_linear_head_has_no_class_maps_of_its_own_and_its_canvas_has_one_per_class():
+    """GAP -> Flatten -> Linear after a 1x1 conv: the pool's input is features, not one map per class (they
+    were returned as class maps: 256 of them for 10 classes); the canvas goes through convolutionalize."""
+    model = create_model("mobilenet_v1", num_classes=10, alpha=0.25).eval()
+    with pytest.raises(OneByOneError, match="no head of a 1x1 conv"):
+        class_maps(model, torch.zeros(1, 3, 64, 64))
+    scores, _ = canvas_scores(model, torch.randn(1, 3, 96, 96), (3, 64, 64))
+    assert scores.shape[:2] == (1, 10)
+
+
+def test_class_maps_run_a_training_model_in_eval_mode_and_leave_it_as_it_was():
+    model = create_model("nin_digits")  # training mode, as a user may hold it
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    maps = class_maps(model, x)
+    assert model.training and all(torch.equal(stats[k], v) for k, v in model.state_dict().items())
+    torch.testing.assert_close(maps, class_maps(model.eval(), x))

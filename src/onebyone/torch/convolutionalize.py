@@ -304,8 +304,8 @@ def _measured_stride(model, input_size, guess: tuple) -> tuple:
             return lo
 
         s = guess[axis]
-        one = first(2)
-        if not (one <= s and cells(s) == 2 and cells(2 * s) == 3):
+        one = first(2)  # the growth that adds the second cell; the third comes exactly one stride later
+        if not (s >= 1 and cells(one + s - 1) == 2 and cells(one + s) == 3):
             s = first(3, one) - one
         stride.append(s)
         offset.append(s - one)

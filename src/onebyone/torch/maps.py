@@ -17,9 +17,11 @@ from torch import fx, nn
 from ..errors import OneByOneError
 from . import graph as G
 from .capture import trace
-from .convolutionalize import convolutionalize
+from .convolutionalize import _measured_stride, convolutionalize
 from .layer_kinds import is_pointwise_conv
 from .layers import ChannelBatchNorm
+from .rewrites import is_flatten
+from .tensors import evaluating
 
 _PASS_THROUGH = (nn.BatchNorm2d, ChannelBatchNorm)
 
@@ -49,9 +51,34 @@ def _map_node(gm):
             if not (G.is_elementwise(gm, cur) or isinstance(G.module(gm, cur), _PASS_THROUGH)):
                 break
             cur = cur.args[0]
-        if is_pointwise_conv(G.module(gm, cur)):
+        if is_pointwise_conv(G.module(gm, cur)) and _only_flattened(gm, node):
             return src
     return None
+
+
+def _only_flattened(gm, node) -> bool:
+    """Does ``node``'s value reach the output through flattens and elementwise layers alone (no Linear after
+    a pooled 1x1 conv: its pool's input would be features, not one map per class)?"""
+    while True:
+        users = list(node.users)
+        if len(users) != 1:
+            return False
+        node = users[0]
+        if node.op == "output":
+            return True
+        if not (is_flatten(gm, node) or G.is_elementwise(gm, node)):
+            return False
+
+
+class _Slid(nn.Module):
+    """The class maps averaged over each window's extent: one cell per window of the input size."""
+
+    def __init__(self, gm, node, size: tuple):
+        super().__init__()
+        self.gm, self.node, self.size = gm, node, size
+
+    def forward(self, x):
+        return F.avg_pool2d(_grab(self.gm, self.node, x), self.size, stride=1)
 
 
 def class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -72,9 +99,10 @@ def class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _grab(gm, node, x) -> torch.Tensor:
-    """The value of ``node`` when the traced model runs on ``x``."""
+    """The value of ``node`` when the traced model runs on ``x`` (in eval mode: no batch statistics, no
+    dropout; each layer's own mode given back)."""
     grab = _Grab(gm, node)
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(gm):
         grab.run(x)
     return grab.value
 
@@ -90,15 +118,22 @@ def canvas_scores(model: nn.Module, canvas: torch.Tensor, input_size) -> tuple[t
         raise OneByOneError(f"the canvas must be (B, {c}, H >= {h}, W >= {w}) for a model of input {c}x{h}x{w}, "
                             f"got shape {tuple(canvas.shape)}")
     model = model.eval()
-    gm = trace(model)  # traced once for both runs below
+    gm = trace(model)  # traced once for the runs below
     node = _map_node(gm)
-    if node is not None:
-        mh, mw = _grab(gm, node, torch.zeros(1, c, h, w, dtype=canvas.dtype)).shape[2:]  # one window's maps
-        maps = _grab(gm, node, canvas)  # (B, K, Mh, Mw)
-        return F.avg_pool2d(maps, (mh, mw), stride=1), (h // mh, w // mw)
-    conv, report = convolutionalize(model, input_size)
+    if node is None:
+        conv, report = convolutionalize(model, input_size)
+        if report.layers:  # a Flatten -> Linear head slid as a conv over the trunk's map
+            with torch.no_grad():
+                return conv.eval()(canvas), tuple(report.layers[0]["stride"])
+        gm = trace(conv.eval())  # a pooled Linear head, now a 1x1 conv: its maps
+        node = _map_node(gm)
+        if node is None:
+            raise OneByOneError(f"{type(model).__name__}'s head could not be slid: {report.skipped}")
+    mh, mw = _grab(gm, node, torch.zeros(1, c, h, w, dtype=canvas.dtype)).shape[2:]  # one window's maps
+    slid = _Slid(gm, node, (mh, mw))
+    stride, _ = _measured_stride(slid, input_size, (h // mh, w // mw))  # (ceil-mode pools: not h // mh)
     with torch.no_grad():
-        return conv.eval()(canvas), tuple(report.layers[0]["stride"])
+        return slid(canvas), stride
 
 
 def _image(image) -> torch.Tensor:
