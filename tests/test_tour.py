@@ -25,6 +25,15 @@ def test_every_lesson_passes(lessons):
     assert all(len(L.checks) >= 2 for L in lessons)
 
 
+def test_every_lesson_holds_on_other_draws_of_its_data():
+    """A claim holds for any data, not for one draw: every quick lesson passes at 30 more seeds (the int8
+    lesson's "under 1%" once failed at about one seed in five, many-channels' at one in thirty)."""
+    quick = [i for i in lesson_ids() if i not in ("params", "class-maps")]  # (the two slow ones: seed 0 above)
+    failed = [(seed, L.id, c.name, c.got) for seed in range(1, 31) for L in run_tour(only=quick, seed=seed)
+              for c in L.checks if not c.passed]
+    assert failed == []
+
+
 def test_lessons_report_the_numbers_they_computed(lessons):
     by_id = {L.id: L for L in lessons}
     got = {c.name: c.got for c in by_id["bottleneck"].checks}

@@ -83,7 +83,8 @@ def one_channel(L, rng):
     serve every pixel: a 1x1 conv is a dense layer from C to O features applied to each pixel.""")
 def many_channels(L, rng):
     x = rng.standard_normal((1, 3, 16, 16))  # (N, C, H, W)
-    w, b = rng.standard_normal((8, 3)), rng.standard_normal(8)
+    w = rng.choice([-1.0, 1.0], (8, 3)) * rng.uniform(0.5, 1.5, (8, 3))  # every input weighs in every output
+    b = rng.standard_normal(8)
     y = ops.conv1x1(x, w, b)  # (1, 8, 16, 16)
     L.close("conv1x1 == ops.dense applied pixel by pixel (256 separate calls)", dense_per_pixel(x, w, b), y)
     col = x[0, :, 5, 7]
