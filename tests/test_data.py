@@ -66,6 +66,13 @@ def test_bad_names_and_paths(tmp_path):
         data.load("mnist")
     with pytest.raises(OneByOneError, match="dataset path .*nothing.npz does not exist"):
         data.load(str(tmp_path / "nothing.npz"))
+    np.savez(tmp_path / "good.npz", x=np.zeros((20, 1, 4, 4)), y=np.arange(20) % 3)
+    good = (tmp_path / "good.npz").read_bytes()
+    for name, damaged in (("empty", b""), ("cut", good[: len(good) // 2]),
+                          ("flipped", good[:200] + bytes([good[200] ^ 0xFF]) + good[201:])):
+        (tmp_path / f"{name}.npz").write_bytes(damaged)  # an empty, truncated or corrupted file: named, not raised
+        with pytest.raises(OneByOneError, match=rf"{name}.npz is not an .npz archive of arrays 'x' and 'y'"):
+            data.load(str(tmp_path / f"{name}.npz"))
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 3)))
     with pytest.raises(OneByOneError, match=r"must hold arrays 'x' and 'y'; missing \['x', 'y'\], found \['images'\]"):
         data.load(str(tmp_path / "bad.npz"))

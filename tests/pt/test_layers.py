@@ -99,6 +99,24 @@ def _layers(mlp):
     return [(p.weight.detach().double().numpy()[:, :, 0, 0], p.bias.detach().double().numpy()) for p in pws]
 
 
+def test_empty_batches_and_one_vector_run_as_the_torch_layers():
+    """A grouped Pointwise on an empty batch (its grouped conv over an empty (1, C, 0, 1) view raised) and a
+    channels-last Pointwise on one (C,) vector (refused, though nn.Linear takes it) give the torch layers'
+    shapes and values."""
+    torch.manual_seed(0)
+    grouped = Pointwise(6, 4, groups=2)
+    conv = nn.Conv3d(6, 4, 1, groups=2)
+    for x in (torch.randn(0, 6), torch.randn(0, 6, 2, 2, 2)):
+        assert grouped(x).shape == conv(x.reshape(0, 6, 1, 1, 1) if x.dim() == 2 else x).shape[:x.dim()]
+    last = Pointwise(6, 4, groups=2, channel_dim=-1)
+    assert last(torch.randn(0, 5, 6)).shape == (0, 5, 4) and last(torch.randn(2, 0, 6)).shape == (2, 0, 4)
+    dense = Pointwise(6, 12, channel_dim=-1)
+    linear = nn.Linear(6, 12)
+    linear.load_state_dict({"weight": dense.weight.detach().flatten(1), "bias": dense.bias.detach()})
+    v = torch.randn(6)
+    torch.testing.assert_close(dense(v), linear(v))
+
+
 @pytest.mark.parametrize("pool", [None, "max", "avg"])
 def test_shared_mlp_equals_the_per_point_numpy_form(pool):
     torch.manual_seed(0)

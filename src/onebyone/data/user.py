@@ -1,6 +1,7 @@
 """User data: a folder with one subfolder of images per class, or an .npz with arrays x and y."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ def _npz(path: Path):
             x, y = f["x"], f["y"]
     except OneByOneError:
         raise
-    except (OSError, ValueError, AttributeError) as e:  # not a zip of .npy arrays (a pickle is never loaded)
+    except (OSError, ValueError, AttributeError, EOFError, zipfile.BadZipFile) as e:  # not a zip of .npy arrays
+        # (empty, truncated, or with a damaged member; a pickle is never loaded)
         raise OneByOneError(f"{path} is not an .npz archive of arrays 'x' and 'y' (as numpy.savez writes): "
                             f"{type(e).__name__}") from None
     return check_samples(x, y, str(path))

@@ -2,12 +2,14 @@
 
 ``y[:, o] = sum_c W[o, c] x[:, c] + b[o]`` at every position. The kernel depends only on the input's
 rank and ``channel_dim`` (no timing, no state), so a model runs the same ops in every process and
-exports with dynamic shapes:
+exports with dynamic shapes. The weight has channels_last strides (the layout of the gradient the fast
+kernels return), so, as from an ``nn.Conv2d`` moved to channels_last, a (B, C, L) or (B, C, H, W) input
+gives a channels_last output whatever its own format: flatten it with ``reshape``, not ``view``.
 
 ====================================  =================================================================
 input                                 kernel
 ====================================  =================================================================
-(B, C, H, W), either memory format    ``F.conv2d`` (oneDNN on CPUs keeps the input's memory format)
+(B, C, H, W), either memory format    ``F.conv2d``
 (B, C, L)                             ``F.conv2d`` on a channels_last (B, C, L, 1) view
 (B, C) and (..., C) (channel_dim=-1)  ``F.linear``; grouped: ``F.conv2d`` on a (1, C, M, 1) view
 (B, C, D, H, W) and higher            channel-last, as the row above
@@ -31,6 +33,8 @@ def strided(x, stride: int, dims):
 def _channel_last(x, w, b, groups):  # (..., C) -> (..., O)
     if groups == 1:
         return F.linear(x, w.flatten(1), b)
+    if not x.numel():  # no rows: the grouped weight as one block-diagonal (O, C) matrix (a conv takes none)
+        return F.linear(x, torch.block_diag(*w.flatten(1).view(groups, -1, w.shape[1]).unbind(0)), b)
     lead = x.shape[:-1]
     x4 = x.reshape(1, -1, 1, x.shape[-1]).permute(0, 3, 1, 2)  # (M, C) -> (1, C, M, 1), channels_last strides
     y = F.conv2d(x4, w, b, 1, 0, 1, groups)  # (1, O, M, 1)
@@ -43,7 +47,7 @@ def _check(x, weight, groups: int, channel_dim: int) -> None:
         raise OneByOneError(f"pointwise takes a weight of shape (O, C/groups, 1, 1), as nn.Conv2d(kernel_size=1) "
                             f"holds it, got {tuple(weight.shape) if isinstance(weight, torch.Tensor) else weight!r}"
                             " (an (O, C) matrix: weight[:, :, None, None])")
-    if x.dim() < 2 or x.shape[channel_dim] != weight.shape[1] * groups:
+    if x.dim() < (1 if channel_dim == -1 else 2) or x.shape[channel_dim] != weight.shape[1] * groups:
         raise OneByOneError(f"pointwise: the weight {tuple(weight.shape)} (groups={groups}) takes "
                             f"{weight.shape[1] * groups} channels on dim {channel_dim}, got input of shape "
                             f"{tuple(x.shape)}")
