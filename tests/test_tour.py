@@ -124,3 +124,18 @@ def test_the_tour_imports_no_matplotlib():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_json_output_is_strict_json_even_for_a_failed_lessons_nan():
+    """NaN and Infinity are not JSON (browsers' JSON.parse refuses them): a failed check's NaN is null."""
+    from onebyone.tour.render import to_json
+
+    L = core.Lesson("nan", "t", "c", "s")
+    L.close("a value that came out not a number", np.array([float("nan")]), np.array([1.0]))
+    text = to_json([L])
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    from onebyone.checks import strict_json  # what the bench's JSON and the analyzer's --json write through too
+
+    assert strict_json({"error": [0.5, float("inf")], "ms": (float("nan"), -float("inf"))}) == \
+        '{"error": [0.5, null], "ms": [null, null]}'

@@ -2,6 +2,8 @@
 was expected and what was got, with the shapes."""
 from __future__ import annotations
 
+import json
+import math
 import numbers
 import os
 from pathlib import Path
@@ -142,3 +144,15 @@ def check_writable_file(path, what: str) -> Path:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OneByOneError(f"{what} {path} cannot be written (no permission)")
     return path
+
+
+def strict_json(value, **kw) -> str:
+    """``value`` as JSON text (``json.dumps`` keywords in ``kw``), each float that is not finite written as
+    null: NaN and Infinity are not JSON, and strict parsers (browsers' ``JSON.parse``, jq) refuse them."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return [clean(x) for x in v] if isinstance(v, (list, tuple)) else v
+    return json.dumps(clean(value), allow_nan=False, **kw)

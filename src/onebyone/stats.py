@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import asdict, dataclass, field
 
+from .checks import strict_json
 from .cost import CONVENTION
 from .errors import OneByOneError
 
@@ -169,7 +169,7 @@ class ModelStats:
                 "outside_layers": [list(u) for u in self.outside_layers]}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return strict_json(self.to_dict(), indent=2)
 
     def to_csv(self) -> str:
         buf = io.StringIO()

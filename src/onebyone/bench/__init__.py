@@ -8,7 +8,6 @@ the process's malloc.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 from contextlib import nullcontext
@@ -16,6 +15,7 @@ from contextlib import nullcontext
 import torch
 
 from .. import cost
+from ..checks import strict_json
 from ..errors import OneByOneError
 from ..progress import Bar
 from ..torch.fast import capabilities, private
@@ -344,7 +344,7 @@ def write(result: dict, json_path=None, png_path=None) -> None:
 
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(json_path)), suffix=".tmp")  # a new name
         with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
+            f.write(strict_json(result, indent=2))  # (an error that is not finite: null)
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600; a result is as readable as any file
         os.replace(tmp, json_path)
     if png_path:

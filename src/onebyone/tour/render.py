@@ -1,9 +1,9 @@
 """The tour in the terminal (plain text, colour on a tty) and as JSON."""
 from __future__ import annotations
 
-import json
 import textwrap
 
+from ..checks import strict_json
 from ..cost import CONVENTION
 from .core import summarize
 
@@ -58,4 +58,4 @@ def text(lessons, color: bool = False, width: int = 100) -> str:
 
 
 def to_json(lessons) -> str:
-    return json.dumps([L.to_dict() for L in lessons], indent=2)
+    return strict_json([L.to_dict() for L in lessons], indent=2)  # (a failed lesson's NaN: null)
