@@ -154,3 +154,13 @@ def test_the_roofline_draws_the_measured_int8_roof_beside_the_float32_one(tmp_pa
     (tmp_path / "bad.json").write_text(json.dumps(base | {"peak_gops_int8": "fast"}))
     with pytest.raises(plots.OneByOneError, match="peak_gops_int8 must be a number > 0, got 'fast'"):
         plots.read_bench(tmp_path / "bad.json")
+
+
+def test_a_bench_json_with_no_roofline_point_is_refused_before_any_page_is_written(tmp_path, capsys):
+    """`bench --sections c --json` holds no roofline point: `report --bench` refuses it at once, naming the
+    sections to run (it once built the model, wrote part of the folder, then stopped on the figure)."""
+    bench = tmp_path / "c.json"
+    bench.write_text(json.dumps({"machine": "x", "peak_gflops": 100, "bandwidth_gbs": 10, "dense_prediction": {}}))
+    assert main(["report", "nin_digits", "--bench", str(bench), "--html", str(tmp_path / "page")]) == 2
+    assert "holds no roofline point (sections a and b measure them)" in capsys.readouterr().err
+    assert not (tmp_path / "page" / "figures").exists() and not (tmp_path / "page" / "index.html").exists()

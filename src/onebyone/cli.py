@@ -217,9 +217,9 @@ def _bench_parser(sub) -> None:
     bn = sub.add_parser("bench", help="measure the speed claims side by side; ratios, JSON and a roofline PNG")
     bn.add_argument("--json", default=None, metavar="OUT", help="write every measurement to this JSON file")
     bn.add_argument("--png", default=None, metavar="OUT", help="write the roofline plot (PNG)")
-    bn.add_argument("--quick", action="store_true", help="smaller sizes (batch 8 in b), 3 repeats instead of 7, "
-                    "three zoo models in (e) (nin_cifar, squeezenet1_1, mobilenet_v1) instead of every one and three "
-                    "transformers models")
+    bn.add_argument("--quick", action="store_true", help="smaller sizes (batch 8 in b, 2 in f), 3 repeats instead "
+                    "of 7, three zoo models in (e) (nin_cifar, squeezenet1_1, mobilenet_v1) instead of every zoo "
+                    "model and four transformers models, two in (g)")
     bn.add_argument("--sections", default="abcdefg", help="which of a b c d e f g to run (default all)")
     bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparisons")
     bn.add_argument("--runs", type=_integer(1), default=1,

@@ -272,6 +272,9 @@ def check_bench(result: dict) -> dict:
                 and p.get("section") in ("a", "b") and isinstance(p.get("name"), str) and p["name"].strip()):
             raise OneByOneError(f"a roofline point of the bench JSON must hold name (a text), section ('a' or 'b'), "
                                 f"intensity and gflops (numbers > 0), got {p!r:.200}")
+    if not any(lists):
+        raise OneByOneError("the bench JSON holds no roofline point (sections a and b measure them): write one with "
+                            "`onebyone bench --sections ab --json FILE`")
     return result
 
 
