@@ -164,3 +164,14 @@ def test_a_bench_json_with_no_roofline_point_is_refused_before_any_page_is_writt
     assert main(["report", "nin_digits", "--bench", str(bench), "--html", str(tmp_path / "page")]) == 2
     assert "holds no roofline point (sections a and b measure them)" in capsys.readouterr().err
     assert not (tmp_path / "page" / "figures").exists() and not (tmp_path / "page" / "index.html").exists()
+
+
+def test_a_command_that_fails_leaves_no_folder_behind(tmp_path, capsys, monkeypatch):
+    """The output folder is checked, not made, before the work: a refused command leaves nothing (once the
+    three folders of brand/new/dir stayed behind an unknown model's error)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "nosuch", "--html", "brand/new/dir"]) == 2
+    assert main(["tour", "--lesson", "nope", "--html", "t_new"]) == 2
+    assert main(["train", "nosuch", "--data", "digits", "--out", "runs/new"]) == 2
+    capsys.readouterr()
+    assert list(tmp_path.iterdir()) == []

@@ -112,19 +112,25 @@ def result_dtype(*arrays) -> np.dtype:
 
 def check_writable(path, what: str) -> Path:
     """Refuse, before any long work, an output folder that is a file or cannot be created or written (or an
-    empty name, which would mean the current folder)."""
+    empty name, which would mean the current folder). Nothing is created: a new folder is checked through
+    the nearest folder that exists (the command makes it when it writes)."""
     if not str(path).strip():
         raise OneByOneError(f"{what} expects a folder name, got {str(path)!r}")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OneByOneError(f"{what} {path} is a file; expected a folder (existing or new)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".onebyone-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise OneByOneError(f"{what} {path} cannot be written: {e.strerror or e}") from None
+    base = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not base.is_dir():
+        raise OneByOneError(f"{what} {path} cannot be made: {base} is a file")
+    if base == path.absolute():  # an existing folder: written to once, to be sure (access() trusts modes alone)
+        try:
+            probe = path / ".onebyone-write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise OneByOneError(f"{what} {path} cannot be written: {e.strerror or e}") from None
+    elif not os.access(base, os.W_OK | os.X_OK):
+        raise OneByOneError(f"{what} {path} cannot be made: {base} is not writable")
     return path
 
 

@@ -64,3 +64,9 @@ def test_pointnet_transforms_every_point_by_its_matrix_and_hands_on_rows():
     got = _transform(x, t)
     torch.testing.assert_close(got, torch.bmm(t.transpose(1, 2), x), rtol=1e-5, atol=1e-5)
     assert got.shape == (4, 64, 100) and got.stride() == (6400, 1, 64)
+
+
+def test_a_bad_model_argument_is_named_with_the_call_it_went_into():
+    """A layer's own check inside the factory named a parameter the user never passed (out_channels)."""
+    with pytest.raises(OneByOneError, match=r"nin_cifar\(num_classes='abc'\) could not be built: out_channels"):
+        create_model("nin_cifar", num_classes="abc")

@@ -57,16 +57,17 @@ def create_model(name: str, **kwargs):
         takes = list(inspect.signature(fn).parameters)
         raise OneByOneError(f"{name}() does not take {sorted(set(kwargs) - set(takes)) or kwargs}; it takes {takes}") \
             from None
+    call = f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
     try:
         return fn(**kwargs)
-    except OneByOneError:
-        raise
+    except OneByOneError as e:  # a layer's own check, in its words (out_channels...): the call named first
+        raise OneByOneError(f"{call} could not be built: {e}") from None
     except (TypeError, ValueError, RuntimeError, MemoryError) as e:  # a value the layers refuse (dropout=2.0...)
-        big = too_large(e, f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
+        big = too_large(e, call)
         if big is not None:
             raise big from None
-        raise OneByOneError(f"{name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) could not be built: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise OneByOneError(f"{call} could not be built: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def from_spec(spec: str, **kwargs):
