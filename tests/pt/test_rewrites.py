@@ -490,3 +490,17 @@ def test_the_affine_folds_refuse_a_bias_or_affine_of_the_wrong_length_and_take_l
         fold_affine_before(w, None, np.ones(3), np.zeros(2))
     new_w, new_b = fold_affine_after(w, None, [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 1.0])
     assert new_w[3].tolist() == [4.0] * 3 and new_b.tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_a_namedtuple_example_is_cast_and_drawn_as_its_own_type():
+    """A namedtuple of positional inputs: cast to float64 for the check and drawn at random like it (its
+    constructor takes fields, not one iterable: both raised a TypeError)."""
+    from collections import namedtuple
+
+    from onebyone.torch.tensors import cast, random_like
+
+    Pair = namedtuple("Pair", "a b")
+    example = Pair(torch.ones(2, 3), torch.zeros(2, 3))
+    doubled, drawn = cast(example, torch.float64), random_like(example)
+    assert type(doubled) is type(drawn) is Pair and doubled.b.dtype == torch.float64
+    assert drawn.a.shape == (2, 3) and drawn.a.std() > 0

@@ -189,7 +189,8 @@ def _map(example, one):
     if isinstance(example, dict):
         return {k: one(v) for k, v in example.items()}
     if isinstance(example, (tuple, list)):
-        return type(example)(one(v) for v in example)
+        values = [one(v) for v in example]
+        return type(example)(*values) if hasattr(example, "_fields") else type(example)(values)  # (a namedtuple)
     return one(example)
 
 
