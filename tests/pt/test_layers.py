@@ -234,3 +234,12 @@ def test_torch_fx_traces_the_layers_into_graphs_that_compute_the_same(channel_di
         assert torch.equal(unwatched, mlp(x.requires_grad_()).detach())
         traced = torch.jit.trace(mlp, x.detach())  # its check reruns the model in another grad mode
         torch.testing.assert_close(traced(x.detach()), unwatched, rtol=0, atol=0)
+
+
+def test_an_activation_is_named_only_with_the_settings_of_the_registered_function():
+    """An ELU of alpha 2 is not the registry's elu (it was named so: a fusion would run alpha 1)."""
+    from onebyone.torch.activations import name_of
+
+    named = [name_of(m) for m in (nn.ELU(), nn.ELU(alpha=2.0), nn.GELU(), nn.GELU("tanh"), nn.LeakyReLU(0.2),
+                                  nn.ReLU(inplace=True), nn.Dropout(0.5).eval())]
+    assert named == ["elu", None, "gelu", None, None, "relu", "identity"]

@@ -29,13 +29,17 @@ def function(name, inplace: bool = False):
 
 def name_of(m: nn.Module) -> str | None:
     """The registry name of an activation module with its default settings, "identity" for Identity and
-    an eval-mode Dropout, else None (a GELU with ``approximate='tanh'`` or a LeakyReLU of another slope
-    is not the registered function)."""
+    an eval-mode Dropout, else None (a GELU with ``approximate='tanh'``, a LeakyReLU of another slope or an
+    ELU of another alpha is not the registered function)."""
     if isinstance(m, nn.Dropout):
         return None if m.training and m.p > 0 else "identity"
     name = _NAMES.get(type(m))
-    if name == "gelu" and m.approximate != "none":
-        return None
-    if name == "leaky_relu" and m.negative_slope != 0.01:
+    if name is not None and _settings(m) != _settings(type(m)()):
         return None
     return name
+
+
+def _settings(m: nn.Module) -> dict:
+    """A module's own numbers and choices (alpha, negative_slope, approximate...), mode and inplace aside."""
+    return {k: v for k, v in vars(m).items()
+            if not k.startswith("_") and k not in ("training", "inplace") and isinstance(v, (int, float, str))}
