@@ -504,3 +504,23 @@ def test_a_namedtuple_example_is_cast_and_drawn_as_its_own_type():
     doubled, drawn = cast(example, torch.float64), random_like(example)
     assert type(doubled) is type(drawn) is Pair and doubled.b.dtype == torch.float64
     assert drawn.a.shape == (2, 3) and drawn.a.std() > 0
+
+
+class DoubledLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class PlainLinear(nn.Linear):  # a subclass that computes what nn.Linear does
+    pass
+
+
+def test_linear_to_conv1x1_names_a_linear_subclass_with_its_own_forward_and_converts_the_rest():
+    """A Linear subclass was passed over without a word (timm's classifier Linear); one with a forward of its
+    own is now named, one without is converted."""
+    model = nn.Sequential(DoubledLinear(6, 6), nn.ReLU(), PlainLinear(6, 3))
+    x = torch.randn(2, 5, 6)
+    conv, report = linear_to_conv1x1(model, example=x)
+    assert report.skipped == [("0", f"{__name__}.DoubledLinear has a forward of its own")]
+    assert type(conv[0]) is DoubledLinear and isinstance(conv[2], Pointwise)
+    assert_same(model, conv, x, 1e-6)

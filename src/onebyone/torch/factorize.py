@@ -19,7 +19,7 @@ from .capture import calls_of, gc_paused
 from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise, own_forward, read_by_parent
 from .layers import Pointwise
-from .rewrite_report import FactorizedLayer, FactorizeReport, finish
+from .rewrite_report import FactorizedLayer, FactorizeReport, finish, outputs
 from .rewrites import pointwise_layer
 from .tensors import batch_size, call, cast, copy_model, numpy64, probe_input, tensor
 
@@ -172,7 +172,8 @@ def _row(name, m, r, kept, work, work64, io, calls: int, batch: int) -> dict:
 
 
 def _flat(y) -> torch.Tensor:
-    return torch.cat([t.flatten() for t in (y if isinstance(y, (tuple, list)) else [y])])
+    """Every floating-point output tensor (in tuples, lists, dicts, a ``ModelOutput``) as one vector."""
+    return torch.cat([t.flatten() for t in outputs(y) if t.is_floating_point()])
 
 
 def _chain_inputs(seq: nn.Sequential, x):

@@ -96,10 +96,12 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
     work, report = copy_model(model), RewriteReport("linear_to_conv1x1")
     done = {}
     for name, m in list(work.named_modules(remove_duplicate=False)):
-        if type(m) is not nn.Linear:
+        if not isinstance(m, nn.Linear):
             continue
-        if read_by_parent(work, name):
-            report.skipped.append((name, read_by_parent(work, name)))
+        why = read_by_parent(work, name) or (own_forward(m) and f"{type(m).__module__}.{type(m).__qualname__} has "
+                                                                "a forward of its own")
+        if why:
+            report.skipped.append((name, why))
             continue
         if id(m) not in done:
             done[id(m)] = pointwise_from(numpy64(m.weight), numpy64(m.bias), m.weight, channel_dim=-1)
