@@ -179,12 +179,14 @@ def test_linear_to_conv1x1_and_back():
 
 def test_linear_to_conv1x1_leaves_the_linears_a_transformer_layer_hands_to_its_own_kernels():
     """In eval mode nn.TransformerEncoderLayer passes its Linears' weights to torch's fused kernel, which takes
-    2-d weights only: those Linears are skipped, named; the Linear around the layer changes."""
+    2-d weights only, and nn.MultiheadAttention reads its out_proj's: those Linears are skipped, named; the
+    Linear around the layer changes."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), nn.Linear(16, 3)).eval()
     x = torch.randn(2, 5, 16)
     conv, report = linear_to_conv1x1(model, example=x)
-    assert [n for n, _ in report.skipped] == ["0.linear1", "0.linear2"] and len(report.changed) == 1
+    assert [n for n, _ in report.skipped] == ["0.self_attn.out_proj", "0.linear1", "0.linear2"]
+    assert len(report.changed) == 1
     assert isinstance(conv[1], Pointwise) and type(conv[0].linear1) is nn.Linear
     assert_same(model, conv, x, 1e-6)
 
