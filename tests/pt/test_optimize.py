@@ -94,6 +94,8 @@ def test_optimize_never_returns_a_slower_model_without_a_warning(monkeypatch):
         opt, report = optimize(model, X, channels_last=False)
     assert opt is not model and kinds(opt) == kinds(model) and report.layers == []
     assert any("the model given is returned unchanged" in n for n in report.notes)
+    assert report.changed == []  # the changes made and timed are in a note, not listed as the model's
+    assert any("are not in the model returned" in n for n in report.notes)
     for p, q in zip(opt.parameters(), model.parameters()):
         assert torch.equal(p, q) and p is not q
 

@@ -397,6 +397,10 @@ def keep_faster(model: nn.Module, req: Request, report: OptimizeReport, timed=No
            f"{given * 1e3:.3g} ms a call): the model given is returned unchanged")
     report.notes.append(why)
     report.layers = []
+    if report.changed:  # made and timed, but not in the model returned: said as such, not listed as changes
+        report.notes.append(f"{len(report.changed)} change(s) were made and timed, and are not in the model "
+                            f"returned: {'; '.join(report.changed)[:300]}")
+        report.changed = []
     if report.precision is not None and report.precision.pop("kept", None):  # an int8 form, not handed back
         for row in report.precision.get("layers", {}).values():
             row["precision"] = "float32"
