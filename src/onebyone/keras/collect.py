@@ -59,17 +59,21 @@ def _run(model, inputs) -> list:
     return calls
 
 
-def _symbolic(t) -> bool:
-    """A call on Keras's symbolic tensors (a model building itself traces its ``call`` once): not a run."""
+def _first(t):
+    """A tensor, or the first tensor of a list or dict (an Add's, a Concatenate's inputs); None for none."""
     while isinstance(t, (list, tuple, dict)):
         t = next(iter(t.values() if isinstance(t, dict) else t), None)
-    return isinstance(t, keras.KerasTensor)
+    return t
+
+
+def _symbolic(t) -> bool:
+    """A call on Keras's symbolic tensors (a model building itself traces its ``call`` once): not a run."""
+    return isinstance(_first(t), keras.KerasTensor)
 
 
 def _shape(t) -> tuple:
     """The shape of a tensor, or of the first tensor of a list (an Add's, a Concatenate's inputs)."""
-    while isinstance(t, (list, tuple, dict)):
-        t = next(iter(t.values() if isinstance(t, dict) else t), None)
+    t = _first(t)
     return tuple(int(d) for d in keras.ops.shape(t)) if t is not None else ()
 
 

@@ -104,9 +104,10 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
     io_before, calls = _layer_io(copy_model(work, torch.float64).eval(), names, cast(x, torch.float64))
-    report.skipped += [(n, read_by_parent(work, n) or "not called as a layer on the example: left as it is")
-                       for n in names if n not in io_before or read_by_parent(work, n)]
-    names = [n for n in names if n in io_before and not read_by_parent(work, n)]
+    left = {n: read_by_parent(work, n) or (n not in io_before and "not called as a layer on the example: left as "
+                                                                  "it is") for n in names}
+    report.skipped += [(n, why) for n, why in left.items() if why]
+    names = [n for n in names if not left[n]]
     work, done = _replace(work, names, rank, energy, calls, report)
     work64 = copy_model(work, torch.float64).eval()
     for name, m, r, kept in done:
