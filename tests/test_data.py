@@ -61,6 +61,23 @@ def test_user_npz_and_folder(tmp_path):
     assert x.shape == (2, 1, 6, 5) and set(y.tolist()) <= {0, 1}
 
 
+def test_uint8_arrays_read_as_image_files_are(tmp_path):
+    """Pixels saved as uint8 arrays train on what the same pixels read from a file give (0..1), so that
+    `maps` on an image file feeds a model what it was trained on."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 1, 6, 5), dtype=np.uint8)
+    np.savez(tmp_path / "u8.npz", x=pixels, y=np.arange(20) % 2)
+    train_x, _ = data.load(str(tmp_path / "u8.npz"), "train")
+    Image.fromarray(pixels[0, 0]).save(tmp_path / "one.png")
+    from_file = data.read_image(tmp_path / "one.png", gray=True)
+    assert train_x.max() <= 1.0 and train_x.dtype == np.float32
+    row = next(i for i in range(len(train_x)) if np.allclose(train_x[i] * 255, pixels[0]))  # the same sample
+    np.testing.assert_allclose(train_x[row], from_file, atol=1e-6)
+    np.save(tmp_path / "one.npy", pixels[0])
+    np.testing.assert_allclose(data.read_image(tmp_path / "one.npy"), from_file, atol=1e-6)
+
+
 def test_bad_names_and_paths(tmp_path):
     with pytest.raises(OneByOneError, match=r"unknown dataset 'mnist'; expected one of \('digits', 'shapes3d'\)"):
         data.load("mnist")

@@ -28,15 +28,23 @@ def _npz(path: Path):
     return check_samples(x, y, str(path))
 
 
+def as_float(a: np.ndarray) -> np.ndarray:
+    """``a`` as float32: uint8 pixels (0..255) scaled to [0, 1] as image files are read, other numbers as
+    they are."""
+    return a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+
+
 def check_samples(x, y, where: str):
     """(x float32, y int64) if ``x`` holds finite numbers, one per sample, and ``y`` one class label per
-    sample: non-negative integers (integral floats too) with no more classes than samples."""
+    sample: non-negative integers (integral floats too) with no more classes than samples. A uint8 ``x``
+    (pixels 0..255) is scaled to 0..1, as images read from files are (and as torchvision's ``ToTensor``
+    does): a model trained on the arrays then reads an image file as it read its training samples."""
     if x.dtype.kind not in "fiub":
         raise OneByOneError(f"{where}: x must hold numbers, got dtype {x.dtype}")
     if x.ndim < 2 or len(x) < 2:
         raise OneByOneError(f"{where}: x must hold at least 2 samples (N, ...) to split into train and test, "
                             f"got shape {x.shape}")
-    x = x.astype(np.float32)
+    x = as_float(x)
     if not np.isfinite(x).all():
         raise OneByOneError(f"{where}: x holds {int((~np.isfinite(x)).sum()):,} NaN or infinite values; "
                             "expected finite inputs")
@@ -61,7 +69,8 @@ def check_samples(x, y, where: str):
 
 def read_image(path, gray: bool = False) -> np.ndarray:
     """An image file as (C, H, W) float32 in [0, 1]: C = 1 for grayscale, 3 for colour (alpha dropped),
-    or 1 always with ``gray``. A ``.npy`` file holds (H, W) or (C, H, W) values as they are."""
+    or 1 always with ``gray``. A ``.npy`` file holds (H, W) or (C, H, W) values, taken as they are (uint8
+    pixels scaled to [0, 1])."""
     path = Path(path)
     if not path.is_file():
         raise OneByOneError(f"image file {path} does not exist")
@@ -72,7 +81,7 @@ def read_image(path, gray: bool = False) -> np.ndarray:
             raise OneByOneError(f"{path} is not a readable .npy array of numbers: {e}") from None
         if a.dtype.kind not in "fiub":
             raise OneByOneError(f"{path} holds an array of {a.dtype}; expected numbers")
-        a = a.astype(np.float32)
+        a = as_float(a)
         if a.ndim not in (2, 3):
             raise OneByOneError(f"{path} holds an array of shape {a.shape}; expected (H, W) or (C, H, W)")
         return a[None] if a.ndim == 2 else a
