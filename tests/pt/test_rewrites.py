@@ -198,6 +198,18 @@ def test_conv1x1_to_linear_only_where_the_layout_allows():
     assert_same(model, out, x, 1e-6)
     assert report.changed == ["3: Conv2d on a 1x1 map, then flatten -> Flatten + Linear"]
     assert report.skipped[0][0] == "0" and "nn.Linear acts on the last dim" in report.skipped[0][1]
+    assert_same(model, out, torch.randn(2, 3, 9, 9), 1e-6)  # the pool keeps the map 1 x 1 at any size
+
+
+def test_conv1x1_to_linear_on_a_map_one_pixel_only_at_the_example_refuses_larger_inputs():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 5, 1), nn.Flatten())  # 3x3 in: a 1x1 map there
+    out, report = conv1x1_to_linear(model, example=torch.randn(2, 3, 3, 3))
+    assert report.changed == ["1: Conv2d on a 1x1 map, then flatten -> Flatten + Linear"]
+    assert isinstance(out[1][1], nn.Linear)
+    with pytest.raises(OneByOneError, match=r"replaced a 1x1 conv on a 1 x 1 map .* got \[2, 8, 3, 3\]"):
+        out(torch.randn(2, 3, 5, 5))  # the conv gave 5 x 9 features here, which no Linear over 8 channels can
+    scripted = torch.jit.script(out)  # as nn.Flatten was, the check is TorchScript
+    assert torch.equal(scripted(torch.ones(1, 3, 3, 3)), out(torch.ones(1, 3, 3, 3)))
 
 
 def test_rewrites_need_an_input_they_can_guess_or_are_given():

@@ -26,6 +26,22 @@ from .rewrite_report import RewriteReport, finish
 from .tensors import check_module, copy_model, numpy64, probe_input, tensor
 
 
+class FlattenOnePixel(nn.Flatten):
+    """``nn.Flatten(1)`` of a one-pixel map: what ``conv1x1_to_linear`` puts before the Linear of a 1x1 conv
+    it found on a 1x1 map. A larger map (an input larger than the example) is refused: there the conv gave a
+    value per pixel, which one Linear over the channels cannot."""
+
+    def forward(self, x):  # (B, C, 1, ..., 1) -> (B, C)
+        one_pixel = x.dim() >= 3
+        for n in x.shape[2:]:
+            one_pixel = one_pixel and n == 1
+        if not one_pixel:  # (written for TorchScript too)
+            raise OneByOneError("this Linear replaced a 1x1 conv on a 1 x 1 map (conv1x1_to_linear); it got "
+                                + str(list(x.shape)) + ": call the rewritten model at the input size it was made "
+                                "at, or keep the conv (the original model) for larger inputs")
+        return x.flatten(1)
+
+
 def traced(work: nn.Module, x, report: RewriteReport):
     """``work``'s fx graph with shapes, or None after reporting in ``report`` that the rewrite could not
     see what feeds what (so it changes nothing: the report says so, and the check still runs)."""
@@ -169,7 +185,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
             and user is not None
             and is_flatten(gm, user)
         ):
-            work = G.replace_module(work, node.target, nn.Sequential(nn.Flatten(1), lin))
+            work = G.replace_module(work, node.target, nn.Sequential(FlattenOnePixel(), lin))
             report.changed.append(f"{node.target}: {type(m).__name__} on a 1x1 map, then flatten -> Flatten + Linear")
             continue
         report.skipped.append(
