@@ -19,9 +19,9 @@ from .capture import calls_of, gc_paused
 from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise, own_forward, read_by_parent
 from .layers import Pointwise
-from .rewrite_report import FactorizedLayer, FactorizeReport, finish, outputs
+from .rewrite_report import FactorizedLayer, FactorizeReport, finish
 from .rewrites import pointwise_layer
-from .tensors import batch_size, call, cast, copy_model, numpy64, probe_input, tensor
+from .tensors import batch_size, call, cast, copy_model, numpy64, outputs, probe_input, tensor
 
 KINDS = ("pointwise", "dense", "conv")
 

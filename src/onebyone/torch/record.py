@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .capture import Listener, watch
-from .tensors import tensor_args
+from .tensors import outputs, tensor_args
 
 _METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data_ptr", "__len__", "is_floating_point",
              "element_size", "ndimension", "nelement", "__format__", "__repr__", "__bool__"}
@@ -189,19 +189,11 @@ def branching(calls: Calls, first: Call, second: Call) -> str:
 MODEL_OUTPUT = "the model's output"  # the use of each tensor the model returns
 
 
-def _tensors_in(out) -> list:
-    """The tensors of a model's output: a tensor, or tuples, lists and dicts (a ``ModelOutput``) of them."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
-    return [t for v in values for t in _tensors_in(v)]
-
-
 def record_calls(model: nn.Module, example) -> Calls:
     """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``."""
     record = Calls()
     out = watch(model, example, _Recorder(model, record))
-    for t in _tensors_in(out):  # what the model returns is read too (by its caller)
+    for t in outputs(out, strict=False):  # what the model returns is read too (by its caller)
         record.uses[record.key(t)].append(MODEL_OUTPUT)
     per_module = defaultdict(int)
     for c in record.calls + record.containers:

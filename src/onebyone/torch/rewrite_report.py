@@ -12,7 +12,7 @@ from torch import nn
 from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .collect import analyze
-from .tensors import call, cast, copy_model, random_like
+from .tensors import call, cast, copy_model, outputs, random_like
 
 
 class FactorizedLayer(TypedDict):
@@ -112,19 +112,6 @@ class OptimizeReport(RewriteReport):
     layers: list[KernelChoice] = field(default_factory=list)
     precision: dict | None = None  # the lower precision's error against float32, ms a call
     passes: list = field(default_factory=list)  # {pass, seconds, changes} for each pass it ran
-
-
-def outputs(y) -> list:
-    """The tensors of a model's output (a tensor, or tuples, lists and dicts of them), in order."""
-    if y is None:
-        return []
-    if isinstance(y, torch.Tensor):
-        return [y]
-    if isinstance(y, (tuple, list)):
-        return [t for v in y for t in outputs(v)]
-    if isinstance(y, dict):
-        return [t for v in y.values() for t in outputs(v)]
-    raise OneByOneError(f"model outputs must be tensors, tuples, lists or dicts of them, got {type(y).__name__}")
 
 
 def max_difference(

@@ -118,6 +118,20 @@ def arguments(example) -> tuple[tuple, dict]:
     return (tuple(example) if isinstance(example, (tuple, list)) else (example,)), {}
 
 
+def outputs(y, strict: bool = True) -> list:
+    """The tensors of a model's output (a tensor, or tuples, lists and dicts of them: a ``ModelOutput`` too),
+    in order. Any other leaf is refused, or with ``strict=False`` passed over (``None`` always is)."""
+    if y is None:
+        return []
+    if isinstance(y, torch.Tensor):
+        return [y]
+    if isinstance(y, (tuple, list, dict)):
+        return [t for v in (y.values() if isinstance(y, dict) else y) for t in outputs(v, strict)]
+    if not strict:
+        return []
+    raise OneByOneError(f"model outputs must be tensors, tuples, lists or dicts of them, got {type(y).__name__}")
+
+
 def tensor_args(args, kwargs) -> list:
     """The tensors among a call's arguments, one level into lists and tuples (``torch.cat([a, b])``)."""
     out = []

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError, reason
-from ..rewrite_report import OptimizeReport, RewriteReport, outputs, weight_rounding
-from ..tensors import call, copy_model, describe, example_values
+from ..rewrite_report import OptimizeReport, RewriteReport, weight_rounding
+from ..tensors import call, copy_model, describe, example_values, outputs
 from .exported import Exported
 from .int8_chain import int8_chains
 from .int8_engines import OnnxRuntimeInt8, OpenVinoInt8

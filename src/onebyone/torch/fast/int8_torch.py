@@ -14,8 +14,8 @@ from ...errors import OneByOneError
 from .. import graph as G
 from ..capture import Listener, calls_of, watch
 from ..layers import Pointwise
-from ..rewrite_report import output_difference, outputs
-from ..tensors import call, copy_model
+from ..rewrite_report import output_difference
+from ..tensors import call, copy_model, outputs
 from . import int8_ranges, private
 from .int8_chain import affine, rounded, weight_scales
 from .private import quantized_tensors

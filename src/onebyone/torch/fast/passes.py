@@ -41,11 +41,10 @@ from ..rewrite_report import (
     RewriteReport,
     finish,
     output_difference,
-    outputs,
     weight_rounding,
 )
 from ..rewrites import merged_pointwise
-from ..tensors import call, check_module, copy_model, example_values, first_sample, input_kw, probe_input
+from ..tensors import call, check_module, copy_model, example_values, first_sample, input_kw, outputs, probe_input
 from . import private
 from .chain import FusedPointwiseChain
 from .compiled import Compiled
