@@ -24,6 +24,21 @@ def test_params_equal_count_params(name):
             assert r.params == by_layer[r.name], r.name
 
 
+@pytest.mark.parametrize("name", ["MobileNetV2", "EfficientNetV2B0", "DenseNet121", "ConvNeXtTiny", "Xception"])
+def test_macs_equal_torch_flop_counter_running_the_keras_model(name):
+    """An independent count: on the torch backend a Keras model's call is torch ops, which FlopCounterMode
+    counts (2 flops a MAC). Depthwise and separable convs, SE blocks, dense growth and layer-scaled blocks."""
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = getattr(keras.applications, name)(weights=None)
+    x = np.random.default_rng(0).random((1, *model.input_shape[1:]), dtype=np.float32)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, training=False)
+    assert analyze(model).macs == counter.get_total_flops() // 2
+
+
 def test_keras_mobilenet_macs_and_the_1x1_head():
     s = analyze(keras.applications.MobileNet(weights=None))
     # Keras writes the classifier as a 1x1 conv: the torch MobileNet's 568,740,352 MACs with that head
