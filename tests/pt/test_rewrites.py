@@ -538,3 +538,29 @@ def test_linear_to_conv1x1_names_a_linear_subclass_with_its_own_forward_and_conv
     assert report.skipped == [("0", f"{__name__}.DoubledLinear has a forward of its own")]
     assert type(conv[0]) is DoubledLinear and isinstance(conv[2], Pointwise)
     assert_same(model, conv, x, 1e-6)
+
+
+def _cancelling():
+    """1000 x - 999.99 x, then a BatchNorm: float32 rounds each product by more than the tolerance of the sum."""
+    m = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.Conv2d(2, 1, 1, bias=False), nn.BatchNorm2d(1)).eval()
+    with torch.no_grad():
+        m[0].weight.fill_(1.0)
+        m[1].weight.copy_(torch.tensor([1000.0, -999.99]).view(1, 2, 1, 1))
+        m[2].running_var.fill_(3.0), m[2].running_mean.fill_(0.1), m[2].weight.fill_(1.7)
+    return m, torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)) + 5
+
+
+def test_a_fold_within_the_models_own_float32_rounding_is_exact_and_a_wrong_one_still_raises():
+    from onebyone.torch.rewrite_report import RewriteReport, finish
+
+    model, x = _cancelling()
+    folded, report = fold_batchnorm(model, example=x)  # 1.5e-5 off in float64: past 1e-6, within float32's own
+    assert report.changed and "the original model in float32 is that far from itself in float64" in report.notes[0]
+    exact = copy.deepcopy(model).double()(x.double())
+    with torch.no_grad():  # the folded float32 model is as close to the exact outputs as the float32 original
+        assert (folded(x).double() - exact).abs().max() <= 2 * (model(x).double() - exact).abs().max()
+    wrong = copy.deepcopy(model)
+    with torch.no_grad():
+        wrong[2].running_var.fill_(4.0)  # a fold 13% off: far past float32's own 0.2%
+    with pytest.raises(OneByOneError, match="fold_batchnorm changed the outputs by"):
+        finish(RewriteReport("fold_batchnorm", changed=["2"]), model, wrong, x, 1e-6, False)
