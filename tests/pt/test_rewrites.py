@@ -564,3 +564,23 @@ def test_a_fold_within_the_models_own_float32_rounding_is_exact_and_a_wrong_one_
         wrong[2].running_var.fill_(4.0)  # a fold 13% off: far past float32's own 0.2%
     with pytest.raises(OneByOneError, match="fold_batchnorm changed the outputs by"):
         finish(RewriteReport("fold_batchnorm", changed=["2"]), model, wrong, x, 1e-6, False)
+
+
+def test_a_norm_left_unfolded_is_named_with_what_it_reads():
+    class Pieces(nn.Module):  # timm's LambdaLayer: q, k, v = split(qkv(x)); norm_q(q)
+        def __init__(self):
+            super().__init__()
+            self.bn_in, self.qkv, self.norm_q = nn.BatchNorm2d(3), nn.Conv2d(3, 12, 1), nn.BatchNorm2d(4)
+            self.register_buffer("table", torch.randn(1, 4, 2, 2))
+            self.bn_table = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            q, k, v = torch.split(self.qkv(self.bn_in(x).relu()), [4, 4, 4], dim=1)
+            return self.norm_q(q).flatten(1) + (k * v).flatten(1) + self.bn_table(self.table).mean()
+
+    model = Pieces().eval()
+    _, report = fold_batchnorm(randomize_bn(model), example=torch.randn(2, 3, 2, 2))
+    why = dict(report.skipped)
+    assert why["bn_in"].startswith("reads the model's input and is read by `relu`")
+    assert why["norm_q"].startswith("reads a piece of `split`'s output and is read by `flatten`")
+    assert why["bn_table"].startswith("reads a tensor no layer made (a parameter or a buffer, say)")

@@ -85,6 +85,8 @@ class Calls:
     open: list = field(default_factory=list)  # the containers' calls under way (indices into ``containers``)
     queried: set = field(default_factory=set)  # containers' calls whose own forward read a shape or a bool
     valued: set = field(default_factory=set)  # ... that read a tensor's values (a bool, an item, a list)
+    inputs: set = field(default_factory=set)  # the keys of the model's input tensors
+    pieces: dict = field(default_factory=dict)  # value key -> the function whose tuple it is part of (``split``)
 
     def key(self, t: torch.Tensor) -> tuple:
         self.keep.append(t)
@@ -167,6 +169,10 @@ class _Recorder(Listener):
             return
         (op, tensors), self.pending = self.pending, None
         op.output = self.r.produced(out, tensors)
+        if isinstance(out, (tuple, list)):  # q, k, v = torch.split(...): each piece named by its function
+            for t in out:
+                if isinstance(t, torch.Tensor):
+                    self.r.pieces[self.r.key(t)] = getattr(func, "__name__", str(func))
         if op.output is not None:
             op.output_shape = tuple(out.shape)
             self.r.ops.append(op)
@@ -192,6 +198,7 @@ MODEL_OUTPUT = "the model's output"  # the use of each tensor the model returns
 def record_calls(model: nn.Module, example) -> Calls:
     """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``."""
     record = Calls()
+    record.inputs = {record.key(t) for t in outputs(example, strict=False)}
     out = watch(model, example, _Recorder(model, record))
     for t in outputs(out, strict=False):  # what the model returns is read too (by its caller)
         record.uses[record.key(t)].append(MODEL_OUTPUT)

@@ -254,7 +254,9 @@ def _producer(calls, ops, key, shape):
         single = single and len(calls.uses[src.key]) == 1
         key = src.key
     prev = calls.producer.get(key)
-    return prev, single, f"`{prev.name}`" if prev is not None else "the model's input"
+    return prev, single, (f"`{prev.name}`" if prev is not None else "the model's input" if key in calls.inputs
+                          else f"a piece of `{calls.pieces[key]}`'s output" if key in calls.pieces
+                          else "a tensor no layer made (a parameter or a buffer, say)")
 
 
 def _passes_through(call) -> bool:
