@@ -584,3 +584,35 @@ def test_a_norm_left_unfolded_is_named_with_what_it_reads():
     assert why["bn_in"].startswith("reads the model's input and is read by `relu`")
     assert why["norm_q"].startswith("reads a piece of `split`'s output and is read by `flatten`")
     assert why["bn_table"].startswith("reads a tensor no layer made (a parameter or a buffer, say)")
+
+
+class ReadsWeights(nn.Module):
+    """timm's EVA attention: the parent runs F.linear on its child's weight (with a bias of its own) rather than
+    calling it; likewise a 1x1 conv's weight read by F.conv2d, that conv followed by a BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.q_bias = nn.Linear(4, 12, bias=False), nn.Parameter(torch.randn(12))
+        self.conv, self.bn, self.head = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Linear(12, 5)
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, H*W, 5)
+        y = (self.bn(self.conv(x)) + torch.nn.functional.conv2d(x, self.conv.weight)).flatten(2).transpose(1, 2)
+        return self.head(torch.nn.functional.linear(y, self.qkv.weight, self.q_bias))
+
+
+@pytest.mark.parametrize("rewrite", ["linear_to_conv1x1", "conv1x1_to_linear", "factorize", "fold_batchnorm"])
+def test_a_layer_whose_weights_a_forward_reads_itself_is_left_and_named(rewrite):
+    from onebyone.torch import factorize
+
+    model, x = randomize_bn(ReadsWeights().eval()), torch.randn(2, 3, 1, 1)
+    call = {"factorize": lambda: factorize(model, rank=2, example=x)}.get(
+        rewrite, lambda: globals()[rewrite](model, example=x))
+    out, report = call()
+    why = dict(report.skipped)
+    site = {"linear_to_conv1x1": "qkv", "factorize": "qkv", "conv1x1_to_linear": "conv", "fold_batchnorm": "bn"}
+    reader = "`conv2d` in `the model`'s forward" if site[rewrite] != "qkv" else "`linear` in `the model`'s forward"
+    assert reader in why[site[rewrite]] and "not through a call of the layer" in why[site[rewrite]]
+    if rewrite == "factorize":  # rank 2 of the head: not exact; the layer read by its parent is untouched
+        assert type(out.qkv) is nn.Linear and torch.equal(out.qkv.weight, model.qkv.weight)
+    else:
+        assert_same(model, out, x, 1e-5)

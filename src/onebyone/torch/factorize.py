@@ -19,9 +19,10 @@ from .capture import calls_of, gc_paused
 from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise, own_forward, read_by_parent
 from .layers import Pointwise
+from .record import record_calls
 from .rewrite_report import FactorizedLayer, FactorizeReport, finish
 from .rewrites import pointwise_layer
-from .tensors import batch_size, call, cast, copy_model, numpy64, outputs, probe_input, tensor
+from .tensors import batch_size, call, cast, copy_model, evaluating, numpy64, outputs, probe_input, tensor
 
 KINDS = ("pointwise", "dense", "conv")
 
@@ -104,8 +105,10 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
     io_before, calls = _layer_io(copy_model(work, torch.float64).eval(), names, cast(x, torch.float64))
-    left = {n: read_by_parent(work, n) or (n not in io_before and "not called as a layer on the example: left as "
-                                                                  "it is") for n in names}
+    with evaluating(work):
+        record = record_calls(work, x)
+    unused = "not called as a layer on the example: left as it is"
+    left = {n: read_by_parent(work, n, record) or (n not in io_before and unused) for n in names}
     report.skipped += [(n, why) for n, why in left.items() if why]
     names = [n for n in names if not left[n]]
     work, done = _replace(work, names, rank, energy, calls, report)

@@ -22,12 +22,17 @@ WEIGHT_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.Transfor
 # Linears' weights to torch's fused kernels themselves: a Linear of theirs replaced breaks them
 
 
-def read_by_parent(root: nn.Module, name: str) -> str:
-    """Why the layer at ``name`` in ``root`` cannot be replaced by another kind of module: its parent reads
-    its weight itself (``WEIGHT_READERS``); "" where it can."""
+def read_by_parent(root: nn.Module, name: str, calls=None) -> str:
+    """Why the layer at ``name`` in ``root`` cannot be replaced, or its weights changed: its parent reads its
+    weight itself (``WEIGHT_READERS``; with ``calls``, an eager run's ``record.Calls``, any forward that ran
+    a torch function on its parameters); "" where it can."""
     parent = root.get_submodule(name.rpartition(".")[0]) if name else None  # ("": the root, no parent)
     if isinstance(parent, WEIGHT_READERS):
         return f"inside nn.{type(parent).__name__}, which hands its weight to torch's own kernels"
+    read = calls.params_read(root.get_submodule(name)) if calls is not None else ""
+    if read:
+        return (f"its parameters are read by {read}, not through a call of the layer: another layer in its "
+                "place, or other weights, would change what that reads")
     return ""
 
 

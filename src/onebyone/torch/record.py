@@ -92,6 +92,19 @@ class Calls:
         self.keep.append(t)
         return id(t), self.generation.get(id(t), 0)
 
+    def params_read(self, m: nn.Module) -> str:
+        """The torch function that a container's own forward ran on one of ``m``'s own parameters, not through
+        ``m``'s call (timm's EVA attention: ``F.linear(x, self.qkv.weight, bias)``), with that container, as
+        "`linear` in `blocks.0.attn`'s forward"; "" where none did."""
+        keys = {(id(p), self.generation.get(id(p), 0)) for p in m.parameters(recurse=False)}
+        for op in self.ops:
+            refs = [a for v in (*op.args, *op.kwargs.values()) for a in (v if isinstance(v, tuple) and not
+                                                                           isinstance(v, Ref) else (v,))]
+            if any(isinstance(a, Ref) and a.key in keys for a in refs):
+                where = self.containers[op.scope[-1]].name or "the model" if op.scope else "the model"
+                return f"`{getattr(op.func, '__name__', op.func)}` in `{where}`'s forward"
+        return next((f"`{u}`" for k in keys for u in self.uses.get(k, ()) if isinstance(u, str)), "")
+
     def seq(self) -> int:
         """The place of the next call or op in the run."""
         return len(self.calls) + len(self.ops) + len(self.containers)

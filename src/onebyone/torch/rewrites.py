@@ -23,7 +23,7 @@ from .layer_kinds import CONVS, channel_axis, groups, is_pointwise, own_forward,
 from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import RewriteReport, finish
-from .tensors import check_module, copy_model, numpy64, probe_input, tensor
+from .tensors import check_module, copy_model, evaluating, numpy64, probe_input, tensor
 
 
 class FlattenOnePixel(nn.Flatten):
@@ -110,12 +110,13 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
     """Every ``nn.Linear`` becomes a ``Pointwise(channel_dim=-1)``: the same map over the last axis."""
     x = probe_input(model, example, input_size)
     work, report = copy_model(model), RewriteReport("linear_to_conv1x1")
-    done = {}
+    with evaluating(work):  # (a training model's copy keeps its norm statistics)
+        done, calls = {}, record_calls(work, x)
     for name, m in list(work.named_modules(remove_duplicate=False)):
         if not isinstance(m, nn.Linear):
             continue
-        why = read_by_parent(work, name) or (own_forward(m) and f"{type(m).__module__}.{type(m).__qualname__} has "
-                                                                "a forward of its own")
+        why = read_by_parent(work, name, calls) or (
+            own_forward(m) and f"{type(m).__module__}.{type(m).__qualname__} has a forward of its own")
         if why:
             report.skipped.append((name, why))
             continue
@@ -158,9 +159,14 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
     work, report = copy_model(nn.Sequential(model) if single else model), RewriteReport("conv1x1_to_linear")
     gm = traced(work, x, report)
     counts = G.call_counts(work, gm) if gm else {}
+    with evaluating(work):
+        calls = record_calls(work, x) if gm else None
     for node in gm.graph.nodes if gm else ():
         m = G.module(gm, node)
         if isinstance(m, nn.Linear) or not (m is not None and is_pointwise(m)):
+            continue
+        if why := read_by_parent(work, node.target, calls):
+            report.skipped.append((node.target, why))
             continue
         if groups(m) != 1:
             report.skipped.append(
@@ -299,6 +305,11 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         bn = work.get_submodule(site.bn)
         if bn.running_mean is None:
             report.skipped.append((site.bn, "track_running_stats=False: no running statistics to fold"))
+            continue
+        read = next((f"`{n}`: {why}" for n in (site.bn, site.before, site.after)
+                     if n is not None and (why := read_by_parent(work, n, calls))), "")
+        if read:
+            report.skipped.append((_original_name(site.bn, swapped), read))
             continue
         scale, shift = norms.affine(bn)
         layer = work.get_submodule(site.before) if site.before else None
