@@ -440,3 +440,22 @@ def test_a_conv_subclass_with_a_forward_of_its_own_is_left_to_it_and_the_rest_re
     with torch.no_grad():
         for new in (folded, merged, opt):
             torch.testing.assert_close(new(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_takes_a_model_holding_a_five_dimensional_parameter():
+    """timm's LambdaLayer holds a 5-D relative-position table: ``.to(memory_format=torch.channels_last)``
+    refuses such a model; its 4-D weights still move, the table stays as it is."""
+
+    class Table(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.table = nn.Conv2d(3, 8, 3, padding=1), nn.Parameter(torch.randn(1, 8, 1, 1, 2))
+
+        def forward(self, x):
+            return self.conv(x) + self.table.sum(-1)
+
+    model, x = Table().eval(), torch.randn(2, 3, 8, 8)
+    fast, report = optimize(model, x, channels_last=True, passes=("channels_last", "check"))
+    assert "model and input moved to channels_last" in report.changed
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)

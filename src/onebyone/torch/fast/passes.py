@@ -143,7 +143,7 @@ def channels_last(model: nn.Module, req: Request, report: OptimizeReport, race_l
                               for m in model.modules())
     if not has_conv or req.channels_last is False:
         return model, None
-    cl = ChannelsLast(copy.deepcopy(model).to(memory_format=torch.channels_last))
+    cl = ChannelsLast(images_last(copy.deepcopy(model)))
     if req.channels_last is None and race_later:
         return model, cl
     t = time_models({"channels_last": cl, "as given": model}, req.x) if req.channels_last is None else {}
@@ -152,6 +152,16 @@ def channels_last(model: nn.Module, req: Request, report: OptimizeReport, race_l
         return model, None
     report.changed.append("model and input moved to channels_last")
     return cl, None
+
+
+def images_last(model: nn.Module) -> nn.Module:
+    """In place: ``model``'s 4-D parameters and buffers in channels_last memory (what
+    ``.to(memory_format=torch.channels_last)`` does, which refuses a model holding a 5-D one: timm's
+    LambdaLayer); returns ``model``."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.dim() == 4:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def check(model: nn.Module, req: Request, report: OptimizeReport, reference: Reference) -> tuple[nn.Module, float]:
@@ -501,8 +511,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
                 race.layouts[EAGER_CL] = cl
             elif work is not was and "torch.compile around the fused chains" in race.compiled:
                 snap = race.compiled["torch.compile around the fused chains"]
-                race.compiled["torch.compile around the fused chains"] = ChannelsLast(
-                    snap.to(memory_format=torch.channels_last))
+                race.compiled["torch.compile around the fused chains"] = ChannelsLast(images_last(snap))
         elif name == "check":
             work, race.call_seconds = check(work, req, report, reference)
         elif name == "kernels":
