@@ -104,6 +104,7 @@ class ModelStats:
     batch_size: int = 1
     dtype: str = "float32"
     never_called: list = field(default_factory=list)  # (name, type, params): layers the forward pass never ran
+    # (and parameters of a layer it ran that nothing read: (path, "parameter not read", numel))
     outside_layers: list = field(default_factory=list)  # (name, type, params): used outside any layer, no MACs
 
     @property

@@ -257,3 +257,26 @@ def test_the_analyzer_counts_the_wrapped_model():
     for wrapped in (OnnxRuntime(model), OpenVino(model), Compiled(model)):
         got = analyze(wrapped, input_size=(3, 8, 8))
         assert (got.macs, got.params) == (want.macs, want.params) and got.macs > 0
+
+
+def test_a_called_layers_parameter_no_operation_read_is_named_by_its_path_not_a_warning():
+    """Hugging Face's embeddings: position table added (no MACs: outside any layer's product), a mask token
+    read only when a mask is given: neither is a product the analyzer missed."""
+
+    class Embeddings(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos, self.mask_token = nn.Parameter(torch.randn(1, 4, 8)), nn.Parameter(torch.zeros(1, 1, 8))
+            self.proj = nn.Linear(8, 8)
+
+        def forward(self, x, mask=None):
+            if mask is not None:
+                x = torch.where(mask[..., None], self.mask_token, x)
+            return self.proj(x + self.pos)
+
+    s = analyze(Embeddings(), example=torch.randn(1, 4, 8))
+    assert s.uncounted == [] and s.outside_layers == [("", "Embeddings", 32)]
+    assert s.never_called == [("mask_token", "parameter not read", 8)]
+    assert "WARNING" not in "\n".join(s.summary_lines()) and sum(r.params for r in s.rows) == s.params == 32 + 8 + 72
+    masked = analyze(Embeddings(), example=(torch.randn(1, 4, 8), torch.tensor([[True, False, False, True]])))
+    assert masked.never_called == [] and masked.outside_layers == [("", "Embeddings", 40)]

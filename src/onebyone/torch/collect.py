@@ -348,24 +348,24 @@ def _leftovers(model, c) -> tuple[list, list, list]:
     """The parameters no row claimed, sorted into layers never used (not called, and no op read their
     parameters), parameters used outside any layer's call (in elementwise ops, lookups, concatenations:
     no MACs by nature; a table another module reads, as timm's RelPosBias through ``get_bias()``), and the
-    one warning: products the analyzer could not count (ops by name, and layers whose parameters no op it
-    saw ever took)."""
+    one warning: products the analyzer could not count (ops by name). A parameter of a called layer that no
+    operation read on this input (a mask token when no mask is given) is listed among the never called, by
+    its own path."""
     in_uncounted = set().union(*(p for _, _, p in c.ops.values())) if c.ops else set()
     never_called, outside, uncounted = [], [], []
     for name, m in model.named_modules():
-        own = [p for p in m.parameters(recurse=False) if id(p) not in c.claimed]
+        own = {k: p for k, p in m.named_parameters(recurse=False) if id(p) not in c.claimed}
         if not own:
             continue
-        n = sum(p.numel() for p in own)
-        if id(m) not in c.called and not any(id(p) in c.seen for p in own):  # read by no op either
-            never_called.append((name, type(m).__name__, n))
-        elif any(id(p) in in_uncounted for p in own):
+        seen = [p for p in own.values() if id(p) in c.seen]
+        if id(m) not in c.called and not seen:  # read by no op either
+            never_called.append((name, type(m).__name__, sum(p.numel() for p in own.values())))
+        elif any(id(p) in in_uncounted for p in own.values()):
             continue  # listed with the op that took them
-        elif all(id(p) in c.seen for p in own):
-            outside.append((name, type(m).__name__, n))
-        else:
-            uncounted.append((name, type(m).__name__, f"{n:,} params that no operation the analyzer saw took "
-                                                      "(a layer type it cannot count)"))
+        else:  # a called layer's parameters: those ops read (no MACs by nature), those nothing read on this input
+            outside += [(name, type(m).__name__, sum(p.numel() for p in seen))] if seen else []
+            never_called += [(f"{name}.{k}" if name else k, "parameter not read", p.numel())
+                             for k, p in own.items() if id(p) not in c.seen]  # (a mask token, no mask given)
     for op, (calls, where, params) in c.ops.items():
         uncounted.append((where, op, f"{calls} call(s) of `{op}`, a product the analyzer cannot count"))
     return never_called, outside, uncounted
