@@ -43,6 +43,27 @@ def fold_affine_after(w, b, scale, shift):
     return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), b * scale + shift
 
 
+def fold_affine_after_transposed(w, b, scale, shift, groups: int = 1):
+    """``scale * (convT(x) + b) + shift`` as one transposed conv, whose weight is (I, O/g, *k): output
+    channel ``o`` of group ``k`` is column ``o - k * O/g`` of rows ``k * I/g ...``; each scaled by ``scale[o]``.
+
+    >>> w, b = fold_affine_after_transposed(np.ones((2, 1, 1)), None, np.array([2.0, 3.0]), np.zeros(2), groups=2)
+    >>> w.ravel().tolist(), b.tolist()
+    ([2.0, 3.0], [0.0, 0.0])
+    """
+    w = as_float_array(w, "w")
+    groups = check_int(groups, "groups")
+    cin, og = w.shape[:2]
+    if cin % groups:
+        raise OneByOneError(f"a transposed conv's weight (I, O/g, ...) needs I divisible by groups={groups}, got "
+                            f"shape {w.shape}")
+    out = og * groups
+    scale, shift = _per_channel(scale, "scale", out), _per_channel(shift, "shift", out)
+    b = np.zeros(out, w.dtype) if b is None else check_bias(b, out, w.dtype)
+    per_row = scale.reshape(groups, 1, og).repeat(cin // groups, axis=1).reshape(cin, og)  # scale[o] at [i, o % og]
+    return w * per_row.reshape(per_row.shape + (1,) * (w.ndim - 2)), b * scale + shift
+
+
 def fold_affine_before(w, b, scale, shift, groups: int = 1):
     """``W (scale * x + shift) + b`` as one layer, for a 1x1 / dense weight (O, I/g[, 1, 1]).
 

@@ -616,3 +616,17 @@ def test_a_layer_whose_weights_a_forward_reads_itself_is_left_and_named(rewrite)
         assert type(out.qkv) is nn.Linear and torch.equal(out.qkv.weight, model.qkv.weight)
     else:
         assert_same(model, out, x, 1e-5)
+
+
+@pytest.mark.parametrize("conv,norm,shape", [
+    (lambda: nn.ConvTranspose2d(8, 6, 2, stride=2), nn.BatchNorm2d, (2, 8, 4, 4)),  # a decoder's upsampling
+    (lambda: nn.ConvTranspose2d(8, 6, 3, stride=2, groups=2, bias=False), nn.BatchNorm2d, (2, 8, 4, 4)),
+    (lambda: nn.ConvTranspose1d(4, 6, 3, groups=2), nn.BatchNorm1d, (2, 4, 7)),
+    (lambda: nn.ConvTranspose3d(4, 2, 2, stride=2), nn.BatchNorm3d, (1, 4, 2, 3, 3))])
+def test_a_norm_after_a_transposed_conv_folds_exactly(conv, norm, shape):
+    model = randomize_bn(nn.Sequential(conv(), norm(conv().out_channels), nn.ReLU())).eval()
+    x = torch.randn(shape)
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.changed == [f"0 + 1: {type(model[0]).__name__} + {type(model[1]).__name__} folded"]
+    assert isinstance(folded[1], nn.Identity) and report.skipped == []
+    assert_same(model.double(), folded.double(), x.double(), 1e-6)  # (the folded weights rounded to float32)

@@ -23,9 +23,9 @@ from .. import cost
 from ..errors import OneByOneError
 from ..stats import LayerStats, ModelStats, conv_kind, mix_kind
 from .capture import Listener, gc_paused, watch
-from .layer_cost import CONV_TRANSPOSES, counts_products, layer_cost, multihead_attention_costs
+from .layer_cost import counts_products, layer_cost, multihead_attention_costs
 from .layer_kinds import ACTIVATION_LIKE as ACTS
-from .layer_kinds import NORMS, POOLS
+from .layer_kinds import CONV_TRANSPOSES, NORMS, POOLS
 from .layers import Pointwise
 from .tensors import batch_size as batch_of
 from .tensors import describe, evaluating, input_kw, tensor_args

@@ -12,10 +12,8 @@ from torch import nn
 
 from .. import cost
 from ..stats import conv_kind, mix_kind
-from .layer_kinds import CONVS, INT8_CONVS, INT8_LAYERS, INT8_LINEARS
+from .layer_kinds import CONV_TRANSPOSES, CONVS, INT8_CONVS, INT8_LAYERS, INT8_LINEARS
 from .layers import Pointwise
-
-CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def counts_products(m: nn.Module) -> bool:

@@ -9,6 +9,7 @@ from . import activations
 from .layers import ChannelBatchNorm, Pointwise
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)  # weights (I, O / groups, *k)
 INT8_CONVS = (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d)  # torch's int8 layers (FX quantization's, and their fused
 INT8_LINEARS = (nnq.Linear,)  # ConvReLU / LinearReLU subclasses): weights packed, no parameters
 INT8_LAYERS = INT8_CONVS + INT8_LINEARS
@@ -52,7 +53,7 @@ def own_forward(m) -> bool:
     standardizes its weight each call, ``Conv2dSame`` pads by the input's size)? Its weight is then not what
     a rewrite would take it for: no rewrite folds into it, swaps it, merges or factorizes it. A subclass
     that computes what its base does (only checking its input, say) says so with ``computes_as_base = True``."""
-    base = next((b for b in (*CONVS, nn.Linear, Pointwise) if isinstance(m, b)), None)
+    base = next((b for b in (*CONVS, *CONV_TRANSPOSES, nn.Linear, Pointwise) if isinstance(m, b)), None)
     return (base is not None and type(m).forward is not base.forward
             and not getattr(type(m), "computes_as_base", False))
 

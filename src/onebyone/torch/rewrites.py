@@ -19,7 +19,7 @@ from . import graph as G
 from . import norms
 from . import record as R
 from .capture import gc_paused, trace
-from .layer_kinds import CONVS, channel_axis, groups, is_pointwise, own_forward, read_by_parent
+from .layer_kinds import CONV_TRANSPOSES, CONVS, channel_axis, groups, is_pointwise, own_forward, read_by_parent
 from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import RewriteReport, finish
@@ -314,10 +314,12 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         scale, shift = norms.affine(bn)
         layer = work.get_submodule(site.before) if site.before else None
         nxt = work.get_submodule(site.after) if site.after else None
-        if (isinstance(layer, CONVS + (nn.Linear, Pointwise)) and not own_forward(layer) and site.before_single
-                and not site.before_branch and counts[id(layer)] == 1
+        if (isinstance(layer, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise)) and not own_forward(layer)
+                and site.before_single and not site.before_branch and counts[id(layer)] == 1
                 and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)):
-            w, b = algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift)
+            w, b = (algebra.fold_affine_after_transposed(numpy64(layer.weight), numpy64(layer.bias), scale, shift,
+                                                         layer.groups) if isinstance(layer, CONV_TRANSPOSES) else
+                    algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift))
             work = G.replace_module(work, site.before, with_weights(layer, w, b))
             work = G.replace_module(work, site.bn, nn.Identity())
             report.changed.append(f"{site.before} + {site.bn}: {type(layer).__name__} + {type(bn).__name__} folded")
