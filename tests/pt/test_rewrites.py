@@ -630,3 +630,32 @@ def test_a_norm_after_a_transposed_conv_folds_exactly(conv, norm, shape):
     assert report.changed == [f"0 + 1: {type(model[0]).__name__} + {type(model[1]).__name__} folded"]
     assert isinstance(folded[1], nn.Identity) and report.skipped == []
     assert_same(model.double(), folded.double(), x.double(), 1e-6)  # (the folded weights rounded to float32)
+
+
+class MakesFloat32(nn.Module):
+    """Builds a float32 tensor of its own (Hugging Face's FastSpeech2Conformer does): it cannot run in float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.side = nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) + self.side(torch.ones(x.shape[0], 2, *x.shape[2:]))
+
+
+def test_a_model_that_cannot_run_in_float64_is_checked_in_its_own_dtype_and_says_so():
+    from onebyone.torch.rewrite_report import FLOAT32_TOL, RewriteReport, finish
+
+    model, x = randomize_bn(MakesFloat32()), torch.randn(2, 3, 4, 4)
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.changed == ["conv + bn: Conv2d + BatchNorm2d folded"]
+    assert "checked in float32 (tolerance at least 0.0001): the model does not run in float64" in report.notes[-1]
+    assert_same(model, folded, x, FLOAT32_TOL)
+
+    class FailsIn64(MakesFloat32):  # a rewritten model failing where the original runs: named, not raw
+        def forward(self, x):
+            return self.bn(self.conv(x)).float() + self.side(x[:, :2].float())
+
+    with pytest.raises(OneByOneError, match="the rewritten model fails in float64 where the original runs"):
+        finish(RewriteReport("fold_batchnorm", changed=["x"]), randomize_bn(nn.Sequential(nn.Conv2d(3, 2, 1))),
+               FailsIn64(), x, 1e-6, False)

@@ -203,7 +203,8 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
            reshape=None, check: bool = True) -> tuple[nn.Module, RewriteReport]:
     """Check exactness (relative to the output scale, in float64: ``tol``, or where the rewritten model's weights
     are float32 and the original itself moves further run in float32, that; in half precision their
-    rounding), fill the costs, and honour ``inplace``."""
+    rounding; for a model that does not run in float64, in its own dtype), fill the costs, and honour
+    ``inplace``."""
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
         raise OneByOneError(f"tol must be a number >= 0 (a fraction of the output scale), got {tol!r}")
     low = weight_rounding(rewritten)
@@ -217,9 +218,9 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
             scale = max((float(t.abs().max()) for t in outputs(call(original, example)) if t.numel()), default=0.0)
         report.tolerance = tol * max(scale, 1.0)
     else:
-        diff, scale = max_difference(original, rewritten, example, reshape)
-        report.max_abs_diff, report.tolerance = diff, tol * max(scale, 1.0)
-        if check and diff > report.tolerance and _float32(rewritten):
+        (diff, scale), low = _difference_checked(report, original, rewritten, example, reshape)
+        report.max_abs_diff, report.tolerance = diff, max(tol, low) * max(scale, 1.0)
+        if check and diff > report.tolerance and _float32(rewritten) and not low:  # (checked in float64)
             _within_float32(report, original, example, diff, scale)
         if check and diff > report.tolerance:
             raise OneByOneError(f"{report.rewrite} changed the outputs by {diff:.3g} (> tolerance "
@@ -233,6 +234,34 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     if inplace:
         report.notes.append("inplace=True: the rewrite needed a traced GraphModule, so a new model was returned")
     return rewritten, report
+
+
+FLOAT32_TOL = 1e-4  # the least tolerance of a check that runs in float32 (as optimize's on the fast path)
+
+
+def _difference_checked(report: RewriteReport, original, rewritten, example, reshape) -> tuple:
+    """(``max_difference`` in float64, 0.0); where the original model itself does not run in float64 (it makes
+    float32 tensors of its own: Hugging Face's FastSpeech2Conformer), (``max_difference`` in its own dtype, the
+    least tolerance there: ``FLOAT32_TOL``), said in ``report.notes``. A rewritten model that fails where the
+    original runs is a OneByOneError naming the error."""
+    try:
+        return max_difference(original, rewritten, example, reshape), 0.0
+    except OneByOneError:
+        raise
+    except Exception as e:  # noqa: BLE001 - which model failed decides what it means
+        own = _dtype(original)
+        try:
+            with torch.no_grad():
+                call(copy_model(original, torch.float64).eval(), cast(example, torch.float64))
+        except Exception as first:  # noqa: BLE001 - the model's own: checked in its dtype instead
+            if own == torch.float64:
+                raise
+            report.notes.append(f"checked in {str(own).removeprefix('torch.')} (tolerance at least {FLOAT32_TOL:g}): "
+                                f"the model does not run in float64 ({type(first).__name__}: "
+                                f"{str(first).splitlines()[0][:120]})")
+            return max_difference(original, rewritten, example, reshape, dtype=own), FLOAT32_TOL
+        raise OneByOneError(f"{report.rewrite}: the rewritten model fails in float64 where the original runs: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
 
 
 def _float32(model: nn.Module) -> bool:
