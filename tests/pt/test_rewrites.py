@@ -651,6 +651,10 @@ def test_a_model_that_cannot_run_in_float64_is_checked_in_its_own_dtype_and_says
     assert report.changed == ["conv + bn: Conv2d + BatchNorm2d folded"]
     assert "checked in float32 (tolerance at least 0.0001): the model does not run in float64" in report.notes[-1]
     assert_same(model, folded, x, FLOAT32_TOL)
+    from onebyone.torch import factorize
+
+    pair, report = factorize(model, rank=1, example=x)  # each layer's error measured in float32 there
+    assert [r["name"] for r in report.layers] == ["conv", "side"] and report.output_relative_error > 0
 
     class FailsIn64(MakesFloat32):  # a rewritten model failing where the original runs: named, not raw
         def forward(self, x):

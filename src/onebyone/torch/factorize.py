@@ -22,7 +22,18 @@ from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import FactorizedLayer, FactorizeReport, finish
 from .rewrites import pointwise_layer
-from .tensors import batch_size, call, cast, copy_model, evaluating, numpy64, outputs, probe_input, tensor
+from .tensors import (
+    batch_size,
+    call,
+    cast,
+    copy_model,
+    evaluating,
+    numpy64,
+    outputs,
+    precise_dtype,
+    probe_input,
+    tensor,
+)
 
 KINDS = ("pointwise", "dense", "conv")
 
@@ -104,7 +115,8 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     names = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) == 1]
     skipped_groups = [n for n, m in work.named_modules() if _kind(m) in kinds and getattr(m, "groups", 1) != 1]
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
-    io_before, calls = _layer_io(copy_model(work, torch.float64).eval(), names, cast(x, torch.float64))
+    hi = precise_dtype(work, x)  # float64, unless the model does not run in it
+    io_before, calls = _layer_io(copy_model(work, hi).eval(), names, cast(x, hi))
     with evaluating(work):
         record = record_calls(work, x)
     unused = "not called as a layer on the example: left as it is"
@@ -112,7 +124,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     report.skipped += [(n, why) for n, why in left.items() if why]
     names = [n for n in names if not left[n]]
     work, done = _replace(work, names, rank, energy, calls, report)
-    work64 = copy_model(work, torch.float64).eval()
+    work64 = copy_model(work, hi).eval()
     for name, m, r, kept in done:
         report.layers.append(_row(name, m, r, kept, work, work64, io_before[name], calls.get(name, 1), batch_size(x)))
         report.changed.append(f"{name}: {type(m).__name__} -> rank {r} pair (energy kept {kept:.4f})")
@@ -120,9 +132,9 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
         report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")
     out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
     with torch.no_grad():  # the whole model's output error, all the layers' errors together
-        x64 = cast(x, torch.float64)
-        y0 = _flat(call(copy_model(model, torch.float64).eval(), x64))
-        y1 = _flat(call(copy_model(out, torch.float64).eval(), x64))
+        x64 = cast(x, hi)
+        y0 = _flat(call(copy_model(model, hi).eval(), x64))
+        y1 = _flat(call(copy_model(out, hi).eval(), x64))
     report.output_relative_error = float((y1 - y0).norm() / y0.norm()) if y0.norm() > 0 else 0.0
     report.notes.append(f"relative error of the whole model's output: {report.output_relative_error:.4g} "
                         "(each layer's relative_error is its own, on the original model's input to it)")

@@ -181,6 +181,17 @@ def cast(example, dtype):
     return _map(example, lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
 
 
+def precise_dtype(model: nn.Module, example) -> torch.dtype:
+    """float64 where a float64 copy of ``model`` runs on ``example``; else the dtype of its parameters (a model
+    that makes float32 tensors of its own, as Hugging Face's FastSpeech2Conformer does, runs in that alone)."""
+    try:
+        with torch.no_grad():
+            call(copy_model(model, torch.float64).eval(), cast(example, torch.float64))
+        return torch.float64
+    except Exception:  # noqa: BLE001 - whatever it raises, float64 is not for it
+        return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def random_like(example, seed: int = 0):
     """The example with each floating-point tensor replaced by seeded standard-normal values of its shape and
     dtype (token ids and masks stay as given): a probe that an all-zero or constant example cannot fool."""
