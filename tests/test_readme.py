@@ -235,3 +235,15 @@ def test_the_xeon_int8_accuracies_are_their_run():
     assert f"`pointnet_cls` {pn['float32_accuracy']:.2f}% in float32 and in both chain forms" in text
     assert len(chains) == 2 and all(f"{f['accuracy']:.2f}" == f"{pn['float32_accuracy']:.2f}" for f in chains)
     assert all(f"{f['agreement']:.2f}" == "100.00" for f in chains) and "agreeing on 100.00%" in text
+
+
+def test_the_vanilla_pointnet_int8_accuracy_is_its_run():
+    """The results page's ``pointnet_vanilla`` sentence: ``benchmarks/int8_accuracy_vanilla_xeon.json``'s run."""
+    run = json.loads((README.parent / "benchmarks" / "int8_accuracy_vanilla_xeon.json").read_text())["runs"]
+    pn = run["pointnet_vanilla on shapes3d (256 points)"]
+    kept = pn["forms"][pn["kept"]]
+    text = " ".join(RESULTS.read_text().split())
+    assert (f"{pn['float32_accuracy']:.2f}% in float32, {kept['accuracy']:.2f}% kept in int8 (our chains, agreeing "
+            f"on {kept['agreement']:.2f}%)") in text and pn["kept"].startswith("onebyone")
+    worst = max(abs(f["accuracy"] - pn["float32_accuracy"]) for f in pn["forms"].values() if f.get("accuracy"))
+    assert f"every form within {worst:.2f} points of float32" in text and worst <= 0.5
