@@ -208,8 +208,11 @@ def test_conv1x1_to_linear_on_a_map_one_pixel_only_at_the_example_refuses_larger
     assert isinstance(out[1][1], nn.Linear)
     with pytest.raises(OneByOneError, match=r"replaced a 1x1 conv on a 1 x 1 map .* got \[2, 8, 3, 3\]"):
         out(torch.randn(2, 3, 5, 5))  # the conv gave 5 x 9 features here, which no Linear over 8 channels can
-    scripted = torch.jit.script(out)  # as nn.Flatten was, the check is TorchScript
+    scripted = torch.jit.script(out)  # as nn.Flatten was, the check is TorchScript and torch.fx
     assert torch.equal(scripted(torch.ones(1, 3, 3, 3)), out(torch.ones(1, 3, 3, 3)))
+    assert torch.equal(torch.fx.symbolic_trace(out)(torch.ones(1, 3, 3, 3)), out(torch.ones(1, 3, 3, 3)))
+    merged, report = merge_pointwise(out, example=torch.randn(2, 3, 3, 3))  # our own graph reads it too
+    assert not any("could not trace" in why for _, why in report.skipped)
 
 
 def test_rewrites_need_an_input_they_can_guess_or_are_given():

@@ -10,6 +10,7 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -26,20 +27,25 @@ from .rewrite_report import RewriteReport, finish
 from .tensors import check_module, copy_model, evaluating, numpy64, probe_input, tensor
 
 
+@torch.fx.wrap  # one call in any torch.fx graph: its check is Python that tracing cannot follow
+def one_pixel_flatten(x: torch.Tensor) -> torch.Tensor:  # (B, C, 1, ..., 1) -> (B, C)
+    one_pixel = x.dim() >= 3
+    for n in x.shape[2:]:
+        one_pixel = one_pixel and n == 1
+    if not one_pixel:  # (written for TorchScript too)
+        raise OneByOneError("this Linear replaced a 1x1 conv on a 1 x 1 map (conv1x1_to_linear); it got "
+                            + str(list(x.shape)) + ": call the rewritten model at the input size it was made "
+                            "at, or keep the conv (the original model) for larger inputs")
+    return x.flatten(1)
+
+
 class FlattenOnePixel(nn.Flatten):
     """``nn.Flatten(1)`` of a one-pixel map: what ``conv1x1_to_linear`` puts before the Linear of a 1x1 conv
     it found on a 1x1 map. A larger map (an input larger than the example) is refused: there the conv gave a
-    value per pixel, which one Linear over the channels cannot."""
+    value per pixel, which one Linear over the channels cannot. Traceable by torch.fx, scriptable."""
 
     def forward(self, x):  # (B, C, 1, ..., 1) -> (B, C)
-        one_pixel = x.dim() >= 3
-        for n in x.shape[2:]:
-            one_pixel = one_pixel and n == 1
-        if not one_pixel:  # (written for TorchScript too)
-            raise OneByOneError("this Linear replaced a 1x1 conv on a 1 x 1 map (conv1x1_to_linear); it got "
-                                + str(list(x.shape)) + ": call the rewritten model at the input size it was made "
-                                "at, or keep the conv (the original model) for larger inputs")
-        return x.flatten(1)
+        return one_pixel_flatten(x)
 
 
 def traced(work: nn.Module, x, report: RewriteReport):
