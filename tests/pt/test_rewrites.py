@@ -689,3 +689,23 @@ def test_a_model_that_cannot_run_in_float64_is_checked_in_its_own_dtype_and_says
     with pytest.raises(OneByOneError, match="the rewritten model fails in float64 where the original runs"):
         finish(RewriteReport("fold_batchnorm", changed=["x"]), randomize_bn(nn.Sequential(nn.Conv2d(3, 2, 1))),
                FailsIn64(), x, 1e-6, False)
+
+
+def test_an_original_that_fails_on_the_probe_is_not_blamed_on_the_rewrite():
+    class Positive(nn.Module):  # refuses negative inputs: the seeded probe (normal values) has some
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            if bool((x < 0).any()):
+                raise ValueError("inputs must be >= 0")
+            return self.fc(x)
+
+    from onebyone.torch.rewrite_report import RewriteReport, finish
+
+    model = Positive().eval()
+    with pytest.raises(ValueError, match="inputs must be >= 0") as raised:  # the model's own error, as it is
+        finish(RewriteReport("fold_batchnorm", changed=["x"]), model, copy.deepcopy(model), torch.rand(2, 3), 1e-6,
+               False)
+    assert not isinstance(raised.value, OneByOneError)  # (not "the rewritten model fails ... where the original runs")
