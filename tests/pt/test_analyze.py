@@ -280,3 +280,21 @@ def test_a_called_layers_parameter_no_operation_read_is_named_by_its_path_not_a_
     assert "WARNING" not in "\n".join(s.summary_lines()) and sum(r.params for r in s.rows) == s.params == 32 + 8 + 72
     masked = analyze(Embeddings(), example=(torch.randn(1, 4, 8), torch.tensor([[True, False, False, True]])))
     assert masked.never_called == [] and masked.outside_layers == [("", "Embeddings", 40)]
+
+
+def test_a_leaf_computing_in_code_the_analyzer_cannot_see_is_still_the_warning():
+    @torch.jit.script
+    def product(x, w):
+        return x @ w.t()
+
+    class Scripted(nn.Module):  # its product runs in TorchScript, out of the analyzer's sight
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 8))
+
+        def forward(self, x):
+            return product(x, self.weight)
+
+    s = analyze(nn.Sequential(nn.Linear(8, 8), Scripted()), example=torch.randn(2, 8))
+    assert [u[:2] for u in s.uncounted] == [("1", "Scripted")] and s.never_called == []
+    assert "WARNING" in "\n".join(s.summary_lines())

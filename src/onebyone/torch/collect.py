@@ -348,9 +348,10 @@ def _leftovers(model, c) -> tuple[list, list, list]:
     """The parameters no row claimed, sorted into layers never used (not called, and no op read their
     parameters), parameters used outside any layer's call (in elementwise ops, lookups, concatenations:
     no MACs by nature; a table another module reads, as timm's RelPosBias through ``get_bias()``), and the
-    one warning: products the analyzer could not count (ops by name). A parameter of a called layer that no
-    operation read on this input (a mask token when no mask is given) is listed among the never called, by
-    its own path."""
+    one warning: products the analyzer could not count (ops by name, and called leaf layers none of whose
+    parameters an op it saw took). A parameter that no operation read on this input, of a layer with
+    children or with other parameters read (a mask token when no mask is given), is listed among the never
+    called, by its own path."""
     in_uncounted = set().union(*(p for _, _, p in c.ops.values())) if c.ops else set()
     never_called, outside, uncounted = [], [], []
     for name, m in model.named_modules():
@@ -362,6 +363,9 @@ def _leftovers(model, c) -> tuple[list, list, list]:
             never_called.append((name, type(m).__name__, sum(p.numel() for p in own.values())))
         elif any(id(p) in in_uncounted for p in own.values()):
             continue  # listed with the op that took them
+        elif not seen and not list(m.children()):  # a leaf computing with its weights unseen (TorchScript, C++)
+            uncounted.append((name, type(m).__name__, f"{sum(p.numel() for p in own.values()):,} params that no "
+                                                      "operation the analyzer saw took (a layer type it cannot count)"))
         else:  # a called layer's parameters: those ops read (no MACs by nature), those nothing read on this input
             outside += [(name, type(m).__name__, sum(p.numel() for p in seen))] if seen else []
             never_called += [(f"{name}.{k}" if name else k, "parameter not read", p.numel())
