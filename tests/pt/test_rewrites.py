@@ -709,3 +709,30 @@ def test_an_original_that_fails_on_the_probe_is_not_blamed_on_the_rewrite():
         finish(RewriteReport("fold_batchnorm", changed=["x"]), model, copy.deepcopy(model), torch.rand(2, 3), 1e-6,
                False)
     assert not isinstance(raised.value, OneByOneError)  # (not "the rewritten model fails ... where the original runs")
+
+
+def test_reading_a_weights_dtype_or_its_own_parametrization_does_not_leave_a_layer():
+    """A forward that takes only the weight's dtype (x.type_as(w), x.to(w)), a parametrized Linear computing
+    its own weight (torch.nn.utils.parametrizations.weight_norm), and a norm whose fold into the conv before
+    it is exact though the layer after it has its weight read elsewhere: each rewritten as before."""
+
+    class DtypeOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.conv, self.bn, self.head = nn.Linear(4, 4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), \
+                nn.Linear(4, 3)
+
+        def forward(self, x):  # (B, 4) -> (B, 3)
+            h = self.fc(x.type_as(self.fc.weight).to(self.fc.weight))
+            h = self.bn(self.conv(h[:, :, None, None])).flatten(1)
+            return self.head(h) + self.head.weight.sum()  # the head's weight read: not the conv's fold
+
+    model, x = randomize_bn(DtypeOnly()), torch.randn(2, 4)
+    out, report = linear_to_conv1x1(model, example=x)
+    assert "fc" not in dict(report.skipped) and isinstance(out.fc, Pointwise)
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.changed == ["conv + bn: Conv2d + BatchNorm2d folded"]
+    normed = nn.Sequential(torch.nn.utils.parametrizations.weight_norm(nn.Linear(4, 3)))
+    out, report = linear_to_conv1x1(normed, example=x)
+    assert report.skipped == [] and isinstance(out[0], Pointwise)
+    assert_same(normed, out, x, 1e-5)

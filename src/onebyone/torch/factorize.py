@@ -121,6 +121,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
         record = record_calls(work, x)
     unused = "not called as a layer on the example: left as it is"
     left = {n: read_by_parent(work, n, record) or (n not in io_before and unused) for n in names}
+    del record  # (it holds every tensor of a forward pass)
     report.skipped += [(n, why) for n, why in left.items() if why]
     names = [n for n in names if not left[n]]
     work, done = _replace(work, names, rank, energy, calls, report)

@@ -87,23 +87,31 @@ class Calls:
     valued: set = field(default_factory=set)  # ... that read a tensor's values (a bool, an item, a list)
     inputs: set = field(default_factory=set)  # the keys of the model's input tensors
     pieces: dict = field(default_factory=dict)  # value key -> the function whose tuple it is part of (``split``)
+    reads: dict | None = None  # value key -> [(function, scope)] of the ops reading it (``params_read``'s index)
 
     def key(self, t: torch.Tensor) -> tuple:
         self.keep.append(t)
         return id(t), self.generation.get(id(t), 0)
 
     def params_read(self, m: nn.Module) -> str:
-        """The torch function that a container's own forward ran on one of ``m``'s own parameters, not through
-        ``m``'s call (timm's EVA attention: ``F.linear(x, self.qkv.weight, bias)``), with that container, as
-        "`linear` in `blocks.0.attn`'s forward"; "" where none did."""
-        keys = {(id(p), self.generation.get(id(p), 0)) for p in m.parameters(recurse=False)}
-        for op in self.ops:
-            refs = [a for v in (*op.args, *op.kwargs.values()) for a in (v if isinstance(v, tuple) and not
-                                                                           isinstance(v, Ref) else (v,))]
-            if any(isinstance(a, Ref) and a.key in keys for a in refs):
-                where = self.containers[op.scope[-1]].name or "the model" if op.scope else "the model"
-                return f"`{getattr(op.func, '__name__', op.func)}` in `{where}`'s forward"
-        return next((f"`{u}`" for k in keys for u in self.uses.get(k, ()) if isinstance(u, str)), "")
+        """The torch function that a forward other than ``m``'s own ran on one of ``m``'s own parameters, not
+        through ``m``'s call (timm's EVA attention: ``F.linear(x, self.qkv.weight, bias)``), with that forward,
+        as "`linear` in `blocks.0.attn`'s forward"; "" where none did. Reading only a parameter's dtype, device
+        or shape (``x.to(w)``, ``w.new_zeros(...)``, ``zeros_like(w)``) does not count."""
+        if self.reads is None:  # indexed once: value key -> the first op reading it, and where
+            self.reads = {}
+            for op in self.ops:
+                for pos, a in enumerate(_refs(op)):
+                    name = getattr(op.func, "__name__", str(op.func))
+                    if not ((name in _META_FIRST and pos == 0) or (name in _META_OTHERS and pos > 0)):
+                        self.reads.setdefault(a.key, []).append((name, op.scope))
+        for p in m.parameters(recurse=False):
+            for name, scope in self.reads.get((id(p), self.generation.get(id(p), 0)), ()):
+                if any(self.containers[i].module is m for i in scope):  # m's own forward (m has children)
+                    continue
+                where = self.containers[scope[-1]].name or "the model" if scope else "the model"
+                return f"`{name}` in `{where}`'s forward"
+        return ""
 
     def seq(self) -> int:
         """The place of the next call or op in the run."""
@@ -125,6 +133,17 @@ class Calls:
         if by is not None:
             self.producer.setdefault(k, by)
         return k
+
+
+_META_FIRST = {"new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros_like", "ones_like",
+               "empty_like", "full_like", "rand_like", "randn_like", "randint_like"}  # read their first's dtype
+_META_OTHERS = {"to", "type_as"}  # x.to(w), x.type_as(w): w's dtype and device alone
+
+
+def _refs(op) -> list:
+    """The ``Ref`` arguments of a recorded op, in order, one level into lists and tuples."""
+    return [a for v in (*op.args, *op.kwargs.values())
+            for a in (v if isinstance(v, (tuple, list)) and not isinstance(v, Ref) else (v,)) if isinstance(a, Ref)]
 
 
 class _Recorder(Listener):

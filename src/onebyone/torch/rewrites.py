@@ -130,6 +130,7 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
             done[id(m)] = pointwise_from(numpy64(m.weight), numpy64(m.bias), m.weight, channel_dim=-1)
         work = G.replace_module(work, name, done[id(m)])
         report.changed.append(f"{name}: Linear({m.in_features}, {m.out_features}) -> {done[id(m)]!r}")
+    del calls  # (it holds every tensor of a forward pass)
     return finish(report, model, work, x, tol, inplace)
 
 
@@ -207,6 +208,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
                 "last dim, so a swap is valid only on a 1x1 map that is then flattened",
             )
         )
+    del calls  # (it holds every tensor of a forward pass)
     return finish(report, model, work[0] if single else work, x, tol, inplace)
 
 
@@ -312,16 +314,16 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         if bn.running_mean is None:
             report.skipped.append((site.bn, "track_running_stats=False: no running statistics to fold"))
             continue
-        read = next((f"`{n}`: {why}" for n in (site.bn, site.before, site.after)
-                     if n is not None and (why := read_by_parent(work, n, calls))), "")
-        if read:
-            report.skipped.append((_original_name(site.bn, swapped), read))
+        read = {n: f"`{n}`: {why}" if n and (why := read_by_parent(work, n, calls)) else ""
+                for n in (site.bn, site.before, site.after)}
+        if read[site.bn]:  # (a layer beside it read so matters only for the fold into that layer)
+            report.skipped.append((_original_name(site.bn, swapped), read[site.bn]))
             continue
         scale, shift = norms.affine(bn)
         layer = work.get_submodule(site.before) if site.before else None
         nxt = work.get_submodule(site.after) if site.after else None
         if (isinstance(layer, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise)) and not own_forward(layer)
-                and site.before_single and not site.before_branch and counts[id(layer)] == 1
+                and site.before_single and not site.before_branch and counts[id(layer)] == 1 and not read[site.before]
                 and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)):
             w, b = (algebra.fold_affine_after_transposed(numpy64(layer.weight), numpy64(layer.bias), scale, shift,
                                                          layer.groups) if isinstance(layer, CONV_TRANSPOSES) else
@@ -331,7 +333,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             report.changed.append(f"{site.before} + {site.bn}: {type(layer).__name__} + {type(bn).__name__} folded")
             continue
         if (nxt is not None and is_pointwise(nxt) and site.after_single and not site.after_branch
-                and counts[id(nxt)] == 1
+                and counts[id(nxt)] == 1 and not read[site.after]
                 and counts[id(bn)] == 1 and _axis_matches(nxt, bn, site.after_shape)):
             w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
             work = G.replace_module(work, site.after, with_weights(nxt, w, b))
@@ -339,7 +341,9 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             report.changed.append(f"{site.bn} + {site.after}: {type(bn).__name__} folded into the "
                                   f"{type(nxt).__name__} after it")
             continue
-        if site.before_branch or site.after_branch:
+        if read[site.before] or read[site.after]:
+            why = read[site.before] or read[site.after]
+        elif site.before_branch or site.after_branch:
             why = (f"`{site.before_branch or site.after_branch}`'s forward reads a tensor's values between them "
                    "(Python may branch on them: another input may take another path)")
         elif layer is not None and counts[id(layer)] > 1:
