@@ -598,11 +598,13 @@ def test_a_norm_left_unfolded_is_named_with_what_it_reads():
             super().__init__()
             self.bn_in, self.qkv, self.norm_q = nn.BatchNorm2d(3), nn.Conv2d(3, 12, 1), nn.BatchNorm2d(4)
             self.register_buffer("table", torch.randn(1, 4, 2, 2))
-            self.bn_table = nn.BatchNorm2d(4)
+            self.bn_table, self.gru, self.bn_seq = nn.BatchNorm2d(4), nn.GRU(4, 4, batch_first=True), nn.BatchNorm1d(4)
 
         def forward(self, x):
             q, k, v = torch.split(self.qkv(self.bn_in(x).relu()), [4, 4, 4], dim=1)
-            return self.norm_q(q).flatten(1) + (k * v).flatten(1) + self.bn_table(self.table).mean()
+            seq, _ = self.gru(q.flatten(2).transpose(1, 2))  # (B, 4, 4): a leaf's tuple output
+            return (self.norm_q(q).flatten(1) + (k * v).flatten(1) + self.bn_table(self.table).mean()
+                    + self.bn_seq(seq).flatten(1))
 
     model = Pieces().eval()
     _, report = fold_batchnorm(randomize_bn(model), example=torch.randn(2, 3, 2, 2))
@@ -610,6 +612,7 @@ def test_a_norm_left_unfolded_is_named_with_what_it_reads():
     assert why["bn_in"].startswith("reads the model's input and is read by `relu`")
     assert why["norm_q"].startswith("reads a piece of `split`'s output and is read by `flatten`")
     assert why["bn_table"].startswith("reads a tensor no layer made (a parameter or a buffer, say)")
+    assert why["bn_seq"].startswith("reads a piece of `gru`'s output")
 
 
 class ReadsWeights(nn.Module):

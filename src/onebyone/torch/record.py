@@ -86,7 +86,7 @@ class Calls:
     queried: set = field(default_factory=set)  # containers' calls whose own forward read a shape or a bool
     valued: set = field(default_factory=set)  # ... that read a tensor's values (a bool, an item, a list)
     inputs: set = field(default_factory=set)  # the keys of the model's input tensors
-    pieces: dict = field(default_factory=dict)  # value key -> the function whose tuple it is part of (``split``)
+    pieces: dict = field(default_factory=dict)  # value key -> the function or leaf whose tuple holds it (``split``)
     reads: dict | None = None  # value key -> [(function, scope)] of the ops reading it (``params_read``'s index)
 
     def key(self, t: torch.Tensor) -> tuple:
@@ -177,6 +177,9 @@ class _Recorder(Listener):
         if id(m) in self.leaves:
             self.depth -= 1
             c.output = r.produced(out, tensors, c)
+            for t in out if isinstance(out, (tuple, list)) else ():  # an LSTM's (output, (h, c)): named pieces
+                if isinstance(t, torch.Tensor):
+                    r.pieces[r.key(t)] = c.name
         else:
             r.open.pop()
             c.output = r.key(out) if isinstance(out, torch.Tensor) else None
