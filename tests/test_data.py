@@ -76,6 +76,12 @@ def test_uint8_arrays_read_as_image_files_are(tmp_path):
     np.testing.assert_allclose(train_x[row], from_file, atol=1e-6)
     np.save(tmp_path / "one.npy", pixels[0])
     np.testing.assert_allclose(data.read_image(tmp_path / "one.npy"), from_file, atol=1e-6)
+    deep = pixels[0, 0].astype(np.uint16) * 257  # the same picture in 16 bits
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    np.save(tmp_path / "deep.npy", deep)
+    np.testing.assert_allclose(data.read_image(tmp_path / "deep.npy"), data.read_image(tmp_path / "deep.png"),
+                               atol=1e-6)
+    np.testing.assert_allclose(data.read_image(tmp_path / "deep.npy"), from_file, atol=1e-6)
 
 
 def test_bad_names_and_paths(tmp_path):

@@ -7,7 +7,7 @@
 - ``"shapes3d"``: synthetic point clouds, (N, 3, n_points), of 8 shapes under random rotation, scale
   and noise; the same seed always gives the same clouds.
 - a path: a folder with one subfolder of images per class (pixels in [0, 1]), or an ``.npz`` with arrays
-  ``x`` and ``y`` (a uint8 ``x`` scaled to [0, 1] as images are, other numbers taken as they are).
+  ``x`` and ``y`` (a uint8 or uint16 ``x`` scaled to [0, 1] as images are, other numbers taken as they are).
 
 """
 from __future__ import annotations

@@ -28,17 +28,21 @@ def _npz(path: Path):
     return check_samples(x, y, str(path))
 
 
+PIXEL_DEPTHS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}  # 8- and 16-bit pixels' largest values
+
+
 def as_float(a: np.ndarray) -> np.ndarray:
-    """``a`` as float32: uint8 pixels (0..255) scaled to [0, 1] as image files are read, other numbers as
-    they are."""
-    return a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+    """``a`` as float32: 8- and 16-bit pixels (uint8, uint16) scaled to [0, 1] as image files of those depths
+    are read, other numbers as they are."""
+    return (a.astype(np.float64) / PIXEL_DEPTHS[a.dtype]).astype(np.float32) if a.dtype in PIXEL_DEPTHS \
+        else a.astype(np.float32)
 
 
 def check_samples(x, y, where: str):
     """(x float32, y int64) if ``x`` holds finite numbers, one per sample, and ``y`` one class label per
-    sample: non-negative integers (integral floats too) with no more classes than samples. A uint8 ``x``
-    (pixels 0..255) is scaled to 0..1, as images read from files are (and as torchvision's ``ToTensor``
-    does): a model trained on the arrays then reads an image file as it read its training samples."""
+    sample: non-negative integers (integral floats too) with no more classes than samples. A uint8 or uint16
+    ``x`` (pixels) is scaled to 0..1, as images read from files are (and as torchvision's ``ToTensor`` does):
+    a model trained on the arrays then reads an image file as it read its training samples."""
     if x.dtype.kind not in "fiub":
         raise OneByOneError(f"{where}: x must hold numbers, got dtype {x.dtype}")
     if x.ndim < 2 or len(x) < 2:
@@ -69,8 +73,8 @@ def check_samples(x, y, where: str):
 
 def read_image(path, gray: bool = False) -> np.ndarray:
     """An image file as (C, H, W) float32 in [0, 1]: C = 1 for grayscale, 3 for colour (alpha dropped),
-    or 1 always with ``gray``. A ``.npy`` file holds (H, W) or (C, H, W) values, taken as they are (uint8
-    pixels scaled to [0, 1])."""
+    or 1 always with ``gray``. A ``.npy`` file holds (H, W) or (C, H, W) values, taken as they are (uint8 and
+    uint16 pixels scaled to [0, 1])."""
     path = Path(path)
     if not path.is_file():
         raise OneByOneError(f"image file {path} does not exist")
