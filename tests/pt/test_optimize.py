@@ -457,5 +457,6 @@ def test_channels_last_takes_a_model_holding_a_five_dimensional_parameter():
     model, x = Table().eval(), torch.randn(2, 3, 8, 8)
     fast, report = optimize(model, x, channels_last=True, passes=("channels_last", "check"))
     assert "model and input moved to channels_last" in report.changed
+    assert fast.model.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the 4-D weight moved
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
