@@ -51,6 +51,8 @@ def configs():
         "levit": (T.LevitForImageClassification, T.LevitConfig(image_size=64, hidden_sizes=[32, 48, 64],
                                                                num_attention_heads=[1, 2, 2], depths=[1, 1, 1],
                                                                key_dim=[8, 8, 8]), 64),
+        "dinov2": (T.Dinov2ForImageClassification, T.Dinov2Config(hidden_size=32, num_hidden_layers=2,  # a mask
+                   num_attention_heads=2, intermediate_size=64, image_size=28, patch_size=7), 28),  # token unread
     }
 
 
