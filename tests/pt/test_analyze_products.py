@@ -184,3 +184,20 @@ def test_examples_may_be_tuples_and_dicts():
     assert by_position.macs == by_keyword.macs == 5 * (4 * 3 + 6 * 3) and by_position.batch_size == 5
     with pytest.raises(Exception, match=r"failed at `b` on input \{'left': \(5, 4\)\}"):
         analyze(model, example={"left": x})
+
+
+def test_a_product_it_cannot_count_in_many_places_says_how_many():
+    """timm's sequencer: one LSTM per block; the warning names the first and counts the places."""
+    model = nn.Sequential(nn.LSTM(4, 4, batch_first=True), nn.Identity(), nn.LSTM(4, 4, batch_first=True))
+
+    class Outputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = model[0], model[2]
+
+        def forward(self, x):
+            return self.b(self.a(x)[0])[0]
+
+    s = analyze(Outputs(), example=torch.randn(2, 5, 4))
+    assert [(w, t) for w, t, _ in s.uncounted] == [("a", "lstm")]
+    assert "2 call(s) of `lstm` in 2 places (the first named)" in s.uncounted[0][2]

@@ -196,7 +196,7 @@ class _Collector(Listener):
             self.names.setdefault(id(m), name or type(model).__name__)
         self.stack, self.shapes, self.rows, self.inside_counted = [], [], [], 0
         self.claimed, self.seen, self.called = set(), set(), set()
-        self.ops = {}  # uncountable product -> (calls, where, params it took)
+        self.ops = {}  # uncountable product -> (calls, [where, ...], params it took)
         self.held = {}  # id of a counted layer whose weights are no parameters (int8: packed) -> their count
         self.axes = _Axes()
 
@@ -291,7 +291,9 @@ class _Collector(Listener):
                 self.uncounted_op(name, tensors)
 
     def uncounted_op(self, name, tensors):
-        calls, where, params = self.ops.get(name, (0, self.stack[-1] if self.stack else "", set()))
+        calls, where, params = self.ops.get(name, (0, [], set()))
+        here = self.stack[-1] if self.stack else ""
+        where = where + [here] * (here not in where)
         self.ops[name] = (calls + 1, where, params | {id(p) for p in _parameters(tensors)})
 
 
@@ -371,5 +373,6 @@ def _leftovers(model, c) -> tuple[list, list, list]:
             never_called += [(f"{name}.{k}" if name else k, "parameter not read", p.numel())
                              for k, p in own.items() if id(p) not in c.seen]  # (a mask token, no mask given)
     for op, (calls, where, params) in c.ops.items():
-        uncounted.append((where, op, f"{calls} call(s) of `{op}`, a product the analyzer cannot count"))
+        places = f" in {len(where)} places (the first named)" if len(where) > 1 else ""
+        uncounted.append((where[0], op, f"{calls} call(s) of `{op}`{places}, a product the analyzer cannot count"))
     return never_called, outside, uncounted
