@@ -119,6 +119,18 @@ def observed(plain: nn.Module, observe: list, layers: list) -> _Ranges:
     return ranges
 
 
+SETTINGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode",
+            "in_features", "out_features")
+
+
+def settings_of(layer: nn.Module, to: nn.Module) -> None:
+    """``layer``'s plain settings (stride, padding, ...) on ``to``, the module standing in for it: code around a
+    layer reads them each call (Hugging Face's MobileNetV2 pads by its convs' stride and kernel size)."""
+    for k in SETTINGS:
+        if hasattr(layer, k):
+            setattr(to, k, getattr(layer, k))
+
+
 class Int8Layer(nn.Module):
     """One conv or Linear run by torch's x86 int8 kernels on its own: the input quantized per tensor (uint8
     over its observed range; 7 bits unless ``vnni``: the CPU's VNNI serves both of torch's kernel libraries,
@@ -151,6 +163,7 @@ class Int8Layer(nn.Module):
                           layer.dilation, layer.groups)
         self.q.set_weight_bias(qw, None if layer.bias is None else layer.bias.detach().float())
         self.q.scale, self.q.zero_point = out_scale, out_zero
+        settings_of(layer, self)
 
     def get_extra_state(self) -> dict:
         """Its input's quantization (scale, zero point, largest code) in ``state_dict``, beside its int8 layer's."""
@@ -223,6 +236,7 @@ class _OneLayerInt8(nn.Module):
                 w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127))
         self.levels = 127  # as torch's form quantizes its activations (reduce_range) on every CPU
         self.scale, self.zero = affine(low, high, self.levels)
+        settings_of(layer, self)
 
     @property
     def weight(self) -> torch.Tensor:  # what code reading the layer's weight (its dtype, its shape) expects
