@@ -663,3 +663,33 @@ def test_a_sample_holding_nan_comes_out_nan_from_every_int8_form():
         got, fine = kept(bad), kept(cal[3])
         assert torch.equal(got.isnan(), want.isnan())
         assert (got[[0, 2]] - fine[[0, 2]]).abs().max() <= INT8_TOL * fine.abs().max()
+
+
+@pytest.mark.skipif(not all(lib in torch.backends.quantized.supported_engines for lib in ("fbgemm", "onednn")),
+                    reason="torch here packs for one int8 kernel library")
+def test_torch_int8_keeps_each_layers_kernel_library_in_a_copy_and_a_loaded_state(monkeypatch):
+    """A copy (or a loaded state_dict) of torch's int8 form packs its weights anew for torch's default engine;
+    each layer is packed again for the library timing chose for it (on timm's resnet18 the two libraries'
+    outputs differ by 0.016 of the scale), so the copy computes what the form did, as fast."""
+    from onebyone.torch.fast import private
+    from onebyone.torch.fast.int8_torch import NanSamples, torch_int8
+
+    model, cal = small(), batches(4)
+    plain = plain_layers(model, cal[0])
+    q, _ = torch_int8(plain, cal[0], cal)
+    chosen = dict(zip([n for n, m in q.named_modules() if private.packed_weights(m) is not None],
+                      ["fbgemm", "onednn"] * 8))
+    form = NanSamples(q, chosen)
+    form.repack()
+    packed, repacked = [], private.repacked
+    monkeypatch.setattr(private, "repacked", lambda m, lib: packed.append((m, lib)) or repacked(m, lib))
+    with torch.no_grad():
+        want = form(cal[1])
+        copied = copy.deepcopy(form)
+        assert {(copied.model.get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
+        assert torch.equal(copied(cal[1]), want)
+        again = NanSamples(torch_int8(plain, cal[0], cal)[0], chosen)
+        packed.clear()
+        again.load_state_dict(form.state_dict())
+        assert {(again.model.get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
+        assert torch.equal(again(cal[1]), want)

@@ -216,7 +216,8 @@ def _kept(best: str, form, made: tuple, layers: list, t: dict, tol: float, repor
     report.layers = []  # the float kernels chosen are not what runs
     if isinstance(form, Exported):  # an engine's form quantizes again for each new input shape: checked then too
         form.tol = tol
-    return NanSamples(form) if best.startswith("torch int8") else form
+    kernels = precision.get("torch_kernels") if best == "torch int8 (x86)" else None
+    return NanSamples(form, kernels) if best.startswith("torch int8") else form
 
 
 def _forms_line(precision: dict) -> str:

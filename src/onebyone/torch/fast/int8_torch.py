@@ -295,14 +295,36 @@ def error(form, want: list, held: list) -> float:
     return worst
 
 
+def _repack_after_load(module, incompatible_keys) -> None:
+    module.repack()
+
+
 class NanSamples(nn.Module):
     """``model``, one of torch's int8 forms (whose codes carry no NaN: its quantize turns NaN into a code),
     answering NaN for each sample whose inputs hold NaN or inf (``private.nan_samples``). Its ``state_dict``
-    is ``model``'s, under ``model.``."""
+    is ``model``'s, under ``model.``. ``kernels`` ({layer: "fbgemm" or "onednn"}, ``int8_kernels``): the
+    library each layer's weights are packed for, packed so again in a copy and after ``load_state_dict`` (torch
+    packs them for ``torch.backends.quantized.engine`` there, whose products may round otherwise)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kernels: dict | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.kernels = model, dict(kernels or {})
+        self.register_load_state_dict_post_hook(_repack_after_load)
+
+    def repack(self) -> None:
+        """Each layer of ``kernels`` packed for its library (where that library takes it)."""
+        for name, library in self.kernels.items():
+            m = self.model.get_submodule(name)
+            packed = private.repacked(m, library)
+            if packed is not None:
+                private.set_packed(m, packed)
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        new.repack()
+        return new
 
     def forward(self, *args, **kwargs):
         out = self.model(*args, **kwargs)
