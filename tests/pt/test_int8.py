@@ -693,3 +693,27 @@ def test_torch_int8_keeps_each_layers_kernel_library_in_a_copy_and_a_loaded_stat
         again.load_state_dict(form.state_dict())
         assert {(again.model.get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
         assert torch.equal(again(cal[1]), want)
+
+
+class Joined(nn.Module):
+    """Two branches on different ranges joined by torch.cat: torch's int8 form requantizes them to one range,
+    and torch says so at every cat of every run."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([torch.relu(self.a(x)), 10 * torch.relu(self.b(x))], 1))
+
+
+def test_torchs_notice_at_each_quantized_cat_becomes_one_note():
+    model, cal = Joined().eval(), batches(6)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    assert "torch int8 (x86)" in report.precision["forms"]
+    assert not [w for w in seen if "cat operator" in str(w.message)]
+    assert any("joins tensors quantized over different ranges (torch.cat)" in n for n in report.notes)
+    with pytest.warns(UserWarning, match="without calibration data"):  # the other warnings still pass on
+        optimize(model, cal[0], dtype=torch.int8, passes=NO_TIMING)

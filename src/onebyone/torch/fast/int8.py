@@ -154,6 +154,9 @@ def top1(labels, held: list):
     return evaluate
 
 
+CAT_NOTICE = "All inputs of this cat operator must share the same quantization parameters"  # torch's, per cat
+
+
 def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: nn.Module, calibration,
          tol: float, accuracy_tol: float, evaluate=None, labels=None) -> nn.Module:
     """The fastest int8 form of ``folded`` (the exactly rewritten float model) within ``tol`` of the output
@@ -161,6 +164,22 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     points) or ``labels``, losing at most ``accuracy_tol`` points; ``work`` (the float32 rewrite) where no
     form qualifies or none runs faster. ``report.precision`` gives each form's error, time and accuracy, and
     for each layer (``layers``) the precision it runs in and the output error with that layer alone in int8."""
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            return _int8(work, folded, x, report, given, calibration, tol, accuracy_tol, evaluate, labels)
+    finally:
+        for w in seen:  # every other warning passes on as it was raised
+            if CAT_NOTICE not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        if any(CAT_NOTICE in str(w.message) for w in seen):  # torch's notice, at each cat of each run: one line
+            report.notes.append("int8: torch's form joins tensors quantized over different ranges (torch.cat), each "
+                                "requantized to one range: that rounding is in its measured error")
+
+
+def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: nn.Module, calibration,
+          tol: float, accuracy_tol: float, evaluate=None, labels=None) -> nn.Module:
+    """``int8``'s work, its warnings recorded."""
     batches = calibration_batches(calibration, x)
     (observe, held), plain = split(batches), plain_layers(folded, x)
     layers = quantizable(plain)
