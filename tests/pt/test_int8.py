@@ -415,7 +415,7 @@ def test_an_int8_forms_error_is_measured_on_the_finite_outputs_and_never_reads_0
     off.load_state_dict(model.state_dict())
     want = expected(model, held)
     assert any(torch.isinf(t).any() for w in want for t in w)  # (each batch: a list of outputs)
-    assert error(model, want, held) == 0.0 and error(off, want, held) > 1.0
+    assert error(model, want, held) < 1e-5 and error(off, want, held) > 1.0  # (threads may sum in another order)
 
 
 def test_a_layers_error_alone_in_int8_puts_it_in_int8_wherever_it_is_called_the_root_too():
