@@ -52,7 +52,7 @@ def test_each_int8_form_is_checked_on_held_out_data_and_what_is_kept_stays_withi
     assert (got - y).abs().max() <= 0.05 * y.abs().max()  # on data it never saw, within dtype_tol
     kept = p.get("kept")
     assert (kept is None and any("float32 kept" in n for n in report.notes)) or kept in p["forms"]
-    said = next(n for n in report.notes if n.startswith("int8 forms, error of the output scale"))  # in print(report)
+    said = next(n for n in report.notes if n.startswith("int8 forms, largest error of the output scale"))
     assert all(f"{k} {f['relative_error']:.3g}" in said for k, f in p["forms"].items())
     assert kept is None or f"{kept} kept (error {p['forms'][kept]['relative_error']:.3g}" in str(report)
 
@@ -717,3 +717,24 @@ def test_torchs_notice_at_each_quantized_cat_becomes_one_note():
     assert any("joins tensors quantized over different ranges (torch.cat)" in n for n in report.notes)
     with pytest.warns(UserWarning, match="without calibration data"):  # the other warnings still pass on
         optimize(model, cal[0], dtype=torch.int8, passes=NO_TIMING)
+
+
+def test_a_forms_error_is_its_worst_over_the_observed_batches_too():
+    """One held-out batch of a few samples can miss where a form errs: the batches its ranges were observed
+    on are measured too (those shaped as the example), and the largest error counts."""
+    from onebyone.torch.fast.int8 import _worst
+
+    class OffOnLarge(nn.Module):  # 10% off wherever the input is large: as an int8 form clipping its range
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x) * (1.1 if float(x.abs().max()) > 8 else 1.0)
+
+    model, cal = small(), batches(4)
+    observe, held = cal[:3] + [cal[3][:2] * 10], [cal[3]]  # a large batch of another shape: not measured
+    forms = {"form": (OffOnLarge(model), 0.0, ())}
+    assert _worst(forms, model, cal[0], observe, held)["form"][1] == 0.0
+    observe[1] = observe[1] * 10  # now a large batch shaped as the example
+    assert _worst(forms, model, cal[0], observe, held)["form"][1] == pytest.approx(0.1, rel=1e-3)
