@@ -296,6 +296,11 @@ def test_a_kept_engine_form_checks_each_new_input_shape_within_dtype_tol(monkeyp
             assert torch.equal(opt(far), got)
             empty = torch.randn(0, 3, 12, 12)
             assert opt(empty).shape == model(empty).shape  # no samples: nothing to export, the float model
+        larger = torch.randn(4, 3, 16, 16)  # another size per sample: the calibration does not fit it, said so
+        with pytest.warns(UserWarning, match=r"calibrated on inputs of \[\(4, 3, 12, 12\)\].*need calibration "
+                                             r"batches of that size.*float model runs"):
+            got = opt(larger)
+        assert torch.allclose(got, model(larger), rtol=0, atol=1e-5 * float(model(larger).abs().max()))
         monkeypatch.setattr(type(opt), "compile", lambda self, onnx: 1 / 0)  # a quantizer failing on a new shape
         other = torch.randn(6, 3, 12, 12)
         with pytest.warns(UserWarning, match="could not make a form for inputs of shape.*ZeroDivisionError.*float"):
