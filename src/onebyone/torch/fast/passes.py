@@ -466,10 +466,9 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             samples), to measure accuracy: a form losing over ``accuracy_tol`` points is refused. The
             fastest form that qualifies is kept where it beats float32; else float32, said why.
             ``report.precision`` gives each form's error, accuracy and time. An engine's int8 form, where
-            kept, quantizes again on the calibration inputs for each new batch size, checked within
-            ``dtype_tol`` on that first call (past it, a warning, and the float model runs that shape; so too
-            for another size per sample, which its calibration does not fit); torch's and the chains' forms
-            take any shape with the ranges they have, unchecked.
+            kept, quantizes again for each new batch size, checked within ``dtype_tol`` on that first call
+            (past it, or at a size per sample calibration does not fit, a warning and the float model runs
+            that shape); torch's and the chains' forms take any shape with their ranges, unchecked.
     """
     names = _pass_names(passes)
     req = _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,
