@@ -712,16 +712,16 @@ class Joined(nn.Module):
         return self.head(torch.cat([torch.relu(self.a(x)), 10 * torch.relu(self.b(x))], 1))
 
 
-def test_torchs_notice_at_each_quantized_cat_becomes_one_note():
+def test_torchs_notice_at_each_quantized_cat_is_not_printed_by_optimize():
     model, cal = Joined().eval(), batches(6)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         _, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
-    assert "torch int8 (x86)" in report.precision["forms"]
+    assert "torch int8 (x86)" in report.precision["forms"]  # made and measured: the requantizing is in its error
     assert not [w for w in seen if "cat operator" in str(w.message)]
-    assert any("joins tensors quantized over different ranges (torch.cat)" in n for n in report.notes)
-    with pytest.warns(UserWarning, match="without calibration data"):  # the other warnings still pass on
+    with pytest.warns(UserWarning, match="without calibration data") as other:  # the other warnings pass on,
         optimize(model, cal[0], dtype=torch.int8, passes=NO_TIMING)
+    assert other[0].filename == __file__  # pointing at the call of optimize
 
 
 def test_a_forms_error_is_its_worst_over_the_observed_batches_too():

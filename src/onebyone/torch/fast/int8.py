@@ -66,7 +66,7 @@ def calibration_batches(calibration, example) -> list:
     tensor the same dtype and per-sample shape, finite. None: the example alone, with a warning."""
     if calibration is None:
         warnings.warn("optimize(dtype=torch.int8) without calibration data: activation ranges come from the "
-                      "example alone; pass calibration=[batches of real inputs] for ranges that hold", stacklevel=3)
+                      "example alone; pass calibration=[batches of real inputs] for ranges that hold", stacklevel=6)
         return [example]
     if isinstance(calibration, (torch.Tensor, dict, str, bytes)) or not hasattr(calibration, "__iter__"):
         raise OneByOneError(f"calibration must be an iterable of inputs like the example (a list of batches), "
@@ -165,22 +165,14 @@ def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: n
     points) or ``labels``, losing at most ``accuracy_tol`` points; ``work`` (the float32 rewrite) where no
     form qualifies or none runs faster. ``report.precision`` gives each form's error, time and accuracy, and
     for each layer (``layers``) the precision it runs in and the output error with that layer alone in int8."""
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            return _int8(work, folded, x, report, given, calibration, tol, accuracy_tol, evaluate, labels)
-    finally:
-        for w in seen:  # every other warning passes on as it was raised
-            if CAT_NOTICE not in str(w.message):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-        if any(CAT_NOTICE in str(w.message) for w in seen):  # torch's notice, at each cat of each run: one line
-            report.notes.append("int8: torch's form joins tensors quantized over different ranges (torch.cat), each "
-                                "requantized to one range: that rounding is in its measured error")
+    with warnings.catch_warnings():  # torch's notice at each quantized cat of each run (a dozen a call on
+        warnings.filterwarnings("ignore", message=CAT_NOTICE)  # dla34): the requantizing is in each form's error
+        return _int8(work, folded, x, report, given, calibration, tol, accuracy_tol, evaluate, labels)
 
 
 def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: nn.Module, calibration,
           tol: float, accuracy_tol: float, evaluate=None, labels=None) -> nn.Module:
-    """``int8``'s work, its warnings recorded."""
+    """``int8``'s work."""
     batches = calibration_batches(calibration, x)
     (observe, held), plain = split(batches), plain_layers(folded, x)
     layers = quantizable(plain)
@@ -191,7 +183,7 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
     if not layers:
         why = "int8: nothing to quantize (no conv or Linear): float32 kept"
         report.notes.append(why)
-        warnings.warn(f"optimize: {why}", stacklevel=3)
+        warnings.warn(f"optimize: {why}", stacklevel=5)  # (the caller of optimize)
         return work
     if evaluate is None and labels is not None:
         evaluate = top1(labels, held)
