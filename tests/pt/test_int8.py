@@ -698,6 +698,18 @@ def test_torch_int8_keeps_each_layers_kernel_library_in_a_copy_and_a_loaded_stat
         again.load_state_dict(form.state_dict())
         assert {(again.model.get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
         assert torch.equal(again(cal[1]), want)
+        first = next(iter(chosen))
+        setattr(again.model, first, nn.Identity())  # a layer replaced since: left out, the others packed
+        assert isinstance(copy.deepcopy(again).model.get_submodule(first), nn.Identity)
+
+
+def test_an_engine_refuses_calibration_of_another_size_by_name_and_matches_keywords_by_name():
+    from onebyone.torch.fast.int8_engines import _same_size
+
+    batch = {"mask": torch.ones(2, 8, 8), "pixels": torch.randn(2, 3, 8, 8)}  # another order than the export's
+    _same_size([batch], ["pixels", "mask"], [[None, 3, 8, 8], [None, 8, 8]])  # the same sizes: nothing said
+    with pytest.raises(OneByOneError, match=r"calibrated on inputs of \[\(2, 3, 8, 8\), \(2, 8, 8\)\].*another size"):
+        _same_size([batch], ["pixels", "mask"], [[None, 3, 16, 16], [None, 16, 16]])
 
 
 class Joined(nn.Module):
@@ -738,8 +750,8 @@ def test_a_forms_error_is_its_worst_over_the_observed_batches_too():
             return self.model(x) * (1.1 if float(x.abs().max()) > 8 else 1.0)
 
     model, cal = small(), batches(4)
-    observe, held = cal[:3] + [cal[3][:2] * 10], [cal[3]]  # a large batch of another shape: not measured
+    observe, held = cal[:3], [cal[3]]
     forms = {"form": (OffOnLarge(model), 0.0, ())}
     assert _worst(forms, model, cal[0], observe, held)["form"][1] == 0.0
-    observe[1] = observe[1] * 10  # now a large batch shaped as the example
+    observe[1] = observe[1][:2] * 10  # a large batch (of 2 samples: a form other than an engine's takes any)
     assert _worst(forms, model, cal[0], observe, held)["form"][1] == pytest.approx(0.1, rel=1e-3)

@@ -61,8 +61,8 @@ class OpenVinoInt8(_Int8Form, OpenVino):
         nncf = require_engine("nncf", "OpenVINO int8", "openvino")
         model = ov.Core().read_model(model=onnx, weights=b"")
         names = [p.get_any_name() for p in model.inputs]
-        _same_size(self.observe, [[d.get_length() if d.is_static else None for d in p.get_partial_shape()]
-                                  for p in model.inputs])
+        _same_size(self.observe, names, [[d.get_length() if d.is_static else None for d in p.get_partial_shape()]
+                                         for p in model.inputs])
         feeds = _feeds(names, self.observe, _export_batch(model.inputs[0].get_partial_shape()))
         with warnings.catch_warnings(), _root_log_quiet(), _nncf_quiet(nncf):
             warnings.simplefilter("ignore")
@@ -116,7 +116,7 @@ def quantize_onnx(onnx: bytes, observe: list) -> bytes:
     inputs = list(graph.graph.input)
     names = [i.name for i in inputs]
     batch = inputs[0].type.tensor_type.shape.dim[0].dim_value if inputs else 0  # 0: not fixed by the export
-    _same_size(observe, [[d.dim_value or None for d in i.type.tensor_type.shape.dim] for i in inputs])
+    _same_size(observe, names, [[d.dim_value or None for d in i.type.tensor_type.shape.dim] for i in inputs])
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _root_log_quiet():
         warnings.simplefilter("ignore")
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "int8.onnx"
@@ -127,11 +127,13 @@ def quantize_onnx(onnx: bytes, observe: list) -> bytes:
         return dst.read_bytes()
 
 
-def _same_size(observe: list, shapes: list) -> None:
-    """Refuse (naming both) to quantize an export whose inputs are ``shapes`` (per input, its dims; None: open)
-    on calibration batches of another size per sample: the engines calibrate on the export's own shapes."""
+def _same_size(observe: list, names: list, shapes: list) -> None:
+    """Refuse (naming both) to quantize an export whose inputs ``names`` are ``shapes`` (per input, its dims;
+    None: open) on calibration batches of another size per sample: the engines calibrate on the export's own
+    shapes. Inputs are matched as ``_feeds`` matches them: keyword batches by name."""
     for b in observe:
-        got = [tuple(t.shape) for t in example_values(b) if isinstance(t, torch.Tensor)]
+        got = [tuple((b[name] if isinstance(b, dict) and name in b else example_values(b)[i]).shape)
+               for i, name in enumerate(names)]
         if any(len(g) != len(w) or any(d is not None and d != n for d, n in zip(w[1:], g[1:]))
                for g, w in zip(got, shapes)):
             raise OneByOneError(f"int8 was calibrated on inputs of {got} (the batch first); inputs of another "

@@ -303,8 +303,9 @@ class NanSamples(nn.Module):
     """``model``, one of torch's int8 forms (whose codes carry no NaN: its quantize turns NaN into a code),
     answering NaN for each sample whose inputs hold NaN or inf (``private.nan_samples``). Its ``state_dict``
     is ``model``'s, under ``model.``. ``kernels`` ({layer: "fbgemm" or "onednn"}, ``int8_kernels``): the
-    library each layer's weights are packed for, packed so again in a copy and after ``load_state_dict`` (torch
-    packs them for ``torch.backends.quantized.engine`` there, whose products may round otherwise)."""
+    library each layer's weights are packed for, packed so again in a copy and after its own
+    ``load_state_dict`` (torch packs them for ``torch.backends.quantized.engine`` there, whose products may
+    round otherwise; loading into ``.model`` alone does not)."""
 
     def __init__(self, model: nn.Module, kernels: dict | None = None):
         super().__init__()
@@ -312,10 +313,14 @@ class NanSamples(nn.Module):
         self.register_load_state_dict_post_hook(_repack_after_load)
 
     def repack(self) -> None:
-        """Each layer of ``kernels`` packed for its library (where that library takes it)."""
-        for name, library in self.kernels.items():
-            m = self.model.get_submodule(name)
-            packed = private.repacked(m, library)
+        """Each layer of ``kernels`` packed for its library (where it is still a packed int8 layer and that
+        library takes it)."""
+        for name, library in getattr(self, "kernels", {}).items():
+            try:
+                m = self.model.get_submodule(name)
+            except AttributeError:  # the layer was replaced since
+                continue
+            packed = private.repacked(m, library) if private.packed_weights(m) is not None else None
             if packed is not None:
                 private.set_packed(m, packed)
 

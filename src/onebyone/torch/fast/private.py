@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 import sys
+import threading
 import warnings
 
 import torch
@@ -351,20 +352,24 @@ def _holder(m):
     return inner if isinstance(inner, torch.nn.Module) else m
 
 
+_ENGINE = threading.Lock()  # held while ``repacked`` switches torch's int8 engine
+
+
 def repacked(m, library: str):
     """The int8 weight and bias of the quantized layer ``m`` packed for the kernels of ``library`` ("fbgemm",
     "onednn"), ``m`` itself left as it was; None where that library refuses the layer."""
     holder = _holder(m)
-    old_library, old = torch.backends.quantized.engine, holder._packed_params
-    try:
-        torch.backends.quantized.engine = library
-        m.set_weight_bias(*m._weight_bias())
-        return holder._packed_params
-    except RuntimeError:
-        return None
-    finally:
-        torch.backends.quantized.engine = old_library
-        holder._packed_params = old
+    with _ENGINE:  # (the engine is process-wide: one switch at a time here; packing elsewhere meanwhile races)
+        old_library, old = torch.backends.quantized.engine, holder._packed_params
+        try:
+            torch.backends.quantized.engine = library
+            m.set_weight_bias(*m._weight_bias())
+            return holder._packed_params
+        except RuntimeError:
+            return None
+        finally:
+            torch.backends.quantized.engine = old_library
+            holder._packed_params = old
 
 
 def set_packed(m, packed) -> None:
