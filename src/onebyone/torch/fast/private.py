@@ -352,14 +352,14 @@ def _holder(m):
     return inner if isinstance(inner, torch.nn.Module) else m
 
 
-_ENGINE = threading.Lock()  # held while ``repacked`` switches torch's int8 engine
+_LIBRARY = threading.Lock()  # held while ``repacked`` switches torch's int8 kernel library
 
 
 def repacked(m, library: str):
     """The int8 weight and bias of the quantized layer ``m`` packed for the kernels of ``library`` ("fbgemm",
     "onednn"), ``m`` itself left as it was; None where that library refuses the layer."""
     holder = _holder(m)
-    with _ENGINE:  # (the engine is process-wide: one switch at a time here; packing elsewhere meanwhile races)
+    with _LIBRARY:  # (a process-wide setting: one switch at a time here; packing elsewhere meanwhile races)
         old_library, old = torch.backends.quantized.engine, holder._packed_params
         try:
             torch.backends.quantized.engine = library
