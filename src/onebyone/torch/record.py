@@ -101,8 +101,8 @@ class Calls:
         if self.reads is None:  # indexed once: value key -> the first op reading it, and where
             self.reads = {}
             for op in self.ops:
+                name = getattr(op.func, "__name__", str(op.func))
                 for pos, a in enumerate(_refs(op)):
-                    name = getattr(op.func, "__name__", str(op.func))
                     if not ((name in _META_FIRST and pos == 0) or (name in _META_OTHERS and pos > 0)):
                         self.reads.setdefault(a.key, []).append((name, op.scope))
         for p in m.parameters(recurse=False):
@@ -112,6 +112,12 @@ class Calls:
                 where = self.containers[scope[-1]].name or "the model" if scope else "the model"
                 return f"`{name}` in `{where}`'s forward"
         return ""
+
+    def name_pieces(self, out, by: str) -> None:
+        """Each tensor of a tuple or list output, as made by ``by`` (a function's or a leaf's name)."""
+        for t in out if isinstance(out, (tuple, list)) else ():
+            if isinstance(t, torch.Tensor):
+                self.pieces[self.key(t)] = by
 
     def seq(self) -> int:
         """The place of the next call or op in the run."""
@@ -177,9 +183,7 @@ class _Recorder(Listener):
         if id(m) in self.leaves:
             self.depth -= 1
             c.output = r.produced(out, tensors, c)
-            for t in out if isinstance(out, (tuple, list)) else ():  # an LSTM's (output, (h, c)): named pieces
-                if isinstance(t, torch.Tensor):
-                    r.pieces[r.key(t)] = c.name
+            r.name_pieces(out, c.name)  # an LSTM's (output, (h, c))
         else:
             r.open.pop()
             c.output = r.key(out) if isinstance(out, torch.Tensor) else None
@@ -204,10 +208,7 @@ class _Recorder(Listener):
             return
         (op, tensors), self.pending = self.pending, None
         op.output = self.r.produced(out, tensors)
-        if isinstance(out, (tuple, list)):  # q, k, v = torch.split(...): each piece named by its function
-            for t in out:
-                if isinstance(t, torch.Tensor):
-                    self.r.pieces[self.r.key(t)] = getattr(func, "__name__", str(func))
+        self.r.name_pieces(out, getattr(func, "__name__", str(func)))  # q, k, v = torch.split(...)
         if op.output is not None:
             op.output_shape = tuple(out.shape)
             self.r.ops.append(op)

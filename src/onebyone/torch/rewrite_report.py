@@ -12,7 +12,7 @@ from torch import nn
 from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .collect import analyze
-from .tensors import call, cast, copy_model, outputs, random_like
+from .tensors import call, cast, copy_model, outputs, params_dtype, random_like
 
 
 class FactorizedLayer(TypedDict):
@@ -138,17 +138,13 @@ def _difference(a, b, x, reshape, dtype, cast_each=False) -> tuple[float, float]
     x = cast(x, dtype) if dtype is not None else x
     with torch.no_grad():
         if cast_each:
-            ya, yb = ([t.double() if t.is_floating_point() else t for t in outputs(call(m, cast(x, _dtype(m))))]
+            ya, yb = ([t.double() if t.is_floating_point() else t for t in outputs(call(m, cast(x, params_dtype(m))))]
                       for m in (a, b))
         else:
             ya, yb = outputs(call(a, x)), outputs(call(b, x))
     if reshape is not None:
         yb = [reshape(t, ref) for t, ref in zip(yb, ya)]
     return output_difference(ya, yb, "the rewrite")
-
-
-def _dtype(model: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def output_difference(want: list, got: list, what: str) -> tuple[float, float]:
@@ -249,7 +245,7 @@ def _difference_checked(report: RewriteReport, original, rewritten, example, res
     except OneByOneError:
         raise
     except Exception as e:  # noqa: BLE001 - which model failed decides what it means
-        own = _dtype(original)
+        own = params_dtype(original)
         try:  # the original alone, on the same inputs (the example and the probe)
             max_difference(original, original, example)
         except Exception as first:  # noqa: BLE001 - the model's own: checked in its dtype instead

@@ -116,8 +116,9 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
     """Every ``nn.Linear`` becomes a ``Pointwise(channel_dim=-1)``: the same map over the last axis."""
     x = probe_input(model, example, input_size)
     work, report = copy_model(model), RewriteReport("linear_to_conv1x1")
+    done = {}
     with evaluating(work):  # (a training model's copy keeps its norm statistics)
-        done, calls = {}, record_calls(work, x)
+        calls = record_calls(work, x)
     for name, m in list(work.named_modules(remove_duplicate=False)):
         if not isinstance(m, nn.Linear):
             continue

@@ -189,7 +189,12 @@ def precise_dtype(model: nn.Module, example) -> torch.dtype:
             call(copy_model(model, torch.float64).eval(), cast(example, torch.float64))
         return torch.float64
     except Exception:  # noqa: BLE001 - whatever it raises, float64 is not for it
-        return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        return params_dtype(model)
+
+
+def params_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s first floating-point parameter (float32 where it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def random_like(example, seed: int = 0):

@@ -132,8 +132,7 @@ def _same_size(observe: list, names: list, shapes: list) -> None:
     None: open) on calibration batches of another size per sample: the engines calibrate on the export's own
     shapes. Inputs are matched as ``_feeds`` matches them: keyword batches by name."""
     for b in observe:
-        got = [tuple((b[name] if isinstance(b, dict) and name in b else example_values(b)[i]).shape)
-               for i, name in enumerate(names)]
+        got = [tuple(_input(b, name, i).shape) for i, name in enumerate(names)]
         if any(len(g) != len(w) or any(d is not None and d != n for d, n in zip(w[1:], g[1:]))
                for g, w in zip(got, shapes)):
             raise OneByOneError(f"int8 was calibrated on inputs of {got} (the batch first); inputs of another "
@@ -141,11 +140,16 @@ def _same_size(observe: list, names: list, shapes: list) -> None:
                                 "size: optimize(dtype=torch.int8) again with them")
 
 
+def _input(batch, name: str, i: int) -> torch.Tensor:
+    """The export's input ``name`` (its ``i``-th) in a calibration batch: keyword inputs by name, as the export
+    names them; positional ones by place."""
+    return batch[name] if isinstance(batch, dict) and name in batch else example_values(batch)[i]
+
+
 def _feeds(names: list, observe: list, batch: int) -> list:
     """The calibration inputs as onnxruntime feeds; where the export fixed its batch size, every sample
     regrouped into batches of that size (repeated to fill one where there are fewer samples)."""
-    columns = [torch.cat([b[name] if isinstance(b, dict) and name in b else example_values(b)[i] for b in observe])
-               for i, name in enumerate(names)]  # keyword inputs by name, as the export names them
+    columns = [torch.cat([_input(b, name, i) for b in observe]) for i, name in enumerate(names)]
     if batch:
         n = columns[0].shape[0]
         if n < batch:
