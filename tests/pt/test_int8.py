@@ -755,3 +755,53 @@ def test_a_forms_error_is_its_worst_over_the_observed_batches_too():
     assert _worst(forms, model, cal[0], observe, held)["form"][1] == 0.0
     observe[1] = observe[1][:2] * 10  # a large batch (of 2 samples: a form other than an engine's takes any)
     assert _worst(forms, model, cal[0], observe, held)["form"][1] == pytest.approx(0.1, rel=1e-3)
+
+
+class SumPool(nn.Module):
+    def forward(self, x):
+        return x.sum((2, 3))  # grows with the map's size: ranges observed at one size clip at a larger one
+
+
+@pytest.mark.parametrize("form", ["torch int8 (x86)", "onebyone int8 (fused chains and Linear runs)"])
+def test_our_kept_int8_form_checks_each_new_size_per_sample_and_runs_float_where_its_ranges_clip(monkeypatch, form):
+    """Activation ranges observed on 8 x 8 maps hold for 8 x 8 maps of any batch (nothing checked then); the
+    first call with another size per sample is checked against the float model: within dtype_tol, int8 runs
+    that size from then on; past it (a sum over positions 4x the calibration's range), a warning at the
+    caller's line and the float model's outputs, for that size from then on."""
+    from onebyone.torch.fast import int8 as I
+
+    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 0.0 if k == form else 1.0 for k in models})
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), SumPool(),
+                          nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    g = torch.Generator().manual_seed(1)
+    cal = [torch.randn(4, 3, 8, 8, generator=g) for _ in range(4)]
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+    assert report.precision["kept"] == form
+    assert not any(k.startswith("reference") for k in opt.state_dict())  # the float model is not its state
+    runs = []
+    opt.reference.register_forward_hook(lambda *a: runs.append(1))
+
+    def off(x):
+        y = model(x)
+        return float((opt(x) - y).abs().max() / y.abs().max())
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert off(torch.randn(7, 3, 8, 8)) <= 0.05 and not runs  # the calibration's size, another batch
+        assert off(torch.randn(3, 3, 8, 7)) <= 0.05 and len(runs) == 1  # a new size, checked once: it fits
+        assert off(torch.randn(5, 3, 8, 7)) <= 0.05 and len(runs) == 1
+        nan = torch.randn(2, 3, 9, 9)
+        nan[0, 0, 0, 0] = float("nan")
+        assert opt(nan)[0].isnan().all() and len(runs) == 1  # NaN in the inputs: nothing measured on them
+        larger = torch.randn(4, 3, 16, 16)
+        with pytest.warns(UserWarning, match=r"int8 form moved the outputs by .* \(> dtype_tol 0.05\) on inputs of "
+                                             r"shape \(4, 3, 16, 16\).*float model runs inputs like these") as w:
+            got = opt(larger)
+        assert {x.filename for x in w} == {__file__}  # said at the caller's line
+        want = model(larger)
+        assert torch.allclose(got, want, rtol=0, atol=1e-5 * float(want.abs().max())) and len(runs) == 2
+        again = torch.randn(2, 3, 16, 16)
+        want = model(again)
+        assert torch.allclose(opt(again), want, rtol=0, atol=1e-5 * float(want.abs().max()))
+        assert len(runs) == 3  # the float model from then on, not said again

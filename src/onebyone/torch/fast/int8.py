@@ -23,7 +23,8 @@ runs on the CPU's int8 dot products and is requantized once per output. The form
 
 Each form is checked against the float32 model on held-out calibration batches (the last quarter, at least
 one; all of them where there is one batch, said in the report) and on a few of those its ranges were
-observed on: its error is the largest.
+observed on: its error is the largest. The form kept is checked again on the first call with each input of
+another size per sample (``int8_kept``): past ``dtype_tol`` there, the float model runs such inputs, warned.
 """
 from __future__ import annotations
 
@@ -38,10 +39,11 @@ from torch import nn
 
 from ...errors import OneByOneError, reason
 from ..rewrite_report import OptimizeReport, RewriteReport, weight_rounding
-from ..tensors import call, copy_model, describe, example_values, outputs
+from ..tensors import arguments, call, copy_model, describe, example_values, outputs
 from .exported import Exported
 from .int8_chain import int8_chains
 from .int8_engines import OnnxRuntimeInt8, OpenVinoInt8
+from .int8_kept import ShapeChecked, per_sample
 from .int8_kernels import fastest_kernels
 from .int8_torch import (
     NanSamples,
@@ -213,12 +215,16 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
         report.notes.append(f"int8 ran no faster than float32 on this CPU ({t[best] * 1e3:.3g} against "
                             f"{t['float32'] * 1e3:.3g} ms a call): float32 kept")
         return work
-    return _kept(best, fine[best], forms[best], layers, t, max(tol, weight_rounding(plain)), report)
+    return _kept(best, fine[best], forms[best], layers, t, max(tol, weight_rounding(plain)), report, folded,
+                 per_sample(*arguments(x)))
 
 
-def _kept(best: str, form, made: tuple, layers: list, t: dict, tol: float, report) -> nn.Module:
+def _kept(best: str, form, made: tuple, layers: list, t: dict, tol: float, report, folded: nn.Module,
+          measured: tuple) -> nn.Module:
     """``form`` (``best``, as ``_forms`` ``made`` it), the int8 form kept: said in ``report``, each layer's
-    precision set; an engine's form checks each new input shape within ``tol`` (it was made with no bound)."""
+    precision set; each new input shape checked within ``tol``: an engine's form against the model it exports
+    (it was made with no bound), ours against ``folded`` (the float32 model it quantizes) on each per-sample
+    shape other than the calibration's (``measured``)."""
     precision, floats = report.precision, made[2]
     precision["kept"] = best
     for n, row in precision["layers"].items():
@@ -229,8 +235,11 @@ def _kept(best: str, form, made: tuple, layers: list, t: dict, tol: float, repor
     report.layers = []  # the float kernels chosen are not what runs
     if isinstance(form, Exported):  # an engine's form quantizes again for each new input shape: checked then too
         form.tol = tol
-    kernels = precision.get("torch_kernels") if best == "torch int8 (x86)" else None
-    return NanSamples(form, kernels) if best.startswith("torch int8") else form
+        return form
+    if best.startswith("torch int8"):
+        return NanSamples(form, precision.get("torch_kernels") if best == "torch int8 (x86)" else None, folded,
+                          tol, (measured,))
+    return ShapeChecked(form, folded, tol, (measured,))
 
 
 WORST_BATCHES = 4  # observed batches each form's error is also measured on (beside the held-out ones)

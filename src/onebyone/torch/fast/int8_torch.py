@@ -18,6 +18,7 @@ from ..rewrite_report import output_difference
 from ..tensors import call, copy_model, outputs
 from . import int8_ranges, private
 from .int8_chain import affine, rounded, weight_scales
+from .int8_kept import ShapeChecked
 from .private import quantized_tensors
 
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -299,17 +300,19 @@ def _repack_after_load(module, incompatible_keys) -> None:
     module.repack()
 
 
-class NanSamples(nn.Module):
+class NanSamples(ShapeChecked):
     """``model``, one of torch's int8 forms (whose codes carry no NaN: its quantize turns NaN into a code),
-    answering NaN for each sample whose inputs hold NaN or inf (``private.nan_samples``). Its ``state_dict``
+    answering NaN for each sample whose inputs hold NaN or inf (``private.nan_samples``); with a
+    ``reference``, each new per-sample shape checked against it (``ShapeChecked``). Its ``state_dict``
     is ``model``'s, under ``model.``. ``kernels`` ({layer: "fbgemm" or "onednn"}, ``int8_kernels``): the
     library each layer's weights are packed for, packed so again in a copy and after its own
     ``load_state_dict`` (torch packs them for ``torch.backends.quantized.engine`` there, whose products may
     round otherwise; loading into ``.model`` alone does not)."""
 
-    def __init__(self, model: nn.Module, kernels: dict | None = None):
-        super().__init__()
-        self.model, self.kernels = model, dict(kernels or {})
+    def __init__(self, model: nn.Module, kernels: dict | None = None, reference: nn.Module | None = None,
+                 tol: float = 0.0, measured: tuple = ()):
+        super().__init__(model, reference, tol, measured)
+        self.kernels = dict(kernels or {})
         self.register_load_state_dict_post_hook(_repack_after_load)
 
     def repack(self) -> None:
@@ -331,6 +334,5 @@ class NanSamples(nn.Module):
         new.repack()
         return new
 
-    def forward(self, *args, **kwargs):
-        out = self.model(*args, **kwargs)
-        return out if private.tracing() else private.nan_samples(args, kwargs, out)
+    def marked(self, args: tuple, kwargs: dict, out):
+        return private.nan_samples(args, kwargs, out)

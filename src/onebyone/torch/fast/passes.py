@@ -465,10 +465,10 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             ``evaluate`` (model -> top-1 accuracy in points) or ``labels`` (class indices of the held-out
             samples), to measure accuracy: a form losing over ``accuracy_tol`` points is refused. The
             fastest form that qualifies is kept where it beats float32; else float32, said why.
-            ``report.precision`` gives each form's error, accuracy and time. An engine's int8 form, where
-            kept, quantizes again for each new batch size, checked within ``dtype_tol`` on that first call
-            (past it, or at a size per sample calibration does not fit, a warning and the float model runs
-            that shape); torch's and the chains' forms take any shape with their ranges, unchecked.
+            ``report.precision`` gives each form's error, accuracy and time. The form kept checks its
+            first call with each new input size against the float model (an engine's each new batch size,
+            which it quantizes again; ours each new size per sample): past ``dtype_tol``, or at a size per
+            sample an engine's calibration does not fit, a warning, and the float model runs that size.
     """
     names = _pass_names(passes)
     req = _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,

@@ -1,0 +1,80 @@
+"""The int8 form ``optimize`` keeps, checked wherever its measured error does not reach: activation ranges
+observed on calibration inputs of one size hold for inputs of that size; on a map of another size (a sum
+over positions, a resolution-dependent scale) they may clip. Each new per-sample shape is checked once
+against the float model, as the engines' forms check each new input signature."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module
+from torch.utils._pytree import tree_leaves
+
+from ..rewrite_report import output_difference
+from ..tensors import outputs
+from . import private
+
+
+def per_sample(args: tuple, kwargs: dict) -> tuple:
+    """What an int8 form's error depends on in a call: each tensor's shape past the batch axis and its dtype,
+    each other argument's value."""
+    return tuple((tuple(t.shape[1:]), t.dtype) if isinstance(t, torch.Tensor) else repr(t)
+                 for t in tree_leaves((args, kwargs)))
+
+
+class ShapeChecked(nn.Module):
+    """``model``, an int8 form within ``tol`` of ``reference`` (the float model) on inputs whose per-sample
+    shapes are in ``measured`` (``per_sample`` keys), checked on the first call with any other: within ``tol``
+    of the output scale it runs such inputs from then on; past it, a warning, and ``reference`` runs them
+    (one float call more per new shape; a batch of another size is the same shape). Inputs holding NaN or inf
+    are not checked on. ``reference`` is not a submodule: the state_dict is ``model``'s, under ``model.``.
+    With no ``reference``, ``model`` runs every input."""
+
+    def __init__(self, model: nn.Module, reference: nn.Module | None = None, tol: float = 0.0,
+                 measured: tuple = ()):
+        super().__init__()
+        self.model, self.tol = model, tol
+        self.__dict__["reference"] = reference  # (the float model: its weights are not this form's state)
+        self.checked = dict.fromkeys(measured, True)  # per-sample key -> does ``model`` run such inputs
+
+    def forward(self, *args, **kwargs):
+        reference = self.__dict__.get("reference")
+        if reference is None or private.tracing():
+            out = self.model(*args, **kwargs)
+        else:
+            key = per_sample(args, kwargs)
+            ok = self.checked.get(key)
+            out = (self._check(key, reference, args, kwargs) if ok is None else
+                   (self.model if ok else reference)(*args, **kwargs))
+        return out if private.tracing() else self.marked(args, kwargs, out)
+
+    def marked(self, args: tuple, kwargs: dict, out):
+        """``out`` as the caller gets it (a subclass marks what the form cannot compute)."""
+        return out
+
+    def _check(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict):
+        got = self.model(*args, **kwargs)
+        if not private.finite_inputs(args, kwargs):
+            return got  # (NaN in the inputs: nothing to measure on)
+        with torch.no_grad():
+            want = reference(*args, **kwargs)
+        diff, scale = output_difference(outputs(want), outputs(got), "the int8 form")
+        self.checked[key] = ok = diff <= self.tol * max(scale, 1e-30)  # (a NaN difference is past it)
+        if not ok:
+            shapes = [tuple(t.shape) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+            warnings.warn(f"the int8 form moved the outputs by {diff / max(scale, 1e-30):.3g} of their scale "
+                          f"(> dtype_tol {self.tol:g}) on inputs of shape {', '.join(map(str, shapes))}, a size "
+                          "its calibration did not cover: the float model runs inputs like these from now on "
+                          "(calibrate on batches of this size for int8 there)", stacklevel=_callers_level())
+        return got if ok else want
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame past this file and torch's module call (whose frames a hook adds
+    to): the line that called the form."""
+    f, level = sys._getframe(1), 1
+    while f.f_back is not None and f.f_code.co_filename in (__file__, _module.__file__):
+        f, level = f.f_back, level + 1
+    return level
