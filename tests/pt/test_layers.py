@@ -1,4 +1,6 @@
 """Pointwise and SharedMLP against nn.Conv2d / Conv1d / Linear and the NumPy shared-MLP form."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -243,3 +245,31 @@ def test_an_activation_is_named_only_with_the_settings_of_the_registered_functio
     named = [name_of(m) for m in (nn.ELU(), nn.ELU(alpha=2.0), nn.GELU(), nn.GELU("tanh"), nn.LeakyReLU(0.2),
                                   nn.ReLU(inplace=True), nn.Dropout(0.5).eval())]
     assert named == ["elu", None, "gelu", None, None, "relu", "identity"]
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_torch_jit_script_compiles_the_layers_in_place_and_leaves_the_model_given_as_it_was(channel_dim, momentum):
+    """torch.jit.script(SharedMLP(norm="batch")) runs what the eager model runs, on points and images, and in
+    training mode moves the running statistics as eager does (the model's own buffers); the eager model keeps
+    its own layers (TorchScript's __prepare_scriptable__ would swap them inside the model given)."""
+    torch.manual_seed(0)
+    mlp = SharedMLP((3, 16, 32), norm="batch", pool="max", channel_dim=channel_dim)
+    for m in mlp.modules():
+        if isinstance(m, ChannelBatchNorm):
+            m.momentum = momentum
+            with torch.no_grad():
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+    kinds = [type(m) for m in mlp.modules()]
+    twin = copy.deepcopy(mlp)
+    scripted = torch.jit.script(mlp)
+    assert [type(m) for m in mlp.modules()] == kinds and isinstance(mlp.layers[0], Pointwise)
+    for shape in [(2, 3, 50), (2, 3, 5, 5)]:
+        x = torch.randn(shape) if channel_dim == 1 else torch.randn(shape).movedim(1, -1)
+        for _ in range(2):  # training: batch statistics, running ones moved (twice: the average's count too)
+            torch.testing.assert_close(scripted(x), twin(x), rtol=1e-5, atol=1e-5)
+        for a, b in zip(mlp.buffers(), twin.buffers()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        scripted.eval(), twin.eval()
+        torch.testing.assert_close(scripted(x), twin(x), rtol=1e-5, atol=1e-5)
+        scripted.train(), twin.train()

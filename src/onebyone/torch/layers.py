@@ -68,7 +68,13 @@ class Pointwise(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        if not torch.jit.is_scripting() and not isinstance(x, torch.fx.Proxy):  # torch.fx: no shapes to check
+        if torch.jit.is_scripting():  # TorchScript compiles this branch alone (torch checks the shapes)
+            return _scripted(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
+        return self._forward(x)
+
+    @torch.jit.unused
+    def _forward(self, x):
+        if not isinstance(x, torch.fx.Proxy):  # torch.fx: no shapes to check
             self._check_input(x)
         return pointwise(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
 
@@ -83,10 +89,6 @@ class Pointwise(nn.Module):
             where = "last" if self.channel_dim == -1 else "1"
             raise OneByOneError(f"{self!r} expects {self.in_channels} channels on dim {where}, "
                                 f"got input of shape {tuple(x.shape)}")
-
-    def __prepare_scriptable__(self) -> nn.Module:
-        """What ``torch.jit.script`` compiles in its place: the same weights, through TorchScript-friendly ops."""
-        return ScriptedPointwise(self)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         w = state_dict.get(prefix + "weight")
@@ -110,25 +112,18 @@ class Pointwise(nn.Module):
         return f"Pointwise({', '.join([str(self.in_channels), str(self.out_channels)] + extra)})"
 
 
-class ScriptedPointwise(nn.Module):
-    """A ``Pointwise`` for TorchScript (``torch.jit.script(Pointwise(...))`` compiles this): the same weight and
-    bias (shared, not copied); a 4-D channels-first input through ``conv2d``, any other through one matrix
-    product over the channel axis (groups 1, stride 1 there)."""
-
-    def __init__(self, p: Pointwise):
-        super().__init__()
-        self.weight, self.bias = p.weight, p.bias
-        self.stride, self.groups, self.channel_dim = p.stride, p.groups, p.channel_dim
-
-    def forward(self, x):
-        if self.channel_dim == 1 and x.dim() == 4:
-            return torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
-        if self.groups != 1 or self.stride != 1:
-            raise RuntimeError("a scripted Pointwise takes groups > 1 or stride > 1 on 4-D channels-first input only")
-        w = self.weight.flatten(1)  # (O, C, 1, 1) -> (O, C)
-        if self.channel_dim == -1:
-            return torch.nn.functional.linear(x, w, self.bias)
-        return torch.nn.functional.linear(x.movedim(1, -1), w, self.bias).movedim(-1, 1)
+def _scripted(x, weight, bias: torch.Tensor | None, stride: int, groups: int, channel_dim: int):
+    """A Pointwise in TorchScript (``torch.jit.script`` compiles this in its ``forward``): a 4-D channels-first
+    input through ``conv2d``, any other through one matrix product over the channel axis (groups 1, stride 1
+    there)."""
+    if channel_dim == 1 and x.dim() == 4:
+        return torch.nn.functional.conv2d(x, weight, bias, stride, 0, 1, groups)
+    if groups != 1 or stride != 1:
+        raise RuntimeError("a scripted Pointwise takes groups > 1 or stride > 1 on 4-D channels-first input only")
+    w = weight.flatten(1)  # (O, C, 1, 1) -> (O, C)
+    if channel_dim == -1:
+        return torch.nn.functional.linear(x, w, bias)
+    return torch.nn.functional.linear(x.movedim(1, -1), w, bias).movedim(-1, 1)
 
 
 class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -146,6 +141,12 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise OneByOneError(f"ChannelBatchNorm expects (B, C, ...) or (..., C) input, got shape {tuple(x.shape)}")
 
     def forward(self, x):
+        if torch.jit.is_scripting():  # TorchScript compiles this branch alone
+            return self._scripted(x)
+        return self._forward(x)
+
+    @torch.jit.unused
+    def _forward(self, x):
         if self.channel_dim == -1:
             return super().forward(x.movedim(-1, 1)).movedim(1, -1)
         if not isinstance(x, torch.fx.Proxy) and (  # torch.fx traces the plain path (the same numbers)
@@ -153,6 +154,21 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
         ):  # channels-last strided (B, C, L): run as a channels_last 4-D image, where oneDNN's kernel applies
             return super().forward(x.unsqueeze(-1)).squeeze(-1)
         return super().forward(x)
+
+    def _scripted(self, x):
+        """torch's BatchNorm forward (TorchScript has no ``super()``) over the channel axis."""
+        if self.channel_dim == -1:
+            x = x.movedim(-1, 1)  # (..., C) -> (B, C, ...)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative average
+                factor = 1.0 / float(self.num_batches_tracked)
+        stats = not self.training or self.track_running_stats
+        y = torch.nn.functional.batch_norm(
+            x, self.running_mean if stats else None, self.running_var if stats else None, self.weight, self.bias,
+            self.training or (self.running_mean is None and self.running_var is None), factor, self.eps)
+        return y.movedim(1, -1) if self.channel_dim == -1 else y
 
 
 def _points_in(x):
