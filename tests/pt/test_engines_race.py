@@ -206,3 +206,31 @@ def test_an_engine_kept_by_optimize_runs_without_no_grad(monkeypatch):
     assert ran == []
     opt(x.requires_grad_()).sum().backward()  # a gradient wanted: the model behind it runs
     assert ran == [1] and x.grad is not None
+
+
+@pytest.mark.parametrize("fastest", ["onnxruntime", "the eager rewrite"])
+def test_the_report_lists_as_changes_only_what_runs_in_the_form_kept(monkeypatch, fastest):
+    """An engine runs the export of the exact rewrite (the BatchNorm folded), not the eager rewrite's fused
+    ConvAct layers: those are set aside in a note, the fold stays listed; where the eager rewrite wins, both."""
+    try:
+        OnnxRuntime.require()
+    except OneByOneError as e:
+        pytest.skip(str(e))
+    from onebyone.torch.fast import passes as O
+
+    monkeypatch.setattr(O, "time_models", lambda models, x, **timer: {k: 0.5e-3 if k == fastest else 1e-3
+                                                                      for k in models})
+    model, x = small_model(), torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1), model[1].running_var.uniform_(0.5, 2)
+    opt, report = optimize(model, x, passes=WITH_ENGINES)
+    changed = "\n".join(report.changed)
+    assert "BatchNorm" in changed  # folded: in the export too
+    fused = [n for n in report.notes if "change(s) of the eager rewrite were made and timed, and are not in" in n]
+    if fastest == "onnxruntime":
+        assert type(opt) is OnnxRuntime and "ConvAct" not in changed
+        assert len(fused) == 1 and "ConvAct" in fused[0] and fused[0].split(" change")[0] != "0"
+    else:
+        assert "ConvAct" in changed and not fused
+    with torch.no_grad():
+        torch.testing.assert_close(opt(x), model(x), rtol=1e-4, atol=1e-4)

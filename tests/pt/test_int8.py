@@ -805,3 +805,18 @@ def test_our_kept_int8_form_checks_each_new_size_per_sample_and_runs_float_where
         want = model(again)
         assert torch.allclose(opt(again), want, rtol=0, atol=1e-5 * float(want.abs().max()))
         assert len(runs) == 3  # the float model from then on, not said again
+
+
+def test_an_int8_form_kept_lists_the_fold_as_changed_and_sets_the_eager_kernels_aside(monkeypatch):
+    """The int8 forms quantize the exact rewrite (BatchNorm folded), not the eager rewrite's fused ConvAct
+    layers: the report lists the fold and the int8 form as changes, the ConvAct fusions in a note."""
+    from onebyone.torch.fast import int8 as I
+
+    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 1.0 if k == "float32" else 0.5 for k in models})
+    model, cal = small(), batches(4)
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=["fold", "conv_acts", "check",
+                                                                                    "int8"])
+    assert report.precision["kept"]
+    changed = "\n".join(report.changed)
+    assert "BatchNorm" in changed and f"{report.precision['kept']} kept" in changed and "ConvAct" not in changed
+    assert any("ConvAct" in n and "are not in " + report.precision["kept"] in n for n in report.notes)

@@ -64,6 +64,7 @@ BF16_TOL = 2e-2  # of the output scale: bfloat16 keeps 8 bits of mantissa, about
 GIVEN = "the model given"  # its label where it is timed beside the rewrite
 EAGER = "the eager rewrite"  # the model the rewriting passes made, timed beside the engines' forms
 EAGER_CL = "the eager rewrite in channels_last"  # the same in channels_last, where the layout is raced there too
+COMPILED_CHAINS = "torch.compile around the fused chains"  # Inductor on the rewrite after the chains pass
 TUNE_REACH = 1.1  # the eager rewrite's kernels are tuned where it runs within this of the fastest form (the
 # tuning keeps a kernel only where it is 10% faster on its layer; on whole models it gained 0-4%)
 ONE_THREAD_BELOW = 2e-3  # seconds a call: below, onnxruntime on one thread is weighed too (handing so short
@@ -283,6 +284,23 @@ class Race:
     call_seconds: float = float("inf")
     tol: float = 1e-4
     tune: bool = False
+    after: dict = dataclasses.field(default_factory=dict)  # pass -> how many report.changed lines when it ended
+
+    def exact(self, kept: str = "") -> int:
+        """How many of the first report.changed lines are in a form made from ``folded`` (``kept``: the
+        form's label; Inductor around the fused chains has those too); the later ones are the eager rewrite's."""
+        cut = self.after.get("fold", 0)
+        return self.after.get("chains", cut) if kept == COMPILED_CHAINS else cut
+
+
+def set_aside(report: OptimizeReport, start: int, stop: int, kept: str) -> None:
+    """``report.changed[start:stop]`` (changes the eager rewrite made, not in ``kept``, the form returned) moved
+    to a note: they were made and timed, and are not what runs."""
+    lines = report.changed[start:stop]
+    if lines:
+        del report.changed[start:stop]
+        report.notes.append(f"{len(lines)} change(s) of the eager rewrite were made and timed, and are not in "
+                            f"{kept}, which is made from the exact rewrite: {'; '.join(lines)[:300]}")
 
 
 def engines(model: nn.Module, req: Request, report: OptimizeReport, reference: Reference, race: Race) -> tuple:
@@ -347,6 +365,7 @@ def _fastest_form(work, forms: dict, req: Request, report: OptimizeReport, refer
                         f"raced (any tuning of the rewrite included) in {time.perf_counter() - t0 - made:.2g} s")
     if best != EAGER:
         kept = models[best]
+        set_aside(report, race.exact(best), len(report.changed), best)
         engine = ("Inductor, freezing" if isinstance(kept, Compiled) else
                   f"its ONNX export, OpenVINO compiled it for {kept.ran_in}" if getattr(kept, "precision", "") == "bf16"
                   else "its ONNX export, float32 on the CPU")
@@ -489,8 +508,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
     are left to that race (one race, less time timing; kernels tuned only where the rewrite can still win)."""
     reference, race = Reference(req), Race(tol=req.tol)
     race_later = "engines" in names and req.dtype is None
-    quantized = False
-    timed = None
+    quantized, timed = False, None
     for name in names:
         t0, before = time.perf_counter(), len(report.changed)
         if name == "reparameterize":
@@ -501,7 +519,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
         elif name == "chains":
             work = chains(work, req, report)
             if req.compile and any(isinstance(m, FusedPointwiseChain) for m in work.modules()):
-                race.compiled["torch.compile around the fused chains"] = copy.deepcopy(work)
+                race.compiled[COMPILED_CHAINS] = copy.deepcopy(work)
         elif name in ("conv_acts", "pools"):
             work = (fuse_conv_acts if name == "conv_acts" else swap_max_pools)(work, req.x, report)
         elif name == "channels_last":
@@ -509,9 +527,8 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
             work, cl = channels_last(work, req, report, race_later=race_later and not req.compile)
             if cl is not None:
                 race.layouts[EAGER_CL] = cl
-            elif work is not was and "torch.compile around the fused chains" in race.compiled:
-                snap = race.compiled["torch.compile around the fused chains"]
-                race.compiled["torch.compile around the fused chains"] = ChannelsLast(images_last(snap))
+            elif work is not was and COMPILED_CHAINS in race.compiled:
+                race.compiled[COMPILED_CHAINS] = ChannelsLast(images_last(race.compiled[COMPILED_CHAINS]))
         elif name == "check":
             work, race.call_seconds = check(work, req, report, reference)
         elif name == "kernels":
@@ -531,6 +548,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
                 work = int8(work, race.folded or req.model, req.x, report, req.model, req.calibration, req.dtype_tol,
                             req.accuracy_tol, req.evaluate, req.labels)
                 quantized = work is not was
+                set_aside(report, race.exact(), before if quantized else 0, report.precision.get("kept", ""))
         elif name == "engines":
             if quantized:  # the float engines race float32 forms: an int8 form kept has beaten float32 already
                 report.notes.append("the float32 engines were not weighed: an int8 form was kept")
@@ -540,6 +558,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
             work = keep_faster(work, req, report, timed)
         report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
                               "changes": len(report.changed) - before})
+        race.after[name] = len(report.changed)
     return work
 
 
