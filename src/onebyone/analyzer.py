@@ -16,12 +16,10 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
 
     Returns a ``ModelStats`` (rows, totals, ``share(by="kind")``, the ops it could not count,
     ``to_dict()`` / ``to_json()`` / ``table()``). MACs are multiply-accumulates, bias excluded;
-    FLOPs = 2 x MACs.
+    FLOPs = 2 x MACs. ``input_size`` is one sample's shape; inputs given in its place (a tensor or array, a
+    tuple or dict of them: ``analyze(model, x)``) are the ``example``.
     """
-    if input_size is not None:
-        if not isinstance(input_size, (tuple, list)):
-            raise OneByOneError(f"input_size must be one sample's shape, a tuple of ints, got {input_size!r}")
-        input_size = tuple(check_int(s, "input_size entries") for s in input_size)
+    input_size, example = _size_or_example(input_size, example)
     check_int(batch_size, "batch_size")
     framework = _framework(model)
     if framework == "torch":
@@ -38,6 +36,23 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
         if big is None:
             raise
         raise big from None
+
+
+def _size_or_example(input_size, example) -> tuple:
+    """(one sample's shape or None, the example): inputs given as ``input_size`` are the example."""
+    if input_size is None:
+        return None, example
+    values = (list(input_size.values()) if isinstance(input_size, dict) else list(input_size)
+              if isinstance(input_size, (tuple, list)) else [input_size])
+    if any(hasattr(v, "shape") for v in values):  # a tensor or an array: inputs, not a shape
+        if example is not None:
+            raise OneByOneError("analyze takes one sample's shape (input_size) or inputs (example), got inputs for "
+                                "both: give the inputs once")
+        return None, input_size
+    if not isinstance(input_size, (tuple, list)):
+        raise OneByOneError(f"input_size must be one sample's shape, a tuple of ints (or inputs: a tensor, a tuple or "
+                            f"dict of tensors), got a {type(input_size).__name__}: {str(input_size)[:80]}")
+    return tuple(check_int(s, "input_size entries") for s in input_size), example
 
 
 def model_kwargs(pairs) -> dict:

@@ -298,3 +298,20 @@ def test_a_leaf_computing_in_code_the_analyzer_cannot_see_is_still_the_warning()
     s = analyze(nn.Sequential(nn.Linear(8, 8), Scripted()), example=torch.randn(2, 8))
     assert [u[:2] for u in s.uncounted] == [("1", "Scripted")] and s.never_called == []
     assert "WARNING" in "\n".join(s.summary_lines())
+
+
+def test_inputs_given_where_the_shape_goes_are_the_example_as_fvcore_takes_them():
+    """``analyze(model, x)`` (fvcore's order) counts on ``x``; inputs given twice, or something that is neither
+    a shape nor inputs, is refused in a line, never by printing the whole tensor."""
+    model, x = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(), nn.Linear(4 * 5 * 5, 2)), torch.randn(2, 3, 5, 5)
+    want = analyze(model, example=x)
+    for given in (x, (x,)):
+        got = analyze(model, given)
+        assert (got.params, got.macs, got.batch_size) == (want.params, want.macs, 2)
+    with pytest.raises(OneByOneError, match="got inputs for both: give the inputs once"):
+        analyze(model, x, example=x)
+    with pytest.raises(OneByOneError, match=r"input_size must be one sample's shape.*got a str: abc$"):
+        analyze(model, "abc")
+    with pytest.raises(OneByOneError) as e:
+        analyze(model, 7)
+    assert len(str(e.value)) < 200

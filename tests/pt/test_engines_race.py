@@ -234,3 +234,29 @@ def test_the_report_lists_as_changes_only_what_runs_in_the_form_kept(monkeypatch
         assert "ConvAct" in changed and not fused
     with torch.no_grad():
         torch.testing.assert_close(opt(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+@pytest.mark.parametrize("fastest", ["onnxruntime", "the model given"])
+def test_the_reports_params_after_are_those_of_the_model_returned(monkeypatch, fastest):
+    """The eager rewrite packs a weight-normed conv's computed weight (weight_g and weight_v gone: 8 fewer
+    parameters); where an engine's form of the exact rewrite, or the model given, is returned instead, the
+    report counts that model, as analyze does."""
+    try:
+        OnnxRuntime.require()
+    except OneByOneError as e:
+        pytest.skip(str(e))
+    from onebyone import analyze
+    from onebyone.torch.fast import passes as O
+
+    monkeypatch.setattr(O, "time_models", lambda models, x, **timer: {k: 0.5e-3 if k == fastest else 1e-3
+                                                                      for k in models})
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Conv2d(3, 8, 1)), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    eager, _ = optimize(model, x, passes=["conv_acts", "check"])
+    assert analyze(eager, example=x).params == 24 + 8 + 36  # (the eager rewrite: g and v as one weight)
+    opt, report = optimize(model, x, passes=["conv_acts", "check", "engines", "keep_faster"])
+    assert type(opt) is (OnnxRuntime if fastest == "onnxruntime" else torch.nn.Sequential)
+    assert report.params_before == report.params_after == analyze(opt, example=x).params == 8 + 24 + 8 + 36

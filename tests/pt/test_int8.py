@@ -768,6 +768,7 @@ def test_our_kept_int8_form_checks_each_new_size_per_sample_and_runs_float_where
     first call with another size per sample is checked against the float model: within dtype_tol, int8 runs
     that size from then on; past it (a sum over positions 4x the calibration's range), a warning at the
     caller's line and the float model's outputs, for that size from then on."""
+    from onebyone import analyze
     from onebyone.torch.fast import int8 as I
 
     monkeypatch.setattr(I, "time_models", lambda models, x: {k: 0.0 if k == form else 1.0 for k in models})
@@ -791,6 +792,8 @@ def test_our_kept_int8_form_checks_each_new_size_per_sample_and_runs_float_where
         assert off(torch.randn(7, 3, 8, 8)) <= 0.05 and not runs  # the calibration's size, another batch
         assert off(torch.randn(3, 3, 8, 7)) <= 0.05 and len(runs) == 1  # a new size, checked once: it fits
         assert off(torch.randn(5, 3, 8, 7)) <= 0.05 and len(runs) == 1
+        other = torch.randn(1, 3, 12, 12)  # counted at a size not yet checked: the form alone, nothing checked
+        assert analyze(opt, example=other).macs == analyze(model, example=other).macs and len(runs) == 1
         nan = torch.randn(2, 3, 9, 9)
         nan[0, 0, 0, 0] = float("nan")
         assert opt(nan)[0].isnan().all() and len(runs) == 1  # NaN in the inputs: nothing measured on them

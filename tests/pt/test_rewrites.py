@@ -739,3 +739,24 @@ def test_reading_a_weights_dtype_or_its_own_parametrization_does_not_leave_a_lay
     out, report = linear_to_conv1x1(normed, example=x)
     assert report.skipped == [] and isinstance(out[0], Pointwise)
     assert_same(normed, out, x, 1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")  # (what a user of the old API sees)
+@pytest.mark.parametrize("hook", ["weight_norm", "spectral_norm"])
+def test_a_layer_whose_weight_an_old_style_norm_hook_recomputes_is_left_and_named_with_the_fix(hook):
+    """torch.nn.utils.weight_norm / spectral_norm recompute a conv's weight in a pre-hook at each call: no
+    norm is folded into it, and the reason names the hook and the call that removes it (not a reader in the
+    model's forward); removed, the fold goes through."""
+    torch.manual_seed(0)
+    conv = getattr(nn.utils, hook)(nn.Conv2d(3, 8, 1))
+    model = randomize_bn(nn.Sequential(conv, nn.BatchNorm2d(8), nn.ReLU()).eval())
+    x = torch.randn(2, 3, 5, 5)
+    out, report = fold_batchnorm(model, example=x)
+    why = dict(report.skipped)["1"]
+    assert f"recomputed before each call by torch.nn.utils.{hook}'s hook" in why
+    assert f"torch.nn.utils.remove_{hook}(layer)" in why and "forward" not in why
+    assert_same(model, out, x, 1e-6)
+    getattr(nn.utils, f"remove_{hook}")(model[0])
+    out, report = fold_batchnorm(model, example=x)
+    assert not report.skipped and not any(isinstance(m, nn.BatchNorm2d) for m in out.modules())
+    assert_same(model, out, x, 1e-5)

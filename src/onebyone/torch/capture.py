@@ -96,6 +96,17 @@ def watch(model: nn.Module, example, *listeners: Listener, modules=None):
             h.remove()
 
 
+def weight_hook(m: nn.Module) -> str:
+    """Why ``m``'s weight is not what it holds, where an old-style ``torch.nn.utils.weight_norm`` or
+    ``spectral_norm`` hook recomputes it before each call; "" where none does."""
+    for h in m._forward_pre_hooks.values():
+        kind = {"WeightNorm": "weight_norm", "SpectralNorm": "spectral_norm"}.get(type(h).__name__)
+        if kind is not None and type(h).__module__.startswith("torch.nn.utils"):
+            return (f"its {getattr(h, 'name', 'weight')} is recomputed before each call by torch.nn.utils.{kind}'s "
+                    f"hook: call torch.nn.utils.remove_{kind}(layer) first (the weight stays as computed)")
+    return ""
+
+
 def around_each_call(model: nn.Module, before=None, after=None) -> nn.Module:
     """``model`` with ``before(module, args, kwargs)`` called at the start of each of its calls and
     ``after(module, args, kwargs, output)`` at the end, also of a call that raises (what it returns, if not

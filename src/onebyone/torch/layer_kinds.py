@@ -6,6 +6,7 @@ import torch.ao.nn.quantized as nnq
 from torch import nn
 
 from . import activations
+from .capture import weight_hook
 from .layers import ChannelBatchNorm, Pointwise
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -30,6 +31,9 @@ def read_by_parent(root: nn.Module, name: str, calls=None) -> str:
     parent = root.get_submodule(name.rpartition(".")[0]) if name else None  # ("": the root, no parent)
     if isinstance(parent, WEIGHT_READERS):
         return f"inside nn.{type(parent).__name__}, which hands its weight to torch's own kernels"
+    hooked = weight_hook(root.get_submodule(name))
+    if hooked:
+        return hooked
     read = calls.params_read(root.get_submodule(name)) if calls is not None else ""
     if read:
         return (f"its parameters are read by {read}, not through a call of the layer: another layer in its "

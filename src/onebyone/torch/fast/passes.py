@@ -34,6 +34,7 @@ from torch import nn
 from ...checks import check_tolerance
 from ...errors import OneByOneError, reason
 from ..capture import around_each_call, calls_of
+from ..collect import analyze
 from ..reparameterize import reparameterized
 from ..rewrite_report import (
     KernelChoice,
@@ -285,6 +286,7 @@ class Race:
     tol: float = 1e-4
     tune: bool = False
     after: dict = dataclasses.field(default_factory=dict)  # pass -> how many report.changed lines when it ended
+    checked: nn.Module | None = None  # the model ``check`` counted the costs of
 
     def exact(self, kept: str = "") -> int:
         """How many of the first report.changed lines are in a form made from ``folded`` (``kept``: the
@@ -531,6 +533,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
                 race.compiled[COMPILED_CHAINS] = ChannelsLast(images_last(race.compiled[COMPILED_CHAINS]))
         elif name == "check":
             work, race.call_seconds = check(work, req, report, reference)
+            race.checked = work
         elif name == "kernels":
             race.tune = race_later
             if not race_later:
@@ -559,7 +562,22 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
         report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
                               "changes": len(report.changed) - before})
         race.after[name] = len(report.changed)
-    return work
+    return recount(work, race.checked, req, report)
+
+
+def recount(model: nn.Module, checked, req: Request, report: OptimizeReport) -> nn.Module:
+    """``model``, the model returned; where it is not the one ``check`` counted (an engine's or an int8 form,
+    the model given kept), the report's params and MACs after counted on it (per sample, as ``check``)."""
+    if checked is None or model is checked:
+        return model
+    try:
+        after = analyze(model, example=first_sample(req.x))
+    except Exception as e:  # noqa: BLE001 - a form the analyzer cannot run: said, the rewrite's counts kept
+        report.notes.append(f"params and MACs after are the eager rewrite's: the model returned was not counted: "
+                            f"{reason(e)}")
+        return model
+    report.params_after, report.macs_after = after.params, after.macs // after.batch_size
+    return model
 
 
 def _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,
