@@ -208,10 +208,8 @@ def test_an_engine_kept_by_optimize_runs_without_no_grad(monkeypatch):
     assert ran == [1] and x.grad is not None
 
 
-@pytest.mark.parametrize("fastest", ["onnxruntime", "the eager rewrite"])
-def test_the_report_lists_as_changes_only_what_runs_in_the_form_kept(monkeypatch, fastest):
-    """An engine runs the export of the exact rewrite (the BatchNorm folded), not the eager rewrite's fused
-    ConvAct layers: those are set aside in a note, the fold stays listed; where the eager rewrite wins, both."""
+def _made_fastest(monkeypatch, fastest: str) -> None:
+    """The race's timings made up: ``fastest`` (a label) wins (onnxruntime installed, or the test skips)."""
     try:
         OnnxRuntime.require()
     except OneByOneError as e:
@@ -220,6 +218,13 @@ def test_the_report_lists_as_changes_only_what_runs_in_the_form_kept(monkeypatch
 
     monkeypatch.setattr(O, "time_models", lambda models, x, **timer: {k: 0.5e-3 if k == fastest else 1e-3
                                                                       for k in models})
+
+
+@pytest.mark.parametrize("fastest", ["onnxruntime", "the eager rewrite"])
+def test_the_report_lists_as_changes_only_what_runs_in_the_form_kept(monkeypatch, fastest):
+    """An engine runs the export of the exact rewrite (the BatchNorm folded), not the eager rewrite's fused
+    ConvAct layers: those are set aside in a note, the fold stays listed; where the eager rewrite wins, both."""
+    _made_fastest(monkeypatch, fastest)
     model, x = small_model(), torch.randn(2, 3, 10, 10)
     with torch.no_grad():
         model[1].running_mean.uniform_(-1, 1), model[1].running_var.uniform_(0.5, 2)
@@ -242,15 +247,9 @@ def test_the_reports_params_after_are_those_of_the_model_returned(monkeypatch, f
     """The eager rewrite packs a weight-normed conv's computed weight (weight_g and weight_v gone: 8 fewer
     parameters); where an engine's form of the exact rewrite, or the model given, is returned instead, the
     report counts that model, as analyze does."""
-    try:
-        OnnxRuntime.require()
-    except OneByOneError as e:
-        pytest.skip(str(e))
     from onebyone import analyze
-    from onebyone.torch.fast import passes as O
 
-    monkeypatch.setattr(O, "time_models", lambda models, x, **timer: {k: 0.5e-3 if k == fastest else 1e-3
-                                                                      for k in models})
+    _made_fastest(monkeypatch, fastest)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Conv2d(3, 8, 1)), torch.nn.ReLU(),
                                 torch.nn.Conv2d(8, 4, 1)).eval()
