@@ -760,3 +760,30 @@ def test_a_layer_whose_weight_an_old_style_norm_hook_recomputes_is_left_and_name
     out, report = fold_batchnorm(model, example=x)
     assert not report.skipped and not any(isinstance(m, nn.BatchNorm2d) for m in out.modules())
     assert_same(model, out, x, 1e-5)
+
+
+class SizeBranch(nn.Module):
+    """Large maps skip the norm: a forward whose path depends on its input's size (fx refuses it, so the
+    folds read one eager run, at the example's size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(y if x.shape[-1] > 16 else self.bn(y))
+
+
+def test_a_norm_a_forward_skips_at_another_input_size_is_not_folded():
+    """Folded from a run at 8 x 8, the BatchNorm would be baked into the conv that 32 x 32 maps reach without
+    it: the folds compare the model's calls on an input of another size, and skip this one, named."""
+    from onebyone.torch import optimize, reparameterize
+
+    model, x = randomize_bn(SizeBranch().eval()), torch.randn(2, 3, 8, 8)
+    for rewrite in (fold_batchnorm, reparameterize):
+        out, report = rewrite(model, example=x)
+        assert "another path on an input of shape (1, 3, 17, 17)" in dict(report.skipped)["bn"], report
+        assert_same(model, out, torch.randn(2, 3, 32, 32), 1e-6)
+    opt, _ = optimize(model, x, passes=["fold", "conv_acts", "check"])
+    assert_same(model, opt, torch.randn(2, 3, 32, 32), 1e-5)

@@ -24,7 +24,7 @@ from .layer_kinds import CONV_TRANSPOSES, CONVS, channel_axis, groups, is_pointw
 from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import RewriteReport, finish
-from .tensors import check_module, copy_model, evaluating, numpy64, probe_input, tensor
+from .tensors import another_size, check_module, copy_model, describe, evaluating, numpy64, probe_input, tensor
 
 
 @torch.fx.wrap  # one call in any torch.fx graph: its check is Python that tracing cannot follow
@@ -308,7 +308,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
     comes from one eager run (every module call and every use of its output); norms that are not folded keep
     their original module."""
     swapped = norms.canonical(work, x, report)
-    calls = record_calls(work, x)
+    calls, (other, elsewhere) = record_calls(work, x), _sites_elsewhere(work, x)
     counts = defaultdict(lambda: 1, calls.counts)  # a layer a fold replaced was called at one place
     for site in _sites(calls):
         bn = work.get_submodule(site.bn)
@@ -317,8 +317,9 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             continue
         read = {n: f"`{n}`: {why}" if n and (why := read_by_parent(work, n, calls)) else ""
                 for n in (site.bn, site.before, site.after)}
-        if read[site.bn]:  # (a layer beside it read so matters only for the fold into that layer)
-            report.skipped.append((_original_name(site.bn, swapped), read[site.bn]))
+        stop = read[site.bn] or _moved(site, elsewhere, other)  # (a layer beside it read matters only for the
+        if stop:  # fold into that layer)
+            report.skipped.append((_original_name(site.bn, swapped), stop))
             continue
         scale, shift = norms.affine(bn)
         layer = work.get_submodule(site.before) if site.before else None
@@ -358,6 +359,33 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
                       "norm's shift)" if isinstance(nxt, CONVS) else ""))
         report.skipped.append((_original_name(site.bn, swapped), why))
     return norms.restore(work, swapped)
+
+
+def _sites_elsewhere(work: nn.Module, x) -> tuple:
+    """(the example at another size, {norm: its ``_Site`` there}); (None, None) where the model takes the
+    example's size alone (or its inputs have no axis to grow)."""
+    other = another_size(x)
+    if other is None:
+        return None, None
+    try:
+        return other, {s.bn: s for s in _sites(record_calls(work, other))}
+    except Exception:  # noqa: BLE001 - a model that runs at one size: nothing to compare
+        return None, None
+
+
+def _moved(site: _Site, elsewhere: dict | None, other) -> str:
+    """Why a fold at ``site`` would hold at the example's size alone: at ``other`` the forward feeds the norm
+    otherwise (it branches on its input's size); "" where it feeds it alike, or nothing was compared."""
+    if elsewhere is None:
+        return ""
+    there = elsewhere.get(site.bn)
+    same = ("before", "before_single", "after", "after_single", "before_branch", "after_branch")
+    if there is not None and all(getattr(there, k) == getattr(site, k) for k in same):
+        return ""
+    how = ("the norm is not called" if there is None else
+           f"it reads {there.before_what} and is read by {there.after_what}")
+    return (f"the forward takes another path on an input {describe(other)} (it branches on its input's size): "
+            f"there {how}")
 
 
 def _original_name(path: str, swapped: dict) -> str:
