@@ -96,6 +96,8 @@ def test_optimize_never_returns_a_slower_model_without_a_warning(monkeypatch):
     assert any("the model given is returned unchanged" in n for n in report.notes)
     assert report.changed == []  # the changes made and timed are in a note, not listed as the model's
     assert any("are not in the model returned" in n for n in report.notes)
+    assert report.max_abs_diff == 0.0 and (report.params_after, report.macs_after) == (report.params_before,
+                                                                                     report.macs_before)
     for p, q in zip(opt.parameters(), model.parameters()):
         assert torch.equal(p, q) and p is not q
 
@@ -460,3 +462,21 @@ def test_channels_last_takes_a_model_holding_a_five_dimensional_parameter():
     assert fast.model.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the 4-D weight moved
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_float32_rounds_past_tol_is_refused_with_the_tol_that_accepts_the_rewrite():
+    """Where the fast path's float32 outputs move past ``tol`` and the model given itself moves that far between
+    float32 and float64 (1000 x - 999.99 x: float32 rounds each product by more than the difference's 1e-4),
+    the refusal says so and names a ``tol`` that accepts it; a well-conditioned model's refusal does not."""
+    cancelling = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.Conv2d(2, 1, 1, bias=False)).eval()
+    with torch.no_grad():
+        cancelling[0].weight.fill_(1.0)
+        cancelling[1].weight.copy_(torch.tensor([1000.0, -999.99]).view(1, 2, 1, 1))
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)) + 5
+    req = O._request(cancelling, x, None, 1e-6, None, None, None, False, None, None, None, 0.5)
+    said = O._rounding_said(req, 1e-3, 0.05)  # (outputs under 1: the tolerance is absolute)
+    assert said.startswith("; the model itself moves by ") and "past tol" in said and said.endswith(
+        "tol=0.002 accepts this rewrite")
+    plain = O._request(nn.Sequential(nn.Conv2d(1, 2, 1)).eval(), x, None, 1e-6, None, None, None, False, None,
+                       None, None, 0.5)
+    assert O._rounding_said(plain, 1e-3, 5.0) == ""
