@@ -24,13 +24,16 @@ def per_sample(args: tuple, kwargs: dict) -> tuple:
                  for t in tree_leaves((args, kwargs)))
 
 
+CHECKED = 256  # the most per-sample shapes a form remembers its check of
+
+
 class ShapeChecked(nn.Module):
     """``model``, an int8 form within ``tol`` of ``reference`` (the float model) on inputs whose per-sample
     shapes are in ``measured`` (``per_sample`` keys), checked on the first call with any other: within ``tol``
     of the output scale it runs such inputs from then on; past it, a warning, and ``reference`` runs them
-    (one float call more per new shape; a batch of another size is the same shape). Inputs holding NaN or inf
-    are not checked on. ``reference`` is not a submodule: the state_dict is ``model``'s, under ``model.``.
-    With no ``reference``, ``model`` runs every input."""
+    (one float call more per new shape, the last ``CHECKED`` remembered; a batch of another size is the same
+    shape). Inputs holding NaN or inf are not checked on. ``reference`` is not a submodule: the state_dict is
+    ``model``'s, under ``model.``. With no ``reference``, ``model`` runs every input."""
 
     def __init__(self, model: nn.Module, reference: nn.Module | None = None, tol: float = 0.0,
                  measured: tuple = ()):
@@ -61,6 +64,8 @@ class ShapeChecked(nn.Module):
         with torch.no_grad():
             want = reference(*args, **kwargs)
         diff, scale = output_difference(outputs(want), outputs(got), "the int8 form")
+        if len(self.checked) >= CHECKED:  # inputs of ever new sizes (clouds of any N): the oldest answer goes
+            self.checked.pop(next(iter(self.checked)))
         self.checked[key] = ok = diff <= self.tol * max(scale, 1e-30)  # (a NaN difference is past it)
         if not ok:
             shapes = [tuple(t.shape) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
