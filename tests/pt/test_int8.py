@@ -823,3 +823,33 @@ def test_an_int8_form_kept_lists_the_fold_as_changed_and_sets_the_eager_kernels_
     changed = "\n".join(report.changed)
     assert "BatchNorm" in changed and f"{report.precision['kept']} kept" in changed and "ConvAct" not in changed
     assert any("ConvAct" in n and "are not in " + report.precision["kept"] in n for n in report.notes)
+
+
+def test_the_kept_forms_size_check_holds_its_own_float_copy_and_survives_what_users_do(monkeypatch):
+    """The float model the check runs is a copy (no fold pass: not the caller's live model), moves with the form
+    (``.double()``); a zeros warm-up at a new size decides nothing; ``torch.device`` (a function mode) does not
+    turn the check off; a deep copy keeps it; weights loaded into the form drop it, said."""
+    from onebyone.torch.fast import int8 as I
+
+    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 0.0 if k == "torch int8 (x86)" else 1.0
+                                                             for k in models})
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), SumPool(), nn.Linear(16, 10)).eval()
+    g = torch.Generator().manual_seed(1)
+    cal = [torch.randn(4, 3, 8, 8, generator=g) for _ in range(4)]
+    opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=["check", "int8"])
+    assert report.precision["kept"] == "torch int8 (x86)" and opt.reference is not model
+    assert not any(p.requires_grad for p in opt.reference.parameters())
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt(torch.zeros(1, 3, 16, 16))  # a warm-up: no variation, nothing decided
+        assert not any(k[0][0][1:] == (16, 16) for k in opt.checked)
+    copied = copy.deepcopy(opt)
+    with torch.no_grad(), torch.device("cpu"), pytest.warns(UserWarning, match="int8 form moved the outputs"):
+        copied(torch.randn(2, 3, 16, 16))  # the sum over 16 x 16 clips: past dtype_tol
+    with torch.no_grad(), pytest.warns(UserWarning, match="int8 form moved the outputs"):
+        opt(torch.randn(2, 3, 16, 16))
+    assert opt.reference.training is False and next(opt.reference.parameters()).dtype == torch.float32
+    with pytest.warns(UserWarning, match="new weights were not checked against its float model"):
+        copied.load_state_dict(opt.state_dict())
+    assert copied.reference is None

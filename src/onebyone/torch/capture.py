@@ -14,6 +14,7 @@ its inputs), so that hooks are registered here alone.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import gc
 
@@ -82,7 +83,7 @@ def watch(model: nn.Module, example, *listeners: Listener, modules=None):
         finally:
             state["in_hook"] = False
 
-    hooks = []
+    hooks, token = [], _WATCHED.set(True)
     watching = [li for li in listeners if type(li).before is not Listener.before or type(li).after is not
                 Listener.after]  # no mode where no listener reads functions: it would slow every torch call
     try:
@@ -92,8 +93,17 @@ def watch(model: nn.Module, example, *listeners: Listener, modules=None):
         with torch.no_grad(), _Functions(watching, state) if watching else contextlib.nullcontext():
             return call(model, example)
     finally:
+        _WATCHED.reset(token)
         for h in hooks:
             h.remove()
+
+
+_WATCHED = contextvars.ContextVar("onebyone_watched", default=False)  # a ``watch`` run under way (per thread)
+
+
+def watched() -> bool:
+    """Is a ``watch`` run (the analyzer's count, a rewrite's record) under way in this thread or task?"""
+    return _WATCHED.get()
 
 
 def weight_hook(m: nn.Module) -> str:

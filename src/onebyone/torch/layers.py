@@ -69,7 +69,7 @@ class Pointwise(nn.Module):
 
     def forward(self, x):
         if torch.jit.is_scripting():  # TorchScript compiles this branch alone (torch checks the shapes)
-            return _scripted(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
+            return _scripted_pointwise(x, self.weight, self.bias, self.stride, self.groups, self.channel_dim)
         return self._forward(x)
 
     @torch.jit.unused
@@ -112,7 +112,7 @@ class Pointwise(nn.Module):
         return f"Pointwise({', '.join([str(self.in_channels), str(self.out_channels)] + extra)})"
 
 
-def _scripted(x, weight, bias: torch.Tensor | None, stride: int, groups: int, channel_dim: int):
+def _scripted_pointwise(x, weight, bias: torch.Tensor | None, stride: int, groups: int, channel_dim: int):
     """A Pointwise in TorchScript (``torch.jit.script`` compiles this in its ``forward``): a 4-D channels-first
     input through ``conv2d``, any other through one matrix product over the channel axis (groups 1, stride 1
     there)."""
@@ -142,7 +142,7 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x):
         if torch.jit.is_scripting():  # TorchScript compiles this branch alone
-            return self._scripted(x)
+            return self._scripted_norm(x)
         return self._forward(x)
 
     @torch.jit.unused
@@ -155,7 +155,7 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x.unsqueeze(-1)).squeeze(-1)
         return super().forward(x)
 
-    def _scripted(self, x):
+    def _scripted_norm(self, x):
         """torch's BatchNorm forward (TorchScript has no ``super()``) over the channel axis."""
         if self.channel_dim == -1:
             x = x.movedim(-1, 1)  # (..., C) -> (B, C, ...)

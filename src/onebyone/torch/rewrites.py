@@ -7,7 +7,7 @@ rewrite then checks itself on a probe input in float64 and raises if the outputs
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -317,15 +317,16 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             continue
         read = {n: f"`{n}`: {why}" if n and (why := read_by_parent(work, n, calls)) else ""
                 for n in (site.bn, site.before, site.after)}
-        stop = read[site.bn] or _moved(site, elsewhere, other)  # (a layer beside it read matters only for the
-        if stop:  # fold into that layer)
-            report.skipped.append((_original_name(site.bn, swapped), stop))
+        if read[site.bn]:  # (a layer beside it read so matters only for the fold into that layer)
+            report.skipped.append((_original_name(site.bn, swapped), read[site.bn]))
             continue
+        moved = _moved(site, elsewhere, other) if counts[id(work.get_submodule(site.bn))] == 1 else ("", "")
         scale, shift = norms.affine(bn)
         layer = work.get_submodule(site.before) if site.before else None
         nxt = work.get_submodule(site.after) if site.after else None
         if (isinstance(layer, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise)) and not own_forward(layer)
                 and site.before_single and not site.before_branch and counts[id(layer)] == 1 and not read[site.before]
+                and not moved[0]
                 and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)):
             w, b = (algebra.fold_affine_after_transposed(numpy64(layer.weight), numpy64(layer.bias), scale, shift,
                                                          layer.groups) if isinstance(layer, CONV_TRANSPOSES) else
@@ -335,7 +336,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             report.changed.append(f"{site.before} + {site.bn}: {type(layer).__name__} + {type(bn).__name__} folded")
             continue
         if (nxt is not None and is_pointwise(nxt) and site.after_single and not site.after_branch
-                and counts[id(nxt)] == 1 and not read[site.after]
+                and counts[id(nxt)] == 1 and not read[site.after] and not moved[1]
                 and counts[id(bn)] == 1 and _axis_matches(nxt, bn, site.after_shape)):
             w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
             work = G.replace_module(work, site.after, with_weights(nxt, w, b))
@@ -343,8 +344,8 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             report.changed.append(f"{site.bn} + {site.after}: {type(bn).__name__} folded into the "
                                   f"{type(nxt).__name__} after it")
             continue
-        if read[site.before] or read[site.after]:
-            why = read[site.before] or read[site.after]
+        if read[site.before] or read[site.after] or moved[0] or moved[1]:
+            why = read[site.before] or read[site.after] or moved[0] or moved[1]
         elif site.before_branch or site.after_branch:
             why = (f"`{site.before_branch or site.after_branch}`'s forward reads a tensor's values between them "
                    "(Python may branch on them: another input may take another path)")
@@ -368,24 +369,25 @@ def _sites_elsewhere(work: nn.Module, x) -> tuple:
     if other is None:
         return None, None
     try:
-        return other, {s.bn: s for s in _sites(record_calls(work, other))}
+        sites = _sites(record_calls(work, other))
     except Exception:  # noqa: BLE001 - a model that runs at one size: nothing to compare
         return None, None
+    called = Counter(s.bn for s in sites)  # (a norm called at two places there: no one site to compare with)
+    return other, {s.bn: s if called[s.bn] == 1 else called[s.bn] for s in sites}
 
 
-def _moved(site: _Site, elsewhere: dict | None, other) -> str:
-    """Why a fold at ``site`` would hold at the example's size alone: at ``other`` the forward feeds the norm
-    otherwise (it branches on its input's size); "" where it feeds it alike, or nothing was compared."""
+def _moved(site: _Site, elsewhere: dict | None, other) -> tuple:
+    """(why a fold into the layer before, why one into the layer after, would hold at the example's size alone):
+    at ``other`` the forward feeds the norm otherwise on that side (it branches on its input's size); "" for a
+    side fed alike, or where nothing was compared."""
     if elsewhere is None:
-        return ""
+        return "", ""
     there = elsewhere.get(site.bn)
-    same = ("before", "before_single", "after", "after_single", "before_branch", "after_branch")
-    if there is not None and all(getattr(there, k) == getattr(site, k) for k in same):
-        return ""
-    how = ("the norm is not called" if there is None else
-           f"it reads {there.before_what} and is read by {there.after_what}")
-    return (f"the forward takes another path on an input {describe(other)} (it branches on its input's size): "
-            f"there {how}")
+    how = (f"the forward takes another path on an input {describe(other)} (it branches on its input's size): there "
+           + ("the norm is not called" if there is None else f"it is called at {there} places"
+              if isinstance(there, int) else f"it reads {there.before_what} and is read by {there.after_what}"))
+    return tuple("" if isinstance(there, _Site) and all(getattr(there, k) == getattr(site, k) for k in side) else how
+                 for side in (("before", "before_single", "before_branch"), ("after", "after_single", "after_branch")))
 
 
 def _original_name(path: str, swapped: dict) -> str:

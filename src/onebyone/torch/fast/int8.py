@@ -215,16 +215,16 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
         report.notes.append(f"int8 ran no faster than float32 on this CPU ({t[best] * 1e3:.3g} against "
                             f"{t['float32'] * 1e3:.3g} ms a call): float32 kept")
         return work
-    return _kept(best, fine[best], forms[best], layers, t, max(tol, weight_rounding(plain)), report, folded,
-                 per_sample(*arguments(x)))
+    checked = {"reference": folded.requires_grad_(False).eval(), "tol": max(tol, weight_rounding(plain)),
+               "measured": (per_sample(*arguments(x)),), "scale": max(_largest(t) for w in want for t in w)}
+    return _kept(best, fine[best], forms[best], layers, t, report, checked)
 
 
-def _kept(best: str, form, made: tuple, layers: list, t: dict, tol: float, report, folded: nn.Module,
-          measured: tuple) -> nn.Module:
+def _kept(best: str, form, made: tuple, layers: list, t: dict, report, checked: dict) -> nn.Module:
     """``form`` (``best``, as ``_forms`` ``made`` it), the int8 form kept: said in ``report``, each layer's
-    precision set; each new input shape checked within ``tol``: an engine's form against the model it exports
-    (it was made with no bound), ours against ``folded`` (the float32 model it quantizes) on each per-sample
-    shape other than the calibration's (``measured``)."""
+    precision set; each new input shape checked within ``checked["tol"]``: an engine's form against the model
+    it exports (it was made with no bound), ours against the float model it quantizes on each per-sample shape
+    other than the calibration's (``ShapeChecked``, given ``checked``)."""
     precision, floats = report.precision, made[2]
     precision["kept"] = best
     for n, row in precision["layers"].items():
@@ -234,12 +234,17 @@ def _kept(best: str, form, made: tuple, layers: list, t: dict, tol: float, repor
                           "layers in int8" + (f" ({', '.join(floats)} kept in float32)" if floats else ""))
     report.layers = []  # the float kernels chosen are not what runs
     if isinstance(form, Exported):  # an engine's form quantizes again for each new input shape: checked then too
-        form.tol = tol
+        form.tol = checked["tol"]
         return form
     if best.startswith("torch int8"):
-        return NanSamples(form, precision.get("torch_kernels") if best == "torch int8 (x86)" else None, folded,
-                          tol, (measured,))
-    return ShapeChecked(form, folded, tol, (measured,))
+        return NanSamples(form, precision.get("torch_kernels") if best == "torch int8 (x86)" else None, **checked)
+    return ShapeChecked(form, **checked)
+
+
+def _largest(t: torch.Tensor) -> float:
+    """The largest finite magnitude in ``t`` (0 where none)."""
+    t = t[torch.isfinite(t)] if t.is_floating_point() else t
+    return float(t.abs().max()) if t.numel() else 0.0
 
 
 WORST_BATCHES = 4  # observed batches each form's error is also measured on (beside the held-out ones)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.utils._pytree import tree_leaves
 
+from ..capture import watched
 from ..rewrite_report import output_difference
 from ..tensors import outputs
 from . import private
@@ -19,32 +20,39 @@ from . import private
 
 def per_sample(args: tuple, kwargs: dict) -> tuple:
     """What an int8 form's error depends on in a call: each tensor's shape past the batch axis and its dtype,
-    each other argument's value."""
-    return tuple((tuple(t.shape[1:]), t.dtype) if isinstance(t, torch.Tensor) else repr(t)
-                 for t in tree_leaves((args, kwargs)))
+    each other argument's value (a float's type alone: a timestep or a scale that changes each call would
+    otherwise make every call new)."""
+    return tuple((tuple(t.shape[1:]), t.dtype) if isinstance(t, torch.Tensor) else
+                 float if isinstance(t, float) else repr(t) for t in tree_leaves((args, kwargs)))
 
 
 CHECKED = 256  # the most per-sample shapes a form remembers its check of
 
 
 class ShapeChecked(nn.Module):
-    """``model``, an int8 form within ``tol`` of ``reference`` (the float model) on inputs whose per-sample
-    shapes are in ``measured`` (``per_sample`` keys), checked on the first call with any other: within ``tol``
-    of the output scale it runs such inputs from then on; past it, a warning, and ``reference`` runs them
-    (one float call more per new shape, the last ``CHECKED`` remembered; a batch of another size is the same
-    shape). Inputs holding NaN or inf are not checked on. ``reference`` is not a submodule: the state_dict is
-    ``model``'s, under ``model.``. With no ``reference``, ``model`` runs every input."""
+    """``model``, an int8 form within ``tol`` of ``reference`` (the float model, a copy of its own) on inputs
+    whose per-sample shapes are in ``measured`` (``per_sample`` keys), checked on the first call with any
+    other: within ``tol`` of the output scale (at least ``scale``, the calibration outputs') it runs such
+    inputs from then on; past it, a warning, and ``reference`` runs them (one float call more per new shape,
+    the last ``CHECKED`` remembered; a batch of another size is the same shape). Inputs holding NaN or inf,
+    or constant (a warm-up with zeros), are not checked on.
+
+    ``reference`` is not a submodule: the state_dict is ``model``'s, under ``model.``; ``.to()``, ``.train()``
+    and the like reach it all the same, and pickling the form carries it. Loading a state_dict drops it (the
+    weights loaded were not checked against it): every size then runs ``model``, said in a warning. With no
+    ``reference``, ``model`` runs every input."""
 
     def __init__(self, model: nn.Module, reference: nn.Module | None = None, tol: float = 0.0,
-                 measured: tuple = ()):
+                 measured: tuple = (), scale: float = 0.0):
         super().__init__()
-        self.model, self.tol = model, tol
+        self.model, self.tol, self.scale = model, tol, scale
         self.__dict__["reference"] = reference  # (the float model: its weights are not this form's state)
         self.checked = dict.fromkeys(measured, True)  # per-sample key -> does ``model`` run such inputs
+        self.register_load_state_dict_post_hook(_forget_reference)
 
     def forward(self, *args, **kwargs):
         reference = self.__dict__.get("reference")
-        if reference is None or private.tracing() or private.function_mode_on():  # (the analyzer counts the form)
+        if reference is None or private.tracing() or watched():  # (the analyzer counts the form alone)
             out = self.model(*args, **kwargs)
         else:
             key = per_sample(args, kwargs)
@@ -57,23 +65,44 @@ class ShapeChecked(nn.Module):
         """``out`` as the caller gets it (a subclass marks what the form cannot compute)."""
         return out
 
+    def _apply(self, fn, recurse=True):
+        reference = self.__dict__.get("reference")
+        if reference is not None:  # (``.to()``, ``.double()``: the float model moves with the form)
+            reference._apply(fn, recurse)
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True):
+        reference = self.__dict__.get("reference")
+        if reference is not None:
+            reference.train(mode)
+        return super().train(mode)
+
     def _check(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict):
         got = self.model(*args, **kwargs)
-        if not private.finite_inputs(args, kwargs):
-            return got  # (NaN in the inputs: nothing to measure on)
-        with torch.no_grad():
-            want = reference(*args, **kwargs)
+        floats = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        if private.inputs_finite(args, kwargs) is not True or all(bool(t.min() == t.max()) for t in floats):
+            return got  # (NaN, or no variation in the inputs: nothing to measure on)
+        want = reference(*args, **kwargs)
         diff, scale = output_difference(outputs(want), outputs(got), "the int8 form")
+        scale = max(scale, self.scale, 1e-30)
         if len(self.checked) >= CHECKED:  # inputs of ever new sizes (clouds of any N): the oldest answer goes
             self.checked.pop(next(iter(self.checked)))
-        self.checked[key] = ok = diff <= self.tol * max(scale, 1e-30)  # (a NaN difference is past it)
+        self.checked[key] = ok = diff <= self.tol * scale  # (a NaN difference is past it)
         if not ok:
             shapes = [tuple(t.shape) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-            warnings.warn(f"the int8 form moved the outputs by {diff / max(scale, 1e-30):.3g} of their scale "
-                          f"(> dtype_tol {self.tol:g}) on inputs of shape {', '.join(map(str, shapes))}, a size "
-                          "its calibration did not cover: the float model runs inputs like these from now on "
-                          "(calibrate on batches of this size for int8 there)", stacklevel=_callers_level())
+            warnings.warn(f"the int8 form moved the outputs by {diff / scale:.3g} of their scale (> dtype_tol "
+                          f"{self.tol:g}) on inputs of shape {', '.join(map(str, shapes))}, a size its calibration "
+                          "did not cover: the float model runs inputs like these from now on (calibrate on "
+                          "batches of this size for int8 there)", stacklevel=_callers_level())
         return got if ok else want
+
+
+def _forget_reference(module: ShapeChecked, incompatible_keys) -> None:
+    if module.__dict__.get("reference") is not None:
+        module.__dict__["reference"] = None
+        warnings.warn("the int8 form's new weights were not checked against its float model, which its state does "
+                      "not hold: inputs of any size now run int8, unchecked (optimize the model these weights "
+                      "came from for the check)", stacklevel=3)
 
 
 def _callers_level() -> int:

@@ -310,8 +310,8 @@ class NanSamples(ShapeChecked):
     round otherwise; loading into ``.model`` alone does not)."""
 
     def __init__(self, model: nn.Module, kernels: dict | None = None, reference: nn.Module | None = None,
-                 tol: float = 0.0, measured: tuple = ()):
-        super().__init__(model, reference, tol, measured)
+                 tol: float = 0.0, measured: tuple = (), scale: float = 0.0):
+        super().__init__(model, reference, tol, measured, scale)
         self.kernels = dict(kernels or {})
         self.register_load_state_dict_post_hook(_repack_after_load)
 

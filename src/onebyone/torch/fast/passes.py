@@ -570,8 +570,8 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
         elif name == "int8":
             if req.dtype == torch.int8:
                 was = work
-                work = int8(work, race.folded or req.model, req.x, report, req.model, req.calibration, req.dtype_tol,
-                            req.accuracy_tol, req.evaluate, req.labels)
+                work = int8(work, race.folded or copy_model(req.model), req.x, report, req.model, req.calibration,
+                            req.dtype_tol, req.accuracy_tol, req.evaluate, req.labels)  # (never the model given)
                 quantized = work is not was
                 set_aside(report, race.exact(), before if quantized else 0, report.precision.get("kept", ""))
         elif name == "engines":

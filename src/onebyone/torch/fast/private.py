@@ -188,11 +188,6 @@ def inputs_finite(args, kwargs) -> bool | None:
     return all(finite(t) for t in _float_tensors(args, kwargs))
 
 
-def finite_inputs(args, kwargs) -> bool:
-    """Is every floating-point input of a call finite (one sum each, ``finite``)?"""
-    return all(finite(t) for t in _float_tensors(args, kwargs))
-
-
 def _float_tensors(args, kwargs) -> list:
     return [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
@@ -223,9 +218,9 @@ def nan_samples(args, kwargs, out):
     torch's int8 forms) with each sample whose inputs hold NaN or inf NaN in every output (in the float model
     the NaN reaches at least part of it; which part, the codes cannot say); outputs whose first axis is not
     the batch all NaN then."""
-    if finite_inputs(args, kwargs):
-        return out
     leaves = _float_tensors(args, kwargs)
+    if all(finite(t) for t in leaves):
+        return out
     batch = {t.shape[0] for t in leaves if t.dim()}
     bad = None
     if len(batch) == 1:
