@@ -273,3 +273,14 @@ def test_torch_jit_script_compiles_the_layers_in_place_and_leaves_the_model_give
         scripted.eval(), twin.eval()
         torch.testing.assert_close(scripted(x), twin(x), rtol=1e-5, atol=1e-5)
         scripted.train(), twin.train()
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+@pytest.mark.parametrize("shape", [(2, 4), (2, 4, 6), (2, 4, 6, 5), (2, 4, 3, 6, 5)])
+def test_a_scripted_pointwise_computes_what_the_eager_one_does_with_groups_and_stride(shape, channel_dim):
+    torch.manual_seed(0)
+    x = torch.randn(shape) if channel_dim == 1 else torch.randn(shape).movedim(1, -1)
+    for groups, stride in [(1, 1), (2, 1), (1, 2), (2, 2)]:
+        layer = Pointwise(4, 6, groups=groups, stride=stride, channel_dim=channel_dim).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(torch.jit.script(layer)(x), layer(x), rtol=1e-5, atol=1e-5)

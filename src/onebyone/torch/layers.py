@@ -113,17 +113,27 @@ class Pointwise(nn.Module):
 
 
 def _scripted_pointwise(x, weight, bias: torch.Tensor | None, stride: int, groups: int, channel_dim: int):
-    """A Pointwise in TorchScript (``torch.jit.script`` compiles this in its ``forward``): a 4-D channels-first
-    input through ``conv2d``, any other through one matrix product over the channel axis (groups 1, stride 1
-    there)."""
-    if channel_dim == 1 and x.dim() == 4:
+    """A Pointwise in TorchScript (``torch.jit.script`` compiles this in its ``forward``): torch's 1-, 2- or
+    3-D conv on the channels-first form of ``x`` ((B, C) to (B, C, D, H, W), or the same with channels last)."""
+    if channel_dim == 1:
+        return _scripted_first(x, weight, bias, stride, groups)
+    if x.dim() == 1:  # (C,)
+        return _scripted_first(x.unsqueeze(0), weight, bias, stride, groups).squeeze(0)
+    return _scripted_first(x.movedim(-1, 1), weight, bias, stride, groups).movedim(1, -1)
+
+
+def _scripted_first(x, weight, bias: torch.Tensor | None, stride: int, groups: int):
+    """(B, C, *S) with S of none to three axes, through ``conv1d`` / ``conv2d`` / ``conv3d``."""
+    if x.dim() == 4:
         return torch.nn.functional.conv2d(x, weight, bias, stride, 0, 1, groups)
-    if groups != 1 or stride != 1:
-        raise RuntimeError("a scripted Pointwise takes groups > 1 or stride > 1 on 4-D channels-first input only")
-    w = weight.flatten(1)  # (O, C, 1, 1) -> (O, C)
-    if channel_dim == -1:
-        return torch.nn.functional.linear(x, w, bias)
-    return torch.nn.functional.linear(x.movedim(1, -1), w, bias).movedim(-1, 1)
+    if x.dim() == 3:
+        return torch.nn.functional.conv1d(x, weight.squeeze(-1), bias, stride, 0, 1, groups)
+    if x.dim() == 5:
+        return torch.nn.functional.conv3d(x, weight.unsqueeze(-1), bias, stride, 0, 1, groups)
+    if x.dim() == 2:  # (B, C): no positions to stride over
+        return torch.nn.functional.conv1d(x.unsqueeze(-1), weight.squeeze(-1), bias, 1, 0, 1, groups).squeeze(-1)
+    raise RuntimeError("a scripted Pointwise takes (B, C) to (B, C, D, H, W) inputs")  # (TorchScript raises no
+    # OneByOneError)
 
 
 class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
