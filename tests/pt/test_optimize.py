@@ -480,3 +480,19 @@ def test_a_model_float32_rounds_past_tol_is_refused_with_the_tol_that_accepts_th
     plain = O._request(nn.Sequential(nn.Conv2d(1, 2, 1)).eval(), x, None, 1e-6, None, None, None, False, None,
                        None, None, 0.5)
     assert O._rounding_said(plain, 1e-3, 5.0) == ""
+
+
+def test_the_lines_set_aside_are_those_of_the_passes_the_form_kept_does_not_hold():
+    """Inductor around the fused chains holds the fold, the chains and their layout; an engine's form the fold
+    alone: the other passes' lines go to one note, in order."""
+    from onebyone.torch.rewrite_report import OptimizeReport
+
+    for kept, left in [(O.COMPILED_CHAINS, ["fold", "chains", "layout"]), ("onnxruntime", ["fold"])]:
+        report, race = OptimizeReport("optimize"), O.Race()
+        report.changed = ["fold", "chains", "convact 1", "convact 2", "layout"]
+        race.spans = {"fold": (0, 1), "chains": (1, 2), "conv_acts": (2, 4), "channels_last": (4, 5)}
+        O.set_aside(report, race, kept)
+        assert report.changed == left
+        moved = [x for x in ["chains", "convact 1", "convact 2", "layout"] if x not in left]
+        assert report.notes == [f"{len(moved)} change(s) of the eager rewrite were made and timed, and are not in "
+                                f"{kept}, which is made from the exact rewrite: {'; '.join(moved)}"]

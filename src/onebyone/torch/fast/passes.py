@@ -307,22 +307,22 @@ class Race:
     call_seconds: float = float("inf")
     tol: float = 1e-4
     tune: bool = False
-    after: dict = dataclasses.field(default_factory=dict)  # pass -> how many report.changed lines when it ended
+    spans: dict = dataclasses.field(default_factory=dict)  # pass -> (first, past last) of its report.changed lines
     checked: nn.Module | None = None  # the model ``check`` counted the costs of
 
-    def exact(self, kept: str = "") -> int:
-        """How many of the first report.changed lines are in a form made from ``folded`` (``kept``: the
-        form's label; Inductor around the fused chains has those too); the later ones are the eager rewrite's."""
-        cut = self.after.get("fold", 0)
-        return self.after.get("chains", cut) if kept == COMPILED_CHAINS else cut
+
+EXACT = ("reparameterize", "fold")  # the passes whose changes every form is made from (``Race.folded``)
 
 
-def set_aside(report: OptimizeReport, start: int, stop: int, kept: str) -> None:
-    """``report.changed[start:stop]`` (changes the eager rewrite made, not in ``kept``, the form returned) moved
-    to a note: they were made and timed, and are not what runs."""
-    lines = report.changed[start:stop]
+def set_aside(report: OptimizeReport, race: Race, kept: str) -> None:
+    """The report.changed lines of the passes whose changes are not in ``kept`` (the form returned, made from
+    the exact rewrite; Inductor around the fused chains holds those chains and their layout too) moved to a
+    note: they were made and timed, and are not what runs."""
+    keep = EXACT + (("chains", "channels_last") if kept == COMPILED_CHAINS else ())
+    drop = {i for name, (a, b) in race.spans.items() if name not in keep for i in range(a, b)}
+    lines = [line for i, line in enumerate(report.changed) if i in drop]
     if lines:
-        del report.changed[start:stop]
+        report.changed = [line for i, line in enumerate(report.changed) if i not in drop]
         report.notes.append(f"{len(lines)} change(s) of the eager rewrite were made and timed, and are not in "
                             f"{kept}, which is made from the exact rewrite: {'; '.join(lines)[:300]}")
 
@@ -389,7 +389,7 @@ def _fastest_form(work, forms: dict, req: Request, report: OptimizeReport, refer
                         f"raced (any tuning of the rewrite included) in {time.perf_counter() - t0 - made:.2g} s")
     if best != EAGER:
         kept = models[best]
-        set_aside(report, race.exact(best), len(report.changed), best)
+        set_aside(report, race, best)
         engine = ("Inductor, freezing" if isinstance(kept, Compiled) else
                   f"its ONNX export, OpenVINO compiled it for {kept.ran_in}" if getattr(kept, "precision", "") == "bf16"
                   else "its ONNX export, float32 on the CPU")
@@ -573,7 +573,8 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
                 work = int8(work, race.folded or copy_model(req.model), req.x, report, req.model, req.calibration,
                             req.dtype_tol, req.accuracy_tol, req.evaluate, req.labels)  # (never the model given)
                 quantized = work is not was
-                set_aside(report, race.exact(), before if quantized else 0, report.precision.get("kept", ""))
+                if quantized:
+                    set_aside(report, race, report.precision["kept"])
         elif name == "engines":
             if quantized:  # the float engines race float32 forms: an int8 form kept has beaten float32 already
                 report.notes.append("the float32 engines were not weighed: an int8 form was kept")
@@ -583,7 +584,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
             work = keep_faster(work, req, report, timed)
         report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
                               "changes": len(report.changed) - before})
-        race.after[name] = len(report.changed)
+        race.spans[name] = (before, len(report.changed))
     return recount(work, race.checked, req, report)
 
 
