@@ -27,7 +27,6 @@ from .tensors import (
     call,
     cast,
     copy_model,
-    evaluating,
     numpy64,
     outputs,
     precise_dtype,
@@ -117,8 +116,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     report.skipped += [(n, "grouped conv: factorize each group separately") for n in skipped_groups]
     hi = precise_dtype(work, x)  # float64, unless the model does not run in it
     io_before, calls = _layer_io(copy_model(work, hi).eval(), names, cast(x, hi))
-    with evaluating(work):
-        record = record_calls(work, x)
+    record = record_calls(work, x)
     unused = "not called as a layer on the example: left as it is"
     left = {n: read_by_parent(work, n, record) or (n not in io_before and unused) for n in names}
     del record  # (it holds every tensor of a forward pass)

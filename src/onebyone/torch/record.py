@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .capture import Listener, watch
-from .tensors import outputs, tensor_args
+from .tensors import evaluating, outputs, tensor_args
 
 _METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data_ptr", "__len__", "is_floating_point",
              "element_size", "ndimension", "nelement", "__format__", "__repr__", "__bool__"}
@@ -232,10 +232,12 @@ MODEL_OUTPUT = "the model's output"  # the use of each tensor the model returns
 
 
 def record_calls(model: nn.Module, example) -> Calls:
-    """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``."""
+    """Run ``model`` once on ``example`` (a tensor, a tuple or a dict of them) and record ``Calls``, in eval
+    mode (a training model's norm statistics stay as they were; each module's mode is given back)."""
     record = Calls()
     record.inputs = {record.key(t) for t in outputs(example, strict=False)}
-    out = watch(model, example, _Recorder(model, record))
+    with evaluating(model):
+        out = watch(model, example, _Recorder(model, record))
     for t in outputs(out, strict=False):  # what the model returns is read too (by its caller)
         record.uses[record.key(t)].append(MODEL_OUTPUT)
     per_module = defaultdict(int)

@@ -156,7 +156,7 @@ def output_difference(want: list, got: list, what: str) -> tuple[float, float]:
         raise OneByOneError(f"{what} changed the output shapes: {[tuple(t.shape) for t in want]} -> "
                             f"{[tuple(t.shape) for t in got]}")
     diff = max((_gap(p.detach(), q.detach()) for p, q in zip(want, got)), default=0.0)
-    scale = max((_largest_finite(p.detach()) for p in want), default=0.0)
+    scale = max((largest_finite(p.detach()) for p in want), default=0.0)
     return diff, scale
 
 
@@ -179,7 +179,8 @@ def _gap(p: torch.Tensor, q: torch.Tensor) -> float:
     return float((p - q).abs().max()) if p.numel() else 0.0
 
 
-def _largest_finite(p: torch.Tensor) -> float:
+def largest_finite(p: torch.Tensor) -> float:
+    """The largest finite magnitude in ``p`` (0 where none)."""
     if not p.numel():
         return 0.0
     if not p.is_floating_point():  # integers, bools, complex
@@ -264,13 +265,19 @@ def _float32(model: nn.Module) -> bool:
     return kinds == {torch.float32}
 
 
+def own_float32_error(model: nn.Module, example) -> float:
+    """How far ``model`` run in float32 is from itself run in float64 on ``example`` (and the probe): the max
+    abs difference of their outputs. A deep net with norms far from 1 amplifies float32's rounding."""
+    in64, in32 = (copy_model(model, d).eval() for d in (torch.float64, torch.float32))
+    return max_difference(in64, in32, example, dtype=None, cast_each=True)[0]
+
+
 def _within_float32(report: RewriteReport, original: nn.Module, example, diff: float, scale: float) -> None:
     """Where a rewrite moved the outputs (in float64) past the tolerance, but by less than the original model
     itself moves them when run in float32 rather than float64 (a deep net with norms far from 1 amplifies
     float32's rounding to 1e-5 of its scale) and by at most ``FLOAT32_TOL`` of the scale: the tolerance
     becomes that own error, said in ``report.notes``. float32 cannot tell such a rewrite from the model."""
-    in64, in32 = (copy_model(original, d).eval() for d in (torch.float64, torch.float32))
-    own, _ = max_difference(in64, in32, example, dtype=None, cast_each=True)
+    own = own_float32_error(original, example)
     own = min(own, FLOAT32_TOL * max(scale, 1.0)) if math.isfinite(own) else 0.0  # (an overflow proves nothing)
     if diff <= own:
         report.notes.append(f"tolerance raised to {own / max(scale, 1.0):.3g} of the output scale, the original "

@@ -24,7 +24,7 @@ from .layer_kinds import CONV_TRANSPOSES, CONVS, channel_axis, groups, is_pointw
 from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import RewriteReport, finish
-from .tensors import another_size, check_module, copy_model, describe, evaluating, numpy64, probe_input, tensor
+from .tensors import another_size, check_module, copy_model, describe, numpy64, probe_input, tensor
 
 
 @torch.fx.wrap  # one call in any torch.fx graph: its check is Python that tracing cannot follow
@@ -117,8 +117,7 @@ def linear_to_conv1x1(model: nn.Module, *, example=None, input_size=None, inplac
     x = probe_input(model, example, input_size)
     work, report = copy_model(model), RewriteReport("linear_to_conv1x1")
     done = {}
-    with evaluating(work):  # (a training model's copy keeps its norm statistics)
-        calls = record_calls(work, x)
+    calls = record_calls(work, x)  # (in eval mode: a training model's copy keeps its norm statistics)
     for name, m in list(work.named_modules(remove_duplicate=False)):
         if not isinstance(m, nn.Linear):
             continue
@@ -167,8 +166,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
     work, report = copy_model(nn.Sequential(model) if single else model), RewriteReport("conv1x1_to_linear")
     gm = traced(work, x, report)
     counts = G.call_counts(work, gm) if gm else {}
-    with evaluating(work):
-        calls = record_calls(work, x) if gm else None
+    calls = record_calls(work, x) if gm else None
     for node in gm.graph.nodes if gm else ():
         m = G.module(gm, node)
         if isinstance(m, nn.Linear) or not (m is not None and is_pointwise(m)):
@@ -320,7 +318,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         if read[site.bn]:  # (a layer beside it read so matters only for the fold into that layer)
             report.skipped.append((_original_name(site.bn, swapped), read[site.bn]))
             continue
-        moved = _moved(site, elsewhere, other) if counts[id(work.get_submodule(site.bn))] == 1 else ("", "")
+        moved = _moved(site, elsewhere, other) if counts[id(bn)] == 1 else ("", "")
         scale, shift = norms.affine(bn)
         layer = work.get_submodule(site.before) if site.before else None
         nxt = work.get_submodule(site.after) if site.after else None

@@ -220,11 +220,14 @@ def another_size(example):
     values; None where no tensor has such axes. A forward that branches on its input's size (a threshold, an
     odd length) takes its other path; an image costs 2.3 times the pixels, a clip 3.4 times the voxels."""
     x, gen = first_sample(example), torch.Generator().manual_seed(1)
-    if not any(isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() >= 3 for v in example_values(x)):
+
+    def grows(v) -> bool:
+        return isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() >= 3
+
+    if not any(grows(v) for v in example_values(x)):
         return None
     return _map(x, lambda v: torch.randn((*v.shape[:2], *((n + n // 2) | 1 for n in v.shape[2:])), generator=gen,
-                                         dtype=torch.float64).to(v)
-                if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() >= 3 else v)
+                                         dtype=torch.float64).to(v) if grows(v) else v)
 
 
 def _map(example, one):

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ...errors import OneByOneError, reason
-from ..rewrite_report import OptimizeReport, RewriteReport, weight_rounding
+from ..rewrite_report import OptimizeReport, RewriteReport, largest_finite, weight_rounding
 from ..tensors import arguments, call, copy_model, describe, example_values, outputs
 from .exported import Exported
 from .int8_chain import int8_chains
@@ -216,7 +216,7 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
                             f"{t['float32'] * 1e3:.3g} ms a call): float32 kept")
         return work
     checked = {"reference": folded.requires_grad_(False).eval(), "tol": max(tol, weight_rounding(plain)),
-               "measured": (per_sample(*arguments(x)),), "scale": max(_largest(t) for w in want for t in w)}
+               "measured": (per_sample(*arguments(x)),), "scale": max(largest_finite(t) for w in want for t in w)}
     return _kept(best, fine[best], forms[best], layers, t, report, checked)
 
 
@@ -241,11 +241,6 @@ def _kept(best: str, form, made: tuple, layers: list, t: dict, report, checked: 
     return ShapeChecked(form, **checked)
 
 
-def _largest(t: torch.Tensor) -> float:
-    """The largest finite magnitude in ``t`` (0 where none)."""
-    t = t[torch.isfinite(t)] if t.is_floating_point() else t
-    return float(t.abs().max()) if t.numel() else 0.0
-
 
 WORST_BATCHES = 4  # observed batches each form's error is also measured on (beside the held-out ones)
 
@@ -259,11 +254,12 @@ def _worst(forms: dict, given: nn.Module, x, observe: list, held: list) -> dict:
         return forms
     ran = {_shapes(b) for b in [x, *held]}
     extra = observe[:WORST_BATCHES]
+    want = expected(given, extra)  # (once for every form)
     out = {}
     for k, (f, e, floats) in forms.items():
-        batches = [b for b in extra if not isinstance(f, Exported) or _shapes(b) in ran]
+        use = [i for i, b in enumerate(extra) if not isinstance(f, Exported) or _shapes(b) in ran]
         try:
-            worst = error(f, expected(given, batches), batches) if batches else 0.0
+            worst = error(f, [want[i] for i in use], [extra[i] for i in use]) if use else 0.0
         except Exception:  # noqa: BLE001 - a form that fails on calibration data is not kept
             worst = math.inf
         out[k] = (f, max(e, worst), floats)

@@ -51,15 +51,15 @@ class ShapeChecked(nn.Module):
         self.register_load_state_dict_post_hook(_forget_reference)
 
     def forward(self, *args, **kwargs):
-        reference = self.__dict__.get("reference")
-        if reference is None or private.tracing() or watched():  # (the analyzer counts the form alone)
+        reference, tracing = self.__dict__.get("reference"), private.tracing()
+        if reference is None or tracing or watched():  # (the analyzer counts the form alone)
             out = self.model(*args, **kwargs)
         else:
             key = per_sample(args, kwargs)
             ok = self.checked.get(key)
             out = (self._check(key, reference, args, kwargs) if ok is None else
                    (self.model if ok else reference)(*args, **kwargs))
-        return out if private.tracing() else self.marked(args, kwargs, out)
+        return out if tracing else self.marked(args, kwargs, out)
 
     def marked(self, args: tuple, kwargs: dict, out):
         """``out`` as the caller gets it (a subclass marks what the form cannot compute)."""
