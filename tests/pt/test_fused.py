@@ -117,6 +117,73 @@ def test_a_chain_gives_the_memory_format_a_torch_conv_gives():
     assert any("FusedPointwiseChain" in c for c in report.changed)
 
 
+class _Reads(nn.Module):
+    """Two 1x1 Conv1d (a chain) whose output is read by ``read`` (the model's output where ``read`` returns it)."""
+
+    def __init__(self, read):
+        super().__init__()
+        self.mlp, self.read = nn.Sequential(nn.Conv1d(3, 16, 1), nn.ReLU(), nn.Conv1d(16, 8, 1)), read
+        self.after = SharedMLP((8, 4), pool="max")
+
+    def forward(self, x):  # (B, 3, N)
+        return self.read(self, self.mlp(x))
+
+
+READERS = {  # how the chain's output is read -> may it be left as its rows lie?
+    "a chain, and bmm after a transpose": (lambda m, y: m.after(y) + torch.bmm(y.transpose(1, 2), y).sum(2)[:, :4],
+                                           True),
+    "relu, then a chain": (lambda m, y: m.after(torch.relu(y)), True),
+    "view": (lambda m, y: m.after(y) + y.view(y.shape[0], -1)[:, :4], False),
+    "add, then view": (lambda m, y: m.after(y) + (y + 1).view(y.shape[0], -1)[:, :4], False),
+    "its strides": (lambda m, y: m.after(y if y.is_contiguous() else y.contiguous()), False),
+    "the model's output": (lambda m, y: y, False),
+}
+
+
+@pytest.mark.parametrize("how", list(READERS))
+def test_a_chain_output_is_left_as_its_rows_lie_only_where_every_reader_takes_any_strides(how):
+    """PointNet's mlp1 output went through a transpose into a contiguous (B, 64, N) tensor (2 MB) and the next
+    chain moved it back: now a chain whose every reader takes any strides leaves it as its rows lie; where a
+    reader might not (``view``, also after elementwise ops that keep the layout, a forward reading strides,
+    the caller of the model), it stays contiguous. Outputs, float and int8, as the model's."""
+    from onebyone.torch.fast.int8_chain import Int8PointwiseChain, chain_ranges
+    from onebyone.torch.fast.swaps import fuse_chains
+    from onebyone.torch.rewrite_report import RewriteReport
+
+    read, rows = READERS[how]
+    torch.manual_seed(0)
+    model, x = _Reads(read).eval(), torch.randn(2, 3, 20)
+    fused = fuse_chains(copy_of(model), x, RewriteReport("t"))
+    chain = fused.mlp[0]
+    assert isinstance(chain, FusedPointwiseChain) and chain.rows_out is rows
+    with torch.no_grad():
+        assert chain(x).is_contiguous() is not rows  # a (B, 8, N) view of (B, N, 8) rows where left
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+        q = Int8PointwiseChain(chain, chain_ranges(chain, [x])[id(chain)])
+        assert q.rows_out is rows and q(x).is_contiguous() is not rows
+
+
+def copy_of(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_pointnet_mlp1_output_is_left_as_its_rows_lie():
+    """The case it is for: PointNet's mlp1 feeds the feature transform's chain and a bmm; the other chains pool."""
+    from onebyone.torch.fast.swaps import fuse_chains
+    from onebyone.torch.rewrite_report import RewriteReport
+    from onebyone.zoo import create_model
+
+    torch.manual_seed(0)
+    model, x = create_model("pointnet_cls").eval(), torch.randn(2, 3, 64)
+    report = RewriteReport("t")
+    fused = fuse_chains(copy_of(model), x, report)
+    assert fused.mlp1.rows_out and "mlp1: output left as its rows lie (its readers take any strides)" in report.changed
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_fused_repacks_after_a_weight_edit_and_copies_and_pickles():
     import copy
     import pickle

@@ -27,6 +27,7 @@ _METADATA = {"dim", "size", "__get__", "stride", "is_contiguous", "numel", "data
 _VALUE_READS = {"__bool__", "item", "tolist", "__float__", "__int__", "__index__", "__complex__"}  # a tensor's values
 # read by Python, which may branch on them
 _SHAPE_OF_SECOND = {"reshape_as", "view_as", "expand_as"}
+_LAYOUT_QUERIES = {"stride", "is_contiguous", "data_ptr"}  # shape queries that read how a tensor lies in memory
 
 
 class Ref(NamedTuple):
@@ -88,6 +89,8 @@ class Calls:
     inputs: set = field(default_factory=set)  # the keys of the model's input tensors
     pieces: dict = field(default_factory=dict)  # value key -> the function or leaf whose tuple holds it (``split``)
     reads: dict | None = None  # value key -> [(function, scope)] of the ops reading it (``params_read``'s index)
+    strides_read: dict = field(default_factory=lambda: defaultdict(list))  # value key -> [scope] of each forward
+    # that read its strides (``stride``, ``is_contiguous``, ``data_ptr``)
 
     def key(self, t: torch.Tensor) -> tuple:
         self.keep.append(t)
@@ -195,6 +198,9 @@ class _Recorder(Listener):
             r.queried.add(r.open[-1])
         if not self.depth and r.open and name in _VALUE_READS:  # ... or a tensor's values
             r.valued.add(r.open[-1])
+        if not self.depth and name in _LAYOUT_QUERIES:
+            for t in tensor_args(args, kwargs):
+                r.strides_read[r.key(t)].append(tuple(r.open))
         if self.depth or name in _METADATA:  # inside a leaf module, or a shape query
             return
         tensors = tensor_args(args, kwargs)
@@ -248,6 +254,50 @@ def record_calls(model: nn.Module, example) -> Calls:
         registered[id(m)] += 1
     record.counts = {k: max(per_module.get(k, 0), registered.get(k, 0)) for k in set(per_module) | set(registered)}
     return record
+
+
+_SAME_LAYOUT = {"transpose", "permute", "movedim", "swapaxes", "relu", "relu_", "add", "__add__", "__radd__",
+                "__iadd__", "mul", "__mul__", "__rmul__", "__imul__"}  # outputs lie in memory as their input
+_NEW_LAYOUT = {"bmm", "matmul", "__matmul__", "mm", "conv1d", "conv2d", "conv3d", "contiguous"}  # any strides in,
+# their own out
+
+
+def strided_reader(calls: Calls, key: tuple, new_layout: tuple, same_layout: tuple) -> str:
+    """Who may depend on how the value ``key`` lies in memory: "" where every reader takes it with any strides,
+    else the first that may not (a name, or ``MODEL_OUTPUT``: its caller may ``view`` it). Modules of the
+    classes ``new_layout`` (leaves or not: what runs inside them is theirs) and functions in ``_NEW_LAYOUT``
+    read any strides and lay out their own output; leaves of ``same_layout`` and functions in ``_SAME_LAYOUT``
+    (elementwise, transposes) give outputs laid out as their input, whose readers are asked in turn; anything
+    else (``view``, a leaf of another class, a forward reading the strides) may depend on them. Only the path
+    the record saw is asked."""
+    todo, seen = [key], set()
+    while todo:
+        k = todo.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        if MODEL_OUTPUT in calls.uses.get(k, ()):
+            return MODEL_OUTPUT
+        theirs = {i for i, c in enumerate(calls.containers)
+                  if isinstance(c.module, new_layout) and any(a.key == k for a in c.inputs)}
+        if any(not theirs.intersection(scope) for scope in calls.strides_read.get(k, ())):
+            return "a forward reading its strides"
+        for c in calls.calls:
+            if theirs.intersection(c.scope) or not any(a.key == k for a in c.inputs):
+                continue
+            if isinstance(c.module, same_layout) and c.output is not None:
+                todo.append(c.output)
+            elif not isinstance(c.module, new_layout):
+                return f"`{c.name}` ({type(c.module).__name__})"
+        for op in calls.ops:
+            if theirs.intersection(op.scope) or not any(a.key == k for a in _refs(op)):
+                continue
+            name = getattr(op.func, "__name__", str(op.func))
+            if name in _SAME_LAYOUT:
+                todo.append(op.output)
+            elif name not in _NEW_LAYOUT:
+                return f"`{name}`"
+    return ""
 
 
 # --- the record as fx-like nodes --------------------------------------------------------------------

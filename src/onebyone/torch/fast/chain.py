@@ -92,6 +92,7 @@ class FusedPointwiseChain(nn.Module):
     """
 
     unbatched = None  # the rank of one sample without its batch axis, where the layers were torch convs
+    rows_out = False  # (B, O, *S) out as its rows lie (channels innermost) where every reader takes any strides
 
     def __init__(self, weights, biases, acts, pool=None, channel_dim: int = 1, tile=None):
         super().__init__()
@@ -233,7 +234,7 @@ class FusedPointwiseChain(nn.Module):
                                 "torch.no_grad()")
         ws, tile = list(self.weights), self.plan.tile
         return _fused(x, ws, list(self.biases), self.plan, self.channel_dim, self.kernels.get(input_key(x)),
-                      lambda rows: self._packed.get(ws, (tile, rows.dtype), lambda: _pack(ws, tile)))
+                      lambda rows: self._packed.get(ws, (tile, rows.dtype), lambda: _pack(ws, tile)), self.rows_out)
 
     def tune(self, x, pick) -> None:
         """Choose each layer's kernel for inputs like ``x`` (its shape and dtype): ``pick({name: call})``
@@ -264,14 +265,15 @@ def _rows(x, c: int, channel_dim: int, pooled: bool):
     return x.movedim(1, -1).reshape(x.shape[0], -1, c)  # (B, C, *S) -> (B, *S, C) -> (B, P, C)
 
 
-def _shape_back(out, x, channel_dim: int):
+def _shape_back(out, x, channel_dim: int, rows: bool = False):
     """Rows (B*P, O) -> the input's layout, in the memory format a torch conv gives for ``x``: channels_last
-    for a channels_last (B, C, H, W) or (B, C, D, H, W) input, else contiguous (code may ``view`` it)."""
+    for a channels_last (B, C, H, W) or (B, C, D, H, W) input, else contiguous (code may ``view`` it) unless
+    ``rows`` (its readers take any strides): then as the rows lie."""
     o = out.shape[-1]
     if channel_dim == -1:
         return out.view(*x.shape[:-1], o)
     y = out.view(x.shape[0], *x.shape[2:], o).movedim(-1, 1)  # (B, *S, O) -> (B, O, *S): channels_last
-    return y if _channels_last(x) else y.contiguous()
+    return y if rows or _channels_last(x) else y.contiguous()
 
 
 def _channels_last(x) -> bool:
@@ -302,9 +304,9 @@ def _kernels(rows, weights, chosen) -> list:
     return names
 
 
-def _fused(x, weights, biases, plan, channel_dim: int, chosen, pack):
+def _fused(x, weights, biases, plan, channel_dim: int, chosen, pack, rows_out: bool = False):
     """The chain on ``x`` tile by tile, each layer on its kernel (``chosen`` names or the defaults);
-    ``pack(rows)`` returns the weights packed for oneDNN's matmul."""
+    ``pack(rows)`` returns the weights packed for oneDNN's matmul; ``rows_out``: see ``_shape_back``."""
     rows3 = _rows(x, plan.widths[0], channel_dim, plan.pool is not None)  # (B, P, C)
     nb, npts, _ = rows3.shape
     rows = rows3.reshape(-1, rows3.shape[-1]).contiguous()  # (B*P, C)
@@ -328,7 +330,7 @@ def _fused(x, weights, biases, plan, channel_dim: int, chosen, pack):
             out[s0:s0 + k] += h.reshape(k, -1, o).sum(1) / npts
     if plan.pool_first:
         out = act_function(plan.acts[-1])(out + biases[-1])
-    return out if plan.pool else _shape_back(out, x, channel_dim)
+    return out if plan.pool else _shape_back(out, x, channel_dim, rows_out)
 
 
 @torch.library.custom_op("onebyone::pointwise_chain", mutates_args=())

@@ -101,6 +101,7 @@ class Int8PointwiseChain(nn.Module):
     """
 
     unbatched = None  # as the float chain's
+    rows_out = False  # as the float chain's
 
     def __init__(self, chain: FusedPointwiseChain, ranges: list, vnni: bool | None = None):
         super().__init__()
@@ -116,7 +117,7 @@ class Int8PointwiseChain(nn.Module):
         self.register_buffer("top", torch.tensor(top))  # the largest weight code
         self.register_buffer("bounds", torch.tensor([_range(r, i) for i, r in enumerate(ranges)]))
         self.plan = chain_plan.make_plan(p.widths, p.acts, p.pool, chain_plan.choose_tile(p.widths, 1, hi=TILE_ROWS))
-        self.channel_dim, self.unbatched = chain.channel_dim, chain.unbatched
+        self.channel_dim, self.unbatched, self.rows_out = chain.channel_dim, chain.unbatched, chain.rows_out
         for i, (w, b) in enumerate(zip(chain.weights, chain.biases)):
             w = w.detach().float().flatten(1)  # (O, C)
             s = weight_scales(w, top)
@@ -193,7 +194,7 @@ class Int8PointwiseChain(nn.Module):
         if pool == "max":
             s, z = qp[-1]
             out = (out.float() - z) * s
-        return out.to(x.dtype) if pool else _shape_back(out, x, self.channel_dim).to(x.dtype)
+        return out.to(x.dtype) if pool else _shape_back(out, x, self.channel_dim, self.rows_out).to(x.dtype)
 
     def _run(self, rows3, layers, qp):
         """Rows (B, P, C) uint8 through the chain tile by tile: (B*P, O) float32, or pooled (B, O) (uint8 codes
