@@ -13,6 +13,7 @@ from onebyone import OneByOneError
 from onebyone.torch import Pointwise, optimize
 from onebyone.torch.fast.int8 import split
 from onebyone.torch.fast.int8_torch import layer_errors, plain_layers, quantizable, torch_int8_layers
+from onebyone.torch.fast.int8_traced import Traced
 
 pytest.importorskip("onnxruntime")
 ENGINES = {"onnxruntime int8 (QDQ)": ("onnxruntime",), "OpenVINO int8 (NNCF)": ("openvino", "nncf")}
@@ -672,7 +673,8 @@ def test_a_sample_holding_nan_comes_out_nan_from_every_int8_form():
 
 @pytest.mark.skipif(not all(lib in torch.backends.quantized.supported_engines for lib in ("fbgemm", "onednn")),
                     reason="torch here packs for one int8 kernel library")
-def test_torch_int8_keeps_each_layers_kernel_library_in_a_copy_and_a_loaded_state(monkeypatch):
+@pytest.mark.parametrize("traced", [False, True])
+def test_torch_int8_keeps_each_layers_kernel_library_in_a_copy_and_a_loaded_state(monkeypatch, traced):
     """A copy (or a loaded state_dict) of torch's int8 form packs its weights anew for torch's default engine;
     each layer is packed again for the library timing chose for it (on timm's resnet18 the two libraries'
     outputs differ by 0.016 of the scale), so the copy computes what the form did, as fast."""
@@ -684,23 +686,88 @@ def test_torch_int8_keeps_each_layers_kernel_library_in_a_copy_and_a_loaded_stat
     q, _ = torch_int8(plain, cal[0], cal)
     chosen = dict(zip([n for n, m in q.named_modules() if private.packed_weights(m) is not None],
                       ["fbgemm", "onednn"] * 8))
-    form = NanSamples(q, chosen)
+    form = NanSamples(Traced(q) if traced else q, chosen)
     form.repack()
     packed, repacked = [], private.repacked
     monkeypatch.setattr(private, "repacked", lambda m, lib: packed.append((m, lib)) or repacked(m, lib))
     with torch.no_grad():
         want = form(cal[1])
-        copied = copy.deepcopy(form)
-        assert {(copied.model.get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
-        assert torch.equal(copied(cal[1]), want)
+        copied = copy.deepcopy(form)  # (a trace holds the weights packed before: made again from the new)
+        assert {(graph(copied).get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
+        assert torch.equal(copied(cal[1]), want) and torch.equal(copied(cal[1]), want)
         again = NanSamples(torch_int8(plain, cal[0], cal)[0], chosen)
+        again.model = Traced(again.model) if traced else again.model
+        again(cal[1])  # (a trace of the weights before the load)
         packed.clear()
         again.load_state_dict(form.state_dict())
-        assert {(again.model.get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
-        assert torch.equal(again(cal[1]), want)
+        assert {(graph(again).get_submodule(n), lib) for n, lib in chosen.items()} <= set(packed)
+        assert torch.equal(again(cal[1]), want) and torch.equal(again(cal[1]), want)
         first = next(iter(chosen))
-        setattr(again.model, first, nn.Identity())  # a layer replaced since: left out, the others packed
-        assert isinstance(copy.deepcopy(again).model.get_submodule(first), nn.Identity)
+        setattr(graph(again), first, nn.Identity())  # a layer replaced since: left out, the others packed
+        assert isinstance(graph(copy.deepcopy(again)).get_submodule(first), nn.Identity)
+
+
+def graph(form):
+    """The FX graph of torch's int8 form inside ``form`` (a NanSamples)."""
+    return form.model.graph if isinstance(form.model, Traced) else form.model
+
+
+def test_torch_int8_form_runs_one_trace_per_input_signature_to_the_bit():
+    """torch's int8 form is an FX graph whose Python between layers cost ~20 us each (squeezenet1_1: 8.3 ->
+    7.3 ms a call): ``Traced`` runs a TorchScript trace of it per input signature, kept only where it gives
+    the graph's output to the bit; what drops its layers' state (a load, ``.to()``, a copy) drops the traces;
+    a caller sees no TorchScript notice; the analyzer and autograd see the graph."""
+    from onebyone import analyze
+    from onebyone.torch.fast.int8_torch import torch_int8
+    from onebyone.torch.fast.int8_traced import TRACES
+
+    model, cal = small(), batches(4)
+    q, _ = torch_int8(plain_layers(model, cal[0]), cal[0], cal)
+    form, ran = Traced(q), []
+    q.register_forward_pre_hook(lambda m, a: ran.append(a[0].shape[0]))  # the graph's own runs (a trace skips it)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torch.jit deprecation notice, no TracerWarning reach the caller
+        want = q(cal[1])
+        assert torch.equal(form(cal[1]), want)  # the first call runs the graph, then traces it
+        made = len(ran)
+        assert all(torch.equal(form(cal[1]), want) for _ in range(3)) and len(ran) == made  # the trace alone
+        for b in range(1, TRACES + 2):  # other batch sizes: a trace each, up to TRACES signatures
+            x = torch.randn(b, 3, 12, 12)
+            assert torch.equal(form(x), q(x)) and torch.equal(form(x), q(x))
+        assert len(form._traces) == TRACES and (TRACES + 1, 3, 12, 12) not in [k[0][0] for k in form._traces]
+        for drop in (lambda f: f.load_state_dict(f.state_dict()), lambda f: f.to(torch.float32)):
+            drop(form)
+            assert form._traces == {} and torch.equal(form(cal[1]), want)
+        assert copy.deepcopy(form)._traces == {} and torch.equal(copy.deepcopy(form)(cal[1]), want)
+    assert analyze(form, (3, 12, 12)).macs == analyze(q, (3, 12, 12)).macs > 0
+    x = cal[1].clone().requires_grad_(True)
+    ran.clear()
+    form(x)
+    assert ran == [4]  # under autograd: the graph
+
+
+def test_a_trace_that_differs_or_fails_leaves_the_graph_running():
+    """A trace is kept only where it answers as the graph does, in the same structure, on other values too: a
+    graph returning a dict (a trace gives another type), one reading a tensor's value into Python (a trace
+    would freeze it: right on the call that made it, wrong on any other), or one branching on values."""
+    class Dict(nn.Module):
+        def forward(self, x):
+            return {"y": x * 2}
+
+    class Frozen(nn.Module):
+        def forward(self, x):
+            return x.numpy().sum() + x
+
+    class Branch(nn.Module):
+        def forward(self, x):
+            return x * 2 if x[..., 0].sum() > x[..., -1].sum() else x
+
+    for graph_, x in ((Dict().eval(), torch.randn(2, 3)), (Frozen().eval(), torch.randn(2, 3)),
+                      (Branch().eval(), torch.tensor([[2.0, 0.0, 1.0]]))):
+        form = Traced(graph_)
+        with torch.no_grad():
+            got = form(x)
+        assert type(got) is type(graph_(x)) and list(form._traces.values()) == [None]
 
 
 def test_an_engine_refuses_calibration_of_another_size_by_name_and_matches_keywords_by_name():

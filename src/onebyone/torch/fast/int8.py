@@ -55,6 +55,7 @@ from .int8_torch import (
     torch_int8,
     torch_int8_layers,
 )
+from .int8_traced import Traced
 from .swaps import fuse_chains
 from .timing import time_models
 
@@ -357,7 +358,7 @@ def _torch_forms(forms: dict, plain, x, observe, held, want, tol, report, layers
                 if err2 < err:
                     q, err, floats = q2, err2, keep
             err = _kernels_chosen(q, x, want, held, report, err)
-            forms["torch int8 (x86)"] = (q, err, floats)
+            forms["torch int8 (x86)"] = (Traced(q), err, floats)  # (the same kernels, less Python: timed so)
     except Exception as e:  # noqa: BLE001 - FX tracing and the quantizer raise many kinds: named, not raised
         report.skipped.append(("torch int8 (x86)", reason(e)))
         try:  # no graph: each layer quantizes its input, runs int8 and dequantizes on its own

@@ -19,6 +19,7 @@ from ..tensors import call, copy_model, outputs
 from . import int8_ranges, private
 from .int8_chain import affine, rounded, weight_scales
 from .int8_kept import ShapeChecked
+from .int8_traced import Traced
 from .private import quantized_tensors
 
 QUANTIZED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -317,15 +318,18 @@ class NanSamples(ShapeChecked):
 
     def repack(self) -> None:
         """Each layer of ``kernels`` packed for its library (where it is still a packed int8 layer and that
-        library takes it)."""
+        library takes it); a ``Traced`` form's traces (of the weights packed before) dropped."""
+        graph = self.model.graph if isinstance(self.model, Traced) else self.model
         for name, library in getattr(self, "kernels", {}).items():
             try:
-                m = self.model.get_submodule(name)
+                m = graph.get_submodule(name)
             except AttributeError:  # the layer was replaced since
                 continue
             packed = private.repacked(m, library) if private.packed_weights(m) is not None else None
             if packed is not None:
                 private.set_packed(m, packed)
+        if isinstance(self.model, Traced):
+            self.model.forget()
 
     def __deepcopy__(self, memo):
         new = type(self).__new__(type(self))
