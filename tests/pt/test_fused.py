@@ -136,6 +136,7 @@ READERS = {  # how the chain's output is read -> may it be left as its rows lie?
     "view": (lambda m, y: m.after(y) + y.view(y.shape[0], -1)[:, :4], False),
     "add, then view": (lambda m, y: m.after(y) + (y + 1).view(y.shape[0], -1)[:, :4], False),
     "its strides": (lambda m, y: m.after(y if y.is_contiguous() else y.contiguous()), False),
+    "a view by .mT": (lambda m, y: m.after(y) + y.mT.sum(1)[:, :4], False),
     "the model's output": (lambda m, y: y, False),
 }
 
@@ -145,7 +146,8 @@ def test_a_chain_output_is_left_as_its_rows_lie_only_where_every_reader_takes_an
     """PointNet's mlp1 output went through a transpose into a contiguous (B, 64, N) tensor (2 MB) and the next
     chain moved it back: now a chain whose every reader takes any strides leaves it as its rows lie; where a
     reader might not (``view``, also after elementwise ops that keep the layout, a forward reading strides,
-    the caller of the model), it stays contiguous. Outputs, float and int8, as the model's."""
+    the caller of the model, a view by a property), it stays contiguous; so does a chain on images (rows are
+    channels_last there, which torch's convs hand on). Outputs, float and int8, as the model's."""
     from onebyone.torch.fast.int8_chain import Int8PointwiseChain, chain_ranges
     from onebyone.torch.fast.swaps import fuse_chains
     from onebyone.torch.rewrite_report import RewriteReport
@@ -161,6 +163,15 @@ def test_a_chain_output_is_left_as_its_rows_lie_only_where_every_reader_takes_an
         torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
         q = Int8PointwiseChain(chain, chain_ranges(chain, [x])[id(chain)])
         assert q.rows_out is rows and q(x).is_contiguous() is not rows
+
+
+def test_a_chain_on_images_keeps_torchs_layout_whatever_reads_it():
+    from onebyone.torch.fast.swaps import fuse_chains
+    from onebyone.torch.rewrite_report import RewriteReport
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 3)).eval()
+    fused = fuse_chains(copy_of(model), torch.randn(2, 3, 6, 6), RewriteReport("t"))
+    assert isinstance(fused[0], FusedPointwiseChain) and not fused[0].rows_out
 
 
 def copy_of(model):

@@ -28,6 +28,13 @@ _VALUE_READS = {"__bool__", "item", "tolist", "__float__", "__int__", "__index__
 # read by Python, which may branch on them
 _SHAPE_OF_SECOND = {"reshape_as", "view_as", "expand_as"}
 _LAYOUT_QUERIES = {"stride", "is_contiguous", "data_ptr"}  # shape queries that read how a tensor lies in memory
+_VIEW_PROPERTIES = {"T", "mT", "H", "mH", "data", "real", "imag"}  # properties giving a view the record does not
+# follow
+
+
+def _property(func) -> str:
+    """The name of the property whose getter ``func`` is (``x.T``: "T"), else ""."""
+    return getattr(getattr(func, "__self__", None), "__name__", "")
 
 
 class Ref(NamedTuple):
@@ -90,7 +97,7 @@ class Calls:
     pieces: dict = field(default_factory=dict)  # value key -> the function or leaf whose tuple holds it (``split``)
     reads: dict | None = None  # value key -> [(function, scope)] of the ops reading it (``params_read``'s index)
     strides_read: dict = field(default_factory=lambda: defaultdict(list))  # value key -> [scope] of each forward
-    # that read its strides (``stride``, ``is_contiguous``, ``data_ptr``)
+    # that read its strides (``stride``, ``is_contiguous``, ``data_ptr``) or took a view by a property (``.T``)
 
     def key(self, t: torch.Tensor) -> tuple:
         self.keep.append(t)
@@ -198,7 +205,7 @@ class _Recorder(Listener):
             r.queried.add(r.open[-1])
         if not self.depth and r.open and name in _VALUE_READS:  # ... or a tensor's values
             r.valued.add(r.open[-1])
-        if not self.depth and name in _LAYOUT_QUERIES:
+        if not self.depth and (name in _LAYOUT_QUERIES or name == "__get__" and _property(func) in _VIEW_PROPERTIES):
             for t in tensor_args(args, kwargs):
                 r.strides_read[r.key(t)].append(tuple(r.open))
         if self.depth or name in _METADATA:  # inside a leaf module, or a shape query
@@ -268,8 +275,8 @@ def strided_reader(calls: Calls, key: tuple, new_layout: tuple, same_layout: tup
     classes ``new_layout`` (leaves or not: what runs inside them is theirs) and functions in ``_NEW_LAYOUT``
     read any strides and lay out their own output; leaves of ``same_layout`` and functions in ``_SAME_LAYOUT``
     (elementwise, transposes) give outputs laid out as their input, whose readers are asked in turn; anything
-    else (``view``, a leaf of another class, a forward reading the strides) may depend on them. Only the path
-    the record saw is asked."""
+    else (``view``, a leaf of another class, a forward reading the strides or taking ``.T``) may depend on them.
+    Only the path the record saw is asked."""
     todo, seen = [key], set()
     while todo:
         k = todo.pop()
@@ -281,7 +288,7 @@ def strided_reader(calls: Calls, key: tuple, new_layout: tuple, same_layout: tup
         theirs = {i for i, c in enumerate(calls.containers)
                   if isinstance(c.module, new_layout) and any(a.key == k for a in c.inputs)}
         if any(not theirs.intersection(scope) for scope in calls.strides_read.get(k, ())):
-            return "a forward reading its strides"
+            return "a forward reading its strides, or a view by a property"
         for c in calls.calls:
             if theirs.intersection(c.scope) or not any(a.key == k for a in c.inputs):
                 continue

@@ -11,7 +11,8 @@ runs on the CPU's int8 dot products and is requantized once per output. The form
   data and chosen on its own by measured error (``int8_ranges``: min/max, percentile or rounding-error
   minimum); where its error is out of tolerance, the layers whose int8 error alone is largest (1, 2, then 4)
   are kept in float32, where that measures better; each layer then runs fbgemm's kernels or oneDNN's,
-  whichever ran it faster (``int8_kernels``, on a CPU with VNNI); on a model torch.fx cannot trace,
+  whichever ran it faster (``int8_kernels``, on a CPU with VNNI); the graph runs as a TorchScript trace per
+  input signature where that gives its output to the bit (``int8_traced``); on a model torch.fx cannot trace,
   ``torch int8 (x86, layer by layer)``: each layer an ``Int8Layer``;
 - ``onebyone int8 (fused chains)``: each chain of 1x1 convs (a SharedMLP, a run in an ``nn.Sequential``) an
   ``Int8PointwiseChain`` (oneDNN's int8 products tile by tile, 8 bits between layers), the other layers

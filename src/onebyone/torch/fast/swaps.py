@@ -79,23 +79,25 @@ def fuse_chains(model: nn.Module, x, report: RewriteReport, linear: bool = False
     return leave_rows(root, x, report)
 
 
-READ_ANY_STRIDES = (FusedPointwiseChain, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # and lay out their own output
-KEEP_STRIDES = (nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.BatchNorm1d, nn.BatchNorm2d)  # out laid out as in
+READ_ANY_STRIDES = (FusedPointwiseChain, nn.Conv1d)  # and lay out their own output (contiguous, on (B, C, N))
+KEEP_STRIDES = (nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.BatchNorm1d)  # (in eval) out laid out as in
 
 
 def leave_rows(model: nn.Module, x, report: RewriteReport) -> nn.Module:
-    """Each chain with channels on dim 1 and no pool whose output every reader in one eager run on ``x`` takes
-    with any strides (``record.strided_reader``: another chain, a conv, ``bmm`` after a transpose; not the
+    """Each chain on (B, C, N) points with no pool whose output every reader in one eager run on ``x`` takes
+    with any strides (``record.strided_reader``: another chain, a Conv1d, ``bmm`` after a transpose; not the
     model's output, nor ``view``) leaves it as its rows lie (``rows_out``): no transpose into a contiguous
-    tensor, nor back again in the next chain (2 MB and 0.3 ms a call after PointNet's ``mlp1``)."""
+    tensor, nor back again in the next chain (2 MB and 0.3 ms a call after PointNet's ``mlp1``). (On images
+    rows are channels_last, which torch's convs and pools hand on: those chains keep torch's layout.)"""
     chains = [(n, m) for n, m in model.named_modules() if isinstance(m, FusedPointwiseChain)
               and m.plan.pool is None and m.channel_dim == 1]
     if not chains:
         return model
     record = record_calls(model, x)
     for name, m in chains:
-        outs = [c.output for c in record.calls + record.containers if c.module is m]
-        if outs and not any(strided_reader(record, k, READ_ANY_STRIDES, KEEP_STRIDES) for k in outs):
+        made = [c for c in record.calls + record.containers if c.module is m]  # each call of it: (B, O, N) out,
+        if made and all(len(c.output_shape or ()) == 3 and not strided_reader(  # read with any strides
+                record, c.output, READ_ANY_STRIDES, KEEP_STRIDES) for c in made):
             m.rows_out = True
             report.changed.append(f"{name or 'model'}: output left as its rows lie (its readers take any strides)")
     return model
