@@ -22,7 +22,7 @@ _LOCK = threading.Lock()  # one trace made at a time
 
 class Traced(nn.Module):
     """``graph`` (an int8 form whose forward is straight-line tensor code: FX's), each call whose arguments are
-    all tensors run by the trace made on the first call with their shapes, dtypes and devices (at most
+    all tensors run by the trace made on the first call with their shapes, strides, dtypes and devices (at most
     ``TRACES`` of them); other calls, calls in training mode, under autograd or while tracing, compiling or
     watched (the analyzer), run ``graph``. Its state is ``graph``'s (under ``graph.``); loading a state_dict,
     ``.to()``, a copy or pickling drop the traces, made again from the layers as they are then."""
@@ -42,7 +42,7 @@ class Traced(nn.Module):
         if (kwargs or not args or self.training or not all(isinstance(a, torch.Tensor) for a in args)
                 or torch.is_grad_enabled() and any(a.requires_grad for a in args) or private.tracing() or watched()):
             return self.graph(*args, **kwargs)
-        key = tuple((a.shape, a.dtype, a.device) for a in args)
+        key = tuple((a.shape, a.stride(), a.dtype, a.device) for a in args)
         traces = self.__dict__["_traces"]
         if key in traces:
             return (traces[key] or self.graph)(*args)
