@@ -165,6 +165,20 @@ def test_a_chain_output_is_left_as_its_rows_lie_only_where_every_reader_takes_an
         assert q.rows_out is rows and q(x).is_contiguous() is not rows
 
 
+def test_a_chain_whose_readers_cannot_be_recorded_keeps_torchs_layout_and_says_so(monkeypatch):
+    from onebyone.torch.fast import swaps
+    from onebyone.torch.rewrite_report import RewriteReport
+
+    def refuse(model, x):
+        raise RuntimeError("no record here")
+
+    monkeypatch.setattr(swaps, "record_calls", refuse)
+    model, report = _Reads(READERS["relu, then a chain"][0]).eval(), RewriteReport("t")
+    fused = swaps.fuse_chains(copy_of(model), torch.randn(2, 3, 20), report)
+    assert isinstance(fused.mlp[0], FusedPointwiseChain) and not fused.mlp[0].rows_out
+    assert any(k == "chain output layouts" and "no record here" in why for k, why in report.skipped)
+
+
 def test_a_chain_on_images_keeps_torchs_layout_whatever_reads_it():
     from onebyone.torch.fast.swaps import fuse_chains
     from onebyone.torch.rewrite_report import RewriteReport

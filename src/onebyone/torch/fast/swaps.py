@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...activations import FUSABLE
-from ...errors import OneByOneError
+from ...errors import OneByOneError, reason
 from .. import activations as acts
 from .. import graph as G
 from ..layer_kinds import CHANNEL_BATCHNORMS, is_plain_pointwise, is_pointwise_conv, own_forward
@@ -93,7 +93,11 @@ def leave_rows(model: nn.Module, x, report: RewriteReport) -> nn.Module:
               and m.plan.pool is None and m.channel_dim == 1]
     if not chains:
         return model
-    record = record_calls(model, x)
+    try:
+        record = record_calls(model, x)
+    except Exception as e:  # noqa: BLE001 - a run the record cannot watch: every chain keeps torch's layout
+        report.skipped.append(("chain output layouts", f"torch's kept: the readers could not be recorded: {reason(e)}"))
+        return model
     for name, m in chains:
         made = [c for c in record.calls + record.containers if c.module is m]  # each call of it: (B, O, N) out,
         if made and all(len(c.output_shape or ()) == 3 and not strided_reader(  # read with any strides
