@@ -942,3 +942,35 @@ def test_int8_forms_in_a_close_call_are_timed_again_on_their_own(monkeypatch):
     seen.clear()
     first["openvino"] = 4.0  # 1.33x the fastest: no second timing
     assert I8._timed("float32 model", dict.fromkeys(["torch", "openvino"]), None)["torch"] == 3.0 and len(seen) == 1
+
+
+class _MixesSamples(nn.Module):
+    """Axis 0 is not a batch of samples computed apart (a sequence-first model's positions, say): a mean over it
+    reaches every output."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = small()
+
+    def forward(self, x):
+        return self.body(x + x.mean(0, keepdim=True))
+
+
+def test_nan_in_one_sample_of_a_model_mixing_axis_0_comes_out_nan_everywhere_as_in_float(monkeypatch):
+    """torch's int8 form marks NaN per sample of axis 0; where the model mixes that axis (``samples_apart``
+    measures it at optimize time), the float model's NaN reaches every output, and so does the form's."""
+    from onebyone.torch.fast import int8 as I8
+    from onebyone.torch.tensors import samples_apart
+
+    monkeypatch.setattr(I8, "_timed", lambda work, fine, x: {"float32": 1.0} | {  # torch's form the fastest
+        k: 0.1 if k.startswith("torch") else 0.5 for k in fine})
+    cal = batches(4)
+    assert samples_apart(small(), cal[0]) and not samples_apart(_MixesSamples().eval(), cal[0])
+    assert not samples_apart(small(), cal[0][:1])  # one sample: nothing to tell by
+    for model in (small(), _MixesSamples().eval()):
+        kept, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
+        assert report.precision["kept"].startswith("torch int8")
+        bad = cal[3].clone()
+        bad[1, 0, 2, 2] = float("nan")
+        with torch.no_grad():
+            assert torch.equal(kept(bad).isnan(), model(bad).isnan())

@@ -230,6 +230,34 @@ def another_size(example):
                                          dtype=torch.float64).to(v) if grows(v) else v)
 
 
+def samples_apart(model: nn.Module, example) -> bool:
+    """Does ``model`` compute each sample of ``example`` on its own, the batch on axis 0 of every tensor in and
+    out: with the first sample's floating-point values changed, is every other sample's output as it was
+    (within 1e-5 of the output scale)? False where that cannot be told: one sample, tensors of different batch
+    sizes, no floating-point input, an output without that batch axis (a sequence-first transformer's
+    (L, N, E) fails the test: its axis 0 mixes)."""
+    values = example_values(example)
+    sizes = {v.shape[0] if v.dim() else None for v in values if isinstance(v, torch.Tensor)}
+    n = sizes.pop() if len(sizes) == 1 else None
+    if n is None or n < 2 or not any(isinstance(v, torch.Tensor) and v.is_floating_point() for v in values):
+        return False
+
+    def moved(v):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            return v
+        v = v.clone()
+        v[0] = v[0] * 2 + 1
+        return v
+
+    with torch.no_grad(), evaluating(model):
+        before, after = outputs(call(model, example)), outputs(call(model, _map(example, moved)))
+    if not before or any(t.dim() == 0 or t.shape[0] != n for t in before):
+        return False
+    scale = max(float(t.nan_to_num().abs().max()) for t in before) or 1.0
+    return all(float((a[1:].nan_to_num() - b[1:].nan_to_num()).abs().max()) <= 1e-5 * scale
+               for a, b in zip(before, after))
+
+
 def _map(example, one):
     """``one`` applied to each value of an example (a dict's values, a tuple's items, or the one value)."""
     if isinstance(example, dict):

@@ -40,7 +40,7 @@ from torch import nn
 
 from ...errors import OneByOneError, reason
 from ..rewrite_report import OptimizeReport, RewriteReport, largest_finite, weight_rounding
-from ..tensors import arguments, call, copy_model, describe, example_values, outputs
+from ..tensors import arguments, call, copy_model, describe, example_values, outputs, samples_apart
 from .exported import Exported
 from .int8_chain import int8_chains
 from .int8_engines import OnnxRuntimeInt8, OpenVinoInt8
@@ -219,7 +219,7 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
         return work
     checked = {"reference": folded.requires_grad_(False).eval(), "tol": max(tol, weight_rounding(plain)),
                "measured": (per_sample(*arguments(x)),), "scale": max(largest_finite(t) for w in want for t in w)}
-    return _kept(best, fine[best], forms[best], layers, t, report, checked)
+    return _kept(best, fine[best], forms[best], layers, t, report, checked, x)
 
 
 CLOSE = 1.15  # int8 forms within this of the fastest's time are timed again, on their own, at more rounds
@@ -238,7 +238,7 @@ def _timed(work: nn.Module, fine: dict, x) -> dict:
     return t
 
 
-def _kept(best: str, form, made: tuple, layers: list, t: dict, report, checked: dict) -> nn.Module:
+def _kept(best: str, form, made: tuple, layers: list, t: dict, report, checked: dict, x) -> nn.Module:
     """``form`` (``best``, as ``_forms`` ``made`` it), the int8 form kept: said in ``report``, each layer's
     precision set; each new input shape checked within ``checked["tol"]``: an engine's form against the model
     it exports (it was made with no bound), ours against the float model it quantizes on each per-sample shape
@@ -255,7 +255,8 @@ def _kept(best: str, form, made: tuple, layers: list, t: dict, report, checked: 
         form.tol = checked["tol"]
         return form
     if best.startswith("torch int8"):
-        return NanSamples(form, precision.get("torch_kernels") if best == "torch int8 (x86)" else None, **checked)
+        return NanSamples(form, precision.get("torch_kernels") if best == "torch int8 (x86)" else None, **checked,
+                          apart=samples_apart(checked["reference"], x))
     return ShapeChecked(form, **checked)
 
 

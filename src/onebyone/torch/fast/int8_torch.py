@@ -308,12 +308,13 @@ class NanSamples(ShapeChecked):
     is ``model``'s, under ``model.``. ``kernels`` ({layer: "fbgemm" or "onednn"}, ``int8_kernels``): the
     library each layer's weights are packed for, packed so again in a copy and after its own
     ``load_state_dict`` (torch packs them for ``torch.backends.quantized.engine`` there, whose products may
-    round otherwise; loading into ``.model`` alone does not)."""
+    round otherwise; loading into ``.model`` alone does not). ``apart``: does the model compute each sample on
+    axis 0 on its own (``tensors.samples_apart``)? Where not, NaN in any sample's inputs gives all NaN."""
 
     def __init__(self, model: nn.Module, kernels: dict | None = None, reference: nn.Module | None = None,
-                 tol: float = 0.0, measured: tuple = (), scale: float = 0.0):
+                 tol: float = 0.0, measured: tuple = (), scale: float = 0.0, apart: bool = True):
         super().__init__(model, reference, tol, measured, scale)
-        self.kernels = dict(kernels or {})
+        self.kernels, self.apart = dict(kernels or {}), apart
         self.register_load_state_dict_post_hook(_repack_after_load)
 
     def repack(self) -> None:
@@ -339,4 +340,4 @@ class NanSamples(ShapeChecked):
         return new
 
     def marked(self, args: tuple, kwargs: dict, out):
-        return private.nan_samples(args, kwargs, out)
+        return private.nan_samples(args, kwargs, out, getattr(self, "apart", True))

@@ -213,17 +213,18 @@ def forget_inputs(module, args, kwargs, out) -> None:
         _INPUTS_FINITE.set(None if known is None else known[1])
 
 
-def nan_samples(args, kwargs, out):
+def nan_samples(args, kwargs, out, apart: bool = True):
     """``out`` (the outputs of a call on ``args``, ``kwargs`` of a model whose int8 codes carry no NaN:
     torch's int8 forms) with each sample whose inputs hold NaN or inf NaN in every output (in the float model
-    the NaN reaches at least part of it; which part, the codes cannot say); outputs whose first axis is not
-    the batch all NaN then."""
+    the NaN reaches at least part of it; which part, the codes cannot say); every output all NaN where the
+    model does not compute the samples on axis 0 apart (``apart``: ``tensors.samples_apart``), and outputs
+    whose first axis is not the batch all NaN then."""
     leaves = _float_tensors(args, kwargs)
     if all(finite(t) for t in leaves):
         return out
     batch = {t.shape[0] for t in leaves if t.dim()}
     bad = None
-    if len(batch) == 1:
+    if len(batch) == 1 and apart:
         bad = torch.zeros(batch.pop(), dtype=torch.bool)
         for t in leaves:
             bad |= ~torch.isfinite(t).flatten(1).all(1) if t.dim() > 1 else ~torch.isfinite(t)
