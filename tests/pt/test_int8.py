@@ -274,7 +274,7 @@ def test_a_kept_engine_form_checks_each_new_input_shape_within_dtype_tol(monkeyp
 
     if not all(importlib.util.find_spec(m) for m in ENGINES[engine]):
         pytest.skip(f"{engine} not installed")
-    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 0.0 if k == engine else 1.0 for k in models})
+    monkeypatch.setattr(I, "time_models", lambda models, x, **timer: {k: 0.0 if k == engine else 1.0 for k in models})
     model, cal = small(), batches(4)
     opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
     assert report.precision["kept"] == engine
@@ -315,7 +315,7 @@ def test_an_int8_form_slower_than_the_model_given_is_not_reported_as_kept(monkey
     from onebyone.torch.fast import int8 as I
     from onebyone.torch.fast import passes as P
 
-    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 1.0 if k == "float32" else 0.5 for k in models})
+    monkeypatch.setattr(I, "time_models", lambda models, x, **_: {k: 1.0 if k == "float32" else 0.5 for k in models})
     monkeypatch.setattr(P, "time_models", lambda models, x: {k: 1.0 if k == "optimized" else 0.1 for k in models})
     model, cal = small(), batches(4)
     with pytest.warns(UserWarning, match="the model given is returned unchanged"):
@@ -838,7 +838,7 @@ def test_our_kept_int8_form_checks_each_new_size_per_sample_and_runs_float_where
     from onebyone import analyze
     from onebyone.torch.fast import int8 as I
 
-    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 0.0 if k == form else 1.0 for k in models})
+    monkeypatch.setattr(I, "time_models", lambda models, x, **timer: {k: 0.0 if k == form else 1.0 for k in models})
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU(), SumPool(),
                           nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
@@ -882,7 +882,7 @@ def test_an_int8_form_kept_lists_the_fold_as_changed_and_sets_the_eager_kernels_
     layers: the report lists the fold and the int8 form as changes, the ConvAct fusions in a note."""
     from onebyone.torch.fast import int8 as I
 
-    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 1.0 if k == "float32" else 0.5 for k in models})
+    monkeypatch.setattr(I, "time_models", lambda models, x, **_: {k: 1.0 if k == "float32" else 0.5 for k in models})
     model, cal = small(), batches(4)
     opt, report = optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=["fold", "conv_acts", "check",
                                                                                     "int8"])
@@ -898,7 +898,7 @@ def test_the_kept_forms_size_check_holds_its_own_float_copy_and_survives_what_us
     turn the check off; a deep copy keeps it; weights loaded into the form drop it, said."""
     from onebyone.torch.fast import int8 as I
 
-    monkeypatch.setattr(I, "time_models", lambda models, x: {k: 0.0 if k == "torch int8 (x86)" else 1.0
+    monkeypatch.setattr(I, "time_models", lambda models, x, **timer: {k: 0.0 if k == "torch int8 (x86)" else 1.0
                                                              for k in models})
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), SumPool(), nn.Linear(16, 10)).eval()
