@@ -320,7 +320,7 @@ class NanSamples(ShapeChecked):
     def repack(self) -> None:
         """Each layer of ``kernels`` packed for its library (where it is still a packed int8 layer and that
         library takes it); a ``Traced`` form's traces (of the weights packed before) dropped."""
-        graph = self.model.graph if isinstance(self.model, Traced) else self.model
+        graph = self.model.graph_module if isinstance(self.model, Traced) else self.model
         for name, library in getattr(self, "kernels", {}).items():
             try:
                 m = graph.get_submodule(name)

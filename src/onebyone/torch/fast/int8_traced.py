@@ -1,9 +1,6 @@
 """``Traced``: torch's int8 form (an FX graph of quantized layers) run as a TorchScript trace per input
-signature: the same kernels on the same packed weights in the same order, without the Python of each module
-call between them (about 20 us a layer: on a 2-core Xeon at batch 8, squeezenet1_1's int8 call 8.3 -> 7.3 ms,
-nin_cifar's 3.0 -> 2.8). A trace is kept only where its output equals the graph's, to the bit, on the call
-that made it and on other values of the same shapes, and where tracing read no tensor's value into Python;
-elsewhere, and where ``torch.jit`` refuses or is gone, the graph runs.
+signature: the same kernels on the same packed weights in the same order, called from C++ instead of through
+each layer's Python. A trace runs only while the graph's layers are those it was made from.
 """
 from __future__ import annotations
 
@@ -17,39 +14,47 @@ from ..capture import watched
 from . import private
 
 TRACES = 8  # input signatures traced; calls of any other run the graph
-_LOCK = threading.Lock()  # one trace made at a time
 
 
 class Traced(nn.Module):
-    """``graph`` (an int8 form whose forward is straight-line tensor code: FX's), each call whose arguments are
-    all tensors run by the trace made on the first call with their shapes, strides, dtypes and devices (at most
-    ``TRACES`` of them); other calls, calls in training mode, under autograd or while tracing, compiling or
-    watched (the analyzer), run ``graph``. Its state is ``graph``'s (under ``graph.``); loading a state_dict,
-    ``.to()``, a copy or pickling drop the traces, made again from the layers as they are then."""
+    """``graph_module`` (an int8 form whose forward is straight-line tensor code: FX's), each call whose
+    arguments are all tensors run by the trace made on the first call with their shapes, strides, dtypes and
+    devices (at most ``TRACES`` of them; making one runs the graph about five times). A trace is kept only
+    where tracing read no tensor's value into Python and the trace gives the graph's outputs to the bit, in
+    the same structure, on that call's inputs and on other values of their shapes; it runs only while the
+    graph's layers, packed weights, scales and buffers are those it was made from (else the graph runs, and
+    traces are made again). Calls in training mode, under autograd, while tracing, compiling or watched (the
+    analyzer), and of other signatures run ``graph_module``. Its state is the graph's, under
+    ``graph_module.``; a copy or pickling carries no trace."""
 
-    def __init__(self, graph: nn.Module):
+    def __init__(self, graph_module: nn.Module):
         super().__init__()
-        self.graph = graph
-        self.train(graph.training)
+        self.graph_module = graph_module
+        self.train(graph_module.training)
         self.forget()
-        self.register_load_state_dict_post_hook(lambda m, _: m.forget())
+        self.register_load_state_dict_post_hook(_forget_after_load)
 
     def forget(self) -> None:
-        """Drop every trace (after the graph's layers change: repacked weights, new values)."""
-        self.__dict__["_traces"] = {}
+        """Drop every trace."""
+        self.__dict__["_traces"], self.__dict__["_made_from"] = {}, None
+        self.__dict__.setdefault("_lock", threading.Lock())
 
     def forward(self, *args, **kwargs):
+        graph = self.graph_module
         if (kwargs or not args or self.training or not all(isinstance(a, torch.Tensor) for a in args)
                 or torch.is_grad_enabled() and any(a.requires_grad for a in args) or private.tracing() or watched()):
-            return self.graph(*args, **kwargs)
-        key = tuple((a.shape, a.stride(), a.dtype, a.device) for a in args)
-        traces = self.__dict__["_traces"]
+            return graph(*args, **kwargs)
+        if self._made_from is not None and not self._made_from.same():  # the graph edited since
+            self.forget()
+        key, traces = tuple((a.shape, a.stride(), a.dtype, a.device) for a in args), self._traces
         if key in traces:
-            return (traces[key] or self.graph)(*args)
-        with _LOCK:
-            out = self.graph(*args)
-            if len(traces) < TRACES:
-                traces[key] = _trace(self.graph, args, out)
+            return (traces[key] or graph)(*args)
+        out = graph(*args)
+        if len(traces) < TRACES:
+            with self._lock:  # (one trace made at a time for this form)
+                if key not in traces and len(traces) < TRACES:
+                    self.__dict__["_made_from"] = self._made_from or Layers(graph)
+                    traces[key] = _trace(graph, args, out)
         return out
 
     def _apply(self, fn, recurse=True):
@@ -57,21 +62,47 @@ class Traced(nn.Module):
         return super()._apply(fn, recurse)
 
     def __getstate__(self):
-        return {**self.__dict__, "_traces": {}}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_traces", "_made_from", "_lock")}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.forget()
+
+
+def _forget_after_load(module: Traced, incompatible_keys) -> None:
+    module.forget()
+
+
+class Layers:
+    """What a trace of ``graph`` holds fixed, taken now: each module's children, each quantized layer's packed
+    weights, output scale and zero point, each buffer's in-place version. ``same()`` asks whether they still
+    are (a Python pass over the modules, about 1 us each)."""
+
+    def __init__(self, graph: nn.Module):
+        self.modules = [(m.__dict__, dict(m._modules), _fixed(m.__dict__)) for m in graph.modules()]
+        self.buffers = [(t, private.version(t)) for t in graph.buffers()]
+
+    def same(self) -> bool:
+        return (all(d["_modules"] == kids and _fixed(d) == fixed for d, kids, fixed in self.modules)
+                and all(private.version(t) == v for t, v in self.buffers))
+
+
+def _fixed(d: dict) -> tuple:
+    return id(d.get("_packed_params")), d.get("scale"), d.get("zero_point")
 
 
 def _trace(graph: nn.Module, args: tuple, want):
     """``graph`` traced on ``args``, or None where tracing fails, where torch warns that the trace may be wrong
-    (a tensor's value read into Python: a branch or a number frozen into it), or where its output differs from
-    the graph's to the bit, or in structure: on ``args`` (``want``; twice, as TorchScript optimizes after a
-    first run) and on other values of the same signature (each tensor reversed along its last axis)."""
+    (a tensor's value read into Python: a branch or a number frozen into it), or where its outputs differ
+    from the graph's (``want`` on ``args``; twice, as TorchScript optimizes after a first run) or from the
+    graph's on other values of the same shapes (each floating-point tensor plus half of itself rolled)."""
     try:
         with warnings.catch_warnings(record=True) as said, torch.no_grad():
             warnings.simplefilter("always")  # kept from the caller: the deprecation notice, TracerWarnings
             traced = torch.jit.trace(graph, args, check_trace=False)
             if any(issubclass(w.category, torch.jit.TracerWarning) for w in said):
                 return None
-            other = tuple(a.flip(-1) if a.dim() else a for a in args)
+            other = tuple(a + 0.5 * a.roll(1, -1) if a.is_floating_point() and a.dim() else a for a in args)
             same = all(_same(traced(*args), want) for _ in range(2)) and _same(traced(*other), graph(*other))
             return traced if same else None
     except Exception:  # noqa: BLE001 - torch.jit refusing the graph (or gone): the graph runs
@@ -79,9 +110,12 @@ def _trace(graph: nn.Module, args: tuple, want):
 
 
 def _same(got, want) -> bool:
+    """The same values to the bit (NaN where NaN), shapes, dtypes and structure."""
     if isinstance(want, torch.Tensor):
-        return (isinstance(got, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype
-                and torch.equal(got.nan_to_num(), want.nan_to_num()))
+        if not (isinstance(got, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype):
+            return False
+        nan = want.isnan() if want.is_floating_point() else torch.zeros_like(want, dtype=torch.bool)
+        return torch.equal(got.isnan() if got.is_floating_point() else nan, nan) and torch.equal(got[~nan], want[~nan])
     if type(want) in (tuple, list):
         return type(got) is type(want) and len(got) == len(want) and all(_same(g, w) for g, w in zip(got, want))
     return False
