@@ -208,11 +208,11 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
         report.notes.append("int8: no form within the tolerances: float32 kept" if forms else
                             "int8: no int8 form could be made (report.skipped says why, for each): float32 kept")
         return work
-    t = _timed(work, fine, x)
+    t, among = _timed(work, fine, x)
     for k, v in t.items():
         (precision["forms"][k] if k in precision["forms"] else precision.setdefault("float32", {}))["ms"] = v * 1e3
     report.notes.append(_forms_line(precision))
-    best = min(fine, key=t.get)
+    best = min(among, key=t.get)
     if t[best] >= t["float32"]:
         report.notes.append(f"int8 ran no faster than float32 on this CPU ({t[best] * 1e3:.3g} against "
                             f"{t['float32'] * 1e3:.3g} ms a call): float32 kept")
@@ -225,17 +225,17 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
 CLOSE = 1.15  # int8 forms within this of the fastest's time are timed again, on their own, at more rounds
 
 
-def _timed(work: nn.Module, fine: dict, x) -> dict:
-    """{label: seconds a call} of float32 (``work``) and each int8 form of ``fine``, side by side; where several
-    forms ran within ``CLOSE`` of the fastest, those again on their own, medians of 9 rounds (a close call,
-    as torch's traced form and OpenVINO's on nin_cifar: 2.8 against 3.1 ms, read the other way round once in
-    five rounds on a busy 2-core machine)."""
+def _timed(work: nn.Module, fine: dict, x) -> tuple[dict, list]:
+    """({label: seconds a call} of float32 (``work``) and each int8 form of ``fine``, the labels of the int8
+    forms the choice is among). All are timed side by side; where several forms ran within ``CLOSE`` of the
+    fastest, those and float32 are timed again on their own (medians of up to 9 rounds): their times replace
+    the first ones and the choice is among them alone (the others were ``CLOSE`` behind)."""
     t = time_models({"float32": work, **fine}, x)
     lead = min(t[k] for k in fine)
-    close = {k: f for k, f in fine.items() if t[k] <= CLOSE * lead}
+    close = [k for k in fine if t[k] <= CLOSE * lead]
     if len(close) > 1:
-        t |= time_models(close, x, rounds=9, budget=2.0)
-    return t
+        t |= time_models({"float32": work, **{k: fine[k] for k in close}}, x, rounds=9, budget=2.0)
+    return t, close
 
 
 def _kept(best: str, form, made: tuple, layers: list, t: dict, report, checked: dict, x) -> nn.Module:
