@@ -137,6 +137,8 @@ READERS = {  # how the chain's output is read -> may it be left as its rows lie?
     "add, then view": (lambda m, y: m.after(y) + (y + 1).view(y.shape[0], -1)[:, :4], False),
     "its strides": (lambda m, y: m.after(y if y.is_contiguous() else y.contiguous()), False),
     "a view by .mT": (lambda m, y: m.after(y) + y.mT.sum(1)[:, :4], False),
+    "chunk, then view": (lambda m, y: m.after(y) + y.chunk(2, 1)[1].view(y.shape[0], -1)[:, :4], False),
+    "split, then a chain": (lambda m, y: m.after(torch.cat(y.split(4, 1), 1)), False),
     "the model's output": (lambda m, y: y, False),
 }
 
@@ -180,12 +182,22 @@ def test_a_chain_whose_readers_cannot_be_recorded_keeps_torchs_layout_and_says_s
 
 
 def test_a_chain_on_images_keeps_torchs_layout_whatever_reads_it():
+    """On images a chain's rows are channels_last, which torch's convs and pools hand on: even read by another
+    chain alone, its output stays as a torch conv gives it."""
     from onebyone.torch.fast.swaps import fuse_chains
     from onebyone.torch.rewrite_report import RewriteReport
 
-    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 3)).eval()
-    fused = fuse_chains(copy_of(model), torch.randn(2, 3, 6, 6), RewriteReport("t"))
-    assert isinstance(fused[0], FusedPointwiseChain) and not fused[0].rows_out
+    class Images(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 1))
+            self.b = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))).mean((2, 3))
+
+    fused = fuse_chains(Images().eval(), torch.randn(2, 3, 6, 6), RewriteReport("t"))
+    assert isinstance(fused.a[0], FusedPointwiseChain) and not fused.a[0].rows_out
 
 
 def copy_of(model):

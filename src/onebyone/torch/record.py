@@ -96,8 +96,8 @@ class Calls:
     inputs: set = field(default_factory=set)  # the keys of the model's input tensors
     pieces: dict = field(default_factory=dict)  # value key -> the function or leaf whose tuple holds it (``split``)
     reads: dict | None = None  # value key -> [(function, scope)] of the ops reading it (``params_read``'s index)
-    strides_read: dict = field(default_factory=lambda: defaultdict(list))  # value key -> [scope] of each forward
-    # that read its strides (``stride``, ``is_contiguous``, ``data_ptr``) or took a view by a property (``.T``)
+    read_by: dict = field(default_factory=lambda: defaultdict(list))  # value key -> [(function, scope)]: each
+    # function run on it in a container's forward, and each read of its strides or view by a property (``.T``)
 
     def key(self, t: torch.Tensor) -> tuple:
         self.keep.append(t)
@@ -206,13 +206,14 @@ class _Recorder(Listener):
         if not self.depth and r.open and name in _VALUE_READS:  # ... or a tensor's values
             r.valued.add(r.open[-1])
         if not self.depth and (name in _LAYOUT_QUERIES or name == "__get__" and _property(func) in _VIEW_PROPERTIES):
-            for t in tensor_args(args, kwargs):
-                r.strides_read[r.key(t)].append(tuple(r.open))
+            for t in tensor_args(args, kwargs):  # how it lies in memory read, or a view taken the record loses
+                r.read_by[r.key(t)].append((f"{name} {_property(func)}".strip(), tuple(r.open)))
         if self.depth or name in _METADATA:  # inside a leaf module, or a shape query
             return
         tensors = tensor_args(args, kwargs)
         for t in tensors[:1] if name in _SHAPE_OF_SECOND else tensors:  # x.reshape_as(y) reads y's shape alone
             r.uses[r.key(t)].append(name)
+            r.read_by[r.key(t)].append((name, tuple(r.open)))
         self.pending = (Op(func, r.ref(tuple(args)), {k: r.ref(v) for k, v in kwargs.items()}, seq=r.seq(),
                            scope=tuple(r.open)), tensors)
 
@@ -271,12 +272,13 @@ _NEW_LAYOUT = {"bmm", "matmul", "__matmul__", "mm", "conv1d", "conv2d", "conv3d"
 
 def strided_reader(calls: Calls, key: tuple, new_layout: tuple, same_layout: tuple) -> str:
     """Who may depend on how the value ``key`` lies in memory: "" where every reader takes it with any strides,
-    else the first that may not (a name, or ``MODEL_OUTPUT``: its caller may ``view`` it). Modules of the
-    classes ``new_layout`` (leaves or not: what runs inside them is theirs) and functions in ``_NEW_LAYOUT``
-    read any strides and lay out their own output; leaves of ``same_layout`` and functions in ``_SAME_LAYOUT``
-    (elementwise, transposes) give outputs laid out as their input, whose readers are asked in turn; anything
-    else (``view``, a leaf of another class, a forward reading the strides or taking ``.T``) may depend on them.
-    Only the path the record saw is asked."""
+    else the first that may not (a name, ``MODEL_OUTPUT``: its caller may ``view`` it, or "no reader seen").
+    Modules of the classes ``new_layout`` (leaves or not: what runs inside them is theirs) and functions in
+    ``_NEW_LAYOUT`` read any strides and lay out their own output; leaves of ``same_layout`` and functions in
+    ``_SAME_LAYOUT`` (elementwise, transposes) give outputs laid out as their input, whose readers are asked
+    in turn; anything else may depend on them: ``view``, pieces (``chunk``, ``split``), a leaf of another
+    class, a forward reading the strides or taking ``.T``. Only what the record saw is asked (a C++ extension
+    called without torch's dispatch is not seen)."""
     todo, seen = [key], set()
     while todo:
         k = todo.pop()
@@ -287,23 +289,20 @@ def strided_reader(calls: Calls, key: tuple, new_layout: tuple, same_layout: tup
             return MODEL_OUTPUT
         theirs = {i for i, c in enumerate(calls.containers)
                   if isinstance(c.module, new_layout) and any(a.key == k for a in c.inputs)}
-        if any(not theirs.intersection(scope) for scope in calls.strides_read.get(k, ())):
-            return "a forward reading its strides, or a view by a property"
-        for c in calls.calls:
-            if theirs.intersection(c.scope) or not any(a.key == k for a in c.inputs):
-                continue
+        leaves = [c for c in calls.calls if not theirs.intersection(c.scope) and any(a.key == k for a in c.inputs)]
+        functions = [name for name, scope in calls.read_by.get(k, ()) if not theirs.intersection(scope)]
+        if not (theirs or leaves or functions):
+            return "no reader seen"
+        for c in leaves:
             if isinstance(c.module, same_layout) and c.output is not None:
                 todo.append(c.output)
             elif not isinstance(c.module, new_layout):
                 return f"`{c.name}` ({type(c.module).__name__})"
-        for op in calls.ops:
-            if theirs.intersection(op.scope) or not any(a.key == k for a in _refs(op)):
-                continue
-            name = getattr(op.func, "__name__", str(op.func))
-            if name in _SAME_LAYOUT:
-                todo.append(op.output)
-            elif name not in _NEW_LAYOUT:
+        for name in functions:
+            if name not in _SAME_LAYOUT | _NEW_LAYOUT:
                 return f"`{name}`"
+        todo += [op.output for op in calls.ops if getattr(op.func, "__name__", "") in _SAME_LAYOUT
+                 and not theirs.intersection(op.scope) and any(a.key == k for a in _refs(op))]
     return ""
 
 

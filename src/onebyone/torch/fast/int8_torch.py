@@ -305,8 +305,9 @@ class NanSamples(ShapeChecked):
     """``model``, one of torch's int8 forms (whose codes carry no NaN: its quantize turns NaN into a code),
     answering NaN for each sample whose inputs hold NaN or inf (``private.nan_samples``); with a
     ``reference``, each new per-sample shape checked against it (``ShapeChecked``). Its ``state_dict``
-    is ``model``'s, under ``model.``. ``kernels`` ({layer: "fbgemm" or "onednn"}, ``int8_kernels``): the
-    library each layer's weights are packed for, packed so again in a copy and after its own
+    is ``model``'s, under ``model.`` (the FX graph's under ``model.graph_module.`` where ``model`` is
+    ``Traced``). ``kernels`` ({layer: "fbgemm" or "onednn"}, ``int8_kernels``): the library each layer's
+    weights are packed for, packed so again in a copy and after its own
     ``load_state_dict`` (torch packs them for ``torch.backends.quantized.engine`` there, whose products may
     round otherwise; loading into ``.model`` alone does not). ``apart``: does the model compute each sample on
     axis 0 on its own (``tensors.samples_apart``)? Where not, NaN in any sample's inputs gives all NaN."""

@@ -47,7 +47,7 @@ def fuse_chains(model: nn.Module, x, report: RewriteReport, linear: bool = False
     """Swap each SharedMLP, and each run of two or more 1x1 convs (with the BatchNorm / activation / dropout
     between them) inside an ``nn.Sequential``, for a ``FusedPointwiseChain`` (in place; a SharedMLP that is
     the model itself is returned as the chain). ``linear``: runs of ``nn.Linear`` too (in float32 one
-    oneDNN call each already; in int8 a chain keeps their intermediates 8-bit)."""
+    oneDNN call each already; in int8 a chain keeps their intermediates 8-bit). Then ``leave_rows``."""
     gone, root = (), model  # names of replaced SharedMLPs: their old insides are no longer in the model
     for name, m in list(model.named_modules()):
         if name.startswith(gone):
@@ -86,11 +86,11 @@ KEEP_STRIDES = (nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.BatchNorm1d)  # (
 def leave_rows(model: nn.Module, x, report: RewriteReport) -> nn.Module:
     """Each chain on (B, C, N) points with no pool whose output every reader in one eager run on ``x`` takes
     with any strides (``record.strided_reader``: another chain, a Conv1d, ``bmm`` after a transpose; not the
-    model's output, nor ``view``) leaves it as its rows lie (``rows_out``): no transpose into a contiguous
-    tensor, nor back again in the next chain (2 MB and 0.3 ms a call after PointNet's ``mlp1``). (On images
-    rows are channels_last, which torch's convs and pools hand on: those chains keep torch's layout.)"""
+    model's output, nor ``view``) leaves it as its rows lie (``rows_out``): a (B, O, N) view of (B, N, O)
+    rows, no transpose into a contiguous tensor (nor back again in the next chain). Chains on images keep
+    torch's layout: their rows are channels_last, which torch's convs and pools hand on."""
     chains = [(n, m) for n, m in model.named_modules() if isinstance(m, FusedPointwiseChain)
-              and m.plan.pool is None and m.channel_dim == 1]
+              and m.plan.pool is None and m.channel_dim == 1 and m.unbatched in (None, 2)]  # (not Conv2d / 3d)
     if not chains:
         return model
     try:
