@@ -12,6 +12,7 @@ from torch import nn
 
 from ..capture import watched
 from . import private
+from .packed import version
 
 TRACES = 8  # input signatures traced; calls of any other run the graph
 
@@ -76,15 +77,16 @@ def _forget_after_load(module: Traced, incompatible_keys) -> None:
 class Layers:
     """What a trace of ``graph`` holds fixed, taken now: each module's children, each quantized layer's packed
     weights, output scale and zero point, each buffer's in-place version. ``same()`` asks whether they still
-    are (a Python pass over the modules, about 1 us each)."""
+    are (about 10 us on squeezenet1_1's 43 modules: ``engine._Stamp``, which an export needs, reads every plain
+    attribute of every module, 94 us there)."""
 
     def __init__(self, graph: nn.Module):
         self.modules = [(m.__dict__, dict(m._modules), _fixed(m.__dict__)) for m in graph.modules()]
-        self.buffers = [(t, private.version(t)) for t in graph.buffers()]
+        self.buffers = [(t, version(t)) for t in graph.buffers()]
 
     def same(self) -> bool:
         return (all(d["_modules"] == kids and _fixed(d) == fixed for d, kids, fixed in self.modules)
-                and all(private.version(t) == v for t, v in self.buffers))
+                and all(version(t) == v for t, v in self.buffers))
 
 
 def _fixed(d: dict) -> tuple:

@@ -339,11 +339,6 @@ def quantized_tensors():
         yield
 
 
-def version(t: torch.Tensor) -> int:
-    """How many times ``t`` was written in place (torch's version counter: a changed value shows here)."""
-    return t._version
-
-
 def packed_weights(m):
     """The packed int8 weights a torch quantized conv / Linear runs (its ``_packed_params``; a quantized
     Linear keeps them one module further in), or None for any other module."""
