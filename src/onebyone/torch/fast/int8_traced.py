@@ -12,7 +12,7 @@ from torch import nn
 
 from ..capture import watched
 from . import private
-from .packed import version
+from .engine import Stamp
 
 TRACES = 8  # input signatures traced; calls of any other run the graph
 
@@ -23,10 +23,10 @@ class Traced(nn.Module):
     devices (at most ``TRACES`` of them; making one runs the graph about five times). A trace is kept only
     where tracing read no tensor's value into Python and the trace gives the graph's outputs to the bit, in
     the same structure, on that call's inputs and on other values of their shapes; it runs only while the
-    graph's layers, packed weights, scales and buffers are those it was made from (else the graph runs, and
-    traces are made again). Calls in training mode, under autograd, while tracing, compiling or watched (the
-    analyzer), and of other signatures run ``graph_module``. Its state is the graph's, under
-    ``graph_module.``; a copy or pickling carries no trace."""
+    graph is what it was made from (``engine.Stamp``: its modules, tensors, packed weights and plain
+    attributes such as each layer's output scale; else the traces are made again). Calls in training mode,
+    under autograd, while tracing, compiling or watched (the analyzer), and of other signatures run
+    ``graph_module``. Its state is the graph's, under ``graph_module.``; a copy or pickling carries no trace."""
 
     def __init__(self, graph_module: nn.Module):
         super().__init__()
@@ -45,7 +45,7 @@ class Traced(nn.Module):
         if (kwargs or not args or self.training or not all(isinstance(a, torch.Tensor) for a in args)
                 or torch.is_grad_enabled() and any(a.requires_grad for a in args) or private.tracing() or watched()):
             return graph(*args, **kwargs)
-        if self._made_from is not None and not self._made_from.same():  # the graph edited since
+        if self._made_from is not None and not self._made_from.holds(graph):  # the graph edited since
             self.forget()
         key, traces = tuple((a.shape, a.stride(), a.dtype, a.device) for a in args), self._traces
         if key in traces:
@@ -54,7 +54,7 @@ class Traced(nn.Module):
         if len(traces) < TRACES:
             with self._lock:  # (one trace made at a time for this form)
                 if key not in traces and len(traces) < TRACES:
-                    self.__dict__["_made_from"] = self._made_from or Layers(graph)
+                    self.__dict__["_made_from"] = self._made_from or Stamp(graph)
                     traces[key] = _trace(graph, args, out)
         return out
 
@@ -72,25 +72,6 @@ class Traced(nn.Module):
 
 def _forget_after_load(module: Traced, incompatible_keys) -> None:
     module.forget()
-
-
-class Layers:
-    """What a trace of ``graph`` holds fixed, taken now: each module's children, each quantized layer's packed
-    weights, output scale and zero point, each buffer's in-place version. ``same()`` asks whether they still
-    are (about 10 us on squeezenet1_1's 43 modules: ``engine._Stamp``, which an export needs, reads every plain
-    attribute of every module, 94 us there)."""
-
-    def __init__(self, graph: nn.Module):
-        self.modules = [(m.__dict__, dict(m._modules), _fixed(m.__dict__)) for m in graph.modules()]
-        self.buffers = [(t, version(t)) for t in graph.buffers()]
-
-    def same(self) -> bool:
-        return (all(d["_modules"] == kids and _fixed(d) == fixed for d, kids, fixed in self.modules)
-                and all(version(t) == v for t, v in self.buffers))
-
-
-def _fixed(d: dict) -> tuple:
-    return id(d.get("_packed_params")), d.get("scale"), d.get("zero_point")
 
 
 def _trace(graph: nn.Module, args: tuple, want):
