@@ -260,7 +260,6 @@ def _kept(best: str, form, made: tuple, layers: list, t: dict, report, checked: 
     return ShapeChecked(form, **checked)
 
 
-
 WORST_BATCHES = 4  # observed batches each form's error is also measured on (beside the held-out ones)
 
 
