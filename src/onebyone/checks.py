@@ -6,6 +6,7 @@ import json
 import math
 import numbers
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,8 @@ def result_dtype(*arrays) -> np.dtype:
 
 def check_writable(path, what: str) -> Path:
     """Refuse, before any long work, an output folder that is a file or cannot be created or written (or an
-    empty name, which would mean the current folder). Nothing is created: a new folder is checked through
-    the nearest folder that exists (the command makes it when it writes)."""
+    empty name, which would mean the current folder). Nothing is left behind: a new folder is checked by
+    making and removing one in the nearest folder that exists (the command makes it when it writes)."""
     if not str(path).strip():
         raise OneByOneError(f"{what} expects a folder name, got {str(path)!r}")
     path = Path(path)
@@ -129,8 +130,11 @@ def check_writable(path, what: str) -> Path:
             probe.unlink()
         except OSError as e:
             raise OneByOneError(f"{what} {path} cannot be written: {e.strerror or e}") from None
-    elif not os.access(base, os.W_OK | os.X_OK):
-        raise OneByOneError(f"{what} {path} cannot be made: {base} is not writable")
+    else:  # a new folder: one made and removed in the nearest that exists (access() trusts modes alone, and
+        try:  # root passes it where nothing can be made, in /proc or /sys)
+            os.rmdir(tempfile.mkdtemp(prefix=".onebyone-write-test", dir=base))
+        except OSError as e:
+            raise OneByOneError(f"{what} {path} cannot be made: {base} is not writable ({e.strerror or e})") from None
     return path
 
 

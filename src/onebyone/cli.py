@@ -43,7 +43,7 @@ def _summary(args) -> int:
     if args.json or args.csv:
         print(stats.to_json() if args.json else stats.to_csv(), end="\n" if args.json else "")
     else:
-        stats.print(args.depth)
+        stats.print(None if args.depth is None else args.depth - 1)  # (rows count their levels from 0)
     return 0
 
 
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=_tour)
     sm = sub.add_parser("summary", help="params, MACs and memory per layer of a model, and the 1x1 share")
     _model_args(sm)
-    sm.add_argument("--depth", type=_integer(0), default=None, help="fold rows deeper than this many name levels")
+    sm.add_argument("--depth", type=_integer(1), default=None, help="rows to this many name levels (1: top-level)")
     fmt = sm.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the rows and totals as JSON instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print the rows as CSV instead of a table")
@@ -232,8 +232,9 @@ def main(argv=None) -> int:
     try:
         check_installed(args.command, figures=bool(getattr(args, "html", None) or getattr(args, "png", None)))
         return args.fn(args)
-    except OneByOneError as e:
-        print(f"onebyone: error: {e}", file=sys.stderr)
+    except (OneByOneError, OSError) as e:  # OSError: a folder it may not write, a full disk: said, no traceback
+        said = f"{e.strerror}{f': {e.filename}' if e.filename else ''}" if getattr(e, "strerror", None) else e
+        print(f"onebyone: error: {said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # after Ctrl-C in train: where its last checkpoint is, and how to continue
         out = getattr(args, "run_folder", None)

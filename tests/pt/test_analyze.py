@@ -191,9 +191,13 @@ def test_cli_summary_formats(capsys):
     assert main(["summary", "squeezenet1_1", "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("name,type,kind") and len(lines) > 20
-    assert main(["summary", "mobilenet_v1", "--depth", "1"]) == 0
+    assert main(["summary", "mobilenet_v1", "--depth", "1"]) == 0  # as torchinfo's depth: the top-level modules
     text = capsys.readouterr().out
     assert "1x1 convolutions: 94.9% of MACs, 74.6% of weights" in text and "568,740,352" in text
+    assert " features " in text and "features.0" not in text and "567,716,352" in text  # its layers summed
+    assert main(["summary", "mobilenet_v1", "--depth", "2"]) == 0
+    text = capsys.readouterr().out
+    assert " features.3 " in text and "features.3.0" not in text
     assert main(["summary", "tests.pt.test_analyze:small_model", "--input-size", "3", "16", "16"]) == 0
     assert "MaxPool2d" in capsys.readouterr().out
 

@@ -125,6 +125,9 @@ CLI = [
     ("summary dropout 2.0", lambda r, t: ["summary", "nin_cifar", "--model-arg", "dropout=2.0"], "dropout probability has to be between 0 and 1"),
     ("summary batch 10**11", lambda r, t: ["summary", "nin_cifar", "--batch-size", str(10**11)], "needs 1.23 PB for one tensor"),
     ("summary a 10**10-class head", lambda r, t: ["summary", "nin_cifar", "--model-arg", f"num_classes={10**10}"], "needs 7.68 TB for one tensor"),
+    ("report html where nothing can be made", lambda r, t: ["report", "nin_digits", "--html", "/proc/onebyone-page"], "cannot be made: /proc is not writable"),
+    ("tour html where nothing can be made", lambda r, t: ["tour", "--lesson", "shapes", "--html", "/proc/onebyone-page"], "cannot be made: /proc is not writable"),
+    ("summary depth 0", lambda r, t: ["summary", "nin_cifar", "--depth", "0"], "expected an integer >= 1, got 0"),
     ("report html empty", lambda r, t: ["report", "nin_digits", "--html", ""], "--html expects a folder name, got ''"),
     ("report bench peak a string", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, peak_gflops="lots")], "peak_gflops must be a number > 0, got 'lots'"),
     ("report bench machine a number", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, machine=5)], "machine must be a text, got 5"),
@@ -152,6 +155,22 @@ def test_cli_bad_input_gets_a_message_and_status_2(case, run, tmp_path, capsys):
         status = stop.code
     err = capsys.readouterr().err
     assert status == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_file_the_system_refuses_mid_command_is_said_without_a_traceback(monkeypatch, capsys):
+    """A disk that fills or a folder whose permissions change while a command writes: the OS's reason and the
+    file, status 2, no traceback."""
+    import errno
+
+    import onebyone.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/page/index.html")
+
+    monkeypatch.setattr(cli, "_lessons", full)
+    assert main(["lessons"]) == 2
+    err = capsys.readouterr().err
+    assert "onebyone: error: No space left on device: /data/page/index.html" in err and "Traceback" not in err
 
 
 class Tiny(nn.Module):

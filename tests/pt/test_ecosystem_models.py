@@ -253,6 +253,27 @@ def test_the_cli_builds_timm_and_torchvision_names_at_their_published_size(capsy
     assert "close matches: resnet18" in capsys.readouterr().err
 
 
+def test_a_library_that_is_missing_or_does_not_load_is_told_apart(monkeypatch):
+    """``timm:NAME`` where timm is not installed asks for it; where it is installed but fails to import (a
+    torchvision built for another torch), the error says so and why, rather than "install it"."""
+    import importlib
+
+    from onebyone.zoo import from_spec
+
+    def missing(name, *a):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    def broken(name, *a):
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(OneByOneError, match=r"timm is not installed; install it \(pip install timm\)"):
+        from_spec("timm:resnet18")
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(OneByOneError, match="timm is installed but does not import beside torch .*torchvision::nms"):
+        from_spec("timm:resnet18")
+
+
 @pytest.mark.parametrize("name", ["tf_efficientnet_b0", "efficientnet_b1_pruned"])
 def test_convs_that_pad_in_their_own_forward_are_counted_as_they_run(name):
     """timm's Conv2dSame pads the input inside its forward (TensorFlow's "same"): counted from the output it

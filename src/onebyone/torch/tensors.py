@@ -4,9 +4,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import random
 import weakref
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -352,3 +354,16 @@ def evaluating(*models: nn.Module):
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+@contextlib.contextmanager
+def random_kept():
+    """The global random states (torch's CPU generator, Python's ``random``, NumPy's) as they were, after the
+    block: what runs inside (calibration tools, samplers) leaves a caller's seeded sequence where it was."""
+    states = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])

@@ -15,8 +15,15 @@ def _library(name: str):
     try:
         return importlib.import_module(name)
     except Exception as e:  # noqa: BLE001 - ImportError, or a build that does not load beside this torch
-        raise OneByOneError(f"{name} does not import here ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                            f"install it (pip install {name}) to build {name}: models") from None
+        said = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        if isinstance(e, ModuleNotFoundError) and e.name == name:
+            raise OneByOneError(f"{name} is not installed; install it (pip install {name}) to build {name}: "
+                                "models") from None
+        import torch
+
+        raise OneByOneError(f"{name} is installed but does not import beside torch {torch.__version__} ({said}): "
+                            f"install builds of {name} and of what it imports made for this torch to build "
+                            f"{name}: models") from None
 
 
 def _unknown(library: str, name: str, names: list) -> OneByOneError:

@@ -40,7 +40,7 @@ from torch import nn
 
 from ...errors import OneByOneError, reason
 from ..rewrite_report import OptimizeReport, RewriteReport, largest_finite, weight_rounding
-from ..tensors import arguments, call, copy_model, describe, example_values, outputs, samples_apart
+from ..tensors import arguments, batch_size, call, copy_model, describe, example_values, outputs, samples_apart
 from .exported import Exported
 from .int8_chain import int8_chains
 from .int8_engines import OnnxRuntimeInt8, OpenVinoInt8
@@ -62,6 +62,7 @@ from .timing import time_models
 
 CHAINS, CHAINS_AND_LINEARS = "onebyone int8 (fused chains)", "onebyone int8 (fused chains and Linear runs)"
 ACCURACY_TOL = 0.5  # points of top-1 accuracy int8 may lose before float32 is kept
+FEW_SAMPLES = 16  # held-out samples below which the report says the errors measured are a small sample's
 FALLBACK = (1, 2, 4)  # how many of the most sensitive layers torch's form tries in float32, in turn, past tolerance
 
 
@@ -93,6 +94,11 @@ def calibration_batches(calibration, example) -> list:
                for g in got):
             raise OneByOneError(f"calibration batch {i} holds NaN or infinite values: ranges observed on it would "
                                 "be meaningless")
+    if all(bool(t.min() == t.max()) for b in batches for t in example_values(b) if isinstance(t, torch.Tensor)
+           and t.numel()):
+        raise OneByOneError("every calibration batch is constant (each of its tensors one value throughout, such "
+                            "as zeros): ranges observed on them say nothing of real inputs, and the int8 forms "
+                            "could not be checked on them; give batches of real inputs")
     return batches
 
 
@@ -180,10 +186,16 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
     batches = calibration_batches(calibration, x)
     (observe, held), plain = split(batches), plain_layers(folded, x)
     layers = quantizable(plain)
+    samples = sum(batch_size(b) for b in held)
     precision = report.precision = {"dtype": "int8", "tolerance": tol, "accuracy_tol": accuracy_tol,
-                                    "calibration_batches": len(batches), "held_out": len(held), "forms": {}}
+                                    "calibration_batches": len(batches), "held_out": len(held),
+                                    "held_out_samples": samples, "forms": {}}
     if held is observe:
         report.notes.append("int8: one calibration batch, used both to observe ranges and to check: give more")
+    elif samples < FEW_SAMPLES:
+        report.notes.append(f"int8: each form's error was checked on {samples} held-out samples (the last quarter "
+                            "of the calibration batches) beside the observed ones: on other inputs it can be "
+                            f"larger; give {FEW_SAMPLES} or more held-out samples for a firmer figure")
     if not layers:
         why = "int8: nothing to quantize (no conv or Linear): float32 kept"
         report.notes.append(why)
@@ -264,14 +276,16 @@ WORST_BATCHES = 4  # observed batches each form's error is also measured on (bes
 
 
 def _worst(forms: dict, given: nn.Module, x, observe: list, held: list) -> dict:
-    """``forms`` with each error the largest over the held-out batches and up to ``WORST_BATCHES`` observed ones
+    """``forms`` with each error the largest over the held-out batches, up to ``WORST_BATCHES`` observed ones
     (a held-out batch of a few samples can miss a form's worst by half: timm's resnet18 read 0.041 there and
-    0.045 - 0.084 on most batches). An engine's form is measured on the batches shaped as one it has run (it
-    exports anew for another shape); a form failing on one is infinitely off."""
-    if held is observe:
+    0.045 - 0.084 on most batches) and the example ``x`` where no calibration batch is it (what the caller
+    says the model sees: calibration far from it shows there). An engine's form is measured on the batches
+    shaped as one it has run (it exports anew for another shape); a form failing on one is infinitely off."""
+    extra = ([] if held is observe else observe[:WORST_BATCHES]) + (
+        [] if any(b is x for b in [*observe, *held]) else [x])
+    if not extra:
         return forms
     ran = {_shapes(b) for b in [x, *held]}
-    extra = observe[:WORST_BATCHES]
     want = expected(given, extra)  # (once for every form)
     out = {}
     for k, (f, e, floats) in forms.items():
@@ -289,10 +303,12 @@ def _shapes(batch) -> tuple:
 
 
 def _forms_line(precision: dict) -> str:
-    """A note: each int8 form's error on the calibration batches, its ms a call and its accuracy where measured."""
+    """A note: each int8 form's error on the calibration batches and the example, its ms a call and its accuracy
+    where measured."""
     rows = [f"{k} {f['relative_error']:.3g}" + (f", {f['ms']:.3g} ms" if f.get("ms") is not None else "")
             + (f", top-1 {f['accuracy']:.2f}" if "accuracy" in f else "") for k, f in precision["forms"].items()]
-    return "int8 forms, largest error of the output scale on the calibration batches: " + "; ".join(rows)
+    return ("int8 forms, largest error of the output scale on the calibration batches and the example: "
+            + "; ".join(rows))
 
 
 def _accurate(fine: dict, work, evaluate, accuracy_tol: float, report) -> dict:

@@ -4,6 +4,8 @@ over positions, a resolution-dependent scale) they may clip. Each new per-sample
 against the float model, as the engines' forms check each new input signature."""
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import warnings
 
@@ -12,6 +14,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.utils._pytree import tree_leaves
 
+from ...errors import OneByOneError
 from ..capture import watched
 from ..rewrite_report import output_difference
 from ..tensors import outputs
@@ -35,12 +38,15 @@ class ShapeChecked(nn.Module):
     other: within ``tol`` of the output scale (at least ``scale``, the calibration outputs') it runs such
     inputs from then on; past it, a warning, and ``reference`` runs them (one float call more per new shape,
     the last ``CHECKED`` remembered; a batch of another size is the same shape). Inputs holding NaN or inf,
-    or constant (a warm-up with zeros), are not checked on.
+    or constant (a warm-up with zeros), are not checked on. Inputs ``model`` raises on at their first call
+    (another channel count, float64) go to ``reference``: its error where it refuses them too, else its
+    outputs and a warning. A call with an input that wants a gradient runs ``reference`` (int8 codes carry
+    none), refused where there is no ``reference``.
 
     ``reference`` is not a submodule: the state_dict is ``model``'s, under ``model.``; ``.to()``, ``.train()``
-    and the like reach it all the same, and pickling the form carries it. Loading a state_dict drops it (the
-    weights loaded were not checked against it): every size then runs ``model``, said in a warning. With no
-    ``reference``, ``model`` runs every input."""
+    and the like reach it all the same, and pickling the form carries it (torch's own int8 graph may refuse
+    pickling: ``Traced``). Loading a state_dict drops it (the weights loaded were not checked against it):
+    every size then runs ``model``, said in a warning. With no ``reference``, ``model`` runs every input."""
 
     def __init__(self, model: nn.Module, reference: nn.Module | None = None, tol: float = 0.0,
                  measured: tuple = (), scale: float = 0.0):
@@ -52,6 +58,9 @@ class ShapeChecked(nn.Module):
 
     def forward(self, *args, **kwargs):
         reference, tracing = self.__dict__.get("reference"), private.tracing()
+        if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad
+                                           for t in tree_leaves((args, kwargs))):
+            return _with_gradient(reference, args, kwargs)
         if reference is None or tracing or watched():  # (the analyzer counts the form alone)
             out = self.model(*args, **kwargs)
         else:
@@ -78,7 +87,13 @@ class ShapeChecked(nn.Module):
         return super().train(mode)
 
     def _check(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict):
-        got = self.model(*args, **kwargs)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # (an FX graph prints its traceback before raising)
+                got, failed = self.model(*args, **kwargs), None
+        except Exception as e:  # noqa: BLE001 - the float model says what is wrong with the inputs, or runs them
+            got, failed = None, e
+        if failed is not None:
+            return self._refused(key, reference, args, kwargs, failed)
         floats = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
         if private.inputs_finite(args, kwargs) is not True or all(bool(t.min() == t.max()) for t in floats):
             return got  # (NaN, or no variation in the inputs: nothing to measure on)
@@ -95,6 +110,28 @@ class ShapeChecked(nn.Module):
                           "did not cover: the float model runs inputs like these from now on (calibrate on "
                           "batches of this size for int8 there)", stacklevel=_callers_level())
         return got if ok else want
+
+
+    def _refused(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict, failed: Exception):
+        """The float model's outputs on inputs the int8 form raised on (its error where it refuses them too:
+        theirs names what is wrong, as the model given would), run for inputs like these from now on."""
+        want = reference(*args, **kwargs)
+        self.checked[key] = False
+        shapes = [f"{tuple(t.shape)} {t.dtype}" for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        warnings.warn(f"the int8 form failed on inputs of {', '.join(shapes)}, which its float model runs "
+                      f"({type(failed).__name__}: {str(failed).splitlines()[0][:200] if str(failed) else ''}): the "
+                      "float model runs inputs like these from now on", stacklevel=_callers_level())
+        return want
+
+
+def _with_gradient(reference: nn.Module | None, args: tuple, kwargs: dict):
+    """An input wants a gradient: int8 codes carry none, so the float model runs the call (as an engine's
+    form runs its model under autograd); refused where the form no longer holds it."""
+    if reference is None:
+        raise OneByOneError("this int8 form runs inference only (int8 codes carry no gradient) and an input wants "
+                            "one; its float model, which would run such calls, was dropped when weights were "
+                            "loaded into it: call it under torch.no_grad(), or use the float model")
+    return reference(*args, **kwargs)
 
 
 def _forget_reference(module: ShapeChecked, incompatible_keys) -> None:

@@ -4,12 +4,15 @@ each layer's Python. A trace runs only while the graph's layers are those it was
 """
 from __future__ import annotations
 
+import copy
+import pickle
 import threading
 import warnings
 
 import torch
 from torch import nn
 
+from ...errors import OneByOneError
 from ..capture import watched
 from . import private
 from .engine import Stamp
@@ -26,7 +29,8 @@ class Traced(nn.Module):
     graph is what it was made from (``engine.Stamp``: its modules, tensors, packed weights and plain
     attributes such as each layer's output scale; else the traces are made again). Calls in training mode,
     under autograd, while tracing, compiling or watched (the analyzer), and of other signatures run
-    ``graph_module``. Its state is the graph's, under ``graph_module.``; a copy or pickling carries no trace."""
+    ``graph_module``. Its state is the graph's, under ``graph_module.``; a copy or pickling carries no trace.
+    Pickling is refused, naming the way to save it, where this torch could not load the graph back."""
 
     def __init__(self, graph_module: nn.Module):
         super().__init__()
@@ -63,11 +67,36 @@ class Traced(nn.Module):
         return super()._apply(fn, recurse)
 
     def __getstate__(self):
+        _unpickles(self.graph_module)
+        return self._state()
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self._state(), memo))
+        new.forget()
+        return new
+
+    def _state(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_traces", "_made_from", "_lock")}
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self.forget()
+
+
+def _unpickles(graph: nn.Module) -> None:
+    """Refuse to pickle a graph that would not load back (torch's own unpickling of an FX graph of quantized
+    layers fails in some versions: a checkpoint written so could never be read)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (torch's notices on pickling storages: the caller's pickle says them)
+            pickle.loads(pickle.dumps(graph))
+    except Exception as e:  # noqa: BLE001 - whatever torch raises, the file would be unreadable
+        raise OneByOneError(f"this torch cannot load its int8 graph back from a pickle ({type(e).__name__}: "
+                            f"{str(e)[:200]}), so the form is not pickled whole: save its state_dict() "
+                            "(torch.save(model.state_dict(), path)) and load it into the form optimize makes "
+                            "from the same model") from None
 
 
 def _forget_after_load(module: Traced, incompatible_keys) -> None:

@@ -46,7 +46,17 @@ from ..rewrite_report import (
     weight_rounding,
 )
 from ..rewrites import merged_pointwise
-from ..tensors import call, check_module, copy_model, example_values, first_sample, input_kw, outputs, probe_input
+from ..tensors import (
+    call,
+    check_module,
+    copy_model,
+    example_values,
+    first_sample,
+    input_kw,
+    outputs,
+    probe_input,
+    random_kept,
+)
 from . import private
 from .chain import FusedPointwiseChain
 from .compiled import Compiled
@@ -477,7 +487,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     its inputs once a call; where they hold either, its plain layers run). The model given is never changed.
     Its weights may be edited in place by torch ops or ``load_state_dict`` (its fast layers pack them again);
     writes that bypass torch's version counter (through ``.data`` or a NumPy view) are not seen: edit the
-    model given and optimize it again.
+    model given and optimize it again. It leaves torch's, Python's and NumPy's global random states as they were.
 
     Args:
         example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
@@ -501,24 +511,24 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         passes: the names of the passes to run, a subset of ``PASSES`` in any order (they run in
             ``PASSES``' order); ``check`` always runs. ``report.passes`` gives each one's seconds.
         dtype=torch.int8: post-training static quantization of the exactly rewritten model (``fast.int8``):
-            ``calibration`` (a list of input batches like ``example``; None: the example alone, with a
-            warning) gives the activation ranges, its last quarter is held out to check each int8 form
-            against the float32 model (within ``dtype_tol``, default 0.05 of the output scale) and, with
-            ``evaluate`` (model -> top-1 accuracy in points) or ``labels`` (class indices of the held-out
-            samples), to measure accuracy: a form losing over ``accuracy_tol`` points is refused. The
-            fastest form that qualifies is kept where it beats float32; else float32, said why.
-            ``report.precision`` gives each form's error, accuracy and time. The form kept checks its
-            first call with each new input size against the float model (an engine's each new batch size,
-            which it quantizes again; ours each new size per sample): past ``dtype_tol``, or at a size per
-            sample an engine's calibration does not fit, a warning, and the float model runs that size.
+            ``calibration`` (a list of input batches like ``example``, not all constant; None: the example
+            alone, with a warning) gives the activation ranges; each int8 form is checked against the float32
+            model on its last quarter (held out; a note where under 16 samples), the example and four observed
+            batches, within ``dtype_tol`` (default 0.05 of the output scale), and with ``evaluate`` (model ->
+            top-1 accuracy in points) or ``labels`` (class indices of the held-out samples) a form losing over
+            ``accuracy_tol`` points is refused. The fastest form that qualifies is kept where it beats float32;
+            else float32, said why. ``report.precision`` gives each form's error, accuracy and time. The form
+            kept checks its first call with each new input size against the float model (an engine's each new
+            batch size, which it quantizes again; ours each new size per sample): past ``dtype_tol``, or at a
+            size per sample an engine's calibration does not fit, a warning, and the float model runs that size.
     """
     names = _pass_names(passes)
     req = _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,
                    labels, accuracy_tol)
     report = OptimizeReport("optimize")
-    work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # they copy; the others
-    # work in place
-    work = _run(names, work, req, report).requires_grad_(False)  # its own weights: an inference model
+    work = model if names[0] in ("reparameterize", "fold") else copy.deepcopy(model)  # (the others: in place)
+    with random_kept():  # (calibration and quantization tools draw from the global generators)
+        work = _run(names, work, req, report).requires_grad_(False)  # its own weights: an inference model
     fused = any(isinstance(m, (ConvAct, FusedPointwiseChain, Int8PointwiseChain)) for m in work.modules())
     if fused:  # NaN in the inputs reaches the outputs, as in the model given (optimized twice: one pair of hooks)
         around_each_call(work, private.look_at_inputs, private.forget_inputs)
