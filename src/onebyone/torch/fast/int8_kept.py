@@ -89,10 +89,12 @@ class ShapeChecked(nn.Module):
     def _check(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict):
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # (an FX graph prints its traceback before raising)
-                got, failed = self.model(*args, **kwargs), None
+                got = self.model(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - the float model says what is wrong with the inputs, or runs them
-            got, failed = None, e
-        if failed is not None:
+            failed = e
+        else:
+            failed = None
+        if failed is not None:  # (out of the except: the float model's own error is raised alone)
             return self._refused(key, reference, args, kwargs, failed)
         floats = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
         if private.inputs_finite(args, kwargs) is not True or all(bool(t.min() == t.max()) for t in floats):
@@ -110,7 +112,6 @@ class ShapeChecked(nn.Module):
                           "did not cover: the float model runs inputs like these from now on (calibrate on "
                           "batches of this size for int8 there)", stacklevel=_callers_level())
         return got if ok else want
-
 
     def _refused(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict, failed: Exception):
         """The float model's outputs on inputs the int8 form raised on (its error where it refuses them too:
