@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from pathlib import Path
 
 from .errors import OneByOneError
@@ -85,6 +85,7 @@ def check_run_folder(out, resume: bool) -> Path:
     if resume:
         if folder(out) is None:
             raise OneByOneError(f"--resume needs a run folder written by `onebyone train`, got {out}")
+        _check_epoch_names(out, "the run goes on")
         return out
     if out.exists() and not out.is_dir():
         raise OneByOneError(f"the run folder {out} is a file; expected a folder (existing or new)")
@@ -136,7 +137,7 @@ def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict,
         raise OneByOneError(f"{new} exists and was not written by this run: move it away to save this epoch")
     _record(out, ours + [new.name, LINK])  # first said, then written: a kill in between leaves nothing unlisted
     if new.exists():
-        shutil.rmtree(new)
+        _remove_epoch(new)
     new.mkdir()
     save_file(tensors, str(new / "model.safetensors"))
     save_file(optimizer_tensors, str(new / "optimizer.safetensors"))
@@ -155,7 +156,7 @@ def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict,
     _flush(out)
     for old in ours:
         if old.startswith("epoch-") and old != new.name and (out / old).is_dir():
-            shutil.rmtree(out / old)
+            _remove_epoch(out / old, keep_foreign=True)
     _record(out, [new.name, LINK])  # an earlier version's five files, if any, stay: no manifest listed them
     return new
 
@@ -184,18 +185,52 @@ def clear(out) -> None:
         if p.is_symlink() or p.is_file():
             p.unlink()
         elif p.is_dir():
-            shutil.rmtree(p)
+            _remove_epoch(p)
     _record(out, [])
 
 
 def check_clearable(out) -> None:
-    """Refuse to clear ``out`` unless our manifest lists what its run wrote (checked before anything is written)."""
+    """Refuse to clear ``out`` unless our manifest lists what its run wrote, its epoch folders hold only the
+    files a run writes, and no other ``epoch-NNNN`` lies where the new run will write one (checked before
+    anything is removed or trained)."""
     out = Path(out)
     if not (out / MANIFEST).is_file():
         have = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
         raise OneByOneError(f"--overwrite removes only what `onebyone train` listed in {out / MANIFEST}, and {out} "
                             f"has no such list (it holds {', '.join(have[:8]) or 'nothing'}): nothing was removed; "
                             "move those files away or choose another --out")
+    for name in written(out):
+        extra = sorted(p.name for p in (out / name).iterdir() if p.name not in FILES) if (
+            (out / name).is_dir() and not (out / name).is_symlink()) else []
+        if extra:
+            raise OneByOneError(f"--overwrite: {out / name} holds {', '.join(extra[:8])}, which `onebyone train` did "
+                                "not write: nothing was removed; move them away first")
+    _check_epoch_names(out, "--overwrite")
+
+
+def _check_epoch_names(out: Path, who: str) -> None:
+    """Refuse an ``epoch-NNNN`` entry in ``out`` that its manifest does not list: the run would save an epoch
+    under that name and has no right to remove it (refused before any epoch is trained)."""
+    ours = set(written(out))
+    foreign = sorted(p.name for p in out.iterdir() if re.fullmatch(r"epoch-\d+", p.name) and p.name not in ours)
+    if foreign:
+        raise OneByOneError(f"{who}: {out} holds {', '.join(foreign[:8])}, not written by its run, where the run "
+                            "saves its epochs: nothing was removed; move them away first")
+
+
+def _remove_epoch(path: Path, keep_foreign: bool = False) -> None:
+    """Remove an epoch folder a run wrote: its checkpoint files, then the folder. Anything else in it was put
+    there by someone else: refused, or with ``keep_foreign`` left in place with its folder."""
+    for name in FILES:
+        if (path / name).is_file() or (path / name).is_symlink():
+            (path / name).unlink()
+    try:
+        path.rmdir()
+    except OSError:
+        if not keep_foreign:
+            raise OneByOneError(f"{path} holds files `onebyone train` did not write "
+                                f"({', '.join(sorted(p.name for p in path.iterdir())[:8])}): they were left "
+                                "there; move them away and run again") from None
 
 
 def read_json(out, name: str):

@@ -124,7 +124,7 @@ def test_a_save_interrupted_at_any_step_leaves_one_complete_checkpoint(tmp_path,
     tensors = {"w": torch.zeros(3)}
     checkpoint.save(out, tensors, {}, {"model": "m", "data": "d"}, {"epoch": 1}, [{"epoch": 1}])
     steps = [0]
-    real_flush, real_rmtree = checkpoint._flush, checkpoint.shutil.rmtree
+    real_flush, real_remove = checkpoint._flush, checkpoint._remove_epoch
 
     def crash(real):
         def step(*args, **kw):
@@ -135,7 +135,7 @@ def test_a_save_interrupted_at_any_step_leaves_one_complete_checkpoint(tmp_path,
         return step
 
     monkeypatch.setattr(checkpoint, "_flush", crash(real_flush))
-    monkeypatch.setattr(checkpoint.shutil, "rmtree", crash(real_rmtree))
+    monkeypatch.setattr(checkpoint, "_remove_epoch", crash(real_remove))
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(out, {"w": torch.ones(3)}, {}, {"model": "m", "data": "d"}, {"epoch": 2}, [{"epoch": 1},
                                                                                                    {"epoch": 2}])
@@ -244,6 +244,40 @@ def test_a_run_and_overwrite_remove_only_what_a_run_wrote(tmp_path):
     assert sorted(p.name for p in out.glob("epoch-0*")) == ["epoch-0001"]  # the run's own epochs: the new one
     assert checkpoint.read_json(out, "state.json")["epoch"] == 1
     assert checkpoint.written(out) == ["checkpoint", "epoch-0001"]
+
+
+def test_overwrite_and_resume_refuse_a_users_epoch_folder_before_removing_or_training_anything(tmp_path, capsys):
+    """An ``epoch-0001`` of the user's beside a run: --overwrite removed the run, trained, then could not save
+    (the folder was not its own): the old run and the new epoch were both lost. Now it is refused before
+    anything is removed, as is a file of the user's inside the run's own epoch folder (which --overwrite
+    deleted), and --resume is refused before an epoch is trained for a name it may not save under. A file
+    put in an older epoch folder is left there when training moves on."""
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "2", "--out", str(out)]) == 0
+    before = checkpoint.read_tensors(out, "model.safetensors")
+    (out / "epoch-0001").mkdir()
+    (out / "epoch-0001" / "keep.txt").write_text("mine")
+    for extra in (["--overwrite", "--epochs", "1"], ["--resume", "--epochs", "3"]):
+        assert main(RUN + ["--out", str(out), *extra]) == 2
+        assert "epoch-0001, not written by its run, where the run saves its epochs: nothing was removed" in (
+            capsys.readouterr().err)
+        after = checkpoint.read_tensors(out, "model.safetensors")
+        assert all(torch.equal(before[k], after[k]) for k in before) and checkpoint.written(out) == [
+            "checkpoint", "epoch-0002"]
+    assert (out / "epoch-0001" / "keep.txt").read_text() == "mine"
+    (out / "epoch-0001" / "keep.txt").unlink()
+    (out / "epoch-0001").rmdir()
+    (out / "epoch-0002" / "notes.txt").write_text("mine too")  # inside the run's own epoch folder
+    assert main(RUN + ["--out", str(out), "--overwrite", "--epochs", "1"]) == 2
+    assert "epoch-0002 holds notes.txt, which `onebyone train` did not write: nothing was removed" in (
+        capsys.readouterr().err)
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 2
+    assert main(RUN + ["--out", str(out), "--resume", "--epochs", "3"]) == 0  # epoch 2's folder is left, with it
+    assert (out / "epoch-0002" / "notes.txt").read_text() == "mine too" and not (out / "epoch-0002" / FILE).exists()
+    assert checkpoint.written(out) == ["checkpoint", "epoch-0003"]
+
+
+FILE = checkpoint.FILES[0]
 
 
 def test_a_second_run_of_the_same_folder_is_refused_while_the_first_writes(tmp_path):
