@@ -811,3 +811,45 @@ def test_a_path_that_differs_after_the_norm_alone_still_folds_it_into_the_conv_b
     shared.insert(3, nn.Conv2d(8, 8, 1))
     out, report = fold_batchnorm(shared, example=x)
     assert "another path" not in str(report.skipped) and "called at 2 places" in str(report.skipped)
+
+
+@pytest.mark.parametrize("rewrite", ["fold_batchnorm", "merge_pointwise", "linear_to_conv1x1", "factorize"])
+def test_a_frozen_layer_stays_frozen_through_a_rewrite(rewrite):
+    """Fine-tuning a head on a frozen backbone after a rewrite: the new layers wanted a gradient (a folded bias,
+    a merged or converted layer, factorize's pair came back trainable), so the backbone trained unasked. Each
+    new parameter now wants one as the parameters it stands for did."""
+    import onebyone.torch as obt
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 8), nn.Linear(8, 8), nn.ReLU(),
+                          nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1), model[1].running_var.uniform_(0.5, 2)
+    for p in model[:4].parameters():
+        p.requires_grad_(False)
+    kw = {"rank": 2} if rewrite == "factorize" else {}
+    new, report = getattr(obt, rewrite)(model, example=torch.randn(4, 8), **kw)
+    assert report.changed
+    flags = {n.split(".")[0]: p.requires_grad for n, p in new.named_parameters()}
+    assert flags == {k: k == "5" for k in flags} and "5" in flags and "0" in flags  # only the head trains
+    assert all(p.requires_grad == (n.startswith("5.")) for n, p in model.named_parameters())  # given: untouched
+
+
+def test_a_rewrite_that_unties_a_shared_weight_says_so():
+    """A weight shared by two layers (a tied embedding and head) comes out of linear_to_conv1x1 as two copies:
+    outputs exact, parameters counted twice, and the tie gone for training: said in the report's notes."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Linear(8, 8), nn.Linear(8, 8, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, x):
+            return self.head(torch.relu(self.emb(x)))
+
+    new, report = linear_to_conv1x1(Tied().eval(), example=torch.randn(2, 8))
+    assert new.head.weight is not new.emb.weight and report.params_after > report.params_before
+    assert "emb.weight and head.weight were one shared parameter; the rewritten model holds each as its own copy" in (
+        " ".join(report.notes))
+    _, report = fold_batchnorm(Tied().eval(), example=torch.randn(2, 8))  # nothing rewritten: nothing said
+    assert not any("shared parameter" in n for n in report.notes)

@@ -225,6 +225,8 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
         before, after = analyze(original, example=example), analyze(rewritten, example=example)
     report.params_before, report.macs_before = before.params, before.macs // before.batch_size  # per sample,
     report.params_after, report.macs_after = after.params, after.macs // after.batch_size  # as analyze counts
+    keep_frozen(original, rewritten)
+    report.notes += untied(original, rewritten)
     if inplace and type(rewritten) is type(original):
         _adopt(original, rewritten)
         return original, report
@@ -310,3 +312,37 @@ def _adopt(original: nn.Module, rewritten: nn.Module) -> None:
         setattr(original, name, p)
     for name, b in rewritten.named_buffers(recurse=False):
         setattr(original, name, b)
+
+
+def keep_frozen(original: nn.Module, rewritten: nn.Module) -> None:
+    """Each parameter of ``rewritten`` wants a gradient as the original's did: the one of the same name, else
+    those under its nearest enclosing module (wanted where any did): a frozen layer stays frozen."""
+    old = dict(original.named_parameters(remove_duplicate=False))
+    if all(p.requires_grad for p in old.values()):
+        return  # (nothing frozen: the new parameters' default)
+    for name, p in rewritten.named_parameters(remove_duplicate=False):
+        prefix = name
+        while name not in old and prefix:
+            prefix = prefix.rpartition(".")[0]
+            near = [q for n, q in old.items() if not prefix or n.startswith(prefix + ".")]
+            if near:
+                p.requires_grad_(any(q.requires_grad for q in near))
+                break
+        if name in old:
+            p.requires_grad_(old[name].requires_grad)
+
+
+def untied(original: nn.Module, rewritten: nn.Module) -> list:
+    """Notes naming each parameter the original shares between places (a tied embedding and head) that the
+    rewritten model holds as separate copies (equal values: training would now move them apart)."""
+    places = {}
+    for name, p in original.named_parameters(remove_duplicate=False):
+        places.setdefault(id(p), []).append(name)
+    new = dict(rewritten.named_parameters(remove_duplicate=False))
+    notes = []
+    for names in (n for n in places.values() if len(n) > 1):
+        kept = [n for n in names if n in new]
+        if len({id(new[n]) for n in kept}) > 1 or 0 < len(kept) < len(names):
+            notes.append(f"{' and '.join(names)} were one shared parameter; the rewritten model holds each as its "
+                         "own copy (equal values, no longer tied: training would move them apart)")
+    return notes
