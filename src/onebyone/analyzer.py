@@ -1,6 +1,8 @@
 """``onebyone.analyze``: one entry point for PyTorch and Keras models; imports neither until it sees one."""
 from __future__ import annotations
 
+import warnings
+
 from .checks import check_int
 from .errors import OneByOneError, too_large
 
@@ -17,10 +19,26 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
     Returns a ``ModelStats`` (rows, totals, ``share(by="kind")``, the ops it could not count,
     ``to_dict()`` / ``to_json()`` / ``table()``). MACs are multiply-accumulates, bias excluded;
     FLOPs = 2 x MACs. ``input_size`` is one sample's shape; inputs given in its place (a tensor or array, a
-    tuple or dict of them: ``analyze(model, x)``) are the ``example``.
+    tuple or dict of them: ``analyze(model, x)``) are the ``example``, whose batch is the batch (a
+    ``batch_size`` other than 1 that differs from it is refused). Products it cannot count are named in a
+    warning (and in ``uncounted``); the MAC totals and shares are then those of the products counted.
     """
     input_size, example = _size_or_example(input_size, example)
     check_int(batch_size, "batch_size")
+    stats = _run(model, input_size, example, batch_size, dtype)
+    if example is not None and batch_size != 1 and stats.batch_size != batch_size:
+        raise OneByOneError(f"batch_size={batch_size} was given with an example of batch {stats.batch_size}: the "
+                            "example's batch is the one analyzed; give the example at that batch, or input_size")
+    if stats.uncounted:
+        more = len(stats.uncounted) - 3
+        warnings.warn(f"analyze: {len(stats.uncounted)} part(s) of {stats.model} not counted (``uncounted`` lists "
+                      "them), its MACs are those of the rest: " + "; ".join(
+                          f"{n} ({t}): {why}" for n, t, why in stats.uncounted[:3]) + (
+                          f"; and {more} more" if more > 0 else ""), stacklevel=2)
+    return stats
+
+
+def _run(model, input_size, example, batch_size: int, dtype: str):
     framework = _framework(model)
     if framework == "torch":
         from .torch.collect import analyze as run
@@ -83,4 +101,6 @@ def analyze_spec(spec: str, input_size=None, batch_size: int = 1, model_args=())
     if size is None:
         raise OneByOneError(f"{spec} has no default input size: give one sample's shape with "
                             "--input-size, e.g. --input-size 3 224 224")
-    return analyze(model, input_size=size, batch_size=batch_size)  # a batch too large: says what it needs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (what is not counted is a line of the table these commands show)
+        return analyze(model, input_size=size, batch_size=batch_size)  # a batch too large: says what it needs

@@ -191,7 +191,8 @@ class ModelStats:
 
     def footer(self) -> str:
         s = self.share().get("pointwise", {"macs": 0.0, "weights": 0.0, "params": 0.0})
-        return (f"1x1 convolutions: {s['macs']:.1f}% of MACs, {s['weights']:.1f}% of weights "
+        counted = "counted " if self.uncounted else ""  # (the shares of what could be counted)
+        return (f"1x1 convolutions: {s['macs']:.1f}% of {counted}MACs, {s['weights']:.1f}% of weights "
                 f"({s['params']:.1f}% of all params)")
 
     def summary_lines(self) -> list:

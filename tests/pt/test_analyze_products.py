@@ -1,5 +1,7 @@
 """Every tensor product is counted, checked against PyTorch's own FlopCounterMode (FLOPs / 2), and what
 cannot be counted is named."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -201,3 +203,29 @@ def test_a_product_it_cannot_count_in_many_places_says_how_many():
     s = analyze(Outputs(), example=torch.randn(2, 5, 4))
     assert [(w, t) for w, t, _ in s.uncounted] == [("a", "lstm")]
     assert "2 call(s) of `lstm` in 2 places (the first named)" in s.uncounted[0][2]
+
+
+def test_products_not_counted_are_said_in_a_warning_and_the_shares_are_of_what_was_counted():
+    """The README promises uncounted products "named in a warning": an LSTM's were listed in ``uncounted`` and
+    the table alone, and the footer read "1x1 convolutions: 100.0% of MACs" beside it. A batch_size given
+    with an example of another batch was silently ignored."""
+    from onebyone import OneByOneError
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.rnn = nn.Linear(4, 4), nn.LSTM(4, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(self.proj(x))[0]
+
+    with pytest.warns(UserWarning, match=r"analyze: 1 part\(s\) of Recurrent not counted .* rnn \(lstm\)"):
+        s = analyze(Recurrent(), example=torch.randn(2, 5, 4))
+    assert "1x1 convolutions: 100.0% of counted MACs" in s.footer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clean = analyze(nn.Linear(4, 4), example=torch.randn(2, 5, 4))
+    assert "% of MACs" in clean.footer()
+    with pytest.raises(OneByOneError, match="batch_size=4 was given with an example of batch 3"):
+        analyze(nn.Conv2d(3, 3, 1), example=torch.randn(3, 3, 4, 4), batch_size=4)
+    assert analyze(nn.Conv2d(3, 3, 1), example=torch.randn(3, 3, 4, 4)).batch_size == 3
