@@ -40,8 +40,9 @@ def start_run(model: str, data_name: str | None = None, out=None, *, epochs=None
         done = read_state(out)[0]["epoch"]
         cfg.epochs = epochs or cfg.epochs
         if done >= cfg.epochs:
-            return None, (f"nothing to do: the run in {out} finished epoch {done} of {cfg.epochs}; "
-                          f"pass --epochs N with N > {done} to train it further")
+            return None, (f"nothing to do: the run in {out} finished epoch {done}" + (
+                f" of {cfg.epochs}" if done == cfg.epochs else f", past --epochs {cfg.epochs}")
+                + f"; pass --epochs N with N > {done} to train it further")
     else:
         if not data_name:
             raise OneByOneError("--data is required: digits, shapes3d, a folder of class subfolders, or an .npz file")

@@ -139,7 +139,8 @@ def resume_conflicts(saved: TrainConfig, given: dict) -> list:
     for name, value in given.items():
         if value is None:
             continue
-        have = saved.data_kwargs.get(name) if name in ("size", "n_points") else getattr(saved, name)
+        have = (saved.data_kwargs.get(name, data.option_default(saved.data, name)) if name in ("size", "n_points")
+                else getattr(saved, name))  # (a dataset option left out: the loader's default, what it ran)
         if value != have:
             flag = {"n_points": "--points", "model": "MODEL"}.get(name, "--" + name.replace("_", "-"))
             out.append(f"{flag} {value} (saved: {have})")
@@ -160,8 +161,14 @@ def load_checkpoint(out: Path) -> tuple[nn.Module, TrainConfig]:
         model.load_state_dict(checkpoint.read_tensors(out, "model.safetensors"))
     except RuntimeError as e:
         raise OneByOneError(f"{out}: model.safetensors does not fit {cfg.model} with {cfg.num_classes} classes: "
-                            f"{str(e).splitlines()[0]}") from None
+                            f"{_briefly(e)}") from None
     return model.eval(), cfg
+
+
+def _briefly(e: Exception, most: int = 300) -> str:
+    """An error's text on one line, cut at ``most`` characters (torch lists every missing key of a state_dict)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= most else text[:most] + " ..."
 
 
 def _ddp() -> tuple[int, int]:
@@ -296,8 +303,8 @@ def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until, setup: tu
                 g["weight_decay"] = cfg.weight_decay
             start = int(state["epoch"]) + 1
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({type(e).__name__}: {e}); "
-                                "it is damaged or from another run") from None
+            raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({type(e).__name__}: "
+                                f"{_briefly(e)}); it is damaged or from another run") from None
     previous = torch.get_num_threads()
     training_threads(model, xtr, cfg.batch_size)
     try:

@@ -57,6 +57,13 @@ def test_resume_refuses_options_that_differ_from_the_saved_run_and_says_when_the
     assert "nothing to do: the run in" in said and "finished epoch 1 of 1" in said
     assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "2", "--quiet"]) == 0
     assert checkpoint.read_json(out, "state.json")["epoch"] == 2
+    capsys.readouterr()
+    assert main(["train", "nin_digits", "--out", out, "--resume", "--size", "8"]) == 0  # the size it ran at, by default
+    assert "finished epoch 2 of 2" in capsys.readouterr().out
+    assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "1"]) == 0
+    assert "finished epoch 2, past --epochs 1; pass --epochs N with N > 2" in capsys.readouterr().out
+    assert main(["train", "nin_digits", "--out", out, "--resume", "--size", "28"]) == 2
+    assert "--size 28 (saved: 8)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args,message", [
@@ -421,3 +428,24 @@ def test_maps_never_replaces_a_file_it_was_not_told_to(tmp_path, capsys, monkeyp
     assert (tmp_path / "maps.png").read_text() == "my figure"
     assert main(["maps", out, "test:0", "--out", "maps.png"]) == 0
     assert (tmp_path / "maps.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_model_file_of_another_kind_is_named_in_one_short_line(tmp_path, capsys):
+    """An optimizer's tensors where the model's belong: refused in a line that names the file and the model,
+    not torch's list of every missing key."""
+    import shutil
+
+    from onebyone.train import load_checkpoint
+
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    epoch = out / "epoch-0001"
+    shutil.copy(epoch / "optimizer.safetensors", epoch / "model.safetensors")
+    assert main(RUN + ["--epochs", "2", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint does not fit nin_digits (RuntimeError: Error(s) in loading state_dict" in err
+    assert len(err) < 600 and err.count("\n") == 1
+    with pytest.raises(OneByOneError, match="model.safetensors does not fit nin_digits") as e:
+        load_checkpoint(out)
+    assert len(str(e.value)) < 600

@@ -50,6 +50,14 @@ def load(name: str, split: str = "train", **kwargs):
     )
 
 
+def option_default(name: str, option: str):
+    """The value ``load`` gives ``option`` (``size``, ``n_points``) for dataset ``name`` when none is given;
+    None where it takes no such option."""
+    loader = {"digits": load_digits, "shapes3d": load_shapes3d}.get(name, load_path)
+    p = inspect.signature(loader).parameters.get(option)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
 def images_from_spec(spec: str, test_x) -> tuple[list, bool]:
     """IMAGE as a list of (C, H, W) arrays and whether it came from a file: ``test:N[,M...]`` picks
     samples of ``test_x``, anything else is read as an image file."""
