@@ -853,3 +853,33 @@ def test_a_rewrite_that_unties_a_shared_weight_says_so():
         " ".join(report.notes))
     _, report = fold_batchnorm(Tied().eval(), example=torch.randn(2, 8))  # nothing rewritten: nothing said
     assert not any("shared parameter" in n for n in report.notes)
+
+
+def test_a_norm_over_a_conv_output_reshaped_to_rows_is_skipped_and_the_others_still_fold():
+    """``bn1d(conv(x).reshape(-1, C))`` where the map's width happens to equal C looked like a Linear over
+    tokens (the last axis kept): the fold was tried, the check refused the whole rewrite, and no other norm
+    was folded (a model that runs at one size: no other size to tell the axes apart). That norm is now
+    skipped with a reason and the rest fold."""
+    class Rows(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm1d(4)
+            self.c2, self.bn2, self.head = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Linear(64, 2)
+
+        def forward(self, x):
+            y = self.c(x)
+            y = self.bn(y.reshape(-1, 4)).reshape(y.shape)
+            return self.head(self.bn2(self.c2(y)).flatten(1))
+
+    torch.manual_seed(0)
+    model = Rows().eval()
+    with torch.no_grad():
+        for bn in (model.bn, model.bn2):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 4, 4)
+    new, report = fold_batchnorm(model, example=x)
+    assert report.changed == ["c2 + bn2: Conv2d + BatchNorm2d folded"]
+    assert report.skipped == [("bn", "it reads `c`'s output reshaped to (32, 4): the axis it normalizes is not that "
+                                     "Conv2d's channels")]
+    with torch.no_grad():
+        assert torch.allclose(new(x), model(x), atol=1e-5)

@@ -248,6 +248,7 @@ class _Site:
     after_what: str = ""  # what reads its output, for a reason
     before_branch: str = ""  # a container whose forward may branch between the layer and the BatchNorm
     after_branch: str = ""  # ... between the BatchNorm and the layer after it
+    before_reshaped: bool = False  # its input is the layer's output reshaped (channels last: tokens flattened)
 
 
 _RESHAPES = {"flatten", "reshape", "view", "reshape_as", "view_as", "contiguous"}
@@ -257,19 +258,19 @@ def _producer(calls, ops, key, shape):
     """(the leaf call that made the value ``key``, whether each value on the way is read once, what made it)
     through reshapes that keep the last axis (for a BatchNorm over (N, C)); the call is None where a function
     other than such a reshape, or the model's input, made it."""
-    single = True
+    single, reshaped = True, False
     while key not in calls.producer and key in ops:
         op = ops[key]
         name = getattr(op.func, "__name__", "")
         src = op.args[0] if op.args and isinstance(op.args[0], R.Ref) else None
         if name not in _RESHAPES or src is None or len(shape) != 2 or src.shape[-1] != shape[-1]:
-            return None, False, f"`{name or op.func}`"
+            return None, False, f"`{name or op.func}`", reshaped
         single = single and len(calls.uses[src.key]) == 1
-        key = src.key
+        key, reshaped = src.key, reshaped or src.shape != shape
     prev = calls.producer.get(key)
     return prev, single, (f"`{prev.name}`" if prev is not None else "the model's input" if key in calls.inputs
                           else f"a piece of `{calls.pieces[key]}`'s output" if key in calls.pieces
-                          else "a tensor no layer made (a parameter or a buffer, say)")
+                          else "a tensor no layer made (a parameter or a buffer, say)"), reshaped
 
 
 def _passes_through(call) -> bool:
@@ -284,7 +285,7 @@ def _sites(calls) -> list:
     for c in calls.calls:
         if not isinstance(c.module, _BatchNorm):
             continue
-        prev, single, before_what = _producer(calls, ops, c.input, c.input_shape or ())
+        prev, single, before_what, reshaped = _producer(calls, ops, c.input, c.input_shape or ())
         users = calls.uses.get(c.output, [])
         nxt, value = (users[0] if len(users) == 1 and not isinstance(users[0], str) else None), c.output
         while _passes_through(nxt) and nxt.input == value and len(calls.uses.get(nxt.output, [])) == 1:
@@ -296,7 +297,7 @@ def _sites(calls) -> list:
                          prev is not None and single and len(calls.uses[c.input]) == 1, c.input_shape,
                          nxt.name if nxt else None, nxt is not None and nxt.input == value, c.output_shape,
                          before_what, after_what, R.branching(calls, prev, c) if prev else "",
-                         R.branching(calls, c, nxt) if nxt else ""))
+                         R.branching(calls, c, nxt) if nxt else "", reshaped))
     return out
 
 
@@ -325,7 +326,8 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         if (isinstance(layer, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise)) and not own_forward(layer)
                 and site.before_single and not site.before_branch and counts[id(layer)] == 1 and not read[site.before]
                 and not moved[0]
-                and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)):
+                and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)
+                and not (site.before_reshaped and channel_axis(layer) != "last")):
             w, b = (algebra.fold_affine_after_transposed(numpy64(layer.weight), numpy64(layer.bias), scale, shift,
                                                          layer.groups) if isinstance(layer, CONV_TRANSPOSES) else
                     algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift))
@@ -351,6 +353,9 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             why = f"`{site.before}` is called at {counts[id(layer)]} places: folding would change the other call too"
         elif counts[id(bn)] > 1:
             why = f"the BatchNorm itself is called at {counts[id(bn)]} places"
+        elif layer is not None and site.before_reshaped and channel_axis(layer) != "last":
+            why = (f"it reads `{site.before}`'s output reshaped to {site.before_shape}: the axis it normalizes is "
+                   f"not that {type(layer).__name__}'s channels")
         else:
             why = (f"reads {site.before_what} and is read by {site.after_what}: no conv or linear that it alone "
                    "follows, nor a 1x1 conv or linear that alone reads it"
