@@ -10,6 +10,8 @@ return new arrays in float64 unless the input is float32.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .checks import as_float_array, check_bias, check_int
@@ -107,6 +109,16 @@ def choose_rank(singular_values, energy: float) -> int:
     return int(np.searchsorted(e / e[-1], energy - 1e-12) + 1)
 
 
+def check_rank_energy(rank, energy) -> None:
+    """Exactly one of ``rank`` (an integer >= 1) and ``energy`` (a number in (0, 1]), refused otherwise."""
+    if (rank is None) == (energy is None):
+        raise OneByOneError(f"give exactly one of rank / energy, got rank={rank!r}, energy={energy!r}")
+    if rank is not None:
+        check_int(rank, "rank")
+    elif isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0.0 < energy <= 1.0:
+        raise OneByOneError(f"energy must be a number in (0, 1], got {energy!r}")
+
+
 def truncated_svd(w2d, rank=None, energy=None):
     """W (O, K) ~= B @ A with A (r, K) and B (O, r): the best rank-r approximation (truncated SVD).
 
@@ -122,8 +134,7 @@ def truncated_svd(w2d, rank=None, energy=None):
     (1, 1.0, True)
     """
     w2d = as_float_array(w2d, "w", ndim=2)
-    if (rank is None) == (energy is None):
-        raise OneByOneError(f"give exactly one of rank / energy, got rank={rank!r}, energy={energy!r}")
+    check_rank_energy(rank, energy)
     if not np.isfinite(w2d).all():
         raise OneByOneError(f"the weight of shape {w2d.shape} holds {int((~np.isfinite(w2d)).sum()):,} NaN or "
                             "infinite values: it has no singular values to keep")

@@ -54,8 +54,11 @@ def test_rank_too_large_and_bad_arguments():
         factorize(nn.Linear(10, 8), rank=9)
     with pytest.raises(OneByOneError, match="give exactly one of rank / energy"):
         factorize(nn.Linear(10, 8))
-    with pytest.raises(OneByOneError, match="energy must be in"):
-        factorize(nn.Linear(10, 8), energy=1.5)
+    for bad, said in [({"energy": 1.5}, r"^energy must be a number in \(0, 1\], got 1.5$"),
+                      ({"rank": 0}, r"^rank must be an integer >= 1, got 0"),
+                      ({"energy": "0.9"}, r"^energy must be a number in \(0, 1\], got '0.9'$")]:
+        with pytest.raises(OneByOneError, match=said):  # the argument named, not the first layer
+            factorize(nn.Sequential(nn.Linear(10, 8), nn.Linear(8, 4)), **bad)
     with pytest.raises(OneByOneError, match="kinds entries must be one of"):
         factorize(nn.Linear(10, 8), rank=2, kinds=("attention",))
 
@@ -198,3 +201,10 @@ def test_the_truncation_of_a_float32_weight_is_as_good_as_the_full_svds():
     best = np.linalg.norm(w64 - (uu[:, :r] * s[:r]) @ vt[:r])
     got = np.linalg.norm(w64 - b.astype(np.float64) @ a.astype(np.float64))
     assert a.dtype == b.dtype == np.float32 and got <= 1.01 * best
+
+
+def test_inplace_on_a_single_layer_says_the_pair_is_new():
+    layer = nn.Linear(10, 8)
+    pair, report = factorize(layer, rank=2, inplace=True)
+    assert pair is not layer and isinstance(pair, nn.Sequential) and layer.weight.shape == (8, 10)
+    assert any(n.startswith("inplace=True: a single layer comes back as a new pair") for n in report.notes)

@@ -879,7 +879,7 @@ def test_a_norm_over_a_conv_output_reshaped_to_rows_is_skipped_and_the_others_st
     x = torch.randn(2, 3, 4, 4)
     new, report = fold_batchnorm(model, example=x)
     assert report.changed == ["c2 + bn2: Conv2d + BatchNorm2d folded"]
-    assert report.skipped == [("bn", "it reads `c`'s output reshaped to (32, 4): the axis it normalizes is not that "
-                                     "Conv2d's channels")]
+    assert report.skipped == [("bn", "it reads `c`'s output reshaped to (32, 4): the axis it normalizes is not its "
+                                     "channels")]
     with torch.no_grad():
         assert torch.allclose(new(x), model(x), atol=1e-5)

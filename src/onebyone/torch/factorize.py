@@ -107,6 +107,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     """
     for k in kinds:
         check_choice(k, KINDS, "kinds entries")
+    algebra.check_rank_energy(rank, energy)  # (before any layer: the arguments, not a layer, are wrong)
     single = _kind(model_or_layer) is not None
     model = nn.Sequential(model_or_layer) if single else model_or_layer
     x = probe_input(model, example, input_size)
@@ -130,6 +131,9 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
     if energy is not None:
         report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")
     out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
+    if inplace and single:
+        report.notes.append("inplace=True: a single layer comes back as a new pair (one module cannot become two "
+                            "in place); the layer given is unchanged")
     with torch.no_grad():  # the whole model's output error, all the layers' errors together
         x64 = cast(x, hi)
         y0 = _flat(call(copy_model(model, hi).eval(), x64))

@@ -223,9 +223,22 @@ def _check_eval(model):
             )
 
 
-def _axis_matches(layer, bn, in_or_out_shape) -> bool:
-    """Does the layer's channel axis coincide with the BatchNorm's?"""
+def _axis_why(site, layer, bn) -> str:
+    """Why the norm does not fold into the layer before it for their axes ("" where they match, or where that
+    layer is none a norm folds into)."""
+    if not isinstance(layer, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise)) or _axis_matches(
+            layer, bn, site.before_shape, site.before_reshaped):
+        return ""
+    how = "reshaped to" if site.before_reshaped else "of shape"
+    return f"it reads `{site.before}`'s output {how} {site.before_shape}: the axis it normalizes is not its channels"
+
+
+def _axis_matches(layer, bn, in_or_out_shape, reshaped: bool = False) -> bool:
+    """Does the layer's channel axis coincide with the BatchNorm's? (Through a reshape to rows, only a layer
+    whose channels lie last keeps them on the rows' axis.)"""
     want, have = channel_axis(layer), channel_axis(bn)
+    if reshaped and want != "last":
+        return False
     if want == have:
         return True
     return want == "last" and have == "first" and in_or_out_shape is not None and len(in_or_out_shape) == 2
@@ -326,8 +339,7 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
         if (isinstance(layer, CONVS + CONV_TRANSPOSES + (nn.Linear, Pointwise)) and not own_forward(layer)
                 and site.before_single and not site.before_branch and counts[id(layer)] == 1 and not read[site.before]
                 and not moved[0]
-                and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape)
-                and not (site.before_reshaped and channel_axis(layer) != "last")):
+                and counts[id(bn)] == 1 and _axis_matches(layer, bn, site.before_shape, site.before_reshaped)):
             w, b = (algebra.fold_affine_after_transposed(numpy64(layer.weight), numpy64(layer.bias), scale, shift,
                                                          layer.groups) if isinstance(layer, CONV_TRANSPOSES) else
                     algebra.fold_affine_after(numpy64(layer.weight), numpy64(layer.bias), scale, shift))
@@ -353,9 +365,8 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             why = f"`{site.before}` is called at {counts[id(layer)]} places: folding would change the other call too"
         elif counts[id(bn)] > 1:
             why = f"the BatchNorm itself is called at {counts[id(bn)]} places"
-        elif layer is not None and site.before_reshaped and channel_axis(layer) != "last":
-            why = (f"it reads `{site.before}`'s output reshaped to {site.before_shape}: the axis it normalizes is "
-                   f"not that {type(layer).__name__}'s channels")
+        elif axis := _axis_why(site, layer, bn):
+            why = axis
         else:
             why = (f"reads {site.before_what} and is read by {site.after_what}: no conv or linear that it alone "
                    "follows, nor a 1x1 conv or linear that alone reads it"
