@@ -883,3 +883,41 @@ def test_a_norm_over_a_conv_output_reshaped_to_rows_is_skipped_and_the_others_st
                                      "channels")]
     with torch.no_grad():
         assert torch.allclose(new(x), model(x), atol=1e-5)
+
+
+def test_conv1x1_to_linear_takes_a_view_that_reads_the_batch_and_gives_each_skip_its_own_reason():
+    """``y.view(y.shape[0], -1)`` after a 1x1 conv on a 1x1 map is a flatten (reading the shape is no second
+    use): converted, exact. A strided channels-last Pointwise and an unflattened 1x1 map are skipped for
+    what they are, not as "channels on dim 1"."""
+    class Viewed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            y = self.c(x)
+            return y.view(y.shape[0], -1)
+
+    model, x = Viewed().eval(), torch.randn(2, 8, 1, 1)
+    new, report = conv1x1_to_linear(model, example=x)
+    assert report.changed == ["c: Conv2d on a 1x1 map, then flatten -> Flatten + Linear"]
+    with torch.no_grad():
+        assert torch.allclose(new(x), model(x), atol=1e-6)
+    strided = nn.Sequential(Pointwise(8, 4, channel_dim=-1, stride=2))
+    _, report = conv1x1_to_linear(strided, example=torch.randn(2, 5, 8))
+    assert report.skipped == [("0", "stride 2: nn.Linear has none")]
+    _, report = conv1x1_to_linear(nn.Sequential(nn.Conv2d(8, 4, 1)), example=x)
+    assert report.skipped[0][1].startswith("on a 1x1 map, but not then flattened alone")
+
+
+def test_a_norm_called_at_two_places_is_one_skip():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.c(self.bn(x)))
+
+    _, report = fold_batchnorm(Twice().eval(), example=torch.randn(2, 3, 4, 4))
+    assert report.skipped == [("bn", "the BatchNorm itself is called at 2 places")]

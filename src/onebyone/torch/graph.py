@@ -76,9 +76,16 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
     return root
 
 
-def only_user(node):
-    users = list(node.users)
+def only_user(node, shapes_aside: bool = False):
+    """The one node that uses ``node``'s value, or None; with ``shapes_aside``, reads of its shape alone
+    (``x.shape``, ``x.size()``, ``x.dim()``) are not uses."""
+    users = [u for u in node.users if not (shapes_aside and _reads_shape(u))]
     return users[0] if len(users) == 1 else None
+
+
+def _reads_shape(node) -> bool:
+    return (node.op == "call_function" and getattr(node.target, "__name__", "") == "getattr"
+            and node.args[1:2] == ("shape",)) or (node.op == "call_method" and node.target in ("size", "dim"))
 
 
 def where(node) -> str:

@@ -227,6 +227,8 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     report.params_after, report.macs_after = after.params, after.macs // after.batch_size  # as analyze counts
     keep_frozen(original, rewritten)
     report.notes += untied(original, rewritten)
+    report.skipped = [e for i, e in enumerate(report.skipped) if e not in report.skipped[:i]]  # (a norm called
+    # at two places is one skip)
     if inplace and type(rewritten) is type(original):
         _adopt(original, rewritten)
         return original, report

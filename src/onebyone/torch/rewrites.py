@@ -189,26 +189,26 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
             report.changed.append(f"{node.target}: {m!r} -> Linear({w.shape[1]}, {w.shape[0]})")
             continue
         spatial = (G.shape(node.args[0]) or (0, 0, 0))[2:]
-        user = G.only_user(node)
-        if (
-            channel_axis(m) == "first"
-            and spatial
-            and all(s == 1 for s in spatial)
-            and user is not None
-            and is_flatten(gm, user)
-        ):
+        user = G.only_user(node, shapes_aside=True)  # (``y.view(y.shape[0], -1)`` reads its shape too)
+        one_pixel = channel_axis(m) == "first" and spatial and all(s == 1 for s in spatial)
+        if one_pixel and user is not None and is_flatten(gm, user):
             work = G.replace_module(work, node.target, nn.Sequential(FlattenOnePixel(), lin))
             report.changed.append(f"{node.target}: {type(m).__name__} on a 1x1 map, then flatten -> Flatten + Linear")
             continue
-        report.skipped.append(
-            (
-                node.target,
-                f"channels on dim 1 of a {G.shape(node.args[0])} tensor: nn.Linear acts on the "
-                "last dim, so a swap is valid only on a 1x1 map that is then flattened",
-            )
-        )
+        report.skipped.append((node.target, _not_linear(m, node, one_pixel)))
     del calls  # (it holds every tensor of a forward pass)
     return finish(report, model, work[0] if single else work, x, tol, inplace)
+
+
+def _not_linear(m, node, one_pixel: bool) -> str:
+    """Why the 1x1 layer ``m`` (called at ``node``) is no ``nn.Linear``: a stride, channels on dim 1 of a map
+    larger than one pixel, or a 1x1 map whose output is not then flattened."""
+    if channel_axis(m) == "last":
+        return f"stride {m.stride}: nn.Linear has none"
+    if one_pixel:
+        return "on a 1x1 map, but not then flattened alone (nn.Linear would give (B, O), not (B, O, 1, 1))"
+    return (f"channels on dim 1 of a {G.shape(node.args[0])} tensor: nn.Linear acts on the last dim, so a swap "
+            "is valid only on a 1x1 map that is then flattened")
 
 
 # --- BatchNorm folding ------------------------------------------------------------------------
