@@ -1,5 +1,6 @@
 """ConvAct: a conv and its activation as one oneDNN call with packed weights, the same numbers as F.conv2d."""
 import copy
+import math
 import pickle
 
 import pytest
@@ -106,3 +107,24 @@ def test_both_kernels_of_a_1x1_convact_agree(act):
             (convact._rows_linear, m.weight),
         ):
             torch.testing.assert_close(fn(x, w, m.bias, geom, act), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 100), (2, 3), (2, 3, 4, 5, 6)])
+def test_a_pointwise_on_points_vectors_or_volumes_optimizes_and_is_counted_as_it_runs(shape):
+    """A channels-first Pointwise on (B, C, N), the README's point clouds (or (B, C), or a volume), became a
+    ConvAct whose cost assumed a 2-D conv: optimize raised "a 2-D conv needs input_shape (N, C, *2 spatial
+    sizes)" (blaming the batch axis) in its check, whatever the dtype."""
+    import warnings
+
+    from onebyone import analyze
+    from onebyone.torch import Pointwise, optimize
+
+    torch.manual_seed(0)
+    model, x = nn.Sequential(Pointwise(3, 16), nn.ReLU()).eval(), torch.randn(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a model this small may time no faster: the model given, said)
+        fast, report = optimize(model, x, passes=["conv_acts", "check"])
+    assert any(isinstance(m, ConvAct) for m in fast.modules())
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-6)
+    assert analyze(fast, example=x).macs == analyze(model, example=x).macs == 3 * 16 * math.prod(shape) // 3

@@ -37,14 +37,7 @@ def layer_cost(m: nn.Module, x: torch.Tensor, dtype=None, output=None,
     if hasattr(m, "cost_of_call"):
         return m.cost_of_call(x, dtype)
     if isinstance(m, Pointwise):
-        kw = dict(stride=m.stride, groups=m.groups, bias=m.bias is not None, dtype=dtype)
-        if m.channel_dim == 1 and x.dim() >= 3:
-            c = cost.conv1x1_cost(shape, m.out_channels, spatial_dims=len(shape) - 2, **kw)
-            return conv_kind((1,), m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
-        # channels on the last axis (or (B, C)): padded to the (N, *S, C) form cost expects
-        cl = shape if len(shape) >= 3 else (1,) * (3 - len(shape)) + shape
-        c = cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
-        return conv_kind((1,), m.groups, m.in_channels, math.prod(shape[1:-1])), c
+        return pointwise_cost(m, x, m.stride, m.channel_dim, dtype)
     if isinstance(m, CONVS + INT8_CONVS):
         c = conv_module_cost(m, x, dtype, output)
         return conv_kind(m.kernel_size, m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
@@ -78,6 +71,20 @@ def multihead_attention_costs(m: nn.MultiheadAttention, q_shape, k_shape, v_shap
     d = e // h
     attn = cost.attention_cost((batch, h, length_q, d), (batch, h, keys, d), (batch, h, keys, d), dtype)
     return proj, attn
+
+
+def pointwise_cost(m: nn.Module, x: torch.Tensor, stride: int, channel_dim: int, dtype: str) -> tuple[str, cost.Cost]:
+    """(kind, cost) of a 1x1 layer ``m`` (``in_channels``, ``out_channels``, ``groups``, ``bias``) reading the
+    channels of ``x`` (any rank) on ``channel_dim`` (1 or -1) with ``stride``."""
+    shape = tuple(x.shape)
+    kw = dict(stride=stride, groups=m.groups, bias=m.bias is not None, dtype=dtype)
+    if channel_dim == 1 and x.dim() >= 3:
+        c = cost.conv1x1_cost(shape, m.out_channels, spatial_dims=len(shape) - 2, **kw)
+        return conv_kind((1,), m.groups, m.in_channels, math.prod(c.output_shape[2:])), c
+    # channels on the last axis (or (B, C)): padded to the (N, *S, C) form cost expects
+    cl = shape if len(shape) >= 3 else (1,) * (3 - len(shape)) + shape
+    c = cost.conv1x1_cost(cl, m.out_channels, layout="NHWC", spatial_dims=len(cl) - 2, **kw)
+    return conv_kind((1,), m.groups, m.in_channels, math.prod(shape[1:-1])), c
 
 
 def conv_module_cost(m: nn.Module, x: torch.Tensor, dtype: str, output=None) -> cost.Cost:

@@ -22,7 +22,7 @@ from ...errors import OneByOneError
 from ...stats import conv_kind
 from .. import activations as acts
 from ..functional import pointwise
-from ..layer_cost import conv_module_cost
+from ..layer_cost import conv_module_cost, pointwise_cost
 from ..layers import Pointwise
 from . import private
 from .packed import Kernels, Packed, input_key
@@ -139,7 +139,9 @@ class ConvAct(nn.Module):
         return dict(self.kernels)
 
     def cost_of_call(self, x, dtype: str) -> tuple[str, cost.Cost]:
-        """(kind, the cost of one call on x), as for the nn.Conv2d it replaced."""
+        """(kind, the cost of one call on x), as for the nn.Conv2d or Pointwise it replaced."""
+        if self.any_rank and x.dim() != 4:  # a Pointwise on (B, C, N), (B, C) or (B, C, D, H, W)
+            return pointwise_cost(self, x, self.stride[0], 1, dtype)
         c = conv_module_cost(self, x, dtype)
         return conv_kind(self.kernel_size, self.groups, self.in_channels, math.prod(c.output_shape[2:])), c
 
