@@ -129,3 +129,27 @@ def test_openvino_asked_for_bfloat16_says_what_it_compiled_for():
     assert fast.ran_in in (("bf16", "f32") if REAL.bf16 else ("f32",))  # OpenVINO's own choice where it has both
     with pytest.raises(OneByOneError, match="precision must be 'f32' or 'bf16'.*got 'int8'"):
         OpenVino(model, precision="int8")
+
+
+def test_castio_gives_back_namedtuples_and_nested_outputs_in_the_callers_dtype():
+    """A model returning a namedtuple (detection heads, timm's features) made CastIO raise "Out.__new__()
+    missing 1 required positional argument": each field now comes back in the caller's dtype, as in nested
+    lists and dicts; a float input found inside a list sets that dtype too."""
+    import collections
+
+    Out = collections.namedtuple("Out", "logits feat")
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            y = self.c(x[0] if isinstance(x, list) else x)
+            return Out(y.mean((2, 3)), {"map": [y], "shape": y.shape[1]})
+
+    wrapped = CastIO(copy.deepcopy(Heads()).to(torch.bfloat16), torch.bfloat16)
+    for x in (torch.randn(2, 3, 4, 4), [torch.randn(2, 3, 4, 4)]):
+        out = wrapped(x)
+        assert type(out) is Out and out.logits.dtype == torch.float32 and out.feat["map"][0].dtype == torch.float32
+        assert out.feat["shape"] == 4

@@ -479,7 +479,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     """An eval model rewritten for speed, with the same outputs; returns (model, RewriteReport).
 
     Never slower on ``example`` than the model given: where the rewrite times slower, the model given is
-    returned (a copy) with a warning and a note (the ``keep_faster`` pass).
+    returned (a copy) with a warning and a note (the ``keep_faster`` pass). The model may come back wrapped
+    (``ChannelsLast``, ``CastIO``, an engine's module): the rewritten model, with its attributes, is ``.model``.
 
     The model returned holds its own copies of the weights (folded, merged), none of which wants a gradient:
     it is an inference model, and it runs the form that was timed (under ``no_grad`` or not) unless an input
@@ -518,9 +519,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             top-1 accuracy in points) or ``labels`` (class indices of the held-out samples) a form losing over
             ``accuracy_tol`` points is refused. The fastest form that qualifies is kept where it beats float32;
             else float32, said why. ``report.precision`` gives each form's error, accuracy and time. The form
-            kept checks its first call with each new input size against the float model (an engine's each new
-            batch size, which it quantizes again; ours each new size per sample): past ``dtype_tol``, or at a
-            size per sample an engine's calibration does not fit, a warning, and the float model runs that size.
+            kept checks its first call with each new input size against the float model: past ``dtype_tol``,
+            or at a size per sample an engine's calibration does not fit, a warning, and the float model runs it.
     """
     names = _pass_names(passes)
     req = _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from ..tensors import cast
+from torch.utils._pytree import tree_leaves, tree_map
 
 
 class ChannelsLast(nn.Module):
@@ -42,20 +41,16 @@ class CastIO(nn.Module):
         return self
 
     def forward(self, *args, **kwargs):
-        given = next((t.dtype for t in list(args) + list(kwargs.values())
+        given = next((t.dtype for t in tree_leaves((args, kwargs))
                       if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
-        out = self.model(*cast(args, self.dtype), **cast(kwargs, self.dtype))
-        return out if given is None else _cast_out(out, given)
+        out = self.model(*_cast(args, self.dtype), **_cast(kwargs, self.dtype))
+        return out if given is None else _cast(out, given)
 
     def __repr__(self) -> str:
         return f"CastIO({str(self.dtype).removeprefix('torch.')}, {self.model!r})"
 
 
-def _cast_out(y, dtype):
-    if isinstance(y, torch.Tensor):
-        return y.to(dtype) if y.is_floating_point() else y
-    if isinstance(y, (tuple, list)):
-        return type(y)(_cast_out(v, dtype) for v in y)
-    if isinstance(y, dict):
-        return type(y)({k: _cast_out(v, dtype) for k, v in y.items()})
-    return y
+def _cast(y, dtype):
+    """Each floating-point tensor of ``y`` in ``dtype``, in whatever structure holds it (tuples, namedtuples,
+    lists, dicts, nested); token ids and masks stay integers."""
+    return tree_map(lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v, y)
