@@ -206,6 +206,7 @@ API = [
     ("fold_batchnorm string", lambda: __import__("onebyone.torch").torch.fold_batchnorm("x"), "expected a torch.nn.Module, got str"),
     ("optimize string", lambda: __import__("onebyone.torch").torch.optimize("x"), "expected a torch.nn.Module, got str"),
     ("merge_pointwise wrong example", lambda: __import__("onebyone.torch").torch.merge_pointwise(nn.Sequential(nn.Linear(4, 3)).eval(), example=torch.randn(2, 5)), "cannot run on an input of shape (2, 5)"),
+    ("optimize bfloat16 without its pass", lambda: __import__("onebyone.torch").torch.optimize(nn.Sequential(nn.Conv2d(3, 4, 1)).eval(), torch.randn(1, 3, 8, 8), dtype=torch.bfloat16, passes=["fold"]), "dtype=torch.bfloat16 is made by the 'bfloat16' pass, which passes=['fold'] leaves out"),
     ("factorize rank and energy", lambda: __import__("onebyone.torch").torch.factorize(nn.Linear(4, 3), rank=1, energy=0.5), "give exactly one of rank / energy"),
     ("Pointwise zero channels", lambda: __import__("onebyone.torch").torch.Pointwise(0, 3), "in_channels must be an integer >= 1, got 0"),
     ("SharedMLP unknown activation", lambda: __import__("onebyone.torch").torch.SharedMLP((3, 4), activation="swish"), "activation must be one of"),

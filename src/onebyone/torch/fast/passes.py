@@ -522,7 +522,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             kept checks its first call with each new input size against the float model: past ``dtype_tol``,
             or at a size per sample an engine's calibration does not fit, a warning, and the float model runs it.
     """
-    names = _pass_names(passes)
+    names = _pass_names(passes, dtype)
     req = _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, compile, calibration, evaluate,
                    labels, accuracy_tol)
     report = OptimizeReport("optimize")
@@ -638,8 +638,9 @@ def _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, c
                    compile, calibration, evaluate, labels, check_tolerance(accuracy_tol, "accuracy_tol"))
 
 
-def _pass_names(passes) -> list:
-    """The passes to run in ``PASSES``' order, ``check`` included; unknown names refused."""
+def _pass_names(passes, dtype=None) -> list:
+    """The passes to run in ``PASSES``' order, ``check`` included; unknown names refused, as is a list that
+    leaves out the pass ``dtype`` asks for (it would come back float32, unsaid)."""
     if passes is None:
         return list(PASSES)
     if isinstance(passes, (str, bytes)) or not hasattr(passes, "__iter__"):
@@ -650,4 +651,8 @@ def _pass_names(passes) -> list:
     unknown = [p for p in passes if p not in PASSES]
     if unknown:
         raise OneByOneError(f"unknown pass(es) {unknown}: optimize's passes are {list(PASSES)}")
+    want = {torch.bfloat16: "bfloat16", torch.int8: "int8"}.get(dtype) if isinstance(dtype, torch.dtype) else None
+    if want is not None and want not in passes:
+        raise OneByOneError(f"dtype={dtype} is made by the {want!r} pass, which passes={passes} leaves out: add it, "
+                            "or leave dtype out for float32")
     return [p for p in PASSES if p in passes or p == "check"]
