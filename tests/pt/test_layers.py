@@ -284,3 +284,17 @@ def test_a_scripted_pointwise_computes_what_the_eager_one_does_with_groups_and_s
         layer = Pointwise(4, 6, groups=groups, stride=stride, channel_dim=channel_dim).eval()
         with torch.no_grad():
             torch.testing.assert_close(torch.jit.script(layer)(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mlp,shape,said", [
+    (dict(widths=(3, 8)), (2, 4, 10), r"SharedMLP\(\(3, 8\)\) takes \(B, 3, N...\), got shape \(2, 4, 10\)"),
+    (dict(widths=(3, 8), pool="max"), (2, 3), r"takes \(B, 3, N...\): positions to max-pool over, got shape \(2, 3\)"),
+    (dict(widths=(3, 8), pool="avg", channel_dim=-1), (2, 3), r"takes \(B, N..., 3\): positions to avg-pool over"),
+])
+def test_shared_mlp_names_the_input_as_given_when_it_cannot_take_it(mlp, shape, said):
+    """A wrong channel count was reported on the (B, C, N, 1) image SharedMLP makes inside; a pool over a
+    (B, C) input raised an IndexError (a RuntimeError from flatten with channels last)."""
+    from onebyone.torch import SharedMLP
+
+    with pytest.raises(OneByOneError, match=said):
+        SharedMLP(**mlp)(torch.randn(shape))

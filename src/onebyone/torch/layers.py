@@ -242,6 +242,8 @@ class SharedMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
+        if not torch.jit.is_scripting():  # (TorchScript compiles the rest alone: torch checks the shapes)
+            self._check_input(x)
         if self.channel_dim == 1:  # (B, C, N) runs as a channels_last (B, C, N, 1) image: oneDNN's conv and
             x = _points_out(self.layers(_points_in(x)), x)  # BatchNorm are fast there; (B, C_out, *S)
         else:
@@ -251,6 +253,19 @@ class SharedMLP(nn.Module):
         if self.channel_dim == 1:
             return _pool(x.flatten(2), self.pool, 2)  # (B, C, *S) -> (B, C, P) -> (B, C)
         return _pool(x.flatten(1, -2), self.pool, 1)  # (B, *S, C) -> (B, P, C) -> (B, C)
+
+    @torch.jit.unused
+    def _check_input(self, x) -> None:
+        """A clear error, naming the input as given, for one without the first width's channels on
+        ``channel_dim`` or, with a pool, without positions to pool over (torch.fx and tracing: no shapes)."""
+        if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing():
+            return
+        c, least = self.widths[0], 3 if self.pool else 2 if self.channel_dim == 1 else 1
+        if not isinstance(x, torch.Tensor) or x.dim() < least or x.shape[self.channel_dim] != c:
+            form = (f"(B, {c}, N...)" if self.channel_dim == 1 else f"(B, N..., {c})") + (
+                f": positions to {self.pool}-pool over" if self.pool else "")
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise OneByOneError(f"{self!r} takes {form}, got {got}")
 
     def __repr__(self) -> str:
         args = [repr(self.widths)] + [
