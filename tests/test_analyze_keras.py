@@ -124,3 +124,30 @@ def test_causal_transposed_and_one_dimensional_depthwise_convs_are_counted():
     dw = keras.Sequential([keras.Input((10, 4)), L.DepthwiseConv1D(3), L.SeparableConv1D(6, 3)])
     s = analyze(dw)
     assert s.macs == 8 * 4 * 3 + 6 * 4 * 3 + 6 * 4 * 6 and s.params == dw.count_params() and s.uncounted == []
+
+
+def test_products_a_subclassed_models_call_runs_outside_layers_are_named_with_their_macs():
+    """Attention written with ``ops.matmul`` in a subclassed model's ``call``: the analyzer saw its Dense alone
+    (2,560 of 14,080 MACs) and said nothing. torch's FlopCounterMode, run beside it, names the 11,520 MACs
+    it could not place, in ``uncounted`` and a warning; a model of layers alone gets no such entry."""
+    import numpy as np
+
+    class Attention(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(16)
+            self.w = self.add_weight(shape=(16, 16))
+
+        def call(self, x):
+            h = self.d(x)  # (2, 10, 16)
+            a = keras.ops.softmax(keras.ops.matmul(h, keras.ops.transpose(h, (0, 2, 1))))  # 2*10*10*16 MACs
+            return keras.ops.matmul(a, h) @ self.w  # 2*10*10*16 + 2*10*16*16
+
+    x = np.random.default_rng(0).random((2, 10, 8)).astype("float32")
+    outside = 2 * (2 * 10 * 10 * 16) + 2 * 10 * 16 * 16  # the two attention products, then @ w
+    with pytest.warns(UserWarning, match=f"{outside:,} MACs of products torch's FlopCounterMode saw beyond the"):
+        s = analyze(Attention(), example=x)
+    assert s.macs == 2 * 10 * 8 * 16 and [u[0] for u in s.uncounted] == ["(the model's own call)"]
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(5)])
+    assert analyze(plain).uncounted == []
