@@ -499,8 +499,8 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
             with the weights converted once; inputs and outputs stay in the caller's dtype. The float32
             rewrite is checked at ``tol`` first; the bfloat16 model's error against the original float32
             one must stay within ``dtype_tol`` of the output scale (``report.precision`` gives it, and both
-            precisions' times; a warning where bfloat16 runs no faster). On a CPU without bfloat16 products
-            float32 is kept, with a warning and a note.
+            precisions' times; a warning where bfloat16 runs no faster; oneDNN's bfloat16 convs may carry a
+            NaN one position further). On a CPU without bfloat16 products float32 is kept, said.
         compile: also weigh ``torch.compile`` (``Compiled``: Inductor with freezing), which takes seconds
             to minutes and needs a C++ compiler. Whatever ``compile`` says, in float32 the engines that are
             installed are weighed: onnxruntime (``OnnxRuntime``, ``pip install onebyone[onnx]``) and
