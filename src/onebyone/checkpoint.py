@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 from .errors import OneByOneError
@@ -77,15 +76,16 @@ def _record(out: Path, names) -> None:
     os.replace(tmp, out / MANIFEST)
 
 
-def check_run_folder(out, resume: bool) -> Path:
+def check_run_folder(out, resume: bool, epochs: range = range(0)) -> Path:
     """Refuse ``out`` as a run folder, before anything is written: for ``resume``, a folder without a run;
     for a new run, a folder holding one (continue it, or ``clear`` it first) or a folder that is not empty
-    and holds no run, so that nothing of the user's is ever mixed with, or removed by, a run."""
+    and holds no run, so that nothing of the user's is ever mixed with, or removed by, a run. ``epochs``: those
+    a resumed run will save (a folder of that name it did not write is refused)."""
     out = Path(out)
     if resume:
         if folder(out) is None:
             raise OneByOneError(f"--resume needs a run folder written by `onebyone train`, got {out}")
-        _check_epoch_names(out, "the run goes on")
+        _check_epoch_names(out, "--resume", epochs)
         return out
     if out.exists() and not out.is_dir():
         raise OneByOneError(f"the run folder {out} is a file; expected a folder (existing or new)")
@@ -189,9 +189,9 @@ def clear(out) -> None:
     _record(out, [])
 
 
-def check_clearable(out) -> None:
+def check_clearable(out, epochs: range = range(0)) -> None:
     """Refuse to clear ``out`` unless our manifest lists what its run wrote, its epoch folders hold only the
-    files a run writes, and no other ``epoch-NNNN`` lies where the new run will write one (checked before
+    files a run writes, and no folder of the ``epochs`` the new run saves lies there unlisted (checked before
     anything is removed or trained)."""
     out = Path(out)
     if not (out / MANIFEST).is_file():
@@ -205,14 +205,15 @@ def check_clearable(out) -> None:
         if extra:
             raise OneByOneError(f"--overwrite: {out / name} holds {', '.join(extra[:8])}, which `onebyone train` did "
                                 "not write: nothing was removed; move them away first")
-    _check_epoch_names(out, "--overwrite")
+    _check_epoch_names(out, "--overwrite", epochs)
 
 
-def _check_epoch_names(out: Path, who: str) -> None:
-    """Refuse an ``epoch-NNNN`` entry in ``out`` that its manifest does not list: the run would save an epoch
-    under that name and has no right to remove it (refused before any epoch is trained)."""
+def _check_epoch_names(out: Path, who: str, epochs: range) -> None:
+    """Refuse an ``epoch-NNNN`` of ``epochs`` in ``out`` that its manifest does not list: the run would save
+    that epoch under that name and has no right to remove it (refused before any epoch is trained)."""
     ours = set(written(out))
-    foreign = sorted(p.name for p in out.iterdir() if re.fullmatch(r"epoch-\d+", p.name) and p.name not in ours)
+    foreign = [n for n in (f"epoch-{e:04d}" for e in epochs)
+               if n not in ours and ((out / n).exists() or (out / n).is_symlink())]
     if foreign:
         raise OneByOneError(f"{who}: {out} holds {', '.join(foreign[:8])}, not written by its run, where the run "
                             "saves its epochs: nothing was removed; move them away first")
@@ -220,7 +221,11 @@ def _check_epoch_names(out: Path, who: str) -> None:
 
 def _remove_epoch(path: Path, keep_foreign: bool = False) -> None:
     """Remove an epoch folder a run wrote: its checkpoint files, then the folder. Anything else in it was put
-    there by someone else: refused, or with ``keep_foreign`` left in place with its folder."""
+    there by someone else: refused, or with ``keep_foreign`` left in place with its folder. A link in its
+    place (to a folder of the user's) is removed alone."""
+    if path.is_symlink():
+        path.unlink()
+        return
     for name in FILES:
         if (path / name).is_file() or (path / name).is_symlink():
             (path / name).unlink()

@@ -216,8 +216,9 @@ class ModelStats:
         return lines
 
     def cells(self, depth: int | None = None) -> tuple[tuple, list]:
-        """(header, rows of strings) of the per-layer table, rows folded at ``depth`` if given; the
-        columns from "params" on are numbers (right-aligned)."""
+        """(header, rows of strings) of the per-layer table, rows folded at ``depth`` if given (``grouped``:
+        0 keeps the top-level modules, as ``onebyone summary --depth 1``); the columns from "params" on are
+        numbers (right-aligned)."""
         rows = self.rows if depth is None else self.grouped(depth)
         shape = lambda s: "x".join(map(str, s))  # noqa: E731
         body = [(r.name, r.type, r.kind, shape(r.input_shape), shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}",

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import checkpoint, data
 from .checks import check_choice
-from .errors import OneByOneError
+from .errors import OneByOneError, reason
 from .progress import Bar
 from .zoo import create_model, model_info
 
@@ -160,15 +160,9 @@ def load_checkpoint(out: Path) -> tuple[nn.Module, TrainConfig]:
     try:
         model.load_state_dict(checkpoint.read_tensors(out, "model.safetensors"))
     except RuntimeError as e:
-        raise OneByOneError(f"{out}: model.safetensors does not fit {cfg.model} with {cfg.num_classes} classes: "
-                            f"{_briefly(e)}") from None
+        raise OneByOneError(f"{out}: model.safetensors does not fit {cfg.model} with {cfg.num_classes} classes "
+                            f"({reason(e, 300)})") from None
     return model.eval(), cfg
-
-
-def _briefly(e: Exception, most: int = 300) -> str:
-    """An error's text on one line, cut at ``most`` characters (torch lists every missing key of a state_dict)."""
-    text = " ".join(str(e).split())
-    return text if len(text) <= most else text[:most] + " ..."
 
 
 def _ddp() -> tuple[int, int]:
@@ -222,13 +216,15 @@ def train(
     if out is None or int(os.environ.get("RANK", "0")) != 0:  # under DDP only rank 0 writes, and locks
         return _train(cfg, None if out is None else Path(out), resume, progress, until, setup)
     out = Path(out)
+    done = read_state(out)[0]["epoch"] if resume and checkpoint.folder(out) is not None else 0
+    saves = range(done + 1, cfg.epochs + 1)  # the epochs it will save
     if overwrite and not resume and checkpoint.folder(out) is not None:
-        checkpoint.check_clearable(out)  # before the lock marks the folder: no manifest, nothing of it is ours
+        checkpoint.check_clearable(out, saves)  # before the lock marks the folder: no manifest, nothing is ours
         with checkpoint.lock(out):
             checkpoint.clear(out)
-    checkpoint.check_run_folder(out, resume)
+    checkpoint.check_run_folder(out, resume, saves)
     with checkpoint.lock(out):
-        checkpoint.check_run_folder(out, resume)  # again, now that no other run can write it
+        checkpoint.check_run_folder(out, resume, saves)  # again, now that no other run can write it
         return _train(cfg, out, resume, progress, until, setup)
 
 
@@ -303,8 +299,8 @@ def _train(cfg: TrainConfig, out, resume: bool, progress: bool, until, setup: tu
                 g["weight_decay"] = cfg.weight_decay
             start = int(state["epoch"]) + 1
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({type(e).__name__}: "
-                                f"{_briefly(e)}); it is damaged or from another run") from None
+            raise OneByOneError(f"{out}: the checkpoint does not fit {cfg.model} ({reason(e, 300)}); it is "
+                                "damaged or from another run") from None
     previous = torch.get_num_threads()
     training_threads(model, xtr, cfg.batch_size)
     try:

@@ -139,6 +139,9 @@ def test_castio_gives_back_namedtuples_and_nested_outputs_in_the_callers_dtype()
 
     Out = collections.namedtuple("Out", "logits feat")
 
+    class Fields(dict):  # a dict of the user's own kind (torch's pytree does not look inside it)
+        pass
+
     class Heads(nn.Module):
         def __init__(self):
             super().__init__()
@@ -146,10 +149,11 @@ def test_castio_gives_back_namedtuples_and_nested_outputs_in_the_callers_dtype()
 
         def forward(self, x):
             y = self.c(x[0] if isinstance(x, list) else x)
-            return Out(y.mean((2, 3)), {"map": [y], "shape": y.shape[1]})
+            return Out(y.mean((2, 3)), Fields({"map": [y], "shape": y.shape[1]}))
 
     wrapped = CastIO(copy.deepcopy(Heads()).to(torch.bfloat16), torch.bfloat16)
     for x in (torch.randn(2, 3, 4, 4), [torch.randn(2, 3, 4, 4)]):
         out = wrapped(x)
         assert type(out) is Out and out.logits.dtype == torch.float32 and out.feat["map"][0].dtype == torch.float32
+        assert type(out.feat) is Fields
         assert out.feat["shape"] == 4

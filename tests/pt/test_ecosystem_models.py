@@ -269,6 +269,9 @@ def test_a_library_that_is_missing_or_does_not_load_is_told_apart(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", missing)
     with pytest.raises(OneByOneError, match=r"timm is not installed; install it \(pip install timm\)"):
         from_spec("timm:resnet18")
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: missing("huggingface_hub.utils"))
+    with pytest.raises(OneByOneError, match="timm imports huggingface_hub, which is not installed"):
+        from_spec("timm:resnet18")
     monkeypatch.setattr(importlib, "import_module", broken)
     with pytest.raises(OneByOneError, match="timm is installed but does not import beside torch .*torchvision::nms"):
         from_spec("timm:resnet18")

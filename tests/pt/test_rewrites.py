@@ -909,6 +909,21 @@ def test_conv1x1_to_linear_takes_a_view_that_reads_the_batch_and_gives_each_skip
     _, report = conv1x1_to_linear(nn.Sequential(nn.Conv2d(8, 4, 1)), example=x)
     assert report.skipped[0][1].startswith("on a 1x1 map, but not then flattened alone")
 
+    class Sized(nn.Module):  # reads sizes past the batch: (B, O, 1, 1) is still wanted there, skipped
+        def __init__(self):
+            super().__init__()
+            self.c, self.d = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            y = self.c(x)
+            return y.reshape(y.size(0), y.size(1) * y.size(2) * y.size(3)) + self.d(x).flatten(1)
+
+    model = Sized().eval()
+    new, report = conv1x1_to_linear(model, example=x)
+    assert [n for n, _ in report.skipped] == ["c"] and report.changed[0].startswith("d: Conv2d on a 1x1 map")
+    with torch.no_grad():
+        assert torch.allclose(new(x), model(x), atol=1e-6)
+
 
 def test_a_norm_called_at_two_places_is_one_skip():
     class Twice(nn.Module):

@@ -255,33 +255,41 @@ def test_a_run_and_overwrite_remove_only_what_a_run_wrote(tmp_path):
 
 def test_overwrite_and_resume_refuse_a_users_epoch_folder_before_removing_or_training_anything(tmp_path, capsys):
     """An ``epoch-0001`` of the user's beside a run: --overwrite removed the run, trained, then could not save
-    (the folder was not its own): the old run and the new epoch were both lost. Now it is refused before
-    anything is removed, as is a file of the user's inside the run's own epoch folder (which --overwrite
-    deleted), and --resume is refused before an epoch is trained for a name it may not save under. A file
-    put in an older epoch folder is left there when training moves on."""
+    (the folder was not its own): the old run and the new epoch were both lost. Now a folder of the user's
+    under a name the run will save is refused before anything is removed (--overwrite) or trained (--resume),
+    as is a file of the user's inside the run's own epoch folder (which --overwrite deleted); names it will
+    not save are no matter. A file put in an older epoch folder is left there, with the folder, when training
+    moves on, and a link in a listed folder's place is removed alone (not the files it leads to)."""
     out = tmp_path / "run"
     assert main(RUN + ["--epochs", "2", "--out", str(out)]) == 0
     before = checkpoint.read_tensors(out, "model.safetensors")
-    (out / "epoch-0001").mkdir()
-    (out / "epoch-0001" / "keep.txt").write_text("mine")
-    for extra in (["--overwrite", "--epochs", "1"], ["--resume", "--epochs", "3"]):
+    for mine, extra in (("epoch-0001", ["--overwrite", "--epochs", "1"]),
+                        ("epoch-0003", ["--resume", "--epochs", "3"])):
+        (out / mine).mkdir()
+        (out / mine / "keep.txt").write_text("mine")
         assert main(RUN + ["--out", str(out), *extra]) == 2
-        assert "epoch-0001, not written by its run, where the run saves its epochs: nothing was removed" in (
+        assert f"{mine}, not written by its run, where the run saves its epochs: nothing was removed" in (
             capsys.readouterr().err)
         after = checkpoint.read_tensors(out, "model.safetensors")
-        assert all(torch.equal(before[k], after[k]) for k in before) and checkpoint.written(out) == [
-            "checkpoint", "epoch-0002"]
-    assert (out / "epoch-0001" / "keep.txt").read_text() == "mine"
-    (out / "epoch-0001" / "keep.txt").unlink()
-    (out / "epoch-0001").rmdir()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert checkpoint.written(out) == ["checkpoint", "epoch-0002"]
+        assert (out / mine / "keep.txt").read_text() == "mine"
+    (out / "epoch-0003" / "keep.txt").unlink()
+    (out / "epoch-0003").rmdir()
     (out / "epoch-0002" / "notes.txt").write_text("mine too")  # inside the run's own epoch folder
-    assert main(RUN + ["--out", str(out), "--overwrite", "--epochs", "1"]) == 2
+    assert main(RUN + ["--out", str(out), "--overwrite", "--epochs", "2"]) == 2
     assert "epoch-0002 holds notes.txt, which `onebyone train` did not write: nothing was removed" in (
         capsys.readouterr().err)
     assert checkpoint.read_json(out, "state.json")["epoch"] == 2
-    assert main(RUN + ["--out", str(out), "--resume", "--epochs", "3"]) == 0  # epoch 2's folder is left, with it
+    assert main(RUN + ["--out", str(out), "--resume", "--epochs", "3"]) == 0  # the user's epoch-0001 no matter
     assert (out / "epoch-0002" / "notes.txt").read_text() == "mine too" and not (out / "epoch-0002" / FILE).exists()
     assert checkpoint.written(out) == ["checkpoint", "epoch-0003"]
+    assert main(RUN + ["--out", str(out), "--resume", "--epochs", "4"]) == 0  # epoch-0002, left, is no matter
+    archive = tmp_path / "archive"
+    (out / "epoch-0004").rename(archive)  # the user moves the listed folder away and links it back
+    (out / "epoch-0004").symlink_to(archive)
+    assert main(RUN + ["--out", str(out), "--resume", "--epochs", "5"]) == 0
+    assert (archive / FILE).is_file() and not (out / "epoch-0004").exists()
 
 
 FILE = checkpoint.FILES[0]

@@ -34,8 +34,7 @@ def is_path(name) -> bool:
 def load(name: str, split: str = "train", **kwargs):
     """``(x, y)`` for a named dataset or a path (see the module docstring)."""
     check_choice(split, ("train", "test"), "split")
-    loader = {"digits": load_digits, "shapes3d": load_shapes3d}.get(name, load_path)
-    takes = [p for p in inspect.signature(loader).parameters if p not in ("split", "path")]
+    takes = [p for p in inspect.signature(_loader(name)).parameters if p not in ("split", "path")]
     if set(kwargs) - set(takes):
         extra = sorted(set(kwargs) - set(takes))
         raise OneByOneError(f"{name} does not take {extra}; it takes {takes or 'no options'}")
@@ -50,11 +49,14 @@ def load(name: str, split: str = "train", **kwargs):
     )
 
 
+def _loader(name: str):
+    return {"digits": load_digits, "shapes3d": load_shapes3d}.get(name, load_path)
+
+
 def option_default(name: str, option: str):
     """The value ``load`` gives ``option`` (``size``, ``n_points``) for dataset ``name`` when none is given;
     None where it takes no such option."""
-    loader = {"digits": load_digits, "shapes3d": load_shapes3d}.get(name, load_path)
-    p = inspect.signature(loader).parameters.get(option)
+    p = inspect.signature(_loader(name)).parameters.get(option)
     return None if p is None or p.default is inspect.Parameter.empty else p.default
 
 

@@ -76,16 +76,19 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
     return root
 
 
-def only_user(node, shapes_aside: bool = False):
-    """The one node that uses ``node``'s value, or None; with ``shapes_aside``, reads of its shape alone
-    (``x.shape``, ``x.size()``, ``x.dim()``) are not uses."""
-    users = [u for u in node.users if not (shapes_aside and _reads_shape(u))]
+def only_user(node, batch_aside: bool = False):
+    """The one node that uses ``node``'s value, or None; with ``batch_aside``, reads of its batch size alone
+    (``x.shape[0]``, ``x.size(0)``: what a flatten to (B, -1) reads) are not uses."""
+    users = [u for u in node.users if not (batch_aside and _reads_batch(u))]
     return users[0] if len(users) == 1 else None
 
 
-def _reads_shape(node) -> bool:
+def _reads_batch(node) -> bool:
+    if node.op == "call_method" and node.target == "size":
+        return node.args[1:] == (0,) or node.kwargs.get("dim") == 0
     return (node.op == "call_function" and getattr(node.target, "__name__", "") == "getattr"
-            and node.args[1:2] == ("shape",)) or (node.op == "call_method" and node.target in ("size", "dim"))
+            and node.args[1:2] == ("shape",) and bool(node.users)
+            and all(getattr(u.target, "__name__", "") == "getitem" and u.args[1:] == (0,) for u in node.users))
 
 
 def where(node) -> str:

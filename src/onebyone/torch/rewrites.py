@@ -189,7 +189,7 @@ def conv1x1_to_linear(model: nn.Module, *, example=None, input_size=None, inplac
             report.changed.append(f"{node.target}: {m!r} -> Linear({w.shape[1]}, {w.shape[0]})")
             continue
         spatial = (G.shape(node.args[0]) or (0, 0, 0))[2:]
-        user = G.only_user(node, shapes_aside=True)  # (``y.view(y.shape[0], -1)`` reads its shape too)
+        user = G.only_user(node, batch_aside=True)  # (``y.view(y.shape[0], -1)`` reads its batch too)
         one_pixel = channel_axis(m) == "first" and spatial and all(s == 1 for s in spatial)
         if one_pixel and user is not None and is_flatten(gm, user):
             work = G.replace_module(work, node.target, nn.Sequential(FlattenOnePixel(), lin))

@@ -178,9 +178,12 @@ def batch_size(example) -> int:
     return int(first.shape[0])
 
 
-def cast(example, dtype):
-    """The example with its floating-point tensors in ``dtype`` (token ids and masks stay integers)."""
-    return _map(example, lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+def cast(value, dtype):
+    """``value`` (an example, a model's outputs: tensors in tuples, namedtuples, lists and dicts, nested) with
+    its floating-point tensors in ``dtype``; token ids and masks stay integers, other values as they are."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    return _map(value, lambda v: cast(v, dtype)) if isinstance(value, (dict, tuple, list)) else value
 
 
 def precise_dtype(model: nn.Module, example) -> torch.dtype:
@@ -263,7 +266,11 @@ def samples_apart(model: nn.Module, example) -> bool:
 def _map(example, one):
     """``one`` applied to each value of an example (a dict's values, a tuple's items, or the one value)."""
     if isinstance(example, dict):
-        return {k: one(v) for k, v in example.items()}
+        mapped = {k: one(v) for k, v in example.items()}
+        try:
+            return type(example)(mapped)  # (an OrderedDict, a Hugging Face ModelOutput: its own kind)
+        except TypeError:
+            return mapped
     if isinstance(example, (tuple, list)):
         values = [one(v) for v in example]
         return type(example)(*values) if hasattr(example, "_fields") else type(example)(values)  # (a namedtuple)
@@ -359,7 +366,8 @@ def evaluating(*models: nn.Module):
 @contextlib.contextmanager
 def random_kept():
     """The global random states (torch's CPU generator, Python's ``random``, NumPy's) as they were, after the
-    block: what runs inside (calibration tools, samplers) leaves a caller's seeded sequence where it was."""
+    block: what runs inside (calibration tools, samplers) leaves a caller's seeded sequence where it was.
+    Draws other threads make meanwhile are rewound with it; CUDA's generators are not touched."""
     states = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
     try:
         yield

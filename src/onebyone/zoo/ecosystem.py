@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from ..errors import OneByOneError
+from ..errors import OneByOneError, reason
 
 LIBRARIES = ("timm", "torchvision")
 VIDEO_FRAMES = 16  # torchvision's video models publish a crop, not a clip length: 16 frames, as in their recipes
@@ -15,15 +15,18 @@ def _library(name: str):
     try:
         return importlib.import_module(name)
     except Exception as e:  # noqa: BLE001 - ImportError, or a build that does not load beside this torch
-        said = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-        if isinstance(e, ModuleNotFoundError) and e.name == name:
+        missing = e.name.split(".")[0] if isinstance(e, ModuleNotFoundError) and e.name else None
+        if missing == name:
             raise OneByOneError(f"{name} is not installed; install it (pip install {name}) to build {name}: "
+                                "models") from None
+        if missing:
+            raise OneByOneError(f"{name} imports {missing}, which is not installed: install it to build {name}: "
                                 "models") from None
         import torch
 
-        raise OneByOneError(f"{name} is installed but does not import beside torch {torch.__version__} ({said}): "
-                            f"install builds of {name} and of what it imports made for this torch to build "
-                            f"{name}: models") from None
+        raise OneByOneError(f"{name} is installed but does not import beside torch {torch.__version__} "
+                            f"({reason(e, 160)}): install builds of {name} and of what it imports made for this "
+                            f"torch to build {name}: models") from None
 
 
 def _unknown(library: str, name: str, names: list) -> OneByOneError:

@@ -94,8 +94,9 @@ def calibration_batches(calibration, example) -> list:
                for g in got):
             raise OneByOneError(f"calibration batch {i} holds NaN or infinite values: ranges observed on it would "
                                 "be meaningless")
-    if all(bool(t.min() == t.max()) for b in batches for t in example_values(b) if isinstance(t, torch.Tensor)
-           and t.numel()):
+    columns = zip(*(example_values(b) for b in batches))  # each input across the batches
+    if all(len({float(t.min()) for t in ts} | {float(t.max()) for t in ts}) == 1 for ts in columns
+           if all(isinstance(t, torch.Tensor) and t.numel() for t in ts)):
         raise OneByOneError("every calibration batch is constant (each of its tensors one value throughout, such "
                             "as zeros): ranges observed on them say nothing of real inputs, and the int8 forms "
                             "could not be checked on them; give batches of real inputs")
@@ -169,19 +170,23 @@ CAT_NOTICE = "All inputs of this cat operator must share the same quantization p
 
 
 def int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: nn.Module, calibration,
-         tol: float, accuracy_tol: float, evaluate=None, labels=None) -> nn.Module:
+         tol: float, accuracy_tol: float, evaluate=None, labels=None, probed: bool = False) -> nn.Module:
     """The fastest int8 form of ``folded`` (the exactly rewritten float model) within ``tol`` of the output
     scale against ``given`` on held-out calibration batches and, with ``evaluate`` (model -> accuracy in
     points) or ``labels``, losing at most ``accuracy_tol`` points; ``work`` (the float32 rewrite) where no
     form qualifies or none runs faster. ``report.precision`` gives each form's error, time and accuracy, and
-    for each layer (``layers``) the precision it runs in and the output error with that layer alone in int8."""
+    for each layer (``layers``) the precision it runs in and the output error with that layer alone in int8.
+    Each form's error on the example ``x`` (unless ``probed``: made up, not given) where no calibration batch is
+    it, beside: the form kept past ``tol`` there is said in a warning (the calibration may not be like it)."""
     with warnings.catch_warnings():  # torch's notice at each quantized cat of each run (a dozen a call on
         warnings.filterwarnings("ignore", message=CAT_NOTICE)  # dla34): the requantizing is in each form's error
-        return _int8(work, folded, x, report, given, calibration, tol, accuracy_tol, evaluate, labels)
+        kept = _int8(work, folded, x, report, given, calibration, tol, accuracy_tol, evaluate, labels, probed)
+    _example_said(report, tol)
+    return kept
 
 
 def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: nn.Module, calibration,
-          tol: float, accuracy_tol: float, evaluate=None, labels=None) -> nn.Module:
+          tol: float, accuracy_tol: float, evaluate=None, labels=None, probed: bool = False) -> nn.Module:
     """``int8``'s work."""
     batches = calibration_batches(calibration, x)
     (observe, held), plain = split(batches), plain_layers(folded, x)
@@ -208,8 +213,10 @@ def _int8(work: nn.Module, folded: nn.Module, x, report: OptimizeReport, given: 
     alone = {n: r["int8_alone_error"] for n, r in precision["layers"].items()}
     forms = _worst(_forms(plain, x, observe, held, want, tol, report, _by_sensitivity(layers, alone)), given, x,
                    observe, held)
+    on_example = {} if probed or any(b is x for b in batches) else _example_errors(forms, given, x)
     for label, (form, err, floats) in forms.items():
-        precision["forms"][label] = {"relative_error": err, "float32_layers": list(floats)}
+        precision["forms"][label] = {"relative_error": err, "float32_layers": list(floats)} | (
+            {"example_error": on_example[label]} if label in on_example else {})
     fine = {k: f for k, (f, e, _) in forms.items() if e <= tol}
     for k in set(forms) - set(fine):
         report.skipped.append((k, f"its int8 error {forms[k][1]:.3g} of the output scale is over dtype_tol {tol:g}"))
@@ -276,16 +283,14 @@ WORST_BATCHES = 4  # observed batches each form's error is also measured on (bes
 
 
 def _worst(forms: dict, given: nn.Module, x, observe: list, held: list) -> dict:
-    """``forms`` with each error the largest over the held-out batches, up to ``WORST_BATCHES`` observed ones
+    """``forms`` with each error the largest over the held-out batches and up to ``WORST_BATCHES`` observed ones
     (a held-out batch of a few samples can miss a form's worst by half: timm's resnet18 read 0.041 there and
-    0.045 - 0.084 on most batches) and the example ``x`` where no calibration batch is it (what the caller
-    says the model sees: calibration far from it shows there). An engine's form is measured on the batches
-    shaped as one it has run (it exports anew for another shape); a form failing on one is infinitely off."""
-    extra = ([] if held is observe else observe[:WORST_BATCHES]) + (
-        [] if any(b is x for b in [*observe, *held]) else [x])
-    if not extra:
+    0.045 - 0.084 on most batches). An engine's form is measured on the batches shaped as one it has run (it
+    exports anew for another shape); a form failing on one is infinitely off."""
+    if held is observe:
         return forms
     ran = {_shapes(b) for b in [x, *held]}
+    extra = observe[:WORST_BATCHES]
     want = expected(given, extra)  # (once for every form)
     out = {}
     for k, (f, e, floats) in forms.items():
@@ -298,17 +303,39 @@ def _worst(forms: dict, given: nn.Module, x, observe: list, held: list) -> dict:
     return out
 
 
+def _example_errors(forms: dict, given: nn.Module, x) -> dict:
+    """{label: each form's error on the example alone} (a form failing on it: infinitely off)."""
+    want, out = expected(given, [x]), {}
+    for k, (f, _, _) in forms.items():
+        try:
+            out[k] = error(f, want, [x])
+        except Exception:  # noqa: BLE001 - measured, never raised: the form's own check has run
+            out[k] = math.inf
+    return out
+
+
+def _example_said(report, tol: float) -> None:
+    """A warning and a note where the int8 form kept errs past ``tol`` on the example (its calibration batches
+    may not be like the inputs the caller gave as the example: a tenth of their scale, other data)."""
+    p = report.precision
+    kept = p.get("forms", {}).get(p.get("kept"), {})
+    if kept.get("example_error", 0.0) > tol:
+        said = (f"int8: {p['kept']} moves the example's outputs by {kept['example_error']:.3g} of their scale (> "
+                f"dtype_tol {tol:g}), against {kept['relative_error']:.3g} on the calibration batches: are they "
+                "like the inputs the model will see? Calibrate on such inputs")
+        report.notes.append(said)
+        warnings.warn(f"optimize: {said}", stacklevel=5)
+
+
 def _shapes(batch) -> tuple:
     return tuple(tuple(t.shape) for t in example_values(batch) if isinstance(t, torch.Tensor))
 
 
 def _forms_line(precision: dict) -> str:
-    """A note: each int8 form's error on the calibration batches and the example, its ms a call and its accuracy
-    where measured."""
+    """A note: each int8 form's error on the calibration batches, its ms a call and its accuracy where measured."""
     rows = [f"{k} {f['relative_error']:.3g}" + (f", {f['ms']:.3g} ms" if f.get("ms") is not None else "")
             + (f", top-1 {f['accuracy']:.2f}" if "accuracy" in f else "") for k, f in precision["forms"].items()]
-    return ("int8 forms, largest error of the output scale on the calibration batches and the example: "
-            + "; ".join(rows))
+    return "int8 forms, largest error of the output scale on the calibration batches: " + "; ".join(rows)
 
 
 def _accurate(fine: dict, work, evaluate, accuracy_tol: float, report) -> dict:

@@ -4,8 +4,6 @@ over positions, a resolution-dependent scale) they may clip. Each new per-sample
 against the float model, as the engines' forms check each new input signature."""
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 import warnings
 
@@ -14,7 +12,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.utils._pytree import tree_leaves
 
-from ...errors import OneByOneError
+from ...errors import OneByOneError, reason
 from ..capture import watched
 from ..rewrite_report import output_difference
 from ..tensors import outputs
@@ -87,24 +85,22 @@ class ShapeChecked(nn.Module):
         return super().train(mode)
 
     def _check(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict):
-        try:
-            with contextlib.redirect_stderr(io.StringIO()):  # (an FX graph prints its traceback before raising)
-                got = self.model(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - the float model says what is wrong with the inputs, or runs them
+        floats = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        measured = private.inputs_finite(args, kwargs) is True and not all(bool(t.min() == t.max()) for t in floats)
+        want = reference(*args, **kwargs) if measured else None  # (first: where the inputs are wrong for the
+        try:  # model, its own error says why)
+            got = self.model(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - the float model runs what the int8 form cannot, or says why
             failed = e
         else:
             failed = None
         if failed is not None:  # (out of the except: the float model's own error is raised alone)
-            return self._refused(key, reference, args, kwargs, failed)
-        floats = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
-        if private.inputs_finite(args, kwargs) is not True or all(bool(t.min() == t.max()) for t in floats):
+            return self._refused(key, reference, args, kwargs, failed, want)
+        if want is None:
             return got  # (NaN, or no variation in the inputs: nothing to measure on)
-        want = reference(*args, **kwargs)
         diff, scale = output_difference(outputs(want), outputs(got), "the int8 form")
         scale = max(scale, self.scale, 1e-30)
-        if len(self.checked) >= CHECKED:  # inputs of ever new sizes (clouds of any N): the oldest answer goes
-            self.checked.pop(next(iter(self.checked)))
-        self.checked[key] = ok = diff <= self.tol * scale  # (a NaN difference is past it)
+        ok = self._remember(key, diff <= self.tol * scale)  # (a NaN difference is past it)
         if not ok:
             shapes = [tuple(t.shape) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
             warnings.warn(f"the int8 form moved the outputs by {diff / scale:.3g} of their scale (> dtype_tol "
@@ -113,15 +109,22 @@ class ShapeChecked(nn.Module):
                           "batches of this size for int8 there)", stacklevel=_callers_level())
         return got if ok else want
 
-    def _refused(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict, failed: Exception):
-        """The float model's outputs on inputs the int8 form raised on (its error where it refuses them too:
-        theirs names what is wrong, as the model given would), run for inputs like these from now on."""
-        want = reference(*args, **kwargs)
-        self.checked[key] = False
+    def _remember(self, key: tuple, ok: bool) -> bool:
+        if len(self.checked) >= CHECKED:  # inputs of ever new sizes (clouds of any N): the oldest answer goes
+            self.checked.pop(next(iter(self.checked)))
+        self.checked[key] = ok
+        return ok
+
+    def _refused(self, key: tuple, reference: nn.Module, args: tuple, kwargs: dict, failed: Exception, want=None):
+        """The float model's outputs (``want``, or run now) on inputs the int8 form raised on (its error where it
+        refuses them too: it names what is wrong, as the model given would), run for inputs like these from now
+        on."""
+        want = reference(*args, **kwargs) if want is None else want
+        self._remember(key, False)
         shapes = [f"{tuple(t.shape)} {t.dtype}" for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         warnings.warn(f"the int8 form failed on inputs of {', '.join(shapes)}, which its float model runs "
-                      f"({type(failed).__name__}: {str(failed).splitlines()[0][:200] if str(failed) else ''}): the "
-                      "float model runs inputs like these from now on", stacklevel=_callers_level())
+                      f"({reason(failed)}): the float model runs inputs like these from now on",
+                      stacklevel=_callers_level())
         return want
 
 

@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import nn
 
-from ...errors import OneByOneError
+from ...errors import OneByOneError, reason
 from ..capture import watched
 from . import private
 from .engine import Stamp
@@ -93,8 +93,8 @@ def _unpickles(graph: nn.Module) -> None:
             warnings.simplefilter("ignore")  # (torch's notices on pickling storages: the caller's pickle says them)
             pickle.loads(pickle.dumps(graph))
     except Exception as e:  # noqa: BLE001 - whatever torch raises, the file would be unreadable
-        raise OneByOneError(f"this torch cannot load its int8 graph back from a pickle ({type(e).__name__}: "
-                            f"{str(e)[:200]}), so the form is not pickled whole: save its state_dict() "
+        raise OneByOneError(f"this torch cannot load its int8 graph back from a pickle ({reason(e)}), so the "
+                            "form is not pickled whole: save its state_dict() "
                             "(torch.save(model.state_dict(), path)) and load it into the form optimize makes "
                             "from the same model") from None
 

@@ -98,6 +98,7 @@ class Request:
     evaluate: object = None  # int8: model -> top-1 accuracy in points, or None
     labels: object = None  # int8: class indices of the held-out calibration samples, or None
     accuracy_tol: float = ACCURACY_TOL
+    probed: bool = False  # ``x`` was made up (from input_size, or guessed), not given: nothing to check on it
 
 
 class Reference:
@@ -488,7 +489,7 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
     its inputs once a call; where they hold either, its plain layers run). The model given is never changed.
     Its weights may be edited in place by torch ops or ``load_state_dict`` (its fast layers pack them again);
     writes that bypass torch's version counter (through ``.data`` or a NumPy view) are not seen: edit the
-    model given and optimize it again. It leaves torch's, Python's and NumPy's global random states as they were.
+    model given and optimize it again. torch's CPU, Python's and NumPy's random states are left as they were.
 
     Args:
         example: an input batch to trace, time and check on (or ``input_size``, one sample's shape).
@@ -514,11 +515,11 @@ def optimize(model: nn.Module, example=None, *, input_size=None, tol: float = 1e
         dtype=torch.int8: post-training static quantization of the exactly rewritten model (``fast.int8``):
             ``calibration`` (a list of input batches like ``example``, not all constant; None: the example
             alone, with a warning) gives the activation ranges; each int8 form is checked against the float32
-            model on its last quarter (held out; a note where under 16 samples), the example and four observed
-            batches, within ``dtype_tol`` (default 0.05 of the output scale), and with ``evaluate`` (model ->
-            top-1 accuracy in points) or ``labels`` (class indices of the held-out samples) a form losing over
-            ``accuracy_tol`` points is refused. The fastest form that qualifies is kept where it beats float32;
-            else float32, said why. ``report.precision`` gives each form's error, accuracy and time. The form
+            model on its last quarter (held out; a note where under 16 samples) and four observed batches,
+            within ``dtype_tol`` (default 0.05 of the output scale; past it on the example, said); with
+            ``evaluate`` (model -> top-1 accuracy in points) or ``labels`` (class indices of the held-out samples)
+            a form losing over ``accuracy_tol`` points is refused. The fastest that qualifies is kept if it beats
+            float32; else float32, said why. ``report.precision`` gives each form's error, accuracy, time. The form
             kept checks its first call with each new input size against the float model: past ``dtype_tol``,
             or at a size per sample an engine's calibration does not fit, a warning, and the float model runs it.
     """
@@ -580,7 +581,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
             if req.dtype == torch.int8:
                 was = work
                 work = int8(work, race.folded or copy_model(req.model), req.x, report, req.model, req.calibration,
-                            req.dtype_tol, req.accuracy_tol, req.evaluate, req.labels)  # (never the model given)
+                            req.dtype_tol, req.accuracy_tol, req.evaluate, req.labels, req.probed)  # (a copy)
                 quantized = work is not was
                 if quantized:
                     set_aside(report, race, report.precision["kept"])
@@ -635,7 +636,8 @@ def _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, c
                             f"call {type(model).__name__}.eval() first")
     return Request(model, probe_input(model, example, input_size), check_tolerance(tol, "tol"),
                    dtype if dtype != torch.float32 else None, check_tolerance(dtype_tol, "dtype_tol"), channels_last,
-                   compile, calibration, evaluate, labels, check_tolerance(accuracy_tol, "accuracy_tol"))
+                   compile, calibration, evaluate, labels, check_tolerance(accuracy_tol, "accuracy_tol"),
+                   probed=example is None)
 
 
 def _pass_names(passes, dtype=None) -> list:

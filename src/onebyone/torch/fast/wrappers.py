@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_leaves
+
+from ..tensors import cast
 
 
 class ChannelsLast(nn.Module):
@@ -43,14 +45,8 @@ class CastIO(nn.Module):
     def forward(self, *args, **kwargs):
         given = next((t.dtype for t in tree_leaves((args, kwargs))
                       if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
-        out = self.model(*_cast(args, self.dtype), **_cast(kwargs, self.dtype))
-        return out if given is None else _cast(out, given)
+        out = self.model(*cast(args, self.dtype), **cast(kwargs, self.dtype))
+        return out if given is None else cast(out, given)
 
     def __repr__(self) -> str:
         return f"CastIO({str(self.dtype).removeprefix('torch.')}, {self.model!r})"
-
-
-def _cast(y, dtype):
-    """Each floating-point tensor of ``y`` in ``dtype``, in whatever structure holds it (tuples, namedtuples,
-    lists, dicts, nested); token ids and masks stay integers."""
-    return tree_map(lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v, y)
