@@ -89,13 +89,14 @@ def _maps(args) -> int:
 def _bench(args) -> int:
     from . import bench
 
-    bench.check_outputs(args.sections, args.json, args.png)  # before the minutes of timing, not after
+    replaced = bench.check_outputs(args.sections, args.json, args.png)  # before the minutes of timing
     result = bench.run(args.sections, quick=args.quick, compile_=not args.no_compile, runs=args.runs,
                        save=lambda partial: bench.write(partial, args.json))  # each finished run kept as it goes
     bench.write(result, args.json, args.png)
     print("\n".join(bench.summary(result)))
-    if args.json:
-        print(f"wrote {args.json}" + (f" and {args.png}" if args.png else ""))
+    if args.json or args.png:
+        print("wrote " + " and ".join(f"{p}{' (an earlier result replaced)' * (p in replaced)}"
+                                      for p in (args.json, args.png) if p))
     return 0
 
 

@@ -142,6 +142,8 @@ CLI = [
     ("report bench 401-digit peak", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", bench_json(t, peak_gflops=10**400)], "peak_gflops must be a number > 0"),
     ("report bench nested 200,000 deep", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", _write(t / "deep.json", "[" * 200_000 + "]" * 200_000)], "could not be read as JSON: RecursionError"),
     ("report bench /dev/zero", lambda r, t: ["report", "nin_digits", "--html", str(t / "p"), "--bench", "/dev/zero"], "/dev/zero is not a regular file"),
+    ("bench png named otherwise", lambda r, t: ["bench", "--quick", "--sections", "a", "--png", str(t / "r.xyz")], "--png writes a PNG: name a file ending in .png"),
+    ("bench json over a file of the user's", lambda r, t: ["bench", "--quick", "--sections", "a", "--json", _write(t / "notes.txt", "mine")], "exists and is not a bench result"),
     ("bench json and png one file", lambda r, t: ["bench", "--quick", "--sections", "a", "--json", str(t / "x.png"), "--png", str(t / "x.png")], "name the same file"),
 ]
 

@@ -107,6 +107,10 @@ def test_cli_bench_writes_json_and_roofline(tmp_path, capsys):
     controls = [v for r in result["pointwise_op"] for v in r["control_vs_best"].values()]  # F.conv2d against itself
     assert len(controls) == 8 and all(v > 0 for v in controls) and result["headlines"]["a control"] == min(controls)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    from onebyone import bench  # a run into the same files replaces results of its own, and says so
+
+    assert bench.check_outputs("a", str(tmp_path / "a.json"), str(tmp_path / "a.png")) == [
+        str(tmp_path / "a.json"), str(tmp_path / "a.png")]
     assert main(["bench", "--quick", "--sections", "d", "--no-compile", "--json", str(tmp_path / "b.json"),
                  "--png", str(tmp_path / "r.png")]) == 2  # (d) alone has no roofline points: refused before it runs
     assert "--png draws the roofline of sections a and b" in capsys.readouterr().err

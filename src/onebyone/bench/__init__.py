@@ -8,6 +8,7 @@ the process's malloc.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 from contextlib import nullcontext
@@ -30,20 +31,42 @@ LABELS = {"peak": "peak and bandwidth", "a": "(a) pointwise op", "b": "(b) share
           "g": "(g) int8"}
 
 
-def check_outputs(sections: str, json_path=None, png_path=None) -> None:
-    """Refuse, before any timing, sections that do not exist, a roofline PNG with neither section a nor b, an
-    output that cannot be written, and one file named for both the JSON and the PNG."""
+def check_outputs(sections: str, json_path=None, png_path=None) -> list:
+    """Refuse, before any timing, sections that do not exist, a roofline PNG with neither section a nor b or
+    named other than ``*.png``, an output that cannot be written, one file named for both the JSON and the PNG,
+    and an existing file that is not a bench result (a JSON holding ``machine``, a PNG) to replace: a file of
+    the user's. Returns the outputs that will replace an earlier result."""
     from ..checks import check_writable_file
 
     if not sections or set(sections) - set(SECTIONS):
         raise OneByOneError(f"--sections takes letters from {SECTIONS!r}, got {sections!r}")
     if png_path and not set(sections) & {"a", "b"}:
         raise OneByOneError(f"--png draws the roofline of sections a and b; --sections {sections} has neither")
+    if png_path and not str(png_path).lower().endswith(".png"):
+        raise OneByOneError(f"--png writes a PNG: name a file ending in .png, got {png_path}")
+    replaced = []
     for path, flag in ((json_path, "--json"), (png_path, "--png")):
-        if path is not None:
-            check_writable_file(path, flag)
+        if path is not None and check_writable_file(path, flag).exists():
+            if not _a_result(path, flag):
+                raise OneByOneError(f"{flag} {path} exists and is not a bench result: name a new file (a bench "
+                                    "replaces only a result of its own)")
+            replaced.append(path)
     if json_path and png_path and os.path.realpath(json_path) == os.path.realpath(png_path):
         raise OneByOneError(f"--json and --png name the same file {json_path}: the figure would replace the results")
+    return replaced
+
+
+def _a_result(path, flag: str) -> bool:
+    """Is the file at ``path`` what ``bench`` writes for ``flag``: a JSON object with ``machine``, or a PNG?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8) if flag == "--png" else f.read()
+        if flag == "--png":
+            return head == b"\x89PNG\r\n\x1a\n"
+        value = json.loads(head)
+        return isinstance(value, dict) and "machine" in value
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def run(sections: str = SECTIONS, quick: bool = False, compile_: bool = True, progress: bool = True, runs: int = 1,
