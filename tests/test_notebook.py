@@ -23,3 +23,21 @@ def test_the_docs_notebook_runs_and_its_results_render_as_html():
     assert "<script" not in "".join(html)  # read without JavaScript
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
+
+
+def test_a_rewrite_report_names_the_sample_its_costs_were_counted_on():
+    """Without an input, a rewrite guesses one (16 x 16 for nin_digits, whose digits are 8 x 8): its report read
+    4x the MACs `onebyone summary` gives, with nothing saying why. The sample's shape now goes with them."""
+    pytest.importorskip("torch")
+    from onebyone.torch import fold_batchnorm
+    from onebyone.zoo import create_model
+
+    from onebyone import analyze
+
+    model = create_model("nin_digits").eval()
+    _, guessed = fold_batchnorm(model)
+    _, given = fold_batchnorm(model, input_size=(1, 8, 8))
+    macs = analyze(model, input_size=(1, 8, 8)).macs  # what `onebyone summary nin_digits` gives
+    assert given.macs_before == macs and guessed.macs_before == 4 * macs
+    assert f"MACs {macs:,} -> {given.macs_after:,} per sample of (1, 8, 8)" in str(given)
+    assert "per sample of (1, 16, 16)" in str(guessed) and "per sample of (1, 16, 16)" in guessed._repr_html_()

@@ -41,7 +41,7 @@ def report_html(report) -> str:
     """A rewrite's report: what changed, what was skipped and why, how far the outputs moved, the costs."""
     rows = [("changed", c, "") for c in report.changed] + [("skipped", n, r) for n, r in report.skipped]
     costs = (f"params {report.params_before:,} &rarr; {report.params_after:,}; MACs {report.macs_before:,} "
-             f"&rarr; {report.macs_after:,} per sample")
+             f"&rarr; {report.macs_after:,} per sample" + (f" of {esc(report.sample)}" if report.sample else ""))
     notes = "".join(f"<li>{esc(n)}</li>" for n in report.notes)
     return (f"<div><strong>{esc(report.rewrite)}</strong>: {len(report.changed)} change(s), "
             f"{len(report.skipped)} skipped; max abs diff {report.max_abs_diff:.3g} (tolerance "

@@ -12,7 +12,7 @@ from torch import nn
 from ..cost import CONVENTION
 from ..errors import OneByOneError
 from .collect import analyze
-from .tensors import call, cast, copy_model, outputs, params_dtype, random_like
+from .tensors import call, cast, copy_model, example_values, outputs, params_dtype, random_like
 
 
 class FactorizedLayer(TypedDict):
@@ -65,6 +65,7 @@ class RewriteReport:
     macs_before: int = 0  # per sample, as analyze counts them
     macs_after: int = 0
     notes: list = field(default_factory=list)
+    sample: str = ""  # one sample's shape(s), the input the costs were counted on, e.g. "(3, 224, 224)"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +81,7 @@ class RewriteReport:
             f"{self.rewrite}: {len(self.changed)} change(s), {len(self.skipped)} skipped; "
             f"max abs diff {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})",
             f"  params {self.params_before:,} -> {self.params_after:,}; "
-            f"MACs {self.macs_before:,} -> {self.macs_after:,} "
+            f"MACs {self.macs_before:,} -> {self.macs_after:,} per sample{f' of {self.sample}' * bool(self.sample)} "
             f"({CONVENTION})",
         ]
         lines += [f"  changed  {c}" for c in self.changed]
@@ -225,6 +226,7 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
         before, after = analyze(original, example=example), analyze(rewritten, example=example)
     report.params_before, report.macs_before = before.params, before.macs // before.batch_size  # per sample,
     report.params_after, report.macs_after = after.params, after.macs // after.batch_size  # as analyze counts
+    report.sample = ", ".join(str(tuple(v.shape[1:])) for v in example_values(example) if isinstance(v, torch.Tensor))
     keep_frozen(original, rewritten)
     report.notes += untied(original, rewritten)
     report.skipped = [e for i, e in enumerate(report.skipped) if e not in report.skipped[:i]]  # (a norm called
