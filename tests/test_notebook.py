@@ -29,10 +29,9 @@ def test_a_rewrite_report_names_the_sample_its_costs_were_counted_on():
     """Without an input, a rewrite guesses one (16 x 16 for nin_digits, whose digits are 8 x 8): its report read
     4x the MACs `onebyone summary` gives, with nothing saying why. The sample's shape now goes with them."""
     pytest.importorskip("torch")
+    from onebyone import analyze
     from onebyone.torch import fold_batchnorm
     from onebyone.zoo import create_model
-
-    from onebyone import analyze
 
     model = create_model("nin_digits").eval()
     _, guessed = fold_batchnorm(model)
