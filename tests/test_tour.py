@@ -139,3 +139,13 @@ def test_json_output_is_strict_json_even_for_a_failed_lessons_nan():
 
     assert strict_json({"error": [0.5, float("inf")], "ms": (float("nan"), -float("inf"))}) == \
         '{"error": [0.5, null], "ms": [null, null]}'
+
+
+def test_no_color_turns_the_terminals_colors_off(monkeypatch):
+    """``NO_COLOR`` set (no-color.org) on a terminal: plain text, as through a pipe."""
+    from onebyone.tour import render, run_tour
+
+    lessons = run_tour(only=["shapes"])
+    assert "\033[" in render.text(lessons, color=True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\033[" not in render.text(lessons, color=True) and "PASS" in render.text(lessons, color=True)

@@ -1,6 +1,7 @@
 """The tour in the terminal (plain text, colour on a tty) and as JSON."""
 from __future__ import annotations
 
+import os
 import textwrap
 
 from ..checks import strict_json
@@ -40,7 +41,9 @@ def tally(lessons) -> str:
 
 
 def text(lessons, color: bool = False, width: int = 100) -> str:
-    """Every lesson: title, claim, checks with PASS/FAIL, expected, got and max abs error."""
+    """Every lesson: title, claim, checks with PASS/FAIL, expected, got and max abs error; in color where
+    asked and the ``NO_COLOR`` convention (no-color.org: set and not empty) does not turn it off."""
+    color = color and not os.environ.get("NO_COLOR")
     paint = (lambda s, c: f"\033[{c}m{s}\033[0m") if color else (lambda s, c: s)
     out = []
     for i, L in enumerate(lessons, 1):
