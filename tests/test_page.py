@@ -175,3 +175,18 @@ def test_a_command_that_fails_leaves_no_folder_behind(tmp_path, capsys, monkeypa
     assert main(["train", "nosuch", "--data", "digits", "--out", "runs/new"]) == 2
     capsys.readouterr()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_with_no_products_says_so_instead_of_listing_zero_layers(tmp_path):
+    """A model of a ReLU alone read "The 0 layers with the most MACs" over an empty table."""
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from onebyone.analyzer import analyze
+    from onebyone.model_page import write_report
+
+    write_report(analyze(nn.Sequential(nn.ReLU()), input_size=(3, 8, 8)), tmp_path / "relu")
+    text = (tmp_path / "relu" / "index.html").read_text()
+    assert "No layer of this model multiplies: it has no MACs." in text and "The 0 layers" not in text
+    write_report(analyze(nn.Sequential(nn.Conv2d(3, 4, 1)), input_size=(3, 8, 8)), tmp_path / "one")
+    assert "The 1 layer with the most MACs" in (tmp_path / "one" / "index.html").read_text()

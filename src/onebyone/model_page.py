@@ -126,7 +126,9 @@ def _dominating_section(stats) -> str:
     rows = [(r.name, r.type, r.kind, _shape(r.output_shape), f"{r.macs:,}", f"{p:.1f}", f"{c:.1f}") for r, p, c in top]
     table = page.table(("layer", "type", "kind", "output", "MACs", "% of MACs", "cumulative %"), rows,
                        numeric=(4, 5, 6), row_class=lambda i: "pointwise" if top[i][0].kind == "pointwise" else "")
-    return fill(template("report_dominating.html"), count=len(top), table=table)
+    claim = (f"The {len(top)} layer{'s' * (len(top) > 1)} with the most MACs; 1x1 convolutions are highlighted."
+             if top else "No layer of this model multiplies: it has no MACs.")
+    return fill(template("report_dominating.html"), claim=claim, table=table if top else "")
 
 
 def _roofline_section(bench: dict, folder: Path) -> str:
