@@ -1,5 +1,6 @@
 """The HTML pages without a browser: structure, figures, self-containment, the report's numbers, errors."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -190,3 +191,20 @@ def test_a_model_with_no_products_says_so_instead_of_listing_zero_layers(tmp_pat
     assert "No layer of this model multiplies: it has no MACs." in text and "The 0 layers" not in text
     write_report(analyze(nn.Sequential(nn.Conv2d(3, 4, 1)), input_size=(3, 8, 8)), tmp_path / "one")
     assert "The 1 layer with the most MACs" in (tmp_path / "one" / "index.html").read_text()
+
+
+def test_the_layer_tables_shape_columns_sort_by_size():
+    """The page sorts by each cell's data-sort as text: shapes keyed as "(1, 1024, 7, 7)" came before
+    "(1, 32, 112, 112)". Their keys are now element counts that sort as text in size order."""
+    import re
+
+    pytest.importorskip("torch")
+    from onebyone.analyzer import analyze
+    from onebyone.model_page import by_kind, layer_table
+    from onebyone.zoo import create_model
+
+    stats = analyze(create_model("mobilenet_v1"), input_size=(3, 224, 224))
+    html = layer_table(stats, by_kind(stats))
+    keys = [re.findall(r'data-sort="([^"]*)"', row)[4] for row in html.split("<tr")[2:]]  # the output column
+    sizes = [math.prod(r.output_shape) if r.output_shape else 0 for r in stats.rows]
+    assert [sizes[i] for i in sorted(range(len(keys)), key=keys.__getitem__)] == sorted(sizes)

@@ -6,6 +6,7 @@ sections and the layer table's script are files in ``templates/`` (``report_*``)
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from . import webpage as page
@@ -63,13 +64,19 @@ def how(r) -> str:
     return "; ".join(parts)
 
 
+def _size_key(shape) -> str:
+    """A shape's sort key as text: its element count, zero-padded (text order is size order, not "(1, 1024" before
+    "(1, 32")."""
+    return f"{math.prod(shape) if shape else 0:024d}"
+
+
 def layer_table(stats, kinds: dict) -> str:
     """The 'Every layer' section: a table that sorts by any column and filters by kind and name, each row
     with how its numbers were computed, and a bar per kind that filters the table to it."""
     head, cells = stats.cells()
     numeric = range(head.index("params"), len(head))
-    sort_keys = [(r.name, r.type, r.kind, str(r.input_shape), str(r.output_shape), r.params, r.macs, r.intensity)
-                 for r in stats.rows]
+    sort_keys = [(r.name, r.type, r.kind, _size_key(r.input_shape), _size_key(r.output_shape), r.params, r.macs,
+                  r.intensity) for r in stats.rows]
     num = ' class="num"'
     th = "".join(f'<th{num if i in numeric else ""} aria-sort="none"><button type="button"'
                  f'{" data-numeric=1" if i in numeric else ""}>{esc(h)}</button></th>' for i, h in enumerate(head))
