@@ -104,6 +104,11 @@ def test_report_with_a_bench_json_draws_the_roofline(tmp_path):
     assert 'id="roofline"' in (tmp_path / "out" / "index.html").read_text()
     with Image.open(tmp_path / "out" / "figures" / "roofline.png") as im:
         assert im.width > 300
+    (tmp_path / "out" / "figures" / "mine.png").write_bytes(b"mine")  # a file of the user's among the figures
+    assert main(["report", "nin_digits", "--html", str(tmp_path / "out")]) == 0  # again, without the bench
+    figures = tmp_path / "out" / "figures"
+    assert not (figures / "roofline.png").exists()  # the page before's figure this one does not show: removed
+    assert (figures / "kinds.png").is_file() and (figures / "mine.png").read_bytes() == b"mine"
 
 
 def test_report_bad_input_is_a_clear_error(tmp_path, capsys):

@@ -111,13 +111,34 @@ def claim(folder) -> Path:
     file of the user's (an ``index.html`` of theirs)."""
     folder = check_page_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARK).write_text("index.html and figures/ in this folder were written by onebyone\n")
+    _mark(folder, _listed(folder))  # (the figures the page before wrote stay listed until this one is written)
     return folder
 
 
 def write(folder, text: str) -> Path:
+    """``folder/index.html`` holding ``text``; then the figures the page before listed in ``MARK`` that this
+    one does not show are removed (written by onebyone, and only those), and this page's are listed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "index.html"
     path.write_text(text, encoding="utf-8")
+    shown = sorted(set(re.findall(r'src="(figures/[^"/]+\.png)"', text)))
+    for old in sorted(set(_listed(folder)) - set(shown)):
+        if (folder / old).is_file() and not (folder / old).is_symlink():
+            (folder / old).unlink()
+    _mark(folder, shown)
     return path
+
+
+def _listed(folder: Path) -> list:
+    """The figures ``MARK`` lists as written by the page in ``folder`` (none where there is no mark)."""
+    try:
+        lines = (folder / MARK).read_text().splitlines()
+    except OSError:
+        return []
+    return [line for line in lines[1:] if re.fullmatch(r"figures/[^/]+\.png", line)]
+
+
+def _mark(folder: Path, figures: list) -> None:
+    (folder / MARK).write_text("index.html and figures/ in this folder were written by onebyone; the figures of "
+                               "the page now there:\n" + "".join(f"{f}\n" for f in figures))
