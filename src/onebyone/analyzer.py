@@ -96,11 +96,16 @@ def analyze_spec(spec: str, input_size=None, batch_size: int = 1, model_args=())
     the model's own) and ``batch_size``: what ``onebyone summary`` and ``report`` show."""
     from .zoo import from_spec  # imports torch
 
-    model, default_size = from_spec(spec, **model_kwargs(model_args))
+    with warnings.catch_warnings(record=True) as said:  # (torch's notices while building a model the
+        warnings.simplefilter("always")  # arguments then refuse are noise before the error: said on success)
+        model, default_size = from_spec(spec, **model_kwargs(model_args))
     size = tuple(input_size) if input_size else default_size
     if size is None:
         raise OneByOneError(f"{spec} has no default input size: give one sample's shape with "
                             "--input-size, e.g. --input-size 3 224 224")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (what is not counted is a line of the table these commands show)
-        return analyze(model, input_size=size, batch_size=batch_size)  # a batch too large: says what it needs
+        stats = analyze(model, input_size=size, batch_size=batch_size)  # a batch too large: says what it needs
+    for w in said:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return stats

@@ -371,3 +371,26 @@ def test_a_report_draws_names_with_dollar_signs_as_text(tmp_path, capsys):
                                                                "gflops": 3.0})
     assert main(["report", "nin_digits", "--html", str(tmp_path / "page"), "--bench", bench]) == 0
     assert (tmp_path / "page" / "index.html").is_file()
+
+
+def test_a_refused_model_argument_is_said_without_the_notices_torch_gave_while_building_it(capsys):
+    """``--model-arg num_classes=0`` built a head of zero outputs (torch: "Initializing zero-element tensors is a
+    no-op") and was then refused: the notice came before the error, as noise. It is said only on success."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert main(["summary", "mobilenet_v1", "--model-arg", "num_classes=0"]) == 2
+    assert "out_features must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not [w for w in said if "zero-element" in str(w.message)]
+    with warnings.catch_warnings(record=True) as said:  # a model that builds and runs: its notices are said
+        warnings.simplefilter("always")
+        assert main(["summary", "tests.pt.test_bad_inputs:noisy", "--input-size", "3", "8", "8"]) == 0
+    assert [str(w.message) for w in said] == ["built with a notice"]
+
+
+def noisy():
+    import warnings
+
+    warnings.warn("built with a notice", UserWarning, stacklevel=1)
+    return nn.Sequential(nn.Conv2d(3, 4, 1))
