@@ -212,8 +212,9 @@ class _Recorder(Listener):
             return
         tensors = tensor_args(args, kwargs)
         for t in tensors[:1] if name in _SHAPE_OF_SECOND else tensors:  # x.reshape_as(y) reads y's shape alone
-            r.uses[r.key(t)].append(name)
-            r.read_by[r.key(t)].append((name, tuple(r.open)))
+            k = r.key(t)  # (once: each key() keeps the tensor alive in the record)
+            r.uses[k].append(name)
+            r.read_by[k].append((name, tuple(r.open)))
         self.pending = (Op(func, r.ref(tuple(args)), {k: r.ref(v) for k, v in kwargs.items()}, seq=r.seq(),
                            scope=tuple(r.open)), tensors)
 

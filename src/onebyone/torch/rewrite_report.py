@@ -229,8 +229,7 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     report.sample = ", ".join(str(tuple(v.shape[1:])) for v in example_values(example) if isinstance(v, torch.Tensor))
     keep_frozen(original, rewritten)
     report.notes += untied(original, rewritten)
-    report.skipped = [e for i, e in enumerate(report.skipped) if e not in report.skipped[:i]]  # (a norm called
-    # at two places is one skip)
+    report.skipped = list(dict.fromkeys(report.skipped))  # (a norm called at two places is one skip)
     if inplace and type(rewritten) is type(original):
         _adopt(original, rewritten)
         return original, report

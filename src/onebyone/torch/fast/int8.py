@@ -295,23 +295,23 @@ def _worst(forms: dict, given: nn.Module, x, observe: list, held: list) -> dict:
     out = {}
     for k, (f, e, floats) in forms.items():
         use = [i for i, b in enumerate(extra) if not isinstance(f, Exported) or _shapes(b) in ran]
-        try:
-            worst = error(f, [want[i] for i in use], [extra[i] for i in use]) if use else 0.0
-        except Exception:  # noqa: BLE001 - a form that fails on calibration data is not kept
-            worst = math.inf
+        worst = _error_or_inf(f, [want[i] for i in use], [extra[i] for i in use]) if use else 0.0
         out[k] = (f, max(e, worst), floats)
     return out
 
 
 def _example_errors(forms: dict, given: nn.Module, x) -> dict:
     """{label: each form's error on the example alone} (a form failing on it: infinitely off)."""
-    want, out = expected(given, [x]), {}
-    for k, (f, _, _) in forms.items():
-        try:
-            out[k] = error(f, want, [x])
-        except Exception:  # noqa: BLE001 - measured, never raised: the form's own check has run
-            out[k] = math.inf
-    return out
+    want = expected(given, [x])
+    return {k: _error_or_inf(f, want, [x]) for k, (f, _, _) in forms.items()}
+
+
+def _error_or_inf(form, want: list, batches: list) -> float:
+    """``error`` of ``form`` on ``batches``; infinitely off where it fails on them (measured, never raised)."""
+    try:
+        return error(form, want, batches)
+    except Exception:  # noqa: BLE001 - a form that fails on these inputs is not kept
+        return math.inf
 
 
 def _example_said(report, tol: float) -> None:
