@@ -151,3 +151,24 @@ def test_products_a_subclassed_models_call_runs_outside_layers_are_named_with_th
     plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
                               keras.layers.Dense(5)])
     assert analyze(plain).uncounted == []
+
+
+def test_a_built_model_runs_once_per_analysis():
+    """The count and torch's check of it come from one run: a model whose ``call`` costs seconds (or counts
+    its calls) is not run a second time for the check."""
+    import numpy as np
+
+    class Counting(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d, self.runs = keras.layers.Dense(4), 0
+
+        def call(self, x):
+            self.runs += 1
+            return self.d(x)
+
+    m, x = Counting(), np.zeros((2, 8), "float32")
+    m(x)
+    before = m.runs
+    assert analyze(m, example=x).macs == 2 * 8 * 4
+    assert m.runs - before == 1

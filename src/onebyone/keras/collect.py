@@ -2,6 +2,7 @@
 every number from ``onebyone.cost``."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -28,11 +29,11 @@ NO_PARAMS_OK = (
 )
 
 
-def _run(model, inputs) -> list:
+def _run(model, inputs, watch=contextlib.nullcontext) -> list:
     """[(path, layer, input shape, output shape)] for each call of a layer that calls no other layer, in the
-    order they ran, from one eager run of ``model`` on ``inputs``: nested models (each call of a shared one),
-    subclassed ones, and every axis the graph left open (None) as it ran. The path names the enclosing layers
-    below the model. ``Layer.__call__`` is wrapped for that run only: one analysis at a time."""
+    order they ran, from one eager run of ``model`` on ``inputs`` under ``watch()``: nested models (each call
+    of a shared one), subclassed ones, and every axis the graph left open (None) as it ran. The path names the
+    enclosing layers below the model. ``Layer.__call__`` is wrapped for that run only: one analysis at a time."""
     calls, stack, original = [], [], keras.layers.Layer.__call__
 
     def spy(layer, *args, **kwargs):
@@ -53,7 +54,8 @@ def _run(model, inputs) -> list:
         model(inputs, training=False)
     keras.layers.Layer.__call__ = spy
     try:
-        model(inputs, training=False)
+        with watch():
+            model(inputs, training=False)
     finally:
         keras.layers.Layer.__call__ = original
     return calls
@@ -146,14 +148,14 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
         inputs = keras.ops.zeros((batch_size, *_input_size(model, input_size)), dtype=_input_dtype(model))
         shape = tuple(inputs.shape)
     try:
-        calls = _run(model, inputs)
+        calls, seen = _run_counted(model, inputs)
     except OneByOneError as e:
         raise OneByOneError(f"Keras model `{model.name}`: {e}") from e
     except Exception as e:  # noqa: BLE001 - name the model and the input it did not run on
         raise OneByOneError(f"Keras model `{model.name}` did not run on inputs of shape {shape}: "
                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     rows, uncounted = _rows(calls, dtype)
-    uncounted += _unseen_products(model, inputs, sum(r.macs for r in rows))
+    uncounted += _unseen_products(seen, sum(r.macs for r in rows), type(model).__name__)
     total = model.count_params()
     rest = total - sum(r.params for r in rows)
     if rest:
@@ -161,23 +163,27 @@ def analyze(model, input_size=None, example=None, batch_size: int = 1, dtype: st
     return ModelStats(model.name, rows, total, uncounted, batch_size, dtype)
 
 
-def _unseen_products(model, inputs, counted: int) -> list:
-    """Where Keras runs on torch, the MACs torch's ``FlopCounterMode`` sees in one run beyond the ``counted``
-    ones (a subclassed model's ``call`` running ``ops.matmul`` outside any layer, a layer type not counted),
-    as one entry of ``uncounted``; [] where it sees no more, or on another backend (nothing to ask)."""
+def _run_counted(model, inputs) -> tuple[list, int | None]:
+    """``_run``'s calls and, where Keras runs on torch, the MACs torch's ``FlopCounterMode`` saw in that same
+    run (None on another backend, or where the counter cannot watch the run: then it runs once more alone)."""
     if keras.backend.backend() != "torch":
-        return []
+        return _run(model, inputs), None
     from torch.utils.flop_counter import FlopCounterMode
 
+    counter = FlopCounterMode(display=False)
     try:
-        with FlopCounterMode(display=False) as counter:
-            model(inputs)
+        return _run(model, inputs, lambda: counter), counter.get_total_flops() // 2
     except Exception:  # noqa: BLE001 - a run the counter cannot watch: the layers' count stands, unchecked
+        return _run(model, inputs), None
+
+
+def _unseen_products(seen: int | None, counted: int, model_type: str) -> list:
+    """The MACs torch saw (``seen``) beyond the ``counted`` ones (a subclassed model's ``call`` running
+    ``ops.matmul`` outside any layer, a layer type not counted), as one entry of ``uncounted``; [] where it
+    saw no more, or nothing was seen."""
+    if seen is None or seen <= counted:
         return []
-    seen = counter.get_total_flops() // 2
-    if seen <= counted:
-        return []
-    return [("(the model's own call)", type(model).__name__, f"{seen - counted:,} MACs of products torch's "
+    return [("(the model's own call)", model_type, f"{seen - counted:,} MACs of products torch's "
              "FlopCounterMode saw beyond the layers counted (ops.matmul or einsum in a call, a layer type not "
              "counted)")]
 
