@@ -135,7 +135,7 @@ def test_cost_errors_name_what_was_expected():
         cost.conv_cost((1, 3, 4, 4), 8, 5)
     with pytest.raises(OneByOneError, match="groups=3 must divide both in_channels=4 and out_channels=6"):
         cost.conv_cost((1, 4, 8, 8), 6, 3, groups=3)
-    with pytest.raises(OneByOneError, match="dtype must be a NumPy dtype name"):
+    with pytest.raises(OneByOneError, match="dtype must be a numeric NumPy dtype or its name"):
         cost.conv1x1_cost((1, 4, 5, 5), 3, dtype="floaty")
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from onebyone import OneByOneError, forms, layout, ops
+from onebyone import OneByOneError, algebra, cost, forms, layout, ops, quant
 
 X = np.zeros((1, 4, 6, 6))
 W1 = np.zeros((8, 4, 1, 1))
@@ -93,6 +93,55 @@ W1 = np.zeros((8, 4, 1, 1))
             r"w must have C\*H\*W=9 input columns for a \(1, 3, 3\) map, got shape \(3, 10\)",
         ),
         (lambda: layout.pointwise_matrix(np.zeros((8, 4, 3, 3))), r"w must be a 1x1 weight"),
+        # the algebra behind the rewrites: wrong shapes and values were broadcast or raised NumPy's errors
+        (lambda: algebra.merge_linear(np.ones((4, 3)), np.ones((4, 1)), np.ones((2, 4)), None), r"b must have rank 1"),
+        (lambda: algebra.merge_linear(np.ones((4, 3)), np.ones(5), np.ones((2, 4)), None),
+         r"b must have shape \(4,\) to match 4 output channels, got \(5,\)"),
+        (lambda: algebra.batchnorm_affine(np.ones(3), np.ones((3, 1)), np.ones(3), np.ones(3), 1e-5),
+         r"one running_var per channel \(3\), got shape \(3, 1\)"),
+        (lambda: algebra.batchnorm_affine(np.ones(3), np.ones(4), np.ones(3), np.ones(3), 1e-5),
+         r"one running_var per channel \(3\), got shape \(4,\)"),
+        (lambda: algebra.batchnorm_affine(np.ones(2), np.array([1.0, -1.0]), np.ones(2), np.ones(2), 1e-5),
+         r"running_var \+ eps must be > 0 for every channel; 1 of 2 are not \(channel 1"),
+        (lambda: algebra.batchnorm_affine(np.ones(2), np.ones(2), np.ones(2), np.ones(2), "1e-5"),
+         r"eps must be a number >= 0, got '1e-5'"),
+        (lambda: algebra.fold_affine_before(np.ones((3, 2)), None, np.ones(4), np.ones(4), groups=2),
+         r"output channels not divisible by groups: w has 3 output channels"),
+        (lambda: algebra.fold_affine_before(np.ones(3), None, np.ones(3), np.ones(3)), r"w must have rank 2 or 3"),
+        (lambda: algebra.choose_rank([], 0.9), r"singular_values must not be empty"),
+        (lambda: algebra.choose_rank([0.0, 0.0], 0.9), r"hold no energy to keep"),
+        # costs: a shape without its batch axis, arguments of the wrong type, padding no layer can have
+        (lambda: cost.pool_cost((64, 56, 56), 2), r"input_shape \(64, 56, 56\) is ambiguous"),
+        (lambda: cost.pool_cost((1, 8, 5, 5), 3, padding=5), r"padding must be at most half the kernel"),
+        (lambda: cost.conv_output_size(7, 0), r"kernel must be an integer >= 1, got 0"),
+        (lambda: cost.conv_output_size(7, 3, stride=0), r"stride must be an integer >= 1, got 0"),
+        (lambda: cost.conv_output_size(7.5, 3), r"size must be an integer >= 1, got 7.5"),
+        (lambda: cost.conv_output_size(7, 3, dilation=0), r"dilation must be an integer >= 1, got 0"),
+        (lambda: cost.conv_cost((1, 3, 8, 8), 4, 3, stride=(2, "2")), r"stride must be an integer >= 1, got '2'"),
+        (lambda: cost.pool_cost((1, 3, 8, 8), "foo"), r"kernel_size must be an integer >= 1, got 'foo'"),
+        (lambda: cost.dense_cost(784, 10), r"input_shape must be a tuple of ints such as \(1, 784\), got 784"),
+        (lambda: cost.conv_cost((1, 3, 8, 8), 4, 3, dtype=None), r"dtype must be a numeric NumPy dtype"),
+        (lambda: cost.conv_cost((1, 3, 8, 8), 4, 3, dtype="U10"), r"dtype must be a numeric NumPy dtype"),
+        (lambda: cost.conv_cost((1, 3, 8, 8), 4, 3, bias="no"), r"bias must be True or False, got 'no'"),
+        (lambda: layout.flatten_permutation(3, "NCHW", "NHWC"), r"chw must be one feature map's \(C, H, W\), got 3"),
+        # the ops: missing checks reached NumPy (a reshape, a 74 TB allocation)
+        (lambda: ops.dense_backward(np.zeros((2, 3)), np.zeros((4, 5)), np.zeros((2, 4))),
+         r"channel mismatch: x has 3 features"),
+        (lambda: ops.conv2d(np.zeros((1, 1, 3000, 3000), np.float32), np.zeros((1, 1, 1500, 1500), np.float32),
+                            padding="same"),
+         r"the im2col copy of a \(1, 1, 3000, 3000\) input, 1500x1500 kernel needs"),
+        (lambda: ops.conv2d(X, W1, padding=((1, 2), (0, 1))), r"pad both sides of an axis alike"),
+        (lambda: ops.conv1x1(np.zeros((2, 4)), np.zeros((3, 4)), stride=2), r"no spatial axis to stride over"),
+        (lambda: ops.conv1x1(X, W1, stride=(2, 2, 2)), r"stride must be an int or 2 ints"),
+        (lambda: forms.sliding_dense(X, np.ones((6, 36)), None, 3, padding=10**5), r"padding a .* needs"),
+        (lambda: forms.sliding_dense(X, 1.0, None, 3), r"w must have rank 2, got rank 0"),
+        (lambda: forms.dense_per_pixel(X, 3.0), r"w must have rank 2, got rank 0"),
+        (lambda: forms.dense_per_pixel(np.ones(3), np.ones((2, 3))), r"channels-first \(N, C, ...\) with rank >= 2"),
+        (lambda: forms.shared_mlp_per_point(np.ones((1, 2, 3)), [np.ones((3, 3))]), r"layer 0 is a ndarray"),
+        (lambda: forms.flatten(X, layout="bogus"), r"layout must be one of"),
+        (lambda: quant.quantize(np.ones((2, 3)), axis=(0,)), r"axis must be in \[-2, 2\)"),
+        (lambda: quant.pointwise_int(np.ones((1, 3, 2, 2)), np.ones((2, 3)), per_channel="no"),
+         r"per_channel must be True or False"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(call, pattern):

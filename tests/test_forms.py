@@ -115,3 +115,41 @@ def test_converters_refuse_nan_and_inf(bad):
                     lambda a: layout.linear_to_keras(a)):
         with pytest.raises(OneByOneError, match=r"must be finite, got 1 NaN/Inf value\(s\) in shape \(3, 4\)"):
             convert(w)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1.0, 1e160])
+def test_truncated_svd_keeps_the_same_directions_whatever_the_weights_magnitude(scale):
+    """The Gram matrix of W squares its entries: at 1e-170 it underflowed (21% off, 'kept' 1.0), at 1e160 it
+    overflowed (LinAlgError), and diag(1e155, 1) kept the small direction. Against NumPy's full SVD."""
+    from onebyone.algebra import truncated_svd
+
+    w = np.random.default_rng(0).standard_normal((3, 5)) * scale
+    a, b, r, kept = truncated_svd(w, rank=2)
+    u, s, vt = np.linalg.svd(w / scale)
+    best = (u[:, :2] * s[:2]) @ vt[:2]  # the rank-2 truncation, of W / scale
+    assert np.allclose(b @ a / scale, best, atol=1e-10) and abs(kept - (s[:2] ** 2).sum() / (s**2).sum()) < 1e-12
+    a, b, _, _ = truncated_svd(np.diag([1e155, 1.0]), rank=1)
+    assert np.array_equal(b @ a, np.diag([1e155, 0.0]))
+
+
+def test_arrays_keep_one_dtype_through_the_gradients_and_the_merge():
+    """float32 operands with a float64 weight gave a float64 grad_x beside float32 grad_w; a merge of float32
+    layers without biases gave a float64 bias; dense_per_pixel disagreed with conv1x1 on the result dtype."""
+    from onebyone import algebra
+
+    x32, g32, w64 = np.ones((2, 3), np.float32), np.ones((2, 4), np.float32), np.ones((4, 3))
+    assert {a.dtype for a in ops.dense_backward(x32, w64, g32)} == {np.dtype(np.float64)}
+    x4 = np.ones((1, 3, 2, 2), np.float32)
+    assert {a.dtype for a in ops.conv1x1_backward(x4, w64, np.ones((1, 4, 2, 2), np.float32))} == {np.dtype("f8")}
+    w, b = algebra.merge_linear(np.ones((4, 3), np.float32), None, np.ones((2, 4), np.float32), None)
+    assert w.dtype == b.dtype == np.float32
+    w16 = np.ones((4, 3), np.float16)
+    assert forms.dense_per_pixel(x4, w16).dtype == ops.conv1x1(x4, w16).dtype
+
+
+def test_conv1x1_takes_a_stride_per_spatial_axis():
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 7))
+    w = np.random.default_rng(1).standard_normal((2, 3))
+    assert np.allclose(ops.conv1x1(x, w, stride=(2, 3)), ops.conv1x1(x[:, :, ::2, ::3], w))
+    gx, _, _ = ops.conv1x1_backward(x, w, np.ones((1, 2, 3, 3)), stride=(2, 3))
+    assert np.count_nonzero(gx.any(axis=1)) == 9

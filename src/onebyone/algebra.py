@@ -19,10 +19,19 @@ from .errors import OneByOneError
 
 
 def batchnorm_affine(mean, var, gamma, beta, eps: float):
-    """BatchNorm in eval mode as ``scale * x + shift`` per channel."""
-    mean, var = as_float_array(mean, "running_mean"), as_float_array(var, "running_var")
-    scale = as_float_array(gamma, "weight") / np.sqrt(var + eps)
-    return scale, as_float_array(beta, "bias") - mean * scale
+    """BatchNorm in eval mode as ``scale * x + shift`` per channel: four (C,) vectors and ``eps`` >= 0, with
+    ``running_var + eps`` > 0 everywhere (a norm that divides by zero or a negative variance is refused)."""
+    mean = as_float_array(mean, "running_mean", ndim=1)
+    var, gamma, beta = (_per_channel(v, name, mean.size) for v, name in
+                        ((var, "running_var"), (gamma, "weight"), (beta, "bias")))
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise OneByOneError(f"eps must be a number >= 0, got {eps!r}")
+    bad = ~(var + eps > 0)
+    if bad.any():
+        raise OneByOneError(f"running_var + eps must be > 0 for every channel; {int(bad.sum())} of {var.size} are not "
+                            f"(channel {int(np.argmax(bad))}: var {var[np.argmax(bad)]}, eps {eps})")
+    scale = gamma / np.sqrt(var + eps)
+    return scale, beta - mean * scale
 
 
 def _per_channel(v, name: str, n: int) -> np.ndarray:
@@ -53,7 +62,7 @@ def fold_affine_after_transposed(w, b, scale, shift, groups: int = 1):
     >>> w.ravel().tolist(), b.tolist()
     ([2.0, 3.0], [0.0, 0.0])
     """
-    w = as_float_array(w, "w")
+    w = as_float_array(w, "w", ndim=range(2, 6))
     groups = check_int(groups, "groups")
     cin, og = w.shape[:2]
     if cin % groups:
@@ -71,11 +80,14 @@ def fold_affine_before(w, b, scale, shift, groups: int = 1):
 
     W'[o, i] = W[o, i] * scale[input channel of i]; b' = b + sum_i W[o, i] * shift[...].
     """
-    w = as_float_array(w, "w")
+    w = as_float_array(w, "w", ndim=range(2, 6))
     groups = check_int(groups, "groups")
     o, cg = w.shape[:2]
     if any(s != 1 for s in w.shape[2:]):
         raise OneByOneError(f"an affine before a layer folds only into 1x1 or dense weights, got shape {w.shape}")
+    if o % groups:
+        raise OneByOneError(f"output channels not divisible by groups: w has {o} output channels (shape {w.shape}), "
+                            f"groups={groups}")
     scale, shift = _per_channel(scale, "scale", cg * groups), _per_channel(shift, "shift", cg * groups)
     if scale.shape != (cg * groups,):
         raise OneByOneError(
@@ -96,8 +108,9 @@ def merge_linear(w1, b1, w2, b2):
         raise OneByOneError(
             f"cannot merge: the second layer reads {w2.shape[1]} channels, the first writes {w1.shape[0]}"
         )
-    b1 = np.zeros(w1.shape[0]) if b1 is None else as_float_array(b1, "b1")
-    b2 = np.zeros(w2.shape[0]) if b2 is None else as_float_array(b2, "b2")
+    dtype = np.result_type(w1, w2)
+    b1 = np.zeros(w1.shape[0], dtype) if b1 is None else check_bias(b1, w1.shape[0], dtype)
+    b2 = np.zeros(w2.shape[0], dtype) if b2 is None else check_bias(b2, w2.shape[0], dtype)
     return w2 @ w1, w2 @ b1 + b2
 
 
@@ -105,7 +118,10 @@ def choose_rank(singular_values, energy: float) -> int:
     """Smallest r whose leading singular values keep ``energy`` of the squared Frobenius norm."""
     if not 0.0 < energy <= 1.0:
         raise OneByOneError(f"energy must be in (0, 1], got {energy}")
-    e = np.cumsum(np.asarray(singular_values, np.float64) ** 2)
+    sv = as_float_array(singular_values, "singular_values", ndim=1)
+    e = np.cumsum(sv.astype(np.float64) ** 2)
+    if not e[-1] > 0:
+        raise OneByOneError(f"the singular values hold no energy to keep (their squares sum to {e[-1]})")
     return int(np.searchsorted(e / e[-1], energy - 1e-12) + 1)
 
 
@@ -140,7 +156,8 @@ def truncated_svd(w2d, rank=None, energy=None):
                             "infinite values: it has no singular values to keep")
     wide = w2d.shape[0] <= w2d.shape[1]
     m = (w2d if wide else w2d.T).astype(np.float64)  # (small, big); in float64: the Gram matrix squares the
-    evals, evecs = np.linalg.eigh(m @ m.T)  # condition number, which float32 would lose half its digits to
+    top = float(np.abs(m).max())  # condition number, which float32 would lose half its digits to; and W / max|W|
+    evals, evecs = np.linalg.eigh((m / top) @ (m / top).T if top > 0 else m @ m.T)  # keeps its square in range
     s2, vecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]  # squared singular values, leading first
     limit = s2.size
     if rank is None:
@@ -148,7 +165,8 @@ def truncated_svd(w2d, rank=None, energy=None):
     rank = check_int(rank, "rank")
     if rank > limit:
         raise OneByOneError(f"rank must be <= min(out, in) = {limit} for a weight of shape {w2d.shape}, got {rank}")
-    total = float(np.sum(w2d * w2d))  # ||W||_F^2, the eigenvalues' sum without their rounding
+    unit = w2d / top if top > 0 else w2d  # (the eigenvalues are of W / max|W|: so is the norm they are held to)
+    total = float(np.sum(unit * unit))  # ||W||_F^2, the eigenvalues' sum without their rounding
     kept = min(1.0, float(np.sum(s2[:rank])) / total) if total > 0 else 1.0
     basis = np.ascontiguousarray(vecs[:, :rank])  # (m, r): leading left (wide) or right (tall) singular vectors
     w64, like = w2d.astype(np.float64), w2d.dtype

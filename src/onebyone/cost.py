@@ -59,10 +59,27 @@ class Cost:
 
 
 def itemsize(dtype) -> int:
+    """Bytes per element of a numeric ``dtype`` (a NumPy dtype or its name; None is refused, not float64)."""
     try:
-        return np.dtype(dtype).itemsize
-    except TypeError as e:
-        raise OneByOneError(f"dtype must be a NumPy dtype name such as 'float32', got {dtype!r}") from e
+        kind = np.dtype(dtype).kind if dtype is not None else None
+    except TypeError:
+        kind = None
+    if kind not in tuple("biufc"):
+        raise OneByOneError(f"dtype must be a numeric NumPy dtype or its name such as 'float32', got {dtype!r}")
+    return np.dtype(dtype).itemsize
+
+
+def _check_bias(bias) -> bool:
+    if not isinstance(bias, (bool, np.bool_)):
+        raise OneByOneError(f"bias must be True or False, got {bias!r} ({type(bias).__name__})")
+    return bool(bias)
+
+
+def _shape(shape, name: str = "input_shape") -> tuple:
+    """A shape as a tuple of ints >= 1, or a OneByOneError (a bare int is not a shape: (1, 784) is)."""
+    if not isinstance(shape, (tuple, list)):
+        raise OneByOneError(f"{name} must be a tuple of ints such as (1, 784), got {shape!r} ({type(shape).__name__})")
+    return tuple(check_int(v, f"{name} entries") for v in shape)
 
 
 def pad_amounts(size: int, kernel: int, stride: int = 1, padding=0, dilation: int = 1) -> tuple[int, int]:
@@ -74,15 +91,19 @@ def pad_amounts(size: int, kernel: int, stride: int = 1, padding=0, dilation: in
     >>> pad_amounts(28, 5, padding="same"), pad_amounts(7, 2, stride=2, padding="same")
     ((2, 2), (0, 1))
     """
+    size, kernel = check_int(size, "size"), check_int(kernel, "kernel")
+    stride, dilation = check_int(stride, "stride"), check_int(dilation, "dilation")
+    if isinstance(padding, np.ndarray):
+        padding = padding.tolist()
     if padding == "valid":
         return 0, 0
     if padding == "same":
         effective = dilation * (kernel - 1) + 1
         total = max((math.ceil(size / stride) - 1) * stride + effective - size, 0)
         return total // 2, total - total // 2
-    if isinstance(padding, tuple) and len(padding) == 2:
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
         return check_int(padding[0], "padding", 0), check_int(padding[1], "padding", 0)
-    if isinstance(padding, str):
+    if isinstance(padding, (str, tuple, list)):
         raise OneByOneError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
     p = check_int(padding, "padding", minimum=0)
     return p, p
@@ -94,7 +115,7 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding=0, dilatio
     >>> conv_output_size(6, 3), conv_output_size(28, 5, padding="same"), conv_output_size(7, 3, stride=2)
     (4, 28, 3)
     """
-    lo, hi = pad_amounts(size, kernel, stride, padding, dilation)
+    lo, hi = pad_amounts(size, kernel, stride, padding, dilation)  # (checks each argument)
     effective = dilation * (kernel - 1) + 1
     if effective > size + lo + hi:
         raise OneByOneError(
@@ -105,13 +126,15 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding=0, dilatio
 
 
 def _per_axis(value, n: int, name: str, minimum: int = 1) -> tuple:
+    """One setting per spatial axis from an int or n of them; padding's may also be "same" / "valid" or, per
+    axis, a (before, after) pair (a causal conv's), checked by ``pad_amounts``."""
+    padding = name == "padding"
     if isinstance(value, (tuple, list)):
         if len(value) != n:
             raise OneByOneError(f"{name} must be an int or {n} ints, got {value!r}")
-        pair = name == "padding"  # an axis's padding may be a (before, after) pair (a causal conv's)
-        return tuple(v if isinstance(v, str) or pair and isinstance(v, tuple) else check_int(v, name, minimum)
+        return tuple(v if padding and isinstance(v, (str, tuple, list)) else check_int(v, name, minimum)
                      for v in value)
-    if isinstance(value, str):
+    if isinstance(value, str) and padding:
         return (value,) * n
     return (check_int(value, name, minimum),) * n
 
@@ -119,7 +142,7 @@ def _per_axis(value, n: int, name: str, minimum: int = 1) -> tuple:
 def _split(shape, layout: str) -> tuple[int, int, tuple]:
     """(N, C, spatial) from a batched shape in the given layout."""
     check_layout(layout)
-    shape = tuple(check_int(s, "input_shape entries") for s in shape)
+    shape = _shape(shape)
     if len(shape) < 3:
         raise OneByOneError(f"input_shape must be (N, C, *spatial) or (N, *spatial, C), got {shape}")
     if layout == "NCHW":
@@ -184,7 +207,7 @@ def conv_cost(input_shape, out_channels: int, kernel_size, *, stride=1, padding=
     out_spatial = tuple(conv_output_size(*args) for args in zip(spatial, k, s, p, dl))
     out_shape = _join(n, out_channels, out_spatial, layout)
     weight_params = out_channels * (c // groups) * math.prod(k)
-    bias_params = out_channels if bias else 0
+    bias_params = out_channels if _check_bias(bias) else 0
     activations = math.prod(out_shape)
     macs = activations * (c // groups) * math.prod(k)
     size = itemsize(dtype)
@@ -204,8 +227,7 @@ def conv_transpose_cost(input_shape, out_channels: int, kernel_size, output_shap
     True
     """
     check_choice(layout, ("NCHW", "NHWC"), "layout")
-    input_shape = tuple(check_int(v, "input_shape entries") for v in input_shape)
-    output_shape = tuple(check_int(v, "output_shape entries") for v in output_shape)
+    input_shape, output_shape = _shape(input_shape), _shape(output_shape, "output_shape")
     last = layout == "NHWC"
     if len(input_shape) < 3 or len(output_shape) != len(input_shape) or output_shape[0] != input_shape[0] or \
             output_shape[-1 if last else 1] != out_channels:
@@ -217,7 +239,7 @@ def conv_transpose_cost(input_shape, out_channels: int, kernel_size, output_shap
     if c % groups or out_channels % groups:
         raise OneByOneError(f"groups={groups} must divide both in_channels={c} and out_channels={out_channels}")
     k = _per_axis(kernel_size, len(input_shape) - 2, "kernel_size")
-    weight_params, bias_params = c * (out_channels // groups) * math.prod(k), (out_channels if bias else 0)
+    weight_params, bias_params = c * (out_channels // groups) * math.prod(k), (out_channels if _check_bias(bias) else 0)
     macs = math.prod(input_shape) * (out_channels // groups) * math.prod(k)
     activations, size = math.prod(output_shape), itemsize(dtype)
     return Cost(tuple(output_shape), weight_params, bias_params, macs, 2 * macs, activations,
@@ -279,13 +301,13 @@ def dense_cost(input_shape, out_features: int, *, bias: bool = True, dtype="floa
     >>> dense_cost((1, 784), 784).params, dense_cost((2, 7, 7, 32), 10).macs == per_pixel
     (615440, True)
     """
-    input_shape = tuple(check_int(s, "input_shape entries") for s in input_shape)
+    input_shape = _shape(input_shape)
     if not input_shape:
         raise OneByOneError("input_shape must be (..., in_features), got ()")
     out_features = check_int(out_features, "out_features")
     in_features = input_shape[-1]
     out_shape = (*input_shape[:-1], out_features)
-    weight_params, bias_params = out_features * in_features, (out_features if bias else 0)
+    weight_params, bias_params = out_features * in_features, (out_features if _check_bias(bias) else 0)
     activations = math.prod(out_shape)
     macs = activations * in_features
     size = itemsize(dtype)
@@ -294,8 +316,9 @@ def dense_cost(input_shape, out_features: int, *, bias: bool = True, dtype="floa
 
 
 def pool_cost(input_shape, kernel_size, *, stride=None, padding=0, op: str = "max",
-              layout: str = "NCHW", dtype="float32") -> Cost:
-    """Cost of a max or average pool (``stride`` defaults to the kernel size, as in PyTorch).
+              layout: str = "NCHW", dtype="float32", spatial_dims=None) -> Cost:
+    """Cost of a max or average pool (``stride`` defaults to the kernel size, as in PyTorch; integer padding
+    at most half the kernel, as PyTorch requires). The number of spatial axes comes as for ``conv_cost``.
 
     ``kernel_size="global"`` pools every spatial position into one.
 
@@ -303,13 +326,16 @@ def pool_cost(input_shape, kernel_size, *, stride=None, padding=0, op: str = "ma
     ((1, 8, 2, 2), 128)
     """
     check_choice(op, ("max", "avg"), "op")
+    d = spatial_axes(input_shape, spatial_dims, *(v for v in (kernel_size, stride, padding) if v != "global"))
     n, c, spatial = _split(input_shape, layout)
-    if kernel_size == "global":
+    if isinstance(kernel_size, str) and kernel_size == "global":
         kernel_size, stride, padding = tuple(spatial), 1, 0
-    d = len(spatial)
     k = _per_axis(kernel_size, d, "kernel_size")
     s = k if stride is None else _per_axis(stride, d, "stride")
     p = _per_axis(padding, d, "padding", minimum=0)
+    if any(isinstance(pp, int) and pp > kk // 2 for pp, kk in zip(p, k)):
+        raise OneByOneError(f"padding must be at most half the kernel (as in PyTorch: a window of padding alone has "
+                            f"no input), got padding {p} for kernel {k}")
     out_spatial = tuple(conv_output_size(sz, kk, ss, pp) for sz, kk, ss, pp in zip(spatial, k, s, p))
     out_shape = _join(n, c, out_spatial, layout)
     activations = math.prod(out_shape)

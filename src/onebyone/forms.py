@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
-from .checks import as_float_array, check_choice, check_finite, check_int, check_layout, check_pair
-from .errors import OneByOneError
+from .checks import as_float_array, check_choice, check_finite, check_int, check_layout, check_pair, result_dtype
+from .errors import OneByOneError, check_size
 from .layout import convert, pointwise_matrix
 
 # --- 1. a 1x1 conv is a dense layer at every pixel ---------------------------------------------
@@ -32,10 +32,12 @@ def dense_per_pixel(x, w, b=None, *, layout="NCHW") -> np.ndarray:
     Same result as ``ops.conv1x1(x, w, b, layout=layout)`` for w of shape (O, C).
     """
     layout = check_layout(layout)
-    x = as_float_array(x, "x")
+    x, w = as_float_array(x, "x"), as_float_array(w, "w", ndim=2)
+    if layout == "NCHW" and x.ndim < 2:
+        raise OneByOneError(f"x must be channels-first (N, C, ...) with rank >= 2 for layout NCHW, got shape {x.shape}")
     c_axis = 1 if layout == "NCHW" else x.ndim - 1
     cols = np.moveaxis(x, c_axis, -1)  # (N, C, *S) -> (N, *S, C)
-    out = np.empty(cols.shape[:-1] + (np.shape(w)[0],), dtype=np.result_type(x, np.asarray(w)))
+    out = np.empty(cols.shape[:-1] + (w.shape[0],), dtype=result_dtype(x, w))
     for pos in np.ndindex(*cols.shape[:-1]):
         out[pos] = ops.dense(cols[pos], w, b)  # one pixel: (C,) -> (O,)
     return np.moveaxis(out, -1, c_axis)  # (N, *S, O) -> (N, O, *S)
@@ -81,6 +83,7 @@ def shared_mlp_per_point(points, layers, *, final_activation=True) -> np.ndarray
             (after the last too unless ``final_activation=False``).
     """
     points = as_float_array(points, "points", ndim=3)
+    layers = _layer_pairs(layers)
     out = []
     for cloud in points:  # (N, C)
         rows = []
@@ -98,11 +101,26 @@ def shared_mlp_per_point(points, layers, *, final_activation=True) -> np.ndarray
 def shared_mlp_conv1d(points_bcn, layers, *, final_activation=True) -> np.ndarray:
     """The same shared MLP as a stack of Conv1d(kernel_size=1) on (B, C, N) point sets."""
     h = as_float_array(points_bcn, "points", ndim=3)
+    layers = _layer_pairs(layers)
     for i, (w, b) in enumerate(layers):
         h = ops.conv1x1(h, dense_to_conv1x1(w, spatial_dims=1), b)  # (B, C_in, N) -> (B, C_out, N)
         if final_activation or i < len(layers) - 1:
             h = np.maximum(h, 0)
     return h
+
+
+def _layer_pairs(layers) -> list:
+    """An MLP's layers as a list of (w, b) pairs, or a OneByOneError naming the first that is not one."""
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise OneByOneError(f"layers must be a list of (w, b) pairs, got {type(layers).__name__}") from None
+    for i, pair in enumerate(layers):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            got = f"a {type(pair).__name__}" + (f" of shape {np.shape(pair)}" if hasattr(pair, "shape") else "")
+            raise OneByOneError(f"layers must be a list of (w, b) pairs (w (out, in), b (out,) or None); layer {i} "
+                                f"is {got}")
+    return layers
 
 
 # --- 2. a dense layer on a flattened map is a conv ---------------------------------------------
@@ -146,6 +164,7 @@ def full_kernel_to_dense(wk, *, layout="NCHW") -> np.ndarray:
 
 def flatten(x, *, layout="NCHW") -> np.ndarray:
     """(N, C, H, W) or (N, H, W, C) -> (N, features), in the layout's own order (PyTorch / Keras Flatten)."""
+    check_layout(layout)  # (either layout flattens its own memory order: one reshape)
     x = as_float_array(x, "x", ndim=4)
     return x.reshape(x.shape[0], -1)  # (N, C, H, W) -> (N, C*H*W)
 
@@ -240,17 +259,19 @@ def sliding_dense(x, wd, b=None, kernel_size=3, *, stride=1, padding=0, dilation
     flatten it as (kH, kW, C) and apply ``ops.dense``. An explicit loop, independent of ``ops.conv2d``.
     """
     layout = check_layout(layout)
-    x = as_float_array(x, "x", ndim=4)
+    x, wd = as_float_array(x, "x", ndim=4), as_float_array(wd, "w", ndim=2)
     x_nhwc = convert(x, layout, "NHWC")  # (N, C, H, W) -> (N, H, W, C)
     (kh, kw), (sh, sw), (dh, dw) = (check_pair(v, n) for v, n in
                                     ((kernel_size, "kernel_size"), (stride, "stride"), (dilation, "dilation")))
     pads = ops.padding_pairs(padding, x_nhwc.shape[1:3], (kh, kw), (sh, sw), (dh, dw))
+    n, h, w, c = x_nhwc.shape
+    check_size(n * (h + sum(pads[0])) * (w + sum(pads[1])) * c * x.itemsize, f"padding a {x.shape} input by {pads}")
     xp = np.pad(x_nhwc, ((0, 0), pads[0], pads[1], (0, 0)))  # (N, H+pH, W+pW, C)
     ho = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
     wo = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
     if ho < 1 or wo < 1:
         raise OneByOneError(f"kernel {kh}x{kw} is larger than the padded input {xp.shape[1]}x{xp.shape[2]}")
-    y = np.empty((x.shape[0], ho, wo, np.shape(wd)[0]), dtype=np.result_type(x, np.asarray(wd)))
+    y = np.empty((x.shape[0], ho, wo, wd.shape[0]), dtype=result_dtype(x, wd))
     for i in range(ho):
         for j in range(wo):
             patch = xp[:, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw, :]

@@ -99,8 +99,8 @@ def flatten_permutation(chw, src: str, dst: str) -> np.ndarray:
     ``chw`` is always given as (C, H, W), whatever the layouts.
     """
     check_layout(src), check_layout(dst)
-    if len(chw) != 3:
-        raise OneByOneError(f"chw must be (C, H, W), got {tuple(chw)}")
+    if not isinstance(chw, (tuple, list)) or len(chw) != 3:
+        raise OneByOneError(f"chw must be one feature map's (C, H, W), got {chw!r}")
     c, h, w = (check_int(v, "chw entries") for v in chw)
     index = np.arange(c * h * w).reshape(c, h, w)  # positions in a channels-first flatten
     as_src = index if src == "NCHW" else index.transpose(1, 2, 0)

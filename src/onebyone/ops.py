@@ -46,6 +46,9 @@ def _check_groups(c: int, o: int, cg: int, groups: int, x_shape, w_shape, layout
 def padding_pairs(padding, hw, kernel, stride, dilation) -> tuple:
     if isinstance(padding, str):
         return tuple(cost.pad_amounts(s, k, st, padding, d) for s, k, st, d in zip(hw, kernel, stride, dilation))
+    if isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list, str)) for p in padding):
+        raise OneByOneError(f"padding must be an int, a pair (pH, pW), 'valid' or 'same', got {padding!r}: the NumPy "
+                            "ops pad both sides of an axis alike (for (before, after) amounts, np.pad the input)")
     ph, pw = check_pair(padding, "padding", minimum=0)
     return (ph, ph), (pw, pw)
 
@@ -96,6 +99,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, layout="N
     b = check_bias(b, o, dtype)
     cols = windows(x_nhwc.astype(dtype, copy=False), (kh, kw), stride, padding, dilation)  # (N, Ho, Wo, kH, kW, C)
     n, ho, wo = cols.shape[:3]
+    check_size(n * ho * wo * kh * kw * cg * cols.itemsize, f"the im2col copy of a {x.shape} input, {kh}x{kw} kernel")
     og = o // groups
     y = np.empty((n, ho, wo, o), dtype=dtype)
     for g in range(groups):
@@ -112,16 +116,33 @@ def _pointwise_operands(x, w, stride, groups, layout):
     layout = check_layout(layout)
     x = as_float_array(x, "x")
     wm = pointwise_matrix(w)  # (O, C/g)
-    stride = check_int(stride, "stride")
     if layout == "NCHW" and x.ndim < 2:
         raise OneByOneError(f"x must be channels-first (N, C, ...) with rank >= 2 for layout NCHW, got shape {x.shape}")
     c_axis = 1 if layout == "NCHW" else x.ndim - 1
     o, cg = wm.shape
     _check_groups(x.shape[c_axis], o, cg, groups, x.shape, np.shape(w), layout)
-    spatial = range(2, x.ndim) if layout == "NCHW" else range(1, x.ndim - 1)
-    if stride > 1:
-        x = x[tuple(slice(None, None, stride) if a in spatial else slice(None) for a in range(x.ndim))]
-    return x, wm, c_axis
+    spatial = list(range(2, x.ndim) if layout == "NCHW" else range(1, x.ndim - 1))
+    return x[_every(_strides(stride, len(spatial), x.shape), spatial, x.ndim)], wm, c_axis
+
+
+def _strides(stride, n: int, shape) -> tuple:
+    """A 1x1 conv's stride, one per spatial axis (an int is every axis's); refused where there is no axis to step."""
+    if isinstance(stride, (tuple, list)):
+        if len(stride) != n:
+            raise OneByOneError(f"stride must be an int or {n} ints (one per spatial axis of x {shape}), "
+                                f"got {stride!r}")
+        strides = tuple(check_int(s, "stride") for s in stride)
+    else:
+        strides = (check_int(stride, "stride"),) * n
+    if not n and stride != 1:
+        raise OneByOneError(f"x of shape {shape} has no spatial axis to stride over; got stride={stride!r}")
+    return strides
+
+
+def _every(strides, spatial, ndim: int) -> tuple:
+    """The index that keeps every strides[i]-th position along spatial axis spatial[i]."""
+    step = dict(zip(spatial, strides))
+    return tuple(slice(None, None, step.get(a, 1)) for a in range(ndim))
 
 
 def conv1x1(x, w, b=None, *, stride=1, groups=1, layout="NCHW") -> np.ndarray:
@@ -131,7 +152,7 @@ def conv1x1(x, w, b=None, *, stride=1, groups=1, layout="NCHW") -> np.ndarray:
         x: channels-first (N, C, *spatial) for "NCHW" -- (N, C, H, W), point sets (B, C, L), (N, C) --
            or channels-last (..., C) for "NHWC".
         w: (O, C/g), (O, C/g, 1), (O, C/g, 1, 1) or Keras (1, 1, C/g, O).
-        stride: keeps every stride-th position along each spatial axis.
+        stride: keeps every stride-th position along each spatial axis: an int, or one int per spatial axis.
 
     >>> conv1x1(np.ones((2, 5, 3)), np.ones((4, 3)), layout="NHWC").shape
     (2, 5, 4)
@@ -155,10 +176,13 @@ def conv1x1(x, w, b=None, *, stride=1, groups=1, layout="NCHW") -> np.ndarray:
 
 
 def conv1x1_backward(x, w, grad_y, *, stride=1, groups=1, layout="NCHW"):
-    """Gradients of ``sum(grad_y * conv1x1(x, w, b))`` with respect to x, w (in w's own shape) and b."""
+    """Gradients of ``sum(grad_y * conv1x1(x, w, b))`` with respect to x, w (in w's own shape) and b, in the
+    operands' dtype."""
     xs, wm, c_axis = _pointwise_operands(x, w, stride, groups, layout)
     x = as_float_array(x, "x")
     grad_y = as_float_array(grad_y, "grad_y")
+    dtype = result_dtype(x, wm, grad_y)
+    xs, wm, grad_y = (a.astype(dtype, copy=False) for a in (xs, wm, grad_y))
     o, cg = wm.shape
     expected = xs.shape[:c_axis] + (o,) + xs.shape[c_axis + 1:]
     if grad_y.shape != expected:
@@ -173,8 +197,8 @@ def conv1x1_backward(x, w, grad_y, *, stride=1, groups=1, layout="NCHW"):
     moved = np.moveaxis(xs, c_axis, -1).shape  # (..., C) shape of the strided input
     gx_s = np.moveaxis(gx_m.transpose(1, 0, 2).reshape(moved), -1, c_axis)
     gx = np.zeros_like(x, dtype=gx_s.dtype)
-    spatial = range(2, x.ndim) if c_axis == 1 else range(1, x.ndim - 1)
-    gx[tuple(slice(None, None, stride) if a in spatial else slice(None) for a in range(x.ndim))] = gx_s
+    spatial = list(range(2, x.ndim) if c_axis == 1 else range(1, x.ndim - 1))
+    gx[_every(_strides(stride, len(spatial), x.shape), spatial, x.ndim)] = gx_s
     w_shape = np.shape(w)
     if len(w_shape) == 4 and w_shape[:2] == (1, 1) and w_shape[2:] != (1, 1):
         gw = gw.T.reshape(w_shape)  # (O, C/g) -> Keras (1, 1, C/g, O)
@@ -204,10 +228,15 @@ def dense(x, w, b=None) -> np.ndarray:
 
 
 def dense_backward(x, w, grad_y):
-    """Gradients of ``sum(grad_y * dense(x, w, b))`` with respect to x, w and b."""
+    """Gradients of ``sum(grad_y * dense(x, w, b))`` with respect to x, w and b, in the operands' dtype."""
     x = as_float_array(x, "x")
     w = as_float_array(w, "w", ndim=2)
     grad_y = as_float_array(grad_y, "grad_y")
+    if x.shape[-1] != w.shape[1]:
+        raise OneByOneError(f"channel mismatch: x has {x.shape[-1]} features (shape {x.shape}) but w (out, in) expects "
+                            f"{w.shape[1]} (w shape {w.shape})")
+    dtype = result_dtype(x, w, grad_y)
+    x, w, grad_y = (a.astype(dtype, copy=False) for a in (x, w, grad_y))
     if grad_y.shape != x.shape[:-1] + (w.shape[0],):
         raise OneByOneError(f"grad_y must have the output shape {x.shape[:-1] + (w.shape[0],)}, got {grad_y.shape}")
     g2 = grad_y.reshape(-1, w.shape[0])  # (..., out) -> (M, out)

@@ -12,6 +12,8 @@ weights shares the grid of the largest one and loses its precision.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .checks import as_float_array, check_bias, check_finite, check_int
@@ -30,7 +32,7 @@ def quantize(a, bits: int = 8, axis: int | None = None) -> tuple[np.ndarray, np.
     if axis is None:
         m = np.abs(a).max() if a.size else 0.0
     else:
-        if not -a.ndim <= axis < a.ndim:
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -a.ndim <= axis < a.ndim:
             raise OneByOneError(f"axis must be in [-{a.ndim}, {a.ndim}) for a {a.shape} array, got {axis}")
         m = np.abs(a).max(axis=tuple(i for i in range(a.ndim) if i != axis % a.ndim), keepdims=True)
     scale = np.where(m > 0, m / top, 1.0)
@@ -43,6 +45,8 @@ def pointwise_int(x, w, b=None, bits: int = 8, per_channel: bool = True) -> dict
     ``y = s_x * s_w[o] * acc + b``."""
     x = as_float_array(x, "x", ndim=4).astype(np.float64)
     w = as_float_array(w, "w", ndim=2).astype(np.float64)
+    if not isinstance(per_channel, (bool, np.bool_)):
+        raise OneByOneError(f"per_channel must be True or False, got {per_channel!r}")
     if w.shape[1] != x.shape[1]:
         raise OneByOneError(f"w is (O, C) = {w.shape} but x has C = {x.shape[1]} channels ({x.shape})")
     q_x, s_x = quantize(x, bits)
