@@ -324,3 +324,16 @@ def test_a_scaled_difference_of_branches_merges_and_a_scale_along_width_does_not
     assert ["-2 x identity + BatchNorm" in c for c in report.changed] == ([] if check_shape else [True])
     with torch.no_grad():
         torch.testing.assert_close(inner(x), along_w(x), rtol=1e-5, atol=1e-5)
+
+
+def test_inplace_that_cannot_be_kept_warns_that_the_model_given_is_unchanged():
+    """A merge gives a traced GraphModule, a new class: ``inplace=True`` returned it with a note alone, and a
+    caller who drops the result (as after timm's ``reparameterize_model(model, inplace=True)``) kept the
+    training form unsaid."""
+    from onebyone.torch import reparameterize
+
+    block, x = RepVGG(4).eval(), torch.randn(1, 4, 6, 6)
+    with pytest.warns(UserWarning, match=r"reparameterize: inplace=True: .* the model given is unchanged: use the "
+                                         r"model returned"):
+        merged, _ = reparameterize(block, x, inplace=True)
+    assert merged is not block and isinstance(block.pw[1], nn.BatchNorm2d)

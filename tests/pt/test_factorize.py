@@ -205,6 +205,8 @@ def test_the_truncation_of_a_float32_weight_is_as_good_as_the_full_svds():
 
 def test_inplace_on_a_single_layer_says_the_pair_is_new():
     layer = nn.Linear(10, 8)
-    pair, report = factorize(layer, rank=2, inplace=True)
+    with pytest.warns(UserWarning, match="inplace=True: a single layer comes back as a new pair .* model given is "
+                      "unchanged: use the model returned"):
+        pair, report = factorize(layer, rank=2, inplace=True)
     assert pair is not layer and isinstance(pair, nn.Sequential) and layer.weight.shape == (8, 10)
     assert any(n.startswith("inplace=True: a single layer comes back as a new pair") for n in report.notes)

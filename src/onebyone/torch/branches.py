@@ -273,7 +273,11 @@ def merge_branches(model: nn.Module, example=None, input_size=None, tol: float =
     sum of its input (and the activation after it) and whose own ``forward`` reads no shape (Python could
     branch on it); a sum no such module computes is skipped, said why.
     ``report.changed`` names each merge and its branches; every other sum is in ``report.skipped`` with the
-    reason. Checked in float64 within ``tol`` of the output scale."""
+    reason. Checked in float64 within ``tol`` of the output scale.
+
+    Merges found in fx's graph give a ``torch.fx.GraphModule``: the same ``forward``, but not the class's other
+    methods (timm's ``forward_features``, ``reset_classifier``) nor its state_dict names; ``inplace=True`` then
+    warns and leaves the model given unchanged."""
     _check_eval(model)
     x = probe_input(model, example, input_size)
     report, work = RewriteReport("merge_branches"), copy_model(model)  # the model given is not touched

@@ -20,7 +20,7 @@ from .layer_cost import layer_cost
 from .layer_kinds import CONVS, is_pointwise, own_forward, read_by_parent
 from .layers import Pointwise
 from .record import record_calls
-from .rewrite_report import FactorizedLayer, FactorizeReport, finish
+from .rewrite_report import FactorizedLayer, FactorizeReport, finish, not_in_place
 from .rewrites import pointwise_layer
 from .tensors import (
     batch_size,
@@ -132,8 +132,7 @@ def factorize(model_or_layer: nn.Module, rank=None, energy=None, kinds=KINDS, *,
         report.notes.append(f"relative weight error <= sqrt(1 - energy) = {(1 - energy) ** 0.5:.4f} per layer")
     out, report = finish(report, model, work, x, tol=float("inf"), inplace=inplace and not single, check=False)
     if inplace and single:
-        report.notes.append("inplace=True: a single layer comes back as a new pair (one module cannot become two "
-                            "in place); the layer given is unchanged")
+        not_in_place(report, "a single layer comes back as a new pair (one module cannot become two in place)", 4)
     with torch.no_grad():  # the whole model's output error, all the layers' errors together
         x64 = cast(x, hi)
         y0 = _flat(call(copy_model(model, hi).eval(), x64))

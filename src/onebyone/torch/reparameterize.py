@@ -25,7 +25,9 @@ def reparameterize(model: nn.Module, example=None, input_size=None, tol: float =
 
     ``report.changed`` lists every fold and merge by module path, in the order done; ``report.skipped`` lists
     every norm and every sum left in the final model, each with the reason it stays. The outputs are checked
-    in float64 on ``example`` (or a seeded probe of ``input_size``) within ``tol`` of the output scale.
+    in float64 on ``example`` (or a seeded probe of ``input_size``) within ``tol`` of the output scale. Where
+    a branch merges the model returned is a ``torch.fx.GraphModule`` (see ``merge_branches``): its ``forward``
+    alone; ``inplace=True`` then warns and leaves the model given unchanged.
     """
     _check_eval(model)
     x = probe_input(model, example, input_size)

@@ -3,6 +3,7 @@ they all run."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import TypedDict
 
@@ -234,8 +235,16 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
         _adopt(original, rewritten)
         return original, report
     if inplace:
-        report.notes.append("inplace=True: the rewrite needed a traced GraphModule, so a new model was returned")
+        not_in_place(report, "the rewrite needed a traced GraphModule (a new class)")
     return rewritten, report
+
+
+def not_in_place(report: RewriteReport, why: str, stacklevel: int = 5) -> None:
+    """Say, in the notes and a warning, that ``inplace=True`` could not be honoured: the model given is unchanged
+    (a caller that drops the returned model would keep the old one, unsaid)."""
+    note = f"inplace=True: {why}, so the model given is unchanged: use the model returned"
+    report.notes.append(note)
+    warnings.warn(f"{report.rewrite}: {note}", UserWarning, stacklevel=stacklevel)  # (the caller, past gc_paused)
 
 
 FLOAT32_TOL = 1e-4  # the least tolerance of a check that runs in float32 (as optimize's on the fast path)
