@@ -10,6 +10,8 @@
         .onebyone-run.json             what the run wrote (the link and its epoch folders): the only
                                        entries a run, or ``--overwrite``, ever removes
         .onebyone-run.lock             held while a run writes: a second run of the same folder is refused
+        .replaced-epoch-0011/          (--overwrite) the run being replaced, kept whole until the new run's
+                                       first epoch is switched in
 
 A process killed at any moment leaves ``checkpoint`` on a complete epoch: the one before, or the new one.
 Loading never unpickles anything (safetensors and JSON), and every damaged or missing file is named in
@@ -35,7 +37,7 @@ LOCK = ".onebyone-run.lock"
 def folder(out) -> Path | None:
     """The folder holding ``out``'s current checkpoint files, or None when ``out`` holds no run."""
     out = Path(out)
-    if (out / LINK).exists():
+    if (out / LINK).is_symlink() and (out / LINK).exists():  # (a folder of the user's named checkpoint is not ours)
         return (out / LINK).resolve()
     if _legacy(out):
         return out
@@ -76,11 +78,12 @@ def _record(out: Path, names) -> None:
     os.replace(tmp, out / MANIFEST)
 
 
-def check_run_folder(out, resume: bool, epochs: range = range(0)) -> Path:
+def check_run_folder(out, resume: bool, epochs: range = range(0), replacing: bool = False) -> Path:
     """Refuse ``out`` as a run folder, before anything is written: for ``resume``, a folder without a run;
     for a new run, a folder holding one (continue it, or ``clear`` it first) or a folder that is not empty
     and holds no run, so that nothing of the user's is ever mixed with, or removed by, a run. ``epochs``: those
-    a resumed run will save (a folder of that name it did not write is refused)."""
+    a resumed run will save (a folder of that name it did not write is refused); ``replacing``: the run held
+    is one ``set_aside`` kept for a new run that replaces it."""
     out = Path(out)
     if resume:
         if folder(out) is None:
@@ -89,7 +92,7 @@ def check_run_folder(out, resume: bool, epochs: range = range(0)) -> Path:
         return out
     if out.exists() and not out.is_dir():
         raise OneByOneError(f"the run folder {out} is a file; expected a folder (existing or new)")
-    if folder(out) is not None:
+    if folder(out) is not None and not (replacing and folder(out).name.startswith(REPLACED)):
         raise OneByOneError(f"{out} holds a run: continue it (--resume) or replace it (--overwrite), or choose "
                             "another folder")
     if out.is_dir() and not is_run_folder(out) and any(p.name != LOCK for p in out.iterdir()):
@@ -148,17 +151,63 @@ def save(out, tensors: dict, optimizer_tensors: dict, config: dict, state: dict,
         os.chmod(new / name, mode)  # the same mode for every file
         _flush(new / name)
     _flush(new)
-    tmp = out / f".{LINK}.tmp"
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(new.name)
-    os.replace(tmp, out / LINK)  # the one step: before it the old epoch, after it the new one
-    _flush(out)
+    _switch(out, new.name)  # the one step: before it the old epoch, after it the new one
     for old in ours:
-        if old.startswith("epoch-") and old != new.name and (out / old).is_dir():
+        if old not in (new.name, LINK) and (out / old).is_dir():  # older epochs, a replaced run's
             _remove_epoch(out / old, keep_foreign=True)
     _record(out, [new.name, LINK])  # an earlier version's five files, if any, stay: no manifest listed them
     return new
+
+
+def _switch(out: Path, name: str) -> None:
+    """Point ``out/checkpoint`` at ``out/name`` in one step (a new link renamed over the old)."""
+    tmp = out / f".{LINK}.tmp"
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(name)
+    os.replace(tmp, out / LINK)
+    _flush(out)
+
+
+def set_aside(out) -> None:
+    """For ``--overwrite``: keep the run held in ``out`` whole until the new run's first epoch is switched in.
+    Its current epoch is linked (hard links, else copies) into ``.replaced-epoch-NNNN``, ``checkpoint`` switched
+    to that, and every other entry its manifest lists removed; the new run's first ``save`` removes the rest.
+    A new run killed before then leaves the run it was replacing, complete (``--resume`` continues it)."""
+    import shutil
+
+    out = Path(out)
+    check_clearable(out)
+    current, ours = folder(out), written(out)
+    if current is None or current.parent != out.resolve() or current.name not in ours:
+        return clear(out)  # (no current epoch of this run's own to keep)
+    aside = current if current.name.startswith(REPLACED) else out / f"{REPLACED}{current.name}"
+    if aside != current:
+        _record(out, ours + [aside.name])  # first said, then written
+        if aside.exists() or aside.is_symlink():
+            _remove_epoch(aside)
+        aside.mkdir()
+        for name in FILES:
+            try:
+                os.link(current / name, aside / name)
+            except OSError:  # (a file system without hard links)
+                shutil.copy2(current / name, aside / name)
+        _flush(aside)
+        _switch(out, aside.name)
+    for name in ours + [f".{LINK}.tmp"]:
+        if name not in (aside.name, LINK):
+            _remove(out / name)
+    _record(out, [aside.name, LINK])
+
+
+REPLACED = ".replaced-"  # the run an --overwrite replaces, kept until the new run's first epoch
+
+
+def _remove(p: Path) -> None:
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+    elif p.is_dir():
+        _remove_epoch(p)
 
 
 def new_run_folder(root, name: str) -> Path:
@@ -181,11 +230,7 @@ def clear(out) -> None:
     check_clearable(out)
     ours = written(out)
     for name in ours + [f".{LINK}.tmp"]:
-        p = out / name
-        if p.is_symlink() or p.is_file():
-            p.unlink()
-        elif p.is_dir():
-            _remove_epoch(p)
+        _remove(out / name)
     _record(out, [])
 
 

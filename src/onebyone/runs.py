@@ -106,5 +106,8 @@ def resume_hint(out, model: str) -> str:
     if checkpoint.folder(out) is None:
         return f"; no epoch had finished, so {out} holds no checkpoint yet"
     epoch = checkpoint.read_json(out, "state.json").get("epoch")
+    if checkpoint.folder(out).name.startswith(checkpoint.REPLACED):
+        return (f"; no epoch had finished, so {out} still holds the run it was replacing (epoch {epoch}), whole: "
+                f"--resume continues that one, --overwrite replaces it again")
     return (f"; the last complete checkpoint is epoch {epoch} in {out}/checkpoint. Continue with: "
             f"onebyone train {model} --out {out} --resume")

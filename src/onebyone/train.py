@@ -207,10 +207,10 @@ def train(
     """Train ``cfg.model`` on ``cfg.data``; returns (model, per-epoch metrics), and writes both under ``out``.
 
     ``out`` must be new, empty, or a run folder (``onebyone.checkpoint``): a new run refuses a folder that
-    holds a run unless ``overwrite`` (which removes only what that run wrote) and a folder of other files
-    always; the folder is locked while the run writes it, so a second run of it is refused. ``until``
-    stops after that epoch as if interrupted (the learning-rate schedule still plans for ``cfg.epochs``),
-    so a later ``resume=True`` continues the same run.
+    holds a run unless ``overwrite`` (which removes only what that run wrote, and keeps it whole until the new
+    run's first epoch is saved) and a folder of other files always; the folder is locked while the run writes
+    it, so a second run of it is refused. ``until`` stops after that epoch as if interrupted (the learning-rate
+    schedule still plans for ``cfg.epochs``), so a later ``resume=True`` continues the same run.
     """
     setup = _setup(cfg, resume)  # the data and the model checked before any file is touched
     if out is None or int(os.environ.get("RANK", "0")) != 0:  # under DDP only rank 0 writes, and locks
@@ -218,13 +218,14 @@ def train(
     out = Path(out)
     done = read_state(out)[0]["epoch"] if resume and checkpoint.folder(out) is not None else 0
     saves = range(done + 1, cfg.epochs + 1)  # the epochs it will save
-    if overwrite and not resume and checkpoint.folder(out) is not None:
+    replacing = overwrite and not resume and checkpoint.folder(out) is not None
+    if replacing:
         checkpoint.check_clearable(out, saves)  # before the lock marks the folder: no manifest, nothing is ours
         with checkpoint.lock(out):
-            checkpoint.clear(out)
-    checkpoint.check_run_folder(out, resume, saves)
+            checkpoint.set_aside(out)  # the old run kept whole until the new one's first epoch
+    checkpoint.check_run_folder(out, resume, saves, replacing)
     with checkpoint.lock(out):
-        checkpoint.check_run_folder(out, resume, saves)  # again, now that no other run can write it
+        checkpoint.check_run_folder(out, resume, saves, replacing)  # again, now that no other run can write it
         return _train(cfg, out, resume, progress, until, setup)
 
 

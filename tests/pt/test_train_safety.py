@@ -457,3 +457,45 @@ def test_a_model_file_of_another_kind_is_named_in_one_short_line(tmp_path, capsy
     with pytest.raises(OneByOneError, match="model.safetensors does not fit nin_digits") as e:
         load_checkpoint(out)
     assert len(str(e.value)) < 600
+
+
+def test_an_overwrite_interrupted_before_its_first_epoch_leaves_the_run_it_was_replacing(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """--overwrite cleared the old run before training: Ctrl-C (or a crash) in the new run's first epoch left
+    neither run. Now the old run stays whole, loadable and resumable, until the new run's first epoch is
+    switched in; then only the new run's files remain."""
+    import onebyone.train as training
+
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "2", "--out", str(out)]) == 0
+    before = checkpoint.read_tensors(out, "model.safetensors")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "_epochs", killed)
+        assert main(RUN + ["--epochs", "1", "--out", str(out), "--overwrite"]) == 130
+    err = capsys.readouterr().err
+    assert "still holds the run it was replacing (epoch 2), whole: --resume continues that one" in err, err
+    after = checkpoint.read_tensors(out, "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert main(RUN + ["--epochs", "3", "--out", str(out), "--resume"]) == 0  # the old run goes on
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 3
+    assert main(RUN + ["--epochs", "1", "--out", str(out), "--overwrite"]) == 0
+    assert checkpoint.written(out) == ["checkpoint", "epoch-0001"] and checkpoint.read_json(out, "state.json")[
+        "epoch"] == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(["checkpoint", "epoch-0001", checkpoint.MANIFEST,
+                                                            checkpoint.LOCK])
+
+
+def test_a_users_folder_that_holds_a_checkpoint_folder_is_the_users_not_a_damaged_run(tmp_path, capsys):
+    own = tmp_path / "mine"
+    (own / "checkpoint").mkdir(parents=True)
+    (own / "checkpoint" / "weights.pt").write_text("w")
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        assert main(RUN + ["--epochs", "1", "--out", str(own), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is incomplete" not in err and ("holds no run" in err or "has no such list" in err
+                                               or "needs a run folder" in err), err
+    assert (own / "checkpoint" / "weights.pt").read_text() == "w"
