@@ -38,6 +38,10 @@ def start_run(model: str, data_name: str | None = None, out=None, *, epochs=None
             raise OneByOneError(f"--resume continues the run in {out} as it was saved; these options differ: "
                                 f"{'; '.join(conflicts)}. Leave them out, or start a new run with another --out")
         done = read_state(out)[0]["epoch"]
+        if epochs and done < epochs < cfg.epochs:
+            raise OneByOneError(f"--resume: the run in {out} was planned for {cfg.epochs} epochs, and its "
+                                f"learning-rate schedule with them; --epochs {epochs} would change the schedule "
+                                f"midway: leave --epochs out, or give {cfg.epochs} or more")
         cfg.epochs = epochs or cfg.epochs
         if done >= cfg.epochs:
             return None, (f"nothing to do: the run in {out} finished epoch {done}" + (

@@ -233,15 +233,26 @@ def _setup(cfg: TrainConfig, resume: bool) -> tuple:
     """(train and test samples and labels, the model): everything that can refuse the run's inputs (the
     data, its classes, the model's input shape), before anything is written or cleared."""
     check_choice(cfg.precision, ("fp32", "bf16"), "precision")
+    for name, (ok, want) in _CONFIG_FIELDS.items():  # (the API's TrainConfig, as the CLI's options are)
+        if not ok(getattr(cfg, name)):
+            raise OneByOneError(f"TrainConfig's {name} must be {want}, got {getattr(cfg, name)!r}")
+    cfg.data = cfg.data if resume else data_spec(cfg.data)  # (a path saved absolute: maps, --resume from anywhere)
     xtr, ytr = data.load(cfg.data, "train", **cfg.data_kwargs)
     xte, yte = data.load(cfg.data, "test", **cfg.data_kwargs)
+    labels = int(max(ytr.max(), yte.max())) + 1
+    if cfg.num_classes and labels > cfg.num_classes:
+        raise OneByOneError(f"num_classes={cfg.num_classes}, but {cfg.data}'s labels go up to {labels - 1} ({labels} "
+                            "classes): leave num_classes at 0 (from the data) or make it at least that")
     cfg.num_classes = cfg.num_classes or data.num_classes(cfg.data, np.concatenate([ytr, yte]))
     if cfg.num_classes < 2:
         raise OneByOneError(f"{cfg.data} holds {cfg.num_classes} class: a classifier needs at least two")
     untrained = sorted(set(range(cfg.num_classes)) - set(np.unique(ytr).tolist()))
     if untrained:
-        raise OneByOneError(f"{cfg.data}: class(es) {untrained} have no sample in the training split (all fell in "
-                            "the test split, or none were given): give each class a few more samples")
+        given = set(np.unique(np.concatenate([ytr, yte])).tolist())
+        why = (f"its labels skip {sorted(set(range(cfg.num_classes)) - given)[:8]}: number the classes 0 to K-1"
+               if set(range(cfg.num_classes)) - given else "all fell in the test split: give each class a few more "
+               "samples")
+        raise OneByOneError(f"{cfg.data}: class(es) {untrained[:8]} have no sample in the training split ({why})")
     found = data.class_names(cfg.data, cfg.num_classes)
     if resume and cfg.classes and found != cfg.classes:
         raise OneByOneError(f"--resume: {cfg.data} now holds the classes {found}, but the run was trained on "

@@ -87,9 +87,17 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys):
     assert f"--out {tmp_path / 'file'} is a file" in capsys.readouterr().err
 
 
-def test_a_loss_that_becomes_nan_stops_training_and_no_invalid_json_is_written(tmp_path):
-    with pytest.raises(OneByOneError, match=r"the loss became nan at epoch 1, batch \d+: training stopped"):
-        train(TrainConfig("nin_digits", "digits", epochs=2, lr=1e12), out=tmp_path / "run", progress=False)
+def test_a_loss_that_becomes_nan_stops_training_and_no_invalid_json_is_written(tmp_path, monkeypatch):
+    cross_entropy, calls = torch.nn.functional.cross_entropy, []
+
+    def diverging(logits, y):  # (a rate that blows up is refused up front: the loss turns NaN at the third batch)
+        calls.append(1)
+        return cross_entropy(logits, y) * (float("nan") if len(calls) >= 3 else 1.0)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.functional, "cross_entropy", diverging)
+        with pytest.raises(OneByOneError, match=r"the loss became nan at epoch 1, batch \d+: training stopped"):
+            train(TrainConfig("nin_digits", "digits", epochs=2), out=tmp_path / "run", progress=False)
     assert checkpoint.folder(tmp_path / "run") is None  # nothing half-written
     ok, _ = train(TrainConfig("nin_digits", "digits", epochs=1), out=tmp_path / "ok", progress=False)
     json.loads((tmp_path / "ok" / "checkpoint" / "metrics.json").read_text(), parse_constant=pytest.fail)  # no NaN
@@ -499,3 +507,39 @@ def test_a_users_folder_that_holds_a_checkpoint_folder_is_the_users_not_a_damage
         assert "is incomplete" not in err and ("holds no run" in err or "has no such list" in err
                                                or "needs a run folder" in err), err
     assert (own / "checkpoint" / "weights.pt").read_text() == "w"
+
+
+@pytest.mark.parametrize("field,value,said", [
+    ("batch_size", 0, "TrainConfig's batch_size must be an integer >= 1, got 0"),  # (ZeroDivisionError)
+    ("lr", -1.0, "TrainConfig's lr must be a number > 0"),  # (torch's 'Invalid learning rate')
+    ("epochs", 0, "TrainConfig's epochs must be an integer >= 1, got 0"),  # (returned [] silently)
+    ("num_classes", 5, "num_classes=5, but digits's labels go up to 9 (10 classes)"),  # (IndexError mid-epoch)
+])
+def test_the_python_api_refuses_a_bad_config_before_training(tmp_path, field, value, said):
+    cfg = TrainConfig("nin_digits", "digits", **({"epochs": 1} | {field: value}))
+    with pytest.raises(OneByOneError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        train(cfg, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_api_saves_a_data_path_absolute_and_names_skipped_labels(tmp_path, monkeypatch):
+    """A relative path in TrainConfig was saved relative (maps and --resume broke from another folder); labels
+    1..K gave 'all fell in the test split' for the empty class 0."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 1, 8, 8)).astype("float32"), y=np.arange(40) % 3 + 1)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OneByOneError, match=r"its labels skip \[0\]: number the classes 0 to K-1"):
+        train(TrainConfig("nin_digits", "d.npz", epochs=1), out=tmp_path / "a", progress=False)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 1, 8, 8)).astype("float32"), y=np.arange(40) % 3)
+    train(TrainConfig("nin_digits", "d.npz", epochs=1), out=tmp_path / "b", progress=False)
+    assert checkpoint.read_json(tmp_path / "b", "config.json")["data"] == str(tmp_path / "d.npz")
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_was_planned_for(tmp_path, capsys):
+    """A 4-epoch run stopped after 1, resumed with --epochs 2: the cosine schedule was recomputed midway, a run
+    like neither (the docstring said only epochs may grow)."""
+    out = str(tmp_path / "run")
+    train(TrainConfig("nin_digits", "digits", epochs=4, batch_size=128), out=out, progress=False, until=1)
+    assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "2"]) == 2
+    assert "was planned for 4 epochs, and its learning-rate schedule with them; --epochs 2" in capsys.readouterr().err
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 1
