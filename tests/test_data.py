@@ -147,3 +147,48 @@ def test_a_folder_dataset_skips_hidden_folders_and_needs_two_classes(tmp_path):
     Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "imgs" / "dog" / "1.png")
     x, y = data.load(str(tmp_path / "imgs"), "train")
     assert set(y.tolist()) <= {0, 1} and data.class_names(str(tmp_path / "imgs"), 2) == ["cat", "dog"]
+
+
+def test_a_folder_of_colour_images_keeps_its_colour_and_a_gray_one_stays_one_channel(tmp_path):
+    """Every folder was read in gray (PIL's luminance): red and blue classes differed only by brightness, and no
+    3-channel model could train on a folder. Now colour stays three channels; pictures that are gray (one
+    channel, or RGB with three equal channels) stay one; a gray image among colour ones is repeated."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, channel in (("red", 0), ("blue", 2)):
+        (tmp_path / "rgb" / cls).mkdir(parents=True)
+        for i in range(4):
+            a = np.zeros((6, 5, 3), np.uint8)
+            a[..., channel] = rng.integers(100, 256, (6, 5))
+            Image.fromarray(a).save(tmp_path / "rgb" / cls / f"{i}.png")
+    g = (rng.random((6, 5)) * 255).astype(np.uint8)
+    Image.fromarray(g).save(tmp_path / "rgb" / "red" / "gray.png")  # a gray one among them
+    (x, y), (xt, yt) = (data.load(str(tmp_path / "rgb"), split) for split in ("train", "test"))
+    x, y = np.concatenate([x, xt]), np.concatenate([y, yt])
+    assert x.shape == (9, 3, 6, 5)
+    red = x[y == 1]  # (classes in sorted order: blue 0, red 1)
+    gray = np.array([np.array_equal(im[0], im[1]) and np.array_equal(im[1], im[2]) for im in red])
+    assert (red[~gray][:, 2] == 0).all() and (red[~gray][:, 0] > 0).all()  # the red pictures hold no blue
+    assert gray.sum() == 1 and np.allclose(red[gray][0, 0] * 255, g)
+    for cls in ("a", "b"):  # gray pictures saved as RGB: one channel, as before
+        (tmp_path / "grayrgb" / cls).mkdir(parents=True)
+        for i in range(4):
+            v = (rng.random((6, 5)) * 255).astype(np.uint8)
+            Image.fromarray(np.stack([v, v, v], -1)).save(tmp_path / "grayrgb" / cls / f"{i}.png")
+    assert data.load(str(tmp_path / "grayrgb"), "train")[0].shape[1:] == (1, 6, 5)
+
+
+def test_files_a_folder_leaves_out_are_named_and_tiff_and_webp_are_read(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        for i, suffix in enumerate((".png", ".tif", ".webp")):
+            Image.fromarray(np.full((4, 4), 40 * i + 10, np.uint8)).save(tmp_path / "d" / cls / f"{i}{suffix}")
+    (tmp_path / "d" / "a" / "notes.txt").write_text("mine")
+    (tmp_path / "d" / "a" / ".DS_Store").write_text("")
+    with pytest.warns(UserWarning, match=r"1 file\(s\) that are not images .* were left out: a/notes.txt$"):
+        x, y = data.load(str(tmp_path / "d"), "train")
+    xt, _ = data.load(str(tmp_path / "d"), "test")
+    assert len(x) + len(xt) == 6

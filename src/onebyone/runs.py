@@ -86,6 +86,7 @@ def draw_run_maps(run, image: str, out=None, *, canvas: bool = False, seed: int 
         raise OneByOneError(f"--out names the PNG to write; got {out!r} (end it in .png)")
     check_writable_file(out, "--out")
     images, from_file = data.images_from_spec(image, xte)
+    images = [data.fit_channels(im, size[0]) for im in images]  # (as the folder it trained on was read)
     if any(not np.isfinite(im).all() for im in images):
         raise OneByOneError(f"{image} holds NaN or infinite values; expected a finite image")
     want, got = "x".join(map(str, size)), "x".join(map(str, images[0].shape))

@@ -283,9 +283,13 @@ def _check_fits(cfg: TrainConfig, model: nn.Module, xtr) -> None:
     """The model runs on the data's samples: channels, rank and size (a forward pass on two samples)."""
     want = model_info(cfg.model).input_size
     if xtr.shape[1] != want[0] or xtr.ndim != len(want) + 1:
-        raise OneByOneError(
-            f"{cfg.model} expects samples of shape {want} (channels first), but {cfg.data} gives {xtr.shape[1:]}"
-        )
+        hint = {(1, 3): ": its images are in colour; use a model of 3 input channels, or save them in gray",
+                (3, 1): ": its images are gray; use a model of 1 input channel, or save them in colour"}.get(
+            (want[0], xtr.shape[1]), "")
+        if xtr.ndim == 4 and xtr.shape[-1] == want[0] and xtr.shape[1] != want[0]:
+            hint = ": channels last? move them first (onebyone.layout.to_channels_first, or x.transpose(0, 3, 1, 2))"
+        raise OneByOneError(f"{cfg.model} expects samples of shape {want} (channels first), but {cfg.data} gives "
+                            f"{xtr.shape[1:]}{hint}")
     try:
         with torch.no_grad():
             model.eval()(torch.from_numpy(np.ascontiguousarray(xtr[:2])))

@@ -97,7 +97,7 @@ def test_cli_maps_and_canvas_write_pngs(checkpoint, tmp_path, capsys):
 def test_cli_maps_bad_images(checkpoint, tmp_path, capsys):
     from PIL import Image
 
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8) + np.array([200, 0, 0], np.uint8)).save(tmp_path / "rgb.png")
     Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "small.png")
     cases = [(["rgb.png"], r"takes 1-channel images \(1x8x8\); .* has 3 channel"),
@@ -195,3 +195,29 @@ def test_class_maps_run_a_training_model_in_eval_mode_and_leave_it_as_it_was():
     maps = class_maps(model, x)
     assert model.training and all(torch.equal(stats[k], v) for k, v in model.state_dict().items())
     torch.testing.assert_close(maps, class_maps(model.eval(), x))
+
+
+def test_a_run_on_a_folder_draws_maps_of_its_own_images_and_colour_is_named(tmp_path, capsys):
+    """Gray digits saved as RGB PNGs: training read them in gray, `maps` in colour and refused its own
+    training image ('takes 1-channel images; has 3'). A colour folder for a 1-channel model is named as such."""
+    from PIL import Image
+
+    from onebyone.data import load
+
+    x, y = load("digits", "test")
+    for cls in range(3):
+        (tmp_path / "d" / str(cls)).mkdir(parents=True)
+        for i, img in enumerate(x[y == cls][:6]):
+            v = (img[0] * 255).astype(np.uint8)
+            Image.fromarray(np.stack([v, v, v], -1)).save(tmp_path / "d" / str(cls) / f"{i}.png")
+    run = tmp_path / "run"
+    assert main(["train", "nin_digits", "--data", str(tmp_path / "d"), "--epochs", "1", "--out", str(run),
+                 "--quiet"]) == 0
+    path, said = draw_run_maps(run, str(tmp_path / "d" / "1" / "0.png"), tmp_path / "m.png")
+    assert path.is_file() and said.startswith("predicted ")
+    for i in range(6):  # one class in colour
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8) + np.array([200, 0, 0], np.uint8)).save(
+            tmp_path / "d" / "2" / f"{i}.png")
+    assert main(["train", "nin_digits", "--data", str(tmp_path / "d"), "--epochs", "1", "--out",
+                 str(tmp_path / "run2"), "--quiet"]) == 2
+    assert "gives (3, 8, 8): its images are in colour; use a model of 3 input channels" in capsys.readouterr().err

@@ -543,3 +543,10 @@ def test_resume_refuses_fewer_epochs_than_the_run_was_planned_for(tmp_path, caps
     assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "2"]) == 2
     assert "was planned for 4 epochs, and its learning-rate schedule with them; --epochs 2" in capsys.readouterr().err
     assert checkpoint.read_json(out, "state.json")["epoch"] == 1
+
+
+def test_channels_last_samples_are_named_as_such(tmp_path):
+    x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")  # (N, H, W, C): Keras's order
+    np.savez(tmp_path / "nhwc.npz", x=x, y=np.arange(40) % 2)
+    with pytest.raises(OneByOneError, match=r"gives \(8, 8, 1\): channels last\? move them first"):
+        train(TrainConfig("nin_digits", str(tmp_path / "nhwc.npz"), epochs=1), progress=False)

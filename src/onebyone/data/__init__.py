@@ -6,7 +6,8 @@
   [0, 1], or (N, 1, 28, 28) with ``size=28`` (bilinear upscale); a fixed, seeded 80/20 split.
 - ``"shapes3d"``: synthetic point clouds, (N, 3, n_points), of 8 shapes under random rotation, scale
   and noise; the same seed always gives the same clouds.
-- a path: a folder with one subfolder of images per class (pixels in [0, 1]), or an ``.npz`` with arrays
+- a path: a folder with one subfolder of images per class (pixels in [0, 1]; one channel where every image is
+  gray, else three), or an ``.npz`` with arrays
   ``x`` and ``y`` (a uint8 or uint16 ``x`` scaled to [0, 1] as images are, other numbers taken as they are).
 
 """
@@ -21,7 +22,7 @@ from ..checks import check_choice
 from ..errors import OneByOneError
 from .digits import load_digits
 from .shapes3d import SHAPES, load_shapes3d
-from .user import folder_classes, load_path, read_image
+from .user import fit_channels, folder_classes, load_path, read_image
 
 NAMES = ("digits", "shapes3d")
 
@@ -119,4 +120,4 @@ def compose_canvas(images, grid: int = 3, gap=None, seed: int = 0) -> np.ndarray
     return canvas
 
 
-__all__ = ["NAMES", "SHAPES", "class_names", "compose_canvas", "load", "num_classes", "read_image"]
+__all__ = ["NAMES", "SHAPES", "class_names", "compose_canvas", "fit_channels", "load", "num_classes", "read_image"]

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import OneByOneError
 from .split import split_indices
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def _npz(path: Path):
@@ -122,27 +122,46 @@ def folder_classes(path: Path) -> list:
 
 
 def _folder(path: Path):
+    """(x, y) of a folder of class subfolders: every image of every class, in one channel count (``same_channels``);
+    files that are not images (by their suffix) are named in a warning, hidden ones skipped unsaid."""
     classes = folder_classes(path)
     if len(classes) < 2:
         raise OneByOneError(f"{path} must contain one subfolder of images per class, at least two classes; found "
                             f"{len(classes)} ({', '.join(classes) or 'none'})")
-    xs, ys = [], []
+    xs, ys, skipped = [], [], []
     for label, name in enumerate(classes):
         try:
-            files = sorted(f for f in (path / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            entries = sorted(f for f in (path / name).iterdir() if f.is_file() and not f.name.startswith("."))
         except OSError as e:
             raise OneByOneError(f"cannot read the class folder {path / name}: {e.strerror or e}") from None
+        files = [f for f in entries if f.suffix.lower() in IMAGE_SUFFIXES]
+        skipped += [f for f in entries if f.suffix.lower() not in IMAGE_SUFFIXES]
         if not files:
             raise OneByOneError(f"class folder {path / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for f in files:
-            img = read_image(f, gray=True)[0]  # (H, W)
-            if xs and img.shape != xs[0].shape[1:]:
+            img = read_image(f)  # (C, H, W), C = 1 or 3
+            if xs and img.shape[1:] != xs[0].shape[1:]:
                 raise OneByOneError(
-                    f"{f} is {img.shape[1]}x{img.shape[0]}, but earlier images are {xs[0].shape[2]}x{xs[0].shape[1]}"
+                    f"{f} is {img.shape[2]}x{img.shape[1]}, but earlier images are {xs[0].shape[2]}x{xs[0].shape[1]}"
                 )
-            xs.append(img[None])  # (H, W) -> (1, H, W)
+            xs.append(img)
             ys.append(label)
-    return np.stack(xs), np.array(ys, dtype=np.int64)
+    if skipped:
+        import warnings
+
+        warnings.warn(f"{path}: {len(skipped)} file(s) that are not images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                      f"were left out: {', '.join(str(f.relative_to(path)) for f in skipped[:5])}", UserWarning,
+                      stacklevel=4)
+    return same_channels(xs), np.array(ys, dtype=np.int64)
+
+
+def same_channels(images: list) -> np.ndarray:
+    """Images of 1 or 3 channels as one (N, C, H, W) array: C = 1 where every image is gray (one channel, or
+    three equal ones: a gray picture saved as RGB), else 3, each gray image's channel repeated (as PIL's
+    conversion to RGB does)."""
+    if all(im.shape[0] == 1 or (im[0] == im[1]).all() and (im[1] == im[2]).all() for im in images):
+        return np.stack([im[:1] for im in images])
+    return np.stack([np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images])
 
 
 def load_path(path: Path, split: str = "train"):
@@ -153,3 +172,11 @@ def load_path(path: Path, split: str = "train"):
         raise OneByOneError(f"{path} is neither a folder of class subfolders nor an .npz file")
     idx = split_indices(len(x), split)
     return x[idx], y[idx]
+
+
+def fit_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """``image`` (C, H, W) in ``channels`` channels where that loses nothing (a gray picture saved as RGB to one
+    channel, one channel repeated to three, as a folder of mixed images is read), else as it is."""
+    if image.shape[0] == 3 and channels == 1 and same_channels([image]).shape[1] == 1:
+        return image[:1]
+    return np.repeat(image, 3, axis=0) if image.shape[0] == 1 and channels == 3 else image
