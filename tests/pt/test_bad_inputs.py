@@ -380,13 +380,23 @@ def test_a_refused_model_argument_is_said_without_the_notices_torch_gave_while_b
 
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        assert main(["summary", "mobilenet_v1", "--model-arg", "num_classes=0"]) == 2
-    assert "out_features must be an integer >= 1, got 0" in capsys.readouterr().err
-    assert not [w for w in said if "zero-element" in str(w.message)]
+        assert main(["summary", "tests.pt.test_bad_inputs:noisy_broken", "--input-size", "3", "8", "8"]) == 2
+    assert "to have 4 channels, but got 3" in capsys.readouterr().err
+    assert not [w for w in said if "built with a notice" in str(w.message)]
+    assert main(["summary", "mobilenet_v1", "--model-arg", "num_classes=0"]) == 2  # (refused before it is built)
+    assert "num_classes must be an integer >= 1, got 0 (timm's num_classes=0" in capsys.readouterr().err
     with warnings.catch_warnings(record=True) as said:  # a model that builds and runs: its notices are said
         warnings.simplefilter("always")
         assert main(["summary", "tests.pt.test_bad_inputs:noisy", "--input-size", "3", "8", "8"]) == 0
     assert [str(w.message) for w in said] == ["built with a notice"]
+
+
+def noisy_broken():
+    """A model that says something while it is built, then does not run on the input asked for."""
+    import warnings
+
+    warnings.warn("built with a notice", UserWarning, stacklevel=1)
+    return nn.Sequential(nn.Conv2d(4, 2, 1))  # (4 channels: not the 3 asked for)
 
 
 def noisy():

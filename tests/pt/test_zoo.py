@@ -68,5 +68,21 @@ def test_pointnet_transforms_every_point_by_its_matrix_and_hands_on_rows():
 
 def test_a_bad_model_argument_is_named_with_the_call_it_went_into():
     """A layer's own check inside the factory named a parameter the user never passed (out_channels)."""
-    with pytest.raises(OneByOneError, match=r"nin_cifar\(num_classes='abc'\) could not be built: out_channels"):
+    with pytest.raises(OneByOneError, match=r"nin_cifar: num_classes must be an integer >= 1, got 'abc'"):
         create_model("nin_cifar", num_classes="abc")
+    with pytest.raises(OneByOneError, match=r"nin_cifar\(dropout=2.0\) could not be built: ValueError: dropout"):
+        create_model("nin_cifar", dropout=2.0)
+
+
+def test_timm_style_arguments_are_taken_or_refused_alike_on_every_model():
+    """``pretrained=False`` (a timm habit) was refused by every model; ``num_classes=0`` built a head of zero
+    outputs on some and blamed ``out_channels`` on others; ``in_chans=0`` or True built and failed at forward."""
+    for name in list_models():
+        assert create_model(name, pretrained=False, num_classes=3) is not None
+        with pytest.raises(OneByOneError, match=f"{name}: num_classes must be an integer >= 1, got 0 \\(timm's"):
+            create_model(name, num_classes=0)
+        with pytest.raises(OneByOneError, match=f"{name}: the zoo has no pretrained weights"):
+            create_model(name, pretrained=True)
+    for bad in (0, True, 2.0):
+        with pytest.raises(OneByOneError, match=f"mobilenet_v1: in_chans must be an integer >= 1, got {bad!r}"):
+            create_model("mobilenet_v1", in_chans=bad)

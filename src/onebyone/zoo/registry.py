@@ -49,8 +49,19 @@ def model_info(name: str) -> ModelInfo:
 
 
 def create_model(name: str, **kwargs):
-    """Build a registered model, e.g. ``create_model("mobilenet_v1", num_classes=10, alpha=0.5)``."""
+    """Build a registered model, e.g. ``create_model("mobilenet_v1", num_classes=10, alpha=0.5)``, with random
+    weights: ``pretrained=False`` is taken (as timm's), ``pretrained=True`` refused (the zoo has no weights to
+    download: ``onebyone train`` makes them)."""
     fn = model_info(name).fn
+    if kwargs.pop("pretrained", False):
+        raise OneByOneError(f"{name}: the zoo has no pretrained weights (nothing is downloaded); train them with "
+                            f"`onebyone train {name} --data ...` and load the run's checkpoint")
+    for key in ("num_classes", "in_chans"):
+        v = kwargs.get(key)
+        if key in kwargs and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            zero = " (timm's num_classes=0, a model without its classifier, has no zoo form)" if v == 0 and \
+                key == "num_classes" else ""
+            raise OneByOneError(f"{name}: {key} must be an integer >= 1, got {v!r}{zero}")
     try:
         inspect.signature(fn).bind(**kwargs)
     except TypeError:
