@@ -337,3 +337,25 @@ def test_inplace_that_cannot_be_kept_warns_that_the_model_given_is_unchanged():
                                          r"model returned"):
         merged, _ = reparameterize(block, x, inplace=True)
     assert merged is not block and isinstance(block.pw[1], nn.BatchNorm2d)
+
+
+def test_a_merge_that_makes_the_model_larger_says_so():
+    """One 3x3 conv summed with three other branches: each merge holds its own copy (params 208 -> 444), which
+    the report showed only as numbers."""
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(4, 4, 3, padding=1)
+            self.p, self.q, self.r = (nn.Conv2d(4, 4, 1) for _ in range(3))
+
+        def forward(self, x):
+            y = self.c(x)
+            return torch.cat([y + self.p(x), y + self.q(x), y + self.r(x)], 1)
+
+    x = torch.randn(1, 4, 6, 6)
+    merged, report = merge_branches(Shared().eval(), x)
+    assert report.params_after > report.params_before
+    assert any(n.startswith(f"parameters grew from {report.params_before:,} to {report.params_after:,}")
+               for n in report.notes)
+    _, folded = merge_branches(RepVGG(4).eval(), x)
+    assert not any(n.startswith("parameters grew") for n in folded.notes)

@@ -230,6 +230,9 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     report.sample = ", ".join(str(tuple(v.shape[1:])) for v in example_values(example) if isinstance(v, torch.Tensor))
     keep_frozen(original, rewritten)
     report.notes += untied(original, rewritten)
+    if report.params_after > report.params_before and report.rewrite != "factorize":  # (its own notes say)
+        report.notes.append(f"parameters grew from {report.params_before:,} to {report.params_after:,}: a layer "
+                            "called in several places that became different layers is held once for each")
     report.skipped = list(dict.fromkeys(report.skipped))  # (a norm called at two places is one skip)
     if inplace and type(rewritten) is type(original):
         _adopt(original, rewritten)
