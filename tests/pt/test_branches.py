@@ -359,3 +359,23 @@ def test_a_merge_that_makes_the_model_larger_says_so():
                for n in report.notes)
     _, folded = merge_branches(RepVGG(4).eval(), x)
     assert not any(n.startswith("parameters grew") for n in folded.notes)
+
+
+def test_same_padding_merges_as_its_number_and_an_even_same_kernel_is_skipped():
+    """``padding='same'`` (torch's spelling of 1 for a 3x3) beside ``padding=1`` was skipped as 'string padding'."""
+    class Same(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3, padding="same"), nn.Conv2d(4, 4, k, padding=k // 2 if k % 2 else "same")
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    x = torch.randn(2, 4, 7, 9)
+    block = Same(1).eval()
+    merged, report = merge_branches(block, x)
+    assert len(report.changed) == 1 and sum(isinstance(m, nn.Conv2d) for m in merged.modules()) == 1
+    with torch.no_grad():
+        assert torch.allclose(merged(x), block(x), atol=1e-5)
+    _, report = merge_branches(Same(2).eval(), x)
+    assert not report.changed and "'same' padding of an even kernel" in str(report.skipped)

@@ -139,8 +139,9 @@ def _passes_on(node) -> bool:
 
 def _conv_term(gm, node, m: nn.Conv2d) -> Term | str:
     """A Conv2d branch (after a bias-free 1x1 conv, if one feeds only it)."""
-    if m.padding_mode != "zeros" or as_pair(m.dilation) != (1, 1) or isinstance(m.padding, str):
-        return f"`{node.target}` has dilation, string padding or a non-zero padding mode"
+    padding = _explicit_padding(m)
+    if m.padding_mode != "zeros" or as_pair(m.dilation) != (1, 1) or padding is None:
+        return f"`{node.target}` has dilation, 'same' padding of an even kernel or a non-zero padding mode"
     w, b = numpy64(m.weight), numpy64(m.bias) if m.bias is not None else np.zeros(m.out_channels)
     src, inner = node.args[0], G.module(gm, node.args[0])
     what, modules = f"{m.kernel_size[0]}x{m.kernel_size[1]} conv", (node.target,)
@@ -148,12 +149,21 @@ def _conv_term(gm, node, m: nn.Conv2d) -> Term | str:
             and as_pair(inner.stride) == (1, 1) and as_pair(inner.padding) == (0, 0) and inner.groups == 1
             and m.groups == 1 and len(src.users) == 1):
         b1 = numpy64(inner.bias) if inner.bias is not None else np.zeros(inner.out_channels)
-        if np.any(b1) and any(as_pair(m.padding)):
+        if np.any(b1) and any(padding):
             return f"`{src.target}` adds a bias that `{node.target}`'s zero padding would not see"
         w, b = reparam.compose(numpy64(inner.weight), w), b + w.sum(axis=(2, 3)) @ b1
         src, what, modules = src.args[0], "1x1 conv -> " + what, (src.target, node.target)
-    return Term(src, lambda g, w=w: w, b, as_pair(m.stride), as_pair(m.padding), tuple(m.kernel_size), m.groups, what,
-                modules)
+    return Term(src, lambda g, w=w: w, b, as_pair(m.stride), padding, tuple(m.kernel_size), m.groups, what, modules)
+
+
+def _explicit_padding(m: nn.Conv2d) -> tuple | None:
+    """A conv's padding as a pair of numbers: "valid" is none, "same" half an odd kernel (stride 1, as torch
+    requires of it); None for "same" on an even kernel (torch pads one side more: no centred window)."""
+    if not isinstance(m.padding, str):
+        return as_pair(m.padding)
+    if m.padding == "valid":
+        return 0, 0
+    return None if any(k % 2 == 0 for k in m.kernel_size) else tuple(k // 2 for k in m.kernel_size)
 
 
 def _pool_term(gm, node, m: nn.AvgPool2d) -> Term | str:
@@ -246,7 +256,8 @@ def _plan(gm, add) -> tuple | str:
     terms = [dataclasses.replace(t, src=_source(t.src)) for t in terms]
     if len({id(t.src) for t in terms}) != 1:
         return (f"the branches read different tensors ({', '.join(sorted({t.src.name for t in terms}))}): a branch "
-                "with a nonlinearity or another layer inside is not one linear map of the block's input")
+                "holding anything but convs, average pools, BatchNorms and identities (a nonlinearity, a flip, a "
+                "mean...) is not one the merge folds")
     fixed = {t.groups for t in terms if t.groups is not None}
     if not fixed:
         return "no convolution among the branches"
