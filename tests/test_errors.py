@@ -119,6 +119,7 @@ W1 = np.zeros((8, 4, 1, 1))
         (lambda: cost.conv_output_size(7, 3, dilation=0), r"dilation must be an integer >= 1, got 0"),
         (lambda: cost.conv_cost((1, 3, 8, 8), 4, 3, stride=(2, "2")), r"stride must be an integer >= 1, got '2'"),
         (lambda: cost.pool_cost((1, 3, 8, 8), "foo"), r"kernel_size must be an integer >= 1, got 'foo'"),
+        (lambda: cost.conv1x1_cost((4, 3), 2), r"one vector per sample is a dense layer's input \(dense_cost\)"),
         (lambda: cost.dense_cost(784, 10), r"input_shape must be a tuple of ints such as \(1, 784\), got 784"),
         (lambda: cost.conv_cost((1, 3, 8, 8), 4, 3, dtype=None), r"dtype must be a numeric NumPy dtype"),
         (lambda: cost.conv_cost((1, 3, 8, 8), 4, 3, dtype="U10"), r"dtype must be a numeric NumPy dtype"),

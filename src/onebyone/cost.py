@@ -166,6 +166,10 @@ def spatial_axes(input_shape, spatial_dims=None, *per_axis) -> int:
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else input_shape
     if not isinstance(shape, tuple):
         raise OneByOneError(f"input_shape must be a tuple of ints (N, C, *spatial), got {input_shape!r}")
+    if len(shape) < 3:
+        raise OneByOneError(f"a conv or pool needs input_shape (N, C, *spatial) with one or more spatial axes, got "
+                            f"{shape}" + (": one vector per sample is a dense layer's input (dense_cost)"
+                                          if len(shape) == 2 else ""))
     lengths = {len(v) for v in per_axis if isinstance(v, (tuple, list))}
     if len(lengths) > 1:
         raise OneByOneError(f"kernel_size, stride, padding and dilation disagree on the number of spatial axes: "
