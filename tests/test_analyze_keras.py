@@ -172,3 +172,10 @@ def test_a_built_model_runs_once_per_analysis():
     before = m.runs
     assert analyze(m, example=x).macs == 2 * 8 * 4
     assert m.runs - before == 1
+
+
+def test_bfloat16_counts_two_bytes_an_element():
+    """Keras imports ml_dtypes, which makes NumPy's bfloat16 a 'V' kind: dtype='bfloat16' was refused."""
+    m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    half, full = analyze(m, dtype="bfloat16"), analyze(m)
+    assert half.macs == full.macs and 2 * half.rows[0].bytes_written == full.rows[0].bytes_written

@@ -192,3 +192,12 @@ def test_files_a_folder_leaves_out_are_named_and_tiff_and_webp_are_read(tmp_path
         x, y = data.load(str(tmp_path / "d"), "train")
     xt, _ = data.load(str(tmp_path / "d"), "test")
     assert len(x) + len(xt) == 6
+
+
+def test_a_float_tiff_is_read_as_its_values(tmp_path):
+    """32-bit float pixels went through PIL's 8-bit conversion: values in [0, 1] came back as 0 or 1/255."""
+    from PIL import Image
+
+    a = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5)
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
+    np.testing.assert_array_equal(data.read_image(tmp_path / "f.tif"), a[None])

@@ -113,6 +113,7 @@ W1 = np.zeros((8, 4, 1, 1))
         # costs: a shape without its batch axis, arguments of the wrong type, padding no layer can have
         (lambda: cost.pool_cost((64, 56, 56), 2), r"input_shape \(64, 56, 56\) is ambiguous"),
         (lambda: cost.pool_cost((1, 8, 5, 5), 3, padding=5), r"padding must be at most half the kernel"),
+        (lambda: cost.pool_cost((1, 8, 5, 5), 3, padding=((2, 2), (0, 0))), r"padding must be at most half the"),
         (lambda: cost.conv_output_size(7, 0), r"kernel must be an integer >= 1, got 0"),
         (lambda: cost.conv_output_size(7, 3, stride=0), r"stride must be an integer >= 1, got 0"),
         (lambda: cost.conv_output_size(7.5, 3), r"size must be an integer >= 1, got 7.5"),
@@ -138,7 +139,8 @@ W1 = np.zeros((8, 4, 1, 1))
         (lambda: forms.sliding_dense(X, 1.0, None, 3), r"w must have rank 2, got rank 0"),
         (lambda: forms.dense_per_pixel(X, 3.0), r"w must have rank 2, got rank 0"),
         (lambda: forms.dense_per_pixel(np.ones(3), np.ones((2, 3))), r"channels-first \(N, C, ...\) with rank >= 2"),
-        (lambda: forms.shared_mlp_per_point(np.ones((1, 2, 3)), [np.ones((3, 3))]), r"layer 0 is a ndarray"),
+        (lambda: forms.shared_mlp_per_point(np.ones((1, 2, 3)), [np.ones((3, 3))]),
+         r"layer 0 is ndarray of shape \(3, 3\)"),
         (lambda: forms.flatten(X, layout="bogus"), r"layout must be one of"),
         (lambda: quant.quantize(np.ones((2, 3)), axis=(0,)), r"axis must be in \[-2, 2\)"),
         (lambda: quant.pointwise_int(np.ones((1, 3, 2, 2)), np.ones((2, 3)), per_channel="no"),

@@ -160,8 +160,8 @@ def truncated_svd(w2d, rank=None, energy=None):
     evals, evecs = np.linalg.eigh((m / top) @ (m / top).T if top > 0 else m @ m.T)  # keeps its square in range
     s2, vecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]  # squared singular values, leading first
     limit = s2.size
-    if rank is None:
-        rank = choose_rank(np.sqrt(s2), energy)
+    if rank is None:  # (an all-zero weight keeps all of its no energy at rank 1)
+        rank = choose_rank(np.sqrt(s2), energy) if top > 0 else 1
     rank = check_int(rank, "rank")
     if rank > limit:
         raise OneByOneError(f"rank must be <= min(out, in) = {limit} for a weight of shape {w2d.shape}, got {rank}")

@@ -32,13 +32,14 @@ FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "state.jso
 LINK = "checkpoint"
 MANIFEST = ".onebyone-run.json"
 LOCK = ".onebyone-run.lock"
+REPLACED = ".replaced-"  # the run an --overwrite replaces, kept until the new run's first epoch
 
 
 def folder(out) -> Path | None:
     """The folder holding ``out``'s current checkpoint files, or None when ``out`` holds no run."""
     out = Path(out)
-    if (out / LINK).is_symlink() and (out / LINK).exists():  # (a folder of the user's named checkpoint is not ours)
-        return (out / LINK).resolve()
+    if (out / LINK).exists() and ((out / LINK).is_symlink() or (out / MANIFEST).is_file()):  # (a copy of a run
+        return (out / LINK).resolve()  # may hold the link as a folder; one named so beside no manifest is a user's)
     if _legacy(out):
         return out
     return None
@@ -88,6 +89,7 @@ def check_run_folder(out, resume: bool, epochs: range = range(0), replacing: boo
     if resume:
         if folder(out) is None:
             raise OneByOneError(f"--resume needs a run folder written by `onebyone train`, got {out}")
+        _check_link(out, "--resume")
         _check_epoch_names(out, "--resume", epochs)
         return out
     if out.exists() and not out.is_dir():
@@ -179,8 +181,9 @@ def set_aside(out) -> None:
     out = Path(out)
     check_clearable(out)
     current, ours = folder(out), written(out)
-    if current is None or current.parent != out.resolve() or current.name not in ours:
-        return clear(out)  # (no current epoch of this run's own to keep)
+    if current is None or current.parent != out.resolve() or current.name not in ours or not all(
+            (current / name).is_file() for name in FILES):
+        return clear(out)  # (no whole epoch of this run's own to keep)
     aside = current if current.name.startswith(REPLACED) else out / f"{REPLACED}{current.name}"
     if aside != current:
         _record(out, ours + [aside.name])  # first said, then written
@@ -192,6 +195,7 @@ def set_aside(out) -> None:
                 os.link(current / name, aside / name)
             except OSError:  # (a file system without hard links)
                 shutil.copy2(current / name, aside / name)
+                _flush(aside / name)
         _flush(aside)
         _switch(out, aside.name)
     for name in ours + [f".{LINK}.tmp"]:
@@ -200,10 +204,8 @@ def set_aside(out) -> None:
     _record(out, [aside.name, LINK])
 
 
-REPLACED = ".replaced-"  # the run an --overwrite replaces, kept until the new run's first epoch
-
-
 def _remove(p: Path) -> None:
+    """Remove an entry a run wrote: a file or link, or an epoch folder (``_remove_epoch``)."""
     if p.is_symlink() or p.is_file():
         p.unlink()
     elif p.is_dir():
@@ -244,6 +246,12 @@ def check_clearable(out, epochs: range = range(0)) -> None:
         raise OneByOneError(f"--overwrite removes only what `onebyone train` listed in {out / MANIFEST}, and {out} "
                             f"has no such list (it holds {', '.join(have[:8]) or 'nothing'}): nothing was removed; "
                             "move those files away or choose another --out")
+    _check_link(out, "--overwrite")
+    current = folder(out)
+    aside = current is not None and out / f"{REPLACED}{current.name.removeprefix(REPLACED)}"
+    if aside and (aside.exists() or aside.is_symlink()) and aside.name not in written(out):
+        raise OneByOneError(f"--overwrite: {out} holds {aside.name}, not written by its run, where the run keeps "
+                            "the run it replaces: nothing was removed; move it away first")
     for name in written(out):
         extra = sorted(p.name for p in (out / name).iterdir() if p.name not in FILES) if (
             (out / name).is_dir() and not (out / name).is_symlink()) else []
@@ -251,6 +259,15 @@ def check_clearable(out, epochs: range = range(0)) -> None:
             raise OneByOneError(f"--overwrite: {out / name} holds {', '.join(extra[:8])}, which `onebyone train` did "
                                 "not write: nothing was removed; move them away first")
     _check_epoch_names(out, "--overwrite", epochs)
+
+
+def _check_link(out: Path, who: str) -> None:
+    """Refuse to write a run whose ``checkpoint`` is a folder, not our link (a copy made following links): it
+    loads, but a save could not switch the link in."""
+    if (out / LINK).is_dir() and not (out / LINK).is_symlink():
+        raise OneByOneError(f"{who}: {out / LINK} is a folder, not the link a run keeps there (was the run copied "
+                            "following links?): it loads as it is; to train it further, copy it keeping links "
+                            "(cp -a, shutil.copytree(..., symlinks=True))")
 
 
 def _check_epoch_names(out: Path, who: str, epochs: range) -> None:

@@ -59,17 +59,21 @@ class Cost:
 
 
 def itemsize(dtype) -> int:
-    """Bytes per element of a numeric ``dtype`` (a NumPy dtype or its name; None is refused, not float64)."""
+    """Bytes per element of a numeric ``dtype`` (a NumPy dtype or its name; None is refused, not float64);
+    ``bfloat16`` and the ``float8_*`` types are known by name, with or without ``ml_dtypes`` imported."""
     try:
-        kind = np.dtype(dtype).kind if dtype is not None else None
+        d = np.dtype(dtype) if dtype is not None else None
     except TypeError:
-        kind = None
-    if kind not in tuple("biufc"):
+        d = None
+    name = dtype if isinstance(dtype, str) else getattr(d, "name", "")
+    if name == "bfloat16" or name.startswith("float8"):
+        return 2 if name == "bfloat16" else 1
+    if d is None or d.kind not in "biufc":
         raise OneByOneError(f"dtype must be a numeric NumPy dtype or its name such as 'float32', got {dtype!r}")
-    return np.dtype(dtype).itemsize
+    return d.itemsize
 
 
-def _check_bias(bias) -> bool:
+def _has_bias(bias) -> bool:
     if not isinstance(bias, (bool, np.bool_)):
         raise OneByOneError(f"bias must be True or False, got {bias!r} ({type(bias).__name__})")
     return bool(bias)
@@ -77,6 +81,8 @@ def _check_bias(bias) -> bool:
 
 def _shape(shape, name: str = "input_shape") -> tuple:
     """A shape as a tuple of ints >= 1, or a OneByOneError (a bare int is not a shape: (1, 784) is)."""
+    if isinstance(shape, np.ndarray) and shape.ndim == 1:
+        shape = shape.tolist()
     if not isinstance(shape, (tuple, list)):
         raise OneByOneError(f"{name} must be a tuple of ints such as (1, 784), got {shape!r} ({type(shape).__name__})")
     return tuple(check_int(v, f"{name} entries") for v in shape)
@@ -163,7 +169,8 @@ def spatial_axes(input_shape, spatial_dims=None, *per_axis) -> int:
     >>> spatial_axes((8, 3, 32, 32)), spatial_axes((8, 3, 100), None, (3,)), spatial_axes((8, 3, 100), 1)
     (2, 1, 1)
     """
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else input_shape
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) or isinstance(input_shape, np.ndarray) \
+        and input_shape.ndim == 1 else input_shape
     if not isinstance(shape, tuple):
         raise OneByOneError(f"input_shape must be a tuple of ints (N, C, *spatial), got {input_shape!r}")
     if len(shape) < 3:
@@ -211,7 +218,7 @@ def conv_cost(input_shape, out_channels: int, kernel_size, *, stride=1, padding=
     out_spatial = tuple(conv_output_size(*args) for args in zip(spatial, k, s, p, dl))
     out_shape = _join(n, out_channels, out_spatial, layout)
     weight_params = out_channels * (c // groups) * math.prod(k)
-    bias_params = out_channels if _check_bias(bias) else 0
+    bias_params = out_channels if _has_bias(bias) else 0
     activations = math.prod(out_shape)
     macs = activations * (c // groups) * math.prod(k)
     size = itemsize(dtype)
@@ -243,7 +250,7 @@ def conv_transpose_cost(input_shape, out_channels: int, kernel_size, output_shap
     if c % groups or out_channels % groups:
         raise OneByOneError(f"groups={groups} must divide both in_channels={c} and out_channels={out_channels}")
     k = _per_axis(kernel_size, len(input_shape) - 2, "kernel_size")
-    weight_params, bias_params = c * (out_channels // groups) * math.prod(k), (out_channels if _check_bias(bias) else 0)
+    weight_params, bias_params = c * (out_channels // groups) * math.prod(k), (out_channels if _has_bias(bias) else 0)
     macs = math.prod(input_shape) * (out_channels // groups) * math.prod(k)
     activations, size = math.prod(output_shape), itemsize(dtype)
     return Cost(tuple(output_shape), weight_params, bias_params, macs, 2 * macs, activations,
@@ -311,7 +318,7 @@ def dense_cost(input_shape, out_features: int, *, bias: bool = True, dtype="floa
     out_features = check_int(out_features, "out_features")
     in_features = input_shape[-1]
     out_shape = (*input_shape[:-1], out_features)
-    weight_params, bias_params = out_features * in_features, (out_features if _check_bias(bias) else 0)
+    weight_params, bias_params = out_features * in_features, (out_features if _has_bias(bias) else 0)
     activations = math.prod(out_shape)
     macs = activations * in_features
     size = itemsize(dtype)
@@ -330,14 +337,15 @@ def pool_cost(input_shape, kernel_size, *, stride=None, padding=0, op: str = "ma
     ((1, 8, 2, 2), 128)
     """
     check_choice(op, ("max", "avg"), "op")
-    d = spatial_axes(input_shape, spatial_dims, *(v for v in (kernel_size, stride, padding) if v != "global"))
+    d = spatial_axes(input_shape, spatial_dims, kernel_size, stride, padding)
     n, c, spatial = _split(input_shape, layout)
     if isinstance(kernel_size, str) and kernel_size == "global":
         kernel_size, stride, padding = tuple(spatial), 1, 0
     k = _per_axis(kernel_size, d, "kernel_size")
     s = k if stride is None else _per_axis(stride, d, "stride")
     p = _per_axis(padding, d, "padding", minimum=0)
-    if any(isinstance(pp, int) and pp > kk // 2 for pp, kk in zip(p, k)):
+    if any(max(pp if isinstance(pp, (tuple, list)) else (pp,)) > kk // 2 for pp, kk in zip(p, k)
+           if not isinstance(pp, str)):
         raise OneByOneError(f"padding must be at most half the kernel (as in PyTorch: a window of padding alone has "
                             f"no input), got padding {p} for kernel {k}")
     out_spatial = tuple(conv_output_size(sz, kk, ss, pp) for sz, kk, ss, pp in zip(spatial, k, s, p))

@@ -117,7 +117,7 @@ def _layer_pairs(layers) -> list:
         raise OneByOneError(f"layers must be a list of (w, b) pairs, got {type(layers).__name__}") from None
     for i, pair in enumerate(layers):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            got = f"a {type(pair).__name__}" + (f" of shape {np.shape(pair)}" if hasattr(pair, "shape") else "")
+            got = f"{type(pair).__name__}" + (f" of shape {np.shape(pair)}" if hasattr(pair, "shape") else "")
             raise OneByOneError(f"layers must be a list of (w, b) pairs (w (out, in), b (out,) or None); layer {i} "
                                 f"is {got}")
     return layers

@@ -99,6 +99,7 @@ def flatten_permutation(chw, src: str, dst: str) -> np.ndarray:
     ``chw`` is always given as (C, H, W), whatever the layouts.
     """
     check_layout(src), check_layout(dst)
+    chw = chw.tolist() if isinstance(chw, np.ndarray) else chw
     if not isinstance(chw, (tuple, list)) or len(chw) != 3:
         raise OneByOneError(f"chw must be one feature map's (C, H, W), got {chw!r}")
     c, h, w = (check_int(v, "chw entries") for v in chw)

@@ -12,6 +12,7 @@ from . import checkpoint, data
 from .checks import check_writable, check_writable_file
 from .errors import OneByOneError
 from .train import TrainConfig, data_spec, load_checkpoint, read_config, read_state, resume_conflicts
+from .zoo import model_info
 
 
 def start_run(model: str, data_name: str | None = None, out=None, *, epochs=None, batch_size=None, lr=None,
@@ -38,10 +39,15 @@ def start_run(model: str, data_name: str | None = None, out=None, *, epochs=None
             raise OneByOneError(f"--resume continues the run in {out} as it was saved; these options differ: "
                                 f"{'; '.join(conflicts)}. Leave them out, or start a new run with another --out")
         done = read_state(out)[0]["epoch"]
-        if epochs and done < epochs < cfg.epochs:
-            raise OneByOneError(f"--resume: the run in {out} was planned for {cfg.epochs} epochs, and its "
-                                f"learning-rate schedule with them; --epochs {epochs} would change the schedule "
-                                f"midway: leave --epochs out, or give {cfg.epochs} or more")
+        if epochs and epochs < cfg.epochs:
+            if epochs <= done:
+                further = "leave --epochs out to finish it" if done < cfg.epochs else \
+                    f"pass --epochs N with N > {done} to train it further"
+                return None, (f"nothing to do: the run in {out} finished epoch {done} (of the {cfg.epochs} planned), "
+                              f"past --epochs {epochs}; {further}")
+            raise OneByOneError(f"--resume: the run in {out} was planned for {cfg.epochs} epochs, its learning-rate "
+                                f"schedule with them; --epochs {epochs} would stop it part way down: leave --epochs "
+                                f"out, or give {cfg.epochs} or more (more trains past the plan)")
         cfg.epochs = epochs or cfg.epochs
         if done >= cfg.epochs:
             return None, (f"nothing to do: the run in {out} finished epoch {done}" + (
@@ -77,6 +83,7 @@ def draw_run_maps(run, image: str, out=None, *, canvas: bool = False, seed: int 
     size = tuple(xte.shape[1:])
     if len(size) != 3:
         raise OneByOneError(f"maps need an image model; {cfg.model} on {cfg.data} takes samples of shape {size}")
+    size = (model_info(cfg.model).input_size[0], *size[1:])  # the channels the model takes, whatever the data
     if not out:
         out = "canvas.png" if canvas else "maps.png"
         if Path(out).exists():

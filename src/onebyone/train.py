@@ -12,6 +12,7 @@ and writes, and the epoch's training loss and accuracy are summed over every ran
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import time
 from contextlib import nullcontext
@@ -95,7 +96,7 @@ def read_config(out) -> TrainConfig:
 
 
 def _whole(lo, hi=None):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+    return lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
 
 
 _CONFIG_FIELDS = {  # field -> (check, what it must be): a config.json edited by hand is refused, named
@@ -150,7 +151,7 @@ def resume_conflicts(saved: TrainConfig, given: dict) -> list:
 def data_spec(name: str) -> str:
     """How a dataset is stored in config.json: a named one by name, a path as an absolute path, so that
     ``maps`` and ``--resume`` work from any folder."""
-    return str(Path(name).resolve()) if data.is_path(name) else name
+    return str(Path(name).resolve()) if name not in data.NAMES and data.is_path(name) else name
 
 
 def load_checkpoint(out: Path) -> tuple[nn.Module, TrainConfig]:
@@ -233,9 +234,12 @@ def _setup(cfg: TrainConfig, resume: bool) -> tuple:
     """(train and test samples and labels, the model): everything that can refuse the run's inputs (the
     data, its classes, the model's input shape), before anything is written or cleared."""
     check_choice(cfg.precision, ("fp32", "bf16"), "precision")
+    cfg.data = os.fspath(cfg.data) if isinstance(cfg.data, os.PathLike) else cfg.data
     for name, (ok, want) in _CONFIG_FIELDS.items():  # (the API's TrainConfig, as the CLI's options are)
         if not ok(getattr(cfg, name)):
             raise OneByOneError(f"TrainConfig's {name} must be {want}, got {getattr(cfg, name)!r}")
+        if isinstance(getattr(cfg, name), numbers.Integral):  # (a NumPy integer is no JSON number)
+            setattr(cfg, name, int(getattr(cfg, name)))
     cfg.data = cfg.data if resume else data_spec(cfg.data)  # (a path saved absolute: maps, --resume from anywhere)
     xtr, ytr = data.load(cfg.data, "train", **cfg.data_kwargs)
     xte, yte = data.load(cfg.data, "test", **cfg.data_kwargs)
@@ -285,7 +289,7 @@ def _check_fits(cfg: TrainConfig, model: nn.Module, xtr) -> None:
     if xtr.shape[1] != want[0] or xtr.ndim != len(want) + 1:
         hint = {(1, 3): ": its images are in colour; use a model of 3 input channels, or save them in gray",
                 (3, 1): ": its images are gray; use a model of 1 input channel, or save them in colour"}.get(
-            (want[0], xtr.shape[1]), "")
+            (want[0], xtr.shape[1]), "") if xtr.ndim == 4 else ""
         if xtr.ndim == 4 and xtr.shape[-1] == want[0] and xtr.shape[1] != want[0]:
             hint = ": channels last? move them first (onebyone.layout.to_channels_first, or x.transpose(0, 3, 1, 2))"
         raise OneByOneError(f"{cfg.model} expects samples of shape {want} (channels first), but {cfg.data} gives "

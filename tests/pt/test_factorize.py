@@ -210,3 +210,13 @@ def test_inplace_on_a_single_layer_says_the_pair_is_new():
         pair, report = factorize(layer, rank=2, inplace=True)
     assert pair is not layer and isinstance(pair, nn.Sequential) and layer.weight.shape == (8, 10)
     assert any(n.startswith("inplace=True: a single layer comes back as a new pair") for n in report.notes)
+
+
+def test_an_all_zero_layer_factorizes_at_rank_one_under_energy():
+    """A zero-initialised head (common for adapters) made factorize(energy=...) abort the whole model."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    with torch.no_grad():
+        model[2].weight.zero_()
+    out, report = factorize(model, energy=0.9)
+    x = torch.randn(3, 8)
+    assert torch.allclose(out(x), model(x)) and report.params_after <= report.params_before

@@ -121,19 +121,9 @@ def test_cli_maps_bad_images(checkpoint, tmp_path, capsys):
 def test_maps_names_a_class_folder_removed_since_training(tmp_path, capsys):
     import shutil
 
-    import numpy as np
-    from PIL import Image
-
     from onebyone.cli import main
 
-    rng = np.random.default_rng(0)
-    for c in ("cats", "dogs"):
-        (tmp_path / "imgs" / c).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
-    run = tmp_path / "run"
-    assert main(["train", "nin_digits", "--data", str(tmp_path / "imgs"), "--epochs", "1", "--out", str(run),
-                 "--quiet"]) == 0
+    run = gray_folder_run(tmp_path / "imgs", ("cats", "dogs"), 3, tmp_path / "run")
     shutil.rmtree(tmp_path / "imgs" / "dogs")
     assert main(["maps", str(run), str(tmp_path / "imgs" / "cats" / "0.png"), "--out", str(tmp_path / "m.png")]) == 2
     assert "at least two classes; found 1 (cats)" in capsys.readouterr().err
@@ -221,3 +211,35 @@ def test_a_run_on_a_folder_draws_maps_of_its_own_images_and_colour_is_named(tmp_
     assert main(["train", "nin_digits", "--data", str(tmp_path / "d"), "--epochs", "1", "--out",
                  str(tmp_path / "run2"), "--quiet"]) == 2
     assert "gives (3, 8, 8): its images are in colour; use a model of 3 input channels" in capsys.readouterr().err
+
+
+def test_maps_take_the_models_channels_not_the_datas(tmp_path, capsys):
+    """A 1-channel run whose folder now reads in colour (a run from before colour was kept, or a colour picture
+    added since): `maps test:0` crashed inside torch ('expected input ... to have 1 channels'); it is refused
+    by name, and a gray picture of the folder still draws."""
+    from PIL import Image
+
+    run, rng = gray_folder_run(tmp_path / "d", ("a", "b"), 8, tmp_path / "run"), np.random.default_rng(1)
+    for i in range(8):
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).save(tmp_path / "d" / "a" / f"c{i}.png")
+    from onebyone.data import load
+
+    xte, _ = load(str(tmp_path / "d"), "test")
+    i = next(i for i, im in enumerate(xte) if not np.array_equal(im[0], im[1]))  # a colour one
+    with pytest.raises(OneByOneError, match=rf"nin_digits takes 1-channel images \(1x8x8\); test:{i} has 3 channel"):
+        draw_run_maps(run, f"test:{i}", tmp_path / "m.png")
+    path, _ = draw_run_maps(run, str(tmp_path / "d" / "b" / "0.png"), tmp_path / "m.png")
+    assert path.is_file()
+
+
+def gray_folder_run(folder, classes, n: int, run):
+    """A one-epoch nin_digits run on a folder of ``n`` random gray 8x8 PNGs per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (folder / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(folder / c / f"{i}.png")
+    assert main(["train", "nin_digits", "--data", str(folder), "--epochs", "1", "--out", str(run), "--quiet"]) == 0
+    return run

@@ -61,7 +61,7 @@ def test_resume_refuses_options_that_differ_from_the_saved_run_and_says_when_the
     assert main(["train", "nin_digits", "--out", out, "--resume", "--size", "8"]) == 0  # the size it ran at, by default
     assert "finished epoch 2 of 2" in capsys.readouterr().out
     assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "1"]) == 0
-    assert "finished epoch 2, past --epochs 1; pass --epochs N with N > 2" in capsys.readouterr().out
+    assert "finished epoch 2 (of the 2 planned), past --epochs 1; pass --epochs N with N > 2" in capsys.readouterr().out
     assert main(["train", "nin_digits", "--out", out, "--resume", "--size", "28"]) == 2
     assert "--size 28 (saved: 8)" in capsys.readouterr().err
 
@@ -541,7 +541,10 @@ def test_resume_refuses_fewer_epochs_than_the_run_was_planned_for(tmp_path, caps
     out = str(tmp_path / "run")
     train(TrainConfig("nin_digits", "digits", epochs=4, batch_size=128), out=out, progress=False, until=1)
     assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "2"]) == 2
-    assert "was planned for 4 epochs, and its learning-rate schedule with them; --epochs 2" in capsys.readouterr().err
+    assert "was planned for 4 epochs, its learning-rate schedule with them; --epochs 2" in capsys.readouterr().err
+    assert main(["train", "nin_digits", "--out", out, "--resume", "--epochs", "1"]) == 0
+    assert "finished epoch 1 (of the 4 planned), past --epochs 1; leave --epochs out to finish it" in (
+        capsys.readouterr().out)
     assert checkpoint.read_json(out, "state.json")["epoch"] == 1
 
 
@@ -550,3 +553,57 @@ def test_channels_last_samples_are_named_as_such(tmp_path):
     np.savez(tmp_path / "nhwc.npz", x=x, y=np.arange(40) % 2)
     with pytest.raises(OneByOneError, match=r"gives \(8, 8, 1\): channels last\? move them first"):
         train(TrainConfig("nin_digits", str(tmp_path / "nhwc.npz"), epochs=1), progress=False)
+
+
+def test_a_run_copied_following_links_loads_and_is_refused_for_writing(tmp_path, capsys):
+    """``shutil.copytree`` (or scp -r) turns the checkpoint link into a folder: the copy must still load, and a
+    run into it must be refused before training (a save could not switch the link in)."""
+    import shutil
+
+    from onebyone.train import load_checkpoint
+
+    out, copy = tmp_path / "run", tmp_path / "copy"
+    assert main(RUN + ["--epochs", "1", "--out", str(out)]) == 0
+    shutil.copytree(out, copy)
+    assert (copy / "checkpoint").is_dir() and not (copy / "checkpoint").is_symlink()
+    load_checkpoint(copy)
+    assert main(RUN + ["--epochs", "1", "--out", str(copy)]) == 2
+    assert "holds a run" in capsys.readouterr().err
+    for extra in (["--resume", "--epochs", "2"], ["--overwrite", "--epochs", "1"]):
+        assert main(RUN + ["--out", str(copy), *extra]) == 2
+        assert "is a folder, not the link a run keeps there" in capsys.readouterr().err
+    assert checkpoint.read_json(copy, "state.json")["epoch"] == 1
+
+
+def test_overwrite_replaces_a_damaged_run_and_keeps_a_users_replaced_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(RUN + ["--epochs", "1", "--out", str(out)]) == 0
+    mine = out / f"{checkpoint.REPLACED}epoch-0001"
+    mine.mkdir()
+    (mine / "model.safetensors").write_text("mine")
+    assert main(RUN + ["--epochs", "1", "--out", str(out), "--overwrite"]) == 2
+    assert f"holds {mine.name}, not written by its run" in capsys.readouterr().err
+    assert (mine / "model.safetensors").read_text() == "mine"
+    (mine / "model.safetensors").unlink()
+    mine.rmdir()
+    (out / "checkpoint" / "metrics.json").unlink()  # a damaged run: --overwrite is how it is replaced
+    assert main(RUN + ["--epochs", "1", "--out", str(out), "--overwrite"]) == 0
+    assert checkpoint.read_json(out, "state.json")["epoch"] == 1 and checkpoint.written(out) == [
+        "checkpoint", "epoch-0001"]
+
+
+def test_a_config_takes_a_path_numpy_integers_and_a_dataset_name_beside_a_folder_of_that_name(tmp_path,
+                                                                                             monkeypatch):
+    """TrainConfig(data=Path(...)) and epochs=np.int64(1) were refused by the checks that took them in; a
+    folder named `digits` in the working directory was loaded in place of the dataset."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 1, 8, 8)).astype("float32"), y=np.arange(40) % 2)
+    train(TrainConfig("nin_digits", Path(tmp_path / "d.npz"), epochs=np.int64(1), batch_size=np.int32(16)),
+          out=tmp_path / "a", progress=False)
+    assert checkpoint.read_json(tmp_path / "a", "config.json")["epochs"] == 1
+    (tmp_path / "digits").mkdir()
+    monkeypatch.chdir(tmp_path)
+    train(TrainConfig("nin_digits", "digits", epochs=1, batch_size=256), out=tmp_path / "b", progress=False)
+    assert checkpoint.read_json(tmp_path / "b", "config.json")["data"] == "digits"

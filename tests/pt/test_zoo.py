@@ -1,6 +1,7 @@
 """One parametrised test over every registered model, plus the registry itself."""
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,6 +84,7 @@ def test_timm_style_arguments_are_taken_or_refused_alike_on_every_model():
             create_model(name, num_classes=0)
         with pytest.raises(OneByOneError, match=f"{name}: the zoo has no pretrained weights"):
             create_model(name, pretrained=True)
+    assert create_model("nin_digits", num_classes=np.int64(4))(torch.zeros(1, 1, 8, 8)).shape == (1, 4)
     for bad in (0, True, 2.0):
         with pytest.raises(OneByOneError, match=f"mobilenet_v1: in_chans must be an integer >= 1, got {bad!r}"):
             create_model("mobilenet_v1", in_chans=bad)

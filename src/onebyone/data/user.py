@@ -73,7 +73,8 @@ def check_samples(x, y, where: str):
 
 def read_image(path, gray: bool = False) -> np.ndarray:
     """An image file as (C, H, W) float32 in [0, 1]: C = 1 for grayscale, 3 for colour (alpha dropped),
-    or 1 always with ``gray``. A ``.npy`` file holds (H, W) or (C, H, W) values, taken as they are (uint8 and
+    or 1 always with ``gray``; 16-bit gray scaled by 65535, 32-bit float pixels taken as they are. A ``.npy``
+    file holds (H, W) or (C, H, W) values, taken as they are (uint8 and
     uint16 pixels scaled to [0, 1])."""
     path = Path(path)
     if not path.is_file():
@@ -102,6 +103,8 @@ def read_image(path, gray: bool = False) -> np.ndarray:
                 raise OneByOneError(f"{path} holds {img.mode} values outside 0 ... 65535; expected an 8- or 16-bit "
                                     "image")
             return (a / 65535.0).astype(np.float32)[None]  # (H, W) -> (1, H, W)
+        if img.mode == "F":  # 32-bit float pixels (a scientific TIFF): taken as they are, as an .npy's
+            return np.asarray(img, dtype=np.float32)[None]  # (H, W) -> (1, H, W)
         img = img.convert("L" if gray or img.mode in ("1", "L", "LA", "F") else "RGB")
     except Image.DecompressionBombError as e:
         raise OneByOneError(f"{path} is too large to read safely ({e}); expected an image of at most "
@@ -159,7 +162,7 @@ def same_channels(images: list) -> np.ndarray:
     """Images of 1 or 3 channels as one (N, C, H, W) array: C = 1 where every image is gray (one channel, or
     three equal ones: a gray picture saved as RGB), else 3, each gray image's channel repeated (as PIL's
     conversion to RGB does)."""
-    if all(im.shape[0] == 1 or (im[0] == im[1]).all() and (im[1] == im[2]).all() for im in images):
+    if all(_gray(im) for im in images):
         return np.stack([im[:1] for im in images])
     return np.stack([np.repeat(im, 3, axis=0) if im.shape[0] == 1 else im for im in images])
 
@@ -174,9 +177,14 @@ def load_path(path: Path, split: str = "train"):
     return x[idx], y[idx]
 
 
+def _gray(image: np.ndarray) -> bool:
+    """One channel, or three equal ones (a gray picture saved as RGB)."""
+    return image.shape[0] == 1 or image.shape[0] == 3 and (image[0] == image[1]).all() and (image[1] == image[2]).all()
+
+
 def fit_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """``image`` (C, H, W) in ``channels`` channels where that loses nothing (a gray picture saved as RGB to one
     channel, one channel repeated to three, as a folder of mixed images is read), else as it is."""
-    if image.shape[0] == 3 and channels == 1 and same_channels([image]).shape[1] == 1:
+    if image.shape[0] == 3 and channels == 1 and _gray(image):
         return image[:1]
     return np.repeat(image, 3, axis=0) if image.shape[0] == 1 and channels == 3 else image

@@ -231,8 +231,9 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     keep_frozen(original, rewritten)
     report.notes += untied(original, rewritten)
     if report.params_after > report.params_before and report.rewrite != "factorize":  # (its own notes say)
-        report.notes.append(f"parameters grew from {report.params_before:,} to {report.params_after:,}: a layer "
-                            "called in several places that became different layers is held once for each")
+        report.notes.append(f"parameters grew from {report.params_before:,} to {report.params_after:,} (a merged "
+                            "kernel larger than its parts, or a layer called in several places now held once for "
+                            "each)")
     report.skipped = list(dict.fromkeys(report.skipped))  # (a norm called at two places is one skip)
     if inplace and type(rewritten) is type(original):
         _adopt(original, rewritten)

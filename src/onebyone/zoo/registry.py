@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from ..checks import check_int
 from ..errors import OneByOneError, too_large
 from .ecosystem import LIBRARIES, from_library
 
@@ -57,11 +58,13 @@ def create_model(name: str, **kwargs):
         raise OneByOneError(f"{name}: the zoo has no pretrained weights (nothing is downloaded); train them with "
                             f"`onebyone train {name} --data ...` and load the run's checkpoint")
     for key in ("num_classes", "in_chans"):
-        v = kwargs.get(key)
-        if key in kwargs and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            zero = " (timm's num_classes=0, a model without its classifier, has no zoo form)" if v == 0 and \
-                key == "num_classes" else ""
-            raise OneByOneError(f"{name}: {key} must be an integer >= 1, got {v!r}{zero}")
+        if key in kwargs:
+            try:
+                kwargs[key] = check_int(kwargs[key], f"{name}: {key}")
+            except OneByOneError as e:
+                zero = " (timm's num_classes=0, a model without its classifier, has no zoo form)" if \
+                    kwargs[key] == 0 and key == "num_classes" else ""
+                raise OneByOneError(f"{e}{zero}") from None
     try:
         inspect.signature(fn).bind(**kwargs)
     except TypeError:
