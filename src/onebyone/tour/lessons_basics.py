@@ -58,7 +58,8 @@ def shapes(L, rng):
         figure=figures.one_channel, experiment=experiments.one_channel, claim="""
     With a single input channel, a 1x1 filter holds one weight alpha_i, so output channel i is
     alpha_i * x + b_i: a scaled (and shifted) copy of the input. The 16 channels carry no more
-    information than the input itself; this is the 'pointwise scaling' of signal processing.""")
+    information than the input itself; this is the 'pointwise scaling' of signal processing. Which is
+    why SqueezeNet never puts a 1x1 conv on a single channel: each of its 1x1 convs reads many.""")
 def one_channel(L, rng):
     x = ring_digit()  # (1, 28, 28, 1)
     w, b = rng.standard_normal((1, 1, 1, 16)), rng.standard_normal(16)
@@ -74,6 +75,25 @@ def one_channel(L, rng):
             float(s[1] / s[0]), "second / first singular value < 1e-12")
     L.note(f"alpha = {np.array2string(alpha[:4], precision=3)} ...: each output channel is the digit times one number.")
     L.keep(x=x[0, :, :, 0], y=y[0], alpha=alpha, b=b)
+    widths = _pointwise_inputs("squeezenet1_0")
+    if widths is None:
+        L.skip("SqueezeNet's 1x1 convs", 1, "torch")
+        return
+    L.holds("SqueezeNet 1.0 (the zoo's, torchvision's parameter count): no 1x1 conv reads a single channel",
+            min(widths) > 1, f"{len(widths)} 1x1 convs, the narrowest reads {min(widths)} channels", "> 1 channel")
+
+
+def _pointwise_inputs(name: str) -> list | None:
+    """The input channels of every 1x1 conv in the zoo's model ``name``; None without torch."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    from torch import nn
+
+    from ..zoo import create_model
+
+    return [m.in_channels for m in create_model(name).modules()
+            if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)
+            or type(m).__name__ == "Pointwise"]
 
 
 @lesson("many-channels", "Several channels: a dense layer at every pixel", SEED_QA,
@@ -107,9 +127,10 @@ def many_channels(L, rng):
     L.keep(x=x[0], w=w, b=b, y=y[0], pixel=(5, 7))
 
 
-@lesson("full-depth", "Filters reach through the full depth", SEED_QA,
+@lesson("full-depth", "A filter reads every input channel", SEED_QA,
         figure=figures.full_depth, experiment=None, claim="""
-    A filter always spans every input channel. On a 32x32x3 input a 1x1 filter is a 3-vector,
+    In an ordinary (ungrouped) conv each filter covers all the input channels. On a 32x32x3 input a 1x1
+    filter is a 3-vector,
     and each output value is the dot product of that vector with the pixel's (R, G, B) column;
     the per-channel products are summed, so one filter gives one feature map.""")
 def full_depth(L, rng):
@@ -127,8 +148,8 @@ def full_depth(L, rng):
 
 @lesson("weight-layout", "Where the channel axes go", SEED_POST,
         figure=figures.weight_layout, experiment=None, claim="""
-    A 3x3 conv with 128 filters on an RGB image holds 3x3x3x128 weights; the input depth is often
-    left unsaid because it follows from the input. Keras stores the kernel channels-last as
+    A 3x3 conv with 128 filters on an RGB image holds 3x3x3x128 weights: people write "3x3, 128 filters"
+    and leave the 3 out, since the image decides it. Keras stores the kernel channels-last as
     (kH, kW, C_in, C_out) and PyTorch channels-first as (C_out, C_in, kH, kW): the same numbers,
     moved, and the same outputs.""")
 def weight_layout(L, rng):
@@ -137,6 +158,10 @@ def weight_layout(L, rng):
     wk = rng.standard_normal((3, 3, 3, 128))  # Keras (kH, kW, C_in, C_out)
     wt = hwio_to_oihw(wk)
     L.equal("PyTorch shape after conversion", (128, 3, 3, 3), wt.shape)
+    if importlib.util.find_spec("torch") is not None:
+        from torch import nn
+
+        L.equal("torch's own Conv2d(3, 128, 3) weight shape", tuple(nn.Conv2d(3, 128, 3).weight.shape), wt.shape)
     x = rng.standard_normal((1, 10, 10, 3))
     y_keras = ops.conv2d(x, wk, layout="NHWC")  # (1, 8, 8, 128)
     y_torch = to_channels_last(ops.conv2d(to_channels_first(x), wt, layout="NCHW"))
@@ -198,8 +223,8 @@ def params(L, rng):
 
 @lesson("channel-reduction", "Fewer channels, same map", SEED_ARTICLE,
         figure=figures.channel_reduction, experiment=None, claim="""
-    Pooling shrinks height and width but keeps every channel; a 1x1 conv does the opposite: it
-    changes the number of channels and leaves the spatial map untouched.""")
+    A 2x2 pool with stride 2 halves height and width and keeps every channel; a stride-1 1x1 conv does
+    the opposite: it changes the number of channels and keeps the height and width.""")
 def channel_reduction(L, rng):
     x = rng.standard_normal((1, 64, 14, 14))
     y = ops.conv1x1(x, rng.standard_normal((16, 64)))
@@ -215,8 +240,10 @@ def channel_reduction(L, rng):
 @lesson("nonlinearity", "A 1x1 layer adds a nonlinearity per pixel", SEED_ARTICLE,
         figure=figures.nonlinearity, experiment=experiments.nonlinearity, claim="""
     Two stacked 1x1 convs with nothing between them collapse into one 1x1 conv (their matrices
-    multiply). Put a ReLU between them and the stack becomes a small per-pixel MLP (the Network in
-    Network 'mlpconv'), which no single linear map reproduces: the extra activation is the point.""")
+    multiply). Put a ReLU between them and the stack becomes a small per-pixel MLP, which no single
+    linear map reproduces: the extra activation is the point. This is the 'mlpconv' of Network in
+    Network (Lin, Chen and Yan, 2013), the paper that introduced the 1x1 convolution as a layer of its
+    own; the layer is also called a network-in-network or MLP conv layer, and in Inception a bottleneck.""")
 def nonlinearity(L, rng):
     x = rng.standard_normal((1, 8, 12, 12))
     w1, b1 = rng.standard_normal((16, 8)), rng.standard_normal(16)
@@ -238,6 +265,11 @@ def nonlinearity(L, rng):
         rel,
         "relative residual > 0.05",
     )
+    widths = _pointwise_inputs("nin_cifar")
+    if widths is None:
+        L.skip("the zoo's NiN", 1, "torch")
+    else:
+        L.equal("the zoo's NiN for CIFAR: two 1x1 convs after each of its three spatial convs", 6, len(widths))
     L.keep(
         linear=linear.ravel(),
         merged=ops.conv1x1(x, w2 @ w1, w2 @ b1 + b2).ravel(),

@@ -17,10 +17,10 @@ from .lessons_basics import SEED_ARTICLE, SEED_POST, SEED_QA, relu
 
 @lesson("kxk-sliding", "A k x k conv is a small dense layer that slides", SEED_POST,
         figure=figures.kxk_sliding, experiment=None, claim="""
-    A 3x3 filter on a grey image is a fully connected unit that sees only 9 neighbouring pixels,
-    moved to every position. Written as an explicit loop (slice the neighbourhood, flatten it, apply
-    a dense layer) it gives exactly the convolution, with 9 weights where a fully connected layer on
-    a 28x28 image needs 784 x 784.""")
+    On a grey image, a 3x3 filter is one dense unit with 9 inputs, applied to each 3x3 window in turn.
+    Written as an explicit loop (slice the window, flatten it, apply a dense layer) it gives the
+    convolution's numbers (to rounding), with 9 weights where a fully connected layer on a 28x28 image
+    needs 784 x 784.""")
 def kxk_sliding(L, rng):
     x, w, b = rng.standard_normal((1, 1, 28, 28)), rng.standard_normal((1, 1, 3, 3)), rng.standard_normal(1)
     wd = forms.conv_to_patch_dense(w)  # (1, 9)
@@ -29,7 +29,7 @@ def kxk_sliding(L, rng):
         ops.conv2d(x, w, b),
         forms.sliding_dense(x, wd, b, 3),
     )
-    L.equal("weights of the sliding unit", 9, wd.size)
+    L.equal("weights of the sliding unit, from cost", wd.size, cost.conv_cost(x.shape, 1, 3, bias=False).weight_params)
     L.equal("weights of a fully connected 784 -> 784 layer", 614_656, cost.dense_cost((1, 784), 784).weight_params)
     x4, w4 = rng.standard_normal((2, 4, 9, 9)), rng.standard_normal((5, 4, 3, 3))
     got = forms.sliding_dense(x4, forms.conv_to_patch_dense(w4), None, 3, stride=2, padding=1)
@@ -62,17 +62,21 @@ def fc_as_conv(L, rng):
         L.equal(f"{name}: weights, counted in the array", c.weight_params, arr.size)
         L.equal(f"{name}: biases and MACs", (784, 614_656), (c.bias_params, c.macs))
     L.keep(x=x[0, 0], dense=y_dense[0], full=y_full.ravel(), pointwise=y_1x1.ravel())
-    naive = ops.conv1x1(x, wd[:, :1], b)  # 784 1x1 filters on the 1-channel image
-    L.holds("a plain 1x1 conv on the 28x28x1 image gives a different shape", naive.shape != y_full.shape,
-            list(naive.shape), f"not {list(y_full.shape)}")
+    nudged = x.copy()
+    nudged[0, 0, 5, 7] += 1.0  # one pixel changed
+    naive = ops.conv1x1(nudged, wd[:, :1], b) - ops.conv1x1(x, wd[:, :1], b)  # 784 1x1 filters, no reshape
+    moved = ops.dense(forms.flatten(nudged), wd, b) - y_dense
+    L.equal("a 1x1 conv on the un-reshaped image mixes no pixels: one pixel moves only its own position",
+            [(5, 7)], sorted({(int(i), int(j)) for i, j in zip(*np.nonzero(naive[0].any(axis=0)))}))
+    L.equal("while it moves every unit of the dense layer", 784, int(np.count_nonzero(moved)))
 
 
 @lesson("class-maps", "Class maps from 1x1 filters", SEED_POST,
         figure=figures.class_maps, experiment=experiments.class_maps, claim="""
-    Ten 1x1 filters over a feature map give ten maps, one per class, each pixel scoring how much it
-    looks like that class. Summing (or averaging) each map over space gives the same scores as a
-    dense layer on the summed (averaged) features, with the bias counted once per pixel for the
-    sum: a third way to write a fully connected layer with convolutions.""")
+    Ten 1x1 filters over a feature map give ten maps, one per class: at each pixel, that class's
+    score for the features there. Pooling each map over space (a sum or a mean) gives the scores a
+    dense layer gives on the pooled features, the bias counted once per pixel in the sum. So a
+    classifier head can also be built from a 1x1 conv and a pool.""")
 def class_maps(L, rng):
     x = rng.standard_normal((2, 32, 7, 7))  # features after a conv trunk
     w, b = rng.standard_normal((10, 32)), rng.standard_normal(10)
@@ -95,7 +99,9 @@ def class_maps(L, rng):
     feats = model.features(p_test)[1].transpose(0, 3, 1, 2)  # (N, 8, 8, 32) -> (N, 32, 8, 8)
     trained = ops.conv1x1(feats, *model.params[4:])  # (N, 10, 8, 8): the head run as a 1x1 conv
     logits = model.logits(p_test)
-    L.close("trained digits model: the mean of each class map is its logit", logits, trained.mean(axis=(2, 3)))
+    pooled = ops.dense(feats.mean(axis=(2, 3)), *model.params[4:])  # (N, 10): pool the features first, then dense
+    L.close("trained digits model: the mean of each class map == dense on the mean features", pooled,
+            trained.mean(axis=(2, 3)))
     accuracy = float(np.mean(logits.argmax(1) == y_test))
     L.holds("the trained model reads held-out digits", accuracy > 0.9, round(accuracy, 4), "test accuracy > 0.9")
     i = int(np.flatnonzero(logits.argmax(1) == y_test)[0])  # the first test digit it gets right
@@ -158,7 +164,8 @@ def bottleneck(L, rng):
         figure=figures.blocks, experiment=None, claim="""
     Network in Network put small MLPs (1x1 convs) after each conv; SqueezeNet's fire module
     squeezes with 1x1 before expanding with 1x1 and 3x3; GoogLeNet's Inception module reduces with
-    1x1 before its 3x3 and 5x5 branches; MobileNet splits a conv into a depthwise 3x3 and a 1x1.
+    1x1 before its 3x3 and 5x5 branches; and, beyond the texts, MobileNet splits a conv into a
+    depthwise 3x3 and a 1x1.
     Each block is run here on real arrays, and its parameters and MACs from onebyone.cost match the
     ones counted from the arrays it used.""")
 def blocks_lesson(L, rng):
@@ -197,9 +204,10 @@ def blocks_lesson(L, rng):
     )
 
 
-@lesson("branches", "Parallel branches are one convolution", SEED_POST,
+@lesson("branches", "Parallel branches are one convolution", "onebyone's own (RepVGG's re-parameterization)",
         figure=figures.branches, experiment=experiments.branches, claim="""
-    A 1x1 convolution is a 3x3 convolution whose kernel is zero outside its centre, and the identity is a
+    A 1x1 convolution is a 3x3 convolution with padding 1 whose kernel is zero outside its centre, and the
+    identity is a
     1x1 convolution with the identity matrix. Convolution is linear in its kernel, so a 3x3 branch, a 1x1
     branch and the input itself, summed, are one 3x3 convolution whose kernel is the sum of the three:
     trained as branches, run as one (the re-parameterization of RepVGG).""")
@@ -226,10 +234,10 @@ def branches(L, rng):
         figure=figures.int8, experiment=experiments.int8, claim="""
     Quantize the input with one scale and the weights with one scale per output channel: both scales are
     constant over the sum over input channels, so they come out of it. What is left is a sum of products of
-    small integers, exact in the CPU's int32 accumulators, rescaled once per output. With 8 bits the output
-    moves by about 1% of its scale, never past the rounding bound (half an input step times the weights'
-    magnitudes, plus half a weight step times the inputs'); one scale for the whole weight costs the channels
-    of small weights their precision.""")
+    small integers, exact in int32 accumulators (as long as C x 127 x 127 stays below 2^31), rescaled once per
+    output. On this layer, with 8 bits, the output moves by about 1% of its scale, never past the rounding
+    bound (half an input step times the weights' magnitudes, plus half a weight step times the inputs');
+    one scale for the whole weight costs the channels of small weights their precision.""")
 def int8(L, rng):
     x = rng.standard_normal((1, 16, 6, 6))
     w = rng.standard_normal((8, 16)) * np.logspace(-2, 0, 8)[:, None]  # output channels 100x apart in scale
