@@ -76,15 +76,14 @@ def fold_affine_after_transposed(w, b, scale, shift, groups: int = 1):
 
 
 def fold_affine_before(w, b, scale, shift, groups: int = 1):
-    """``W (scale * x + shift) + b`` as one layer, for a 1x1 / dense weight (O, I/g[, 1, 1]).
+    """``W (scale * x + shift) + b`` as one layer, for a dense weight (O, I/g) or a conv's (O, I/g, *k) whose
+    every window lies inside its input (no padding: a padded window would read zeros, not the shift).
 
-    W'[o, i] = W[o, i] * scale[input channel of i]; b' = b + sum_i W[o, i] * shift[...].
+    W'[o, i, ...] = W[o, i, ...] * scale[input channel of i]; b' = b + sum_(i, ...) W[o, i, ...] * shift[...].
     """
     w = as_float_array(w, "w", ndim=range(2, 6))
     groups = check_int(groups, "groups")
     o, cg = w.shape[:2]
-    if any(s != 1 for s in w.shape[2:]):
-        raise OneByOneError(f"an affine before a layer folds only into 1x1 or dense weights, got shape {w.shape}")
     if o % groups:
         raise OneByOneError(f"output channels not divisible by groups: w has {o} output channels (shape {w.shape}), "
                             f"groups={groups}")
@@ -93,12 +92,12 @@ def fold_affine_before(w, b, scale, shift, groups: int = 1):
         raise OneByOneError(
             f"the affine must have one scale per input channel ({cg * groups}), got shape {scale.shape}"
         )
-    m = w.reshape(o, cg)  # (O, I/g)
+    m = w.reshape(o, cg, -1)  # (O, I/g, kernel positions)
     rows = np.arange(o) // (o // groups)  # group of each output channel
-    s = scale.reshape(groups, cg)[rows]  # (O, I/g): the scale each weight meets
-    t = shift.reshape(groups, cg)[rows]
+    s = scale.reshape(groups, cg)[rows][..., None]  # (O, I/g, 1): the scale each weight meets
+    t = shift.reshape(groups, cg)[rows][..., None]
     b = np.zeros(o, w.dtype) if b is None else check_bias(b, o, w.dtype)
-    return (m * s).reshape(w.shape), b + (m * t).sum(axis=1)
+    return (m * s).reshape(w.shape), b + (m * t).sum(axis=(1, 2))
 
 
 def merge_linear(w1, b1, w2, b2):

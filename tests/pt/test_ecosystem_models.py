@@ -193,7 +193,7 @@ def test_frozen_and_activation_norms_fold_and_keep_their_activation():
 
 def test_norms_that_are_not_folded_keep_their_own_class():
     """A frozen norm left where it is stays frozen: the user's module, not an nn.BatchNorm2d in its place."""
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), tv.ops.FrozenBatchNorm2d(4), nn.Conv2d(4, 4, 3))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), tv.ops.FrozenBatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1))
     model = randomize_norms(model)
     folded, report = fold_batchnorm(model, example=torch.randn(1, 3, 8, 8))
     assert [n for n, _ in report.skipped] == ["2"] and isinstance(folded[2], tv.ops.FrozenBatchNorm2d)
@@ -316,3 +316,14 @@ def test_int8_on_a_model_people_bring_is_checked_and_what_is_kept_holds_on_new_b
     else:  # float32 kept, and said why
         assert torch.allclose(got, y, atol=1e-4 * float(y.abs().max()))
         assert any("float32 kept" in n for n in report.notes)
+
+
+def test_timms_linear_is_taken_for_the_linear_it_computes():
+    """timm's own ``Linear`` (the classifier of its MobileNetV3s, GhostNetV2, StarNet) overrides forward only to
+    cast its weight when scripted: every rewrite left it alone as 'a forward of its own'."""
+    head = nn.Sequential(nn.Flatten(), timm.layers.Linear(12, 5)).eval()
+    x = torch.randn(2, 3, 2, 2)
+    conv, report = linear_to_conv1x1(head, example=x)
+    assert len(report.changed) == 1 and not report.skipped
+    with torch.no_grad():
+        assert torch.allclose(conv(x), head(x), atol=1e-6)

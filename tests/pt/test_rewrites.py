@@ -936,3 +936,32 @@ def test_a_norm_called_at_two_places_is_one_skip():
 
     _, report = fold_batchnorm(Twice().eval(), example=torch.randn(2, 3, 4, 4))
     assert report.skipped == [("bn", "the BatchNorm itself is called at 2 places")]
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(4, 8, 2, stride=2), nn.Conv2d(4, 8, 3, dilation=2, groups=2),
+                                  nn.Conv1d(4, 8, 3)])
+def test_a_norm_before_an_unpadded_conv_folds_into_it(conv):
+    """timm's inception_next downsamples with BN -> Conv2d(k=2, stride=2): skipped as if the conv's zero padding
+    would see the norm's shift, though it has none. Every window of an unpadded conv lies inside its input."""
+    bn = nn.BatchNorm2d(4) if isinstance(conv, nn.Conv2d) else nn.BatchNorm1d(4)
+    model = randomize_bn(nn.Sequential(bn, conv, nn.ReLU())).eval()
+    x = torch.randn(2, 4, 9, 9) if isinstance(conv, nn.Conv2d) else torch.randn(2, 4, 11)
+    folded, report = fold_batchnorm(model, example=x)
+    assert report.changed == [f"0 + 1: {type(bn).__name__} folded into the {type(conv).__name__} after it"]
+    assert_same(model, folded, torch.randn(3, *x.shape[1:]), 1e-5)
+    padded = randomize_bn(nn.Sequential(nn.BatchNorm2d(4), nn.Conv2d(4, 8, 3, padding=1))).eval()
+    _, report = fold_batchnorm(padded, example=torch.randn(2, 4, 9, 9))
+    assert not report.changed and "a norm before a padded conv does not fold exactly" in report.skipped[0][1]
+
+
+def test_a_norm_after_a_conv_with_a_forward_of_its_own_says_so():
+    """timm's Conv2dSame (it pads by the input's size in its forward): the norm after it was skipped as if it
+    followed no conv."""
+    class Padded(nn.Conv2d):
+        def forward(self, x):
+            return super().forward(nn.functional.pad(x, (0, 1, 0, 1)))
+
+    model = randomize_bn(nn.Sequential(Padded(3, 8, 3, stride=2, bias=False), nn.BatchNorm2d(8), nn.ReLU())).eval()
+    _, report = fold_batchnorm(model, example=torch.randn(2, 3, 9, 9))
+    assert report.skipped == [("1", "`0` (Padded) computes its own forward (it may pad, or reshape its weight, on "
+                                    "each call): its weights are not known to fold exactly")]

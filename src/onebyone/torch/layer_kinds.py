@@ -56,10 +56,16 @@ def own_forward(m) -> bool:
     """Is ``m`` a torch conv, Linear or Pointwise subclass with a forward of its own (timm's ``StdConv2d``
     standardizes its weight each call, ``Conv2dSame`` pads by the input's size)? Its weight is then not what
     a rewrite would take it for: no rewrite folds into it, swaps it, merges or factorizes it. A subclass
-    that computes what its base does (only checking its input, say) says so with ``computes_as_base = True``."""
+    that computes what its base does (only checking its input, say) says so with ``computes_as_base = True``;
+    ``AS_BASE`` names library classes known to."""
     base = next((b for b in (*CONVS, *CONV_TRANSPOSES, nn.Linear, Pointwise) if isinstance(m, b)), None)
     return (base is not None and type(m).forward is not base.forward
-            and not getattr(type(m), "computes_as_base", False))
+            and not getattr(type(m), "computes_as_base", False)
+            and f"{type(m).__module__}.{type(m).__qualname__}" not in AS_BASE)
+
+
+AS_BASE = ("timm.layers.linear.Linear",)  # forwards known to compute what their base does (F.linear, with a cast
+# of the weight to the input's dtype when scripted)
 
 
 def is_pointwise(m) -> bool:
@@ -72,6 +78,13 @@ def is_pointwise(m) -> bool:
         return True
     return (isinstance(m, CONVS) and all(k == 1 for k in m.kernel_size)
             and (m.padding == "valid" or all(p == 0 for p in m.padding)))
+
+
+def is_unpadded_conv(m) -> bool:
+    """A conv (any kernel, stride, dilation, groups) with no padding: every window lies inside its input, so
+    an affine map of its input folds into it exactly; none with a forward of its own."""
+    return (isinstance(m, CONVS) and not own_forward(m)
+            and (m.padding == "valid" or not isinstance(m.padding, str) and all(p == 0 for p in m.padding)))
 
 
 def is_pointwise_conv(m) -> bool:

@@ -231,9 +231,9 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     keep_frozen(original, rewritten)
     report.notes += untied(original, rewritten)
     if report.params_after > report.params_before and report.rewrite != "factorize":  # (its own notes say)
-        report.notes.append(f"parameters grew from {report.params_before:,} to {report.params_after:,} (a merged "
-                            "kernel larger than its parts, or a layer called in several places now held once for "
-                            "each)")
+        report.notes.append(f"parameters grew from {report.params_before:,} to {report.params_after:,}: a rewrite "
+                            "can hold more than it replaces (a bias where a norm folded into a layer without one, a "
+                            "kernel padded to its merged size, a layer called in several places held once for each)")
     report.skipped = list(dict.fromkeys(report.skipped))  # (a norm called at two places is one skip)
     if inplace and type(rewritten) is type(original):
         _adopt(original, rewritten)

@@ -20,7 +20,16 @@ from . import graph as G
 from . import norms
 from . import record as R
 from .capture import gc_paused, trace
-from .layer_kinds import CONV_TRANSPOSES, CONVS, channel_axis, groups, is_pointwise, own_forward, read_by_parent
+from .layer_kinds import (
+    CONV_TRANSPOSES,
+    CONVS,
+    channel_axis,
+    groups,
+    is_pointwise,
+    is_unpadded_conv,
+    own_forward,
+    read_by_parent,
+)
 from .layers import Pointwise
 from .record import record_calls
 from .rewrite_report import RewriteReport, finish
@@ -347,8 +356,8 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             work = G.replace_module(work, site.bn, nn.Identity())
             report.changed.append(f"{site.before} + {site.bn}: {type(layer).__name__} + {type(bn).__name__} folded")
             continue
-        if (nxt is not None and is_pointwise(nxt) and site.after_single and not site.after_branch
-                and counts[id(nxt)] == 1 and not read[site.after] and not moved[1]
+        if (nxt is not None and (is_pointwise(nxt) or is_unpadded_conv(nxt)) and site.after_single
+                and not site.after_branch and counts[id(nxt)] == 1 and not read[site.after] and not moved[1]
                 and counts[id(bn)] == 1 and _axis_matches(nxt, bn, site.after_shape)):
             w, b = algebra.fold_affine_before(numpy64(nxt.weight), numpy64(nxt.bias), scale, shift, groups(nxt))
             work = G.replace_module(work, site.after, with_weights(nxt, w, b))
@@ -356,24 +365,31 @@ def fold_all(work: nn.Module, x, report: RewriteReport) -> nn.Module:
             report.changed.append(f"{site.bn} + {site.after}: {type(bn).__name__} folded into the "
                                   f"{type(nxt).__name__} after it")
             continue
-        if read[site.before] or read[site.after] or moved[0] or moved[1]:
-            why = read[site.before] or read[site.after] or moved[0] or moved[1]
-        elif site.before_branch or site.after_branch:
-            why = (f"`{site.before_branch or site.after_branch}`'s forward reads a tensor's values between them "
-                   "(Python may branch on them: another input may take another path)")
-        elif layer is not None and counts[id(layer)] > 1:
-            why = f"`{site.before}` is called at {counts[id(layer)]} places: folding would change the other call too"
-        elif counts[id(bn)] > 1:
-            why = f"the BatchNorm itself is called at {counts[id(bn)]} places"
-        elif axis := _axis_why(site, layer, bn):
-            why = axis
-        else:
-            why = (f"reads {site.before_what} and is read by {site.after_what}: no conv or linear that it alone "
-                   "follows, nor a 1x1 conv or linear that alone reads it"
-                   + (" (a norm before a k x k conv does not fold exactly: the conv's zero padding would see the "
-                      "norm's shift)" if isinstance(nxt, CONVS) else ""))
-        report.skipped.append((_original_name(site.bn, swapped), why))
+        report.skipped.append((_original_name(site.bn, swapped), _why_not(site, layer, nxt, bn, read, moved, counts)))
     return norms.restore(work, swapped)
+
+
+def _why_not(site, layer, nxt, bn, read: dict, moved: tuple, counts) -> str:
+    """Why ``fold_all`` left the norm at ``site`` alone, the first reason that holds."""
+    if read[site.before] or read[site.after] or moved[0] or moved[1]:
+        return read[site.before] or read[site.after] or moved[0] or moved[1]
+    if site.before_branch or site.after_branch:
+        return (f"`{site.before_branch or site.after_branch}`'s forward reads a tensor's values between them "
+                "(Python may branch on them: another input may take another path)")
+    if layer is not None and counts[id(layer)] > 1:
+        return f"`{site.before}` is called at {counts[id(layer)]} places: folding would change the other call too"
+    if counts[id(bn)] > 1:
+        return f"the BatchNorm itself is called at {counts[id(bn)]} places"
+    if axis := _axis_why(site, layer, bn):
+        return axis
+    own = [f"`{n}` ({type(m).__name__})" for n, m in ((site.before, layer), (site.after, nxt)) if own_forward(m)]
+    if own:
+        return (f"{' and '.join(own)} computes its own forward (it may pad, or reshape its weight, on each call): "
+                "its weights are not known to fold exactly")
+    return (f"reads {site.before_what} and is read by {site.after_what}: no conv or linear that it alone "
+            "follows, nor a conv without padding or a linear that alone reads it"
+            + (" (a norm before a padded conv does not fold exactly: the padding would not see the norm's shift)"
+               if isinstance(nxt, CONVS) else ""))
 
 
 def _sites_elsewhere(work: nn.Module, x) -> tuple:
