@@ -1129,3 +1129,24 @@ def test_optimize_leaves_the_callers_random_sequences_where_they_were():
     torch.manual_seed(5), random.seed(5), np.random.seed(5)
     optimize(model, cal[0], dtype=torch.int8, calibration=cal, passes=NO_TIMING)
     assert draws() == want
+
+
+@pytest.mark.parametrize("evaluate,said", [
+    (lambda m: None, r"evaluate must return the top-1 accuracy in points .* got None on the float32 model"),
+    (lambda m: 1 / 0, r"evaluate failed on the float32 model: ZeroDivisionError"),
+    (lambda m: 0.93, r"evaluate returned 0.93 on the float32 model: a fraction\? .* multiply by 100"),
+    (lambda m: 250.0, r"a number from 0 to 100\), got 250.0"),
+])
+def test_an_evaluate_that_gives_no_accuracy_in_points_is_refused_by_name(evaluate, said):
+    """None reached float() raw, the function's own error passed through unnamed, and a fraction (0.93) was read
+    as 0.93 points: a 40-point loss then passed accuracy_tol=0.5 unseen."""
+    with pytest.raises(OneByOneError, match=said):
+        optimize(small(), batches(1)[0], dtype=torch.int8, calibration=batches(3), evaluate=evaluate,
+                 passes=NO_TIMING)
+
+
+def test_the_forms_note_gives_float32s_accuracy_beside_theirs():
+    _, report = optimize(small(), batches(1)[0], dtype=torch.int8, calibration=batches(4),
+                         evaluate=lambda m: 90.0, passes=NO_TIMING)
+    said = next(n for n in report.notes if n.startswith("int8 forms, largest error"))
+    assert said.endswith("(float32: top-1 90.00)") and "top-1 90.00" in said.split("(float32")[0]

@@ -217,6 +217,12 @@ def test_optimize_fuses_pointnet_and_refuses_training_models():
     assert any("SharedMLP" in c for c in report.changed)
     with pytest.raises(OneByOneError, match=r"eval-mode model .*\.eval\(\)"):
         optimize(create_model("nin_digits"), torch.randn(1, 1, 8, 8))
+    part = create_model("nin_digits").eval()
+    part.features[1].train()  # one submodule left in training mode: its BatchNorm updated in the reference runs
+    stats = {k: v.clone() for k, v in part.state_dict().items()}
+    with pytest.raises(OneByOneError, match=r"but `features.1` are in training mode; call NiN.eval\(\) first"):
+        optimize(part, torch.randn(2, 1, 8, 8))
+    assert all(torch.equal(stats[k], v) for k, v in part.state_dict().items())
 
 
 def test_the_optimized_model_accepts_and_refuses_what_the_eager_model_does():

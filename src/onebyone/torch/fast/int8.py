@@ -163,6 +163,7 @@ def top1(labels, held: list):
         with torch.no_grad():
             got = torch.cat([outputs(call(model, b))[0].argmax(-1).reshape(-1) for b in held])
         return 100.0 * float((got == labels).float().mean())
+    evaluate.in_points = True  # (a score under 1 point is a score, not a fraction)
     return evaluate
 
 
@@ -335,23 +336,42 @@ def _forms_line(precision: dict) -> str:
     """A note: each int8 form's error on the calibration batches, its ms a call and its accuracy where measured."""
     rows = [f"{k} {f['relative_error']:.3g}" + (f", {f['ms']:.3g} ms" if f.get("ms") is not None else "")
             + (f", top-1 {f['accuracy']:.2f}" if "accuracy" in f else "") for k, f in precision["forms"].items()]
-    return "int8 forms, largest error of the output scale on the calibration batches: " + "; ".join(rows)
+    top1 = f" (float32: top-1 {precision['float32_accuracy']:.2f})" if "float32_accuracy" in precision else ""
+    return "int8 forms, largest error of the output scale on the calibration batches: " + "; ".join(rows) + top1
 
 
 def _accurate(fine: dict, work, evaluate, accuracy_tol: float, report) -> dict:
     """The forms of ``fine`` whose accuracy (``evaluate``) is within ``accuracy_tol`` points of float32's (``work``);
     each measured in ``report.precision``, each left out named in ``report.skipped``."""
     precision = report.precision
-    base = precision["float32_accuracy"] = float(evaluate(work))
+    base = precision["float32_accuracy"] = _accuracy(evaluate, work, "the float32 model")
     kept = {}
     for k, form in fine.items():
-        acc = precision["forms"][k]["accuracy"] = float(evaluate(form))
+        acc = precision["forms"][k]["accuracy"] = _accuracy(evaluate, form, k)
         if base - acc > accuracy_tol:
             report.skipped.append((k, f"top-1 {acc:.2f} against float32's {base:.2f}: loses more than "
                                       f"accuracy_tol {accuracy_tol:g} points"))
         else:
             kept[k] = form
     return kept
+
+
+def _accuracy(evaluate, model, who: str) -> float:
+    """``evaluate(model)`` as a number of points (0 - 100), or a OneByOneError naming what it gave instead; a
+    fraction (every value in [0, 1] would pass ``accuracy_tol`` in points unseen) is refused too."""
+    try:
+        got = evaluate(model)
+    except Exception as e:  # noqa: BLE001 - the user's function failed: named, with the form it ran on
+        raise OneByOneError(f"evaluate failed on {who}: {reason(e)}") from e
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, (int, float)) or not 0 <= got <= 100:
+        raise OneByOneError(f"evaluate must return the top-1 accuracy in points (a number from 0 to 100), got {got!r} "
+                            f"on {who}")
+    if 0 < got < 1 and not getattr(evaluate, "in_points", False):
+        raise OneByOneError(f"evaluate returned {got!r} on {who}: a fraction? it must return points (0 - 100), as "
+                            "accuracy_tol is in points: multiply by 100")
+    return float(got)
 
 
 def _layer_rows(plain, observe, held, layers, report) -> dict:

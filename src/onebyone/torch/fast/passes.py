@@ -631,9 +631,14 @@ def _request(model, example, input_size, tol, channels_last, dtype, dtype_tol, c
     if evaluate is not None and not callable(evaluate):
         raise OneByOneError(f"evaluate must be a callable (model -> top-1 accuracy in points), got {evaluate!r}")
     dtype_tol = (INT8_TOL if dtype is torch.int8 else BF16_TOL) if dtype_tol is None else dtype_tol
-    if check_module(model).training:
-        raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics); "
-                            f"call {type(model).__name__}.eval() first")
+    names = [n for n, m in check_module(model).named_modules() if m.training]
+    training = [n or type(model).__name__ for n in names if not any(n.startswith(f"{t}.") or t == "" != n
+                                                                      for t in names)]  # the outermost ones
+    if training:  # (a submodule's too: its BatchNorms would update their statistics in the reference runs)
+        more = f" (and {len(training) - 3} more)" if len(training) > 3 else ""
+        raise OneByOneError(f"optimize needs an eval-mode model (BatchNorm folding uses running statistics), but "
+                            f"{', '.join(f'`{n}`' for n in training[:3])}{more} are in training mode; call "
+                            f"{type(model).__name__}.eval() first")
     return Request(model, probe_input(model, example, input_size), check_tolerance(tol, "tol"),
                    dtype if dtype != torch.float32 else None, check_tolerance(dtype_tol, "dtype_tol"), channels_last,
                    compile, calibration, evaluate, labels, check_tolerance(accuracy_tol, "accuracy_tol"),
