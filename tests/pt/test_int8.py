@@ -948,8 +948,13 @@ def test_the_kept_forms_size_check_holds_its_own_float_copy_and_survives_what_us
     with torch.no_grad(), pytest.warns(UserWarning, match="int8 form moved the outputs"):
         opt(torch.randn(2, 3, 16, 16))
     assert opt.reference.training is False and next(opt.reference.parameters()).dtype == torch.float32
+    copied.load_state_dict(opt.state_dict())  # the same weights: its float model still answers for them
+    assert copied.reference is not None
+    state = opt.state_dict()
+    k = next(k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel())
+    state[k] = state[k] + 0.01
     with pytest.warns(UserWarning, match="new weights were not checked against its float model"):
-        copied.load_state_dict(opt.state_dict())
+        copied.load_state_dict(state)
     assert copied.reference is None
 
 
@@ -1073,9 +1078,13 @@ def test_the_kept_int8_form_runs_its_float_model_for_an_input_wanting_a_gradient
     out = form(x)
     out.sum().backward()
     assert out.requires_grad and torch.allclose(out, model(x), atol=1e-6) and x.grad.abs().sum() > 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # (the notice that loaded weights drop the float model)
-        form.load_state_dict(form.state_dict())
+    form.load_state_dict(form.state_dict())  # its own weights back: the float model stays
+    assert form(x).requires_grad
+    state = form.state_dict()
+    k = next(k for k in state if k.endswith(".scale"))
+    state[k] = state[k] * 1.01  # new weights: the float model no longer answers for them
+    with pytest.warns(UserWarning, match="the int8 form's new weights were not checked against its float model"):
+        form.load_state_dict(state)
     with pytest.raises(OneByOneError, match=r"runs inference only .* call it under torch.no_grad\(\)"):
         form(x)
     with torch.no_grad():

@@ -52,6 +52,7 @@ class ShapeChecked(nn.Module):
         self.model, self.tol, self.scale = model, tol, scale
         self.__dict__["reference"] = reference  # (the float model: its weights are not this form's state)
         self.checked = dict.fromkeys(measured, True)  # per-sample key -> does ``model`` run such inputs
+        self.register_load_state_dict_pre_hook(_same_weights)
         self.register_load_state_dict_post_hook(_forget_reference)
 
     def forward(self, *args, **kwargs):
@@ -138,7 +139,30 @@ def _with_gradient(reference: nn.Module | None, args: tuple, kwargs: dict):
     return reference(*args, **kwargs)
 
 
+def _same_weights(module: ShapeChecked, state_dict, prefix, *args) -> None:
+    """(before a load) Whether the state coming equals what the form holds (its own state_dict loaded back):
+    then the float model still answers for it, and is kept."""
+    try:
+        mine = module.state_dict(prefix=prefix)
+        same = all(k in state_dict and _equal(v, state_dict[k]) for k, v in mine.items())
+    except Exception:  # noqa: BLE001 - anything not comparable is new weights
+        same = False
+    module.__dict__["_same_load"] = same
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.is_quantized or b.is_quantized:
+            a, b = a.dequantize() if a.is_quantized else a, b.dequantize() if b.is_quantized else b
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and bool(a == b)
+
+
 def _forget_reference(module: ShapeChecked, incompatible_keys) -> None:
+    if module.__dict__.pop("_same_load", False):
+        return  # (its own weights back: nothing new to check)
     if module.__dict__.get("reference") is not None:
         module.__dict__["reference"] = None
         warnings.warn("the int8 form's new weights were not checked against its float model, which its state does "
