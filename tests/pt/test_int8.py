@@ -1159,3 +1159,16 @@ def test_the_forms_note_gives_float32s_accuracy_beside_theirs():
                          evaluate=lambda m: 90.0, passes=NO_TIMING)
     said = next(n for n in report.notes if n.startswith("int8 forms, largest error"))
     assert said.endswith("(float32: top-1 90.00)") and "top-1 90.00" in said.split("(float32")[0]
+
+
+def test_the_float_models_state_dict_into_an_int8_form_is_refused_by_name():
+    """torch's quantized layers raised a bare KeyError ('model.graph_module.0.weight'), even with strict=False."""
+    from onebyone.torch.fast.int8_kept import per_sample
+    from onebyone.torch.fast.int8_torch import NanSamples, torch_int8
+
+    model, cal = small(), batches(4)
+    q, _ = torch_int8(plain_layers(model, cal[0]), cal[0], cal)
+    form = NanSamples(Traced(q), reference=copy.deepcopy(model), tol=0.05, measured=(per_sample((cal[0],), {}),))
+    for strict in (True, False):
+        with pytest.raises(OneByOneError, match=r"an int8 form loads its own state_dict only"):
+            form.load_state_dict(model.state_dict(), strict=strict)

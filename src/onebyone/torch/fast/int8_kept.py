@@ -140,11 +140,17 @@ def _with_gradient(reference: nn.Module | None, args: tuple, kwargs: dict):
 
 
 def _same_weights(module: ShapeChecked, state_dict, prefix, *args) -> None:
-    """(before a load) Whether the state coming equals what the form holds (its own state_dict loaded back):
-    then the float model still answers for it, and is kept."""
+    """(before a load) Refuse a state that lacks the form's own keys (torch's quantized layers raise a bare
+    KeyError on one, even with strict=False); note whether it equals what the form holds (its own state_dict
+    loaded back): then the float model still answers for it, and is kept."""
+    mine = module.state_dict(prefix=prefix)
+    missing = [k for k in mine if k not in state_dict]
+    if missing:
+        raise OneByOneError(f"this int8 form's state_dict holds {len(mine)} entries ({', '.join(list(mine)[:2])}, "
+                            f"...) and the state given lacks {len(missing)} of them: an int8 form loads its own "
+                            "state_dict only (for other weights, optimize the model they belong to)")
     try:
-        mine = module.state_dict(prefix=prefix)
-        same = all(k in state_dict and _equal(v, state_dict[k]) for k, v in mine.items())
+        same = all(_equal(v, state_dict[k]) for k, v in mine.items())
     except Exception:  # noqa: BLE001 - anything not comparable is new weights
         same = False
     module.__dict__["_same_load"] = same
