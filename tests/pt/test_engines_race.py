@@ -2,6 +2,7 @@
 the fastest kept, each form that fails or moves the outputs named; the layout and the kernels decided in
 the same race."""
 import contextlib
+import warnings
 
 import pytest
 import torch
@@ -264,3 +265,32 @@ def test_the_reports_params_after_are_those_of_the_model_returned(monkeypatch, f
         opt, report = optimize(model, x, passes=["conv_acts", "check", "engines", "keep_faster"])
     assert type(opt) is (OnnxRuntime if fastest == "onnxruntime" else torch.nn.Sequential)
     assert report.params_before == report.params_after == analyze(opt, example=x).params == 8 + 24 + 8 + 36
+
+
+def test_in_bfloat16_an_engine_kept_is_what_the_report_and_warnings_describe(monkeypatch):
+    """OpenVINO's bfloat16 kept: the report gave the eager rewrite's error as the model's, and a warning said
+    bfloat16 ran no faster than float32 (the eager rewrite did; the model returned ran 3x faster)."""
+    simulate(monkeypatch, "AVX-512 with bfloat16")
+    try:
+        OpenVino.require()
+    except OneByOneError as e:
+        pytest.skip(str(e))
+    from onebyone.torch.fast import passes as opt_module
+
+    real = opt_module.time_models
+
+    def timed(models, x, **timer):  # the eager rewrite slower in bfloat16 than float32, OpenVINO the fastest
+        if set(models) == {"float32", "bfloat16"}:
+            return {"float32": 1.0, "bfloat16": 2.0}
+        return {k: (0.0 if k.startswith("OpenVINO") else v) for k, v in real(models, x, **timer).items()}
+
+    monkeypatch.setattr(opt_module, "time_models", timed)
+    model, x = small_model(), torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        low, report = optimize(model, x, dtype=torch.bfloat16, passes=WITH_ENGINES)
+    assert isinstance(low, OpenVino) and report.precision["form"].startswith("OpenVINO")
+    assert not any("ran no faster in bfloat16" in str(w.message) for w in caught)
+    with torch.no_grad():
+        want, got = model(x), low(x)
+    assert report.precision["max_abs_diff"] == pytest.approx(float((got - want).abs().max()), rel=1e-3, abs=1e-6)

@@ -300,7 +300,7 @@ def bfloat16(model: nn.Module, req: Request, report: OptimizeReport, reference: 
                f"{t['float32'] * 1e3:.3g} ms a call); dtype=None may be the faster choice for this input (the "
                "engines' forms are timed apart)")
         report.notes.append(why)
-        warnings.warn(f"optimize: {why}", stacklevel=3)
+        low.__dict__["_slower"] = why  # warned where this form is the one returned (``recount``)
     report.layers = kernel_table(low)  # named as in the model returned
     return low
 
@@ -400,6 +400,10 @@ def _fastest_form(work, forms: dict, req: Request, report: OptimizeReport, refer
     if best != EAGER:
         kept = models[best]
         set_aside(report, race, best)
+        if req.dtype == torch.bfloat16:  # the error the report gives is the kept form's
+            with torch.no_grad():  # (with gradients on, an engine's form runs its float model)
+                diff, scale = output_difference(outputs(reference()), outputs(call(kept, req.x)), best)
+            report.precision.update(form=best, max_abs_diff=diff, relative=diff / max(scale, 1e-30))
         engine = ("Inductor, freezing" if isinstance(kept, Compiled) else
                   f"its ONNX export, OpenVINO compiled it for {kept.ran_in}" if getattr(kept, "precision", "") == "bf16"
                   else "its ONNX export, float32 on the CPU")
@@ -600,7 +604,10 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
 
 def recount(model: nn.Module, checked, req: Request, report: OptimizeReport) -> nn.Module:
     """``model``, the model returned; where it is not the one ``check`` counted (an engine's or an int8 form,
-    the model given kept), the report's params and MACs after counted on it (per sample, as ``check``)."""
+    the model given kept), the report's params and MACs after counted on it (per sample, as ``check``); a
+    bfloat16 form that ran no faster than float32 is warned of here, where it is the one returned."""
+    if model.__dict__.get("_slower"):
+        warnings.warn(f"optimize: {model.__dict__.pop('_slower')}", stacklevel=4)
     if checked is None or model is checked:
         return model
     try:
