@@ -91,7 +91,8 @@ def test_labels_measure_top1_on_the_held_out_samples():
 
 
 @pytest.mark.parametrize("calibration,message", [
-    ([], "calibration is empty"),
+    ([], "calibration is empty: give a list"),
+    (iter([]), r"calibration is empty \(an iterator yields its batches once: was it used up by a call before"),
     ([torch.randn(4, 3, 10, 12)], r"batch 0 is of shape \(4, 3, 10, 12\); expected inputs like the example, of "
                                   r"shape \(4, 3, 12, 12\) \(any batch size\): tensor 0 holds samples of shape "
                                   r"\(3, 10, 12\), the example's \(3, 12, 12\)"),

@@ -78,7 +78,9 @@ def calibration_batches(calibration, example) -> list:
                             f"got {type(calibration).__name__}")
     batches, want = list(calibration), example_values(example)
     if not batches:
-        raise OneByOneError("calibration is empty: give a list of input batches shaped like the example, "
+        used = " (an iterator yields its batches once: was it used up by a call before? pass a list)" if (
+            iter(calibration) is calibration) else ""
+        raise OneByOneError(f"calibration is empty{used}: give a list of input batches shaped like the example, "
                             f"{describe(example)}")
     for i, b in enumerate(batches):
         b = batches[i] = _keyed(b, example, i)
