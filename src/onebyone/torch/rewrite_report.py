@@ -115,6 +115,18 @@ class OptimizeReport(RewriteReport):
     precision: dict | None = None  # the lower precision's error against float32, ms a call
     passes: list = field(default_factory=list)  # {pass, seconds, changes} for each pass it ran
 
+    def __str__(self) -> str:
+        """As a rewrite's, its headline difference named the float32 rewrite's where a lower precision is kept,
+        with the kept form's own error after it."""
+        text, p = super().__str__(), self.precision or {}
+        kept = p.get("kept") or p.get("form") or (p.get("dtype") if "relative" in p else None)
+        if not kept:
+            return text
+        err = p["forms"][p["kept"]]["relative_error"] if p.get("kept") else p["relative"]
+        head, _, rest = text.partition("\n")
+        return (f"{head}, of the exact float32 rewrite\n  {kept} kept: error {err:.3g} of the output scale "
+                f"(dtype_tol {p['tolerance']:.3g})\n{rest}")
+
 
 def max_difference(
     before: nn.Module, after: nn.Module, example, reshape=None, dtype=torch.float64, cast_each: bool = False

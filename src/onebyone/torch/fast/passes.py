@@ -319,6 +319,13 @@ class Race:
     tune: bool = False
     spans: dict = dataclasses.field(default_factory=dict)  # pass -> (first, past last) of its report.changed lines
     checked: nn.Module | None = None  # the model ``check`` counted the costs of
+    moved: int = 0  # report.changed lines ``set_aside`` moved to a note during the pass running
+
+    def changes(self, report: OptimizeReport, before: int) -> int:
+        """The lines the pass running added to ``report.changed`` (those of earlier passes it set aside not
+        subtracted from them), counted once."""
+        added, self.moved = len(report.changed) - before + self.moved, 0
+        return added
 
 
 EXACT = ("reparameterize", "fold")  # the passes whose changes every form is made from (``Race.folded``)
@@ -333,6 +340,7 @@ def set_aside(report: OptimizeReport, race: Race, kept: str) -> None:
     lines = [line for i, line in enumerate(report.changed) if i in drop]
     if lines:
         report.changed = [line for i, line in enumerate(report.changed) if i not in drop]
+        race.moved += len(lines)
         report.notes.append(f"{len(lines)} change(s) of the eager rewrite were made and timed, and are not in "
                             f"{kept}, which is made from the exact rewrite: {'; '.join(lines)[:300]}")
 
@@ -597,7 +605,7 @@ def _run(names: list, work: nn.Module, req: Request, report: OptimizeReport) -> 
         else:
             work = keep_faster(work, req, report, timed)
         report.passes.append({"pass": name, "seconds": time.perf_counter() - t0,
-                              "changes": len(report.changed) - before})
+                              "changes": race.changes(report, before)})
         race.spans[name] = (before, len(report.changed))
     return recount(work, race.checked, req, report)
 
