@@ -77,10 +77,20 @@ class Exported(Engine):
 
     def build(self) -> dict:
         self.require()  # a clear error now rather than at the first export
+        kinds = {p.dtype for p in [*self.model.parameters(), *self.model.buffers()] if p.is_floating_point()}
+        self.__dict__["_weights"] = kinds.pop() if len(kinds) == 1 else None
         return {}  # input signature -> (the compiled model's function, the outputs' structure)
 
+    def _torch_runs(self, args: tuple, kwargs: dict) -> bool:
+        """Inputs the engine is not for, run by the torch model as given: weights moved to float64 since
+        (``.double()``: the engines have no float64 kernels), or a floating input of another dtype than the
+        weights (the torch model raises its own error, or computes as it would)."""
+        w = self.__dict__.get("_weights")
+        return w == torch.float64 or any(isinstance(v, torch.Tensor) and v.is_floating_point() and w is not None
+                                         and v.dtype != w for v in [*args, *kwargs.values()])
+
     def run(self, sessions: dict, args: tuple, kwargs: dict):
-        key = None if self.model.training else _signature(args, kwargs)
+        key = None if self.model.training or self._torch_runs(args, kwargs) else _signature(args, kwargs)
         if key is None:  # training mode (batch statistics, dropout), or inputs NumPy cannot hold
             return self.model(*args, **kwargs)
         made, first = sessions.get(key), None
