@@ -1192,3 +1192,21 @@ def test_the_reports_headline_names_the_float32_rewrite_and_the_kept_forms_error
         assert head.endswith(", of the exact float32 rewrite")
         assert second == (f"  {p['kept']} kept: error {p['forms'][p['kept']]['relative_error']:.3g} of the output "
                           f"scale (dtype_tol {p['tolerance']:.3g})")
+
+
+def test_a_handled_fallback_prints_no_traceback(capfd):
+    """After .double(), the int8 graph refuses float64 and the float model runs the call, with a warning; fx
+    printed the failing graph's whole traceback to stderr first, which reads as a crash."""
+    from onebyone.torch.fast.int8_kept import per_sample
+    from onebyone.torch.fast.int8_torch import NanSamples, torch_int8
+
+    model, cal = small(), batches(4)
+    q, _ = torch_int8(plain_layers(model, cal[0]), cal[0], cal)
+    form = NanSamples(Traced(q), reference=copy.deepcopy(model), tol=0.05, measured=(per_sample((cal[0],), {}),))
+    form.to(torch.float64)
+    capfd.readouterr()
+    said = r"the int8 form failed on inputs of \(4, 3, 12, 12\) torch.float64"
+    with torch.no_grad(), pytest.warns(UserWarning, match=said):
+        got = form(cal[1].double())
+    assert torch.allclose(got, model.double()(cal[1].double()))
+    assert "Traceback" not in capfd.readouterr().err

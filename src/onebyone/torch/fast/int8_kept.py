@@ -4,6 +4,8 @@ over positions, a resolution-dependent scale) they may clip. Each new per-sample
 against the float model, as the engines' forms check each new input signature."""
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import warnings
 
@@ -89,12 +91,15 @@ class ShapeChecked(nn.Module):
         floats = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
         measured = private.inputs_finite(args, kwargs) is True and not all(bool(t.min() == t.max()) for t in floats)
         want = reference(*args, **kwargs) if measured else None  # (first: where the inputs are wrong for the
-        try:  # model, its own error says why)
-            got = self.model(*args, **kwargs)
+        said = io.StringIO()  # model, its own error says why)
+        try:  # (fx prints a failing graph's whole traceback to stderr before raising: said only on success)
+            with contextlib.redirect_stderr(said):
+                got = self.model(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - the float model runs what the int8 form cannot, or says why
             failed = e
         else:
             failed = None
+            sys.stderr.write(said.getvalue())
         if failed is not None:  # (out of the except: the float model's own error is raised alone)
             return self._refused(key, reference, args, kwargs, failed, want)
         if want is None:
