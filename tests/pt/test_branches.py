@@ -379,3 +379,10 @@ def test_same_padding_merges_as_its_number_and_an_even_same_kernel_is_skipped():
         assert torch.allclose(merged(x), block(x), atol=1e-5)
     _, report = merge_branches(Same(2).eval(), x)
     assert not report.changed and "'same' padding of an even kernel" in str(report.skipped)
+
+
+def test_the_layers_a_merge_makes_are_in_the_models_mode():
+    """A merged conv was a fresh nn.Conv2d, in training mode inside an eval model: optimize then refused the
+    rewritten model (its submodules in training mode), and a train-mode BatchNorm after it would have moved."""
+    merged, _ = merge_branches(RepVGG(4).eval(), torch.randn(1, 4, 6, 6))
+    assert not any(m.training for m in merged.modules())

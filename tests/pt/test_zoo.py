@@ -88,3 +88,15 @@ def test_timm_style_arguments_are_taken_or_refused_alike_on_every_model():
     for bad in (0, True, 2.0):
         with pytest.raises(OneByOneError, match=f"mobilenet_v1: in_chans must be an integer >= 1, got {bad!r}"):
             create_model("mobilenet_v1", in_chans=bad)
+
+
+def test_the_tours_squeezenet_widths_are_the_zoos():
+    """The tour checks that SqueezeNet never puts a 1x1 conv on one channel from its published fire modules;
+    the zoo's SqueezeNet 1.0 (torchvision's parameter count) has the same 1x1 convs, in the same order."""
+    from torch import nn
+
+    from onebyone.tour.blocks import squeezenet_pointwise_inputs
+
+    zoo = [m.in_channels for m in create_model("squeezenet1_0").modules()
+           if isinstance(m, Pointwise) or isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert zoo == squeezenet_pointwise_inputs()

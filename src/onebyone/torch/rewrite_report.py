@@ -241,6 +241,7 @@ def finish(report: RewriteReport, original: nn.Module, rewritten: nn.Module, exa
     report.params_after, report.macs_after = after.params, after.macs // after.batch_size  # as analyze counts
     report.sample = ", ".join(str(tuple(v.shape[1:])) for v in example_values(example) if isinstance(v, torch.Tensor))
     keep_frozen(original, rewritten)
+    keep_modes(original, rewritten)
     report.notes += untied(original, rewritten)
     if report.params_after > report.params_before and report.rewrite != "factorize":  # (its own notes say)
         report.notes.append(f"parameters grew from {report.params_before:,} to {report.params_after:,}: a rewrite "
@@ -358,6 +359,17 @@ def keep_frozen(original: nn.Module, rewritten: nn.Module) -> None:
                 break
         if name in old:
             p.requires_grad_(old[name].requires_grad)
+
+
+def keep_modes(original: nn.Module, rewritten: nn.Module) -> None:
+    """Each module of ``rewritten`` in the mode (train / eval) of the original's of the same name, else of its
+    nearest enclosing one: a new layer of an eval model is in eval mode (``nn.Conv2d`` starts in training)."""
+    old = dict(original.named_modules())
+    for name, m in rewritten.named_modules():
+        prefix = name
+        while prefix not in old:
+            prefix = prefix.rpartition(".")[0]
+        m.training = old[prefix].training
 
 
 def untied(original: nn.Module, rewritten: nn.Module) -> list:

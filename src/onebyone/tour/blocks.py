@@ -45,6 +45,20 @@ def mlpconv(r: Runner, x):
     return r.conv(x, 96, 1)
 
 
+SQUEEZENET_FIRES = ((16, 64, 64),) * 2 + ((32, 128, 128),) * 2 + ((48, 192, 192),) * 2 + ((64, 256, 256),) * 2
+# SqueezeNet 1.0's fire2 ... fire9: (squeeze, expand 1x1, expand 3x3) channels, after a 96-channel 7x7 stem
+
+
+def squeezenet_pointwise_inputs(stem: int = 96) -> list:
+    """The input channels of each 1x1 conv of SqueezeNet 1.0, in order: each fire's squeeze (reading the layer
+    before) and 1x1 expand (reading the squeeze), then the 1x1 classifier."""
+    widths, c = [], stem
+    for squeeze, e1, e3 in SQUEEZENET_FIRES:
+        widths += [c, squeeze]
+        c = e1 + e3
+    return widths + [c]
+
+
 def fire(r: Runner, x, squeeze=16, expand=64):
     """SqueezeNet fire module: 1x1 squeeze, then 1x1 and 3x3 expands, concatenated."""
     s = r.conv(x, squeeze, 1)

@@ -11,7 +11,7 @@ import numpy as np
 from .. import cost, ops
 from ..forms import dense_per_pixel
 from ..layout import hwio_to_oihw, oihw_to_hwio, to_channels_first, to_channels_last
-from . import experiments
+from . import blocks, experiments
 from . import figures_basics as figures
 from .core import lesson
 
@@ -75,25 +75,9 @@ def one_channel(L, rng):
             float(s[1] / s[0]), "second / first singular value < 1e-12")
     L.note(f"alpha = {np.array2string(alpha[:4], precision=3)} ...: each output channel is the digit times one number.")
     L.keep(x=x[0, :, :, 0], y=y[0], alpha=alpha, b=b)
-    widths = _pointwise_inputs("squeezenet1_0")
-    if widths is None:
-        L.skip("SqueezeNet's 1x1 convs", 1, "torch")
-        return
-    L.holds("SqueezeNet 1.0 (the zoo's, torchvision's parameter count): no 1x1 conv reads a single channel",
+    widths = blocks.squeezenet_pointwise_inputs()
+    L.holds("SqueezeNet 1.0 (its eight fire modules and classifier as published): no 1x1 conv reads one channel",
             min(widths) > 1, f"{len(widths)} 1x1 convs, the narrowest reads {min(widths)} channels", "> 1 channel")
-
-
-def _pointwise_inputs(name: str) -> list | None:
-    """The input channels of every 1x1 conv in the zoo's model ``name``; None without torch."""
-    if importlib.util.find_spec("torch") is None:
-        return None
-    from torch import nn
-
-    from ..zoo import create_model
-
-    return [m.in_channels for m in create_model(name).modules()
-            if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)
-            or type(m).__name__ == "Pointwise"]
 
 
 @lesson("many-channels", "Several channels: a dense layer at every pixel", SEED_QA,
@@ -158,10 +142,6 @@ def weight_layout(L, rng):
     wk = rng.standard_normal((3, 3, 3, 128))  # Keras (kH, kW, C_in, C_out)
     wt = hwio_to_oihw(wk)
     L.equal("PyTorch shape after conversion", (128, 3, 3, 3), wt.shape)
-    if importlib.util.find_spec("torch") is not None:
-        from torch import nn
-
-        L.equal("torch's own Conv2d(3, 128, 3) weight shape", tuple(nn.Conv2d(3, 128, 3).weight.shape), wt.shape)
     x = rng.standard_normal((1, 10, 10, 3))
     y_keras = ops.conv2d(x, wk, layout="NHWC")  # (1, 8, 8, 128)
     y_torch = to_channels_last(ops.conv2d(to_channels_first(x), wt, layout="NCHW"))
@@ -265,11 +245,6 @@ def nonlinearity(L, rng):
         rel,
         "relative residual > 0.05",
     )
-    widths = _pointwise_inputs("nin_cifar")
-    if widths is None:
-        L.skip("the zoo's NiN", 1, "torch")
-    else:
-        L.equal("the zoo's NiN for CIFAR: two 1x1 convs after each of its three spatial convs", 6, len(widths))
     L.keep(
         linear=linear.ravel(),
         merged=ops.conv1x1(x, w2 @ w1, w2 @ b1 + b2).ravel(),

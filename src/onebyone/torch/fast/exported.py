@@ -83,7 +83,7 @@ class Exported(Engine):
 
     def _torch_runs(self, args: tuple, kwargs: dict) -> bool:
         """Inputs the engine is not for, run by the torch model as given: weights moved to float64 since
-        (``.double()``: the engines have no float64 kernels), or a floating input of another dtype than the
+        (``.double()``: the engines run no float64 convolution), or a floating input of another dtype than the
         weights (the torch model raises its own error, or computes as it would)."""
         w = self.__dict__.get("_weights")
         return w == torch.float64 or any(isinstance(v, torch.Tensor) and v.is_floating_point() and w is not None
