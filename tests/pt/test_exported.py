@@ -3,6 +3,7 @@ against the model they wrap: outputs, their structure, weight edits, autograd, c
 and optimize() weighing them: one export for both, the fastest kept, what is missing or inexact named."""
 import copy
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -302,3 +303,20 @@ def test_an_engine_form_moved_to_float64_runs_its_torch_model():
         assert str(ours.value) == str(theirs.value)
         fast.to(torch.float64)
         torch.testing.assert_close(fast(x.double()), model.double()(x.double()))
+
+
+def test_an_engine_form_traces_as_its_torch_model():
+    """``torch.jit.trace`` of an engine's form reached the export with traced shapes (a warning of inputs of
+    shape (tensor(2), ...), or an error): a tracer records the torch model the form runs."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    fast, x = OnnxRuntime(copy.deepcopy(model)), torch.randn(2, 3, 8, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # (torch's own deprecation notice on jit.trace aside)
+        traced = torch.jit.trace(fast, x)
+        y = torch.randn(3, 3, 9, 9)
+        torch.testing.assert_close(traced(y), model(y), rtol=1e-5, atol=1e-5)
+    fast.engine = "onnxruntime int8 (QDQ)"  # an int8 engine's form: what a tracer records is said
+    with torch.no_grad(), pytest.warns(UserWarning, match="a tracer records the float model this form holds"):
+        torch.jit.trace(fast, x)

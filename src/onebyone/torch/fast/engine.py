@@ -4,6 +4,7 @@ autograd."""
 from __future__ import annotations
 
 import operator
+import warnings
 
 import torch
 from torch import nn
@@ -40,10 +41,14 @@ class Engine(nn.Module):
 
     def forward(self, *args, **kwargs):
         grad = torch.is_grad_enabled()
-        if private.function_mode_on() or grad and (
+        if private.tracing() and "int8" in getattr(self, "engine", ""):
+            warnings.warn(f"{self.engine}: a tracer records the float model this form holds, not the engine's int8 "
+                          "graph", stacklevel=2)
+        if private.function_mode_on() or private.tracing() or grad and (
                 any(p.requires_grad for p in self.model.parameters())
                 or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
-            return self.model(*args, **kwargs)  # a TorchFunctionMode (the analyzer's) watches torch calls
+            return self.model(*args, **kwargs)  # the analyzer's TorchFunctionMode watches torch calls, or a
+            # tracer (torch.jit.trace, torch.export, torch.compile) records them: the torch model it traces
         if private.inputs_finite(args, kwargs) is False:  # NaN or inf: an engine's fused ReLU or int8
             return self.model(*args, **kwargs)  # quantization would turn them into numbers
         if not grad:  # under no_grad or inference_mode already
