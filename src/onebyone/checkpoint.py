@@ -184,8 +184,8 @@ def set_aside(out) -> None:
     if current is None or current.parent != out.resolve() or current.name not in ours or not all(
             (current / name).is_file() for name in FILES):
         return clear(out)  # (no whole epoch of this run's own to keep)
-    aside = current if current.name.startswith(REPLACED) else out / f"{REPLACED}{current.name}"
-    if aside != current:
+    aside = _aside(out, current)
+    if aside.name != current.name:  # (not set aside already, by an --overwrite that was interrupted)
         _record(out, ours + [aside.name])  # first said, then written
         if aside.exists() or aside.is_symlink():
             _remove_epoch(aside)
@@ -202,6 +202,12 @@ def set_aside(out) -> None:
         if name not in (aside.name, LINK):
             _remove(out / name)
     _record(out, [aside.name, LINK])
+
+
+def _aside(out: Path, current: Path) -> Path:
+    """Where ``set_aside`` keeps the run whose current epoch is ``current`` (there already, after an --overwrite
+    that was interrupted)."""
+    return out / f"{REPLACED}{current.name.removeprefix(REPLACED)}"
 
 
 def _remove(p: Path) -> None:
@@ -248,7 +254,7 @@ def check_clearable(out, epochs: range = range(0)) -> None:
                             "move those files away or choose another --out")
     _check_link(out, "--overwrite")
     current = folder(out)
-    aside = current is not None and out / f"{REPLACED}{current.name.removeprefix(REPLACED)}"
+    aside = current is not None and _aside(out, current)
     if aside and (aside.exists() or aside.is_symlink()) and aside.name not in written(out):
         raise OneByOneError(f"--overwrite: {out} holds {aside.name}, not written by its run, where the run keeps "
                             "the run it replaces: nothing was removed; move it away first")

@@ -74,10 +74,7 @@ def is_pointwise(m) -> bool:
     own (``own_forward``)."""
     if own_forward(m):
         return False
-    if isinstance(m, (nn.Linear, Pointwise)):
-        return True
-    return (isinstance(m, CONVS) and all(k == 1 for k in m.kernel_size)
-            and (m.padding == "valid" or all(p == 0 for p in m.padding)))
+    return isinstance(m, (nn.Linear, Pointwise)) or is_unpadded_conv(m) and all(k == 1 for k in m.kernel_size)
 
 
 def is_unpadded_conv(m) -> bool:

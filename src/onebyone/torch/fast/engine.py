@@ -40,11 +40,11 @@ class Engine(nn.Module):
         raise NotImplementedError
 
     def forward(self, *args, **kwargs):
-        grad = torch.is_grad_enabled()
-        if private.tracing() and "int8" in getattr(self, "engine", ""):
+        grad, tracing = torch.is_grad_enabled(), private.tracing()
+        if tracing and "int8" in getattr(self, "engine", ""):
             warnings.warn(f"{self.engine}: a tracer records the float model this form holds, not the engine's int8 "
                           "graph", stacklevel=2)
-        if private.function_mode_on() or private.tracing() or grad and (
+        if private.function_mode_on() or tracing or grad and (
                 any(p.requires_grad for p in self.model.parameters())
                 or any(isinstance(v, torch.Tensor) and v.requires_grad for v in [*args, *kwargs.values()])):
             return self.model(*args, **kwargs)  # the analyzer's TorchFunctionMode watches torch calls, or a
